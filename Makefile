@@ -1,0 +1,118 @@
+# recd - build, test, run, bench.
+#
+#   make                 library, `recd` binary, Lua module (build/rel)
+#   make test            every suite under ASan+UBSan (build/san)
+#   make test SANITIZE=  the same suites without sanitizers
+#   make bench           benchmarks on the optimised build
+#   make run             the engine on ./data with demo data
+#
+# Missing Debian packages are installed (as root) or named with the exact
+# apt-get line to run.
+
+DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
+            libmsgpack-dev liblmdb-dev lmdb-utils libcmocka-dev
+
+CC       ?= cc
+OPT      ?= -O2
+SANITIZE ?=
+PKGS     := lua5.4 libuv msgpack lmdb
+
+WARN := -Wall -Wextra -Wpedantic -Wshadow -Wundef -Wwrite-strings \
+        -Wmissing-prototypes -Wstrict-prototypes -Wpointer-arith \
+        -Wcast-align -Wformat=2 -Wvla -Wnull-dereference -Wdouble-promotion \
+        -Wno-unused-parameter
+
+ifneq ($(SANITIZE),)
+BUILD    := build/san
+SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+OPT      := -O1 -g
+else
+BUILD    := build/rel
+SANFLAGS :=
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SANFLAGS) -fPIC -MMD -MP \
+           -Icore $(PKG_CFLAGS)
+LDFLAGS += $(SANFLAGS)
+LDLIBS  += $(PKG_LIBS) -lm -lpthread
+
+CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
+CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o)
+LIB      := $(BUILD)/librecd.a
+LUAMOD   := $(BUILD)/lua/recd.so
+BIN      := $(BUILD)/recd
+
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard tests/bench/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+
+DEPS_STAMP := build/.deps-ok
+
+.PHONY: all deps test test-unit test-lua bench run clean install
+.DEFAULT_GOAL := all
+
+all: $(DEPS_STAMP) recd $(LUAMOD)
+
+# The top-level ./recd is the optimised binary (or the sanitised one when
+# SANITIZE is set for the whole invocation).
+recd: $(BIN)
+	cp $(BIN) $@
+
+$(DEPS_STAMP): tests/deps.sh
+	@sh tests/deps.sh $(DEB_PKGS)
+	@mkdir -p build && touch $@
+
+deps:
+	@sh tests/deps.sh $(DEB_PKGS)
+
+$(BUILD)/core/%.o: core/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(CORE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/core/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The Lua module takes Lua's symbols from the interpreter that loads it.
+$(LUAMOD): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libuv msgpack lmdb) -lm -lpthread
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: tests/bench/%.c $(LIB) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/bench -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
+# Tests run under ASan+UBSan unless SANITIZE is given (empty: plain build).
+TEST_SANITIZE ?= address,undefined
+test: $(DEPS_STAMP)
+	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) build-tests
+	@sh tests/run.sh build/$(if $(TEST_SANITIZE),san,rel) $(TEST_SANITIZE)
+
+build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN)
+
+bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+run: all
+	./recd lua examples/demo.lua ./data
+
+install: all
+	install -d $(DESTDIR)/usr/local/bin $(DESTDIR)/usr/local/lib/lua/5.4
+	install -m 755 recd $(DESTDIR)/usr/local/bin/recd
+	install -m 755 $(LUAMOD) $(DESTDIR)/usr/local/lib/lua/5.4/recd.so
+
+clean:
+	rm -rf build recd
+
+-include $(CORE_OBJ:.o=.d) $(BUILD)/core/main.d $(UNIT_BIN:=.d) $(BENCH_BIN:=.d)

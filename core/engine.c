@@ -1,0 +1,1127 @@
+/* engine.c - the engine: in-memory state over the LMDB store.
+ *
+ * Key layouts (all integers big-endian so keys sort numerically):
+ *   meta      "space/<name>"   -> id u16, dim u32
+ *             "counter/<name>" -> id u16, half-life f64
+ *             "type/<name>"    -> id u16, weight f32
+ *   *_ids     encoded id       -> index u32
+ *   *_keys    index u32        -> encoded id
+ *   items     index u32        -> flags u8 (bit 0: inactive), msgpack props
+ *   users     index u32        -> flags u8, msgpack props
+ *   vectors   space u16, kind u8, index u32 -> float32[dim], host order
+ *   events    sequence u64     -> msgpack [ts, user, item, type, value,
+ *                                          rec_id, context]
+ *   history   user u32, sequence u64 -> ts f64, item u32, weight f32,
+ *                                       type u16 (host order)
+ *   counters  family u16, index u32 -> value f64, t f64 (host order)
+ *   kv        key              -> msgpack value
+ *
+ * The log is keyed by arrival sequence rather than by the event's own
+ * timestamp: clients send late events with past timestamps, and a key that
+ * only grows lets every event be appended (MDB_APPEND) while replay order is
+ * exactly arrival order. The timestamp lives in the record.
+ */
+#include "engine.h"
+
+#include <math.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+
+typedef struct type_info {
+    char name[REC_TYPE_NAME_MAX + 1];
+    float weight;
+} type_info;
+
+struct rec_engine {
+    rec_store *store;
+    rec_engine_opts opts;
+    rec_batch *batch;          /* pending writes */
+    rec_idmap ids[2];          /* by rec_kind */
+    uint64_t *inactive;        /* items: bit set = inactive */
+    size_t inactive_words;
+    rec_space *spaces[REC_MAX_SPACES];
+    size_t nspaces;
+    rec_counter *counters[REC_MAX_COUNTERS];
+    size_t ncounters;
+    type_info types[REC_MAX_TYPES];
+    size_t ntypes;
+    rec_graph graph;
+    rec_rng rng;
+    uint64_t next_seq;         /* next event sequence */
+    uint64_t nevents;          /* events in the log */
+    rec_buf scratch;
+    char errmsg[256];
+};
+
+static const struct {
+    const char *name;
+    float weight;
+} default_types[] = {
+    {"view", 1.0f},  {"click", 2.0f}, {"add_to_cart", 4.0f},
+    {"purchase", 8.0f}, {"skip", -1.0f}, {"dislike", -4.0f},
+};
+
+static const rec_dbi ids_db[2] = {REC_DB_ITEM_IDS, REC_DB_USER_IDS};
+static const rec_dbi keys_db[2] = {REC_DB_ITEM_KEYS, REC_DB_USER_KEYS};
+static const rec_dbi props_db[2] = {REC_DB_ITEMS, REC_DB_USERS};
+
+double rec_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int fail(rec_engine *e, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(rec_engine *e, int rc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->errmsg, sizeof e->errmsg, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+const char *rec_engine_errmsg(const rec_engine *e) { return e->errmsg; }
+
+void rec_engine_opts_default(rec_engine_opts *o) {
+    memset(o, 0, sizeof *o);
+    rec_store_opts_default(&o->store);
+    o->seed = 42;
+    o->cooc_window = 10;
+    rec_mf_opts_default(&o->mf);
+}
+
+/* ---- in-memory state ------------------------------------------------- */
+
+static void state_free(rec_engine *e) {
+    for (int k = 0; k < 2; k++)
+        rec_idmap_close(&e->ids[k]);
+    free(e->inactive);
+    e->inactive = NULL;
+    e->inactive_words = 0;
+    for (size_t i = 0; i < e->nspaces; i++)
+        rec_space_free(e->spaces[i]);
+    e->nspaces = 0;
+    for (size_t i = 0; i < e->ncounters; i++)
+        rec_counter_free(e->counters[i]);
+    e->ncounters = 0;
+    e->ntypes = 0;
+    rec_graph_close(&e->graph);
+}
+
+static int set_inactive(rec_engine *e, uint32_t idx, int inactive) {
+    size_t w = (size_t)idx / 64 + 1;
+    if (w > e->inactive_words) {
+        size_t n = e->inactive_words ? e->inactive_words : 16;
+        while (n < w)
+            n *= 2;
+        uint64_t *p = realloc(e->inactive, n * sizeof *p);
+        if (!p)
+            return REC_ENOMEM;
+        memset(p + e->inactive_words, 0, (n - e->inactive_words) * sizeof *p);
+        e->inactive = p;
+        e->inactive_words = n;
+    }
+    if (inactive)
+        e->inactive[idx >> 6] |= 1ull << (idx & 63);
+    else
+        e->inactive[idx >> 6] &= ~(1ull << (idx & 63));
+    return 0;
+}
+
+static uint16_t get_be16(const unsigned char *p) {
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+static void be16(unsigned char *p, uint16_t v) {
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+typedef struct load_ctx {
+    rec_engine *e;
+    int kind;
+} load_ctx;
+
+static int load_ids(void *ud, rec_val k, rec_val v) {
+    load_ctx *c = ud;
+    if (k.len != 4 || v.len == 0 || v.len > REC_ID_MAX)
+        return REC_ECORRUPT;
+    return rec_idmap_insert_at(&c->e->ids[c->kind], v.data, v.len,
+                               rec_get_be32(k.data));
+}
+
+static int load_items(void *ud, rec_val k, rec_val v) {
+    rec_engine *e = ud;
+    if (k.len != 4 || v.len < 1)
+        return REC_ECORRUPT;
+    if (*(const unsigned char *)v.data & 1)
+        return set_inactive(e, rec_get_be32(k.data), 1);
+    return 0;
+}
+
+static int load_meta(void *ud, rec_val k, rec_val v) {
+    rec_engine *e = ud;
+    const char *key = k.data;
+    const unsigned char *val = v.data;
+    char name[REC_TYPE_NAME_MAX + 1];
+    size_t plen;
+    if (k.len > 6 && memcmp(key, "space/", 6) == 0) {
+        plen = 6;
+    } else if (k.len > 8 && memcmp(key, "counter/", 8) == 0) {
+        plen = 8;
+    } else if (k.len > 5 && memcmp(key, "type/", 5) == 0) {
+        plen = 5;
+    } else {
+        return 0;
+    }
+    if (k.len - plen > REC_TYPE_NAME_MAX)
+        return REC_ECORRUPT;
+    memcpy(name, key + plen, k.len - plen);
+    name[k.len - plen] = 0;
+    if (plen == 6) {
+        if (v.len != 6 || e->nspaces == REC_MAX_SPACES)
+            return REC_ECORRUPT;
+        rec_space *s;
+        int rc = rec_space_new(&s, name, get_be16(val), rec_get_be32(val + 2));
+        if (rc)
+            return REC_ECORRUPT;
+        e->spaces[e->nspaces++] = s;
+    } else if (plen == 8) {
+        double hl;
+        if (v.len != 10 || e->ncounters == REC_MAX_COUNTERS)
+            return REC_ECORRUPT;
+        memcpy(&hl, val + 2, sizeof hl);
+        rec_counter *c;
+        if (rec_counter_new(&c, name, get_be16(val), hl))
+            return REC_ECORRUPT;
+        e->counters[e->ncounters++] = c;
+    } else {
+        uint16_t id;
+        float w;
+        if (v.len != 6)
+            return REC_ECORRUPT;
+        id = get_be16(val);
+        if (id >= REC_MAX_TYPES)
+            return REC_ECORRUPT;
+        memcpy(&w, val + 2, sizeof w);
+        strcpy(e->types[id].name, name);
+        e->types[id].weight = w;
+        if (id >= e->ntypes)
+            e->ntypes = (size_t)id + 1;
+    }
+    return 0;
+}
+
+static rec_space *space_by_id(const rec_engine *e, uint16_t id) {
+    for (size_t i = 0; i < e->nspaces; i++)
+        if (e->spaces[i]->id == id)
+            return e->spaces[i];
+    return NULL;
+}
+
+static rec_counter *counter_by_id(const rec_engine *e, uint16_t id) {
+    for (size_t i = 0; i < e->ncounters; i++)
+        if (e->counters[i]->id == id)
+            return e->counters[i];
+    return NULL;
+}
+
+static int load_vectors(void *ud, rec_val k, rec_val v) {
+    rec_engine *e = ud;
+    const unsigned char *p = k.data;
+    if (k.len != 7 || p[2] > 1)
+        return REC_ECORRUPT;
+    rec_space *s = space_by_id(e, get_be16(p));
+    if (!s || v.len != (size_t)s->dim * sizeof(float))
+        return REC_ECORRUPT;
+    uint32_t idx = rec_get_be32(p + 3);
+    if (!rec_idmap_alive(&e->ids[p[2]], idx))
+        return 0; /* orphan row of a deleted id: ignore */
+    const float *row = v.data;
+    float tmp[REC_DIM_MAX];
+    if ((uintptr_t)row % sizeof(float)) {
+        memcpy(tmp, v.data, v.len);
+        row = tmp;
+    }
+    int rc = rec_space_set(s, (rec_kind)p[2], idx, row, 1);
+    return rc == REC_ENONFINITE ? REC_ECORRUPT : rc;
+}
+
+static int load_counters(void *ud, rec_val k, rec_val v) {
+    rec_engine *e = ud;
+    const unsigned char *p = k.data;
+    if (k.len != 6 || v.len != 16)
+        return REC_ECORRUPT;
+    rec_counter *c = counter_by_id(e, get_be16(p));
+    if (!c)
+        return REC_ECORRUPT;
+    double val, t;
+    memcpy(&val, v.data, 8);
+    memcpy(&t, (const char *)v.data + 8, 8);
+    return rec_counter_load(c, rec_get_be32(p + 2), val, t);
+}
+
+typedef struct hist_rec {
+    double ts;
+    uint32_t item;
+    float weight;
+    uint16_t type;
+} hist_rec;
+
+#define HIST_LEN 18
+
+static void hist_encode(unsigned char *out, const hist_rec *h) {
+    memcpy(out, &h->ts, 8);
+    memcpy(out + 8, &h->item, 4);
+    memcpy(out + 12, &h->weight, 4);
+    memcpy(out + 16, &h->type, 2);
+}
+
+static void hist_decode(const unsigned char *in, hist_rec *h) {
+    memcpy(&h->ts, in, 8);
+    memcpy(&h->item, in + 8, 4);
+    memcpy(&h->weight, in + 12, 4);
+    memcpy(&h->type, in + 16, 2);
+}
+
+static int load_history(void *ud, rec_val k, rec_val v) {
+    rec_engine *e = ud;
+    if (k.len != 12 || v.len != HIST_LEN)
+        return REC_ECORRUPT;
+    uint32_t user = rec_get_be32(k.data);
+    hist_rec h;
+    hist_decode(v.data, &h);
+    if (!rec_idmap_alive(&e->ids[REC_KIND_USER], user) ||
+        !rec_idmap_alive(&e->ids[REC_KIND_ITEM], h.item))
+        return 0;
+    return rec_graph_add(&e->graph, user, h.item, h.ts, h.weight, h.type);
+}
+
+static int last_event(void *ud, rec_val k, rec_val v) {
+    rec_engine *e = ud;
+    if (k.len != 8)
+        return REC_ECORRUPT;
+    e->next_seq = rec_get_be64(k.data) + 1;
+    return 1; /* only the last key */
+}
+
+static int intern_type(rec_engine *e, const char *t, size_t n, uint16_t *id,
+                       int create);
+
+/* Rebuild every in-memory structure from the store. O(stored data). */
+static int state_load(rec_engine *e) {
+    rec_graph_init(&e->graph, e->opts.cooc_window);
+    rec_rng_seed(&e->rng, e->opts.seed);
+    for (int k = 0; k < 2; k++)
+        rec_idmap_init(&e->ids[k]);
+    e->next_seq = 1;
+    rec_rtxn *t;
+    int rc = rec_store_read_begin(e->store, &t);
+    if (rc)
+        return fail(e, rc, "%s", rec_store_errmsg(e->store));
+    load_ctx ci = {e, REC_KIND_ITEM}, cu = {e, REC_KIND_USER};
+    size_t nev = 0;
+    if (!(rc = rec_rtxn_scan(t, REC_DB_META, NULL, 0, 0, load_meta, e)) &&
+        !(rc = rec_rtxn_scan(t, REC_DB_ITEM_KEYS, NULL, 0, 0, load_ids, &ci)) &&
+        !(rc = rec_rtxn_scan(t, REC_DB_USER_KEYS, NULL, 0, 0, load_ids, &cu)) &&
+        !(rc = rec_rtxn_scan(t, REC_DB_ITEMS, NULL, 0, 0, load_items, e)) &&
+        !(rc = rec_rtxn_scan(t, REC_DB_VECTORS, NULL, 0, 0, load_vectors, e)) &&
+        !(rc = rec_rtxn_scan(t, REC_DB_COUNTERS, NULL, 0, 0, load_counters, e)) &&
+        !(rc = rec_rtxn_scan(t, REC_DB_HISTORY, NULL, 0, 0, load_history, e)) &&
+        !(rc = rec_rtxn_scan(t, REC_DB_EVENTS, NULL, 0, 1, last_event, e)))
+        rc = rec_rtxn_count(t, REC_DB_EVENTS, &nev);
+    rec_store_read_end(t);
+    if (rc)
+        return fail(e, rc, "loading the data folder failed: %s",
+                    rec_strerror(rc));
+    e->nevents = nev;
+    /* Default event types exist from the start so their weights apply. */
+    if (!rec_store_read_only(e->store)) {
+        for (size_t i = 0; i < sizeof default_types / sizeof *default_types; i++) {
+            uint16_t id;
+            const char *n = default_types[i].name;
+            if ((rc = intern_type(e, n, strlen(n), &id, 1)))
+                return rc;
+        }
+        if (rec_batch_count(e->batch) && (rc = rec_engine_commit(e)))
+            return rc;
+    }
+    return 0;
+}
+
+int rec_engine_open(rec_engine **out, const char *dir,
+                    const rec_engine_opts *o, char *errbuf, size_t errlen) {
+    *out = NULL;
+    rec_engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        if (errbuf)
+            snprintf(errbuf, errlen, "out of memory");
+        return REC_ENOMEM;
+    }
+    if (o)
+        e->opts = *o;
+    else
+        rec_engine_opts_default(&e->opts);
+    int rc = rec_store_open(&e->store, dir, &e->opts.store, errbuf, errlen);
+    if (rc) {
+        free(e);
+        return rc;
+    }
+    e->batch = rec_batch_new();
+    if (!e->batch) {
+        rec_store_free(e->store);
+        free(e);
+        if (errbuf)
+            snprintf(errbuf, errlen, "out of memory");
+        return REC_ENOMEM;
+    }
+    if ((rc = state_load(e))) {
+        if (errbuf)
+            snprintf(errbuf, errlen, "%s: %s", dir, e->errmsg);
+        state_free(e);
+        rec_batch_free(e->batch);
+        rec_store_free(e->store);
+        free(e);
+        return rc;
+    }
+    *out = e;
+    return 0;
+}
+
+void rec_engine_free(rec_engine *e) {
+    if (!e)
+        return;
+    if (!rec_store_read_only(e->store))
+        (void)rec_engine_commit(e);
+    state_free(e);
+    rec_batch_free(e->batch);
+    rec_buf_free(&e->scratch);
+    rec_store_free(e->store);
+    free(e);
+}
+
+/* ---- commit ------------------------------------------------------------ */
+
+static int flush_spaces(rec_engine *e) {
+    for (size_t i = 0; i < e->nspaces; i++) {
+        rec_space *s = e->spaces[i];
+        for (int k = 0; k < 2; k++) {
+            rec_matrix *m = &s->m[k];
+            for (uint32_t d = 0; d < m->ndirty; d++) {
+                uint32_t idx = m->dirty_list[d];
+                unsigned char key[7];
+                be16(key, s->id);
+                key[2] = (unsigned char)k;
+                rec_be32(key + 3, idx);
+                const float *row = rec_space_get(s, (rec_kind)k, idx);
+                int rc = row ? rec_batch_put(e->batch, REC_DB_VECTORS, key, 7, row,
+                                             s->dim * sizeof(float))
+                             : rec_batch_del(e->batch, REC_DB_VECTORS, key, 7);
+                if (rc)
+                    return rc;
+            }
+        }
+    }
+    for (size_t i = 0; i < e->ncounters; i++) {
+        rec_counter *c = e->counters[i];
+        for (uint32_t d = 0; d < c->ndirty; d++) {
+            uint32_t idx = c->dirty_list[d];
+            unsigned char key[6], val[16];
+            be16(key, c->id);
+            rec_be32(key + 2, idx);
+            int rc;
+            if (c->val[idx] == 0.0 && c->t_last[idx] == 0.0) {
+                rc = rec_batch_del(e->batch, REC_DB_COUNTERS, key, 6);
+            } else {
+                memcpy(val, &c->val[idx], 8);
+                memcpy(val + 8, &c->t_last[idx], 8);
+                rc = rec_batch_put(e->batch, REC_DB_COUNTERS, key, 6, val, 16);
+            }
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static void clean_all(rec_engine *e) {
+    for (size_t i = 0; i < e->nspaces; i++) {
+        rec_space_clean(e->spaces[i], REC_KIND_ITEM);
+        rec_space_clean(e->spaces[i], REC_KIND_USER);
+    }
+    for (size_t i = 0; i < e->ncounters; i++)
+        rec_counter_clean(e->counters[i]);
+}
+
+size_t rec_engine_pending(const rec_engine *e) {
+    size_t n = rec_batch_count(e->batch);
+    for (size_t i = 0; i < e->nspaces; i++)
+        n += e->spaces[i]->m[0].ndirty + e->spaces[i]->m[1].ndirty;
+    for (size_t i = 0; i < e->ncounters; i++)
+        n += e->counters[i]->ndirty;
+    return n;
+}
+
+int rec_engine_commit(rec_engine *e) {
+    if (rec_store_read_only(e->store)) {
+        if (rec_engine_pending(e))
+            return fail(e, REC_EREADONLY, "the data folder is open read-only");
+        return 0;
+    }
+    int rc = flush_spaces(e);
+    if (!rc && rec_batch_count(e->batch) == 0)
+        return 0;
+    if (!rc)
+        rc = rec_store_commit(e->store, e->batch);
+    rec_batch_clear(e->batch);
+    if (!rc) {
+        clean_all(e);
+        return 0;
+    }
+    /* Memory is ahead of the disk: rebuild it from what the store holds. */
+    char msg[sizeof e->errmsg];
+    snprintf(msg, sizeof msg, "commit failed: %s", rec_store_errmsg(e->store)[0]
+             ? rec_store_errmsg(e->store) : rec_strerror(rc));
+    state_free(e);
+    int lrc = state_load(e);
+    snprintf(e->errmsg, sizeof e->errmsg, "%.200s%s", msg,
+             lrc ? "; reload failed" : "");
+    return rc;
+}
+
+/* ---- types ------------------------------------------------------------- */
+
+static int type_ok(const char *t, size_t n) {
+    if (n == 0 || n > REC_TYPE_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)t[i] < 0x20 || t[i] == '/')
+            return 0;
+    return 1;
+}
+
+static int find_type(const rec_engine *e, const char *t, size_t n) {
+    for (size_t i = 0; i < e->ntypes; i++)
+        if (strlen(e->types[i].name) == n && memcmp(e->types[i].name, t, n) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int put_type_meta(rec_engine *e, uint16_t id) {
+    char key[5 + REC_TYPE_NAME_MAX];
+    size_t n = strlen(e->types[id].name);
+    memcpy(key, "type/", 5);
+    memcpy(key + 5, e->types[id].name, n);
+    unsigned char val[6];
+    be16(val, id);
+    memcpy(val + 2, &e->types[id].weight, 4);
+    return rec_batch_put(e->batch, REC_DB_META, key, 5 + n, val, 6);
+}
+
+static int intern_type(rec_engine *e, const char *t, size_t n, uint16_t *id,
+                       int create) {
+    if (!type_ok(t, n))
+        return fail(e, REC_EINVAL, "event type must be 1..%d printable bytes",
+                    REC_TYPE_NAME_MAX);
+    int i = find_type(e, t, n);
+    if (i >= 0) {
+        *id = (uint16_t)i;
+        return 0;
+    }
+    if (!create)
+        return REC_ENOTFOUND;
+    if (e->ntypes == REC_MAX_TYPES)
+        return fail(e, REC_ETOOLARGE, "more than %d event types",
+                    REC_MAX_TYPES);
+    type_info *ti = &e->types[e->ntypes];
+    memcpy(ti->name, t, n);
+    ti->name[n] = 0;
+    ti->weight = 0.0f;
+    for (size_t d = 0; d < sizeof default_types / sizeof *default_types; d++)
+        if (strcmp(default_types[d].name, ti->name) == 0)
+            ti->weight = default_types[d].weight;
+    int rc = put_type_meta(e, (uint16_t)e->ntypes);
+    if (rc)
+        return rc;
+    *id = (uint16_t)e->ntypes++;
+    return 0;
+}
+
+float rec_engine_type_weight(rec_engine *e, const char *type, size_t tlen) {
+    int i = find_type(e, type, tlen);
+    return i < 0 ? 0.0f : e->types[i].weight;
+}
+
+int rec_engine_set_type_weight(rec_engine *e, const char *type, size_t tlen,
+                               float w) {
+    if (!isfinite(w))
+        return fail(e, REC_EINVAL, "weight must be finite");
+    uint16_t id;
+    int rc = intern_type(e, type, tlen, &id, 1);
+    if (rc)
+        return rc;
+    e->types[id].weight = w;
+    return put_type_meta(e, id);
+}
+
+const char *rec_engine_type_name(const rec_engine *e, uint16_t id) {
+    return id < e->ntypes ? e->types[id].name : NULL;
+}
+
+/* ---- spaces and counters ---------------------------------------------- */
+
+rec_space *rec_engine_space(const rec_engine *e, const char *name) {
+    for (size_t i = 0; i < e->nspaces; i++)
+        if (strcmp(e->spaces[i]->name, name) == 0)
+            return e->spaces[i];
+    return NULL;
+}
+
+int rec_engine_space_ensure(rec_engine *e, const char *name, uint32_t dim,
+                            rec_space **out) {
+    rec_space *s = rec_engine_space(e, name);
+    if (s) {
+        if (s->dim != dim)
+            return fail(e, REC_EDIM, "space '%s' has dimension %u, got %u",
+                        name, s->dim, dim);
+        *out = s;
+        return 0;
+    }
+    if (rec_space_name_ok(name))
+        return fail(e, REC_EINVAL,
+                    "space name must be 1..63 characters of A-Z a-z 0-9 _ - .");
+    if (dim < 1 || dim > REC_DIM_MAX)
+        return fail(e, REC_ERANGE, "space '%s': dimension %u outside 1..%d",
+                    name, dim, REC_DIM_MAX);
+    if (e->nspaces == REC_MAX_SPACES)
+        return fail(e, REC_ETOOLARGE, "more than %d spaces", REC_MAX_SPACES);
+    uint16_t id = 0;
+    for (size_t i = 0; i < e->nspaces; i++)
+        if (e->spaces[i]->id >= id)
+            id = (uint16_t)(e->spaces[i]->id + 1);
+    int rc = rec_space_new(&s, name, id, dim);
+    if (rc)
+        return fail(e, rc, "space '%s': %s", name, rec_strerror(rc));
+    char key[6 + REC_SPACE_NAME_MAX];
+    size_t n = strlen(name);
+    memcpy(key, "space/", 6);
+    memcpy(key + 6, name, n);
+    unsigned char val[6];
+    be16(val, id);
+    rec_be32(val + 2, dim);
+    if ((rc = rec_batch_put(e->batch, REC_DB_META, key, 6 + n, val, 6))) {
+        rec_space_free(s);
+        return rc;
+    }
+    e->spaces[e->nspaces++] = s;
+    *out = s;
+    return 0;
+}
+
+size_t rec_engine_space_count(const rec_engine *e) { return e->nspaces; }
+rec_space *rec_engine_space_at(const rec_engine *e, size_t i) {
+    return i < e->nspaces ? e->spaces[i] : NULL;
+}
+
+rec_counter *rec_engine_counter(const rec_engine *e, const char *name) {
+    for (size_t i = 0; i < e->ncounters; i++)
+        if (strcmp(e->counters[i]->name, name) == 0)
+            return e->counters[i];
+    return NULL;
+}
+
+int rec_engine_counter_ensure(rec_engine *e, const char *name,
+                              double half_life, rec_counter **out) {
+    rec_counter *c = rec_engine_counter(e, name);
+    if (c) {
+        *out = c;
+        return 0;
+    }
+    if (e->ncounters == REC_MAX_COUNTERS)
+        return fail(e, REC_ETOOLARGE, "more than %d counters",
+                    REC_MAX_COUNTERS);
+    uint16_t id = 0;
+    for (size_t i = 0; i < e->ncounters; i++)
+        if (e->counters[i]->id >= id)
+            id = (uint16_t)(e->counters[i]->id + 1);
+    int rc = rec_counter_new(&c, name, id, half_life);
+    if (rc)
+        return fail(e, rc,
+                    "counter '%s': name must be 1..63 of A-Z a-z 0-9 _ - . "
+                    "and half_life a finite number >= 0", name);
+    char key[8 + REC_SPACE_NAME_MAX];
+    size_t n = strlen(name);
+    memcpy(key, "counter/", 8);
+    memcpy(key + 8, name, n);
+    unsigned char val[10];
+    be16(val, id);
+    memcpy(val + 2, &half_life, 8);
+    if ((rc = rec_batch_put(e->batch, REC_DB_META, key, 8 + n, val, 10))) {
+        rec_counter_free(c);
+        return rc;
+    }
+    e->counters[e->ncounters++] = c;
+    *out = c;
+    return 0;
+}
+
+size_t rec_engine_counter_count(const rec_engine *e) { return e->ncounters; }
+rec_counter *rec_engine_counter_at(const rec_engine *e, size_t i) {
+    return i < e->ncounters ? e->counters[i] : NULL;
+}
+
+/* ---- items and users --------------------------------------------------- */
+
+uint32_t rec_engine_lookup(const rec_engine *e, rec_kind kind,
+                           const char *key, size_t klen) {
+    return rec_idmap_find(&e->ids[kind], key, klen);
+}
+
+const char *rec_engine_key(const rec_engine *e, rec_kind kind, uint32_t idx,
+                           size_t *klen) {
+    return rec_idmap_key(&e->ids[kind], idx, klen);
+}
+
+uint32_t rec_engine_count(const rec_engine *e, rec_kind kind) {
+    return e->ids[kind].live;
+}
+uint32_t rec_engine_bound(const rec_engine *e, rec_kind kind) {
+    return e->ids[kind].next;
+}
+
+int rec_engine_is_active(const rec_engine *e, uint32_t item) {
+    if (!rec_idmap_alive(&e->ids[REC_KIND_ITEM], item))
+        return 0;
+    return !((size_t)(item >> 6) < e->inactive_words &&
+             (e->inactive[item >> 6] >> (item & 63) & 1));
+}
+
+const uint64_t *rec_engine_inactive(const rec_engine *e, size_t *words) {
+    *words = e->inactive_words;
+    return e->inactive;
+}
+
+/* Intern an id, staging the id-map rows when it is new. */
+static int intern_id(rec_engine *e, rec_kind kind, const char *key,
+                     size_t klen, uint32_t *idx, int *created) {
+    int made = 0;
+    int rc = rec_idmap_intern(&e->ids[kind], key, klen, idx, &made);
+    if (rc)
+        return fail(e, rc, "cannot add %s id: %s",
+                    kind == REC_KIND_ITEM ? "item" : "user", rec_strerror(rc));
+    if (created)
+        *created = made;
+    if (!made)
+        return 0;
+    unsigned char ib[4];
+    rec_be32(ib, *idx);
+    if ((rc = rec_batch_put(e->batch, ids_db[kind], key, klen, ib, 4)) ||
+        (rc = rec_batch_put(e->batch, keys_db[kind], ib, 4, key, klen))) {
+        rec_idmap_remove(&e->ids[kind], *idx);
+        return rc;
+    }
+    if (kind == REC_KIND_ITEM) {
+        /* A bare record so the item exists (active, no properties). */
+        unsigned char rec[2] = {0, 0x80};
+        rc = rec_batch_put(e->batch, REC_DB_ITEMS, ib, 4, rec, 2);
+        if (!rc)
+            rc = set_inactive(e, *idx, 0);
+    }
+    return rc;
+}
+
+static int check_key(rec_engine *e, const char *key, size_t klen) {
+    int is_int;
+    int64_t iv;
+    const char *s;
+    size_t n;
+    if (!key || klen == 0 || klen > REC_ID_MAX ||
+        rec_id_decode(key, klen, &is_int, &iv, &s, &n))
+        return fail(e, REC_EINVAL, "id must be a non-empty string of at most "
+                    "%d bytes or an integer", REC_ID_MAX - 1);
+    return 0;
+}
+
+int rec_engine_put(rec_engine *e, rec_kind kind, const char *key,
+                   size_t klen, const void *props, size_t plen, int active,
+                   const rec_vecarg *vecs, size_t nvecs, uint32_t *idx_out) {
+    int rc = check_key(e, key, klen);
+    if (rc)
+        return rc;
+    if (rec_store_read_only(e->store))
+        return fail(e, REC_EREADONLY, "the data folder is open read-only");
+    if (props && (plen == 0 || plen > REC_PROPS_MAX))
+        return fail(e, REC_ETOOLARGE, "properties must be 1..%u bytes of msgpack",
+                    REC_PROPS_MAX);
+    if (props) {
+        unsigned char t = *(const unsigned char *)props;
+        if (!((t & 0xf0) == 0x80 || t == 0xde || t == 0xdf))
+            return fail(e, REC_ETYPE, "properties must be a map");
+    }
+    /* Validate every vector before changing anything. */
+    for (size_t i = 0; i < nvecs; i++) {
+        rec_space *s = rec_engine_space(e, vecs[i].space);
+        if (s && s->dim != vecs[i].dim)
+            return fail(e, REC_EDIM, "space '%s' has dimension %u, got %u",
+                        s->name, s->dim, vecs[i].dim);
+        if (!s && rec_space_name_ok(vecs[i].space))
+            return fail(e, REC_EINVAL, "bad space name");
+        if (vecs[i].dim < 1 || vecs[i].dim > REC_DIM_MAX)
+            return fail(e, REC_ERANGE, "space '%s': dimension %u outside 1..%d",
+                        vecs[i].space, vecs[i].dim, REC_DIM_MAX);
+        if (!rec_vec_all_finite(vecs[i].v, vecs[i].dim))
+            return fail(e, REC_ENONFINITE, "vector for space '%s' holds NaN or "
+                        "infinity", vecs[i].space);
+    }
+    uint32_t idx;
+    if ((rc = intern_id(e, kind, key, klen, &idx, NULL)))
+        return rc;
+    unsigned char ib[4];
+    rec_be32(ib, idx);
+    if (props || active >= 0) {
+        int inactive;
+        rec_buf *b = &e->scratch;
+        rec_buf_clear(b);
+        if (!props) {
+            /* Keep stored properties, change the flag only. */
+            rc = rec_engine_get(e, kind, idx, b, &inactive);
+            if (rc)
+                return rc;
+            props = NULL;
+        }
+        inactive = kind == REC_KIND_ITEM ? active == 0 ||
+                   (active < 0 && !rec_engine_is_active(e, idx)) : 0;
+        unsigned char flag = (unsigned char)inactive;
+        rec_buf rec = REC_BUF_INIT;
+        if ((rc = rec_buf_append(&rec, &flag, 1)) ||
+            (rc = rec_buf_append(&rec, props ? props : b->data,
+                                 props ? plen : b->len)) ||
+            (rc = rec_batch_put(e->batch, props_db[kind], ib, 4, rec.data,
+                                rec.len))) {
+            rec_buf_free(&rec);
+            return rc;
+        }
+        rec_buf_free(&rec);
+        if (kind == REC_KIND_ITEM && (rc = set_inactive(e, idx, inactive)))
+            return rc;
+    } else if (kind == REC_KIND_USER) {
+        /* Make sure a user record exists. */
+        rec_buf *b = &e->scratch;
+        int act;
+        if (rec_engine_get(e, kind, idx, b, &act) == REC_ENOTFOUND) {
+            unsigned char rec[2] = {0, 0x80};
+            if ((rc = rec_batch_put(e->batch, REC_DB_USERS, ib, 4, rec, 2)))
+                return rc;
+        }
+    }
+    for (size_t i = 0; i < nvecs; i++) {
+        rec_space *s;
+        if ((rc = rec_engine_space_ensure(e, vecs[i].space, vecs[i].dim, &s)) ||
+            (rc = rec_space_set(s, kind, idx, vecs[i].v, 0)))
+            return rc;
+    }
+    if (idx_out)
+        *idx_out = idx;
+    return 0;
+}
+
+int rec_engine_get(rec_engine *e, rec_kind kind, uint32_t idx, rec_buf *props,
+                   int *active) {
+    if (!rec_idmap_alive(&e->ids[kind], idx))
+        return fail(e, REC_ENOTFOUND, "no such %s",
+                    kind == REC_KIND_ITEM ? "item" : "user");
+    unsigned char ib[4];
+    rec_be32(ib, idx);
+    /* A put staged in the pending batch is newer than the store. */
+    rec_val pv;
+    int prc = rec_batch_find(e->batch, props_db[kind], ib, 4, &pv);
+    if (prc == 0 || prc == REC_ENOTFOUND) {
+        rec_buf_clear(props);
+        if (active)
+            *active = kind == REC_KIND_ITEM ? rec_engine_is_active(e, idx) : 1;
+        if (prc == REC_ENOTFOUND || pv.len < 1)
+            return rec_buf_append(props, "\x80", 1);
+        return rec_buf_append(props, (const char *)pv.data + 1, pv.len - 1);
+    }
+    rec_rtxn *t;
+    int rc = rec_store_read_begin(e->store, &t);
+    if (rc)
+        return fail(e, rc, "%s", rec_store_errmsg(e->store));
+    rec_val v;
+    rc = rec_rtxn_get(t, props_db[kind], ib, 4, &v);
+    if (rc == REC_ENOTFOUND) {
+        rec_store_read_end(t);
+        rec_buf_clear(props);
+        rc = rec_buf_append(props, "\x80", 1);
+        if (active)
+            *active = kind == REC_KIND_ITEM ? rec_engine_is_active(e, idx) : 1;
+        return rc;
+    }
+    if (!rc && v.len < 1)
+        rc = REC_ECORRUPT;
+    if (!rc) {
+        rec_buf_clear(props);
+        rc = rec_buf_append(props, (const char *)v.data + 1, v.len - 1);
+    }
+    rec_store_read_end(t);
+    if (active)
+        *active = kind == REC_KIND_ITEM ? rec_engine_is_active(e, idx) : 1;
+    return rc;
+}
+
+typedef struct seq_ctx {
+    rec_engine *e;
+    uint64_t rows;
+} seq_ctx;
+
+static int del_event_row(void *ud, rec_val k, rec_val v) {
+    seq_ctx *c = ud;
+    (void)v;
+    if (k.len != 12)
+        return REC_ECORRUPT;
+    c->rows++;
+    return rec_batch_del(c->e->batch, REC_DB_EVENTS, (const char *)k.data + 4, 8);
+}
+
+int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
+                      size_t klen) {
+    int rc = check_key(e, key, klen);
+    if (rc)
+        return rc;
+    if (rec_store_read_only(e->store))
+        return fail(e, REC_EREADONLY, "the data folder is open read-only");
+    uint32_t idx = rec_idmap_find(&e->ids[kind], key, klen);
+    if (idx == REC_IDX_NONE)
+        return fail(e, REC_ENOTFOUND, "no such %s",
+                    kind == REC_KIND_ITEM ? "item" : "user");
+    /* The log rows of a user are found through their history, which must
+     * hold everything: make what is pending durable first. */
+    if ((rc = rec_engine_commit(e)))
+        return rc;
+    unsigned char ib[4];
+    rec_be32(ib, idx);
+    if (kind == REC_KIND_USER) {
+        rec_rtxn *t;
+        if ((rc = rec_store_read_begin(e->store, &t)))
+            return fail(e, rc, "%s", rec_store_errmsg(e->store));
+        seq_ctx c = {e, 0};
+        rc = rec_rtxn_scan(t, REC_DB_HISTORY, ib, 4, 0, del_event_row, &c);
+        rec_store_read_end(t);
+        if (!rc)
+            rc = rec_batch_del_prefix(e->batch, REC_DB_HISTORY, ib, 4);
+        if (rc) {
+            rec_batch_clear(e->batch);
+            return fail(e, rc, "deleting the user's events: %s", rec_strerror(rc));
+        }
+        rec_graph_forget_user(&e->graph, idx);
+        e->nevents -= c.rows < e->nevents ? c.rows : e->nevents;
+    } else {
+        rec_graph_forget_item(&e->graph, idx);
+        for (size_t i = 0; i < e->ncounters; i++)
+            rec_counter_remove(e->counters[i], idx);
+        (void)set_inactive(e, idx, 0);
+    }
+    for (size_t i = 0; i < e->nspaces; i++)
+        rec_space_remove(e->spaces[i], kind, idx);
+    if ((rc = rec_batch_del(e->batch, props_db[kind], ib, 4)) ||
+        (rc = rec_batch_del(e->batch, ids_db[kind], key, klen)) ||
+        (rc = rec_batch_del(e->batch, keys_db[kind], ib, 4)))
+        return rc;
+    rec_idmap_remove(&e->ids[kind], idx);
+    return rec_engine_commit(e);
+}
+
+/* msgpack-c packer callback appending to a rec_buf. */
+static int buf_write(void *data, const char *p, size_t n) {
+    return rec_buf_append(data, p, n) ? -1 : 0;
+}
+
+int rec_engine_event(rec_engine *e, const rec_event *ev, uint64_t *seq,
+                     float *weight) {
+    int rc;
+    if ((rc = check_key(e, ev->user, ev->ulen)) ||
+        (rc = check_key(e, ev->item, ev->ilen)))
+        return rc;
+    if (rec_store_read_only(e->store))
+        return fail(e, REC_EREADONLY, "the data folder is open read-only");
+    if (!type_ok(ev->type, ev->tlen))
+        return fail(e, REC_EINVAL, "event type must be 1..%d printable bytes",
+                    REC_TYPE_NAME_MAX);
+    double ts = ev->ts;
+    if (ts == 0.0)
+        ts = rec_now();
+    if (!isfinite(ts) || ts < 0.0 || ts > 1e11)
+        return fail(e, REC_ERANGE, "ts must be seconds since the epoch");
+    if (ev->has_value && !isfinite(ev->value))
+        return fail(e, REC_EINVAL, "value must be a finite number");
+    if (ev->rlen > 255)
+        return fail(e, REC_ETOOLARGE, "rec_id longer than 255 bytes");
+    if (ev->clen > REC_PROPS_MAX)
+        return fail(e, REC_ETOOLARGE, "context larger than %u bytes",
+                    REC_PROPS_MAX);
+    uint16_t type;
+    uint32_t user, item;
+    if ((rc = intern_type(e, ev->type, ev->tlen, &type, 1)) ||
+        (rc = intern_id(e, REC_KIND_USER, ev->user, ev->ulen, &user, NULL)) ||
+        (rc = intern_id(e, REC_KIND_ITEM, ev->item, ev->ilen, &item, NULL)))
+        return rc;
+    float w = e->types[type].weight;
+    uint64_t s = e->next_seq;
+
+    rec_buf *b = &e->scratch;
+    rec_buf_clear(b);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, buf_write);
+    size_t tn = strlen(e->types[type].name);
+    rc = msgpack_pack_array(&pk, 7) || msgpack_pack_double(&pk, ts) ||
+         msgpack_pack_uint32(&pk, user) || msgpack_pack_uint32(&pk, item) ||
+         msgpack_pack_str(&pk, tn) ||
+         msgpack_pack_str_body(&pk, e->types[type].name, tn) ||
+         (ev->has_value ? msgpack_pack_double(&pk, ev->value)
+                        : msgpack_pack_nil(&pk)) ||
+         (ev->rlen ? msgpack_pack_str(&pk, ev->rlen) ||
+                         msgpack_pack_str_body(&pk, ev->rec_id, ev->rlen)
+                   : msgpack_pack_nil(&pk));
+    if (!rc)
+        rc = ev->clen ? rec_buf_append(b, ev->context, ev->clen)
+                      : msgpack_pack_nil(&pk);
+    if (rc)
+        return fail(e, REC_ENOMEM, "out of memory");
+
+    unsigned char sk[8], hk[12], hv[HIST_LEN];
+    rec_be64(sk, s);
+    rec_be32(hk, user);
+    rec_be64(hk + 4, s);
+    hist_rec h = {.ts = ts, .item = item, .weight = w, .type = type};
+    hist_encode(hv, &h);
+    if ((rc = rec_batch_append(e->batch, REC_DB_EVENTS, sk, 8, b->data, b->len)) ||
+        (rc = rec_batch_put(e->batch, REC_DB_HISTORY, hk, 12, hv, HIST_LEN)))
+        return rc;
+    if ((rc = rec_graph_add(&e->graph, user, item, ts, w, type)))
+        return fail(e, rc, "out of memory");
+    e->next_seq++;
+    e->nevents++;
+    if (seq)
+        *seq = s;
+    if (weight)
+        *weight = w;
+    return 0;
+}
+
+uint64_t rec_engine_events(const rec_engine *e) { return e->nevents; }
+
+int rec_engine_set_vector(rec_engine *e, rec_space *s, rec_kind kind,
+                          uint32_t idx, const float *v, uint32_t dim) {
+    if (rec_store_read_only(e->store))
+        return fail(e, REC_EREADONLY, "the data folder is open read-only");
+    if (!rec_idmap_alive(&e->ids[kind], idx))
+        return fail(e, REC_ENOTFOUND, "no such %s",
+                    kind == REC_KIND_ITEM ? "item" : "user");
+    if (dim != s->dim)
+        return fail(e, REC_EDIM, "space '%s' has dimension %u, got %u",
+                    s->name, s->dim, dim);
+    int rc = rec_space_set(s, kind, idx, v, 0);
+    if (rc == REC_ENONFINITE)
+        return fail(e, rc, "vector for space '%s' holds NaN or infinity",
+                    s->name);
+    return rc;
+}
+
+static int ensure_row(rec_engine *e, rec_space *s, rec_kind kind,
+                      uint32_t idx) {
+    if (rec_space_has(s, kind, idx))
+        return 0;
+    float v[REC_DIM_MAX];
+    rec_mf_init_vector(&e->rng, &e->opts.mf, v, s->dim);
+    return rec_space_set(s, kind, idx, v, 0);
+}
+
+#define MF_MAX_NEG 64
+
+int rec_engine_mf_update(rec_engine *e, rec_space *s, uint32_t user,
+                         uint32_t item, float weight,
+                         const rec_mf_opts *o, float *loss) {
+    if (!o)
+        o = &e->opts.mf;
+    if (rec_store_read_only(e->store))
+        return fail(e, REC_EREADONLY, "the data folder is open read-only");
+    if (!rec_idmap_alive(&e->ids[REC_KIND_USER], user) ||
+        !rec_idmap_alive(&e->ids[REC_KIND_ITEM], item))
+        return fail(e, REC_ENOTFOUND, "unknown user or item");
+    if (!(weight > 0.0f) || !isfinite(weight))
+        return fail(e, REC_EINVAL, "weight must be a positive number");
+    if (o->negatives > MF_MAX_NEG)
+        return fail(e, REC_ERANGE, "at most %d negatives", MF_MAX_NEG);
+    int rc;
+    if ((rc = ensure_row(e, s, REC_KIND_USER, user)) ||
+        (rc = ensure_row(e, s, REC_KIND_ITEM, item)))
+        return rc;
+    /* Uniform negatives among items that have a row in the space; a few
+     * rejections keep it O(negatives) on dense spaces. */
+    uint32_t negs[MF_MAX_NEG];
+    size_t n = 0;
+    const rec_matrix *m = &s->m[REC_KIND_ITEM];
+    if (m->count > 1) {
+        for (uint32_t tries = 0; n < o->negatives && tries < o->negatives * 8;
+             tries++) {
+            uint32_t j = rec_rng_below(&e->rng, m->nrows);
+            if (j != item && rec_space_has(s, REC_KIND_ITEM, j))
+                negs[n++] = j;
+        }
+    }
+    float l = rec_mf_step(s, user, item, weight, negs, n, o);
+    if (loss)
+        *loss = l;
+    return 0;
+}
+
+rec_graph *rec_engine_graph(rec_engine *e) { return &e->graph; }
+rec_rng *rec_engine_rng(rec_engine *e) { return &e->rng; }
+rec_store *rec_engine_store(rec_engine *e) { return e->store; }
+
+static int kv_key_ok(rec_engine *e, size_t kl) {
+    if (kl == 0 || kl > 255)
+        return fail(e, REC_EINVAL, "kv keys are 1..255 bytes");
+    return 0;
+}
+
+int rec_engine_kv_put(rec_engine *e, const char *k, size_t kl, const void *v,
+                      size_t vl) {
+    int rc = kv_key_ok(e, kl);
+    if (rc)
+        return rc;
+    if (rec_store_read_only(e->store))
+        return fail(e, REC_EREADONLY, "the data folder is open read-only");
+    if (vl == 0 || vl > REC_PROPS_MAX)
+        return fail(e, REC_ETOOLARGE, "kv values are 1..%u bytes", REC_PROPS_MAX);
+    return rec_batch_put(e->batch, REC_DB_KV, k, kl, v, vl);
+}
+
+int rec_engine_kv_get(rec_engine *e, const char *k, size_t kl, rec_buf *out) {
+    int rc = kv_key_ok(e, kl);
+    if (rc)
+        return rc;
+    rec_val pv;
+    rc = rec_batch_find(e->batch, REC_DB_KV, k, kl, &pv);
+    if (rc == 0)
+        return rec_buf_set(out, pv.data, pv.len);
+    if (rc == REC_ENOTFOUND)
+        return rc;
+    rc = rec_store_get(e->store, REC_DB_KV, k, kl, out);
+    return rc;
+}
+
+int rec_engine_kv_del(rec_engine *e, const char *k, size_t kl) {
+    int rc = kv_key_ok(e, kl);
+    if (rc)
+        return rc;
+    if (rec_store_read_only(e->store))
+        return fail(e, REC_EREADONLY, "the data folder is open read-only");
+    return rec_batch_del(e->batch, REC_DB_KV, k, kl);
+}

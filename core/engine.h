@@ -1,0 +1,175 @@
+/* engine.h - the recd engine: store + id maps + spaces + graph + counters.
+ *
+ * The engine is the one object the server, the Lua module and the tools
+ * open. Mutations update the in-memory state at once and stage their LMDB
+ * writes in a pending batch; rec_engine_commit makes them durable in one
+ * write transaction. If a commit fails (map full past its maximum, disk
+ * full) the in-memory state is rebuilt from the store, so memory never
+ * claims what the disk does not hold.
+ *
+ * Ids are encoded keys (see idmap.h: rec_id_str / rec_id_int).
+ * Not thread-safe: one thread owns an engine.
+ */
+#ifndef REC_ENGINE_H
+#define REC_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "graph.h"
+#include "idmap.h"
+#include "model.h"
+#include "space.h"
+#include "store.h"
+
+#define REC_TYPE_NAME_MAX 63
+#define REC_MAX_TYPES 1024
+#define REC_MAX_SPACES 256
+#define REC_MAX_COUNTERS 256
+#define REC_PROPS_MAX (1u << 20) /* stored properties, bytes */
+
+typedef struct rec_engine_opts {
+    rec_store_opts store;
+    uint64_t seed;        /* generator seed; default 42 */
+    uint32_t cooc_window; /* co-occurrence window; default 10 */
+    rec_mf_opts mf;
+} rec_engine_opts;
+
+void rec_engine_opts_default(rec_engine_opts *o);
+
+typedef struct rec_engine rec_engine;
+
+/* Open the data folder (created when missing) and rebuild the in-memory
+ * state from it. errbuf receives a message on failure. */
+int rec_engine_open(rec_engine **out, const char *dir,
+                    const rec_engine_opts *o, char *errbuf, size_t errlen);
+/* Commits what is pending (errors ignored: call commit first to see them)
+ * and closes. NULL is a no-op. */
+void rec_engine_free(rec_engine *e);
+
+/* Message detail of the last failing call (valid until the next call). */
+const char *rec_engine_errmsg(const rec_engine *e);
+
+/* A vector argument: `dim` floats for space `space`. */
+typedef struct rec_vecarg {
+    const char *space;
+    const float *v;
+    uint32_t dim;
+} rec_vecarg;
+
+/* Create or update an item (kind ITEM) or user. props: msgpack bytes of a
+ * map, or NULL to keep what is stored. active: 1, 0, or -1 to keep (new
+ * items are active). Vectors name spaces that are created with the
+ * vector's dimension when missing; a vector of another dimension than its
+ * space's is REC_EDIM, with NaN/Inf REC_ENONFINITE; nothing is changed
+ * when any argument is refused. *idx_out (may be NULL) gets the index. */
+int rec_engine_put(rec_engine *e, rec_kind kind, const char *key,
+                   size_t klen, const void *props, size_t plen, int active,
+                   const rec_vecarg *vecs, size_t nvecs, uint32_t *idx_out);
+
+/* Index of an id, or REC_IDX_NONE. */
+uint32_t rec_engine_lookup(const rec_engine *e, rec_kind kind,
+                           const char *key, size_t klen);
+/* Encoded key of an index (borrowed until the id is deleted), or NULL. */
+const char *rec_engine_key(const rec_engine *e, rec_kind kind, uint32_t idx,
+                           size_t *klen);
+/* Number of live ids of a kind, and the index bound (highest + 1). */
+uint32_t rec_engine_count(const rec_engine *e, rec_kind kind);
+uint32_t rec_engine_bound(const rec_engine *e, rec_kind kind);
+
+/* Stored properties (msgpack map; empty map when none) copied into props,
+ * and the active flag. REC_ENOTFOUND for unknown ids. */
+int rec_engine_get(rec_engine *e, rec_kind kind, uint32_t idx, rec_buf *props,
+                   int *active);
+int rec_engine_is_active(const rec_engine *e, uint32_t item);
+/* Bitmap of inactive items (borrowed; bit set = inactive), and its words. */
+const uint64_t *rec_engine_inactive(const rec_engine *e, size_t *words);
+
+/* Forget an item or user entirely: properties, ids, vectors, counters and,
+ * for a user, history and their rows in the event log. REC_ENOTFOUND when
+ * unknown. */
+int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
+                      size_t klen);
+
+/* One interaction. user/item are encoded keys; unknown ones are created
+ * (an item as a bare id). type: 1..63 bytes. ts: seconds since the epoch,
+ * 0 for now. rec_id, context (msgpack bytes) may be NULL. */
+typedef struct rec_event {
+    const char *user;
+    size_t ulen;
+    const char *item;
+    size_t ilen;
+    const char *type;
+    size_t tlen;
+    double value;       /* free numeric payload (rating, dwell time) */
+    int has_value;
+    double ts;
+    const char *rec_id;
+    size_t rlen;
+    const void *context;
+    size_t clen;
+} rec_event;
+
+/* Store the event (log + history), update the graph. *seq (may be NULL)
+ * gets its position in the log; *weight (may be NULL) the type's weight. */
+int rec_engine_event(rec_engine *e, const rec_event *ev, uint64_t *seq,
+                     float *weight);
+
+/* Weight of an event type (0 for types never configured). Defaults: view 1,
+ * click 2, add_to_cart 4, purchase 8, skip -1, dislike -4. */
+float rec_engine_type_weight(rec_engine *e, const char *type, size_t tlen);
+int rec_engine_set_type_weight(rec_engine *e, const char *type, size_t tlen,
+                               float w);
+/* Name of an interned type id, or NULL. */
+const char *rec_engine_type_name(const rec_engine *e, uint16_t id);
+
+/* Space by name, or NULL. */
+rec_space *rec_engine_space(const rec_engine *e, const char *name);
+/* Space by name, created with dim when missing. REC_EDIM when it exists
+ * with another dimension. */
+int rec_engine_space_ensure(rec_engine *e, const char *name, uint32_t dim,
+                            rec_space **out);
+size_t rec_engine_space_count(const rec_engine *e);
+rec_space *rec_engine_space_at(const rec_engine *e, size_t i);
+/* Set / remove one row (validated like put). */
+int rec_engine_set_vector(rec_engine *e, rec_space *s, rec_kind kind,
+                          uint32_t idx, const float *v, uint32_t dim);
+
+/* One online MF step for (user, item) in space s (rows created with small
+ * random vectors when missing); negatives sampled uniformly from items
+ * with a row. *loss (may be NULL) gets the BPR loss before the step. */
+int rec_engine_mf_update(rec_engine *e, rec_space *s, uint32_t user,
+                         uint32_t item, float weight,
+                         const rec_mf_opts *o, float *loss);
+
+/* Counter family by name, or NULL. */
+rec_counter *rec_engine_counter(const rec_engine *e, const char *name);
+/* Family created with half_life (seconds, 0 no decay) when missing; an
+ * existing family keeps its half-life. */
+int rec_engine_counter_ensure(rec_engine *e, const char *name,
+                              double half_life, rec_counter **out);
+size_t rec_engine_counter_count(const rec_engine *e);
+rec_counter *rec_engine_counter_at(const rec_engine *e, size_t i);
+
+rec_graph *rec_engine_graph(rec_engine *e);
+rec_rng *rec_engine_rng(rec_engine *e);
+rec_store *rec_engine_store(rec_engine *e);
+
+/* Policy state: msgpack values under string keys (1..255 bytes). */
+int rec_engine_kv_put(rec_engine *e, const char *k, size_t kl, const void *v,
+                      size_t vl);
+int rec_engine_kv_get(rec_engine *e, const char *k, size_t kl, rec_buf *out);
+int rec_engine_kv_del(rec_engine *e, const char *k, size_t kl);
+
+/* Make everything pending durable (see the file comment on failure). */
+int rec_engine_commit(rec_engine *e);
+/* Operations waiting for commit. */
+size_t rec_engine_pending(const rec_engine *e);
+
+uint64_t rec_engine_events(const rec_engine *e); /* events in the log */
+
+/* Wall-clock seconds since the epoch. */
+double rec_now(void);
+
+#endif

@@ -1,0 +1,407 @@
+/* graph.c - interaction graph, co-occurrence and random walks. */
+#include "graph.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+void rec_graph_init(rec_graph *g, uint32_t window) {
+    memset(g, 0, sizeof *g);
+    g->window = window ? window : 10;
+}
+
+void rec_graph_close(rec_graph *g) {
+    for (uint32_t i = 0; i < g->nusers; i++)
+        free(g->users[i].e);
+    for (uint32_t i = 0; i < g->nitems; i++) {
+        free(g->aud[i].u);
+        free(g->cooc[i].key);
+        free(g->cooc[i].w);
+    }
+    free(g->users);
+    free(g->aud);
+    free(g->cooc);
+    free(g->scratch);
+    free(g->touched);
+    memset(g, 0, sizeof *g);
+}
+
+static int grow_users(rec_graph *g, uint32_t user) {
+    if (user < g->nusers)
+        return 0;
+    uint64_t n = g->nusers ? g->nusers : 64;
+    while (n <= user)
+        n *= 2;
+    rec_hlist *u = realloc(g->users, (size_t)n * sizeof *u);
+    if (!u)
+        return REC_ENOMEM;
+    memset(u + g->nusers, 0, (size_t)(n - g->nusers) * sizeof *u);
+    g->users = u;
+    g->nusers = (uint32_t)n;
+    return 0;
+}
+
+static int grow_items(rec_graph *g, uint32_t item) {
+    if (item < g->nitems)
+        return 0;
+    uint64_t n = g->nitems ? g->nitems : 64;
+    while (n <= item)
+        n *= 2;
+    rec_ulist *a = realloc(g->aud, (size_t)n * sizeof *a);
+    if (!a)
+        return REC_ENOMEM;
+    memset(a + g->nitems, 0, (size_t)(n - g->nitems) * sizeof *a);
+    g->aud = a;
+    rec_cooc *c = realloc(g->cooc, (size_t)n * sizeof *c);
+    if (!c)
+        return REC_ENOMEM;
+    memset(c + g->nitems, 0, (size_t)(n - g->nitems) * sizeof *c);
+    g->cooc = c;
+    g->nitems = (uint32_t)n;
+    return 0;
+}
+
+static uint32_t slot_of(uint32_t key, uint32_t mask) {
+    uint32_t h = key * 0x9e3779b1u;
+    return (h ^ (h >> 15)) & mask;
+}
+
+static int cooc_reserve(rec_cooc *c) {
+    if ((c->n + 1) * 4 < c->cap * 3)
+        return 0;
+    uint32_t cap = c->cap ? c->cap * 2 : 8;
+    uint32_t *key = calloc(cap, sizeof *key);
+    float *w = malloc(cap * sizeof *w);
+    if (!key || !w) {
+        free(key);
+        free(w);
+        return REC_ENOMEM;
+    }
+    for (uint32_t i = 0; i < c->cap; i++) {
+        if (!c->key[i])
+            continue;
+        uint32_t s = slot_of(c->key[i], cap - 1);
+        while (key[s])
+            s = (s + 1) & (cap - 1);
+        key[s] = c->key[i];
+        w[s] = c->w[i];
+    }
+    free(c->key);
+    free(c->w);
+    c->key = key;
+    c->w = w;
+    c->cap = cap;
+    return 0;
+}
+
+/* Pointer to the weight of neighbour b in c, inserting 0 when `add`. */
+static float *cooc_slot(rec_cooc *c, uint32_t b, int add, int *created) {
+    if (add && cooc_reserve(c))
+        return NULL;
+    if (!c->cap)
+        return NULL;
+    uint32_t mask = c->cap - 1, k = b + 1;
+    for (uint32_t s = slot_of(k, mask);; s = (s + 1) & mask) {
+        if (c->key[s] == k)
+            return &c->w[s];
+        if (!c->key[s]) {
+            if (!add)
+                return NULL;
+            c->key[s] = k;
+            c->w[s] = 0.0f;
+            c->n++;
+            *created = 1;
+            return &c->w[s];
+        }
+    }
+}
+
+static int cooc_add(rec_graph *g, uint32_t a, uint32_t b, float w) {
+    int created = 0;
+    float *p = cooc_slot(&g->cooc[a], b, 1, &created);
+    if (!p)
+        return REC_ENOMEM;
+    *p += w;
+    g->edges += (uint64_t)created;
+    return 0;
+}
+
+/* Distinct positive items among the last entries of h (before position
+ * `end`), excluding `item`, at most `window` of them. */
+static uint32_t recent_positive(const rec_hlist *h, uint32_t end,
+                                uint32_t item, uint32_t window,
+                                uint32_t *out, float *wout) {
+    uint32_t n = 0;
+    for (uint32_t i = end; i-- > 0 && n < window;) {
+        const rec_hentry *e = &h->e[i];
+        if (e->weight <= 0.0f || e->item == item)
+            continue;
+        uint32_t j = 0;
+        while (j < n && out[j] != e->item)
+            j++;
+        if (j < n)
+            continue;
+        out[n] = e->item;
+        wout[n++] = e->weight;
+    }
+    return n;
+}
+
+#define WINDOW_MAX 256
+
+static int cooc_apply(rec_graph *g, const rec_hlist *h, uint32_t end,
+                      uint32_t item, float weight, float sign) {
+    uint32_t nb[WINDOW_MAX];
+    float nw[WINDOW_MAX];
+    uint32_t win = g->window < WINDOW_MAX ? g->window : WINDOW_MAX;
+    uint32_t n = recent_positive(h, end, item, win, nb, nw);
+    for (uint32_t j = 0; j < n; j++) {
+        float w = sign * (weight < nw[j] ? weight : nw[j]);
+        int rc = cooc_add(g, item, nb[j], w);
+        if (!rc)
+            rc = cooc_add(g, nb[j], item, w);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int rec_graph_add(rec_graph *g, uint32_t user, uint32_t item, double ts,
+                  float weight, uint16_t type) {
+    int rc = grow_users(g, user);
+    if (!rc)
+        rc = grow_items(g, item);
+    if (rc)
+        return rc;
+    rec_hlist *h = &g->users[user];
+    if (h->n == h->cap) {
+        uint32_t cap = h->cap ? h->cap * 2 : 8;
+        rec_hentry *e = realloc(h->e, (size_t)cap * sizeof *e);
+        if (!e)
+            return REC_ENOMEM;
+        h->e = e;
+        h->cap = cap;
+    }
+    if (weight > 0.0f) {
+        rec_ulist *a = &g->aud[item];
+        if (a->n == a->cap) {
+            uint32_t cap = a->cap ? a->cap * 2 : 4;
+            uint32_t *u = realloc(a->u, (size_t)cap * sizeof *u);
+            if (!u)
+                return REC_ENOMEM;
+            a->u = u;
+            a->cap = cap;
+        }
+        if ((rc = cooc_apply(g, h, h->n, item, weight, 1.0f)))
+            return rc;
+        a->u[a->n++] = user;
+    }
+    h->e[h->n++] = (rec_hentry){.ts = ts, .item = item, .weight = weight,
+                                .type = type};
+    g->events++;
+    return 0;
+}
+
+const rec_hentry *rec_graph_history(const rec_graph *g, uint32_t user,
+                                    uint32_t *n) {
+    if (user >= g->nusers || !g->users[user].n) {
+        *n = 0;
+        return NULL;
+    }
+    *n = g->users[user].n;
+    return g->users[user].e;
+}
+
+float rec_graph_cooc(const rec_graph *g, uint32_t a, uint32_t b) {
+    if (a >= g->nitems)
+        return 0.0f;
+    int created = 0;
+    float *p = cooc_slot(&g->cooc[a], b, 0, &created);
+    return p ? *p : 0.0f;
+}
+
+static int skipped(const uint64_t *skip, size_t words, uint32_t i) {
+    return skip && (size_t)(i >> 6) < words && (skip[i >> 6] >> (i & 63) & 1);
+}
+
+size_t rec_graph_neighbors(const rec_graph *g, uint32_t item,
+                           const uint64_t *skip, size_t skip_words, size_t k,
+                           rec_hit *out) {
+    rec_topk tk;
+    rec_topk_init(&tk, out, k);
+    if (item < g->nitems) {
+        const rec_cooc *c = &g->cooc[item];
+        for (uint32_t s = 0; s < c->cap; s++) {
+            if (!c->key[s] || c->w[s] <= 1e-6f)
+                continue;
+            uint32_t j = c->key[s] - 1;
+            if (!skipped(skip, skip_words, j))
+                rec_topk_push(&tk, j, c->w[s]);
+        }
+    }
+    return rec_topk_finish(&tk);
+}
+
+static int scratch_reserve(rec_graph *g) {
+    if (g->scratch_cap >= g->nitems)
+        return 0;
+    float *s = realloc(g->scratch, (size_t)g->nitems * sizeof *s);
+    if (!s)
+        return REC_ENOMEM;
+    g->scratch = s;
+    uint32_t *t = realloc(g->touched, (size_t)g->nitems * sizeof *t);
+    if (!t)
+        return REC_ENOMEM;
+    g->touched = t;
+    memset(s + g->scratch_cap, 0,
+           (size_t)(g->nitems - g->scratch_cap) * sizeof *s);
+    g->scratch_cap = g->nitems;
+    return 0;
+}
+
+size_t rec_graph_walk(rec_graph *g, const uint32_t *seeds,
+                      const float *seed_w, size_t nseeds, uint32_t steps,
+                      double restart, rec_rng *rng, const uint64_t *skip,
+                      size_t skip_words, size_t k, rec_hit *out) {
+    rec_topk tk;
+    rec_topk_init(&tk, out, k);
+    if (!nseeds || !g->nitems || scratch_reserve(g))
+        return 0;
+    double total = 0.0;
+    for (size_t i = 0; i < nseeds; i++)
+        total += seed_w && seed_w[i] > 0.0f ? (double)seed_w[i] : (seed_w ? 0.0 : 1.0);
+    if (!(total > 0.0))
+        return 0;
+    uint32_t ntouched = 0;
+    uint32_t cur = UINT32_MAX;
+    for (uint32_t s = 0; s < steps; s++) {
+        if (cur == UINT32_MAX || rec_rng_unit(rng) < restart) {
+            double r = rec_rng_unit(rng) * total;
+            size_t i = 0;
+            for (; i + 1 < nseeds; i++) {
+                double w = seed_w ? (seed_w[i] > 0.0f ? (double)seed_w[i] : 0.0) : 1.0;
+                if (r < w)
+                    break;
+                r -= w;
+            }
+            cur = seeds[i];
+        }
+        if (cur >= g->nitems || !g->aud[cur].n) {
+            cur = UINT32_MAX;
+            continue;
+        }
+        const rec_ulist *a = &g->aud[cur];
+        uint32_t u = a->u[rec_rng_below(rng, a->n)];
+        const rec_hlist *h = u < g->nusers ? &g->users[u] : NULL;
+        if (!h || !h->n) {
+            cur = UINT32_MAX;
+            continue;
+        }
+        /* A few tries to land on a positive interaction of u. */
+        uint32_t next = UINT32_MAX;
+        for (int t = 0; t < 4; t++) {
+            const rec_hentry *e = &h->e[rec_rng_below(rng, h->n)];
+            if (e->weight > 0.0f && e->item < g->nitems) {
+                next = e->item;
+                break;
+            }
+        }
+        if (next == UINT32_MAX) {
+            cur = UINT32_MAX;
+            continue;
+        }
+        if (g->scratch[next] == 0.0f)
+            g->touched[ntouched++] = next;
+        g->scratch[next] += 1.0f;
+        cur = next;
+    }
+    for (uint32_t i = 0; i < ntouched; i++) {
+        uint32_t it = g->touched[i];
+        if (!skipped(skip, skip_words, it))
+            rec_topk_push(&tk, it, g->scratch[it]);
+        g->scratch[it] = 0.0f;
+    }
+    return rec_topk_finish(&tk);
+}
+
+static void ulist_drop(rec_ulist *a, uint32_t user) {
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < a->n; i++)
+        if (a->u[i] != user)
+            a->u[w++] = a->u[i];
+    a->n = w;
+}
+
+void rec_graph_forget_user(rec_graph *g, uint32_t user) {
+    if (user >= g->nusers)
+        return;
+    rec_hlist *h = &g->users[user];
+    /* Replay the history in order, taking back each contribution with the
+     * same window it was added with. */
+    for (uint32_t i = 0; i < h->n; i++) {
+        const rec_hentry *e = &h->e[i];
+        if (e->weight <= 0.0f || e->item >= g->nitems)
+            continue;
+        (void)cooc_apply(g, h, i, e->item, e->weight, -1.0f);
+        ulist_drop(&g->aud[e->item], user);
+    }
+    g->events -= h->n;
+    free(h->e);
+    memset(h, 0, sizeof *h);
+}
+
+/* Add (sign 1) or take back (sign -1) every co-occurrence contribution of
+ * a history, each with the window it had at its position. */
+static void cooc_replay(rec_graph *g, const rec_hlist *h, float sign) {
+    for (uint32_t i = 0; i < h->n; i++) {
+        const rec_hentry *e = &h->e[i];
+        if (e->weight > 0.0f && e->item < g->nitems)
+            (void)cooc_apply(g, h, i, e->item, e->weight, sign);
+    }
+}
+
+void rec_graph_forget_item(rec_graph *g, uint32_t item) {
+    if (item >= g->nitems)
+        return;
+    /* Every history holding the item, negative entries included (those
+     * users are in no audience), so all users are scanned: O(events), plus
+     * O(history * window) per user who had it. Each such user's
+     * contributions are taken back, the item dropped, and the rest added
+     * again: items it separated may now share a window, as they do when
+     * the graph is rebuilt from the remaining history, and a later
+     * forget_user takes back exactly what is there. */
+    for (uint32_t u = 0; u < g->nusers; u++) {
+        rec_hlist *h = &g->users[u];
+        uint32_t r = 0;
+        while (r < h->n && h->e[r].item != item)
+            r++;
+        if (r == h->n)
+            continue;
+        cooc_replay(g, h, -1.0f);
+        uint32_t w = r;
+        for (; r < h->n; r++)
+            if (h->e[r].item != item)
+                h->e[w++] = h->e[r];
+        g->events -= h->n - w;
+        h->n = w;
+        cooc_replay(g, h, 1.0f);
+    }
+    rec_cooc *c = &g->cooc[item];
+    for (uint32_t s = 0; s < c->cap; s++) {
+        if (!c->key[s])
+            continue;
+        uint32_t j = c->key[s] - 1;
+        int created = 0;
+        float *p = j < g->nitems ? cooc_slot(&g->cooc[j], item, 0, &created) : NULL;
+        if (p)
+            *p = 0.0f;
+    }
+    g->edges -= c->n;
+    free(c->key);
+    free(c->w);
+    memset(c, 0, sizeof *c);
+    rec_ulist *a = &g->aud[item];
+    free(a->u);
+    memset(a, 0, sizeof *a);
+}

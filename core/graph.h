@@ -1,0 +1,96 @@
+/* graph.h - the user-item interaction graph in memory: per-user history,
+ * per-item audiences, item co-occurrence, and random walks.
+ *
+ * All of it is derived from the event history, so the engine rebuilds it on
+ * open from the history database instead of persisting it separately.
+ *
+ * Co-occurrence: when a user interacts positively (weight > 0) with item i,
+ * each of the last `window` distinct items j != i the user interacted with
+ * positively (taking each j's latest weight) gets
+ * w(i,j) += min(weight_i, weight_j), symmetrically.
+ */
+#ifndef REC_GRAPH_H
+#define REC_GRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "vec.h"
+
+typedef struct rec_hentry {
+    double ts;       /* seconds since the epoch */
+    uint32_t item;
+    float weight;    /* from the event type; <= 0 is negative feedback */
+    uint16_t type;   /* interned event type */
+    uint16_t pad_;
+} rec_hentry;
+
+typedef struct rec_hlist {
+    rec_hentry *e;   /* in arrival order */
+    uint32_t n, cap;
+} rec_hlist;
+
+typedef struct rec_ulist {
+    uint32_t *u;     /* users with a positive interaction, repeats kept */
+    uint32_t n, cap;
+} rec_ulist;
+
+typedef struct rec_cooc {
+    uint32_t *key;   /* neighbour index + 1; 0 empty */
+    float *w;
+    uint32_t n, cap; /* cap: power of two or 0 */
+} rec_cooc;
+
+typedef struct rec_graph {
+    uint32_t window;   /* co-occurrence window, items */
+    rec_hlist *users;  /* indexed by user */
+    uint32_t nusers;
+    rec_ulist *aud;    /* item -> users */
+    rec_cooc *cooc;    /* item -> neighbours */
+    uint32_t nitems;
+    uint64_t edges;    /* co-occurrence entries (directed) */
+    uint64_t events;   /* history entries held */
+    float *scratch;    /* walk visit counts, nitems long */
+    uint32_t *touched; /* items with scratch != 0 */
+    uint32_t scratch_cap;
+} rec_graph;
+
+void rec_graph_init(rec_graph *g, uint32_t window);
+void rec_graph_close(rec_graph *g);
+
+/* Record one interaction. O(window) for positive weights. */
+int rec_graph_add(rec_graph *g, uint32_t user, uint32_t item, double ts,
+                  float weight, uint16_t type);
+
+/* History of a user in arrival order (borrowed until the next add/forget
+ * of that user), NULL with *n = 0 when none. */
+const rec_hentry *rec_graph_history(const rec_graph *g, uint32_t user,
+                                    uint32_t *n);
+
+float rec_graph_cooc(const rec_graph *g, uint32_t a, uint32_t b);
+
+/* Strongest co-occurrence neighbours of item, skipping bits set in skip
+ * (may be NULL). O(degree log k). Returns hits written. */
+size_t rec_graph_neighbors(const rec_graph *g, uint32_t item,
+                           const uint64_t *skip, size_t skip_words, size_t k,
+                           rec_hit *out);
+
+/* Pixie-style random walks over the bipartite graph. From seeds (items,
+ * chosen in proportion to seed_w), each step goes item -> a random user who
+ * liked it -> a random item that user liked; with probability `restart`
+ * the walk jumps back to a seed. Visits are counted per item; the top k
+ * items by visits (skipping bits in skip) are written to out. Forgotten
+ * users have no history left and are never walked through. O(steps). Not
+ * reentrant: uses g's scratch. */
+size_t rec_graph_walk(rec_graph *g, const uint32_t *seeds,
+                      const float *seed_w, size_t nseeds, uint32_t steps,
+                      double restart, rec_rng *rng, const uint64_t *skip,
+                      size_t skip_words, size_t k, rec_hit *out);
+
+/* Remove a user's history and take back its co-occurrence contributions. */
+void rec_graph_forget_user(rec_graph *g, uint32_t user);
+/* Remove an item from every structure (histories keep no entry of it). */
+void rec_graph_forget_item(rec_graph *g, uint32_t item);
+
+#endif

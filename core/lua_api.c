@@ -1,0 +1,1431 @@
+/* lua_api.c - the `recd` Lua module.
+ *
+ * Every function exposed to Lua carries its stack effect in the Lua
+ * manual's notation [-o, +p, x]: o values popped, p pushed, x = 'e' may
+ * raise (engine errors are raised as error objects), 'm' may raise only on
+ * memory errors.
+ *
+ * Writes commit when the call returns (autocommit) unless they run inside
+ * db:batch(fn), which commits once when fn returns: one fsync for many
+ * writes.
+ */
+#include "lua_api.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "value.h"
+#include "vec.h"
+
+#define DB_MT "recd.db"
+#define BITMAP_MT "recd.bitmap"
+#define ERR_MT "recd.error"
+#define MAX_K 100000
+
+typedef struct ldb {
+    rec_engine *e;   /* NULL once closed */
+    int owned;       /* close frees the engine */
+    int batch_depth; /* > 0 inside db:batch */
+} ldb;
+
+typedef struct lbitmap {
+    size_t words;
+    uint64_t bits[]; /* bit set = item kept */
+} lbitmap;
+
+/* ---- errors -------------------------------------------------------------- */
+
+static int err_tostring(lua_State *L) {
+    lua_getfield(L, 1, "name");
+    lua_getfield(L, 1, "message");
+    lua_pushfstring(L, "%s: %s", luaL_optstring(L, -2, "error"),
+                    luaL_optstring(L, -1, ""));
+    return 1;
+}
+
+int rec_lua_error(lua_State *L, int code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushstring(L, rec_err_name(code));
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, msg[0] ? msg : rec_strerror(code));
+    lua_setfield(L, -2, "message");
+    if (luaL_newmetatable(L, ERR_MT)) {
+        lua_pushcfunction(L, err_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_setmetatable(L, -2);
+    return lua_error(L);
+}
+
+/* Raise the engine's error with its detail message when it has one. */
+static int engine_error(lua_State *L, rec_engine *e, int rc) {
+    const char *m = rec_engine_errmsg(e);
+    return rec_lua_error(L, rc, "%s", m && m[0] ? m : rec_strerror(rc));
+}
+
+static ldb *check_db(lua_State *L) {
+    ldb *d = luaL_checkudata(L, 1, DB_MT);
+    if (!d->e)
+        rec_lua_error(L, REC_EINVAL, "database is closed");
+    return d;
+}
+
+static void autocommit(lua_State *L, ldb *d) {
+    if (d->batch_depth == 0) {
+        int rc = rec_engine_commit(d->e);
+        if (rc)
+            engine_error(L, d->e, rc);
+    }
+}
+
+/* ---- ids ------------------------------------------------------------------ */
+
+/* Encode the id at idx into key; raises on a bad id. */
+static size_t check_id(lua_State *L, int idx, char *key, const char *what) {
+    int rc;
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        int isint;
+        lua_Integer v = lua_tointegerx(L, idx, &isint);
+        if (!isint)
+            rec_lua_error(L, REC_ETYPE, "%s id must be a string or an integer",
+                          what);
+        rc = rec_id_int(key, (int64_t)v);
+    } else if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        rc = rec_id_str(key, s, n);
+        if (rc == REC_EINVAL)
+            rec_lua_error(L, rc, "%s id must not be empty", what);
+        if (rc < 0)
+            rec_lua_error(L, rc, "%s id longer than %d bytes", what,
+                          REC_ID_MAX - 1);
+    } else {
+        rec_lua_error(L, REC_ETYPE, "%s id must be a string or an integer, "
+                      "got %s", what, luaL_typename(L, idx));
+        return 0;
+    }
+    return (size_t)rc;
+}
+
+/* [-0, +1, m] */
+static void push_key(lua_State *L, const char *key, size_t klen) {
+    int is_int;
+    int64_t iv;
+    const char *s;
+    size_t n;
+    if (!key || rec_id_decode(key, klen, &is_int, &iv, &s, &n)) {
+        lua_pushnil(L);
+    } else if (is_int) {
+        lua_pushinteger(L, (lua_Integer)iv);
+    } else {
+        lua_pushlstring(L, s, n);
+    }
+}
+
+static void push_idx(lua_State *L, rec_engine *e, rec_kind k, uint32_t idx) {
+    size_t n;
+    const char *key = rec_engine_key(e, k, idx, &n);
+    push_key(L, key, n);
+}
+
+static uint32_t find_idx(lua_State *L, ldb *d, rec_kind k, int idx,
+                         int must) {
+    char key[REC_ID_MAX];
+    const char *what = k == REC_KIND_ITEM ? "item" : "user";
+    size_t n = check_id(L, idx, key, what);
+    uint32_t i = rec_engine_lookup(d->e, k, key, n);
+    if (i == REC_IDX_NONE && must) {
+        lua_pushvalue(L, idx);
+        rec_lua_error(L, REC_ENOTFOUND, "unknown %s '%s'", what,
+                      luaL_tolstring(L, -1, NULL));
+    }
+    return i;
+}
+
+/* ---- values ------------------------------------------------------------- */
+
+/* Pack the value at idx as msgpack into b; raises with the path on error. */
+static void pack_value(lua_State *L, int idx, rec_buf *b, const char *what) {
+    char err[256];
+    int rc = rec_mp_pack_lua(L, idx, b, err, sizeof err);
+    if (rc) {
+        rec_buf_free(b);
+        rec_lua_error(L, rc, "%s: %s", what, err);
+    }
+}
+
+/* Read a vector (array of numbers, or a string of little-endian float32)
+ * at idx into a userdata pushed on the stack (so an error raised later
+ * leaks nothing); *dim gets its length.   [-0, +1, e] */
+static float *check_vector(lua_State *L, int idx, uint32_t *dim,
+                           const char *space) {
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        if (n == 0 || n % 4 || n / 4 > REC_DIM_MAX)
+            rec_lua_error(L, REC_EDIM, "vector for '%s': binary form needs "
+                          "4..%d bytes, a multiple of 4", space, REC_DIM_MAX * 4);
+        float *v = lua_newuserdatauv(L, n, 0);
+        memcpy(v, s, n);
+        *dim = (uint32_t)(n / 4);
+        return v;
+    }
+    if (lua_type(L, idx) != LUA_TTABLE)
+        rec_lua_error(L, REC_ETYPE, "vector for '%s' must be an array of "
+                      "numbers or a binary string", space);
+    lua_Unsigned n = lua_rawlen(L, idx);
+    if (n == 0 || n > REC_DIM_MAX)
+        rec_lua_error(L, REC_EDIM, "vector for '%s' has %llu elements; "
+                      "1..%d allowed", space, (unsigned long long)n, REC_DIM_MAX);
+    float *v = lua_newuserdatauv(L, (size_t)n * sizeof *v, 0);
+    for (lua_Unsigned i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (lua_Integer)i);
+        int ok;
+        lua_Number x = lua_tonumberx(L, -1, &ok);
+        lua_pop(L, 1);
+        if (!ok)
+            rec_lua_error(L, REC_ETYPE, "vector for '%s': element %llu is not "
+                          "a number", space, (unsigned long long)i);
+        v[i - 1] = (float)x;
+        if (!isfinite(v[i - 1]))
+            rec_lua_error(L, REC_ENONFINITE, "vector for '%s': element %llu "
+                          "is NaN, infinite or beyond float range", space,
+                          (unsigned long long)i);
+    }
+    *dim = (uint32_t)n;
+    return v;
+}
+
+static void push_floats(lua_State *L, const float *v, uint32_t n) {
+    lua_createtable(L, (int)n, 0);
+    for (uint32_t i = 0; i < n; i++) {
+        lua_pushnumber(L, (lua_Number)v[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+/* ---- module functions --------------------------------------------------- */
+
+static const char *opt_field_str(lua_State *L, int t, const char *f,
+                                 const char *def) {
+    lua_getfield(L, t, f);
+    const char *s = def;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            rec_lua_error(L, REC_ETYPE, "option '%s' must be a string", f);
+        s = lua_tostring(L, -1);
+    }
+    lua_pop(L, 1); /* s stays valid: the table still references it */
+    return s;
+}
+
+static lua_Number opt_field_num(lua_State *L, int t, const char *f,
+                                lua_Number def) {
+    lua_getfield(L, t, f);
+    lua_Number x = def;
+    if (!lua_isnil(L, -1)) {
+        int ok;
+        x = lua_tonumberx(L, -1, &ok);
+        if (!ok)
+            rec_lua_error(L, REC_ETYPE, "option '%s' must be a number", f);
+    }
+    lua_pop(L, 1);
+    return x;
+}
+
+static int opt_field_bool(lua_State *L, int t, const char *f, int def) {
+    lua_getfield(L, t, f);
+    int b = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/* recd.open(dir [, opts]) -> db   [-1|2, +1, e]
+ * opts: read_only, no_sync, map_size, map_max (bytes), seed, window. */
+static int l_open(lua_State *L) {
+    const char *dir = luaL_checkstring(L, 1);
+    rec_engine_opts o;
+    rec_engine_opts_default(&o);
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        o.store.read_only = opt_field_bool(L, 2, "read_only", 0);
+        o.store.no_sync = opt_field_bool(L, 2, "no_sync", 0);
+        lua_Number ms = opt_field_num(L, 2, "map_size", (lua_Number)o.store.map_size);
+        lua_Number mx = opt_field_num(L, 2, "map_max", (lua_Number)o.store.map_max);
+        if (!(ms >= 65536 && ms <= 1e15 && mx >= ms && mx <= 1e15))
+            return rec_lua_error(L, REC_ERANGE, "map_size must be >= 64 KiB and "
+                                 "map_max >= map_size");
+        o.store.map_size = (size_t)ms;
+        o.store.map_max = (size_t)mx;
+        o.seed = (uint64_t)opt_field_num(L, 2, "seed", 42);
+        lua_Number w = opt_field_num(L, 2, "window", 10);
+        if (!(w >= 1 && w <= 256))
+            return rec_lua_error(L, REC_ERANGE, "window must be 1..256");
+        o.cooc_window = (uint32_t)w;
+    }
+    ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
+    memset(d, 0, sizeof *d);
+    luaL_setmetatable(L, DB_MT);
+    char err[512] = "";
+    int rc = rec_engine_open(&d->e, dir, &o, err, sizeof err);
+    if (rc)
+        return rec_lua_error(L, rc, "%s", err[0] ? err : rec_strerror(rc));
+    d->owned = 1;
+    return 1;
+}
+
+void rec_lua_push_engine(lua_State *L, rec_engine *e) {
+    ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
+    memset(d, 0, sizeof *d);
+    d->e = e;
+    luaL_setmetatable(L, DB_MT);
+}
+
+/* recd.isa() -> "avx512" | "avx2" | "scalar"   [-0, +1, -] */
+static int l_isa(lua_State *L) {
+    lua_pushstring(L, rec_vec_isa_name());
+    return 1;
+}
+
+/* recd.try(f, ...) -> results of f, or nil, name, message   [-n, +r, -] */
+static int l_try(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int n = lua_gettop(L);
+    if (lua_pcall(L, n - 1, LUA_MULTRET, 0) == LUA_OK)
+        return lua_gettop(L);
+    lua_pushnil(L);
+    if (lua_type(L, -2) == LUA_TTABLE) {
+        lua_getfield(L, -2, "name");
+        lua_getfield(L, -3, "message");
+    } else {
+        lua_pushliteral(L, "error");
+        lua_pushvalue(L, -3);
+    }
+    return 3;
+}
+
+/* db:close()   [-1, +0, -] */
+static int db_close(lua_State *L) {
+    ldb *d = luaL_checkudata(L, 1, DB_MT);
+    if (d->e && d->owned)
+        rec_engine_free(d->e);
+    d->e = NULL;
+    return 0;
+}
+
+static int db_tostring(lua_State *L) {
+    ldb *d = luaL_checkudata(L, 1, DB_MT);
+    if (!d->e)
+        lua_pushliteral(L, "recd.db (closed)");
+    else
+        lua_pushfstring(L, "recd.db (%d items, %d users)",
+                        (int)rec_engine_count(d->e, REC_KIND_ITEM),
+                        (int)rec_engine_count(d->e, REC_KIND_USER));
+    return 1;
+}
+
+/* Collect vectors {space = vec, ...} at t into args; the copies are
+ * userdata left on the stack (one per vector).   [-0, +n, e] */
+static size_t collect_vectors(lua_State *L, int t, rec_vecarg *args,
+                              size_t max) {
+    size_t n = 0;
+    t = lua_absindex(L, t);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            rec_lua_error(L, REC_ETYPE,
+                          "vectors must be a map of space name to vector");
+        if (n == max)
+            rec_lua_error(L, REC_ETOOLARGE, "at most %d vectors per call",
+                          (int)max);
+        const char *name = lua_tostring(L, -2);
+        uint32_t dim = 0;
+        float *v = check_vector(L, -1, &dim, name);
+        /* stack: key, value, copy -> keep the copy below the key */
+        lua_insert(L, -3);
+        lua_pop(L, 1);
+        /* name stays valid: the vectors table holds the key string. */
+        args[n].space = name;
+        args[n].v = v;
+        args[n].dim = dim;
+        n++;
+    }
+    return n;
+}
+
+#define MAX_VECS 16
+
+/* Shared body of item_put and user_put.
+ * db:item_put(id [, props [, vectors [, active]]]) or
+ * db:item_put{id=, props=, vectors=, active=} -> true   [-n, +1, e] */
+static int put_common(lua_State *L, rec_kind kind) {
+    ldb *d = check_db(L);
+    int base = 2;
+    if (lua_type(L, 2) == LUA_TTABLE && lua_gettop(L) == 2) {
+        /* Table form: spread fields onto the stack in positional order. */
+        lua_getfield(L, 2, "id");
+        lua_getfield(L, 2, "props");
+        lua_getfield(L, 2, "vectors");
+        lua_getfield(L, 2, "active");
+        base = 3;
+    }
+    const char *what = kind == REC_KIND_ITEM ? "item" : "user";
+    char key[REC_ID_MAX];
+    size_t klen = check_id(L, base, key, what);
+    int active = -1;
+    if (!lua_isnoneornil(L, base + 3)) {
+        if (lua_type(L, base + 3) != LUA_TBOOLEAN)
+            return rec_lua_error(L, REC_ETYPE, "active must be a boolean");
+        active = lua_toboolean(L, base + 3);
+    }
+    rec_vecarg vecs[MAX_VECS];
+    size_t nv = 0;
+    if (!lua_isnoneornil(L, base + 2)) {
+        if (lua_type(L, base + 2) != LUA_TTABLE)
+            return rec_lua_error(L, REC_ETYPE, "vectors must be a table");
+        nv = collect_vectors(L, base + 2, vecs, MAX_VECS);
+    }
+    /* Packed last: nothing raises between here and the free below. */
+    rec_buf props = REC_BUF_INIT;
+    int has_props = !lua_isnoneornil(L, base + 1);
+    if (has_props) {
+        if (lua_type(L, base + 1) != LUA_TTABLE)
+            return rec_lua_error(L, REC_ETYPE, "props must be a table");
+        pack_value(L, base + 1, &props, "props");
+    }
+    uint32_t idx;
+    int rc = rec_engine_put(d->e, kind, key, klen, has_props ? props.data : NULL,
+                            props.len, active, vecs, nv, &idx);
+    rec_buf_free(&props);
+    if (rc)
+        return engine_error(L, d->e, rc);
+    autocommit(L, d);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int db_item_put(lua_State *L) { return put_common(L, REC_KIND_ITEM); }
+static int db_user_put(lua_State *L) { return put_common(L, REC_KIND_USER); }
+
+/* [-0, +1, e] history of user idx, newest first, at most n entries. */
+static void push_history(lua_State *L, ldb *d, uint32_t user, lua_Integer n) {
+    uint32_t len;
+    const rec_hentry *h = rec_graph_history(rec_engine_graph(d->e), user, &len);
+    lua_Integer count = (lua_Integer)len < n ? (lua_Integer)len : n;
+    lua_createtable(L, (int)count, 0);
+    for (lua_Integer i = 0; i < count; i++) {
+        const rec_hentry *e = &h[len - 1 - (uint32_t)i];
+        lua_createtable(L, 0, 4);
+        push_idx(L, d->e, REC_KIND_ITEM, e->item);
+        lua_setfield(L, -2, "item");
+        const char *tn = rec_engine_type_name(d->e, e->type);
+        lua_pushstring(L, tn ? tn : "?");
+        lua_setfield(L, -2, "type");
+        lua_pushnumber(L, e->ts);
+        lua_setfield(L, -2, "ts");
+        lua_pushnumber(L, (lua_Number)e->weight);
+        lua_setfield(L, -2, "weight");
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+/* db:item_get(id) -> {id, props, active, vectors} | nil   [-2, +1, e]
+ * db:user_get(id [, n]) adds history (newest first, default 50). */
+static int get_common(lua_State *L, rec_kind kind) {
+    ldb *d = check_db(L);
+    lua_Integer hn = luaL_optinteger(L, 3, 50);
+    uint32_t idx = find_idx(L, d, kind, 2, 0);
+    if (idx == REC_IDX_NONE) {
+        lua_pushnil(L);
+        return 1;
+    }
+    rec_buf props = REC_BUF_INIT;
+    int active = 1;
+    int rc = rec_engine_get(d->e, kind, idx, &props, &active);
+    if (rc) {
+        rec_buf_free(&props);
+        return engine_error(L, d->e, rc);
+    }
+    lua_createtable(L, 0, 5);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "id");
+    size_t used;
+    rc = rec_mp_push_lua(L, props.data, props.len, &used);
+    rec_buf_free(&props);
+    if (rc)
+        return rec_lua_error(L, REC_ECORRUPT, "stored properties cannot be decoded");
+    lua_setfield(L, -2, "props");
+    if (kind == REC_KIND_ITEM) {
+        lua_pushboolean(L, active);
+        lua_setfield(L, -2, "active");
+    }
+    lua_newtable(L);
+    for (size_t i = 0; i < rec_engine_space_count(d->e); i++) {
+        rec_space *s = rec_engine_space_at(d->e, i);
+        const float *v = rec_space_get(s, kind, idx);
+        if (v) {
+            push_floats(L, v, s->dim);
+            lua_setfield(L, -2, s->name);
+        }
+    }
+    lua_setfield(L, -2, "vectors");
+    if (kind == REC_KIND_USER) {
+        push_history(L, d, idx, hn < 0 ? 0 : hn);
+        lua_setfield(L, -2, "history");
+    }
+    return 1;
+}
+
+static int db_item_get(lua_State *L) { return get_common(L, REC_KIND_ITEM); }
+static int db_user_get(lua_State *L) { return get_common(L, REC_KIND_USER); }
+
+/* db:item_delete(id) -> true | false (unknown id)   [-2, +1, e] */
+static int delete_common(lua_State *L, rec_kind kind) {
+    ldb *d = check_db(L);
+    char key[REC_ID_MAX];
+    size_t klen = check_id(L, 2, key, kind == REC_KIND_ITEM ? "item" : "user");
+    int rc = rec_engine_delete(d->e, kind, key, klen);
+    if (rc == REC_ENOTFOUND) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (rc)
+        return engine_error(L, d->e, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int db_item_delete(lua_State *L) { return delete_common(L, REC_KIND_ITEM); }
+static int db_user_delete(lua_State *L) { return delete_common(L, REC_KIND_USER); }
+
+/* db:event{user=, item=, type=, value=, ts=, rec_id=, context=}
+ *   -> seq, weight   [-2, +2, e] */
+static int db_event(lua_State *L) {
+    ldb *d = check_db(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    char ukey[REC_ID_MAX], ikey[REC_ID_MAX];
+    rec_event ev;
+    memset(&ev, 0, sizeof ev);
+    lua_getfield(L, 2, "user");
+    if (lua_isnil(L, -1))
+        return rec_lua_error(L, REC_EINVAL, "event needs a user");
+    ev.ulen = check_id(L, -1, ukey, "user");
+    ev.user = ukey;
+    lua_getfield(L, 2, "item");
+    if (lua_isnil(L, -1))
+        return rec_lua_error(L, REC_EINVAL, "event needs an item");
+    ev.ilen = check_id(L, -1, ikey, "item");
+    ev.item = ikey;
+    lua_getfield(L, 2, "type");
+    if (lua_type(L, -1) != LUA_TSTRING)
+        return rec_lua_error(L, REC_EINVAL, "event needs a type (a string)");
+    ev.type = lua_tolstring(L, -1, &ev.tlen);
+    lua_getfield(L, 2, "value");
+    if (!lua_isnil(L, -1)) {
+        int ok;
+        ev.value = lua_tonumberx(L, -1, &ok);
+        if (!ok)
+            return rec_lua_error(L, REC_ETYPE, "event value must be a number");
+        ev.has_value = 1;
+    }
+    ev.ts = opt_field_num(L, 2, "ts", 0);
+    lua_getfield(L, 2, "rec_id");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return rec_lua_error(L, REC_ETYPE, "rec_id must be a string");
+        ev.rec_id = lua_tolstring(L, -1, &ev.rlen);
+    }
+    rec_buf ctx = REC_BUF_INIT;
+    lua_getfield(L, 2, "context");
+    if (!lua_isnil(L, -1)) {
+        pack_value(L, -1, &ctx, "context");
+        ev.context = ctx.data;
+        ev.clen = ctx.len;
+    }
+    uint64_t seq;
+    float w;
+    int rc = rec_engine_event(d->e, &ev, &seq, &w);
+    rec_buf_free(&ctx);
+    if (rc)
+        return engine_error(L, d->e, rc);
+    autocommit(L, d);
+    lua_pushinteger(L, (lua_Integer)seq);
+    lua_pushnumber(L, (lua_Number)w);
+    return 2;
+}
+
+/* db:history(user [, n=50]) -> {{item, type, ts, weight}, ...} newest first
+ * (empty for unknown users)   [-3, +1, e] */
+static int db_history(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t u = find_idx(L, d, REC_KIND_USER, 2, 0);
+    lua_Integer n = luaL_optinteger(L, 3, 50);
+    if (u == REC_IDX_NONE) {
+        lua_newtable(L);
+        return 1;
+    }
+    push_history(L, d, u, n < 0 ? 0 : n);
+    return 1;
+}
+
+/* [-0, +1, m] {name, dim, items, users} */
+static void push_space_info(lua_State *L, const rec_space *s) {
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, s->name);
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, s->dim);
+    lua_setfield(L, -2, "dim");
+    lua_pushinteger(L, s->m[REC_KIND_ITEM].count);
+    lua_setfield(L, -2, "items");
+    lua_pushinteger(L, s->m[REC_KIND_USER].count);
+    lua_setfield(L, -2, "users");
+}
+
+/* db:space(name [, dim]) -> info | nil; creates the space when dim is
+ * given and it does not exist   [-3, +1, e] */
+static int db_space(lua_State *L) {
+    ldb *d = check_db(L);
+    const char *name = luaL_checkstring(L, 2);
+    rec_space *s = rec_engine_space(d->e, name);
+    if (!lua_isnoneornil(L, 3)) {
+        lua_Integer dim = luaL_checkinteger(L, 3);
+        if (dim < 1 || dim > REC_DIM_MAX)
+            return rec_lua_error(L, REC_ERANGE, "dimension must be 1..%d",
+                                 REC_DIM_MAX);
+        int rc = rec_engine_space_ensure(d->e, name, (uint32_t)dim, &s);
+        if (rc)
+            return engine_error(L, d->e, rc);
+        autocommit(L, d);
+    }
+    if (!s) {
+        lua_pushnil(L);
+        return 1;
+    }
+    push_space_info(L, s);
+    return 1;
+}
+
+/* db:spaces() -> {info, ...}   [-1, +1, m] */
+static int db_spaces(lua_State *L) {
+    ldb *d = check_db(L);
+    size_t n = rec_engine_space_count(d->e);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        push_space_info(L, rec_engine_space_at(d->e, i));
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static rec_kind check_kind(lua_State *L, int idx) {
+    const char *k = luaL_checkstring(L, idx);
+    if (strcmp(k, "item") == 0)
+        return REC_KIND_ITEM;
+    if (strcmp(k, "user") == 0)
+        return REC_KIND_USER;
+    rec_lua_error(L, REC_EINVAL, "kind must be \"item\" or \"user\", got '%s'", k);
+    return REC_KIND_ITEM;
+}
+
+static rec_space *check_space(lua_State *L, ldb *d, const char *name) {
+    rec_space *s = rec_engine_space(d->e, name);
+    if (!s)
+        rec_lua_error(L, REC_ENOTFOUND, "unknown space '%s'", name);
+    return s;
+}
+
+/* db:vector(kind, id, space) -> {floats} | nil   [-4, +1, e] */
+static int db_vector(lua_State *L) {
+    ldb *d = check_db(L);
+    rec_kind k = check_kind(L, 2);
+    uint32_t idx = find_idx(L, d, k, 3, 1);
+    rec_space *s = check_space(L, d, luaL_checkstring(L, 4));
+    const float *v = rec_space_get(s, k, idx);
+    if (!v)
+        lua_pushnil(L);
+    else
+        push_floats(L, v, s->dim);
+    return 1;
+}
+
+/* db:set_vector(kind, id, space, vec) -> true; the space is created with
+ * the vector's dimension when missing   [-5, +1, e] */
+static int db_set_vector(lua_State *L) {
+    ldb *d = check_db(L);
+    rec_kind k = check_kind(L, 2);
+    uint32_t idx = find_idx(L, d, k, 3, 1);
+    const char *name = luaL_checkstring(L, 4);
+    uint32_t dim;
+    float *v = check_vector(L, 5, &dim, name);
+    rec_space *s;
+    int rc = rec_engine_space_ensure(d->e, name, dim, &s);
+    if (!rc)
+        rc = rec_engine_set_vector(d->e, s, k, idx, v, dim);
+    if (rc)
+        return engine_error(L, d->e, rc);
+    autocommit(L, d);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- filters and results ------------------------------------------------ */
+
+typedef struct qopts {
+    lua_Integer k;
+    const char *space;
+    int cosine;
+    int include_inactive;
+    int exclude_seen;
+    uint64_t *skip;      /* malloc'd, words long; bit set = leave out */
+    size_t words;
+} qopts;
+
+static void skip_set(qopts *q, uint32_t idx) {
+    if ((size_t)(idx >> 6) < q->words)
+        q->skip[idx >> 6] |= 1ull << (idx & 63);
+}
+
+/* Build the skip map from options at index t (may be none): exclude
+ * (list of item ids), filter (bitmap or function(id) -> keep), inactive
+ * items unless include_inactive. The map is held in a userdata left on the
+ * stack so an error cannot leak it. [-0, +1, e] */
+static void build_skip(lua_State *L, ldb *d, int t, qopts *q) {
+    uint32_t bound = rec_engine_bound(d->e, REC_KIND_ITEM);
+    q->words = ((size_t)bound + 63) / 64 + 1;
+    q->skip = lua_newuserdatauv(L, q->words * sizeof(uint64_t), 0);
+    memset(q->skip, 0, q->words * sizeof(uint64_t));
+    int ud = lua_gettop(L);
+    /* Deleted ids leave holes: never return them. */
+    for (uint32_t i = 0; i < bound; i++) {
+        size_t kl;
+        if (!rec_engine_key(d->e, REC_KIND_ITEM, i, &kl))
+            skip_set(q, i);
+    }
+    if (!q->include_inactive) {
+        size_t w;
+        const uint64_t *in = rec_engine_inactive(d->e, &w);
+        for (size_t i = 0; i < w && i < q->words; i++)
+            q->skip[i] |= in[i];
+    }
+    if (t == 0)
+        return;
+    lua_getfield(L, t, "exclude");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TTABLE)
+            rec_lua_error(L, REC_ETYPE, "exclude must be a list of item ids");
+        lua_Unsigned n = lua_rawlen(L, -1);
+        for (lua_Unsigned i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, (lua_Integer)i);
+            uint32_t idx = find_idx(L, d, REC_KIND_ITEM, -1, 0);
+            if (idx != REC_IDX_NONE)
+                skip_set(q, idx);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, t, "filter");
+    if (lua_type(L, -1) == LUA_TUSERDATA) {
+        lbitmap *b = luaL_checkudata(L, -1, BITMAP_MT);
+        for (size_t i = 0; i < q->words; i++)
+            q->skip[i] |= i < b->words ? ~b->bits[i] : ~0ull;
+    } else if (lua_type(L, -1) == LUA_TFUNCTION) {
+        /* One Lua call per candidate: O(items). Build a bitmap with
+         * db:bitmap(fn) once to reuse across queries. */
+        for (uint32_t i = 0; i < bound; i++) {
+            if (q->skip[i >> 6] >> (i & 63) & 1)
+                continue;
+            lua_pushvalue(L, -1);
+            push_idx(L, d->e, REC_KIND_ITEM, i);
+            lua_call(L, 1, 1);
+            if (!lua_toboolean(L, -1))
+                skip_set(q, i);
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        rec_lua_error(L, REC_ETYPE, "filter must be a function or a bitmap");
+    }
+    lua_pop(L, 1);
+    lua_settop(L, ud);
+}
+
+/* Parse query options at index t (table or none) with a default k. */
+static void parse_qopts(lua_State *L, int t, qopts *q, lua_Integer k,
+                        const char *space) {
+    memset(q, 0, sizeof *q);
+    q->k = k;
+    q->space = space;
+    q->cosine = 1;
+    q->exclude_seen = 1;
+    if (t == 0 || lua_isnoneornil(L, t))
+        return;
+    luaL_checktype(L, t, LUA_TTABLE);
+    q->space = opt_field_str(L, t, "space", space);
+    const char *metric = opt_field_str(L, t, "metric", "cosine");
+    if (strcmp(metric, "cosine") == 0)
+        q->cosine = 1;
+    else if (strcmp(metric, "dot") == 0)
+        q->cosine = 0;
+    else
+        rec_lua_error(L, REC_EINVAL, "metric must be \"cosine\" or \"dot\"");
+    q->include_inactive = opt_field_bool(L, t, "include_inactive", 0);
+    q->exclude_seen = opt_field_bool(L, t, "exclude_seen", 1);
+}
+
+static lua_Integer check_k(lua_State *L, int idx, lua_Integer def) {
+    lua_Integer k = luaL_optinteger(L, idx, def);
+    if (k < 0 || k > MAX_K)
+        rec_lua_error(L, REC_ERANGE, "k must be 0..%d", MAX_K);
+    return k;
+}
+
+/* Push hits as {{id=, score=}, ...}. [-0, +1, m] */
+static void push_hits(lua_State *L, ldb *d, rec_kind kind, const rec_hit *h,
+                      size_t n) {
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 2);
+        push_idx(L, d->e, kind, h[i].idx);
+        lua_setfield(L, -2, "id");
+        lua_pushnumber(L, (lua_Number)h[i].score);
+        lua_setfield(L, -2, "score");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+static rec_hit *hits_alloc(lua_State *L, lua_Integer k) {
+    return lua_newuserdatauv(L, (size_t)(k ? k : 1) * sizeof(rec_hit), 0);
+}
+
+/* Default space of an entity: the only space it has a vector in, else
+ * "content" when present. */
+static const char *default_space(ldb *d, rec_kind k, uint32_t idx) {
+    const char *found = NULL;
+    for (size_t i = 0; i < rec_engine_space_count(d->e); i++) {
+        rec_space *s = rec_engine_space_at(d->e, i);
+        if (rec_space_has(s, k, idx)) {
+            if (strcmp(s->name, "content") == 0)
+                return s->name;
+            if (!found)
+                found = s->name;
+        }
+    }
+    return found;
+}
+
+/* Run a space scan and push results. q->skip must be set. */
+static int scan_push(lua_State *L, ldb *d, rec_space *s, rec_kind kind,
+                     const float *qv, qopts *q) {
+    rec_hit *h = hits_alloc(L, q->k);
+    int n = rec_space_topk(s, kind, qv, q->cosine, kind == REC_KIND_ITEM ?
+                           q->skip : NULL, q->words, (size_t)q->k, h);
+    if (n < 0)
+        return rec_lua_error(L, n, "top-k failed: %s", rec_strerror(n));
+    push_hits(L, d, kind, h, (size_t)n);
+    return 1;
+}
+
+/* db:similar(item [, k=10 [, opts]]) -> hits: items nearest to the item's
+ * vector (cosine by default), the item itself left out.
+ * opts: space, metric, exclude, filter, include_inactive   [-4, +1, e] */
+static int db_similar(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t idx = find_idx(L, d, REC_KIND_ITEM, 2, 1);
+    qopts q;
+    parse_qopts(L, lua_isnoneornil(L, 4) ? 0 : 4, &q, check_k(L, 3, 10), NULL);
+    const char *sn = q.space ? q.space : default_space(d, REC_KIND_ITEM, idx);
+    if (!sn)
+        return rec_lua_error(L, REC_ENOTFOUND, "item has no vector in any space");
+    rec_space *s = check_space(L, d, sn);
+    const float *v = rec_space_get(s, REC_KIND_ITEM, idx);
+    if (!v)
+        return rec_lua_error(L, REC_ENOTFOUND, "item has no vector in space '%s'",
+                             sn);
+    build_skip(L, d, lua_isnoneornil(L, 4) ? 0 : 4, &q);
+    skip_set(&q, idx);
+    /* The row may move if a filter function writes vectors: copy it. */
+    float *qv = lua_newuserdatauv(L, s->dim * sizeof(float), 0);
+    memcpy(qv, rec_space_get(s, REC_KIND_ITEM, idx), s->dim * sizeof(float));
+    return scan_push(L, d, s, REC_KIND_ITEM, qv, &q);
+}
+
+/* db:topk(space, vec [, k=10 [, opts]]) -> hits over items (or users with
+ * opts.kind = "user") for an arbitrary query vector   [-5, +1, e] */
+static int db_topk(lua_State *L) {
+    ldb *d = check_db(L);
+    rec_space *s = check_space(L, d, luaL_checkstring(L, 2));
+    qopts q;
+    int t = lua_isnoneornil(L, 5) ? 0 : 5;
+    parse_qopts(L, t, &q, check_k(L, 4, 10), s->name);
+    rec_kind kind = REC_KIND_ITEM;
+    if (t) {
+        const char *k = opt_field_str(L, t, "kind", "item");
+        kind = strcmp(k, "user") == 0 ? REC_KIND_USER : REC_KIND_ITEM;
+    }
+    uint32_t dim;
+    float *qv = check_vector(L, 3, &dim, s->name);
+    if (dim != s->dim)
+        return rec_lua_error(L, REC_EDIM, "space '%s' has dimension %u, query "
+                             "has %u", s->name, s->dim, dim);
+    build_skip(L, d, t, &q);
+    return scan_push(L, d, s, kind, qv, &q);
+}
+
+/* Mark a user's consumed items in q->skip. */
+static void skip_seen(ldb *d, uint32_t user, qopts *q) {
+    uint32_t n;
+    const rec_hentry *h = rec_graph_history(rec_engine_graph(d->e), user, &n);
+    for (uint32_t i = 0; i < n; i++)
+        skip_set(q, h[i].item);
+}
+
+/* db:recommend_vec(user [, k=10 [, opts]]) -> hits: items by the user's
+ * vector (space "mf", dot product by default), seen items left out unless
+ * opts.exclude_seen == false   [-4, +1, e] */
+static int db_recommend_vec(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t u = find_idx(L, d, REC_KIND_USER, 2, 1);
+    qopts q;
+    int t = lua_isnoneornil(L, 4) ? 0 : 4;
+    parse_qopts(L, t, &q, check_k(L, 3, 10), "mf");
+    if (!t || lua_getfield(L, t, "metric") == LUA_TNIL)
+        q.cosine = 0;
+    if (t)
+        lua_pop(L, 1);
+    rec_space *s = check_space(L, d, q.space);
+    const float *v = rec_space_get(s, REC_KIND_USER, u);
+    if (!v) {
+        lua_newtable(L);
+        return 1;
+    }
+    build_skip(L, d, t, &q);
+    if (q.exclude_seen)
+        skip_seen(d, u, &q);
+    float *qv = lua_newuserdatauv(L, s->dim * sizeof(float), 0);
+    memcpy(qv, rec_space_get(s, REC_KIND_USER, u), s->dim * sizeof(float));
+    return scan_push(L, d, s, REC_KIND_ITEM, qv, &q);
+}
+
+/* db:mf_update(user, item [, weight=1 [, opts]]) -> loss: one online BPR
+ * step; opts: space ("mf"), dim (64, used when the space is created), lr,
+ * reg, negatives   [-5, +1, e] */
+static int db_mf_update(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t u = find_idx(L, d, REC_KIND_USER, 2, 1);
+    uint32_t i = find_idx(L, d, REC_KIND_ITEM, 3, 1);
+    lua_Number w = luaL_optnumber(L, 4, 1.0);
+    rec_mf_opts o;
+    rec_mf_opts_default(&o);
+    const char *sn = "mf";
+    lua_Integer dim = 64;
+    if (!lua_isnoneornil(L, 5)) {
+        luaL_checktype(L, 5, LUA_TTABLE);
+        sn = opt_field_str(L, 5, "space", "mf");
+        dim = (lua_Integer)opt_field_num(L, 5, "dim", 64);
+        o.lr = (float)opt_field_num(L, 5, "lr", o.lr);
+        o.reg = (float)opt_field_num(L, 5, "reg", o.reg);
+        lua_Number ng = opt_field_num(L, 5, "negatives", o.negatives);
+        if (!(ng >= 0 && ng <= 64))
+            return rec_lua_error(L, REC_ERANGE, "negatives must be 0..64");
+        o.negatives = (uint32_t)ng;
+        if (!(o.lr > 0 && o.lr < 10) || !(o.reg >= 0 && o.reg < 10))
+            return rec_lua_error(L, REC_ERANGE, "lr must be in (0, 10), reg in [0, 10)");
+    }
+    if (dim < 1 || dim > REC_DIM_MAX)
+        return rec_lua_error(L, REC_ERANGE, "dim must be 1..%d", REC_DIM_MAX);
+    rec_space *s = rec_engine_space(d->e, sn);
+    int rc = 0;
+    if (!s)
+        rc = rec_engine_space_ensure(d->e, sn, (uint32_t)dim, &s);
+    float loss = 0;
+    if (!rc)
+        rc = rec_engine_mf_update(d->e, s, u, i, (float)w, &o, &loss);
+    if (rc)
+        return engine_error(L, d->e, rc);
+    autocommit(L, d);
+    lua_pushnumber(L, (lua_Number)loss);
+    return 1;
+}
+
+/* db:cooc(a, b) -> co-occurrence weight (0 when none)   [-3, +1, e] */
+static int db_cooc(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t a = find_idx(L, d, REC_KIND_ITEM, 2, 0);
+    uint32_t b = find_idx(L, d, REC_KIND_ITEM, 3, 0);
+    lua_Number w = 0;
+    if (a != REC_IDX_NONE && b != REC_IDX_NONE)
+        w = (lua_Number)rec_graph_cooc(rec_engine_graph(d->e), a, b);
+    lua_pushnumber(L, w);
+    return 1;
+}
+
+/* db:neighbors(item [, k=10 [, opts]]) -> hits by co-occurrence weight
+ * opts: exclude, filter, include_inactive   [-4, +1, e] */
+static int db_neighbors(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t idx = find_idx(L, d, REC_KIND_ITEM, 2, 1);
+    qopts q;
+    int t = lua_isnoneornil(L, 4) ? 0 : 4;
+    parse_qopts(L, t, &q, check_k(L, 3, 10), NULL);
+    build_skip(L, d, t, &q);
+    rec_hit *h = hits_alloc(L, q.k);
+    size_t n = rec_graph_neighbors(rec_engine_graph(d->e), idx, q.skip,
+                                   q.words, (size_t)q.k, h);
+    push_hits(L, d, REC_KIND_ITEM, h, n);
+    return 1;
+}
+
+/* db:walk(seeds [, opts]) -> hits by visit count. seeds: {user = id} (the
+ * user's recent positive items, seen items left out) or a list of item ids.
+ * opts: k (10), steps (10000), restart (0.3), recent (20 seed items),
+ * exclude, filter, include_inactive   [-3, +1, e] */
+static int db_walk(lua_State *L) {
+    ldb *d = check_db(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int t = lua_isnoneornil(L, 3) ? 0 : 3;
+    qopts q;
+    lua_Integer k = 10, steps = 10000, recent = 20;
+    lua_Number restart = 0.3;
+    if (t) {
+        luaL_checktype(L, t, LUA_TTABLE);
+        k = (lua_Integer)opt_field_num(L, t, "k", 10);
+        steps = (lua_Integer)opt_field_num(L, t, "steps", 10000);
+        restart = opt_field_num(L, t, "restart", 0.3);
+        recent = (lua_Integer)opt_field_num(L, t, "recent", 20);
+    }
+    if (k < 0 || k > MAX_K || steps < 0 || steps > 10000000 ||
+        !(restart >= 0 && restart <= 1) || recent < 1 || recent > 10000)
+        return rec_lua_error(L, REC_ERANGE, "walk options out of range "
+                             "(k 0..%d, steps 0..1e7, restart 0..1, recent 1..10000)",
+                             MAX_K);
+    parse_qopts(L, t, &q, k, NULL);
+    build_skip(L, d, t, &q);
+    uint32_t *seeds = lua_newuserdatauv(L, (size_t)recent * sizeof *seeds +
+                                        (size_t)recent * sizeof(float), 0);
+    float *sw = (float *)(seeds + recent);
+    size_t ns = 0;
+    lua_getfield(L, 2, "user");
+    if (!lua_isnil(L, -1)) {
+        uint32_t u = find_idx(L, d, REC_KIND_USER, -1, 1);
+        uint32_t n;
+        const rec_hentry *h = rec_graph_history(rec_engine_graph(d->e), u, &n);
+        for (uint32_t i = n; i-- > 0 && ns < (size_t)recent;) {
+            if (h[i].weight > 0) {
+                seeds[ns] = h[i].item;
+                sw[ns++] = h[i].weight;
+            }
+        }
+        skip_seen(d, u, &q);
+    } else {
+        lua_Unsigned n = lua_rawlen(L, 2);
+        for (lua_Unsigned i = 1; i <= n && ns < (size_t)recent; i++) {
+            lua_rawgeti(L, 2, (lua_Integer)i);
+            uint32_t it = find_idx(L, d, REC_KIND_ITEM, -1, 0);
+            lua_pop(L, 1);
+            if (it != REC_IDX_NONE) {
+                seeds[ns] = it;
+                sw[ns++] = 1.0f;
+            }
+        }
+    }
+    lua_pop(L, 1);
+    rec_hit *hits = hits_alloc(L, q.k);
+    size_t n = rec_graph_walk(rec_engine_graph(d->e), seeds, sw, ns,
+                              (uint32_t)steps, restart, rec_engine_rng(d->e),
+                              q.skip, q.words, (size_t)q.k, hits);
+    push_hits(L, d, REC_KIND_ITEM, hits, n);
+    return 1;
+}
+
+/* ---- counters ----------------------------------------------------------- */
+
+static rec_counter *check_counter(lua_State *L, ldb *d, int idx) {
+    const char *name = luaL_checkstring(L, idx);
+    rec_counter *c = rec_engine_counter(d->e, name);
+    if (!c)
+        rec_lua_error(L, REC_ENOTFOUND, "unknown counter '%s' (create it with "
+                      "db:counter(name, half_life))", name);
+    return c;
+}
+
+/* db:counter(name [, half_life_seconds]) -> {name, half_life, size}: the
+ * family over items, created when half_life is given   [-3, +1, e] */
+static int db_counter(lua_State *L) {
+    ldb *d = check_db(L);
+    const char *name = luaL_checkstring(L, 2);
+    rec_counter *c = rec_engine_counter(d->e, name);
+    if (!lua_isnoneornil(L, 3)) {
+        lua_Number hl = luaL_checknumber(L, 3);
+        int rc = rec_engine_counter_ensure(d->e, name, hl, &c);
+        if (rc)
+            return engine_error(L, d->e, rc);
+        autocommit(L, d);
+    }
+    if (!c) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, c->name);
+    lua_setfield(L, -2, "name");
+    lua_pushnumber(L, c->half_life);
+    lua_setfield(L, -2, "half_life");
+    lua_pushinteger(L, c->n);
+    lua_setfield(L, -2, "size");
+    return 1;
+}
+
+/* db:counter_add(name, item [, amount=1 [, ts=now]]) -> value   [-5, +1, e] */
+static int db_counter_add(lua_State *L) {
+    ldb *d = check_db(L);
+    rec_counter *c = check_counter(L, d, 2);
+    uint32_t idx = find_idx(L, d, REC_KIND_ITEM, 3, 1);
+    lua_Number amount = luaL_optnumber(L, 4, 1.0);
+    lua_Number ts = luaL_optnumber(L, 5, 0);
+    if (ts == 0)
+        ts = rec_now();
+    if (rec_store_read_only(rec_engine_store(d->e)))
+        return rec_lua_error(L, REC_EREADONLY, "the data folder is open read-only");
+    int rc = rec_counter_add(c, idx, amount, ts);
+    if (rc)
+        return rec_lua_error(L, rc, "amount and ts must be finite numbers");
+    autocommit(L, d);
+    lua_pushnumber(L, rec_counter_get(c, idx, ts));
+    return 1;
+}
+
+/* db:counter_get(name, item [, ts=now]) -> value (0 when unknown)
+ * [-4, +1, e] */
+static int db_counter_get(lua_State *L) {
+    ldb *d = check_db(L);
+    rec_counter *c = check_counter(L, d, 2);
+    uint32_t idx = find_idx(L, d, REC_KIND_ITEM, 3, 0);
+    lua_Number ts = luaL_optnumber(L, 4, 0);
+    if (ts == 0)
+        ts = rec_now();
+    lua_pushnumber(L, idx == REC_IDX_NONE ? 0 : rec_counter_get(c, idx, ts));
+    return 1;
+}
+
+/* db:counter_top(name [, k=10 [, opts]]) -> hits by decayed value
+ * opts: ts, exclude, filter, include_inactive   [-4, +1, e] */
+static int db_counter_top(lua_State *L) {
+    ldb *d = check_db(L);
+    rec_counter *c = check_counter(L, d, 2);
+    qopts q;
+    int t = lua_isnoneornil(L, 4) ? 0 : 4;
+    parse_qopts(L, t, &q, check_k(L, 3, 10), NULL);
+    lua_Number ts = t ? opt_field_num(L, t, "ts", 0) : 0;
+    if (ts == 0)
+        ts = rec_now();
+    build_skip(L, d, t, &q);
+    rec_hit *h = hits_alloc(L, q.k);
+    size_t n = rec_counter_topk(c, ts, q.skip, q.words, (size_t)q.k, h);
+    push_hits(L, d, REC_KIND_ITEM, h, n);
+    return 1;
+}
+
+/* ---- kv, weights, transactions, stats --------------------------------- */
+
+/* db:kv_put(key, value) -> true; value any storable Lua value   [-3, +1, e] */
+static int db_kv_put(lua_State *L) {
+    ldb *d = check_db(L);
+    size_t kl;
+    const char *k = luaL_checklstring(L, 2, &kl);
+    luaL_checkany(L, 3);
+    rec_buf b = REC_BUF_INIT;
+    pack_value(L, 3, &b, "value");
+    int rc = rec_engine_kv_put(d->e, k, kl, b.data, b.len);
+    rec_buf_free(&b);
+    if (rc)
+        return engine_error(L, d->e, rc);
+    autocommit(L, d);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* db:kv_get(key) -> value | nil   [-2, +1, e] */
+static int db_kv_get(lua_State *L) {
+    ldb *d = check_db(L);
+    size_t kl;
+    const char *k = luaL_checklstring(L, 2, &kl);
+    rec_buf b = REC_BUF_INIT;
+    int rc = rec_engine_kv_get(d->e, k, kl, &b);
+    if (rc == REC_ENOTFOUND) {
+        rec_buf_free(&b);
+        lua_pushnil(L);
+        return 1;
+    }
+    if (rc) {
+        rec_buf_free(&b);
+        return engine_error(L, d->e, rc);
+    }
+    size_t used;
+    rc = rec_mp_push_lua(L, b.data, b.len, &used);
+    rec_buf_free(&b);
+    if (rc)
+        return rec_lua_error(L, REC_ECORRUPT, "stored value cannot be decoded");
+    return 1;
+}
+
+/* db:kv_delete(key) -> true   [-2, +1, e] */
+static int db_kv_delete(lua_State *L) {
+    ldb *d = check_db(L);
+    size_t kl;
+    const char *k = luaL_checklstring(L, 2, &kl);
+    int rc = rec_engine_kv_del(d->e, k, kl);
+    if (rc)
+        return engine_error(L, d->e, rc);
+    autocommit(L, d);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* db:event_weight(type [, weight]) -> weight; sets it when given
+ * [-3, +1, e] */
+static int db_event_weight(lua_State *L) {
+    ldb *d = check_db(L);
+    size_t tl;
+    const char *t = luaL_checklstring(L, 2, &tl);
+    if (!lua_isnoneornil(L, 3)) {
+        int rc = rec_engine_set_type_weight(d->e, t, tl, (float)luaL_checknumber(L, 3));
+        if (rc)
+            return engine_error(L, d->e, rc);
+        autocommit(L, d);
+    }
+    lua_pushnumber(L, (lua_Number)rec_engine_type_weight(d->e, t, tl));
+    return 1;
+}
+
+/* db:commit() -> true   [-1, +1, e] */
+static int db_commit(lua_State *L) {
+    ldb *d = check_db(L);
+    int rc = rec_engine_commit(d->e);
+    if (rc)
+        return engine_error(L, d->e, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* db:batch(fn, ...) -> results of fn: writes inside commit once at the end
+ * (one fsync). If fn raises, what it wrote is still committed with what
+ * came before, and the error is raised again.   [-n, +r, e] */
+static int db_batch(lua_State *L) {
+    ldb *d = check_db(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    d->batch_depth++;
+    int n = lua_gettop(L);
+    int st = lua_pcall(L, n - 2, LUA_MULTRET, 0);
+    d->batch_depth--;
+    if (d->e && d->batch_depth == 0) {
+        int rc = rec_engine_commit(d->e);
+        if (rc && st == LUA_OK)
+            return engine_error(L, d->e, rc);
+    }
+    if (st != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L) - 1;
+}
+
+/* db:stats() -> {items, users, events, spaces, counters, edges, map_size,
+ * map_used, pending, isa}   [-1, +1, e] */
+static int db_stats(lua_State *L) {
+    ldb *d = check_db(L);
+    rec_store_stats st;
+    int rc = rec_store_stats_get(rec_engine_store(d->e), &st);
+    if (rc)
+        return rec_lua_error(L, rc, "stats: %s", rec_strerror(rc));
+    lua_createtable(L, 0, 12);
+    lua_pushinteger(L, rec_engine_count(d->e, REC_KIND_ITEM));
+    lua_setfield(L, -2, "items");
+    lua_pushinteger(L, rec_engine_count(d->e, REC_KIND_USER));
+    lua_setfield(L, -2, "users");
+    lua_pushinteger(L, (lua_Integer)rec_engine_events(d->e));
+    lua_setfield(L, -2, "events");
+    lua_pushinteger(L, (lua_Integer)rec_engine_space_count(d->e));
+    lua_setfield(L, -2, "spaces");
+    lua_pushinteger(L, (lua_Integer)rec_engine_counter_count(d->e));
+    lua_setfield(L, -2, "counters");
+    lua_pushinteger(L, (lua_Integer)rec_engine_graph(d->e)->edges);
+    lua_setfield(L, -2, "edges");
+    lua_pushinteger(L, (lua_Integer)st.map_size);
+    lua_setfield(L, -2, "map_size");
+    lua_pushinteger(L, (lua_Integer)st.map_max);
+    lua_setfield(L, -2, "map_max");
+    lua_pushinteger(L, (lua_Integer)st.used_bytes);
+    lua_setfield(L, -2, "map_used");
+    lua_pushinteger(L, (lua_Integer)st.map_grows);
+    lua_setfield(L, -2, "map_grows");
+    lua_pushinteger(L, (lua_Integer)rec_engine_pending(d->e));
+    lua_setfield(L, -2, "pending");
+    lua_pushstring(L, rec_vec_isa_name());
+    lua_setfield(L, -2, "isa");
+    return 1;
+}
+
+/* ---- bitmaps ------------------------------------------------------------- */
+
+/* db:bitmap([fn]) -> bitmap over items: bit set = kept. With fn, each live
+ * item id is passed to fn(id) once and kept when it returns true; without,
+ * the bitmap starts empty. O(items) calls.   [-2, +1, e] */
+static int db_bitmap(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t bound = rec_engine_bound(d->e, REC_KIND_ITEM);
+    size_t words = ((size_t)bound + 63) / 64 + 1;
+    lbitmap *b = lua_newuserdatauv(L, sizeof *b + words * sizeof(uint64_t), 1);
+    b->words = words;
+    memset(b->bits, 0, words * sizeof(uint64_t));
+    luaL_setmetatable(L, BITMAP_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1); /* keep the db alive for id lookups */
+    if (lua_isfunction(L, 2)) {
+        for (uint32_t i = 0; i < bound; i++) {
+            size_t kl;
+            const char *key = rec_engine_key(d->e, REC_KIND_ITEM, i, &kl);
+            if (!key)
+                continue;
+            lua_pushvalue(L, 2);
+            push_key(L, key, kl);
+            lua_call(L, 1, 1);
+            if (lua_toboolean(L, -1))
+                b->bits[i >> 6] |= 1ull << (i & 63);
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnoneornil(L, 2)) {
+        return rec_lua_error(L, REC_ETYPE, "bitmap takes a function or nothing");
+    }
+    return 1;
+}
+
+static uint32_t bitmap_idx(lua_State *L, lbitmap **bp) {
+    lbitmap *b = luaL_checkudata(L, 1, BITMAP_MT);
+    lua_getiuservalue(L, 1, 1);
+    ldb *d = luaL_checkudata(L, -1, DB_MT);
+    if (!d->e)
+        rec_lua_error(L, REC_EINVAL, "database is closed");
+    uint32_t idx = find_idx(L, d, REC_KIND_ITEM, 2, 0);
+    lua_pop(L, 1);
+    *bp = b;
+    return idx;
+}
+
+/* bitmap:set(id [, on=true]) -> bitmap   [-3, +1, e] */
+static int bm_set(lua_State *L) {
+    lbitmap *b;
+    uint32_t idx = bitmap_idx(L, &b);
+    if (idx == REC_IDX_NONE || (size_t)(idx >> 6) >= b->words)
+        return rec_lua_error(L, REC_ENOTFOUND, "unknown item (or added after "
+                             "the bitmap was made)");
+    if (lua_isnoneornil(L, 3) || lua_toboolean(L, 3))
+        b->bits[idx >> 6] |= 1ull << (idx & 63);
+    else
+        b->bits[idx >> 6] &= ~(1ull << (idx & 63));
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* bitmap:has(id) -> boolean   [-2, +1, e] */
+static int bm_has(lua_State *L) {
+    lbitmap *b;
+    uint32_t idx = bitmap_idx(L, &b);
+    lua_pushboolean(L, idx != REC_IDX_NONE && (size_t)(idx >> 6) < b->words &&
+                           (b->bits[idx >> 6] >> (idx & 63) & 1));
+    return 1;
+}
+
+/* #bitmap -> number of items kept   [-1, +1, -] */
+static int bm_len(lua_State *L) {
+    lbitmap *b = luaL_checkudata(L, 1, BITMAP_MT);
+    lua_Integer n = 0;
+    for (size_t i = 0; i < b->words; i++)
+        n += __builtin_popcountll(b->bits[i]);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static const luaL_Reg db_methods[] = {
+    {"close", db_close},
+    {"item_put", db_item_put},
+    {"item_get", db_item_get},
+    {"item_delete", db_item_delete},
+    {"user_put", db_user_put},
+    {"user_get", db_user_get},
+    {"user_delete", db_user_delete},
+    {"event", db_event},
+    {"history", db_history},
+    {"space", db_space},
+    {"spaces", db_spaces},
+    {"vector", db_vector},
+    {"set_vector", db_set_vector},
+    {"similar", db_similar},
+    {"topk", db_topk},
+    {"recommend_vec", db_recommend_vec},
+    {"mf_update", db_mf_update},
+    {"cooc", db_cooc},
+    {"neighbors", db_neighbors},
+    {"walk", db_walk},
+    {"counter", db_counter},
+    {"counter_add", db_counter_add},
+    {"counter_get", db_counter_get},
+    {"counter_top", db_counter_top},
+    {"kv_put", db_kv_put},
+    {"kv_get", db_kv_get},
+    {"kv_delete", db_kv_delete},
+    {"event_weight", db_event_weight},
+    {"commit", db_commit},
+    {"batch", db_batch},
+    {"stats", db_stats},
+    {"bitmap", db_bitmap},
+    {NULL, NULL},
+};
+
+static const luaL_Reg bm_methods[] = {
+    {"set", bm_set},
+    {"has", bm_has},
+    {NULL, NULL},
+};
+
+static const luaL_Reg module_fns[] = {
+    {"open", l_open},
+    {"isa", l_isa},
+    {"try", l_try},
+    {NULL, NULL},
+};
+
+int luaopen_recd(lua_State *L) {
+    if (luaL_newmetatable(L, DB_MT)) {
+        luaL_newlib(L, db_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, db_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, db_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, db_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, BITMAP_MT)) {
+        luaL_newlib(L, bm_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, bm_len);
+        lua_setfield(L, -2, "__len");
+    }
+    lua_pop(L, 1);
+    luaL_newlib(L, module_fns);
+    lua_pushliteral(L, "0.1.0");
+    lua_setfield(L, -2, "version");
+    return 1;
+}

@@ -1,0 +1,27 @@
+/* lua_api.h - the `recd` Lua module: the one place Lua meets the engine.
+ *
+ * Loadable by stock lua5.4 (require "recd" finds recd.so through
+ * LUA_CPATH) and preloaded by the recd binary. Errors are raised as error
+ * objects: tables {code = <negative int>, name = "not_found", message =
+ * "..."} whose __tostring gives "name: message", so `pcall` callers can
+ * branch on err.name; recd.try(f, ...) returns nil, name, message instead.
+ */
+#ifndef REC_LUA_API_H
+#define REC_LUA_API_H
+
+#include <lua.h>
+
+#include "engine.h"
+
+/* Open the module table. [-0, +1, m] */
+int luaopen_recd(lua_State *L);
+
+/* Push a db object wrapping an engine the caller keeps owning (the object
+ * never frees it; close() only detaches). [-0, +1, m] */
+void rec_lua_push_engine(lua_State *L, rec_engine *e);
+
+/* Raise an engine error as an error object. Never returns. [-0, +0, v] */
+int rec_lua_error(lua_State *L, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,252 @@
+/* model.c - generator, online MF, decayed counters. */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+static uint64_t splitmix(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void rec_rng_seed(rec_rng *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t rec_rng_next(rec_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t out = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+uint32_t rec_rng_below(rec_rng *r, uint32_t n) {
+    /* Lemire's multiply-shift with rejection of the biased low range. */
+    uint64_t m = (uint64_t)(uint32_t)(rec_rng_next(r) >> 32) * n;
+    uint32_t lo = (uint32_t)m;
+    if (lo < n) {
+        uint32_t thresh = (uint32_t)-n % n;
+        while (lo < thresh) {
+            m = (uint64_t)(uint32_t)(rec_rng_next(r) >> 32) * n;
+            lo = (uint32_t)m;
+        }
+    }
+    return (uint32_t)(m >> 32);
+}
+
+double rec_rng_unit(rec_rng *r) {
+    return (double)(rec_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+void rec_mf_opts_default(rec_mf_opts *o) {
+    o->lr = 0.05f;
+    o->reg = 0.01f;
+    o->negatives = 4;
+    o->init_scale = 0.1f;
+}
+
+void rec_mf_init_vector(rec_rng *r, const rec_mf_opts *o, float *v,
+                        uint32_t dim) {
+    float s = o->init_scale / sqrtf((float)dim);
+    for (uint32_t i = 0; i < dim; i++)
+        v[i] = (float)(rec_rng_unit(r) * 2.0 - 1.0) * s;
+}
+
+/* Largest dimension handled with stack scratch; spaces are capped at
+ * REC_DIM_MAX so this always holds. */
+#define MF_SCRATCH REC_DIM_MAX
+
+float rec_mf_step(rec_space *s, uint32_t user, uint32_t pos, float w,
+                  const uint32_t *negs, size_t nnegs, const rec_mf_opts *o) {
+    float *u = rec_space_row(s, REC_KIND_USER, user);
+    float *p = rec_space_row(s, REC_KIND_ITEM, pos);
+    if (!u || !p || nnegs == 0 || !(w > 0.0f))
+        return 0.0f;
+    uint32_t d = s->dim;
+    float gu[MF_SCRATCH]; /* accumulated user gradient, applied at the end */
+    float u0[MF_SCRATCH]; /* user vector before the step */
+    memcpy(u0, u, d * sizeof(float));
+    memset(gu, 0, d * sizeof(float));
+    float lr = o->lr * w, reg = o->reg, loss = 0.0f;
+    size_t used = 0;
+    for (size_t k = 0; k < nnegs; k++) {
+        if (negs[k] == pos)
+            continue;
+        float *n = rec_space_row(s, REC_KIND_ITEM, negs[k]);
+        if (!n)
+            continue;
+        /* x = u.(p - n); d/dx ln sigmoid(x) = sigmoid(-x) */
+        float x = rec_vec_dot(u0, p, d) - rec_vec_dot(u0, n, d);
+        float g = 1.0f / (1.0f + expf(x));
+        loss += log1pf(expf(-x));
+        /* gu += g (p - n) with the old p and n, then
+         * p = (1 - lr reg) p + lr g u0,  n = (1 - lr reg) n - lr g u0. */
+        rec_vec_axpy(g, p, gu, d);
+        rec_vec_axpy(-g, n, gu, d);
+        rec_vec_scale(1.0f - lr * reg, p, d);
+        rec_vec_axpy(lr * g, u0, p, d);
+        rec_vec_scale(1.0f - lr * reg, n, d);
+        rec_vec_axpy(-lr * g, u0, n, d);
+        rec_space_touch(s, REC_KIND_ITEM, negs[k]);
+        used++;
+    }
+    if (!used)
+        return 0.0f;
+    /* u = (1 - lr reg used) u0 + lr gu */
+    rec_vec_scale(1.0f - lr * reg * (float)used, u, d);
+    rec_vec_axpy(lr, gu, u, d);
+    rec_space_touch(s, REC_KIND_USER, user);
+    rec_space_touch(s, REC_KIND_ITEM, pos);
+    return loss / (float)used;
+}
+
+int rec_counter_new(rec_counter **out, const char *name, uint16_t id,
+                    double half_life) {
+    *out = NULL;
+    if (rec_space_name_ok(name) || !(half_life >= 0.0) || isinf(half_life))
+        return REC_EINVAL;
+    rec_counter *c = calloc(1, sizeof *c);
+    if (!c)
+        return REC_ENOMEM;
+    strcpy(c->name, name);
+    c->id = id;
+    c->half_life = half_life;
+    *out = c;
+    return 0;
+}
+
+void rec_counter_free(rec_counter *c) {
+    if (!c)
+        return;
+    free(c->val);
+    free(c->t_last);
+    free(c->dirty);
+    free(c->dirty_list);
+    free(c);
+}
+
+static int counter_reserve(rec_counter *c, uint32_t idx) {
+    if (idx < c->cap)
+        return 0;
+    if (idx == UINT32_MAX)
+        return REC_ERANGE;
+    uint64_t cap = c->cap ? c->cap : 256;
+    while (cap <= idx)
+        cap *= 2;
+    if (cap > UINT32_MAX)
+        cap = UINT32_MAX;
+    size_t ow = ((size_t)c->cap + 63) / 64, nw = ((size_t)cap + 63) / 64;
+    double *v = realloc(c->val, (size_t)cap * sizeof *v);
+    if (!v)
+        return REC_ENOMEM;
+    c->val = v;
+    double *t = realloc(c->t_last, (size_t)cap * sizeof *t);
+    if (!t)
+        return REC_ENOMEM;
+    c->t_last = t;
+    uint64_t *d = realloc(c->dirty, nw * 8);
+    if (!d)
+        return REC_ENOMEM;
+    c->dirty = d;
+    uint32_t *dl = realloc(c->dirty_list, (size_t)cap * sizeof *dl);
+    if (!dl)
+        return REC_ENOMEM;
+    c->dirty_list = dl;
+    memset(v + c->cap, 0, (size_t)(cap - c->cap) * sizeof *v);
+    memset(t + c->cap, 0, (size_t)(cap - c->cap) * sizeof *t);
+    memset(d + ow, 0, (nw - ow) * 8);
+    c->cap = (uint32_t)cap;
+    return 0;
+}
+
+static double decay(const rec_counter *c, double dt) {
+    return c->half_life > 0.0 ? exp2(-dt / c->half_life) : 1.0;
+}
+
+static void counter_mark(rec_counter *c, uint32_t idx) {
+    uint64_t bit = 1ull << (idx & 63);
+    if (!(c->dirty[idx >> 6] & bit)) {
+        c->dirty[idx >> 6] |= bit;
+        c->dirty_list[c->ndirty++] = idx;
+    }
+    if (idx >= c->n)
+        c->n = idx + 1;
+}
+
+int rec_counter_add(rec_counter *c, uint32_t idx, double amount, double t) {
+    if (!isfinite(amount) || !isfinite(t))
+        return REC_EINVAL;
+    int rc = counter_reserve(c, idx);
+    if (rc)
+        return rc;
+    double last = c->t_last[idx];
+    if (c->val[idx] == 0.0 || t >= last) {
+        c->val[idx] = (c->val[idx] == 0.0 ? 0.0 : c->val[idx] * decay(c, t - last)) + amount;
+        c->t_last[idx] = t;
+    } else {
+        c->val[idx] += amount * decay(c, last - t);
+    }
+    counter_mark(c, idx);
+    return 0;
+}
+
+int rec_counter_load(rec_counter *c, uint32_t idx, double val, double t) {
+    int rc = counter_reserve(c, idx);
+    if (rc)
+        return rc;
+    c->val[idx] = val;
+    c->t_last[idx] = t;
+    if (idx >= c->n)
+        c->n = idx + 1;
+    return 0;
+}
+
+double rec_counter_get(const rec_counter *c, uint32_t idx, double t) {
+    if (idx >= c->n || c->val[idx] == 0.0)
+        return 0.0;
+    return c->val[idx] * decay(c, t - c->t_last[idx]);
+}
+
+void rec_counter_remove(rec_counter *c, uint32_t idx) {
+    if (idx >= c->n)
+        return;
+    c->val[idx] = 0.0;
+    c->t_last[idx] = 0.0;
+    counter_mark(c, idx);
+}
+
+size_t rec_counter_topk(const rec_counter *c, double t, const uint64_t *skip,
+                        size_t skip_words, size_t k, rec_hit *out) {
+    rec_topk tk;
+    rec_topk_init(&tk, out, k);
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (skip && (size_t)(i >> 6) < skip_words && (skip[i >> 6] >> (i & 63) & 1))
+            continue;
+        double v = rec_counter_get(c, i, t);
+        if (v > 0.0)
+            rec_topk_push(&tk, i, (float)v);
+    }
+    return rec_topk_finish(&tk);
+}
+
+void rec_counter_clean(rec_counter *c) {
+    for (uint32_t i = 0; i < c->ndirty; i++) {
+        uint32_t r = c->dirty_list[i];
+        c->dirty[r >> 6] &= ~(1ull << (r & 63));
+    }
+    c->ndirty = 0;
+}

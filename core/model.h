@@ -1,0 +1,84 @@
+/* model.h - online-learning primitives: a seeded generator, matrix
+ * factorisation for implicit feedback, and decayed counters.
+ *
+ * These are mechanisms; when and how hard to apply them is decided by the
+ * policies that call them.
+ */
+#ifndef REC_MODEL_H
+#define REC_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "space.h"
+
+/* xoshiro256** seeded through splitmix64: fast, reproducible per seed. */
+typedef struct rec_rng {
+    uint64_t s[4];
+} rec_rng;
+
+void rec_rng_seed(rec_rng *r, uint64_t seed);
+uint64_t rec_rng_next(rec_rng *r);
+/* Uniform in [0, n) without modulo bias; n > 0. */
+uint32_t rec_rng_below(rec_rng *r, uint32_t n);
+/* Uniform in [0, 1). */
+double rec_rng_unit(rec_rng *r);
+
+/* Matrix factorisation trained one event at a time with BPR-style SGD. */
+typedef struct rec_mf_opts {
+    float lr;         /* learning rate; default 0.05 */
+    float reg;        /* L2 regularisation; default 0.01 */
+    uint32_t negatives; /* sampled negatives per step; default 4 */
+    float init_scale; /* new vectors ~ U(-s, s) / sqrt(dim); default 0.1 */
+} rec_mf_opts;
+
+void rec_mf_opts_default(rec_mf_opts *o);
+
+/* Fill v (dim floats) with a small random vector for a new user or item. */
+void rec_mf_init_vector(rec_rng *r, const rec_mf_opts *o, float *v,
+                        uint32_t dim);
+
+/* One SGD step on (user, pos) with weight w > 0 (scales the step) against
+ * the given negative items: for each negative j, the BPR gradient of
+ * ln sigmoid(u.(p - n_j)) moves u, p and n_j. All rows must exist in `s`
+ * (negatives equal to pos are skipped). Marks touched rows dirty. Returns
+ * the mean BPR loss over the negatives before the update (0 when none).
+ * Cost O((1 + negs) * dim). */
+float rec_mf_step(rec_space *s, uint32_t user, uint32_t pos, float w,
+                  const uint32_t *negs, size_t nnegs, const rec_mf_opts *o);
+
+/* A family of exponentially decayed counters over dense indexes:
+ * value(t) = sum of amounts a_k * 2^(-(t - t_k) / half_life). */
+typedef struct rec_counter {
+    char name[64];
+    uint16_t id;          /* stable id used in store keys */
+    double half_life;     /* seconds; 0 means no decay */
+    double *val;          /* value as of t_last[i] */
+    double *t_last;
+    uint64_t *dirty;      /* rows changed since the last flush */
+    uint32_t *dirty_list;
+    uint32_t ndirty;
+    uint32_t cap;
+    uint32_t n;           /* highest touched index + 1 */
+} rec_counter;
+
+/* REC_EINVAL for a bad name or negative/non-finite half-life. */
+int rec_counter_new(rec_counter **out, const char *name, uint16_t id,
+                    double half_life);
+void rec_counter_free(rec_counter *c); /* NULL is a no-op */
+/* Add amount at time t (seconds). Events older than the last one decay the
+ * amount forward instead of moving the clock back. */
+int rec_counter_add(rec_counter *c, uint32_t idx, double amount, double t);
+/* Set the stored state (loading from the store; not marked dirty). */
+int rec_counter_load(rec_counter *c, uint32_t idx, double val, double t);
+/* Value of idx as of time t. */
+double rec_counter_get(const rec_counter *c, uint32_t idx, double t);
+/* Forget idx (marks it dirty so a flush deletes it). */
+void rec_counter_remove(rec_counter *c, uint32_t idx);
+/* Top-k indexes by value at time t, skipping bits set in skip (may be NULL,
+ * of skip_words words) and values <= 0. O(n log k). Returns hits written. */
+size_t rec_counter_topk(const rec_counter *c, double t, const uint64_t *skip,
+                        size_t skip_words, size_t k, rec_hit *out);
+void rec_counter_clean(rec_counter *c);
+
+#endif

@@ -1,0 +1,219 @@
+/* space.c - vector matrices in RAM. */
+#include "space.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+int rec_space_name_ok(const char *name) {
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > REC_SPACE_NAME_MAX)
+        return REC_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+            return REC_EINVAL;
+    }
+    return 0;
+}
+
+int rec_space_new(rec_space **out, const char *name, uint16_t id,
+                  uint32_t dim) {
+    *out = NULL;
+    if (rec_space_name_ok(name))
+        return REC_EINVAL;
+    if (dim < 1 || dim > REC_DIM_MAX)
+        return REC_ERANGE;
+    rec_space *s = calloc(1, sizeof *s);
+    if (!s)
+        return REC_ENOMEM;
+    strcpy(s->name, name);
+    s->id = id;
+    s->dim = dim;
+    s->stride = (dim + 15) & ~15u;
+    *out = s;
+    return 0;
+}
+
+static void matrix_free(rec_matrix *m) {
+    free(m->rows);
+    free(m->inv_norms);
+    free(m->present);
+    free(m->dirty);
+    free(m->dirty_list);
+}
+
+void rec_space_free(rec_space *s) {
+    if (!s)
+        return;
+    matrix_free(&s->m[0]);
+    matrix_free(&s->m[1]);
+    free(s);
+}
+
+static void *grow_zeroed(void *p, size_t old_bytes, size_t new_bytes) {
+    char *q = realloc(p, new_bytes);
+    if (q)
+        memset(q + old_bytes, 0, new_bytes - old_bytes);
+    return q;
+}
+
+/* Grow to hold row idx. Rows move (aligned_alloc + copy): callers holding
+ * row pointers must fetch them again. Amortised O(1) per row. */
+static int matrix_reserve(rec_matrix *m, uint32_t stride, uint32_t idx) {
+    if (idx < m->cap)
+        return 0;
+    if (idx == UINT32_MAX)
+        return REC_ERANGE;
+    uint64_t cap = m->cap ? m->cap : 64;
+    while (cap <= idx)
+        cap *= 2;
+    if (cap > UINT32_MAX)
+        cap = UINT32_MAX;
+    size_t rowb = (size_t)stride * sizeof(float);
+    float *rows = aligned_alloc(64, (size_t)cap * rowb);
+    if (!rows)
+        return REC_ENOMEM;
+    if (m->rows)
+        memcpy(rows, m->rows, (size_t)m->cap * rowb);
+    memset(rows + (size_t)m->cap * stride, 0, (size_t)(cap - m->cap) * rowb);
+    size_t ow = ((size_t)m->cap + 63) / 64, nw = ((size_t)cap + 63) / 64;
+    float *inv = grow_zeroed(m->inv_norms, m->cap * sizeof(float),
+                             (size_t)cap * sizeof(float));
+    if (!inv) {
+        free(rows);
+        return REC_ENOMEM;
+    }
+    m->inv_norms = inv;
+    uint64_t *pr = grow_zeroed(m->present, ow * 8, nw * 8);
+    if (!pr) {
+        free(rows);
+        return REC_ENOMEM;
+    }
+    m->present = pr;
+    uint64_t *dt = grow_zeroed(m->dirty, ow * 8, nw * 8);
+    if (!dt) {
+        free(rows);
+        return REC_ENOMEM;
+    }
+    m->dirty = dt;
+    uint32_t *dl = realloc(m->dirty_list, (size_t)cap * sizeof *dl);
+    if (!dl) {
+        free(rows);
+        return REC_ENOMEM;
+    }
+    m->dirty_list = dl;
+    free(m->rows);
+    m->rows = rows;
+    m->cap = (uint32_t)cap;
+    return 0;
+}
+
+static void mark_dirty(rec_matrix *m, uint32_t idx) {
+    uint64_t bit = 1ull << (idx & 63);
+    if (!(m->dirty[idx >> 6] & bit)) {
+        m->dirty[idx >> 6] |= bit;
+        m->dirty_list[m->ndirty++] = idx;
+    }
+}
+
+static void update_norm(rec_space *s, rec_matrix *m, uint32_t idx) {
+    float n2 = rec_vec_norm2(m->rows + (size_t)idx * s->stride, s->dim);
+    m->inv_norms[idx] = n2 > 0.0f ? 1.0f / sqrtf(n2) : 0.0f;
+}
+
+int rec_space_set(rec_space *s, rec_kind k, uint32_t idx, const float *v,
+                  int clean) {
+    if (!rec_vec_all_finite(v, s->dim))
+        return REC_ENONFINITE;
+    rec_matrix *m = &s->m[k];
+    int rc = matrix_reserve(m, s->stride, idx);
+    if (rc)
+        return rc;
+    memcpy(m->rows + (size_t)idx * s->stride, v, s->dim * sizeof(float));
+    if (!(m->present[idx >> 6] >> (idx & 63) & 1)) {
+        m->present[idx >> 6] |= 1ull << (idx & 63);
+        m->count++;
+    }
+    if (idx >= m->nrows)
+        m->nrows = idx + 1;
+    update_norm(s, m, idx);
+    if (!clean)
+        mark_dirty(m, idx);
+    return 0;
+}
+
+const float *rec_space_get(const rec_space *s, rec_kind k, uint32_t idx) {
+    if (!rec_space_has(s, k, idx))
+        return NULL;
+    return s->m[k].rows + (size_t)idx * s->stride;
+}
+
+float *rec_space_row(rec_space *s, rec_kind k, uint32_t idx) {
+    if (!rec_space_has(s, k, idx))
+        return NULL;
+    return s->m[k].rows + (size_t)idx * s->stride;
+}
+
+void rec_space_touch(rec_space *s, rec_kind k, uint32_t idx) {
+    if (!rec_space_has(s, k, idx))
+        return;
+    update_norm(s, &s->m[k], idx);
+    mark_dirty(&s->m[k], idx);
+}
+
+void rec_space_remove(rec_space *s, rec_kind k, uint32_t idx) {
+    rec_matrix *m = &s->m[k];
+    if (!rec_space_has(s, k, idx))
+        return;
+    m->present[idx >> 6] &= ~(1ull << (idx & 63));
+    memset(m->rows + (size_t)idx * s->stride, 0, s->stride * sizeof(float));
+    m->inv_norms[idx] = 0.0f;
+    m->count--;
+    mark_dirty(m, idx);
+    while (m->nrows > 0 && !rec_space_has(s, k, m->nrows - 1))
+        m->nrows--;
+}
+
+int rec_space_topk(const rec_space *s, rec_kind k, const float *q,
+                   int cosine, const uint64_t *exclude, size_t exclude_words,
+                   size_t topk, rec_hit *out) {
+    const rec_matrix *m = &s->m[k];
+    if (m->nrows == 0 || topk == 0)
+        return 0;
+    /* The skip map is absent rows OR excluded rows: O(nrows/64) words,
+     * small next to the O(nrows*dim) scan. */
+    size_t words = ((size_t)m->nrows + 63) / 64;
+    uint64_t *skip = malloc(words * sizeof *skip);
+    if (!skip)
+        return REC_ENOMEM;
+    for (size_t w = 0; w < words; w++) {
+        uint64_t x = ~m->present[w];
+        if (exclude && w < exclude_words)
+            x |= exclude[w];
+        skip[w] = x;
+    }
+    rec_scan sc = {
+        .rows = m->rows,
+        .stride = s->stride,
+        .nrows = m->nrows,
+        .d = s->dim,
+        .inv_norms = cosine ? m->inv_norms : NULL,
+        .skip = skip,
+    };
+    size_t n = rec_vec_topk(&sc, q, topk, out);
+    free(skip);
+    return (int)n;
+}
+
+void rec_space_clean(rec_space *s, rec_kind k) {
+    rec_matrix *m = &s->m[k];
+    for (uint32_t i = 0; i < m->ndirty; i++) {
+        uint32_t r = m->dirty_list[i];
+        m->dirty[r >> 6] &= ~(1ull << (r & 63));
+    }
+    m->ndirty = 0;
+}

@@ -1,0 +1,81 @@
+/* space.h - named vector spaces: item and user matrices held in RAM.
+ *
+ * Each space has one dimension (1..4096) and two matrices (items, users) of
+ * 64-byte aligned rows with a stride rounded up to 16 floats, so the SIMD
+ * scans read whole cache lines. Rows are indexed by the dense item or user
+ * index. The space tracks which rows hold a vector, their inverse norms
+ * (for cosine) and which rows changed since the last flush to the store;
+ * persisting them is the engine's job.
+ */
+#ifndef REC_SPACE_H
+#define REC_SPACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vec.h"
+
+#define REC_DIM_MAX 4096
+#define REC_SPACE_NAME_MAX 63
+
+typedef enum rec_kind { REC_KIND_ITEM = 0, REC_KIND_USER = 1 } rec_kind;
+
+typedef struct rec_matrix {
+    float *rows;        /* cap rows of `stride` floats, 64-byte aligned */
+    float *inv_norms;   /* 1/|row|, 0 for absent or zero rows */
+    uint64_t *present;  /* bit r: row r holds a vector */
+    uint64_t *dirty;    /* bit r: row r changed since the last flush */
+    uint32_t *dirty_list; /* rows whose dirty bit is set, in first-touch order */
+    uint32_t ndirty;
+    uint32_t cap;       /* rows allocated */
+    uint32_t nrows;     /* highest present row + 1 (scan length) */
+    uint32_t count;     /* rows present */
+} rec_matrix;
+
+typedef struct rec_space {
+    char name[REC_SPACE_NAME_MAX + 1];
+    uint16_t id;        /* stable id used in store keys */
+    uint32_t dim;
+    uint32_t stride;    /* dim rounded up to a multiple of 16 */
+    rec_matrix m[2];    /* indexed by rec_kind */
+} rec_space;
+
+/* Validate a space name: 1..63 bytes of [A-Za-z0-9_.-]. 0 or REC_EINVAL. */
+int rec_space_name_ok(const char *name);
+
+/* REC_EINVAL for a bad name, REC_ERANGE for dim outside 1..4096. */
+int rec_space_new(rec_space **out, const char *name, uint16_t id,
+                  uint32_t dim);
+void rec_space_free(rec_space *s); /* NULL is a no-op */
+
+/* Copy v (dim floats) into row idx, growing the matrix. Refuses NaN/Inf
+ * with REC_ENONFINITE. Marks the row dirty unless `clean` (loading). */
+int rec_space_set(rec_space *s, rec_kind k, uint32_t idx, const float *v,
+                  int clean);
+/* The row of idx (borrowed until the next set/remove/grow), or NULL. */
+const float *rec_space_get(const rec_space *s, rec_kind k, uint32_t idx);
+/* Writable row for in-place updates; call rec_space_touch after writing. */
+float *rec_space_row(rec_space *s, rec_kind k, uint32_t idx);
+/* Recompute the row's norm and mark it dirty after an in-place update. */
+void rec_space_touch(rec_space *s, rec_kind k, uint32_t idx);
+/* Forget row idx; it is marked dirty so a flush deletes it. */
+void rec_space_remove(rec_space *s, rec_kind k, uint32_t idx);
+
+static inline int rec_space_has(const rec_space *s, rec_kind k,
+                                uint32_t idx) {
+    const rec_matrix *m = &s->m[k];
+    return idx < m->nrows && (m->present[idx >> 6] >> (idx & 63) & 1);
+}
+
+/* Top-k rows of kind k against q (dim floats) by dot, or cosine when
+ * `cosine`. Rows absent, or set in `exclude` (a bitmap over indexes, may be
+ * NULL, of exclude_words 64-bit words) are skipped. Returns the number of
+ * hits written to out (at most k), or REC_ENOMEM. O(nrows * dim). */
+int rec_space_topk(const rec_space *s, rec_kind k, const float *q,
+                   int cosine, const uint64_t *exclude, size_t exclude_words,
+                   size_t topk, rec_hit *out);
+
+/* Clear the dirty set of kind k after a flush. */
+void rec_space_clean(rec_space *s, rec_kind k);
+
+#endif

@@ -1,0 +1,606 @@
+/* value.c - msgpack <-> Lua values, and a bounded msgpack pre-scan.
+ *
+ * Three pieces:
+ *
+ *   rec_mp_scan      walks msgpack bytes without allocating. Each header's
+ *                    claim (payload length, element count, nesting) is held
+ *                    against the limits as soon as the header's length
+ *                    bytes are present, whether or not the payload is, so a
+ *                    5-byte array32 header claiming four billion elements is
+ *                    refused at once rather than waited for.
+ *   rec_mp_push_lua  decodes one object onto a Lua stack. It scans first
+ *                    with the default limits, so the decoder only ever sees
+ *                    bytes whose sizes and depth are already known to be
+ *                    bounded; msgpack-c's unpacker is not used because it
+ *                    allocates whatever a header claims.
+ *   rec_mp_pack_lua  encodes a Lua value with msgpack-c's packer writing into
+ *                    a rec_buf. Tables are read with raw access only, so no
+ *                    metamethod (__index, __pairs, __len) runs.
+ *
+ * Nesting is counted the same way in all three: a top-level scalar is at
+ * depth 0, a top-level array or map at depth 1, and at most 32 (the default
+ * max_depth) levels of arrays/maps are accepted, so whatever pack produces
+ * within the other limits, scan and push accept.
+ */
+#include "value.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <msgpack.h>
+
+#include "err.h"
+
+/* Hard cap on the scanner's explicit stack, whatever max_depth asks. */
+#define SCAN_MAX_DEPTH 256
+/* Nesting accepted by push_lua and pack_lua. */
+#define LUA_MAX_DEPTH 32
+
+void rec_mp_limits_default(rec_mp_limits *l) {
+    l->max_bytes = (size_t)4 << 20;
+    l->max_depth = LUA_MAX_DEPTH;
+    l->max_str = (uint32_t)1 << 20;
+    l->max_items = 1000000;
+}
+
+/* ---- scan ---------------------------------------------------------------- */
+
+enum hdr_kind { K_FIXED, K_STR, K_BIN, K_EXT, K_ARRAY, K_MAP, K_BAD };
+
+/* What a type byte announces. A header is the type byte, then `lenbytes`
+ * big-endian length bytes (or `n` when lenbytes is 0), then `extra` bytes
+ * (the ext type) before the payload. For K_ARRAY/K_MAP n counts elements or
+ * pairs; for the others it counts payload bytes. */
+typedef struct hdr {
+    enum hdr_kind kind;
+    unsigned lenbytes; /* 0, 1, 2 or 4 */
+    unsigned extra;    /* 1 for ext (the type byte), else 0 */
+    uint32_t n;        /* payload bytes or elements, when lenbytes == 0 */
+} hdr;
+
+static hdr classify(unsigned char b) {
+    if (b <= 0x7f || b >= 0xe0) /* positive / negative fixint */
+        return (hdr){K_FIXED, 0, 0, 0};
+    if (b <= 0x8f)
+        return (hdr){K_MAP, 0, 0, b & 0x0fu};
+    if (b <= 0x9f)
+        return (hdr){K_ARRAY, 0, 0, b & 0x0fu};
+    if (b <= 0xbf)
+        return (hdr){K_STR, 0, 0, b & 0x1fu};
+    switch (b) {
+    case 0xc0: case 0xc2: case 0xc3: /* nil, false, true */
+        return (hdr){K_FIXED, 0, 0, 0};
+    case 0xc4: return (hdr){K_BIN, 1, 0, 0};
+    case 0xc5: return (hdr){K_BIN, 2, 0, 0};
+    case 0xc6: return (hdr){K_BIN, 4, 0, 0};
+    case 0xc7: return (hdr){K_EXT, 1, 1, 0};
+    case 0xc8: return (hdr){K_EXT, 2, 1, 0};
+    case 0xc9: return (hdr){K_EXT, 4, 1, 0};
+    case 0xca: return (hdr){K_FIXED, 0, 0, 4};
+    case 0xcb: return (hdr){K_FIXED, 0, 0, 8};
+    case 0xcc: case 0xd0: return (hdr){K_FIXED, 0, 0, 1};
+    case 0xcd: case 0xd1: return (hdr){K_FIXED, 0, 0, 2};
+    case 0xce: case 0xd2: return (hdr){K_FIXED, 0, 0, 4};
+    case 0xcf: case 0xd3: return (hdr){K_FIXED, 0, 0, 8};
+    case 0xd4: return (hdr){K_EXT, 0, 1, 1};
+    case 0xd5: return (hdr){K_EXT, 0, 1, 2};
+    case 0xd6: return (hdr){K_EXT, 0, 1, 4};
+    case 0xd7: return (hdr){K_EXT, 0, 1, 8};
+    case 0xd8: return (hdr){K_EXT, 0, 1, 16};
+    case 0xd9: return (hdr){K_STR, 1, 0, 0};
+    case 0xda: return (hdr){K_STR, 2, 0, 0};
+    case 0xdb: return (hdr){K_STR, 4, 0, 0};
+    case 0xdc: return (hdr){K_ARRAY, 2, 0, 0};
+    case 0xdd: return (hdr){K_ARRAY, 4, 0, 0};
+    case 0xde: return (hdr){K_MAP, 2, 0, 0};
+    case 0xdf: return (hdr){K_MAP, 4, 0, 0};
+    default: /* 0xc1, never used */
+        return (hdr){K_BAD, 0, 0, 0};
+    }
+}
+
+static uint32_t get_len(const unsigned char *p, unsigned lenbytes) {
+    switch (lenbytes) {
+    case 1: return p[0];
+    case 2: return (uint32_t)p[0] << 8 | p[1];
+    default: return rec_get_be32(p);
+    }
+}
+
+static int scan_fail(const char **why, const char *msg, int rc) {
+    if (why)
+        *why = msg;
+    return rc;
+}
+
+int rec_mp_scan(const void *data, size_t len, const rec_mp_limits *lim,
+                size_t *used, const char **why) {
+    static const char *const too_long[] = {
+        [K_STR] = "str exceeds max_str",
+        [K_BIN] = "bin exceeds max_str",
+        [K_EXT] = "ext exceeds max_str",
+    };
+    const unsigned char *p = data;
+    rec_mp_limits defl;
+    if (!lim) {
+        rec_mp_limits_default(&defl);
+        lim = &defl;
+    }
+    uint32_t maxd = lim->max_depth < SCAN_MAX_DEPTH ? lim->max_depth
+                                                    : SCAN_MAX_DEPTH;
+    uint64_t max_bytes = lim->max_bytes;
+    /* rem[i]: elements still to read in the open container at level i+1. */
+    uint64_t rem[SCAN_MAX_DEPTH];
+    uint32_t depth = 0;
+    /* Elements still to read at all levels (including the top-level one
+     * before it starts); each needs at least one more byte. */
+    uint64_t need = 1;
+    uint64_t pos = 0;
+
+    if (used)
+        *used = 0;
+    if (why)
+        *why = NULL;
+    for (;;) {
+        /* The object is at least pos + need bytes long. */
+        if (pos + need > max_bytes)
+            return scan_fail(why, "object exceeds max_bytes", REC_ETOOLARGE);
+        if (pos >= len)
+            return scan_fail(why, "object incomplete", REC_MP_PARTIAL);
+        hdr h = classify(p[pos]);
+        if (h.kind == K_BAD)
+            return scan_fail(why, "reserved byte 0xc1", REC_EPROTOCOL);
+        need--; /* this element's bytes are accounted for below */
+        if (depth > 0)
+            rem[depth - 1]--;
+        uint64_t at = pos + 1; /* just past what is known of the header */
+        if (h.lenbytes) {
+            at += h.lenbytes;
+            if (at + need > max_bytes)
+                return scan_fail(why, "object exceeds max_bytes",
+                                 REC_ETOOLARGE);
+            if (at > len)
+                return scan_fail(why, "object incomplete", REC_MP_PARTIAL);
+            h.n = get_len(p + pos + 1, h.lenbytes);
+        }
+        if (h.kind == K_ARRAY || h.kind == K_MAP) {
+            if (depth >= maxd)
+                return scan_fail(why, "nesting exceeds max_depth",
+                                 REC_ETOOLARGE);
+            if (h.n > lim->max_items)
+                return scan_fail(why,
+                                 h.kind == K_ARRAY ? "array exceeds max_items"
+                                                   : "map exceeds max_items",
+                                 REC_ETOOLARGE);
+            uint64_t elems = h.kind == K_MAP ? 2 * (uint64_t)h.n : h.n;
+            need += elems;
+            pos = at;
+            if (pos + need > max_bytes)
+                return scan_fail(why, "object exceeds max_bytes",
+                                 REC_ETOOLARGE);
+            if (elems)
+                rem[depth++] = elems;
+        } else {
+            if (h.kind != K_FIXED && h.n > lim->max_str)
+                return scan_fail(why, too_long[h.kind], REC_ETOOLARGE);
+            uint64_t end = at + h.extra + h.n;
+            if (end + need > max_bytes)
+                return scan_fail(why, "object exceeds max_bytes",
+                                 REC_ETOOLARGE);
+            if (end > len)
+                return scan_fail(why, "object incomplete", REC_MP_PARTIAL);
+            pos = end;
+        }
+        while (depth > 0 && rem[depth - 1] == 0)
+            depth--;
+        if (need == 0) {
+            if (used)
+                *used = (size_t)pos;
+            return 0;
+        }
+    }
+}
+
+/* ---- decode onto a Lua stack --------------------------------------------- */
+
+typedef struct dec {
+    const unsigned char *p;
+    size_t len;
+    size_t pos;
+} dec;
+
+/* Read n bytes; NULL when they are not there (cannot happen after a
+ * successful scan; checked anyway). */
+static const unsigned char *take(dec *d, size_t n) {
+    if (n > d->len - d->pos)
+        return NULL;
+    const unsigned char *r = d->p + d->pos;
+    d->pos += n;
+    return r;
+}
+
+static double get_f32(const unsigned char *p) {
+    uint32_t u = rec_get_be32(p);
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return (double)f;
+}
+
+static double get_f64(const unsigned char *p) {
+    uint64_t u = rec_get_be64(p);
+    double f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Push the next object. [-0, +1, m] on success; on error it may leave
+ * partly built tables above, which rec_mp_push_lua discards. */
+static int decode(lua_State *L, dec *d, int depth) {
+    if (!lua_checkstack(L, 3))
+        return REC_ENOMEM;
+    const unsigned char *q = take(d, 1);
+    if (!q)
+        return REC_EPROTOCOL;
+    unsigned char b = *q;
+    if (b <= 0x7f) {
+        lua_pushinteger(L, b);
+        return 0;
+    }
+    if (b >= 0xe0) {
+        lua_pushinteger(L, (lua_Integer)(int8_t)b);
+        return 0;
+    }
+    hdr h = classify(b);
+    if (h.kind == K_BAD || h.kind == K_EXT)
+        return REC_EPROTOCOL;
+    if (h.lenbytes) {
+        if (!(q = take(d, h.lenbytes)))
+            return REC_EPROTOCOL;
+        h.n = get_len(q, h.lenbytes);
+    }
+    if (h.kind == K_STR || h.kind == K_BIN) {
+        if (!(q = take(d, h.n)))
+            return REC_EPROTOCOL;
+        lua_pushlstring(L, (const char *)q, h.n);
+        return 0;
+    }
+    if (h.kind == K_ARRAY) {
+        if (depth >= LUA_MAX_DEPTH)
+            return REC_ETOOLARGE;
+        /* A scanned array of n elements spans >= n bytes, so this size is
+         * bounded by the default max_bytes. */
+        lua_createtable(L, h.n > INT32_MAX ? 0 : (int)h.n, 0);
+        for (uint32_t i = 0; i < h.n; i++) {
+            int rc = decode(L, d, depth + 1);
+            if (rc)
+                return rc;
+            lua_rawseti(L, -2, (lua_Integer)i + 1); /* nil leaves a hole */
+        }
+        return 0;
+    }
+    if (h.kind == K_MAP) {
+        if (depth >= LUA_MAX_DEPTH)
+            return REC_ETOOLARGE;
+        lua_createtable(L, 0, h.n > INT32_MAX ? 0 : (int)h.n);
+        for (uint32_t i = 0; i < h.n; i++) {
+            int rc = decode(L, d, depth + 1);
+            if (rc)
+                return rc;
+            int kt = lua_type(L, -1);
+            if (kt == LUA_TNIL ||
+                (kt == LUA_TNUMBER && !lua_isinteger(L, -1) &&
+                 isnan(lua_tonumber(L, -1))))
+                return REC_EPROTOCOL;
+            if ((rc = decode(L, d, depth + 1)))
+                return rc;
+            lua_rawset(L, -3);
+        }
+        return 0;
+    }
+    /* K_FIXED with a payload of h.n bytes */
+    if (!(q = take(d, h.n)))
+        return REC_EPROTOCOL;
+    switch (b) {
+    case 0xc0: lua_pushnil(L); break;
+    case 0xc2: lua_pushboolean(L, 0); break;
+    case 0xc3: lua_pushboolean(L, 1); break;
+    case 0xca: lua_pushnumber(L, (lua_Number)get_f32(q)); break;
+    case 0xcb: lua_pushnumber(L, (lua_Number)get_f64(q)); break;
+    case 0xcc: lua_pushinteger(L, q[0]); break;
+    case 0xcd: lua_pushinteger(L, (lua_Integer)get_len(q, 2)); break;
+    case 0xce: lua_pushinteger(L, (lua_Integer)rec_get_be32(q)); break;
+    case 0xcf: {
+        uint64_t u = rec_get_be64(q);
+        if (u > INT64_MAX)
+            lua_pushnumber(L, (lua_Number)u);
+        else
+            lua_pushinteger(L, (lua_Integer)u);
+        break;
+    }
+    case 0xd0: lua_pushinteger(L, (int8_t)q[0]); break;
+    case 0xd1: lua_pushinteger(L, (int16_t)get_len(q, 2)); break;
+    case 0xd2: lua_pushinteger(L, (int32_t)rec_get_be32(q)); break;
+    case 0xd3: lua_pushinteger(L, (lua_Integer)(int64_t)rec_get_be64(q)); break;
+    default: return REC_EPROTOCOL;
+    }
+    return 0;
+}
+
+/* [-0, +1, m] on success; [-0, +0, m] on error. */
+int rec_mp_push_lua(lua_State *L, const void *data, size_t len,
+                    size_t *used) {
+    rec_mp_limits lim;
+    rec_mp_limits_default(&lim);
+    size_t n = 0;
+    if (used)
+        *used = 0;
+    int rc = rec_mp_scan(data, len, &lim, &n, NULL);
+    if (rc == REC_MP_PARTIAL)
+        return REC_EPROTOCOL; /* truncated: nothing more is coming */
+    if (rc)
+        return rc;
+    int top = lua_gettop(L);
+    dec d = {data, n, 0};
+    rc = decode(L, &d, 0);
+    if (rc == 0 && d.pos != n)
+        rc = REC_EPROTOCOL; /* scan and decode disagree: cannot happen */
+    if (rc) {
+        lua_settop(L, top);
+        return rc;
+    }
+    if (used)
+        *used = n;
+    return 0;
+}
+
+/* ---- encode from a Lua stack --------------------------------------------- */
+
+typedef struct pack_ctx {
+    lua_State *L;
+    msgpack_packer pk; /* appends to the caller's rec_buf */
+    char *err;
+    size_t errlen;
+    int depth;                            /* tables open on the path */
+    const void *open[LUA_MAX_DEPTH + 1];  /* those tables, for cycles */
+    /* How each open table was entered from its parent: the stack index of
+     * the map key, or 0 with the array index in path_i. */
+    int path_key[LUA_MAX_DEPTH + 1];
+    lua_Integer path_i[LUA_MAX_DEPTH + 1];
+    int cur_key;                          /* same, for the value at hand */
+    lua_Integer cur_i;
+} pack_ctx;
+
+static int buf_write(void *data, const char *p, size_t n) {
+    return rec_buf_append(data, p, n) ? -1 : 0;
+}
+
+/* Bounded appender for the error message. */
+typedef struct msg {
+    char *s;
+    size_t cap, len;
+} msg;
+
+static void msg_add(msg *m, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void msg_add(msg *m, const char *fmt, ...) {
+    if (m->cap == 0 || m->len >= m->cap - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(m->s + m->len, m->cap - m->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        m->len += (size_t)n < m->cap - m->len ? (size_t)n : m->cap - m->len - 1;
+}
+
+static int is_ident(const char *s, size_t n) {
+    if (n == 0 || n > 64 || (s[0] >= '0' && s[0] <= '9'))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9')))
+            return 0;
+    }
+    return 1;
+}
+
+static void msg_path_elem(msg *m, lua_State *L, int keyidx, lua_Integer i,
+                          int first) {
+    if (keyidx == 0) {
+        msg_add(m, "[%lld]", (long long)i);
+        return;
+    }
+    switch (lua_type(L, keyidx)) {
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, keyidx, &n);
+        if (is_ident(s, n))
+            msg_add(m, "%s%s", first ? "" : ".", s);
+        else
+            msg_add(m, "[\"%.*s%s\"]", n > 32 ? 32 : (int)n, s,
+                    n > 32 ? "..." : "");
+        break;
+    }
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, keyidx))
+            msg_add(m, "[%lld]", (long long)lua_tointeger(L, keyidx));
+        else
+            msg_add(m, "[%.17g]", (double)lua_tonumber(L, keyidx));
+        break;
+    case LUA_TBOOLEAN:
+        msg_add(m, "[%s]", lua_toboolean(L, keyidx) ? "true" : "false");
+        break;
+    default:
+        msg_add(m, "[?]");
+        break;
+    }
+}
+
+/* Write "<path>: <what><rest>" into ctx->err. The path leads from the root to the
+ * value at hand (cur_key/cur_i when `at_value`, else to the open table). */
+static int pack_fail(pack_ctx *c, int rc, int at_value, const char *what,
+                     const char *rest) {
+    msg m = {c->err, c->err ? c->errlen : 0, 0};
+    if (m.cap == 0)
+        return rc;
+    m.s[0] = '\0';
+    /* path_key[1..depth-1] entered the open tables below the root. */
+    int n = 0;
+    for (int i = 1; i < c->depth; i++, n++)
+        msg_path_elem(&m, c->L, c->path_key[i], c->path_i[i], n == 0);
+    if (at_value && c->depth > 0) {
+        msg_path_elem(&m, c->L, c->cur_key, c->cur_i, n == 0);
+        n++;
+    }
+    if (n > 0)
+        msg_add(&m, ": ");
+    msg_add(&m, "%s%s", what, rest);
+    return rc;
+}
+
+#define PK(call)                                                              \
+    do {                                                                      \
+        if ((call) != 0)                                                      \
+            return REC_ENOMEM;                                                \
+    } while (0)
+
+static int pack_value(pack_ctx *c, int idx);
+
+/* Pack the map key at idx (a string, number or boolean). */
+static int pack_key(pack_ctx *c, int idx) {
+    switch (lua_type(c->L, idx)) {
+    case LUA_TSTRING:
+    case LUA_TNUMBER:
+    case LUA_TBOOLEAN:
+        return pack_value(c, idx);
+    default:
+        return pack_fail(c, REC_ETYPE, 0, luaL_typename(c->L, idx),
+                         " key cannot be stored");
+    }
+}
+
+static int pack_table(pack_ctx *c, int idx) {
+    lua_State *L = c->L;
+    const void *self = lua_topointer(L, idx);
+    for (int i = 0; i < c->depth; i++)
+        if (c->open[i] == self)
+            return pack_fail(c, REC_ETYPE, 1, "cycle: table contains itself",
+                             "");
+    if (c->depth >= LUA_MAX_DEPTH)
+        return pack_fail(c, REC_ERANGE, 1, "nesting deeper than 32", "");
+    if (!lua_checkstack(L, 4))
+        return REC_ENOMEM;
+    c->open[c->depth] = self;
+    c->path_key[c->depth] = c->cur_key;
+    c->path_i[c->depth] = c->cur_i;
+    c->depth++;
+
+    /* An array when the keys are exactly 1..n: n distinct integer keys all
+     * within 1..n, where n is a border of the table. */
+    lua_Unsigned n = lua_rawlen(L, idx);
+    lua_Unsigned count = 0;
+    int seq = n >= 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        count++;
+        if (seq && !(lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1 &&
+                     (lua_Unsigned)lua_tointeger(L, -2) <= n))
+            seq = 0;
+        lua_pop(L, 1);
+    }
+    seq = seq && count == n;
+    if (count > UINT32_MAX)
+        return pack_fail(c, REC_ETOOLARGE, 1, "table too large", "");
+
+    int rc;
+    if (seq) {
+        PK(msgpack_pack_array(&c->pk, (size_t)n));
+        for (lua_Unsigned i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, (lua_Integer)i);
+            c->cur_key = 0;
+            c->cur_i = (lua_Integer)i;
+            rc = pack_value(c, lua_gettop(L));
+            if (rc)
+                return rc;
+            lua_pop(L, 1);
+        }
+    } else {
+        PK(msgpack_pack_map(&c->pk, (size_t)count));
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            int k = lua_gettop(L) - 1;
+            if ((rc = pack_key(c, k)))
+                return rc;
+            c->cur_key = k;
+            c->cur_i = 0;
+            if ((rc = pack_value(c, k + 1)))
+                return rc;
+            lua_pop(L, 1);
+        }
+    }
+    c->depth--;
+    return 0;
+}
+
+/* Pack the value at absolute index idx; cur_key/cur_i name it. */
+static int pack_value(pack_ctx *c, int idx) {
+    lua_State *L = c->L;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        PK(msgpack_pack_nil(&c->pk));
+        return 0;
+    case LUA_TBOOLEAN:
+        PK(lua_toboolean(L, idx) ? msgpack_pack_true(&c->pk)
+                                 : msgpack_pack_false(&c->pk));
+        return 0;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            PK(msgpack_pack_int64(&c->pk, (int64_t)lua_tointeger(L, idx)));
+        else
+            PK(msgpack_pack_double(&c->pk, (double)lua_tonumber(L, idx)));
+        return 0;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        if (n > UINT32_MAX)
+            return pack_fail(c, REC_ETOOLARGE, 1, "string too long", "");
+        PK(msgpack_pack_str_with_body(&c->pk, s, n));
+        return 0;
+    }
+    case LUA_TTABLE:
+        return pack_table(c, idx);
+    default:
+        return pack_fail(c, REC_ETYPE, 1, luaL_typename(L, idx),
+                         " cannot be stored");
+    }
+}
+
+/* [-0, +0, m] */
+int rec_mp_pack_lua(lua_State *L, int idx, rec_buf *out, char *err,
+                    size_t errlen) {
+    pack_ctx c;
+    c.L = L;
+    c.err = err;
+    c.errlen = errlen;
+    c.depth = 0;
+    c.cur_key = 0;
+    c.cur_i = 0;
+    msgpack_packer_init(&c.pk, out, buf_write);
+    if (err && errlen)
+        err[0] = '\0';
+
+    int top = lua_gettop(L);
+    size_t len0 = out->len;
+    int rc = pack_value(&c, lua_absindex(L, idx));
+    lua_settop(L, top);
+    if (rc) {
+        out->len = len0;
+        if (rc == REC_ENOMEM && err && errlen && err[0] == '\0')
+            snprintf(err, errlen, "%s", rec_strerror(rc));
+    }
+    return rc;
+}

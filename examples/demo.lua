@@ -1,0 +1,83 @@
+-- demo.lua - a small generated catalogue, run through the recd engine.
+--
+--   recd lua examples/demo.lua [DATA_DIR]      (make run does this)
+--
+-- Builds 240 items in 8 genres with content vectors, 60 users who each
+-- prefer two genres, and a few thousand interactions; then shows similar
+-- items, co-occurrence neighbours, walks, online MF recommendations, and
+-- how a user's recommendations move after a few clicks.
+local recd = require "recd"
+
+local dir = arg and arg[1] or "./data"
+local db = recd.open(dir)
+local genres = {"comedy", "drama", "action", "horror", "romance", "scifi", "docs", "kids"}
+
+math.randomseed(7)                    -- the same demo data on every machine
+local function rand(n) return n and math.random(n) or math.random() end
+
+local function show(title, hits)
+    print(title)
+    for i, h in ipairs(hits) do
+        local it = db:item_get(h.id)
+        local name = it and it.props.title or tostring(h.id)
+        print(string.format("  %2d. %-24s %8.3f", i, name, h.score))
+    end
+end
+
+if db:stats().items == 0 then
+    io.write("loading demo data into ", dir, " ... ")
+    db:batch(function()
+        for i = 1, 240 do
+            local g = (i - 1) % #genres + 1
+            local v = {}
+            for d = 1, #genres do v[d] = (d == g and 1 or 0) + (rand() - 0.5) * 0.3 end
+            db:item_put("m" .. i, {title = genres[g] .. " #" .. i, genre = genres[g]},
+                        {content = v})
+        end
+        db:counter("popularity", 7 * 24 * 3600)
+        local t = os.time() - 2 * 86400
+        for u = 1, 60 do
+            local likes = {(u - 1) % #genres + 1, (u * 3) % #genres + 1}
+            for _ = 1, 40 do
+                local g = likes[rand(2)]
+                local item = "m" .. ((rand(30) - 1) * #genres + g)
+                local typ = rand() < 0.2 and "purchase" or "click"
+                t = t + rand(120)
+                local _, w = db:event{user = "u" .. u, item = item, type = typ, ts = t}
+                db:counter_add("popularity", item, w, t)
+            end
+        end
+        -- a few passes of online MF over everyone's history
+        for _ = 1, 15 do
+            for u = 1, 60 do
+                for _, h in ipairs(db:history("u" .. u, 100)) do
+                    db:mf_update("u" .. u, h.item, h.weight, {dim = 16})
+                end
+            end
+        end
+    end)
+    print("done")
+end
+
+local st = db:stats()
+print(string.format("%d items, %d users, %d events, kernels: %s",
+                    st.items, st.users, st.events, st.isa))
+
+local top = db:counter_top("popularity", 1)[1].id
+local title = db:item_get(top).props.title
+show("\nmost popular now:", db:counter_top("popularity", 5))
+show("\nitems like " .. title .. " by content vector:", db:similar(top, 5))
+show("\nclicked or bought together with " .. title .. ":", db:neighbors(top, 5))
+show("\nrandom walks from user u1's history:", db:walk({user = "u1"}, {k = 5}))
+show("\nonline MF recommendations for u1:", db:recommend_vec("u1", 5))
+
+print("\nu1 now clicks five scifi titles ...")
+db:batch(function()
+    for i = 1, 5 do
+        local item = "m" .. (i * #genres + 6)
+        local _, w = db:event{user = "u1", item = item, type = "click"}
+        for _ = 1, 10 do db:mf_update("u1", item, w) end
+    end
+end)
+show("online MF recommendations for u1 after the clicks:", db:recommend_vec("u1", 5))
+db:close()

@@ -1,0 +1,314 @@
+/* bench_model.c - single-thread cost of the online-learning paths: one
+ * rec_mf_step, one rec_graph_add, one rec_graph_walk.
+ *
+ *   bench_model           full run (~0.5 GB peak, well under a minute)
+ *   bench_model --quick   smaller sizes for smoke runs (also RECD_BENCH_QUICK=1)
+ *
+ * MF: a space of 100k items and 10k users with random initial vectors;
+ * (user, positive, negatives) triples drawn uniformly beforehand, so the
+ * timed loop is rec_mf_step alone, with rows spread over the whole matrix
+ * as in serving. Graph: a stream of 1M events over 10k uniform users and
+ * 50k items with Zipf(1) popularity, 90% positive. Walk: 10k steps from
+ * a few recent items of a user of the built graph.
+ *
+ * Every figure is the median of several runs, printed once for people and
+ * once as `BENCH name=... value=... unit=...` for scripts. All data comes
+ * from rec_rng with fixed seeds.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "graph.h"
+#include "model.h"
+#include "space.h"
+#include "vec.h"
+
+/* ---- helpers --------------------------------------------------------- */
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void report(const char *name, double value, const char *unit) {
+    printf("BENCH name=%s value=%.4g unit=%s\n", name, value, unit);
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "bench_model: cannot allocate %zu bytes\n", n);
+        exit(1);
+    }
+    return p;
+}
+
+static void check(int rc, const char *what) {
+    if (rc) {
+        fprintf(stderr, "bench_model: %s failed (%d)\n", what, rc);
+        exit(1);
+    }
+}
+
+/* Keeps results alive so the compiler cannot drop the work. */
+static volatile double sink;
+
+/* ---- matrix factorisation -------------------------------------------- */
+
+typedef struct mf_case {
+    uint32_t dim, negs;
+    uint32_t items, users;
+    uint32_t steps; /* per run */
+    int runs;
+} mf_case;
+
+static void bench_mf(const mf_case *mc) {
+    rec_mf_opts o;
+    rec_mf_opts_default(&o);
+    o.negatives = mc->negs;
+
+    rec_space *s = NULL;
+    check(rec_space_new(&s, "bench", 1, mc->dim), "rec_space_new");
+    rec_rng r;
+    rec_rng_seed(&r, 0x5eed0001u + mc->dim);
+    float *v = xmalloc(mc->dim * sizeof *v);
+    for (uint32_t i = 0; i < mc->items; i++) {
+        rec_mf_init_vector(&r, &o, v, mc->dim);
+        check(rec_space_set(s, REC_KIND_ITEM, i, v, 1), "rec_space_set");
+    }
+    for (uint32_t u = 0; u < mc->users; u++) {
+        rec_mf_init_vector(&r, &o, v, mc->dim);
+        check(rec_space_set(s, REC_KIND_USER, u, v, 1), "rec_space_set");
+    }
+    free(v);
+
+    /* Triples for one run; every run replays them on the evolving space. */
+    uint32_t *user = xmalloc((size_t)mc->steps * sizeof *user);
+    uint32_t *pos = xmalloc((size_t)mc->steps * sizeof *pos);
+    uint32_t *neg = xmalloc((size_t)mc->steps * mc->negs * sizeof *neg);
+    for (uint32_t i = 0; i < mc->steps; i++) {
+        user[i] = rec_rng_below(&r, mc->users);
+        pos[i] = rec_rng_below(&r, mc->items);
+        for (uint32_t j = 0; j < mc->negs; j++)
+            neg[(size_t)i * mc->negs + j] = rec_rng_below(&r, mc->items);
+    }
+
+    double per_step[16];
+    double loss = 0;
+    for (int run = 0; run < mc->runs; run++) {
+        /* A flush between runs, as the engine does; not timed. */
+        rec_space_clean(s, REC_KIND_ITEM);
+        rec_space_clean(s, REC_KIND_USER);
+        double t0 = now();
+        for (uint32_t i = 0; i < mc->steps; i++)
+            loss += (double)rec_mf_step(s, user[i], pos[i], 1.0f,
+                                        neg + (size_t)i * mc->negs, mc->negs,
+                                        &o);
+        per_step[run] = (now() - t0) / mc->steps * 1e9;
+    }
+    sink = loss;
+
+    /* The vectors stayed finite through all the training. */
+    for (int k = 0; k < 2; k++) {
+        uint32_t n = k == REC_KIND_ITEM ? mc->items : mc->users;
+        for (uint32_t i = 0; i < n; i++)
+            if (!rec_vec_all_finite(rec_space_get(s, (rec_kind)k, i),
+                                    mc->dim)) {
+                fprintf(stderr, "bench_model: row %u of kind %d diverged\n",
+                        i, k);
+                exit(1);
+            }
+    }
+
+    double lo = per_step[0], hi = per_step[0];
+    for (int run = 1; run < mc->runs; run++) {
+        lo = per_step[run] < lo ? per_step[run] : lo;
+        hi = per_step[run] > hi ? per_step[run] : hi;
+    }
+    double med = median(per_step, mc->runs);
+    printf("mf_step d=%u negatives=%u (%u items, %u users, %d runs x %u "
+           "steps): median %.0f ns/step = %.3f us (min %.0f, max %.0f), "
+           "%.2f M steps/s, mean loss %.3f\n",
+           mc->dim, mc->negs, mc->items, mc->users, mc->runs, mc->steps, med,
+           med / 1000.0, lo, hi, 1e3 / med,
+           loss / ((double)mc->runs * mc->steps));
+    char name[64];
+    snprintf(name, sizeof name, "mf_step_d%u_neg%u", mc->dim, mc->negs);
+    report(name, med, "ns");
+    if (mc->dim == 64 && mc->negs == 4)
+        printf("target <= 2 us per step at d=64 with 4 negatives: %s "
+               "(%.3f us)\n",
+               med <= 2000.0 ? "met" : "NOT met", med / 1000.0);
+
+    free(user);
+    free(pos);
+    free(neg);
+    rec_space_free(s);
+}
+
+/* ---- graph ----------------------------------------------------------- */
+
+typedef struct stream {
+    uint32_t *user, *item;
+    float *weight;
+    uint32_t n;
+} stream;
+
+/* Item ranks by Zipf(s): P(rank r) ~ 1 / (r + 1)^s, drawn by binary search
+ * in the cumulative table. Ranks are scattered over indexes so popular
+ * items are not all neighbours in memory. */
+static void make_stream(stream *st, uint32_t n, uint32_t users,
+                        uint32_t items, double s, uint64_t seed) {
+    double *cdf = xmalloc(items * sizeof *cdf);
+    double acc = 0;
+    for (uint32_t r = 0; r < items; r++) {
+        acc += 1.0 / pow((double)r + 1.0, s);
+        cdf[r] = acc;
+    }
+    uint32_t *perm = xmalloc(items * sizeof *perm);
+    rec_rng r;
+    rec_rng_seed(&r, seed);
+    for (uint32_t i = 0; i < items; i++)
+        perm[i] = i;
+    for (uint32_t i = items - 1; i > 0; i--) {
+        uint32_t j = rec_rng_below(&r, i + 1);
+        uint32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    st->n = n;
+    st->user = xmalloc((size_t)n * sizeof *st->user);
+    st->item = xmalloc((size_t)n * sizeof *st->item);
+    st->weight = xmalloc((size_t)n * sizeof *st->weight);
+    for (uint32_t e = 0; e < n; e++) {
+        double x = rec_rng_unit(&r) * acc;
+        uint32_t lo = 0, hi = items - 1;
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (cdf[mid] <= x)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        st->user[e] = rec_rng_below(&r, users);
+        st->item[e] = perm[lo];
+        /* 90% positive with a few event weights, 10% negative. */
+        uint32_t k = rec_rng_below(&r, 10);
+        st->weight[e] = k == 0 ? -1.0f : k < 7 ? 1.0f : k < 9 ? 2.0f : 3.0f;
+    }
+    free(perm);
+    free(cdf);
+}
+
+static void stream_free(stream *st) {
+    free(st->user);
+    free(st->item);
+    free(st->weight);
+}
+
+/* Builds the graph `runs` times; the last build is left in g for walks. */
+static void bench_graph_add(rec_graph *g, const stream *st, uint32_t window,
+                            int runs) {
+    double rate[16];
+    for (int run = 0; run < runs; run++) {
+        if (run)
+            rec_graph_close(g);
+        rec_graph_init(g, window);
+        double t0 = now();
+        for (uint32_t e = 0; e < st->n; e++)
+            check(rec_graph_add(g, st->user[e], st->item[e], 1.7e9 + e,
+                                st->weight[e], 1),
+                  "rec_graph_add");
+        rate[run] = st->n / (now() - t0);
+    }
+    double med = median(rate, runs);
+    printf("graph_add window=%u (%u events, %d runs): median %.2f M "
+           "events/s = %.0f ns/event; %llu co-occurrence entries\n",
+           window, st->n, runs, med / 1e6, 1e9 / med,
+           (unsigned long long)g->edges);
+    report("graph_add", med, "events/s");
+}
+
+static void bench_walk(rec_graph *g, uint32_t users, uint32_t steps,
+                       int walks) {
+    rec_rng pick, r;
+    rec_rng_seed(&pick, 0x3a1c);
+    rec_rng_seed(&r, 0x3a1d);
+    double *us = xmalloc((size_t)walks * sizeof *us);
+    rec_hit out[50];
+    uint64_t hits = 0;
+    int done = 0;
+    while (done < walks) {
+        /* Seeds: the user's last (up to) 10 positive items. */
+        uint32_t u = rec_rng_below(&pick, users), n = 0, nseeds = 0;
+        uint32_t seeds[10];
+        float w[10];
+        const rec_hentry *h = rec_graph_history(g, u, &n);
+        for (uint32_t i = n; i-- > 0 && nseeds < 10;)
+            if (h[i].weight > 0.0f) {
+                seeds[nseeds] = h[i].item;
+                w[nseeds++] = h[i].weight;
+            }
+        if (!nseeds)
+            continue;
+        double t0 = now();
+        size_t k = rec_graph_walk(g, seeds, w, nseeds, steps, 0.3, &r, NULL,
+                                  0, 50, out);
+        us[done++] = (now() - t0) * 1e6;
+        hits += k;
+    }
+    double med = median(us, walks);
+    printf("graph_walk %u steps, restart 0.3, k=50 (%d walks): median %.1f "
+           "us = %.1f ns/step, %.1f hits per walk\n",
+           steps, walks, med, med * 1e3 / steps, (double)hits / walks);
+    char name[32];
+    snprintf(name, sizeof name, "walk_%uk", steps / 1000);
+    report(name, med, "us");
+    free(us);
+}
+
+int main(int argc, char **argv) {
+    const char *env = getenv("RECD_BENCH_QUICK");
+    int quick = env && *env && strcmp(env, "0") != 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            quick = 1;
+        } else {
+            fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+            return 2;
+        }
+    }
+    printf("bench_model: isa %s, %s mode, single thread\n",
+           rec_vec_isa_name(), quick ? "quick" : "full");
+
+    const mf_case cases[] = {
+        {64, 4, 100000, 10000, quick ? 20000 : 200000, quick ? 3 : 7},
+        {128, 8, 100000, 10000, quick ? 20000 : 200000, quick ? 3 : 5},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        bench_mf(&cases[i]);
+
+    const uint32_t users = 10000, items = 50000;
+    stream st;
+    make_stream(&st, quick ? 100000 : 1000000, users, items, 1.0, 0xc0ffee);
+    rec_graph g;
+    bench_graph_add(&g, &st, 10, quick ? 3 : 5);
+    bench_walk(&g, users, 10000, quick ? 21 : 201);
+    rec_graph_close(&g);
+    stream_free(&st);
+    return 0;
+}

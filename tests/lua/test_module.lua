@@ -1,0 +1,404 @@
+-- The recd Lua module against a real LMDB folder.
+local t = require "harness"
+local recd = require "recd"
+
+local function ids(hits)
+    local out = {}
+    for i, h in ipairs(hits) do out[i] = h.id end
+    return table.concat(out, ",")
+end
+
+t.test("open creates the folder and an empty engine", function()
+    local dir = t.tmpdir() .. "/fresh/data"
+    local db = recd.open(dir)
+    local st = db:stats()
+    t.eq(st.items, 0, "items")
+    t.eq(st.users, 0, "users")
+    t.eq(st.events, 0, "events")
+    t.truthy(st.isa == "avx512" or st.isa == "avx2" or st.isa == "scalar", "isa")
+    db:close()
+    t.raises("invalid_params", function() return db:stats() end)
+end)
+
+t.test("items: put, get, table form, integer ids distinct from strings", function()
+    local db = recd.open(t.tmpdir())
+    t.truthy(db:item_put("m1", {title = "Heat", genres = {"action", "crime"}, year = 1995}))
+    db:item_put{id = 42, props = {title = "int"}}
+    db:item_put("42", {title = "string"})
+    local m = db:item_get("m1")
+    t.eq(m.id, "m1")
+    t.eq(m.props.title, "Heat")
+    t.eq(m.props.genres[2], "crime")
+    t.eq(m.props.year, 1995)
+    t.eq(m.active, true)
+    t.eq(db:item_get(42).props.title, "int")
+    t.eq(db:item_get("42").props.title, "string")
+    t.eq(db:item_get("nope"), nil, "unknown item is nil")
+    -- props kept when only the flag changes
+    db:item_put("m1", nil, nil, false)
+    m = db:item_get("m1")
+    t.eq(m.active, false)
+    t.eq(m.props.title, "Heat")
+    t.eq(db:stats().items, 3)
+end)
+
+t.test("bad input: clear errors, nothing stored", function()
+    local db = recd.open(t.tmpdir())
+    t.raises("wrong_type", db.item_put, db, {})
+    t.raises("wrong_type", db.item_put, db, 1.5)
+    t.raises("invalid_params", db.item_put, db, "")
+    t.raises("too_large", db.item_put, db, string.rep("x", 300))
+    t.raises("wrong_type", db.item_put, db, "a", "not a table")
+    t.raises("wrong_type", db.item_put, db, "a", {f = function() end})
+    t.raises("wrong_type", db.item_put, db, "a", nil, {content = {1, "x"}})
+    t.raises("non_finite", db.item_put, db, "a", nil, {content = {1, 0 / 0}})
+    t.raises("non_finite", db.item_put, db, "a", nil, {content = {1, math.huge}})
+    t.raises("dimension_mismatch", db.item_put, db, "a", nil, {content = {}})
+    t.raises("dimension_mismatch", db.item_put, db, "a", nil, {content = string.rep("\0", 4097 * 4)})
+    t.raises("wrong_type", db.item_put, db, "a", nil, nil, "yes")
+    t.eq(db:stats().items, 0, "nothing stored by refused puts")
+    db:item_put("a", nil, {content = {1, 0, 0}})
+    local err = t.raises("dimension_mismatch", db.item_put, db, "b", {x = 1}, {content = {1, 0}})
+    t.truthy(err.message:find("content"), "message names the space")
+    t.eq(db:item_get("b"), nil, "refused put stores nothing")
+    t.raises("not_found", db.similar, db, "zzz")
+    t.raises("out_of_range", db.similar, db, "a", -1)
+    t.raises("not_found", db.topk, db, "nospace", {1, 2, 3})
+    t.raises("dimension_mismatch", db.topk, db, "content", {1, 2})
+    t.raises("invalid_params", db.event, db, {item = "a", type = "click"})
+    t.raises("invalid_params", db.event, db, {user = "u", item = "a"})
+    t.raises("wrong_type", db.event, db, {user = {}, item = "a", type = "click"})
+    t.raises("out_of_range", db.event, db, {user = "u", item = "a", type = "click", ts = -5})
+    t.raises("not_found", db.counter_add, db, "nope", "a")
+    t.raises("invalid_params", db.vector, db, "thing", "a", "content")
+    t.eq(db:stats().events, 0)
+end)
+
+t.test("vectors: similar by cosine and dot, filters, k beyond catalogue", function()
+    local db = recd.open(t.tmpdir())
+    db:batch(function()
+        db:item_put("x", nil, {content = {1, 0, 0}})
+        db:item_put("x2", nil, {content = {0.9, 0.1, 0}})
+        db:item_put("y", nil, {content = {0, 1, 0}})
+        db:item_put("xy", nil, {content = {2, 2, 0}})
+        db:item_put("z", nil, {content = {0, 0, 1}})
+        db:item_put("bare", {title = "no vector"})
+    end)
+    local sp = db:space("content")
+    t.eq(sp.dim, 3)
+    t.eq(sp.items, 5)
+    local hits = db:similar("x", 2)
+    t.eq(ids(hits), "x2,xy")
+    t.near(hits[1].score, 0.9 / math.sqrt(0.82), 1e-5, "cosine score")
+    t.eq(ids(db:similar("x", 2, {metric = "dot"})), "xy,x2")
+    t.eq(#db:similar("x", 100), 4, "k beyond catalogue returns every other item")
+    t.eq(ids(db:similar("x", 2, {exclude = {"x2"}})), "xy,y")
+    t.eq(ids(db:similar("x", 10, {filter = function(id) return id ~= "xy" end})), "x2,y,z")
+    local bm = db:bitmap(function(id) return id == "z" or id == "y" end)
+    t.eq(#bm, 2)
+    t.truthy(bm:has("z"))
+    t.eq(ids(db:similar("x", 10, {filter = bm})), "y,z")
+    db:item_put("x2", nil, nil, false)
+    t.eq(ids(db:similar("x", 2)), "xy,y", "inactive items left out")
+    t.eq(ids(db:similar("x", 1, {include_inactive = true})), "x2")
+    t.eq(#db:similar("x", 0), 0)
+    t.raises("not_found", db.similar, db, "bare")
+    t.eq(ids(db:topk("content", {0, 0, 1}, 1)), "z")
+    -- binary float32 form
+    db:item_put("bin", nil, {content = string.pack("<fff", 0, 0, 2)})
+    t.eq(ids(db:topk("content", string.pack("<fff", 0, 0, 1), 2, {metric = "dot"})), "bin,z")
+    local v = db:vector("item", "bin", "content")
+    t.near(v[3], 2)
+end)
+
+t.test("ties are broken by insertion order, deterministically", function()
+    local db = recd.open(t.tmpdir())
+    db:batch(function()
+        db:item_put("q", nil, {s = {1, 0}})
+        for i = 1, 20 do db:item_put("t" .. i, nil, {s = {1, 0}}) end
+    end)
+    local a = ids(db:similar("q", 5))
+    t.eq(a, "t1,t2,t3,t4,t5")
+    t.eq(ids(db:similar("q", 5)), a)
+end)
+
+t.test("events: users and items created, history newest first, weights", function()
+    local db = recd.open(t.tmpdir())
+    local s1, w1 = db:event{user = "u1", item = "m1", type = "view", ts = 1000}
+    local s2, w2 = db:event{user = "u1", item = "m2", type = "purchase", ts = 1001,
+                            value = 4.5, rec_id = "r-1", context = {page = "home"}}
+    t.eq(s2, s1 + 1, "sequence grows")
+    t.eq(w1, 1)
+    t.eq(w2, 8)
+    local _, wx = db:event{user = "u2", item = "m1", type = "hover", ts = 1002}
+    t.eq(wx, 0, "unknown types weigh 0")
+    t.eq(db:event_weight("hover", 0.5), 0.5)
+    local _, wy = db:event{user = "u2", item = "m3", type = "hover", ts = 1003}
+    t.eq(wy, 0.5)
+    local st = db:stats()
+    t.eq(st.users, 2)
+    t.eq(st.items, 3)
+    t.eq(st.events, 4)
+    local h = db:history("u1")
+    t.eq(#h, 2)
+    t.eq(h[1].item, "m2")
+    t.eq(h[1].type, "purchase")
+    t.eq(h[1].ts, 1001)
+    t.eq(h[2].item, "m1")
+    t.eq(#db:history("u1", 1), 1)
+    t.eq(#db:history("nobody"), 0)
+    local u = db:user_get("u1")
+    t.eq(#u.history, 2)
+    t.eq(db:item_get("m1").active, true, "items created by events are active")
+end)
+
+t.test("co-occurrence, neighbours and walks", function()
+    local db = recd.open(t.tmpdir(), {window = 5})
+    db:batch(function()
+        for u = 1, 6 do
+            db:event{user = "a" .. u, item = "A1", type = "click", ts = 10}
+            db:event{user = "a" .. u, item = "A2", type = "click", ts = 11}
+            if u <= 3 then db:event{user = "a" .. u, item = "A3", type = "view", ts = 12} end
+        end
+        for u = 1, 4 do
+            db:event{user = "b" .. u, item = "B1", type = "click", ts = 10}
+            db:event{user = "b" .. u, item = "B2", type = "view", ts = 11}
+        end
+        db:event{user = "a1", item = "B1", type = "skip", ts = 13}
+    end)
+    t.eq(db:cooc("A1", "A2"), 12, "6 users x min(2,2)")
+    t.eq(db:cooc("A2", "A1"), 12, "symmetric")
+    t.eq(db:cooc("A1", "A3"), 3, "3 users x min(2,1)")
+    t.eq(db:cooc("A1", "B1"), 0, "negative feedback makes no edge")
+    t.eq(ids(db:neighbors("A1", 5)), "A2,A3")
+    local w = db:walk({"A1"}, {steps = 2000, k = 10})
+    for _, h in ipairs(w) do t.truthy(h.id:sub(1, 1) == "A", "walk stays in its community: " .. h.id) end
+    local wu = db:walk({user = "b1"}, {steps = 500})
+    t.eq(#wu, 0, "b1 has seen every B item")
+end)
+
+t.test("online MF learns two tastes", function()
+    local db = recd.open(t.tmpdir(), {no_sync = true, seed = 7})
+    db:batch(function()
+        for i = 1, 10 do db:item_put("a" .. i) ; db:item_put("b" .. i) end
+        for u = 1, 10 do
+            db:user_put("ua" .. u); db:user_put("ub" .. u)
+        end
+        local loss0
+        for epoch = 1, 60 do
+            for u = 1, 10 do
+                for i = 1, 10 do
+                    if (u + i) % 3 ~= 0 then
+                        local l = db:mf_update("ua" .. u, "a" .. i, 1, {dim = 16, lr = 0.1})
+                        db:mf_update("ub" .. u, "b" .. i, 1, {dim = 16, lr = 0.1})
+                        if epoch == 1 and not loss0 then loss0 = l end
+                    end
+                end
+            end
+        end
+    end)
+    local sp = db:space("mf")
+    t.eq(sp.dim, 16)
+    local good = 0
+    for u = 1, 10 do
+        local top = db:recommend_vec("ua" .. u, 3, {exclude_seen = false})
+        for _, h in ipairs(top) do if h.id:sub(1, 1) == "a" then good = good + 1 end end
+    end
+    t.truthy(good >= 27, "group-a users get group-a items (" .. good .. "/30)")
+    t.raises("not_found", db.mf_update, db, "nobody", "a1")
+    t.raises("invalid_params", db.mf_update, db, "ua1", "a1", -1)
+end)
+
+t.test("recommend_vec leaves out what the user has seen", function()
+    local db = recd.open(t.tmpdir())
+    db:batch(function()
+        db:item_put("i1", nil, {mf = {1, 0}})
+        db:item_put("i2", nil, {mf = {0.9, 0}})
+        db:item_put("i3", nil, {mf = {0, 1}})
+        db:user_put("u", nil, {mf = {1, 0}})
+        db:event{user = "u", item = "i1", type = "view", ts = 5}
+    end)
+    t.eq(ids(db:recommend_vec("u", 2)), "i2,i3")
+    t.eq(ids(db:recommend_vec("u", 1, {exclude_seen = false})), "i1")
+end)
+
+t.test("decayed counters", function()
+    local db = recd.open(t.tmpdir())
+    local c = db:counter("pop", 3600)
+    t.eq(c.half_life, 3600)
+    db:item_put("a"); db:item_put("b")
+    db:counter_add("pop", "a", 10, 1000)
+    t.near(db:counter_get("pop", "a", 1000 + 3600), 5, 1e-9, "half after one half-life")
+    db:counter_add("pop", "b", 8, 1000 + 3600)
+    t.eq(ids(db:counter_top("pop", 2, {ts = 1000 + 3600})), "b,a")
+    t.eq(ids(db:counter_top("pop", 2, {ts = 1000 + 3600, exclude = {"b"}})), "a")
+    t.eq(db:counter_get("pop", "zzz"), 0)
+    t.eq(db:counter("pop", 1).half_life, 3600, "existing family keeps its half-life")
+    t.eq(db:counter("none"), nil)
+end)
+
+t.test("kv holds any storable value", function()
+    local db = recd.open(t.tmpdir())
+    db:kv_put("arms", {a = {n = 3, s = 1.5}, list = {1, 2, 3}})
+    local v = db:kv_get("arms")
+    t.eq(v.a.n, 3)
+    t.eq(v.list[3], 3)
+    t.eq(db:kv_get("none"), nil)
+    db:batch(function()
+        db:kv_put("k", "v")
+        t.eq(db:kv_get("k"), "v", "read your own write inside a batch")
+        db:kv_delete("k")
+        t.eq(db:kv_get("k"), nil, "deleted inside the batch")
+    end)
+    t.raises("invalid_params", db.kv_put, db, "", 1)
+    t.raises("wrong_type", db.kv_put, db, "f", print)
+end)
+
+t.test("everything survives close and reopen", function()
+    local dir = t.tmpdir()
+    local db = recd.open(dir)
+    db:batch(function()
+        db:item_put("m1", {title = "One"}, {content = {1, 0}})
+        db:item_put("m2", {title = "Two"}, {content = {0.8, 0.2}})
+        db:item_put("m3", {title = "Three"}, {content = {0, 1}}, false)
+        db:user_put(7, {name = "seven"})
+        db:event{user = 7, item = "m1", type = "click", ts = 100}
+        db:event{user = 7, item = "m2", type = "click", ts = 101}
+        db:counter("pop", 0)
+        db:counter_add("pop", "m1", 3, 100)
+        db:event_weight("hover", 0.25)
+        db:mf_update(7, "m1", 1, {dim = 8})
+    end)
+    local uvec = db:vector("user", 7, "mf")
+    db:close()
+    db = recd.open(dir)
+    local st = db:stats()
+    t.eq(st.items, 3)
+    t.eq(st.users, 1)
+    t.eq(st.events, 2)
+    t.eq(db:item_get("m2").props.title, "Two")
+    t.eq(db:item_get("m3").active, false)
+    t.eq(db:user_get(7).props.name, "seven")
+    t.eq(db:history(7)[1].item, "m2")
+    t.eq(db:cooc("m1", "m2"), 2, "graph rebuilt from history")
+    t.eq(db:counter_get("pop", "m1", 5000), 3)
+    t.eq(db:event_weight("hover"), 0.25)
+    local v = db:vector("user", 7, "mf")
+    for i = 1, 8 do t.eq(v[i], uvec[i], "learned vector persisted") end
+    t.eq(ids(db:similar("m1", 5)), "m2", "inactive m3 still left out")
+    local s2 = db:event{user = 7, item = "m3", type = "view"}
+    t.eq(s2, 3, "sequence continues after reopen")
+end)
+
+t.test("user_delete forgets the user everywhere", function()
+    local dir = t.tmpdir()
+    local db = recd.open(dir)
+    db:batch(function()
+        db:user_put("gone", {email = "x@example.org"}, {content = {1, 1}})
+        db:user_put("stay", {})
+        for i = 1, 5 do
+            db:event{user = "gone", item = "i" .. i, type = "click", ts = i}
+            db:event{user = "stay", item = "i" .. i, type = "view", ts = i}
+        end
+        db:mf_update("gone", "i1")
+    end)
+    t.truthy(db:cooc("i1", "i2") > 1)
+    t.eq(db:user_delete("gone"), true)
+    t.eq(db:user_delete("gone"), false, "second delete finds nothing")
+    t.eq(db:user_get("gone"), nil)
+    t.eq(#db:history("gone"), 0)
+    t.eq(db:stats().events, 5, "their rows left the event log")
+    t.eq(db:cooc("i1", "i2"), 1, "their co-occurrence taken back")
+    t.eq(db:space("mf").users, 0, "their learned vector is gone")
+    t.eq(db:space("content").users, 0)
+    db:close()
+    db = recd.open(dir)
+    t.eq(db:user_get("gone"), nil)
+    t.eq(db:stats().events, 5)
+    t.eq(db:stats().users, 1)
+    t.eq(db:cooc("i1", "i2"), 1)
+    -- the id can come back as a new user with nothing of the old one
+    db:event{user = "gone", item = "i9", type = "view", ts = 99}
+    t.eq(#db:history("gone"), 1)
+end)
+
+t.test("item_delete", function()
+    local db = recd.open(t.tmpdir())
+    db:item_put("a", nil, {content = {1, 0}})
+    db:item_put("b", nil, {content = {1, 0.1}})
+    db:event{user = "u", item = "a", type = "click", ts = 1}
+    db:event{user = "u", item = "b", type = "click", ts = 2}
+    t.eq(db:item_delete("a"), true)
+    t.eq(db:item_get("a"), nil)
+    t.eq(#db:similar("b", 5), 0)
+    t.eq(db:cooc("a", "b"), 0)
+    t.eq(#db:neighbors("b", 5), 0)
+    t.eq(#db:history("u"), 1)
+end)
+
+t.test("batch commits once and re-raises errors", function()
+    local db = recd.open(t.tmpdir())
+    local r1, r2 = db:batch(function(x) db:item_put("a") return x, 2 end, 1)
+    t.eq(r1, 1)
+    t.eq(r2, 2)
+    local ok, err = pcall(db.batch, db, function()
+        db:item_put("b")
+        error("boom")
+    end)
+    t.eq(ok, false)
+    t.truthy(tostring(err):find("boom"))
+    t.truthy(db:item_get("b"), "writes before the error are kept")
+    t.eq(db:stats().pending, 0)
+end)
+
+t.test("try returns the error name", function()
+    local db = recd.open(t.tmpdir())
+    local r, name, msg = recd.try(db.similar, db, "none")
+    t.eq(r, nil)
+    t.eq(name, "not_found")
+    t.truthy(msg:find("none"))
+    t.eq(recd.try(function() return 5 end), 5)
+    local ok, e = pcall(db.similar, db, "none")
+    t.eq(ok, false)
+    t.truthy(tostring(e):find("^not_found: "), "error objects print as name: message")
+end)
+
+t.test("read-only open beside a writer refuses writes", function()
+    local dir = t.tmpdir()
+    local w = recd.open(dir)
+    w:item_put("a", {n = 1})
+    local r = recd.open(dir, {read_only = true})
+    t.eq(r:item_get("a").props.n, 1)
+    t.raises("read_only", r.item_put, r, "b")
+    t.raises("read_only", r.event, r, {user = "u", item = "a", type = "view"})
+    w:item_put("c", {n = 3})
+    r:close()
+    r = recd.open(dir, {read_only = true})
+    t.eq(r:item_get("c").props.n, 3, "a new reader sees the writer's commits")
+    t.raises("not_found", recd.open, t.tmpdir() .. "/missing", {read_only = true})
+end)
+
+t.test("a full map fails cleanly and keeps earlier data", function()
+    local dir = t.tmpdir()
+    local db = recd.open(dir, {map_size = 256 * 1024, map_max = 1024 * 1024})
+    local blob = string.rep("x", 20000)
+    local stored, err = 0, nil
+    for i = 1, 200 do
+        local ok, e = pcall(db.item_put, db, "i" .. i, {blob = blob})
+        if not ok then err = e break end
+        stored = i
+    end
+    t.truthy(err, "the map filled up")
+    t.eq(err.name, "map_full")
+    t.truthy(stored > 10, "the map grew before it filled (" .. stored .. " items)")
+    t.truthy(db:stats().map_grows >= 1, "map grew")
+    t.eq(db:item_get("i" .. (stored + 1)), nil, "the failed write left nothing")
+    t.eq(db:item_get("i1").props.blob, blob, "earlier data intact")
+    t.eq(db:stats().items, stored)
+    db:close()
+    db = recd.open(dir, {map_size = 256 * 1024, map_max = 1024 * 1024})
+    t.eq(db:stats().items, stored)
+    t.eq(db:item_get("i" .. stored).props.blob, blob)
+end)
+
+t.done()

@@ -1,0 +1,49 @@
+#!/bin/sh
+# run.sh BUILD_DIR [SANITIZE] - run every suite, print "N passed, N failed".
+build=$1
+san=$2
+passed=0
+failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+add() { passed=$((passed + $1)); failed=$((failed + $2)); }
+
+export CMOCKA_MESSAGE_OUTPUT=STDOUT
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+
+echo "== unit"
+for t in "$build"/tests/test_*; do
+    [ -x "$t" ] || continue
+    timeout 300 "$t" >"$log" 2>&1
+    rc=$?
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+    p=${p:-0}; f=${f:-0}
+    if [ $rc -ne 0 ] && [ "$f" = 0 ]; then f=1; fi
+    [ "$f" != 0 ] && cat "$log"
+    echo "  $(basename "$t"): $p passed, $f failed"
+    add "$p" "$f"
+done
+
+echo "== lua"
+preload=""
+case "$san" in *address*) preload=$(${CC:-cc} -print-file-name=libasan.so) ;; esac
+for t in tests/lua/test_*.lua; do
+    [ -f "$t" ] || continue
+    LD_PRELOAD="$preload" ASAN_OPTIONS=detect_leaks=0 \
+        LUA_CPATH="$build/lua/?.so" LUA_PATH="tests/lua/?.lua;;" \
+        timeout 300 lua5.4 "$t" >"$log" 2>&1
+    rc=$?
+    p=$(sed -n 's/^RESULT passed=\([0-9]*\) failed=\([0-9]*\)$/\1/p' "$log" | tail -1)
+    f=$(sed -n 's/^RESULT passed=\([0-9]*\) failed=\([0-9]*\)$/\2/p' "$log" | tail -1)
+    p=${p:-0}; f=${f:-0}
+    if [ $rc -ne 0 ] && [ "$f" = 0 ]; then f=1; fi
+    [ "$f" != 0 ] && cat "$log"
+    echo "  $(basename "$t"): $p passed, $f failed"
+    add "$p" "$f"
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ] && [ "$passed" -gt 0 ]
