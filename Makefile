@@ -4,13 +4,14 @@
 #   make test            every suite under ASan+UBSan (build/san)
 #   make test SANITIZE=  the same suites without sanitizers
 #   make bench           benchmarks on the optimised build
-#   make run             the engine on ./data with demo data
+#   make run             serve ./data (demo data loaded on first run)
 #
 # Missing Debian packages are installed (as root) or named with the exact
 # apt-get line to run.
 
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
-            libmsgpack-dev liblmdb-dev lmdb-utils libcmocka-dev
+            libmsgpack-dev liblmdb-dev lmdb-utils libcmocka-dev \
+            python3 python3-msgpack python3-pytest redis-server redis-tools
 
 CC       ?= cc
 OPT      ?= -O2
@@ -105,7 +106,7 @@ bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 
 run: all
-	./recd lua examples/demo.lua ./data
+	./recd serve --data ./data --init examples/demo_data.lua
 
 install: all
 	install -d $(DESTDIR)/usr/local/bin $(DESTDIR)/usr/local/lib/lua/5.4

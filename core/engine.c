@@ -42,6 +42,8 @@ struct rec_engine {
     rec_store *store;
     rec_engine_opts opts;
     rec_batch *batch;          /* pending writes */
+    rec_batch *inflight;       /* staged, being committed elsewhere */
+    rec_batch *spare;          /* a cleared batch to reuse */
     rec_idmap ids[2];          /* by rec_kind */
     uint64_t *inactive;        /* items: bit set = inactive */
     size_t inactive_words;
@@ -313,6 +315,7 @@ static int last_event(void *ud, rec_val k, rec_val v) {
 
 static int intern_type(rec_engine *e, const char *t, size_t n, uint16_t *id,
                        int create);
+static void rollback(rec_engine *e, int rc);
 
 /* Rebuild every in-memory structure from the store. O(stored data). */
 static int state_load(rec_engine *e) {
@@ -401,6 +404,8 @@ void rec_engine_free(rec_engine *e) {
         (void)rec_engine_commit(e);
     state_free(e);
     rec_batch_free(e->batch);
+    rec_batch_free(e->inflight);
+    rec_batch_free(e->spare);
     rec_buf_free(&e->scratch);
     rec_store_free(e->store);
     free(e);
@@ -469,6 +474,8 @@ size_t rec_engine_pending(const rec_engine *e) {
 }
 
 int rec_engine_commit(rec_engine *e) {
+    if (e->inflight)
+        return fail(e, REC_EBUSY, "a staged commit is still running");
     if (rec_store_read_only(e->store)) {
         if (rec_engine_pending(e))
             return fail(e, REC_EREADONLY, "the data folder is open read-only");
@@ -485,13 +492,56 @@ int rec_engine_commit(rec_engine *e) {
         return 0;
     }
     /* Memory is ahead of the disk: rebuild it from what the store holds. */
+    rollback(e, rc);
+    return rc;
+}
+
+/* Rebuild memory from the store after a failed commit; pending writes go
+ * with it (they may build on what failed). */
+static void rollback(rec_engine *e, int rc) {
     char msg[sizeof e->errmsg];
     snprintf(msg, sizeof msg, "commit failed: %s", rec_store_errmsg(e->store)[0]
              ? rec_store_errmsg(e->store) : rec_strerror(rc));
+    rec_batch_clear(e->batch);
     state_free(e);
     int lrc = state_load(e);
     snprintf(e->errmsg, sizeof e->errmsg, "%.200s%s", msg,
              lrc ? "; reload failed" : "");
+}
+
+int rec_engine_stage(rec_engine *e, rec_batch **out) {
+    *out = NULL;
+    if (e->inflight)
+        return fail(e, REC_EBUSY, "a staged commit is still running");
+    if (rec_store_read_only(e->store))
+        return 0;
+    int rc = flush_spaces(e);
+    if (rc)
+        return fail(e, rc, "staging failed: %s", rec_strerror(rc));
+    clean_all(e);
+    if (rec_batch_count(e->batch) == 0)
+        return 0;
+    rec_batch *next = e->spare ? e->spare : rec_batch_new();
+    if (!next)
+        return fail(e, REC_ENOMEM, "out of memory");
+    e->spare = NULL;
+    e->inflight = e->batch;
+    e->batch = next;
+    *out = e->inflight;
+    return 0;
+}
+
+int rec_engine_commit_done(rec_engine *e, rec_batch *b, int rc) {
+    if (b != e->inflight)
+        return REC_EINVAL;
+    e->inflight = NULL;
+    rec_batch_clear(b);
+    if (e->spare)
+        rec_batch_free(b);
+    else
+        e->spare = b;
+    if (rc)
+        rollback(e, rc);
     return rc;
 }
 
@@ -831,6 +881,15 @@ int rec_engine_put(rec_engine *e, rec_kind kind, const char *key,
     return 0;
 }
 
+/* What the pending, then the in-flight batch say of a key. */
+static int batch_lookup(const rec_engine *e, rec_dbi db, const void *k,
+                        size_t kl, rec_val *out) {
+    int rc = rec_batch_find(e->batch, db, k, kl, out);
+    if (rc == REC_BATCH_SILENT && e->inflight)
+        rc = rec_batch_find(e->inflight, db, k, kl, out);
+    return rc;
+}
+
 int rec_engine_get(rec_engine *e, rec_kind kind, uint32_t idx, rec_buf *props,
                    int *active) {
     if (!rec_idmap_alive(&e->ids[kind], idx))
@@ -838,9 +897,9 @@ int rec_engine_get(rec_engine *e, rec_kind kind, uint32_t idx, rec_buf *props,
                     kind == REC_KIND_ITEM ? "item" : "user");
     unsigned char ib[4];
     rec_be32(ib, idx);
-    /* A put staged in the pending batch is newer than the store. */
+    /* Writes not yet committed are newer than the store. */
     rec_val pv;
-    int prc = rec_batch_find(e->batch, props_db[kind], ib, 4, &pv);
+    int prc = batch_lookup(e, props_db[kind], ib, 4, &pv);
     if (prc == 0 || prc == REC_ENOTFOUND) {
         rec_buf_clear(props);
         if (active)
@@ -878,7 +937,15 @@ int rec_engine_get(rec_engine *e, rec_kind kind, uint32_t idx, rec_buf *props,
 typedef struct seq_ctx {
     rec_engine *e;
     uint64_t rows;
+    uint32_t user;
 } seq_ctx;
+
+static int del_rec_row(void *ud, rec_val k, rec_val v) {
+    seq_ctx *c = ud;
+    if (v.len >= 4 && rec_get_be32(v.data) == c->user)
+        return rec_batch_del(c->e->batch, REC_DB_RECS, k.data, k.len);
+    return 0;
+}
 
 static int del_event_row(void *ud, rec_val k, rec_val v) {
     seq_ctx *c = ud;
@@ -910,8 +977,11 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
         rec_rtxn *t;
         if ((rc = rec_store_read_begin(e->store, &t)))
             return fail(e, rc, "%s", rec_store_errmsg(e->store));
-        seq_ctx c = {e, 0};
+        seq_ctx c = {e, 0, idx};
         rc = rec_rtxn_scan(t, REC_DB_HISTORY, ib, 4, 0, del_event_row, &c);
+        /* Recommendation records name their user: O(records kept). */
+        if (!rc)
+            rc = rec_rtxn_scan(t, REC_DB_RECS, NULL, 0, 0, del_rec_row, &c);
         rec_store_read_end(t);
         if (!rc)
             rc = rec_batch_del_prefix(e->batch, REC_DB_HISTORY, ib, 4);
@@ -1108,12 +1178,30 @@ int rec_engine_kv_get(rec_engine *e, const char *k, size_t kl, rec_buf *out) {
     if (rc)
         return rc;
     rec_val pv;
-    rc = rec_batch_find(e->batch, REC_DB_KV, k, kl, &pv);
+    rc = batch_lookup(e, REC_DB_KV, k, kl, &pv);
     if (rc == 0)
         return rec_buf_set(out, pv.data, pv.len);
     if (rc == REC_ENOTFOUND)
         return rc;
     rc = rec_store_get(e->store, REC_DB_KV, k, kl, out);
+    return rc;
+}
+
+int rec_engine_rec_put(rec_engine *e, uint64_t rec_id, uint32_t user,
+                       const void *v, size_t vl) {
+    if (rec_store_read_only(e->store))
+        return fail(e, REC_EREADONLY, "the data folder is open read-only");
+    unsigned char k[8];
+    rec_be64(k, rec_id);
+    rec_buf *b = &e->scratch;
+    rec_buf_clear(b);
+    unsigned char u[4];
+    rec_be32(u, user);
+    int rc = rec_buf_append(b, u, 4);
+    if (!rc)
+        rc = rec_buf_append(b, v, vl);
+    if (!rc)
+        rc = rec_batch_append(e->batch, REC_DB_RECS, k, 8, b->data, b->len);
     return rc;
 }
 

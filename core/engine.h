@@ -162,8 +162,26 @@ int rec_engine_kv_put(rec_engine *e, const char *k, size_t kl, const void *v,
 int rec_engine_kv_get(rec_engine *e, const char *k, size_t kl, rec_buf *out);
 int rec_engine_kv_del(rec_engine *e, const char *k, size_t kl);
 
+/* Record what a recommendation showed: value is msgpack, stored after the
+ * user's index so that forgetting a user finds their records. rec_id must
+ * grow (the log is appended). */
+int rec_engine_rec_put(rec_engine *e, uint64_t rec_id, uint32_t user,
+                       const void *v, size_t vl);
+
 /* Make everything pending durable (see the file comment on failure). */
 int rec_engine_commit(rec_engine *e);
+/* Group commit on another thread, in three steps: rec_engine_stage hands
+ * over the pending writes (dirty vectors and counters included) as a batch
+ * (*out NULL when there is nothing to write); the caller commits it with
+ * rec_store_commit on any thread; rec_engine_commit_done reports the
+ * result on the engine's thread. Reads keep seeing the staged writes
+ * meanwhile. One staged batch at a time (REC_EBUSY otherwise), and
+ * rec_engine_commit, delete and free refuse to run while one is out. If
+ * the commit failed, the in-memory state is rebuilt from the store and the
+ * writes pending since staging are dropped too. */
+int rec_engine_stage(rec_engine *e, rec_batch **out);
+int rec_engine_commit_done(rec_engine *e, rec_batch *b, int rc);
+
 /* Operations waiting for commit. */
 size_t rec_engine_pending(const rec_engine *e);
 

@@ -177,7 +177,7 @@ static float *check_vector(lua_State *L, int idx, uint32_t *dim,
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
         if (n == 0 || n % 4 || n / 4 > REC_DIM_MAX)
-            rec_lua_error(L, REC_EDIM, "vector for '%s': binary form needs "
+            rec_lua_error(L, REC_EINVAL, "vector for '%s': binary form needs "
                           "4..%d bytes, a multiple of 4", space, REC_DIM_MAX * 4);
         float *v = lua_newuserdatauv(L, n, 0);
         memcpy(v, s, n);
@@ -189,7 +189,7 @@ static float *check_vector(lua_State *L, int idx, uint32_t *dim,
                       "numbers or a binary string", space);
     lua_Unsigned n = lua_rawlen(L, idx);
     if (n == 0 || n > REC_DIM_MAX)
-        rec_lua_error(L, REC_EDIM, "vector for '%s' has %llu elements; "
+        rec_lua_error(L, REC_EINVAL, "vector for '%s' has %llu elements; "
                       "1..%d allowed", space, (unsigned long long)n, REC_DIM_MAX);
     float *v = lua_newuserdatauv(L, (size_t)n * sizeof *v, 0);
     for (lua_Unsigned i = 1; i <= n; i++) {

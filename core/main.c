@@ -1,19 +1,43 @@
-/* main.c - the recd command line. */
+/* main.c - the recd command line: serve, bench, lua, version. */
+#include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#if __has_include("bench.h")
+#include "bench.h"
+#else
+static int rec_bench_main(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "recd: bench is not built in\n");
+    return 2;
+}
+#endif
+#include "log.h"
 #include "lua_api.h"
+#include "server.h"
 #include "vec.h"
 
-#define RECD_VERSION "0.1.0"
+#define RECD_VERSION "0.2.0"
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: recd <command> [args]\n"
-            "  recd lua FILE [ARGS...]   run a Lua script with the recd module\n"
-            "  recd version              print the version and the SIMD kernels in use\n");
+            "usage: recd <command> [options]\n"
+            "\n"
+            "  recd serve [--data DIR] [--listen HOST:PORT] [--unix PATH]\n"
+            "             [--config FILE] [--auth-token FILE] [--insecure]\n"
+            "             [--max-message BYTES] [--max-connections N]\n"
+            "             [--map-max BYTES] [--log-level debug|info|warn|error]\n"
+            "             [--init FILE]   (a Lua file run with the engine as `db`)\n"
+            "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
+            "  recd bench [-h HOST] [-p PORT] [-s SOCKET] [-c N] [-n N] [-P N] [-t TESTS]\n"
+            "      load a running server like redis-benchmark\n"
+            "  recd lua FILE [ARGS...]\n"
+            "      run a Lua script with the recd module preloaded\n"
+            "  recd version\n");
 }
 
 /* Run a Lua file with `recd` preloaded and `arg` set like lua5.4 does. */
@@ -47,22 +71,241 @@ static int cmd_lua(int argc, char **argv) {
     return rc == LUA_OK ? 0 : 1;
 }
 
+/* Storage for option strings that outlive the config's Lua state. */
+typedef struct serve_cfg {
+    rec_server_opts o;
+    char data[1024], listen[256], unix_path[1024], token_file[1024], init[1024];
+    char token[1024];
+    int log_level;
+} serve_cfg;
+
+static int parse_size(const char *s, size_t *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return -1;
+    if (*end == 'K' || *end == 'k')
+        v *= 1024, end++;
+    else if (*end == 'M' || *end == 'm')
+        v *= 1024.0 * 1024, end++;
+    else if (*end == 'G' || *end == 'g')
+        v *= 1024.0 * 1024 * 1024, end++;
+    if (*end == 'i' || *end == 'B')
+        end++;
+    if (*end == 'B')
+        end++;
+    if (*end || v > 1e15)
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+/* Apply one option (from argv or the config file). 0, or -1 with a message. */
+static int set_opt(serve_cfg *c, const char *name, const char *val) {
+    size_t n;
+    if (!strcmp(name, "data")) {
+        snprintf(c->data, sizeof c->data, "%s", val);
+    } else if (!strcmp(name, "listen")) {
+        snprintf(c->listen, sizeof c->listen, "%s", val);
+    } else if (!strcmp(name, "unix")) {
+        snprintf(c->unix_path, sizeof c->unix_path, "%s", val);
+    } else if (!strcmp(name, "init")) {
+        snprintf(c->init, sizeof c->init, "%s", val);
+    } else if (!strcmp(name, "auth-token") || !strcmp(name, "auth_token")) {
+        snprintf(c->token_file, sizeof c->token_file, "%s", val);
+    } else if (!strcmp(name, "max-message") || !strcmp(name, "max_message")) {
+        if (parse_size(val, &n) || n < 1024 || n > (1u << 30)) {
+            fprintf(stderr, "recd: --max-message must be 1K..1G\n");
+            return -1;
+        }
+        c->o.max_message = n;
+    } else if (!strcmp(name, "max-connections") || !strcmp(name, "max_connections")) {
+        if (parse_size(val, &n) || n < 1 || n > 100000) {
+            fprintf(stderr, "recd: --max-connections must be 1..100000\n");
+            return -1;
+        }
+        c->o.max_connections = (uint32_t)n;
+    } else if (!strcmp(name, "map-max") || !strcmp(name, "map_max")) {
+        if (parse_size(val, &n) || n < (1u << 20)) {
+            fprintf(stderr, "recd: --map-max must be at least 1M\n");
+            return -1;
+        }
+        c->o.engine.store.map_max = n;
+        if (c->o.engine.store.map_size > n)
+            c->o.engine.store.map_size = n;
+    } else if (!strcmp(name, "log-level") || !strcmp(name, "log_level")) {
+        int l = rec_log_parse(val);
+        if (l < 0) {
+            fprintf(stderr, "recd: --log-level must be debug, info, warn or error\n");
+            return -1;
+        }
+        c->log_level = l;
+    } else if (!strcmp(name, "insecure")) {
+        c->o.insecure = !strcmp(val, "true") || !strcmp(val, "1");
+    } else {
+        fprintf(stderr, "recd: unknown option '%s'\n", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* A config file is Lua returning a table of the same options as the
+ * flags, e.g. return {listen = "127.0.0.1:7800", log_level = "debug"}. */
+static int load_config(serve_cfg *c, const char *path) {
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return -1;
+    int rc = luaL_loadfilex(L, path, "t");
+    if (rc == LUA_OK)
+        rc = lua_pcall(L, 0, 1, 0);
+    if (rc != LUA_OK) {
+        fprintf(stderr, "recd: config %s: %s\n", path, lua_tostring(L, -1));
+        lua_close(L);
+        return -1;
+    }
+    if (!lua_istable(L, -1)) {
+        fprintf(stderr, "recd: config %s must return a table\n", path);
+        lua_close(L);
+        return -1;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            fprintf(stderr, "recd: config %s: keys must be option names\n", path);
+            lua_close(L);
+            return -1;
+        }
+        const char *val = lua_isboolean(L, -1) ? (lua_toboolean(L, -1) ? "true" : "false")
+                                               : lua_tostring(L, -1);
+        if (!val || set_opt(c, lua_tostring(L, -2), val)) {
+            if (!val)
+                fprintf(stderr, "recd: config %s: option %s needs a string or number\n",
+                        path, lua_tostring(L, -2));
+            lua_close(L);
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    lua_close(L);
+    return 0;
+}
+
+static int read_token(serve_cfg *c) {
+    FILE *f = fopen(c->token_file, "r");
+    if (!f) {
+        fprintf(stderr, "recd: cannot read --auth-token %s: %s\n", c->token_file,
+                strerror(errno));
+        return -1;
+    }
+    size_t n = fread(c->token, 1, sizeof c->token - 1, f);
+    fclose(f);
+    c->token[n] = 0;
+    while (n > 0 && (c->token[n - 1] == '\n' || c->token[n - 1] == '\r' ||
+                     c->token[n - 1] == ' ' || c->token[n - 1] == '\t'))
+        c->token[--n] = 0;
+    if (n < 8) {
+        fprintf(stderr, "recd: the token in %s is shorter than 8 characters\n",
+                c->token_file);
+        return -1;
+    }
+    return 0;
+}
+
+/* --init FILE: run a Lua file with the open engine as global `db`. */
+static int run_init(rec_engine *e, void *ud) {
+    const char *path = ud;
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return -1;
+    luaL_openlibs(L);
+    luaL_requiref(L, "recd", luaopen_recd, 0);
+    lua_pop(L, 1);
+    rec_lua_push_engine(L, e);
+    lua_setglobal(L, "db");
+    int rc = luaL_loadfilex(L, path, "t");
+    if (rc == LUA_OK)
+        rc = lua_pcall(L, 0, 0, 0);
+    if (rc != LUA_OK)
+        REC_ERROR("--init %s: %s", path, luaL_tolstring(L, -1, NULL));
+    lua_close(L);
+    if (rc == LUA_OK && rec_engine_commit(e)) {
+        REC_ERROR("--init %s: commit failed: %s", path, rec_engine_errmsg(e));
+        return -1;
+    }
+    return rc == LUA_OK ? 0 : -1;
+}
+
+static int cmd_serve(int argc, char **argv) {
+    static serve_cfg c;
+    rec_server_opts_default(&c.o);
+    c.log_level = REC_LOG_INFO;
+    /* The config file first, so flags override it. */
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--config") && i + 1 < argc && load_config(&c, argv[i + 1]))
+            return 2;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--insecure")) {
+            c.o.insecure = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) || i + 1 >= argc) {
+            fprintf(stderr, "recd serve: unexpected argument '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (!strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        if (set_opt(&c, a + 2, argv[++i]))
+            return 2;
+    }
+    rec_log_set_level((rec_log_level)c.log_level);
+    c.o.data_dir = c.data[0] ? c.data : "./data";
+    c.o.listen = c.listen[0] ? c.listen : NULL;
+    if (c.unix_path[0])
+        c.o.unix_path = c.unix_path;
+    if (c.token_file[0]) {
+        if (read_token(&c))
+            return 2;
+        c.o.auth_token = c.token;
+    }
+    if (c.init[0]) {
+        c.o.on_open = run_init;
+        c.o.on_open_ud = c.init;
+    }
+    int rc = rec_server_run(&c.o, RECD_VERSION);
+    memset(c.token, 0, sizeof c.token);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[1], "lua") == 0)
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench"))
+        return rec_bench_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "lua"))
         return cmd_lua(argc - 2, argv + 2);
-    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("recd %s (%s kernels)\n", RECD_VERSION, rec_vec_isa_name());
         return 0;
     }
-    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "recd: unknown command '%s'\n", argv[1]);
+    fprintf(stderr, "recd: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
 }

@@ -45,5 +45,18 @@ for t in tests/lua/test_*.lua; do
     add "$p" "$f"
 done
 
+echo "== e2e"
+# The server under test is the binary of this build (sanitised or not).
+LD_PRELOAD="" RECD_BIN="$build/recd" ASAN_OPTIONS=detect_leaks=1 \
+    timeout 600 sh tests/e2e/run.sh "$build/recd" >"$log" 2>&1
+rc=$?
+p=$(sed -n 's/^RESULT passed=\([0-9]*\) failed=\([0-9]*\)$/\1/p' "$log" | tail -1)
+f=$(sed -n 's/^RESULT passed=\([0-9]*\) failed=\([0-9]*\)$/\2/p' "$log" | tail -1)
+p=${p:-0}; f=${f:-0}
+if [ $rc -ne 0 ] && [ "$f" = 0 ]; then f=1; fi
+[ "$f" != 0 ] && tail -60 "$log"
+echo "  tests/e2e: $p passed, $f failed"
+add "$p" "$f"
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]

@@ -1,0 +1,1025 @@
+/* dispatch.c - msgpack-RPC methods over the engine.
+ *
+ * Every batch method validates all of its elements before applying any, so
+ * a request that fails changes nothing. Until pipelines of Lua scripts take
+ * over, event.add also runs the built-in feedback (a "popularity" counter
+ * with a one-day half-life and one online MF step in space "mf") and
+ * rec.recommend the built-in default: the user's MF vector, then
+ * popularity, never what the user has already interacted with.
+ */
+#include "dispatch.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+#include "idmap.h"
+#include "rpc.h"
+#include "vec.h"
+
+#define MAX_N 1000
+#define MAX_BATCH 100000
+#define HIST_BUCKETS 256
+#define POP_COUNTER "popularity"
+#define POP_HALF_LIFE 86400.0
+#define MF_SPACE "mf"
+#define MF_DIM 64
+
+typedef struct method_stats {
+    uint64_t count;
+    uint64_t errors;
+    uint64_t hist[HIST_BUCKETS]; /* log-scaled latency buckets */
+} method_stats;
+
+typedef struct call_ctx call_ctx;
+typedef int (*method_fn)(call_ctx *c);
+
+typedef struct method_def {
+    const char *name;
+    method_fn fn;
+    unsigned flags;
+} method_def;
+
+struct rec_dispatch {
+    rec_engine *e;
+    char *token;
+    char version[32];
+    double started;
+    uint32_t connections;
+    uint64_t notification_errors;
+    uint64_t rec_seq;
+    uint64_t last_rec_id;
+    rec_buf scratch;
+    method_stats *stats; /* one per method */
+};
+
+struct call_ctx {
+    rec_dispatch *d;
+    rec_engine *e;
+    const msgpack_object *params;
+    rec_session *s;
+    msgpack_packer pk;
+    rec_buf *out;
+    char *err;
+    size_t errlen;
+};
+
+static int fail(call_ctx *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(call_ctx *c, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, c->errlen, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static int engine_fail(call_ctx *c, int rc) {
+    const char *m = rec_engine_errmsg(c->e);
+    return fail(c, rc, "%s", m && m[0] ? m : rec_strerror(rc));
+}
+
+/* ---- msgpack helpers ---------------------------------------------------- */
+
+static int pk_str(msgpack_packer *pk, const char *s) {
+    size_t n = strlen(s);
+    return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
+}
+
+static const msgpack_object *field(const msgpack_object *map, const char *name) {
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t n = strlen(name);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+            memcmp(k->via.str.ptr, name, n) == 0) {
+            const msgpack_object *v = &map->via.map.ptr[i].val;
+            return v->type == MSGPACK_OBJECT_NIL ? NULL : v;
+        }
+    }
+    return NULL;
+}
+
+static int is_number(const msgpack_object *o) {
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+           o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+           o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64;
+}
+
+static double number(const msgpack_object *o) {
+    switch (o->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return (double)o->via.u64;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return (double)o->via.i64;
+    default:
+        return o->via.f64;
+    }
+}
+
+/* Encode an id object into key; returns its length or a negative error
+ * with the message naming `what`. */
+static int id_key(call_ctx *c, const msgpack_object *o, char *key,
+                  const char *what) {
+    if (!o)
+        return fail(c, REC_EINVAL, "%s is missing", what);
+    if (o->type == MSGPACK_OBJECT_STR) {
+        int n = rec_id_str(key, o->via.str.ptr, o->via.str.size);
+        if (n == REC_EINVAL)
+            return fail(c, REC_EINVAL, "%s must not be empty", what);
+        if (n < 0)
+            return fail(c, REC_ETOOLARGE, "%s is longer than %d bytes", what,
+                        REC_ID_MAX - 1);
+        return n;
+    }
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (o->via.u64 > INT64_MAX)
+            return fail(c, REC_ERANGE, "%s is beyond int64", what);
+        return rec_id_int(key, (int64_t)o->via.u64);
+    }
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return rec_id_int(key, o->via.i64);
+    return fail(c, REC_ETYPE, "%s must be a string or an integer", what);
+}
+
+static int pack_key(msgpack_packer *pk, const char *key, size_t klen) {
+    int is_int;
+    int64_t iv;
+    const char *s;
+    size_t n;
+    if (!key || rec_id_decode(key, klen, &is_int, &iv, &s, &n))
+        return msgpack_pack_nil(pk);
+    if (is_int)
+        return msgpack_pack_int64(pk, iv);
+    return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
+}
+
+static int pack_idx(call_ctx *c, rec_kind k, uint32_t idx) {
+    size_t kl;
+    const char *key = rec_engine_key(c->e, k, idx, &kl);
+    return pack_key(&c->pk, key, kl);
+}
+
+/* Check a vector object: dims and finiteness; *dim gets its length. */
+static int check_vec(call_ctx *c, const msgpack_object *o, const char *space,
+                     uint32_t *dim) {
+    if (o->type == MSGPACK_OBJECT_BIN) {
+        uint32_t n = o->via.bin.size;
+        if (n == 0 || n % 4 || n / 4 > REC_DIM_MAX)
+            return fail(c, REC_EINVAL, "vector for '%s': bin must hold 1..%d "
+                        "float32 values", space, REC_DIM_MAX);
+        *dim = n / 4;
+        for (uint32_t i = 0; i < *dim; i++) {
+            float f;
+            memcpy(&f, o->via.bin.ptr + 4 * i, 4);
+            if (!isfinite(f))
+                return fail(c, REC_ENONFINITE, "vector for '%s': element %u is "
+                            "NaN or infinite", space, i + 1);
+        }
+        return 0;
+    }
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return fail(c, REC_ETYPE, "vector for '%s' must be an array of numbers "
+                    "or a bin of float32", space);
+    uint32_t n = o->via.array.size;
+    if (n == 0 || n > REC_DIM_MAX)
+        return fail(c, REC_EINVAL, "vector for '%s' has %u elements; 1..%d allowed",
+                    space, n, REC_DIM_MAX);
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *x = &o->via.array.ptr[i];
+        if (!is_number(x))
+            return fail(c, REC_ETYPE, "vector for '%s': element %u is not a number",
+                        space, i + 1);
+        float f = (float)number(x);
+        if (!isfinite(f))
+            return fail(c, REC_ENONFINITE, "vector for '%s': element %u is NaN, "
+                        "infinite or beyond float range", space, i + 1);
+    }
+    *dim = n;
+    return 0;
+}
+
+/* Decode a checked vector into v (dim floats). */
+static void read_vec(const msgpack_object *o, float *v, uint32_t dim) {
+    if (o->type == MSGPACK_OBJECT_BIN) {
+        memcpy(v, o->via.bin.ptr, (size_t)dim * 4);
+        return;
+    }
+    for (uint32_t i = 0; i < dim; i++)
+        v[i] = (float)number(&o->via.array.ptr[i]);
+}
+
+static const msgpack_object *param(call_ctx *c, uint32_t i) {
+    return i < c->params->via.array.size ? &c->params->via.array.ptr[i] : NULL;
+}
+
+/* ---- sys ---------------------------------------------------------------- */
+
+static int m_ping(call_ctx *c) { return pk_str(&c->pk, "pong") ? REC_ENOMEM : 0; }
+
+static int m_hello(call_ctx *c) {
+    static const char *features[] = {"pipelining", "group_commit", "vectors_bin",
+                                     "notifications", "auth"};
+    char nonce[17];
+    snprintf(nonce, sizeof nonce, "%016llx",
+             (unsigned long long)(rec_rng_next(rec_engine_rng(c->e))));
+    msgpack_packer *pk = &c->pk;
+    int rc = msgpack_pack_map(pk, 6) || pk_str(pk, "server") || pk_str(pk, "recd") ||
+             pk_str(pk, "version") || pk_str(pk, c->d->version) ||
+             pk_str(pk, "api") || msgpack_pack_int(pk, 1) ||
+             pk_str(pk, "features") || msgpack_pack_array(pk, 5);
+    for (int i = 0; i < 5 && !rc; i++)
+        rc = pk_str(pk, features[i]);
+    rc = rc || pk_str(pk, "nonce") || pk_str(pk, nonce) ||
+         pk_str(pk, "auth_required") ||
+         (c->d->token && !c->s->trusted && !c->s->authed ? msgpack_pack_true(pk)
+                                                          : msgpack_pack_false(pk));
+    return rc ? REC_ENOMEM : 0;
+}
+
+/* Constant-time comparison: the time taken does not tell how much of a
+ * guessed token was right. */
+static int token_eq(const char *a, size_t al, const char *b, size_t bl) {
+    unsigned char diff = (unsigned char)(al != bl);
+    for (size_t i = 0; i < al; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (bl ? bl : 1)]);
+    return diff == 0;
+}
+
+static int m_auth(call_ctx *c) {
+    const msgpack_object *t = param(c, 0);
+    if (!t || t->type != MSGPACK_OBJECT_STR)
+        return fail(c, REC_EINVAL, "params[0] (token) must be a string");
+    if (!c->d->token) {
+        c->s->authed = 1;
+        return msgpack_pack_true(&c->pk) ? REC_ENOMEM : 0;
+    }
+    if (!token_eq(t->via.str.ptr, t->via.str.size, c->d->token, strlen(c->d->token))) {
+        if (++c->s->auth_failures >= 3)
+            c->s->close_after = 1;
+        return fail(c, REC_EUNAUTHORIZED, "wrong token%s",
+                    c->s->close_after ? "; closing the connection" : "");
+    }
+    c->s->authed = 1;
+    return msgpack_pack_true(&c->pk) ? REC_ENOMEM : 0;
+}
+
+static double percentile(const method_stats *m, double q) {
+    uint64_t total = 0;
+    for (int i = 0; i < HIST_BUCKETS; i++)
+        total += m->hist[i];
+    if (!total)
+        return 0;
+    uint64_t want = (uint64_t)ceil(q * (double)total), seen = 0;
+    for (int i = 0; i < HIST_BUCKETS; i++) {
+        seen += m->hist[i];
+        if (seen >= want && m->hist[i])
+            return exp2((double)(i + 1) / 8.0) - 1.0; /* bucket's upper bound */
+    }
+    return 0;
+}
+
+static long rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return rss * 4096L;
+}
+
+#define NMETHODS 13
+static const method_def methods[NMETHODS];
+static const size_t nmethods = NMETHODS;
+
+static int m_info(call_ctx *c) {
+    rec_dispatch *d = c->d;
+    rec_store_stats st;
+    if (rec_store_stats_get(rec_engine_store(c->e), &st))
+        memset(&st, 0, sizeof st);
+    msgpack_packer *pk = &c->pk;
+    int rc = msgpack_pack_map(pk, 12) || pk_str(pk, "version") || pk_str(pk, d->version) ||
+             pk_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_now() - d->started) ||
+             pk_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
+             pk_str(pk, "items") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_ITEM)) ||
+             pk_str(pk, "users") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_USER)) ||
+             pk_str(pk, "events") || msgpack_pack_uint64(pk, rec_engine_events(c->e)) ||
+             pk_str(pk, "isa") || pk_str(pk, rec_vec_isa_name()) ||
+             pk_str(pk, "spaces");
+    size_t ns = rec_engine_space_count(c->e);
+    rc = rc || msgpack_pack_array(pk, ns);
+    for (size_t i = 0; i < ns && !rc; i++) {
+        rec_space *s = rec_engine_space_at(c->e, i);
+        rc = msgpack_pack_map(pk, 4) || pk_str(pk, "name") || pk_str(pk, s->name) ||
+             pk_str(pk, "dim") || msgpack_pack_uint32(pk, s->dim) ||
+             pk_str(pk, "items") || msgpack_pack_uint32(pk, s->m[REC_KIND_ITEM].count) ||
+             pk_str(pk, "users") || msgpack_pack_uint32(pk, s->m[REC_KIND_USER].count);
+    }
+    rc = rc || pk_str(pk, "memory") || msgpack_pack_map(pk, 1) ||
+         pk_str(pk, "rss_bytes") || msgpack_pack_int64(pk, rss_bytes()) ||
+         pk_str(pk, "store") || msgpack_pack_map(pk, 5) ||
+         pk_str(pk, "map_size") || msgpack_pack_uint64(pk, st.map_size) ||
+         pk_str(pk, "map_used") || msgpack_pack_uint64(pk, st.used_bytes) ||
+         pk_str(pk, "map_max") || msgpack_pack_uint64(pk, st.map_max) ||
+         pk_str(pk, "commits") || msgpack_pack_uint64(pk, st.commits) ||
+         pk_str(pk, "map_grows") || msgpack_pack_uint64(pk, st.map_grows) ||
+         pk_str(pk, "notification_errors") || msgpack_pack_uint64(pk, d->notification_errors) ||
+         pk_str(pk, "methods");
+    uint32_t used = 0;
+    for (size_t i = 0; i < nmethods; i++)
+        used += d->stats[i].count > 0;
+    rc = rc || msgpack_pack_map(pk, used);
+    for (size_t i = 0; i < nmethods && !rc; i++) {
+        const method_stats *m = &d->stats[i];
+        if (!m->count)
+            continue;
+        rc = pk_str(pk, methods[i].name) || msgpack_pack_map(pk, 5) ||
+             pk_str(pk, "count") || msgpack_pack_uint64(pk, m->count) ||
+             pk_str(pk, "errors") || msgpack_pack_uint64(pk, m->errors) ||
+             pk_str(pk, "p50_us") || msgpack_pack_double(pk, percentile(m, 0.5)) ||
+             pk_str(pk, "p99_us") || msgpack_pack_double(pk, percentile(m, 0.99)) ||
+             pk_str(pk, "p999_us") || msgpack_pack_double(pk, percentile(m, 0.999));
+    }
+    return rc ? REC_ENOMEM : 0;
+}
+
+/* ---- items and users ---------------------------------------------------- */
+
+/* Spaces created by earlier elements of the same batch: name and dim, so
+ * a later element with another dimension is caught before anything runs. */
+typedef struct new_space {
+    const char *name;
+    size_t len;
+    uint32_t dim;
+} new_space;
+
+#define MAX_NEW_SPACES 16
+
+static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
+                        uint32_t i, new_space *ns, size_t *nns) {
+    char key[REC_ID_MAX];
+    if (!o || o->type != MSGPACK_OBJECT_MAP)
+        return fail(c, REC_ETYPE, "params[%u] must be a map {id, props?, vectors?%s}",
+                    i, kind == REC_KIND_ITEM ? ", active?" : "");
+    char what_id[48];
+    snprintf(what_id, sizeof what_id, "params[%u].id", i);
+    int rc = id_key(c, field(o, "id"), key, what_id);
+    if (rc < 0)
+        return rc;
+    const msgpack_object *p = field(o, "props");
+    if (p && p->type != MSGPACK_OBJECT_MAP)
+        return fail(c, REC_ETYPE, "params[%u].props must be a map", i);
+    const msgpack_object *a = field(o, "active");
+    if (a && (a->type != MSGPACK_OBJECT_BOOLEAN || kind != REC_KIND_ITEM))
+        return fail(c, REC_ETYPE, "params[%u].active must be a boolean (items only)", i);
+    const msgpack_object *v = field(o, "vectors");
+    if (!v)
+        return 0;
+    if (v->type != MSGPACK_OBJECT_MAP || v->via.map.size > 16)
+        return fail(c, REC_ETYPE, "params[%u].vectors must be a map of up to 16 "
+                    "space names to vectors", i);
+    for (uint32_t j = 0; j < v->via.map.size; j++) {
+        const msgpack_object *k = &v->via.map.ptr[j].key;
+        if (k->type != MSGPACK_OBJECT_STR || k->via.str.size == 0 ||
+            k->via.str.size > REC_SPACE_NAME_MAX)
+            return fail(c, REC_EINVAL, "params[%u].vectors: space names are "
+                        "strings of 1..63 bytes", i);
+        char name[REC_SPACE_NAME_MAX + 1];
+        memcpy(name, k->via.str.ptr, k->via.str.size);
+        name[k->via.str.size] = 0;
+        if (rec_space_name_ok(name))
+            return fail(c, REC_EINVAL, "params[%u].vectors: space name '%s' may "
+                        "use only A-Z a-z 0-9 _ - .", i, name);
+        uint32_t dim = 0;
+        if ((rc = check_vec(c, &v->via.map.ptr[j].val, name, &dim)))
+            return rc;
+        rec_space *s = rec_engine_space(c->e, name);
+        uint32_t want = s ? s->dim : 0;
+        for (size_t q = 0; !want && q < *nns; q++)
+            if (ns[q].len == k->via.str.size && memcmp(ns[q].name, name, ns[q].len) == 0)
+                want = ns[q].dim;
+        if (want && want != dim)
+            return fail(c, REC_EDIM, "params[%u]: space '%s' has dimension %u, "
+                        "got %u", i, name, want, dim);
+        if (!want) {
+            if (*nns == MAX_NEW_SPACES)
+                return fail(c, REC_ETOOLARGE, "too many new spaces in one call");
+            ns[*nns].name = k->via.str.ptr;
+            ns[*nns].len = k->via.str.size;
+            ns[(*nns)++].dim = dim;
+        }
+    }
+    return 0;
+}
+
+static int apply_entity(call_ctx *c, const msgpack_object *o, rec_kind kind) {
+    char key[REC_ID_MAX];
+    int kl = id_key(c, field(o, "id"), key, "id");
+    if (kl < 0)
+        return kl;
+    rec_buf *props = &c->d->scratch;
+    rec_buf_clear(props);
+    const msgpack_object *p = field(o, "props");
+    if (p) {
+        msgpack_packer pk;
+        rec_rpc_packer(&pk, props);
+        if (msgpack_pack_object(&pk, *p))
+            return fail(c, REC_ENOMEM, "out of memory");
+    }
+    const msgpack_object *a = field(o, "active");
+    int active = a ? a->via.boolean : -1;
+    const msgpack_object *v = field(o, "vectors");
+    rec_vecarg args[16];
+    char names[16][REC_SPACE_NAME_MAX + 1];
+    size_t nv = v ? v->via.map.size : 0;
+    float *store = NULL;
+    size_t total = 0;
+    for (size_t j = 0; j < nv; j++) {
+        const msgpack_object *x = &v->via.map.ptr[j].val;
+        total += x->type == MSGPACK_OBJECT_BIN ? x->via.bin.size / 4 : x->via.array.size;
+    }
+    if (total && !(store = malloc(total * sizeof(float))))
+        return fail(c, REC_ENOMEM, "out of memory");
+    size_t off = 0;
+    for (size_t j = 0; j < nv; j++) {
+        const msgpack_object *k = &v->via.map.ptr[j].key;
+        const msgpack_object *x = &v->via.map.ptr[j].val;
+        uint32_t dim = x->type == MSGPACK_OBJECT_BIN ? x->via.bin.size / 4 : x->via.array.size;
+        memcpy(names[j], k->via.str.ptr, k->via.str.size);
+        names[j][k->via.str.size] = 0;
+        read_vec(x, store + off, dim);
+        args[j] = (rec_vecarg){names[j], store + off, dim};
+        off += dim;
+    }
+    int rc = rec_engine_put(c->e, kind, key, (size_t)kl, p ? props->data : NULL,
+                            props->len, active, args, nv, NULL);
+    free(store);
+    return rc ? engine_fail(c, rc) : 0;
+}
+
+static int put_common(call_ctx *c, rec_kind kind) {
+    uint32_t n = c->params->via.array.size;
+    if (n == 0)
+        return fail(c, REC_EINVAL, "params must hold at least one %s",
+                    kind == REC_KIND_ITEM ? "item" : "user");
+    if (n > MAX_BATCH)
+        return fail(c, REC_ETOOLARGE, "at most %d per call", MAX_BATCH);
+    new_space ns[MAX_NEW_SPACES];
+    size_t nns = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = check_entity(c, param(c, i), kind, i, ns, &nns);
+        if (rc)
+            return rc;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = apply_entity(c, param(c, i), kind);
+        if (rc)
+            return rc;
+    }
+    return msgpack_pack_uint32(&c->pk, n) ? REC_ENOMEM : 0;
+}
+
+static int m_item_put(call_ctx *c) { return put_common(c, REC_KIND_ITEM); }
+static int m_user_put(call_ctx *c) { return put_common(c, REC_KIND_USER); }
+
+static int pack_vectors(call_ctx *c, rec_kind kind, uint32_t idx) {
+    size_t ns = rec_engine_space_count(c->e), have = 0;
+    for (size_t i = 0; i < ns; i++)
+        have += rec_space_has(rec_engine_space_at(c->e, i), kind, idx);
+    if (msgpack_pack_map(&c->pk, have))
+        return REC_ENOMEM;
+    for (size_t i = 0; i < ns; i++) {
+        rec_space *s = rec_engine_space_at(c->e, i);
+        const float *v = rec_space_get(s, kind, idx);
+        if (!v)
+            continue;
+        if (pk_str(&c->pk, s->name) || msgpack_pack_array(&c->pk, s->dim))
+            return REC_ENOMEM;
+        for (uint32_t j = 0; j < s->dim; j++)
+            if (msgpack_pack_float(&c->pk, v[j]))
+                return REC_ENOMEM;
+    }
+    return 0;
+}
+
+static int get_common(call_ctx *c, rec_kind kind) {
+    char key[REC_ID_MAX];
+    int kl = id_key(c, param(c, 0), key, "params[0] (id)");
+    if (kl < 0)
+        return kl;
+    int64_t hn = 50;
+    const msgpack_object *no = param(c, 1);
+    if (kind == REC_KIND_USER && no && no->type != MSGPACK_OBJECT_NIL) {
+        if (no->type != MSGPACK_OBJECT_POSITIVE_INTEGER || no->via.u64 > 10000)
+            return fail(c, REC_ERANGE, "params[1] (n) must be 0..10000");
+        hn = (int64_t)no->via.u64;
+    }
+    uint32_t idx = rec_engine_lookup(c->e, kind, key, (size_t)kl);
+    if (idx == REC_IDX_NONE)
+        return msgpack_pack_nil(&c->pk) ? REC_ENOMEM : 0;
+    rec_buf *props = &c->d->scratch;
+    int active;
+    int rc = rec_engine_get(c->e, kind, idx, props, &active);
+    if (rc)
+        return engine_fail(c, rc);
+    msgpack_packer *pk = &c->pk;
+    rc = msgpack_pack_map(pk, kind == REC_KIND_ITEM ? 4 : 4) || pk_str(pk, "id") ||
+         pack_key(pk, key, (size_t)kl) || pk_str(pk, "props") ||
+         rec_buf_append(c->out, props->data, props->len) || pk_str(pk, "vectors") ||
+         pack_vectors(c, kind, idx);
+    if (rc)
+        return REC_ENOMEM;
+    if (kind == REC_KIND_ITEM)
+        return pk_str(pk, "active") || (active ? msgpack_pack_true(pk)
+                                               : msgpack_pack_false(pk))
+                   ? REC_ENOMEM : 0;
+    uint32_t len;
+    const rec_hentry *h = rec_graph_history(rec_engine_graph(c->e), idx, &len);
+    uint32_t cnt = (int64_t)len < hn ? len : (uint32_t)hn;
+    if (pk_str(pk, "history") || msgpack_pack_array(pk, cnt))
+        return REC_ENOMEM;
+    for (uint32_t i = 0; i < cnt; i++) {
+        const rec_hentry *e = &h[len - 1 - i];
+        const char *tn = rec_engine_type_name(c->e, e->type);
+        if (msgpack_pack_map(pk, 4) || pk_str(pk, "item") ||
+            pack_idx(c, REC_KIND_ITEM, e->item) || pk_str(pk, "type") ||
+            pk_str(pk, tn ? tn : "?") || pk_str(pk, "ts") ||
+            msgpack_pack_double(pk, e->ts) || pk_str(pk, "weight") ||
+            msgpack_pack_float(pk, e->weight))
+            return REC_ENOMEM;
+    }
+    return 0;
+}
+
+static int m_item_get(call_ctx *c) { return get_common(c, REC_KIND_ITEM); }
+static int m_user_get(call_ctx *c) { return get_common(c, REC_KIND_USER); }
+
+static int delete_common(call_ctx *c, rec_kind kind) {
+    uint32_t n = c->params->via.array.size;
+    if (n == 0)
+        return fail(c, REC_EINVAL, "params must hold at least one id");
+    if (n > MAX_BATCH)
+        return fail(c, REC_ETOOLARGE, "at most %d per call", MAX_BATCH);
+    char key[REC_ID_MAX];
+    for (uint32_t i = 0; i < n; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "params[%u]", i);
+        int kl = id_key(c, param(c, i), key, what);
+        if (kl < 0)
+            return kl;
+    }
+    uint32_t deleted = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int kl = id_key(c, param(c, i), key, "id");
+        int rc = rec_engine_delete(c->e, kind, key, (size_t)kl);
+        if (rc == REC_ENOTFOUND)
+            continue;
+        if (rc)
+            return engine_fail(c, rc);
+        deleted++;
+    }
+    return msgpack_pack_uint32(&c->pk, deleted) ? REC_ENOMEM : 0;
+}
+
+static int m_item_delete(call_ctx *c) { return delete_common(c, REC_KIND_ITEM); }
+static int m_user_delete(call_ctx *c) { return delete_common(c, REC_KIND_USER); }
+
+/* ---- events ----------------------------------------------------------- */
+
+static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
+    char key[REC_ID_MAX], what[48];
+    if (!o || o->type != MSGPACK_OBJECT_MAP)
+        return fail(c, REC_ETYPE, "params[%u] must be a map {user, item, type, ...}", i);
+    snprintf(what, sizeof what, "params[%u].user", i);
+    int rc = id_key(c, field(o, "user"), key, what);
+    if (rc < 0)
+        return rc;
+    snprintf(what, sizeof what, "params[%u].item", i);
+    if ((rc = id_key(c, field(o, "item"), key, what)) < 0)
+        return rc;
+    const msgpack_object *t = field(o, "type");
+    if (!t)
+        return fail(c, REC_EINVAL, "params[%u].type is missing", i);
+    if (t->type != MSGPACK_OBJECT_STR)
+        return fail(c, REC_ETYPE, "params[%u].type must be a string", i);
+    if (t->via.str.size == 0 || t->via.str.size > 63)
+        return fail(c, REC_EINVAL, "params[%u].type must be 1..63 bytes", i);
+    for (uint32_t j = 0; j < t->via.str.size; j++)
+        if ((unsigned char)t->via.str.ptr[j] < 0x20 || t->via.str.ptr[j] == '/')
+            return fail(c, REC_EINVAL, "params[%u].type holds a control character or '/'", i);
+    const msgpack_object *v = field(o, "value");
+    if (v && (!is_number(v) || !isfinite(number(v))))
+        return fail(c, REC_ETYPE, "params[%u].value must be a finite number", i);
+    const msgpack_object *ts = field(o, "ts");
+    if (ts && !is_number(ts))
+        return fail(c, REC_ETYPE, "params[%u].ts must be a number", i);
+    if (ts && !(number(ts) > 0 && number(ts) < 1e11))
+        return fail(c, REC_ERANGE, "params[%u].ts must be seconds since the epoch", i);
+    const msgpack_object *r = field(o, "rec_id");
+    if (r && (r->type != MSGPACK_OBJECT_STR || r->via.str.size > 255))
+        return fail(c, REC_ETYPE, "params[%u].rec_id must be a string of up to 255 bytes", i);
+    return 0;
+}
+
+static int apply_event(call_ctx *c, const msgpack_object *o) {
+    char uk[REC_ID_MAX], ik[REC_ID_MAX];
+    rec_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.ulen = (size_t)id_key(c, field(o, "user"), uk, "user");
+    ev.user = uk;
+    ev.ilen = (size_t)id_key(c, field(o, "item"), ik, "item");
+    ev.item = ik;
+    const msgpack_object *t = field(o, "type");
+    ev.type = t->via.str.ptr;
+    ev.tlen = t->via.str.size;
+    const msgpack_object *v = field(o, "value");
+    if (v) {
+        ev.value = number(v);
+        ev.has_value = 1;
+    }
+    const msgpack_object *ts = field(o, "ts");
+    ev.ts = ts ? number(ts) : rec_now();
+    const msgpack_object *r = field(o, "rec_id");
+    if (r) {
+        ev.rec_id = r->via.str.ptr;
+        ev.rlen = r->via.str.size;
+    }
+    rec_buf *ctx = &c->d->scratch;
+    rec_buf_clear(ctx);
+    const msgpack_object *cx = field(o, "context");
+    if (cx) {
+        msgpack_packer pk;
+        rec_rpc_packer(&pk, ctx);
+        if (msgpack_pack_object(&pk, *cx))
+            return fail(c, REC_ENOMEM, "out of memory");
+        ev.context = ctx->data;
+        ev.clen = ctx->len;
+    }
+    float w;
+    int rc = rec_engine_event(c->e, &ev, NULL, &w);
+    if (rc)
+        return engine_fail(c, rc);
+    /* Built-in feedback until pipelines of Lua policies take over. */
+    if (w > 0.0f) {
+        rec_counter *pop;
+        rec_space *mf = rec_engine_space(c->e, MF_SPACE);
+        if ((rc = rec_engine_counter_ensure(c->e, POP_COUNTER, POP_HALF_LIFE, &pop)) ||
+            (rc = rec_counter_add(pop, rec_engine_lookup(c->e, REC_KIND_ITEM, ik, ev.ilen),
+                                  w, ev.ts)))
+            return engine_fail(c, rc);
+        if (!mf && (rc = rec_engine_space_ensure(c->e, MF_SPACE, MF_DIM, &mf)))
+            return engine_fail(c, rc);
+        rc = rec_engine_mf_update(c->e, mf, rec_engine_lookup(c->e, REC_KIND_USER, uk, ev.ulen),
+                                  rec_engine_lookup(c->e, REC_KIND_ITEM, ik, ev.ilen), w,
+                                  NULL, NULL);
+        if (rc)
+            return engine_fail(c, rc);
+    }
+    return 0;
+}
+
+static int m_event_add(call_ctx *c) {
+    uint32_t n = c->params->via.array.size;
+    if (n == 0)
+        return fail(c, REC_EINVAL, "params must hold at least one event");
+    if (n > MAX_BATCH)
+        return fail(c, REC_ETOOLARGE, "at most %d events per call", MAX_BATCH);
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = check_event(c, param(c, i), i);
+        if (rc)
+            return rc;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = apply_event(c, param(c, i));
+        if (rc)
+            return rc;
+    }
+    return msgpack_pack_uint32(&c->pk, n) ? REC_ENOMEM : 0;
+}
+
+/* ---- recommendations -------------------------------------------------- */
+
+typedef struct rec_opts {
+    uint32_t n;
+    const msgpack_object *exclude;
+    const char *pipeline;
+} rec_opts;
+
+static int parse_n(call_ctx *c, const msgpack_object *o, uint32_t *n) {
+    const msgpack_object *no = field(o, "n");
+    *n = 10;
+    if (!no)
+        return 0;
+    if (!is_number(no) || number(no) != floor(number(no)))
+        return fail(c, REC_ETYPE, "n must be an integer");
+    double x = number(no);
+    if (x < 1 || x > MAX_N)
+        return fail(c, REC_ERANGE, "n must be 1..%d", MAX_N);
+    *n = (uint32_t)x;
+    return 0;
+}
+
+/* Skip map over items: deleted, inactive, and each listed in `exclude`. */
+static uint64_t *skip_map(call_ctx *c, const msgpack_object *exclude,
+                          size_t *words, int *rc) {
+    uint32_t bound = rec_engine_bound(c->e, REC_KIND_ITEM);
+    *words = ((size_t)bound + 63) / 64 + 1;
+    uint64_t *skip = calloc(*words, sizeof *skip);
+    if (!skip) {
+        *rc = fail(c, REC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    size_t iw;
+    const uint64_t *in = rec_engine_inactive(c->e, &iw);
+    for (size_t i = 0; i < iw && i < *words; i++)
+        skip[i] |= in[i];
+    for (uint32_t i = 0; i < bound; i++) {
+        size_t kl;
+        if (!rec_engine_key(c->e, REC_KIND_ITEM, i, &kl))
+            skip[i >> 6] |= 1ull << (i & 63);
+    }
+    if (exclude) {
+        if (exclude->type != MSGPACK_OBJECT_ARRAY) {
+            free(skip);
+            *rc = fail(c, REC_ETYPE, "exclude must be an array of item ids");
+            return NULL;
+        }
+        for (uint32_t i = 0; i < exclude->via.array.size; i++) {
+            char key[REC_ID_MAX];
+            int kl = id_key(c, &exclude->via.array.ptr[i], key, "exclude[]");
+            if (kl < 0) {
+                free(skip);
+                *rc = kl;
+                return NULL;
+            }
+            uint32_t idx = rec_engine_lookup(c->e, REC_KIND_ITEM, key, (size_t)kl);
+            if (idx != REC_IDX_NONE)
+                skip[idx >> 6] |= 1ull << (idx & 63);
+        }
+    }
+    *rc = 0;
+    return skip;
+}
+
+static uint64_t next_rec_id(rec_dispatch *d) {
+    /* Milliseconds in the high bits, a counter below: grows even when two
+     * recommendations share a millisecond, so the records are appended. */
+    uint64_t id = ((uint64_t)(rec_now() * 1000.0) << 16) | (d->rec_seq++ & 0xffff);
+    if (id <= d->last_rec_id)
+        id = d->last_rec_id + 1;
+    d->last_rec_id = id;
+    return id;
+}
+
+/* Pack {rec_id, pipeline, items = [{id, score}]} and record it. */
+static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
+                     const rec_hit *h, size_t n) {
+    uint64_t rid = next_rec_id(c->d);
+    char rs[24];
+    snprintf(rs, sizeof rs, "%016llx", (unsigned long long)rid);
+    msgpack_packer *pk = &c->pk;
+    if (msgpack_pack_map(pk, 3) || pk_str(pk, "rec_id") || pk_str(pk, rs) ||
+        pk_str(pk, "pipeline") || pk_str(pk, pipeline) || pk_str(pk, "items") ||
+        msgpack_pack_array(pk, n))
+        return REC_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (msgpack_pack_map(pk, 2) || pk_str(pk, "id") ||
+            pack_idx(c, REC_KIND_ITEM, h[i].idx) || pk_str(pk, "score") ||
+            msgpack_pack_float(pk, h[i].score))
+            return REC_ENOMEM;
+    /* What was shown, to whom, by what: for attribution of later events. */
+    rec_buf *b = &c->d->scratch;
+    rec_buf_clear(b);
+    msgpack_packer rp;
+    rec_rpc_packer(&rp, b);
+    int rc = msgpack_pack_map(&rp, 3) || pk_str(&rp, "ts") ||
+             msgpack_pack_double(&rp, rec_now()) || pk_str(&rp, "pipeline") ||
+             pk_str(&rp, pipeline) || pk_str(&rp, "items") || msgpack_pack_array(&rp, n);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = msgpack_pack_uint32(&rp, h[i].idx);
+    if (rc)
+        return REC_ENOMEM;
+    if (!rec_store_read_only(rec_engine_store(c->e)) &&
+        (rc = rec_engine_rec_put(c->e, rid, user, b->data, b->len)))
+        return engine_fail(c, rc);
+    return 0;
+}
+
+static int m_recommend(call_ctx *c) {
+    const msgpack_object *o = param(c, 0);
+    if (!o || o->type != MSGPACK_OBJECT_MAP)
+        return fail(c, REC_ETYPE, "params[0] must be a map {user, n?, exclude?, ...}");
+    char key[REC_ID_MAX];
+    int kl = id_key(c, field(o, "user"), key, "params[0].user");
+    if (kl < 0)
+        return kl;
+    uint32_t n;
+    int rc = parse_n(c, o, &n);
+    if (rc)
+        return rc;
+    const msgpack_object *pl = field(o, "pipeline");
+    if (pl && (pl->type != MSGPACK_OBJECT_STR ||
+               !(pl->via.str.size == 7 && memcmp(pl->via.str.ptr, "builtin", 7) == 0)))
+        return fail(c, REC_ENOTFOUND, "unknown pipeline (this server has \"builtin\")");
+    size_t words;
+    uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
+    if (!skip)
+        return rc;
+    uint32_t user = rec_engine_lookup(c->e, REC_KIND_USER, key, (size_t)kl);
+    if (user != REC_IDX_NONE) {
+        uint32_t hn;
+        const rec_hentry *h = rec_graph_history(rec_engine_graph(c->e), user, &hn);
+        for (uint32_t i = 0; i < hn; i++)
+            skip[h[i].item >> 6] |= 1ull << (h[i].item & 63);
+    }
+    rec_hit *hits = malloc((size_t)n * 2 * sizeof *hits);
+    if (!hits) {
+        free(skip);
+        return fail(c, REC_ENOMEM, "out of memory");
+    }
+    size_t got = 0;
+    rec_space *mf = rec_engine_space(c->e, MF_SPACE);
+    const float *uv = mf && user != REC_IDX_NONE ? rec_space_get(mf, REC_KIND_USER, user) : NULL;
+    if (uv) {
+        float q[REC_DIM_MAX];
+        memcpy(q, uv, mf->dim * sizeof(float));
+        int k = rec_space_topk(mf, REC_KIND_ITEM, q, 0, skip, words, n, hits);
+        got = k > 0 ? (size_t)k : 0;
+    }
+    if (got < n) {
+        /* Fill with what is popular now, leaving out what is already in. */
+        for (size_t i = 0; i < got; i++)
+            skip[hits[i].idx >> 6] |= 1ull << (hits[i].idx & 63);
+        rec_counter *pop = rec_engine_counter(c->e, POP_COUNTER);
+        if (pop)
+            got += rec_counter_topk(pop, rec_now(), skip, words, n - got, hits + got);
+    }
+    free(skip);
+    rc = pack_recs(c, user, "builtin", hits, got);
+    free(hits);
+    return rc;
+}
+
+static int m_similar(call_ctx *c) {
+    const msgpack_object *o = param(c, 0);
+    if (!o || o->type != MSGPACK_OBJECT_MAP)
+        return fail(c, REC_ETYPE, "params[0] must be a map {item, n?, space?}");
+    char key[REC_ID_MAX];
+    int kl = id_key(c, field(o, "item"), key, "params[0].item");
+    if (kl < 0)
+        return kl;
+    uint32_t n;
+    int rc = parse_n(c, o, &n);
+    if (rc)
+        return rc;
+    uint32_t idx = rec_engine_lookup(c->e, REC_KIND_ITEM, key, (size_t)kl);
+    if (idx == REC_IDX_NONE)
+        return fail(c, REC_ENOTFOUND, "unknown item");
+    const msgpack_object *so = field(o, "space");
+    rec_space *s = NULL;
+    if (so) {
+        if (so->type != MSGPACK_OBJECT_STR || so->via.str.size > REC_SPACE_NAME_MAX)
+            return fail(c, REC_ETYPE, "space must be a string");
+        char name[REC_SPACE_NAME_MAX + 1];
+        memcpy(name, so->via.str.ptr, so->via.str.size);
+        name[so->via.str.size] = 0;
+        if (!(s = rec_engine_space(c->e, name)))
+            return fail(c, REC_ENOTFOUND, "unknown space '%s'", name);
+    } else {
+        /* "content" when the item has it, else its first space. */
+        for (size_t i = 0; i < rec_engine_space_count(c->e); i++) {
+            rec_space *x = rec_engine_space_at(c->e, i);
+            if (rec_space_has(x, REC_KIND_ITEM, idx) &&
+                (!s || strcmp(x->name, "content") == 0))
+                s = x;
+        }
+    }
+    size_t words;
+    uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
+    if (!skip)
+        return rc;
+    skip[idx >> 6] |= 1ull << (idx & 63);
+    rec_hit *hits = malloc((size_t)n * sizeof *hits);
+    if (!hits) {
+        free(skip);
+        return fail(c, REC_ENOMEM, "out of memory");
+    }
+    size_t got = 0;
+    const float *v = s ? rec_space_get(s, REC_KIND_ITEM, idx) : NULL;
+    if (v) {
+        float q[REC_DIM_MAX];
+        memcpy(q, v, s->dim * sizeof(float));
+        int k = rec_space_topk(s, REC_KIND_ITEM, q, 1, skip, words, n, hits);
+        got = k > 0 ? (size_t)k : 0;
+    } else {
+        /* No vector: items bought or clicked together with it. */
+        got = rec_graph_neighbors(rec_engine_graph(c->e), idx, skip, words, n, hits);
+    }
+    free(skip);
+    rc = pack_recs(c, REC_IDX_NONE, v ? s->name : "cooccurrence", hits, got);
+    free(hits);
+    return rc;
+}
+
+/* ---- table ---------------------------------------------------------------- */
+
+static const method_def methods[NMETHODS] = {
+    {"sys.ping", m_ping, REC_M_NOAUTH},
+    {"sys.hello", m_hello, REC_M_NOAUTH},
+    {"sys.auth", m_auth, REC_M_NOAUTH},
+    {"sys.info", m_info, 0},
+    {"item.put", m_item_put, REC_M_WRITE},
+    {"item.get", m_item_get, 0},
+    {"item.delete", m_item_delete, REC_M_WRITE | REC_M_BARRIER},
+    {"user.put", m_user_put, REC_M_WRITE},
+    {"user.get", m_user_get, 0},
+    {"user.delete", m_user_delete, REC_M_WRITE | REC_M_BARRIER},
+    {"event.add", m_event_add, REC_M_WRITE},
+    {"rec.recommend", m_recommend, 0},
+    {"rec.similar", m_similar, 0},
+};
+
+int rec_dispatch_new(rec_dispatch **out, rec_engine *e,
+                     const rec_dispatch_opts *o) {
+    rec_dispatch *d = calloc(1, sizeof *d);
+    if (!d)
+        return REC_ENOMEM;
+    d->stats = calloc(nmethods, sizeof *d->stats);
+    if (!d->stats || (o && o->auth_token && !(d->token = strdup(o->auth_token)))) {
+        rec_dispatch_free(d);
+        return REC_ENOMEM;
+    }
+    d->e = e;
+    snprintf(d->version, sizeof d->version, "%s", o && o->version ? o->version : "0");
+    d->started = rec_now();
+    *out = d;
+    return 0;
+}
+
+void rec_dispatch_free(rec_dispatch *d) {
+    if (!d)
+        return;
+    if (d->token) {
+        memset(d->token, 0, strlen(d->token));
+        free(d->token);
+    }
+    free(d->stats);
+    rec_buf_free(&d->scratch);
+    free(d);
+}
+
+int rec_dispatch_find(const rec_dispatch *d, const char *name, size_t len) {
+    (void)d;
+    for (size_t i = 0; i < nmethods; i++)
+        if (strlen(methods[i].name) == len && memcmp(methods[i].name, name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+unsigned rec_dispatch_flags(const rec_dispatch *d, int method) {
+    (void)d;
+    return methods[method].flags;
+}
+
+const char *rec_dispatch_name(const rec_dispatch *d, int method) {
+    (void)d;
+    return methods[method].name;
+}
+
+int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
+                      rec_session *s, rec_buf *out, char *errmsg,
+                      size_t errlen) {
+    call_ctx c = {.d = d, .e = d->e, .params = params, .s = s, .out = out,
+                  .err = errmsg, .errlen = errlen};
+    errmsg[0] = 0;
+    rec_rpc_packer(&c.pk, out);
+    size_t mark = out->len;
+    int rc = methods[method].fn(&c);
+    if (rc) {
+        out->len = mark;
+        if (!errmsg[0])
+            snprintf(errmsg, errlen, "%s", rec_strerror(rc));
+    }
+    return rc;
+}
+
+void rec_dispatch_record(rec_dispatch *d, int method, double us, int failed) {
+    method_stats *m = &d->stats[method];
+    m->count++;
+    m->errors += (uint64_t)(failed != 0);
+    int b = us > 0 ? (int)(log2(us + 1.0) * 8.0) : 0;
+    if (b >= HIST_BUCKETS)
+        b = HIST_BUCKETS - 1;
+    m->hist[b]++;
+}
+
+void rec_dispatch_notification_failed(rec_dispatch *d) { d->notification_errors++; }
+
+void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n) { d->connections = n; }

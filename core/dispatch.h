@@ -1,0 +1,61 @@
+/* dispatch.h - the method table: validate params, call the engine, shape
+ * the reply. Knows msgpack objects and the engine; knows nothing of
+ * sockets (the server hands it one decoded request at a time).
+ */
+#ifndef REC_DISPATCH_H
+#define REC_DISPATCH_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "engine.h"
+
+/* Method flags. */
+enum {
+    REC_M_WRITE = 1,   /* answer only after the group commit holding it */
+    REC_M_BARRIER = 2, /* run only when no commit is in flight */
+    REC_M_NOAUTH = 4,  /* allowed before sys.auth */
+};
+
+/* Per-connection state the methods may read or change. */
+typedef struct rec_session {
+    int trusted;        /* Unix socket: no auth needed */
+    int authed;
+    int auth_failures;
+    int close_after;    /* set by a method: close once the reply is sent */
+} rec_session;
+
+typedef struct rec_dispatch rec_dispatch;
+
+typedef struct rec_dispatch_opts {
+    const char *auth_token; /* NULL: no auth; copied */
+    const char *version;
+} rec_dispatch_opts;
+
+/* The engine is borrowed and must outlive the dispatcher. */
+int rec_dispatch_new(rec_dispatch **out, rec_engine *e,
+                     const rec_dispatch_opts *o);
+void rec_dispatch_free(rec_dispatch *d); /* NULL is a no-op */
+
+/* Index of a method by name, or -1. */
+int rec_dispatch_find(const rec_dispatch *d, const char *name, size_t len);
+unsigned rec_dispatch_flags(const rec_dispatch *d, int method);
+const char *rec_dispatch_name(const rec_dispatch *d, int method);
+
+/* Run method with params; on success the result (one msgpack object) is
+ * appended to out and 0 returned; on failure a negative REC_E* code is
+ * returned with a message in errmsg and out is left as it was. */
+int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
+                      rec_session *s, rec_buf *out, char *errmsg,
+                      size_t errlen);
+
+/* Count one finished call and its latency (microseconds). */
+void rec_dispatch_record(rec_dispatch *d, int method, double us, int failed);
+void rec_dispatch_notification_failed(rec_dispatch *d);
+
+/* Server figures shown by sys.info. */
+void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n);
+
+#endif

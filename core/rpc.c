@@ -1,0 +1,144 @@
+/* rpc.c - msgpack-RPC framing. */
+#include "rpc.h"
+
+#include <string.h>
+
+#include "err.h"
+
+static int buf_write(void *data, const char *p, size_t n) {
+    return rec_buf_append(data, p, n) ? -1 : 0;
+}
+
+void rec_rpc_packer(msgpack_packer *pk, rec_buf *out) {
+    msgpack_packer_init(pk, out, buf_write);
+}
+
+int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
+                 msgpack_unpacked *up, rec_rpc_msg *out, size_t *used,
+                 const char **why) {
+    *used = 0;
+    out->msgid = UINT32_MAX;
+    size_t n = 0;
+    const char *w = NULL;
+    int rc = rec_mp_scan(buf, len, lim, &n, &w);
+    if (rc == REC_MP_PARTIAL)
+        return rc;
+    if (rc) {
+        *why = w ? w : "malformed msgpack";
+        return rc;
+    }
+    size_t off = 0;
+    msgpack_unpack_return ur = msgpack_unpack_next(up, buf, n, &off);
+    if (ur != MSGPACK_UNPACK_SUCCESS || off != n) {
+        *why = "msgpack decoder refused the message";
+        return REC_EPROTOCOL;
+    }
+    *used = n;
+    const msgpack_object *o = &up->data;
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 3) {
+        *why = "a message is an array [type, ...]";
+        return REC_EPROTOCOL;
+    }
+    const msgpack_object *a = o->via.array.ptr;
+    if (a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        *why = "message type must be 0 (request) or 2 (notification)";
+        return REC_EPROTOCOL;
+    }
+    const msgpack_object *method, *params;
+    if (a[0].via.u64 == REC_RPC_REQUEST &&
+        a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[1].via.u64 <= UINT32_MAX)
+        out->msgid = (uint32_t)a[1].via.u64; /* for an error answer */
+    if (a[0].via.u64 == REC_RPC_REQUEST) {
+        if (o->via.array.size != 4) {
+            *why = "a request is [0, msgid, method, params]";
+            return REC_EPROTOCOL;
+        }
+        if (a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            a[1].via.u64 > UINT32_MAX) {
+            *why = "msgid must be an unsigned 32-bit integer";
+            return REC_EPROTOCOL;
+        }
+        out->type = REC_RPC_REQUEST;
+        out->msgid = (uint32_t)a[1].via.u64;
+        method = &a[2];
+        params = &a[3];
+    } else if (a[0].via.u64 == REC_RPC_NOTIFY) {
+        if (o->via.array.size != 3) {
+            *why = "a notification is [2, method, params]";
+            return REC_EPROTOCOL;
+        }
+        out->type = REC_RPC_NOTIFY;
+        method = &a[1];
+        params = &a[2];
+    } else {
+        *why = "message type must be 0 (request) or 2 (notification)";
+        return REC_EPROTOCOL;
+    }
+    if (method->type != MSGPACK_OBJECT_STR || method->via.str.size == 0 ||
+        method->via.str.size > REC_RPC_METHOD_MAX) {
+        *why = "method must be a string of 1..64 bytes";
+        return REC_EPROTOCOL;
+    }
+    if (params->type != MSGPACK_OBJECT_ARRAY) {
+        *why = "params must be an array";
+        return REC_EPROTOCOL;
+    }
+    out->method = method->via.str.ptr;
+    out->method_len = method->via.str.size;
+    out->params = *params;
+    return 0;
+}
+
+int rec_rpc_result(rec_buf *out, uint32_t msgid, const void *result,
+                   size_t rlen) {
+    msgpack_packer pk;
+    rec_rpc_packer(&pk, out);
+    size_t mark = out->len;
+    if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, 1) ||
+        msgpack_pack_uint32(&pk, msgid) || msgpack_pack_nil(&pk) ||
+        rec_buf_append(out, result, rlen)) {
+        out->len = mark;
+        return REC_ENOMEM;
+    }
+    return 0;
+}
+
+int rec_rpc_pack_error(msgpack_packer *pk, int code, const char *message) {
+    const char *name = rec_err_name(code);
+    size_t nl = strlen(name), ml = strlen(message);
+    return msgpack_pack_map(pk, 3) || msgpack_pack_str(pk, 4) ||
+           msgpack_pack_str_body(pk, "code", 4) || msgpack_pack_int(pk, code) ||
+           msgpack_pack_str(pk, 4) || msgpack_pack_str_body(pk, "name", 4) ||
+           msgpack_pack_str(pk, nl) || msgpack_pack_str_body(pk, name, nl) ||
+           msgpack_pack_str(pk, 7) || msgpack_pack_str_body(pk, "message", 7) ||
+           msgpack_pack_str(pk, ml) || msgpack_pack_str_body(pk, message, ml)
+               ? REC_ENOMEM
+               : 0;
+}
+
+int rec_rpc_error(rec_buf *out, uint32_t msgid, int code,
+                  const char *message) {
+    msgpack_packer pk;
+    rec_rpc_packer(&pk, out);
+    size_t mark = out->len;
+    if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, 1) ||
+        msgpack_pack_uint32(&pk, msgid) ||
+        rec_rpc_pack_error(&pk, code, message) || msgpack_pack_nil(&pk)) {
+        out->len = mark;
+        return REC_ENOMEM;
+    }
+    return 0;
+}
+
+int rec_rpc_notify_error(rec_buf *out, int code, const char *message) {
+    msgpack_packer pk;
+    rec_rpc_packer(&pk, out);
+    size_t mark = out->len;
+    if (msgpack_pack_array(&pk, 3) || msgpack_pack_uint8(&pk, 2) ||
+        msgpack_pack_str(&pk, 5) || msgpack_pack_str_body(&pk, "error", 5) ||
+        msgpack_pack_array(&pk, 1) || rec_rpc_pack_error(&pk, code, message)) {
+        out->len = mark;
+        return REC_ENOMEM;
+    }
+    return 0;
+}

@@ -1,0 +1,853 @@
+/* server.c - libuv loop, connections, backpressure, group commit.
+ *
+ * Generations: write answers are tagged with the generation of the batch
+ * their writes went into (cur_gen). The check handle, which runs after
+ * every poll, stages what is pending as generation cur_gen and commits it
+ * in a worker job; when the job is done, every answer of a generation up
+ * to it is released. Answers leave strictly in request order, so a read
+ * answered at once still waits behind an earlier write's answer.
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "dispatch.h"
+#include "err.h"
+#include "log.h"
+#include "rpc.h"
+
+typedef struct server server;
+typedef struct conn conn;
+
+typedef struct reply {
+    struct reply *next;
+    uint64_t gen;    /* releasable once durable_gen >= gen; 0 at once */
+    uint32_t msgid;
+    int method;      /* for stats; -1 for none */
+    int write;       /* answer to a write: turned into an error if its
+                        commit fails */
+    double t0;       /* arrival, for latency */
+    size_t len;
+    char data[];     /* the encoded response */
+} reply;
+
+struct conn {
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+        uv_stream_t stream;
+        uv_handle_t handle;
+    } h;
+    server *srv;
+    conn *prev, *next;
+    rec_buf rbuf;       /* bytes read, not yet consumed from rpos */
+    size_t rpos;
+    reply *head, *tail;
+    uint32_t nreplies;
+    size_t out_bytes;   /* handed to uv_write, not yet written */
+    rec_session sess;
+    msgpack_unpacked up;
+    int reading;
+    int closing;
+    int close_after;    /* close once the queued answers are written */
+    int blocked;        /* waiting to run a barrier method */
+    char peer[64];
+};
+
+typedef struct write_req {
+    uv_write_t req;
+    conn *c;
+    size_t len;
+    char data[];
+} write_req;
+
+struct server {
+    uv_loop_t *loop;
+    rec_server_opts o;
+    rec_engine *e;
+    rec_dispatch *d;
+    rec_mp_limits lim;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+    int has_tcp, has_pipe;
+    uv_check_t check;
+    uv_signal_t sigint, sigterm;
+    uv_work_t work;
+    rec_batch *committing; /* the staged batch in the worker, or NULL */
+    int commit_rc;
+    uint64_t cur_gen;      /* generation collecting writes now */
+    uint64_t durable_gen;  /* every generation up to here is committed */
+    uint64_t staged_gen;
+    uint64_t waiters;      /* answers tagged cur_gen */
+    conn *conns;
+    uint32_t nconns;
+    int stopping;
+    int closed;
+    char unix_path[512];
+};
+
+static double mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* ---- answers ------------------------------------------------------------ */
+
+static void conn_close(conn *c);
+static void process(conn *c);
+static void flush(conn *c);
+
+static int enqueue(conn *c, const rec_buf *b, uint32_t msgid, int method,
+                   uint64_t gen, int write, double t0) {
+    reply *r = malloc(sizeof *r + b->len);
+    if (!r)
+        return REC_ENOMEM;
+    r->next = NULL;
+    r->gen = gen;
+    r->msgid = msgid;
+    r->method = method;
+    r->write = write;
+    r->t0 = t0;
+    r->len = b->len;
+    memcpy(r->data, b->data, b->len);
+    if (c->tail)
+        c->tail->next = r;
+    else
+        c->head = r;
+    c->tail = r;
+    c->nreplies++;
+    return 0;
+}
+
+static void on_write(uv_write_t *req, int status) {
+    write_req *w = (write_req *)req;
+    conn *c = w->c;
+    c->out_bytes -= w->len;
+    free(w);
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            REC_DEBUG("%s: write failed: %s", c->peer, uv_strerror(status));
+        conn_close(c);
+        return;
+    }
+    if (c->closing)
+        return;
+    if (c->close_after && !c->head && c->out_bytes == 0) {
+        conn_close(c);
+        return;
+    }
+    /* Output drained below the pause mark: read (and process) again. */
+    if (!c->reading && c->out_bytes < c->srv->o.out_pause)
+        process(c);
+}
+
+/* Write the answers that are released, in order, as one buffer. */
+static void flush(conn *c) {
+    server *s = c->srv;
+    if (c->closing)
+        return;
+    size_t total = 0;
+    uint32_t n = 0;
+    for (reply *r = c->head; r && r->gen <= s->durable_gen; r = r->next) {
+        total += r->len;
+        n++;
+    }
+    if (n == 0) {
+        if (c->close_after && !c->head && c->out_bytes == 0)
+            conn_close(c);
+        return;
+    }
+    write_req *w = malloc(sizeof *w + total);
+    if (!w) {
+        REC_ERROR("%s: out of memory writing answers; closing", c->peer);
+        conn_close(c);
+        return;
+    }
+    double now = mono_us();
+    size_t off = 0;
+    while (n--) {
+        reply *r = c->head;
+        memcpy(w->data + off, r->data, r->len);
+        off += r->len;
+        if (r->method >= 0)
+            rec_dispatch_record(s->d, r->method, now - r->t0, 0);
+        c->head = r->next;
+        if (!c->head)
+            c->tail = NULL;
+        c->nreplies--;
+        free(r);
+    }
+    w->c = c;
+    w->len = total;
+    c->out_bytes += total;
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned)total);
+    int rc = uv_write(&w->req, &c->h.stream, &buf, 1, on_write);
+    if (rc) {
+        c->out_bytes -= total;
+        free(w);
+        REC_DEBUG("%s: write failed: %s", c->peer, uv_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    if (c->out_bytes > s->o.out_max) {
+        REC_WARN("%s: over %zu bytes of answers unread; closing", c->peer,
+                 s->o.out_max);
+        conn_close(c);
+    }
+}
+
+/* Release answers everywhere; connections that stopped reading for their
+ * backlog go on with what they have buffered. */
+static void flush_all(server *s) {
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->reading && !c->close_after && c->rpos < c->rbuf.len)
+            process(c);
+        else
+            flush(c);
+    }
+}
+
+/* A commit failed: every write answer not yet released becomes an error
+ * (the engine dropped those writes when it rebuilt its memory). */
+static void fail_writes(server *s, int code, const char *msg) {
+    for (conn *c = s->conns; c; c = c->next) {
+        for (reply *r = c->head, **pp = &c->head; r; r = *pp) {
+            if (r->write && r->gen > s->durable_gen) {
+                rec_buf b = REC_BUF_INIT;
+                reply *nr = NULL;
+                if (!rec_rpc_error(&b, r->msgid, code, msg) &&
+                    (nr = malloc(sizeof *nr + b.len))) {
+                    *nr = *r;
+                    nr->gen = 0;
+                    nr->write = 0;
+                    nr->len = b.len;
+                    memcpy(nr->data, b.data, b.len);
+                    *pp = nr;
+                    if (c->tail == r)
+                        c->tail = nr;
+                    free(r);
+                    r = nr;
+                } else {
+                    r->gen = 0; /* cannot do better than releasing it */
+                }
+                rec_buf_free(&b);
+                if (r->method >= 0)
+                    rec_dispatch_record(s->d, r->method, 0, 1);
+                r->method = -1;
+            }
+            pp = &r->next;
+        }
+    }
+}
+
+/* ---- group commit ------------------------------------------------------- */
+
+static void commit_work(uv_work_t *req) {
+    server *s = req->data;
+    s->commit_rc = rec_store_commit(rec_engine_store(s->e), s->committing);
+}
+
+static void resume_blocked(server *s) {
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->blocked) {
+            c->blocked = 0;
+            process(c);
+        }
+    }
+}
+
+static void commit_done(uv_work_t *req, int status) {
+    server *s = req->data;
+    rec_batch *b = s->committing;
+    s->committing = NULL;
+    int rc = status < 0 ? REC_EIO : s->commit_rc;
+    rec_engine_commit_done(s->e, b, rc);
+    if (rc) {
+        const char *m = rec_engine_errmsg(s->e);
+        REC_ERROR("group commit failed: %s", m);
+        fail_writes(s, rc, m && m[0] ? m : rec_strerror(rc));
+        s->waiters = 0;
+        s->cur_gen++;
+    } else {
+        s->durable_gen = s->staged_gen;
+    }
+    flush_all(s);
+    resume_blocked(s);
+}
+
+static void shutdown_now(server *s);
+
+static void on_check(uv_check_t *h) {
+    server *s = h->data;
+    if (s->committing)
+        return;
+    rec_batch *b = NULL;
+    int rc = rec_engine_stage(s->e, &b);
+    if (rc) {
+        REC_ERROR("staging writes failed: %s", rec_engine_errmsg(s->e));
+        return;
+    }
+    if (b) {
+        s->committing = b;
+        s->staged_gen = s->cur_gen++;
+        s->waiters = 0;
+        s->work.data = s;
+        rc = uv_queue_work(s->loop, &s->work, commit_work, commit_done);
+        if (rc) {
+            /* Cannot reach a worker: commit here rather than lose it. */
+            s->commit_rc = rec_store_commit(rec_engine_store(s->e), b);
+            commit_done(&s->work, 0);
+        }
+        return;
+    }
+    if (s->waiters) {
+        /* Writes that changed nothing on disk: durable as they are. */
+        s->durable_gen = s->cur_gen++;
+        s->waiters = 0;
+        flush_all(s);
+    }
+    resume_blocked(s);
+    if (s->stopping && !s->closed && !s->committing && !rec_engine_pending(s->e))
+        shutdown_now(s);
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static void answer_error(conn *c, uint32_t msgid, int code, const char *msg,
+                         int method, double t0) {
+    rec_buf b = REC_BUF_INIT;
+    if (rec_rpc_error(&b, msgid, code, msg) ||
+        enqueue(c, &b, msgid, -1, 0, 0, t0)) {
+        rec_buf_free(&b);
+        conn_close(c);
+        return;
+    }
+    rec_buf_free(&b);
+    if (method >= 0)
+        rec_dispatch_record(c->srv->d, method, mono_us() - t0, 1);
+}
+
+/* Tell the peer why its stream is refused, then close after the flush. */
+static void protocol_fail(conn *c, int code, const char *why) {
+    REC_WARN("%s: %s (%s); closing", c->peer, rec_strerror(code), why);
+    rec_buf b = REC_BUF_INIT;
+    if (!rec_rpc_notify_error(&b, code, why))
+        enqueue(c, &b, 0, -1, 0, 0, 0);
+    rec_buf_free(&b);
+    c->close_after = 1;
+    if (c->reading) {
+        uv_read_stop(&c->h.stream);
+        c->reading = 0;
+    }
+}
+
+/* Handle one decoded message. Returns 0 to go on, 1 when the connection
+ * must wait (barrier), -1 when it is closing. */
+static int handle(conn *c, const rec_rpc_msg *m) {
+    server *s = c->srv;
+    double t0 = mono_us();
+    int notify = m->type == REC_RPC_NOTIFY;
+    int method = rec_dispatch_find(s->d, m->method, m->method_len);
+    char err[512];
+    if (method < 0) {
+        snprintf(err, sizeof err, "unknown method '%.*s'", (int)m->method_len,
+                 m->method);
+        if (notify) {
+            rec_dispatch_notification_failed(s->d);
+            REC_WARN("%s: notification failed: %s", c->peer, err);
+        } else {
+            answer_error(c, m->msgid, REC_EUNKNOWN_METHOD, err, -1, t0);
+        }
+        return 0;
+    }
+    unsigned flags = rec_dispatch_flags(s->d, method);
+    if (s->o.auth_token && !c->sess.trusted && !c->sess.authed &&
+        !(flags & REC_M_NOAUTH)) {
+        if (notify) {
+            rec_dispatch_notification_failed(s->d);
+            REC_WARN("%s: notification before sys.auth refused", c->peer);
+        } else {
+            answer_error(c, m->msgid, REC_EUNAUTHORIZED,
+                         "call sys.auth with the server's token first", method, t0);
+        }
+        return 0;
+    }
+    /* Deletes commit on the loop thread: they wait until no write is
+     * pending or being committed, so commits stay in order. */
+    if ((flags & REC_M_BARRIER) && (s->committing || rec_engine_pending(s->e) ||
+                                    s->waiters)) {
+        c->blocked = 1;
+        return 1;
+    }
+    rec_buf b = REC_BUF_INIT;
+    int rc = rec_dispatch_call(s->d, method, &m->params, &c->sess, &b, err, sizeof err);
+    if (notify) {
+        if (rc) {
+            rec_dispatch_notification_failed(s->d);
+            REC_WARN("%s: notification %s failed: %s: %s", c->peer,
+                     rec_dispatch_name(s->d, method), rec_err_name(rc), err);
+        }
+        rec_dispatch_record(s->d, method, mono_us() - t0, rc != 0);
+        rec_buf_free(&b);
+        return 0;
+    }
+    if (rc) {
+        rec_buf_free(&b);
+        answer_error(c, m->msgid, rc, err, method, t0);
+    } else {
+        rec_buf resp = REC_BUF_INIT;
+        int write = (flags & REC_M_WRITE) != 0;
+        uint64_t gen = 0;
+        if (write) {
+            gen = s->cur_gen;
+            s->waiters++;
+        }
+        if (rec_rpc_result(&resp, m->msgid, b.data, b.len) ||
+            enqueue(c, &resp, m->msgid, method, gen, write, t0)) {
+            rec_buf_free(&resp);
+            rec_buf_free(&b);
+            REC_ERROR("%s: out of memory; closing", c->peer);
+            conn_close(c);
+            return -1;
+        }
+        rec_buf_free(&resp);
+        rec_buf_free(&b);
+    }
+    if (c->sess.close_after) {
+        c->close_after = 1;
+        if (c->reading) {
+            uv_read_stop(&c->h.stream);
+            c->reading = 0;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+
+static void start_reading(conn *c) {
+    if (c->reading || c->closing || c->close_after || c->srv->stopping)
+        return;
+    if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
+        c->reading = 1;
+}
+
+static void stop_reading(conn *c) {
+    if (c->reading) {
+        uv_read_stop(&c->h.stream);
+        c->reading = 0;
+    }
+}
+
+/* Run every complete message buffered, within backpressure limits. */
+static void process(conn *c) {
+    server *s = c->srv;
+    for (;;) {
+        int progressed = 0;
+        while (!c->closing && !c->close_after && !c->blocked &&
+               c->nreplies < s->o.max_pending && c->out_bytes < s->o.out_pause) {
+            size_t avail = c->rbuf.len - c->rpos;
+            if (avail == 0)
+                break;
+            rec_rpc_msg m;
+            size_t used = 0;
+            const char *why = NULL;
+            int rc = rec_rpc_next(c->rbuf.data + c->rpos, avail, &s->lim, &c->up, &m,
+                                  &used, &why);
+            if (rc == REC_MP_PARTIAL)
+                break;
+            if (rc) {
+                protocol_fail(c, rc, why ? why : "malformed message");
+                break;
+            }
+            int h = handle(c, &m);
+            if (h == 1)
+                break; /* blocked: the message stays buffered */
+            c->rpos += used;
+            progressed = 1;
+            if (h < 0)
+                break;
+        }
+        if (c->closing)
+            return;
+        if (c->rpos > 0 && (c->rpos == c->rbuf.len || c->rpos > 65536)) {
+            memmove(c->rbuf.data, c->rbuf.data + c->rpos, c->rbuf.len - c->rpos);
+            c->rbuf.len -= c->rpos;
+            c->rpos = 0;
+        }
+        uint32_t before = c->nreplies;
+        flush(c);
+        if (c->closing)
+            return;
+        /* Answers released by this flush make room for more requests. */
+        if (!progressed || c->nreplies == before || c->rpos == c->rbuf.len)
+            break;
+    }
+    if (!c->closing && !c->blocked && c->nreplies < s->o.max_pending &&
+        c->out_bytes < s->o.out_pause)
+        start_reading(c);
+    else
+        stop_reading(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    conn *c = h->data;
+    (void)suggested;
+    if (rec_buf_reserve(&c->rbuf, 65536)) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = c->rbuf.data + c->rbuf.len;
+    buf->len = c->rbuf.cap - c->rbuf.len;
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+    conn *c = st->data;
+    (void)buf;
+    if (n < 0) {
+        if (n != UV_EOF)
+            REC_DEBUG("%s: read error: %s", c->peer, uv_strerror((int)n));
+        stop_reading(c);
+        /* Answer what was asked, then close (half-closed peers still read). */
+        c->close_after = 1;
+        flush(c);
+        if (!c->head && c->out_bytes == 0)
+            conn_close(c);
+        return;
+    }
+    if (n == 0)
+        return;
+    c->rbuf.len += (size_t)n;
+    process(c);
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void on_closed(uv_handle_t *h) {
+    conn *c = h->data;
+    server *s = c->srv;
+    /* Unsent answers are dropped; writes behind them still commit. */
+    for (reply *r = c->head, *next; r; r = next) {
+        next = r->next;
+        free(r);
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    rec_dispatch_set_connections(s->d, s->nconns);
+    msgpack_unpacked_destroy(&c->up);
+    rec_buf_free(&c->rbuf);
+    REC_DEBUG("%s: closed", c->peer);
+    free(c);
+}
+
+static void conn_close(conn *c) {
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->reading = 0;
+    uv_close(&c->h.handle, on_closed);
+}
+
+static void on_connection(uv_stream_t *srv_stream, int status) {
+    server *s = srv_stream->data;
+    if (status < 0) {
+        REC_WARN("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    int is_unix = srv_stream == (uv_stream_t *)&s->pipe;
+    conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->srv = s;
+    int rc = is_unix ? uv_pipe_init(s->loop, &c->h.pipe, 0)
+                     : uv_tcp_init(s->loop, &c->h.tcp);
+    if (rc) {
+        free(c);
+        return;
+    }
+    c->h.handle.data = c;
+    msgpack_unpacked_init(&c->up);
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    rec_dispatch_set_connections(s->d, s->nconns);
+    if (uv_accept(srv_stream, &c->h.stream)) {
+        conn_close(c);
+        return;
+    }
+    c->sess.trusted = is_unix;
+    if (is_unix) {
+        snprintf(c->peer, sizeof c->peer, "unix#%u", s->nconns);
+    } else {
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        char host[48] = "?";
+        int port = 0;
+        uv_tcp_nodelay(&c->h.tcp, 1);
+        if (!uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len)) {
+            if (ss.ss_family == AF_INET) {
+                uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            } else {
+                uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+            }
+        }
+        snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    }
+    if (s->nconns > s->o.max_connections || s->stopping) {
+        REC_WARN("%s: refused: %u connections is the limit", c->peer,
+                 s->o.max_connections);
+        rec_buf b = REC_BUF_INIT;
+        if (!rec_rpc_notify_error(&b, REC_EBUSY, "too many connections"))
+            enqueue(c, &b, 0, -1, 0, 0, 0);
+        rec_buf_free(&b);
+        c->close_after = 1;
+        flush(c);
+        return;
+    }
+    REC_DEBUG("%s: connected", c->peer);
+    start_reading(c);
+}
+
+/* ---- startup and shutdown ---------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) { (void)h; }
+
+static void shutdown_now(server *s) {
+    s->closed = 1;
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        flush(c);
+        if (!c->head && c->out_bytes == 0)
+            conn_close(c);
+        else
+            c->close_after = 1;
+    }
+    uv_close((uv_handle_t *)&s->check, on_handle_closed);
+    uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
+}
+
+static void on_signal(uv_signal_t *h, int sig) {
+    server *s = h->data;
+    if (s->stopping) {
+        REC_WARN("second signal: stopping at once");
+        uv_stop(s->loop);
+        return;
+    }
+    REC_INFO("signal %d: finishing what is in flight, then stopping", sig);
+    s->stopping = 1;
+    if (s->has_tcp)
+        uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
+    if (s->has_pipe)
+        uv_close((uv_handle_t *)&s->pipe, on_handle_closed);
+    s->has_tcp = s->has_pipe = 0;
+    for (conn *c = s->conns; c; c = c->next) {
+        stop_reading(c);
+        process(c); /* run what was already received */
+    }
+    /* Wake the loop so the check handle runs even if no I/O is pending. */
+    on_check(&s->check);
+}
+
+static int is_loopback(const struct sockaddr *sa) {
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        static const unsigned char lo[16] = {0, 0, 0, 0, 0, 0, 0, 0,
+                                             0, 0, 0, 0, 0, 0, 0, 1};
+        return memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr, lo, 16) == 0;
+    }
+    return 0;
+}
+
+static int parse_listen(const char *spec, struct sockaddr_storage *ss) {
+    char host[128];
+    const char *colon = strrchr(spec, ':');
+    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host)
+        return -1;
+    memcpy(host, spec, (size_t)(colon - spec));
+    host[colon - spec] = 0;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535)
+        return -1;
+    if (host[0] == '[') {
+        size_t n = strlen(host);
+        if (n < 3 || host[n - 1] != ']')
+            return -1;
+        host[n - 1] = 0;
+        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss) ? -1 : 0;
+    }
+    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) ? -1 : 0;
+}
+
+static int listen_tcp(server *s) {
+    const char *spec = s->o.listen ? s->o.listen : "127.0.0.1:7700";
+    if (!spec[0])
+        return 0;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (parse_listen(spec, &ss)) {
+        REC_ERROR("--listen %s: expected HOST:PORT (e.g. 127.0.0.1:7700)", spec);
+        return -1;
+    }
+    if (!is_loopback((struct sockaddr *)&ss) && !s->o.auth_token && !s->o.insecure) {
+        REC_ERROR("refusing to listen on %s without --auth-token (use --insecure "
+                  "to allow it anyway)", spec);
+        return -1;
+    }
+    uv_tcp_init(s->loop, &s->tcp);
+    s->tcp.data = s;
+    s->has_tcp = 1;
+    int rc = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
+    if (!rc)
+        rc = uv_listen((uv_stream_t *)&s->tcp, 511, on_connection);
+    if (rc) {
+        REC_ERROR("cannot listen on %s: %s", spec, uv_strerror(rc));
+        return -1;
+    }
+    REC_INFO("listening on %s", spec);
+    return 0;
+}
+
+static int listen_unix(server *s) {
+    if (s->o.unix_path && !s->o.unix_path[0])
+        return 0;
+    if (s->o.unix_path)
+        snprintf(s->unix_path, sizeof s->unix_path, "%s", s->o.unix_path);
+    else
+        snprintf(s->unix_path, sizeof s->unix_path, "%s/recd.sock", s->o.data_dir);
+    /* A socket file left by a server that died: nobody answers on it. */
+    struct stat st;
+    if (lstat(s->unix_path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            REC_ERROR("%s exists and is not a socket", s->unix_path);
+            return -1;
+        }
+        unlink(s->unix_path);
+    }
+    uv_pipe_init(s->loop, &s->pipe, 0);
+    s->pipe.data = s;
+    s->has_pipe = 1;
+    mode_t old = umask(0177);
+    int rc = uv_pipe_bind(&s->pipe, s->unix_path);
+    umask(old);
+    if (!rc)
+        rc = chmod(s->unix_path, 0600) ? uv_translate_sys_error(errno) : 0;
+    if (!rc)
+        rc = uv_listen((uv_stream_t *)&s->pipe, 511, on_connection);
+    if (rc) {
+        REC_ERROR("cannot listen on %s: %s", s->unix_path, uv_strerror(rc));
+        return -1;
+    }
+    REC_INFO("listening on %s (mode 0600)", s->unix_path);
+    return 0;
+}
+
+void rec_server_opts_default(rec_server_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->data_dir = "./data";
+    o->max_message = 4u << 20;
+    o->max_connections = 1024;
+    o->max_pending = 1024;
+    o->out_pause = 4u << 20;
+    o->out_max = 16u << 20;
+    rec_engine_opts_default(&o->engine);
+}
+
+int rec_server_run(const rec_server_opts *o, const char *version) {
+    server *s = calloc(1, sizeof *s);
+    if (!s)
+        return 1;
+    s->o = *o;
+    s->cur_gen = 1;
+    rec_mp_limits_default(&s->lim);
+    s->lim.max_bytes = o->max_message;
+    int code = 1;
+    char err[512] = "";
+    double t0 = mono_us();
+    int rc = rec_engine_open(&s->e, o->data_dir, &o->engine, err, sizeof err);
+    if (rc) {
+        REC_ERROR("cannot open %s: %s", o->data_dir, err);
+        free(s);
+        return 1;
+    }
+    REC_INFO("opened %s: %u items, %u users, %llu events in %.1f ms", o->data_dir,
+             rec_engine_count(s->e, REC_KIND_ITEM), rec_engine_count(s->e, REC_KIND_USER),
+             (unsigned long long)rec_engine_events(s->e), (mono_us() - t0) / 1e3);
+    if (o->on_open && o->on_open(s->e, o->on_open_ud)) {
+        rec_engine_free(s->e);
+        free(s);
+        return 1;
+    }
+    rec_dispatch_opts dopts = {.auth_token = o->auth_token, .version = version};
+    if (rec_dispatch_new(&s->d, s->e, &dopts)) {
+        rec_engine_free(s->e);
+        free(s);
+        return 1;
+    }
+    s->loop = uv_default_loop();
+    signal(SIGPIPE, SIG_IGN);
+    uv_check_init(s->loop, &s->check);
+    s->check.data = s;
+    uv_check_start(&s->check, on_check);
+    uv_signal_init(s->loop, &s->sigint);
+    uv_signal_init(s->loop, &s->sigterm);
+    s->sigint.data = s->sigterm.data = s;
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    if (listen_tcp(s) == 0 && listen_unix(s) == 0) {
+        if (!s->has_tcp && !s->has_pipe)
+            REC_WARN("no listener configured");
+        uv_run(s->loop, UV_RUN_DEFAULT);
+        code = 0;
+    } else {
+        if (s->has_tcp)
+            uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
+        if (s->has_pipe)
+            uv_close((uv_handle_t *)&s->pipe, on_handle_closed);
+        shutdown_now(s);
+        uv_run(s->loop, UV_RUN_DEFAULT);
+    }
+    /* A second signal may have stopped the loop with a commit out. */
+    if (s->committing) {
+        uv_run(s->loop, UV_RUN_DEFAULT);
+    }
+    if (s->unix_path[0])
+        unlink(s->unix_path);
+    rc = rec_engine_commit(s->e);
+    if (rc) {
+        REC_ERROR("final commit failed: %s", rec_engine_errmsg(s->e));
+        code = 1;
+    }
+    rec_dispatch_free(s->d);
+    rec_engine_free(s->e);
+    uv_loop_close(s->loop);
+    REC_INFO("stopped");
+    free(s);
+    return code;
+}

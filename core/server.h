@@ -1,0 +1,45 @@
+/* server.h - the libuv server: listeners, connections, backpressure and
+ * group commit. Knows sockets and the dispatcher; nothing of what the
+ * methods mean.
+ *
+ * One loop thread owns the engine and every connection. Requests of a
+ * connection run in arrival order and their answers leave in that order.
+ * Writes accepted during one loop iteration are staged as one batch and
+ * committed in a worker job; their answers wait for that commit, so an
+ * answer to a write means it is durable.
+ */
+#ifndef REC_SERVER_H
+#define REC_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+typedef struct rec_server_opts {
+    const char *data_dir;      /* default "./data" */
+    const char *listen;        /* "host:port"; NULL for the default
+                                  127.0.0.1:7700, "" for no TCP */
+    const char *unix_path;     /* NULL: <data_dir>/recd.sock; "" for none */
+    const char *auth_token;    /* TCP clients must sys.auth; NULL: none */
+    int insecure;              /* allow a non-loopback listener without token */
+    size_t max_message;        /* bytes; default 4 MiB */
+    uint32_t max_connections;  /* default 1024 */
+    uint32_t max_pending;      /* answers waiting per connection; 1024 */
+    size_t out_pause;          /* stop reading above this much unread output */
+    size_t out_max;            /* close a connection above this; 16 MiB */
+    rec_engine_opts engine;
+    /* Called once the engine is open, before listening (loads initial
+     * data); a nonzero return stops the server. May be NULL. */
+    int (*on_open)(rec_engine *e, void *ud);
+    void *on_open_ud;
+} rec_server_opts;
+
+void rec_server_opts_default(rec_server_opts *o);
+
+/* Open the engine, listen, serve until SIGINT or SIGTERM, then finish what
+ * is in flight, commit, close. Returns a process exit code (0 on a clean
+ * shutdown) and logs why on failure. */
+int rec_server_run(const rec_server_opts *o, const char *version);
+
+#endif
