@@ -104,6 +104,8 @@ build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN)
 
 bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+	@echo "== server (recd bench against redis-benchmark)"
+	@sh tests/bench/server_bench.sh $(BIN)
 
 run: all
 	./recd serve --data ./data --init examples/demo_data.lua

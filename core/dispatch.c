@@ -225,9 +225,13 @@ static int m_ping(call_ctx *c) { return pk_str(&c->pk, "pong") ? REC_ENOMEM : 0;
 static int m_hello(call_ctx *c) {
     static const char *features[] = {"pipelining", "group_commit", "vectors_bin",
                                      "notifications", "auth"};
+    /* Not from the engine's generator: replays must draw the same numbers. */
     char nonce[17];
-    snprintf(nonce, sizeof nonce, "%016llx",
-             (unsigned long long)(rec_rng_next(rec_engine_rng(c->e))));
+    uint64_t x = (uint64_t)(rec_now() * 1e6) ^ (++c->d->rec_seq * 0x9e3779b97f4a7c15ull);
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 29;
+    snprintf(nonce, sizeof nonce, "%016llx", (unsigned long long)x);
     msgpack_packer *pk = &c->pk;
     int rc = msgpack_pack_map(pk, 6) || pk_str(pk, "server") || pk_str(pk, "recd") ||
              pk_str(pk, "version") || pk_str(pk, c->d->version) ||
@@ -593,6 +597,32 @@ static int m_user_delete(call_ctx *c) { return delete_common(c, REC_KIND_USER); 
 
 /* ---- events ----------------------------------------------------------- */
 
+/* Built-in feedback until pipelines of Lua policies take over: decayed
+ * popularity and one online MF step per positive event. Deterministic
+ * given the engine's generator, so a replay after a crash reproduces it. */
+static int feedback(rec_engine *e, uint32_t user, uint32_t item, float w,
+                    double ts) {
+    if (!(w > 0.0f))
+        return 0;
+    rec_counter *pop;
+    rec_space *mf = rec_engine_space(e, MF_SPACE);
+    int rc;
+    if ((rc = rec_engine_counter_ensure(e, POP_COUNTER, POP_HALF_LIFE, &pop)) ||
+        (rc = rec_counter_add(pop, item, w, ts)))
+        return rc;
+    if (!mf && (rc = rec_engine_space_ensure(e, MF_SPACE, MF_DIM, &mf)))
+        return rc;
+    return rec_engine_mf_update(e, mf, user, item, w, NULL, NULL);
+}
+
+static int replay_feedback(void *ud, const rec_replay_event *ev) {
+    return feedback(ud, ev->user, ev->item, ev->weight, ev->ts);
+}
+
+int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed) {
+    return rec_engine_replay(d->e, replay_feedback, d->e, replayed);
+}
+
 static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     char key[REC_ID_MAX], what[48];
     if (!o || o->type != MSGPACK_OBJECT_MAP)
@@ -666,23 +696,9 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
     int rc = rec_engine_event(c->e, &ev, NULL, &w);
     if (rc)
         return engine_fail(c, rc);
-    /* Built-in feedback until pipelines of Lua policies take over. */
-    if (w > 0.0f) {
-        rec_counter *pop;
-        rec_space *mf = rec_engine_space(c->e, MF_SPACE);
-        if ((rc = rec_engine_counter_ensure(c->e, POP_COUNTER, POP_HALF_LIFE, &pop)) ||
-            (rc = rec_counter_add(pop, rec_engine_lookup(c->e, REC_KIND_ITEM, ik, ev.ilen),
-                                  w, ev.ts)))
-            return engine_fail(c, rc);
-        if (!mf && (rc = rec_engine_space_ensure(c->e, MF_SPACE, MF_DIM, &mf)))
-            return engine_fail(c, rc);
-        rc = rec_engine_mf_update(c->e, mf, rec_engine_lookup(c->e, REC_KIND_USER, uk, ev.ulen),
-                                  rec_engine_lookup(c->e, REC_KIND_ITEM, ik, ev.ilen), w,
-                                  NULL, NULL);
-        if (rc)
-            return engine_fail(c, rc);
-    }
-    return 0;
+    rc = feedback(c->e, rec_engine_lookup(c->e, REC_KIND_USER, uk, ev.ulen),
+                  rec_engine_lookup(c->e, REC_KIND_ITEM, ik, ev.ilen), w, ev.ts);
+    return rc ? engine_fail(c, rc) : 0;
 }
 
 static int m_event_add(call_ctx *c) {
@@ -736,15 +752,11 @@ static uint64_t *skip_map(call_ctx *c, const msgpack_object *exclude,
         *rc = fail(c, REC_ENOMEM, "out of memory");
         return NULL;
     }
+    /* Inactive and deleted items: one word at a time. */
     size_t iw;
     const uint64_t *in = rec_engine_inactive(c->e, &iw);
     for (size_t i = 0; i < iw && i < *words; i++)
         skip[i] |= in[i];
-    for (uint32_t i = 0; i < bound; i++) {
-        size_t kl;
-        if (!rec_engine_key(c->e, REC_KIND_ITEM, i, &kl))
-            skip[i >> 6] |= 1ull << (i & 63);
-    }
     if (exclude) {
         if (exclude->type != MSGPACK_OBJECT_ARRAY) {
             free(skip);

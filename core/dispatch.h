@@ -51,6 +51,10 @@ int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
                       rec_session *s, rec_buf *out, char *errmsg,
                       size_t errlen);
 
+/* Re-apply the built-in feedback to the events logged after the engine's
+ * last checkpoint (once, after open). */
+int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed);
+
 /* Count one finished call and its latency (microseconds). */
 void rec_dispatch_record(rec_dispatch *d, int method, double us, int failed);
 void rec_dispatch_notification_failed(rec_dispatch *d);

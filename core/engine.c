@@ -9,22 +9,31 @@
  *   items     index u32        -> flags u8 (bit 0: inactive), msgpack props
  *   users     index u32        -> flags u8, msgpack props
  *   vectors   space u16, kind u8, index u32 -> float32[dim], host order
- *   events    sequence u64     -> msgpack [ts, user, item, type, value,
- *                                          rec_id, context]
- *   history   user u32, sequence u64 -> ts f64, item u32, weight f32,
- *                                       type u16 (host order)
+ *   events    sequence u64     -> ts f64, user u32, item u32, type u16,
+ *                                  flags u8, [value f64], [rec_id: len u8,
+ *                                  bytes], [context msgpack] (host order)
  *   counters  family u16, index u32 -> value f64, t f64 (host order)
+ *   meta      "checkpoint"     -> sequence u64, generator state (32 bytes)
  *   kv        key              -> msgpack value
+ *   recs      rec_id u64       -> user u32, msgpack record
  *
  * The log is keyed by arrival sequence rather than by the event's own
  * timestamp: clients send late events with past timestamps, and a key that
  * only grows lets every event be appended (MDB_APPEND) while replay order is
  * exactly arrival order. The timestamp lives in the record.
+ *
+ * The log is the write-ahead record. An event costs one appended row; each
+ * user's history, the co-occurrence graph and the audiences are rebuilt
+ * from the log on open. State learned from events (vectors changed by
+ * rec_space_touch, counters) is written at checkpoints only, every
+ * checkpoint_interval seconds, with the sequence of the last event it
+ * includes; after a crash, rec_engine_replay hands the events past that
+ * checkpoint back to whoever learns from them. Rows set by callers (imported
+ * vectors, properties) are written with every commit.
  */
 #include "engine.h"
 
 #include <math.h>
-#include <msgpack.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +54,7 @@ struct rec_engine {
     rec_batch *inflight;       /* staged, being committed elsewhere */
     rec_batch *spare;          /* a cleared batch to reuse */
     rec_idmap ids[2];          /* by rec_kind */
-    uint64_t *inactive;        /* items: bit set = inactive */
+    uint64_t *inactive;        /* items: bit set = inactive or deleted */
     size_t inactive_words;
     rec_space *spaces[REC_MAX_SPACES];
     size_t nspaces;
@@ -57,6 +66,8 @@ struct rec_engine {
     rec_rng rng;
     uint64_t next_seq;         /* next event sequence */
     uint64_t nevents;          /* events in the log */
+    uint64_t checkpoint_seq;   /* last event the stored learned state holds */
+    double last_checkpoint;    /* rec_now() of the last checkpoint */
     rec_buf scratch;
     char errmsg[256];
 };
@@ -96,6 +107,7 @@ void rec_engine_opts_default(rec_engine_opts *o) {
     rec_store_opts_default(&o->store);
     o->seed = 42;
     o->cooc_window = 10;
+    o->checkpoint_interval = 0.0;
     rec_mf_opts_default(&o->mf);
 }
 
@@ -179,6 +191,12 @@ static int load_meta(void *ud, rec_val k, rec_val v) {
         plen = 8;
     } else if (k.len > 5 && memcmp(key, "type/", 5) == 0) {
         plen = 5;
+    } else if (k.len == 10 && memcmp(key, "checkpoint", 10) == 0) {
+        if (v.len != 8 + sizeof e->rng.s)
+            return REC_ECORRUPT;
+        e->checkpoint_seq = rec_get_be64(val);
+        memcpy(e->rng.s, val + 8, sizeof e->rng.s);
+        return 0;
     } else {
         return 0;
     }
@@ -251,7 +269,7 @@ static int load_vectors(void *ud, rec_val k, rec_val v) {
         memcpy(tmp, v.data, v.len);
         row = tmp;
     }
-    int rc = rec_space_set(s, (rec_kind)p[2], idx, row, 1);
+    int rc = rec_space_set(s, (rec_kind)p[2], idx, row, REC_SET_CLEAN);
     return rc == REC_ENONFINITE ? REC_ECORRUPT : rc;
 }
 
@@ -269,53 +287,50 @@ static int load_counters(void *ud, rec_val k, rec_val v) {
     return rec_counter_load(c, rec_get_be32(p + 2), val, t);
 }
 
-typedef struct hist_rec {
+/* Fixed head of an event record. */
+#define EV_HEAD 19
+#define EV_HAS_VALUE 1
+#define EV_HAS_REC 2
+#define EV_HAS_CONTEXT 4
+
+typedef struct ev_head {
     double ts;
-    uint32_t item;
-    float weight;
+    uint32_t user, item;
     uint16_t type;
-} hist_rec;
+    uint8_t flags;
+} ev_head;
 
-#define HIST_LEN 18
-
-static void hist_encode(unsigned char *out, const hist_rec *h) {
-    memcpy(out, &h->ts, 8);
-    memcpy(out + 8, &h->item, 4);
-    memcpy(out + 12, &h->weight, 4);
-    memcpy(out + 16, &h->type, 2);
-}
-
-static void hist_decode(const unsigned char *in, hist_rec *h) {
-    memcpy(&h->ts, in, 8);
-    memcpy(&h->item, in + 8, 4);
-    memcpy(&h->weight, in + 12, 4);
-    memcpy(&h->type, in + 16, 2);
-}
-
-static int load_history(void *ud, rec_val k, rec_val v) {
-    rec_engine *e = ud;
-    if (k.len != 12 || v.len != HIST_LEN)
+static int ev_decode(const void *p, size_t n, ev_head *h) {
+    if (n < EV_HEAD)
         return REC_ECORRUPT;
-    uint32_t user = rec_get_be32(k.data);
-    hist_rec h;
-    hist_decode(v.data, &h);
-    if (!rec_idmap_alive(&e->ids[REC_KIND_USER], user) ||
+    const char *c = p;
+    memcpy(&h->ts, c, 8);
+    memcpy(&h->user, c + 8, 4);
+    memcpy(&h->item, c + 12, 4);
+    memcpy(&h->type, c + 16, 2);
+    h->flags = (uint8_t)c[18];
+    return 0;
+}
+
+/* Rebuild histories and the graph from the log, in arrival order. */
+static int load_event(void *ud, rec_val k, rec_val v) {
+    rec_engine *e = ud;
+    ev_head h;
+    if (k.len != 8 || ev_decode(v.data, v.len, &h))
+        return REC_ECORRUPT;
+    uint64_t seq = rec_get_be64(k.data);
+    e->next_seq = seq + 1;
+    if (!rec_idmap_alive(&e->ids[REC_KIND_USER], h.user) ||
         !rec_idmap_alive(&e->ids[REC_KIND_ITEM], h.item))
-        return 0;
-    return rec_graph_add(&e->graph, user, h.item, h.ts, h.weight, h.type);
-}
-
-static int last_event(void *ud, rec_val k, rec_val v) {
-    rec_engine *e = ud;
-    if (k.len != 8)
-        return REC_ECORRUPT;
-    e->next_seq = rec_get_be64(k.data) + 1;
-    return 1; /* only the last key */
+        return 0; /* the item was deleted since */
+    float w = h.type < e->ntypes ? e->types[h.type].weight : 0.0f;
+    return rec_graph_add(&e->graph, h.user, h.item, h.ts, w, h.type, seq);
 }
 
 static int intern_type(rec_engine *e, const char *t, size_t n, uint16_t *id,
                        int create);
 static void rollback(rec_engine *e, int rc);
+static int commit_now(rec_engine *e, int force_checkpoint);
 
 /* Rebuild every in-memory structure from the store. O(stored data). */
 static int state_load(rec_engine *e) {
@@ -324,6 +339,7 @@ static int state_load(rec_engine *e) {
     for (int k = 0; k < 2; k++)
         rec_idmap_init(&e->ids[k]);
     e->next_seq = 1;
+    e->checkpoint_seq = 0;
     rec_rtxn *t;
     int rc = rec_store_read_begin(e->store, &t);
     if (rc)
@@ -336,14 +352,18 @@ static int state_load(rec_engine *e) {
         !(rc = rec_rtxn_scan(t, REC_DB_ITEMS, NULL, 0, 0, load_items, e)) &&
         !(rc = rec_rtxn_scan(t, REC_DB_VECTORS, NULL, 0, 0, load_vectors, e)) &&
         !(rc = rec_rtxn_scan(t, REC_DB_COUNTERS, NULL, 0, 0, load_counters, e)) &&
-        !(rc = rec_rtxn_scan(t, REC_DB_HISTORY, NULL, 0, 0, load_history, e)) &&
-        !(rc = rec_rtxn_scan(t, REC_DB_EVENTS, NULL, 0, 1, last_event, e)))
+        !(rc = rec_rtxn_scan(t, REC_DB_EVENTS, NULL, 0, 0, load_event, e)))
         rc = rec_rtxn_count(t, REC_DB_EVENTS, &nev);
     rec_store_read_end(t);
     if (rc)
         return fail(e, rc, "loading the data folder failed: %s",
                     rec_strerror(rc));
     e->nevents = nev;
+    e->last_checkpoint = rec_now();
+    /* Deleted items leave holes in the index range: hide them. */
+    for (uint32_t i = 0; i < e->ids[REC_KIND_ITEM].next; i++)
+        if (!rec_idmap_alive(&e->ids[REC_KIND_ITEM], i) && (rc = set_inactive(e, i, 1)))
+            return fail(e, rc, "out of memory");
     /* Default event types exist from the start so their weights apply. */
     if (!rec_store_read_only(e->store)) {
         for (size_t i = 0; i < sizeof default_types / sizeof *default_types; i++) {
@@ -400,8 +420,8 @@ int rec_engine_open(rec_engine **out, const char *dir,
 void rec_engine_free(rec_engine *e) {
     if (!e)
         return;
-    if (!rec_store_read_only(e->store))
-        (void)rec_engine_commit(e);
+    if (!rec_store_read_only(e->store) && !e->inflight)
+        (void)commit_now(e, 1);
     state_free(e);
     rec_batch_free(e->batch);
     rec_batch_free(e->inflight);
@@ -413,28 +433,58 @@ void rec_engine_free(rec_engine *e) {
 
 /* ---- commit ------------------------------------------------------------ */
 
-static int flush_spaces(rec_engine *e) {
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Write the rows of list (sorted first, so the puts walk the tree in key
+ * order: ~1M puts/s instead of ~40k/s for scattered keys). */
+static int flush_rows(rec_engine *e, rec_space *s, int k, uint32_t *list,
+                      uint32_t n) {
+    if (n > 1)
+        qsort(list, n, sizeof *list, cmp_u32);
+    for (uint32_t d = 0; d < n; d++) {
+        uint32_t idx = list[d];
+        unsigned char key[7];
+        be16(key, s->id);
+        key[2] = (unsigned char)k;
+        rec_be32(key + 3, idx);
+        const float *row = rec_space_get(s, (rec_kind)k, idx);
+        int rc = row ? rec_batch_put(e->batch, REC_DB_VECTORS, key, 7, row,
+                                     s->dim * sizeof(float))
+                     : rec_batch_del(e->batch, REC_DB_VECTORS, key, 7);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int checkpoint_due(const rec_engine *e) {
+    return e->opts.checkpoint_interval <= 0.0 ||
+           rec_now() - e->last_checkpoint >= e->opts.checkpoint_interval;
+}
+
+/* Stage dirty rows into the batch: rows set or removed always, learned
+ * rows and counters (with the checkpoint record) when `checkpoint`. */
+static int flush_spaces(rec_engine *e, int checkpoint) {
     for (size_t i = 0; i < e->nspaces; i++) {
         rec_space *s = e->spaces[i];
         for (int k = 0; k < 2; k++) {
             rec_matrix *m = &s->m[k];
-            for (uint32_t d = 0; d < m->ndirty; d++) {
-                uint32_t idx = m->dirty_list[d];
-                unsigned char key[7];
-                be16(key, s->id);
-                key[2] = (unsigned char)k;
-                rec_be32(key + 3, idx);
-                const float *row = rec_space_get(s, (rec_kind)k, idx);
-                int rc = row ? rec_batch_put(e->batch, REC_DB_VECTORS, key, 7, row,
-                                             s->dim * sizeof(float))
-                             : rec_batch_del(e->batch, REC_DB_VECTORS, key, 7);
-                if (rc)
-                    return rc;
-            }
+            int rc = flush_rows(e, s, k, m->dirty_list, m->ndirty);
+            if (!rc && checkpoint)
+                rc = flush_rows(e, s, k, m->learned_list, m->nlearned);
+            if (rc)
+                return rc;
         }
     }
+    if (!checkpoint)
+        return 0;
     for (size_t i = 0; i < e->ncounters; i++) {
         rec_counter *c = e->counters[i];
+        if (c->ndirty > 1)
+            qsort(c->dirty_list, c->ndirty, sizeof *c->dirty_list, cmp_u32);
         for (uint32_t d = 0; d < c->ndirty; d++) {
             uint32_t idx = c->dirty_list[d];
             unsigned char key[6], val[16];
@@ -452,28 +502,48 @@ static int flush_spaces(rec_engine *e) {
                 return rc;
         }
     }
-    return 0;
+    unsigned char cp[8 + sizeof e->rng.s];
+    rec_be64(cp, e->next_seq - 1);
+    memcpy(cp + 8, e->rng.s, sizeof e->rng.s);
+    return rec_batch_put(e->batch, REC_DB_META, "checkpoint", 10, cp, sizeof cp);
 }
 
-static void clean_all(rec_engine *e) {
+static int learned_pending(const rec_engine *e) {
+    for (size_t i = 0; i < e->nspaces; i++)
+        if (e->spaces[i]->m[0].nlearned || e->spaces[i]->m[1].nlearned)
+            return 1;
+    for (size_t i = 0; i < e->ncounters; i++)
+        if (e->counters[i]->ndirty)
+            return 1;
+    return e->checkpoint_seq + 1 < e->next_seq;
+}
+
+static void clean_all(rec_engine *e, int checkpoint) {
     for (size_t i = 0; i < e->nspaces; i++) {
         rec_space_clean(e->spaces[i], REC_KIND_ITEM);
         rec_space_clean(e->spaces[i], REC_KIND_USER);
+        if (checkpoint) {
+            rec_space_clean_learned(e->spaces[i], REC_KIND_ITEM);
+            rec_space_clean_learned(e->spaces[i], REC_KIND_USER);
+        }
     }
-    for (size_t i = 0; i < e->ncounters; i++)
-        rec_counter_clean(e->counters[i]);
+    if (checkpoint) {
+        for (size_t i = 0; i < e->ncounters; i++)
+            rec_counter_clean(e->counters[i]);
+        e->checkpoint_seq = e->next_seq - 1;
+        e->last_checkpoint = rec_now();
+    }
 }
 
 size_t rec_engine_pending(const rec_engine *e) {
     size_t n = rec_batch_count(e->batch);
     for (size_t i = 0; i < e->nspaces; i++)
         n += e->spaces[i]->m[0].ndirty + e->spaces[i]->m[1].ndirty;
-    for (size_t i = 0; i < e->ncounters; i++)
-        n += e->counters[i]->ndirty;
     return n;
 }
 
-int rec_engine_commit(rec_engine *e) {
+/* One commit, synchronous; a checkpoint when forced or due. */
+static int commit_now(rec_engine *e, int force_checkpoint) {
     if (e->inflight)
         return fail(e, REC_EBUSY, "a staged commit is still running");
     if (rec_store_read_only(e->store)) {
@@ -481,20 +551,25 @@ int rec_engine_commit(rec_engine *e) {
             return fail(e, REC_EREADONLY, "the data folder is open read-only");
         return 0;
     }
-    int rc = flush_spaces(e);
+    int cp = (force_checkpoint || checkpoint_due(e)) && learned_pending(e);
+    int rc = flush_spaces(e, cp);
     if (!rc && rec_batch_count(e->batch) == 0)
         return 0;
     if (!rc)
         rc = rec_store_commit(e->store, e->batch);
     rec_batch_clear(e->batch);
     if (!rc) {
-        clean_all(e);
+        clean_all(e, cp);
         return 0;
     }
     /* Memory is ahead of the disk: rebuild it from what the store holds. */
     rollback(e, rc);
     return rc;
 }
+
+int rec_engine_checkpoint(rec_engine *e) { return commit_now(e, 1); }
+
+int rec_engine_commit(rec_engine *e) { return commit_now(e, 0); }
 
 /* Rebuild memory from the store after a failed commit; pending writes go
  * with it (they may build on what failed). */
@@ -515,10 +590,11 @@ int rec_engine_stage(rec_engine *e, rec_batch **out) {
         return fail(e, REC_EBUSY, "a staged commit is still running");
     if (rec_store_read_only(e->store))
         return 0;
-    int rc = flush_spaces(e);
+    int cp = checkpoint_due(e) && learned_pending(e);
+    int rc = flush_spaces(e, cp);
     if (rc)
         return fail(e, rc, "staging failed: %s", rec_strerror(rc));
-    clean_all(e);
+    clean_all(e, cp);
     if (rec_batch_count(e->batch) == 0)
         return 0;
     rec_batch *next = e->spare ? e->spare : rec_batch_new();
@@ -873,7 +949,7 @@ int rec_engine_put(rec_engine *e, rec_kind kind, const char *key,
     for (size_t i = 0; i < nvecs; i++) {
         rec_space *s;
         if ((rc = rec_engine_space_ensure(e, vecs[i].space, vecs[i].dim, &s)) ||
-            (rc = rec_space_set(s, kind, idx, vecs[i].v, 0)))
+            (rc = rec_space_set(s, kind, idx, vecs[i].v, REC_SET_DIRTY)))
             return rc;
     }
     if (idx_out)
@@ -947,15 +1023,6 @@ static int del_rec_row(void *ud, rec_val k, rec_val v) {
     return 0;
 }
 
-static int del_event_row(void *ud, rec_val k, rec_val v) {
-    seq_ctx *c = ud;
-    (void)v;
-    if (k.len != 12)
-        return REC_ECORRUPT;
-    c->rows++;
-    return rec_batch_del(c->e->batch, REC_DB_EVENTS, (const char *)k.data + 4, 8);
-}
-
 int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
                       size_t klen) {
     int rc = check_key(e, key, klen);
@@ -978,13 +1045,18 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
         if ((rc = rec_store_read_begin(e->store, &t)))
             return fail(e, rc, "%s", rec_store_errmsg(e->store));
         seq_ctx c = {e, 0, idx};
-        rc = rec_rtxn_scan(t, REC_DB_HISTORY, ib, 4, 0, del_event_row, &c);
         /* Recommendation records name their user: O(records kept). */
-        if (!rc)
-            rc = rec_rtxn_scan(t, REC_DB_RECS, NULL, 0, 0, del_rec_row, &c);
+        rc = rec_rtxn_scan(t, REC_DB_RECS, NULL, 0, 0, del_rec_row, &c);
         rec_store_read_end(t);
-        if (!rc)
-            rc = rec_batch_del_prefix(e->batch, REC_DB_HISTORY, ib, 4);
+        /* Their rows in the log, found through their history. */
+        uint32_t hn;
+        const rec_hentry *h = rec_graph_history(&e->graph, idx, &hn);
+        for (uint32_t i = 0; i < hn && !rc; i++) {
+            unsigned char sk[8];
+            rec_be64(sk, h[i].seq);
+            rc = rec_batch_del(e->batch, REC_DB_EVENTS, sk, 8);
+            c.rows++;
+        }
         if (rc) {
             rec_batch_clear(e->batch);
             return fail(e, rc, "deleting the user's events: %s", rec_strerror(rc));
@@ -995,7 +1067,7 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
         rec_graph_forget_item(&e->graph, idx);
         for (size_t i = 0; i < e->ncounters; i++)
             rec_counter_remove(e->counters[i], idx);
-        (void)set_inactive(e, idx, 0);
+        (void)set_inactive(e, idx, 1); /* hidden for good: the id is gone */
     }
     for (size_t i = 0; i < e->nspaces; i++)
         rec_space_remove(e->spaces[i], kind, idx);
@@ -1005,11 +1077,6 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
         return rc;
     rec_idmap_remove(&e->ids[kind], idx);
     return rec_engine_commit(e);
-}
-
-/* msgpack-c packer callback appending to a rec_buf. */
-static int buf_write(void *data, const char *p, size_t n) {
-    return rec_buf_append(data, p, n) ? -1 : 0;
 }
 
 int rec_engine_event(rec_engine *e, const rec_event *ev, uint64_t *seq,
@@ -1046,34 +1113,30 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, uint64_t *seq,
 
     rec_buf *b = &e->scratch;
     rec_buf_clear(b);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, b, buf_write);
-    size_t tn = strlen(e->types[type].name);
-    rc = msgpack_pack_array(&pk, 7) || msgpack_pack_double(&pk, ts) ||
-         msgpack_pack_uint32(&pk, user) || msgpack_pack_uint32(&pk, item) ||
-         msgpack_pack_str(&pk, tn) ||
-         msgpack_pack_str_body(&pk, e->types[type].name, tn) ||
-         (ev->has_value ? msgpack_pack_double(&pk, ev->value)
-                        : msgpack_pack_nil(&pk)) ||
-         (ev->rlen ? msgpack_pack_str(&pk, ev->rlen) ||
-                         msgpack_pack_str_body(&pk, ev->rec_id, ev->rlen)
-                   : msgpack_pack_nil(&pk));
-    if (!rc)
-        rc = ev->clen ? rec_buf_append(b, ev->context, ev->clen)
-                      : msgpack_pack_nil(&pk);
-    if (rc)
-        return fail(e, REC_ENOMEM, "out of memory");
-
-    unsigned char sk[8], hk[12], hv[HIST_LEN];
+    unsigned char head[EV_HEAD + 8 + 1];
+    uint8_t flags = (uint8_t)((ev->has_value ? EV_HAS_VALUE : 0) |
+                              (ev->rlen ? EV_HAS_REC : 0) |
+                              (ev->clen ? EV_HAS_CONTEXT : 0));
+    memcpy(head, &ts, 8);
+    memcpy(head + 8, &user, 4);
+    memcpy(head + 12, &item, 4);
+    memcpy(head + 16, &type, 2);
+    head[18] = flags;
+    size_t hl = EV_HEAD;
+    if (ev->has_value) {
+        memcpy(head + hl, &ev->value, 8);
+        hl += 8;
+    }
+    if (ev->rlen)
+        head[hl++] = (unsigned char)ev->rlen;
+    unsigned char sk[8];
     rec_be64(sk, s);
-    rec_be32(hk, user);
-    rec_be64(hk + 4, s);
-    hist_rec h = {.ts = ts, .item = item, .weight = w, .type = type};
-    hist_encode(hv, &h);
-    if ((rc = rec_batch_append(e->batch, REC_DB_EVENTS, sk, 8, b->data, b->len)) ||
-        (rc = rec_batch_put(e->batch, REC_DB_HISTORY, hk, 12, hv, HIST_LEN)))
-        return rc;
-    if ((rc = rec_graph_add(&e->graph, user, item, ts, w, type)))
+    if ((rc = rec_buf_append(b, head, hl)) ||
+        (rc = rec_buf_append(b, ev->rec_id, ev->rlen)) ||
+        (rc = rec_buf_append(b, ev->context, ev->clen)) ||
+        (rc = rec_batch_append(e->batch, REC_DB_EVENTS, sk, 8, b->data, b->len)))
+        return fail(e, rc, "out of memory");
+    if ((rc = rec_graph_add(&e->graph, user, item, ts, w, type, s)))
         return fail(e, rc, "out of memory");
     e->next_seq++;
     e->nevents++;
@@ -1086,6 +1149,52 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, uint64_t *seq,
 
 uint64_t rec_engine_events(const rec_engine *e) { return e->nevents; }
 
+typedef struct replay_ctx {
+    rec_engine *e;
+    rec_replay_fn fn;
+    void *ud;
+    uint64_t n;
+} replay_ctx;
+
+static int replay_one(void *ud, rec_val k, rec_val v) {
+    replay_ctx *c = ud;
+    ev_head h;
+    if (k.len != 8 || ev_decode(v.data, v.len, &h))
+        return REC_ECORRUPT;
+    uint64_t seq = rec_get_be64(k.data);
+    if (seq <= c->e->checkpoint_seq)
+        return 0;
+    if (!rec_idmap_alive(&c->e->ids[REC_KIND_USER], h.user) ||
+        !rec_idmap_alive(&c->e->ids[REC_KIND_ITEM], h.item))
+        return 0;
+    rec_replay_event re = {
+        .seq = seq, .ts = h.ts, .user = h.user, .item = h.item, .type = h.type,
+        .weight = h.type < c->e->ntypes ? c->e->types[h.type].weight : 0.0f,
+    };
+    c->n++;
+    return c->fn(c->ud, &re);
+}
+
+int rec_engine_replay(rec_engine *e, rec_replay_fn fn, void *ud,
+                      uint64_t *replayed) {
+    replay_ctx c = {e, fn, ud, 0};
+    if (replayed)
+        *replayed = 0;
+    if (e->checkpoint_seq + 1 >= e->next_seq)
+        return 0;
+    rec_rtxn *t;
+    int rc = rec_store_read_begin(e->store, &t);
+    if (rc)
+        return fail(e, rc, "%s", rec_store_errmsg(e->store));
+    rc = rec_rtxn_scan(t, REC_DB_EVENTS, NULL, 0, 0, replay_one, &c);
+    rec_store_read_end(t);
+    if (replayed)
+        *replayed = c.n;
+    return rc;
+}
+
+uint64_t rec_engine_checkpoint_seq(const rec_engine *e) { return e->checkpoint_seq; }
+
 int rec_engine_set_vector(rec_engine *e, rec_space *s, rec_kind kind,
                           uint32_t idx, const float *v, uint32_t dim) {
     if (rec_store_read_only(e->store))
@@ -1096,7 +1205,7 @@ int rec_engine_set_vector(rec_engine *e, rec_space *s, rec_kind kind,
     if (dim != s->dim)
         return fail(e, REC_EDIM, "space '%s' has dimension %u, got %u",
                     s->name, s->dim, dim);
-    int rc = rec_space_set(s, kind, idx, v, 0);
+    int rc = rec_space_set(s, kind, idx, v, REC_SET_DIRTY);
     if (rc == REC_ENONFINITE)
         return fail(e, rc, "vector for space '%s' holds NaN or infinity",
                     s->name);
@@ -1109,7 +1218,8 @@ static int ensure_row(rec_engine *e, rec_space *s, rec_kind kind,
         return 0;
     float v[REC_DIM_MAX];
     rec_mf_init_vector(&e->rng, &e->opts.mf, v, s->dim);
-    return rec_space_set(s, kind, idx, v, 0);
+    /* Replayed after a crash from the same generator state. */
+    return rec_space_set(s, kind, idx, v, REC_SET_LEARNED);
 }
 
 #define MF_MAX_NEG 64

@@ -33,6 +33,9 @@ typedef struct rec_engine_opts {
     rec_store_opts store;
     uint64_t seed;        /* generator seed; default 42 */
     uint32_t cooc_window; /* co-occurrence window; default 10 */
+    double checkpoint_interval; /* seconds between writes of learned state
+                                   (online vectors, counters); 0 (default):
+                                   with every commit */
     rec_mf_opts mf;
 } rec_engine_opts;
 
@@ -167,6 +170,31 @@ int rec_engine_kv_del(rec_engine *e, const char *k, size_t kl);
  * grow (the log is appended). */
 int rec_engine_rec_put(rec_engine *e, uint64_t rec_id, uint32_t user,
                        const void *v, size_t vl);
+
+/* One event of the log handed back by rec_engine_replay. */
+typedef struct rec_replay_event {
+    uint64_t seq;
+    double ts;
+    uint32_t user, item;
+    uint16_t type;
+    float weight;
+} rec_replay_event;
+
+/* Return nonzero (a negative REC_E*) to stop the replay with that error. */
+typedef int (*rec_replay_fn)(void *ud, const rec_replay_event *ev);
+
+/* Hand every event after the last checkpoint to fn, in log order, so the
+ * owner of the learning policies re-applies them: after a crash the
+ * learned state becomes what it would have been. The generator state is
+ * restored from the checkpoint, so deterministic policies reproduce it
+ * exactly. Call once after open. *replayed (may be NULL) gets the count.
+ * O(events in the log). */
+int rec_engine_replay(rec_engine *e, rec_replay_fn fn, void *ud,
+                      uint64_t *replayed);
+uint64_t rec_engine_checkpoint_seq(const rec_engine *e);
+
+/* Commit, writing learned state too (a checkpoint). */
+int rec_engine_checkpoint(rec_engine *e);
 
 /* Make everything pending durable (see the file comment on failure). */
 int rec_engine_commit(rec_engine *e);

@@ -168,7 +168,7 @@ static int cooc_apply(rec_graph *g, const rec_hlist *h, uint32_t end,
 }
 
 int rec_graph_add(rec_graph *g, uint32_t user, uint32_t item, double ts,
-                  float weight, uint16_t type) {
+                  float weight, uint16_t type, uint64_t seq) {
     int rc = grow_users(g, user);
     if (!rc)
         rc = grow_items(g, item);
@@ -197,8 +197,8 @@ int rec_graph_add(rec_graph *g, uint32_t user, uint32_t item, double ts,
             return rc;
         a->u[a->n++] = user;
     }
-    h->e[h->n++] = (rec_hentry){.ts = ts, .item = item, .weight = weight,
-                                .type = type};
+    h->e[h->n++] = (rec_hentry){.ts = ts, .seq = seq, .item = item,
+                                .weight = weight, .type = type};
     g->events++;
     return 0;
 }

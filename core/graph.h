@@ -20,10 +20,10 @@
 
 typedef struct rec_hentry {
     double ts;       /* seconds since the epoch */
+    uint64_t seq;    /* position of the event in the log */
     uint32_t item;
     float weight;    /* from the event type; <= 0 is negative feedback */
     uint16_t type;   /* interned event type */
-    uint16_t pad_;
 } rec_hentry;
 
 typedef struct rec_hlist {
@@ -61,7 +61,7 @@ void rec_graph_close(rec_graph *g);
 
 /* Record one interaction. O(window) for positive weights. */
 int rec_graph_add(rec_graph *g, uint32_t user, uint32_t item, double ts,
-                  float weight, uint16_t type);
+                  float weight, uint16_t type, uint64_t seq);
 
 /* History of a user in arrival order (borrowed until the next add/forget
  * of that user), NULL with *n = 0 when none. */

@@ -709,17 +709,19 @@ static void build_skip(lua_State *L, ldb *d, int t, qopts *q) {
     q->skip = lua_newuserdatauv(L, q->words * sizeof(uint64_t), 0);
     memset(q->skip, 0, q->words * sizeof(uint64_t));
     int ud = lua_gettop(L);
-    /* Deleted ids leave holes: never return them. */
-    for (uint32_t i = 0; i < bound; i++) {
-        size_t kl;
-        if (!rec_engine_key(d->e, REC_KIND_ITEM, i, &kl))
-            skip_set(q, i);
-    }
-    if (!q->include_inactive) {
-        size_t w;
-        const uint64_t *in = rec_engine_inactive(d->e, &w);
-        for (size_t i = 0; i < w && i < q->words; i++)
-            q->skip[i] |= in[i];
+    /* Inactive and deleted items, a word at a time; deleted ones stay out
+     * even with include_inactive. */
+    size_t w;
+    const uint64_t *in = rec_engine_inactive(d->e, &w);
+    for (size_t i = 0; i < w && i < q->words; i++)
+        q->skip[i] |= in[i];
+    if (q->include_inactive) {
+        for (uint32_t i = 0; i < bound; i++) {
+            size_t kl;
+            if ((q->skip[i >> 6] >> (i & 63) & 1) &&
+                rec_engine_key(d->e, REC_KIND_ITEM, i, &kl))
+                q->skip[i >> 6] &= ~(1ull << (i & 63));
+        }
     }
     if (t == 0)
         return;

@@ -80,6 +80,7 @@ struct server {
     uv_pipe_t pipe;
     int has_tcp, has_pipe;
     uv_check_t check;
+    uv_timer_t tick;       /* wakes the loop so checkpoints happen when idle */
     uv_signal_t sigint, sigterm;
     uv_work_t work;
     rec_batch *committing; /* the staged batch in the worker, or NULL */
@@ -288,6 +289,10 @@ static void commit_done(uv_work_t *req, int status) {
 }
 
 static void shutdown_now(server *s);
+
+/* Nothing to do: the check handle after this wake-up stages a checkpoint
+ * when one is due. */
+static void on_tick(uv_timer_t *t) { (void)t; }
 
 static void on_check(uv_check_t *h) {
     server *s = h->data;
@@ -647,6 +652,7 @@ static void shutdown_now(server *s) {
             c->close_after = 1;
     }
     uv_close((uv_handle_t *)&s->check, on_handle_closed);
+    uv_close((uv_handle_t *)&s->tick, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
 }
@@ -777,6 +783,7 @@ void rec_server_opts_default(rec_server_opts *o) {
     o->out_pause = 4u << 20;
     o->out_max = 16u << 20;
     rec_engine_opts_default(&o->engine);
+    o->engine.checkpoint_interval = 10.0;
 }
 
 int rec_server_run(const rec_server_opts *o, const char *version) {
@@ -810,11 +817,30 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         free(s);
         return 1;
     }
+    /* Learned state is checkpointed; what came after is in the log. */
+    uint64_t replayed = 0;
+    t0 = mono_us();
+    if ((rc = rec_dispatch_replay(s->d, &replayed))) {
+        REC_ERROR("replaying the log after checkpoint %llu failed: %s",
+                  (unsigned long long)rec_engine_checkpoint_seq(s->e),
+                  rec_engine_errmsg(s->e));
+        rec_dispatch_free(s->d);
+        rec_engine_free(s->e);
+        free(s);
+        return 1;
+    }
+    if (replayed)
+        REC_INFO("replayed %llu events logged after the last checkpoint in %.1f ms",
+                 (unsigned long long)replayed, (mono_us() - t0) / 1e3);
     s->loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
     uv_check_init(s->loop, &s->check);
     s->check.data = s;
     uv_check_start(&s->check, on_check);
+    uv_timer_init(s->loop, &s->tick);
+    s->tick.data = s;
+    uv_timer_start(&s->tick, on_tick, 1000, 1000);
+    uv_unref((uv_handle_t *)&s->tick);
     uv_signal_init(s->loop, &s->sigint);
     uv_signal_init(s->loop, &s->sigterm);
     s->sigint.data = s->sigterm.data = s;

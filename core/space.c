@@ -44,6 +44,8 @@ static void matrix_free(rec_matrix *m) {
     free(m->present);
     free(m->dirty);
     free(m->dirty_list);
+    free(m->learned);
+    free(m->learned_list);
 }
 
 void rec_space_free(rec_space *s) {
@@ -106,6 +108,18 @@ static int matrix_reserve(rec_matrix *m, uint32_t stride, uint32_t idx) {
         return REC_ENOMEM;
     }
     m->dirty_list = dl;
+    uint64_t *ld = grow_zeroed(m->learned, ow * 8, nw * 8);
+    if (!ld) {
+        free(rows);
+        return REC_ENOMEM;
+    }
+    m->learned = ld;
+    uint32_t *ll = realloc(m->learned_list, (size_t)cap * sizeof *ll);
+    if (!ll) {
+        free(rows);
+        return REC_ENOMEM;
+    }
+    m->learned_list = ll;
     free(m->rows);
     m->rows = rows;
     m->cap = (uint32_t)cap;
@@ -120,13 +134,21 @@ static void mark_dirty(rec_matrix *m, uint32_t idx) {
     }
 }
 
+static void mark_learned(rec_matrix *m, uint32_t idx) {
+    uint64_t bit = 1ull << (idx & 63);
+    if (!(m->learned[idx >> 6] & bit)) {
+        m->learned[idx >> 6] |= bit;
+        m->learned_list[m->nlearned++] = idx;
+    }
+}
+
 static void update_norm(rec_space *s, rec_matrix *m, uint32_t idx) {
     float n2 = rec_vec_norm2(m->rows + (size_t)idx * s->stride, s->dim);
     m->inv_norms[idx] = n2 > 0.0f ? 1.0f / sqrtf(n2) : 0.0f;
 }
 
 int rec_space_set(rec_space *s, rec_kind k, uint32_t idx, const float *v,
-                  int clean) {
+                  int mark) {
     if (!rec_vec_all_finite(v, s->dim))
         return REC_ENONFINITE;
     rec_matrix *m = &s->m[k];
@@ -141,8 +163,10 @@ int rec_space_set(rec_space *s, rec_kind k, uint32_t idx, const float *v,
     if (idx >= m->nrows)
         m->nrows = idx + 1;
     update_norm(s, m, idx);
-    if (!clean)
+    if (mark == REC_SET_DIRTY)
         mark_dirty(m, idx);
+    else if (mark == REC_SET_LEARNED)
+        mark_learned(m, idx);
     return 0;
 }
 
@@ -162,7 +186,7 @@ void rec_space_touch(rec_space *s, rec_kind k, uint32_t idx) {
     if (!rec_space_has(s, k, idx))
         return;
     update_norm(s, &s->m[k], idx);
-    mark_dirty(&s->m[k], idx);
+    mark_learned(&s->m[k], idx);
 }
 
 void rec_space_remove(rec_space *s, rec_kind k, uint32_t idx) {
@@ -216,4 +240,13 @@ void rec_space_clean(rec_space *s, rec_kind k) {
         m->dirty[r >> 6] &= ~(1ull << (r & 63));
     }
     m->ndirty = 0;
+}
+
+void rec_space_clean_learned(rec_space *s, rec_kind k) {
+    rec_matrix *m = &s->m[k];
+    for (uint32_t i = 0; i < m->nlearned; i++) {
+        uint32_t r = m->learned_list[i];
+        m->learned[r >> 6] &= ~(1ull << (r & 63));
+    }
+    m->nlearned = 0;
 }

@@ -4,8 +4,9 @@
  * 64-byte aligned rows with a stride rounded up to 16 floats, so the SIMD
  * scans read whole cache lines. Rows are indexed by the dense item or user
  * index. The space tracks which rows hold a vector, their inverse norms
- * (for cosine) and which rows changed since the last flush to the store;
- * persisting them is the engine's job.
+ * (for cosine) and which rows changed since they were last written: rows
+ * set or removed (the engine writes them with the next commit) apart from
+ * rows changed by online learning (written at the next checkpoint).
  */
 #ifndef REC_SPACE_H
 #define REC_SPACE_H
@@ -24,9 +25,13 @@ typedef struct rec_matrix {
     float *rows;        /* cap rows of `stride` floats, 64-byte aligned */
     float *inv_norms;   /* 1/|row|, 0 for absent or zero rows */
     uint64_t *present;  /* bit r: row r holds a vector */
-    uint64_t *dirty;    /* bit r: row r changed since the last flush */
+    uint64_t *dirty;    /* bit r: row r set or removed since the last flush */
     uint32_t *dirty_list; /* rows whose dirty bit is set, in first-touch order */
     uint32_t ndirty;
+    uint64_t *learned;  /* bit r: row r changed by learning (touch) since
+                           the last checkpoint */
+    uint32_t *learned_list;
+    uint32_t nlearned;
     uint32_t cap;       /* rows allocated */
     uint32_t nrows;     /* highest present row + 1 (scan length) */
     uint32_t count;     /* rows present */
@@ -48,15 +53,23 @@ int rec_space_new(rec_space **out, const char *name, uint16_t id,
                   uint32_t dim);
 void rec_space_free(rec_space *s); /* NULL is a no-op */
 
+/* How rec_space_set marks the row. */
+enum {
+    REC_SET_DIRTY = 0,   /* set by a caller: written with the next commit */
+    REC_SET_CLEAN = 1,   /* loaded from the store: nothing to write */
+    REC_SET_LEARNED = 2, /* created by learning: written at a checkpoint */
+};
+
 /* Copy v (dim floats) into row idx, growing the matrix. Refuses NaN/Inf
- * with REC_ENONFINITE. Marks the row dirty unless `clean` (loading). */
+ * with REC_ENONFINITE. `mark` is one of REC_SET_*. */
 int rec_space_set(rec_space *s, rec_kind k, uint32_t idx, const float *v,
-                  int clean);
+                  int mark);
 /* The row of idx (borrowed until the next set/remove/grow), or NULL. */
 const float *rec_space_get(const rec_space *s, rec_kind k, uint32_t idx);
 /* Writable row for in-place updates; call rec_space_touch after writing. */
 float *rec_space_row(rec_space *s, rec_kind k, uint32_t idx);
-/* Recompute the row's norm and mark it dirty after an in-place update. */
+/* Recompute the row's norm and mark it learned-dirty after an in-place
+ * update by online learning. */
 void rec_space_touch(rec_space *s, rec_kind k, uint32_t idx);
 /* Forget row idx; it is marked dirty so a flush deletes it. */
 void rec_space_remove(rec_space *s, rec_kind k, uint32_t idx);
@@ -77,5 +90,7 @@ int rec_space_topk(const rec_space *s, rec_kind k, const float *q,
 
 /* Clear the dirty set of kind k after a flush. */
 void rec_space_clean(rec_space *s, rec_kind k);
+/* Clear the learned-dirty set of kind k after a checkpoint. */
+void rec_space_clean_learned(rec_space *s, rec_kind k);
 
 #endif

@@ -56,8 +56,8 @@ static const char *const db_names[REC_DB__COUNT] = {
     [REC_DB_ITEM_KEYS] = "item_keys", [REC_DB_USER_IDS] = "user_ids",
     [REC_DB_USER_KEYS] = "user_keys", [REC_DB_ITEMS] = "items",
     [REC_DB_USERS] = "users",         [REC_DB_VECTORS] = "vectors",
-    [REC_DB_EVENTS] = "events",       [REC_DB_HISTORY] = "history",
-    [REC_DB_COUNTERS] = "counters",   [REC_DB_KV] = "kv",
+    [REC_DB_EVENTS] = "events",       [REC_DB_COUNTERS] = "counters",
+    [REC_DB_KV] = "kv",
     [REC_DB_RECS] = "recs",
 };
 

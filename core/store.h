@@ -30,7 +30,6 @@ typedef enum rec_dbi {
     REC_DB_USERS,     /* u32 index -> user record */
     REC_DB_VECTORS,   /* (space u16, kind u8, index u32) -> float32[d] LE */
     REC_DB_EVENTS,    /* u64 sequence -> event record (append-only log) */
-    REC_DB_HISTORY,   /* (user u32, sequence u64) -> history entry */
     REC_DB_COUNTERS,  /* (family u16, index u32) -> decayed counter */
     REC_DB_KV,        /* free-form keys kept by policies */
     REC_DB_RECS,      /* rec_id -> what was shown (attribution) */

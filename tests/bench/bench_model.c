@@ -231,7 +231,7 @@ static void bench_graph_add(rec_graph *g, const stream *st, uint32_t window,
         double t0 = now();
         for (uint32_t e = 0; e < st->n; e++)
             check(rec_graph_add(g, st->user[e], st->item[e], 1.7e9 + e,
-                                st->weight[e], 1),
+                                st->weight[e], 1, e),
                   "rec_graph_add");
         rate[run] = st->n / (now() - t0);
     }

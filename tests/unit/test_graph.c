@@ -23,7 +23,7 @@
 
 static void add(rec_graph *g, uint32_t user, uint32_t item, float w) {
     double ts = 1000.0 + (double)g->events;
-    assert_int_equal(rec_graph_add(g, user, item, ts, w, 1), 0);
+    assert_int_equal(rec_graph_add(g, user, item, ts, w, 1, 0), 0);
 }
 
 static void expect_cooc(const rec_graph *g, uint32_t a, uint32_t b,
@@ -104,12 +104,14 @@ static void test_history_order(void **state) {
     const float w[] = {1.0f, -1.0f, 2.0f, 0.0f, 0.5f, 1.0f};
     for (int i = 0; i < 6; i++)
         assert_int_equal(rec_graph_add(&g, 5, items[i], 100.0 + i * 10, w[i],
-                                       (uint16_t)(i + 1)),
+                                       (uint16_t)(i + 1), (uint64_t)i + 1),
                          0);
     add(&g, 6, 9, 1.0f); /* another user in between */
-    assert_int_equal(rec_graph_add(&g, 5, 3, 50.0, 1.0f, 7), 0);
+    assert_int_equal(rec_graph_add(&g, 5, 3, 50.0, 1.0f, 7, 0), 0);
 
     const rec_hentry *h = rec_graph_history(&g, 5, &n);
+    assert_int_equal(h[0].seq, 1);
+    assert_int_equal(h[5].seq, 6);
     assert_non_null(h);
     assert_int_equal(n, 7);
     for (int i = 0; i < 6; i++) {

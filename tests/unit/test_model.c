@@ -291,7 +291,7 @@ static void test_mf_step_noops(void **state) {
     assert_true(rec_mf_step(s, 0, 9, 1.0f, negs, 2, &o) == 0.0f);
 
     for (int k = 0; k < 2; k++) {
-        assert_int_equal(s->m[k].ndirty, 0);
+        assert_int_equal(s->m[k].nlearned, 0);
         size_t n = k == REC_KIND_USER ? 2 : 6;
         for (uint32_t r = 0; r < n; r++)
             assert_memory_equal(rec_space_get(s, (rec_kind)k, r),
@@ -326,11 +326,12 @@ static void test_mf_step_marks_dirty(void **state) {
     assert_true(rec_mf_step(s, 1, 3, 1.0f, negs, 3, &o) > 0.0f);
 
     const rec_matrix *mu = &s->m[REC_KIND_USER], *mi = &s->m[REC_KIND_ITEM];
-    assert_int_equal(mu->ndirty, 1);
-    assert_int_equal(mu->dirty_list[0], 1);
-    assert_int_equal(mi->ndirty, 3); /* 3, 5, 2: each once */
+    assert_int_equal(mu->nlearned, 1);
+    assert_int_equal(mu->learned_list[0], 1);
+    assert_int_equal(mi->nlearned, 3); /* 3, 5, 2: each once */
     for (uint32_t r = 0; r < 8; r++)
-        assert_int_equal(bit(mi->dirty, r), r == 2 || r == 3 || r == 5);
+        assert_int_equal(bit(mi->learned, r), r == 2 || r == 3 || r == 5);
+    assert_int_equal(mu->ndirty, 0); /* learning waits for a checkpoint */
     rec_space_free(s);
 }
 

@@ -332,19 +332,29 @@ static void test_dirty_tracking(void **state) {
     assert_true(bit(m->dirty, 70));
     assert_false(bit(m->dirty, 1));
     assert_int_equal(s->m[REC_KIND_ITEM].ndirty, 0);
+    /* Learning (touch) is tracked apart, for checkpoints. */
+    assert_int_equal(m->nlearned, 1);
+    assert_int_equal(m->learned_list[0], 70);
+    assert_true(bit(m->learned, 70));
+    assert_false(bit(m->learned, 3));
 
     rec_space_clean(s, REC_KIND_USER);
     assert_int_equal(m->ndirty, 0);
     for (uint32_t r = 0; r < m->cap; r++)
         assert_false(bit(m->dirty, r));
+    assert_int_equal(m->nlearned, 1);
+    rec_space_clean_learned(s, REC_KIND_USER);
+    assert_int_equal(m->nlearned, 0);
+    assert_false(bit(m->learned, 70));
 
     /* After a clean, rows are tracked afresh, once each. */
     rec_space_touch(s, REC_KIND_USER, 1);
     rec_space_remove(s, REC_KIND_USER, 70);
     rec_space_touch(s, REC_KIND_USER, 1);
-    assert_int_equal(m->ndirty, 2);
-    assert_int_equal(m->dirty_list[0], 1);
-    assert_int_equal(m->dirty_list[1], 70);
+    assert_int_equal(m->ndirty, 1);
+    assert_int_equal(m->nlearned, 1);
+    assert_int_equal(m->dirty_list[0], 70);
+    assert_int_equal(m->learned_list[0], 1);
 
     /* Every row dirty at once, across growth: the list holds each once. */
     rec_space_clean(s, REC_KIND_USER);

@@ -192,7 +192,7 @@ static void test_open_create(void **state) {
 
     static const char *const names[REC_DB__COUNT] = {
         "meta",  "item_ids", "item_keys", "user_ids", "user_keys",
-        "items", "users",    "vectors",   "events",   "history",
+        "items", "users",    "vectors",   "events",
         "counters", "kv",    "recs"};
     for (int i = 0; i < REC_DB__COUNT; i++) {
         assert_string_equal(rec_store_db_name((rec_dbi)i), names[i]);
@@ -271,11 +271,11 @@ static void test_dbs_independent(void **state) {
 
     rec_batch_clear(b);
     assert_int_equal(rec_batch_del(b, REC_DB_VECTORS, "k", 1), 0);
-    assert_int_equal(rec_batch_del_prefix(b, REC_DB_HISTORY, NULL, 0), 0);
+    assert_int_equal(rec_batch_del_prefix(b, REC_DB_KV, NULL, 0), 0);
     assert_int_equal(rec_store_commit(s, b), 0);
     rec_batch_free(b);
     for (int i = 0; i < REC_DB__COUNT; i++) {
-        if (i == REC_DB_VECTORS || i == REC_DB_HISTORY) {
+        if (i == REC_DB_VECTORS || i == REC_DB_KV) {
             expect_absent(s, (rec_dbi)i, "k", 1);
             assert_int_equal(count_of(s, (rec_dbi)i), 0);
         } else {
