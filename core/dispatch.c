@@ -692,12 +692,11 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
         ev.context = ctx->data;
         ev.clen = ctx->len;
     }
-    float w;
-    int rc = rec_engine_event(c->e, &ev, NULL, &w);
+    rec_event_out out;
+    int rc = rec_engine_event(c->e, &ev, &out);
     if (rc)
         return engine_fail(c, rc);
-    rc = feedback(c->e, rec_engine_lookup(c->e, REC_KIND_USER, uk, ev.ulen),
-                  rec_engine_lookup(c->e, REC_KIND_ITEM, ik, ev.ilen), w, ev.ts);
+    rc = feedback(c->e, out.user, out.item, out.weight, ev.ts);
     return rc ? engine_fail(c, rc) : 0;
 }
 

@@ -106,7 +106,7 @@ void rec_engine_opts_default(rec_engine_opts *o) {
     memset(o, 0, sizeof *o);
     rec_store_opts_default(&o->store);
     o->seed = 42;
-    o->cooc_window = 10;
+    o->cooc_window = 5;
     o->checkpoint_interval = 0.0;
     rec_mf_opts_default(&o->mf);
 }
@@ -1079,8 +1079,7 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
     return rec_engine_commit(e);
 }
 
-int rec_engine_event(rec_engine *e, const rec_event *ev, uint64_t *seq,
-                     float *weight) {
+int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
     int rc;
     if ((rc = check_key(e, ev->user, ev->ulen)) ||
         (rc = check_key(e, ev->item, ev->ilen)))
@@ -1140,10 +1139,12 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, uint64_t *seq,
         return fail(e, rc, "out of memory");
     e->next_seq++;
     e->nevents++;
-    if (seq)
-        *seq = s;
-    if (weight)
-        *weight = w;
+    if (out) {
+        out->seq = s;
+        out->weight = w;
+        out->user = user;
+        out->item = item;
+    }
     return 0;
 }
 

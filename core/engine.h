@@ -32,7 +32,7 @@
 typedef struct rec_engine_opts {
     rec_store_opts store;
     uint64_t seed;        /* generator seed; default 42 */
-    uint32_t cooc_window; /* co-occurrence window; default 10 */
+    uint32_t cooc_window; /* co-occurrence window; default 5 */
     double checkpoint_interval; /* seconds between writes of learned state
                                    (online vectors, counters); 0 (default):
                                    with every commit */
@@ -114,10 +114,15 @@ typedef struct rec_event {
     size_t clen;
 } rec_event;
 
-/* Store the event (log + history), update the graph. *seq (may be NULL)
- * gets its position in the log; *weight (may be NULL) the type's weight. */
-int rec_engine_event(rec_engine *e, const rec_event *ev, uint64_t *seq,
-                     float *weight);
+/* What rec_engine_event did. */
+typedef struct rec_event_out {
+    uint64_t seq;        /* position in the log */
+    float weight;        /* the type's weight */
+    uint32_t user, item; /* indexes (created when new) */
+} rec_event_out;
+
+/* Append the event to the log and update the graph. out may be NULL. */
+int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out);
 
 /* Weight of an event type (0 for types never configured). Defaults: view 1,
  * click 2, add_to_cart 4, purchase 8, skip -1, dislike -4. */

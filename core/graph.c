@@ -8,7 +8,7 @@
 
 void rec_graph_init(rec_graph *g, uint32_t window) {
     memset(g, 0, sizeof *g);
-    g->window = window ? window : 10;
+    g->window = window ? window : 5;
 }
 
 void rec_graph_close(rec_graph *g) {

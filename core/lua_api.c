@@ -255,7 +255,7 @@ static int opt_field_bool(lua_State *L, int t, const char *f, int def) {
 }
 
 /* recd.open(dir [, opts]) -> db   [-1|2, +1, e]
- * opts: read_only, no_sync, map_size, map_max (bytes), seed, window. */
+ * opts: read_only, no_sync, map_size, map_max (bytes), seed, window (5). */
 static int l_open(lua_State *L) {
     const char *dir = luaL_checkstring(L, 1);
     rec_engine_opts o;
@@ -272,7 +272,7 @@ static int l_open(lua_State *L) {
         o.store.map_size = (size_t)ms;
         o.store.map_max = (size_t)mx;
         o.seed = (uint64_t)opt_field_num(L, 2, "seed", 42);
-        lua_Number w = opt_field_num(L, 2, "window", 10);
+        lua_Number w = opt_field_num(L, 2, "window", 5);
         if (!(w >= 1 && w <= 256))
             return rec_lua_error(L, REC_ERANGE, "window must be 1..256");
         o.cooc_window = (uint32_t)w;
@@ -556,15 +556,14 @@ static int db_event(lua_State *L) {
         ev.context = ctx.data;
         ev.clen = ctx.len;
     }
-    uint64_t seq;
-    float w;
-    int rc = rec_engine_event(d->e, &ev, &seq, &w);
+    rec_event_out out;
+    int rc = rec_engine_event(d->e, &ev, &out);
     rec_buf_free(&ctx);
     if (rc)
         return engine_error(L, d->e, rc);
     autocommit(L, d);
-    lua_pushinteger(L, (lua_Integer)seq);
-    lua_pushnumber(L, (lua_Number)w);
+    lua_pushinteger(L, (lua_Integer)out.seq);
+    lua_pushnumber(L, (lua_Number)out.weight);
     return 2;
 }
 

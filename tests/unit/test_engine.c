@@ -55,7 +55,7 @@ static void add_event(rec_engine *e, const char *u, const char *i,
     ev.ts = ts;
     ev.rec_id = "rec-1";
     ev.rlen = 5;
-    assert_int_equal(rec_engine_event(e, &ev, NULL, NULL), 0);
+    assert_int_equal(rec_engine_event(e, &ev, NULL), 0);
 }
 
 static int mem_has(const void *hay, size_t hl, const void *needle, size_t nl) {

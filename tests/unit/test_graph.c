@@ -148,7 +148,7 @@ static void test_history_order(void **state) {
 
     /* Window 0 means the default. */
     rec_graph_init(&g, 0);
-    assert_int_equal(g.window, 10);
+    assert_int_equal(g.window, 5);
     rec_graph_close(&g);
 }
 
