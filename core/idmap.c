@@ -70,6 +70,7 @@ void rec_idmap_close(rec_idmap *m) {
         free(m->keys[i]);
     free(m->keys);
     free(m->slots);
+    free(m->tags);
     memset(m, 0, sizeof *m);
 }
 
@@ -82,23 +83,28 @@ uint32_t rec_idmap_find(const rec_idmap *m, const char *key, size_t klen) {
     if (!m->nslots)
         return REC_IDX_NONE;
     size_t mask = m->nslots - 1;
-    for (size_t i = hash_key(key, klen) & mask;; i = (i + 1) & mask) {
+    uint64_t h = hash_key(key, klen);
+    uint32_t tag = (uint32_t)(h >> 32);
+    /* The tag spares a cache miss on the stored key for most mismatches. */
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
         uint32_t s = m->slots[i];
         if (s == 0)
             return REC_IDX_NONE;
-        if (s != TOMB && key_eq(m->keys[s - 1], key, klen))
+        if (s != TOMB && m->tags[i] == tag && key_eq(m->keys[s - 1], key, klen))
             return s - 1;
     }
 }
 
-static void place(uint32_t *slots, size_t nslots, const char *stored,
-                  uint32_t idx) {
+static void place(uint32_t *slots, uint32_t *tags, size_t nslots,
+                  const char *stored, uint32_t idx) {
     size_t n = (size_t)(unsigned char)stored[0] << 8 | (unsigned char)stored[1];
     size_t mask = nslots - 1;
-    size_t i = hash_key(stored + 2, n) & mask;
+    uint64_t h = hash_key(stored + 2, n);
+    size_t i = h & mask;
     while (slots[i] != 0)
         i = (i + 1) & mask;
     slots[i] = idx + 1;
+    tags[i] = (uint32_t)(h >> 32);
 }
 
 static int rehash(rec_idmap *m, size_t want_live) {
@@ -106,13 +112,19 @@ static int rehash(rec_idmap *m, size_t want_live) {
     while (n * 7 / 10 <= want_live)
         n *= 2;
     uint32_t *slots = calloc(n, sizeof *slots);
-    if (!slots)
+    uint32_t *tags = malloc(n * sizeof *tags);
+    if (!slots || !tags) {
+        free(slots);
+        free(tags);
         return REC_ENOMEM;
+    }
     for (uint32_t i = 0; i < m->next; i++)
         if (m->keys[i])
-            place(slots, n, m->keys[i], i);
+            place(slots, tags, n, m->keys[i], i);
     free(m->slots);
+    free(m->tags);
     m->slots = slots;
+    m->tags = tags;
     m->nslots = n;
     m->used = m->live;
     return 0;
@@ -152,7 +164,7 @@ int rec_idmap_insert_at(rec_idmap *m, const char *key, size_t klen,
     stored[1] = (char)klen;
     memcpy(stored + 2, key, klen);
     m->keys[idx] = stored;
-    place(m->slots, m->nslots, stored, idx);
+    place(m->slots, m->tags, m->nslots, stored, idx);
     m->used++;
     m->live++;
     if (idx >= m->next)

@@ -19,6 +19,7 @@
 
 typedef struct rec_idmap {
     uint32_t *slots;   /* open addressing: index+1, 0 empty, UINT32_MAX tomb */
+    uint32_t *tags;    /* high 32 bits of each slot's key hash */
     size_t nslots;     /* power of two */
     size_t used;       /* live + tombstone slots */
     char **keys;       /* keys[idx]: owned, length-prefixed (2 bytes); NULL when removed */
