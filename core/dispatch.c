@@ -44,6 +44,13 @@ typedef struct method_def {
     unsigned flags;
 } method_def;
 
+typedef struct fuse {
+    float *score;      /* by item index, 0 when untouched */
+    uint32_t *touched;
+    uint32_t ntouched;
+    uint32_t cap;
+} fuse;
+
 struct rec_dispatch {
     rec_engine *e;
     char *token;
@@ -55,6 +62,7 @@ struct rec_dispatch {
     uint64_t last_rec_id;
     rec_buf scratch;
     method_stats *stats; /* one per method */
+    fuse fuse;           /* scratch of rec.recommend's rank fusion */
 };
 
 struct call_ctx {
@@ -144,7 +152,7 @@ static int id_key(call_ctx *c, const msgpack_object *o, char *key,
     }
     if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
         return rec_id_int(key, o->via.i64);
-    return fail(c, REC_ETYPE, "%s must be a string or an integer", what);
+    return fail(c, REC_EINVAL, "%s must be a string or an integer", what);
 }
 
 static int pack_key(msgpack_packer *pk, const char *key, size_t klen) {
@@ -184,7 +192,7 @@ static int check_vec(call_ctx *c, const msgpack_object *o, const char *space,
         return 0;
     }
     if (o->type != MSGPACK_OBJECT_ARRAY)
-        return fail(c, REC_ETYPE, "vector for '%s' must be an array of numbers "
+        return fail(c, REC_EINVAL, "vector for '%s' must be an array of numbers "
                     "or a bin of float32", space);
     uint32_t n = o->via.array.size;
     if (n == 0 || n > REC_DIM_MAX)
@@ -193,7 +201,7 @@ static int check_vec(call_ctx *c, const msgpack_object *o, const char *space,
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *x = &o->via.array.ptr[i];
         if (!is_number(x))
-            return fail(c, REC_ETYPE, "vector for '%s': element %u is not a number",
+            return fail(c, REC_EINVAL, "vector for '%s': element %u is not a number",
                         space, i + 1);
         float f = (float)number(x);
         if (!isfinite(f))
@@ -370,7 +378,7 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
                         uint32_t i, new_space *ns, size_t *nns) {
     char key[REC_ID_MAX];
     if (!o || o->type != MSGPACK_OBJECT_MAP)
-        return fail(c, REC_ETYPE, "params[%u] must be a map {id, props?, vectors?%s}",
+        return fail(c, REC_EINVAL, "params[%u] must be a map {id, props?, vectors?%s}",
                     i, kind == REC_KIND_ITEM ? ", active?" : "");
     char what_id[48];
     snprintf(what_id, sizeof what_id, "params[%u].id", i);
@@ -379,15 +387,15 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
         return rc;
     const msgpack_object *p = field(o, "props");
     if (p && p->type != MSGPACK_OBJECT_MAP)
-        return fail(c, REC_ETYPE, "params[%u].props must be a map", i);
+        return fail(c, REC_EINVAL, "params[%u].props must be a map", i);
     const msgpack_object *a = field(o, "active");
     if (a && (a->type != MSGPACK_OBJECT_BOOLEAN || kind != REC_KIND_ITEM))
-        return fail(c, REC_ETYPE, "params[%u].active must be a boolean (items only)", i);
+        return fail(c, REC_EINVAL, "params[%u].active must be a boolean (items only)", i);
     const msgpack_object *v = field(o, "vectors");
     if (!v)
         return 0;
     if (v->type != MSGPACK_OBJECT_MAP || v->via.map.size > 16)
-        return fail(c, REC_ETYPE, "params[%u].vectors must be a map of up to 16 "
+        return fail(c, REC_EINVAL, "params[%u].vectors must be a map of up to 16 "
                     "space names to vectors", i);
     for (uint32_t j = 0; j < v->via.map.size; j++) {
         const msgpack_object *k = &v->via.map.ptr[j].key;
@@ -626,7 +634,7 @@ int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed) {
 static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     char key[REC_ID_MAX], what[48];
     if (!o || o->type != MSGPACK_OBJECT_MAP)
-        return fail(c, REC_ETYPE, "params[%u] must be a map {user, item, type, ...}", i);
+        return fail(c, REC_EINVAL, "params[%u] must be a map {user, item, type, ...}", i);
     snprintf(what, sizeof what, "params[%u].user", i);
     int rc = id_key(c, field(o, "user"), key, what);
     if (rc < 0)
@@ -638,7 +646,7 @@ static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     if (!t)
         return fail(c, REC_EINVAL, "params[%u].type is missing", i);
     if (t->type != MSGPACK_OBJECT_STR)
-        return fail(c, REC_ETYPE, "params[%u].type must be a string", i);
+        return fail(c, REC_EINVAL, "params[%u].type must be a string", i);
     if (t->via.str.size == 0 || t->via.str.size > 63)
         return fail(c, REC_EINVAL, "params[%u].type must be 1..63 bytes", i);
     for (uint32_t j = 0; j < t->via.str.size; j++)
@@ -646,15 +654,15 @@ static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
             return fail(c, REC_EINVAL, "params[%u].type holds a control character or '/'", i);
     const msgpack_object *v = field(o, "value");
     if (v && (!is_number(v) || !isfinite(number(v))))
-        return fail(c, REC_ETYPE, "params[%u].value must be a finite number", i);
+        return fail(c, REC_EINVAL, "params[%u].value must be a finite number", i);
     const msgpack_object *ts = field(o, "ts");
     if (ts && !is_number(ts))
-        return fail(c, REC_ETYPE, "params[%u].ts must be a number", i);
+        return fail(c, REC_EINVAL, "params[%u].ts must be a number", i);
     if (ts && !(number(ts) > 0 && number(ts) < 1e11))
         return fail(c, REC_ERANGE, "params[%u].ts must be seconds since the epoch", i);
     const msgpack_object *r = field(o, "rec_id");
     if (r && (r->type != MSGPACK_OBJECT_STR || r->via.str.size > 255))
-        return fail(c, REC_ETYPE, "params[%u].rec_id must be a string of up to 255 bytes", i);
+        return fail(c, REC_EINVAL, "params[%u].rec_id must be a string of up to 255 bytes", i);
     return 0;
 }
 
@@ -733,7 +741,7 @@ static int parse_n(call_ctx *c, const msgpack_object *o, uint32_t *n) {
     if (!no)
         return 0;
     if (!is_number(no) || number(no) != floor(number(no)))
-        return fail(c, REC_ETYPE, "n must be an integer");
+        return fail(c, REC_EINVAL, "n must be an integer");
     double x = number(no);
     if (x < 1 || x > MAX_N)
         return fail(c, REC_ERANGE, "n must be 1..%d", MAX_N);
@@ -759,7 +767,7 @@ static uint64_t *skip_map(call_ctx *c, const msgpack_object *exclude,
     if (exclude) {
         if (exclude->type != MSGPACK_OBJECT_ARRAY) {
             free(skip);
-            *rc = fail(c, REC_ETYPE, "exclude must be an array of item ids");
+            *rc = fail(c, REC_EINVAL, "exclude must be an array of item ids");
             return NULL;
         }
         for (uint32_t i = 0; i < exclude->via.array.size; i++) {
@@ -823,10 +831,62 @@ static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
     return 0;
 }
 
+/* Rank fusion of the built-in sources: each source proposes its top
+ * candidates and an item scores sum(w_s / (FUSE_K + rank_s)), so sources
+ * with scores on different scales blend without calibration. */
+#define FUSE_K 10.0f
+
+static int fuse_reserve(fuse *f, uint32_t bound) {
+    if (bound <= f->cap)
+        return 0;
+    float *s = realloc(f->score, (size_t)bound * sizeof *s);
+    if (!s)
+        return REC_ENOMEM;
+    f->score = s;
+    uint32_t *t = realloc(f->touched, (size_t)bound * sizeof *t);
+    if (!t)
+        return REC_ENOMEM;
+    f->touched = t;
+    memset(s + f->cap, 0, (size_t)(bound - f->cap) * sizeof *s);
+    f->cap = bound;
+    return 0;
+}
+
+static void fuse_add(fuse *f, const rec_hit *h, size_t n, float w) {
+    for (size_t r = 0; r < n; r++) {
+        uint32_t i = h[r].idx;
+        if (f->score[i] == 0.0f)
+            f->touched[f->ntouched++] = i;
+        f->score[i] += w / (FUSE_K + (float)r);
+    }
+}
+
+/* The user's taste in a vector space: recent positive items' vectors,
+ * normalised, weighted by event weight and 0.85 per step back in time.
+ * Returns 0 when none of the recent items has a vector. */
+static int profile(rec_space *s, const rec_hentry *h, uint32_t hn, float *q) {
+    memset(q, 0, s->dim * sizeof(float));
+    float decay = 1.0f;
+    int used = 0;
+    for (uint32_t i = hn, seen = 0; i-- > 0 && seen < 20;) {
+        if (h[i].weight <= 0.0f)
+            continue;
+        seen++;
+        const float *v = rec_space_get(s, REC_KIND_ITEM, h[i].item);
+        float inv = v ? s->m[REC_KIND_ITEM].inv_norms[h[i].item] : 0.0f;
+        if (inv > 0.0f) {
+            rec_vec_axpy(h[i].weight * decay * inv, v, q, s->dim);
+            used = 1;
+        }
+        decay *= 0.85f;
+    }
+    return used;
+}
+
 static int m_recommend(call_ctx *c) {
     const msgpack_object *o = param(c, 0);
     if (!o || o->type != MSGPACK_OBJECT_MAP)
-        return fail(c, REC_ETYPE, "params[0] must be a map {user, n?, exclude?, ...}");
+        return fail(c, REC_EINVAL, "params[0] must be a map {user, n?, exclude?, ...}");
     char key[REC_ID_MAX];
     int kl = id_key(c, field(o, "user"), key, "params[0].user");
     if (kl < 0)
@@ -843,45 +903,81 @@ static int m_recommend(call_ctx *c) {
     uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
     if (!skip)
         return rc;
+    rec_graph *g = rec_engine_graph(c->e);
     uint32_t user = rec_engine_lookup(c->e, REC_KIND_USER, key, (size_t)kl);
-    if (user != REC_IDX_NONE) {
-        uint32_t hn;
-        const rec_hentry *h = rec_graph_history(rec_engine_graph(c->e), user, &hn);
-        for (uint32_t i = 0; i < hn; i++)
-            skip[h[i].item >> 6] |= 1ull << (h[i].item & 63);
-    }
-    rec_hit *hits = malloc((size_t)n * 2 * sizeof *hits);
-    if (!hits) {
+    uint32_t hn = 0;
+    const rec_hentry *h = user != REC_IDX_NONE ? rec_graph_history(g, user, &hn) : NULL;
+    for (uint32_t i = 0; i < hn; i++)
+        skip[h[i].item >> 6] |= 1ull << (h[i].item & 63);
+    uint32_t m = n * 3 < 30 ? 30 : n * 3; /* candidates per source */
+    rec_hit *hits = malloc((size_t)(m > 64 ? m : 64) * sizeof *hits);
+    fuse *f = &c->d->fuse;
+    if (!hits || fuse_reserve(f, rec_engine_bound(c->e, REC_KIND_ITEM))) {
+        free(hits);
         free(skip);
         return fail(c, REC_ENOMEM, "out of memory");
     }
-    size_t got = 0;
+    float q[REC_DIM_MAX];
+    int k;
+    /* 1. the user's recent taste in content vectors */
+    rec_space *content = rec_engine_space(c->e, "content");
+    if (content && h && profile(content, h, hn, q) &&
+        (k = rec_space_topk(content, REC_KIND_ITEM, q, 1, skip, words, m, hits)) > 0)
+        fuse_add(f, hits, (size_t)k, 1.0f);
+    /* 2. items that co-occur with the last five they liked */
+    for (uint32_t i = hn, seen = 0; i-- > 0 && seen < 5;) {
+        if (h[i].weight <= 0.0f)
+            continue;
+        seen++;
+        size_t nb = rec_graph_neighbors(g, h[i].item, skip, words, m / 2, hits);
+        fuse_add(f, hits, nb, 1.0f / (float)seen);
+    }
+    /* 3. their online MF vector */
     rec_space *mf = rec_engine_space(c->e, MF_SPACE);
     const float *uv = mf && user != REC_IDX_NONE ? rec_space_get(mf, REC_KIND_USER, user) : NULL;
     if (uv) {
-        float q[REC_DIM_MAX];
         memcpy(q, uv, mf->dim * sizeof(float));
-        int k = rec_space_topk(mf, REC_KIND_ITEM, q, 0, skip, words, n, hits);
-        got = k > 0 ? (size_t)k : 0;
+        if ((k = rec_space_topk(mf, REC_KIND_ITEM, q, 0, skip, words, m, hits)) > 0)
+            fuse_add(f, hits, (size_t)k, 0.7f);
     }
-    if (got < n) {
-        /* Fill with what is popular now, leaving out what is already in. */
-        for (size_t i = 0; i < got; i++)
-            skip[hits[i].idx >> 6] |= 1ull << (hits[i].idx & 63);
-        rec_counter *pop = rec_engine_counter(c->e, POP_COUNTER);
-        if (pop)
-            got += rec_counter_topk(pop, rec_now(), skip, words, n - got, hits + got);
+    /* 4. what is popular now */
+    rec_counter *pop = rec_engine_counter(c->e, POP_COUNTER);
+    if (pop)
+        fuse_add(f, hits, rec_counter_topk(pop, rec_now(), skip, words, m, hits), 0.3f);
+    rec_topk best;
+    rec_hit *out = malloc((size_t)n * sizeof *out);
+    if (!out) {
+        free(hits);
+        free(skip);
+        for (uint32_t i = 0; i < f->ntouched; i++)
+            f->score[f->touched[i]] = 0.0f;
+        f->ntouched = 0;
+        return fail(c, REC_ENOMEM, "out of memory");
     }
+    rec_topk_init(&best, out, n);
+    for (uint32_t i = 0; i < f->ntouched; i++) {
+        uint32_t it = f->touched[i];
+        rec_topk_push(&best, it, f->score[it]);
+        f->score[it] = 0.0f;
+        skip[it >> 6] |= 1ull << (it & 63);
+    }
+    f->ntouched = 0;
+    size_t got = rec_topk_finish(&best);
+    /* 5. nothing else to go on: the newest items of the catalogue */
+    for (uint32_t i = rec_engine_bound(c->e, REC_KIND_ITEM); i-- > 0 && got < n;)
+        if (!(skip[i >> 6] >> (i & 63) & 1))
+            out[got++] = (rec_hit){i, 0.0f};
     free(skip);
-    rc = pack_recs(c, user, "builtin", hits, got);
     free(hits);
+    rc = pack_recs(c, user, "builtin", out, got);
+    free(out);
     return rc;
 }
 
 static int m_similar(call_ctx *c) {
     const msgpack_object *o = param(c, 0);
     if (!o || o->type != MSGPACK_OBJECT_MAP)
-        return fail(c, REC_ETYPE, "params[0] must be a map {item, n?, space?}");
+        return fail(c, REC_EINVAL, "params[0] must be a map {item, n?, space?}");
     char key[REC_ID_MAX];
     int kl = id_key(c, field(o, "item"), key, "params[0].item");
     if (kl < 0)
@@ -897,7 +993,7 @@ static int m_similar(call_ctx *c) {
     rec_space *s = NULL;
     if (so) {
         if (so->type != MSGPACK_OBJECT_STR || so->via.str.size > REC_SPACE_NAME_MAX)
-            return fail(c, REC_ETYPE, "space must be a string");
+            return fail(c, REC_EINVAL, "space must be a string");
         char name[REC_SPACE_NAME_MAX + 1];
         memcpy(name, so->via.str.ptr, so->via.str.size);
         name[so->via.str.size] = 0;
@@ -982,6 +1078,8 @@ void rec_dispatch_free(rec_dispatch *d) {
         free(d->token);
     }
     free(d->stats);
+    free(d->fuse.score);
+    free(d->fuse.touched);
     rec_buf_free(&d->scratch);
     free(d);
 }

@@ -888,7 +888,7 @@ int rec_engine_put(rec_engine *e, rec_kind kind, const char *key,
     if (props) {
         unsigned char t = *(const unsigned char *)props;
         if (!((t & 0xf0) == 0x80 || t == 0xde || t == 0xdf))
-            return fail(e, REC_ETYPE, "properties must be a map");
+            return fail(e, REC_EINVAL, "properties must be a map");
     }
     /* Validate every vector before changing anything. */
     for (size_t i = 0; i < nvecs; i++) {

@@ -10,7 +10,6 @@
 #define REC_ERRNO_MAP(XX)                                                     \
     XX(NOMEM, "no_memory", "out of memory")                                   \
     XX(INVAL, "invalid_params", "invalid argument")                           \
-    XX(TYPE, "wrong_type", "value has the wrong type")                        \
     XX(NOTFOUND, "not_found", "not found")                                    \
     XX(EXISTS, "exists", "already exists")                                    \
     XX(DIM, "dimension_mismatch", "vector dimension does not match the space")\

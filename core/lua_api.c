@@ -100,7 +100,7 @@ static size_t check_id(lua_State *L, int idx, char *key, const char *what) {
         int isint;
         lua_Integer v = lua_tointegerx(L, idx, &isint);
         if (!isint)
-            rec_lua_error(L, REC_ETYPE, "%s id must be a string or an integer",
+            rec_lua_error(L, REC_EINVAL, "%s id must be a string or an integer",
                           what);
         rc = rec_id_int(key, (int64_t)v);
     } else if (lua_type(L, idx) == LUA_TSTRING) {
@@ -113,7 +113,7 @@ static size_t check_id(lua_State *L, int idx, char *key, const char *what) {
             rec_lua_error(L, rc, "%s id longer than %d bytes", what,
                           REC_ID_MAX - 1);
     } else {
-        rec_lua_error(L, REC_ETYPE, "%s id must be a string or an integer, "
+        rec_lua_error(L, REC_EINVAL, "%s id must be a string or an integer, "
                       "got %s", what, luaL_typename(L, idx));
         return 0;
     }
@@ -185,7 +185,7 @@ static float *check_vector(lua_State *L, int idx, uint32_t *dim,
         return v;
     }
     if (lua_type(L, idx) != LUA_TTABLE)
-        rec_lua_error(L, REC_ETYPE, "vector for '%s' must be an array of "
+        rec_lua_error(L, REC_EINVAL, "vector for '%s' must be an array of "
                       "numbers or a binary string", space);
     lua_Unsigned n = lua_rawlen(L, idx);
     if (n == 0 || n > REC_DIM_MAX)
@@ -198,7 +198,7 @@ static float *check_vector(lua_State *L, int idx, uint32_t *dim,
         lua_Number x = lua_tonumberx(L, -1, &ok);
         lua_pop(L, 1);
         if (!ok)
-            rec_lua_error(L, REC_ETYPE, "vector for '%s': element %llu is not "
+            rec_lua_error(L, REC_EINVAL, "vector for '%s': element %llu is not "
                           "a number", space, (unsigned long long)i);
         v[i - 1] = (float)x;
         if (!isfinite(v[i - 1]))
@@ -226,7 +226,7 @@ static const char *opt_field_str(lua_State *L, int t, const char *f,
     const char *s = def;
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
-            rec_lua_error(L, REC_ETYPE, "option '%s' must be a string", f);
+            rec_lua_error(L, REC_EINVAL, "option '%s' must be a string", f);
         s = lua_tostring(L, -1);
     }
     lua_pop(L, 1); /* s stays valid: the table still references it */
@@ -241,7 +241,7 @@ static lua_Number opt_field_num(lua_State *L, int t, const char *f,
         int ok;
         x = lua_tonumberx(L, -1, &ok);
         if (!ok)
-            rec_lua_error(L, REC_ETYPE, "option '%s' must be a number", f);
+            rec_lua_error(L, REC_EINVAL, "option '%s' must be a number", f);
     }
     lua_pop(L, 1);
     return x;
@@ -347,7 +347,7 @@ static size_t collect_vectors(lua_State *L, int t, rec_vecarg *args,
     lua_pushnil(L);
     while (lua_next(L, t)) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            rec_lua_error(L, REC_ETYPE,
+            rec_lua_error(L, REC_EINVAL,
                           "vectors must be a map of space name to vector");
         if (n == max)
             rec_lua_error(L, REC_ETOOLARGE, "at most %d vectors per call",
@@ -389,14 +389,14 @@ static int put_common(lua_State *L, rec_kind kind) {
     int active = -1;
     if (!lua_isnoneornil(L, base + 3)) {
         if (lua_type(L, base + 3) != LUA_TBOOLEAN)
-            return rec_lua_error(L, REC_ETYPE, "active must be a boolean");
+            return rec_lua_error(L, REC_EINVAL, "active must be a boolean");
         active = lua_toboolean(L, base + 3);
     }
     rec_vecarg vecs[MAX_VECS];
     size_t nv = 0;
     if (!lua_isnoneornil(L, base + 2)) {
         if (lua_type(L, base + 2) != LUA_TTABLE)
-            return rec_lua_error(L, REC_ETYPE, "vectors must be a table");
+            return rec_lua_error(L, REC_EINVAL, "vectors must be a table");
         nv = collect_vectors(L, base + 2, vecs, MAX_VECS);
     }
     /* Packed last: nothing raises between here and the free below. */
@@ -404,7 +404,7 @@ static int put_common(lua_State *L, rec_kind kind) {
     int has_props = !lua_isnoneornil(L, base + 1);
     if (has_props) {
         if (lua_type(L, base + 1) != LUA_TTABLE)
-            return rec_lua_error(L, REC_ETYPE, "props must be a table");
+            return rec_lua_error(L, REC_EINVAL, "props must be a table");
         pack_value(L, base + 1, &props, "props");
     }
     uint32_t idx;
@@ -539,14 +539,14 @@ static int db_event(lua_State *L) {
         int ok;
         ev.value = lua_tonumberx(L, -1, &ok);
         if (!ok)
-            return rec_lua_error(L, REC_ETYPE, "event value must be a number");
+            return rec_lua_error(L, REC_EINVAL, "event value must be a number");
         ev.has_value = 1;
     }
     ev.ts = opt_field_num(L, 2, "ts", 0);
     lua_getfield(L, 2, "rec_id");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
-            return rec_lua_error(L, REC_ETYPE, "rec_id must be a string");
+            return rec_lua_error(L, REC_EINVAL, "rec_id must be a string");
         ev.rec_id = lua_tolstring(L, -1, &ev.rlen);
     }
     rec_buf ctx = REC_BUF_INIT;
@@ -727,7 +727,7 @@ static void build_skip(lua_State *L, ldb *d, int t, qopts *q) {
     lua_getfield(L, t, "exclude");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TTABLE)
-            rec_lua_error(L, REC_ETYPE, "exclude must be a list of item ids");
+            rec_lua_error(L, REC_EINVAL, "exclude must be a list of item ids");
         lua_Unsigned n = lua_rawlen(L, -1);
         for (lua_Unsigned i = 1; i <= n; i++) {
             lua_rawgeti(L, -1, (lua_Integer)i);
@@ -757,7 +757,7 @@ static void build_skip(lua_State *L, ldb *d, int t, qopts *q) {
             lua_pop(L, 1);
         }
     } else if (!lua_isnil(L, -1)) {
-        rec_lua_error(L, REC_ETYPE, "filter must be a function or a bitmap");
+        rec_lua_error(L, REC_EINVAL, "filter must be a function or a bitmap");
     }
     lua_pop(L, 1);
     lua_settop(L, ud);
@@ -1306,7 +1306,7 @@ static int db_bitmap(lua_State *L) {
             lua_pop(L, 1);
         }
     } else if (!lua_isnoneornil(L, 2)) {
-        return rec_lua_error(L, REC_ETYPE, "bitmap takes a function or nothing");
+        return rec_lua_error(L, REC_EINVAL, "bitmap takes a function or nothing");
     }
     return 1;
 }

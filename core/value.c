@@ -478,7 +478,7 @@ static int pack_key(pack_ctx *c, int idx) {
     case LUA_TBOOLEAN:
         return pack_value(c, idx);
     default:
-        return pack_fail(c, REC_ETYPE, 0, luaL_typename(c->L, idx),
+        return pack_fail(c, REC_EINVAL, 0, luaL_typename(c->L, idx),
                          " key cannot be stored");
     }
 }
@@ -488,7 +488,7 @@ static int pack_table(pack_ctx *c, int idx) {
     const void *self = lua_topointer(L, idx);
     for (int i = 0; i < c->depth; i++)
         if (c->open[i] == self)
-            return pack_fail(c, REC_ETYPE, 1, "cycle: table contains itself",
+            return pack_fail(c, REC_EINVAL, 1, "cycle: table contains itself",
                              "");
     if (c->depth >= LUA_MAX_DEPTH)
         return pack_fail(c, REC_ERANGE, 1, "nesting deeper than 32", "");
@@ -574,7 +574,7 @@ static int pack_value(pack_ctx *c, int idx) {
     case LUA_TTABLE:
         return pack_table(c, idx);
     default:
-        return pack_fail(c, REC_ETYPE, 1, luaL_typename(L, idx),
+        return pack_fail(c, REC_EINVAL, 1, luaL_typename(L, idx),
                          " cannot be stored");
     }
 }

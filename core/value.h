@@ -53,7 +53,7 @@ int rec_mp_push_lua(lua_State *L, const void *data, size_t len,
  * floats, strings; tables become arrays when their keys are exactly 1..n
  * (n >= 1), otherwise maps (keys must be strings, integers, floats or
  * booleans); an empty table becomes an empty map. Functions, userdata,
- * threads, cycles and nesting deeper than 32 are refused with REC_ETYPE
+ * threads, cycles and nesting deeper than 32 are refused with REC_EINVAL
  * (REC_ERANGE for depth) and a message in err naming the path
  * ("props.tags[3]: function cannot be stored"). out is left as it was on
  * error. Does not raise. [-0, +0, m] */

@@ -191,7 +191,7 @@ static void test_put_validates_before_changing(void **state) {
     assert_null(rec_engine_space(e, "s"));
     assert_int_equal(rec_engine_pending(e), 0);
     assert_int_equal(rec_engine_put(e, REC_KIND_ITEM, k, kl, "\x91\x01", 2, -1, NULL, 0, NULL),
-                     REC_ETYPE);
+                     REC_EINVAL);
     va[1].v = good;
     va[1].dim = 2;
     assert_int_equal(rec_engine_put(e, REC_KIND_ITEM, k, kl, NULL, 0, -1, va, 2, NULL), 0);

@@ -926,29 +926,29 @@ static void expect_pack_fails(lua_State *L, const char *expr, int want,
 static void test_pack_refuses(void **state) {
     (void)state;
     lua_State *L = new_state();
-    expect_pack_fails(L, "print", REC_ETYPE, "function cannot be stored");
-    expect_pack_fails(L, "{tags = {'a', 'b', print}}", REC_ETYPE,
+    expect_pack_fails(L, "print", REC_EINVAL, "function cannot be stored");
+    expect_pack_fails(L, "{tags = {'a', 'b', print}}", REC_EINVAL,
                       "tags[3]: function cannot be stored");
-    expect_pack_fails(L, "{a = {b = print}}", REC_ETYPE,
+    expect_pack_fails(L, "{a = {b = print}}", REC_EINVAL,
                       "a.b: function cannot be stored");
     expect_pack_fails(L, "{props = {tags = {1, 2, function() end}}}",
-                      REC_ETYPE, "props.tags[3]: function cannot be stored");
-    expect_pack_fails(L, "{{}, {x = {coroutine.create(print)}}}", REC_ETYPE,
+                      REC_EINVAL, "props.tags[3]: function cannot be stored");
+    expect_pack_fails(L, "{{}, {x = {coroutine.create(print)}}}", REC_EINVAL,
                       "[2].x[1]: thread cannot be stored");
-    expect_pack_fails(L, "{['a b'] = {[7] = {[true] = print}}}", REC_ETYPE,
+    expect_pack_fails(L, "{['a b'] = {[7] = {[true] = print}}}", REC_EINVAL,
                       "[\"a b\"][7][true]: function cannot be stored");
-    expect_pack_fails(L, "{[2.5] = io.stdout}", REC_ETYPE,
+    expect_pack_fails(L, "{[2.5] = io.stdout}", REC_EINVAL,
                       "[2.5]: userdata cannot be stored");
-    expect_pack_fails(L, "{a = {[{}] = 1}}", REC_ETYPE,
+    expect_pack_fails(L, "{a = {[{}] = 1}}", REC_EINVAL,
                       "a: table key cannot be stored");
-    expect_pack_fails(L, "{[print] = 1}", REC_ETYPE,
+    expect_pack_fails(L, "{[print] = 1}", REC_EINVAL,
                       "function key cannot be stored");
     expect_pack_fails(L, "(function() local t = {} t.self = t return t end)()",
-                      REC_ETYPE, "self: cycle: table contains itself");
+                      REC_EINVAL, "self: cycle: table contains itself");
     expect_pack_fails(L,
                       "(function() local t = {a = {b = {}}} t.a.b.c = t.a"
                       " return t end)()",
-                      REC_ETYPE, "a.b.c: cycle: table contains itself");
+                      REC_EINVAL, "a.b.c: cycle: table contains itself");
     expect_pack_fails(L,
                       "(function() local t = {} for i = 1, 39 do t = {t} end"
                       " return t end)()",
@@ -968,19 +968,19 @@ static void test_pack_refuses(void **state) {
     rec_buf b = REC_BUF_INIT;
     char err[64];
     lua_pushlightuserdata(L, &b);
-    assert_int_equal(rec_mp_pack_lua(L, -1, &b, err, sizeof err), REC_ETYPE);
+    assert_int_equal(rec_mp_pack_lua(L, -1, &b, err, sizeof err), REC_EINVAL);
     assert_string_equal(err, "userdata cannot be stored");
     lua_pop(L, 1);
     lua_newuserdatauv(L, 8, 0);
-    assert_int_equal(rec_mp_pack_lua(L, -1, &b, err, sizeof err), REC_ETYPE);
+    assert_int_equal(rec_mp_pack_lua(L, -1, &b, err, sizeof err), REC_EINVAL);
     lua_pop(L, 1);
     /* A tiny err buffer is truncated, still terminated. */
     eval(L, "return {alpha = {beta = print}}");
     char tiny[8];
     assert_int_equal(rec_mp_pack_lua(L, -1, &b, tiny, sizeof tiny),
-                     REC_ETYPE);
+                     REC_EINVAL);
     assert_string_equal(tiny, "alpha.b");
-    assert_int_equal(rec_mp_pack_lua(L, -1, &b, tiny, 1), REC_ETYPE);
+    assert_int_equal(rec_mp_pack_lua(L, -1, &b, tiny, 1), REC_EINVAL);
     assert_string_equal(tiny, "");
     lua_pop(L, 1);
     assert_int_equal(b.len, 0);
@@ -1075,7 +1075,7 @@ static void fuzz_one(lua_State *L, const unsigned char *p, size_t n,
     int pr = rec_mp_pack_lua(L, -1, b, err, sizeof err);
     assert_int_equal(lua_gettop(L), top + 1);
     if (pr != 0) {
-        assert_int_equal(pr, REC_ETYPE);
+        assert_int_equal(pr, REC_EINVAL);
         assert_non_null(strstr(err, "table key cannot be stored"));
         assert_int_equal(b->len, 0);
     } else {
