@@ -14,11 +14,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "err.h"
 #include "idmap.h"
+#include "log.h"
+#include "pipeline.h"
 #include "rpc.h"
+#include "script.h"
 #include "vec.h"
 
 #define MAX_N 1000
@@ -51,6 +55,17 @@ typedef struct fuse {
     uint32_t cap;
 } fuse;
 
+/* Live metrics of one pipeline, arm or strategy: totals since start and
+ * the same decayed with a one-hour half-life (the recent window). */
+#define METRIC_HALF_LIFE 3600.0
+#define MAX_METRICS 128
+
+typedef struct metric {
+    char name[REC_PL_NAME_MAX + 8]; /* "pipeline:main", "strategy:hybrid" */
+    double impressions, clicks, conversions;
+    double r_impressions, r_clicks, r_conversions, r_t; /* decayed, as of r_t */
+} metric;
+
 struct rec_dispatch {
     rec_engine *e;
     char *token;
@@ -63,6 +78,15 @@ struct rec_dispatch {
     rec_buf scratch;
     method_stats *stats; /* one per method */
     fuse fuse;           /* scratch of rec.recommend's rank fusion */
+    rec_script_rt *rt;   /* strategies and policies, or NULL */
+    int rec_ref;         /* registry ref of the scripts' `rec` handle */
+    rec_pl_config cfg;
+    char cfg_path[1024];
+    double cfg_checked;  /* rec_now() of the last look at the file */
+    double cfg_mtime;
+    rec_pl_state *pl;
+    metric metrics[MAX_METRICS];
+    int nmetrics;
 };
 
 struct call_ctx {
@@ -307,7 +331,7 @@ static long rss_bytes(void) {
     return rss * 4096L;
 }
 
-#define NMETHODS 13
+#define NMETHODS 17
 static const method_def methods[NMETHODS];
 static const size_t nmethods = NMETHODS;
 
@@ -623,12 +647,91 @@ static int feedback(rec_engine *e, uint32_t user, uint32_t item, float w,
     return rec_engine_mf_update(e, mf, user, item, w, NULL, NULL);
 }
 
+/* Do loaded policies handle events? Then they replace the built-in
+ * feedback. */
+static int policies_learn(rec_dispatch *d) {
+    if (!d->rt)
+        return 0;
+    rec_script_info in;
+    for (size_t i = 0; i < rec_script_count(d->rt); i++)
+        if (!rec_script_info_at(d->rt, i, &in) && in.kind == REC_SCRIPT_POLICY &&
+            in.loaded && rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
+            return 1;
+    return 0;
+}
+
+static void push_key_lua(lua_State *L, const char *key, size_t klen) {
+    int is_int;
+    int64_t iv;
+    const char *s;
+    size_t n;
+    if (!key || rec_id_decode(key, klen, &is_int, &iv, &s, &n))
+        lua_pushnil(L);
+    else if (is_int)
+        lua_pushinteger(L, (lua_Integer)iv);
+    else
+        lua_pushlstring(L, s, n);
+}
+
+/* Hand one event to every policy's on_event, in name order. A policy
+ * that fails is logged and counted; the event itself is already stored. */
+static void policies_on_event(rec_dispatch *d, uint32_t user, uint32_t item,
+                              const char *type, float w, double ts, uint64_t seq,
+                              const char *rec_id, size_t rlen, const void *ctx,
+                              size_t clen, int has_value, double value) {
+    lua_State *L = rec_script_lua(d->rt);
+    rec_script_info in;
+    for (size_t i = 0; i < rec_script_count(d->rt); i++) {
+        if (rec_script_info_at(d->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
+            !in.loaded || !rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
+            continue;
+        lua_createtable(L, 0, 10);
+        size_t kl;
+        const char *k = rec_engine_key(d->e, REC_KIND_USER, user, &kl);
+        push_key_lua(L, k, kl);
+        lua_setfield(L, -2, "user");
+        k = rec_engine_key(d->e, REC_KIND_ITEM, item, &kl);
+        push_key_lua(L, k, kl);
+        lua_setfield(L, -2, "item");
+        lua_pushstring(L, type);
+        lua_setfield(L, -2, "type");
+        lua_pushnumber(L, w);
+        lua_setfield(L, -2, "weight");
+        lua_pushnumber(L, ts);
+        lua_setfield(L, -2, "ts");
+        lua_pushinteger(L, (lua_Integer)seq);
+        lua_setfield(L, -2, "seq");
+        if (has_value) {
+            lua_pushnumber(L, value);
+            lua_setfield(L, -2, "value");
+        }
+        if (rlen) {
+            lua_pushlstring(L, rec_id, rlen);
+            lua_setfield(L, -2, "rec_id");
+        }
+        size_t used;
+        if (clen && rec_mp_push_lua(L, ctx, clen, &used) == 0)
+            lua_setfield(L, -2, "context");
+        char err[512];
+        if (rec_script_call(d->rt, REC_SCRIPT_POLICY, in.name, "on_event", 1, 0, err,
+                            sizeof err))
+            REC_WARN("on_event: %s", err);
+    }
+}
+
 static int replay_feedback(void *ud, const rec_replay_event *ev) {
-    return feedback(ud, ev->user, ev->item, ev->weight, ev->ts);
+    rec_dispatch *d = ud;
+    if (policies_learn(d)) {
+        const char *tn = rec_engine_type_name(d->e, ev->type);
+        policies_on_event(d, ev->user, ev->item, tn ? tn : "?", ev->weight, ev->ts,
+                          ev->seq, NULL, 0, NULL, 0, 0, 0.0);
+        return 0;
+    }
+    return feedback(d->e, ev->user, ev->item, ev->weight, ev->ts);
 }
 
 int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed) {
-    return rec_engine_replay(d->e, replay_feedback, d->e, replayed);
+    return rec_engine_replay(d->e, replay_feedback, d, replayed);
 }
 
 static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
@@ -664,6 +767,106 @@ static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     if (r && (r->type != MSGPACK_OBJECT_STR || r->via.str.size > 255))
         return fail(c, REC_EINVAL, "params[%u].rec_id must be a string of up to 255 bytes", i);
     return 0;
+}
+
+static metric *metric_get(rec_dispatch *d, const char *kind, const char *name) {
+    char full[sizeof d->metrics[0].name];
+    snprintf(full, sizeof full, "%s:%s", kind, name);
+    for (int i = 0; i < d->nmetrics; i++)
+        if (strcmp(d->metrics[i].name, full) == 0)
+            return &d->metrics[i];
+    if (d->nmetrics == MAX_METRICS)
+        return NULL;
+    metric *m = &d->metrics[d->nmetrics++];
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "%s", full);
+    m->r_t = rec_now();
+    return m;
+}
+
+static void metric_add(metric *m, double imp, double clk, double conv, double t) {
+    if (!m)
+        return;
+    double f = t > m->r_t ? exp2(-(t - m->r_t) / METRIC_HALF_LIFE) : 1.0;
+    if (t > m->r_t) {
+        m->r_impressions *= f;
+        m->r_clicks *= f;
+        m->r_conversions *= f;
+        m->r_t = t;
+    }
+    m->impressions += imp;
+    m->clicks += clk;
+    m->conversions += conv;
+    m->r_impressions += imp;
+    m->r_clicks += clk;
+    m->r_conversions += conv;
+}
+
+/* Credit an event to the recommendation that showed its item: clicks for
+ * type "click", conversions for "purchase" and "add_to_cart", to the
+ * pipeline, its experiment arm and the strategy that placed the item. */
+static void attribute(rec_dispatch *d, const char *rec_id, size_t rlen,
+                      uint32_t item, const char *type, size_t tlen, double ts) {
+    int click = tlen == 5 && memcmp(type, "click", 5) == 0;
+    int conv = (tlen == 8 && memcmp(type, "purchase", 8) == 0) ||
+               (tlen == 11 && memcmp(type, "add_to_cart", 11) == 0);
+    if ((!click && !conv) || rlen != 16)
+        return;
+    char hex[17];
+    memcpy(hex, rec_id, 16);
+    hex[16] = 0;
+    char *end;
+    unsigned long long id = strtoull(hex, &end, 16);
+    if (*end)
+        return;
+    rec_buf b = REC_BUF_INIT;
+    if (rec_engine_rec_get(d->e, id, &b) || b.len < 5) {
+        rec_buf_free(&b);
+        return;
+    }
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    if (msgpack_unpack_next(&up, b.data + 4, b.len - 4, &off) == MSGPACK_UNPACK_SUCCESS &&
+        up.data.type == MSGPACK_OBJECT_MAP) {
+        const msgpack_object *items = field(&up.data, "items");
+        const msgpack_object *by = field(&up.data, "by");
+        const msgpack_object *strats = field(&up.data, "strategies");
+        const msgpack_object *pl = field(&up.data, "pipeline");
+        const msgpack_object *arm = field(&up.data, "arm");
+        for (uint32_t i = 0; items && items->type == MSGPACK_OBJECT_ARRAY &&
+                             i < items->via.array.size; i++) {
+            if (items->via.array.ptr[i].via.u64 != item)
+                continue;
+            char name[REC_PL_NAME_MAX + 1];
+            if (pl && pl->type == MSGPACK_OBJECT_STR && pl->via.str.size <= REC_PL_NAME_MAX &&
+                !(pl->via.str.size > 9 && memcmp(pl->via.str.ptr, "strategy:", 9) == 0)) {
+                memcpy(name, pl->via.str.ptr, pl->via.str.size);
+                name[pl->via.str.size] = 0;
+                metric_add(metric_get(d, "pipeline", name), 0, click, conv, ts);
+            }
+            if (arm && arm->type == MSGPACK_OBJECT_STR && arm->via.str.size <= REC_PL_NAME_MAX) {
+                memcpy(name, arm->via.str.ptr, arm->via.str.size);
+                name[arm->via.str.size] = 0;
+                metric_add(metric_get(d, "variant", name), 0, click, conv, ts);
+            }
+            if (by && by->type == MSGPACK_OBJECT_ARRAY && i < by->via.array.size &&
+                strats && strats->type == MSGPACK_OBJECT_ARRAY) {
+                uint64_t si = by->via.array.ptr[i].via.u64;
+                if (si < strats->via.array.size &&
+                    strats->via.array.ptr[si].type == MSGPACK_OBJECT_STR &&
+                    strats->via.array.ptr[si].via.str.size <= REC_PL_NAME_MAX) {
+                    memcpy(name, strats->via.array.ptr[si].via.str.ptr,
+                           strats->via.array.ptr[si].via.str.size);
+                    name[strats->via.array.ptr[si].via.str.size] = 0;
+                    metric_add(metric_get(d, "strategy", name), 0, click, conv, ts);
+                }
+            }
+            break;
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+    rec_buf_free(&b);
 }
 
 static int apply_event(call_ctx *c, const msgpack_object *o) {
@@ -704,6 +907,17 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
     int rc = rec_engine_event(c->e, &ev, &out);
     if (rc)
         return engine_fail(c, rc);
+    if (ev.rlen)
+        attribute(c->d, ev.rec_id, ev.rlen, out.item, t->via.str.ptr, t->via.str.size,
+                  ev.ts);
+    if (policies_learn(c->d)) {
+        char tn[64];
+        memcpy(tn, t->via.str.ptr, t->via.str.size);
+        tn[t->via.str.size] = 0;
+        policies_on_event(c->d, out.user, out.item, tn, out.weight, ev.ts, out.seq,
+                          ev.rec_id, ev.rlen, ev.context, ev.clen, ev.has_value, ev.value);
+        return 0;
+    }
     rc = feedback(c->e, out.user, out.item, out.weight, ev.ts);
     return rc ? engine_fail(c, rc) : 0;
 }
@@ -883,6 +1097,197 @@ static int profile(rec_space *s, const rec_hentry *h, uint32_t hn, float *q) {
     return used;
 }
 
+/* Look at pipelines.lua again at most every 0.2 s; reload when changed. */
+static void refresh_config(rec_dispatch *d) {
+    double now = rec_now();
+    if (now - d->cfg_checked < 0.2)
+        return;
+    d->cfg_checked = now;
+    struct stat st;
+    double mt = stat(d->cfg_path, &st) == 0
+                    ? (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec * 1e-9
+                    : -1.0;
+    if (mt == d->cfg_mtime)
+        return;
+    d->cfg_mtime = mt;
+    char err[512];
+    if (rec_pl_config_load(&d->cfg, mt < 0 ? NULL : d->cfg_path, d->e, err, sizeof err))
+        REC_WARN("%s: %s (keeping the previous pipelines)", d->cfg_path, err);
+    else
+        REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines,
+                 mt < 0 ? "the built-in default" : d->cfg_path);
+}
+
+static int skip_seen_of(rec_engine *e, uint32_t user, uint64_t *skip) {
+    uint32_t hn = 0;
+    const rec_hentry *h = user != REC_IDX_NONE
+                              ? rec_graph_history(rec_engine_graph(e), user, &hn) : NULL;
+    for (uint32_t i = 0; i < hn; i++)
+        skip[h[i].item >> 6] |= 1ull << (h[i].item & 63);
+    return 0;
+}
+
+static int pack_str_obj(msgpack_packer *pk, const msgpack_object *o, char *buf,
+                        size_t cap) {
+    size_t n = o->via.str.size < cap - 1 ? o->via.str.size : cap - 1;
+    memcpy(buf, o->via.str.ptr, n);
+    buf[n] = 0;
+    (void)pk;
+    return 0;
+}
+
+/* rec.recommend through strategies and policies. */
+static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *key,
+                             size_t kl, uint32_t n, const msgpack_object *pl,
+                             const msgpack_object *so) {
+    rec_dispatch *d = c->d;
+    if (!d->rt)
+        return fail(c, REC_ENOTFOUND, "no scripts are loaded (start with --scripts)");
+    refresh_config(d);
+    char pname[REC_PL_NAME_MAX + 1] = "", sname[REC_PL_NAME_MAX + 1] = "";
+    if (pl)
+        pack_str_obj(NULL, pl, pname, sizeof pname);
+    if (so)
+        pack_str_obj(NULL, so, sname, sizeof sname);
+    const char *arm = NULL;
+    const rec_pl_pipeline *p = NULL;
+    if (!so) {
+        p = rec_pl_pick(&d->cfg, pl ? pname : NULL, key, kl, &arm);
+        if (!p)
+            return fail(c, REC_ENOTFOUND, "unknown pipeline '%s'", pname);
+    } else if (!rec_script_has(d->rt, REC_SCRIPT_STRATEGY, sname, "recommend")) {
+        return fail(c, REC_ENOTFOUND, "unknown strategy '%s'", sname);
+    }
+    /* Nothing loaded for the default pipeline: the built-in one answers. */
+    if (p && !pl) {
+        int any = 0;
+        for (int i = 0; i < p->nstrategies; i++)
+            any |= rec_script_has(d->rt, REC_SCRIPT_STRATEGY, p->strategies[i].name,
+                                  "recommend");
+        if (!any)
+            return 1;
+    }
+    /* No policy list: every loaded policy with rerank, in name order. */
+    rec_pl_pipeline all;
+    if (p && p->all_policies) {
+        all = *p;
+        all.npolicies = 0;
+        rec_script_info in;
+        for (size_t i = 0; i < rec_script_count(d->rt) && all.npolicies < REC_PL_MAX_POLICIES; i++)
+            if (!rec_script_info_at(d->rt, i, &in) && in.kind == REC_SCRIPT_POLICY &&
+                in.loaded && rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "rerank"))
+                snprintf(all.policies[all.npolicies++], REC_PL_NAME_MAX + 1, "%s", in.name);
+        p = &all;
+    }
+    const msgpack_object *ao = field(o, "allow_seen");
+    const msgpack_object *eo = field(o, "explain");
+    int allow_seen = ao && ao->type == MSGPACK_OBJECT_BOOLEAN && ao->via.boolean;
+    int explain = eo && eo->type == MSGPACK_OBJECT_BOOLEAN && eo->via.boolean;
+    int rc;
+    size_t words;
+    uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
+    if (!skip)
+        return rc;
+    uint32_t user = rec_engine_lookup(c->e, REC_KIND_USER, key, kl);
+    if (!allow_seen)
+        skip_seen_of(c->e, user, skip);
+    rec_buf ctx = REC_BUF_INIT, exc = REC_BUF_INIT;
+    msgpack_packer pk;
+    const msgpack_object *cx = field(o, "context"), *ex = field(o, "exclude");
+    if (cx) {
+        rec_rpc_packer(&pk, &ctx);
+        msgpack_pack_object(&pk, *cx);
+    }
+    if (ex) {
+        rec_rpc_packer(&pk, &exc);
+        msgpack_pack_object(&pk, *ex);
+    }
+    rec_pl_req r = {.p = p, .strategy = so ? sname : NULL, .user_key = key,
+                    .user_len = kl, .n = n, .context = cx ? ctx.data : NULL,
+                    .context_len = ctx.len, .exclude = ex ? exc.data : NULL,
+                    .exclude_len = exc.len, .skip = skip, .words = words,
+                    .allow_seen = allow_seen, .rec_ref = d->rec_ref};
+    rec_pl_hit *hits = malloc((size_t)n * sizeof *hits);
+    size_t got = 0;
+    rc = hits ? rec_pl_run(d->pl, d->rt, c->e, &r, hits, &got, c->err, c->errlen)
+              : REC_ENOMEM;
+    free(skip);
+    rec_buf_free(&ctx);
+    rec_buf_free(&exc);
+    if (rc) {
+        free(hits);
+        return rc == REC_ENOMEM ? fail(c, rc, "out of memory") : rc;
+    }
+    const char *label = so ? sname : p->name;
+    char shown[REC_PL_NAME_MAX + 16];
+    snprintf(shown, sizeof shown, "%s%s", so ? "strategy:" : "", label);
+    /* Answer, record and count what is shown. */
+    uint64_t rid = next_rec_id(d);
+    char rs[24];
+    snprintf(rs, sizeof rs, "%016llx", (unsigned long long)rid);
+    msgpack_packer *o_pk = &c->pk;
+    int nstrat = p ? p->nstrategies : 1;
+    rc = msgpack_pack_map(o_pk, arm ? 4 : 3) || pk_str(o_pk, "rec_id") || pk_str(o_pk, rs) ||
+         pk_str(o_pk, "pipeline") || pk_str(o_pk, shown) ||
+         (arm && (pk_str(o_pk, "variant") || pk_str(o_pk, arm))) ||
+         pk_str(o_pk, "items") || msgpack_pack_array(o_pk, got);
+    for (size_t i = 0; i < got && !rc; i++) {
+        rc = msgpack_pack_map(o_pk, explain ? 3 : 2) || pk_str(o_pk, "id") ||
+             pack_idx(c, REC_KIND_ITEM, hits[i].idx) || pk_str(o_pk, "score") ||
+             msgpack_pack_float(o_pk, hits[i].score);
+        if (!rc && explain) {
+            int moved = 0;
+            for (int pi = 0; p && pi < p->npolicies; pi++)
+                moved += (hits[i].moved >> (pi & 31)) & 1;
+            rc = pk_str(o_pk, "explain") || msgpack_pack_map(o_pk, 2) ||
+                 pk_str(o_pk, "strategies") || msgpack_pack_map(o_pk, (size_t)nstrat);
+            for (int si = 0; si < nstrat && !rc; si++)
+                rc = pk_str(o_pk, p ? p->strategies[si].name : sname) ||
+                     msgpack_pack_float(o_pk, hits[i].parts[si]);
+            rc = rc || pk_str(o_pk, "policies") || msgpack_pack_array(o_pk, (size_t)moved);
+            for (int pi = 0; p && pi < p->npolicies && !rc; pi++)
+                if ((hits[i].moved >> (pi & 31)) & 1)
+                    rc = pk_str(o_pk, p->policies[pi]);
+        }
+    }
+    if (rc) {
+        free(hits);
+        return REC_ENOMEM;
+    }
+    rec_buf *b = &d->scratch;
+    rec_buf_clear(b);
+    msgpack_packer rp;
+    rec_rpc_packer(&rp, b);
+    rc = msgpack_pack_map(&rp, 6) || pk_str(&rp, "ts") || msgpack_pack_double(&rp, rec_now()) ||
+         pk_str(&rp, "pipeline") || pk_str(&rp, shown) || pk_str(&rp, "arm") ||
+         (arm ? pk_str(&rp, arm) : msgpack_pack_nil(&rp)) ||
+         pk_str(&rp, "strategies") || msgpack_pack_array(&rp, (size_t)nstrat);
+    for (int si = 0; si < nstrat && !rc; si++)
+        rc = pk_str(&rp, p ? p->strategies[si].name : sname);
+    rc = rc || pk_str(&rp, "items") || msgpack_pack_array(&rp, got);
+    for (size_t i = 0; i < got && !rc; i++)
+        rc = msgpack_pack_uint32(&rp, hits[i].idx);
+    rc = rc || pk_str(&rp, "by") || msgpack_pack_array(&rp, got);
+    for (size_t i = 0; i < got && !rc; i++)
+        rc = msgpack_pack_int(&rp, hits[i].by < 0 ? 0 : hits[i].by);
+    if (!rc && !rec_store_read_only(rec_engine_store(c->e)))
+        rc = rec_engine_rec_put(c->e, rid, user, b->data, b->len);
+    double now = rec_now();
+    if (!so)
+        metric_add(metric_get(d, "pipeline", label), (double)got, 0, 0, now);
+    if (arm)
+        metric_add(metric_get(d, "variant", arm), (double)got, 0, 0, now);
+    rec_counter *imp = rec_engine_counter(c->e, "impressions");
+    for (size_t i = 0; i < got; i++) {
+        int si = hits[i].by < 0 ? 0 : hits[i].by;
+        metric_add(metric_get(d, "strategy", p ? p->strategies[si].name : sname), 1, 0, 0, now);
+        if (imp)
+            rec_counter_add(imp, hits[i].idx, 1.0, now);
+    }
+    free(hits);
+    return rc ? engine_fail(c, rc) : 0;
+}
+
 static int m_recommend(call_ctx *c) {
     const msgpack_object *o = param(c, 0);
     if (!o || o->type != MSGPACK_OBJECT_MAP)
@@ -896,8 +1301,17 @@ static int m_recommend(call_ctx *c) {
     if (rc)
         return rc;
     const msgpack_object *pl = field(o, "pipeline");
-    if (pl && (pl->type != MSGPACK_OBJECT_STR ||
-               !(pl->via.str.size == 7 && memcmp(pl->via.str.ptr, "builtin", 7) == 0)))
+    const msgpack_object *so = field(o, "strategy");
+    if ((pl && pl->type != MSGPACK_OBJECT_STR) || (so && so->type != MSGPACK_OBJECT_STR))
+        return fail(c, REC_EINVAL, "pipeline and strategy must be strings");
+    int builtin = pl && pl->via.str.size == 7 && memcmp(pl->via.str.ptr, "builtin", 7) == 0;
+    if (!builtin && (so || c->d->rt)) {
+        rc = recommend_scripts(c, o, key, (size_t)kl, n, pl, so);
+        if (rc <= 0)
+            return rc;
+        /* 1: the default pipeline has nothing loaded; the built-in answers. */
+    }
+    if (pl && !builtin)
         return fail(c, REC_ENOTFOUND, "unknown pipeline (this server has \"builtin\")");
     size_t words;
     uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
@@ -1035,6 +1449,118 @@ static int m_similar(call_ctx *c) {
     return rc;
 }
 
+/* ---- scripts and stats --------------------------------------------------- */
+
+static int pack_scripts(call_ctx *c, int status_only) {
+    msgpack_packer *pk = &c->pk;
+    if (!c->d->rt)
+        return msgpack_pack_array(pk, 0) ? REC_ENOMEM : 0;
+    size_t n = rec_script_count(c->d->rt);
+    if (msgpack_pack_array(pk, n))
+        return REC_ENOMEM;
+    rec_script_info in;
+    for (size_t i = 0; i < n; i++) {
+        if (rec_script_info_at(c->d->rt, i, &in))
+            return REC_ENOMEM;
+        int rc = msgpack_pack_map(pk, status_only ? 5 : 7) || pk_str(pk, "name") ||
+                 pk_str(pk, in.name) || pk_str(pk, "kind") ||
+                 pk_str(pk, in.kind == REC_SCRIPT_STRATEGY ? "strategy" : "policy") ||
+                 pk_str(pk, "loaded") ||
+                 (in.loaded ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
+                 pk_str(pk, "error") ||
+                 (in.error ? pk_str(pk, in.error) : msgpack_pack_nil(pk)) ||
+                 pk_str(pk, "version") || msgpack_pack_uint64(pk, in.version);
+        if (!rc && !status_only)
+            rc = pk_str(pk, "calls") || msgpack_pack_uint64(pk, in.calls) ||
+                 pk_str(pk, "errors") || msgpack_pack_uint64(pk, in.errors);
+        if (rc)
+            return REC_ENOMEM;
+    }
+    return 0;
+}
+
+static int m_script_list(call_ctx *c) { return pack_scripts(c, 0); }
+static int m_script_status(call_ctx *c) { return pack_scripts(c, 1); }
+
+static int m_script_reload(call_ctx *c) {
+    if (!c->d->rt)
+        return fail(c, REC_ENOTFOUND, "no scripts are loaded (start with --scripts)");
+    const msgpack_object *no = param(c, 0);
+    char name[REC_PL_NAME_MAX + 1];
+    if (no && no->type != MSGPACK_OBJECT_NIL) {
+        if (no->type != MSGPACK_OBJECT_STR || no->via.str.size == 0 ||
+            no->via.str.size > REC_PL_NAME_MAX)
+            return fail(c, REC_EINVAL, "params[0] (name) must be a script name");
+        memcpy(name, no->via.str.ptr, no->via.str.size);
+        name[no->via.str.size] = 0;
+    }
+    c->d->cfg_checked = 0; /* and look at pipelines.lua again */
+    int rc = rec_script_reload(c->d->rt, no && no->type == MSGPACK_OBJECT_STR ? name : NULL,
+                               c->err, c->errlen);
+    if (rc)
+        return rc;
+    return msgpack_pack_true(&c->pk) ? REC_ENOMEM : 0;
+}
+
+/* Wilson score interval for a proportion: (low, high) at 95%. */
+static void wilson(double k, double n, double *lo, double *hi) {
+    if (n <= 0) {
+        *lo = 0;
+        *hi = 1;
+        return;
+    }
+    const double z = 1.959964;
+    double p = k / n, z2 = z * z;
+    double den = 1 + z2 / n, mid = (p + z2 / (2 * n)) / den;
+    double half = z * sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / den;
+    *lo = mid - half < 0 ? 0 : mid - half;
+    *hi = mid + half > 1 ? 1 : mid + half;
+}
+
+static int pack_metric(msgpack_packer *pk, double imp, double clk, double conv) {
+    double lo, hi;
+    wilson(clk, imp, &lo, &hi);
+    return msgpack_pack_map(pk, 6) || pk_str(pk, "impressions") || msgpack_pack_double(pk, imp) ||
+           pk_str(pk, "clicks") || msgpack_pack_double(pk, clk) ||
+           pk_str(pk, "conversions") || msgpack_pack_double(pk, conv) ||
+           pk_str(pk, "ctr") || msgpack_pack_double(pk, imp > 0 ? clk / imp : 0) ||
+           pk_str(pk, "ctr_low") || msgpack_pack_double(pk, lo) ||
+           pk_str(pk, "ctr_high") || msgpack_pack_double(pk, hi);
+}
+
+/* stats.get [] -> {pipelines = {name = m}, variants = {...}, strategies =
+ * {...}} where m = {total = {...}, recent = {...}} */
+static int m_stats_get(call_ctx *c) {
+    rec_dispatch *d = c->d;
+    msgpack_packer *pk = &c->pk;
+    static const char *kinds[] = {"pipeline", "variant", "strategy"};
+    static const char *keys[] = {"pipelines", "variants", "strategies"};
+    double now = rec_now();
+    if (msgpack_pack_map(pk, 4) || pk_str(pk, "recent_half_life_s") ||
+        msgpack_pack_double(pk, METRIC_HALF_LIFE))
+        return REC_ENOMEM;
+    for (int k = 0; k < 3; k++) {
+        size_t kn = strlen(kinds[k]);
+        uint32_t cnt = 0;
+        for (int i = 0; i < d->nmetrics; i++)
+            cnt += strncmp(d->metrics[i].name, kinds[k], kn) == 0 && d->metrics[i].name[kn] == ':';
+        if (pk_str(pk, keys[k]) || msgpack_pack_map(pk, cnt))
+            return REC_ENOMEM;
+        for (int i = 0; i < d->nmetrics; i++) {
+            metric *m = &d->metrics[i];
+            if (strncmp(m->name, kinds[k], kn) != 0 || m->name[kn] != ':')
+                continue;
+            double f = now > m->r_t ? exp2(-(now - m->r_t) / METRIC_HALF_LIFE) : 1.0;
+            if (pk_str(pk, m->name + kn + 1) || msgpack_pack_map(pk, 2) ||
+                pk_str(pk, "total") || pack_metric(pk, m->impressions, m->clicks, m->conversions) ||
+                pk_str(pk, "recent") ||
+                pack_metric(pk, m->r_impressions * f, m->r_clicks * f, m->r_conversions * f))
+                return REC_ENOMEM;
+        }
+    }
+    return 0;
+}
+
 /* ---- table ---------------------------------------------------------------- */
 
 static const method_def methods[NMETHODS] = {
@@ -1051,6 +1577,10 @@ static const method_def methods[NMETHODS] = {
     {"event.add", m_event_add, REC_M_WRITE},
     {"rec.recommend", m_recommend, 0},
     {"rec.similar", m_similar, 0},
+    {"script.list", m_script_list, 0},
+    {"script.status", m_script_status, 0},
+    {"script.reload", m_script_reload, REC_M_ADMIN},
+    {"stats.get", m_stats_get, 0},
 };
 
 int rec_dispatch_new(rec_dispatch **out, rec_engine *e,
@@ -1080,6 +1610,7 @@ void rec_dispatch_free(rec_dispatch *d) {
     free(d->stats);
     free(d->fuse.score);
     free(d->fuse.touched);
+    rec_pl_state_free(d->pl);
     rec_buf_free(&d->scratch);
     free(d);
 }
@@ -1132,3 +1663,16 @@ void rec_dispatch_record(rec_dispatch *d, int method, double us, int failed) {
 void rec_dispatch_notification_failed(rec_dispatch *d) { d->notification_errors++; }
 
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n) { d->connections = n; }
+
+int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
+                             const char *pipelines_path, int rec_ref) {
+    d->rt = rt;
+    d->rec_ref = rec_ref;
+    if (!d->pl && !(d->pl = rec_pl_state_new()))
+        return REC_ENOMEM;
+    snprintf(d->cfg_path, sizeof d->cfg_path, "%s", pipelines_path ? pipelines_path : "");
+    d->cfg_mtime = -2.0; /* force a first load */
+    d->cfg_checked = 0;
+    refresh_config(d);
+    return 0;
+}

@@ -17,6 +17,7 @@ enum {
     REC_M_WRITE = 1,   /* answer only after the group commit holding it */
     REC_M_BARRIER = 2, /* run only when no commit is in flight */
     REC_M_NOAUTH = 4,  /* allowed before sys.auth */
+    REC_M_ADMIN = 8,   /* the Unix socket, or TCP after sys.auth */
 };
 
 /* Per-connection state the methods may read or change. */
@@ -58,6 +59,13 @@ int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed);
 /* Count one finished call and its latency (microseconds). */
 void rec_dispatch_record(rec_dispatch *d, int method, double us, int failed);
 void rec_dispatch_notification_failed(rec_dispatch *d);
+
+/* Strategies and policies (borrowed, may be NULL) with the pipelines file
+ * in the scripts folder and the registry ref of the scripts' `rec`
+ * handle. Loaded policies with on_event replace the built-in feedback. */
+struct rec_script_rt;
+int rec_dispatch_set_scripts(rec_dispatch *d, struct rec_script_rt *rt,
+                             const char *pipelines_path, int rec_ref);
 
 /* Server figures shown by sys.info. */
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n);

@@ -1316,6 +1316,18 @@ int rec_engine_rec_put(rec_engine *e, uint64_t rec_id, uint32_t user,
     return rc;
 }
 
+int rec_engine_rec_get(rec_engine *e, uint64_t rec_id, rec_buf *out) {
+    unsigned char k[8];
+    rec_be64(k, rec_id);
+    rec_val pv;
+    int rc = batch_lookup(e, REC_DB_RECS, k, 8, &pv);
+    if (rc == 0)
+        return rec_buf_set(out, pv.data, pv.len);
+    if (rc == REC_ENOTFOUND)
+        return rc;
+    return rec_store_get(e->store, REC_DB_RECS, k, 8, out);
+}
+
 int rec_engine_kv_del(rec_engine *e, const char *k, size_t kl) {
     int rc = kv_key_ok(e, kl);
     if (rc)

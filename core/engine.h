@@ -201,6 +201,10 @@ uint64_t rec_engine_checkpoint_seq(const rec_engine *e);
 /* Commit, writing learned state too (a checkpoint). */
 int rec_engine_checkpoint(rec_engine *e);
 
+/* The record of a recommendation (user index, then msgpack), committed or
+ * not. REC_ENOTFOUND when unknown. */
+int rec_engine_rec_get(rec_engine *e, uint64_t rec_id, rec_buf *out);
+
 /* Make everything pending durable (see the file comment on failure). */
 int rec_engine_commit(rec_engine *e);
 /* Group commit on another thread, in three steps: rec_engine_stage hands

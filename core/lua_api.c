@@ -65,6 +65,8 @@ int rec_lua_error(lua_State *L, int code, const char *fmt, ...) {
     if (luaL_newmetatable(L, ERR_MT)) {
         lua_pushcfunction(L, err_tostring);
         lua_setfield(L, -2, "__tostring");
+        lua_pushliteral(L, "recd.error");
+        lua_setfield(L, -2, "__metatable");
     }
     lua_setmetatable(L, -2);
     return lua_error(L);
@@ -288,10 +290,13 @@ static int l_open(lua_State *L) {
     return 1;
 }
 
-void rec_lua_push_engine(lua_State *L, rec_engine *e) {
+void rec_lua_push_engine(lua_State *L, rec_engine *e, int autocommit) {
     ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
     memset(d, 0, sizeof *d);
     d->e = e;
+    /* Without autocommit the owner commits (the server's group commit):
+     * writes stay pending as if inside a db:batch that never ends. */
+    d->batch_depth = autocommit ? 0 : 1;
     luaL_setmetatable(L, DB_MT);
 }
 
@@ -321,7 +326,9 @@ static int l_try(lua_State *L) {
 /* db:close()   [-1, +0, -] */
 static int db_close(lua_State *L) {
     ldb *d = luaL_checkudata(L, 1, DB_MT);
-    if (d->e && d->owned)
+    if (!d->owned)
+        return 0; /* a handle lent by its owner: closing it is not ours */
+    if (d->e)
         rec_engine_free(d->e);
     d->e = NULL;
     return 0;
@@ -1416,6 +1423,10 @@ int luaopen_recd(lua_State *L) {
         lua_setfield(L, -2, "__close");
         lua_pushcfunction(L, db_tostring);
         lua_setfield(L, -2, "__tostring");
+        /* Scripts share these handles: getmetatable must not hand out the
+         * table that holds every script's methods. */
+        lua_pushliteral(L, "recd.db");
+        lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
     if (luaL_newmetatable(L, BITMAP_MT)) {
@@ -1423,6 +1434,8 @@ int luaopen_recd(lua_State *L) {
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, bm_len);
         lua_setfield(L, -2, "__len");
+        lua_pushliteral(L, "recd.bitmap");
+        lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
     luaL_newlib(L, module_fns);

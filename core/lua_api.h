@@ -17,8 +17,9 @@
 int luaopen_recd(lua_State *L);
 
 /* Push a db object wrapping an engine the caller keeps owning (the object
- * never frees it; close() only detaches). [-0, +1, m] */
-void rec_lua_push_engine(lua_State *L, rec_engine *e);
+ * never frees it and close() does nothing). With autocommit 0, its writes
+ * stay pending for the owner to commit. [-0, +1, m] */
+void rec_lua_push_engine(lua_State *L, rec_engine *e, int autocommit);
 
 /* Raise an engine error as an error object. Never returns. [-0, +0, v] */
 int rec_lua_error(lua_State *L, int code, const char *fmt, ...)

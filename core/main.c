@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #if __has_include("bench.h")
 #include "bench.h"
@@ -31,6 +33,7 @@ static void usage(FILE *f) {
             "             [--config FILE] [--auth-token FILE] [--insecure]\n"
             "             [--max-message BYTES] [--max-connections N]\n"
             "             [--map-max BYTES] [--log-level debug|info|warn|error]\n"
+            "             [--scripts DIR] [--policies DIR]\n"
             "             [--init FILE]   (a Lua file run with the engine as `db`)\n"
             "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
             "  recd bench [-h HOST] [-p PORT] [-s SOCKET] [-c N] [-n N] [-P N] [-t TESTS]\n"
@@ -75,6 +78,7 @@ static int cmd_lua(int argc, char **argv) {
 typedef struct serve_cfg {
     rec_server_opts o;
     char data[1024], listen[256], unix_path[1024], token_file[1024], init[1024];
+    char scripts[1024], policies[1024];
     char token[1024];
     int log_level;
 } serve_cfg;
@@ -110,6 +114,10 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
         snprintf(c->listen, sizeof c->listen, "%s", val);
     } else if (!strcmp(name, "unix")) {
         snprintf(c->unix_path, sizeof c->unix_path, "%s", val);
+    } else if (!strcmp(name, "scripts")) {
+        snprintf(c->scripts, sizeof c->scripts, "%s", val);
+    } else if (!strcmp(name, "policies")) {
+        snprintf(c->policies, sizeof c->policies, "%s", val);
     } else if (!strcmp(name, "init")) {
         snprintf(c->init, sizeof c->init, "%s", val);
     } else if (!strcmp(name, "auth-token") || !strcmp(name, "auth_token")) {
@@ -221,7 +229,7 @@ static int run_init(rec_engine *e, void *ud) {
     luaL_openlibs(L);
     luaL_requiref(L, "recd", luaopen_recd, 0);
     lua_pop(L, 1);
-    rec_lua_push_engine(L, e);
+    rec_lua_push_engine(L, e, 1);
     lua_setglobal(L, "db");
     int rc = luaL_loadfilex(L, path, "t");
     if (rc == LUA_OK)
@@ -229,11 +237,30 @@ static int run_init(rec_engine *e, void *ud) {
     if (rc != LUA_OK)
         REC_ERROR("--init %s: %s", path, luaL_tolstring(L, -1, NULL));
     lua_close(L);
-    if (rc == LUA_OK && rec_engine_commit(e)) {
+    /* A checkpoint: what the file learned is not replayed again. */
+    if (rc == LUA_OK && rec_engine_checkpoint(e)) {
         REC_ERROR("--init %s: commit failed: %s", path, rec_engine_errmsg(e));
         return -1;
     }
     return rc == LUA_OK ? 0 : -1;
+}
+
+/* <dir of the executable>/<name> when that folder exists, else "". */
+static void beside_exe(char *out, size_t cap, const char *name) {
+    char exe[512];
+    out[0] = 0;
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return;
+    *slash = 0;
+    struct stat st;
+    snprintf(out, cap, "%s/%s", exe, name);
+    if (stat(out, &st) != 0 || !S_ISDIR(st.st_mode))
+        out[0] = 0;
 }
 
 static int cmd_serve(int argc, char **argv) {
@@ -276,6 +303,13 @@ static int cmd_serve(int argc, char **argv) {
             return 2;
         c.o.auth_token = c.token;
     }
+    /* Default script folders: the project's, beside the binary. */
+    if (!c.scripts[0])
+        beside_exe(c.scripts, sizeof c.scripts, "scripts");
+    if (!c.policies[0])
+        beside_exe(c.policies, sizeof c.policies, "policies");
+    c.o.scripts_dir = c.scripts[0] ? c.scripts : NULL;
+    c.o.policies_dir = c.policies[0] ? c.policies : NULL;
     if (c.init[0]) {
         c.o.on_open = run_init;
         c.o.on_open_ud = c.init;

@@ -18,12 +18,15 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <lauxlib.h>
 #include <uv.h>
 
 #include "dispatch.h"
 #include "err.h"
 #include "log.h"
+#include "lua_api.h"
 #include "rpc.h"
+#include "script.h"
 
 typedef struct server server;
 typedef struct conn conn;
@@ -75,6 +78,8 @@ struct server {
     rec_server_opts o;
     rec_engine *e;
     rec_dispatch *d;
+    rec_script_rt *rt;     /* strategies and policies, or NULL */
+    int rec_ref;           /* registry ref of the scripts' `rec` handle */
     rec_mp_limits lim;
     uv_tcp_t tcp;
     uv_pipe_t pipe;
@@ -651,6 +656,8 @@ static void shutdown_now(server *s) {
         else
             c->close_after = 1;
     }
+    if (s->rt)
+        rec_script_unwatch(s->rt);
     uv_close((uv_handle_t *)&s->check, on_handle_closed);
     uv_close((uv_handle_t *)&s->tick, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
@@ -774,6 +781,51 @@ static int listen_unix(server *s) {
     return 0;
 }
 
+/* Every script environment gets `rec`: one handle on the engine whose
+ * writes wait for the group commit. */
+static void install_rec(lua_State *L, void *ud) {
+    server *s = ud;
+    if (!s->rec_ref) {
+        luaL_requiref(L, "recd", luaopen_recd, 0); /* the handle's metatable */
+        lua_pop(L, 1);
+        rec_lua_push_engine(L, s->e, 0);
+        s->rec_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->rec_ref);
+    lua_setfield(L, -2, "rec");
+}
+
+static int start_scripts(server *s) {
+    if (!s->o.scripts_dir && !s->o.policies_dir)
+        return 0;
+    rec_script_opts so;
+    rec_script_opts_default(&so);
+    so.scripts_dir = s->o.scripts_dir;
+    so.policies_dir = s->o.policies_dir;
+    char err[512] = "";
+    if (rec_script_new(&s->rt, &so, install_rec, s, err, sizeof err)) {
+        REC_ERROR("scripts: %s", err);
+        return -1;
+    }
+    rec_script_info in;
+    size_t ok = 0, bad = 0;
+    for (size_t i = 0; i < rec_script_count(s->rt); i++)
+        if (!rec_script_info_at(s->rt, i, &in)) {
+            ok += in.loaded != 0;
+            bad += in.error != NULL;
+        }
+    REC_INFO("scripts: %zu loaded, %zu failed (%s, %s)", ok, bad,
+             s->o.scripts_dir ? s->o.scripts_dir : "-",
+             s->o.policies_dir ? s->o.policies_dir : "-");
+    char path[1100];
+    snprintf(path, sizeof path, "%s/pipelines.lua", s->o.scripts_dir ? s->o.scripts_dir : ".");
+    if (rec_dispatch_set_scripts(s->d, s->rt, s->o.scripts_dir ? path : NULL, s->rec_ref))
+        return -1;
+    if (rec_script_watch(s->rt, s->loop))
+        REC_WARN("scripts: cannot watch the folders; use script.reload");
+    return 0;
+}
+
 void rec_server_opts_default(rec_server_opts *o) {
     memset(o, 0, sizeof *o);
     o->data_dir = "./data";
@@ -817,6 +869,13 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         free(s);
         return 1;
     }
+    s->loop = uv_default_loop();
+    if (start_scripts(s)) {
+        rec_dispatch_free(s->d);
+        rec_engine_free(s->e);
+        free(s);
+        return 1;
+    }
     /* Learned state is checkpointed; what came after is in the log. */
     uint64_t replayed = 0;
     t0 = mono_us();
@@ -832,7 +891,6 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     if (replayed)
         REC_INFO("replayed %llu events logged after the last checkpoint in %.1f ms",
                  (unsigned long long)replayed, (mono_us() - t0) / 1e3);
-    s->loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
     uv_check_init(s->loop, &s->check);
     s->check.data = s;
@@ -871,6 +929,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         code = 1;
     }
     rec_dispatch_free(s->d);
+    rec_script_free(s->rt);
     rec_engine_free(s->e);
     uv_loop_close(s->loop);
     REC_INFO("stopped");

@@ -21,6 +21,8 @@ typedef struct rec_server_opts {
     const char *listen;        /* "host:port"; NULL for the default
                                   127.0.0.1:7700, "" for no TCP */
     const char *unix_path;     /* NULL: <data_dir>/recd.sock; "" for none */
+    const char *scripts_dir;   /* strategies (and pipelines.lua); NULL: none */
+    const char *policies_dir;  /* policies; NULL: none */
     const char *auth_token;    /* TCP clients must sys.auth; NULL: none */
     int insecure;              /* allow a non-loopback listener without token */
     size_t max_message;        /* bytes; default 4 MiB */

@@ -1,0 +1,601 @@
+/* pipeline.c - pipeline config: parse, pick, experiment arms. */
+#include "pipeline.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "err.h"
+
+static void set_name(char *dst, const char *src) {
+    snprintf(dst, REC_PL_NAME_MAX + 1, "%s", src);
+}
+
+static void config_default(rec_pl_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    rec_pl_pipeline *p = &cfg->pipelines[0];
+    set_name(p->name, "default");
+    set_name(p->strategies[0].name, "hybrid");
+    p->strategies[0].weight = 1.0f;
+    p->nstrategies = 1;
+    p->all_policies = 1;
+    cfg->npipelines = 1;
+    set_name(cfg->default_name, "default");
+}
+
+static int name_ok(const char *s, size_t n) {
+    if (n == 0 || n > REC_PL_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Parse the pipeline table at the top of the stack. */
+static int parse_pipeline(lua_State *L, rec_pl_pipeline *p, char *err,
+                          size_t errlen) {
+    lua_getfield(L, -1, "strategies");
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "pipeline '%s': strategies must be a table "
+                 "{name = weight, ...}", p->name);
+        return REC_EINVAL;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *sn = NULL;
+        double w = 1.0;
+        if (lua_type(L, -2) == LUA_TSTRING && lua_isnumber(L, -1)) {
+            sn = lua_tostring(L, -2); /* {hybrid = 1.0} */
+            w = lua_tonumber(L, -1);
+        } else if (lua_type(L, -2) == LUA_TNUMBER && lua_type(L, -1) == LUA_TSTRING) {
+            sn = lua_tostring(L, -1); /* {"hybrid"} */
+        }
+        if (!sn || !name_ok(sn, strlen(sn)) || !(w > 0 && w < 1e6) ||
+            p->nstrategies == REC_PL_MAX_STRATEGIES) {
+            snprintf(err, errlen, "pipeline '%s': strategies are {name = weight > 0} "
+                     "(at most %d)", p->name, REC_PL_MAX_STRATEGIES);
+            return REC_EINVAL;
+        }
+        set_name(p->strategies[p->nstrategies].name, sn);
+        p->strategies[p->nstrategies++].weight = (float)w;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (p->nstrategies == 0) {
+        snprintf(err, errlen, "pipeline '%s' has no strategy", p->name);
+        return REC_EINVAL;
+    }
+    lua_getfield(L, -1, "policies");
+    if (lua_isnil(L, -1)) {
+        p->all_policies = 1;
+    } else if (lua_istable(L, -1)) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            const char *pn = lua_tostring(L, -1);
+            if (!pn || !name_ok(pn, strlen(pn)) || p->npolicies == REC_PL_MAX_POLICIES) {
+                snprintf(err, errlen, "pipeline '%s': policies is a list of names",
+                         p->name);
+                return REC_EINVAL;
+            }
+            set_name(p->policies[p->npolicies++], pn);
+            lua_pop(L, 1);
+        }
+    } else {
+        snprintf(err, errlen, "pipeline '%s': policies must be a list", p->name);
+        return REC_EINVAL;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+static int find(const rec_pl_config *cfg, const char *name) {
+    for (int i = 0; i < cfg->npipelines; i++)
+        if (strcmp(cfg->pipelines[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int parse_config(lua_State *L, rec_pl_config *cfg, rec_engine *e,
+                        char *err, size_t errlen) {
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "pipelines.lua must return a table");
+        return REC_EINVAL;
+    }
+    lua_getfield(L, -1, "pipelines");
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "pipelines.lua: `pipelines` must be a table of "
+                 "name = {strategies = ..., policies = ...}");
+        return REC_EINVAL;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *pn = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (!pn || !name_ok(pn, strlen(pn)) || !lua_istable(L, -1) ||
+            cfg->npipelines == REC_PL_MAX_PIPELINES) {
+            snprintf(err, errlen, "pipelines.lua: each pipeline is name = {...} "
+                     "(at most %d)", REC_PL_MAX_PIPELINES);
+            return REC_EINVAL;
+        }
+        rec_pl_pipeline *p = &cfg->pipelines[cfg->npipelines++];
+        set_name(p->name, pn);
+        int rc = parse_pipeline(L, p, err, errlen);
+        if (rc)
+            return rc;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (cfg->npipelines == 0) {
+        snprintf(err, errlen, "pipelines.lua defines no pipeline");
+        return REC_EINVAL;
+    }
+    lua_getfield(L, -1, "default");
+    const char *def = lua_tostring(L, -1);
+    set_name(cfg->default_name, def ? def : cfg->pipelines[0].name);
+    lua_pop(L, 1);
+    if (find(cfg, cfg->default_name) < 0) {
+        snprintf(err, errlen, "pipelines.lua: default pipeline '%s' is not defined",
+                 cfg->default_name);
+        return REC_EINVAL;
+    }
+    lua_getfield(L, -1, "experiment");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "name");
+        const char *xn = lua_tostring(L, -1);
+        set_name(cfg->experiment, xn && name_ok(xn, strlen(xn)) ? xn : "experiment");
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "arms");
+        double total = 0;
+        if (lua_istable(L, -1)) {
+            lua_pushnil(L);
+            while (lua_next(L, -2)) {
+                const char *an = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+                double sh = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1;
+                if (!an || find(cfg, an) < 0 || !(sh > 0 && sh <= 1) ||
+                    cfg->narms == REC_PL_MAX_ARMS) {
+                    snprintf(err, errlen, "experiment arms are {pipeline = share} with "
+                             "defined pipelines and shares in (0, 1]");
+                    return REC_EINVAL;
+                }
+                set_name(cfg->arms[cfg->narms].pipeline, an);
+                cfg->arms[cfg->narms++].share = sh;
+                total += sh;
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+        if (cfg->narms == 0 || total > 1.0 + 1e-9) {
+            snprintf(err, errlen, "experiment '%s' needs arms whose shares sum to "
+                     "at most 1", cfg->experiment);
+            return REC_EINVAL;
+        }
+        /* Arms in name order so the split does not depend on table order. */
+        for (int i = 1; i < cfg->narms; i++)
+            for (int j = i; j > 0 && strcmp(cfg->arms[j - 1].pipeline,
+                                            cfg->arms[j].pipeline) > 0; j--) {
+                __typeof__(cfg->arms[0]) t = cfg->arms[j];
+                cfg->arms[j] = cfg->arms[j - 1];
+                cfg->arms[j - 1] = t;
+            }
+    } else if (!lua_isnil(L, -1)) {
+        snprintf(err, errlen, "experiment must be a table {name, arms}");
+        return REC_EINVAL;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "event_weights");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            size_t tl;
+            const char *t = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &tl) : NULL;
+            if (!t || !lua_isnumber(L, -1) ||
+                rec_engine_set_type_weight(e, t, tl, (float)lua_tonumber(L, -1))) {
+                snprintf(err, errlen, "event_weights are {type = number}");
+                return REC_EINVAL;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+int rec_pl_config_load(rec_pl_config *cfg, const char *path, rec_engine *e,
+                       char *err, size_t errlen) {
+    config_default(cfg);
+    struct stat st;
+    if (!path || stat(path, &st) != 0)
+        return 0;
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return REC_ENOMEM;
+    /* A bare state: the config is data, it needs no library but math. */
+    luaL_requiref(L, "_G", luaopen_base, 1);
+    luaL_requiref(L, "math", luaopen_math, 1);
+    lua_pop(L, 2);
+    int rc = luaL_loadfilex(L, path, "t");
+    if (rc == LUA_OK)
+        rc = lua_pcall(L, 0, 1, 0);
+    if (rc != LUA_OK) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        lua_close(L);
+        return REC_EINVAL;
+    }
+    rec_pl_config tmp;
+    memset(&tmp, 0, sizeof tmp);
+    rc = parse_config(L, &tmp, e, err, errlen);
+    lua_close(L);
+    if (!rc)
+        *cfg = tmp;
+    return rc;
+}
+
+static uint64_t hash64(const char *a, size_t an, const char *b, size_t bn) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < an; i++)
+        h = (h ^ (unsigned char)a[i]) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (size_t i = 0; i < bn; i++)
+        h = (h ^ (unsigned char)b[i]) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+int rec_pl_arm(const rec_pl_config *cfg, const char *user_key,
+               size_t user_len) {
+    if (!cfg->narms)
+        return -1;
+    double x = (double)(hash64(cfg->experiment, strlen(cfg->experiment), user_key,
+                               user_len) >> 11) * 0x1.0p-53;
+    double acc = 0;
+    for (int i = 0; i < cfg->narms; i++) {
+        acc += cfg->arms[i].share;
+        if (x < acc)
+            return i;
+    }
+    return -1; /* shares below 1: the rest get the default */
+}
+
+const rec_pl_pipeline *rec_pl_pick(const rec_pl_config *cfg, const char *name,
+                                   const char *user_key, size_t user_len,
+                                   const char **arm_out) {
+    if (arm_out)
+        *arm_out = NULL;
+    if (name) {
+        int i = find(cfg, name);
+        return i < 0 ? NULL : &cfg->pipelines[i];
+    }
+    int a = user_key ? rec_pl_arm(cfg, user_key, user_len) : -1;
+    if (a >= 0) {
+        if (arm_out)
+            *arm_out = cfg->arms[a].pipeline;
+        return &cfg->pipelines[find(cfg, cfg->arms[a].pipeline)];
+    }
+    return &cfg->pipelines[find(cfg, cfg->default_name)];
+}
+
+/* ---- running -------------------------------------------------------- */
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "idmap.h"
+#include "value.h"
+
+#define POOL_MIN 50
+
+struct rec_pl_state {
+    int32_t *pos;     /* by item index: position in hits + 1, 0 when absent */
+    int32_t *rank;    /* by item index: position in the policies' array */
+    uint32_t cap;
+    rec_pl_hit *hits; /* candidates */
+    size_t nhits, hcap;
+};
+
+rec_pl_state *rec_pl_state_new(void) { return calloc(1, sizeof(rec_pl_state)); }
+
+void rec_pl_state_free(rec_pl_state *st) {
+    if (!st)
+        return;
+    free(st->pos);
+    free(st->rank);
+    free(st->hits);
+    free(st);
+}
+
+static int reserve(rec_pl_state *st, uint32_t bound) {
+    if (bound > st->cap) {
+        int32_t *p = realloc(st->pos, (size_t)bound * sizeof *p);
+        if (!p)
+            return REC_ENOMEM;
+        memset(p + st->cap, 0, (size_t)(bound - st->cap) * sizeof *p);
+        st->pos = p;
+        int32_t *rk = realloc(st->rank, (size_t)bound * sizeof *rk);
+        if (!rk)
+            return REC_ENOMEM;
+        memset(rk + st->cap, 0, (size_t)(bound - st->cap) * sizeof *rk);
+        st->rank = rk;
+        st->cap = bound;
+    }
+    return 0;
+}
+
+static void reset(rec_pl_state *st) {
+    for (size_t i = 0; i < st->nhits; i++) {
+        st->pos[st->hits[i].idx] = 0;
+        st->rank[st->hits[i].idx] = 0;
+    }
+    st->nhits = 0;
+}
+
+static rec_pl_hit *candidate(rec_pl_state *st, uint32_t idx) {
+    if (st->pos[idx])
+        return &st->hits[st->pos[idx] - 1];
+    if (st->nhits == st->hcap) {
+        size_t cap = st->hcap ? st->hcap * 2 : 256;
+        rec_pl_hit *h = realloc(st->hits, cap * sizeof *h);
+        if (!h)
+            return NULL;
+        st->hits = h;
+        st->hcap = cap;
+    }
+    rec_pl_hit *h = &st->hits[st->nhits++];
+    memset(h, 0, sizeof *h);
+    h->idx = idx;
+    h->by = -1;
+    st->pos[idx] = (int32_t)st->nhits;
+    return h;
+}
+
+static int skipped(const rec_pl_req *r, uint32_t idx) {
+    return (size_t)(idx >> 6) < r->words && (r->skip[idx >> 6] >> (idx & 63) & 1);
+}
+
+/* Item index of the id at stack index i (a string or an integer), or
+ * REC_IDX_NONE. */
+static uint32_t id_at(lua_State *L, int i, rec_engine *e) {
+    char key[REC_ID_MAX];
+    int kl = -1;
+    if (lua_type(L, i) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, i, &n);
+        kl = rec_id_str(key, s, n);
+    } else if (lua_isinteger(L, i)) {
+        kl = rec_id_int(key, (int64_t)lua_tointeger(L, i));
+    }
+    return kl > 0 ? rec_engine_lookup(e, REC_KIND_ITEM, key, (size_t)kl) : REC_IDX_NONE;
+}
+
+static void push_item_id(lua_State *L, rec_engine *e, uint32_t idx) {
+    size_t kl;
+    const char *key = rec_engine_key(e, REC_KIND_ITEM, idx, &kl);
+    int is_int;
+    int64_t iv;
+    const char *s;
+    size_t n;
+    if (!key || rec_id_decode(key, kl, &is_int, &iv, &s, &n))
+        lua_pushnil(L);
+    else if (is_int)
+        lua_pushinteger(L, (lua_Integer)iv);
+    else
+        lua_pushlstring(L, s, n);
+}
+
+/* Push the request table scripts receive. */
+static int push_req(lua_State *L, rec_engine *e, const rec_pl_req *r,
+                    uint32_t want) {
+    lua_createtable(L, 0, 8);
+    int is_int;
+    int64_t iv;
+    const char *s;
+    size_t n;
+    if (!rec_id_decode(r->user_key, r->user_len, &is_int, &iv, &s, &n)) {
+        if (is_int)
+            lua_pushinteger(L, (lua_Integer)iv);
+        else
+            lua_pushlstring(L, s, n);
+        lua_setfield(L, -2, "user");
+    }
+    lua_pushinteger(L, want);
+    lua_setfield(L, -2, "n");
+    lua_pushnumber(L, rec_now());
+    lua_setfield(L, -2, "now");
+    lua_pushboolean(L, r->allow_seen);
+    lua_setfield(L, -2, "allow_seen");
+    size_t used;
+    if (r->context && rec_mp_push_lua(L, r->context, r->context_len, &used) == 0)
+        lua_setfield(L, -2, "context");
+    if (r->exclude && rec_mp_push_lua(L, r->exclude, r->exclude_len, &used) == 0)
+        lua_setfield(L, -2, "exclude");
+    if (r->rec_ref > 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->rec_ref);
+        lua_setfield(L, -2, "rec");
+    }
+    (void)e;
+    return 0;
+}
+
+/* Read the candidate array on top of the stack (popped) from strategy si,
+ * adding rank-fused (or, alone, raw) scores. */
+static int take_candidates(lua_State *L, rec_pl_state *st, rec_engine *e,
+                           const rec_pl_req *r, int si, float w, int alone,
+                           const char *name, char *err, size_t errlen) {
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "strategy '%s': recommend must return an array of "
+                 "{id =, score =}", name);
+        lua_pop(L, 1);
+        return REC_ESCRIPT;
+    }
+    lua_Integer len = (lua_Integer)lua_rawlen(L, -1), rank = 0;
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, "id");
+            uint32_t idx = id_at(L, -1, e);
+            lua_getfield(L, -2, "score");
+            float sc = (float)lua_tonumber(L, -1);
+            lua_pop(L, 2);
+            if (idx != REC_IDX_NONE && !(skipped(r, idx)) && isfinite(sc)) {
+                rec_pl_hit *h = candidate(st, idx);
+                if (!h) {
+                    lua_pop(L, 2);
+                    return REC_ENOMEM;
+                }
+                float part = alone ? sc : w / (10.0f + (float)rank);
+                if (alone && h->parts[si] != 0.0f)
+                    part = 0.0f; /* a repeated id counts once */
+                h->parts[si] += part;
+                h->score += part;
+                rank++;
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+static int hit_cmp(const void *a, const void *b) {
+    const rec_pl_hit *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+int rec_pl_run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
+               const rec_pl_req *r, rec_pl_hit *out, size_t *nout, char *err,
+               size_t errlen) {
+    *nout = 0;
+    lua_State *L = rec_script_lua(rt);
+    int top = lua_gettop(L);
+    if (reserve(st, rec_engine_bound(e, REC_KIND_ITEM)))
+        return REC_ENOMEM;
+    reset(st);
+    int nstrat = r->p ? r->p->nstrategies : 1;
+    int rc = 0;
+    /* Strategies propose a pool larger than n when policies follow, so
+     * filters and re-rankers have room; policies see the n to show. */
+    int npol = r->p ? r->p->npolicies : 0;
+    uint32_t pool = npol ? (r->n * 3 > POOL_MIN ? r->n * 3 : POOL_MIN) : r->n;
+    lua_checkstack(L, 8);
+    for (int si = 0; si < nstrat && !rc; si++) {
+        const char *name = r->p ? r->p->strategies[si].name : r->strategy;
+        float w = r->p ? r->p->strategies[si].weight : 1.0f;
+        push_req(L, e, r, pool);
+        rc = rec_script_call(rt, REC_SCRIPT_STRATEGY, name, "recommend", 1, 1, err, errlen);
+        if (rc == REC_ENOTFOUND)
+            snprintf(err, errlen, "strategy '%s' is not loaded", name);
+        if (!rc)
+            rc = take_candidates(L, st, e, r, si, w, nstrat == 1, name, err, errlen);
+    }
+    if (rc) {
+        lua_settop(L, top);
+        reset(st);
+        return rc;
+    }
+    for (size_t i = 0; i < st->nhits; i++) {
+        rec_pl_hit *h = &st->hits[i];
+        float best = 0.0f;
+        for (int si = 0; si < nstrat; si++)
+            if (h->parts[si] > best || h->by < 0) {
+                best = h->parts[si];
+                h->by = si;
+            }
+    }
+    qsort(st->hits, st->nhits, sizeof *st->hits, hit_cmp);
+    for (size_t i = 0; i < st->nhits; i++) {
+        st->pos[st->hits[i].idx] = (int32_t)i + 1;
+        st->rank[st->hits[i].idx] = (int32_t)i + 1;
+    }
+    if ((size_t)pool > st->nhits)
+        pool = (uint32_t)st->nhits;
+    if (r->p && npol > 0) {
+        push_req(L, e, r, r->n);
+        int req = lua_gettop(L);
+        lua_createtable(L, (int)pool, 0);
+        for (size_t i = 0; i < pool; i++) {
+            lua_createtable(L, 0, 2);
+            push_item_id(L, e, st->hits[i].idx);
+            lua_setfield(L, -2, "id");
+            lua_pushnumber(L, st->hits[i].score);
+            lua_setfield(L, -2, "score");
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        for (int pi = 0; pi < npol && !rc; pi++) {
+            const char *pn = r->p->policies[pi];
+            if (!rec_script_has(rt, REC_SCRIPT_POLICY, pn, "rerank"))
+                continue;
+            lua_pushvalue(L, req);
+            lua_insert(L, -2);
+            rc = rec_script_call(rt, REC_SCRIPT_POLICY, pn, "rerank", 2, 1, err, errlen);
+            if (rc)
+                break;
+            if (!lua_istable(L, -1)) {
+                snprintf(err, errlen, "policy '%s': rerank must return the items", pn);
+                rc = REC_ESCRIPT;
+                break;
+            }
+            lua_Integer nlen = (lua_Integer)lua_rawlen(L, -1);
+            for (lua_Integer i = 1; i <= nlen; i++) {
+                lua_rawgeti(L, -1, i);
+                if (lua_istable(L, -1)) {
+                    lua_getfield(L, -1, "id");
+                    uint32_t idx = id_at(L, -1, e);
+                    lua_pop(L, 1);
+                    if (idx != REC_IDX_NONE) {
+                        rec_pl_hit *h = candidate(st, idx);
+                        if (h && (lua_Integer)st->rank[idx] != i)
+                            h->moved |= 1u << (pi & 31);
+                        st->rank[idx] = (int32_t)i;
+                    }
+                }
+                lua_pop(L, 1);
+            }
+        }
+        if (rc) {
+            lua_settop(L, top);
+            reset(st);
+            return rc;
+        }
+        /* The final order is the last policy's array. */
+        lua_Integer nlen = (lua_Integer)lua_rawlen(L, -1);
+        for (lua_Integer i = 1; i <= nlen && *nout < r->n; i++) {
+            lua_rawgeti(L, -1, i);
+            if (lua_istable(L, -1)) {
+                lua_getfield(L, -1, "id");
+                uint32_t idx = id_at(L, -1, e);
+                lua_getfield(L, -2, "score");
+                float sc = (float)lua_tonumber(L, -1);
+                lua_pop(L, 2);
+                int dup = 0;
+                for (size_t j = 0; j < *nout && !dup; j++)
+                    dup = out[j].idx == idx;
+                if (idx != REC_IDX_NONE && !dup && !skipped(r, idx) &&
+                    rec_engine_is_active(e, idx)) {
+                    rec_pl_hit *h = candidate(st, idx);
+                    if (h) {
+                        out[*nout] = *h;
+                        out[*nout].score = isfinite(sc) ? sc : h->score;
+                        (*nout)++;
+                    }
+                }
+            }
+            lua_pop(L, 1);
+        }
+    } else {
+        for (size_t i = 0; i < st->nhits && *nout < r->n; i++)
+            if (rec_engine_is_active(e, st->hits[i].idx))
+                out[(*nout)++] = st->hits[i];
+    }
+    lua_settop(L, top);
+    reset(st);
+    return 0;
+}

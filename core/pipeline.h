@@ -1,0 +1,123 @@
+/* pipeline.h - strategies -> blend -> policies -> answer, with pipelines
+ * and experiments from a Lua config file.
+ *
+ * A pipeline names the strategies it blends (with weights) and the
+ * policies it runs in order; an experiment splits users between pipelines
+ * by a stable hash of their id, with shares. The config is
+ * `<scripts>/pipelines.lua`, returning
+ *
+ *   {
+ *     default = "main",
+ *     pipelines = {
+ *       main = {strategies = {hybrid = 1.0}, policies = {"seen", "rules"}},
+ *       pop  = {strategies = {popular = 1.0}},
+ *     },
+ *     experiment = {name = "hybrid_vs_pop", arms = {main = 0.5, pop = 0.5}},
+ *     event_weights = {view = 1, click = 2, like = 3},
+ *   }
+ *
+ * It is reloaded with the scripts. Without it, a default pipeline blends
+ * the strategy "hybrid" and runs every loaded policy that defines rerank.
+ * Policies' on_event runs for every loaded policy, once per event.
+ */
+#ifndef REC_PIPELINE_H
+#define REC_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "script.h"
+
+#define REC_PL_NAME_MAX 63
+#define REC_PL_MAX_STRATEGIES 16
+#define REC_PL_MAX_POLICIES 32
+#define REC_PL_MAX_PIPELINES 32
+#define REC_PL_MAX_ARMS 8
+
+typedef struct rec_pl_strategy {
+    char name[REC_PL_NAME_MAX + 1];
+    float weight;
+} rec_pl_strategy;
+
+typedef struct rec_pl_pipeline {
+    char name[REC_PL_NAME_MAX + 1];
+    rec_pl_strategy strategies[REC_PL_MAX_STRATEGIES];
+    int nstrategies;
+    char policies[REC_PL_MAX_POLICIES][REC_PL_NAME_MAX + 1];
+    int npolicies;
+    int all_policies; /* no list given: every loaded policy with rerank */
+} rec_pl_pipeline;
+
+typedef struct rec_pl_config {
+    rec_pl_pipeline pipelines[REC_PL_MAX_PIPELINES];
+    int npipelines;
+    char default_name[REC_PL_NAME_MAX + 1];
+    char experiment[REC_PL_NAME_MAX + 1]; /* "" when none */
+    struct {
+        char pipeline[REC_PL_NAME_MAX + 1];
+        double share;
+    } arms[REC_PL_MAX_ARMS];
+    int narms;
+} rec_pl_config;
+
+/* Read `path` (a Lua file, text only, in a bare state) into cfg and apply
+ * its event_weights to the engine. A missing file gives the built-in
+ * default. REC_EINVAL with a message for a file that does not describe
+ * pipelines. */
+int rec_pl_config_load(rec_pl_config *cfg, const char *path, rec_engine *e,
+                       char *err, size_t errlen);
+
+/* The pipeline for a request: `name` when given, else the user's arm of
+ * the experiment, else the default. NULL when the name is unknown. */
+const rec_pl_pipeline *rec_pl_pick(const rec_pl_config *cfg, const char *name,
+                                   const char *user_key, size_t user_len,
+                                   const char **arm_out);
+
+/* Arm of a user in the experiment, stable across restarts and machines:
+ * a 64-bit hash of the experiment name and the user's key mapped to [0,1)
+ * against the cumulative shares. */
+int rec_pl_arm(const rec_pl_config *cfg, const char *user_key,
+               size_t user_len);
+
+/* One recommended item, with what produced it. */
+typedef struct rec_pl_hit {
+    uint32_t idx;
+    float score;
+    int by;          /* index of the strategy that contributed most, -1 */
+    float parts[REC_PL_MAX_STRATEGIES]; /* each strategy's contribution */
+    uint32_t moved;  /* bit i: policy i added or moved the item */
+} rec_pl_hit;
+
+typedef struct rec_pl_req {
+    const rec_pl_pipeline *p; /* the pipeline, or NULL to run `strategy` alone */
+    const char *strategy;
+    const char *user_key;     /* encoded id (idmap.h) */
+    size_t user_len;
+    uint32_t n;
+    const void *context;      /* msgpack map, or NULL */
+    size_t context_len;
+    const void *exclude;      /* msgpack array of ids, or NULL */
+    size_t exclude_len;
+    const uint64_t *skip;     /* items never returned (seen, excluded, hidden) */
+    size_t words;
+    int allow_seen;
+    int rec_ref;              /* registry ref of the `rec` handle for req.rec */
+} rec_pl_req;
+
+typedef struct rec_pl_state rec_pl_state; /* scratch reused across runs */
+rec_pl_state *rec_pl_state_new(void);
+void rec_pl_state_free(rec_pl_state *st);
+
+/* Run the strategies (blended by rank fusion, each weighted: an item
+ * scores sum(w / (10 + rank)); a strategy alone keeps its own scores),
+ * then the pipeline's policies' rerank in order, and write up to n hits
+ * into out (caller-sized for n). Items a script names that do not exist,
+ * are hidden, excluded or (unless allow_seen) seen are dropped. Returns
+ * 0, REC_ENOTFOUND (strategy not loaded), or REC_ESCRIPT with the failing
+ * script and line in err. */
+int rec_pl_run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
+               const rec_pl_req *r, rec_pl_hit *out, size_t *nout, char *err,
+               size_t errlen);
+
+#endif

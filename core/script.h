@@ -1,0 +1,134 @@
+/* script.h - the Lua runtime of strategies and policies: sandboxed
+ * environments, budgets, and hot reload of two folders.
+ *
+ * One lua_State, owned by the loop thread, holds every script. Each script
+ * runs in its own environment built from an allow list (copies of the safe
+ * parts of the standard library; no io, os beyond time/clock/date,
+ * package, require, load, dofile, debug, string.dump, collectgarbage), so
+ * scripts share neither globals nor library tables. Scripts are loaded as
+ * text only. Every call into a script runs under an instruction budget
+ * and a wall-clock deadline enforced by a count hook that keeps raising
+ * once tripped (a pcall inside the script cannot swallow it), and under a
+ * memory cap enforced by the allocator. A script that fails, fails that
+ * call only: REC_ESCRIPT with a message naming the script and line.
+ *
+ * Folders: strategies in `scripts/<name>.lua` (a table with
+ * recommend(req)), policies in `policies/<name>.lua` (a table with any of
+ * on_event(ev), rerank(req, items), on_load()). A file is compiled and run
+ * off to the side in a fresh environment, its contract checked and its
+ * on_load run; only then does it replace the loaded version. A file that
+ * fails keeps the previous version running and records the error.
+ *
+ * Script files are [A-Za-z0-9_-]+.lua (temporary, swap and dot files are
+ * ignored); scripts/pipelines.lua is not a strategy and is skipped. A
+ * file that disappears is unloaded and forgotten (it leaves the listing).
+ * Module fields are read raw (no metamethods run outside the budgets).
+ */
+#ifndef REC_SCRIPT_H
+#define REC_SCRIPT_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef enum rec_script_kind {
+    REC_SCRIPT_STRATEGY = 0,
+    REC_SCRIPT_POLICY = 1,
+} rec_script_kind;
+
+typedef struct rec_script_opts {
+    const char *scripts_dir;   /* strategies; NULL: none */
+    const char *policies_dir;  /* policies; NULL: none */
+    uint64_t max_instructions; /* per call; default 50,000,000 */
+    double max_seconds;        /* per call, wall clock; default 0.5 */
+    size_t max_memory;         /* whole VM, bytes; default 512 MiB */
+    size_t max_call_memory;    /* growth during one call; default 64 MiB */
+    double debounce;           /* seconds to wait after a change; 0.05 */
+} rec_script_opts;             /* zero fields take the defaults */
+
+void rec_script_opts_default(rec_script_opts *o);
+
+typedef struct rec_script_rt rec_script_rt;
+
+/* Installs globals that every script environment gets, after the allow
+ * list (for example `rec`, the engine handle). Called with the new
+ * environment table on top of the stack; must leave the stack as it
+ * found it. */
+typedef void (*rec_script_env_fn)(lua_State *L, void *ud);
+
+/* Create the runtime and load every *.lua of both folders (errors are
+ * recorded per file, not fatal). env_fn may be NULL. */
+int rec_script_new(rec_script_rt **out, const rec_script_opts *o,
+                   rec_script_env_fn env_fn, void *env_ud, char *err,
+                   size_t errlen);
+/* NULL is a no-op. Unwatches first if needed: the watch handles then
+ * close on the loop's next run, which must happen before uv_loop_close
+ * (order: rec_script_unwatch, run the loop until closed, free; freeing
+ * first is also safe). */
+void rec_script_free(rec_script_rt *rt);
+
+/* The VM, for pushing arguments and reading results around rec_script_call.
+ * Borrowed for the runtime's lifetime. */
+lua_State *rec_script_lua(rec_script_rt *rt);
+
+/* Watch both folders on loop (directory watches: editors save by rename),
+ * reloading changed files (size, mtime, inode, then content hash) after
+ * the debounce delay. A folder missing now is not watched. Returns 0,
+ * REC_EEXISTS (already watching), REC_ENOMEM or REC_EIO. */
+int rec_script_watch(rec_script_rt *rt, uv_loop_t *loop);
+/* Stop watching and close the handles (before the loop is closed); the
+ * close callbacks run on the loop's next iteration. No-op when not
+ * watching. */
+void rec_script_unwatch(rec_script_rt *rt);
+
+/* Reload one script by name (kind inferred from the folder holding
+ * <name>.lua; a file that vanished is unloaded) or, name NULL, rescan
+ * both folders (every file is reloaded, changed or not). Returns 0 when
+ * every file loaded, else REC_ESCRIPT with the first error in err (the
+ * other files still load); also REC_EINVAL (not a valid name),
+ * REC_ENOTFOUND (no such file and nothing loaded by that name), REC_EBUSY
+ * (called from inside a script call), REC_ENOMEM. */
+int rec_script_reload(rec_script_rt *rt, const char *name, char *err,
+                      size_t errlen);
+
+/* Push the module table a loaded script returned, or return 0 pushing
+ * nothing when no script of that name and kind is loaded. [-0, +(0|1), -] */
+int rec_script_push(rec_script_rt *rt, rec_script_kind kind,
+                    const char *name);
+
+/* Call the function `fn` of script `name` with nargs arguments already on
+ * the stack, under the budgets, leaving nres results. Returns 0, or
+ * REC_ENOTFOUND (no such script or function: arguments popped), or
+ * REC_ESCRIPT with "<kind> '<name>': <file>:<line>: message" in err
+ * (arguments popped, nothing pushed), or REC_ENOMEM (the stack cannot
+ * grow). Must be called on the main thread; a call made from inside a
+ * script call (through an engine function) shares the outer call's
+ * budgets. [-nargs, +(nres|0), -] */
+int rec_script_call(rec_script_rt *rt, rec_script_kind kind, const char *name,
+                    const char *fn, int nargs, int nres, char *err,
+                    size_t errlen);
+
+/* Does script `name` of `kind` define function fn? */
+int rec_script_has(rec_script_rt *rt, rec_script_kind kind, const char *name,
+                   const char *fn);
+
+/* One loaded or failed script, for listing. */
+typedef struct rec_script_info {
+    const char *name;      /* borrowed until the next reload */
+    rec_script_kind kind;
+    int loaded;            /* a version is running */
+    const char *error;     /* last load error, or NULL */
+    double loaded_at;      /* wall-clock seconds of the running version */
+    uint64_t version;      /* increments with each successful load */
+    uint64_t calls, errors;
+} rec_script_info;
+
+/* Number of scripts known (loaded or failed), and the i-th. */
+size_t rec_script_count(const rec_script_rt *rt);
+int rec_script_info_at(const rec_script_rt *rt, size_t i, rec_script_info *out);
+
+/* Bytes the VM holds now. */
+size_t rec_script_memory(const rec_script_rt *rt);
+
+#endif

@@ -1,0 +1,176 @@
+-- explore.lua - Thompson sampling for unproven and new items.
+--
+-- Each item's click-through rate gets a Beta posterior from two decayed
+-- counters: Beta(PRIOR_A + clicks, PRIOR_B + impressions - clicks) (clicks
+-- capped at impressions: engagement without an impression carries no
+-- evidence about the rate). "impressions" is added to by the server for
+-- every item shown, "clicks" by policies/counters.lua.
+--
+-- rerank(req, items): with n = min(req.n, #items) shown slots, up to
+-- min(MAX_SLOTS, floor(SHARE * n)) of the lowest slots are offered to
+-- unproven items (fewer than PROVEN impressions). Candidates come from the
+-- items ranked below n, and from the "content" neighbours of the top
+-- ANCHORS items (how a brand-new item with an embedding gets its first
+-- impressions). Every candidate draws a rate from its posterior; the best
+-- draws challenge the lowest slots, and (COMPETE) take a slot only when
+-- their draw beats the incumbent's own draw, so exploration fades where
+-- the current items are proven good. An inserted item takes the score of
+-- the slot it replaces and carries why = "explore"; the displaced item
+-- moves just below the shown slots. The list keeps its length. Never
+-- inserts seen items (unless req.allow_seen), req.exclude or inactive
+-- items.
+--
+-- Beta draws: X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b), Gamma by
+-- Marsaglia and Tsang (2000), normals by Box-Muller, all from math.random.
+--
+-- Cost: one db:history, up to ANCHORS db:similar (O(items x dim)), two
+-- db:counter_get per candidate and per challenged slot.
+-- Knobs: SHARE, MAX_SLOTS, PROVEN, PRIOR_A/PRIOR_B, POOL, ANCHORS,
+-- COMPETE, SPACE, HALF_LIFE (of the counters, when this creates them).
+local SHARE = 0.2
+local MAX_SLOTS = 2
+local PROVEN = 100
+local PRIOR_A, PRIOR_B = 1.0, 9.0
+local POOL = 20
+local ANCHORS = 2
+local COMPETE = true
+local SPACE = "content"
+local HALF_LIFE = 7 * 86400
+local HISTORY_CAP = 100000
+
+local function try(f, ...)
+    local ok, r = pcall(f, ...)
+    if ok then return r end
+    if type(r) == "table" and r.name == "not_found" then return nil end
+    error(r, 0)
+end
+
+-- Standard normal, Box-Muller.
+local function normal()
+    local u1 = 1.0 - math.random() -- (0, 1]
+    local u2 = math.random()
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+end
+
+-- Gamma(a, 1), Marsaglia-Tsang; a < 1 by the boost Gamma(a+1) * U^(1/a).
+local function gamma(a)
+    if a < 1 then
+        return gamma(a + 1.0) * (1.0 - math.random()) ^ (1.0 / a)
+    end
+    local d = a - 1.0 / 3.0
+    local c = 1.0 / math.sqrt(9.0 * d)
+    while true do
+        local x, v
+        repeat
+            x = normal()
+            v = 1.0 + c * x
+        until v > 0
+        v = v * v * v
+        local u = 1.0 - math.random()
+        if u < 1.0 - 0.0331 * x * x * x * x then return d * v end
+        if math.log(u) < 0.5 * x * x + d * (1.0 - v + math.log(v)) then return d * v end
+    end
+end
+
+local function beta(a, b)
+    local x, y = gamma(a), gamma(b)
+    if x + y <= 0 then return a / (a + b) end
+    return x / (x + y)
+end
+
+local M = {}
+M.beta = beta -- exposed for tests
+
+function M.on_load()
+    rec:counter("impressions", HALF_LIFE)
+    rec:counter("clicks", HALF_LIFE)
+end
+
+function M.rerank(req, items)
+    local n = math.min(math.tointeger(req.n) or #items, #items)
+    local slots = math.min(MAX_SLOTS, math.floor(SHARE * n))
+    if slots < 1 then return items end
+    local db = req.rec or rec
+    local has_imp, has_clk = db:counter("impressions") ~= nil, db:counter("clicks") ~= nil
+    local now = req.now
+
+    local function posterior(id)
+        local m = has_imp and db:counter_get("impressions", id, now) or 0
+        local c = has_clk and db:counter_get("clicks", id, now) or 0
+        if c > m then c = m end
+        return PRIOR_A + c, PRIOR_B + (m - c), m
+    end
+
+    -- what must not be inserted
+    local skip, excl = {}, {}
+    local function add(id)
+        if id ~= nil and not skip[id] then
+            skip[id] = true
+            excl[#excl + 1] = id
+        end
+    end
+    for _, id in ipairs(req.exclude or {}) do add(id) end
+    if not req.allow_seen and req.user ~= nil then
+        for _, h in ipairs(db:history(req.user, HISTORY_CAP)) do add(h.item) end
+    end
+    for i = 1, n do add(items[i].id) end
+
+    -- candidates: the tail of the list, then content neighbours of the top
+    local cands, cseen = {}, {}
+    local function consider(id, from_tail)
+        if id == nil or skip[id] or cseen[id] then return end
+        cseen[id] = true
+        local a, b, m = posterior(id)
+        if m < PROVEN then
+            cands[#cands + 1] = {id = id, a = a, b = b, tail = from_tail, ord = #cands + 1}
+        end
+    end
+    for i = n + 1, math.min(#items, n + POOL) do consider(items[i].id, true) end
+    if db:space(SPACE) then
+        for i = 1, math.min(ANCHORS, n) do
+            local anchor = items[i].id
+            if try(db.vector, db, "item", anchor, SPACE) then
+                for _, h in ipairs(db:similar(anchor, POOL, {space = SPACE, exclude = excl})) do
+                    consider(h.id, false)
+                end
+            end
+        end
+    end
+    if #cands == 0 then return items end
+
+    for _, c in ipairs(cands) do c.theta = beta(c.a, c.b) end
+    table.sort(cands, function(x, y)
+        if x.theta ~= y.theta then return x.theta > y.theta end
+        return x.ord < y.ord
+    end)
+
+    local top, displaced, taken = {}, {}, {}
+    for i = 1, n do top[i] = items[i] end
+    local slot = n
+    for k = 1, math.min(slots, #cands) do
+        local c = cands[k]
+        local inc = top[slot]
+        local win = true
+        if COMPETE then
+            local a, b = posterior(inc.id)
+            win = c.theta > beta(a, b)
+        end
+        if win then
+            top[slot] = {id = c.id, score = inc.score, why = "explore", theta = c.theta}
+            displaced[#displaced + 1] = inc
+            taken[c.id] = true
+        end
+        slot = slot - 1
+    end
+    if #displaced == 0 then return items end
+
+    local out = top
+    for i = #displaced, 1, -1 do out[#out + 1] = displaced[i] end
+    for i = n + 1, #items do
+        if not taken[items[i].id] then out[#out + 1] = items[i] end
+    end
+    for i = #out, #items + 1, -1 do out[i] = nil end
+    return out
+end
+
+return M

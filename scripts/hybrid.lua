@@ -1,0 +1,201 @@
+-- hybrid.lua - the default strategy: every signal at once, rank-fused.
+--
+-- Sources (each proposes up to POOL candidates; an item scores
+-- sum w_s / (RRF_K + rank_s), so scales need no calibration):
+--   cooc     items co-occurring with the user's last COOC_RECENT positive
+--            items, the newest weighted most (W_COOC / position). On
+--            MovieLens-like data this is the strongest simple online
+--            signal, and it follows a change of taste at the next call.
+--   context  with req.context.item (an item page): its content neighbours
+--            and co-occurrence neighbours (W_CONTEXT each). Weighted to
+--            lead the list: the page's item decides the topic, the
+--            user's taste orders what agrees with it.
+--   content  the user's content taste: decayed, weight-scaled mean of the
+--            "content" vectors of their recent positive items (W_CONTENT).
+--            Brand-new items with a content vector enter the ranking
+--            through it alone, so they rank below items several sources
+--            agree on; policies/explore.lua gives them shown slots.
+--   mf       the online MF vector in "mf" (W_MF, scaled by how many
+--            positive events the user has: MF needs a few to mean much).
+--   walk     random walks from the user's recent items (W_WALK).
+--   popular  the decayed "popularity" counter (W_POP).
+-- Cold start: a user with no positive history gets popularity (W_COLD_POP)
+-- and what is hot in the last hour ("trend_short", W_COLD_TREND), plus the
+-- context item's neighbours when given. Seen items (unless
+-- req.allow_seen), req.exclude and inactive items never come back. Each
+-- result carries why = the source that contributed most.
+--
+-- Cost: one db:history, COOC_RECENT db:neighbors, up to PROFILE_RECENT
+-- db:vector reads + one db:topk, one db:recommend_vec, one db:walk
+-- (WALK_STEPS), one or two db:counter_top. Vector scans are O(items x dim).
+-- Knobs: the W_* weights, COOC_RECENT, PROFILE_RECENT, DECAY, WALK_STEPS,
+-- MF_CONFIDENT, RRF_K, POOL_MIN/POOL_MAX (3n clamped), HISTORY_CAP.
+local CONTENT, MF = "content", "mf"
+local W_COOC, W_CONTEXT, W_CONTENT, W_MF, W_WALK, W_POP = 2.0, 4.0, 1.0, 0.7, 0.5, 0.3
+local W_COLD_POP, W_COLD_TREND = 1.0, 0.5
+local COOC_RECENT = 5
+local PROFILE_RECENT, DECAY = 10, 0.85
+local WALK_STEPS = 3000
+local MF_CONFIDENT = 5
+local RRF_K = 10
+local POOL_MIN, POOL_MAX = 30, 300
+local HISTORY_CAP = 100000
+
+-- An id the engine accepts (a non-empty string or an integer).
+local function is_id(x)
+    return (type(x) == "string" and #x > 0 and #x < 256) or math.type(x) == "integer"
+end
+
+local function try(f, ...)
+    local ok, r = pcall(f, ...)
+    if ok then return r end
+    if type(r) == "table" and r.name == "not_found" then return nil end
+    error(r, 0)
+end
+
+local function content_profile(db, hist)
+    local q, used, decay, count, cache = nil, false, 1.0, 0, {}
+    for _, h in ipairs(hist) do
+        if count >= PROFILE_RECENT then break end
+        if h.weight > 0 then
+            count = count + 1
+            local v = cache[h.item]
+            if v == nil then
+                v = try(db.vector, db, "item", h.item, CONTENT) or false
+                cache[h.item] = v
+            end
+            if v then
+                local norm = 0.0
+                for i = 1, #v do norm = norm + v[i] * v[i] end
+                if norm > 0 then
+                    local s = h.weight * decay / math.sqrt(norm)
+                    if not q then
+                        q = {}
+                        for i = 1, #v do q[i] = 0.0 end
+                    end
+                    for i = 1, #v do q[i] = q[i] + s * v[i] end
+                    used = true
+                end
+            end
+            decay = decay * DECAY
+        end
+    end
+    return used and q or nil
+end
+
+local function fuse(acc, order, hits, w, why)
+    if not hits or w <= 0 then return end
+    for r, h in ipairs(hits) do
+        local c = acc[h.id]
+        if not c then
+            c = {id = h.id, score = 0.0, best = 0.0, ord = #order + 1}
+            acc[h.id] = c
+            order[#order + 1] = c
+        end
+        local s = w / (RRF_K + r - 1)
+        c.score = c.score + s
+        if s > c.best then c.best, c.why = s, why end
+    end
+end
+
+local M = {}
+
+function M.recommend(req)
+    local db = req.rec or rec
+    local n = math.tointeger(req.n) or 10
+    if n <= 0 then return {} end
+    local now = req.now or os.time()
+    local pool = math.min(math.max(3 * n, POOL_MIN), POOL_MAX)
+    local hist = req.user ~= nil and db:history(req.user, HISTORY_CAP) or {}
+
+    local skip, excl = {}, {}
+    local function add(id)
+        if id ~= nil and not skip[id] then
+            skip[id] = true
+            excl[#excl + 1] = id
+        end
+    end
+    for _, id in ipairs(req.exclude or {}) do add(id) end
+    if not req.allow_seen then
+        for _, h in ipairs(hist) do add(h.item) end
+    end
+    local ctx_item = type(req.context) == "table" and req.context.item or nil
+    if not is_id(ctx_item) then ctx_item = nil end
+    local ctx_excl = excl
+    if ctx_item ~= nil and not skip[ctx_item] then
+        ctx_excl = {ctx_item}
+        for i = 1, #excl do ctx_excl[i + 1] = excl[i] end
+    end
+
+    -- the newest distinct positive items
+    local recent, rseen, positives = {}, {}, 0
+    for _, h in ipairs(hist) do
+        if h.weight > 0 then
+            positives = positives + 1
+            if #recent < COOC_RECENT and not rseen[h.item] then
+                rseen[h.item] = true
+                recent[#recent + 1] = h.item
+            end
+        end
+    end
+
+    local acc, order = {}, {}
+    if ctx_item ~= nil then
+        if db:space(CONTENT) and try(db.vector, db, "item", ctx_item, CONTENT) then
+            fuse(acc, order, db:similar(ctx_item, pool, {space = CONTENT, exclude = ctx_excl}),
+                 W_CONTEXT, "context")
+        end
+        fuse(acc, order, try(db.neighbors, db, ctx_item, pool, {exclude = ctx_excl}),
+             W_CONTEXT, "context")
+    end
+
+    if positives == 0 then
+        -- cold start: what everybody engages with, now
+        if db:counter("popularity") then
+            fuse(acc, order, db:counter_top("popularity", pool, {exclude = ctx_excl, ts = now}),
+                 W_COLD_POP, "popular")
+        end
+        if db:counter("trend_short") then
+            fuse(acc, order, db:counter_top("trend_short", pool, {exclude = ctx_excl, ts = now}),
+                 W_COLD_TREND, "trending")
+        end
+    else
+        for i, item in ipairs(recent) do
+            fuse(acc, order, try(db.neighbors, db, item, pool, {exclude = ctx_excl}),
+                 W_COOC / i, "cooc")
+        end
+        if db:space(CONTENT) then
+            local q = content_profile(db, hist)
+            if q then
+                fuse(acc, order, db:topk(CONTENT, q, pool, {exclude = ctx_excl}), W_CONTENT, "content")
+            end
+        end
+        if db:space(MF) then
+            fuse(acc, order, try(db.recommend_vec, db, req.user, pool,
+                                 {exclude = ctx_excl, exclude_seen = not req.allow_seen}),
+                 W_MF * math.min(1.0, positives / MF_CONFIDENT), "mf")
+        end
+        if W_WALK > 0 then
+            local wopts = {k = pool, steps = WALK_STEPS, exclude = ctx_excl}
+            local seeds = req.allow_seen and recent or {user = req.user}
+            fuse(acc, order, try(db.walk, db, seeds, wopts), W_WALK, "walk")
+        end
+        if db:counter("popularity") then
+            fuse(acc, order, db:counter_top("popularity", pool, {exclude = ctx_excl, ts = now}),
+                 W_POP, "popular")
+        end
+    end
+
+    table.sort(order, function(a, b)
+        if a.score ~= b.score then return a.score > b.score end
+        return a.ord < b.ord
+    end)
+    local out = {}
+    for i = 1, math.min(n, #order) do
+        local c = order[i]
+        out[i] = {id = c.id, score = c.score, why = c.why}
+    end
+    return out
+end
+
+return M

@@ -1,0 +1,17 @@
+-- pipelines.lua - the pipelines recd serves, and how users are split
+-- between them. Reloaded with the scripts; see docs/scripting.md.
+return {
+  default = "main",
+  pipelines = {
+    -- the default: the hybrid blend, then filters, fatigue, diversity, and
+    -- exploration last so its slots survive
+    main = {
+      strategies = {hybrid = 1.0},
+      policies = {"seen", "rules", "fatigue", "diversity", "explore"},
+    },
+    popular = {strategies = {popular = 1.0}, policies = {"seen", "rules"}},
+    personal = {strategies = {personal = 1.0}, policies = {"seen", "rules"}},
+  },
+  -- experiment = {name = "main_vs_personal", arms = {main = 0.5, personal = 0.5}},
+  event_weights = {view = 1, click = 2, add_to_cart = 4, purchase = 8, skip = -1, dislike = -4},
+}

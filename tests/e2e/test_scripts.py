@@ -1,0 +1,173 @@
+"""Strategies and policies in Lua, served: hot reload under load, budgets,
+pipelines, attribution and live metrics."""
+import os
+import threading
+import time
+
+import pytest
+
+from recd_client import RecdError
+
+
+def write(path, body):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(body)
+    os.rename(tmp, path)          # editors save by rename
+
+
+def strategy_returning(item, extra=""):
+    return ('%s\nreturn { recommend = function(req) '
+            'return { { id = "%s", score = 1.0 } } end }\n' % (extra, item))
+
+
+@pytest.fixture
+def scripted(make_server, tmp_path):
+    sdir, pdir = tmp_path / "scripts", tmp_path / "policies"
+    sdir.mkdir()
+    pdir.mkdir()
+    srv = make_server(extra_args=["--scripts", str(sdir), "--policies", str(pdir)])
+    return srv, str(sdir), str(pdir)
+
+
+def first_item(c, strategy, user="hr"):
+    r = c.call("rec.recommend", {"user": user, "n": 1, "strategy": strategy})
+    return r["items"][0]["id"] if r["items"] else None
+
+
+def wait_for(c, strategy, item, limit=3.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        try:
+            if first_item(c, strategy) == item:
+                return time.monotonic() - t0
+        except RecdError:
+            pass
+        time.sleep(0.01)
+    return None
+
+
+def test_hot_reload_under_load(scripted):
+    srv, sdir, _ = scripted
+    path = os.path.join(sdir, "probe.lua")
+    with srv.connect() as c:
+        c.call("item.put", *[{"id": "x%d" % i} for i in range(8)])
+        write(path, strategy_returning("x0"))
+        assert wait_for(c, "probe", "x0") is not None
+        failures, answered, stop = [], [0], threading.Event()
+
+        def load():
+            with srv.connect() as c2:
+                while not stop.is_set():
+                    calls = [("rec.recommend", [{"user": "hr", "n": 1, "strategy": "probe"}])] * 50
+                    try:
+                        res = c2.pipeline(calls)
+                        answered[0] += len(res)
+                    except RecdError as e:
+                        failures.append(str(e))
+
+        th = threading.Thread(target=load)
+        th.start()
+        try:
+            for i in range(1, 6):
+                write(path, strategy_returning("x%d" % i))
+                seen = wait_for(c, "probe", "x%d" % i, 1.0)
+                assert seen is not None, "rewrite %d not live within 1 s" % i
+        finally:
+            stop.set()
+            th.join()
+        assert not failures, failures[:3]
+        assert answered[0] > 0
+        # a syntax error keeps the old version, and says why
+        write(path, "return { recommend = function(req) return {{ id = 'x9' ")
+        time.sleep(0.4)
+        assert first_item(c, "probe") == "x5"
+        st = {s["name"]: s for s in c.call("script.status")}
+        assert st["probe"]["loaded"] and "probe.lua" in (st["probe"]["error"] or "")
+
+
+def test_infinite_loop_and_memory_bomb_fail_that_call_only(scripted):
+    srv, sdir, _ = scripted
+    write(os.path.join(sdir, "spin.lua"),
+          'return { recommend = function(req) while true do end end }\n')
+    write(os.path.join(sdir, "sneaky.lua"),
+          'return { recommend = function(req) '
+          'pcall(function() while true do end end) return {} end }\n')
+    write(os.path.join(sdir, "bomb.lua"),
+          'return { recommend = function(req) local t = {} '
+          'for i = 1, 1e9 do t[i] = string.rep("x", 1000000) .. i end end }\n')
+    write(os.path.join(sdir, "ok.lua"), strategy_returning("y1"))
+    with srv.connect() as c:
+        c.call("item.put", {"id": "y1"})
+        c.call("script.reload")
+        for name, word in (("spin", "budget"), ("sneaky", "budget"), ("bomb", "memory")):
+            t0 = time.monotonic()
+            with pytest.raises(RecdError) as ei:
+                c.call("rec.recommend", {"user": "u", "strategy": name})
+            assert ei.value.name == "script_error"
+            assert name in ei.value.message and word in ei.value.message, ei.value.message
+            assert time.monotonic() - t0 < 5
+            assert first_item(c, "ok") == "y1"       # the server is unharmed
+
+
+def test_pipelines_policies_attribution_and_stats(scripted):
+    srv, sdir, pdir = scripted
+    write(os.path.join(sdir, "first.lua"),
+          'return { recommend = function(req) local out = {} '
+          'for i = 1, 5 do out[i] = { id = "p" .. i, score = 10 - i } end return out end }\n')
+    write(os.path.join(pdir, "reverse.lua"),
+          'return { rerank = function(req, items) local out = {} '
+          'for i = #items, 1, -1 do out[#out + 1] = items[i] end return out end,\n'
+          '  on_event = function(ev) rec:kv_put("last:" .. tostring(ev.user), ev.item) end }\n')
+    write(os.path.join(sdir, "pipelines.lua"),
+          'return { default = "plain", pipelines = {\n'
+          '  plain = { strategies = { first = 1 }, policies = {} },\n'
+          '  rev = { strategies = { first = 1 }, policies = { "reverse" } } } }\n')
+    with srv.connect() as c:
+        c.call("item.put", *[{"id": "p%d" % i} for i in range(1, 6)])
+        c.call("script.reload")
+        r = c.call("rec.recommend", {"user": "a", "n": 3})
+        assert r["pipeline"] == "plain"
+        assert [x["id"] for x in r["items"]] == ["p1", "p2", "p3"]
+        r2 = c.call("rec.recommend", {"user": "a", "n": 3, "pipeline": "rev", "explain": True})
+        assert [x["id"] for x in r2["items"]] == ["p5", "p4", "p3"]
+        assert r2["items"][0]["explain"]["policies"] == ["reverse"]
+        assert "first" in r2["items"][0]["explain"]["strategies"]
+        # feedback credited to the recommendation that showed the item
+        c.call("event.add", {"user": "a", "item": "p5", "type": "click", "rec_id": r2["rec_id"]})
+        # the policy's on_event ran
+        r3 = c.call("rec.recommend", {"user": "a", "n": 5, "pipeline": "rev"})
+        assert "p5" not in [x["id"] for x in r3["items"]]     # seen
+        st = c.call("stats.get")
+        rev = st["pipelines"]["rev"]["total"]
+        assert rev["clicks"] == 1 and rev["impressions"] == 3 + 4
+        assert 0 < rev["ctr_low"] <= rev["ctr"] <= rev["ctr_high"] <= 1
+        assert st["strategies"]["first"]["total"]["clicks"] == 1
+        with pytest.raises(RecdError) as ei:
+            c.call("rec.recommend", {"user": "a", "pipeline": "nope"})
+        assert ei.value.name == "not_found"
+        with pytest.raises(RecdError) as ei:
+            c.call("rec.recommend", {"user": "a", "strategy": "nope"})
+        assert ei.value.name == "not_found"
+
+
+def test_experiment_split_is_stable(scripted):
+    srv, sdir, _ = scripted
+    write(os.path.join(sdir, "one.lua"), strategy_returning("e1"))
+    write(os.path.join(sdir, "two.lua"), strategy_returning("e2"))
+    write(os.path.join(sdir, "pipelines.lua"),
+          'return { default = "a", pipelines = { a = { strategies = { one = 1 } },\n'
+          '  b = { strategies = { two = 1 } } },\n'
+          '  experiment = { name = "ab", arms = { a = 0.5, b = 0.5 } } }\n')
+    with srv.connect() as c:
+        c.call("item.put", {"id": "e1"}, {"id": "e2"})
+        c.call("script.reload")
+        arms = {}
+        for u in range(200):
+            r = c.call("rec.recommend", {"user": "xu%d" % u, "n": 1})
+            arms[u] = r["variant"]
+            assert r["items"][0]["id"] == ("e1" if r["variant"] == "a" else "e2")
+        share = sum(1 for v in arms.values() if v == "a") / len(arms)
+        assert 0.35 < share < 0.65
+        for u in range(0, 200, 17):
+            assert c.call("rec.recommend", {"user": "xu%d" % u, "n": 1})["variant"] == arms[u]
