@@ -106,6 +106,8 @@ bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 	@echo "== server (recd bench against redis-benchmark)"
 	@sh tests/bench/server_bench.sh $(BIN)
+	@echo "== default pipeline at 100k items"
+	@/usr/bin/python3 tests/bench/pipeline_bench.py $(BIN)
 
 run: all
 	./recd serve --data ./data --init examples/demo_data.lua

@@ -134,6 +134,7 @@ void rec_counter_free(rec_counter *c) {
         return;
     free(c->val);
     free(c->t_last);
+    free(c->key);
     free(c->dirty);
     free(c->dirty_list);
     free(c);
@@ -158,6 +159,12 @@ static int counter_reserve(rec_counter *c, uint32_t idx) {
     if (!t)
         return REC_ENOMEM;
     c->t_last = t;
+    double *ky = realloc(c->key, (size_t)cap * sizeof *ky);
+    if (!ky)
+        return REC_ENOMEM;
+    c->key = ky;
+    for (uint64_t i = c->cap; i < cap; i++)
+        ky[i] = -(double)INFINITY;
     uint64_t *d = realloc(c->dirty, nw * 8);
     if (!d)
         return REC_ENOMEM;
@@ -175,6 +182,13 @@ static int counter_reserve(rec_counter *c, uint32_t idx) {
 
 static double decay(const rec_counter *c, double dt) {
     return c->half_life > 0.0 ? exp2(-dt / c->half_life) : 1.0;
+}
+
+static void set_key(rec_counter *c, uint32_t idx) {
+    double v = c->val[idx];
+    c->key[idx] = v > 0.0 ? log2(v) + (c->half_life > 0.0 ? c->t_last[idx] / c->half_life
+                                                           : 0.0)
+                          : -(double)INFINITY;
 }
 
 static void counter_mark(rec_counter *c, uint32_t idx) {
@@ -200,6 +214,7 @@ int rec_counter_add(rec_counter *c, uint32_t idx, double amount, double t) {
     } else {
         c->val[idx] += amount * decay(c, last - t);
     }
+    set_key(c, idx);
     counter_mark(c, idx);
     return 0;
 }
@@ -210,6 +225,7 @@ int rec_counter_load(rec_counter *c, uint32_t idx, double val, double t) {
         return rc;
     c->val[idx] = val;
     c->t_last[idx] = t;
+    set_key(c, idx);
     if (idx >= c->n)
         c->n = idx + 1;
     return 0;
@@ -226,6 +242,7 @@ void rec_counter_remove(rec_counter *c, uint32_t idx) {
         return;
     c->val[idx] = 0.0;
     c->t_last[idx] = 0.0;
+    c->key[idx] = -(double)INFINITY;
     counter_mark(c, idx);
 }
 
@@ -233,14 +250,21 @@ size_t rec_counter_topk(const rec_counter *c, double t, const uint64_t *skip,
                         size_t skip_words, size_t k, rec_hit *out) {
     rec_topk tk;
     rec_topk_init(&tk, out, k);
+    /* value(t) = 2^(key - t/half_life): the order of keys is the order of
+     * values at any t, so rank on keys (relative to t, small enough for a
+     * float) and decay only the k winners. */
+    double now = c->half_life > 0.0 ? t / c->half_life : 0.0;
     for (uint32_t i = 0; i < c->n; i++) {
+        if (isinf(c->key[i]))
+            continue;
         if (skip && (size_t)(i >> 6) < skip_words && (skip[i >> 6] >> (i & 63) & 1))
             continue;
-        double v = rec_counter_get(c, i, t);
-        if (v > 0.0)
-            rec_topk_push(&tk, i, (float)v);
+        rec_topk_push(&tk, i, (float)(c->key[i] - now));
     }
-    return rec_topk_finish(&tk);
+    size_t n = rec_topk_finish(&tk);
+    for (size_t i = 0; i < n; i++)
+        out[i].score = (float)rec_counter_get(c, out[i].idx, t);
+    return n;
 }
 
 void rec_counter_clean(rec_counter *c) {

@@ -55,6 +55,9 @@ typedef struct rec_counter {
     double half_life;     /* seconds; 0 means no decay */
     double *val;          /* value as of t_last[i] */
     double *t_last;
+    double *key;          /* log2(value) + t_last / half_life: orders items
+                             by value at any time t without decaying each
+                             (-inf when value <= 0) */
     uint64_t *dirty;      /* rows changed since the last flush */
     uint32_t *dirty_list;
     uint32_t ndirty;
@@ -76,7 +79,8 @@ double rec_counter_get(const rec_counter *c, uint32_t idx, double t);
 /* Forget idx (marks it dirty so a flush deletes it). */
 void rec_counter_remove(rec_counter *c, uint32_t idx);
 /* Top-k indexes by value at time t, skipping bits set in skip (may be NULL,
- * of skip_words words) and values <= 0. O(n log k). Returns hits written. */
+ * of skip_words words) and values <= 0. O(n log k) comparisons of stored
+ * keys: no exponential per item. Returns hits written. */
 size_t rec_counter_topk(const rec_counter *c, double t, const uint64_t *skip,
                         size_t skip_words, size_t k, rec_hit *out);
 void rec_counter_clean(rec_counter *c);

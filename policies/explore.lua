@@ -25,14 +25,15 @@
 --
 -- Cost: one db:history, up to ANCHORS db:similar (O(items x dim)), two
 -- db:counter_get per candidate and per challenged slot.
--- Knobs: SHARE, MAX_SLOTS, PROVEN, PRIOR_A/PRIOR_B, POOL, ANCHORS,
+-- Knobs: SHARE, MAX_SLOTS, PROVEN, PRIOR_A/PRIOR_B, POOL, ANCHORS, SCAN_LIMIT,
 -- COMPETE, SPACE, HALF_LIFE (of the counters, when this creates them).
 local SHARE = 0.2
 local MAX_SLOTS = 2
 local PROVEN = 100
 local PRIOR_A, PRIOR_B = 1.0, 9.0
 local POOL = 20
-local ANCHORS = 2
+local ANCHORS = 1
+local SCAN_LIMIT = 20000
 local COMPETE = true
 local SPACE = "content"
 local HALF_LIFE = 7 * 86400
@@ -126,7 +127,11 @@ function M.rerank(req, items)
         end
     end
     for i = n + 1, math.min(#items, n + POOL) do consider(items[i].id, true) end
-    if db:space(SPACE) then
+    -- Content neighbours cost a scan of the space: only on small catalogues
+    -- (on large ones the candidates below n, which strategies drew from
+    -- content similarity among others, are the pool).
+    local sp = db:space(SPACE)
+    if sp and sp.items <= SCAN_LIMIT then
         for i = 1, math.min(ANCHORS, n) do
             local anchor = items[i].id
             if try(db.vector, db, "item", anchor, SPACE) then

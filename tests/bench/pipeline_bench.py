@@ -1,0 +1,111 @@
+"""pipeline_bench.py RECD - the default pipeline at catalogue scale.
+
+Starts `recd serve` with the project's scripts/ and policies/ on a
+fresh folder, loads 100k items with d=64 vectors in "content" and 2,000
+users with 10 interactions each, then measures with one client:
+  - rec.recommend n=10 latency (p50, p99) and requests/s;
+  - feedback to effect: event.add acknowledged (durable) to the answer of
+    the next rec.recommend that reflects it (the clicked item is gone and
+    the list changed), p50 and p99.
+Prints BENCH lines. Needs Debian's python3-msgpack (run with /usr/bin/python3).
+"""
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples", "python"))
+import recd_client  # noqa: E402
+
+N_ITEMS, DIM, N_USERS, RUNS = 100000, 64, 2000, 2000
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def main():
+    recd = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "./recd")
+    tmp = tempfile.mkdtemp(prefix="recd-pl-")
+    port = free_port()
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    proc = subprocess.Popen([recd, "serve", "--data", tmp + "/data", "--listen",
+                             "127.0.0.1:%d" % port, "--unix", "", "--log-level", "warn",
+                             "--scripts", root + "/scripts", "--policies", root + "/policies"])
+    try:
+        for _ in range(200):
+            try:
+                c = recd_client.connect("127.0.0.1:%d" % port)
+                break
+            except OSError:
+                time.sleep(0.05)
+        rnd = random.Random(5)
+        clusters = 20
+        centers = [[rnd.gauss(0, 1) for _ in range(DIM)] for _ in range(clusters)]
+        batch = []
+        for i in range(N_ITEMS):
+            cen = centers[i % clusters]
+            v = [x + rnd.gauss(0, 0.5) for x in cen]
+            batch.append({"id": i, "props": {"cluster": i % clusters},
+                          "vectors": {"content": struct.pack("<%df" % DIM, *v)}})
+            if len(batch) == 2000:
+                c.call("item.put", *batch)
+                batch = []
+        evs = []
+        for u in range(N_USERS):
+            cl = u % clusters
+            for _ in range(10):
+                evs.append({"user": "u%d" % u, "item": rnd.randrange(N_ITEMS // clusters) * clusters + cl,
+                            "type": "click"})
+        for i in range(0, len(evs), 5000):
+            c.call("event.add", *evs[i:i + 5000])
+        lat = []
+        t_all = time.perf_counter()
+        for r in range(RUNS):
+            t0 = time.perf_counter()
+            c.call("rec.recommend", {"user": "u%d" % (r % N_USERS), "n": 10})
+            lat.append((time.perf_counter() - t0) * 1000)
+        rps = RUNS / (time.perf_counter() - t_all)
+        fb, changed = [], 0
+        for r in range(300):
+            user = "u%d" % rnd.randrange(N_USERS)
+            before = [x["id"] for x in c.call("rec.recommend", {"user": user, "n": 10})["items"]]
+            item = before[0]
+            t0 = time.perf_counter()
+            c.call("event.add", {"user": user, "item": item, "type": "click"})
+            after = [x["id"] for x in c.call("rec.recommend", {"user": user, "n": 10})["items"]]
+            fb.append((time.perf_counter() - t0) * 1000)
+            assert item not in after, "the clicked item came back"
+            changed += after != before
+        print("default pipeline, %d items d=%d, %d users: rec.recommend n=10 p50 %.2f ms, "
+              "p99 %.2f ms, %.0f req/s (1 client)" % (N_ITEMS, DIM, N_USERS, pct(lat, 0.5),
+                                                    pct(lat, 0.99), rps))
+        print("feedback to effect (event ack + next answer): p50 %.2f ms, p99 %.2f ms; "
+              "list changed in %d/300" % (pct(fb, 0.5), pct(fb, 0.99), changed))
+        print("BENCH name=pipeline_recommend_n100000_d64_p50 value=%.3f unit=ms" % pct(lat, 0.5))
+        print("BENCH name=pipeline_recommend_n100000_d64_p99 value=%.3f unit=ms" % pct(lat, 0.99))
+        print("BENCH name=pipeline_recommend_n100000_d64 value=%.0f unit=req/s" % rps)
+        print("BENCH name=feedback_to_effect_p50 value=%.3f unit=ms" % pct(fb, 0.5))
+        print("BENCH name=feedback_to_effect_p99 value=%.3f unit=ms" % pct(fb, 0.99))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
