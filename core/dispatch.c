@@ -20,6 +20,7 @@
 #include "err.h"
 #include "idmap.h"
 #include "log.h"
+#include "lua_api.h"
 #include "pipeline.h"
 #include "rpc.h"
 #include "script.h"
@@ -660,19 +661,6 @@ static int policies_learn(rec_dispatch *d) {
     return 0;
 }
 
-static void push_key_lua(lua_State *L, const char *key, size_t klen) {
-    int is_int;
-    int64_t iv;
-    const char *s;
-    size_t n;
-    if (!key || rec_id_decode(key, klen, &is_int, &iv, &s, &n))
-        lua_pushnil(L);
-    else if (is_int)
-        lua_pushinteger(L, (lua_Integer)iv);
-    else
-        lua_pushlstring(L, s, n);
-}
-
 /* Hand one event to every policy's on_event, in name order. A policy
  * that fails is logged and counted; the event itself is already stored. */
 static void policies_on_event(rec_dispatch *d, uint32_t user, uint32_t item,
@@ -688,10 +676,10 @@ static void policies_on_event(rec_dispatch *d, uint32_t user, uint32_t item,
         lua_createtable(L, 0, 10);
         size_t kl;
         const char *k = rec_engine_key(d->e, REC_KIND_USER, user, &kl);
-        push_key_lua(L, k, kl);
+        rec_lua_push_id(L, k, kl);
         lua_setfield(L, -2, "user");
         k = rec_engine_key(d->e, REC_KIND_ITEM, item, &kl);
-        push_key_lua(L, k, kl);
+        rec_lua_push_id(L, k, kl);
         lua_setfield(L, -2, "item");
         lua_pushstring(L, type);
         lua_setfield(L, -2, "type");

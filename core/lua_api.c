@@ -122,8 +122,7 @@ static size_t check_id(lua_State *L, int idx, char *key, const char *what) {
     return (size_t)rc;
 }
 
-/* [-0, +1, m] */
-static void push_key(lua_State *L, const char *key, size_t klen) {
+void rec_lua_push_id(lua_State *L, const char *key, size_t klen) {
     int is_int;
     int64_t iv;
     const char *s;
@@ -140,7 +139,7 @@ static void push_key(lua_State *L, const char *key, size_t klen) {
 static void push_idx(lua_State *L, rec_engine *e, rec_kind k, uint32_t idx) {
     size_t n;
     const char *key = rec_engine_key(e, k, idx, &n);
-    push_key(L, key, n);
+    rec_lua_push_id(L, key, n);
 }
 
 static uint32_t find_idx(lua_State *L, ldb *d, rec_kind k, int idx,
@@ -1398,7 +1397,7 @@ static int db_bitmap(lua_State *L) {
             if (!key)
                 continue;
             lua_pushvalue(L, 2);
-            push_key(L, key, kl);
+            rec_lua_push_id(L, key, kl);
             lua_call(L, 1, 1);
             if (lua_toboolean(L, -1))
                 b->bits[i >> 6] |= 1ull << (i & 63);

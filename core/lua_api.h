@@ -21,6 +21,10 @@ int luaopen_recd(lua_State *L);
  * stay pending for the owner to commit. [-0, +1, m] */
 void rec_lua_push_engine(lua_State *L, rec_engine *e, int autocommit);
 
+/* Push an encoded id (idmap.h) as a Lua string or integer; nil when the
+ * key is NULL or malformed. [-0, +1, m] */
+void rec_lua_push_id(lua_State *L, const char *key, size_t klen);
+
 /* Raise an engine error as an error object. Never returns. [-0, +0, v] */
 int rec_lua_error(lua_State *L, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

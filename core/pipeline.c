@@ -288,6 +288,7 @@ const rec_pl_pipeline *rec_pl_pick(const rec_pl_config *cfg, const char *name,
 #include <stdlib.h>
 
 #include "idmap.h"
+#include "lua_api.h"
 #include "value.h"
 
 #define POOL_MIN 50
@@ -377,33 +378,15 @@ static uint32_t id_at(lua_State *L, int i, rec_engine *e) {
 static void push_item_id(lua_State *L, rec_engine *e, uint32_t idx) {
     size_t kl;
     const char *key = rec_engine_key(e, REC_KIND_ITEM, idx, &kl);
-    int is_int;
-    int64_t iv;
-    const char *s;
-    size_t n;
-    if (!key || rec_id_decode(key, kl, &is_int, &iv, &s, &n))
-        lua_pushnil(L);
-    else if (is_int)
-        lua_pushinteger(L, (lua_Integer)iv);
-    else
-        lua_pushlstring(L, s, n);
+    rec_lua_push_id(L, key, kl);
 }
 
 /* Push the request table scripts receive. */
 static int push_req(lua_State *L, rec_engine *e, const rec_pl_req *r,
                     uint32_t want) {
     lua_createtable(L, 0, 8);
-    int is_int;
-    int64_t iv;
-    const char *s;
-    size_t n;
-    if (!rec_id_decode(r->user_key, r->user_len, &is_int, &iv, &s, &n)) {
-        if (is_int)
-            lua_pushinteger(L, (lua_Integer)iv);
-        else
-            lua_pushlstring(L, s, n);
-        lua_setfield(L, -2, "user");
-    }
+    rec_lua_push_id(L, r->user_key, r->user_len);
+    lua_setfield(L, -2, "user");
     lua_pushinteger(L, want);
     lua_setfield(L, -2, "n");
     lua_pushnumber(L, rec_now());
