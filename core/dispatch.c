@@ -668,43 +668,47 @@ static void policies_on_event(rec_dispatch *d, uint32_t user, uint32_t item,
                               const char *rec_id, size_t rlen, const void *ctx,
                               size_t clen, int has_value, double value) {
     lua_State *L = rec_script_lua(d->rt);
+    /* One event table, handed to each policy in turn. */
+    lua_createtable(L, 0, 10);
+    int ev = lua_gettop(L);
+    size_t kl;
+    const char *k = rec_engine_key(d->e, REC_KIND_USER, user, &kl);
+    rec_lua_push_id(L, k, kl);
+    lua_setfield(L, ev, "user");
+    k = rec_engine_key(d->e, REC_KIND_ITEM, item, &kl);
+    rec_lua_push_id(L, k, kl);
+    lua_setfield(L, ev, "item");
+    lua_pushstring(L, type);
+    lua_setfield(L, ev, "type");
+    lua_pushnumber(L, w);
+    lua_setfield(L, ev, "weight");
+    lua_pushnumber(L, ts);
+    lua_setfield(L, ev, "ts");
+    lua_pushinteger(L, (lua_Integer)seq);
+    lua_setfield(L, ev, "seq");
+    if (has_value) {
+        lua_pushnumber(L, value);
+        lua_setfield(L, ev, "value");
+    }
+    if (rlen) {
+        lua_pushlstring(L, rec_id, rlen);
+        lua_setfield(L, ev, "rec_id");
+    }
+    size_t used;
+    if (clen && rec_mp_push_lua(L, ctx, clen, &used) == 0)
+        lua_setfield(L, ev, "context");
     rec_script_info in;
     for (size_t i = 0; i < rec_script_count(d->rt); i++) {
         if (rec_script_info_at(d->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
             !in.loaded || !rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
             continue;
-        lua_createtable(L, 0, 10);
-        size_t kl;
-        const char *k = rec_engine_key(d->e, REC_KIND_USER, user, &kl);
-        rec_lua_push_id(L, k, kl);
-        lua_setfield(L, -2, "user");
-        k = rec_engine_key(d->e, REC_KIND_ITEM, item, &kl);
-        rec_lua_push_id(L, k, kl);
-        lua_setfield(L, -2, "item");
-        lua_pushstring(L, type);
-        lua_setfield(L, -2, "type");
-        lua_pushnumber(L, w);
-        lua_setfield(L, -2, "weight");
-        lua_pushnumber(L, ts);
-        lua_setfield(L, -2, "ts");
-        lua_pushinteger(L, (lua_Integer)seq);
-        lua_setfield(L, -2, "seq");
-        if (has_value) {
-            lua_pushnumber(L, value);
-            lua_setfield(L, -2, "value");
-        }
-        if (rlen) {
-            lua_pushlstring(L, rec_id, rlen);
-            lua_setfield(L, -2, "rec_id");
-        }
-        size_t used;
-        if (clen && rec_mp_push_lua(L, ctx, clen, &used) == 0)
-            lua_setfield(L, -2, "context");
+        lua_pushvalue(L, ev);
         char err[512];
         if (rec_script_call(d->rt, REC_SCRIPT_POLICY, in.name, "on_event", 1, 0, err,
                             sizeof err))
             REC_WARN("on_event: %s", err);
     }
+    lua_settop(L, ev - 1);
 }
 
 static int replay_feedback(void *ud, const rec_replay_event *ev) {

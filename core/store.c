@@ -107,6 +107,12 @@ struct rec_batch {
     rec_buf ops;  /* op records back to back */
     size_t count; /* records held */
     size_t bytes; /* key + value bytes held */
+    /* Index for rec_batch_find: (db, key) -> offset + 1 of the latest op on
+     * it, open addressing kept under half full. del_prefix ops are not
+     * indexed; while a batch holds one, lookups scan the ops instead. */
+    size_t *slots;
+    size_t nslots, used;
+    size_t prefix_ops;
 };
 
 /* ---- errors ---------------------------------------------------------- */
@@ -720,6 +726,7 @@ void rec_batch_free(rec_batch *b) {
     if (!b)
         return;
     rec_buf_free(&b->ops);
+    free(b->slots);
     free(b);
 }
 
@@ -729,6 +736,74 @@ void rec_batch_clear(rec_batch *b) {
     rec_buf_clear(&b->ops);
     b->count = 0;
     b->bytes = 0;
+    if (b->nslots > 65536) {
+        free(b->slots);
+        b->slots = NULL;
+        b->nslots = 0;
+    } else if (b->slots) {
+        memset(b->slots, 0, b->nslots * sizeof *b->slots);
+    }
+    b->used = 0;
+    b->prefix_ops = 0;
+}
+
+static uint64_t op_hash(uint8_t db, const void *k, size_t kl) {
+    uint64_t h = 1469598103934665603ull ^ db;
+    const unsigned char *p = k;
+    for (size_t i = 0; i < kl; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    h ^= h >> 32;
+    return h;
+}
+
+/* Slot of (db, key): the one holding it, or the empty one it would take. */
+static size_t slot_find(const rec_batch *b, uint8_t db, const void *k, size_t kl) {
+    size_t mask = b->nslots - 1;
+    for (size_t i = op_hash(db, k, kl) & mask;; i = (i + 1) & mask) {
+        size_t s = b->slots[i];
+        if (!s)
+            return i;
+        op_hdr h;
+        memcpy(&h, b->ops.data + s - 1, sizeof h);
+        if (h.db == db && h.klen == kl &&
+            memcmp(b->ops.data + s - 1 + sizeof h, k, kl) == 0)
+            return i;
+    }
+}
+
+static int index_grow(rec_batch *b) {
+    size_t n = b->nslots ? b->nslots * 2 : 256;
+    size_t *old = b->slots, oldn = b->nslots;
+    b->slots = calloc(n, sizeof *b->slots);
+    if (!b->slots) {
+        b->slots = old;
+        return REC_ENOMEM;
+    }
+    b->nslots = n;
+    for (size_t i = 0; i < oldn; i++) {
+        if (!old[i])
+            continue;
+        op_hdr h;
+        memcpy(&h, b->ops.data + old[i] - 1, sizeof h);
+        b->slots[slot_find(b, h.db, b->ops.data + old[i] - 1 + sizeof h, h.klen)] = old[i];
+    }
+    free(old);
+    return 0;
+}
+
+/* Point the index at the op just appended at offset off. */
+static int index_op(rec_batch *b, size_t off, uint8_t db, const void *k,
+                    size_t kl) {
+    if ((b->used + 1) * 2 > b->nslots) {
+        int rc = index_grow(b);
+        if (rc)
+            return rc;
+    }
+    size_t i = slot_find(b, db, k, kl);
+    if (!b->slots[i])
+        b->used++;
+    b->slots[i] = off + 1;
+    return 0;
 }
 
 size_t rec_batch_count(const rec_batch *b) { return b->count; }
@@ -753,7 +828,14 @@ static int add_op(rec_batch *b, int kind, rec_dbi db, const void *k,
         memcpy(p + sizeof h, k, kl);
     if (vl)
         memcpy(p + sizeof h + kl, v, vl);
+    size_t off = b->ops.len;
     b->ops.len += need;
+    if (kind == OP_DEL_PREFIX) {
+        b->prefix_ops++;
+    } else if ((rc = index_op(b, off, (uint8_t)db, k, kl))) {
+        b->ops.len = off; /* as it was */
+        return rc;
+    }
     b->count++;
     b->bytes += kl + vl;
     return 0;
@@ -780,7 +862,22 @@ int rec_batch_del_prefix(rec_batch *b, rec_dbi db, const void *prefix,
 
 int rec_batch_find(const rec_batch *b, rec_dbi db, const void *k, size_t kl,
                    rec_val *out) {
-    /* Records only chain forward: walk them all, keeping the last word. */
+    if (!b->prefix_ops) {
+        /* O(1): the index holds the latest op on each key. */
+        if (!b->nslots)
+            return REC_BATCH_SILENT;
+        size_t s = b->slots[slot_find(b, (uint8_t)db, k, kl)];
+        if (!s)
+            return REC_BATCH_SILENT;
+        op_hdr h;
+        memcpy(&h, b->ops.data + s - 1, sizeof h);
+        if (h.kind == OP_DEL)
+            return REC_ENOTFOUND;
+        out->data = b->ops.data + s - 1 + sizeof h + h.klen;
+        out->len = h.vlen;
+        return 0;
+    }
+    /* A del_prefix is not indexed: walk the records, keeping the last word. */
     int verdict = REC_BATCH_SILENT;
     size_t off = 0;
     while (off < b->ops.len) {

@@ -1287,9 +1287,51 @@ static void test_read_only_beside_writer_process(void **state) {
     rec_store_free(s);
 }
 
+/* rec_batch_find answers from the latest op on a key: indexed, and by a
+ * scan while a del_prefix is in the batch. */
+static void test_batch_find(void **state) {
+    (void)state;
+    rec_batch *b = rec_batch_new();
+    assert_non_null(b);
+    rec_val v;
+    assert_int_equal(rec_batch_find(b, REC_DB_KV, "a", 1, &v), REC_BATCH_SILENT);
+    char key[16], val[16];
+    for (int i = 0; i < 5000; i++) { /* forces the index to grow */
+        int kl = snprintf(key, sizeof key, "k%d", i);
+        int vl = snprintf(val, sizeof val, "v%d", i);
+        assert_int_equal(rec_batch_put(b, REC_DB_KV, key, (size_t)kl, val, (size_t)vl), 0);
+    }
+    assert_int_equal(rec_batch_put(b, REC_DB_KV, "k7", 2, "new", 3), 0);
+    assert_int_equal(rec_batch_find(b, REC_DB_KV, "k7", 2, &v), 0);
+    assert_int_equal(v.len, 3);
+    assert_memory_equal(v.data, "new", 3);
+    assert_int_equal(rec_batch_find(b, REC_DB_KV, "k4999", 5, &v), 0);
+    assert_memory_equal(v.data, "v4999", 5);
+    /* the same key in another database is another key */
+    assert_int_equal(rec_batch_find(b, REC_DB_META, "k7", 2, &v), REC_BATCH_SILENT);
+    assert_int_equal(rec_batch_del(b, REC_DB_KV, "k8", 2), 0);
+    assert_int_equal(rec_batch_find(b, REC_DB_KV, "k8", 2, &v), REC_ENOTFOUND);
+    assert_int_equal(rec_batch_put(b, REC_DB_KV, "k8", 2, "back", 4), 0);
+    assert_int_equal(rec_batch_find(b, REC_DB_KV, "k8", 2, &v), 0);
+    assert_memory_equal(v.data, "back", 4);
+    /* a del_prefix: answered by scanning, in order */
+    assert_int_equal(rec_batch_del_prefix(b, REC_DB_KV, "k1", 2), 0);
+    assert_int_equal(rec_batch_find(b, REC_DB_KV, "k12", 3, &v), REC_ENOTFOUND);
+    assert_int_equal(rec_batch_find(b, REC_DB_KV, "k2", 2, &v), 0);
+    assert_int_equal(rec_batch_put(b, REC_DB_KV, "k12", 3, "x", 1), 0);
+    assert_int_equal(rec_batch_find(b, REC_DB_KV, "k12", 3, &v), 0);
+    rec_batch_clear(b);
+    assert_int_equal(rec_batch_find(b, REC_DB_KV, "k2", 2, &v), REC_BATCH_SILENT);
+    assert_int_equal(rec_batch_put(b, REC_DB_KV, "k2", 2, "y", 1), 0);
+    assert_int_equal(rec_batch_find(b, REC_DB_KV, "k2", 2, &v), 0);
+    assert_memory_equal(v.data, "y", 1);
+    rec_batch_free(b);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batch_find),
         T(test_open_create),
         T(test_put_get_del),
         T(test_dbs_independent),
