@@ -479,6 +479,74 @@ static void test_fold_in(void **state) {
     rec_ials_data_free(&d);
 }
 
+/* Fold-in against a double-precision reference (Gaussian elimination) at
+ * counts that hit both accumulation paths (rank-1 below 8 interactions,
+ * blocked from 8) and the block boundary at 64, with an odd f. */
+static void test_fold_in_reference(void **state) {
+    (void)state;
+    enum { F = 13, NI = 300 };
+    const float reg = 0.3f;
+    float *V = xcalloc((size_t)NI * F, sizeof *V);
+    float G[F * F], x[F];
+    uint32_t items[NI];
+    float conf[NI];
+    rec_rng r;
+    rec_rng_seed(&r, 808);
+    for (size_t k = 0; k < (size_t)NI * F; k++)
+        V[k] = (float)(rec_rng_unit(&r) * 2.0 - 1.0) * 0.3f;
+    for (uint32_t k = 0; k < NI; k++) {
+        items[k] = (k * 7u + 3u) % NI; /* distinct, shuffled */
+        conf[k] = k % 5 == 0 ? 0.0f : (float)(rec_rng_unit(&r) * 20.0);
+    }
+    rec_ials_gram(V, NI, F, G);
+    const size_t counts[] = {1, 2, 7, 8, 9, 63, 64, 65, 130, 300};
+    for (size_t t = 0; t < sizeof counts / sizeof counts[0]; t++) {
+        size_t n = counts[t];
+        assert_int_equal(rec_ials_fold_in(V, G, NI, F, reg, items, conf, n,
+                                          x),
+                         0);
+        /* [A | b] in double: A = VtV + sum c v v^T + reg I. */
+        double M[F][F + 1];
+        for (int a = 0; a < F; a++) {
+            for (int c = 0; c < F; c++) {
+                double s = a == c ? (double)reg : 0.0;
+                for (int i = 0; i < NI; i++)
+                    s += (double)V[i * F + a] * (double)V[i * F + c];
+                M[a][c] = s;
+            }
+            M[a][F] = 0.0;
+        }
+        for (size_t j = 0; j < n; j++) {
+            const float *v = V + items[j] * F;
+            for (int a = 0; a < F; a++) {
+                for (int c = 0; c < F; c++)
+                    M[a][c] += (double)conf[j] * (double)v[a] * (double)v[c];
+                M[a][F] += (1.0 + (double)conf[j]) * (double)v[a];
+            }
+        }
+        for (int p = 0; p < F; p++) /* SPD: no pivoting needed */
+            for (int i = p + 1; i < F; i++) {
+                double m = M[i][p] / M[p][p];
+                for (int c = p; c <= F; c++)
+                    M[i][c] -= m * M[p][c];
+            }
+        double ref[F], err = 0.0, norm = 0.0;
+        for (int i = F - 1; i >= 0; i--) {
+            double s = M[i][F];
+            for (int c = i + 1; c < F; c++)
+                s -= M[i][c] * ref[c];
+            ref[i] = s / M[i][i];
+        }
+        for (int i = 0; i < F; i++) {
+            err += ((double)x[i] - ref[i]) * ((double)x[i] - ref[i]);
+            norm += ref[i] * ref[i];
+        }
+        CHECK(sqrt(err / norm) < 1e-4, "n=%zu rel err %g", n,
+              sqrt(err / norm));
+    }
+    free(V);
+}
+
 static void test_deterministic(void **state) {
     (void)state;
     enum { F = 16 };
@@ -696,6 +764,7 @@ int main(void) {
         cmocka_unit_test(test_train_communities),
         cmocka_unit_test(test_loss_monotone),
         cmocka_unit_test(test_fold_in),
+        cmocka_unit_test(test_fold_in_reference),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_factors_range),
         cmocka_unit_test(test_empty_rows),
