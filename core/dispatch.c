@@ -88,6 +88,8 @@ struct rec_dispatch {
     rec_pl_state *pl;
     metric metrics[MAX_METRICS];
     int nmetrics;
+    rec_train_fn train;
+    void *train_ud;
 };
 
 struct call_ctx {
@@ -332,7 +334,7 @@ static long rss_bytes(void) {
     return rss * 4096L;
 }
 
-#define NMETHODS 17
+#define NMETHODS 18
 static const method_def methods[NMETHODS];
 static const size_t nmethods = NMETHODS;
 
@@ -1494,6 +1496,24 @@ static int m_script_reload(call_ctx *c) {
     return msgpack_pack_true(&c->pk) ? REC_ENOMEM : 0;
 }
 
+/* model.train [opts?] -> {started = true}: implicit ALS in a worker;
+ * opts as db:ials_train. */
+static int m_model_train(call_ctx *c) {
+    if (!c->d->train)
+        return fail(c, REC_ENOTFOUND, "this server cannot train in the background");
+    const msgpack_object *o = param(c, 0);
+    if (o && o->type != MSGPACK_OBJECT_MAP && o->type != MSGPACK_OBJECT_NIL)
+        return fail(c, REC_EINVAL, "params[0] must be a map of options");
+    int rc = c->d->train(c->d->train_ud, o && o->type == MSGPACK_OBJECT_MAP ? o : NULL,
+                         c->err, c->errlen);
+    if (rc)
+        return rc;
+    return msgpack_pack_map(&c->pk, 1) || pk_str(&c->pk, "started") ||
+                   msgpack_pack_true(&c->pk)
+               ? REC_ENOMEM
+               : 0;
+}
+
 /* Wilson score interval for a proportion: (low, high) at 95%. */
 static void wilson(double k, double n, double *lo, double *hi) {
     if (n <= 0) {
@@ -1573,6 +1593,7 @@ static const method_def methods[NMETHODS] = {
     {"script.status", m_script_status, 0},
     {"script.reload", m_script_reload, REC_M_ADMIN},
     {"stats.get", m_stats_get, 0},
+    {"model.train", m_model_train, REC_M_ADMIN},
 };
 
 int rec_dispatch_new(rec_dispatch **out, rec_engine *e,
@@ -1655,6 +1676,11 @@ void rec_dispatch_record(rec_dispatch *d, int method, double us, int failed) {
 void rec_dispatch_notification_failed(rec_dispatch *d) { d->notification_errors++; }
 
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n) { d->connections = n; }
+
+void rec_dispatch_set_trainer(rec_dispatch *d, rec_train_fn fn, void *ud) {
+    d->train = fn;
+    d->train_ud = ud;
+}
 
 int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
                              const char *pipelines_path, int rec_ref) {

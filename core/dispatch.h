@@ -67,6 +67,13 @@ struct rec_script_rt;
 int rec_dispatch_set_scripts(rec_dispatch *d, struct rec_script_rt *rt,
                              const char *pipelines_path, int rec_ref);
 
+/* How model.train starts a training in the background: returns 0, or
+ * REC_EBUSY when one is running; opts is the method's params[0] (may be
+ * NULL). Set by the server. */
+typedef int (*rec_train_fn)(void *ud, const msgpack_object *opts, char *err,
+                            size_t errlen);
+void rec_dispatch_set_trainer(rec_dispatch *d, rec_train_fn fn, void *ud);
+
 /* Server figures shown by sys.info. */
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n);
 

@@ -69,6 +69,8 @@ struct rec_engine {
     uint64_t checkpoint_seq;   /* last event the stored learned state holds */
     double last_checkpoint;    /* rec_now() of the last checkpoint */
     rec_buf scratch;
+    void *attached;            /* state of core/learn, freed with the engine */
+    void (*attached_free)(void *);
     char errmsg[256];
 };
 
@@ -423,6 +425,8 @@ void rec_engine_free(rec_engine *e) {
     if (!rec_store_read_only(e->store) && !e->inflight)
         (void)commit_now(e, 1);
     state_free(e);
+    if (e->attached_free)
+        e->attached_free(e->attached);
     rec_batch_free(e->batch);
     rec_batch_free(e->inflight);
     rec_batch_free(e->spare);
@@ -1263,6 +1267,15 @@ int rec_engine_mf_update(rec_engine *e, rec_space *s, uint32_t user,
 }
 
 rec_graph *rec_engine_graph(rec_engine *e) { return &e->graph; }
+
+void *rec_engine_attached(const rec_engine *e) { return e->attached; }
+
+void rec_engine_attach(rec_engine *e, void *p, void (*free_fn)(void *)) {
+    if (e->attached_free && e->attached != p)
+        e->attached_free(e->attached);
+    e->attached = p;
+    e->attached_free = free_fn;
+}
 rec_rng *rec_engine_rng(rec_engine *e) { return &e->rng; }
 rec_store *rec_engine_store(rec_engine *e) { return e->store; }
 

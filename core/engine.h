@@ -161,6 +161,10 @@ size_t rec_engine_counter_count(const rec_engine *e);
 rec_counter *rec_engine_counter_at(const rec_engine *e, size_t i);
 
 rec_graph *rec_engine_graph(rec_engine *e);
+/* One slot for state a higher module keeps per engine (core/learn):
+ * free_fn(p) runs when the engine is freed or the slot replaced. */
+void *rec_engine_attached(const rec_engine *e);
+void rec_engine_attach(rec_engine *e, void *p, void (*free_fn)(void *));
 rec_rng *rec_engine_rng(rec_engine *e);
 rec_store *rec_engine_store(rec_engine *e);
 

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "learn.h"
 #include "value.h"
 #include "vec.h"
 
@@ -1375,6 +1376,77 @@ static int db_mmr(lua_State *L) {
     return 1;
 }
 
+/* ---- batch models ------------------------------------------------------- */
+
+/* db:ials_train([opts]) -> {users, items, pairs, seconds}: train implicit
+ * ALS on every positive interaction and install the factors in a space
+ * (item and user rows, written at the next checkpoint). opts: space
+ * ("ials"), factors (64), iters (8), reg (0.1), alpha (1), seed (42).
+ * Blocks for the whole training: in the server, model.train runs it in a
+ * worker instead, and this raises busy.   [-2, +1, e] */
+static int db_ials_train(lua_State *L) {
+    ldb *d = check_db(L);
+    if (!d->owned && d->batch_depth > 0)
+        return rec_lua_error(L, REC_EBUSY, "training blocks: in the server use the "
+                             "model.train method, which trains in a worker");
+    rec_ials_opts o;
+    rec_ials_opts_default(&o);
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        snprintf(o.space, sizeof o.space, "%s", opt_field_str(L, 2, "space", "ials"));
+        o.factors = (uint32_t)opt_field_num(L, 2, "factors", 64);
+        o.iters = (uint32_t)opt_field_num(L, 2, "iters", 8);
+        o.reg = (float)opt_field_num(L, 2, "reg", 0.1);
+        o.alpha = (float)opt_field_num(L, 2, "alpha", 1.0);
+        o.seed = (uint64_t)opt_field_num(L, 2, "seed", 42);
+    }
+    rec_ials_job *j;
+    int rc = rec_ials_job_new(d->e, &o, &j);
+    if (rc)
+        return rec_lua_error(L, rc, "ials: %s", rc == REC_EDIM
+                             ? "the space exists with another dimension than factors"
+                             : "bad options (factors 1..256, iters 0..1000, reg and alpha > 0)");
+    rc = rec_ials_job_run(j);
+    if (!rc)
+        rc = rec_ials_job_install(d->e, j);
+    if (rc) {
+        rec_ials_job_free(j);
+        return rec_lua_error(L, rc, "ials training failed: %s", rec_strerror(rc));
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, rec_engine_count(d->e, REC_KIND_USER));
+    lua_setfield(L, -2, "users");
+    lua_pushinteger(L, rec_engine_count(d->e, REC_KIND_ITEM));
+    lua_setfield(L, -2, "items");
+    lua_pushinteger(L, (lua_Integer)rec_ials_job_pairs(j));
+    lua_setfield(L, -2, "pairs");
+    lua_pushnumber(L, rec_ials_job_seconds(j));
+    lua_setfield(L, -2, "seconds");
+    rec_ials_job_free(j);
+    autocommit(L, d);
+    return 1;
+}
+
+/* db:ials_fold_in(user [, space="ials"]) -> true, or false when no model
+ * was trained in this process for the space: the user's vector re-solved
+ * in closed form from their whole history against the current item
+ * factors. O(n f^2 + f^3).   [-3, +1, e] */
+static int db_ials_fold_in(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t u = find_idx(L, d, REC_KIND_USER, 2, 1);
+    const char *sn = luaL_optstring(L, 3, "ials");
+    int rc = rec_learn_fold_in(d->e, sn, u);
+    if (rc == REC_ENOTFOUND) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (rc)
+        return rec_lua_error(L, rc, "ials fold-in failed: %s", rec_strerror(rc));
+    autocommit(L, d);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ---- bitmaps ------------------------------------------------------------- */
 
 /* db:bitmap([fn]) -> bitmap over items: bit set = kept. With fn, each live
@@ -1489,6 +1561,8 @@ static const luaL_Reg db_methods[] = {
     {"stats", db_stats},
     {"bitmap", db_bitmap},
     {"mmr", db_mmr},
+    {"ials_train", db_ials_train},
+    {"ials_fold_in", db_ials_fold_in},
     {NULL, NULL},
 };
 

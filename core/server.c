@@ -23,6 +23,7 @@
 
 #include "dispatch.h"
 #include "err.h"
+#include "learn.h"
 #include "log.h"
 #include "lua_api.h"
 #include "rpc.h"
@@ -86,6 +87,11 @@ struct server {
     int has_tcp, has_pipe;
     uv_check_t check;
     uv_timer_t tick;       /* wakes the loop so checkpoints happen when idle */
+    uv_work_t train_work;
+    rec_ials_job *training; /* the model being trained in a worker, or NULL */
+    int train_rc;
+    double last_train;      /* rec_now() of the last training start */
+    uint64_t train_events;  /* events in the log at that start */
     uv_signal_t sigint, sigterm;
     uv_work_t work;
     rec_batch *committing; /* the staged batch in the worker, or NULL */
@@ -295,9 +301,93 @@ static void commit_done(uv_work_t *req, int status) {
 
 static void shutdown_now(server *s);
 
-/* Nothing to do: the check handle after this wake-up stages a checkpoint
- * when one is due. */
-static void on_tick(uv_timer_t *t) { (void)t; }
+static void train_work(uv_work_t *req) {
+    server *s = req->data;
+    s->train_rc = rec_ials_job_run(s->training);
+}
+
+static void train_done(uv_work_t *req, int status) {
+    server *s = req->data;
+    rec_ials_job *j = s->training;
+    s->training = NULL;
+    int rc = status < 0 ? REC_EIO : s->train_rc;
+    if (!rc && !s->closed)
+        rc = rec_ials_job_install(s->e, j);
+    if (rc)
+        REC_ERROR("ials training failed: %s", rec_strerror(rc));
+    else
+        REC_INFO("ials trained on %llu interactions in %.2f s",
+                 (unsigned long long)rec_ials_job_pairs(j), rec_ials_job_seconds(j));
+    rec_ials_job_free(j);
+}
+
+/* Snapshot on the loop thread, train in a worker, install on return. */
+static int start_training(void *ud, const msgpack_object *opts, char *err,
+                          size_t errlen) {
+    server *s = ud;
+    if (s->training) {
+        snprintf(err, errlen, "a training is already running");
+        return REC_EBUSY;
+    }
+    rec_ials_opts o;
+    rec_ials_opts_default(&o);
+    for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
+        const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR)
+            continue;
+        double x = v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (double)v->via.u64
+                   : v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32
+                       ? v->via.f64 : -1;
+        const char *kn = k->via.str.ptr;
+        size_t kl = k->via.str.size;
+        if (kl == 5 && !memcmp(kn, "space", 5) && v->type == MSGPACK_OBJECT_STR &&
+            v->via.str.size < sizeof o.space) {
+            memcpy(o.space, v->via.str.ptr, v->via.str.size);
+            o.space[v->via.str.size] = 0;
+        } else if (kl == 7 && !memcmp(kn, "factors", 7) && x >= 0) {
+            o.factors = (uint32_t)x;
+        } else if (kl == 5 && !memcmp(kn, "iters", 5) && x >= 0) {
+            o.iters = (uint32_t)x;
+        } else if (kl == 3 && !memcmp(kn, "reg", 3) && x >= 0) {
+            o.reg = (float)x;
+        } else if (kl == 5 && !memcmp(kn, "alpha", 5) && x >= 0) {
+            o.alpha = (float)x;
+        }
+    }
+    int rc = rec_ials_job_new(s->e, &o, &s->training);
+    if (rc) {
+        snprintf(err, errlen, "ials: %s", rc == REC_EDIM
+                 ? "the space exists with another dimension than factors"
+                 : "bad options (factors 1..256, iters 0..1000, reg and alpha > 0)");
+        return rc;
+    }
+    s->last_train = rec_now();
+    s->train_events = rec_engine_events(s->e);
+    s->train_work.data = s;
+    if ((rc = uv_queue_work(s->loop, &s->train_work, train_work, train_done))) {
+        rec_ials_job_free(s->training);
+        s->training = NULL;
+        snprintf(err, errlen, "cannot start a worker: %s", uv_strerror(rc));
+        return REC_EIO;
+    }
+    return 0;
+}
+
+/* Once a second: the check handle after this wake-up stages a checkpoint
+ * when one is due; and when the "ials" policy is loaded, the model is
+ * retrained every train_every seconds if events came in meanwhile. */
+static void on_tick(uv_timer_t *t) {
+    server *s = t->data;
+    if (s->o.train_every <= 0 || s->training || s->stopping || !s->rt ||
+        !rec_script_has(s->rt, REC_SCRIPT_POLICY, "ials", "on_event"))
+        return;
+    if (rec_now() - s->last_train < s->o.train_every ||
+        rec_engine_events(s->e) == s->train_events)
+        return;
+    char err[256];
+    if (start_training(s, NULL, err, sizeof err))
+        REC_WARN("scheduled ials training: %s", err);
+}
 
 static void on_check(uv_check_t *h) {
     server *s = h->data;
@@ -329,7 +419,8 @@ static void on_check(uv_check_t *h) {
         flush_all(s);
     }
     resume_blocked(s);
-    if (s->stopping && !s->closed && !s->committing && !rec_engine_pending(s->e))
+    if (s->stopping && !s->closed && !s->committing && !s->training &&
+        !rec_engine_pending(s->e))
         shutdown_now(s);
 }
 
@@ -821,6 +912,7 @@ static int start_scripts(server *s) {
     snprintf(path, sizeof path, "%s/pipelines.lua", s->o.scripts_dir ? s->o.scripts_dir : ".");
     if (rec_dispatch_set_scripts(s->d, s->rt, s->o.scripts_dir ? path : NULL, s->rec_ref))
         return -1;
+    rec_dispatch_set_trainer(s->d, start_training, s);
     if (rec_script_watch(s->rt, s->loop))
         REC_WARN("scripts: cannot watch the folders; use script.reload");
     return 0;
@@ -836,6 +928,7 @@ void rec_server_opts_default(rec_server_opts *o) {
     o->out_max = 16u << 20;
     rec_engine_opts_default(&o->engine);
     o->engine.checkpoint_interval = 10.0;
+    o->train_every = 300.0;
 }
 
 int rec_server_run(const rec_server_opts *o, const char *version) {
@@ -917,10 +1010,10 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         shutdown_now(s);
         uv_run(s->loop, UV_RUN_DEFAULT);
     }
-    /* A second signal may have stopped the loop with a commit out. */
-    if (s->committing) {
-        uv_run(s->loop, UV_RUN_DEFAULT);
-    }
+    /* A second signal may have stopped the loop with a commit or a
+     * training out: their workers touch the engine, wait for them. */
+    while (s->committing || s->training)
+        uv_run(s->loop, UV_RUN_ONCE);
     if (s->unix_path[0])
         unlink(s->unix_path);
     rc = rec_engine_commit(s->e);

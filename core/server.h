@@ -25,6 +25,8 @@ typedef struct rec_server_opts {
     const char *policies_dir;  /* policies; NULL: none */
     const char *auth_token;    /* TCP clients must sys.auth; NULL: none */
     int insecure;              /* allow a non-loopback listener without token */
+    double train_every;        /* seconds between ials trainings when the
+                                  "ials" policy is loaded; 0 never; 300 */
     size_t max_message;        /* bytes; default 4 MiB */
     uint32_t max_connections;  /* default 1024 */
     uint32_t max_pending;      /* answers waiting per connection; 1024 */

@@ -171,3 +171,30 @@ def test_experiment_split_is_stable(scripted):
         assert 0.35 < share < 0.65
         for u in range(0, 200, 17):
             assert c.call("rec.recommend", {"user": "xu%d" % u, "n": 1})["variant"] == arms[u]
+
+
+def test_ials_trains_in_the_background_and_folds_in(scripted):
+    srv, sdir, pdir = scripted
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "policies", "ials.lua")) as f:
+        write(os.path.join(pdir, "ials.lua"), f.read())
+    with srv.connect() as c:
+        c.call("script.reload")
+        evs = [{"user": "iu%d" % u, "item": "%s%d" % ("a" if u % 2 else "b", (u * 7 + k) % 10),
+                "type": "click"} for u in range(60) for k in range(4)]
+        c.call("event.add", *evs)
+        assert c.call("model.train", {"factors": 8, "iters": 5})["started"] is True
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            spaces = {s["name"]: s for s in c.call("sys.info")["spaces"]}
+            if "ials" in spaces and spaces["ials"]["users"] > 0:
+                break
+            time.sleep(0.05)
+        assert spaces["ials"]["dim"] == 8 and spaces["ials"]["users"] == 60
+        before = c.call("user.get", "iu1", 0)["vectors"]["ials"]
+        # a click is folded in at once by the ials policy
+        c.call("event.add", {"user": "iu1", "item": "b3", "type": "purchase"})
+        after = c.call("user.get", "iu1", 0)["vectors"]["ials"]
+        assert after != before
+        with pytest.raises(RecdError) as ei:
+            c.call("model.train", {"factors": 16})
+        assert ei.value.name == "dimension_mismatch"

@@ -209,6 +209,41 @@ t.test("online MF learns two tastes", function()
     t.raises("invalid_params", db.mf_update, db, "ua1", "a1", -1)
 end)
 
+t.test("implicit ALS: training, fold-in, tastes separated", function()
+    local db = recd.open(t.tmpdir(), {no_sync = true})
+    -- 80 users in two groups, each clicking 4 of their group's 10 items
+    local x = 7
+    local function rnd(n) x = (x * 1103515245 + 12345) % 2147483648 return (x >> 16) % n end
+    db:batch(function()
+        for u = 1, 80 do
+            local g = u % 2 == 0 and "a" or "b"
+            for k = 1, 4 do
+                db:event{user = "u" .. u, item = g .. rnd(10), type = "click", ts = 100 + k}
+            end
+        end
+    end)
+    t.eq(db:ials_fold_in("u1"), false, "no model trained yet")
+    local r = db:ials_train{factors = 4, iters = 10, reg = 1.0}
+    t.truthy(r.pairs > 200, "pairs " .. r.pairs)
+    t.eq(db:space("ials").dim, 4)
+    local good = 0
+    for u = 1, 80 do
+        local g = u % 2 == 0 and "a" or "b"
+        local top = db:recommend_vec("u" .. u, 2, {space = "ials"})
+        for _, h in ipairs(top) do if h.id:sub(1, 1) == g then good = good + 1 end end
+    end
+    t.truthy(good >= 152, "users get their group's unseen items (" .. good .. "/160)")
+    -- a new user clicking group-b items is folded in at once
+    db:event{user = "newcomer", item = "b3", type = "click", ts = 200}
+    db:event{user = "newcomer", item = "b5", type = "click", ts = 201}
+    t.eq(db:ials_fold_in("newcomer"), true)
+    local top = db:recommend_vec("newcomer", 3, {space = "ials"})
+    for _, h in ipairs(top) do t.eq(h.id:sub(1, 1), "b", "folded-in user gets b items") end
+    t.raises("dimension_mismatch", db.ials_train, db, {factors = 16})
+    t.truthy(db:stats().items == 20)
+    t.raises("invalid_params", db.ials_train, db, {space = "other", factors = 0})
+end)
+
 t.test("recommend_vec leaves out what the user has seen", function()
     local db = recd.open(t.tmpdir())
     db:batch(function()
