@@ -11,7 +11,8 @@
 
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
             libmsgpack-dev liblmdb-dev lmdb-utils libcmocka-dev \
-            python3 python3-msgpack python3-pytest redis-server redis-tools
+            python3 python3-msgpack python3-pytest redis-server redis-tools \
+            libreadline-dev
 
 CC       ?= cc
 OPT      ?= -O2
@@ -38,7 +39,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SANFLAGS) -fPIC -MMD -MP \
            -Icore $(PKG_CFLAGS)
 LDFLAGS += $(SANFLAGS)
-LDLIBS  += $(PKG_LIBS) -lm -lpthread
+LDLIBS  += $(PKG_LIBS) -lreadline -lm -lpthread
 
 CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
 CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o)
@@ -82,7 +83,9 @@ $(BIN): $(BUILD)/core/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The Lua module takes Lua's symbols from the interpreter that loads it.
-$(LUAMOD): $(CORE_OBJ)
+# The Lua module takes the engine, not the terminal tools (no readline).
+LUAMOD_OBJ := $(filter-out $(BUILD)/core/repl.o $(BUILD)/core/console.o,$(CORE_OBJ))
+$(LUAMOD): $(LUAMOD_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libuv msgpack lmdb) -lm -lpthread
 

@@ -18,8 +18,10 @@ static int rec_bench_main(int argc, char **argv) {
     return 2;
 }
 #endif
+#include "console.h"
 #include "log.h"
 #include "lua_api.h"
+#include "repl.h"
 #include "server.h"
 #include "vec.h"
 
@@ -40,6 +42,10 @@ static void usage(FILE *f) {
             "      load a running server like redis-benchmark\n"
             "  recd lua FILE [ARGS...]\n"
             "      run a Lua script with the recd module preloaded\n"
+            "  recd repl [--scripts DIR] [--policies DIR] [DATA]\n"
+            "      a Lua REPL with the engine open on DATA (default ./data) as `db`\n"
+            "  recd console [--token FILE] [ADDR]\n"
+            "      call a running server's methods (default 127.0.0.1:7700)\n"
             "  recd version\n");
 }
 
@@ -331,6 +337,10 @@ int main(int argc, char **argv) {
         return rec_bench_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "lua"))
         return cmd_lua(argc - 2, argv + 2);
+    if (!strcmp(cmd, "repl"))
+        return rec_repl_main(argc - 2, argv + 2);
+    if (!strcmp(cmd, "console"))
+        return rec_console_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("recd %s (%s kernels)\n", RECD_VERSION, rec_vec_isa_name());
         return 0;

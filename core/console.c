@@ -1,0 +1,602 @@
+/* console.c - `recd console`: call a running server's methods by hand.
+ *
+ * A line is `method expr, expr, ...`: the params are Lua expressions,
+ * compiled as "return <exprs>" in a small local state (base, string,
+ * table, math, utf8: no engine, no io), packed with rec_mp_pack_lua into
+ * one array and sent with client.h. An expression left open ("{user =")
+ * continues on the next line. Answers print indented on a terminal
+ * (repl.h's printer) and as one JSON line each otherwise, so scripts can
+ * pipe a session in and read one answer a line.
+ */
+#include "console.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "err.h"
+#include "repl.h"
+
+#define DEFAULT_ADDR "127.0.0.1:7700"
+#define CALL_TIMEOUT_MS 60000
+
+typedef struct console {
+    rec_client *c;           /* NULL until connected, again after a failure */
+    const char *addr;        /* borrowed from argv or static */
+    char token[1024];        /* "" for none */
+    int tty;                 /* pretty output, else JSON lines */
+    lua_State *L;            /* evaluates params; owned */
+    int printer;             /* stack index of the printer function */
+    rec_client_reply reply;  /* reused for every call */
+} console;
+
+/* ---- JSON ---------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n) {
+    size_t len;
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        len = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        len = 3;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        len = 4;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* Append s[0..n) as a JSON string; bytes that are not UTF-8 become
+ * \u00XX (read as Latin-1). */
+static void json_str(rec_buf *o, const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    rec_buf_append(o, "\"", 1);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        char esc[8];
+        const char *e = NULL;
+        switch (c) {
+        case '"': e = "\\\""; break;
+        case '\\': e = "\\\\"; break;
+        case '\n': e = "\\n"; break;
+        case '\r': e = "\\r"; break;
+        case '\t': e = "\\t"; break;
+        case '\b': e = "\\b"; break;
+        case '\f': e = "\\f"; break;
+        default: break;
+        }
+        if (e) {
+            rec_buf_append(o, e, strlen(e));
+            i++;
+            continue;
+        }
+        size_t len = c < 0x20 || c == 0x7f ? 0 : utf8_len(p + i, n - i);
+        if (len == 0) {
+            snprintf(esc, sizeof esc, "\\u%04x", (unsigned)c);
+            rec_buf_append(o, esc, 6);
+            i++;
+        } else {
+            rec_buf_append(o, p + i, len);
+            i += len;
+        }
+    }
+    rec_buf_append(o, "\"", 1);
+}
+
+static void json_base64(rec_buf *o, const unsigned char *p, size_t n) {
+    static const char tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    rec_buf_append(o, "\"", 1);
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        char q[4] = {tab[v >> 18], tab[(v >> 12) & 63],
+                     i + 1 < n ? tab[(v >> 6) & 63] : '=', i + 2 < n ? tab[v & 63] : '='};
+        rec_buf_append(o, q, 4);
+    }
+    rec_buf_append(o, "\"", 1);
+}
+
+/* The shortest text that reads back as the same float (or double). */
+static void json_float(rec_buf *o, double d, int single) {
+    char s[40];
+    if (!isfinite(d)) {
+        rec_buf_append(o, "null", 4);
+        return;
+    }
+    for (int prec = single ? 6 : 15; prec <= 17; prec++) {
+        snprintf(s, sizeof s, "%.*g", prec, d);
+        double back = strtod(s, NULL);
+        if (single ? (float)back == (float)d : back == d)
+            break;
+    }
+    rec_buf_append(o, s, strlen(s));
+}
+
+static void json_value(rec_buf *o, const msgpack_object *v) {
+    char s[32];
+    switch (v->type) {
+    case MSGPACK_OBJECT_NIL:
+        rec_buf_append(o, "null", 4);
+        break;
+    case MSGPACK_OBJECT_BOOLEAN:
+        rec_buf_append(o, v->via.boolean ? "true" : "false", v->via.boolean ? 4 : 5);
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        snprintf(s, sizeof s, "%llu", (unsigned long long)v->via.u64);
+        rec_buf_append(o, s, strlen(s));
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        snprintf(s, sizeof s, "%lld", (long long)v->via.i64);
+        rec_buf_append(o, s, strlen(s));
+        break;
+    case MSGPACK_OBJECT_FLOAT32:
+        json_float(o, v->via.f64, 1);
+        break;
+    case MSGPACK_OBJECT_FLOAT64:
+        json_float(o, v->via.f64, 0);
+        break;
+    case MSGPACK_OBJECT_STR:
+        json_str(o, v->via.str.ptr, v->via.str.size);
+        break;
+    case MSGPACK_OBJECT_BIN:
+        json_base64(o, (const unsigned char *)v->via.bin.ptr, v->via.bin.size);
+        break;
+    case MSGPACK_OBJECT_EXT:
+        json_base64(o, (const unsigned char *)v->via.ext.ptr, v->via.ext.size);
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        rec_buf_append(o, "[", 1);
+        for (uint32_t i = 0; i < v->via.array.size; i++) {
+            if (i)
+                rec_buf_append(o, ",", 1);
+            json_value(o, &v->via.array.ptr[i]);
+        }
+        rec_buf_append(o, "]", 1);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        rec_buf_append(o, "{", 1);
+        for (uint32_t i = 0; i < v->via.map.size; i++) {
+            const msgpack_object *k = &v->via.map.ptr[i].key;
+            if (i)
+                rec_buf_append(o, ",", 1);
+            if (k->type == MSGPACK_OBJECT_STR) {
+                json_str(o, k->via.str.ptr, k->via.str.size);
+            } else { /* JSON keys are strings: quote the key's JSON text */
+                rec_buf kb = REC_BUF_INIT;
+                json_value(&kb, k);
+                json_str(o, kb.data ? kb.data : "", kb.len);
+                rec_buf_free(&kb);
+            }
+            rec_buf_append(o, ":", 1);
+            json_value(o, &v->via.map.ptr[i].val);
+        }
+        rec_buf_append(o, "}", 1);
+        break;
+    default:
+        rec_buf_append(o, "null", 4);
+        break;
+    }
+}
+
+/* ---- output -------------------------------------------------------------- */
+
+static void print_error(console *k, const char *name, const char *message) {
+    if (k->tty) {
+        printf("error: %s: %s\n", name, message);
+    } else {
+        rec_buf o = REC_BUF_INIT;
+        rec_buf_append(&o, "{\"error\":{\"name\":", 17);
+        json_str(&o, name, strlen(name));
+        rec_buf_append(&o, ",\"message\":", 11);
+        json_str(&o, message, strlen(message));
+        rec_buf_append(&o, "}}\n", 3);
+        fwrite(o.data, 1, o.len, stdout);
+        rec_buf_free(&o);
+    }
+    fflush(stdout);
+}
+
+static int print_pretty(console *k) {
+    lua_State *L = k->L;
+    size_t used;
+    if (rec_mp_push_lua(L, k->reply.msg.body, k->reply.msg.body_len, &used) != 0)
+        return -1;
+    lua_pushvalue(L, k->printer);
+    lua_insert(L, -2);
+    lua_pushboolean(L, 1);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    puts(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 0;
+}
+
+static void print_result(console *k) {
+    if (k->tty && print_pretty(k) == 0) {
+        fflush(stdout);
+        return;
+    }
+    msgpack_object obj;
+    if (rec_client_reply_unpack(&k->reply, &obj) != 0) {
+        print_error(k, "protocol_error", "the answer cannot be decoded");
+        return;
+    }
+    rec_buf o = REC_BUF_INIT;
+    json_value(&o, &obj);
+    rec_buf_append(&o, "\n", 1);
+    fwrite(o.data, 1, o.len, stdout);
+    rec_buf_free(&o);
+    fflush(stdout);
+}
+
+/* ---- calls --------------------------------------------------------------- */
+
+static int connect_server(console *k, int quiet) {
+    char err[256];
+    int rc = rec_client_connect(&k->c, k->addr, err, sizeof err);
+    if (rc) {
+        k->c = NULL;
+        if (!quiet)
+            print_error(k, rec_err_name(rc), err);
+        return rc;
+    }
+    rec_client_set_timeout(k->c, CALL_TIMEOUT_MS);
+    if (k->token[0]) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, 1);
+        msgpack_pack_str_with_body(&pk, k->token, strlen(k->token));
+        rc = rec_client_call(k->c, "sys.auth", sb.data, sb.size, &k->reply);
+        msgpack_sbuffer_destroy(&sb);
+        if (rc) {
+            print_error(k, k->reply.msg.type ? k->reply.err_name : rec_err_name(rc),
+                        k->reply.msg.type ? k->reply.err_message : rec_client_errmsg(k->c));
+            rec_client_free(k->c);
+            k->c = NULL;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Send method with params (msgpack array bytes) and print the answer. */
+static void call(console *k, const char *method, const void *params, size_t len) {
+    if (!k->c && connect_server(k, 0))
+        return;
+    int rc = rec_client_call(k->c, method, params, len, &k->reply);
+    if (rc == 0) {
+        print_result(k);
+    } else if (k->reply.msg.type != 0) {
+        print_error(k, k->reply.err_name[0] ? k->reply.err_name : rec_err_name(rc),
+                    k->reply.err_message);
+    } else {
+        /* The connection is unusable: say why, reconnect on the next call. */
+        print_error(k, rec_err_name(rc), rec_client_errmsg(k->c));
+        rec_client_free(k->c);
+        k->c = NULL;
+    }
+}
+
+static void call_simple(console *k, const char *method, const char *arg) {
+    unsigned char p[300];
+    size_t len = 1, n = arg ? strlen(arg) : 0;
+    if (n > 255) {
+        print_error(k, "invalid_params", "name too long");
+        return;
+    }
+    p[0] = n ? 0x91 : 0x90;
+    if (n) {
+        p[1] = 0xd9;
+        p[2] = (unsigned char)n;
+        memcpy(p + 3, arg, n);
+        len = 3 + n;
+    }
+    call(k, method, p, len);
+}
+
+static void pack_header(rec_buf *b, int n) {
+    unsigned char h[5];
+    if (n < 16) {
+        h[0] = (unsigned char)(0x90 | n);
+        rec_buf_append(b, h, 1);
+    } else if (n < 65536) {
+        h[0] = 0xdc;
+        h[1] = (unsigned char)(n >> 8);
+        h[2] = (unsigned char)n;
+        rec_buf_append(b, h, 3);
+    } else {
+        h[0] = 0xdd;
+        rec_be32(h + 1, (uint32_t)n);
+        rec_buf_append(b, h, 5);
+    }
+}
+
+enum { LINE_DONE = 0, LINE_MORE = 1 };
+
+/* One `method exprs` input. LINE_MORE when the expressions are open. */
+static int method_line(console *k, const char *text, int allow_more) {
+    lua_State *L = k->L;
+    const char *m = text + strspn(text, " \t\n");
+    size_t mlen = strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.");
+    const char *rest = m + mlen;
+    if (mlen == 0 || mlen > 255 || (*rest && !strchr(" \t\n{(\"'[", *rest))) {
+        print_error(k, "invalid_input", "expected a method name then Lua expressions, "
+                                        "e.g. rec.recommend {user = \"u1\", n = 5}");
+        return LINE_DONE;
+    }
+    char method[256];
+    memcpy(method, m, mlen);
+    method[mlen] = 0;
+    int base = lua_gettop(L);
+    int nargs = 0;
+    if (rest[strspn(rest, " \t\n")]) {
+        lua_pushfstring(L, "return %s\n", rest);
+        int rc = luaL_loadbufferx(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=params", "t");
+        lua_remove(L, -2);
+        if (rc == LUA_ERRSYNTAX && allow_more) {
+            size_t len;
+            const char *msg = lua_tolstring(L, -1, &len);
+            if (len >= 5 && !strcmp(msg + len - 5, "<eof>")) {
+                lua_settop(L, base);
+                return LINE_MORE;
+            }
+        }
+        if (rc == LUA_OK)
+            rc = lua_pcall(L, 0, LUA_MULTRET, 0);
+        if (rc != LUA_OK) {
+            print_error(k, "invalid_input", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
+            lua_settop(L, base);
+            return LINE_DONE;
+        }
+        nargs = lua_gettop(L) - base;
+    }
+    rec_buf p = REC_BUF_INIT;
+    pack_header(&p, nargs);
+    for (int i = 1; i <= nargs; i++) {
+        char err[256];
+        if (rec_mp_pack_lua(L, base + i, &p, err, sizeof err)) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "param %d: %s", i, err);
+            print_error(k, "invalid_input", msg);
+            rec_buf_free(&p);
+            lua_settop(L, base);
+            return LINE_DONE;
+        }
+    }
+    lua_settop(L, base);
+    call(k, method, p.data, p.len);
+    rec_buf_free(&p);
+    return LINE_DONE;
+}
+
+static void print_help(void) {
+    puts("Each line is a method of docs/protocol.md and its params as Lua expressions:\n"
+         "  sys.ping\n"
+         "  item.put {id = \"m1\", props = {title = \"Heat\"}}, {id = \"m2\"}\n"
+         "  rec.recommend {user = \"u1\", n = 5, explain = true}\n"
+         "  event.add {user = \"u1\", item = \"m1\", type = \"click\"}\n"
+         "commands:\n"
+         "  \\reload [name]   script.reload (every script, or one)\n"
+         "  \\scripts         script.list\n"
+         "  \\stats           stats.get\n"
+         "  \\info            sys.info\n"
+         "  \\help            this text\n"
+         "  \\quit            leave (also Ctrl-D); Ctrl-C cancels the line being typed\n"
+         "Lua runs here only to build params; Lua on the server (admin.eval) is not\n"
+         "available yet.");
+}
+
+/* A backslash command; returns 1 to quit. */
+static int command(console *k, const char *line) {
+    const char *arg = line + strcspn(line, " \t");
+    size_t n = (size_t)(arg - line);
+    arg += strspn(arg, " \t");
+#define IS(name) (n == strlen(name) && !strncmp(line, name, n))
+    if (IS("\\quit") || IS("\\q"))
+        return 1;
+    if (IS("\\help") || IS("\\h"))
+        print_help();
+    else if (IS("\\reload"))
+        call_simple(k, "script.reload", *arg ? arg : NULL);
+    else if (IS("\\scripts"))
+        call_simple(k, "script.list", NULL);
+    else if (IS("\\stats"))
+        call_simple(k, "stats.get", NULL);
+    else if (IS("\\info"))
+        call_simple(k, "sys.info", NULL);
+    else {
+        char msg[128];
+        snprintf(msg, sizeof msg, "unknown command %.*s (try \\help)", (int)n, line);
+        print_error(k, "invalid_input", msg);
+    }
+#undef IS
+    fflush(stdout);
+    return 0;
+}
+
+static const char *const console_words[] = {
+    "sys.ping", "sys.hello", "sys.auth", "sys.info", "item.put", "item.get",
+    "item.delete", "user.put", "user.get", "user.delete", "event.add",
+    "rec.recommend", "rec.similar", "script.list", "script.status",
+    "script.reload", "stats.get", "\\reload", "\\scripts", "\\stats", "\\info",
+    "\\help", "\\quit", NULL,
+};
+
+static char **console_complete(const char *line, const char *word) {
+    if (line[strspn(line, " \t")] != 0) /* only the first word */
+        return NULL;
+    size_t n = 0, wl = strlen(word);
+    char **v = calloc(sizeof console_words / sizeof *console_words, sizeof *v);
+    if (!v)
+        return NULL;
+    for (int i = 0; console_words[i]; i++)
+        if (!strncmp(console_words[i], word, wl) && (v[n] = strdup(console_words[i])))
+            n++;
+    if (n == 0) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+static void loop(console *k) {
+    rec_buf chunk = REC_BUF_INIT;
+    char prompt[300];
+    snprintf(prompt, sizeof prompt, "%.280s> ", k->addr);
+    for (;;) {
+        char *line;
+        int r = rec_input_read(chunk.len ? "  ...> " : prompt, &line);
+        if (r == REC_INPUT_EOF)
+            break;
+        if (r == REC_INPUT_CANCEL) {
+            rec_buf_clear(&chunk);
+            continue;
+        }
+        const char *t = line + strspn(line, " \t");
+        if (!chunk.len && (*t == 0 || *t == '#')) {
+            free(line);
+            continue;
+        }
+        if (!chunk.len && *t == '\\') {
+            int quit = command(k, t);
+            free(line);
+            if (quit)
+                break;
+            continue;
+        }
+        int ok = (!chunk.len || rec_buf_append(&chunk, "\n", 1) == 0) &&
+                 rec_buf_append(&chunk, line, strlen(line) + 1) == 0;
+        free(line);
+        if (!ok) {
+            print_error(k, "no_memory", "out of memory");
+            rec_buf_clear(&chunk);
+            continue;
+        }
+        chunk.len--; /* the NUL stays out of the length */
+        if (method_line(k, chunk.data, 1) == LINE_DONE)
+            rec_buf_clear(&chunk);
+    }
+    if (chunk.len)
+        method_line(k, chunk.data, 0); /* reports what is missing */
+    rec_buf_free(&chunk);
+}
+
+static int read_token_file(console *k, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "recd console: cannot read --token %s\n", path);
+        return -1;
+    }
+    size_t n = fread(k->token, 1, sizeof k->token - 1, f);
+    fclose(f);
+    k->token[n] = 0;
+    while (n > 0 && strchr(" \t\r\n", k->token[n - 1]))
+        k->token[--n] = 0;
+    return 0;
+}
+
+/* Open the params state: no engine, no io/os/package/debug. [-0, +1, e] */
+static int open_state(lua_State *L) {
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},        {LUA_STRLIBNAME, luaopen_string},
+        {LUA_TABLIBNAME, luaopen_table},  {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8},  {NULL, NULL},
+    };
+    for (const luaL_Reg *l = libs; l->func; l++) {
+        luaL_requiref(L, l->name, l->func, 1);
+        lua_pop(L, 1);
+    }
+    static const char *const drop[] = {"dofile", "loadfile", "load", "require", NULL};
+    for (int i = 0; drop[i]; i++) {
+        lua_pushnil(L);
+        lua_setglobal(L, drop[i]);
+    }
+    rec_repl_push_printer(L);
+    return 1;
+}
+
+int rec_console_main(int argc, char **argv) {
+    static console k;
+    memset(&k, 0, sizeof k);
+    k.addr = DEFAULT_ADDR;
+    int have_addr = 0;
+    const char *env = getenv("RECD_TOKEN");
+    if (env)
+        snprintf(k.token, sizeof k.token, "%s", env);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            puts("usage: recd console [--token FILE] [ADDR]   (default " DEFAULT_ADDR
+                 "; unix:PATH or a path with '/')\n"
+                 "  the token may also come from the RECD_TOKEN environment variable");
+            return 0;
+        }
+        if (!strcmp(a, "--token") && i + 1 < argc) {
+            if (read_token_file(&k, argv[++i]))
+                return 2;
+        } else if (a[0] != '-' && !have_addr) {
+            k.addr = a;
+            have_addr = 1;
+        } else {
+            fprintf(stderr, "recd console: unexpected argument '%s'\n"
+                            "usage: recd console [--token FILE] [ADDR]\n", a);
+            return 2;
+        }
+    }
+    rec_client_addr parsed;
+    if (rec_client_parse_addr(k.addr, &parsed)) {
+        fprintf(stderr, "recd console: bad address '%s'\n", k.addr);
+        return 2;
+    }
+    k.L = luaL_newstate();
+    if (!k.L) {
+        fprintf(stderr, "recd console: out of memory\n");
+        return 1;
+    }
+    lua_pushcfunction(k.L, open_state);
+    if (lua_pcall(k.L, 0, 1, 0) != LUA_OK) {
+        fprintf(stderr, "recd console: %s\n", lua_tostring(k.L, -1));
+        lua_close(k.L);
+        return 1;
+    }
+    k.printer = lua_gettop(k.L);
+    rec_client_reply_init(&k.reply);
+    char history[1024] = "";
+    const char *home = getenv("HOME");
+    if (home && *home)
+        snprintf(history, sizeof history, "%s/.recd_console_history", home);
+    k.tty = rec_input_open(history[0] ? history : NULL, console_complete);
+    int rc = 0;
+    if (connect_server(&k, 0)) {
+        rc = 1;
+    } else {
+        if (k.tty)
+            printf("connected to %s; \\help for help\n", k.addr);
+        loop(&k);
+    }
+    rec_input_close();
+    rec_client_free(k.c);
+    rec_client_reply_close(&k.reply);
+    lua_close(k.L);
+    memset(k.token, 0, sizeof k.token);
+    return rc;
+}

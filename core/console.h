@@ -1,0 +1,19 @@
+/* console.h - `recd console`: call a running server's methods by hand.
+ *
+ *   recd console [--token FILE] [ADDR]       (default 127.0.0.1:7700)
+ *
+ * Each line is a method and its params as Lua expressions
+ * (`rec.recommend {user = "u1", n = 5}`), evaluated in a small local Lua
+ * state without the engine, sent with client.h, and the answer printed:
+ * indented on a terminal, one JSON line per answer otherwise. Commands:
+ * \reload [name], \scripts, \stats, \info, \help, \quit.
+ */
+#ifndef REC_CONSOLE_H
+#define REC_CONSOLE_H
+
+/* argv holds the arguments after "console". Returns the exit code: 0 at
+ * EOF or \quit, 1 when the server cannot be reached or refuses the token,
+ * 2 for bad arguments. */
+int rec_console_main(int argc, char **argv);
+
+#endif

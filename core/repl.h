@@ -1,0 +1,56 @@
+/* repl.h - `recd repl`: a Lua 5.4 REPL with the engine open as `db`.
+ *
+ * Also the line input and the value printer that `recd console`
+ * (console.h) shares: readline with history, completion and Ctrl-C
+ * cancelling the line being typed when stdin is a terminal; plain lines
+ * without prompts otherwise, so pipes and tests see one result a line.
+ */
+#ifndef REC_REPL_H
+#define REC_REPL_H
+
+#include <lua.h>
+
+/* `recd repl [--scripts DIR] [--policies DIR] [DATA]`; argv holds the
+ * arguments after "repl". Returns the process exit code (0 at EOF or
+ * \quit, 1 when DATA cannot be opened, 2 for bad arguments). */
+int rec_repl_main(int argc, char **argv);
+
+/* ---- line input (one per process) ---------------------------------------- */
+
+/* Candidates for the word being completed, given the whole line so far
+ * (line[0..end) is what precedes the cursor) and the word's prefix. Return
+ * a malloc'ed, NULL-terminated list of malloc'ed strings (readline frees
+ * them), or NULL for none. */
+typedef char **(*rec_input_complete_fn)(const char *line, const char *word);
+
+enum {
+    REC_INPUT_LINE = 1,   /* *line holds a line (malloc'ed; free it) */
+    REC_INPUT_EOF = 0,    /* end of input */
+    REC_INPUT_CANCEL = 2, /* Ctrl-C: discard what was typed */
+};
+
+/* Start reading stdin. history: a file to load and save (NULL: none);
+ * complete: the completion callback (NULL: none). Installs a SIGINT
+ * handler. Returns 1 when stdin is a terminal (prompts shown), else 0. */
+int rec_input_open(const char *history, rec_input_complete_fn complete);
+
+/* Read one line; the prompt is shown only on a terminal. Non-empty lines
+ * typed on a terminal enter the history. */
+int rec_input_read(const char *prompt, char **line);
+
+/* While L runs, a Ctrl-C raises "interrupted!" inside it (NULL: nothing
+ * runs). */
+void rec_input_set_running(lua_State *L);
+
+/* Save the history and restore the terminal. */
+void rec_input_close(void);
+
+/* ---- value printing ------------------------------------------------------ */
+
+/* Push the printer: a Lua function (v, multiline) returning v as text;
+ * tables are nested with indentation when multiline and they do not fit
+ * one line, arrays longer than 8 show 8 then "... (N more)", strings
+ * inside tables are quoted. [-0, +1, e] */
+void rec_repl_push_printer(lua_State *L);
+
+#endif

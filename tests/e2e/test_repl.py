@@ -1,0 +1,323 @@
+"""`recd repl` and `recd console`: piped through stdin (one result a line,
+JSON for the console) and driven through a pseudo-terminal (prompts, line
+editing, completion, Ctrl-C)."""
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RECD_BIN = os.path.abspath(os.environ.get("RECD_BIN") or str(ROOT / "recd"))
+TIMEOUT = 30.0                  # generous: sanitizer builds are slow
+
+
+def env_for(tmp_path):
+    env = dict(os.environ)
+    env.update(HOME=str(tmp_path), TERM="dumb", INPUTRC="/dev/null")
+    env.pop("RECD_TOKEN", None)
+    return env
+
+
+def piped(tmp_path, args, lines):
+    """Run recd ARGS with LINES on stdin; returns (exit code, stdout)."""
+    p = subprocess.run([RECD_BIN] + args, input="\n".join(lines) + "\n",
+                       capture_output=True, text=True, timeout=TIMEOUT,
+                       cwd=str(ROOT), env=env_for(tmp_path))
+    return p.returncode, p.stdout + p.stderr
+
+
+def repl(tmp_path, lines):
+    return piped(tmp_path, ["repl", str(tmp_path / "data")], lines)
+
+
+def console(tmp_path, addr, lines):
+    rc, out = piped(tmp_path, ["console", addr], lines)
+    assert rc == 0, out
+    return [json.loads(l) for l in out.splitlines() if l.strip()]
+
+
+# ---- repl through a pipe -----------------------------------------------------
+
+def test_repl_put_and_get(tmp_path):
+    rc, out = repl(tmp_path, [
+        'db:item_put("m1", {title = "Heat", year = 1995})',
+        'db:item_get("m1")',
+        'db:item_get("nope")',
+    ])
+    assert rc == 0, out
+    lines = out.splitlines()
+    assert lines[0] == "true"
+    assert 'title = "Heat"' in lines[1] and "year = 1995" in lines[1]
+    assert lines[2] == "nil"
+
+
+def test_repl_multiline_function(tmp_path):
+    rc, out = repl(tmp_path, ["function twice(x)", "  return 2 * x", "end",
+                              "twice(21)", "t = {a = 1,", "  b = 2}", "t.a + t.b"])
+    assert rc == 0, out
+    assert out.splitlines() == ["42", "3"]
+
+
+def test_repl_errors_show_the_name(tmp_path):
+    rc, out = repl(tmp_path, ['db:similar("missing")', "db:item_get(nil)",
+                              "x = = 1", "1 + 1"])
+    assert rc == 0, out
+    lines = out.splitlines()
+    assert lines[0].startswith("error: not_found:"), out
+    assert lines[1].startswith("error: invalid_params:"), out
+    assert lines[2].startswith("error: stdin:1:"), out
+    assert lines[3] == "2"          # carries on after errors
+
+
+def test_repl_time_show_and_long_arrays(tmp_path):
+    rc, out = repl(tmp_path, [
+        'db:item_put("m1", {title = "Heat"})',
+        'db:item_put("m2", {title = "Ronin", genre = "action"})',
+        r"\time 6 * 7",
+        'show({{id = "m1", score = 0.5}, {id = "m2", score = 0.25}})',
+        'show({{id = "m2", score = 1}}, "genre")',
+        "(function() local t = {} for i = 1, 20 do t[i] = i end return t end)()",
+        r"\nosuch",
+    ])
+    assert rc == 0, out
+    assert "42" in out and "ms" in out.split("42", 1)[1].splitlines()[1]
+    assert "Heat" in out and "Ronin" in out and "action" in out
+    assert "{1, 2, 3, 4, 5, 6, 7, 8, ... (12 more)}" in out
+    assert "unknown command" in out
+
+
+def test_repl_load_feed_run_pipeline(tmp_path):
+    script = tmp_path / "catalog.lua"
+    script.write_text(
+        'for i = 1, 6 do db:item_put("m" .. i, {title = "Film " .. i}) end\n'
+        "return db:stats().items\n")
+    rc, out = repl(tmp_path, [
+        r"\load " + str(script),
+        'feed{user = "a", item = "m1", type = "click"}',
+        'feed{user = "a", item = "m2", type = "click"}',
+        'feed{user = "b", item = "m1", type = "click"}',
+        'hits = pipeline("b", 3)',
+        "#hits > 0",
+        "show(hits)",
+        '#run("popular", "c", 2)',
+    ])
+    assert rc == 0, out
+    lines = out.splitlines()
+    assert lines[0] == "6", out
+    assert "error" not in out, out
+    assert "true" in lines
+    assert "Film 2" in out          # co-occurrence: b clicked m1, a clicked m1 and m2
+    assert lines[-1] == "2", out
+
+
+# ---- repl through a terminal ---------------------------------------------------
+
+class Term:
+    """A process on a pseudo-terminal; read() collects the screen output."""
+
+    def __init__(self, argv, env, cwd):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.chdir(cwd)
+            os.execve(argv[0], argv, env)
+        self.out = b""
+        self.status = None          # the exit code once reaped
+
+    def send(self, data):
+        os.write(self.fd, data.encode() if isinstance(data, str) else data)
+
+    def expect(self, text, timeout=TIMEOUT):
+        """Wait until TEXT appears after what earlier expects consumed."""
+        want = text.encode()
+        deadline = time.monotonic() + timeout
+        while want not in self.out:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("%r not seen; output so far:\n%r" % (text, self.out))
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError("exited before %r:\n%r" % (text, self.out))
+                self.out += chunk
+        i = self.out.index(want) + len(want)
+        seen, self.out = self.out[:i], self.out[i:]
+        return seen.decode("utf-8", "replace")
+
+    def alive(self):
+        if self.status is not None:
+            return False
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid:
+            self.status = os.waitstatus_to_exitcode(status)
+        return pid == 0
+
+    def close(self):
+        """Ctrl-D; returns the exit status (kills it after the timeout)."""
+        try:
+            self.send("\x04")
+        except OSError:
+            pass
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            if select.select([self.fd], [], [], 0.02)[0]:
+                try:
+                    self.out += os.read(self.fd, 4096)   # keep the terminal drained
+                except OSError:
+                    pass
+            if not self.alive():
+                os.close(self.fd)
+                return self.status
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        self.status = -signal.SIGKILL
+        os.close(self.fd)
+        return None
+
+
+@pytest.fixture
+def term(tmp_path):
+    terms = []
+
+    def start(*args):
+        t = Term([RECD_BIN] + list(args), env_for(tmp_path), str(ROOT))
+        terms.append(t)
+        return t
+
+    yield start
+    for t in terms:
+        if t.alive():
+            t.close()
+
+
+def start_repl(term, tmp_path):
+    t = term("repl", str(tmp_path / "data"))
+    t.expect("recd> ")
+    return t
+
+
+def test_tty_expression(term, tmp_path):
+    t = start_repl(term, tmp_path)
+    t.send("6 * 7\r")
+    assert "42" in t.expect("recd> ")
+    t.send('{1, {x = "y"}}\r')
+    assert '{1, {x = "y"}}' in t.expect("recd> ")
+    assert t.close() == 0
+    assert (tmp_path / ".recd_history").read_text().count("6 * 7") == 1
+
+
+def test_tty_multiline_prompt(term, tmp_path):
+    t = start_repl(term, tmp_path)
+    t.send("function f()\r")
+    t.expect("...> ")
+    t.send("return 'inside'\r")
+    t.expect("...> ")
+    t.send("end\r")
+    t.expect("recd> ")
+    t.send("f()\r")
+    assert "inside" in t.expect("recd> ")
+    assert t.close() == 0
+
+
+def test_tty_completes_db_methods(term, tmp_path):
+    t = start_repl(term, tmp_path)
+    t.send("db:sim\t")
+    t.expect("db:similar")
+    t.send('("x")\r')
+    assert "not_found" in t.expect("recd> ")
+    t.send("db:item_g\t")
+    t.expect("db:item_get")
+    t.send('("x")\r')
+    assert "nil" in t.expect("recd> ")
+    assert t.close() == 0
+
+
+def test_tty_ctrl_c_clears_the_line(term, tmp_path):
+    t = start_repl(term, tmp_path)
+    t.send("this is not lua")
+    t.expect("not lua")
+    t.send("\x03")
+    t.expect("recd> ")
+    t.send("function g()\r")
+    t.expect("...> ")
+    t.send("\x03")                  # drops the unfinished chunk too
+    t.expect("recd> ")
+    t.send("1 + 2\r")
+    seen = t.expect("recd> ")
+    assert "3" in seen and "error" not in seen
+    assert t.alive()
+    t.send("while true do end\r")   # Ctrl-C interrupts running Lua as well
+    time.sleep(0.3)
+    t.send("\x03")
+    assert "interrupted" in t.expect("recd> ")
+    assert t.close() == 0
+
+
+# ---- console -------------------------------------------------------------------
+
+def test_console_calls(server, tmp_path):
+    out = console(tmp_path, server.tcp, [
+        "sys.ping",
+        'item.put {id = "console-a", props = {title = "A"}}',
+        'item.get "console-a"',
+        'rec.recommend {user = "console-u",',
+        "  n = 2}",
+        "no.such_method",
+        "item.put {id = function() end}",
+        r"\info",
+    ])
+    assert out[0] == "pong"
+    assert out[1] == 1
+    assert out[2]["props"] == {"title": "A"}
+    assert "rec_id" in out[3] and isinstance(out[3]["items"], list)
+    assert out[4]["error"]["name"] == "unknown_method"
+    assert "no.such_method" in out[4]["error"]["message"]
+    assert out[5]["error"]["name"] == "invalid_input"
+    assert out[6]["version"] and "methods" in out[6]
+
+
+def test_console_admin_commands(server, tmp_path):
+    out = console(tmp_path, server.tcp, [r"\scripts", r"\stats", r"\reload", r"\nope"])
+    assert isinstance(out[0], list)
+    assert isinstance(out[1], dict)
+    assert out[2] is True or isinstance(out[2], (dict, list, int))
+    assert out[3]["error"]["name"] == "invalid_input"
+
+
+def test_console_unix_socket(server, tmp_path):
+    assert console(tmp_path, server.unix, ["sys.ping"]) == ["pong"]
+    assert console(tmp_path, "unix:" + server.unix, ["sys.ping"]) == ["pong"]
+
+
+def test_console_token(make_server, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-123\n")
+    srv = make_server(extra_args=["--auth-token", str(token)])
+    assert console(tmp_path, srv.tcp, ["sys.info"])[0]["error"]["name"] == "unauthorized"
+    rc, out = piped(tmp_path, ["console", "--token", str(token), srv.tcp], ["sys.info"])
+    assert rc == 0 and "version" in json.loads(out.splitlines()[0]), out
+
+
+def test_console_unreachable(tmp_path):
+    rc, out = piped(tmp_path, ["console", "unix:" + str(tmp_path / "none.sock")], ["sys.ping"])
+    assert rc == 1
+    assert "io_error" in out
+
+
+def test_console_tty_errors(term, server):
+    t = term("console", server.tcp)
+    t.expect("> ")
+    t.send("nope.nope\r")
+    assert "error: unknown_method:" in t.expect("> ")
+    t.send("sys.ping\r")
+    assert "pong" in t.expect("> ")
+    assert t.close() == 0
