@@ -332,17 +332,41 @@ static void pack_header(rec_buf *b, int n) {
 
 enum { LINE_DONE = 0, LINE_MORE = 1 };
 
-/* One `method exprs` input. LINE_MORE when the expressions are open. */
+/* Is text a method call: `ns.verb` (lower case, one dot) then params? */
+static int looks_like_method(const char *m, size_t *mlen) {
+    size_t a = strspn(m, "abcdefghijklmnopqrstuvwxyz_");
+    if (a == 0 || m[a] != '.')
+        return 0;
+    size_t b = strspn(m + a + 1, "abcdefghijklmnopqrstuvwxyz_");
+    const char *rest = m + a + 1 + b;
+    if (b == 0 || (*rest && !strchr(" \t\n{(\"'[", *rest)))
+        return 0;
+    *mlen = a + 1 + b;
+    return 1;
+}
+
+/* One `method exprs` input, or Lua for the server (admin.eval). LINE_MORE
+ * when the expressions are open. */
 static int method_line(console *k, const char *text, int allow_more) {
     lua_State *L = k->L;
     const char *m = text + strspn(text, " \t\n");
-    size_t mlen = strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.");
-    const char *rest = m + mlen;
-    if (mlen == 0 || mlen > 255 || (*rest && !strchr(" \t\n{(\"'[", *rest))) {
-        print_error(k, "invalid_input", "expected a method name then Lua expressions, "
-                                        "e.g. rec.recommend {user = \"u1\", n = 5}");
+    size_t mlen = 0;
+    if (!looks_like_method(m, &mlen)) {
+        /* Anything else is Lua evaluated in this connection's session. */
+        rec_buf p = REC_BUF_INIT;
+        size_t n = strlen(m);
+        while (n && strchr(" \t\n", m[n - 1]))
+            n--;
+        lua_pushlstring(L, m, n);
+        pack_header(&p, 1);
+        char err[64];
+        if (rec_mp_pack_lua(L, -1, &p, err, sizeof err) == 0)
+            call(k, "admin.eval", p.data, p.len);
+        lua_pop(L, 1);
+        rec_buf_free(&p);
         return LINE_DONE;
     }
+    const char *rest = m + mlen;
     char method[256];
     memcpy(method, m, mlen);
     method[mlen] = 0;
@@ -401,8 +425,11 @@ static void print_help(void) {
          "  \\info            sys.info\n"
          "  \\help            this text\n"
          "  \\quit            leave (also Ctrl-D); Ctrl-C cancels the line being typed\n"
-         "Lua runs here only to build params; Lua on the server (admin.eval) is not\n"
-         "available yet.");
+         "Any other line is Lua run on the server (admin.eval) in this connection's\n"
+         "session, with `rec` the engine; globals persist until you leave:\n"
+         "  rec:similar(\"m1\", 3)\n"
+         "  top = rec:counter_top(\"popularity\", 5)\n"
+         "It needs the Unix socket, or --token on a server started with --auth-token.");
 }
 
 /* A backslash command; returns 1 to quit. */

@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <lauxlib.h>
+
 #include "err.h"
 #include "idmap.h"
 #include "log.h"
@@ -334,7 +336,7 @@ static long rss_bytes(void) {
     return rss * 4096L;
 }
 
-#define NMETHODS 18
+#define NMETHODS 19
 static const method_def methods[NMETHODS];
 static const size_t nmethods = NMETHODS;
 
@@ -1514,6 +1516,44 @@ static int m_model_train(call_ctx *c) {
                : 0;
 }
 
+/* admin.eval [code] -> [results...]: Lua evaluated on the server in this
+ * connection's session (globals persist until it closes), sandboxed like
+ * the scripts, with `rec` and the same budgets. Results that msgpack
+ * cannot carry come back as their tostring. */
+static int m_admin_eval(call_ctx *c) {
+    if (!c->d->rt)
+        return fail(c, REC_ENOTFOUND, "no Lua runtime (start with --scripts)");
+    const msgpack_object *code = param(c, 0);
+    if (!code || code->type != MSGPACK_OBJECT_STR)
+        return fail(c, REC_EINVAL, "params[0] (code) must be a string");
+    lua_State *L = rec_script_lua(c->d->rt);
+    int nres = 0;
+    int rc = rec_script_eval(c->d->rt, &c->s->eval_ref, code->via.str.ptr,
+                             code->via.str.size, &nres, c->err, c->errlen);
+    if (rc)
+        return rc;
+    int base = lua_gettop(L) - nres;
+    rc = msgpack_pack_array(&c->pk, (size_t)nres) ? REC_ENOMEM : 0;
+    for (int i = 1; i <= nres && !rc; i++) {
+        char perr[128];
+        if (rec_mp_pack_lua(L, base + i, c->out, perr, sizeof perr)) {
+            size_t n;
+            const char *s = luaL_tolstring(L, base + i, &n);
+            rc = msgpack_pack_str(&c->pk, n) || msgpack_pack_str_body(&c->pk, s, n)
+                     ? REC_ENOMEM : 0;
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, base);
+    return rc;
+}
+
+void rec_dispatch_session_end(rec_dispatch *d, rec_session *s) {
+    if (d->rt && s->eval_ref)
+        rec_script_eval_end(d->rt, s->eval_ref);
+    s->eval_ref = 0;
+}
+
 /* Wilson score interval for a proportion: (low, high) at 95%. */
 static void wilson(double k, double n, double *lo, double *hi) {
     if (n <= 0) {
@@ -1594,6 +1634,7 @@ static const method_def methods[NMETHODS] = {
     {"script.reload", m_script_reload, REC_M_ADMIN},
     {"stats.get", m_stats_get, 0},
     {"model.train", m_model_train, REC_M_ADMIN},
+    {"admin.eval", m_admin_eval, REC_M_ADMIN},
 };
 
 int rec_dispatch_new(rec_dispatch **out, rec_engine *e,

@@ -26,6 +26,7 @@ typedef struct rec_session {
     int authed;
     int auth_failures;
     int close_after;    /* set by a method: close once the reply is sent */
+    int eval_ref;       /* admin.eval environment (0: none yet) */
 } rec_session;
 
 typedef struct rec_dispatch rec_dispatch;
@@ -73,6 +74,9 @@ int rec_dispatch_set_scripts(rec_dispatch *d, struct rec_script_rt *rt,
 typedef int (*rec_train_fn)(void *ud, const msgpack_object *opts, char *err,
                             size_t errlen);
 void rec_dispatch_set_trainer(rec_dispatch *d, rec_train_fn fn, void *ud);
+
+/* A connection ends: forget its admin.eval environment. */
+void rec_dispatch_session_end(rec_dispatch *d, rec_session *s);
 
 /* Server figures shown by sys.info. */
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n);

@@ -35,7 +35,7 @@ static void usage(FILE *f) {
             "             [--config FILE] [--auth-token FILE] [--insecure]\n"
             "             [--max-message BYTES] [--max-connections N]\n"
             "             [--map-max BYTES] [--log-level debug|info|warn|error]\n"
-            "             [--scripts DIR] [--policies DIR]\n"
+            "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"
             "             [--init FILE]   (a Lua file run with the engine as `db`)\n"
             "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
             "  recd bench [-h HOST] [-p PORT] [-s SOCKET] [-c N] [-n N] [-P N] [-t TESTS]\n"
@@ -85,6 +85,7 @@ typedef struct serve_cfg {
     rec_server_opts o;
     char data[1024], listen[256], unix_path[1024], token_file[1024], init[1024];
     char scripts[1024], policies[1024];
+    int scripts_given, policies_given; /* "" given: none */
     char token[1024];
     int log_level;
 } serve_cfg;
@@ -122,8 +123,10 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
         snprintf(c->unix_path, sizeof c->unix_path, "%s", val);
     } else if (!strcmp(name, "scripts")) {
         snprintf(c->scripts, sizeof c->scripts, "%s", val);
+        c->scripts_given = 1;
     } else if (!strcmp(name, "policies")) {
         snprintf(c->policies, sizeof c->policies, "%s", val);
+        c->policies_given = 1;
     } else if (!strcmp(name, "init")) {
         snprintf(c->init, sizeof c->init, "%s", val);
     } else if (!strcmp(name, "auth-token") || !strcmp(name, "auth_token")) {
@@ -310,9 +313,9 @@ static int cmd_serve(int argc, char **argv) {
         c.o.auth_token = c.token;
     }
     /* Default script folders: the project's, beside the binary. */
-    if (!c.scripts[0])
+    if (!c.scripts_given)
         beside_exe(c.scripts, sizeof c.scripts, "scripts");
-    if (!c.policies[0])
+    if (!c.policies_given)
         beside_exe(c.policies, sizeof c.policies, "policies");
     c.o.scripts_dir = c.scripts[0] ? c.scripts : NULL;
     c.o.policies_dir = c.policies[0] ? c.policies : NULL;

@@ -1183,3 +1183,70 @@ void rec_script_unwatch(rec_script_rt *rt) {
     close_watch(rt->w);
     rt->w = NULL;
 }
+
+/* ---- console sessions ------------------------------------------------------ */
+
+int rec_script_eval(rec_script_rt *rt, int *env_ref, const char *code,
+                    size_t len, int *nres, char *err, size_t errlen) {
+    lua_State *L = rt->L;
+    *nres = 0;
+    if (rt->depth > 0) {
+        set_err(err, errlen, "cannot evaluate from inside a script");
+        return REC_EBUSY;
+    }
+    if (!lua_checkstack(L, 8)) {
+        set_err(err, errlen, "Lua stack exhausted");
+        return REC_ENOMEM;
+    }
+    int top = lua_gettop(L);
+    if (*env_ref == LUA_NOREF || *env_ref == 0) {
+        lua_pushcfunction(L, build_env);
+        lua_pushliteral(L, "console");
+        lua_pushinteger(L, REC_SCRIPT_STRATEGY);
+        if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+            set_err(err, errlen, "cannot build the session environment");
+            lua_settop(L, top);
+            return REC_ENOMEM;
+        }
+        /* print in a session goes to the log like a script's */
+        *env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    /* An expression first ("return <code>"), a chunk of statements else. */
+    char *expr = malloc(len + 8);
+    if (!expr)
+        return REC_ENOMEM;
+    memcpy(expr, "return ", 7);
+    memcpy(expr + 7, code, len);
+    int st = luaL_loadbufferx(L, expr, len + 7, "=console", "t");
+    free(expr);
+    if (st != LUA_OK) {
+        lua_pop(L, 1);
+        st = luaL_loadbufferx(L, code, len, "=console", "t");
+    }
+    if (st != LUA_OK) {
+        set_err(err, errlen, lua_tostring(L, -1));
+        lua_settop(L, top);
+        return REC_ESCRIPT;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *env_ref);
+    if (!lua_setupvalue(L, -2, 1))
+        lua_pop(L, 1);
+    static script session = {.name = (char *)"console", .kind = REC_SCRIPT_STRATEGY,
+                             .ref = LUA_NOREF};
+    char msg[512];
+    int rc = run_budgeted(rt, &session, 0, LUA_MULTRET, msg, sizeof msg);
+    if (rc) {
+        /* "strategy 'console': console:1: ..." reads better without the kind */
+        const char *m = strstr(msg, "': ");
+        set_err(err, errlen, m ? m + 3 : msg);
+        lua_settop(L, top);
+        return rc;
+    }
+    *nres = lua_gettop(L) - top;
+    return 0;
+}
+
+void rec_script_eval_end(rec_script_rt *rt, int env_ref) {
+    if (env_ref != LUA_NOREF && env_ref != 0)
+        luaL_unref(rt->L, LUA_REGISTRYINDEX, env_ref);
+}

@@ -128,6 +128,18 @@ typedef struct rec_script_info {
 size_t rec_script_count(const rec_script_rt *rt);
 int rec_script_info_at(const rec_script_rt *rt, size_t i, rec_script_info *out);
 
+/* Evaluate code in a console session: an environment like a script's
+ * (allow list, `rec`), created on the first call into *env_ref (0 or
+ * LUA_NOREF: none yet) and kept, so globals persist within the session.
+ * The code is tried as an expression ("return " .. code) first, then as a
+ * chunk; text only; the same budgets as scripts. Returns 0 leaving *nres
+ * results on the stack (the caller pops them), or REC_ESCRIPT / REC_EBUSY
+ * with a message (nothing left on the stack). [-0, +nres, -] */
+int rec_script_eval(rec_script_rt *rt, int *env_ref, const char *code,
+                    size_t len, int *nres, char *err, size_t errlen);
+/* Forget a session's environment. */
+void rec_script_eval_end(rec_script_rt *rt, int env_ref);
+
 /* Bytes the VM holds now. */
 size_t rec_script_memory(const rec_script_rt *rt);
 

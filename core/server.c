@@ -485,6 +485,19 @@ static int handle(conn *c, const rec_rpc_msg *m) {
         }
         return 0;
     }
+    /* Admin methods (admin.eval, script.reload, model.train): the Unix
+     * socket, or a TCP client that authenticated with the token. */
+    if ((flags & REC_M_ADMIN) && !c->sess.trusted &&
+        !(s->o.auth_token && c->sess.authed)) {
+        if (notify) {
+            rec_dispatch_notification_failed(s->d);
+        } else {
+            answer_error(c, m->msgid, REC_EUNAUTHORIZED,
+                         "admin methods need the Unix socket, or sys.auth on a server "
+                         "started with --auth-token", method, t0);
+        }
+        return 0;
+    }
     /* Deletes commit on the loop thread: they wait until no write is
      * pending or being committed, so commits stay in order. */
     if ((flags & REC_M_BARRIER) && (s->committing || rec_engine_pending(s->e) ||
@@ -655,6 +668,7 @@ static void on_closed(uv_handle_t *h) {
         c->next->prev = c->prev;
     s->nconns--;
     rec_dispatch_set_connections(s->d, s->nconns);
+    rec_dispatch_session_end(s->d, &c->sess);
     msgpack_unpacked_destroy(&c->up);
     rec_buf_free(&c->rbuf);
     REC_DEBUG("%s: closed", c->peer);

@@ -55,8 +55,10 @@ class Server:
         self.port = free_port()
         self.starts += 1
         self.log_path = os.path.join(self.log_dir, "recd-%d-%d.log" % (self.port, self.starts))
+        # The built-in pipeline unless a test brings its own scripts.
+        scripts = [] if "--scripts" in self.extra_args else ["--scripts", "", "--policies", ""]
         cmd = [RECD_BIN, "serve", "--data", self.data_dir, "--listen", self.tcp,
-               "--unix", self.unix, "--log-level", "warn"] + self.extra_args
+               "--unix", self.unix, "--log-level", "warn"] + scripts + self.extra_args
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=str(ROOT))

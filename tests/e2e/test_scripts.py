@@ -50,7 +50,7 @@ def wait_for(c, strategy, item, limit=3.0):
 def test_hot_reload_under_load(scripted):
     srv, sdir, _ = scripted
     path = os.path.join(sdir, "probe.lua")
-    with srv.connect() as c:
+    with srv.connect(unix=True) as c:
         c.call("item.put", *[{"id": "x%d" % i} for i in range(8)])
         write(path, strategy_returning("x0"))
         assert wait_for(c, "probe", "x0") is not None
@@ -97,7 +97,7 @@ def test_infinite_loop_and_memory_bomb_fail_that_call_only(scripted):
           'return { recommend = function(req) local t = {} '
           'for i = 1, 1e9 do t[i] = string.rep("x", 1000000) .. i end end }\n')
     write(os.path.join(sdir, "ok.lua"), strategy_returning("y1"))
-    with srv.connect() as c:
+    with srv.connect(unix=True) as c:
         c.call("item.put", {"id": "y1"})
         c.call("script.reload")
         for name, word in (("spin", "budget"), ("sneaky", "budget"), ("bomb", "memory")):
@@ -123,7 +123,7 @@ def test_pipelines_policies_attribution_and_stats(scripted):
           'return { default = "plain", pipelines = {\n'
           '  plain = { strategies = { first = 1 }, policies = {} },\n'
           '  rev = { strategies = { first = 1 }, policies = { "reverse" } } } }\n')
-    with srv.connect() as c:
+    with srv.connect(unix=True) as c:
         c.call("item.put", *[{"id": "p%d" % i} for i in range(1, 6)])
         c.call("script.reload")
         r = c.call("rec.recommend", {"user": "a", "n": 3})
@@ -159,7 +159,7 @@ def test_experiment_split_is_stable(scripted):
           'return { default = "a", pipelines = { a = { strategies = { one = 1 } },\n'
           '  b = { strategies = { two = 1 } } },\n'
           '  experiment = { name = "ab", arms = { a = 0.5, b = 0.5 } } }\n')
-    with srv.connect() as c:
+    with srv.connect(unix=True) as c:
         c.call("item.put", {"id": "e1"}, {"id": "e2"})
         c.call("script.reload")
         arms = {}
@@ -177,7 +177,7 @@ def test_ials_trains_in_the_background_and_folds_in(scripted):
     srv, sdir, pdir = scripted
     with open(os.path.join(os.path.dirname(__file__), "..", "..", "policies", "ials.lua")) as f:
         write(os.path.join(pdir, "ials.lua"), f.read())
-    with srv.connect() as c:
+    with srv.connect(unix=True) as c:
         c.call("script.reload")
         evs = [{"user": "iu%d" % u, "item": "%s%d" % ("a" if u % 2 else "b", (u * 7 + k) % 10),
                 "type": "click"} for u in range(60) for k in range(4)]
@@ -198,3 +198,28 @@ def test_ials_trains_in_the_background_and_folds_in(scripted):
         with pytest.raises(RecdError) as ei:
             c.call("model.train", {"factors": 16})
         assert ei.value.name == "dimension_mismatch"
+
+
+def test_admin_eval_sessions_and_access(scripted, tmp_path):
+    srv, _, _ = scripted
+    with srv.connect(unix=True) as c:
+        c.call("item.put", {"id": "ea", "props": {"t": "x"}})
+        assert c.call("admin.eval", "n = 41") == []
+        assert c.call("admin.eval", "n + 1") == [42]                 # the session keeps globals
+        assert c.call("admin.eval", "rec:item_get('ea').props.t") == ["x"]
+        assert c.call("admin.eval", "1, 'two', {3}") == [1, "two", [3]]
+        assert c.call("admin.eval", "print") != []                    # a function comes back as text
+        for code, word in (("while true do end", "budget"), ("io.open('/etc/passwd')", "io"),
+                           ("error('boom')", "boom")):
+            with pytest.raises(RecdError) as ei:
+                c.call("admin.eval", code)
+            assert ei.value.name == "script_error" and word in ei.value.message
+    with srv.connect(unix=True) as c2:
+        assert c2.call("admin.eval", "n") == [None]                   # another session
+    with srv.connect() as tcp:                                        # TCP without a token
+        with pytest.raises(RecdError) as ei:
+            tcp.call("admin.eval", "1")
+        assert ei.value.name == "unauthorized"
+        with pytest.raises(RecdError) as ei:
+            tcp.call("script.reload")
+        assert ei.value.name == "unauthorized"
