@@ -900,9 +900,9 @@ static void install_rec(lua_State *L, void *ud) {
     lua_setfield(L, -2, "rec");
 }
 
+/* The Lua runtime exists even without script folders: admin.eval uses it,
+ * and recommendations fall back to the built-in pipeline. */
 static int start_scripts(server *s) {
-    if (!s->o.scripts_dir && !s->o.policies_dir)
-        return 0;
     rec_script_opts so;
     rec_script_opts_default(&so);
     so.scripts_dir = s->o.scripts_dir;

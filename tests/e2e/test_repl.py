@@ -321,3 +321,21 @@ def test_console_tty_errors(term, server):
     t.send("sys.ping\r")
     assert "pong" in t.expect("> ")
     assert t.close() == 0
+
+
+def test_console_lua_on_the_server(server, tmp_path):
+    out = console(tmp_path, server.unix, [
+        'item.put {id = "lua-a", props = {t = "x"}}',
+        "k = 20",
+        "k * 2 + 2",
+        'rec:item_get("lua-a").props.t',
+        "while true do end",
+    ])
+    assert out[0] == 1
+    assert out[1] == []
+    assert out[2] == [42]
+    assert out[3] == ["x"]
+    assert out[4]["error"]["name"] == "script_error" and "budget" in out[4]["error"]["message"]
+    # over TCP without a token: refused
+    tcp = console(tmp_path, server.tcp, ["1 + 1"])
+    assert tcp[0]["error"]["name"] == "unauthorized"
