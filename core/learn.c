@@ -14,6 +14,7 @@ struct rec_ials_job {
     rec_ials_opts o;
     rec_ials_data data;
     float *U, *V;
+    float *VtV;      /* computed by the worker too: O(items f^2) */
     uint32_t nusers, nitems;
     uint64_t pairs;
     double seconds;
@@ -110,6 +111,13 @@ int rec_ials_job_run(rec_ials_job *j) {
     double t0 = mono();
     int rc = rec_ials_train(&j->data, j->o.factors, j->o.reg, j->o.iters, j->o.seed,
                             j->U, j->V, 1);
+    if (!rc) {
+        j->VtV = malloc((size_t)j->o.factors * j->o.factors * sizeof(float));
+        if (!j->VtV)
+            rc = REC_ENOMEM;
+        else
+            rec_ials_gram(j->V, j->nitems, j->o.factors, j->VtV);
+    }
     j->seconds = mono() - t0;
     j->trained = rc == 0;
     return rc;
@@ -156,10 +164,8 @@ int rec_ials_job_install(rec_engine *e, rec_ials_job *j) {
         rec_engine_attach(e, m, models_free);
     }
     free(m->VtV);
-    m->VtV = malloc((size_t)f * f * sizeof(float));
-    if (!m->VtV)
-        return REC_ENOMEM;
-    rec_ials_gram(j->V, j->nitems, f, m->VtV);
+    m->VtV = j->VtV; /* the worker computed it */
+    j->VtV = NULL;
     m->factors = f;
     m->nitems = j->nitems;
     m->reg = j->o.reg;
@@ -173,6 +179,7 @@ void rec_ials_job_free(rec_ials_job *j) {
     rec_ials_data_free(&j->data);
     free(j->U);
     free(j->V);
+    free(j->VtV);
     free(j);
 }
 

@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <lauxlib.h>
@@ -303,7 +305,13 @@ static void shutdown_now(server *s);
 
 static void train_work(uv_work_t *req) {
     server *s = req->data;
+    /* Lower this worker thread's priority while it trains, so requests
+     * on the loop thread win the CPU when cores are few. */
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    int old = getpriority(PRIO_PROCESS, (id_t)tid);
+    setpriority(PRIO_PROCESS, (id_t)tid, 15);
     s->train_rc = rec_ials_job_run(s->training);
+    setpriority(PRIO_PROCESS, (id_t)tid, old);
 }
 
 static void train_done(uv_work_t *req, int status) {
