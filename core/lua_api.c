@@ -731,6 +731,18 @@ static void build_skip(lua_State *L, ldb *d, int t, qopts *q) {
     }
     if (t == 0)
         return;
+    /* seen_by = user: leave out every item in that user's history, in C
+     * (cheaper than an exclude list of the same ids). */
+    lua_getfield(L, t, "seen_by");
+    if (!lua_isnil(L, -1)) {
+        uint32_t u = find_idx(L, d, REC_KIND_USER, -1, 0);
+        uint32_t hn = 0;
+        const rec_hentry *h = u != REC_IDX_NONE
+                                  ? rec_graph_history(rec_engine_graph(d->e), u, &hn) : NULL;
+        for (uint32_t i = 0; i < hn; i++)
+            skip_set(q, h[i].item);
+    }
+    lua_pop(L, 1);
     lua_getfield(L, t, "exclude");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TTABLE)

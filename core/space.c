@@ -202,12 +202,45 @@ void rec_space_remove(rec_space *s, rec_kind k, uint32_t idx) {
         m->nrows--;
 }
 
+/* Few rows present among many indexes (a learned space holds only the
+ * items that saw events): visit the present rows one by one instead of
+ * scanning blocks that are mostly holes. O(nrows/64 + count * dim). */
+static int sparse_topk(const rec_space *s, const rec_matrix *m, const float *q,
+                       int cosine, const uint64_t *exclude, size_t exclude_words,
+                       size_t topk, rec_hit *out) {
+    float qn = 1.0f;
+    if (cosine) {
+        float n2 = rec_vec_norm2(q, s->dim);
+        qn = n2 > 0.0f ? 1.0f / sqrtf(n2) : 0.0f;
+    }
+    rec_topk t;
+    rec_topk_init(&t, out, topk);
+    size_t words = ((size_t)m->nrows + 63) / 64;
+    for (size_t w = 0; w < words; w++) {
+        uint64_t bits = m->present[w];
+        if (exclude && w < exclude_words)
+            bits &= ~exclude[w];
+        while (bits) {
+            uint32_t r = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(bits));
+            bits &= bits - 1;
+            float sc = rec_vec_dot(m->rows + (size_t)r * s->stride, q, s->dim);
+            if (cosine)
+                sc *= m->inv_norms[r] * qn;
+            if (sc == sc) /* NaN never ranks */
+                rec_topk_push(&t, r, sc);
+        }
+    }
+    return (int)rec_topk_finish(&t);
+}
+
 int rec_space_topk(const rec_space *s, rec_kind k, const float *q,
                    int cosine, const uint64_t *exclude, size_t exclude_words,
                    size_t topk, rec_hit *out) {
     const rec_matrix *m = &s->m[k];
     if (m->nrows == 0 || topk == 0)
         return 0;
+    if ((uint64_t)m->count * 4 < m->nrows)
+        return sparse_topk(s, m, q, cosine, exclude, exclude_words, topk, out);
     /* The skip map is absent rows OR excluded rows: O(nrows/64) words,
      * small next to the O(nrows*dim) scan. */
     size_t words = ((size_t)m->nrows + 63) / 64;

@@ -116,9 +116,9 @@ function M.recommend(req)
         end
     end
     for _, id in ipairs(req.exclude or {}) do add(id) end
-    if not req.allow_seen then
-        for _, h in ipairs(hist) do add(h.item) end
-    end
+    -- the user's history is left out by the engine (seen_by), not by a
+    -- list of ids rebuilt for every call
+    local seen_by = not req.allow_seen and req.user or nil
     local ctx_item = type(req.context) == "table" and req.context.item or nil
     if not is_id(ctx_item) then ctx_item = nil end
     local ctx_excl = excl
@@ -142,46 +142,46 @@ function M.recommend(req)
     local acc, order = {}, {}
     if ctx_item ~= nil then
         if db:space(CONTENT) and try(db.vector, db, "item", ctx_item, CONTENT) then
-            fuse(acc, order, db:similar(ctx_item, pool, {space = CONTENT, exclude = ctx_excl}),
+            fuse(acc, order, db:similar(ctx_item, pool, {space = CONTENT, exclude = ctx_excl, seen_by = seen_by}),
                  W_CONTEXT, "context")
         end
-        fuse(acc, order, try(db.neighbors, db, ctx_item, pool, {exclude = ctx_excl}),
+        fuse(acc, order, try(db.neighbors, db, ctx_item, pool, {exclude = ctx_excl, seen_by = seen_by}),
              W_CONTEXT, "context")
     end
 
     if positives == 0 then
         -- cold start: what everybody engages with, now
         if db:counter("popularity") then
-            fuse(acc, order, db:counter_top("popularity", pool, {exclude = ctx_excl, ts = now}),
+            fuse(acc, order, db:counter_top("popularity", pool, {exclude = ctx_excl, seen_by = seen_by, ts = now}),
                  W_COLD_POP, "popular")
         end
         if db:counter("trend_short") then
-            fuse(acc, order, db:counter_top("trend_short", pool, {exclude = ctx_excl, ts = now}),
+            fuse(acc, order, db:counter_top("trend_short", pool, {exclude = ctx_excl, seen_by = seen_by, ts = now}),
                  W_COLD_TREND, "trending")
         end
     else
         for i, item in ipairs(recent) do
-            fuse(acc, order, try(db.neighbors, db, item, pool, {exclude = ctx_excl}),
+            fuse(acc, order, try(db.neighbors, db, item, pool, {exclude = ctx_excl, seen_by = seen_by}),
                  W_COOC / i, "cooc")
         end
         if db:space(CONTENT) then
             local q = content_profile(db, hist)
             if q then
-                fuse(acc, order, db:topk(CONTENT, q, pool, {exclude = ctx_excl}), W_CONTENT, "content")
+                fuse(acc, order, db:topk(CONTENT, q, pool, {exclude = ctx_excl, seen_by = seen_by}), W_CONTENT, "content")
             end
         end
         if db:space(MF) then
             fuse(acc, order, try(db.recommend_vec, db, req.user, pool,
-                                 {exclude = ctx_excl, exclude_seen = not req.allow_seen}),
+                                 {exclude = ctx_excl, seen_by = seen_by, exclude_seen = not req.allow_seen}),
                  W_MF * math.min(1.0, positives / MF_CONFIDENT), "mf")
         end
         if W_WALK > 0 then
-            local wopts = {k = pool, steps = WALK_STEPS, exclude = ctx_excl}
+            local wopts = {k = pool, steps = WALK_STEPS, exclude = ctx_excl, seen_by = seen_by}
             local seeds = req.allow_seen and recent or {user = req.user}
             fuse(acc, order, try(db.walk, db, seeds, wopts), W_WALK, "walk")
         end
         if db:counter("popularity") then
-            fuse(acc, order, db:counter_top("popularity", pool, {exclude = ctx_excl, ts = now}),
+            fuse(acc, order, db:counter_top("popularity", pool, {exclude = ctx_excl, seen_by = seen_by, ts = now}),
                  W_POP, "popular")
         end
     end
