@@ -168,7 +168,7 @@ static int id_key(call_ctx *c, const msgpack_object *o, char *key,
     if (o->type == MSGPACK_OBJECT_STR) {
         int n = rec_id_str(key, o->via.str.ptr, o->via.str.size);
         if (n == REC_EINVAL)
-            return fail(c, REC_EINVAL, "%s must not be empty", what);
+            return fail(c, REC_EINVAL, "%s must be a non-empty string of valid UTF-8", what);
         if (n < 0)
             return fail(c, REC_ETOOLARGE, "%s is longer than %d bytes", what,
                         REC_ID_MAX - 1);

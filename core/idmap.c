@@ -26,8 +26,31 @@ static uint64_t hash_key(const char *k, size_t n) {
     return h;
 }
 
+/* Well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF)? */
+static int utf8_ok(const unsigned char *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+        if (!len || c > 0xf4 || i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++)
+            if ((p[i + k] & 0xc0) != 0x80)
+                return 0;
+        if ((c == 0xe0 && p[i + 1] < 0xa0) || (c == 0xed && p[i + 1] >= 0xa0) ||
+            (c == 0xf0 && p[i + 1] < 0x90) || (c == 0xf4 && p[i + 1] >= 0x90))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
 int rec_id_str(char *out, const char *s, size_t len) {
-    if (len == 0)
+    if (len == 0 || !utf8_ok((const unsigned char *)s, len))
         return REC_EINVAL;
     if (len > REC_ID_MAX - 1)
         return REC_ETOOLARGE;

@@ -29,7 +29,8 @@ typedef struct rec_idmap {
 } rec_idmap;
 
 /* Encode a string id into out (REC_ID_MAX bytes). Returns the key length, or
- * REC_EINVAL for an empty id, REC_ETOOLARGE when longer than REC_ID_MAX-1. */
+ * REC_EINVAL for an empty id or one that is not valid UTF-8, REC_ETOOLARGE
+ * when longer than REC_ID_MAX-1. */
 int rec_id_str(char *out, const char *s, size_t len);
 /* Encode an integer id into out (9 bytes). Returns 9. */
 int rec_id_int(char *out, int64_t v);

@@ -111,7 +111,7 @@ static size_t check_id(lua_State *L, int idx, char *key, const char *what) {
         const char *s = lua_tolstring(L, idx, &n);
         rc = rec_id_str(key, s, n);
         if (rc == REC_EINVAL)
-            rec_lua_error(L, rc, "%s id must not be empty", what);
+            rec_lua_error(L, rc, "%s id must be a non-empty string of valid UTF-8", what);
         if (rc < 0)
             rec_lua_error(L, rc, "%s id longer than %d bytes", what,
                           REC_ID_MAX - 1);

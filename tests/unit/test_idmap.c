@@ -112,11 +112,11 @@ static void test_decode_round_trip(void **state) {
                      (long long)v[i]);
     }
 
-    /* Strings, including embedded NUL and high bytes. */
-    const char raw[] = {'a', 0, (char)0xff, 'z'};
+    /* Strings, including an embedded NUL and a multi-byte character. */
+    const char raw[] = {'a', 0, (char)0xc3, (char)0xa9, 'z'};
     char k[REC_ID_MAX];
     int kl = rec_id_str(k, raw, sizeof raw);
-    assert_int_equal(kl, 5);
+    assert_int_equal(kl, 6);
     int is_int = -1;
     int64_t iv = 0;
     const char *s = NULL;
@@ -380,8 +380,26 @@ static void test_close_empty_and_reuse(void **state) {
     assert_int_equal(rec_idmap_find(&m, k, str_key(k, 1)), REC_IDX_NONE);
 }
 
+/* String ids are UTF-8: malformed sequences, overlongs, surrogates and
+ * code points past U+10FFFF are refused; every valid form is kept. */
+static void test_id_utf8(void **state) {
+    (void)state;
+    char out[REC_ID_MAX];
+    static const char *const good[] = {"plain", "caf\xc3\xa9", "\xe2\x82\xac",
+                                       "\xf0\x9f\x8e\xac", "\xf4\x8f\xbf\xbf", NULL};
+    static const char *const bad[] = {"\xff", "\xc3", "\xc0\xaf", "\xe0\x80\xaf",
+                                      "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                                      "ok\x80", "\xe2\x82", NULL};
+    for (int i = 0; good[i]; i++)
+        assert_int_equal(rec_id_str(out, good[i], strlen(good[i])),
+                         (int)strlen(good[i]) + 1);
+    for (int i = 0; bad[i]; i++)
+        assert_int_equal(rec_id_str(out, bad[i], strlen(bad[i])), REC_EINVAL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_id_utf8),
         cmocka_unit_test(test_str_and_int_distinct),
         cmocka_unit_test(test_int_keys_sort_by_value),
         cmocka_unit_test(test_decode_round_trip),
