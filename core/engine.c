@@ -272,7 +272,9 @@ static int load_vectors(void *ud, rec_val k, rec_val v) {
         row = tmp;
     }
     int rc = rec_space_set(s, (rec_kind)p[2], idx, row, REC_SET_CLEAN);
-    return rc == REC_ENONFINITE ? REC_ECORRUPT : rc;
+    /* A non-finite row (written by an older version whose learning
+     * diverged) is dropped: learning recreates it. */
+    return rc == REC_ENONFINITE ? 0 : rc;
 }
 
 static int load_counters(void *ud, rec_val k, rec_val v) {
@@ -348,18 +350,27 @@ static int state_load(rec_engine *e) {
         return fail(e, rc, "%s", rec_store_errmsg(e->store));
     load_ctx ci = {e, REC_KIND_ITEM}, cu = {e, REC_KIND_USER};
     size_t nev = 0;
-    if (!(rc = rec_rtxn_scan(t, REC_DB_META, NULL, 0, 0, load_meta, e)) &&
-        !(rc = rec_rtxn_scan(t, REC_DB_ITEM_KEYS, NULL, 0, 0, load_ids, &ci)) &&
-        !(rc = rec_rtxn_scan(t, REC_DB_USER_KEYS, NULL, 0, 0, load_ids, &cu)) &&
-        !(rc = rec_rtxn_scan(t, REC_DB_ITEMS, NULL, 0, 0, load_items, e)) &&
-        !(rc = rec_rtxn_scan(t, REC_DB_VECTORS, NULL, 0, 0, load_vectors, e)) &&
-        !(rc = rec_rtxn_scan(t, REC_DB_COUNTERS, NULL, 0, 0, load_counters, e)) &&
-        !(rc = rec_rtxn_scan(t, REC_DB_EVENTS, NULL, 0, 0, load_event, e)))
+    static const struct {
+        rec_dbi db;
+        rec_scan_cb cb;
+    } steps[] = {
+        {REC_DB_META, load_meta},         {REC_DB_ITEM_KEYS, load_ids},
+        {REC_DB_USER_KEYS, load_ids},     {REC_DB_ITEMS, load_items},
+        {REC_DB_VECTORS, load_vectors},   {REC_DB_COUNTERS, load_counters},
+        {REC_DB_EVENTS, load_event},
+    };
+    size_t step = 0;
+    for (; step < sizeof steps / sizeof *steps && !rc; step++) {
+        void *ud = steps[step].db == REC_DB_ITEM_KEYS ? (void *)&ci
+                 : steps[step].db == REC_DB_USER_KEYS ? (void *)&cu : (void *)e;
+        rc = rec_rtxn_scan(t, steps[step].db, NULL, 0, 0, steps[step].cb, ud);
+    }
+    if (!rc)
         rc = rec_rtxn_count(t, REC_DB_EVENTS, &nev);
     rec_store_read_end(t);
     if (rc)
-        return fail(e, rc, "loading the data folder failed: %s",
-                    rec_strerror(rc));
+        return fail(e, rc, "loading the data folder failed in database '%s': %s",
+                    rec_store_db_name(steps[step ? step - 1 : 0].db), rec_strerror(rc));
     e->nevents = nev;
     e->last_checkpoint = rec_now();
     /* Deleted items leave holes in the index range: hide them. */

@@ -57,6 +57,7 @@ void rec_mf_opts_default(rec_mf_opts *o) {
     o->reg = 0.01f;
     o->negatives = 4;
     o->init_scale = 0.1f;
+    o->max_norm = 5.0f;
 }
 
 void rec_mf_init_vector(rec_rng *r, const rec_mf_opts *o, float *v,
@@ -69,6 +70,15 @@ void rec_mf_init_vector(rec_rng *r, const rec_mf_opts *o, float *v,
 /* Largest dimension handled with stack scratch; spaces are capped at
  * REC_DIM_MAX so this always holds. */
 #define MF_SCRATCH REC_DIM_MAX
+
+/* Scale v back to norm max when it is longer (max <= 0: no limit). */
+static void clip_norm(float *v, uint32_t d, float max) {
+    if (!(max > 0.0f))
+        return;
+    float n2 = rec_vec_norm2(v, d);
+    if (n2 > max * max)
+        rec_vec_scale(max / sqrtf(n2), v, d);
+}
 
 float rec_mf_step(rec_space *s, uint32_t user, uint32_t pos, float w,
                   const uint32_t *negs, size_t nnegs, const rec_mf_opts *o) {
@@ -91,8 +101,10 @@ float rec_mf_step(rec_space *s, uint32_t user, uint32_t pos, float w,
             continue;
         /* x = u.(p - n); d/dx ln sigmoid(x) = sigmoid(-x) */
         float x = rec_vec_dot(u0, p, d) - rec_vec_dot(u0, n, d);
+        if (!isfinite(x))
+            continue;
         float g = 1.0f / (1.0f + expf(x));
-        loss += log1pf(expf(-x));
+        loss += x > 30.0f ? expf(-x) : x < -30.0f ? -x : log1pf(expf(-x));
         /* gu += g (p - n) with the old p and n, then
          * p = (1 - lr reg) p + lr g u0,  n = (1 - lr reg) n - lr g u0. */
         rec_vec_axpy(g, p, gu, d);
@@ -101,6 +113,7 @@ float rec_mf_step(rec_space *s, uint32_t user, uint32_t pos, float w,
         rec_vec_axpy(lr * g, u0, p, d);
         rec_vec_scale(1.0f - lr * reg, n, d);
         rec_vec_axpy(-lr * g, u0, n, d);
+        clip_norm(n, d, o->max_norm);
         rec_space_touch(s, REC_KIND_ITEM, negs[k]);
         used++;
     }
@@ -109,6 +122,8 @@ float rec_mf_step(rec_space *s, uint32_t user, uint32_t pos, float w,
     /* u = (1 - lr reg used) u0 + lr gu */
     rec_vec_scale(1.0f - lr * reg * (float)used, u, d);
     rec_vec_axpy(lr, gu, u, d);
+    clip_norm(u, d, o->max_norm);
+    clip_norm(p, d, o->max_norm);
     rec_space_touch(s, REC_KIND_USER, user);
     rec_space_touch(s, REC_KIND_ITEM, pos);
     return loss / (float)used;

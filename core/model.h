@@ -30,6 +30,8 @@ typedef struct rec_mf_opts {
     float reg;        /* L2 regularisation; default 0.01 */
     uint32_t negatives; /* sampled negatives per step; default 4 */
     float init_scale; /* new vectors ~ U(-s, s) / sqrt(dim); default 0.1 */
+    float max_norm;   /* rows are scaled back to this norm after a step, so
+                         coupled user/item growth cannot diverge; default 5 */
 } rec_mf_opts;
 
 void rec_mf_opts_default(rec_mf_opts *o);

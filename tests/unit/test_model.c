@@ -573,8 +573,35 @@ static void test_counter_dirty_remove_load(void **state) {
     rec_counter_free(c);
 }
 
+/* Heavy weights and a large learning rate: coupled user/item growth must
+ * not diverge; every row stays finite and within max_norm. */
+static void test_mf_step_stays_bounded(void **state) {
+    (void)state;
+    rec_mf_opts o;
+    rec_mf_opts_default(&o);
+    o.lr = 0.5f;
+    rec_space *s = random_space(16, 10, 40, 11, &o);
+    rec_rng r;
+    rec_rng_seed(&r, 5);
+    for (int step = 0; step < 20000; step++) {
+        uint32_t u = rec_rng_below(&r, 10), p = rec_rng_below(&r, 5);
+        uint32_t negs[4];
+        for (int k = 0; k < 4; k++)
+            negs[k] = 5 + rec_rng_below(&r, 35);
+        rec_mf_step(s, u, p, 8.0f, negs, 4, &o);
+    }
+    for (int k = 0; k < 2; k++)
+        for (uint32_t i = 0; i < (k ? 10u : 40u); i++) {
+            const float *v = rec_space_get(s, (rec_kind)k, i);
+            assert_true(rec_vec_all_finite(v, 16));
+            assert_true(rec_vec_norm2(v, 16) <= o.max_norm * o.max_norm * 1.001f);
+        }
+    rec_space_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mf_step_stays_bounded),
         cmocka_unit_test(test_rng_reproducible),
         cmocka_unit_test(test_rng_below),
         cmocka_unit_test(test_rng_unit),
