@@ -34,7 +34,8 @@ static void usage(FILE *f) {
             "  recd serve [--data DIR] [--listen HOST:PORT] [--unix PATH]\n"
             "             [--config FILE] [--auth-token FILE] [--insecure]\n"
             "             [--max-message BYTES] [--max-connections N]\n"
-            "             [--map-max BYTES] [--log-level debug|info|warn|error]\n"
+            "             [--map-max BYTES] [--write-timeout SECONDS]\n"
+            "             [--log-level debug|info|warn|error]\n"
             "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"
             "             [--init FILE]   (a Lua file run with the engine as `db`)\n"
             "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
@@ -151,6 +152,14 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
         c->o.engine.store.map_max = n;
         if (c->o.engine.store.map_size > n)
             c->o.engine.store.map_size = n;
+    } else if (!strcmp(name, "write-timeout") || !strcmp(name, "write_timeout")) {
+        char *end;
+        double t = strtod(val, &end);
+        if (*end || !(t >= 0.1 && t <= 86400)) {
+            fprintf(stderr, "recd: --write-timeout must be 0.1..86400 seconds\n");
+            return -1;
+        }
+        c->o.write_timeout = t;
     } else if (!strcmp(name, "log-level") || !strcmp(name, "log_level")) {
         int l = rec_log_parse(val);
         if (l < 0) {

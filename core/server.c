@@ -60,6 +60,9 @@ struct conn {
     reply *head, *tail;
     uint32_t nreplies;
     size_t out_bytes;   /* handed to uv_write, not yet written */
+    size_t queued_bytes; /* answers built, not yet handed to uv_write */
+    double write_progress; /* mono_us() of the last write completed or
+                              started while output was pending */
     rec_session sess;
     msgpack_unpacked up;
     int reading;
@@ -134,6 +137,7 @@ static int enqueue(conn *c, const rec_buf *b, uint32_t msgid, int method,
     r->t0 = t0;
     r->len = b->len;
     memcpy(r->data, b->data, b->len);
+    c->queued_bytes += b->len;
     if (c->tail)
         c->tail->next = r;
     else
@@ -147,6 +151,7 @@ static void on_write(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
     conn *c = w->c;
     c->out_bytes -= w->len;
+    c->write_progress = mono_us();
     free(w);
     if (status < 0) {
         if (status != UV_ECANCELED)
@@ -199,10 +204,13 @@ static void flush(conn *c) {
         if (!c->head)
             c->tail = NULL;
         c->nreplies--;
+        c->queued_bytes -= r->len;
         free(r);
     }
     w->c = c;
     w->len = total;
+    if (c->out_bytes == 0)
+        c->write_progress = mono_us();
     c->out_bytes += total;
     uv_buf_t buf = uv_buf_init(w->data, (unsigned)total);
     int rc = uv_write(&w->req, &c->h.stream, &buf, 1, on_write);
@@ -245,6 +253,7 @@ static void fail_writes(server *s, int code, const char *msg) {
                     *nr = *r;
                     nr->gen = 0;
                     nr->write = 0;
+                    c->queued_bytes = c->queued_bytes - r->len + b.len;
                     nr->len = b.len;
                     memcpy(nr->data, b.data, b.len);
                     *pp = nr;
@@ -302,6 +311,8 @@ static void commit_done(uv_work_t *req, int status) {
 }
 
 static void shutdown_now(server *s);
+
+static void on_handle_closed(uv_handle_t *h);
 
 static void train_work(uv_work_t *req) {
     server *s = req->data;
@@ -386,6 +397,22 @@ static int start_training(void *ud, const msgpack_object *opts, char *err,
  * retrained every train_every seconds if events came in meanwhile. */
 static void on_tick(uv_timer_t *t) {
     server *s = t->data;
+    /* A client that leaves its answers unread for write_timeout is not
+     * coming back (when stopping, one second is enough). */
+    double now_us = mono_us();
+    double limit = s->closed ? 1e6 : s->o.write_timeout * 1e6;
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->out_bytes > 0 && !c->closing && now_us - c->write_progress > limit) {
+            REC_WARN("%s: no answer read for %.0f s; closing", c->peer, limit / 1e6);
+            conn_close(c);
+        }
+    }
+    if (s->closed) {
+        if (!s->conns && !uv_is_closing((uv_handle_t *)&s->tick))
+            uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+        return;
+    }
     if (s->o.train_every <= 0 || s->training || s->stopping || !s->rt ||
         !rec_script_has(s->rt, REC_SCRIPT_POLICY, "ials", "on_event"))
         return;
@@ -580,8 +607,11 @@ static void process(conn *c) {
     server *s = c->srv;
     for (;;) {
         int progressed = 0;
+        /* Answers built but not yet written count too: a burst of large
+         * answers stops being processed at the pause mark, not after. */
         while (!c->closing && !c->close_after && !c->blocked &&
-               c->nreplies < s->o.max_pending && c->out_bytes < s->o.out_pause) {
+               c->nreplies < s->o.max_pending &&
+               c->out_bytes + c->queued_bytes < s->o.out_pause) {
             size_t avail = c->rbuf.len - c->rpos;
             if (avail == 0)
                 break;
@@ -620,7 +650,7 @@ static void process(conn *c) {
             break;
     }
     if (!c->closing && !c->blocked && c->nreplies < s->o.max_pending &&
-        c->out_bytes < s->o.out_pause)
+        c->out_bytes + c->queued_bytes < s->o.out_pause)
         start_reading(c);
     else
         stop_reading(c);
@@ -772,7 +802,12 @@ static void shutdown_now(server *s) {
     if (s->rt)
         rec_script_unwatch(s->rt);
     uv_close((uv_handle_t *)&s->check, on_handle_closed);
-    uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+    /* The tick stays until every connection is gone: it closes those
+     * whose answers are never read. */
+    if (!s->conns)
+        uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+    else
+        uv_ref((uv_handle_t *)&s->tick);
     uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
 }
@@ -948,6 +983,7 @@ void rec_server_opts_default(rec_server_opts *o) {
     o->max_pending = 1024;
     o->out_pause = 4u << 20;
     o->out_max = 16u << 20;
+    o->write_timeout = 30.0;
     rec_engine_opts_default(&o->engine);
     o->engine.checkpoint_interval = 10.0;
     o->train_every = 300.0;

@@ -32,6 +32,8 @@ typedef struct rec_server_opts {
     uint32_t max_pending;      /* answers waiting per connection; 1024 */
     size_t out_pause;          /* stop reading above this much unread output */
     size_t out_max;            /* close a connection above this; 16 MiB */
+    double write_timeout;      /* close a client that reads none of its
+                                  answers for this long; 30 s */
     rec_engine_opts engine;    /* checkpoint_interval defaults to 10 s */
     /* Called once the engine is open, before listening (loads initial
      * data); a nonzero return stops the server. May be NULL. */
