@@ -602,6 +602,23 @@ static int get_common(call_ctx *c, rec_kind kind) {
 static int m_item_get(call_ctx *c) { return get_common(c, REC_KIND_ITEM); }
 static int m_user_get(call_ctx *c) { return get_common(c, REC_KIND_USER); }
 
+/* Every loaded policy's on_forget(user), in name order; failures are
+ * logged (the deletion goes on). */
+static void policies_forget(rec_dispatch *d, const char *key, size_t kl) {
+    lua_State *L = rec_script_lua(d->rt);
+    rec_script_info in;
+    for (size_t i = 0; i < rec_script_count(d->rt); i++) {
+        if (rec_script_info_at(d->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
+            !in.loaded || !rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "on_forget"))
+            continue;
+        rec_lua_push_id(L, key, kl);
+        char err[512];
+        if (rec_script_call(d->rt, REC_SCRIPT_POLICY, in.name, "on_forget", 1, 0, err,
+                            sizeof err))
+            REC_WARN("on_forget: %s", err);
+    }
+}
+
 static int delete_common(call_ctx *c, rec_kind kind) {
     uint32_t n = c->params->via.array.size;
     if (n == 0)
@@ -619,6 +636,11 @@ static int delete_common(call_ctx *c, rec_kind kind) {
     uint32_t deleted = 0;
     for (uint32_t i = 0; i < n; i++) {
         int kl = id_key(c, param(c, i), key, "id");
+        /* Policies forget what they keep about the user first (their kv
+         * writes commit with the deletion). */
+        if (kind == REC_KIND_USER && c->d->rt &&
+            rec_engine_lookup(c->e, kind, key, (size_t)kl) != REC_IDX_NONE)
+            policies_forget(c->d, key, (size_t)kl);
         int rc = rec_engine_delete(c->e, kind, key, (size_t)kl);
         if (rc == REC_ENOTFOUND)
             continue;
@@ -649,7 +671,9 @@ static int feedback(rec_engine *e, uint32_t user, uint32_t item, float w,
         return rc;
     if (!mf && (rc = rec_engine_space_ensure(e, MF_SPACE, MF_DIM, &mf)))
         return rc;
-    return rec_engine_mf_update(e, mf, user, item, w, NULL, NULL);
+    /* A purchase (8) should not step eight times as far as a view. */
+    float step = w > 1.0f ? 1.0f + logf(w) : w;
+    return rec_engine_mf_update(e, mf, user, item, step < 4.0f ? step : 4.0f, NULL, NULL);
 }
 
 /* Do loaded policies handle events? Then they replace the built-in
@@ -1038,6 +1062,8 @@ static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
     if (!rec_store_read_only(rec_engine_store(c->e)) &&
         (rc = rec_engine_rec_put(c->e, rid, user, b->data, b->len)))
         return engine_fail(c, rc);
+    if (strcmp(pipeline, "builtin") == 0)
+        metric_add(metric_get(c->d, "pipeline", pipeline), (double)n, 0, 0, rec_now());
     return 0;
 }
 
@@ -1112,6 +1138,18 @@ static void refresh_config(rec_dispatch *d) {
     else
         REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines,
                  mt < 0 ? "the built-in default" : d->cfg_path);
+    /* A name that matches no loaded script is most likely a typo. */
+    for (int i = 0; mt >= 0 && i < d->cfg.npipelines; i++) {
+        const rec_pl_pipeline *p = &d->cfg.pipelines[i];
+        for (int k = 0; k < p->nstrategies; k++)
+            if (!rec_script_has(d->rt, REC_SCRIPT_STRATEGY, p->strategies[k].name, "recommend"))
+                REC_WARN("pipeline '%s': no strategy '%s' is loaded", p->name,
+                         p->strategies[k].name);
+        for (int k = 0; k < p->npolicies; k++)
+            if (!rec_script_has(d->rt, REC_SCRIPT_POLICY, p->policies[k], "rerank"))
+                REC_WARN("pipeline '%s': no policy '%s' with rerank is loaded", p->name,
+                         p->policies[k]);
+    }
 }
 
 static int skip_seen_of(rec_engine *e, uint32_t user, uint64_t *skip) {

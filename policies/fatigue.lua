@@ -119,4 +119,9 @@ function M.on_event(ev)
     store(rec, ev.user, list)
 end
 
+-- user.delete: forget what this policy keeps about the user.
+function M.on_forget(user)
+    rec:kv_delete(key(user))
+end
+
 return M

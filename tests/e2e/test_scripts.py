@@ -223,3 +223,35 @@ def test_admin_eval_sessions_and_access(scripted, tmp_path):
         with pytest.raises(RecdError) as ei:
             tcp.call("script.reload")
         assert ei.value.name == "unauthorized"
+
+
+def test_user_delete_lets_policies_forget(scripted):
+    srv, sdir, pdir = scripted
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    with open(os.path.join(root, "policies", "fatigue.lua")) as f:
+        write(os.path.join(pdir, "fatigue.lua"), f.read())
+    write(os.path.join(sdir, "all.lua"),
+          'return { recommend = function(req) local out = {} '
+          'for i = 1, 5 do out[i] = { id = "f" .. i, score = 10 - i } end return out end }\n')
+    write(os.path.join(sdir, "pipelines.lua"),
+          'return { default = "p", pipelines = { p = { strategies = { all = 1 }, '
+          'policies = { "fatigue" } } } }\n')
+    with srv.connect(unix=True) as c:
+        c.call("item.put", *[{"id": "f%d" % i} for i in range(1, 6)])
+        c.call("script.reload")
+        c.call("event.add", {"user": "fu", "item": "f5", "type": "view"})
+        for _ in range(3):
+            c.call("rec.recommend", {"user": "fu", "n": 3})
+        assert c.call("admin.eval", 'rec:kv_get("fatigue:s:fu") ~= nil') == [True]
+        assert c.call("user.delete", "fu") == 1
+        assert c.call("admin.eval", 'rec:kv_get("fatigue:s:fu")') == [None]
+
+
+def test_builtin_pipeline_counts_impressions(server):
+    with server.connect() as c:
+        c.call("item.put", *[{"id": "bi%d" % i} for i in range(4)])
+        c.call("event.add", {"user": "bo", "item": "bi0", "type": "click"})
+        before = c.call("stats.get")["pipelines"].get("builtin", {"total": {"impressions": 0}})
+        r = c.call("rec.recommend", {"user": "bu-new", "n": 2})
+        after = c.call("stats.get")["pipelines"]["builtin"]["total"]
+        assert after["impressions"] == before["total"]["impressions"] + len(r["items"])
