@@ -4,6 +4,7 @@
 #   make test            every suite under ASan+UBSan (build/san)
 #   make test SANITIZE=  the same suites without sanitizers
 #   make bench           benchmarks on the optimised build
+#   make fuzz            libFuzzer targets, 60 s each (tests/fuzz/run.sh)
 #   make run             serve ./data (demo data loaded on first run)
 #
 # Missing Debian packages are installed (as root) or named with the exact
@@ -12,7 +13,7 @@
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
             libmsgpack-dev liblmdb-dev lmdb-utils libcmocka-dev \
             python3 python3-msgpack python3-pytest redis-server redis-tools \
-            libreadline-dev
+            libreadline-dev clang libclang-rt-14-dev
 
 CC       ?= cc
 OPT      ?= -O2
@@ -54,7 +55,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps test test-unit test-lua bench run clean install
+.PHONY: all deps test test-unit test-lua bench fuzz run clean install
 .DEFAULT_GOAL := all
 
 all: $(DEPS_STAMP) recd $(LUAMOD)
@@ -111,6 +112,10 @@ bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
 	@sh tests/bench/server_bench.sh $(BIN)
 	@echo "== default pipeline at 100k items"
 	@/usr/bin/python3 tests/bench/pipeline_bench.py $(BIN)
+
+# clang + libFuzzer builds of the msgpack harnesses, into build/fuzz.
+fuzz: $(DEPS_STAMP)
+	@sh tests/fuzz/run.sh 60
 
 run: all
 	./recd serve --data ./data --init examples/demo_data.lua

@@ -58,5 +58,20 @@ if [ $rc -ne 0 ] && [ "$f" = 0 ]; then f=1; fi
 echo "  tests/e2e: $p passed, $f failed"
 add "$p" "$f"
 
+echo "== fuzz"
+# libFuzzer targets (clang builds of their own, in build/fuzz), each run for
+# RECD_FUZZ_SECONDS on a copy of its corpus.
+timeout $((${RECD_FUZZ_SECONDS:-60} * 2 + 600)) \
+    sh tests/fuzz/run.sh "${RECD_FUZZ_SECONDS:-60}" >"$log" 2>&1
+rc=$?
+p=$(sed -n 's/^RESULT passed=\([0-9]*\) failed=\([0-9]*\)$/\1/p' "$log" | tail -1)
+f=$(sed -n 's/^RESULT passed=\([0-9]*\) failed=\([0-9]*\)$/\2/p' "$log" | tail -1)
+p=${p:-0}; f=${f:-0}
+if [ $rc -ne 0 ] && [ "$f" = 0 ]; then f=1; fi
+[ "$f" != 0 ] && tail -60 "$log"
+grep '^  fuzz_' "$log"
+echo "  tests/fuzz: $p passed, $f failed"
+add "$p" "$f"
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]
