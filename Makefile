@@ -13,7 +13,7 @@
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
             libmsgpack-dev liblmdb-dev lmdb-utils libcmocka-dev \
             python3 python3-msgpack python3-pytest redis-server redis-tools \
-            libreadline-dev clang libclang-rt-14-dev
+            libreadline-dev valgrind clang libclang-rt-14-dev
 
 CC       ?= cc
 OPT      ?= -O2
@@ -102,6 +102,7 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIB) | $(DEPS_STAMP)
 TEST_SANITIZE ?= address,undefined
 test: $(DEPS_STAMP)
 	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) build-tests
+	@$(MAKE) --no-print-directory SANITIZE= $(UNIT_SRC:tests/unit/%.c=build/rel/tests/%)
 	@sh tests/run.sh build/$(if $(TEST_SANITIZE),san,rel) $(TEST_SANITIZE)
 
 build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN)

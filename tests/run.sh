@@ -73,5 +73,28 @@ grep '^  fuzz_' "$log"
 echo "  tests/fuzz: $p passed, $f failed"
 add "$p" "$f"
 
+echo "== valgrind"
+# The unit tests of the plain build, once more under valgrind's memcheck
+# (it has no AVX-512: the kernels fall back to AVX2 there).
+if command -v valgrind >/dev/null 2>&1; then
+    for t in build/rel/tests/test_*; do
+        case "$t" in *.d) continue ;; esac
+        [ -x "$t" ] || continue
+        ASAN_OPTIONS= timeout 600 valgrind -q --error-exitcode=99 --leak-check=full \
+            --errors-for-leak-kinds=definite "$t" >"$log" 2>&1
+        if [ $? -eq 0 ]; then
+            add 1 0
+            echo "  $(basename "$t"): clean"
+        else
+            add 0 1
+            tail -30 "$log"
+            echo "  $(basename "$t"): FAILED under valgrind"
+        fi
+    done
+else
+    echo "  valgrind is not installed"
+    add 0 1
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]
