@@ -111,8 +111,11 @@ class Writer(threading.Thread):
                     "context": {"eid": "%s-%d" % (key, k)}}
                    for k, it in enumerate(items)]
             return Batch("ev", key, evs)
+        # each item also carries a vector: after a restart the space must
+        # hold exactly what was acknowledged (float32 values round-trip)
         items = [{"id": "cl-i-%s-%d" % (key, k),
-                  "props": {"batch": key, "k": k, "pad": "p" * rng.randint(1, 3000)}}
+                  "props": {"batch": key, "k": k, "pad": "p" * rng.randint(1, 3000)},
+                  "vectors": {"content": [float(rng.randint(-1000, 1000)) / 8 for _ in range(8)]}}
                  for k in range(rng.randint(1, 8))]
         return Batch("it", key, items)
 
@@ -182,6 +185,8 @@ def probe_batches(c, batches):
             for it, got in zip(b.payload, res[lo:hi]):
                 if got is not None:
                     assert got["props"] == it["props"], "item %s props differ" % it["id"]
+                    assert got["vectors"].get("content") == it["vectors"]["content"], \
+                        "item %s: its vector differs from what was acknowledged" % it["id"]
                     n += 1
             out.append(n)
     return out
