@@ -1322,18 +1322,31 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     return rc ? engine_fail(c, rc) : 0;
 }
 
-static int m_recommend(call_ctx *c) {
-    const msgpack_object *o = param(c, 0);
-    if (!o || o->type != MSGPACK_OBJECT_MAP)
-        return fail(c, REC_EINVAL, "params[0] must be a map {user, n?, exclude?, ...}");
-    char key[REC_ID_MAX];
-    int kl = id_key(c, field(o, "user"), key, "params[0].user");
+/* The shared head of rec.recommend and rec.similar: params[0] is a map
+ * whose field `who` is an id (encoded into key, its length returned) and
+ * whose n is 1..MAX_N. Returns the length, or a negative error. */
+static int rec_request(call_ctx *c, const char *who, const char *shape,
+                       const msgpack_object **o, char *key, uint32_t *n) {
+    *o = param(c, 0);
+    if (!*o || (*o)->type != MSGPACK_OBJECT_MAP)
+        return fail(c, REC_EINVAL, "params[0] must be a map %s", shape);
+    char what[32];
+    snprintf(what, sizeof what, "params[0].%s", who);
+    int kl = id_key(c, field(*o, who), key, what);
     if (kl < 0)
         return kl;
+    int rc = parse_n(c, *o, n);
+    return rc ? rc : kl;
+}
+
+static int m_recommend(call_ctx *c) {
+    const msgpack_object *o;
+    char key[REC_ID_MAX];
     uint32_t n;
-    int rc = parse_n(c, o, &n);
-    if (rc)
-        return rc;
+    int kl = rec_request(c, "user", "{user, n?, exclude?, ...}", &o, key, &n);
+    if (kl < 0)
+        return kl;
+    int rc;
     const msgpack_object *pl = field(o, "pipeline");
     const msgpack_object *so = field(o, "strategy");
     if ((pl && pl->type != MSGPACK_OBJECT_STR) || (so && so->type != MSGPACK_OBJECT_STR))
@@ -1423,17 +1436,13 @@ static int m_recommend(call_ctx *c) {
 }
 
 static int m_similar(call_ctx *c) {
-    const msgpack_object *o = param(c, 0);
-    if (!o || o->type != MSGPACK_OBJECT_MAP)
-        return fail(c, REC_EINVAL, "params[0] must be a map {item, n?, space?}");
+    const msgpack_object *o;
     char key[REC_ID_MAX];
-    int kl = id_key(c, field(o, "item"), key, "params[0].item");
+    uint32_t n;
+    int kl = rec_request(c, "item", "{item, n?, space?}", &o, key, &n);
     if (kl < 0)
         return kl;
-    uint32_t n;
-    int rc = parse_n(c, o, &n);
-    if (rc)
-        return rc;
+    int rc;
     uint32_t idx = rec_engine_lookup(c->e, REC_KIND_ITEM, key, (size_t)kl);
     if (idx == REC_IDX_NONE)
         return fail(c, REC_ENOTFOUND, "unknown item");
