@@ -1,6 +1,6 @@
 # recd - build, test, run, bench.
 #
-#   make                 library, `recd` binary, Lua module (build/rel)
+#   make                 library, `recd` binary, Lua module, examples/c (build/rel)
 #   make test            every suite under ASan+UBSan (build/san)
 #   make test SANITIZE=  the same suites without sanitizers
 #   make bench           benchmarks on the optimised build
@@ -55,10 +55,10 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps test test-unit test-lua bench fuzz run clean install
+.PHONY: all deps test test-unit test-lua bench fuzz run clean install examples
 .DEFAULT_GOAL := all
 
-all: $(DEPS_STAMP) recd $(LUAMOD)
+all: $(DEPS_STAMP) recd $(LUAMOD) examples
 
 # The top-level ./recd is the optimised binary (or the sanitised one when
 # SANITIZE is set for the whole invocation).
@@ -98,6 +98,20 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIB) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/bench -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
+# ---- examples/c: client programs built from the library ------------------
+# Each examples/c/NAME.c becomes $(BUILD)/examples/NAME, linked like a user's
+# program would be (examples/c/README.md). Built by `all` and, sanitised,
+# by `make test`, whose end-to-end suite runs them.
+EXAMPLE_SRC := $(wildcard examples/c/*.c)
+EXAMPLE_BIN := $(EXAMPLE_SRC:examples/c/%.c=$(BUILD)/examples/%)
+
+$(BUILD)/examples/%: examples/c/%.c $(LIB) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
+examples: $(EXAMPLE_BIN)
+# ---- end of examples/c ------------------------------------------------------
+
 # Tests run under ASan+UBSan unless SANITIZE is given (empty: plain build).
 TEST_SANITIZE ?= address,undefined
 test: $(DEPS_STAMP)
@@ -105,7 +119,7 @@ test: $(DEPS_STAMP)
 	@$(MAKE) --no-print-directory SANITIZE= $(UNIT_SRC:tests/unit/%.c=build/rel/tests/%)
 	@sh tests/run.sh build/$(if $(TEST_SANITIZE),san,rel) $(TEST_SANITIZE)
 
-build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN)
+build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN) $(EXAMPLE_BIN)
 
 bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
@@ -129,4 +143,4 @@ install: all
 clean:
 	rm -rf build recd
 
--include $(CORE_OBJ:.o=.d) $(BUILD)/core/main.d $(UNIT_BIN:=.d) $(BENCH_BIN:=.d)
+-include $(CORE_OBJ:.o=.d) $(BUILD)/core/main.d $(UNIT_BIN:=.d) $(BENCH_BIN:=.d) $(EXAMPLE_BIN:=.d)

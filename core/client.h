@@ -25,6 +25,18 @@
  * limits allow (defaults below). The pure helpers at the end (encode a
  * request, split a message) need no connection; the benchmark uses them
  * with its own event loop.
+ *
+ * Parameters are the msgpack bytes of one array, packed by the caller
+ * (msgpack-c's packer does it; examples/c/hello.c shows how). Functions
+ * that can fail return 0 or a negative REC_E* code of err.h (include it to
+ * compare codes; rec_err_name gives the stable name). Two things need
+ * releasing: a rec_client (rec_client_free) and an init'ed
+ * rec_client_reply (rec_client_reply_close); every other pointer handed
+ * out is borrowed, for as long as its comment says.
+ *
+ * Building a program: compile with -Icore and `pkg-config --cflags lua5.4
+ * msgpack` (value.h includes lua.h), link build/rel/librecd.a before
+ * `pkg-config --libs lua5.4 msgpack`; see examples/c/README.md.
  */
 #ifndef REC_CLIENT_H
 #define REC_CLIENT_H
@@ -87,8 +99,12 @@ typedef struct rec_client_reply {
     msgpack_unpacked unpacked; /* owned; see rec_client_reply_unpack */
 } rec_client_reply;
 
+/* Prepare r (caller-allocated, e.g. on the stack) to hold replies: empty,
+ * owning nothing yet. Cannot fail. */
 void rec_client_reply_init(rec_client_reply *r);
-/* Free what r holds; r may be init'ed again. */
+/* Free what r holds (its bytes and any rec_client_reply_unpack result;
+ * views into them become invalid). r is zeroed and may be init'ed again;
+ * closing an init'ed reply that was never filled is fine. */
 void rec_client_reply_close(rec_client_reply *r);
 
 /* Decode the result (or notification params) of r with msgpack-c. *out
@@ -101,18 +117,22 @@ int rec_client_reply_unpack(rec_client_reply *r, msgpack_object *out);
 typedef struct rec_client rec_client;
 
 /* Connect to addr (see rec_client_parse_addr). TCP connections set
- * TCP_NODELAY. 0 with *out set (free with rec_client_free); REC_EINVAL
- * (bad address), REC_EIO (resolution or connect failed), REC_ENOMEM, with a
- * message in err (may be NULL). */
+ * TCP_NODELAY. 0 with *out set (the caller owns it: free with
+ * rec_client_free); REC_EINVAL (bad address), REC_EIO (resolution or
+ * connect failed), REC_ENOMEM, with *out NULL and a NUL-terminated message
+ * in err[0..errlen) (err may be NULL). Blocks until connected: the timeout
+ * of rec_client_set_timeout does not apply to the connect itself. */
 int rec_client_connect(rec_client **out, const char *addr, char *err,
                        size_t errlen);
 
 /* Wrap a connected stream socket; takes ownership of fd (closed by
- * rec_client_free, and also on failure). 0 or REC_ENOMEM. */
+ * rec_client_free, and also on failure). 0 with *out set (free with
+ * rec_client_free), or REC_ENOMEM with *out NULL. */
 int rec_client_from_fd(rec_client **out, int fd);
 
 /* Close the connection and free c. NULL is a no-op. Unsent requests are
- * dropped. */
+ * dropped, and answers not yet read are lost. Replies filled from c stay
+ * valid: they own their bytes. */
 void rec_client_free(rec_client *c);
 
 /* Bound every wait for the socket to ms milliseconds (<= 0: no bound, the
@@ -120,8 +140,10 @@ void rec_client_free(rec_client *c);
  * connection unusable, since its answer may still come. */
 void rec_client_set_timeout(rec_client *c, int ms);
 
-/* Limits applied to each message read. Defaults: 64 MiB per message,
- * depth 40, 16 MiB per string, 16,000,000 elements per container. */
+/* Limits applied to each message read (*l is copied). Defaults: 64 MiB per
+ * message, depth 40, 16 MiB per string, 16,000,000 elements per
+ * container. A message over them fails rec_client_recv with
+ * REC_ETOOLARGE. */
 void rec_client_set_limits(rec_client *c, const rec_mp_limits *l);
 
 /* Why the last failing call failed ("connection closed by server",
@@ -133,15 +155,18 @@ const char *rec_client_errmsg(const rec_client *c);
 size_t rec_client_inflight(const rec_client *c);
 
 /* Queue the request [0, msgid, method, params]. params: the msgpack bytes
- * of one array (borrowed for the call), or len 0 for []. *msgid (may be
- * NULL) gets the id chosen. Writes when 64 KiB are queued. 0, REC_EINVAL
- * (params not exactly one array, method empty or over 255 bytes), or a
- * write error (REC_EIO). */
+ * of one array (copied: the caller may reuse them at once), or len 0 for
+ * []. *msgid (may be NULL) gets the id chosen (1, 2, 3, ... per
+ * connection). Writes when 64 KiB are queued. 0, REC_EINVAL (params not
+ * exactly one array, method empty or over 255 bytes; nothing queued),
+ * REC_ENOMEM, or REC_EIO (a write failed, or the connection is already
+ * unusable). */
 int rec_client_send(rec_client *c, const char *method, const void *params,
                     size_t len, uint32_t *msgid);
 
-/* Queue the notification [2, method, params]; never answered. Same rules
- * as rec_client_send. */
+/* Queue the notification [2, method, params]; never answered, and not
+ * counted in rec_client_inflight. Same rules and returns as
+ * rec_client_send. */
 int rec_client_notify(rec_client *c, const char *method, const void *params,
                       size_t len);
 
@@ -150,7 +175,9 @@ int rec_client_flush(rec_client *c);
 
 /* Write what is queued, then read the next message (a response to any
  * request, or a notification; recd sends [2, "error", [error]] before it
- * closes a connection it refuses). Returns:
+ * closes a connection it refuses). out (init'ed) is emptied first, then
+ * filled; it owns the message's bytes, and out->msg points into them until
+ * out is filled again or closed. Returns:
  *   0            a message without error, in out
  *   < 0 with out->msg.type != 0
  *                the message carries an error (a response's error, or an
@@ -165,10 +192,13 @@ int rec_client_flush(rec_client *c);
  * Calling it with nothing in flight waits for a notification. */
 int rec_client_recv(rec_client *c, rec_client_reply *out);
 
-/* Send one request and wait for its response. Notifications that arrive
- * meanwhile are skipped, except an "error" notification, which is
- * returned (the server is about to close). Returns as rec_client_recv;
- * REC_EBUSY (nothing sent) while pipelined requests are in flight. */
+/* Send one request and wait for its response, in out as for
+ * rec_client_recv. Notifications that arrive meanwhile are skipped, except
+ * an "error" notification, which is returned (the server is about to
+ * close). Returns as rec_client_recv (a server error: < 0 with
+ * out->msg.type != 0 and out->err_name set); also as rec_client_send when
+ * the request cannot be queued (out->msg.type == 0), and REC_EBUSY
+ * (nothing sent) while pipelined requests are in flight. */
 int rec_client_call(rec_client *c, const char *method, const void *params,
                     size_t len, rec_client_reply *out);
 

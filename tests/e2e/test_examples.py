@@ -1,12 +1,17 @@
 """The examples and tutorials, run for real against private servers:
 examples/python/quickstart.py, examples/node/quickstart.js (when `node` is
-installed) and every code block of docs/policy-tutorial.md."""
+installed), the C client example examples/c/hello.c, the MovieLens
+walkthroughs (examples/python/movielens.py, examples/node/movielens.js) on a
+small MovieLens-format folder generated here, and every code block of
+docs/policy-tutorial.md."""
+import csv
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import random
 import time
 from pathlib import Path
 
@@ -22,6 +27,16 @@ TUTORIAL = ROOT / "docs" / "policy-tutorial.md"
 POLICY = "boost_recent_category"
 RUN_TIMEOUT = 60              # one example run; they take well under a second
 NPM_TIMEOUT = 120
+
+
+def hello_bin():
+    """examples/c/hello of the build that made RECD_BIN (build/san/recd ->
+    build/san/examples/hello), else of the plain build."""
+    for d in (Path(RECD_BIN).parent, ROOT / "build" / "rel"):
+        p = d / "examples" / "hello"
+        if os.access(str(p), os.X_OK):
+            return str(p)
+    pytest.fail("examples/c/hello is not built (run make)")
 
 
 def run(cmd, timeout=RUN_TIMEOUT, **kw):
@@ -100,6 +115,237 @@ def test_node_quickstart_fails_without_server(node):
     r = run([node, "examples/node/quickstart.js", "127.0.0.1:%d" % port])
     assert r.returncode != 0
     assert "ECONNREFUSED" in r.stderr
+
+
+# -- examples/c/hello.c -----------------------------------------------------
+
+def test_c_hello(example_server):
+    out = check(run([hello_bin(), example_server.tcp]), "examples/c/hello")
+    assert out.startswith("connected to recd ")
+    assert "items written: 6\n" in out
+    assert "13 event.add requests in flight\n" in out       # pipelined
+    assert "events stored: 13 of 13, durable\n" in out
+    recs = re.search(r"^recommended for c-ann:\n((?:  \d+\. .*\n)+)", out, re.M)
+    assert recs, out
+    ids = re.findall(r"^  \d+\. (\S+)  -?\d+\.\d{3}$", recs.group(1), re.M)
+    # c-ann clicked c-m1; the four fans who clicked it clicked c-m2 and c-m3
+    assert set(ids[:2]) == {"c-m2", "c-m3"}, out
+    assert "c-m1" not in ids
+    assert "item.get c-nope: nil\n" in out
+    assert "rec.similar c-nope: error not_found (unknown item), code -997\n" in out
+    with example_server.connect() as c:
+        assert c.call("item.get", "c-m4")["props"] == {"title": "Quiet Rooms", "genre": "drama"}
+        assert len(c.call("user.get", "c-ann")["history"]) == 1
+
+
+def test_c_hello_unix_socket_and_no_server(make_server):
+    srv = make_server()
+    check(run([hello_bin(), srv.unix]), "examples/c/hello on the Unix socket")
+    with socket.socket() as s:          # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run([hello_bin(), "127.0.0.1:%d" % port])
+    assert r.returncode == 1 and r.stdout == ""
+    assert "Connection refused" in r.stderr and "is recd running?" in r.stderr
+
+
+# -- the MovieLens walkthroughs ---------------------------------------------
+
+TINY_GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Western"]
+WORDS = ["Red", "Long", "Quiet", "Last", "Broken", "Silver", "Cold", "Wild", "Lost", "Bright"]
+NOUNS = ["River", "Road", "Summer", "Town", "Hour", "Garden", "Letter", "Station", "Harbor", "Mile"]
+
+
+def write_tiny_movielens(d):
+    """A MovieLens-format folder: 61 movies (titles with commas, with quotes,
+    non-ASCII; one to three genres; one with none), ~550 ratings by 49
+    users, ~40 tags. Users 2..49 each love one genre: they rate 8 of its
+    10 movies 4-5, and three others 1-3. User 1 has the most positive
+    ratings: six Action and six Comedy movies. Returns {title: genres}."""
+    rng = random.Random(1995)
+    movies, titles = [], {}
+    for g, genre in enumerate(TINY_GENRES):
+        for k in range(10):
+            mid = 100 * (g + 1) + k
+            word, noun, year = WORDS[k], NOUNS[(k + 3 * g) % 10], 1950 + 7 * g + k
+            title = ["%s %s, The (%d)" % (word, noun, year),
+                     "%s %s (%d)" % (word, noun, year),
+                     'Say "%s", %s (%d)' % (noun, word, year),
+                     "%s, %s & Café (%d)" % (noun, word, year)][k % 4]
+            genres = [genre]
+            if k % 5 == 4:                    # a few with a second genre
+                genres.append(TINY_GENRES[(g + 1) % len(TINY_GENRES)])
+            if k == 9:
+                genres.append("IMAX")
+            movies.append((mid, title, genres))
+            titles[title] = genres
+    movies.append((999, "Untitled, Unrated (2001)", ["(no genres listed)"]))
+    titles["Untitled, Unrated (2001)"] = ["(no genres listed)"]
+    by_genre = {g: [m for m in movies if m[2][0] == g] for g in TINY_GENRES}
+
+    ratings = []
+    ts = 1262304000                           # 2010-01-01
+    def rate(user, mid, stars):
+        nonlocal ts
+        ts += rng.randint(60, 86400)
+        ratings.append((user, mid, stars, ts))
+    for m in by_genre["Action"][:6] + by_genre["Comedy"][:6]:
+        rate(1, m[0], rng.choice([4.0, 4.5, 5.0]))
+    for user in range(2, 50):
+        genre = TINY_GENRES[user % len(TINY_GENRES)]
+        for m in rng.sample(by_genre[genre], 8):
+            rate(user, m[0], rng.choice([4.0, 4.5, 5.0]))
+        others = [m for m in movies[:-1] if genre not in m[2]]
+        for m in rng.sample(others, 3):
+            rate(user, m[0], rng.choice([1.0, 1.5, 2.0, 3.0]))
+    ratings.sort()                            # by user, then movie, as MovieLens
+
+    tags = ["gunfight", "dusty, slow", '"classic"', "tear-jerker", "so funny", "gory",
+            "Highly quotable", "noir-ish mood", "café scene", "based on a book"]
+    tag_rows = []
+    for i in range(40):
+        m = movies[rng.randrange(60)]
+        tag_rows.append((rng.randint(2, 49), m[0], tags[i % len(tags)], 1300000000 + i))
+
+    with open(os.path.join(d, "movies.csv"), "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["movieId", "title", "genres"])
+        for mid, title, genres in movies:
+            w.writerow([mid, title, "|".join(genres)])
+    with open(os.path.join(d, "ratings.csv"), "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["userId", "movieId", "rating", "timestamp"])
+        w.writerows(ratings)
+    with open(os.path.join(d, "tags.csv"), "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["userId", "movieId", "tag", "timestamp"])
+        w.writerows(tag_rows)
+    return titles
+
+
+@pytest.fixture(scope="session")
+def tiny_movielens(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ml-tiny")
+    titles = write_tiny_movielens(str(d))
+    text = (d / "movies.csv").read_text(encoding="utf-8")
+    assert '\n102,"Say ""Summer"", Quiet (1952)",Action\n' in text    # quoted, "" inside
+    assert '\n103,"Town, Last & Café (1953)",Action\n' in text
+    return str(d), titles
+
+
+def scripts_server(make_server):
+    return make_server(extra_args=["--scripts", str(ROOT / "scripts"),
+                                   "--policies", str(ROOT / "policies")])
+
+
+LIST_LINE = re.compile(r"^  ([ \d]\d)\. ([ +]) (.{52}) (.*)$")
+
+
+def top_lists(out):
+    """The two top-10 lists printed: [[(mark, title, genres)], [...]]."""
+    lists = []
+    for block in re.split(r"\n(?=top 10 )", out)[1:]:
+        rows = []
+        for line in block.splitlines()[1:]:
+            m = LIST_LINE.match(line)
+            if not m:
+                break
+            rows.append((m.group(2), m.group(3).rstrip(), m.group(4)))
+        lists.append(rows)
+    return lists
+
+
+def check_walkthrough(out, titles):
+    """What both walkthroughs must show on the tiny folder; returns (genre,
+    clicked titles, share before, share after) to compare them."""
+    assert out.startswith("connected to recd ")
+    m = re.search(r"^movies: 61 items, 61 with a content vector \(40 tags\)", out, re.M)
+    assert m, out
+    m = re.search(r"^ratings: (\d+) events \((\d+) clicks, (\d+) dislikes, (\d+) views\)", out, re.M)
+    assert m, out
+    assert int(m.group(1)) == sum(int(x) for x in m.groups()[1:]) > 500
+    user = re.search(r"^top 10 for (user:\d+) \((\d+) ratings\), pipeline main:$", out, re.M)
+    assert user and user.group(1) == "user:1" and user.group(2) == "12", out
+    before, after = top_lists(out)
+    assert len(before) == len(after) == 10, out
+    for mark, title, genres in before + after:
+        assert title in titles, "%r is not a title of movies.csv" % title
+        assert genres == "|".join(titles[title]), (title, genres)
+    assert any("," in t for _, t, _ in before + after)
+    assert all(mark == " " for mark, _, _ in before)
+    assert [t for _, t, _ in before] != [t for _, t, _ in after]
+    assert {t for mark, t, _ in after if mark == "+"} == \
+        {t for _, t, _ in after} - {t for _, t, _ in before}
+    genre = re.search(r"^user:1 has liked little (\S+); they click 5 of its core movies:\n"
+                      r"((?:      .+\n){5})", out, re.M)
+    assert genre, out
+    g, clicked = genre.group(1), [t.strip() for t in genre.group(2).splitlines()]
+    assert g in TINY_GENRES and g not in ("Action", "Comedy")
+    assert all(g in titles[t] for t in clicked)
+    assert not set(clicked) & {t for _, t, _ in after}       # clicked: seen now
+    share = re.search(r"^genre share before: (\d\.\d\d) after: (\d\.\d\d)$", out, re.M)
+    assert share, out
+    b, a = float(share.group(1)), float(share.group(2))
+    assert b == sum(g in genres.split("|") for _, _, genres in before) / 10
+    assert a == sum(g in genres.split("|") for _, _, genres in after) / 10
+    assert a > b, out
+    return g, clicked, b, a
+
+
+def test_movielens_python(make_server, tiny_movielens):
+    d, titles = tiny_movielens
+    srv = scripts_server(make_server)
+    out = check(run([PYTHON, "examples/python/movielens.py", d, srv.tcp]),
+                "examples/python/movielens.py")
+    check_walkthrough(out, titles)
+    with srv.connect() as c:
+        item = c.call("item.get", "movie:102")
+        assert item["props"]["title"] == 'Say "Summer", Quiet (1952)'
+        assert item["props"]["genres"] == ["Action"]
+        v = item["vectors"]["content"]
+        assert len(v) == 32 and abs(sum(x * x for x in v) - 1) < 1e-5
+        assert v[0] > 0.8 and sum(v[1:20]) == 0          # Action, nothing else
+        assert c.call("item.get", "movie:999")["vectors"]["content"][19] == pytest.approx(1)
+        hist = c.call("user.get", "user:1", 100)["history"]
+        assert len(hist) == 17 and sum(h["type"] == "click" for h in hist) == 17
+        assert sorted(h["ts"] for h in hist[5:]) == [h["ts"] for h in hist[5:]][::-1]
+
+
+def test_movielens_python_limit(make_server, tiny_movielens):
+    d, _ = tiny_movielens
+    srv = scripts_server(make_server)
+    r = run([PYTHON, "examples/python/movielens.py", d, srv.tcp, "--limit", "40"])
+    # 40 ratings leave no genre with five movies five users liked: it says so
+    assert "ratings: 40 events" in r.stdout
+    assert r.returncode != 0 and "no genre has 5 unseen movies" in r.stderr
+    with srv.connect() as c:
+        assert c.call("sys.info")["events"] == 40
+
+
+def test_movielens_node(node, make_server, tiny_movielens):
+    d, titles = tiny_movielens
+    srv_js, srv_py = scripts_server(make_server), scripts_server(make_server)
+    out_js = check(run([node, "examples/node/movielens.js", d, srv_js.tcp]),
+                   "examples/node/movielens.js")
+    g, clicked, _, _ = check_walkthrough(out_js, titles)
+    out_py = check(run([PYTHON, "examples/python/movielens.py", d, srv_py.tcp]),
+                   "examples/python/movielens.py")
+    # The same reading of the CSV files, the same choices ...
+    assert check_walkthrough(out_py, titles)[:2] == (g, clicked)
+    # ... and the same items, vectors and histories, bit for bit.
+    with srv_js.connect() as a, srv_py.connect() as b:
+        gets = [("item.get", ["movie:%d" % (100 * (n + 1) + k)])
+                for n in range(len(TINY_GENRES)) for k in range(10)]
+        gets.append(("item.get", ["movie:999"]))
+        for x, y in zip(a.pipeline(gets), b.pipeline(gets)):
+            assert x["props"] == y["props"]
+            assert x["vectors"]["content"] == y["vectors"]["content"]
+
+        def history(c, u):         # the five clicks of the walkthrough are "now"
+            return [(e["item"], e["type"]) + ((e["ts"],) if e["ts"] < 1.6e9 else ())
+                    for e in c.call("user.get", "user:%d" % u, 100)["history"]]
+        for u in range(1, 50):
+            assert history(a, u) == history(b, u)
 
 
 # -- docs/policy-tutorial.md ------------------------------------------------
