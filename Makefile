@@ -127,6 +127,8 @@ bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
 	@sh tests/bench/server_bench.sh $(BIN)
 	@echo "== default pipeline at 100k items"
 	@/usr/bin/python3 tests/bench/pipeline_bench.py $(BIN)
+	@echo "== recd eval on MovieLens (skipped without the data)"
+	@sh tests/bench/eval_bench.sh $(BIN)
 
 # clang + libFuzzer builds of the msgpack harnesses, into build/fuzz.
 fuzz: $(DEPS_STAMP)

@@ -1215,8 +1215,12 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     }
     const msgpack_object *ao = field(o, "allow_seen");
     const msgpack_object *eo = field(o, "explain");
+    const msgpack_object *ro = field(o, "record");
     int allow_seen = ao && ao->type == MSGPACK_OBJECT_BOOLEAN && ao->via.boolean;
     int explain = eo && eo->type == MSGPACK_OBJECT_BOOLEAN && eo->via.boolean;
+    if (ro && ro->type != MSGPACK_OBJECT_BOOLEAN)
+        return fail(c, REC_EINVAL, "params[0].record must be a boolean");
+    int record = !ro || ro->via.boolean;
     int rc;
     size_t words;
     uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
@@ -1240,7 +1244,7 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
                     .user_len = kl, .n = n, .context = cx ? ctx.data : NULL,
                     .context_len = ctx.len, .exclude = ex ? exc.data : NULL,
                     .exclude_len = exc.len, .skip = skip, .words = words,
-                    .allow_seen = allow_seen, .rec_ref = d->rec_ref};
+                    .allow_seen = allow_seen, .record = record, .rec_ref = d->rec_ref};
     rec_pl_hit *hits = malloc((size_t)n * sizeof *hits);
     size_t got = 0;
     rc = hits ? rec_pl_run(d->pl, d->rt, c->e, &r, hits, &got, c->err, c->errlen)
@@ -1287,6 +1291,10 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     if (rc) {
         free(hits);
         return REC_ENOMEM;
+    }
+    if (!record) { /* a preview: nothing stored, nothing counted as shown */
+        free(hits);
+        return 0;
     }
     rec_buf *b = &d->scratch;
     rec_buf_clear(b);

@@ -86,7 +86,13 @@ static const rec_dbi ids_db[2] = {REC_DB_ITEM_IDS, REC_DB_USER_IDS};
 static const rec_dbi keys_db[2] = {REC_DB_ITEM_KEYS, REC_DB_USER_KEYS};
 static const rec_dbi props_db[2] = {REC_DB_ITEMS, REC_DB_USERS};
 
+static _Thread_local double clock_override;
+
+void rec_clock_set(double t) { clock_override = t > 0 ? t : 0; }
+
 double rec_now(void) {
+    if (clock_override > 0)
+        return clock_override;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;

@@ -228,7 +228,11 @@ size_t rec_engine_pending(const rec_engine *e);
 
 uint64_t rec_engine_events(const rec_engine *e); /* events in the log */
 
-/* Wall-clock seconds since the epoch. */
+/* Wall-clock seconds since the epoch, or the clock set on this thread. */
 double rec_now(void);
+/* Replay tools (recd eval) run the engine on the log's own clock: after
+ * rec_clock_set(t) with t > 0, rec_now and the scripts' os.time() on this
+ * thread answer t; rec_clock_set(0) returns to the wall clock. */
+void rec_clock_set(double t);
 
 #endif

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "err.h"
+#include "ease.h"
 #include "ials.h"
 
 struct rec_ials_job {
@@ -21,12 +22,17 @@ struct rec_ials_job {
     int trained;
 };
 
-/* The installed model of one space, kept for fold-ins. */
+/* An installed model: an ials space kept for fold-ins (VtV), or an EASE
+ * model (B over n items; item[] maps its rows to engine indexes and
+ * local[] back, UINT32_MAX for items it does not cover). */
 typedef struct model {
     char space[64];
+    int ease;
     uint32_t factors, nitems;
     float reg, alpha;
     float *VtV;
+    float *B;
+    uint32_t n, *item, *local, nlocal;
     struct model *next;
 } model;
 
@@ -34,6 +40,9 @@ static void models_free(void *p) {
     for (model *m = p, *next; m; m = next) {
         next = m->next;
         free(m->VtV);
+        free(m->B);
+        free(m->item);
+        free(m->local);
         free(m);
     }
 }
@@ -43,8 +52,8 @@ void rec_ials_opts_default(rec_ials_opts *o) {
     snprintf(o->space, sizeof o->space, "ials");
     o->factors = 64;
     o->iters = 8;
-    o->reg = 0.1f;
-    o->alpha = 1.0f;
+    o->reg = 30.0f;  /* tuned by recd eval on MovieLens (BENCHMARKS.md) */
+    o->alpha = 2.0f;
     o->seed = 42;
 }
 
@@ -123,11 +132,34 @@ int rec_ials_job_run(rec_ials_job *j) {
     return rc;
 }
 
-static model *find_model(rec_engine *e, const char *space) {
+static model *find_kind(rec_engine *e, const char *space, int ease) {
     for (model *m = rec_engine_attached(e); m; m = m->next)
-        if (strcmp(m->space, space) == 0)
+        if (m->ease == ease && strcmp(m->space, space) == 0)
             return m;
     return NULL;
+}
+
+static model *find_model(rec_engine *e, const char *space) { return find_kind(e, space, 0); }
+
+/* The model of that name and kind, created empty when missing. */
+static model *model_slot(rec_engine *e, const char *space, int ease) {
+    model *m = find_kind(e, space, ease);
+    if (m)
+        return m;
+    if (!(m = calloc(1, sizeof *m)))
+        return NULL;
+    snprintf(m->space, sizeof m->space, "%s", space);
+    m->ease = ease;
+    /* the list's head stays attached (attaching another would free it):
+     * a new model goes second */
+    model *head = rec_engine_attached(e);
+    if (head) {
+        m->next = head->next;
+        head->next = m;
+    } else {
+        rec_engine_attach(e, m, models_free);
+    }
+    return m;
 }
 
 int rec_ials_job_install(rec_engine *e, rec_ials_job *j) {
@@ -154,15 +186,9 @@ int rec_ials_job_install(rec_engine *e, rec_ials_job *j) {
             (rc = rec_space_set(s, REC_KIND_USER, u, v, REC_SET_LEARNED)))
             return rc;
     }
-    model *m = find_model(e, j->o.space);
-    if (!m) {
-        m = calloc(1, sizeof *m);
-        if (!m)
-            return REC_ENOMEM;
-        snprintf(m->space, sizeof m->space, "%s", j->o.space);
-        m->next = rec_engine_attached(e);
-        rec_engine_attach(e, m, models_free);
-    }
+    model *m = model_slot(e, j->o.space, 0);
+    if (!m)
+        return REC_ENOMEM;
     free(m->VtV);
     m->VtV = j->VtV; /* the worker computed it */
     j->VtV = NULL;
@@ -249,4 +275,225 @@ int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user) {
     free(items);
     free(conf);
     return rc;
+}
+
+/* ---- EASE ---------------------------------------------------------------- */
+
+struct rec_ease_job {
+    rec_ease_opts o;
+    uint32_t n, nusers, nlocal;
+    uint32_t *item;   /* local -> engine index */
+    uint32_t *local;  /* engine index -> local, UINT32_MAX */
+    uint32_t *ptr, *idx;
+    float *B;
+    double seconds;
+    int trained;
+};
+
+void rec_ease_opts_default(rec_ease_opts *o) {
+    memset(o, 0, sizeof *o);
+    snprintf(o->name, sizeof o->name, "ease");
+    o->lambda = 250.0f;
+    o->max_items = 3000;
+}
+
+void rec_ease_job_free(rec_ease_job *j) {
+    if (!j)
+        return;
+    free(j->item);
+    free(j->local);
+    free(j->ptr);
+    free(j->idx);
+    free(j->B);
+    free(j);
+}
+
+static int cmp_by_count(const void *a, const void *b, void *ctx) {
+    const uint32_t *count = ctx;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    if (count[x] != count[y])
+        return count[x] > count[y] ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+int rec_ease_job_new(rec_engine *e, const rec_ease_opts *o, rec_ease_job **out) {
+    *out = NULL;
+    if (rec_space_name_ok(o->name) || !(o->lambda > 0.0f) || !isfinite(o->lambda) ||
+        o->max_items < 1 || o->max_items > 20000)
+        return REC_EINVAL;
+    rec_graph *g = rec_engine_graph(e);
+    uint32_t nu = rec_engine_bound(e, REC_KIND_USER), ni = rec_engine_bound(e, REC_KIND_ITEM);
+    rec_ease_job *j = calloc(1, sizeof *j);
+    uint32_t *count = calloc((size_t)ni + 1, sizeof *count);
+    uint32_t *order = malloc(((size_t)ni + 1) * sizeof *order);
+    uint32_t *mark = calloc((size_t)ni + 1, sizeof *mark); /* user + 1 who last counted it */
+    if (!j || !count || !order || !mark)
+        goto nomem;
+    j->o = *o;
+    j->nlocal = ni;
+    /* users per item: each user's distinct positive items, active only */
+    for (uint32_t u = 0; u < nu; u++) {
+        uint32_t hn;
+        const rec_hentry *h = rec_graph_history(g, u, &hn);
+        for (uint32_t i = 0; i < hn; i++)
+            if (h[i].weight > 0.0f && mark[h[i].item] != u + 1 &&
+                rec_engine_is_active(e, h[i].item)) {
+                mark[h[i].item] = u + 1;
+                count[h[i].item]++;
+            }
+    }
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < ni; i++)
+        if (count[i])
+            order[m++] = i;
+    qsort_r(order, m, sizeof *order, cmp_by_count, count);
+    j->n = m < o->max_items ? m : o->max_items;
+    j->item = malloc(((size_t)j->n + 1) * sizeof *j->item);
+    j->local = malloc(((size_t)ni + 1) * sizeof *j->local);
+    if (!j->item || !j->local)
+        goto nomem;
+    for (uint32_t i = 0; i < ni; i++)
+        j->local[i] = UINT32_MAX;
+    for (uint32_t i = 0; i < j->n; i++) {
+        j->item[i] = order[i];
+        j->local[order[i]] = i;
+    }
+    /* the users' rows over the modelled items */
+    memset(mark, 0, ((size_t)ni + 1) * sizeof *mark);
+    size_t nnz = 0;
+    for (uint32_t u = 0; u < nu; u++) {
+        uint32_t hn;
+        const rec_hentry *h = rec_graph_history(g, u, &hn);
+        for (uint32_t i = 0; i < hn; i++)
+            if (h[i].weight > 0.0f && j->local[h[i].item] != UINT32_MAX &&
+                mark[h[i].item] != u + 1) {
+                mark[h[i].item] = u + 1;
+                nnz++;
+            }
+    }
+    j->nusers = nu;
+    j->ptr = malloc(((size_t)nu + 1) * sizeof *j->ptr);
+    j->idx = malloc((nnz ? nnz : 1) * sizeof *j->idx);
+    if (!j->ptr || !j->idx)
+        goto nomem;
+    memset(mark, 0, ((size_t)ni + 1) * sizeof *mark);
+    size_t k = 0;
+    for (uint32_t u = 0; u < nu; u++) {
+        j->ptr[u] = (uint32_t)k;
+        uint32_t hn;
+        const rec_hentry *h = rec_graph_history(g, u, &hn);
+        for (uint32_t i = 0; i < hn; i++)
+            if (h[i].weight > 0.0f && j->local[h[i].item] != UINT32_MAX &&
+                mark[h[i].item] != u + 1) {
+                mark[h[i].item] = u + 1;
+                j->idx[k++] = j->local[h[i].item];
+            }
+    }
+    j->ptr[nu] = (uint32_t)k;
+    free(count);
+    free(order);
+    free(mark);
+    *out = j;
+    return 0;
+nomem:
+    free(count);
+    free(order);
+    free(mark);
+    rec_ease_job_free(j);
+    return REC_ENOMEM;
+}
+
+int rec_ease_job_run(rec_ease_job *j) {
+    double t0 = mono();
+    int rc = 0;
+    if (j->n) {
+        j->B = malloc((size_t)j->n * j->n * sizeof *j->B);
+        rc = j->B ? rec_ease_fit(j->ptr, j->idx, j->nusers, j->n, j->o.lambda, j->B)
+                  : REC_ENOMEM;
+    }
+    j->seconds = mono() - t0;
+    j->trained = rc == 0;
+    return rc;
+}
+
+int rec_ease_job_install(rec_engine *e, rec_ease_job *j) {
+    if (!j->trained)
+        return REC_EINVAL;
+    model *m = model_slot(e, j->o.name, 1);
+    if (!m)
+        return REC_ENOMEM;
+    free(m->B);
+    free(m->item);
+    free(m->local);
+    m->B = j->B;
+    m->item = j->item;
+    m->local = j->local;
+    m->n = j->n;
+    m->nlocal = j->nlocal;
+    j->B = NULL;
+    j->item = j->local = NULL;
+    return 0;
+}
+
+double rec_ease_job_seconds(const rec_ease_job *j) { return j->seconds; }
+uint32_t rec_ease_job_items(const rec_ease_job *j) { return j->n; }
+uint32_t rec_ease_job_users(const rec_ease_job *j) { return j->nusers; }
+
+int rec_learn_ease_topk(rec_engine *e, const char *name, uint32_t user,
+                        const uint64_t *skip, size_t words, size_t k, rec_hit *out) {
+    return rec_learn_ease_topk_recent(e, name, user, 0, 1.0f, skip, words, k, out);
+}
+
+int rec_learn_ease_topk_recent(rec_engine *e, const char *name, uint32_t user,
+                               uint32_t recent, float decay, const uint64_t *skip,
+                               size_t words, size_t k, rec_hit *out) {
+    model *m = find_kind(e, name, 1);
+    if (!m)
+        return REC_ENOTFOUND;
+    if (!k || !m->n)
+        return 0;
+    uint32_t hn = 0;
+    const rec_hentry *h = user != REC_IDX_NONE
+                              ? rec_graph_history(rec_engine_graph(e), user, &hn) : NULL;
+    float *s = calloc(m->n, sizeof *s);
+    uint64_t *used = calloc(((size_t)m->n + 63) / 64, sizeof *used);
+    if (!s || !used) {
+        free(s);
+        free(used);
+        return REC_ENOMEM;
+    }
+    /* the distinct positive items of the history that the model covers,
+     * newest first */
+    size_t nu = 0;
+    float w = 1.0f;
+    for (uint32_t i = hn; i-- > 0 && (!recent || nu < recent);) {
+        uint32_t it = h[i].item;
+        if (!(h[i].weight > 0.0f) || it >= m->nlocal || m->local[it] == UINT32_MAX)
+            continue;
+        uint32_t l = m->local[it];
+        if (used[l >> 6] >> (l & 63) & 1)
+            continue;
+        used[l >> 6] |= 1ull << (l & 63);
+        nu++;
+        rec_vec_axpy(w, m->B + (size_t)l * m->n, s, m->n);
+        w *= decay;
+    }
+    if (!nu) { /* nothing to go on: no guess */
+        free(s);
+        free(used);
+        return 0;
+    }
+    rec_topk t;
+    rec_topk_init(&t, out, k);
+    for (uint32_t l = 0; l < m->n; l++) {
+        uint32_t it = m->item[l];
+        if (skip && (size_t)(it >> 6) < words && (skip[it >> 6] >> (it & 63) & 1))
+            continue;
+        if (!rec_engine_is_active(e, it))
+            continue;
+        rec_topk_push(&t, it, s[l]);
+    }
+    free(s);
+    free(used);
+    return (int)rec_topk_finish(&t);
 }

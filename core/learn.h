@@ -15,13 +15,14 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "vec.h"
 
 typedef struct rec_ials_opts {
     char space[64];    /* default "ials" */
     uint32_t factors;  /* default 64 */
     uint32_t iters;    /* default 8 */
-    float reg;         /* default 0.1 */
-    float alpha;       /* confidence per unit of event weight; default 1 */
+    float reg;         /* default 30 */
+    float alpha;       /* confidence per unit of event weight; default 2 */
     uint64_t seed;     /* default 42 */
 } rec_ials_opts;
 
@@ -47,5 +48,45 @@ uint64_t rec_ials_job_pairs(const rec_ials_job *j);
  * history). REC_ENOTFOUND when no model was installed for the space in
  * this process. O(n_u f^2 + f^3). */
 int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user);
+
+/* ---- EASE (ease.h): item-item weights in closed form ------------------- */
+
+typedef struct rec_ease_opts {
+    char name[64];      /* the model's name; default "ease" */
+    float lambda;       /* L2 regularisation; default 250 */
+    uint32_t max_items; /* the most engaged items modelled; default 3000 */
+} rec_ease_opts;
+
+void rec_ease_opts_default(rec_ease_opts *o);
+
+typedef struct rec_ease_job rec_ease_job;
+
+/* Snapshot (engine thread): every user's distinct positive items among
+ * the max_items active items with the most users. REC_EINVAL for bad
+ * options. */
+int rec_ease_job_new(rec_engine *e, const rec_ease_opts *o, rec_ease_job **out);
+int rec_ease_job_run(rec_ease_job *j);                 /* any thread */
+int rec_ease_job_install(rec_engine *e, rec_ease_job *j); /* engine thread */
+void rec_ease_job_free(rec_ease_job *j);               /* NULL is a no-op */
+double rec_ease_job_seconds(const rec_ease_job *j);
+uint32_t rec_ease_job_items(const rec_ease_job *j);
+uint32_t rec_ease_job_users(const rec_ease_job *j);
+
+/* The user's top k items under the installed model `name`: item j scores
+ * the sum of B_ij over the distinct items i of the user's positive
+ * history (read now, so the last click counts). Items with their bit set
+ * in skip (words long; may be NULL) are left out, and so are items the
+ * model does not cover. Returns the number of hits written, or
+ * REC_ENOTFOUND when no model of that name was installed in this process.
+ * O(history x modelled items). */
+int rec_learn_ease_topk(rec_engine *e, const char *name, uint32_t user,
+                        const uint64_t *skip, size_t words, size_t k,
+                        rec_hit *out);
+/* The same reading only the user's `recent` newest distinct positive
+ * items (0: all), the newest weighing 1 and each older one `decay` times
+ * the one after it (decay 1: equal weights). */
+int rec_learn_ease_topk_recent(rec_engine *e, const char *name, uint32_t user,
+                               uint32_t recent, float decay, const uint64_t *skip,
+                               size_t words, size_t k, rec_hit *out);
 
 #endif

@@ -588,6 +588,132 @@ static int db_history(lua_State *L) {
     return 1;
 }
 
+/* Item index named by entry i of db:drop_seen's list, at stack index idx
+ * (an id, or a table whose `id` is one): REC_IDX_NONE for an unknown item
+ * or a string that cannot be an id. Raises invalid_params on any other
+ * entry.   [-0, +0, e] */
+static uint32_t drop_seen_entry(lua_State *L, ldb *d, int idx, lua_Integer i) {
+    char key[REC_ID_MAX];
+    int kl = -1;
+    int t = lua_type(L, idx);
+    int field = t == LUA_TTABLE;
+    if (field) {
+        lua_getfield(L, idx, "id");
+        idx = -1;
+        t = lua_type(L, -1);
+    }
+    if (t == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        kl = rec_id_str(key, s, n); /* malformed: never an item */
+    } else if (t == LUA_TNUMBER) {
+        int isint;
+        lua_Integer v = lua_tointegerx(L, idx, &isint);
+        if (isint)
+            kl = rec_id_int(key, (int64_t)v);
+        else
+            t = LUA_TNONE;
+    }
+    if (t != LUA_TSTRING && t != LUA_TNUMBER) {
+        rec_lua_error(L, REC_EINVAL, field
+                      ? "list[%d].id must be a string or an integer item id"
+                      : "list[%d] must be an item id (a string or an integer) "
+                        "or a table with an id", (int)i);
+        return REC_IDX_NONE;
+    }
+    if (field)
+        lua_pop(L, 1);
+    return kl > 0 ? rec_engine_lookup(d->e, REC_KIND_ITEM, key, (size_t)kl)
+                  : REC_IDX_NONE;
+}
+
+/* Probe for item idx in an open-addressed set of 2^bits slots
+ * (REC_IDX_NONE = empty; Fibonacci hashing, linear probing): the slot
+ * holding it, or the empty slot where it belongs. */
+static uint32_t seen_slot(const uint32_t *slot, unsigned bits, uint32_t idx) {
+    uint32_t mask = (1u << bits) - 1;
+    uint32_t p = (idx * 0x9E3779B1u) >> (32 - bits);
+    while (slot[p] != idx && slot[p] != REC_IDX_NONE)
+        p = (p + 1) & mask;
+    return p;
+}
+
+/* db:drop_seen(user, list) -> a new array of list's entries (item ids, or
+ * tables with an `id`, mixed) whose item is not in the user's history (any
+ * event type), in list order. An unknown or nil user gives a shallow copy;
+ * ids of unknown items are kept. O(history + #list) in C: the list's items
+ * go in a small hash set (2 to 4 slots per entry) and the history is
+ * scanned once against it, stopping when every item is found.
+ * [-3, +1, e] */
+static int db_drop_seen(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t u = REC_IDX_NONE;
+    if (!lua_isnoneornil(L, 2))
+        u = find_idx(L, d, REC_KIND_USER, 2, 0);
+    if (lua_type(L, 3) != LUA_TTABLE)
+        return rec_lua_error(L, REC_EINVAL, "list must be an array of item ids "
+                             "or of tables with an id, got %s", luaL_typename(L, 3));
+    lua_Integer len = (lua_Integer)lua_rawlen(L, 3);
+    if (len > INT32_MAX / 4)
+        return rec_lua_error(L, REC_ETOOLARGE, "list has more than %d entries",
+                             INT32_MAX / 4);
+    uint32_t hn = 0;
+    if (u != REC_IDX_NONE)
+        rec_graph_history(rec_engine_graph(d->e), u, &hn);
+    if (hn == 0 || len == 0) {
+        lua_createtable(L, (int)len, 0);
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_rawgeti(L, 3, i);
+            drop_seen_entry(L, d, -1, i); /* the same errors with or without history */
+            lua_rawseti(L, -2, i);
+        }
+        return 1;
+    }
+    unsigned bits = 4;
+    while ((1u << bits) < 2 * (uint64_t)len)
+        bits++;
+    uint32_t cap = 1u << bits;
+    /* idx[i]: entry i's item; slot[]: the set; seen[]: found in history.
+     * One userdata, so an error raised by a later entry leaks nothing. */
+    uint32_t *idx = lua_newuserdatauv(L, ((size_t)len + cap) * sizeof(uint32_t) + cap, 0);
+    uint32_t *slot = idx + len;
+    uint8_t *seen = (uint8_t *)(slot + cap);
+    memset(slot, 0xff, cap * sizeof(uint32_t));
+    memset(seen, 0, cap);
+    uint32_t distinct = 0;
+    for (lua_Integer i = 0; i < len; i++) {
+        lua_rawgeti(L, 3, i + 1);
+        idx[i] = drop_seen_entry(L, d, -1, i + 1);
+        lua_pop(L, 1);
+        if (idx[i] != REC_IDX_NONE) {
+            uint32_t p = seen_slot(slot, bits, idx[i]);
+            if (slot[p] == REC_IDX_NONE) {
+                slot[p] = idx[i];
+                distinct++;
+            }
+        }
+    }
+    /* Read now: an `id` field's metamethod may have added to the history. */
+    const rec_hentry *h = rec_graph_history(rec_engine_graph(d->e), u, &hn);
+    uint32_t found = 0;
+    for (uint32_t j = hn; j-- > 0 && found < distinct;) { /* newest first */
+        uint32_t p = seen_slot(slot, bits, h[j].item);
+        if (slot[p] != REC_IDX_NONE && !seen[p]) {
+            seen[p] = 1;
+            found++;
+        }
+    }
+    lua_createtable(L, (int)len, 0);
+    lua_Integer out = 0;
+    for (lua_Integer i = 0; i < len; i++) {
+        if (idx[i] != REC_IDX_NONE && seen[seen_slot(slot, bits, idx[i])])
+            continue;
+        lua_rawgeti(L, 3, i + 1);
+        lua_rawseti(L, -2, ++out);
+    }
+    return 1;
+}
+
 /* [-0, +1, m] {name, dim, items, users} */
 static void push_space_info(lua_State *L, const rec_space *s) {
     lua_createtable(L, 0, 4);
@@ -1408,8 +1534,8 @@ static int db_ials_train(lua_State *L) {
         snprintf(o.space, sizeof o.space, "%s", opt_field_str(L, 2, "space", "ials"));
         o.factors = (uint32_t)opt_field_num(L, 2, "factors", 64);
         o.iters = (uint32_t)opt_field_num(L, 2, "iters", 8);
-        o.reg = (float)opt_field_num(L, 2, "reg", 0.1);
-        o.alpha = (float)opt_field_num(L, 2, "alpha", 1.0);
+        o.reg = (float)opt_field_num(L, 2, "reg", o.reg);
+        o.alpha = (float)opt_field_num(L, 2, "alpha", o.alpha);
         o.seed = (uint64_t)opt_field_num(L, 2, "seed", 42);
     }
     rec_ials_job *j;
@@ -1436,6 +1562,83 @@ static int db_ials_train(lua_State *L) {
     lua_setfield(L, -2, "seconds");
     rec_ials_job_free(j);
     autocommit(L, d);
+    return 1;
+}
+
+/* db:ease_train([opts]) -> {items, users, seconds}: EASE item-item
+ * weights over the most engaged items (learn.h), installed under
+ * opts.name ("ease"); opts: name, lambda (250), max_items (3000). Blocks
+ * while it trains, like ials_train.   [-2, +1, e] */
+static int db_ease_train(lua_State *L) {
+    ldb *d = check_db(L);
+    if (!d->owned && d->batch_depth > 0)
+        return rec_lua_error(L, REC_EBUSY, "training blocks: in the server use the "
+                             "model.train method, which trains in a worker");
+    rec_ease_opts o;
+    rec_ease_opts_default(&o);
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        snprintf(o.name, sizeof o.name, "%s", opt_field_str(L, 2, "name", "ease"));
+        o.lambda = (float)opt_field_num(L, 2, "lambda", o.lambda);
+        lua_Number mi = opt_field_num(L, 2, "max_items", o.max_items);
+        o.max_items = mi >= 1 && mi <= 20000 ? (uint32_t)mi : 0;
+    }
+    rec_ease_job *j;
+    int rc = rec_ease_job_new(d->e, &o, &j);
+    if (rc)
+        return rec_lua_error(L, rc, "ease: %s", rc == REC_EINVAL
+                             ? "bad options (name a space-like name, lambda > 0, "
+                               "max_items 1..20000)"
+                             : rec_strerror(rc));
+    rc = rec_ease_job_run(j);
+    if (!rc)
+        rc = rec_ease_job_install(d->e, j);
+    if (rc) {
+        rec_ease_job_free(j);
+        return rec_lua_error(L, rc, "ease training failed: %s", rec_strerror(rc));
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, rec_ease_job_items(j));
+    lua_setfield(L, -2, "items");
+    lua_pushinteger(L, rec_ease_job_users(j));
+    lua_setfield(L, -2, "users");
+    lua_pushnumber(L, rec_ease_job_seconds(j));
+    lua_setfield(L, -2, "seconds");
+    rec_ease_job_free(j);
+    return 1;
+}
+
+/* db:ease(user [, k=10 [, opts]]) -> hits by the installed EASE model
+ * (opts.name, default "ease") over the user's positive history as it is
+ * now (opts.recent: only the newest N distinct items, each older one
+ * weighing opts.decay times the next); seen items left out unless
+ * exclude_seen = false; nil when no model
+ * was trained in this process; {} for an unknown user or one whose items
+ * the model does not cover.   [-4, +1, e] */
+static int db_ease(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t u = find_idx(L, d, REC_KIND_USER, 2, 0);
+    qopts q;
+    int t = lua_isnoneornil(L, 4) ? 0 : 4;
+    parse_qopts(L, t, &q, check_k(L, 3, 10), NULL);
+    const char *name = t ? opt_field_str(L, t, "name", "ease") : "ease";
+    lua_Number recent = t ? opt_field_num(L, t, "recent", 0) : 0;
+    lua_Number decay = t ? opt_field_num(L, t, "decay", 1.0) : 1.0;
+    if (recent < 0 || recent > 1e6 || !(decay > 0) || decay > 1)
+        return rec_lua_error(L, REC_EINVAL, "ease: recent must be 0..1e6, decay in (0, 1]");
+    build_skip(L, d, t, &q);
+    if (q.exclude_seen && u != REC_IDX_NONE)
+        skip_seen(d, u, &q);
+    rec_hit *h = hits_alloc(L, q.k);
+    int n = rec_learn_ease_topk_recent(d->e, name, u, (uint32_t)recent, (float)decay, q.skip,
+                                       q.words, (size_t)q.k, h);
+    if (n == REC_ENOTFOUND) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (n < 0)
+        return rec_lua_error(L, n, "ease: %s", rec_strerror(n));
+    push_hits(L, d, REC_KIND_ITEM, h, (size_t)n);
     return 1;
 }
 
@@ -1549,6 +1752,7 @@ static const luaL_Reg db_methods[] = {
     {"user_delete", db_user_delete},
     {"event", db_event},
     {"history", db_history},
+    {"drop_seen", db_drop_seen},
     {"space", db_space},
     {"spaces", db_spaces},
     {"vector", db_vector},
@@ -1575,6 +1779,8 @@ static const luaL_Reg db_methods[] = {
     {"mmr", db_mmr},
     {"ials_train", db_ials_train},
     {"ials_fold_in", db_ials_fold_in},
+    {"ease_train", db_ease_train},
+    {"ease", db_ease},
     {NULL, NULL},
 };
 
@@ -1620,4 +1826,15 @@ int luaopen_recd(lua_State *L) {
     lua_pushliteral(L, "0.1.0");
     lua_setfield(L, -2, "version");
     return 1;
+}
+
+void rec_lua_set_rec(lua_State *L, rec_engine *e, int *ref) {
+    if (!*ref) {
+        luaL_requiref(L, "recd", luaopen_recd, 0); /* the handle's metatable */
+        lua_pop(L, 1);
+        rec_lua_push_engine(L, e, 0);
+        *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
+    lua_setfield(L, -2, "rec");
 }

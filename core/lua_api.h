@@ -21,6 +21,12 @@ int luaopen_recd(lua_State *L);
  * stay pending for the owner to commit. [-0, +1, m] */
 void rec_lua_push_engine(lua_State *L, rec_engine *e, int autocommit);
 
+/* Set field `rec` of the table on top of the stack to one shared handle
+ * on e (autocommit 0), created on first use and kept in the registry under
+ * *ref (0 before). The env_fn of a script runtime whose scripts use the
+ * engine. [-0, +0, m] */
+void rec_lua_set_rec(lua_State *L, rec_engine *e, int *ref);
+
 /* Push an encoded id (idmap.h) as a Lua string or integer; nil when the
  * key is NULL or malformed. [-0, +1, m] */
 void rec_lua_push_id(lua_State *L, const char *key, size_t klen);

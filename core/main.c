@@ -19,6 +19,7 @@ static int rec_bench_main(int argc, char **argv) {
 }
 #endif
 #include "console.h"
+#include "eval.h"
 #include "log.h"
 #include "lua_api.h"
 #include "repl.h"
@@ -38,6 +39,7 @@ static void usage(FILE *f) {
             "             [--log-level debug|info|warn|error]\n"
             "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"
             "             [--init FILE]   (a Lua file run with the engine as `db`)\n"
+            "             [--movielens DIR]   (load a MovieLens download into an empty DIR)\n"
             "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
             "  recd bench [-h HOST] [-p PORT] [-s SOCKET] [-c N] [-n N] [-P N] [-t TESTS]\n"
             "      load a running server like redis-benchmark\n"
@@ -47,6 +49,9 @@ static void usage(FILE *f) {
             "      a Lua REPL with the engine open on DATA (default ./data) as `db`\n"
             "  recd console [--token FILE] [ADDR]\n"
             "      call a running server's methods (default 127.0.0.1:7700)\n"
+            "  recd eval [--protocol prequential|holdout|both] [--pipelines LIST]\n"
+            "            [--json] [--svg FILE] ... LOG   (recd eval --help)\n"
+            "      replay an interaction log and measure each pipeline\n"
             "  recd version\n");
 }
 
@@ -85,6 +90,7 @@ static int cmd_lua(int argc, char **argv) {
 typedef struct serve_cfg {
     rec_server_opts o;
     char data[1024], listen[256], unix_path[1024], token_file[1024], init[1024];
+    char movielens[1024];
     char scripts[1024], policies[1024];
     int scripts_given, policies_given; /* "" given: none */
     char token[1024];
@@ -130,6 +136,8 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
         c->policies_given = 1;
     } else if (!strcmp(name, "init")) {
         snprintf(c->init, sizeof c->init, "%s", val);
+    } else if (!strcmp(name, "movielens")) {
+        snprintf(c->movielens, sizeof c->movielens, "%s", val);
     } else if (!strcmp(name, "auth-token") || !strcmp(name, "auth_token")) {
         snprintf(c->token_file, sizeof c->token_file, "%s", val);
     } else if (!strcmp(name, "max-message") || !strcmp(name, "max_message")) {
@@ -263,6 +271,68 @@ static int run_init(rec_engine *e, void *ud) {
     return rc == LUA_OK ? 0 : -1;
 }
 
+/* --movielens DIR: into an empty data folder, a MovieLens download: the
+ * movies (title, genres, and a content vector from genres and tags, see
+ * rec_eval_load_items) and every rating as a "click" event (value = the
+ * rating, ts from the file), in time order. No checkpoint is written, so
+ * the server's start-up replay runs the policies' on_event over the
+ * ratings, exactly as if they had arrived over the socket. */
+static int load_movielens(rec_engine *e, const char *dir) {
+    if (rec_engine_count(e, REC_KIND_ITEM) > 0) {
+        REC_INFO("--movielens: the data folder holds items already; nothing loaded");
+        return 0;
+    }
+    char movies[1100], tags[1100], ratings[1100], err[1024] = "";
+    snprintf(movies, sizeof movies, "%s/movies.csv", dir);
+    snprintf(tags, sizeof tags, "%s/tags.csv", dir);
+    snprintf(ratings, sizeof ratings, "%s/ratings.csv", dir);
+    struct stat st;
+    int has_tags = stat(tags, &st) == 0;
+    size_t n = 0;
+    if (rec_eval_load_items(e, movies, has_tags ? tags : NULL, &n, err, sizeof err)) {
+        REC_ERROR("--movielens: %s", err);
+        return -1;
+    }
+    rec_eval_read_opts ro;
+    rec_eval_read_opts_default(&ro);
+    rec_eval_log log;
+    memset(&log, 0, sizeof log);
+    if (rec_eval_log_read(&log, ratings, &ro, err, sizeof err)) {
+        REC_ERROR("--movielens: %s", err);
+        rec_eval_log_free(&log);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < log.n && !rc; i++) {
+        const rec_eval_event *ev = &log.ev[i];
+        rec_event re = {.type = "click", .tlen = 5, .value = ev->rating, .has_value = 1,
+                        .ts = ev->ts};
+        re.user = rec_idmap_key(&log.users, ev->user, &re.ulen);
+        re.item = rec_idmap_key(&log.items, ev->item, &re.ilen);
+        rc = rec_engine_event(e, &re, NULL);
+        if (!rc && (i + 1) % 4096 == 0)
+            rc = rec_engine_commit(e);
+    }
+    if (!rc)
+        rc = rec_engine_commit(e);
+    if (rc)
+        REC_ERROR("--movielens: %s", rec_engine_errmsg(e));
+    else
+        REC_INFO("--movielens: %zu movies (%s), %zu ratings loaded from %s", n,
+                 has_tags ? "content vectors from genres and tags" : "content vectors from genres",
+                 log.n, dir);
+    rec_eval_log_free(&log);
+    return rc ? -1 : 0;
+}
+
+/* What runs once the engine is open: --movielens, then --init. */
+static int on_open(rec_engine *e, void *ud) {
+    serve_cfg *c = ud;
+    if (c->movielens[0] && load_movielens(e, c->movielens))
+        return -1;
+    return c->init[0] ? run_init(e, c->init) : 0;
+}
+
 /* <dir of the executable>/<name> when that folder exists, else "". */
 static void beside_exe(char *out, size_t cap, const char *name) {
     char exe[512];
@@ -328,9 +398,9 @@ static int cmd_serve(int argc, char **argv) {
         beside_exe(c.policies, sizeof c.policies, "policies");
     c.o.scripts_dir = c.scripts[0] ? c.scripts : NULL;
     c.o.policies_dir = c.policies[0] ? c.policies : NULL;
-    if (c.init[0]) {
-        c.o.on_open = run_init;
-        c.o.on_open_ud = c.init;
+    if (c.init[0] || c.movielens[0]) {
+        c.o.on_open = on_open;
+        c.o.on_open_ud = &c;
     }
     int rc = rec_server_run(&c.o, RECD_VERSION);
     memset(c.token, 0, sizeof c.token);
@@ -349,6 +419,13 @@ int main(int argc, char **argv) {
         return rec_bench_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "lua"))
         return cmd_lua(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) {
+        char scripts[1024], policies[1024];
+        beside_exe(scripts, sizeof scripts, "scripts");
+        beside_exe(policies, sizeof policies, "policies");
+        return rec_eval_main(argc - 1, argv + 1, scripts[0] ? scripts : NULL,
+                             policies[0] ? policies : NULL);
+    }
     if (!strcmp(cmd, "repl"))
         return rec_repl_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "console"))

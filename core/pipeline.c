@@ -393,6 +393,8 @@ static int push_req(lua_State *L, rec_engine *e, const rec_pl_req *r,
     lua_setfield(L, -2, "now");
     lua_pushboolean(L, r->allow_seen);
     lua_setfield(L, -2, "allow_seen");
+    lua_pushboolean(L, r->record);
+    lua_setfield(L, -2, "record");
     size_t used;
     if (r->context && rec_mp_push_lua(L, r->context, r->context_len, &used) == 0)
         lua_setfield(L, -2, "context");
@@ -493,7 +495,8 @@ int rec_pl_run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
                 h->by = si;
             }
     }
-    qsort(st->hits, st->nhits, sizeof *st->hits, hit_cmp);
+    if (st->nhits) /* hits is NULL until the first candidate */
+        qsort(st->hits, st->nhits, sizeof *st->hits, hit_cmp);
     for (size_t i = 0; i < st->nhits; i++) {
         st->pos[st->hits[i].idx] = (int32_t)i + 1;
         st->rank[st->hits[i].idx] = (int32_t)i + 1;

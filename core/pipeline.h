@@ -102,6 +102,7 @@ typedef struct rec_pl_req {
     const uint64_t *skip;     /* items never returned (seen, excluded, hidden) */
     size_t words;
     int allow_seen;
+    int record;               /* 0: a preview, not shown (req.record = false) */
     int rec_ref;              /* registry ref of the `rec` handle for req.rec */
 } rec_pl_req;
 

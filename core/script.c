@@ -40,12 +40,14 @@
 #include <inttypes.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#include "engine.h"
 #include "err.h"
 #include "log.h"
 
@@ -419,6 +421,19 @@ static int co_wrapped(lua_State *L) {
 }
 
 /* coroutine.wrap(f) [-1, +1, m] */
+/* os.time(): the engine's clock (rec_now), which a replay sets to the
+ * log's time; with a date table, the standard os.time of that date. */
+static int l_os_time(lua_State *L) {
+    if (!lua_isnoneornil(L, 1)) {
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_insert(L, 1);
+        lua_call(L, lua_gettop(L) - 1, 1);
+        return 1;
+    }
+    lua_pushinteger(L, (lua_Integer)floor(rec_now()));
+    return 1;
+}
+
 static int l_co_wrap(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_State *co = lua_newthread(L); /* inherits this thread's hook */
@@ -529,6 +544,9 @@ static int build_env(lua_State *L) {
         lua_getfield(L, 5, os_allow[i]);
         lua_setfield(L, 6, os_allow[i]);
     }
+    lua_getfield(L, 5, "time");
+    lua_pushcclosure(L, l_os_time, 1);
+    lua_setfield(L, 6, "time");
     lua_setfield(L, 3, "os");
     lua_settop(L, 3);
     lua_pushfstring(L, "%s '%s'", kind_name[kind], lua_tostring(L, 1));

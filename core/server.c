@@ -94,6 +94,9 @@ struct server {
     uv_timer_t tick;       /* wakes the loop so checkpoints happen when idle */
     uv_work_t train_work;
     rec_ials_job *training; /* the model being trained in a worker, or NULL */
+    rec_ease_job *ease_training; /* with it or alone */
+    int train_busy;         /* a training job is out */
+    int ease_rc;
     int train_rc;
     double last_train;      /* rec_now() of the last training start */
     uint64_t train_events;  /* events in the log at that start */
@@ -321,32 +324,76 @@ static void train_work(uv_work_t *req) {
     pid_t tid = (pid_t)syscall(SYS_gettid);
     int old = getpriority(PRIO_PROCESS, (id_t)tid);
     setpriority(PRIO_PROCESS, (id_t)tid, 15);
-    s->train_rc = rec_ials_job_run(s->training);
+    s->train_rc = s->training ? rec_ials_job_run(s->training) : 0;
+    s->ease_rc = s->ease_training ? rec_ease_job_run(s->ease_training) : 0;
     setpriority(PRIO_PROCESS, (id_t)tid, old);
 }
 
 static void train_done(uv_work_t *req, int status) {
     server *s = req->data;
     rec_ials_job *j = s->training;
+    rec_ease_job *ej = s->ease_training;
     s->training = NULL;
-    int rc = status < 0 ? REC_EIO : s->train_rc;
-    if (!rc && !s->closed)
-        rc = rec_ials_job_install(s->e, j);
-    if (rc)
-        REC_ERROR("ials training failed: %s", rec_strerror(rc));
-    else
-        REC_INFO("ials trained on %llu interactions in %.2f s",
-                 (unsigned long long)rec_ials_job_pairs(j), rec_ials_job_seconds(j));
-    rec_ials_job_free(j);
+    s->ease_training = NULL;
+    s->train_busy = 0;
+    if (j) {
+        int rc = status < 0 ? REC_EIO : s->train_rc;
+        if (!rc && !s->closed)
+            rc = rec_ials_job_install(s->e, j);
+        if (rc)
+            REC_ERROR("ials training failed: %s", rec_strerror(rc));
+        else
+            REC_INFO("ials trained on %llu interactions in %.2f s",
+                     (unsigned long long)rec_ials_job_pairs(j), rec_ials_job_seconds(j));
+        rec_ials_job_free(j);
+    }
+    if (ej) {
+        int rc = status < 0 ? REC_EIO : s->ease_rc;
+        if (!rc && !s->closed)
+            rc = rec_ease_job_install(s->e, ej);
+        if (rc)
+            REC_ERROR("ease training failed: %s", rec_strerror(rc));
+        else
+            REC_INFO("ease trained on %u items, %u users in %.2f s", rec_ease_job_items(ej),
+                     rec_ease_job_users(ej), rec_ease_job_seconds(ej));
+        rec_ease_job_free(ej);
+    }
+}
+
+static int has_policy(server *s, const char *name, const char *fn) {
+    return s->rt && rec_script_has(s->rt, REC_SCRIPT_POLICY, name, fn);
 }
 
 /* Snapshot on the loop thread, train in a worker, install on return. */
 static int start_training(void *ud, const msgpack_object *opts, char *err,
                           size_t errlen) {
     server *s = ud;
-    if (s->training) {
+    if (s->train_busy) {
         snprintf(err, errlen, "a training is already running");
         return REC_EBUSY;
+    }
+    /* which models: opts.model ("ials", "ease" or "all"); without it, the
+     * models whose policies are loaded, or ials alone */
+    int want_ials = 1, want_ease = 0;
+    const msgpack_object *model = NULL;
+    for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
+        const msgpack_object *k = &opts->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 5 &&
+            !memcmp(k->via.str.ptr, "model", 5))
+            model = &opts->via.map.ptr[i].val;
+    }
+    if (model) {
+        const char *m = model->type == MSGPACK_OBJECT_STR ? model->via.str.ptr : "";
+        size_t ml = model->type == MSGPACK_OBJECT_STR ? model->via.str.size : 0;
+        want_ials = (ml == 4 && !memcmp(m, "ials", 4)) || (ml == 3 && !memcmp(m, "all", 3));
+        want_ease = (ml == 4 && !memcmp(m, "ease", 4)) || (ml == 3 && !memcmp(m, "all", 3));
+        if (!want_ials && !want_ease) {
+            snprintf(err, errlen, "model must be \"ials\", \"ease\" or \"all\"");
+            return REC_EINVAL;
+        }
+    } else if (has_policy(s, "ease", "on_load")) {
+        want_ease = 1;
+        want_ials = has_policy(s, "ials", "on_event");
     }
     rec_ials_opts o;
     rec_ials_opts_default(&o);
@@ -373,19 +420,46 @@ static int start_training(void *ud, const msgpack_object *opts, char *err,
             o.alpha = (float)x;
         }
     }
-    int rc = rec_ials_job_new(s->e, &o, &s->training);
+    int rc = want_ials ? rec_ials_job_new(s->e, &o, &s->training) : 0;
     if (rc) {
         snprintf(err, errlen, "ials: %s", rc == REC_EDIM
                  ? "the space exists with another dimension than factors"
                  : "bad options (factors 1..256, iters 0..1000, reg and alpha > 0)");
         return rc;
     }
+    if (want_ease) {
+        rec_ease_opts eo;
+        rec_ease_opts_default(&eo);
+        for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
+            const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
+            double x = v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (double)v->via.u64
+                       : v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32
+                           ? v->via.f64 : -1;
+            if (k->type != MSGPACK_OBJECT_STR)
+                continue;
+            if (k->via.str.size == 6 && !memcmp(k->via.str.ptr, "lambda", 6) && x > 0)
+                eo.lambda = (float)x;
+            else if (k->via.str.size == 9 && !memcmp(k->via.str.ptr, "max_items", 9) && x >= 1)
+                eo.max_items = x > 20000 ? 0 : (uint32_t)x;
+        }
+        if ((rc = rec_ease_job_new(s->e, &eo, &s->ease_training))) {
+            rec_ials_job_free(s->training);
+            s->training = NULL;
+            snprintf(err, errlen, "ease: %s", rc == REC_EINVAL
+                     ? "bad options (lambda > 0, max_items 1..20000)" : rec_strerror(rc));
+            return rc;
+        }
+    }
+    s->train_busy = 1;
     s->last_train = rec_now();
     s->train_events = rec_engine_events(s->e);
     s->train_work.data = s;
     if ((rc = uv_queue_work(s->loop, &s->train_work, train_work, train_done))) {
         rec_ials_job_free(s->training);
         s->training = NULL;
+        rec_ease_job_free(s->ease_training);
+        s->ease_training = NULL;
+        s->train_busy = 0;
         snprintf(err, errlen, "cannot start a worker: %s", uv_strerror(rc));
         return REC_EIO;
     }
@@ -393,7 +467,7 @@ static int start_training(void *ud, const msgpack_object *opts, char *err,
 }
 
 /* Once a second: the check handle after this wake-up stages a checkpoint
- * when one is due; and when the "ials" policy is loaded, the model is
+ * when one is due; and when the "ials" or "ease" policy is loaded, the models are
  * retrained every train_every seconds if events came in meanwhile. */
 static void on_tick(uv_timer_t *t) {
     server *s = t->data;
@@ -413,15 +487,15 @@ static void on_tick(uv_timer_t *t) {
             uv_close((uv_handle_t *)&s->tick, on_handle_closed);
         return;
     }
-    if (s->o.train_every <= 0 || s->training || s->stopping || !s->rt ||
-        !rec_script_has(s->rt, REC_SCRIPT_POLICY, "ials", "on_event"))
+    if (s->o.train_every <= 0 || s->train_busy || s->stopping || !s->rt ||
+        (!has_policy(s, "ials", "on_event") && !has_policy(s, "ease", "on_load")))
         return;
     if (rec_now() - s->last_train < s->o.train_every ||
         rec_engine_events(s->e) == s->train_events)
         return;
     char err[256];
     if (start_training(s, NULL, err, sizeof err))
-        REC_WARN("scheduled ials training: %s", err);
+        REC_WARN("scheduled training: %s", err);
 }
 
 static void on_check(uv_check_t *h) {
@@ -454,7 +528,7 @@ static void on_check(uv_check_t *h) {
         flush_all(s);
     }
     resume_blocked(s);
-    if (s->stopping && !s->closed && !s->committing && !s->training &&
+    if (s->stopping && !s->closed && !s->committing && !s->train_busy &&
         !rec_engine_pending(s->e))
         shutdown_now(s);
 }
@@ -933,14 +1007,7 @@ static int listen_unix(server *s) {
  * writes wait for the group commit. */
 static void install_rec(lua_State *L, void *ud) {
     server *s = ud;
-    if (!s->rec_ref) {
-        luaL_requiref(L, "recd", luaopen_recd, 0); /* the handle's metatable */
-        lua_pop(L, 1);
-        rec_lua_push_engine(L, s->e, 0);
-        s->rec_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->rec_ref);
-    lua_setfield(L, -2, "rec");
+    rec_lua_set_rec(L, s->e, &s->rec_ref);
 }
 
 /* The Lua runtime exists even without script folders: admin.eval uses it,
@@ -1070,7 +1137,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     }
     /* A second signal may have stopped the loop with a commit or a
      * training out: their workers touch the engine, wait for them. */
-    while (s->committing || s->training)
+    while (s->committing || s->train_busy)
         uv_run(s->loop, UV_RUN_ONCE);
     if (s->unix_path[0])
         unlink(s->unix_path);

@@ -23,8 +23,10 @@
 -- Beta draws: X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b), Gamma by
 -- Marsaglia and Tsang (2000), normals by Box-Muller, all from math.random.
 --
--- Cost: one db:history, up to ANCHORS db:similar (O(items x dim)), two
--- db:counter_get per candidate and per challenged slot.
+-- Cost: one db:drop_seen over the POOL tail candidates and up to ANCHORS
+-- db:similar (O(items x dim)), both leaving the user's history out in C
+-- (O(history), no Lua work per history entry); two db:counter_get per
+-- candidate and per challenged slot.
 -- Knobs: SHARE, MAX_SLOTS, PROVEN, PRIOR_A/PRIOR_B, POOL, ANCHORS, SCAN_LIMIT,
 -- COMPETE, SPACE, HALF_LIFE (of the counters, when this creates them).
 local SHARE = 0.2
@@ -37,7 +39,6 @@ local SCAN_LIMIT = 20000
 local COMPETE = true
 local SPACE = "content"
 local HALF_LIFE = 7 * 86400
-local HISTORY_CAP = 100000
 
 local function try(f, ...)
     local ok, r = pcall(f, ...)
@@ -102,7 +103,8 @@ function M.rerank(req, items)
         return PRIOR_A + c, PRIOR_B + (m - c), m
     end
 
-    -- what must not be inserted
+    -- what must not be inserted: req.exclude and the shown items here, the
+    -- user's history (seen_by) in the engine
     local skip, excl = {}, {}
     local function add(id)
         if id ~= nil and not skip[id] then
@@ -111,10 +113,8 @@ function M.rerank(req, items)
         end
     end
     for _, id in ipairs(req.exclude or {}) do add(id) end
-    if not req.allow_seen and req.user ~= nil then
-        for _, h in ipairs(db:history(req.user, HISTORY_CAP)) do add(h.item) end
-    end
     for i = 1, n do add(items[i].id) end
+    local seen_by = not req.allow_seen and req.user or nil
 
     -- candidates: the tail of the list, then content neighbours of the top
     local cands, cseen = {}, {}
@@ -126,7 +126,10 @@ function M.rerank(req, items)
             cands[#cands + 1] = {id = id, a = a, b = b, tail = from_tail, ord = #cands + 1}
         end
     end
-    for i = n + 1, math.min(#items, n + POOL) do consider(items[i].id, true) end
+    local tail = {}
+    for i = n + 1, math.min(#items, n + POOL) do tail[#tail + 1] = items[i].id end
+    if seen_by ~= nil then tail = db:drop_seen(seen_by, tail) end
+    for _, id in ipairs(tail) do consider(id, true) end
     -- Content neighbours cost a scan of the space: only on small catalogues
     -- (on large ones the candidates below n, which strategies drew from
     -- content similarity among others, are the pool).
@@ -135,7 +138,7 @@ function M.rerank(req, items)
         for i = 1, math.min(ANCHORS, n) do
             local anchor = items[i].id
             if try(db.vector, db, "item", anchor, SPACE) then
-                for _, h in ipairs(db:similar(anchor, POOL, {space = SPACE, exclude = excl})) do
+                for _, h in ipairs(db:similar(anchor, POOL, {space = SPACE, exclude = excl, seen_by = seen_by})) do
                     consider(h.id, false)
                 end
             end

@@ -2,7 +2,8 @@
 --
 -- Per user, kv key "fatigue:<user>" (see below) holds a short list of
 -- {id = item, n = times shown, ts = last shown}. rerank counts the items
--- it returns in the shown slots (the first req.n); an item shown THRESHOLD
+-- it returns in the shown slots (the first req.n; not for previews, whose
+-- req.record is false); an item shown THRESHOLD
 -- times or more without engagement is demoted: it moves below every
 -- non-fatigued item (the more shown, the lower), and carries
 -- fatigue = <times shown>. Any positive event on the item (on_event)
@@ -79,6 +80,8 @@ function M.rerank(req, items)
     end)
     local out = fresh
     for _, t in ipairs(tired) do out[#out + 1] = t.it end
+    -- a preview (rec.recommend with record = false) is not shown: no count
+    if req.record == false then return out end
 
     local shown = math.min(math.tointeger(req.n) or #out, #out)
     for i = 1, shown do

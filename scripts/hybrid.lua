@@ -22,14 +22,27 @@
 -- Cold start: a user with no positive history gets popularity (W_COLD_POP)
 -- and what is hot in the last hour ("trend_short", W_COLD_TREND), plus the
 -- context item's neighbours when given. Seen items (unless
--- req.allow_seen), req.exclude and inactive items never come back. Each
--- result carries why = the source that contributed most.
+-- req.allow_seen), req.exclude and inactive items never come back: the
+-- engine leaves the user's whole history out of every source (seen_by),
+-- so no list of seen ids is built in Lua. Each result carries why = the
+-- source that contributed most.
+-- The user's signals come from their newest HISTORY_CAP events only: the
+-- last COOC_RECENT distinct positive items, the last PROFILE_RECENT
+-- positive events and a positive count that matters up to MF_CONFIDENT,
+-- which an ordinary history holds well within the cap; a user whose
+-- newest HISTORY_CAP events hold no positive one is served as cold. The
+-- newest HISTORY_FIRST events are read first, and the rest of the cap only
+-- when those fall short.
 --
--- Cost: one db:history, COOC_RECENT db:neighbors, up to PROFILE_RECENT
--- db:vector reads + one db:topk, one db:recommend_vec, one db:walk
--- (WALK_STEPS), one or two db:counter_top. Vector scans are O(items x dim).
+-- Cost: one db:history of HISTORY_FIRST events (a second one of
+-- HISTORY_CAP when those hold too few positive ones), COOC_RECENT
+-- db:neighbors, up to PROFILE_RECENT db:vector reads + one db:topk, one
+-- db:recommend_vec, one db:walk (WALK_STEPS), one or two db:counter_top.
+-- Vector scans are O(items x dim); the Lua work does not grow with the
+-- user's history.
 -- Knobs: the W_* weights, COOC_RECENT, PROFILE_RECENT, DECAY, WALK_STEPS,
--- MF_CONFIDENT, RRF_K, POOL_MIN/POOL_MAX (3n clamped), HISTORY_CAP.
+-- MF_CONFIDENT, RRF_K, POOL_MIN/POOL_MAX (3n clamped), HISTORY_FIRST,
+-- HISTORY_CAP.
 local CONTENT, MF = "content", "mf"
 local W_COOC, W_CONTEXT, W_CONTENT, W_MF, W_WALK, W_POP = 2.0, 4.0, 1.0, 0.7, 0.5, 0.3
 local W_COLD_POP, W_COLD_TREND = 1.0, 0.5
@@ -39,7 +52,7 @@ local WALK_STEPS = 1000
 local MF_CONFIDENT = 5
 local RRF_K = 10
 local POOL_MIN, POOL_MAX = 30, 300
-local HISTORY_CAP = 100000
+local HISTORY_FIRST, HISTORY_CAP = 20, 100
 
 -- An id the engine accepts (a non-empty string or an integer).
 local function is_id(x)
@@ -51,6 +64,28 @@ local function try(f, ...)
     if ok then return r end
     if type(r) == "table" and r.name == "not_found" then return nil end
     error(r, 0)
+end
+
+-- The user's newest events: HISTORY_FIRST of them when they hold every
+-- positive one the sources use, else HISTORY_CAP (the same answer as
+-- reading HISTORY_CAP at once).
+local function read_history(db, user)
+    local hist = db:history(user, HISTORY_FIRST)
+    if #hist < HISTORY_FIRST then return hist end
+    local positives, distinct, seen = 0, 0, {}
+    for _, h in ipairs(hist) do
+        if h.weight > 0 then
+            positives = positives + 1
+            if not seen[h.item] then
+                seen[h.item] = true
+                distinct = distinct + 1
+            end
+        end
+    end
+    if positives >= PROFILE_RECENT and positives >= MF_CONFIDENT and distinct >= COOC_RECENT then
+        return hist
+    end
+    return db:history(user, HISTORY_CAP)
 end
 
 local function content_profile(db, hist)
@@ -106,7 +141,7 @@ function M.recommend(req)
     if n <= 0 then return {} end
     local now = req.now or os.time()
     local pool = math.min(math.max(3 * n, POOL_MIN), POOL_MAX)
-    local hist = req.user ~= nil and db:history(req.user, HISTORY_CAP) or {}
+    local hist = req.user ~= nil and read_history(db, req.user) or {}
 
     local skip, excl = {}, {}
     local function add(id)

@@ -13,8 +13,16 @@
 -- (MF_CONFIDENT of them give full weight). A user with neither signal
 -- gets an empty answer.
 --
--- Cost: one db:history, up to RECENT db:vector reads, one db:topk and one
--- db:recommend_vec (each O(items x dim)).
+-- The MF weight and the content taste look at the user's newest
+-- HISTORY_CAP events only: enough for RECENT positive ones (and for
+-- MF_CONFIDENT) in any ordinary history; a user whose newest HISTORY_CAP
+-- events hold no positive one counts as having none.
+-- Items the user interacted with (unless req.allow_seen) and req.exclude
+-- are left out by the engine (exclude_seen, seen_by), not by Lua.
+--
+-- Cost: one db:history of HISTORY_CAP events, up to RECENT db:vector
+-- reads, one db:topk and one db:recommend_vec (each O(items x dim)); Lua
+-- work does not grow with the user's history.
 -- Knobs: W_MF, W_CONTENT, MF_CONFIDENT, RECENT, DECAY, RRF_K,
 -- POOL_MIN/POOL_MAX (candidates per source: 3n clamped), HISTORY_CAP.
 local MF, CONTENT = "mf", "content"
@@ -23,7 +31,7 @@ local MF_CONFIDENT = 5
 local RECENT, DECAY = 20, 0.85
 local RRF_K = 10
 local POOL_MIN, POOL_MAX = 30, 300
-local HISTORY_CAP = 100000
+local HISTORY_CAP = 100
 
 local function try(f, ...)
     local ok, r = pcall(f, ...)
@@ -87,17 +95,7 @@ function M.recommend(req)
     if n <= 0 or req.user == nil then return {} end
     local pool = math.min(math.max(3 * n, POOL_MIN), POOL_MAX)
     local hist = db:history(req.user, HISTORY_CAP)
-    local skip, excl = {}, {}
-    local function add(id)
-        if id ~= nil and not skip[id] then
-            skip[id] = true
-            excl[#excl + 1] = id
-        end
-    end
-    for _, id in ipairs(req.exclude or {}) do add(id) end
-    if not req.allow_seen then
-        for _, h in ipairs(hist) do add(h.item) end
-    end
+    local seen_by = not req.allow_seen and req.user or nil
     local positives = 0
     for _, h in ipairs(hist) do
         if h.weight > 0 then positives = positives + 1 end
@@ -113,7 +111,7 @@ function M.recommend(req)
     end
     if db:space(CONTENT) and positives > 0 then
         local q = content_profile(db, hist)
-        if q then fuse(acc, order, db:topk(CONTENT, q, pool, {exclude = excl}), W_CONTENT, "content") end
+        if q then fuse(acc, order, db:topk(CONTENT, q, pool, {exclude = req.exclude, seen_by = seen_by}), W_CONTENT, "content") end
     end
 
     table.sort(order, function(a, b)

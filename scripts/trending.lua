@@ -12,31 +12,15 @@
 -- small counts, and items with less than MIN_EVIDENCE weight in the short
 -- window are left out, so a single click does not make a trend.
 --
--- Cost: one db:history, one db:counter_top("trend_short") of POOL
--- candidates, then one db:counter_get per candidate; O(items in the
--- family + POOL).
+-- Cost: one db:counter_top("trend_short") of POOL candidates (the user's
+-- history left out in C by seen_by), then one db:counter_get per
+-- candidate; O(items in the family + POOL).
 -- Knobs: PRIOR, MIN_EVIDENCE, POOL_MIN/POOL_MAX (candidates examined:
--- 3n clamped to that range), HISTORY_CAP.
+-- 3n clamped to that range).
 local SHORT, LONG = "trend_short", "trend_long"
 local PRIOR = 2.0
 local MIN_EVIDENCE = 4.0
 local POOL_MIN, POOL_MAX = 30, 300
-local HISTORY_CAP = 100000
-
-local function exclusions(db, req)
-    local set, list = {}, {}
-    local function add(id)
-        if id ~= nil and not set[id] then
-            set[id] = true
-            list[#list + 1] = id
-        end
-    end
-    for _, id in ipairs(req.exclude or {}) do add(id) end
-    if not req.allow_seen and req.user ~= nil then
-        for _, h in ipairs(db:history(req.user, HISTORY_CAP)) do add(h.item) end
-    end
-    return list
-end
 
 local M = {}
 
@@ -51,7 +35,8 @@ function M.recommend(req)
     local ratio = 1.0
     if cs.half_life > 0 and cl.half_life > 0 then ratio = cs.half_life / cl.half_life end
     local pool = math.min(math.max(3 * n, POOL_MIN), POOL_MAX)
-    local cands = db:counter_top(SHORT, pool, {exclude = exclusions(db, req), ts = now})
+    local seen_by = not req.allow_seen and req.user or nil
+    local cands = db:counter_top(SHORT, pool, {exclude = req.exclude, seen_by = seen_by, ts = now})
     local out = {}
     for i, h in ipairs(cands) do
         local short = h.score

@@ -200,6 +200,39 @@ def test_ials_trains_in_the_background_and_folds_in(scripted):
         assert ei.value.name == "dimension_mismatch"
 
 
+def test_ease_trains_in_the_background_and_reads_live_history(scripted):
+    srv, sdir, pdir = scripted
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "policies", "ease.lua")) as f:
+        write(os.path.join(pdir, "ease.lua"), f.read())
+    write(os.path.join(sdir, "by_ease.lua"),
+          "return { recommend = function(req)\n"
+          "  return rec:ease(req.user, req.n) or {{id = 'untrained', score = 0}}\n"
+          "end }\n")
+    with srv.connect(unix=True) as c:
+        c.call("script.reload")
+        c.call("item.put", {"id": "untrained"})
+        # items xa<k> and xb<k> always go together
+        evs = [{"user": "eu%d" % u, "item": "x%s%d" % (side, (u + j) % 6), "type": "click"}
+               for u in range(40) for j in (0, 2) for side in "ab"]
+        c.call("event.add", *evs)
+        with pytest.raises(RecdError) as ei:
+            c.call("model.train", {"model": "bogus"})
+        assert ei.value.name == "invalid_params"
+        first = c.call("rec.recommend", {"user": "fresh", "n": 1, "strategy": "by_ease"})
+        assert [h["id"] for h in first["items"]] == ["untrained"]
+        assert c.call("model.train", {"model": "ease", "lambda": 5})["started"] is True
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = c.call("rec.recommend", {"user": "eu1", "n": 1, "strategy": "by_ease"})
+            if r["items"] and r["items"][0]["id"] != "untrained":
+                break
+            time.sleep(0.05)
+        # a brand-new user: one click, and the partner comes first at once
+        c.call("event.add", {"user": "fresh", "item": "xa4", "type": "click"})
+        r = c.call("rec.recommend", {"user": "fresh", "n": 1, "strategy": "by_ease"})
+        assert [h["id"] for h in r["items"]] == ["xb4"]
+
+
 def test_admin_eval_sessions_and_access(scripted, tmp_path):
     srv, _, _ = scripted
     with srv.connect(unix=True) as c:

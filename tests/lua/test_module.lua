@@ -257,6 +257,113 @@ t.test("recommend_vec leaves out what the user has seen", function()
     t.eq(ids(db:recommend_vec("u", 1, {exclude_seen = false})), "i1")
 end)
 
+-- Entries of a list as text: ids as they are, tables as "{id}".
+local function entries(list)
+    local out = {}
+    for i, e in ipairs(list) do
+        if type(e) == "table" then
+            out[i] = "{" .. tostring(e.id) .. "}"
+        else
+            out[i] = math.type(e) == "integer" and "#" .. e or tostring(e)
+        end
+    end
+    return table.concat(out, ",")
+end
+
+t.test("drop_seen: what the user has not interacted with, in order", function()
+    local db = recd.open(t.tmpdir(), {no_sync = true})
+    db:batch(function()
+        db:item_put("never") -- an item nobody touched
+        db:event{user = "u", item = "a", type = "view", ts = 10}
+        db:event{user = "u", item = "c", type = "skip", ts = 11}    -- negative counts too
+        db:event{user = "u", item = 7, type = "hover", ts = 12}     -- weight 0 too
+        db:event{user = "u", item = "a", type = "click", ts = 13}   -- repeats
+        db:event{user = 5, item = "b", type = "click", ts = 14}
+        db:event{user = "other", item = "d", type = "click", ts = 15}
+    end)
+    local ta, tb = {id = "a", score = 3}, {id = "b", score = 2}
+    local list = {"a", tb, "b", 7, "7", {id = 7}, "never", "unknown", ta, "c", {id = "d"}, 7.0}
+    local out = db:drop_seen("u", list)
+    t.eq(entries(out), "{b},b,7,never,unknown,{d}", "seen a, c and 7 dropped; order kept")
+    t.truthy(out ~= list, "a new array")
+    t.eq(#list, 12, "the list is left as it was")
+    t.truthy(out[1] == tb, "table entries are the same tables")
+    t.eq(math.type(out[3]), nil, "the string \"7\" is another item than 7")
+    -- integer users, and strings that cannot be ids (never items, so kept)
+    t.eq(entries(db:drop_seen(5, {"b", "a", "", string.rep("x", 300)})), "a,," .. string.rep("x", 300))
+    t.eq(entries(db:drop_seen("5", {"b"})), "b", "the string user \"5\" is another user")
+    -- unknown or nil user, empty list: a copy
+    local copy = db:drop_seen("nobody", list)
+    t.eq(#copy, #list)
+    t.truthy(copy ~= list)
+    for i = 1, #list do t.truthy(copy[i] == list[i], "copy entry " .. i) end
+    t.eq(#db:drop_seen(nil, list), #list, "nil user")
+    t.eq(#db:drop_seen("u", {}), 0)
+    t.eq(entries(db:drop_seen("u", {"a", "a", "b", "b"})), "b,b", "duplicates each judged")
+    -- a long history against a long list
+    db:batch(function()
+        for i = 1, 3000 do db:event{user = "heavy", item = "h" .. i, type = "view", ts = 100 + i} end
+    end)
+    local big = {}
+    for i = 1, 2000 do big[i] = {id = "h" .. (i * 2), score = -i} end
+    big[#big + 1] = "h9999"
+    local kept = db:drop_seen("heavy", big)
+    t.eq(#kept, 501, "h2..h3000 seen, h3002..h4000 and h9999 kept")
+    t.eq(kept[1].id, "h3002")
+    t.eq(kept[500].id, "h4000")
+    t.eq(kept[501], "h9999")
+    t.eq(#db:drop_seen("heavy", {"h1", "h3000", "h3001"}), 1, "oldest and newest events count")
+    -- bad arguments
+    local e = t.raises("invalid_params", db.drop_seen, db, "u", nil)
+    t.truthy(e.message:find("list"), "names the list: " .. e.message)
+    t.raises("invalid_params", db.drop_seen, db, "u", "a")
+    t.raises("invalid_params", db.drop_seen, db, "u")
+    e = t.raises("invalid_params", db.drop_seen, db, "u", {"a", 1.5})
+    t.truthy(e.message:find("list%[2%]"), "names the entry: " .. e.message)
+    t.raises("invalid_params", db.drop_seen, db, "u", {"a", true})
+    e = t.raises("invalid_params", db.drop_seen, db, "u", {{id = "a"}, {score = 1}})
+    t.truthy(e.message:find("list%[2%]%.id"), "names the field: " .. e.message)
+    t.raises("invalid_params", db.drop_seen, db, "nobody", {{id = {}}}) -- checked without history too
+    e = t.raises("invalid_params", db.drop_seen, db, {}, {"a"})
+    t.truthy(e.message:find("user"), "names the user: " .. e.message)
+    t.raises("invalid_params", db.drop_seen, db, 2.5, {"a"})
+    t.raises("invalid_params", db.drop_seen, db, "", {"a"})
+end)
+
+t.test("seen_by leaves a user's whole history out of every query", function()
+    local db = recd.open(t.tmpdir(), {no_sync = true})
+    db:counter("pop", 0)
+    db:batch(function()
+        for i = 1, 6 do
+            db:item_put("i" .. i, nil, {content = {1, i / 10}, mf = {1, i / 10}})
+            db:counter_add("pop", "i" .. i, i)
+        end
+        db:user_put("u", nil, {mf = {1, 0}})
+        for k = 1, 4 do
+            db:event{user = "p" .. k, item = "i1", type = "click", ts = 10}
+            db:event{user = "p" .. k, item = "i2", type = "click", ts = 11}
+            db:event{user = "p" .. k, item = "i3", type = "click", ts = 12}
+        end
+        db:event{user = "u", item = "i2", type = "skip", ts = 20}
+        db:event{user = "u", item = "i5", type = "click", ts = 21}
+    end)
+    local function no_seen(hits, what)
+        t.truthy(#hits > 0, what .. " answered")
+        for _, h in ipairs(hits) do
+            t.truthy(h.id ~= "i2" and h.id ~= "i5", what .. " returned seen " .. h.id)
+        end
+    end
+    local o = {seen_by = "u"}
+    no_seen(db:similar("i1", 10, o), "similar")
+    no_seen(db:topk("content", {1, 0.3}, 10, o), "topk")
+    no_seen(db:recommend_vec("u", 10, {seen_by = "u", exclude_seen = false}), "recommend_vec")
+    no_seen(db:neighbors("i1", 10, o), "neighbors")
+    no_seen(db:walk({"i1"}, {k = 10, steps = 500, seen_by = "u"}), "walk")
+    no_seen(db:counter_top("pop", 10, o), "counter_top")
+    t.eq(ids(db:counter_top("pop", 3, {seen_by = "nobody"})), "i6,i5,i4", "unknown user: nothing left out")
+    t.eq(ids(db:neighbors("i1", 10, {seen_by = "u", exclude = {"i3"}})), "", "with exclude")
+end)
+
 t.test("decayed counters", function()
     local db = recd.open(t.tmpdir())
     local c = db:counter("pop", 3600)

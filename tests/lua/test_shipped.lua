@@ -388,6 +388,63 @@ t.test("no strategy returns seen, excluded or inactive items", function()
     end
 end)
 
+t.test("a long history is left out whole, beyond what scripts read of it", function()
+    local db, pols, now = world()
+    local old = {}
+    db:batch(function()
+        -- old engagement with most of A and B, then 150 newer events on C1, C2
+        for i = 1, 8 do
+            event(db, pols, "heavy", "A" .. i, "click", now - 5000 + i)
+            old[#old + 1] = "A" .. i
+        end
+        for i = 1, 4 do
+            event(db, pols, "heavy", "B" .. i, i % 2 == 0 and "skip" or "view", now - 4000 + i)
+            old[#old + 1] = "B" .. i
+        end
+        for k = 1, 150 do event(db, pols, "heavy", "C" .. (k % 2 + 1), "view", now - 3000 + k) end
+    end)
+    local seen = {C1 = true, C2 = true}
+    for _, id in ipairs(old) do seen[id] = true end
+    local function check(list, what)
+        for _, c in ipairs(list) do
+            t.truthy(not seen[c.id], what .. " returned seen " .. tostring(c.id))
+        end
+    end
+    for _, name in ipairs(STRATEGIES) do
+        local s = strategy(name, db)
+        for _, ctx in ipairs({{}, {item = "A3"}}) do
+            local r = s.recommend({user = "heavy", n = 20, now = now, context = ctx, rec = db})
+            check(r, name)
+        end
+    end
+    local r = strategy("hybrid", db).recommend({user = "heavy", n = 5, now = now, rec = db})
+    t.eq(#r, 5, "hybrid still answers: " .. ids(r))
+    -- policies given every item
+    local all = {}
+    for _, c in ipairs({"A", "B", "C"}) do
+        for i = 1, 9 do all[#all + 1] = {id = c .. i, score = 100 - #all} end
+    end
+    local kept = policy("seen", db).rerank({user = "heavy", n = 10, rec = db}, all)
+    t.eq(#kept, #all - 14, "seen drops all 14 seen items: " .. ids(kept))
+    check(kept, "seen")
+    local ex = policy("explore", db)
+    math.randomseed(3)
+    local explored = 0
+    for _ = 1, 20 do
+        -- seen items below the shown slots are never explored into them
+        for _, c in ipairs(ex.rerank({user = "heavy", n = 10, now = now, rec = db}, all)) do
+            if c.why == "explore" then
+                explored = explored + 1
+                t.truthy(not seen[c.id], "explore inserted seen " .. tostring(c.id))
+            end
+        end
+    end
+    t.truthy(explored > 0, "explore inserted unseen items")
+    -- and with allow_seen the scripts may return them again
+    local again = policy("seen", db).rerank({user = "heavy", n = 10, rec = db, allow_seen = true}, all)
+    t.eq(#again, #all)
+end)
+
 t.test("integer ids work end to end", function()
     local db = recd.open(t.tmpdir(), {no_sync = true})
     local pols = {policy("counters", db), policy("online_mf", db), policy("fatigue", db)}
