@@ -282,6 +282,7 @@ int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user) {
 struct rec_ease_job {
     rec_ease_opts o;
     uint32_t n, nusers, nlocal;
+    uint32_t nactive; /* users with at least one modelled item */
     uint32_t *item;   /* local -> engine index */
     uint32_t *local;  /* engine index -> local, UINT32_MAX */
     uint32_t *ptr, *idx;
@@ -390,6 +391,8 @@ int rec_ease_job_new(rec_engine *e, const rec_ease_opts *o, rec_ease_job **out) 
             }
     }
     j->ptr[nu] = (uint32_t)k;
+    for (uint32_t u = 0; u < nu; u++)
+        j->nactive += j->ptr[u + 1] > j->ptr[u];
     free(count);
     free(order);
     free(mark);
@@ -437,7 +440,7 @@ int rec_ease_job_install(rec_engine *e, rec_ease_job *j) {
 
 double rec_ease_job_seconds(const rec_ease_job *j) { return j->seconds; }
 uint32_t rec_ease_job_items(const rec_ease_job *j) { return j->n; }
-uint32_t rec_ease_job_users(const rec_ease_job *j) { return j->nusers; }
+uint32_t rec_ease_job_users(const rec_ease_job *j) { return j->nactive; }
 
 int rec_learn_ease_topk(rec_engine *e, const char *name, uint32_t user,
                         const uint64_t *skip, size_t words, size_t k, rec_hit *out) {

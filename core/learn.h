@@ -70,7 +70,7 @@ int rec_ease_job_install(rec_engine *e, rec_ease_job *j); /* engine thread */
 void rec_ease_job_free(rec_ease_job *j);               /* NULL is a no-op */
 double rec_ease_job_seconds(const rec_ease_job *j);
 uint32_t rec_ease_job_items(const rec_ease_job *j);
-uint32_t rec_ease_job_users(const rec_ease_job *j);
+uint32_t rec_ease_job_users(const rec_ease_job *j); /* with a modelled item */
 
 /* The user's top k items under the installed model `name`: item j scores
  * the sum of B_ij over the distinct items i of the user's positive

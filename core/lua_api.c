@@ -1519,7 +1519,7 @@ static int db_mmr(lua_State *L) {
 /* db:ials_train([opts]) -> {users, items, pairs, seconds}: train implicit
  * ALS on every positive interaction and install the factors in a space
  * (item and user rows, written at the next checkpoint). opts: space
- * ("ials"), factors (64), iters (8), reg (0.1), alpha (1), seed (42).
+ * ("ials"), factors (64), iters (8), reg (30), alpha (2), seed (42).
  * Blocks for the whole training: in the server, model.train runs it in a
  * worker instead, and this raises busy.   [-2, +1, e] */
 static int db_ials_train(lua_State *L) {
@@ -1669,6 +1669,7 @@ static int db_ials_fold_in(lua_State *L) {
  * the bitmap starts empty. O(items) calls.   [-2, +1, e] */
 static int db_bitmap(lua_State *L) {
     ldb *d = check_db(L);
+    lua_settop(L, 2); /* the bitmap goes above the optional argument */
     uint32_t bound = rec_engine_bound(d->e, REC_KIND_ITEM);
     size_t words = ((size_t)bound + 63) / 64 + 1;
     lbitmap *b = lua_newuserdatauv(L, sizeof *b + words * sizeof(uint64_t), 1);

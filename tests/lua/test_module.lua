@@ -98,6 +98,10 @@ t.test("vectors: similar by cosine and dot, filters, k beyond catalogue", functi
     t.eq(#bm, 2)
     t.truthy(bm:has("z"))
     t.eq(ids(db:similar("x", 10, {filter = bm})), "y,z")
+    local empty = db:bitmap()                 -- no argument: an empty bitmap
+    t.eq(#empty, 0)
+    t.eq(#empty:set("x"):set("y"), 2)
+    t.eq(ids(db:similar("x", 10, {filter = empty})), "y")
     db:item_put("x2", nil, nil, false)
     t.eq(ids(db:similar("x", 2)), "xy,y", "inactive items left out")
     t.eq(ids(db:similar("x", 1, {include_inactive = true})), "x2")
