@@ -863,7 +863,8 @@ typedef struct result {
     uint64_t users;
     double recall, ndcg, precision, hr;
     uint64_t fed;
-    double feed_seconds;
+    double feed_seconds;  /* feeding the training part */
+    double train_seconds; /* the batch models after it */
 } result;
 
 typedef struct eval_ctx {
@@ -1301,9 +1302,11 @@ static void run_holdout(runner *u) {
         r->fed++;
         atomic_fetch_add_explicit((atomic_size_t *)&x->work_done, 1, memory_order_relaxed);
     }
+    r->feed_seconds = mono() - t0;
+    double t1 = mono();
     if (!rc && (u->has_ials || u->has_ease))
         train_models(u);
-    r->feed_seconds = mono() - t0;
+    r->train_seconds = mono() - t1;
     rec_clock_set(x->last_ts);
     uint8_t *hit = calloc(x->k, 1);
     if (!hit)
@@ -1497,8 +1500,8 @@ static void print_table(FILE *f, const char *path, const rec_eval_log *log,
     if (any) {
         fprintf(f, "\nholdout (per-user random split, %.0f%% test, seed %llu; full ranking)\n",
                 share * 100, (unsigned long long)x->seed);
-        fprintf(f, "%-24s %9s %9s %12s %8s %8s %6s %9s\n", "pipeline", "Recall@K", "NDCG@K",
-                "Precision@K", "HR@K", "coverage", "users", "feed ev/s");
+        fprintf(f, "%-24s %9s %9s %12s %8s %8s %6s %9s %7s\n", "pipeline", "Recall@K",
+                "NDCG@K", "Precision@K", "HR@K", "coverage", "users", "feed ev/s", "train s");
         for (size_t i = 0; i < nt; i++) {
             const result *r = &t[i].r;
             if (t[i].proto != PROTO_HOLD)
@@ -1508,10 +1511,11 @@ static void print_table(FILE *f, const char *path, const rec_eval_log *log,
                 continue;
             }
             double n = (double)r->users;
-            fprintf(f, "%-24s %9.4f %9.4f %12.4f %8.4f %8.4f %6llu %9.0f\n", t[i].a->label,
-                    ratio(r->recall, n), ratio(r->ndcg, n), ratio(r->precision, n),
-                    ratio(r->hr, n), ratio((double)r->covered, (double)r->catalogue),
-                    (unsigned long long)r->users, ratio((double)r->fed, r->feed_seconds));
+            fprintf(f, "%-24s %9.4f %9.4f %12.4f %8.4f %8.4f %6llu %9.0f %7.2f\n",
+                    t[i].a->label, ratio(r->recall, n), ratio(r->ndcg, n),
+                    ratio(r->precision, n), ratio(r->hr, n),
+                    ratio((double)r->covered, (double)r->catalogue), (unsigned long long)r->users,
+                    ratio((double)r->fed, r->feed_seconds), r->train_seconds);
         }
     }
 }
@@ -1566,11 +1570,11 @@ static void print_json(FILE *f, const char *path, const rec_eval_log *log, const
             double n = (double)r->users;
             fprintf(f, ", \"users\": %llu, \"test_share\": %.3f, \"seed\": %llu, \"recall\": %.6f, "
                        "\"ndcg\": %.6f, \"precision\": %.6f, \"hr\": %.6f, \"fed\": %llu, "
-                       "\"feed_events_per_s\": %.1f}",
+                       "\"feed_events_per_s\": %.1f, \"train_seconds\": %.3f}",
                     (unsigned long long)r->users, share, (unsigned long long)x->seed,
                     ratio(r->recall, n), ratio(r->ndcg, n), ratio(r->precision, n),
                     ratio(r->hr, n), (unsigned long long)r->fed,
-                    ratio((double)r->fed, r->feed_seconds));
+                    ratio((double)r->fed, r->feed_seconds), r->train_seconds);
         }
     }
     fprintf(f, "\n]}\n");

@@ -18,7 +18,9 @@
 -- the slot it replaces and carries why = "explore"; the displaced item
 -- moves just below the shown slots. The list keeps its length. Never
 -- inserts seen items (unless req.allow_seen), req.exclude or inactive
--- items.
+-- items. Previews (rec.recommend with record = false, as recd eval asks)
+-- are not shown to anybody, so they are left as ranked: an exploration
+-- slot is only worth its cost where it can be clicked.
 --
 -- Beta draws: X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b), Gamma by
 -- Marsaglia and Tsang (2000), normals by Box-Muller, all from math.random.
@@ -89,6 +91,9 @@ function M.on_load()
 end
 
 function M.rerank(req, items)
+    -- a preview (record = false) is shown to nobody: exploring in it would
+    -- learn nothing, so it gets the list as ranked
+    if req.record == false then return items end
     local n = math.min(math.tointeger(req.n) or #items, #items)
     local slots = math.min(MAX_SLOTS, math.floor(SHARE * n))
     if slots < 1 then return items end

@@ -17,6 +17,16 @@
 --            agree on; policies/explore.lua gives them shown slots.
 --   mf       the online MF vector in "mf" (W_MF, scaled by how many
 --            positive events the user has: MF needs a few to mean much).
+--   ease     the EASE item-item model (policies/ease.lua trains it; nil
+--            until then), read by where the user is. In a session (their
+--            newest positive event less than SESSION_GAP seconds old) the
+--            next item follows the session: their newest EASE_RECENT items,
+--            each older one weighing EASE_DECAY times the next
+--            (W_EASE_SESSION). A user coming back after a gap gets their
+--            lasting taste: EASE over their whole history, weighted to lead
+--            (W_EASE_RETURN). On MovieLens (BENCHMARKS.md) the first lifts
+--            next-item hit rate and the second the ranking of a returning
+--            user's held-out items; either one used for both costs the other.
 --   walk     random walks from the user's recent items (W_WALK).
 --   popular  the decayed "popularity" counter (W_POP).
 -- Cold start: a user with no positive history gets popularity (W_COLD_POP)
@@ -37,12 +47,13 @@
 -- Cost: one db:history of HISTORY_FIRST events (a second one of
 -- HISTORY_CAP when those hold too few positive ones), COOC_RECENT
 -- db:neighbors, up to PROFILE_RECENT db:vector reads + one db:topk, one
--- db:recommend_vec, one db:walk (WALK_STEPS), one or two db:counter_top.
+-- db:recommend_vec, one db:ease (O(history x modelled items)), one
+-- db:walk (WALK_STEPS), one or two db:counter_top.
 -- Vector scans are O(items x dim); the Lua work does not grow with the
 -- user's history.
 -- Knobs: the W_* weights, COOC_RECENT, PROFILE_RECENT, DECAY, WALK_STEPS,
 -- MF_CONFIDENT, RRF_K, POOL_MIN/POOL_MAX (3n clamped), HISTORY_FIRST,
--- HISTORY_CAP.
+-- HISTORY_CAP, EASE_RECENT, EASE_DECAY, SESSION_GAP.
 local CONTENT, MF = "content", "mf"
 local W_COOC, W_CONTEXT, W_CONTENT, W_MF, W_WALK, W_POP = 2.0, 4.0, 1.0, 0.7, 0.5, 0.3
 local W_COLD_POP, W_COLD_TREND = 1.0, 0.5
@@ -53,6 +64,9 @@ local MF_CONFIDENT = 5
 local RRF_K = 10
 local POOL_MIN, POOL_MAX = 30, 300
 local HISTORY_FIRST, HISTORY_CAP = 20, 100
+local W_EASE_SESSION, W_EASE_RETURN = 2.0, 16.0
+local EASE_RECENT, EASE_DECAY = 10, 0.85
+local SESSION_GAP = 3600
 
 -- An id the engine accepts (a non-empty string or an integer).
 local function is_id(x)
@@ -163,10 +177,11 @@ function M.recommend(req)
     end
 
     -- the newest distinct positive items
-    local recent, rseen, positives = {}, {}, 0
+    local recent, rseen, positives, last_ts = {}, {}, 0, nil
     for _, h in ipairs(hist) do
         if h.weight > 0 then
             positives = positives + 1
+            last_ts = last_ts or h.ts
             if #recent < COOC_RECENT and not rseen[h.item] then
                 rseen[h.item] = true
                 recent[#recent + 1] = h.item
@@ -210,6 +225,11 @@ function M.recommend(req)
                                  {exclude = ctx_excl, seen_by = seen_by, exclude_seen = not req.allow_seen}),
                  W_MF * math.min(1.0, positives / MF_CONFIDENT), "mf")
         end
+        local in_session = last_ts ~= nil and now - last_ts < SESSION_GAP
+        local eopts = {exclude = ctx_excl, seen_by = seen_by}
+        if in_session then eopts.recent, eopts.decay = EASE_RECENT, EASE_DECAY end
+        fuse(acc, order, db:ease(req.user, pool, eopts),
+             in_session and W_EASE_SESSION or W_EASE_RETURN, "ease")
         if W_WALK > 0 then
             local wopts = {k = pool, steps = WALK_STEPS, exclude = ctx_excl, seen_by = seen_by}
             local seeds = req.allow_seen and recent or {user = req.user}

@@ -9,7 +9,7 @@ local ROOT = (((arg and arg[0]) or ""):match("^(.*)/[^/]*$") or ".") .. "/../../
 
 local STRATEGIES = {"popular", "trending", "similar", "personal", "graph", "hybrid"}
 local POLICIES = {"online_mf", "cooccur", "counters", "explore", "fatigue", "seen",
-                  "diversity", "rules"}
+                  "diversity", "rules", "ease"}
 
 local SAFE = {"assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select",
               "tonumber", "tostring", "type", "rawequal", "rawget", "rawlen", "rawset",
@@ -353,12 +353,41 @@ t.test("hybrid: cold start gets popular items; a switch to cluster B shows at on
         end
     end
     t.truthy(shown >= 3, "hybrid + explore show the new B9 (" .. shown .. "/10)")
+    -- a preview (record = false) is shown to nobody: nothing explored
+    for _ = 1, 10 do
+        local req = {user = "me", n = 10, now = now + 20, rec = db, record = false}
+        local ranked = h.recommend(req)
+        local out = ex.rerank(req, ranked)
+        t.eq(ids(out), ids(ranked), "a preview keeps its ranking")
+    end
     r = h.recommend({user = "me", n = 10, now = now + 20, exclude = {"B4", "B5"}})
     t.truthy(not has(r, "B4") and not has(r, "B5"), "exclude honoured")
     -- an item page: its neighbours lead
     r = h.recommend({user = "me", n = 5, now = now + 20, context = {item = "C2"}})
     t.truthy(count_cluster(r, "C", 3) >= 2, "context item C2 pulls C items up: " .. ids(r))
     t.truthy(not has(r, "C2"), "not the context item itself")
+end)
+
+t.test("hybrid + ease: in a session the newest items lead, a returning user's lasting taste", function()
+    local db, pols, now = world({content = false})
+    local h = strategy("hybrid", db)
+    -- me: A1..A5 three days ago (the lasting taste), B1..B3 just now
+    for i = 1, 5 do event(db, pols, "me", "A" .. i, "click", now - 3 * 86400 + i) end
+    for i = 1, 3 do event(db, pols, "me", "B" .. i, "click", now - 600 + i) end
+    local before = h.recommend({user = "me", n = 3, now = now + 2 * 86400})
+    for _, c in ipairs(before) do t.truthy(c.why ~= "ease", "no model yet: no ease source") end
+    local info = db:ease_train({lambda = 5})
+    t.eq(info.users, 19)
+    -- in the session (B clicks ten minutes ago): the session's cluster
+    local r = h.recommend({user = "me", n = 3, now = now})
+    t.eq(count_cluster(r, "B", 3), 3, "in session: " .. ids(r))
+    -- two days later: EASE over the whole history leads, and A is most of it
+    r = h.recommend({user = "me", n = 3, now = now + 2 * 86400})
+    t.eq(r[1].why, "ease")
+    t.truthy(count_cluster(r, "A", 3) >= 2, "returning: " .. ids(r))
+    for _, c in ipairs(r) do
+        t.truthy(c.id ~= "A1" and c.id ~= "A5" and c.id ~= "B1", "seen left out")
+    end
 end)
 
 t.test("no strategy returns seen, excluded or inactive items", function()
