@@ -19,16 +19,18 @@ const Session = require('msgpack5rpc');
 
 const TIMEOUT_MS = 10000; // the whole walkthrough; it takes well under 1 s
 
-// id, title, genre, content vector (comedy, drama, scifi)
+// id, title, genre, content vector: the 8 axes of the demo catalogue that
+// `make run` loads (comedy, drama, action, horror, romance, scifi, docs,
+// kids), so these items sit beside it in the same "content" space
 const CATALOGUE = [
-  ['js-m1', 'Laugh Track', 'comedy', [0.9, 0.1, 0.0]],
-  ['js-m2', 'Pratfall', 'comedy', [0.8, 0.2, 0.1]],
-  ['js-m3', 'Slapstick II', 'comedy', [0.85, 0.0, 0.15]],
-  ['js-m4', 'Quiet Rooms', 'drama', [0.1, 0.9, 0.0]],
-  ['js-m5', 'Long Winter', 'drama', [0.0, 0.95, 0.1]],
-  ['js-m6', 'Orbit', 'scifi', [0.0, 0.1, 0.9]],
-  ['js-m7', 'Red Planet', 'scifi', [0.1, 0.0, 0.95]],
-  ['js-m8', 'Time Loop', 'scifi', [0.2, 0.1, 0.8]],
+  ['js-m1', 'Laugh Track', 'comedy', [0.9, 0.1, 0, 0, 0, 0.0, 0, 0]],
+  ['js-m2', 'Pratfall', 'comedy', [0.8, 0.2, 0, 0, 0, 0.1, 0, 0]],
+  ['js-m3', 'Slapstick II', 'comedy', [0.85, 0.0, 0, 0, 0, 0.15, 0, 0]],
+  ['js-m4', 'Quiet Rooms', 'drama', [0.1, 0.9, 0, 0, 0, 0.0, 0, 0]],
+  ['js-m5', 'Long Winter', 'drama', [0.0, 0.95, 0, 0, 0, 0.1, 0, 0]],
+  ['js-m6', 'Orbit', 'scifi', [0.0, 0.1, 0, 0, 0, 0.9, 0, 0]],
+  ['js-m7', 'Red Planet', 'scifi', [0.1, 0.0, 0, 0, 0, 0.95, 0, 0]],
+  ['js-m8', 'Time Loop', 'scifi', [0.2, 0.1, 0, 0, 0, 0.8, 0, 0]],
 ];
 
 // An error answer from recd: {code, name, message}. `name` is stable

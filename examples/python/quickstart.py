@@ -14,15 +14,17 @@ import sys
 from recd_client import Client, RecdError, f32
 
 CATALOGUE = [
-    # id, title, genre, content vector (comedy, drama, scifi)
-    ("qs-m1", "Laugh Track", "comedy", [0.9, 0.1, 0.0]),
-    ("qs-m2", "Pratfall", "comedy", [0.8, 0.2, 0.1]),
-    ("qs-m3", "Slapstick II", "comedy", [0.85, 0.0, 0.15]),
-    ("qs-m4", "Quiet Rooms", "drama", [0.1, 0.9, 0.0]),
-    ("qs-m5", "Long Winter", "drama", [0.0, 0.95, 0.1]),
-    ("qs-m6", "Orbit", "scifi", [0.0, 0.1, 0.9]),
-    ("qs-m7", "Red Planet", "scifi", [0.1, 0.0, 0.95]),
-    ("qs-m8", "Time Loop", "scifi", [0.2, 0.1, 0.8]),
+    # id, title, genre, content vector: the 8 axes of the demo catalogue that
+# `make run` loads (comedy, drama, action, horror, romance, scifi, docs,
+# kids), so these items sit beside it in the same "content" space
+    ("qs-m1", "Laugh Track", "comedy", [0.9, 0.1, 0, 0, 0, 0.0, 0, 0]),
+    ("qs-m2", "Pratfall", "comedy", [0.8, 0.2, 0, 0, 0, 0.1, 0, 0]),
+    ("qs-m3", "Slapstick II", "comedy", [0.85, 0.0, 0, 0, 0, 0.15, 0, 0]),
+    ("qs-m4", "Quiet Rooms", "drama", [0.1, 0.9, 0, 0, 0, 0.0, 0, 0]),
+    ("qs-m5", "Long Winter", "drama", [0.0, 0.95, 0, 0, 0, 0.1, 0, 0]),
+    ("qs-m6", "Orbit", "scifi", [0.0, 0.1, 0, 0, 0, 0.9, 0, 0]),
+    ("qs-m7", "Red Planet", "scifi", [0.1, 0.0, 0, 0, 0, 0.95, 0, 0]),
+    ("qs-m8", "Time Loop", "scifi", [0.2, 0.1, 0, 0, 0, 0.8, 0, 0]),
 ]
 
 

@@ -52,13 +52,16 @@ def check(r, what):
     return r.stdout
 
 
-@pytest.fixture(params=["builtin", "scripts"])
+@pytest.fixture(params=["builtin", "scripts", "demo"])
 def example_server(request, make_server):
-    """A private server with the built-in pipeline, or the project's scripts."""
+    """A private server with the built-in pipeline, the project's scripts,
+    or what `make run` serves: the scripts and the demo catalogue."""
     if request.param == "builtin":
         return make_server()
-    return make_server(extra_args=["--scripts", str(ROOT / "scripts"),
-                                   "--policies", str(ROOT / "policies")])
+    scripts = ["--scripts", str(ROOT / "scripts"), "--policies", str(ROOT / "policies")]
+    if request.param == "demo":
+        scripts += ["--init", str(ROOT / "examples" / "demo_data.lua")]
+    return make_server(extra_args=scripts)
 
 
 # -- quickstarts ------------------------------------------------------------
