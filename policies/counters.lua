@@ -1,7 +1,7 @@
 -- counters.lua - the decayed per-item counters that strategies and
 -- policies read. Every positive event (weight > 0) adds:
 --
---   "popularity"   + weight   half-life 1 day    popular.lua, hybrid.lua
+--   "popularity"   + weight   half-life 30 days  popular.lua, hybrid.lua
 --   "trend_short"  + weight   half-life 1 hour   trending.lua, hybrid.lua
 --   "trend_long"   + weight   half-life 1 day    trending.lua
 --   "clicks"       + 1        half-life 7 days   explore.lua (successes)
@@ -19,7 +19,7 @@
 -- Knobs: the half-lives below (an existing family keeps the half-life it
 -- was created with).
 local FAMILIES = {
-    {"popularity", 86400},
+    {"popularity", 30 * 86400},
     {"trend_short", 3600},
     {"trend_long", 86400},
     {"clicks", 7 * 86400},

@@ -186,9 +186,9 @@ t.test("popular: most engaged first, seen / excluded / inactive left out", funct
     t.eq(ids(pop.recommend({user = "new", n = 1, now = now})), "P1", "n respected")
     db:item_put("P1", nil, nil, false)
     t.eq(ids(pop.recommend({user = "new", n = 10, now = now})), "P2,P3", "inactive left out")
-    -- decay: P2's clicks, a week later, weigh less than a fresh view
-    event(db, pols, "w2", "P5", "view", now + 7 * 86400)
-    t.eq(pop.recommend({user = "new", n = 1, now = now + 7 * 86400})[1].id, "P5")
+    -- decay: P2's clicks, three months later, weigh less than a fresh view
+    event(db, pols, "w2", "P5", "view", now + 90 * 86400)
+    t.eq(pop.recommend({user = "new", n = 1, now = now + 90 * 86400})[1].id, "P5")
 end)
 
 t.test("trending: a spiking item beats a steadily popular one; thin evidence left out", function()
@@ -550,7 +550,7 @@ end)
 t.test("counters: families created with their half-lives, fed by positive events", function()
     local db = recd.open(t.tmpdir(), {no_sync = true})
     local c = policy("counters", db)
-    t.eq(db:counter("popularity").half_life, 86400)
+    t.eq(db:counter("popularity").half_life, 30 * 86400)
     t.eq(db:counter("trend_short").half_life, 3600)
     t.eq(db:counter("trend_long").half_life, 86400)
     t.eq(db:counter("clicks").half_life, db:counter("impressions").half_life,
@@ -564,7 +564,7 @@ t.test("counters: families created with their half-lives, fed by positive events
     t.near(db:counter_get("trend_long", "a", ts), 10)
     t.near(db:counter_get("clicks", "a", ts), 2, nil, "clicks count engagements")
     t.near(db:counter_get("trend_short", "a", ts + 3600), 5, nil, "short half-life")
-    t.near(db:counter_get("popularity", "a", ts + 86400), 5, nil, "long half-life")
+    t.near(db:counter_get("popularity", "a", ts + 30 * 86400), 5, nil, "long half-life")
     t.eq(db:counter_get("popularity", "b", ts), 0, "negative feedback adds nothing")
     t.eq(db:counter_get("clicks", "b", ts), 0)
     t.eq(db:counter_get("impressions", "a", ts), 0, "impressions are the server's")
