@@ -504,6 +504,53 @@ static int find_col(char **h, int n, const char *const *names) {
 static const char *const item_cols[] = {"id", "item", "itemid", "item_id", "movieid",
                                         "movie_id", "product", "product_id", NULL};
 
+/* A CSV/TSV file read record by record after its header. */
+typedef struct csv {
+    FILE *f;
+    char *buf;
+    size_t cap;
+    uint32_t line; /* of the record last read */
+    char sep;      /* a tab when the header holds one, else ',' */
+} csv;
+
+/* Open path and split its header into fields. Returns the header's field
+ * count, or a negative REC_E* with a message (REC_EINVAL for an empty
+ * file). csv_close is safe after a failure. */
+static int csv_open(csv *c, const char *path, char **fields, char *err, size_t errlen) {
+    memset(c, 0, sizeof *c);
+    if (!(c->f = fopen(path, "r"))) {
+        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        return REC_EIO;
+    }
+    ssize_t len = read_record(c->f, &c->buf, &c->cap, &c->line);
+    if (len <= 0) {
+        set_err(err, errlen, "%s: %s", path, len < 0 ? "out of memory" : "empty file");
+        return len < 0 ? REC_ENOMEM : REC_EINVAL;
+    }
+    c->sep = strchr(c->buf, '\t') ? '\t' : ',';
+    return rec_eval_split(c->buf, c->sep, fields, MAX_FIELDS);
+}
+
+/* The next non-empty record split into fields: the field count (-1 for an
+ * unterminated quote), 0 at the end, REC_ENOMEM. */
+static int csv_next(csv *c, char **fields) {
+    for (;;) {
+        ssize_t len = read_record(c->f, &c->buf, &c->cap, &c->line);
+        if (len < 0)
+            return REC_ENOMEM;
+        if (len > 0)
+            return rec_eval_split(c->buf, c->sep, fields, MAX_FIELDS);
+        if (feof(c->f))
+            return 0;
+    }
+}
+
+static void csv_close(csv *c) {
+    free(c->buf);
+    if (c->f)
+        fclose(c->f);
+}
+
 static uint32_t fnv(const char *s, size_t n) {
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < n; i++)
@@ -512,41 +559,28 @@ static uint32_t fnv(const char *s, size_t n) {
 }
 
 static int read_items(catalogue *c, const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
-        return REC_EIO;
-    }
-    char *buf = NULL, *fl[MAX_FIELDS];
-    size_t cap = 0;
-    uint32_t lineno = 0;
+    csv in;
+    char *fl[MAX_FIELDS];
     int rc = 0;
-    ssize_t len = read_record(f, &buf, &cap, &lineno);
-    if (len <= 0) {
-        set_err(err, errlen, "%s: empty file", path);
-        rc = REC_EINVAL;
-        goto out;
-    }
-    char sep = strchr(buf, '\t') ? '\t' : ',';
-    int nf = rec_eval_split(buf, sep, fl, MAX_FIELDS);
+    int nf = csv_open(&in, path, fl, err, errlen);
     static const char *const title_cols[] = {"title", "name", NULL};
     static const char *const cat_cols[] = {"categories", "category", "genres", "genre", NULL};
     static const char *const vec_cols[] = {"vector", "embedding", NULL};
     int cid = find_col(fl, nf, item_cols), ctitle = find_col(fl, nf, title_cols),
         ccat = find_col(fl, nf, cat_cols), cvec = find_col(fl, nf, vec_cols);
-    if (cid < 0) {
-        set_err(err, errlen, "%s: no id column (the header names none of id, item, movieId, ...)", path);
-        rc = REC_EINVAL;
+    if (nf < 0 || cid < 0) {
+        if (nf >= 0)
+            set_err(err, errlen,
+                    "%s: no id column (the header names none of id, item, movieId, ...)", path);
+        rc = nf < 0 ? nf : REC_EINVAL;
         goto out;
     }
-    while ((len = read_record(f, &buf, &cap, &lineno)) > 0 || (len == 0 && !feof(f))) {
-        if (len < 0) {
+    while ((nf = csv_next(&in, fl)) != 0) {
+        if (nf == REC_ENOMEM) {
             rc = REC_ENOMEM;
             goto out;
         }
-        if (len == 0)
-            continue;
-        nf = rec_eval_split(buf, sep, fl, MAX_FIELDS);
+        uint32_t lineno = in.line;
         if (nf <= cid || (ctitle >= 0 && nf <= ctitle) || (ccat >= 0 && nf <= ccat) ||
             (cvec >= 0 && nf <= cvec)) {
             set_err(err, errlen, "%s:%u: %s", path, lineno,
@@ -635,38 +669,31 @@ static int read_items(catalogue *c, const char *path, char *err, size_t errlen) 
         }
     }
 out:
-    free(buf);
-    fclose(f);
+    csv_close(&in);
     return rc;
 }
 
 static int read_tags(catalogue *c, const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
-        return REC_EIO;
-    }
-    char *buf = NULL, *fl[MAX_FIELDS];
-    size_t cap = 0;
-    uint32_t lineno = 0;
+    csv in;
+    char *fl[MAX_FIELDS];
     int rc = 0;
-    ssize_t len = read_record(f, &buf, &cap, &lineno);
-    char sep = len > 0 && strchr(buf, '\t') ? '\t' : ',';
-    int nf = len > 0 ? rec_eval_split(buf, sep, fl, MAX_FIELDS) : 0;
+    int nf = csv_open(&in, path, fl, err, errlen);
     static const char *const tag_cols[] = {"tag", "tags", "label", NULL};
     int cid = find_col(fl, nf, item_cols), ctag = find_col(fl, nf, tag_cols);
-    if (cid < 0 || ctag < 0) {
-        set_err(err, errlen, "%s: %s", path,
-                len <= 0 ? "empty file" : "the header needs an item id column and a tag column");
-        rc = REC_EINVAL;
+    if (nf < 0 || cid < 0 || ctag < 0) {
+        if (nf >= 0)
+            set_err(err, errlen, "%s: the header needs an item id column and a tag column",
+                    path);
+        rc = nf < 0 ? nf : REC_EINVAL;
         goto out;
     }
-    while ((len = read_record(f, &buf, &cap, &lineno)) > 0 || (len == 0 && !feof(f))) {
-        if (len <= 0)
-            continue;
-        nf = rec_eval_split(buf, sep, fl, MAX_FIELDS);
+    while ((nf = csv_next(&in, fl)) != 0) {
+        if (nf == REC_ENOMEM) {
+            rc = REC_ENOMEM;
+            goto out;
+        }
         if (nf <= cid || nf <= ctag) {
-            set_err(err, errlen, "%s:%u: %s", path, lineno,
+            set_err(err, errlen, "%s:%u: %s", path, in.line,
                     nf < 0 ? "unterminated quote" : "too few fields");
             rc = REC_EINVAL;
             goto out;
@@ -692,8 +719,7 @@ static int read_tags(catalogue *c, const char *path, char *err, size_t errlen) {
         }
     }
 out:
-    free(buf);
-    fclose(f);
+    csv_close(&in);
     return rc;
 }
 

@@ -317,6 +317,32 @@ static int cmp_by_count(const void *a, const void *b, void *ctx) {
     return x < y ? -1 : x > y;
 }
 
+/* Each user's distinct positive items that the job models, as local
+ * numbers: written into idx with j->ptr filled (idx not NULL), or only
+ * counted. mark (ni + 1 entries) is scratch. Returns the count. */
+static size_t user_rows(rec_ease_job *j, rec_graph *g, uint32_t *mark, uint32_t ni,
+                        uint32_t *idx) {
+    memset(mark, 0, ((size_t)ni + 1) * sizeof *mark);
+    size_t k = 0;
+    for (uint32_t u = 0; u < j->nusers; u++) {
+        if (idx)
+            j->ptr[u] = (uint32_t)k;
+        uint32_t hn;
+        const rec_hentry *h = rec_graph_history(g, u, &hn);
+        for (uint32_t i = 0; i < hn; i++)
+            if (h[i].weight > 0.0f && j->local[h[i].item] != UINT32_MAX &&
+                mark[h[i].item] != u + 1) {
+                mark[h[i].item] = u + 1;
+                if (idx)
+                    idx[k] = j->local[h[i].item];
+                k++;
+            }
+    }
+    if (idx)
+        j->ptr[j->nusers] = (uint32_t)k;
+    return k;
+}
+
 int rec_ease_job_new(rec_engine *e, const rec_ease_opts *o, rec_ease_job **out) {
     *out = NULL;
     if (rec_space_name_ok(o->name) || !(o->lambda > 0.0f) || !isfinite(o->lambda) ||
@@ -359,38 +385,14 @@ int rec_ease_job_new(rec_engine *e, const rec_ease_opts *o, rec_ease_job **out) 
         j->item[i] = order[i];
         j->local[order[i]] = i;
     }
-    /* the users' rows over the modelled items */
-    memset(mark, 0, ((size_t)ni + 1) * sizeof *mark);
-    size_t nnz = 0;
-    for (uint32_t u = 0; u < nu; u++) {
-        uint32_t hn;
-        const rec_hentry *h = rec_graph_history(g, u, &hn);
-        for (uint32_t i = 0; i < hn; i++)
-            if (h[i].weight > 0.0f && j->local[h[i].item] != UINT32_MAX &&
-                mark[h[i].item] != u + 1) {
-                mark[h[i].item] = u + 1;
-                nnz++;
-            }
-    }
+    /* the users' rows over the modelled items: counted, then written */
     j->nusers = nu;
+    size_t nnz = user_rows(j, g, mark, ni, NULL);
     j->ptr = malloc(((size_t)nu + 1) * sizeof *j->ptr);
     j->idx = malloc((nnz ? nnz : 1) * sizeof *j->idx);
     if (!j->ptr || !j->idx)
         goto nomem;
-    memset(mark, 0, ((size_t)ni + 1) * sizeof *mark);
-    size_t k = 0;
-    for (uint32_t u = 0; u < nu; u++) {
-        j->ptr[u] = (uint32_t)k;
-        uint32_t hn;
-        const rec_hentry *h = rec_graph_history(g, u, &hn);
-        for (uint32_t i = 0; i < hn; i++)
-            if (h[i].weight > 0.0f && j->local[h[i].item] != UINT32_MAX &&
-                mark[h[i].item] != u + 1) {
-                mark[h[i].item] = u + 1;
-                j->idx[k++] = j->local[h[i].item];
-            }
-    }
-    j->ptr[nu] = (uint32_t)k;
+    user_rows(j, g, mark, ni, j->idx);
     for (uint32_t u = 0; u < nu; u++)
         j->nactive += j->ptr[u + 1] > j->ptr[u];
     free(count);
