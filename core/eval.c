@@ -24,6 +24,7 @@
 
 #include <msgpack.h>
 
+#include "client.h"
 #include "dispatch.h"
 #include "err.h"
 #include "learn.h"
@@ -897,6 +898,7 @@ typedef struct eval_ctx {
     const rec_eval_log *log;
     uint32_t k;
     const char *scripts, *policies, *items, *tags;
+    const char *connect;     /* replay against a running server, or NULL */
     uint64_t train_every;
     uint64_t seed;
     uint8_t *is_test;        /* per event of the log, holdout */
@@ -925,6 +927,11 @@ typedef struct runner {
     rec_session sess;
     int m_event, m_rec;
     rec_buf out;
+    const void *answer;  /* the last call's result (msgpack) */
+    size_t answer_len;
+    rec_client *cl;      /* --connect: the server answers instead */
+    rec_client_reply rep;
+    msgpack_sbuffer sb;
     int has_ials, has_ease;
     uint64_t ops;
     rec_idmap shown;     /* distinct items recommended */
@@ -970,6 +977,18 @@ static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
         for (uint32_t i = 0; i < n; i++)
             u->order[i] = u->pos[i] = i;
         return 0;
+    }
+    if (x->connect) {
+        char err[512] = "";
+        rec_client_reply_init(&u->rep);
+        msgpack_sbuffer_init(&u->sb);
+        int rc = rec_client_connect(&u->cl, x->connect, err, sizeof err);
+        if (rc)
+            set_err(r->err, sizeof r->err, "%s", err);
+        u->m_event = 0;
+        u->m_rec = 1;
+        u->has_ials = 1; /* ask the server to train where the library would */
+        return rc;
     }
     const char *tmp = getenv("TMPDIR");
     snprintf(u->dir, sizeof u->dir, "%s/recd-eval-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -1044,6 +1063,11 @@ static void runner_close(runner *u) {
     if (u->dir[0])
         rm_tree(u->dir);
     rec_buf_free(&u->out);
+    if (u->x && u->x->connect && u->a && u->a->kind != ARM_POPULAR && u->a->kind != ARM_RANDOM) {
+        rec_client_free(u->cl);
+        rec_client_reply_close(&u->rep);
+        msgpack_sbuffer_destroy(&u->sb);
+    }
     rec_idmap_close(&u->shown);
     free(u->count);
     free(u->order);
@@ -1085,20 +1109,42 @@ static int call(runner *u, int method, msgpack_object *map) {
     msgpack_object params = {.type = MSGPACK_OBJECT_ARRAY};
     params.via.array.size = 1;
     params.via.array.ptr = map;
+    const char *name = method == u->m_event ? "event.add" : "rec.recommend";
+    if (u->cl) {
+        msgpack_packer pk;
+        u->sb.size = 0;
+        msgpack_packer_init(&pk, &u->sb, msgpack_sbuffer_write);
+        if (msgpack_pack_object(&pk, params))
+            return REC_ENOMEM;
+        int rc = rec_client_call(u->cl, name, u->sb.data, u->sb.size, &u->rep);
+        if (rc)
+            set_err(u->r->err, sizeof u->r->err, "%s: %s: %s", name,
+                    u->rep.err_name[0] ? u->rep.err_name : rec_err_name(rc),
+                    u->rep.err_message[0] ? u->rep.err_message : rec_strerror(rc));
+        u->answer = u->rep.msg.body;
+        u->answer_len = u->rep.msg.body_len;
+        return rc;
+    }
     u->out.len = 0;
     char err[512] = "";
     int rc = rec_dispatch_call(u->d, method, &params, &u->sess, &u->out, err, sizeof err);
     if (rc)
-        set_err(u->r->err, sizeof u->r->err, "%s: %s: %s",
-                method == u->m_event ? "event.add" : "rec.recommend", rec_err_name(rc), err);
+        set_err(u->r->err, sizeof u->r->err, "%s: %s: %s", name, rec_err_name(rc), err);
     if (!rc && ++u->ops % COMMIT_EVERY == 0 && (rc = rec_engine_commit(u->e)))
         set_err(u->r->err, sizeof u->r->err, "commit: %s", rec_engine_errmsg(u->e));
+    u->answer = u->out.data;
+    u->answer_len = u->out.len;
     return rc;
 }
 
 /* The batch models the loaded policies ask for, trained in place of the
  * server's background worker. */
 static void train_models(runner *u) {
+    if (u->cl) { /* the server trains in its worker: ask, do not wait */
+        static const char opts[] = "\x91\x80"; /* [{}]: the models of its policies */
+        rec_client_call(u->cl, "model.train", opts, sizeof opts - 1, &u->rep);
+        return;
+    }
     if (u->has_ials) {
         rec_ials_opts o;
         rec_ials_opts_default(&o);
@@ -1204,7 +1250,7 @@ static int recommend(runner *u, uint32_t user) {
         msgpack_unpacked up;
         msgpack_unpacked_init(&up);
         size_t off = 0;
-        rc = msgpack_unpack_next(&up, u->out.data, u->out.len, &off) == MSGPACK_UNPACK_SUCCESS
+        rc = msgpack_unpack_next(&up, u->answer, u->answer_len, &off) == MSGPACK_UNPACK_SUCCESS
                  ? 0 : REC_EPROTOCOL;
         const msgpack_object *items = NULL;
         if (!rc && up.data.type == MSGPACK_OBJECT_MAP)
@@ -1251,6 +1297,8 @@ static int recommend(runner *u, uint32_t user) {
 }
 
 static size_t catalogue_of(const runner *u) {
+    if (u->cl)
+        return u->x->log->items.live;
     return u->e ? rec_engine_count(u->e, REC_KIND_ITEM) : u->npool;
 }
 
@@ -1716,6 +1764,9 @@ static void eval_usage(FILE *f) {
             "  --seed N           holdout split and random baseline (42)\n"
             "  --train-every N    prequential: retrain ials every N events (n/10)\n"
             "  --limit N          read only the first N events of the file\n"
+            "  --connect ADDR     replay against a running server (host:port or a\n"
+            "                     Unix socket) instead of temporary databases: one\n"
+            "                     pipeline and one protocol; it keeps the events\n"
             "  --jobs N           arms run in parallel (default: online CPUs)\n"
             "  --json             results as JSON on stdout\n"
             "  --svg FILE         draw the prequential learning curve\n"
@@ -1804,7 +1855,7 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
     rec_eval_read_opts_default(&ro);
     const char *path = NULL, *protocol = "both", *pipelines = NULL, *svg = NULL;
     const char *scripts = default_scripts, *policies = default_policies;
-    const char *items = NULL, *tags = NULL;
+    const char *items = NULL, *tags = NULL, *connect = NULL;
     uint64_t k = 10, seed = 42, train_every = 0, limit = 0, jobs = 0;
     double share = 0.2;
     int json = 0, quiet = 0, strategies = 0;
@@ -1880,6 +1931,8 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
             bad = parse_u64(v, &jobs) || jobs == 0 || jobs > 64;
         else if (!strcmp(a, "--svg"))
             svg = v;
+        else if (!strcmp(a, "--connect"))
+            connect = v;
         else {
             fprintf(stderr, "recd eval: unknown option '%s'\n", a);
             eval_usage(stderr);
@@ -1923,7 +1976,18 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
         fprintf(stderr, "recd eval: nothing to compare\n");
         return 2;
     }
-    for (int i = 0; i < narms; i++)
+    if (connect) {
+        int scripted = 0;
+        for (int i = 0; i < narms; i++)
+            scripted += arms[i].kind != ARM_POPULAR && arms[i].kind != ARM_RANDOM;
+        if (scripted > 1 || protos == (PROTO_PREQ | PROTO_HOLD) || items) {
+            fprintf(stderr, "recd eval: --connect replays into one server's data: give one "
+                            "pipeline (baselines aside), one --protocol, and load the "
+                            "catalogue into the server instead of --items\n");
+            return 2;
+        }
+    }
+    for (int i = 0; i < narms && !connect; i++)
         if (arms[i].kind != ARM_POPULAR && arms[i].kind != ARM_RANDOM && !scripts) {
             fprintf(stderr, "recd eval: '%s' needs a scripts folder (--scripts DIR)\n",
                     arms[i].label);
@@ -1950,6 +2014,7 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
     x.policies = policies;
     x.items = items;
     x.tags = tags;
+    x.connect = connect;
     x.train_every = train_every;
     x.seed = seed;
     x.last_ts = log.ev[log.n - 1].ts;

@@ -164,6 +164,38 @@ def test_items_file_gives_content_vectors(tmp_path):
     assert by[("strategy:personal", "holdout")]["hr"] > 0.3
 
 
+def test_connect_replays_over_the_protocol(make_server):
+    """--connect: the same replay against a running server; its answers
+    match the library's on the planted log."""
+    srv = make_server(extra_args=SCRIPTS)
+    r = run_eval("--connect", srv.tcp, "--protocol", "prequential", "--json",
+                 "--pipelines", "default,baseline:popular", str(PLANTED))
+    _, by = results(r.stdout)
+    default, pop = by[("default", "prequential")], by[("baseline:popular", "prequential")]
+    assert default["scored"] == 1920
+    assert default["hr"] > 0.3 and default["hr"] > 5 * pop["hr"]
+    c = srv.connect()
+    assert c.call("sys.info")["events"] == 2000  # the server kept the events
+    # previews: nothing was counted as shown
+    stats = c.call("stats.get")
+    shown = [m["total"]["impressions"] for m in (stats.get("pipelines") or {}).values()]
+    assert sum(shown) == 0, stats
+    # while a request that is shown counts (so the check above can fail)
+    c.call("rec.recommend", {"user": 1, "n": 5})
+    stats = c.call("stats.get")
+    assert sum(m["total"]["impressions"] for m in stats["pipelines"].values()) == 5
+    c.close()
+
+
+def test_connect_refuses_what_one_server_cannot_hold(make_server):
+    for args in (["--protocol", "both"], ["--protocol", "holdout", "--pipelines", "default,main"]):
+        r = run_eval("--connect", "127.0.0.1:1", *args, str(PLANTED), check=False)
+        assert r.returncode == 2 and "one pipeline" in r.stderr
+    r = run_eval("--connect", "127.0.0.1:1", "--protocol", "holdout", "--pipelines", "default",
+                 str(PLANTED), check=False)
+    assert r.returncode == 1 and "127.0.0.1:1" in r.stdout
+
+
 # -- recd serve --movielens: the same loader behind a server ---------------
 
 def write_movielens(d):
