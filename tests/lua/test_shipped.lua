@@ -364,6 +364,17 @@ t.test("hybrid: cold start gets popular items; a switch to cluster B shows at on
         local out = ex.rerank(req, ranked)
         t.eq(ids(out), ids(ranked), "a preview keeps its ranking")
     end
+    -- a long list (one sort) and a short one (a selection of the best):
+    -- both best first, no item twice
+    for _, len in ipairs({100, 10, 1}) do
+        local l = h.recommend({user = "me", n = len, now = now + 20})
+        local seen = {}
+        for _, c in ipairs(l) do
+            t.truthy(not seen[c.id], "twice: " .. tostring(c.id))
+            seen[c.id] = true
+        end
+        t.truthy(descending(l) and #l == math.min(len, #l) and #l >= math.min(len, 10))
+    end
     r = h.recommend({user = "me", n = 10, now = now + 20, exclude = {"B4", "B5"}})
     t.truthy(not has(r, "B4") and not has(r, "B5"), "exclude honoured")
     -- an item page: its neighbours lead
