@@ -315,11 +315,14 @@ int rec_eval_log_read(rec_eval_log *log, const char *path,
         rc = base_type;
         goto out;
     }
-    for (; len > 0 || (len == 0 && !feof(f)); len = read_record(f, &buf, &cap, &lineno)) {
+    for (;; len = read_record(f, &buf, &cap, &lineno)) {
         if (len < 0) {
+            set_err(err, errlen, "%s:%u: out of memory", path, lineno);
             rc = REC_ENOMEM;
             goto out;
         }
+        if (len == 0 && feof(f))
+            break;
         if (len == 0 || buf[0] == 0)
             continue;
         nf = rec_eval_split(buf, sep, fields, MAX_FIELDS);
