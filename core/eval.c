@@ -1004,6 +1004,7 @@ static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
     rec_engine_opts eo;
     rec_engine_opts_default(&eo);
     eo.store.no_sync = 1;             /* a scratch database */
+    eo.seed = x->seed;                /* walks, MF negatives */
     eo.checkpoint_interval = 1e300;   /* learned state stays in memory */
     char err[512] = "";
     int rc = rec_engine_open(&u->e, u->dir, &eo, err, sizeof err);
@@ -1764,8 +1765,9 @@ static void eval_usage(FILE *f) {
             "  --items FILE       an item file to load first (id, title, categories or\n"
             "                     genres separated by |, vector), with --tags FILE\n"
             "  --test-share F     holdout: share of each user's events held out (0.2)\n"
-            "  --seed N           holdout split and random baseline (42)\n"
-            "  --train-every N    prequential: retrain ials every N events (n/10)\n"
+            "  --seed N           the holdout split, the random baseline, the engine's\n"
+            "                     generator and the scripts' math.random (42)\n"
+            "  --train-every N    prequential: retrain ials and ease every N events (n/10)\n"
             "  --limit N          read only the first N events of the file\n"
             "  --connect ADDR     replay against a running server (host:port or a\n"
             "                     Unix socket) instead of temporary databases: one\n"
