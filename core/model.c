@@ -152,6 +152,8 @@ void rec_counter_free(rec_counter *c) {
     free(c->key);
     free(c->dirty);
     free(c->dirty_list);
+    free(c->top);
+    free(c->in_top);
     free(c);
 }
 
@@ -184,6 +186,11 @@ static int counter_reserve(rec_counter *c, uint32_t idx) {
     if (!d)
         return REC_ENOMEM;
     c->dirty = d;
+    uint64_t *it = realloc(c->in_top, nw * 8);
+    if (!it)
+        return REC_ENOMEM;
+    c->in_top = it;
+    memset(it + ow, 0, (nw - ow) * 8);
     uint32_t *dl = realloc(c->dirty_list, (size_t)cap * sizeof *dl);
     if (!dl)
         return REC_ENOMEM;
@@ -206,6 +213,50 @@ static void set_key(rec_counter *c, uint32_t idx) {
                           : -(double)INFINITY;
 }
 
+/* Does a come before b in the top order (key descending, index)? */
+static int top_before(const rec_counter *c, uint32_t a, uint32_t b) {
+    return c->key[a] > c->key[b] || (c->key[a] == c->key[b] && a < b);
+}
+
+static void top_forget(rec_counter *c) {
+    for (uint32_t i = 0; i < c->ntop; i++)
+        c->in_top[c->top[i] >> 6] &= ~(1ull << (c->top[i] & 63));
+    c->ntop = 0;
+    c->top_valid = 0;
+}
+
+/* idx's key changed from old: keep the cache exact, or drop it. */
+static void top_update(rec_counter *c, uint32_t idx, double old) {
+    if (!c->top_valid)
+        return;
+    int member = (c->in_top[idx >> 6] >> (idx & 63)) & 1;
+    double k = c->key[idx];
+    if (k < old || isinf(k)) { /* fell: only the cache's own order suffers */
+        if (member)
+            top_forget(c);
+        return;
+    }
+    uint32_t pos;
+    if (member) {
+        for (pos = 0; c->top[pos] != idx; pos++)
+            ;
+    } else if (c->ntop < REC_COUNTER_TOP) {
+        pos = c->ntop++;       /* not full: it holds every positive item */
+    } else if (top_before(c, idx, c->top[c->ntop - 1])) {
+        uint32_t out = c->top[c->ntop - 1];
+        c->in_top[out >> 6] &= ~(1ull << (out & 63));
+        pos = c->ntop - 1;
+    } else {
+        return;
+    }
+    while (pos > 0 && top_before(c, idx, c->top[pos - 1])) {
+        c->top[pos] = c->top[pos - 1];
+        pos--;
+    }
+    c->top[pos] = idx;
+    c->in_top[idx >> 6] |= 1ull << (idx & 63);
+}
+
 static void counter_mark(rec_counter *c, uint32_t idx) {
     uint64_t bit = 1ull << (idx & 63);
     if (!(c->dirty[idx >> 6] & bit)) {
@@ -222,7 +273,7 @@ int rec_counter_add(rec_counter *c, uint32_t idx, double amount, double t) {
     int rc = counter_reserve(c, idx);
     if (rc)
         return rc;
-    double last = c->t_last[idx];
+    double last = c->t_last[idx], old = c->key[idx];
     if (c->val[idx] == 0.0 || t >= last) {
         c->val[idx] = (c->val[idx] == 0.0 ? 0.0 : c->val[idx] * decay(c, t - last)) + amount;
         c->t_last[idx] = t;
@@ -230,6 +281,7 @@ int rec_counter_add(rec_counter *c, uint32_t idx, double amount, double t) {
         c->val[idx] += amount * decay(c, last - t);
     }
     set_key(c, idx);
+    top_update(c, idx, old);
     counter_mark(c, idx);
     return 0;
 }
@@ -238,9 +290,11 @@ int rec_counter_load(rec_counter *c, uint32_t idx, double val, double t) {
     int rc = counter_reserve(c, idx);
     if (rc)
         return rc;
+    double old = c->key[idx];
     c->val[idx] = val;
     c->t_last[idx] = t;
     set_key(c, idx);
+    top_update(c, idx, old);
     if (idx >= c->n)
         c->n = idx + 1;
     return 0;
@@ -255,24 +309,80 @@ double rec_counter_get(const rec_counter *c, uint32_t idx, double t) {
 void rec_counter_remove(rec_counter *c, uint32_t idx) {
     if (idx >= c->n)
         return;
+    double old = c->key[idx];
     c->val[idx] = 0.0;
     c->t_last[idx] = 0.0;
     c->key[idx] = -(double)INFINITY;
+    top_update(c, idx, old);
     counter_mark(c, idx);
 }
 
-size_t rec_counter_topk(const rec_counter *c, double t, const uint64_t *skip,
-                        size_t skip_words, size_t k, rec_hit *out) {
-    rec_topk tk;
-    rec_topk_init(&tk, out, k);
-    /* value(t) = 2^(key - t/half_life): the order of keys is the order of
-     * values at any t, so rank on keys (relative to t, small enough for a
-     * float) and decay only the k winners. */
-    double now = c->half_life > 0.0 ? t / c->half_life : 0.0;
+static int skipped(const uint64_t *skip, size_t words, uint32_t i) {
+    return skip && (size_t)(i >> 6) < words && (skip[i >> 6] >> (i & 63) & 1);
+}
+
+static int cmp_top(const void *a, const void *b, void *ctx) {
+    const rec_counter *c = ctx;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return top_before(c, x, y) ? -1 : top_before(c, y, x) ? 1 : 0;
+}
+
+/* The cache from scratch in one pass: the first REC_COUNTER_TOP keys
+ * sorted, then each better one inserted in place (few, on a long tail). */
+static int top_rebuild(rec_counter *c) {
+    if (!c->top && !(c->top = malloc(REC_COUNTER_TOP * sizeof *c->top)))
+        return REC_ENOMEM;
+    top_forget(c);
+    uint32_t m = 0;
     for (uint32_t i = 0; i < c->n; i++) {
         if (isinf(c->key[i]))
             continue;
-        if (skip && (size_t)(i >> 6) < skip_words && (skip[i >> 6] >> (i & 63) & 1))
+        if (m < REC_COUNTER_TOP) {
+            c->top[m++] = i;
+            if (m == REC_COUNTER_TOP)
+                qsort_r(c->top, m, sizeof *c->top, cmp_top, c);
+        } else if (top_before(c, i, c->top[m - 1])) {
+            uint32_t pos = m - 1;
+            while (pos > 0 && top_before(c, i, c->top[pos - 1])) {
+                c->top[pos] = c->top[pos - 1];
+                pos--;
+            }
+            c->top[pos] = i;
+        }
+    }
+    if (m < REC_COUNTER_TOP)
+        qsort_r(c->top, m, sizeof *c->top, cmp_top, c);
+    c->ntop = m;
+    for (uint32_t i = 0; i < m; i++)
+        c->in_top[c->top[i] >> 6] |= 1ull << (c->top[i] & 63);
+    c->top_valid = 1;
+    return 0;
+}
+
+size_t rec_counter_topk(rec_counter *c, double t, const uint64_t *skip,
+                        size_t skip_words, size_t k, rec_hit *out) {
+    /* value(t) = 2^(key - t/half_life): the order of keys is the order of
+     * values at any t, so rank on keys and decay only the k winners. */
+    if (k == 0)
+        return 0;
+    if (!c->top_valid && c->in_top)
+        top_rebuild(c); /* on failure, the scan below answers */
+    if (c->top_valid) {
+        size_t n = 0;
+        for (uint32_t i = 0; i < c->ntop && n < k; i++)
+            if (!skipped(skip, skip_words, c->top[i]))
+                out[n++] = (rec_hit){c->top[i], 0.0f};
+        if (n == k || c->ntop < REC_COUNTER_TOP) {
+            for (size_t i = 0; i < n; i++)
+                out[i].score = (float)rec_counter_get(c, out[i].idx, t);
+            return n;
+        }
+    }
+    rec_topk tk;
+    rec_topk_init(&tk, out, k);
+    double now = c->half_life > 0.0 ? t / c->half_life : 0.0;
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (isinf(c->key[i]) || skipped(skip, skip_words, i))
             continue;
         rec_topk_push(&tk, i, (float)(c->key[i] - now));
     }

@@ -65,7 +65,18 @@ typedef struct rec_counter {
     uint32_t ndirty;
     uint32_t cap;
     uint32_t n;           /* highest touched index + 1 */
+    /* The REC_COUNTER_TOP largest keys, by key descending then index: kept
+     * up to date as keys rise (an add), rebuilt by the next top-k query
+     * after a key in it falls (a negative add, a remove, a load). While
+     * valid, it holds every item with a positive value when it is not
+     * full, so top-k queries answer from it without a scan. */
+    uint32_t *top;
+    uint32_t ntop;
+    int top_valid;
+    uint64_t *in_top;     /* bit per index: in top */
 } rec_counter;
+
+#define REC_COUNTER_TOP 256
 
 /* REC_EINVAL for a bad name or negative/non-finite half-life. */
 int rec_counter_new(rec_counter **out, const char *name, uint16_t id,
@@ -81,9 +92,12 @@ double rec_counter_get(const rec_counter *c, uint32_t idx, double t);
 /* Forget idx (marks it dirty so a flush deletes it). */
 void rec_counter_remove(rec_counter *c, uint32_t idx);
 /* Top-k indexes by value at time t, skipping bits set in skip (may be NULL,
- * of skip_words words) and values <= 0. O(n log k) comparisons of stored
- * keys: no exponential per item. Returns hits written. */
-size_t rec_counter_topk(const rec_counter *c, double t, const uint64_t *skip,
+ * of skip_words words) and values <= 0; equal values by index. Answered
+ * from the top cache when its first entries hold k unskipped items (O(k +
+ * skipped)), else by a scan: O(n log k) comparisons of stored keys, no
+ * exponential per item (the cache is rebuilt by that scan when it was
+ * invalid). Returns hits written. */
+size_t rec_counter_topk(rec_counter *c, double t, const uint64_t *skip,
                         size_t skip_words, size_t k, rec_hit *out);
 void rec_counter_clean(rec_counter *c);
 

@@ -526,6 +526,83 @@ static void test_counter_topk(void **state) {
     rec_counter_free(c);
 }
 
+/* The top cache against a brute-force ranking of every key, through
+ * thousands of random adds (rises and falls), removes, loads and queries
+ * with random skip maps: the cached answer must always be the exact one. */
+static uint64_t lcg(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+static size_t brute_topk(const rec_counter *c, const uint64_t *skip, size_t k,
+                         uint32_t *out) {
+    size_t n = 0;
+    for (size_t r = 0; r < k; r++) {
+        uint32_t best = UINT32_MAX;
+        for (uint32_t i = 0; i < c->n; i++) {
+            if (isinf(c->key[i]) || (skip[i >> 6] >> (i & 63) & 1))
+                continue;
+            int taken = 0;
+            for (size_t j = 0; j < n && !taken; j++)
+                taken = out[j] == i;
+            if (taken)
+                continue;
+            if (best == UINT32_MAX || c->key[i] > c->key[best])
+                best = i;
+        }
+        if (best == UINT32_MAX)
+            break;
+        out[n++] = best;
+    }
+    return n;
+}
+
+static void test_counter_top_cache_exact(void **state) {
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        /* round 0: fewer items than the cache holds; round 1: many more */
+        uint32_t items = round ? 3000 : 100;
+        rec_counter *c = new_counter(round ? 3600.0 : 0.0);
+        uint64_t s = 12345 + (uint64_t)round;
+        uint64_t skip[3000 / 64 + 1];
+        rec_hit got[40];
+        uint32_t want[40];
+        double t = 1000.0;
+        for (int op = 0; op < 6000; op++) {
+            uint32_t idx = (uint32_t)(lcg(&s) % items);
+            uint64_t r = lcg(&s) % 100;
+            t += (double)(lcg(&s) % 5);
+            if (r < 70) {
+                /* integer amounts and whole-second steps keep keys distinct */
+                assert_int_equal(rec_counter_add(c, idx, (double)(1 + lcg(&s) % 9), t), 0);
+            } else if (r < 80) {
+                assert_int_equal(rec_counter_add(c, idx, -(double)(1 + lcg(&s) % 3), t), 0);
+            } else if (r < 85) {
+                rec_counter_remove(c, idx);
+            } else if (r < 88) {
+                assert_int_equal(rec_counter_load(c, idx, (double)(1 + lcg(&s) % 50), t), 0);
+            } else {
+                memset(skip, 0, sizeof skip);
+                for (int j = 0; j < 20; j++) {
+                    uint32_t x = (uint32_t)(lcg(&s) % items);
+                    skip[x >> 6] |= 1ull << (x & 63);
+                }
+                size_t k = 1 + lcg(&s) % 40;
+                size_t n = rec_counter_topk(c, t, skip, sizeof skip / 8, k, got);
+                size_t m = brute_topk(c, skip, k, want);
+                assert_int_equal(n, m);
+                for (size_t j = 0; j < n; j++) {
+                    /* equal keys may come in either order: compare keys */
+                    assert_true(c->key[got[j].idx] == c->key[want[j]]);
+                    assert_true(fabs((double)got[j].score - rec_counter_get(c, got[j].idx, t)) <=
+                                1e-4 * fabs(rec_counter_get(c, got[j].idx, t)) + 1e-6);
+                }
+            }
+        }
+        rec_counter_free(c);
+    }
+}
+
 static void test_counter_dirty_remove_load(void **state) {
     rec_counter *c = new_counter(60.0);
     assert_int_equal(rec_counter_add(c, 5, 1.0, 0.0), 0);
@@ -615,6 +692,7 @@ int main(void) {
         cmocka_unit_test(test_counter_no_decay),
         cmocka_unit_test(test_counter_half_life),
         cmocka_unit_test(test_counter_topk),
+        cmocka_unit_test(test_counter_top_cache_exact),
         cmocka_unit_test(test_counter_dirty_remove_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
