@@ -92,6 +92,7 @@ struct rec_dispatch {
     int nmetrics;
     rec_train_fn train;
     void *train_ud;
+    int trainings;       /* batch trainings running now */
 };
 
 struct call_ctx {
@@ -346,7 +347,8 @@ static int m_info(call_ctx *c) {
     if (rec_store_stats_get(rec_engine_store(c->e), &st))
         memset(&st, 0, sizeof st);
     msgpack_packer *pk = &c->pk;
-    int rc = msgpack_pack_map(pk, 12) || pk_str(pk, "version") || pk_str(pk, d->version) ||
+    int rc = msgpack_pack_map(pk, 13) || pk_str(pk, "version") || pk_str(pk, d->version) ||
+             pk_str(pk, "training") || msgpack_pack_int(pk, d->trainings) ||
              pk_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_now() - d->started) ||
              pk_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
              pk_str(pk, "items") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_ITEM)) ||
@@ -1772,6 +1774,8 @@ void rec_dispatch_record(rec_dispatch *d, int method, double us, int failed) {
 void rec_dispatch_notification_failed(rec_dispatch *d) { d->notification_errors++; }
 
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n) { d->connections = n; }
+
+void rec_dispatch_set_trainings(rec_dispatch *d, int n) { d->trainings = n; }
 
 void rec_dispatch_set_trainer(rec_dispatch *d, rec_train_fn fn, void *ud) {
     d->train = fn;

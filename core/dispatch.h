@@ -78,7 +78,9 @@ void rec_dispatch_set_trainer(rec_dispatch *d, rec_train_fn fn, void *ud);
 /* A connection ends: forget its admin.eval environment. */
 void rec_dispatch_session_end(rec_dispatch *d, rec_session *s);
 
-/* Server figures shown by sys.info. */
+/* Server figures shown by sys.info: open connections, batch trainings
+ * running (sys.info "training"). */
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n);
+void rec_dispatch_set_trainings(rec_dispatch *d, int n);
 
 #endif

@@ -336,6 +336,7 @@ static void train_done(uv_work_t *req, int status) {
     s->training = NULL;
     s->ease_training = NULL;
     s->train_busy = 0;
+    rec_dispatch_set_trainings(s->d, 0);
     if (j) {
         int rc = status < 0 ? REC_EIO : s->train_rc;
         if (!rc && !s->closed)
@@ -451,6 +452,7 @@ static int start_training(void *ud, const msgpack_object *opts, char *err,
         }
     }
     s->train_busy = 1;
+    rec_dispatch_set_trainings(s->d, 1);
     s->last_train = rec_now();
     s->train_events = rec_engine_events(s->e);
     s->train_work.data = s;
@@ -460,6 +462,7 @@ static int start_training(void *ud, const msgpack_object *opts, char *err,
         rec_ease_job_free(s->ease_training);
         s->ease_training = NULL;
         s->train_busy = 0;
+        rec_dispatch_set_trainings(s->d, 0);
         snprintf(err, errlen, "cannot start a worker: %s", uv_strerror(rc));
         return REC_EIO;
     }
