@@ -53,6 +53,18 @@ static double mono(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Room for one more element in a doubling array of n (first: the initial
+ * capacity): the array, moved or not, or NULL (it is untouched then). */
+static void *grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first) {
+    if (n < *cap)
+        return arr;
+    size_t nc = *cap ? *cap * 2 : first;
+    void *p = realloc(arr, nc * elem);
+    if (p)
+        *cap = nc;
+    return p;
+}
+
 /* splitmix64: the split and the random baseline, reproducible by seed. */
 static uint64_t mix(uint64_t *s) {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -394,16 +406,12 @@ int rec_eval_log_read(rec_eval_log *log, const char *path,
             if (rc)
                 goto out;
         }
-        if (log->n == log->cap) {
-            size_t nc = log->cap ? log->cap * 2 : 4096;
-            void *ne = realloc(log->ev, nc * sizeof *log->ev);
-            if (!ne) {
-                rc = REC_ENOMEM;
-                goto out;
-            }
-            log->ev = ne;
-            log->cap = nc;
+        rec_eval_event *evs = grow(log->ev, &log->cap, log->n, sizeof *log->ev, 4096);
+        if (!evs) {
+            rc = REC_ENOMEM;
+            goto out;
         }
+        log->ev = evs;
         log->ev[log->n++] = ev;
         if (o->limit && log->n >= o->limit)
             break;
@@ -592,16 +600,12 @@ static int read_items(catalogue *c, const char *path, char *err, size_t errlen) 
             rc = REC_EINVAL;
             goto out;
         }
-        if (c->n == c->cap) {
-            size_t nc = c->cap ? c->cap * 2 : 1024;
-            void *p = realloc(c->it, nc * sizeof *c->it);
-            if (!p) {
-                rc = REC_ENOMEM;
-                goto out;
-            }
-            c->it = p;
-            c->cap = nc;
+        cat_item *items = grow(c->it, &c->cap, c->n, sizeof *c->it, 1024);
+        if (!items) {
+            rc = REC_ENOMEM;
+            goto out;
         }
+        c->it = items;
         cat_item *it = &c->it[c->n];
         memset(it, 0, sizeof *it);
         it->line = lineno;
