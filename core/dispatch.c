@@ -1034,8 +1034,9 @@ static uint64_t next_rec_id(rec_dispatch *d) {
 }
 
 /* Pack {rec_id, pipeline, items = [{id, score}]} and record it. */
+/* record 0: a preview (rec.recommend record = false), answered only. */
 static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
-                     const rec_hit *h, size_t n) {
+                     const rec_hit *h, size_t n, int record) {
     uint64_t rid = next_rec_id(c->d);
     char rs[24];
     snprintf(rs, sizeof rs, "%016llx", (unsigned long long)rid);
@@ -1049,6 +1050,8 @@ static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
             pack_idx(c, REC_KIND_ITEM, h[i].idx) || pk_str(pk, "score") ||
             msgpack_pack_float(pk, h[i].score))
             return REC_ENOMEM;
+    if (!record)
+        return 0;
     /* What was shown, to whom, by what: for attribution of later events. */
     rec_buf *b = &c->d->scratch;
     rec_buf_clear(b);
@@ -1175,7 +1178,7 @@ static int pack_str_obj(msgpack_packer *pk, const msgpack_object *o, char *buf,
 /* rec.recommend through strategies and policies. */
 static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *key,
                              size_t kl, uint32_t n, const msgpack_object *pl,
-                             const msgpack_object *so) {
+                             const msgpack_object *so, int record) {
     rec_dispatch *d = c->d;
     if (!d->rt)
         return fail(c, REC_ENOTFOUND, "no scripts are loaded (start with --scripts)");
@@ -1217,12 +1220,8 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     }
     const msgpack_object *ao = field(o, "allow_seen");
     const msgpack_object *eo = field(o, "explain");
-    const msgpack_object *ro = field(o, "record");
     int allow_seen = ao && ao->type == MSGPACK_OBJECT_BOOLEAN && ao->via.boolean;
     int explain = eo && eo->type == MSGPACK_OBJECT_BOOLEAN && eo->via.boolean;
-    if (ro && ro->type != MSGPACK_OBJECT_BOOLEAN)
-        return fail(c, REC_EINVAL, "params[0].record must be a boolean");
-    int record = !ro || ro->via.boolean;
     int rc;
     size_t words;
     uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
@@ -1361,9 +1360,14 @@ static int m_recommend(call_ctx *c) {
     const msgpack_object *so = field(o, "strategy");
     if ((pl && pl->type != MSGPACK_OBJECT_STR) || (so && so->type != MSGPACK_OBJECT_STR))
         return fail(c, REC_EINVAL, "pipeline and strategy must be strings");
+    /* record = false: a preview, neither stored nor counted as shown */
+    const msgpack_object *ro = field(o, "record");
+    if (ro && ro->type != MSGPACK_OBJECT_BOOLEAN)
+        return fail(c, REC_EINVAL, "params[0].record must be a boolean");
+    int record = !ro || ro->via.boolean;
     int builtin = pl && pl->via.str.size == 7 && memcmp(pl->via.str.ptr, "builtin", 7) == 0;
     if (!builtin && (so || c->d->rt)) {
-        rc = recommend_scripts(c, o, key, (size_t)kl, n, pl, so);
+        rc = recommend_scripts(c, o, key, (size_t)kl, n, pl, so, record);
         if (rc <= 0)
             return rc;
         /* 1: the default pipeline has nothing loaded; the built-in answers. */
@@ -1440,7 +1444,7 @@ static int m_recommend(call_ctx *c) {
             out[got++] = (rec_hit){i, 0.0f};
     free(skip);
     free(hits);
-    rc = pack_recs(c, user, "builtin", out, got);
+    rc = pack_recs(c, user, "builtin", out, got, record);
     free(out);
     return rc;
 }
@@ -1497,7 +1501,7 @@ static int m_similar(call_ctx *c) {
         got = rec_graph_neighbors(rec_engine_graph(c->e), idx, skip, words, n, hits);
     }
     free(skip);
-    rc = pack_recs(c, REC_IDX_NONE, v ? s->name : "cooccurrence", hits, got);
+    rc = pack_recs(c, REC_IDX_NONE, v ? s->name : "cooccurrence", hits, got, 1);
     free(hits);
     return rc;
 }

@@ -25,6 +25,7 @@
 
 #include "dispatch.h"
 #include "err.h"
+#include "ials.h"
 #include "learn.h"
 #include "log.h"
 #include "lua_api.h"
@@ -365,6 +366,16 @@ static int has_policy(server *s, const char *name, const char *fn) {
     return s->rt && rec_script_has(s->rt, REC_SCRIPT_POLICY, name, fn);
 }
 
+/* A model.train option's number, or -1 for anything else (so that the
+ * job's own checks refuse it). */
+static double opt_number(const msgpack_object *v) {
+    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return (double)v->via.u64;
+    if (v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32)
+        return v->via.f64;
+    return -1.0;
+}
+
 /* Snapshot on the loop thread, train in a worker, install on return. */
 static int start_training(void *ud, const msgpack_object *opts, char *err,
                           size_t errlen) {
@@ -402,22 +413,22 @@ static int start_training(void *ud, const msgpack_object *opts, char *err,
         const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
         if (k->type != MSGPACK_OBJECT_STR)
             continue;
-        double x = v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (double)v->via.u64
-                   : v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32
-                       ? v->via.f64 : -1;
+        double x = opt_number(v);
         const char *kn = k->via.str.ptr;
         size_t kl = k->via.str.size;
-        if (kl == 5 && !memcmp(kn, "space", 5) && v->type == MSGPACK_OBJECT_STR &&
-            v->via.str.size < sizeof o.space) {
-            memcpy(o.space, v->via.str.ptr, v->via.str.size);
-            o.space[v->via.str.size] = 0;
-        } else if (kl == 7 && !memcmp(kn, "factors", 7) && x >= 0) {
-            o.factors = (uint32_t)x;
-        } else if (kl == 5 && !memcmp(kn, "iters", 5) && x >= 0) {
-            o.iters = (uint32_t)x;
-        } else if (kl == 3 && !memcmp(kn, "reg", 3) && x >= 0) {
+        if (kl == 5 && !memcmp(kn, "space", 5)) { /* not a name: refused below */
+            size_t n = v->type == MSGPACK_OBJECT_STR && v->via.str.size < sizeof o.space
+                           ? v->via.str.size : 0;
+            if (n)
+                memcpy(o.space, v->via.str.ptr, n);
+            o.space[n] = 0;
+        } else if (kl == 7 && !memcmp(kn, "factors", 7)) { /* bad values: refused below */
+            o.factors = x >= 1 && x <= REC_IALS_MAX_FACTORS ? (uint32_t)x : 0;
+        } else if (kl == 5 && !memcmp(kn, "iters", 5)) {
+            o.iters = x >= 0 && x <= 1000 ? (uint32_t)x : UINT32_MAX;
+        } else if (kl == 3 && !memcmp(kn, "reg", 3)) {
             o.reg = (float)x;
-        } else if (kl == 5 && !memcmp(kn, "alpha", 5) && x >= 0) {
+        } else if (kl == 5 && !memcmp(kn, "alpha", 5)) {
             o.alpha = (float)x;
         }
     }
@@ -433,15 +444,14 @@ static int start_training(void *ud, const msgpack_object *opts, char *err,
         rec_ease_opts_default(&eo);
         for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
             const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
-            double x = v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (double)v->via.u64
-                       : v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32
-                           ? v->via.f64 : -1;
+            double x = opt_number(v);
             if (k->type != MSGPACK_OBJECT_STR)
                 continue;
-            if (k->via.str.size == 6 && !memcmp(k->via.str.ptr, "lambda", 6) && x > 0)
+            /* a wrong type or range is refused by rec_ease_job_new */
+            if (k->via.str.size == 6 && !memcmp(k->via.str.ptr, "lambda", 6))
                 eo.lambda = (float)x;
-            else if (k->via.str.size == 9 && !memcmp(k->via.str.ptr, "max_items", 9) && x >= 1)
-                eo.max_items = x > 20000 ? 0 : (uint32_t)x;
+            else if (k->via.str.size == 9 && !memcmp(k->via.str.ptr, "max_items", 9))
+                eo.max_items = x >= 1 && x <= 20000 ? (uint32_t)x : 0;
         }
         if ((rc = rec_ease_job_new(s->e, &eo, &s->ease_training))) {
             rec_ials_job_free(s->training);

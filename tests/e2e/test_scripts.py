@@ -215,9 +215,18 @@ def test_ease_trains_in_the_background_and_reads_live_history(scripted):
         evs = [{"user": "eu%d" % u, "item": "x%s%d" % (side, (u + j) % 6), "type": "click"}
                for u in range(40) for j in (0, 2) for side in "ab"]
         c.call("event.add", *evs)
+        for bad in ({"model": "bogus"}, {"model": 3}, {"model": "ease", "lambda": -1},
+                    {"model": "ease", "lambda": "big"}, {"model": "ease", "max_items": 0},
+                    {"model": "ease", "max_items": 10 ** 6}, {"model": "ials", "factors": "x"},
+                    {"model": "ials", "iters": 5000}, {"model": "ials", "reg": 0},
+                    {"model": "ials", "space": 7}):
+            with pytest.raises(RecdError) as ei:
+                c.call("model.train", bad)
+            assert ei.value.name == "invalid_params", bad
+        # a preview flag that is not a boolean
         with pytest.raises(RecdError) as ei:
-            c.call("model.train", {"model": "bogus"})
-        assert ei.value.name == "invalid_params"
+            c.call("rec.recommend", {"user": "eu1", "n": 1, "record": "no"})
+        assert ei.value.name == "invalid_params" and "record" in str(ei.value)
         first = c.call("rec.recommend", {"user": "fresh", "n": 1, "strategy": "by_ease"})
         assert [h["id"] for h in first["items"]] == ["untrained"]
         assert c.call("model.train", {"model": "ease", "lambda": 5})["started"] is True

@@ -1031,3 +1031,27 @@ def test_sigterm_with_idle_and_partial_connections(make_server):
     srv.start()
     with srv.connect() as c:
         assert c.call("item.get", "p") is None
+
+
+def test_preview_is_answered_but_not_recorded(make_server):
+    """rec.recommend {record = false} on the built-in pipeline: the same
+    answer shape, nothing counted as shown; a wrong type is refused."""
+    srv = make_server()
+    c = srv.connect()
+    c.call("event.add", *[{"user": "pv%d" % u, "item": "pi%d" % (u + k), "type": "click"}
+                          for u in range(5) for k in range(3)])
+
+    def shown():
+        pipes = c.call("stats.get")["pipelines"]
+        return pipes.get("builtin", {}).get("total", {}).get("impressions", 0)
+
+    r = c.call("rec.recommend", {"user": "pv1", "n": 3, "record": False})
+    assert r["pipeline"] == "builtin" and len(r["items"]) == 3 and r["rec_id"]
+    assert shown() == 0
+    c.call("rec.recommend", {"user": "pv1", "n": 3})
+    assert shown() == 3
+    for bad in ("no", 0, [True]):  # nil means "not given", as everywhere
+        with pytest.raises(RecdError) as ei:
+            c.call("rec.recommend", {"user": "pv1", "record": bad})
+        assert ei.value.name == "invalid_params" and "record" in str(ei.value)
+    c.close()

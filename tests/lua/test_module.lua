@@ -246,6 +246,25 @@ t.test("implicit ALS: training, fold-in, tastes separated", function()
     t.raises("dimension_mismatch", db.ials_train, db, {factors = 16})
     t.truthy(db:stats().items == 20)
     t.raises("invalid_params", db.ials_train, db, {space = "other", factors = 0})
+
+    -- EASE on the same two groups: nil before training, then group items
+    t.eq(db:ease("u1", 3), nil, "no EASE model yet")
+    local e = db:ease_train{lambda = 10, max_items = 20}
+    t.eq(e.items, 20)
+    t.eq(e.users, 81)
+    local pick = db:ease("newcomer", 3)
+    t.eq(#pick, 3)
+    for _, h in ipairs(pick) do t.eq(h.id:sub(1, 1), "b", "EASE gives the newcomer b items") end
+    t.eq(#db:ease("nobody", 3), 0, "an unknown user gets nothing")
+    t.eq(#db:ease("newcomer", 3, {recent = 1, decay = 0.5}), 3)
+    for _, bad in ipairs({{lambda = 0}, {lambda = -3}, {max_items = 0}, {max_items = 10 ^ 6},
+                          {name = "no spaces"}}) do
+        t.raises("invalid_params", db.ease_train, db, bad)
+    end
+    t.raises("invalid_params", db.ease, db, "newcomer", 3, {recent = -1})
+    t.raises("invalid_params", db.ease, db, "newcomer", 3, {decay = 0})
+    t.raises("invalid_params", db.ease, db, "newcomer", 3, {decay = 2})
+    t.raises("out_of_range", db.ease, db, "newcomer", -1)
 end)
 
 t.test("recommend_vec leaves out what the user has seen", function()
