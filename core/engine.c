@@ -855,10 +855,11 @@ const uint64_t *rec_engine_inactive(const rec_engine *e, size_t *words) {
 }
 
 /* Intern an id, staging the id-map rows when it is new. */
+/* Index of key, creating the id when new; h = rec_idmap_hash(key, klen). */
 static int intern_id(rec_engine *e, rec_kind kind, const char *key,
-                     size_t klen, uint32_t *idx, int *created) {
+                     size_t klen, uint64_t h, uint32_t *idx, int *created) {
     int made = 0;
-    int rc = rec_idmap_intern(&e->ids[kind], key, klen, idx, &made);
+    int rc = rec_idmap_intern_hashed(&e->ids[kind], key, klen, h, idx, &made);
     if (rc)
         return fail(e, rc, "cannot add %s id: %s",
                     kind == REC_KIND_ITEM ? "item" : "user", rec_strerror(rc));
@@ -927,7 +928,8 @@ int rec_engine_put(rec_engine *e, rec_kind kind, const char *key,
                         "infinity", vecs[i].space);
     }
     uint32_t idx;
-    if ((rc = intern_id(e, kind, key, klen, &idx, NULL)))
+    if ((rc = intern_id(e, kind, key, klen, rec_idmap_hash(key, klen), &idx,
+                        NULL)))
         return rc;
     unsigned char ib[4];
     rec_be32(ib, idx);
@@ -1100,6 +1102,24 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
     return rec_engine_commit(e);
 }
 
+/* What learning from an event of (user, item) reads next: their rows in
+ * each space, the item's counters, their places in the graph. */
+static void prefetch_pair(const rec_engine *e, uint32_t user, uint32_t item) {
+    for (size_t i = 0; i < e->nspaces; i++) {
+        rec_space_prefetch(e->spaces[i], REC_KIND_USER, user);
+        rec_space_prefetch(e->spaces[i], REC_KIND_ITEM, item);
+    }
+    for (size_t i = 0; i < e->ncounters; i++) {
+        const rec_counter *c = e->counters[i];
+        if (item < c->cap) {
+            rec_prefetch(&c->val[item]);
+            rec_prefetch(&c->t_last[item]);
+            rec_prefetch(&c->key[item]);
+        }
+    }
+    rec_graph_prefetch(&e->graph, user, item);
+}
+
 int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
     int rc;
     if ((rc = check_key(e, ev->user, ev->ulen)) ||
@@ -1124,10 +1144,17 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
                     REC_PROPS_MAX);
     uint16_t type;
     uint32_t user, item;
+    /* Users and items are spread over memory: both id lookups, then the
+     * state of the pair, are asked of the cache before any is used. */
+    uint64_t hu = rec_idmap_hash(ev->user, ev->ulen);
+    uint64_t hi = rec_idmap_hash(ev->item, ev->ilen);
+    rec_idmap_prefetch(&e->ids[REC_KIND_USER], hu);
+    rec_idmap_prefetch(&e->ids[REC_KIND_ITEM], hi);
     if ((rc = intern_type(e, ev->type, ev->tlen, &type, 1)) ||
-        (rc = intern_id(e, REC_KIND_USER, ev->user, ev->ulen, &user, NULL)) ||
-        (rc = intern_id(e, REC_KIND_ITEM, ev->item, ev->ilen, &item, NULL)))
+        (rc = intern_id(e, REC_KIND_USER, ev->user, ev->ulen, hu, &user, NULL)) ||
+        (rc = intern_id(e, REC_KIND_ITEM, ev->item, ev->ilen, hi, &item, NULL)))
         return rc;
+    prefetch_pair(e, user, item);
     float w = e->types[type].weight;
     uint64_t s = e->next_seq;
 

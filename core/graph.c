@@ -16,8 +16,7 @@ void rec_graph_close(rec_graph *g) {
         free(g->users[i].e);
     for (uint32_t i = 0; i < g->nitems; i++) {
         free(g->aud[i].u);
-        free(g->cooc[i].key);
-        free(g->cooc[i].w);
+        free(g->cooc[i].e);
     }
     free(g->users);
     free(g->aud);
@@ -71,26 +70,19 @@ static int cooc_reserve(rec_cooc *c) {
     if ((c->n + 1) * 4 < c->cap * 3)
         return 0;
     uint32_t cap = c->cap ? c->cap * 2 : 8;
-    uint32_t *key = calloc(cap, sizeof *key);
-    float *w = malloc(cap * sizeof *w);
-    if (!key || !w) {
-        free(key);
-        free(w);
+    rec_cooc_slot *e = calloc(cap, sizeof *e);
+    if (!e)
         return REC_ENOMEM;
-    }
     for (uint32_t i = 0; i < c->cap; i++) {
-        if (!c->key[i])
+        if (!c->e[i].key)
             continue;
-        uint32_t s = slot_of(c->key[i], cap - 1);
-        while (key[s])
+        uint32_t s = slot_of(c->e[i].key, cap - 1);
+        while (e[s].key)
             s = (s + 1) & (cap - 1);
-        key[s] = c->key[i];
-        w[s] = c->w[i];
+        e[s] = c->e[i];
     }
-    free(c->key);
-    free(c->w);
-    c->key = key;
-    c->w = w;
+    free(c->e);
+    c->e = e;
     c->cap = cap;
     return 0;
 }
@@ -103,16 +95,15 @@ static float *cooc_slot(rec_cooc *c, uint32_t b, int add, int *created) {
         return NULL;
     uint32_t mask = c->cap - 1, k = b + 1;
     for (uint32_t s = slot_of(k, mask);; s = (s + 1) & mask) {
-        if (c->key[s] == k)
-            return &c->w[s];
-        if (!c->key[s]) {
+        if (c->e[s].key == k)
+            return &c->e[s].w;
+        if (!c->e[s].key) {
             if (!add)
                 return NULL;
-            c->key[s] = k;
-            c->w[s] = 0.0f;
+            c->e[s] = (rec_cooc_slot){.key = k, .w = 0.0f};
             c->n++;
             *created = 1;
-            return &c->w[s];
+            return &c->e[s].w;
         }
     }
 }
@@ -156,6 +147,18 @@ static int cooc_apply(rec_graph *g, const rec_hlist *h, uint32_t end,
     float nw[WINDOW_MAX];
     uint32_t win = g->window < WINDOW_MAX ? g->window : WINDOW_MAX;
     uint32_t n = recent_positive(h, end, item, win, nb, nw);
+    /* The tables touched are spread over memory: load their headers, then
+     * the slots probed first, all at once, before updating any. */
+    for (uint32_t j = 0; j < n; j++)
+        rec_prefetch(&g->cooc[nb[j]]);
+    const rec_cooc *own = &g->cooc[item];
+    for (uint32_t j = 0; j < n; j++) {
+        const rec_cooc *c = &g->cooc[nb[j]];
+        if (c->cap)
+            rec_prefetch(&c->e[slot_of(item + 1, c->cap - 1)]);
+        if (own->cap)
+            rec_prefetch(&own->e[slot_of(nb[j] + 1, own->cap - 1)]);
+    }
     for (uint32_t j = 0; j < n; j++) {
         float w = sign * (weight < nw[j] ? weight : nw[j]);
         int rc = cooc_add(g, item, nb[j], w);
@@ -233,11 +236,11 @@ size_t rec_graph_neighbors(const rec_graph *g, uint32_t item,
     if (item < g->nitems) {
         const rec_cooc *c = &g->cooc[item];
         for (uint32_t s = 0; s < c->cap; s++) {
-            if (!c->key[s] || c->w[s] <= 1e-6f)
+            if (!c->e[s].key || c->e[s].w <= 1e-6f)
                 continue;
-            uint32_t j = c->key[s] - 1;
+            uint32_t j = c->e[s].key - 1;
             if (!skipped(skip, skip_words, j))
-                rec_topk_push(&tk, j, c->w[s]);
+                rec_topk_push(&tk, j, c->e[s].w);
         }
     }
     return rec_topk_finish(&tk);
@@ -389,17 +392,16 @@ void rec_graph_forget_item(rec_graph *g, uint32_t item) {
     }
     rec_cooc *c = &g->cooc[item];
     for (uint32_t s = 0; s < c->cap; s++) {
-        if (!c->key[s])
+        if (!c->e[s].key)
             continue;
-        uint32_t j = c->key[s] - 1;
+        uint32_t j = c->e[s].key - 1;
         int created = 0;
         float *p = j < g->nitems ? cooc_slot(&g->cooc[j], item, 0, &created) : NULL;
         if (p)
             *p = 0.0f;
     }
     g->edges -= c->n;
-    free(c->key);
-    free(c->w);
+    free(c->e);
     memset(c, 0, sizeof *c);
     rec_ulist *a = &g->aud[item];
     free(a->u);

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "prefetch.h"
+
 #include "model.h"
 #include "vec.h"
 
@@ -36,9 +38,15 @@ typedef struct rec_ulist {
     uint32_t n, cap;
 } rec_ulist;
 
+/* One slot of a neighbour table: key and weight side by side, so a probe
+ * costs one cache line. */
+typedef struct rec_cooc_slot {
+    uint32_t key;    /* neighbour index + 1; 0 empty */
+    float w;
+} rec_cooc_slot;
+
 typedef struct rec_cooc {
-    uint32_t *key;   /* neighbour index + 1; 0 empty */
-    float *w;
+    rec_cooc_slot *e;
     uint32_t n, cap; /* cap: power of two or 0 */
 } rec_cooc;
 
@@ -57,6 +65,16 @@ typedef struct rec_graph {
 } rec_graph;
 
 void rec_graph_init(rec_graph *g, uint32_t window);
+/* Ask the cache for what rec_graph_add(g, user, item, ...) reads first. */
+static inline void rec_graph_prefetch(const rec_graph *g, uint32_t user,
+                                      uint32_t item) {
+    if (user < g->nusers)
+        rec_prefetch(&g->users[user]);
+    if (item < g->nitems) {
+        rec_prefetch(&g->aud[item]);
+        rec_prefetch(&g->cooc[item]);
+    }
+}
 void rec_graph_close(rec_graph *g);
 
 /* Record one interaction. O(window) for positive weights. */

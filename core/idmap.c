@@ -13,7 +13,7 @@
 
 #define TOMB UINT32_MAX
 
-static uint64_t hash_key(const char *k, size_t n) {
+uint64_t rec_idmap_hash(const char *k, size_t n) {
     /* FNV-1a, then a final mix so the low bits used for the slot are good. */
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) {
@@ -93,61 +93,77 @@ void rec_idmap_close(rec_idmap *m) {
         free(m->keys[i]);
     free(m->keys);
     free(m->slots);
-    free(m->tags);
     memset(m, 0, sizeof *m);
 }
 
-static int key_eq(const char *stored, const char *k, size_t n) {
-    size_t sl = (size_t)(unsigned char)stored[0] << 8 | (unsigned char)stored[1];
-    return sl == n && memcmp(stored + 2, k, n) == 0;
+static size_t stored_len(const char *stored) {
+    return (size_t)(unsigned char)stored[0] << 8 | (unsigned char)stored[1];
 }
 
-uint32_t rec_idmap_find(const rec_idmap *m, const char *key, size_t klen) {
+static uint16_t slot_tag(uint64_t h) { return (uint16_t)(h >> 48); }
+static uint8_t slot_len(size_t n) { return n < 255 ? (uint8_t)n : 255; }
+
+/* Does slot sl (live) hold key? */
+static int slot_eq(const rec_idmap *m, const rec_idslot *sl, const char *k,
+                   size_t n, uint16_t tag) {
+    if (sl->tag != tag || sl->len != slot_len(n))
+        return 0;
+    if (n <= REC_ID_INLINE)
+        return memcmp(sl->inl, k, n) == 0;
+    if (memcmp(sl->inl, k, REC_ID_INLINE) != 0)
+        return 0;
+    const char *stored = m->keys[sl->idx1 - 1];
+    return stored_len(stored) == n && memcmp(stored + 2, k, n) == 0;
+}
+
+uint32_t rec_idmap_find_hashed(const rec_idmap *m, const char *key,
+                               size_t klen, uint64_t h) {
     if (!m->nslots)
         return REC_IDX_NONE;
     size_t mask = m->nslots - 1;
-    uint64_t h = hash_key(key, klen);
-    uint32_t tag = (uint32_t)(h >> 32);
-    /* The tag spares a cache miss on the stored key for most mismatches. */
+    uint16_t tag = slot_tag(h);
     for (size_t i = h & mask;; i = (i + 1) & mask) {
-        uint32_t s = m->slots[i];
-        if (s == 0)
+        const rec_idslot *sl = &m->slots[i];
+        if (sl->idx1 == 0)
             return REC_IDX_NONE;
-        if (s != TOMB && m->tags[i] == tag && key_eq(m->keys[s - 1], key, klen))
-            return s - 1;
+        if (sl->idx1 != TOMB && slot_eq(m, sl, key, klen, tag))
+            return sl->idx1 - 1;
     }
 }
 
-static void place(uint32_t *slots, uint32_t *tags, size_t nslots,
-                  const char *stored, uint32_t idx) {
-    size_t n = (size_t)(unsigned char)stored[0] << 8 | (unsigned char)stored[1];
+uint32_t rec_idmap_find(const rec_idmap *m, const char *key, size_t klen) {
+    return rec_idmap_find_hashed(m, key, klen, rec_idmap_hash(key, klen));
+}
+
+static void place(rec_idslot *slots, size_t nslots, const char *key,
+                  size_t n, uint64_t h, uint32_t idx) {
     size_t mask = nslots - 1;
-    uint64_t h = hash_key(stored + 2, n);
     size_t i = h & mask;
-    while (slots[i] != 0)
+    while (slots[i].idx1 != 0)
         i = (i + 1) & mask;
-    slots[i] = idx + 1;
-    tags[i] = (uint32_t)(h >> 32);
+    rec_idslot *sl = &slots[i];
+    memset(sl, 0, sizeof *sl);
+    sl->idx1 = idx + 1;
+    sl->tag = slot_tag(h);
+    sl->len = slot_len(n);
+    memcpy(sl->inl, key, n < REC_ID_INLINE ? n : REC_ID_INLINE);
 }
 
 static int rehash(rec_idmap *m, size_t want_live) {
     size_t n = 16;
     while (n * 7 / 10 <= want_live)
         n *= 2;
-    uint32_t *slots = calloc(n, sizeof *slots);
-    uint32_t *tags = malloc(n * sizeof *tags);
-    if (!slots || !tags) {
-        free(slots);
-        free(tags);
+    rec_idslot *slots = calloc(n, sizeof *slots);
+    if (!slots)
         return REC_ENOMEM;
+    for (uint32_t i = 0; i < m->next; i++) {
+        const char *k = m->keys[i];
+        if (k)
+            place(slots, n, k + 2, stored_len(k),
+                  rec_idmap_hash(k + 2, stored_len(k)), i);
     }
-    for (uint32_t i = 0; i < m->next; i++)
-        if (m->keys[i])
-            place(slots, tags, n, m->keys[i], i);
     free(m->slots);
-    free(m->tags);
     m->slots = slots;
-    m->tags = tags;
     m->nslots = n;
     m->used = m->live;
     return 0;
@@ -168,13 +184,8 @@ static int grow_keys(rec_idmap *m, uint32_t need) {
     return 0;
 }
 
-int rec_idmap_insert_at(rec_idmap *m, const char *key, size_t klen,
-                        uint32_t idx) {
-    if (klen == 0 || klen > REC_ID_MAX || idx >= UINT32_MAX - 1)
-        return REC_EINVAL;
-    if (rec_idmap_find(m, key, klen) != REC_IDX_NONE ||
-        (idx < m->next && m->keys[idx]))
-        return REC_EEXISTS;
+static int insert_hashed(rec_idmap *m, const char *key, size_t klen,
+                         uint64_t h, uint32_t idx) {
     int rc = grow_keys(m, idx + 1);
     if (rc)
         return rc;
@@ -187,7 +198,7 @@ int rec_idmap_insert_at(rec_idmap *m, const char *key, size_t klen,
     stored[1] = (char)klen;
     memcpy(stored + 2, key, klen);
     m->keys[idx] = stored;
-    place(m->slots, m->tags, m->nslots, stored, idx);
+    place(m->slots, m->nslots, key, klen, h, idx);
     m->used++;
     m->live++;
     if (idx >= m->next)
@@ -195,21 +206,34 @@ int rec_idmap_insert_at(rec_idmap *m, const char *key, size_t klen,
     return 0;
 }
 
-int rec_idmap_intern(rec_idmap *m, const char *key, size_t klen,
-                     uint32_t *idx, int *created) {
-    uint32_t i = rec_idmap_find(m, key, klen);
+int rec_idmap_insert_at(rec_idmap *m, const char *key, size_t klen,
+                        uint32_t idx) {
+    if (klen == 0 || klen > REC_ID_MAX || idx >= UINT32_MAX - 1)
+        return REC_EINVAL;
+    uint64_t h = rec_idmap_hash(key, klen);
+    if (rec_idmap_find_hashed(m, key, klen, h) != REC_IDX_NONE ||
+        (idx < m->next && m->keys[idx]))
+        return REC_EEXISTS;
+    return insert_hashed(m, key, klen, h, idx);
+}
+
+int rec_idmap_intern_hashed(rec_idmap *m, const char *key, size_t klen,
+                            uint64_t h, uint32_t *idx, int *created) {
+    uint32_t i = rec_idmap_find_hashed(m, key, klen, h);
     if (i != REC_IDX_NONE) {
         *idx = i;
         if (created)
             *created = 0;
         return 0;
     }
+    if (klen == 0 || klen > REC_ID_MAX)
+        return REC_EINVAL;
     /* Slots hold index + 1 and reserve UINT32_MAX for tombstones, so the
      * last usable index is UINT32_MAX - 2. */
     if (m->next >= UINT32_MAX - 1)
         return REC_ERANGE;
     uint32_t nidx = m->next;
-    int rc = rec_idmap_insert_at(m, key, klen, nidx);
+    int rc = insert_hashed(m, key, klen, h, nidx);
     if (rc)
         return rc;
     *idx = nidx;
@@ -218,15 +242,21 @@ int rec_idmap_intern(rec_idmap *m, const char *key, size_t klen,
     return 0;
 }
 
+int rec_idmap_intern(rec_idmap *m, const char *key, size_t klen,
+                     uint32_t *idx, int *created) {
+    return rec_idmap_intern_hashed(m, key, klen, rec_idmap_hash(key, klen),
+                                   idx, created);
+}
+
 void rec_idmap_remove(rec_idmap *m, uint32_t idx) {
     if (!rec_idmap_alive(m, idx))
         return;
     const char *stored = m->keys[idx];
-    size_t n = (size_t)(unsigned char)stored[0] << 8 | (unsigned char)stored[1];
     size_t mask = m->nslots - 1;
-    for (size_t i = hash_key(stored + 2, n) & mask;; i = (i + 1) & mask) {
-        if (m->slots[i] == idx + 1) {
-            m->slots[i] = TOMB;
+    for (size_t i = rec_idmap_hash(stored + 2, stored_len(stored)) & mask;;
+         i = (i + 1) & mask) {
+        if (m->slots[i].idx1 == idx + 1) {
+            m->slots[i].idx1 = TOMB;
             break;
         }
     }
@@ -239,6 +269,6 @@ const char *rec_idmap_key(const rec_idmap *m, uint32_t idx, size_t *klen) {
     if (!rec_idmap_alive(m, idx))
         return NULL;
     const char *stored = m->keys[idx];
-    *klen = (size_t)(unsigned char)stored[0] << 8 | (unsigned char)stored[1];
+    *klen = stored_len(stored);
     return stored + 2;
 }

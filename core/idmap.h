@@ -14,12 +14,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "prefetch.h"
+
 #define REC_ID_MAX 256 /* longest encoded id, bytes (tag included) */
 #define REC_IDX_NONE UINT32_MAX
 
+/* One slot of the hash table, a quarter of a cache line. Keys of up to
+ * REC_ID_INLINE bytes (integers, short strings) are compared in the slot
+ * itself, so a lookup usually costs one cache miss; longer keys keep their
+ * first bytes here and are confirmed against keys[]. */
+#define REC_ID_INLINE 9
+typedef struct rec_idslot {
+    uint32_t idx1;     /* index + 1; 0 empty, UINT32_MAX tombstone */
+    uint16_t tag;      /* high 16 bits of the key's hash */
+    uint8_t len;       /* key length, 255 for 255 and longer */
+    char inl[REC_ID_INLINE]; /* the key's first bytes, zero padded */
+} rec_idslot;
+
 typedef struct rec_idmap {
-    uint32_t *slots;   /* open addressing: index+1, 0 empty, UINT32_MAX tomb */
-    uint32_t *tags;    /* high 32 bits of each slot's key hash */
+    rec_idslot *slots; /* open addressing, linear probing */
     size_t nslots;     /* power of two */
     size_t used;       /* live + tombstone slots */
     char **keys;       /* keys[idx]: owned, length-prefixed (2 bytes); NULL when removed */
@@ -44,6 +57,19 @@ void rec_idmap_close(rec_idmap *m);
 
 /* Index of key, or REC_IDX_NONE. O(1) expected. */
 uint32_t rec_idmap_find(const rec_idmap *m, const char *key, size_t klen);
+/* The hash lookups of key use; with rec_idmap_prefetch, several lookups
+ * can have their cache misses in flight at once. */
+uint64_t rec_idmap_hash(const char *key, size_t klen);
+static inline void rec_idmap_prefetch(const rec_idmap *m, uint64_t h) {
+    if (m->nslots)
+        rec_prefetch(&m->slots[h & (m->nslots - 1)]);
+}
+/* rec_idmap_find and rec_idmap_intern with h = rec_idmap_hash(key, klen)
+ * already computed. */
+uint32_t rec_idmap_find_hashed(const rec_idmap *m, const char *key,
+                               size_t klen, uint64_t h);
+int rec_idmap_intern_hashed(rec_idmap *m, const char *key, size_t klen,
+                            uint64_t h, uint32_t *idx, int *created);
 /* Insert key at a given index (used when loading from the store; idx may
  * leave holes). REC_EEXISTS if key or idx are taken, REC_ENOMEM. */
 int rec_idmap_insert_at(rec_idmap *m, const char *key, size_t klen,

@@ -87,6 +87,11 @@ float rec_mf_step(rec_space *s, uint32_t user, uint32_t pos, float w,
     if (!u || !p || nnegs == 0 || !(w > 0.0f))
         return 0.0f;
     uint32_t d = s->dim;
+    /* Every row of the step is a likely cache miss (users and negatives
+     * are spread over the matrix): start them all loading at once. */
+    rec_space_prefetch(s, REC_KIND_ITEM, pos);
+    for (size_t k = 0; k < nnegs; k++)
+        rec_space_prefetch(s, REC_KIND_ITEM, negs[k]);
     float gu[MF_SCRATCH]; /* accumulated user gradient, applied at the end */
     float u0[MF_SCRATCH]; /* user vector before the step */
     memcpy(u0, u, d * sizeof(float));
@@ -103,8 +108,10 @@ float rec_mf_step(rec_space *s, uint32_t user, uint32_t pos, float w,
         float x = rec_vec_dot(u0, p, d) - rec_vec_dot(u0, n, d);
         if (!isfinite(x))
             continue;
-        float g = 1.0f / (1.0f + expf(x));
-        loss += x > 30.0f ? expf(-x) : x < -30.0f ? -x : log1pf(expf(-x));
+        /* g = sigmoid(-x); loss = ln(1 + e^-x) = ln(1 + e^x) - x, with
+         * the tails where that form cancels or overflows taken apart. */
+        float ex = expf(x), g = 1.0f / (1.0f + ex);
+        loss += x > 15.0f ? 1.0f / ex : x < -15.0f ? -x : logf(1.0f + ex) - x;
         /* gu += g (p - n) with the old p and n, then
          * p = (1 - lr reg) p + lr g u0,  n = (1 - lr reg) n - lr g u0. */
         rec_vec_axpy(g, p, gu, d);

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "prefetch.h"
+
 #include "vec.h"
 
 #define REC_DIM_MAX 4096
@@ -78,6 +80,18 @@ static inline int rec_space_has(const rec_space *s, rec_kind k,
                                 uint32_t idx) {
     const rec_matrix *m = &s->m[k];
     return idx < m->nrows && (m->present[idx >> 6] >> (idx & 63) & 1);
+}
+
+/* Ask the cache for row idx ahead of an update that will read and write
+ * it, so the misses of several rows overlap instead of queueing. */
+static inline void rec_space_prefetch(const rec_space *s, rec_kind k,
+                                      uint32_t idx) {
+    const rec_matrix *m = &s->m[k];
+    if (idx >= m->cap)
+        return;
+    const char *p = (const char *)(m->rows + (size_t)idx * s->stride);
+    for (size_t o = 0; o < (size_t)s->stride * sizeof(float); o += 64)
+        rec_prefetch(p + o);
 }
 
 /* Top-k rows of kind k against q (dim floats) by dot, or cosine when

@@ -368,6 +368,66 @@ static void test_tombstones_and_rehash(void **state) {
     rec_idmap_close(&m);
 }
 
+/* Keys are compared in the slot up to REC_ID_INLINE bytes and confirmed
+ * against the stored key beyond: keys on both sides of that length, long
+ * keys alike in their first bytes, keys that are prefixes of each other,
+ * and the longest key, all stay distinct through rehashes and removals. */
+static void test_inline_and_long_keys(void **state) {
+    static const size_t lens[] = {1, 2, REC_ID_INLINE - 1, REC_ID_INLINE,
+                                  REC_ID_INLINE + 1, 32, 254, 255, REC_ID_MAX};
+    const size_t nl = sizeof lens / sizeof lens[0];
+    enum { VARIANTS = 300 };
+    static char keys[sizeof lens / sizeof lens[0]][VARIANTS][REC_ID_MAX];
+    static uint32_t idx[sizeof lens / sizeof lens[0]][VARIANTS];
+    rec_idmap m;
+    rec_idmap_init(&m);
+    for (size_t l = 0; l < nl; l++)
+        for (unsigned v = 0; v < VARIANTS; v++) {
+            /* All alike but the last two bytes (a shared prefix longer
+             * than what the slot keeps, for the long ones). */
+            memset(keys[l][v], 'k', lens[l]);
+            keys[l][v][lens[l] - 1] = (char)('A' + v % 64);
+            if (lens[l] > 1)
+                keys[l][v][lens[l] - 2] = (char)('A' + v / 64);
+            int dup = lens[l] == 1 && v >= 64;
+            if (dup)
+                continue;
+            idx[l][v] = intern_new(&m, keys[l][v], lens[l]);
+        }
+    check_table(&m);
+    for (size_t l = 0; l < nl; l++)
+        for (unsigned v = 0; v < VARIANTS; v++) {
+            if (lens[l] == 1 && v >= 64)
+                continue;
+            assert_int_equal(rec_idmap_find(&m, keys[l][v], lens[l]), idx[l][v]);
+            size_t kl = 0;
+            const char *k = rec_idmap_key(&m, idx[l][v], &kl);
+            assert_int_equal(kl, lens[l]);
+            assert_memory_equal(k, keys[l][v], kl);
+            /* One byte shorter or longer is another key. */
+            if (lens[l] > 2)
+                assert_true(rec_idmap_find(&m, keys[l][v], lens[l] - 1) !=
+                            idx[l][v]);
+        }
+    /* Remove every other long key; the rest are still found, the removed
+     * are not, and adding them again gives new indexes. */
+    for (unsigned v = 0; v < VARIANTS; v += 2)
+        rec_idmap_remove(&m, idx[nl - 1][v]);
+    for (unsigned v = 0; v < VARIANTS; v++) {
+        uint32_t got = rec_idmap_find(&m, keys[nl - 1][v], REC_ID_MAX);
+        assert_int_equal(got, v % 2 ? idx[nl - 1][v] : REC_IDX_NONE);
+    }
+    for (unsigned v = 0; v < VARIANTS; v += 2) {
+        uint32_t again = intern_new(&m, keys[nl - 1][v], REC_ID_MAX);
+        assert_true(again >= idx[nl - 1][VARIANTS - 1]);
+    }
+    check_table(&m);
+    /* The hashed entry points agree with the plain ones. */
+    uint64_t h = rec_idmap_hash(keys[4][7], lens[4]);
+    assert_int_equal(rec_idmap_find_hashed(&m, keys[4][7], lens[4], h), idx[4][7]);
+    rec_idmap_close(&m);
+}
+
 static void test_close_empty_and_reuse(void **state) {
     rec_idmap m;
     rec_idmap_init(&m);
@@ -410,6 +470,7 @@ int main(void) {
         cmocka_unit_test(test_insert_at),
         cmocka_unit_test(test_tombstones_and_rehash),
         cmocka_unit_test(test_close_empty_and_reuse),
+        cmocka_unit_test(test_inline_and_long_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
