@@ -69,8 +69,11 @@ typedef struct metric {
     double r_impressions, r_clicks, r_conversions, r_t; /* decayed, as of r_t */
 } metric;
 
+#define NMETHODS 19 /* entries of methods[], defined at the end */
+
 struct rec_dispatch {
     rec_engine *e;
+    size_t method_len[NMETHODS]; /* strlen of each method's name */
     char *token;
     char version[32];
     double started;
@@ -337,7 +340,6 @@ static long rss_bytes(void) {
     return rss * 4096L;
 }
 
-#define NMETHODS 19
 static const method_def methods[NMETHODS];
 static const size_t nmethods = NMETHODS;
 
@@ -756,17 +758,23 @@ int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed) {
     return rec_engine_replay(d->e, replay_feedback, d, replayed);
 }
 
+/* Put "params[i]." before the message of a failure about a field. */
+static int in_param(call_ctx *c, int rc, uint32_t i) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", c->err);
+    snprintf(c->err, c->errlen, "params[%u].%s", i, msg);
+    return rc;
+}
+
 static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
-    char key[REC_ID_MAX], what[48];
+    char key[REC_ID_MAX];
     if (!o || o->type != MSGPACK_OBJECT_MAP)
         return fail(c, REC_EINVAL, "params[%u] must be a map {user, item, type, ...}", i);
-    snprintf(what, sizeof what, "params[%u].user", i);
-    int rc = id_key(c, field(o, "user"), key, what);
+    int rc = id_key(c, field(o, "user"), key, "user");
     if (rc < 0)
-        return rc;
-    snprintf(what, sizeof what, "params[%u].item", i);
-    if ((rc = id_key(c, field(o, "item"), key, what)) < 0)
-        return rc;
+        return in_param(c, rc, i);
+    if ((rc = id_key(c, field(o, "item"), key, "item")) < 0)
+        return in_param(c, rc, i);
     const msgpack_object *t = field(o, "type");
     if (!t)
         return fail(c, REC_EINVAL, "params[%u].type is missing", i);
@@ -1709,6 +1717,8 @@ int rec_dispatch_new(rec_dispatch **out, rec_engine *e,
         return REC_ENOMEM;
     }
     d->e = e;
+    for (size_t i = 0; i < nmethods; i++)
+        d->method_len[i] = strlen(methods[i].name);
     snprintf(d->version, sizeof d->version, "%s", o && o->version ? o->version : "0");
     d->started = rec_now();
     *out = d;
@@ -1731,9 +1741,8 @@ void rec_dispatch_free(rec_dispatch *d) {
 }
 
 int rec_dispatch_find(const rec_dispatch *d, const char *name, size_t len) {
-    (void)d;
     for (size_t i = 0; i < nmethods; i++)
-        if (strlen(methods[i].name) == len && memcmp(methods[i].name, name, len) == 0)
+        if (d->method_len[i] == len && memcmp(methods[i].name, name, len) == 0)
             return (int)i;
     return -1;
 }

@@ -1105,6 +1105,8 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
 /* What learning from an event of (user, item) reads next: their rows in
  * each space, the item's counters, their places in the graph. */
 static void prefetch_pair(const rec_engine *e, uint32_t user, uint32_t item) {
+    rec_prefetch(&e->ids[REC_KIND_USER].keys[user]); /* alive checks */
+    rec_prefetch(&e->ids[REC_KIND_ITEM].keys[item]);
     for (size_t i = 0; i < e->nspaces; i++) {
         rec_space_prefetch(e->spaces[i], REC_KIND_USER, user);
         rec_space_prefetch(e->spaces[i], REC_KIND_ITEM, item);

@@ -27,8 +27,15 @@ int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
         *why = w ? w : "malformed msgpack";
         return rc;
     }
+    /* One zone per connection, cleared for each message: msgpack_unpack_next
+     * would allocate and free an 8 KiB zone for every message. */
+    if (!up->zone && !(up->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE))) {
+        *why = "out of memory";
+        return REC_ENOMEM;
+    }
+    msgpack_zone_clear(up->zone);
     size_t off = 0;
-    msgpack_unpack_return ur = msgpack_unpack_next(up, buf, n, &off);
+    msgpack_unpack_return ur = msgpack_unpack(buf, n, &off, up->zone, &up->data);
     if (ur != MSGPACK_UNPACK_SUCCESS || off != n) {
         *why = "msgpack decoder refused the message";
         return REC_EPROTOCOL;
@@ -89,14 +96,34 @@ int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
     return 0;
 }
 
+size_t rec_rpc_result_head(unsigned char out[REC_RPC_HEAD_MAX], uint32_t msgid) {
+    size_t n = 0;
+    out[n++] = 0x94; /* array of 4 */
+    out[n++] = 0x01; /* response */
+    if (msgid < 0x80) { /* msgid, in its shortest form */
+        out[n++] = (unsigned char)msgid;
+    } else if (msgid <= 0xff) {
+        out[n++] = 0xcc;
+        out[n++] = (unsigned char)msgid;
+    } else if (msgid <= 0xffff) {
+        out[n++] = 0xcd;
+        out[n++] = (unsigned char)(msgid >> 8);
+        out[n++] = (unsigned char)msgid;
+    } else {
+        out[n++] = 0xce;
+        for (int i = 3; i >= 0; i--)
+            out[n++] = (unsigned char)(msgid >> (8 * i));
+    }
+    out[n++] = 0xc0; /* no error */
+    return n;
+}
+
 int rec_rpc_result(rec_buf *out, uint32_t msgid, const void *result,
                    size_t rlen) {
-    msgpack_packer pk;
-    rec_rpc_packer(&pk, out);
+    unsigned char head[REC_RPC_HEAD_MAX];
+    size_t hl = rec_rpc_result_head(head, msgid);
     size_t mark = out->len;
-    if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, 1) ||
-        msgpack_pack_uint32(&pk, msgid) || msgpack_pack_nil(&pk) ||
-        rec_buf_append(out, result, rlen)) {
+    if (rec_buf_append(out, head, hl) || rec_buf_append(out, result, rlen)) {
         out->len = mark;
         return REC_ENOMEM;
     }

@@ -28,7 +28,9 @@ typedef struct rec_rpc_msg {
 } rec_rpc_msg;
 
 /* Decode the next message of buf[0..len) into up (which owns its memory;
- * msgpack_unpacked_init before, msgpack_unpacked_destroy after).
+ * msgpack_unpacked_init before, msgpack_unpacked_destroy after; its zone
+ * is kept and cleared from one message to the next, so the previous
+ * message's objects end here).
  * Returns 0 with *used = bytes consumed; REC_MP_PARTIAL when more bytes are
  * needed; REC_ETOOLARGE (over a limit) or REC_EPROTOCOL (not msgpack, or
  * not a request/notification of the right shape) with *why naming the rule
@@ -42,6 +44,11 @@ int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
 
 /* msgpack-c packer writing into a rec_buf. */
 void rec_rpc_packer(msgpack_packer *pk, rec_buf *out);
+
+/* The bytes of a response before its result, [1, msgid, nil, ...: at most
+ * REC_RPC_HEAD_MAX. Returns their length. */
+#define REC_RPC_HEAD_MAX 9
+size_t rec_rpc_result_head(unsigned char out[REC_RPC_HEAD_MAX], uint32_t msgid);
 
 /* Append [1, msgid, nil, <result>] where result is already packed msgpack
  * bytes (one object). 0 or REC_ENOMEM. */

@@ -35,16 +35,18 @@
 typedef struct server server;
 typedef struct conn conn;
 
+/* An answer waiting in its connection's queue. The queue is an array of
+ * these and one buffer holding their bytes back to back, in order: no
+ * allocation per answer, and releasing a run of answers reads memory in
+ * sequence. */
 typedef struct reply {
-    struct reply *next;
     uint64_t gen;    /* releasable once durable_gen >= gen; 0 at once */
+    double t0;       /* arrival, for latency */
     uint32_t msgid;
+    uint32_t len;    /* bytes of the encoded response */
     int method;      /* for stats; -1 for none */
     int write;       /* answer to a write: turned into an error if its
                         commit fails */
-    double t0;       /* arrival, for latency */
-    size_t len;
-    char data[];     /* the encoded response */
 } reply;
 
 struct conn {
@@ -58,8 +60,11 @@ struct conn {
     conn *prev, *next;
     rec_buf rbuf;       /* bytes read, not yet consumed from rpos */
     size_t rpos;
-    reply *head, *tail;
+    reply *rq;          /* queued answers: rq[rq_head .. rq_head + nreplies) */
+    uint32_t rq_head, rq_cap;
     uint32_t nreplies;
+    rec_buf qbuf;       /* their bytes, from qpos on */
+    size_t qpos;
     size_t out_bytes;   /* handed to uv_write, not yet written */
     size_t queued_bytes; /* answers built, not yet handed to uv_write */
     double write_progress; /* mono_us() of the last write completed or
@@ -109,6 +114,7 @@ struct server {
     uint64_t durable_gen;  /* every generation up to here is committed */
     uint64_t staged_gen;
     uint64_t waiters;      /* answers tagged cur_gen */
+    rec_buf result;        /* the answer being built (reused) */
     conn *conns;
     uint32_t nconns;
     int stopping;
@@ -128,27 +134,66 @@ static void conn_close(conn *c);
 static void process(conn *c);
 static void flush(conn *c);
 
+/* Room for one more descriptor at the end of the queue. */
+static int rq_reserve(conn *c) {
+    if (c->rq_head + c->nreplies < c->rq_cap)
+        return 0;
+    if (c->rq_head > 0) { /* slide the live part to the front */
+        memmove(c->rq, c->rq + c->rq_head, c->nreplies * sizeof *c->rq);
+        c->rq_head = 0;
+        return 0;
+    }
+    uint32_t cap = c->rq_cap ? c->rq_cap * 2 : 64;
+    reply *q = realloc(c->rq, (size_t)cap * sizeof *q);
+    if (!q)
+        return REC_ENOMEM;
+    c->rq = q;
+    c->rq_cap = cap;
+    return 0;
+}
+
+/* Queue an answer made of head[0..hl) then body[0..bl). */
+static int enqueue2(conn *c, const void *head, size_t hl, const void *body,
+                    size_t bl, uint32_t msgid, int method, uint64_t gen,
+                    int write, double t0) {
+    if (hl + bl > UINT32_MAX)
+        return REC_ETOOLARGE;
+    size_t mark = c->qbuf.len;
+    if (rq_reserve(c) || rec_buf_append(&c->qbuf, head, hl) ||
+        rec_buf_append(&c->qbuf, body, bl)) {
+        c->qbuf.len = mark;
+        return REC_ENOMEM;
+    }
+    c->rq[c->rq_head + c->nreplies++] = (reply){
+        .gen = gen, .t0 = t0, .msgid = msgid, .len = (uint32_t)(hl + bl),
+        .method = method, .write = write};
+    c->queued_bytes += hl + bl;
+    return 0;
+}
+
+/* Forget the first n queued answers, whose bytes (`bytes` in all) are
+ * written or dropped. */
+static void dequeue(conn *c, uint32_t n, size_t bytes) {
+    c->rq_head += n;
+    c->nreplies -= n;
+    c->qpos += bytes;
+    c->queued_bytes -= bytes;
+    if (c->nreplies == 0)
+        c->rq_head = 0;
+    if (c->qpos == c->qbuf.len) {
+        c->qbuf.len = c->qpos = 0;
+        if (c->qbuf.cap > (1u << 20)) /* after a burst of large answers */
+            rec_buf_free(&c->qbuf);
+    } else if (c->qpos > 65536 && c->qpos * 2 > c->qbuf.len) {
+        memmove(c->qbuf.data, c->qbuf.data + c->qpos, c->qbuf.len - c->qpos);
+        c->qbuf.len -= c->qpos;
+        c->qpos = 0;
+    }
+}
+
 static int enqueue(conn *c, const rec_buf *b, uint32_t msgid, int method,
                    uint64_t gen, int write, double t0) {
-    reply *r = malloc(sizeof *r + b->len);
-    if (!r)
-        return REC_ENOMEM;
-    r->next = NULL;
-    r->gen = gen;
-    r->msgid = msgid;
-    r->method = method;
-    r->write = write;
-    r->t0 = t0;
-    r->len = b->len;
-    memcpy(r->data, b->data, b->len);
-    c->queued_bytes += b->len;
-    if (c->tail)
-        c->tail->next = r;
-    else
-        c->head = r;
-    c->tail = r;
-    c->nreplies++;
-    return 0;
+    return enqueue2(c, NULL, 0, b->data, b->len, msgid, method, gen, write, t0);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -165,7 +210,7 @@ static void on_write(uv_write_t *req, int status) {
     }
     if (c->closing)
         return;
-    if (c->close_after && !c->head && c->out_bytes == 0) {
+    if (c->close_after && !c->nreplies && c->out_bytes == 0) {
         conn_close(c);
         return;
     }
@@ -181,12 +226,11 @@ static void flush(conn *c) {
         return;
     size_t total = 0;
     uint32_t n = 0;
-    for (reply *r = c->head; r && r->gen <= s->durable_gen; r = r->next) {
-        total += r->len;
-        n++;
-    }
+    const reply *q = c->rq + c->rq_head;
+    while (n < c->nreplies && q[n].gen <= s->durable_gen)
+        total += q[n++].len;
     if (n == 0) {
-        if (c->close_after && !c->head && c->out_bytes == 0)
+        if (c->close_after && !c->nreplies && c->out_bytes == 0)
             conn_close(c);
         return;
     }
@@ -196,21 +240,12 @@ static void flush(conn *c) {
         conn_close(c);
         return;
     }
+    memcpy(w->data, c->qbuf.data + c->qpos, total);
     double now = mono_us();
-    size_t off = 0;
-    while (n--) {
-        reply *r = c->head;
-        memcpy(w->data + off, r->data, r->len);
-        off += r->len;
-        if (r->method >= 0)
-            rec_dispatch_record(s->d, r->method, now - r->t0, 0);
-        c->head = r->next;
-        if (!c->head)
-            c->tail = NULL;
-        c->nreplies--;
-        c->queued_bytes -= r->len;
-        free(r);
-    }
+    for (uint32_t i = 0; i < n; i++)
+        if (q[i].method >= 0)
+            rec_dispatch_record(s->d, q[i].method, now - q[i].t0, 0);
+    dequeue(c, n, total);
     w->c = c;
     w->len = total;
     if (c->out_bytes == 0)
@@ -248,33 +283,43 @@ static void flush_all(server *s) {
  * (the engine dropped those writes when it rebuilt its memory). */
 static void fail_writes(server *s, int code, const char *msg) {
     for (conn *c = s->conns; c; c = c->next) {
-        for (reply *r = c->head, **pp = &c->head; r; r = *pp) {
+        /* The queue's bytes are rebuilt with errors in place of the answers
+         * to the lost writes; short of memory for that, the answers go out
+         * as they are (nothing better can be done). */
+        rec_buf nb = REC_BUF_INIT;
+        uint32_t *lens = c->nreplies ? malloc(c->nreplies * sizeof *lens) : NULL;
+        int ok = lens != NULL;
+        const char *old = c->qbuf.data + c->qpos;
+        for (uint32_t i = 0; i < c->nreplies && ok; i++) {
+            const reply *r = &c->rq[c->rq_head + i];
+            size_t mark = nb.len;
+            ok = r->write && r->gen > s->durable_gen
+                     ? !rec_rpc_error(&nb, r->msgid, code, msg)
+                     : !rec_buf_append(&nb, old, r->len);
+            lens[i] = (uint32_t)(nb.len - mark);
+            old += r->len;
+        }
+        for (uint32_t i = 0; i < c->nreplies; i++) {
+            reply *r = &c->rq[c->rq_head + i];
+            if (ok)
+                r->len = lens[i];
             if (r->write && r->gen > s->durable_gen) {
-                rec_buf b = REC_BUF_INIT;
-                reply *nr = NULL;
-                if (!rec_rpc_error(&b, r->msgid, code, msg) &&
-                    (nr = malloc(sizeof *nr + b.len))) {
-                    *nr = *r;
-                    nr->gen = 0;
-                    nr->write = 0;
-                    c->queued_bytes = c->queued_bytes - r->len + b.len;
-                    nr->len = b.len;
-                    memcpy(nr->data, b.data, b.len);
-                    *pp = nr;
-                    if (c->tail == r)
-                        c->tail = nr;
-                    free(r);
-                    r = nr;
-                } else {
-                    r->gen = 0; /* cannot do better than releasing it */
-                }
-                rec_buf_free(&b);
                 if (r->method >= 0)
                     rec_dispatch_record(s->d, r->method, 0, 1);
                 r->method = -1;
+                r->gen = 0;
+                r->write = 0;
             }
-            pp = &r->next;
         }
+        if (ok && c->nreplies) {
+            rec_buf_free(&c->qbuf);
+            c->qbuf = nb;
+            c->qpos = 0;
+            c->queued_bytes = nb.len;
+        } else {
+            rec_buf_free(&nb);
+        }
+        free(lens);
     }
 }
 
@@ -576,6 +621,14 @@ static void protocol_fail(conn *c, int code, const char *why) {
     }
 }
 
+/* The result buffer keeps up to this much memory between requests. */
+#define RESULT_KEEP (1u << 20)
+
+static void shrink_result(server *s) {
+    if (s->result.cap > RESULT_KEEP) /* after a huge answer */
+        rec_buf_free(&s->result);
+}
+
 /* Handle one decoded message. Returns 0 to go on, 1 when the connection
  * must wait (barrier), -1 when it is closing. */
 static int handle(conn *c, const rec_rpc_msg *m) {
@@ -627,8 +680,11 @@ static int handle(conn *c, const rec_rpc_msg *m) {
         c->blocked = 1;
         return 1;
     }
-    rec_buf b = REC_BUF_INIT;
-    int rc = rec_dispatch_call(s->d, method, &m->params, &c->sess, &b, err, sizeof err);
+    /* The result goes to a buffer kept by the server (no allocation per
+     * request once it has grown), then once into the queued answer. */
+    rec_buf *b = &s->result;
+    rec_buf_clear(b);
+    int rc = rec_dispatch_call(s->d, method, &m->params, &c->sess, b, err, sizeof err);
     if (notify) {
         if (rc) {
             rec_dispatch_notification_failed(s->d);
@@ -636,31 +692,27 @@ static int handle(conn *c, const rec_rpc_msg *m) {
                      rec_dispatch_name(s->d, method), rec_err_name(rc), err);
         }
         rec_dispatch_record(s->d, method, mono_us() - t0, rc != 0);
-        rec_buf_free(&b);
-        return 0;
-    }
-    if (rc) {
-        rec_buf_free(&b);
+    } else if (rc) {
         answer_error(c, m->msgid, rc, err, method, t0);
     } else {
-        rec_buf resp = REC_BUF_INIT;
         int write = (flags & REC_M_WRITE) != 0;
         uint64_t gen = 0;
         if (write) {
             gen = s->cur_gen;
             s->waiters++;
         }
-        if (rec_rpc_result(&resp, m->msgid, b.data, b.len) ||
-            enqueue(c, &resp, m->msgid, method, gen, write, t0)) {
-            rec_buf_free(&resp);
-            rec_buf_free(&b);
+        unsigned char head[REC_RPC_HEAD_MAX];
+        size_t hl = rec_rpc_result_head(head, m->msgid);
+        if (enqueue2(c, head, hl, b->data, b->len, m->msgid, method, gen, write, t0)) {
             REC_ERROR("%s: out of memory; closing", c->peer);
             conn_close(c);
+            shrink_result(s);
             return -1;
         }
-        rec_buf_free(&resp);
-        rec_buf_free(&b);
     }
+    shrink_result(s);
+    if (notify)
+        return 0;
     if (c->sess.close_after) {
         c->close_after = 1;
         if (c->reading) {
@@ -765,7 +817,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
         /* Answer what was asked, then close (half-closed peers still read). */
         c->close_after = 1;
         flush(c);
-        if (!c->head && c->out_bytes == 0)
+        if (!c->nreplies && c->out_bytes == 0)
             conn_close(c);
         return;
     }
@@ -781,10 +833,8 @@ static void on_closed(uv_handle_t *h) {
     conn *c = h->data;
     server *s = c->srv;
     /* Unsent answers are dropped; writes behind them still commit. */
-    for (reply *r = c->head, *next; r; r = next) {
-        next = r->next;
-        free(r);
-    }
+    free(c->rq);
+    rec_buf_free(&c->qbuf);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -881,7 +931,7 @@ static void shutdown_now(server *s) {
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         flush(c);
-        if (!c->head && c->out_bytes == 0)
+        if (!c->nreplies && c->out_bytes == 0)
             conn_close(c);
         else
             c->close_after = 1;
@@ -1162,6 +1212,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     rec_dispatch_free(s->d);
     rec_script_free(s->rt);
     rec_engine_free(s->e);
+    rec_buf_free(&s->result);
     uv_loop_close(s->loop);
     REC_INFO("stopped");
     free(s);

@@ -4,6 +4,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "err.h"
 
@@ -38,8 +40,30 @@ int rec_space_new(rec_space **out, const char *name, uint16_t id,
     return 0;
 }
 
+/* Rows live in their own anonymous mapping, grown with mremap: the
+ * kernel moves pages instead of copying them, growth never needs the old
+ * and new matrices side by side, and new pages arrive zeroed. */
+static size_t page_round(size_t n) {
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + pg - 1) / pg * pg;
+}
+
+static float *rows_grow(rec_matrix *m, size_t bytes) {
+    bytes = page_round(bytes);
+    void *p = m->rows
+                  ? mremap(m->rows, m->rows_bytes, bytes, MREMAP_MAYMOVE)
+                  : mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    m->rows = p;
+    m->rows_bytes = bytes;
+    return p;
+}
+
 static void matrix_free(rec_matrix *m) {
-    free(m->rows);
+    if (m->rows)
+        munmap(m->rows, m->rows_bytes);
     free(m->inv_norms);
     free(m->present);
     free(m->dirty);
@@ -63,8 +87,9 @@ static void *grow_zeroed(void *p, size_t old_bytes, size_t new_bytes) {
     return q;
 }
 
-/* Grow to hold row idx. Rows move (aligned_alloc + copy): callers holding
- * row pointers must fetch them again. Amortised O(1) per row. */
+/* Grow to hold row idx. Rows may move: callers holding row pointers must
+ * fetch them again after any set. The side arrays grow first; when one
+ * fails, those already grown are merely larger than cap says. */
 static int matrix_reserve(rec_matrix *m, uint32_t stride, uint32_t idx) {
     if (idx < m->cap)
         return 0;
@@ -75,53 +100,34 @@ static int matrix_reserve(rec_matrix *m, uint32_t stride, uint32_t idx) {
         cap *= 2;
     if (cap > UINT32_MAX)
         cap = UINT32_MAX;
-    size_t rowb = (size_t)stride * sizeof(float);
-    float *rows = aligned_alloc(64, (size_t)cap * rowb);
-    if (!rows)
-        return REC_ENOMEM;
-    if (m->rows)
-        memcpy(rows, m->rows, (size_t)m->cap * rowb);
-    memset(rows + (size_t)m->cap * stride, 0, (size_t)(cap - m->cap) * rowb);
     size_t ow = ((size_t)m->cap + 63) / 64, nw = ((size_t)cap + 63) / 64;
     float *inv = grow_zeroed(m->inv_norms, m->cap * sizeof(float),
                              (size_t)cap * sizeof(float));
-    if (!inv) {
-        free(rows);
+    if (!inv)
         return REC_ENOMEM;
-    }
     m->inv_norms = inv;
     uint64_t *pr = grow_zeroed(m->present, ow * 8, nw * 8);
-    if (!pr) {
-        free(rows);
+    if (!pr)
         return REC_ENOMEM;
-    }
     m->present = pr;
     uint64_t *dt = grow_zeroed(m->dirty, ow * 8, nw * 8);
-    if (!dt) {
-        free(rows);
+    if (!dt)
         return REC_ENOMEM;
-    }
     m->dirty = dt;
     uint32_t *dl = realloc(m->dirty_list, (size_t)cap * sizeof *dl);
-    if (!dl) {
-        free(rows);
+    if (!dl)
         return REC_ENOMEM;
-    }
     m->dirty_list = dl;
     uint64_t *ld = grow_zeroed(m->learned, ow * 8, nw * 8);
-    if (!ld) {
-        free(rows);
+    if (!ld)
         return REC_ENOMEM;
-    }
     m->learned = ld;
     uint32_t *ll = realloc(m->learned_list, (size_t)cap * sizeof *ll);
-    if (!ll) {
-        free(rows);
+    if (!ll)
         return REC_ENOMEM;
-    }
     m->learned_list = ll;
-    free(m->rows);
-    m->rows = rows;
+    if (!rows_grow(m, (size_t)cap * stride * sizeof(float)))
+        return REC_ENOMEM;
     m->cap = (uint32_t)cap;
     return 0;
 }

@@ -24,7 +24,8 @@
 typedef enum rec_kind { REC_KIND_ITEM = 0, REC_KIND_USER = 1 } rec_kind;
 
 typedef struct rec_matrix {
-    float *rows;        /* cap rows of `stride` floats, 64-byte aligned */
+    float *rows;        /* cap rows of `stride` floats, page aligned */
+    size_t rows_bytes;  /* length of the rows' mapping */
     float *inv_norms;   /* 1/|row|, 0 for absent or zero rows */
     uint64_t *present;  /* bit r: row r holds a vector */
     uint64_t *dirty;    /* bit r: row r set or removed since the last flush */
