@@ -188,6 +188,29 @@ static int id_key(call_ctx *c, const msgpack_object *o, char *key,
     return fail(c, REC_EINVAL, "%s must be a string or an integer", what);
 }
 
+/* The key of an id object, or -1 when it is not one (no message). */
+static int peek_key(const msgpack_object *o, char *key) {
+    if (!o)
+        return -1;
+    if (o->type == MSGPACK_OBJECT_STR)
+        return rec_id_str(key, o->via.str.ptr, o->via.str.size);
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
+        return rec_id_int(key, (int64_t)o->via.u64);
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return rec_id_int(key, o->via.i64);
+    return -1;
+}
+
+/* Ask the cache for what applying event o will look up first. */
+static void prefetch_event(rec_engine *e, const msgpack_object *o) {
+    char uk[REC_ID_MAX], ik[REC_ID_MAX];
+    if (!o || o->type != MSGPACK_OBJECT_MAP)
+        return;
+    int ul = peek_key(field(o, "user"), uk), il = peek_key(field(o, "item"), ik);
+    if (ul > 0 && il > 0)
+        rec_engine_prefetch_ids(e, uk, (size_t)ul, ik, (size_t)il);
+}
+
 static int pack_key(msgpack_packer *pk, const char *key, size_t klen) {
     int is_int;
     int64_t iv;
@@ -964,6 +987,8 @@ static int m_event_add(call_ctx *c) {
             return rc;
     }
     for (uint32_t i = 0; i < n; i++) {
+        if (i + 1 < n)
+            prefetch_event(c->e, param(c, i + 1));
         int rc = apply_event(c, param(c, i));
         if (rc)
             return rc;
@@ -1755,6 +1780,13 @@ unsigned rec_dispatch_flags(const rec_dispatch *d, int method) {
 const char *rec_dispatch_name(const rec_dispatch *d, int method) {
     (void)d;
     return methods[method].name;
+}
+
+void rec_dispatch_prefetch(rec_dispatch *d, int method,
+                           const msgpack_object *params) {
+    if (method >= 0 && methods[method].fn == m_event_add &&
+        params->type == MSGPACK_OBJECT_ARRAY && params->via.array.size > 0)
+        prefetch_event(d->e, &params->via.array.ptr[0]);
 }
 
 int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,

@@ -53,6 +53,13 @@ int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
                       rec_session *s, rec_buf *out, char *errmsg,
                       size_t errlen);
 
+/* A hint that method will run with params soon (a server decoding one
+ * message ahead gives it the next while running the current): the
+ * dispatcher may ask the cache for what the call reads first. Reads only;
+ * any method, any params. */
+void rec_dispatch_prefetch(rec_dispatch *d, int method,
+                           const msgpack_object *params);
+
 /* Re-apply the built-in feedback to the events logged after the engine's
  * last checkpoint (once, after open). */
 int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed);

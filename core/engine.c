@@ -825,6 +825,12 @@ rec_counter *rec_engine_counter_at(const rec_engine *e, size_t i) {
 
 /* ---- items and users --------------------------------------------------- */
 
+void rec_engine_prefetch_ids(const rec_engine *e, const char *user,
+                             size_t ulen, const char *item, size_t ilen) {
+    rec_idmap_prefetch(&e->ids[REC_KIND_USER], rec_idmap_hash(user, ulen));
+    rec_idmap_prefetch(&e->ids[REC_KIND_ITEM], rec_idmap_hash(item, ilen));
+}
+
 uint32_t rec_engine_lookup(const rec_engine *e, rec_kind kind,
                            const char *key, size_t klen) {
     return rec_idmap_find(&e->ids[kind], key, klen);
@@ -869,8 +875,10 @@ static int intern_id(rec_engine *e, rec_kind kind, const char *key,
         return 0;
     unsigned char ib[4];
     rec_be32(ib, *idx);
-    if ((rc = rec_batch_put(e->batch, ids_db[kind], key, klen, ib, 4)) ||
-        (rc = rec_batch_put(e->batch, keys_db[kind], ib, 4, key, klen))) {
+    /* Only index -> key is stored: the map from keys is rebuilt from it at
+     * open, and a second, key-ordered row cost a random B-tree write for
+     * every new id. New indexes only grow, so the row is appended. */
+    if ((rc = rec_batch_append(e->batch, keys_db[kind], ib, 4, key, klen))) {
         rec_idmap_remove(&e->ids[kind], *idx);
         return rc;
     }
@@ -1095,7 +1103,7 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
     for (size_t i = 0; i < e->nspaces; i++)
         rec_space_remove(e->spaces[i], kind, idx);
     if ((rc = rec_batch_del(e->batch, props_db[kind], ib, 4)) ||
-        (rc = rec_batch_del(e->batch, ids_db[kind], key, klen)) ||
+        (rc = rec_batch_del(e->batch, ids_db[kind], key, klen)) || /* older folders */
         (rc = rec_batch_del(e->batch, keys_db[kind], ib, 4)))
         return rc;
     rec_idmap_remove(&e->ids[kind], idx);
@@ -1183,7 +1191,7 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
     if ((rc = rec_buf_append(b, head, hl)) ||
         (rc = rec_buf_append(b, ev->rec_id, ev->rlen)) ||
         (rc = rec_buf_append(b, ev->context, ev->clen)) ||
-        (rc = rec_batch_append(e->batch, REC_DB_EVENTS, sk, 8, b->data, b->len)))
+        (rc = rec_batch_log(e->batch, REC_DB_EVENTS, sk, 8, b->data, b->len)))
         return fail(e, rc, "out of memory");
     if ((rc = rec_graph_add(&e->graph, user, item, ts, w, type, s)))
         return fail(e, rc, "out of memory");

@@ -71,6 +71,11 @@ int rec_engine_put(rec_engine *e, rec_kind kind, const char *key,
                    size_t klen, const void *props, size_t plen, int active,
                    const rec_vecarg *vecs, size_t nvecs, uint32_t *idx_out);
 
+/* Ask the cache for the id-map slots of an event's user and item keys,
+ * ahead of rec_engine_event on them (a server decoding requests ahead
+ * calls it for the next one while running the current). No effect else. */
+void rec_engine_prefetch_ids(const rec_engine *e, const char *user,
+                             size_t ulen, const char *item, size_t ilen);
 /* Index of an id, or REC_IDX_NONE. */
 uint32_t rec_engine_lookup(const rec_engine *e, rec_kind kind,
                            const char *key, size_t klen);

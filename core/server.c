@@ -70,7 +70,8 @@ struct conn {
     double write_progress; /* mono_us() of the last write completed or
                               started while output was pending */
     rec_session sess;
-    msgpack_unpacked up;
+    msgpack_unpacked up[2]; /* the message running, the one decoded ahead */
+    int cur;                /* which of up[] holds the one running */
     int reading;
     int closing;
     int close_after;    /* close once the queued answers are written */
@@ -746,25 +747,43 @@ static void process(conn *c) {
     server *s = c->srv;
     for (;;) {
         int progressed = 0;
+        /* One message is decoded ahead of the one running, and the
+         * dispatcher told of it, so that what it will read (its ids) is on
+         * its way to the cache while the current one runs. The two live in
+         * the connection's two zones; the one ahead is dropped whenever
+         * this loop stops (it is decoded again next time). */
+        int ahead = 0; /* m (at rpos) was decoded ahead, into up[cur] */
+        rec_rpc_msg m;
+        size_t used = 0;
         /* Answers built but not yet written count too: a burst of large
          * answers stops being processed at the pause mark, not after. */
         while (!c->closing && !c->close_after && !c->blocked &&
                c->nreplies < s->o.max_pending &&
                c->out_bytes + c->queued_bytes < s->o.out_pause) {
+            const char *buf = c->rbuf.data + c->rpos;
             size_t avail = c->rbuf.len - c->rpos;
             if (avail == 0)
                 break;
-            rec_rpc_msg m;
-            size_t used = 0;
-            const char *why = NULL;
-            int rc = rec_rpc_next(c->rbuf.data + c->rpos, avail, &s->lim, &c->up, &m,
-                                  &used, &why);
-            if (rc == REC_MP_PARTIAL)
-                break;
-            if (rc) {
-                protocol_fail(c, rc, why ? why : "malformed message");
-                break;
+            if (!ahead) {
+                const char *why = NULL;
+                int rc = rec_rpc_next(buf, avail, &s->lim, &c->up[c->cur], &m, &used, &why);
+                if (rc == REC_MP_PARTIAL)
+                    break;
+                if (rc) {
+                    protocol_fail(c, rc, why ? why : "malformed message");
+                    break;
+                }
             }
+            rec_rpc_msg next;
+            size_t next_used = 0;
+            const char *next_why = NULL;
+            ahead = used < avail &&
+                    rec_rpc_next(buf + used, avail - used, &s->lim, &c->up[!c->cur],
+                                 &next, &next_used, &next_why) == 0;
+            if (ahead)
+                rec_dispatch_prefetch(s->d, rec_dispatch_find(s->d, next.method,
+                                                              next.method_len),
+                                      &next.params);
             int h = handle(c, &m);
             if (h == 1)
                 break; /* blocked: the message stays buffered */
@@ -772,6 +791,11 @@ static void process(conn *c) {
             progressed = 1;
             if (h < 0)
                 break;
+            if (ahead) {
+                m = next;
+                used = next_used;
+                c->cur = !c->cur;
+            }
         }
         if (c->closing)
             return;
@@ -844,7 +868,8 @@ static void on_closed(uv_handle_t *h) {
     s->nconns--;
     rec_dispatch_set_connections(s->d, s->nconns);
     rec_dispatch_session_end(s->d, &c->sess);
-    msgpack_unpacked_destroy(&c->up);
+    msgpack_unpacked_destroy(&c->up[0]);
+    msgpack_unpacked_destroy(&c->up[1]);
     rec_buf_free(&c->rbuf);
     REC_DEBUG("%s: closed", c->peer);
     free(c);
@@ -876,7 +901,8 @@ static void on_connection(uv_stream_t *srv_stream, int status) {
         return;
     }
     c->h.handle.data = c;
-    msgpack_unpacked_init(&c->up);
+    msgpack_unpacked_init(&c->up[0]);
+    msgpack_unpacked_init(&c->up[1]);
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -170,6 +171,18 @@ fail(rec_store *s, int err, const char *fmt, ...) {
 static int fail_mdb(rec_store *s, int rc, const char *what) {
     return fail(s, from_mdb(rc), "%s in %s: %s", what, s->dir,
                 mdb_strerror(rc));
+}
+
+/* LMDB reports a write that came up short as EIO, which is what a disk
+ * that fills up in the middle of a commit gives: is the folder's disk out
+ * of room for the batch (with a margin for pages LMDB rewrites)? */
+static int disk_short(const rec_store *s, const rec_batch *b) {
+    struct statvfs v;
+    if (statvfs(s->dir, &v) != 0)
+        return 0;
+    unsigned long long avail = (unsigned long long)v.f_bavail * v.f_frsize;
+    unsigned long long need = 2ull * rec_batch_bytes(b) + (1ull << 20);
+    return avail < need;
 }
 
 static void fmt_size(char *out, size_t n, size_t bytes) {
@@ -810,7 +823,7 @@ size_t rec_batch_count(const rec_batch *b) { return b->count; }
 size_t rec_batch_bytes(const rec_batch *b) { return b->bytes; }
 
 static int add_op(rec_batch *b, int kind, rec_dbi db, const void *k,
-                  size_t kl, const void *v, size_t vl) {
+                  size_t kl, const void *v, size_t vl, int indexed) {
     if (!valid_db(db) || (kl && !k) || (vl && !v))
         return REC_EINVAL;
     if (kl > MAX_KEY || vl > UINT32_MAX)
@@ -832,7 +845,7 @@ static int add_op(rec_batch *b, int kind, rec_dbi db, const void *k,
     b->ops.len += need;
     if (kind == OP_DEL_PREFIX) {
         b->prefix_ops++;
-    } else if ((rc = index_op(b, off, (uint8_t)db, k, kl))) {
+    } else if (indexed && (rc = index_op(b, off, (uint8_t)db, k, kl))) {
         b->ops.len = off; /* as it was */
         return rc;
     }
@@ -843,21 +856,26 @@ static int add_op(rec_batch *b, int kind, rec_dbi db, const void *k,
 
 int rec_batch_put(rec_batch *b, rec_dbi db, const void *k, size_t kl,
                   const void *v, size_t vl) {
-    return add_op(b, OP_PUT, db, k, kl, v, vl);
+    return add_op(b, OP_PUT, db, k, kl, v, vl, 1);
 }
 
 int rec_batch_append(rec_batch *b, rec_dbi db, const void *k, size_t kl,
                      const void *v, size_t vl) {
-    return add_op(b, OP_APPEND, db, k, kl, v, vl);
+    return add_op(b, OP_APPEND, db, k, kl, v, vl, 1);
+}
+
+int rec_batch_log(rec_batch *b, rec_dbi db, const void *k, size_t kl,
+                  const void *v, size_t vl) {
+    return add_op(b, OP_APPEND, db, k, kl, v, vl, 0);
 }
 
 int rec_batch_del(rec_batch *b, rec_dbi db, const void *k, size_t kl) {
-    return add_op(b, OP_DEL, db, k, kl, NULL, 0);
+    return add_op(b, OP_DEL, db, k, kl, NULL, 0, 1);
 }
 
 int rec_batch_del_prefix(rec_batch *b, rec_dbi db, const void *prefix,
                          size_t plen) {
-    return add_op(b, OP_DEL_PREFIX, db, prefix, plen, NULL, 0);
+    return add_op(b, OP_DEL_PREFIX, db, prefix, plen, NULL, 0, 1);
 }
 
 int rec_batch_find(const rec_batch *b, rec_dbi db, const void *k, size_t kl,
@@ -994,6 +1012,9 @@ static int try_commit(rec_store *s, const rec_batch *b, size_t *seen) {
             s->commits++;
             return 0;
         }
+        if (rc == EIO && disk_short(s, b))
+            return fail(s, REC_ENOSPACE, "cannot commit in %s: the disk is full "
+                        "(a write came up short)", s->dir);
         if (rc != MDB_MAP_FULL)
             return fail_mdb(s, rc, "cannot commit");
     }

@@ -22,7 +22,9 @@
 
 typedef enum rec_dbi {
     REC_DB_META,      /* string -> bytes: schema version, spaces, next ids */
-    REC_DB_ITEM_IDS,  /* external id -> u32 index (big-endian) */
+    REC_DB_ITEM_IDS,  /* external id -> u32 index (big-endian); no longer
+                         written (the map is rebuilt from ITEM_KEYS at
+                         open), rows of older folders go with their id */
     REC_DB_ITEM_KEYS, /* u32 index -> external id */
     REC_DB_USER_IDS,
     REC_DB_USER_KEYS,
@@ -116,6 +118,11 @@ int rec_batch_put(rec_batch *b, rec_dbi db, const void *k, size_t kl,
  * search). Falls back to an ordinary put when it does not. */
 int rec_batch_append(rec_batch *b, rec_dbi db, const void *k, size_t kl,
                      const void *v, size_t vl);
+/* rec_batch_append for a log that is written, never read back before its
+ * commit: the record is not indexed, so rec_batch_find does not see it
+ * (it saves the index's hashing and probing on the hottest write). */
+int rec_batch_log(rec_batch *b, rec_dbi db, const void *k, size_t kl,
+                  const void *v, size_t vl);
 /* Delete one key; a missing key is not an error. */
 int rec_batch_del(rec_batch *b, rec_dbi db, const void *k, size_t kl);
 /* Delete every key that starts with prefix (plen 0: empty the database). */

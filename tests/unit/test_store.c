@@ -474,6 +474,7 @@ static void test_append(void **state) {
     be64key(k, 4990);
     expect_val(s, REC_DB_EVENTS, k, 8, k, 8);
 
+
     seq_check c = {0, 0, 1};
     rec_rtxn *t;
     assert_int_equal(rec_store_read_begin(s, &t), 0);
@@ -483,6 +484,19 @@ static void test_append(void **state) {
     assert_int_equal(c.n, 1004);
     assert_true(c.ordered);
     assert_int_equal(c.last, 20000);
+
+    /* A log record: committed like an append, never seen by find. */
+    b = rec_batch_new();
+    assert_non_null(b);
+    be64key(k, 30000);
+    assert_int_equal(rec_batch_log(b, REC_DB_EVENTS, k, 8, "log", 3), 0);
+    rec_val pv;
+    assert_int_equal(rec_batch_find(b, REC_DB_EVENTS, k, 8, &pv), REC_BATCH_SILENT);
+    assert_int_equal(rec_batch_count(b), 1);
+    assert_int_equal(rec_store_commit(s, b), 0);
+    rec_batch_free(b);
+    expect_val(s, REC_DB_EVENTS, k, 8, "log", 3);
+    assert_int_equal(count_of(s, REC_DB_EVENTS), 1005);
     rec_store_free(s);
 }
 
