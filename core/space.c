@@ -48,20 +48,69 @@ static size_t page_round(size_t n) {
     return (n + pg - 1) / pg * pg;
 }
 
-static float *rows_grow(rec_matrix *m, size_t bytes) {
+/* Grow the mapping *p of *len bytes (none when NULL) to hold `bytes`. */
+static int map_grow(void **p, size_t *len, size_t bytes) {
     bytes = page_round(bytes);
-    void *p = m->rows
-                  ? mremap(m->rows, m->rows_bytes, bytes, MREMAP_MAYMOVE)
-                  : mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    m->rows = p;
-    m->rows_bytes = bytes;
-    return p;
+    void *q = *p ? mremap(*p, *len, bytes, MREMAP_MAYMOVE)
+                 : mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (q == MAP_FAILED)
+        return REC_ENOMEM;
+    *p = q;
+    *len = bytes;
+    return 0;
+}
+
+static void shadow_drop(rec_matrix *m, int state) {
+    if (m->rows16)
+        munmap(m->rows16, m->rows16_bytes);
+    if (m->rows16_meta)
+        munmap(m->rows16_meta, m->rows16_meta_bytes);
+    m->rows16 = NULL;
+    m->rows16_meta = NULL;
+    m->rows16_bytes = m->rows16_meta_bytes = 0;
+    m->rows16_state = state;
+}
+
+/* Grow the shadow with the rows (or make it: from nothing). */
+static int shadow_grow(rec_matrix *m, size_t stride, size_t cap) {
+    void *r = m->rows16, *mt = m->rows16_meta;
+    int rc = map_grow(&r, &m->rows16_bytes, cap * stride * sizeof(uint16_t));
+    m->rows16 = r;
+    if (!rc)
+        rc = map_grow(&mt, &m->rows16_meta_bytes, cap * 2 * sizeof(float));
+    m->rows16_meta = mt;
+    return rc;
+}
+
+/* Keep the bf16 copy of row idx in step with the row (when kept). */
+static void shadow_row(const rec_space *s, rec_matrix *m, uint32_t idx) {
+    if (m->rows16_state != 1)
+        return;
+    size_t off = (size_t)idx * s->stride;
+    if (!rec_vec_bf16_row(m->rows + off, s->dim, m->rows16 + off,
+                          m->rows16_meta + 2 * (size_t)idx))
+        shadow_drop(m, -1);
+}
+
+/* Matrices with fewer rows are scanned in float: they fit in cache, and
+ * the copy would cost memory for little. */
+#define SHADOW_MIN_ROWS 16384
+
+/* Make the bf16 copy of every row. 0, or refuse the shadow for good when a
+ * row does not fit bf16; no memory leaves it for a later try. */
+static void shadow_build(const rec_space *s, rec_matrix *m) {
+    if (shadow_grow(m, s->stride, m->cap)) {
+        shadow_drop(m, 0);
+        return;
+    }
+    m->rows16_state = 1;
+    for (uint32_t r = 0; r < m->nrows && m->rows16_state == 1; r++)
+        shadow_row(s, m, r);
 }
 
 static void matrix_free(rec_matrix *m) {
+    shadow_drop(m, 0);
     if (m->rows)
         munmap(m->rows, m->rows_bytes);
     free(m->inv_norms);
@@ -126,8 +175,12 @@ static int matrix_reserve(rec_matrix *m, uint32_t stride, uint32_t idx) {
     if (!ll)
         return REC_ENOMEM;
     m->learned_list = ll;
-    if (!rows_grow(m, (size_t)cap * stride * sizeof(float)))
+    void *rows = m->rows;
+    if (map_grow(&rows, &m->rows_bytes, (size_t)cap * stride * sizeof(float)))
         return REC_ENOMEM;
+    m->rows = rows;
+    if (m->rows16 && shadow_grow(m, stride, cap))
+        shadow_drop(m, 0); /* made again at the next scan */
     m->cap = (uint32_t)cap;
     return 0;
 }
@@ -169,6 +222,7 @@ int rec_space_set(rec_space *s, rec_kind k, uint32_t idx, const float *v,
     if (idx >= m->nrows)
         m->nrows = idx + 1;
     update_norm(s, m, idx);
+    shadow_row(s, m, idx);
     if (mark == REC_SET_DIRTY)
         mark_dirty(m, idx);
     else if (mark == REC_SET_LEARNED)
@@ -192,6 +246,7 @@ void rec_space_touch(rec_space *s, rec_kind k, uint32_t idx) {
     if (!rec_space_has(s, k, idx))
         return;
     update_norm(s, &s->m[k], idx);
+    shadow_row(s, &s->m[k], idx);
     mark_learned(&s->m[k], idx);
 }
 
@@ -201,6 +256,10 @@ void rec_space_remove(rec_space *s, rec_kind k, uint32_t idx) {
         return;
     m->present[idx >> 6] &= ~(1ull << (idx & 63));
     memset(m->rows + (size_t)idx * s->stride, 0, s->stride * sizeof(float));
+    if (m->rows16) {
+        memset(m->rows16 + (size_t)idx * s->stride, 0, s->stride * sizeof(uint16_t));
+        m->rows16_meta[2 * (size_t)idx] = m->rows16_meta[2 * (size_t)idx + 1] = 0.0f;
+    }
     m->inv_norms[idx] = 0.0f;
     m->count--;
     mark_dirty(m, idx);
@@ -267,7 +326,15 @@ int rec_space_topk(const rec_space *s, rec_kind k, const float *q,
         .inv_norms = cosine ? m->inv_norms : NULL,
         .skip = skip,
     };
-    size_t n = rec_vec_topk(&sc, q, topk, out);
+    /* Large matrices are scanned through their bf16 copy, with the same
+     * answer (see rec_vec_topk_bf16). The copy is a cache of the rows,
+     * made here at the first such scan: hence the cast. */
+    rec_matrix *mm = (rec_matrix *)m;
+    if (m->nrows >= SHADOW_MIN_ROWS && m->rows16_state == 0 && rec_vec_bf16_scan_ok())
+        shadow_build(s, mm);
+    size_t n = m->rows16_state == 1
+                   ? rec_vec_topk_bf16(&sc, m->rows16, m->rows16_meta, q, topk, out)
+                   : rec_vec_topk(&sc, q, topk, out);
     free(skip);
     return (int)n;
 }

@@ -26,6 +26,14 @@ typedef enum rec_kind { REC_KIND_ITEM = 0, REC_KIND_USER = 1 } rec_kind;
 typedef struct rec_matrix {
     float *rows;        /* cap rows of `stride` floats, page aligned */
     size_t rows_bytes;  /* length of the rows' mapping */
+    uint16_t *rows16;   /* bf16 copy of rows for top-k scans, or NULL:
+                           made at the first scan of a large matrix on a
+                           CPU with AVX512-BF16, then kept in step */
+    size_t rows16_bytes;
+    float *rows16_meta; /* per row {|row|, |row - bf16 row|} */
+    size_t rows16_meta_bytes;
+    int rows16_state;   /* 0 none yet, 1 kept, -1 refused (a row too
+                           large for bf16, or no memory) */
     float *inv_norms;   /* 1/|row|, 0 for absent or zero rows */
     uint64_t *present;  /* bit r: row r holds a vector */
     uint64_t *dirty;    /* bit r: row r set or removed since the last flush */

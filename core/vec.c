@@ -31,6 +31,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
@@ -833,4 +834,295 @@ size_t rec_vec_topk(const rec_scan *s, const float *q, size_t k,
         }
     }
     return rec_topk_finish(&t);
+}
+
+/* ---- bf16 shadow scan ------------------------------------------------ */
+
+/* bf16 values below the smallest normal: the dot-product instruction
+ * reads them as zero, so conversions store them as zero (and the stored
+ * error then accounts for them). */
+#define BF16_TINY 0x0080u
+
+uint16_t rec_vec_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);     /* round to nearest, ties even */
+    uint16_t h = (uint16_t)(u >> 16);
+    return (h & 0x7fffu) < BF16_TINY ? (uint16_t)(h & 0x8000u) : h;
+}
+
+static float bf16_float(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+int rec_vec_bf16_row(const float *x, size_t n, uint16_t *out, float meta[2]) {
+    int ok = 1;
+    double n2 = 0.0, e2 = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = rec_vec_bf16(x[i]);
+        ok &= (out[i] & 0x7f80u) != 0x7f80u; /* neither Inf nor NaN */
+        double xi = (double)x[i], di = xi - (double)bf16_float(out[i]);
+        n2 += xi * xi;
+        e2 += di * di;
+    }
+    /* Rounded up, so bounds built on them stay bounds. */
+    meta[0] = nextafterf((float)sqrt(n2), INFINITY);
+    meta[1] = e2 > 0.0 ? nextafterf((float)sqrt(e2), INFINITY) : 0.0f;
+    return ok && isfinite(meta[0]);
+}
+
+#define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* Four bf16 rows against a bf16 q, products exact and summed in float. */
+TARGET_BF16 static void dot4_bf16(const uint16_t *r0, const uint16_t *r1,
+                                  const uint16_t *r2, const uint16_t *r3,
+                                  const uint16_t *q, size_t d, float out[4]) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    size_t j = 0;
+    for (; j + 32 <= d; j += 32) {
+        __m512bh qv = (__m512bh)_mm512_loadu_si512(q + j);
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(r0 + j), qv);
+        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(r1 + j), qv);
+        a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(r2 + j), qv);
+        a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(r3 + j), qv);
+    }
+    if (j < d) {
+        __mmask32 m = (__mmask32)((1ull << (d - j)) - 1);
+        __m512bh qv = (__m512bh)_mm512_maskz_loadu_epi16(m, q + j);
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(m, r0 + j), qv);
+        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_maskz_loadu_epi16(m, r1 + j), qv);
+        a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_maskz_loadu_epi16(m, r2 + j), qv);
+        a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_maskz_loadu_epi16(m, r3 + j), qv);
+    }
+    _mm_storeu_ps(out, hsum4_avx512(a0, a1, a2, a3));
+}
+
+/* Prefetch four bf16 rows (see prefetch4). */
+__attribute__((always_inline)) static inline void prefetch4_16(const uint16_t *p, size_t stride, size_t d) {
+    size_t bytes = d * sizeof(uint16_t);
+    for (size_t i = 0; i < 4; i++) {
+        const char *row = (const char *)(p + i * stride);
+        for (size_t o = 0; o < bytes; o += 64)
+            _mm_prefetch(row + o, _MM_HINT_T0);
+        _mm_prefetch(row + bytes - 1, _MM_HINT_T0);
+    }
+}
+
+TARGET_BF16 static void dot_rows_bf16(const uint16_t *rows, size_t stride,
+                                      size_t nrows, size_t avail,
+                                      const uint16_t *q, size_t d, float *out) {
+    size_t row = stride * sizeof(uint16_t);
+    size_t ahead = d * sizeof(uint16_t) <= PF_MAX_ROW
+                       ? (((PF_BYTES + row - 1) / row) + 3) & ~(size_t)3
+                       : 0;
+    size_t r = 0;
+    for (; r + 4 <= nrows; r += 4) {
+        const uint16_t *p = rows + r * stride;
+        if (ahead && r + ahead + 4 <= avail)
+            prefetch4_16(p + ahead * stride, stride, d);
+        dot4_bf16(p, p + stride, p + 2 * stride, p + 3 * stride, q, d, out + r);
+    }
+    if (r < nrows) {
+        const uint16_t *p[4];
+        float tmp[4];
+        for (size_t i = 0; i < 4; i++)
+            p[i] = rows + (r + i < nrows ? r + i : nrows - 1) * stride;
+        dot4_bf16(p[0], p[1], p[2], p[3], q, d, tmp);
+        memcpy(out + r, tmp, (nrows - r) * sizeof *out);
+    }
+}
+
+/* Float scores of the rows listed in idx, four at a time through the
+ * float scan's own kernel: a row's score does not depend on its slot in
+ * the group, so each equals what the full scan computes. */
+TARGET_AVX512 static void dot_listed_avx512(const float *rows, size_t stride,
+                              const uint32_t *idx, size_t n, const float *q,
+                              size_t d, float *out) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        dot4_avx512(rows + idx[i] * stride, rows + idx[i + 1] * stride,
+                    rows + idx[i + 2] * stride, rows + idx[i + 3] * stride,
+                    q, d, out + i);
+    if (i < n) {
+        const float *p[4];
+        float tmp[4];
+        for (size_t j = 0; j < 4; j++)
+            p[j] = rows + idx[i + j < n ? i + j : n - 1] * stride;
+        dot4_avx512(p[0], p[1], p[2], p[3], q, d, tmp);
+        memcpy(out + i, tmp, (n - i) * sizeof *out);
+    }
+}
+
+int rec_vec_bf16_scan_ok(void) {
+    __builtin_cpu_init();
+    return kern()->isa == REC_ISA_AVX512 && __builtin_cpu_supports("avx512bf16");
+}
+
+/* Candidates kept for the exact pass before the scan gives up and scores
+ * every row in float instead. */
+#define BF16_MIN_CAND 4096
+
+static _Atomic uint64_t bf16_fast, bf16_fallback;
+
+void rec_vec_bf16_counts(uint64_t *fast, uint64_t *fallback) {
+    *fast = atomic_load_explicit(&bf16_fast, memory_order_relaxed);
+    *fallback = atomic_load_explicit(&bf16_fallback, memory_order_relaxed);
+}
+
+/* Pass 1 over one block: the interval of every live row's float score,
+ * from its bf16 score a. The float score x.q differs from a by at most
+ *   |x.dq| + |dx.q16| + summing  <=  |x| |dq| + |dx| (|q| + |dq|)
+ *                                    + g (|x| + |dx|) (|q| + |dq|),
+ * dx and dq being the rounding errors of the row and of q, and g bounding
+ * the float sums of d products; cosine scales the interval by
+ * (1/|q|)(1/|x|). */
+typedef struct bf16_bound {
+    float A, B;      /* e(row) = (err A + norm B) * slack */
+    float cos_qinv;  /* 1/|q| for cosine, 0 for dot */
+} bf16_bound;
+
+/* The bound's own float rounding. */
+#define BF16_SLACK (1.0f + 0x1p-10f)
+
+/* Intervals [lo, hi] of the nb rows of one block from their bf16 scores
+ * a, meta {norm, err} pairs and (cosine) 1/|row|; returns the mask of rows
+ * whose hi is not below thr (NaN included). Sixteen rows per step. */
+TARGET_BF16 static uint64_t bounds_bf16(const float *a, const float *meta,
+                                        const float *inv, const bf16_bound *bd,
+                                        size_t nb, float thr, float *lo,
+                                        float *hi) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18,
+                                           20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512 A = _mm512_set1_ps(bd->A), B = _mm512_set1_ps(bd->B);
+    const __m512 slack = _mm512_set1_ps(BF16_SLACK), t = _mm512_set1_ps(thr);
+    const __m512 cq = _mm512_set1_ps(bd->cos_qinv);
+    uint64_t keep = 0;
+    for (size_t i = 0; i < nb; i += 16) {
+        size_t n = nb - i < 16 ? nb - i : 16;
+        __mmask16 m = n == 16 ? (__mmask16)0xffff : tail_mask(n);
+        __mmask16 m0 = n >= 8 ? (__mmask16)0xffff : tail_mask(2 * n);
+        __mmask16 m1 = n > 8 ? (n == 16 ? (__mmask16)0xffff : tail_mask(2 * n - 16))
+                             : (__mmask16)0;
+        __m512 x0 = _mm512_maskz_loadu_ps(m0, meta + 2 * i);
+        __m512 x1 = _mm512_maskz_loadu_ps(m1, meta + 2 * i + 16);
+        __m512 nrm = _mm512_permutex2var_ps(x0, even, x1);
+        __m512 err = _mm512_permutex2var_ps(x0, odd, x1);
+        __m512 e = _mm512_mul_ps(_mm512_fmadd_ps(err, A, _mm512_mul_ps(nrm, B)), slack);
+        __m512 s = _mm512_maskz_loadu_ps(m, a + i);
+        __m512 l = _mm512_sub_ps(s, e), h = _mm512_add_ps(s, e);
+        if (inv) {
+            __m512 sc = _mm512_mul_ps(cq, _mm512_maskz_loadu_ps(m, inv + i));
+            l = _mm512_mul_ps(l, sc);
+            h = _mm512_mul_ps(h, sc);
+        }
+        _mm512_mask_storeu_ps(lo + i, m, l);
+        _mm512_mask_storeu_ps(hi + i, m, h);
+        __mmask16 k = _mm512_mask_cmp_ps_mask(m, h, t, _CMP_NLT_UQ);
+        keep |= (uint64_t)k << i;
+    }
+    return keep;
+}
+
+size_t rec_vec_topk_bf16(const rec_scan *s, const uint16_t *rows16,
+                         const float *meta, const float *q, size_t k,
+                         rec_hit *out) {
+    size_t nrows = s->nrows, d = s->d;
+    if (k == 0 || nrows == 0 || !rec_vec_bf16_scan_ok() || !rec_vec_all_finite(q, d))
+        return rec_vec_topk(s, q, k, out);
+    const struct kernels *kr = kern();
+    float qinv = s->inv_norms ? inv_norm(kr, q, d) : 1.0f;
+    size_t cap = 64 * k > BF16_MIN_CAND ? 64 * k : BF16_MIN_CAND;
+    if (cap > nrows)
+        cap = nrows;
+    uint16_t *q16 = malloc(d * sizeof *q16);
+    uint32_t *cand = malloc(cap * sizeof *cand);
+    float *cand_ub = malloc(cap * sizeof *cand_ub);
+    rec_hit *lbh = malloc(k * sizeof *lbh);
+    float qmeta[2];
+    int gave_up = !q16 || !cand || !cand_ub || !lbh ||
+                  !rec_vec_bf16_row(q, d, q16, qmeta) || qinv == 0.0f;
+    bf16_bound bd = {0};
+    if (!gave_up) {
+        double qn = qmeta[0], eq = qmeta[1];
+        double g = ((double)d / 16.0 + 8.0) * 0x1p-24;
+        bd.A = (float)((qn + eq) * (1.0 + g));
+        bd.B = (float)(eq + g * (qn + eq));
+        bd.cos_qinv = s->inv_norms ? qinv : 0.0f;
+    }
+    size_t n = 0;
+    rec_topk lb;
+    float buf[SCAN_BLOCK];
+    if (!gave_up)
+        rec_topk_init(&lb, lbh, k);
+    for (size_t r0 = 0; r0 < nrows && !gave_up; r0 += SCAN_BLOCK) {
+        size_t nb = nrows - r0 < SCAN_BLOCK ? nrows - r0 : SCAN_BLOCK;
+        uint64_t live = live_mask(s, r0, nb);
+        if (!live)
+            continue;
+        /* The per-row bound data of a block ahead, like its rows. */
+        if (r0 + 3 * SCAN_BLOCK <= nrows) {
+            const char *mp = (const char *)(meta + 2 * (r0 + 2 * SCAN_BLOCK));
+            for (size_t o = 0; o < 2 * SCAN_BLOCK * sizeof(float); o += 64)
+                _mm_prefetch(mp + o, _MM_HINT_T0);
+            if (s->inv_norms)
+                for (size_t o = 0; o < SCAN_BLOCK * sizeof(float); o += 64)
+                    _mm_prefetch((const char *)(s->inv_norms + r0 + 2 * SCAN_BLOCK) + o,
+                                 _MM_HINT_T0);
+        }
+        dot_rows_bf16(rows16 + r0 * s->stride, s->stride, nb, nrows - r0, q16, d, buf);
+        float thr = rec_topk_threshold(&lb);
+        float lo_b[SCAN_BLOCK], hi_b[SCAN_BLOCK];
+        live &= bounds_bf16(buf, meta + 2 * r0, s->inv_norms ? s->inv_norms + r0 : NULL,
+                            &bd, nb, thr, lo_b, hi_b);
+        for (; live; live &= live - 1) {
+            size_t i = (size_t)__builtin_ctzll(live);
+            float lo = lo_b[i], hi = hi_b[i];
+            if (hi < thr) /* NaN goes on, to be scored in float */
+                continue;
+            if (n == cap) { /* too many rows in doubt: score in float */
+                gave_up = 1;
+                break;
+            }
+            cand[n] = (uint32_t)(r0 + i);
+            cand_ub[n++] = hi;
+            if (lo > thr || lb.n < k) {
+                rec_topk_push(&lb, (uint32_t)(r0 + i), lo);
+                thr = rec_topk_threshold(&lb);
+            }
+        }
+    }
+    size_t got;
+    if (gave_up) {
+        atomic_fetch_add_explicit(&bf16_fallback, 1, memory_order_relaxed);
+        got = rec_vec_topk(s, q, k, out);
+    } else {
+        atomic_fetch_add_explicit(&bf16_fast, 1, memory_order_relaxed);
+        /* Pass 2: the rows still in doubt, scored in float by the float
+         * scan's kernel and offered in index order, as that scan does. */
+        float thr = rec_topk_threshold(&lb);
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!(cand_ub[i] < thr))
+                cand[m++] = cand[i];
+        float *sc = cand_ub; /* reused for the scores */
+        dot_listed_avx512(s->rows, s->stride, cand, m, q, d, sc);
+        rec_topk t;
+        rec_topk_init(&t, out, k);
+        for (size_t i = 0; i < m; i++)
+            rec_topk_push(&t, cand[i], s->inv_norms ? sc[i] * (qinv * s->inv_norms[cand[i]])
+                                                   : sc[i]);
+        got = rec_topk_finish(&t);
+    }
+    free(q16);
+    free(cand);
+    free(cand_ub);
+    free(lbh);
+    return got;
 }

@@ -90,4 +90,31 @@ typedef struct rec_scan {
  * stack block. O(nrows*d + nrows*log k). */
 size_t rec_vec_topk(const rec_scan *s, const float *q, size_t k, rec_hit *out);
 
+/* bfloat16: the top 16 bits of a float, rounded to nearest (ties even);
+ * values below bf16's smallest normal become zero. */
+uint16_t rec_vec_bf16(float f);
+/* A row's bf16 copy for rec_vec_topk_bf16: out[i] = bf16 of x[i], and
+ * meta = {|x|, |x - out|}, both rounded up. 0 when some element became Inf
+ * or NaN (a float too large for bf16 rounds up to Inf). */
+int rec_vec_bf16_row(const float *x, size_t n, uint16_t *out, float meta[2]);
+/* Can rec_vec_topk_bf16 use its fast path here (AVX-512 kernels in use and
+ * a CPU with AVX512-BF16)? */
+int rec_vec_bf16_scan_ok(void);
+
+/* rec_vec_topk's answer, found by scanning a bf16 copy of the rows
+ * (rows16: the same layout, s->stride elements of 2 bytes per row; half
+ * the bytes to read, twice the products per instruction) and scoring in
+ * float only the rows whose bf16 score, widened by a bound on its error
+ * (from meta: two floats per row, from rec_vec_bf16_row), could reach the
+ * k-th best. Float rescoring uses the float scan's kernel in index order,
+ * so the hits and scores are exactly rec_vec_topk's. Falls back to
+ * rec_vec_topk when the fast path is unavailable, q is zero or not
+ * finite, or too many rows stay in doubt. */
+size_t rec_vec_topk_bf16(const rec_scan *s, const uint16_t *rows16,
+                         const float *meta, const float *q, size_t k,
+                         rec_hit *out);
+/* Scans by rec_vec_topk_bf16 so far (all threads) that ended on the fast
+ * path, and that fell back to the float scan after a first pass. */
+void rec_vec_bf16_counts(uint64_t *fast, uint64_t *fallback);
+
 #endif

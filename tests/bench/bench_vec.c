@@ -213,6 +213,48 @@ static size_t plain_topk(const float *rows, size_t nrows, size_t d,
  * buffer, so the scan/bandwidth ratio compares the same bytes under the
  * same machine conditions (this VM's bandwidth drifts by 10-20% over
  * seconds). */
+/* The same scan through a bf16 copy of the rows (what rec_space_topk does
+ * for large matrices on CPUs with AVX512-BF16), timed side by side with
+ * the float scan; the answers must be identical. */
+static void bench_bf16(const rec_scan *s, const float *q, int reps) {
+    enum { K = 10 };
+    uint16_t *r16 = malloc(s->nrows * s->stride * sizeof *r16);
+    float *meta = malloc(2 * s->nrows * sizeof *meta);
+    if (!r16 || !meta) {
+        fprintf(stderr, "bench_vec: out of memory\n");
+        exit(1);
+    }
+    for (size_t r = 0; r < s->nrows; r++)
+        rec_vec_bf16_row(s->rows + r * s->stride, s->d, r16 + r * s->stride,
+                         meta + 2 * r);
+    rec_hit a[K], b[K];
+    double tf[MAX_REPS], tb[MAX_REPS];
+    rec_vec_topk_bf16(s, r16, meta, q, K, b); /* warm-up */
+    int same = 1;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        size_t na = rec_vec_topk(s, q, K, a);
+        double t1 = now();
+        size_t nb = rec_vec_topk_bf16(s, r16, meta, q, K, b);
+        tb[r] = now() - t1;
+        tf[r] = t1 - t0;
+        same &= na == nb && memcmp(a, b, na * sizeof *a) == 0;
+    }
+    double f = median(tf, reps), h = median(tb, reps);
+    printf("  bf16 copy of the rows: %.2f ms against %.2f ms in float side by side "
+           "(%.2fx), answers %s\n", h * 1e3, f * 1e3, f / h,
+           same ? "identical" : "DIFFERENT");
+    char name[96];
+    snprintf(name, sizeof name, "scan_bf16_n%zu_d%zu", s->nrows, s->d);
+    report(name, h * 1e3, "ms");
+    snprintf(name, sizeof name, "scan_bf16_vs_float_n%zu_d%zu", s->nrows, s->d);
+    report(name, f / h, "x");
+    free(r16);
+    free(meta);
+    if (!same)
+        exit(1);
+}
+
 static void bench_scan(size_t nrows, size_t d, int reps, int plain_reps) {
     enum { K = 10 };
     const char *how;
@@ -282,6 +324,8 @@ static void bench_scan(size_t nrows, size_t d, int reps, int plain_reps) {
     snprintf(name, sizeof name, "scan_vs_bandwidth_n%zu_d%zu", nrows, d);
     report(name, gbs / rd, "ratio");
 
+    if (rec_vec_bf16_scan_ok())
+        bench_bf16(&s, q, reps);
     free(rows);
     free(q);
 }

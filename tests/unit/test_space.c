@@ -553,6 +553,81 @@ static void test_topk_edge_cases(void **state) {
     rec_space_free(s);
 }
 
+/* The exact top-k of a matrix by the float scan alone, for reference. */
+static size_t float_topk(const rec_space *s, const float *q, int cosine,
+                         size_t k, rec_hit *out) {
+    const rec_matrix *m = &s->m[REC_KIND_ITEM];
+    size_t words = ((size_t)m->nrows + 63) / 64;
+    uint64_t *skip = malloc(words * sizeof *skip);
+    assert_non_null(skip);
+    for (size_t w = 0; w < words; w++)
+        skip[w] = ~m->present[w];
+    rec_scan sc = {m->rows, s->stride, m->nrows, s->dim,
+                   cosine ? m->inv_norms : NULL, skip};
+    size_t n = rec_vec_topk(&sc, q, k, out);
+    free(skip);
+    return n;
+}
+
+static void expect_same_topk(const rec_space *s, const float *q, int cosine,
+                             size_t k) {
+    rec_hit a[64], b[64];
+    assert_true(k <= 64);
+    int n = rec_space_topk(s, REC_KIND_ITEM, q, cosine, NULL, 0, k, a);
+    assert_true(n >= 0);
+    assert_int_equal((size_t)n, float_topk(s, q, cosine, k, b));
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(a[i].idx, b[i].idx);
+        assert_memory_equal(&a[i].score, &b[i].score, sizeof(float));
+    }
+}
+
+/* A large matrix is scanned through a bf16 copy made at its first scan;
+ * the copy follows every later set, in-place update and removal, and the
+ * answers stay the float scan's. */
+static void test_topk_bf16_copy_follows(void **state) {
+    const uint32_t n = 20000, d = 24;
+    rec_space *s = new_space("big", d);
+    seed(77);
+    float v[24], q[24];
+    for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t j = 0; j < d; j++)
+            v[j] = rnd();
+        assert_int_equal(rec_space_set(s, REC_KIND_ITEM, i, v, REC_SET_DIRTY), 0);
+    }
+    for (uint32_t j = 0; j < d; j++)
+        q[j] = rnd();
+    for (int cosine = 0; cosine < 2; cosine++)
+        expect_same_topk(s, q, cosine, 20);
+    const rec_matrix *m = &s->m[REC_KIND_ITEM];
+    assert_int_equal(m->rows16_state, rec_vec_bf16_scan_ok() ? 1 : 0);
+
+    /* Rows set to point along q (an existing one, a new one past the
+     * capacity), one moved in place, and the best rows removed: each must
+     * show in the next answers. */
+    rec_hit top[5];
+    assert_int_equal(rec_space_topk(s, REC_KIND_ITEM, q, 0, NULL, 0, 5, top), 5);
+    for (int i = 0; i < 5; i++)
+        rec_space_remove(s, REC_KIND_ITEM, top[i].idx);
+    for (uint32_t j = 0; j < d; j++)
+        v[j] = 3.0f * q[j];
+    assert_int_equal(rec_space_set(s, REC_KIND_ITEM, 17, v, REC_SET_DIRTY), 0);
+    assert_int_equal(rec_space_set(s, REC_KIND_ITEM, 40000, v, REC_SET_DIRTY), 0); /* grows */
+    float *row = rec_space_row(s, REC_KIND_ITEM, 4242);
+    assert_non_null(row);
+    for (uint32_t j = 0; j < d; j++)
+        row[j] = 2.0f * q[j];
+    rec_space_touch(s, REC_KIND_ITEM, 4242);
+    rec_hit now[3];
+    assert_int_equal(rec_space_topk(s, REC_KIND_ITEM, q, 0, NULL, 0, 3, now), 3);
+    assert_int_equal(now[0].idx, 17);
+    assert_int_equal(now[1].idx, 40000);
+    assert_int_equal(now[2].idx, 4242);
+    for (int cosine = 0; cosine < 2; cosine++)
+        expect_same_topk(s, q, cosine, 30);
+    rec_space_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_name_validation),
@@ -564,6 +639,7 @@ int main(void) {
         cmocka_unit_test(test_dirty_tracking),
         cmocka_unit_test(test_topk_matches_reference),
         cmocka_unit_test(test_topk_edge_cases),
+        cmocka_unit_test(test_topk_bf16_copy_follows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

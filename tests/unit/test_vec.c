@@ -963,6 +963,113 @@ static void test_topk_cosine_zero_q(void **state) {
     matrix_free(&m);
 }
 
+/* The bf16 scan returns the float scan's hits and scores exactly: random
+ * rows, clustered rows (many near ties), duplicated rows (exact ties), zero
+ * rows and skipped rows, by dot and by cosine, for several k; and when the
+ * CPU or the kernels in use cannot run it, through the fallback. */
+static void check_bf16(const matrix *m, const uint64_t *skip, int cosine,
+                       size_t k) {
+    float *inv = malloc(m->nrows * sizeof *inv);
+    float *meta = malloc(2 * m->nrows * sizeof *meta);
+    uint16_t *r16 = malloc(m->nrows * m->stride * sizeof *r16);
+    assert_non_null(meta);
+    rec_hit *a = malloc(k * sizeof *a), *b = malloc(k * sizeof *b);
+    assert_non_null(inv);
+    assert_non_null(r16);
+    assert_non_null(a);
+    assert_non_null(b);
+    for (size_t r = 0; r < m->nrows; r++) {
+        const float *row = m->rows.p + r * m->stride;
+        double n2 = dot_d(row, row, m->d);
+        inv[r] = n2 > 0 ? (float)(1.0 / sqrt(n2)) : 0.0f;
+        assert_true(rec_vec_bf16_row(row, m->d, r16 + r * m->stride, meta + 2 * r));
+    }
+    rec_scan sc = scan_of(m, cosine ? inv : NULL, skip);
+    size_t na = rec_vec_topk(&sc, m->q.p, k, a);
+    size_t nb = rec_vec_topk_bf16(&sc, r16, meta, m->q.p, k, b);
+    assert_int_equal(na, nb);
+    for (size_t i = 0; i < na; i++) {
+        assert_int_equal(a[i].idx, b[i].idx);
+        assert_memory_equal(&a[i].score, &b[i].score, sizeof(float));
+    }
+    free(inv);
+    free(meta);
+    free(r16);
+    free(a);
+    free(b);
+}
+
+static void test_topk_bf16(void **state) {
+    static const size_t shapes[][2] = {{1000, 64}, {3001, 7}, {2500, 100}, {700, 33}};
+    static const size_t ks[] = {1, 10, 100};
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        if (!set_isa(isas[ii]))
+            continue;
+        for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+            size_t n = shapes[sh][0], d = shapes[sh][1];
+            for (int kind = 0; kind < 3; kind++) {
+                seed(1000 + 10 * sh + (size_t)kind);
+                matrix m;
+                matrix_init(&m, n, d, (d + 15) & ~(size_t)15, 0);
+                if (kind == 1) { /* 20 clusters, small noise: near ties */
+                    for (size_t r = 0; r < n; r++)
+                        for (size_t j = 0; j < d; j++)
+                            m.rows.p[r * m.stride + j] =
+                                m.rows.p[(r % 20) * m.stride + j] + 1e-3f * rnd();
+                } else if (kind == 2) { /* duplicates and zero rows */
+                    for (size_t r = 20; r < n; r++)
+                        memcpy(m.rows.p + r * m.stride,
+                               m.rows.p + (r % 20) * m.stride, d * sizeof(float));
+                    for (size_t r = 3; r < n; r += 97)
+                        memset(m.rows.p + r * m.stride, 0, d * sizeof(float));
+                }
+                size_t words = (n + 63) / 64;
+                uint64_t *skip = calloc(words, sizeof *skip);
+                assert_non_null(skip);
+                for (size_t w = 0; w < words; w++)
+                    skip[w] = xorshift() & xorshift(); /* about a quarter */
+                for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+                    for (int cosine = 0; cosine < 2; cosine++) {
+                        check_bf16(&m, NULL, cosine, ks[ki]);
+                        check_bf16(&m, skip, cosine, ks[ki]);
+                    }
+                free(skip);
+                matrix_free(&m);
+            }
+        }
+    }
+    uint64_t fast0, fall0, fast1, fall1;
+    rec_vec_bf16_counts(&fast0, &fall0);
+    /* Every row alike: far more rows in doubt than the exact pass takes. */
+    matrix m;
+    matrix_init(&m, 20000, 16, 16, 0);
+    for (size_t r = 1; r < m.nrows; r++)
+        memcpy(m.rows.p + r * 16, m.rows.p, 16 * sizeof(float));
+    check_bf16(&m, NULL, 0, 10);
+    matrix_free(&m);
+    rec_vec_bf16_counts(&fast1, &fall1);
+    if (rec_vec_bf16_scan_ok()) { /* that one fell back; the rest did not */
+        assert_int_equal(fall1, fall0 + 1);
+        assert_true(fast0 > 0);
+        assert_int_equal(fall0, 0);
+    } else {
+        assert_int_equal(fast1 + fall1, 0);
+    }
+    /* Conversion: rounding to nearest even, and floats too large for bf16. */
+    assert_int_equal(rec_vec_bf16(1.0f), 0x3f80);
+    assert_int_equal(rec_vec_bf16(1.00390625f), 0x3f80);  /* tie, to even */
+    assert_int_equal(rec_vec_bf16(1.01171875f), 0x3f82);  /* tie, to even */
+    assert_int_equal(rec_vec_bf16(-2.0f), 0xc000);
+    assert_int_equal(rec_vec_bf16(1e-39f), 0); /* below bf16's normals */
+    float big[2] = {1.0f, 3.4e38f}, mt[2];
+    uint16_t out[3];
+    assert_int_equal(rec_vec_bf16_row(big, 2, out, mt), 0);
+    float small[3] = {3.0f, 4.0f, 1.00390625f};
+    assert_int_equal(rec_vec_bf16_row(small, 3, out, mt), 1);
+    assert_true(mt[0] >= 5.09977f && mt[0] < 5.0998f);      /* |x| */
+    assert_true(mt[1] >= 0.00390625f && mt[1] < 0.0039063f); /* |x - bf16 x| */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_isa_select),
@@ -982,6 +1089,7 @@ int main(void) {
         cmocka_unit_test(test_topk_nan),
         cmocka_unit_test(test_topk_cosine),
         cmocka_unit_test(test_topk_cosine_zero_q),
+        cmocka_unit_test(test_topk_bf16),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
