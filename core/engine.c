@@ -836,6 +836,17 @@ uint32_t rec_engine_lookup(const rec_engine *e, rec_kind kind,
     return rec_idmap_find(&e->ids[kind], key, klen);
 }
 
+void rec_engine_prefetch_keys(const rec_engine *e, rec_kind kind,
+                              const rec_hit *h, size_t n) {
+    const rec_idmap *m = &e->ids[kind];
+    for (size_t i = 0; i < n; i++)
+        if (h[i].idx < m->next)
+            rec_prefetch(&m->keys[h[i].idx]);
+    for (size_t i = 0; i < n; i++)
+        if (h[i].idx < m->next && m->keys[h[i].idx])
+            rec_prefetch(m->keys[h[i].idx]);
+}
+
 const char *rec_engine_key(const rec_engine *e, rec_kind kind, uint32_t idx,
                            size_t *klen) {
     return rec_idmap_key(&e->ids[kind], idx, klen);

@@ -79,6 +79,10 @@ void rec_engine_prefetch_ids(const rec_engine *e, const char *user,
 /* Index of an id, or REC_IDX_NONE. */
 uint32_t rec_engine_lookup(const rec_engine *e, rec_kind kind,
                            const char *key, size_t klen);
+/* Ask the cache for the keys of the n hits (of kind `kind`) before
+ * rec_engine_key is called on each: their pointers, then their bytes. */
+void rec_engine_prefetch_keys(const rec_engine *e, rec_kind kind,
+                              const rec_hit *h, size_t n);
 /* Encoded key of an index (borrowed until the id is deleted), or NULL. */
 const char *rec_engine_key(const rec_engine *e, rec_kind kind, uint32_t idx,
                            size_t *klen);

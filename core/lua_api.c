@@ -941,6 +941,7 @@ static lua_Integer check_k(lua_State *L, int idx, lua_Integer def) {
 /* Push hits as {{id=, score=}, ...}. [-0, +1, m] */
 static void push_hits(lua_State *L, ldb *d, rec_kind kind, const rec_hit *h,
                       size_t n) {
+    rec_engine_prefetch_keys(d->e, kind, h, n);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
         lua_createtable(L, 0, 2);
