@@ -68,28 +68,28 @@ struct kernels {
 #define PF_BYTES 8192
 #define PF_MAX_ROW 1024
 
-/* Rows to look ahead for a given stride, a multiple of 4 (one group); 0 to
- * leave prefetching to the hardware. */
-static size_t prefetch_rows(size_t stride, size_t d) {
-    size_t row = stride * sizeof(float);
-    if (d == 0 || d * sizeof(float) > PF_MAX_ROW)
+/* Rows to look ahead for rows `row` bytes apart of which `used` bytes are
+ * read, a multiple of 4 (one group); 0 to leave prefetching to the
+ * hardware. */
+static size_t prefetch_rows(size_t row, size_t used) {
+    if (used == 0 || used > PF_MAX_ROW)
         return 0;
     size_t ahead = (PF_BYTES + row - 1) / row;
     return (ahead + 3) & ~(size_t)3;
 }
 
-/* Prefetch the used part of four rows (d floats each, `stride` apart):
- * every 64-byte line, plus the last byte in case the row straddles one
- * more line than its length suggests. always_inline is load-bearing: as an
- * ordinary function, GCC's early pure-const pass sees a body of prefetches
- * only, marks it side-effect free and deletes the call. */
-__attribute__((always_inline)) static inline void prefetch4(const float *p, size_t stride, size_t d) {
-    size_t bytes = d * sizeof(float);
+/* Prefetch the used part of four rows (`used` bytes each, `row` bytes
+ * apart): every 64-byte line, plus the last byte in case the row straddles
+ * one more line than its length suggests. always_inline is load-bearing:
+ * as an ordinary function, GCC's early pure-const pass sees a body of
+ * prefetches only, marks it side-effect free and deletes the call. */
+__attribute__((always_inline)) static inline void prefetch4(const void *p, size_t row,
+                                                            size_t used) {
     for (size_t i = 0; i < 4; i++) {
-        const char *row = (const char *)(p + i * stride);
-        for (size_t o = 0; o < bytes; o += 64)
-            _mm_prefetch(row + o, _MM_HINT_T0);
-        _mm_prefetch(row + bytes - 1, _MM_HINT_T0);
+        const char *r = (const char *)p + i * row;
+        for (size_t o = 0; o < used; o += 64)
+            _mm_prefetch(r + o, _MM_HINT_T0);
+        _mm_prefetch(r + used - 1, _MM_HINT_T0);
     }
 }
 
@@ -311,12 +311,12 @@ TARGET_AVX2 static void dot4_avx2(const float *r0, const float *r1,
 TARGET_AVX2 static void dot_rows_avx2(const float *rows, size_t stride,
                                       size_t nrows, size_t avail,
                                       const float *q, size_t d, float *out) {
-    size_t ahead = prefetch_rows(stride, d);
+    size_t ahead = prefetch_rows(stride * sizeof(float), d * sizeof(float));
     size_t r = 0;
     for (; r + 4 <= nrows; r += 4) {
         const float *p = rows + r * stride;
         if (ahead && r + ahead + 4 <= avail)
-            prefetch4(p + ahead * stride, stride, d);
+            prefetch4(p + ahead * stride, stride * sizeof(float), d * sizeof(float));
         dot4_avx2(p, p + stride, p + 2 * stride, p + 3 * stride, q, d,
                   out + r);
     }
@@ -508,12 +508,12 @@ TARGET_AVX512 static void dot_rows_avx512(const float *rows, size_t stride,
                                           size_t nrows, size_t avail,
                                           const float *q, size_t d,
                                           float *out) {
-    size_t ahead = prefetch_rows(stride, d);
+    size_t ahead = prefetch_rows(stride * sizeof(float), d * sizeof(float));
     size_t r = 0;
     for (; r + 4 <= nrows; r += 4) {
         const float *p = rows + r * stride;
         if (ahead && r + ahead + 4 <= avail)
-            prefetch4(p + ahead * stride, stride, d);
+            prefetch4(p + ahead * stride, stride * sizeof(float), d * sizeof(float));
         dot4_avx512(p, p + stride, p + 2 * stride, p + 3 * stride, q, d,
                     out + r);
     }
@@ -903,29 +903,15 @@ TARGET_BF16 static void dot4_bf16(const uint16_t *r0, const uint16_t *r1,
     _mm_storeu_ps(out, hsum4_avx512(a0, a1, a2, a3));
 }
 
-/* Prefetch four bf16 rows (see prefetch4). */
-__attribute__((always_inline)) static inline void prefetch4_16(const uint16_t *p, size_t stride, size_t d) {
-    size_t bytes = d * sizeof(uint16_t);
-    for (size_t i = 0; i < 4; i++) {
-        const char *row = (const char *)(p + i * stride);
-        for (size_t o = 0; o < bytes; o += 64)
-            _mm_prefetch(row + o, _MM_HINT_T0);
-        _mm_prefetch(row + bytes - 1, _MM_HINT_T0);
-    }
-}
-
 TARGET_BF16 static void dot_rows_bf16(const uint16_t *rows, size_t stride,
                                       size_t nrows, size_t avail,
                                       const uint16_t *q, size_t d, float *out) {
-    size_t row = stride * sizeof(uint16_t);
-    size_t ahead = d * sizeof(uint16_t) <= PF_MAX_ROW
-                       ? (((PF_BYTES + row - 1) / row) + 3) & ~(size_t)3
-                       : 0;
+    size_t ahead = prefetch_rows(stride * sizeof(uint16_t), d * sizeof(uint16_t));
     size_t r = 0;
     for (; r + 4 <= nrows; r += 4) {
         const uint16_t *p = rows + r * stride;
         if (ahead && r + ahead + 4 <= avail)
-            prefetch4_16(p + ahead * stride, stride, d);
+            prefetch4(p + ahead * stride, stride * sizeof(uint16_t), d * sizeof(uint16_t));
         dot4_bf16(p, p + stride, p + 2 * stride, p + 3 * stride, q, d, out + r);
     }
     if (r < nrows) {

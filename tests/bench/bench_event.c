@@ -33,16 +33,7 @@
 #include "model.h"
 #include "rpc.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_common.h"
 
 static int remove_one(const char *path, const struct stat *st, int flag,
                       struct FTW *f) {
@@ -155,8 +146,7 @@ int main(int argc, char **argv) {
     }
     double sorted[MAX_RUNS];
     memcpy(sorted, ns, sizeof ns);
-    qsort(sorted, (size_t)runs, sizeof *sorted, cmp_double);
-    double med = runs % 2 ? sorted[runs / 2] : 0.5 * (sorted[runs / 2 - 1] + sorted[runs / 2]);
+    double med = median(sorted, (size_t)runs);
     printf("event.add in process, %u users x %u items: median %.0f ns per event\n",
            USERS, ITEMS, med);
     printf("BENCH name=event_add_inproc value=%.4g unit=ns\n", med);

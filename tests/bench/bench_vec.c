@@ -19,27 +19,9 @@
 
 #include "vec.h"
 
+#include "bench_common.h"
+
 #define MAX_REPS 15
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static void report(const char *name, double value, const char *unit) {
-    printf("BENCH name=%s value=%.4g unit=%s\n", name, value, unit);
-}
 
 static uint64_t rng = 0x2545f4914f6cdd1dULL;
 
