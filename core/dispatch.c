@@ -372,7 +372,9 @@ static int m_info(call_ctx *c) {
     if (rec_store_stats_get(rec_engine_store(c->e), &st))
         memset(&st, 0, sizeof st);
     msgpack_packer *pk = &c->pk;
-    int rc = msgpack_pack_map(pk, 13) || pk_str(pk, "version") || pk_str(pk, d->version) ||
+    uint64_t bf16_fast, bf16_fallback;
+    rec_vec_bf16_counts(&bf16_fast, &bf16_fallback);
+    int rc = msgpack_pack_map(pk, 14) || pk_str(pk, "version") || pk_str(pk, d->version) ||
              pk_str(pk, "training") || msgpack_pack_int(pk, d->trainings) ||
              pk_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_now() - d->started) ||
              pk_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
@@ -380,6 +382,11 @@ static int m_info(call_ctx *c) {
              pk_str(pk, "users") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_USER)) ||
              pk_str(pk, "events") || msgpack_pack_uint64(pk, rec_engine_events(c->e)) ||
              pk_str(pk, "isa") || pk_str(pk, rec_vec_isa_name()) ||
+             pk_str(pk, "scans") || msgpack_pack_map(pk, 3) ||
+             pk_str(pk, "bf16") ||
+             (rec_vec_bf16_scan_ok() ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
+             pk_str(pk, "bf16_fast") || msgpack_pack_uint64(pk, bf16_fast) ||
+             pk_str(pk, "bf16_fallback") || msgpack_pack_uint64(pk, bf16_fallback) ||
              pk_str(pk, "spaces");
     size_t ns = rec_engine_space_count(c->e);
     rc = rc || msgpack_pack_array(pk, ns);

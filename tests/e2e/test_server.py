@@ -157,6 +157,31 @@ def test_info_shape(client):
     assert isinstance(inf["methods"], dict)
 
 
+def test_info_scans_and_bf16_search(client):
+    """A space of 16k+ items is searched through its bf16 copy where the CPU
+    has AVX512-BF16 (sys.info says whether), with the float scan's answer."""
+    rnd = random.Random(11)
+    space, n, tag = "bfs" + uid(""), 16500, uid("bf")
+    vecs = [[rnd.uniform(-1, 1) for _ in range(4)] for _ in range(n)]
+    for b in range(0, n, 1500):
+        client.call("item.put", *[{"id": "%s-%d" % (tag, i), "vectors": {space: vecs[i]}}
+                                  for i in range(b, min(n, b + 1500))])
+    before = info(client)["scans"]
+    assert isinstance(before["bf16"], bool)
+    r = client.call("rec.similar", {"item": "%s-0" % tag, "n": 5, "space": space})
+    after = info(client)["scans"]
+    q = vecs[0]
+
+    def cos(v):
+        return sum(a * b for a, b in zip(q, v)) / (math.sqrt(sum(a * a for a in v)) *
+                                                  math.sqrt(sum(a * a for a in q)))
+    want = sorted(range(1, n), key=lambda i: -cos(vecs[i]))[:5]
+    assert [h["id"] for h in r["items"]] == ["%s-%d" % (tag, i) for i in want]
+    searched = (after["bf16_fast"] + after["bf16_fallback"]) - \
+               (before["bf16_fast"] + before["bf16_fallback"])
+    assert searched == (1 if after["bf16"] else 0), (before, after)
+
+
 def test_info_counts_items_users_events(client):
     before = info(client)
     u, i = uid("cu"), uid("ci")
