@@ -93,6 +93,33 @@ __attribute__((always_inline)) static inline void prefetch4(const void *p, size_
     }
 }
 
+/* The row loop the SIMD kernels share: rows in groups of four through
+ * DOT4, rows ~8 KiB ahead prefetched, and a last short group filled by
+ * repeating the last row, with the same arithmetic as a full group, so a
+ * row's score does not depend on its position. Rows [0, avail) may be
+ * read. T is the element type (float, or uint16_t for bf16). */
+#define DEFINE_DOT_ROWS(NAME, TARGET, T, DOT4)                                 \
+    TARGET static void NAME(const T *rows, size_t stride, size_t nrows,       \
+                            size_t avail, const T *q, size_t d, float *out) {  \
+        size_t ahead = prefetch_rows(stride * sizeof(T), d * sizeof(T));     \
+        size_t r = 0;                                                          \
+        for (; r + 4 <= nrows; r += 4) {                                       \
+            const T *p = rows + r * stride;                                    \
+            if (ahead && r + ahead + 4 <= avail)                               \
+                prefetch4(p + ahead * stride, stride * sizeof(T),              \
+                          d * sizeof(T));                                      \
+            DOT4(p, p + stride, p + 2 * stride, p + 3 * stride, q, d, out + r); \
+        }                                                                      \
+        if (r < nrows) {                                                       \
+            const T *p[4];                                                     \
+            float tmp[4];                                                      \
+            for (size_t i = 0; i < 4; i++)                                     \
+                p[i] = rows + (r + i < nrows ? r + i : nrows - 1) * stride;    \
+            DOT4(p[0], p[1], p[2], p[3], q, d, tmp);                           \
+            memcpy(out + r, tmp, (nrows - r) * sizeof *out);                   \
+        }                                                                      \
+    }
+
 /* ---- portable C ------------------------------------------------------ */
 
 /* Four partial sums break the add dependency chain; -O2 without fast-math
@@ -308,29 +335,7 @@ TARGET_AVX2 static void dot4_avx2(const float *r0, const float *r1,
     }
 }
 
-TARGET_AVX2 static void dot_rows_avx2(const float *rows, size_t stride,
-                                      size_t nrows, size_t avail,
-                                      const float *q, size_t d, float *out) {
-    size_t ahead = prefetch_rows(stride * sizeof(float), d * sizeof(float));
-    size_t r = 0;
-    for (; r + 4 <= nrows; r += 4) {
-        const float *p = rows + r * stride;
-        if (ahead && r + ahead + 4 <= avail)
-            prefetch4(p + ahead * stride, stride * sizeof(float), d * sizeof(float));
-        dot4_avx2(p, p + stride, p + 2 * stride, p + 3 * stride, q, d,
-                  out + r);
-    }
-    if (r < nrows) {
-        /* Repeat the last row to fill the group: same arithmetic as above,
-         * so a row's score does not depend on its position. */
-        const float *p[4];
-        float tmp[4];
-        for (size_t i = 0; i < 4; i++)
-            p[i] = rows + (r + i < nrows ? r + i : nrows - 1) * stride;
-        dot4_avx2(p[0], p[1], p[2], p[3], q, d, tmp);
-        memcpy(out + r, tmp, (nrows - r) * sizeof *out);
-    }
-}
+DEFINE_DOT_ROWS(dot_rows_avx2, TARGET_AVX2, float, dot4_avx2)
 
 static const struct kernels kernels_avx2 = {
     REC_ISA_AVX2, "avx2", dot_avx2, norm2_avx2, dot3_avx2,
@@ -504,28 +509,7 @@ TARGET_AVX512 static void dot4_avx512(const float *r0, const float *r1,
     _mm_storeu_ps(out, hsum4_avx512(a0, a1, a2, a3));
 }
 
-TARGET_AVX512 static void dot_rows_avx512(const float *rows, size_t stride,
-                                          size_t nrows, size_t avail,
-                                          const float *q, size_t d,
-                                          float *out) {
-    size_t ahead = prefetch_rows(stride * sizeof(float), d * sizeof(float));
-    size_t r = 0;
-    for (; r + 4 <= nrows; r += 4) {
-        const float *p = rows + r * stride;
-        if (ahead && r + ahead + 4 <= avail)
-            prefetch4(p + ahead * stride, stride * sizeof(float), d * sizeof(float));
-        dot4_avx512(p, p + stride, p + 2 * stride, p + 3 * stride, q, d,
-                    out + r);
-    }
-    if (r < nrows) {
-        const float *p[4];
-        float tmp[4];
-        for (size_t i = 0; i < 4; i++)
-            p[i] = rows + (r + i < nrows ? r + i : nrows - 1) * stride;
-        dot4_avx512(p[0], p[1], p[2], p[3], q, d, tmp);
-        memcpy(out + r, tmp, (nrows - r) * sizeof *out);
-    }
-}
+DEFINE_DOT_ROWS(dot_rows_avx512, TARGET_AVX512, float, dot4_avx512)
 
 static const struct kernels kernels_avx512 = {
     REC_ISA_AVX512, "avx512", dot_avx512, norm2_avx512, dot3_avx512,
@@ -903,26 +887,7 @@ TARGET_BF16 static void dot4_bf16(const uint16_t *r0, const uint16_t *r1,
     _mm_storeu_ps(out, hsum4_avx512(a0, a1, a2, a3));
 }
 
-TARGET_BF16 static void dot_rows_bf16(const uint16_t *rows, size_t stride,
-                                      size_t nrows, size_t avail,
-                                      const uint16_t *q, size_t d, float *out) {
-    size_t ahead = prefetch_rows(stride * sizeof(uint16_t), d * sizeof(uint16_t));
-    size_t r = 0;
-    for (; r + 4 <= nrows; r += 4) {
-        const uint16_t *p = rows + r * stride;
-        if (ahead && r + ahead + 4 <= avail)
-            prefetch4(p + ahead * stride, stride * sizeof(uint16_t), d * sizeof(uint16_t));
-        dot4_bf16(p, p + stride, p + 2 * stride, p + 3 * stride, q, d, out + r);
-    }
-    if (r < nrows) {
-        const uint16_t *p[4];
-        float tmp[4];
-        for (size_t i = 0; i < 4; i++)
-            p[i] = rows + (r + i < nrows ? r + i : nrows - 1) * stride;
-        dot4_bf16(p[0], p[1], p[2], p[3], q, d, tmp);
-        memcpy(out + r, tmp, (nrows - r) * sizeof *out);
-    }
-}
+DEFINE_DOT_ROWS(dot_rows_bf16, TARGET_BF16, uint16_t, dot4_bf16)
 
 /* Float scores of the rows listed in idx, four at a time through the
  * float scan's own kernel: a row's score does not depend on its slot in
