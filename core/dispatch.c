@@ -437,6 +437,16 @@ typedef struct new_space {
 
 #define MAX_NEW_SPACES 16
 
+/* A msgpack_packer sink that only counts the bytes. */
+static int count_bytes(void *data, const char *buf, size_t len) {
+    (void)buf;
+    *(size_t *)data += len;
+    return 0;
+}
+
+/* Everything rec_engine_put would refuse, checked for one element before
+ * any element is applied: a batch that fails changes nothing (apply can
+ * then fail only for want of memory). */
 static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
                         uint32_t i, new_space *ns, size_t *nns) {
     char key[REC_ID_MAX];
@@ -451,6 +461,14 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
     const msgpack_object *p = field(o, "props");
     if (p && p->type != MSGPACK_OBJECT_MAP)
         return fail(c, REC_EINVAL, "params[%u].props must be a map", i);
+    if (p) { /* the size apply_entity will store */
+        size_t n = 0;
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &n, count_bytes);
+        if (msgpack_pack_object(&pk, *p) || n > REC_PROPS_MAX)
+            return fail(c, REC_ETOOLARGE, "params[%u].props takes %zu bytes; at most %u",
+                        i, n, REC_PROPS_MAX);
+    }
     const msgpack_object *a = field(o, "active");
     if (a && (a->type != MSGPACK_OBJECT_BOOLEAN || kind != REC_KIND_ITEM))
         return fail(c, REC_EINVAL, "params[%u].active must be a boolean (items only)", i);
@@ -486,6 +504,9 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
         if (!want) {
             if (*nns == MAX_NEW_SPACES)
                 return fail(c, REC_ETOOLARGE, "too many new spaces in one call");
+            if (rec_engine_space_count(c->e) + *nns >= REC_MAX_SPACES)
+                return fail(c, REC_ETOOLARGE, "params[%u]: new space '%s' would pass "
+                            "the limit of %d spaces", i, name, REC_MAX_SPACES);
             ns[*nns].name = k->via.str.ptr;
             ns[*nns].len = k->via.str.size;
             ns[(*nns)++].dim = dim;
