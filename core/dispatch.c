@@ -847,6 +847,45 @@ static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     const msgpack_object *r = field(o, "rec_id");
     if (r && (r->type != MSGPACK_OBJECT_STR || r->via.str.size > 255))
         return fail(c, REC_EINVAL, "params[%u].rec_id must be a string of up to 255 bytes", i);
+    const msgpack_object *cx = field(o, "context");
+    if (cx) { /* the size apply_event will store */
+        size_t n = 0;
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &n, count_bytes);
+        if (msgpack_pack_object(&pk, *cx) || n > REC_PROPS_MAX)
+            return fail(c, REC_ETOOLARGE, "params[%u].context takes %zu bytes; at most %u",
+                        i, n, REC_PROPS_MAX);
+    }
+    return 0;
+}
+
+/* Would the events of this call create more event types than the engine
+ * keeps? Looked at only when the room left is smaller than the call (the
+ * cost is then O(events x types)). */
+static int check_new_types(call_ctx *c, uint32_t n) {
+    size_t have = rec_engine_type_count(c->e);
+    size_t room = have < REC_MAX_TYPES ? REC_MAX_TYPES - have : 0;
+    if (n <= room)
+        return 0;
+    const msgpack_object *fresh[REC_MAX_TYPES];
+    size_t nfresh = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *t = field(param(c, i), "type");
+        if (rec_engine_type_find(c->e, t->via.str.ptr, t->via.str.size) >= 0)
+            continue;
+        size_t q = 0;
+        while (q < nfresh && !(fresh[q]->via.str.size == t->via.str.size &&
+                               memcmp(fresh[q]->via.str.ptr, t->via.str.ptr,
+                                      t->via.str.size) == 0))
+            q++;
+        if (q < nfresh)
+            continue;
+        if (nfresh == room)
+            return fail(c, REC_ETOOLARGE, "params[%u]: new event type '%.*s' would pass "
+                        "the limit of %d types", i, (int)t->via.str.size, t->via.str.ptr,
+                        REC_MAX_TYPES);
+        fresh[nfresh++] = t;
+    }
     return 0;
 }
 
@@ -1014,6 +1053,9 @@ static int m_event_add(call_ctx *c) {
         if (rc)
             return rc;
     }
+    int trc = check_new_types(c, n);
+    if (trc)
+        return trc;
     for (uint32_t i = 0; i < n; i++) {
         if (i + 1 < n)
             prefetch_event(c->e, param(c, i + 1));

@@ -721,6 +721,13 @@ const char *rec_engine_type_name(const rec_engine *e, uint16_t id) {
     return id < e->ntypes ? e->types[id].name : NULL;
 }
 
+int rec_engine_type_find(const rec_engine *e, const char *type, size_t tlen) {
+    int i = find_type(e, type, tlen);
+    return i < 0 ? REC_ENOTFOUND : i;
+}
+
+size_t rec_engine_type_count(const rec_engine *e) { return e->ntypes; }
+
 /* ---- spaces and counters ---------------------------------------------- */
 
 rec_space *rec_engine_space(const rec_engine *e, const char *name) {

@@ -140,6 +140,10 @@ int rec_engine_set_type_weight(rec_engine *e, const char *type, size_t tlen,
                                float w);
 /* Name of an interned type id, or NULL. */
 const char *rec_engine_type_name(const rec_engine *e, uint16_t id);
+/* Id of a type, or REC_ENOTFOUND when never seen (O(types)); and how many
+ * types there are (at most REC_MAX_TYPES). */
+int rec_engine_type_find(const rec_engine *e, const char *type, size_t tlen);
+size_t rec_engine_type_count(const rec_engine *e);
 
 /* Space by name, or NULL. */
 rec_space *rec_engine_space(const rec_engine *e, const char *name);

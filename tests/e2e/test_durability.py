@@ -94,3 +94,45 @@ def test_batch_over_the_spaces_limit_changes_nothing(make_server):
         assert c.call("item.put", *[{"id": "sl-ok%d" % i, "vectors": {"ok%d" % i: [1.0]}}
                                     for i in range(6)]) == 6
         assert len(c.call("sys.info")["spaces"]) == 256
+
+
+def test_event_batch_with_oversized_context_changes_nothing(client):
+    big = {"a": "x" * (600 << 10), "b": "y" * (600 << 10)}
+    batch = [{"user": "bc-u%d" % i, "item": "bc-i", "type": "view"} for i in range(3)]
+    batch.append({"user": "bc-u3", "item": "bc-i", "type": "view", "context": big})
+    with pytest.raises(RecdError) as ei:
+        client.call("event.add", *batch)
+    for i in range(4):
+        assert client.call("user.get", "bc-u%d" % i) is None, i
+    assert ei.value.name == "too_large"
+    assert "params[3].context" in ei.value.message, ei.value.message
+
+
+def test_event_batch_over_the_types_limit_changes_nothing(make_server):
+    srv = make_server()
+    with srv.connect() as c:
+        # new types in batches of 100 until one would pass the limit (1,024),
+        # then one at a time: a batch refused leaves none of its events
+        made, step, tries = 0, 100, 0
+        while step:
+            batch = [{"user": "tl-u%d" % (made + j), "item": "tl-i", "type": "t%d" % (made + j)}
+                     for j in range(step)]
+            try:
+                assert c.call("event.add", *batch) == step
+                made += step
+            except RecdError as e:
+                assert e.name == "too_large" and "1024" in e.message, e
+                for j in range(step):
+                    assert c.call("user.get", "tl-u%d" % (made + j)) is None
+                step = 1 if step > 1 else 0
+            tries += 1
+            assert tries < 200
+        assert made > 900
+        # at the limit: a known type goes through, a batch ending in a new one does not
+        batch = [{"user": "tl-x%d" % i, "item": "tl-i", "type": "view"} for i in range(3)]
+        with pytest.raises(RecdError) as ei:
+            c.call("event.add", *(batch + [{"user": "tl-x3", "item": "tl-i", "type": "brand-new"}]))
+        assert "params[3]" in ei.value.message and "brand-new" in ei.value.message
+        for i in range(4):
+            assert c.call("user.get", "tl-x%d" % i) is None, i
+        assert c.call("event.add", *batch) == 3
