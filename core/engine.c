@@ -53,6 +53,7 @@ struct rec_engine {
     rec_batch *batch;          /* pending writes */
     rec_batch *inflight;       /* staged, being committed elsewhere */
     rec_batch *spare;          /* a cleared batch to reuse */
+    uint64_t rollbacks;        /* failed commits that rebuilt the state */
     rec_idmap ids[2];          /* by rec_kind */
     uint64_t *inactive;        /* items: bit set = inactive or deleted */
     size_t inactive_words;
@@ -109,6 +110,8 @@ static int fail(rec_engine *e, int rc, const char *fmt, ...) {
 }
 
 const char *rec_engine_errmsg(const rec_engine *e) { return e->errmsg; }
+
+uint64_t rec_engine_rollbacks(const rec_engine *e) { return e->rollbacks; }
 
 void rec_engine_opts_default(rec_engine_opts *o) {
     memset(o, 0, sizeof *o);
@@ -598,6 +601,7 @@ static void rollback(rec_engine *e, int rc) {
     char msg[sizeof e->errmsg];
     snprintf(msg, sizeof msg, "commit failed: %s", rec_store_errmsg(e->store)[0]
              ? rec_store_errmsg(e->store) : rec_strerror(rc));
+    e->rollbacks++;
     rec_batch_clear(e->batch);
     state_free(e);
     int lrc = state_load(e);

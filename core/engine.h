@@ -236,6 +236,12 @@ int rec_engine_commit(rec_engine *e);
 int rec_engine_stage(rec_engine *e, rec_batch **out);
 int rec_engine_commit_done(rec_engine *e, rec_batch *b, int rc);
 
+/* Failed commits so far (each rebuilt the state and dropped what was
+ * pending): an owner that answers writes compares it before and after
+ * running anything that may commit, so that no answer claims a write that
+ * a failed commit dropped. */
+uint64_t rec_engine_rollbacks(const rec_engine *e);
+
 /* Operations waiting for commit. */
 size_t rec_engine_pending(const rec_engine *e);
 

@@ -33,6 +33,8 @@ typedef struct ldb {
     rec_engine *e;   /* NULL once closed */
     int owned;       /* close frees the engine */
     int batch_depth; /* > 0 inside db:batch */
+    int deferred;    /* lent without autocommit: the owner commits (the
+                        server's group commit), never this handle */
 } ldb;
 
 typedef struct lbitmap {
@@ -297,6 +299,7 @@ void rec_lua_push_engine(lua_State *L, rec_engine *e, int autocommit) {
     /* Without autocommit the owner commits (the server's group commit):
      * writes stay pending as if inside a db:batch that never ends. */
     d->batch_depth = autocommit ? 0 : 1;
+    d->deferred = !autocommit;
     luaL_setmetatable(L, DB_MT);
 }
 
@@ -500,11 +503,19 @@ static int get_common(lua_State *L, rec_kind kind) {
 static int db_item_get(lua_State *L) { return get_common(L, REC_KIND_ITEM); }
 static int db_user_get(lua_State *L) { return get_common(L, REC_KIND_USER); }
 
-/* db:item_delete(id) -> true | false (unknown id)   [-2, +1, e] */
+/* db:item_delete(id) -> true | false (unknown id). A delete commits at
+ * once (what is pending first): refused on a handle whose owner commits,
+ * where it would commit other writes outside the owner's commit.
+ * [-2, +1, e] */
 static int delete_common(lua_State *L, rec_kind kind) {
     ldb *d = check_db(L);
+    const char *what = kind == REC_KIND_ITEM ? "item" : "user";
+    if (d->deferred)
+        return rec_lua_error(L, REC_EINVAL, "%s_delete cannot run here: a delete commits "
+                             "at once, and the writes of this handle commit with the "
+                             "server's; call the %s.delete method", what, what);
     char key[REC_ID_MAX];
-    size_t klen = check_id(L, 2, key, kind == REC_KIND_ITEM ? "item" : "user");
+    size_t klen = check_id(L, 2, key, what);
     int rc = rec_engine_delete(d->e, kind, key, klen);
     if (rc == REC_ENOTFOUND) {
         lua_pushboolean(L, 0);
@@ -1357,9 +1368,16 @@ static int db_event_weight(lua_State *L) {
     return 1;
 }
 
-/* db:commit() -> true   [-1, +1, e] */
+/* db:commit() -> true. On a handle whose owner commits (the `rec` of
+ * scripts in the server) it does nothing: the writes go with the owner's
+ * next commit, and the answer to the request that made them waits for it.
+ * [-1, +1, e] */
 static int db_commit(lua_State *L) {
     ldb *d = check_db(L);
+    if (d->deferred) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     int rc = rec_engine_commit(d->e);
     if (rc)
         return engine_error(L, d->e, rc);

@@ -115,6 +115,7 @@ struct server {
     uint64_t durable_gen;  /* every generation up to here is committed */
     uint64_t staged_gen;
     uint64_t waiters;      /* answers tagged cur_gen */
+    uint64_t rollbacks;    /* rec_engine_rollbacks when last looked at */
     rec_buf result;        /* the answer being built (reused) */
     conn *conns;
     uint32_t nconns;
@@ -280,15 +281,40 @@ static void flush_all(server *s) {
     }
 }
 
+#ifdef REC_FAULTS
+/* Test builds: RECD_FAULT_ANSWER_OOM=1 makes every rewrite of answers into
+ * errors fail as if memory ran out. */
+static int rewrite_fails(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("RECD_FAULT_ANSWER_OOM");
+        v = e && strcmp(e, "1") == 0;
+    }
+    return v;
+}
+#else
+#define rewrite_fails() 0
+#endif
+
 /* A commit failed: every write answer not yet released becomes an error
- * (the engine dropped those writes when it rebuilt its memory). */
+ * (the engine dropped those writes when it rebuilt its memory). A
+ * connection whose answers cannot be rewritten (short of memory) is closed:
+ * its client learns nothing, rather than a success that is not true. */
 static void fail_writes(server *s, int code, const char *msg) {
     for (conn *c = s->conns; c; c = c->next) {
+        if (c->closing)
+            continue;
+        uint32_t lost = 0;
+        for (uint32_t i = 0; i < c->nreplies; i++) {
+            const reply *r = &c->rq[c->rq_head + i];
+            lost += r->write && r->gen > s->durable_gen;
+        }
+        if (!lost)
+            continue;
         /* The queue's bytes are rebuilt with errors in place of the answers
-         * to the lost writes; short of memory for that, the answers go out
-         * as they are (nothing better can be done). */
+         * to the lost writes. */
         rec_buf nb = REC_BUF_INIT;
-        uint32_t *lens = c->nreplies ? malloc(c->nreplies * sizeof *lens) : NULL;
+        uint32_t *lens = rewrite_fails() ? NULL : malloc(c->nreplies * sizeof *lens);
         int ok = lens != NULL;
         const char *old = c->qbuf.data + c->qpos;
         for (uint32_t i = 0; i < c->nreplies && ok; i++) {
@@ -302,26 +328,45 @@ static void fail_writes(server *s, int code, const char *msg) {
         }
         for (uint32_t i = 0; i < c->nreplies; i++) {
             reply *r = &c->rq[c->rq_head + i];
-            if (ok)
-                r->len = lens[i];
             if (r->write && r->gen > s->durable_gen) {
                 if (r->method >= 0)
                     rec_dispatch_record(s->d, r->method, 0, 1);
                 r->method = -1;
-                r->gen = 0;
                 r->write = 0;
+                if (ok)
+                    r->gen = 0;
             }
-        }
-        if (ok && c->nreplies) {
-            rec_buf_free(&c->qbuf);
-            c->qbuf = nb;
-            c->qpos = 0;
-            c->queued_bytes = nb.len;
-        } else {
-            rec_buf_free(&nb);
+            if (ok)
+                r->len = lens[i];
         }
         free(lens);
+        if (!ok) {
+            rec_buf_free(&nb);
+            REC_ERROR("%s: out of memory turning %u answers into errors after a "
+                      "failed commit; closing", c->peer, (unsigned)lost);
+            conn_close(c); /* nothing queued is written once closing */
+            continue;
+        }
+        rec_buf_free(&c->qbuf);
+        c->qbuf = nb;
+        c->qpos = 0;
+        c->queued_bytes = nb.len;
     }
+}
+
+/* Writes dropped by a commit that failed outside the group commit (the
+ * engine rebuilt its state): answers to them become errors as after a
+ * failed group commit. Returns 1 when that happened since the last look. */
+static int writes_lost(server *s, int code) {
+    uint64_t n = rec_engine_rollbacks(s->e);
+    if (n == s->rollbacks)
+        return 0;
+    s->rollbacks = n;
+    const char *m = rec_engine_errmsg(s->e);
+    fail_writes(s, code, m && m[0] ? m : rec_strerror(code));
+    s->waiters = 0;
+    s->cur_gen++;
+    return 1;
 }
 
 /* ---- group commit ------------------------------------------------------- */
@@ -351,6 +396,7 @@ static void commit_done(uv_work_t *req, int status) {
         const char *m = rec_engine_errmsg(s->e);
         REC_ERROR("group commit failed: %s", m);
         fail_writes(s, rc, m && m[0] ? m : rec_strerror(rc));
+        s->rollbacks = rec_engine_rollbacks(s->e);
         s->waiters = 0;
         s->cur_gen++;
     } else {
@@ -559,6 +605,7 @@ static void on_tick(uv_timer_t *t) {
 
 static void on_check(uv_check_t *h) {
     server *s = h->data;
+    writes_lost(s, REC_ESTORE);
     if (s->committing)
         return;
     rec_batch *b = NULL;
@@ -685,7 +732,17 @@ static int handle(conn *c, const rec_rpc_msg *m) {
      * request once it has grown), then once into the queued answer. */
     rec_buf *b = &s->result;
     rec_buf_clear(b);
+    size_t pending0 = (flags & REC_M_ADMIN) ? rec_engine_pending(s->e) : 0;
     int rc = rec_dispatch_call(s->d, method, &m->params, &c->sess, b, err, sizeof err);
+    /* An admin call that wrote (admin.eval's script) is answered as a
+     * write: after the commit of what it wrote. */
+    int write = (flags & REC_M_WRITE) ||
+                ((flags & REC_M_ADMIN) && rec_engine_pending(s->e) != pending0);
+    if (writes_lost(s, rc ? rc : REC_ESTORE) && !rc && (write || (flags & REC_M_ADMIN))) {
+        rc = REC_ESTORE;
+        snprintf(err, sizeof err, "a commit failed while this call ran and dropped "
+                 "its writes: %s", rec_engine_errmsg(s->e));
+    }
     if (notify) {
         if (rc) {
             rec_dispatch_notification_failed(s->d);
@@ -696,7 +753,6 @@ static int handle(conn *c, const rec_rpc_msg *m) {
     } else if (rc) {
         answer_error(c, m->msgid, rc, err, method, t0);
     } else {
-        int write = (flags & REC_M_WRITE) != 0;
         uint64_t gen = 0;
         if (write) {
             gen = s->cur_gen;
@@ -1198,6 +1254,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     if (replayed)
         REC_INFO("replayed %llu events logged after the last checkpoint in %.1f ms",
                  (unsigned long long)replayed, (mono_us() - t0) / 1e3);
+    s->rollbacks = rec_engine_rollbacks(s->e); /* none answered yet */
     signal(SIGPIPE, SIG_IGN);
     uv_check_init(s->loop, &s->check);
     s->check.data = s;

@@ -49,6 +49,206 @@ def write(path, body):
         f.write(body)
 
 
+# ---- scripts on the server cannot commit around the group commit -------------
+
+@needs_faults
+def test_script_commit_does_not_release_other_answers(make_server, tmp_path, monkeypatch):
+    """A policy calling rec:commit() in on_event used to commit the pending
+    writes of every client on the spot; when that commit failed they were
+    dropped and their answers still said success."""
+    sdir, pdir = tmp_path / "scripts", tmp_path / "policies"
+    sdir.mkdir()
+    pdir.mkdir()
+    write(str(pdir / "committer.lua"),
+          'return { on_event = function(ev)\n'
+          '  rec:kv_put("seen:" .. tostring(ev.user), 1)\n'
+          '  rec:commit()\n'
+          'end }\n')
+    srv = make_server(extra_args=["--scripts", str(sdir), "--policies", str(pdir)])
+    start_with_faults(srv, monkeypatch, "1")        # the first commit fails
+    events = [{"user": "su%d" % i, "item": "si%d" % i, "type": "click"} for i in range(6)]
+    answers = []
+    with srv.connect() as a, srv.connect() as b:
+        # two clients, pipelined: all in the loop before the first commit
+        ids_a = [a.send("event.add", ev) for ev in events[:3]]
+        ids_b = [b.send("event.add", ev) for ev in events[3:]]
+        for c, ids in ((a, ids_a), (b, ids_b)):
+            for msgid in ids:
+                rid, err, _ = c.recv()
+                assert rid == msgid
+                answers.append(err)
+        # later writes go through
+        assert a.call("event.add", {"user": "su-late", "item": "si-late", "type": "click"}) == 1
+    assert answers[0] is not None, "the write in the failed commit was acknowledged"
+    assert all(e is None or e.name == "io_error" for e in answers), answers
+    restart_without_faults(srv)
+    with srv.connect() as c:
+        for ev, err in zip(events, answers):
+            hist = c.call("user.get", ev["user"])
+            if err is None:
+                assert hist and [h["item"] for h in hist["history"]] == [ev["item"]], ev
+            else:
+                assert hist is None, "%s answered %s but is stored" % (ev, err)
+        assert c.call("user.get", "su-late")["history"][0]["item"] == "si-late"
+
+
+@needs_faults
+def test_script_writes_in_admin_eval_answer_after_their_commit(make_server, monkeypatch):
+    """admin.eval that writes answers once its writes are durable (an error
+    when their commit fails); rec:commit() there is a no-op."""
+    srv = make_server()
+    start_with_faults(srv, monkeypatch, "1")
+    with srv.connect(unix=True) as c:
+        with pytest.raises(RecdError) as ei:
+            c.call("admin.eval", "rec:kv_put('ak', 1) return rec:commit()")
+        assert ei.value.name == "io_error"
+        assert c.call("admin.eval", "rec:kv_put('ak2', 2) return rec:commit()") == [True]
+        assert c.call("admin.eval", "1 + 1") == [2]         # writes nothing
+    restart_without_faults(srv)
+    with srv.connect(unix=True) as c:
+        assert c.call("admin.eval", "rec:kv_get('ak')") == [None]
+        assert c.call("admin.eval", "rec:kv_get('ak2')") == [2]
+
+
+def test_script_deletes_refused_on_the_server_handle(make_server):
+    srv = make_server()
+    with srv.connect(unix=True) as c:
+        c.call("item.put", {"id": "dx"})
+        c.call("user.put", {"id": "du"})
+        for code in ("rec:item_delete('dx')", "rec:user_delete('du')"):
+            with pytest.raises(RecdError) as ei:
+                c.call("admin.eval", code)
+            assert ei.value.name == "script_error"
+            assert "item.delete" in ei.value.message or "user.delete" in ei.value.message
+        assert c.call("item.get", "dx") is not None
+        assert c.call("user.get", "du") is not None
+        assert c.call("item.delete", "dx") == 1              # the method does it
+
+
+@needs_faults
+def test_delete_whose_commit_fails_keeps_the_item(make_server, monkeypatch):
+    """item.delete and user.delete commit on the loop: when that commit
+    fails they answer the error and the id stays, in memory and on disk."""
+    srv = make_server()
+    with srv.connect() as c:
+        c.call("item.put", {"id": "kd", "props": {"a": 1}})
+        c.call("event.add", {"user": "ku", "item": "kd", "type": "click"})
+    start_with_faults(srv, monkeypatch, "1,2:enospc")
+    with srv.connect() as c:
+        for method, key in (("item.delete", "kd"), ("user.delete", "ku")):
+            with pytest.raises(RecdError) as ei:
+                c.call(method, key)
+            assert ei.value.name == "disk_full"
+        assert c.call("item.get", "kd")["props"] == {"a": 1}
+        assert c.call("user.get", "ku")["history"][0]["item"] == "kd"
+        assert c.call("item.put", {"id": "kd2"}) == 1        # commit 3 goes through
+    restart_without_faults(srv)
+    with srv.connect() as c:
+        assert c.call("item.get", "kd")["props"] == {"a": 1}
+        assert c.call("user.get", "ku")["history"][0]["item"] == "kd"
+        assert c.call("item.get", "kd2") is not None
+
+
+@needs_faults
+def test_answers_that_cannot_become_errors_close_the_connection(make_server, monkeypatch):
+    """Short of memory to turn the answers to dropped writes into errors,
+    the server closes their connection rather than send the successes."""
+    srv = make_server()
+    monkeypatch.setenv("RECD_FAULT_ANSWER_OOM", "1")   # the rewrite fails
+    start_with_faults(srv, monkeypatch, "1")
+    monkeypatch.delenv("RECD_FAULT_ANSWER_OOM")
+    got = []
+    with srv.connect() as c:
+        ids = [c.send("item.put", {"id": "oom%d" % i}) for i in range(5)]
+        with pytest.raises((ConnectionError, OSError)):
+            for _ in ids:
+                got.append(c.recv())
+    with srv.connect() as c:                              # the server carries on
+        assert c.call("item.put", {"id": "oom-after"}) == 1
+    restart_without_faults(srv)
+    with srv.connect() as c:
+        for msgid, err, _ in got:                         # what was answered holds
+            i = ids.index(msgid)
+            assert err is not None or c.call("item.get", "oom%d" % i) is not None
+        assert c.call("item.get", "oom-after") is not None
+
+
+# ---- chaos: failing commits under pipelined writes from several clients -------
+
+CLIENTS = 4
+ROUNDS = 12
+WINDOW = 16
+
+
+def client_run(srv, n, seed, out):
+    """Pipelined writes of three kinds, each naming ids only it writes."""
+    rng = random.Random(seed)
+    log = []
+    with srv.connect() as c:
+        for r in range(ROUNDS):
+            calls = []
+            for w in range(WINDOW):
+                k = "%d-%d-%d" % (n, r, w)
+                kind = rng.choice(("event", "item", "user"))
+                if kind == "event":
+                    calls.append((kind, k, "event.add",
+                                  [{"user": "eu" + k, "item": "ei" + k, "type": "view"}]))
+                elif kind == "item":
+                    calls.append((kind, k, "item.put",
+                                  [{"id": "it" + k, "props": {"k": k},
+                                    "vectors": {"v": [1.0, rng.random()]}}]))
+                else:
+                    calls.append((kind, k, "user.put", [{"id": "us" + k, "props": {"k": k}}]))
+            res = c.pipeline([(m, p) for _, _, m, p in calls], raise_errors=False)
+            for (kind, k, _, _), r in zip(calls, res):
+                log.append((kind, k, r))
+    out[n] = log
+
+
+@needs_faults
+@pytest.mark.parametrize("spec", ["every=3", "every=4:enospc", "2,3,5,8,13,21:mapfull"])
+def test_failed_commits_never_acknowledged(make_server, monkeypatch, spec):
+    srv = make_server()
+    start_with_faults(srv, monkeypatch, spec)
+    out = {}
+    threads = [threading.Thread(target=client_run, args=(srv, n, 100 + n, out))
+               for n in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == CLIENTS, "a client failed:\n" + srv.log()
+    want = {"every=3": "io_error", "every=4:enospc": "disk_full"}.get(spec, "map_full")
+    log = [x for n in range(CLIENTS) for x in out[n]]
+    errors = [r for _, _, r in log if isinstance(r, RecdError)]
+    assert errors, "no commit failed"
+    assert len(errors) < len(log), "no commit went through"
+    assert all(e.name == want for e in errors), {e.name for e in errors}
+    restart_without_faults(srv)
+    lost, kept = [], []
+    with srv.connect() as c:
+        for kind, k, r in log:
+            ok = not isinstance(r, RecdError)
+            if ok:
+                assert r == 1
+            if kind == "event":
+                got = c.call("user.get", "eu" + k)
+                there = got is not None and [h["item"] for h in got["history"]] == ["ei" + k]
+            elif kind == "item":
+                got = c.call("item.get", "it" + k)
+                there = got is not None and got["props"] == {"k": k} and "v" in got["vectors"]
+            else:
+                got = c.call("user.get", "us" + k)
+                there = got is not None and got["props"] == {"k": k}
+            if ok and not there:
+                lost.append((kind, k))
+            if not ok and got is not None:
+                kept.append((kind, k))
+    assert not lost, "acknowledged but not on disk: %s" % lost[:10]
+    assert not kept, "answered an error but stored: %s" % kept[:10]
+    print("FAULTS spec=%s writes=%d failed=%d" % (spec, len(log), len(errors)))
+
+
 # ---- a failed batch changes nothing -------------------------------------------
 
 def test_batch_with_oversized_last_element_changes_nothing(client):
