@@ -236,8 +236,10 @@ static void test_failed_commit_rolls_memory_back(void **state) {
                                         -1, NULL, 0, NULL), 0);
     }
     assert_int_equal(rec_engine_count(e, REC_KIND_ITEM), 21);
+    uint64_t rollbacks = rec_engine_rollbacks(e);
     assert_int_equal(rec_engine_commit(e), REC_EFULL);
     assert_non_null(strstr(rec_engine_errmsg(e), "commit failed"));
+    assert_int_equal(rec_engine_rollbacks(e), rollbacks + 1); /* counted */
     assert_int_equal(rec_engine_count(e, REC_KIND_ITEM), 1);
     kl = skey(k, "big3");
     assert_int_equal(rec_engine_lookup(e, REC_KIND_ITEM, k, kl), REC_IDX_NONE);
@@ -269,8 +271,28 @@ static void test_integer_and_string_ids(void **state) {
     rm_tmp(dir);
 }
 
+/* Event types are found by name and counted; new ones count once. */
+static void test_type_find_and_count(void **state) {
+    (void)state;
+    char *dir = mkdir_tmp();
+    rec_engine *e = open_engine(dir);
+    size_t n = rec_engine_type_count(e);
+    assert_true(n >= 6); /* the default types */
+    int id = rec_engine_type_find(e, "click", 5);
+    assert_true(id >= 0);
+    assert_string_equal(rec_engine_type_name(e, (uint16_t)id), "click");
+    assert_int_equal(rec_engine_type_find(e, "share", 5), REC_ENOTFOUND);
+    add_event(e, "u", "i", "share", 1700000000.0);
+    add_event(e, "u", "j", "share", 1700000001.0);
+    assert_int_equal(rec_engine_type_count(e), n + 1);
+    assert_int_equal(rec_engine_type_find(e, "share", 5), (int)n);
+    rec_engine_free(e);
+    rm_tmp(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_type_find_and_count),
         cmocka_unit_test(test_delete_user_leaves_no_trace),
         cmocka_unit_test(test_newer_schema_refused),
         cmocka_unit_test(test_put_validates_before_changing),
