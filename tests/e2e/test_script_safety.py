@@ -135,6 +135,28 @@ def test_pipelines_file_is_sandboxed_budgeted_and_kept_when_bad(scripted):
     assert srv.alive()
 
 
+def test_server_starts_with_a_looping_pipelines_file(make_server, tmp_path):
+    sdir, pdir = tmp_path / "scripts", tmp_path / "policies"
+    sdir.mkdir()
+    pdir.mkdir()
+    write(str(sdir / "one.lua"), strategy_returning("h1"))
+    write(str(sdir / "pipelines.lua"), "local n = 0\nwhile true do n = n + 1 end\n")
+    srv = make_server(extra_args=["--scripts", str(sdir), "--policies", str(pdir)])
+    with srv.connect(unix=True, timeout=TIMEOUT) as c:
+        assert c.call("sys.ping") is not None
+        st = config_status(c)
+        assert st["kind"] == "config" and not st["loaded"]
+        assert "scripts/pipelines.lua:2:" in st["error"], st["error"]
+        c.call("item.put", {"id": "h1"})
+        # the built-in default config: pipeline "default" blends hybrid
+        assert c.call("rec.recommend", {"user": "u", "n": 1})["pipeline"] == "builtin"
+        write(str(sdir / "pipelines.lua"),
+              'return { default = "a", pipelines = { a = { strategies = { one = 1 } } } }\n')
+        assert c.call("script.reload", "pipelines") is True
+        assert config_status(c)["error"] is None
+        assert top(c) == ("a", "h1")
+
+
 def test_admin_eval_results_are_converted_under_the_budgets(scripted):
     srv, _, _ = scripted
     with srv.connect(unix=True, timeout=TIMEOUT) as c:
