@@ -285,10 +285,24 @@ static int budget_end(rec_script_rt *rt, const script *prev, int failed) {
 /* Message handler: keep "file:line: msg"; give other error objects a
  * string and the position of the innermost Lua function. [-0, +1, m] */
 static int msgh(lua_State *L) {
-    rt_of(L)->unwinding = 1; /* until the protected call has returned */
+    rec_script_rt *rt = rt_of(L);
+    rt->unwinding = 1; /* until the protected call has returned */
     if (lua_type(L, 1) == LUA_TSTRING)
         return 1;
-    if (!(luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING))
+    /* A script's __tostring runs protected, where its allocations count
+     * against the caps again (and its failure is no error in the handler). */
+    int named = 0;
+    if (luaL_getmetafield(L, 1, "__tostring") != LUA_TNIL) {
+        lua_pushvalue(L, 1);
+        rt->guard++;
+        rt->unwinding = 0;
+        named = lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING;
+        rt->guard--;
+        rt->unwinding = 1;
+        if (!named)
+            lua_pop(L, 1);
+    }
+    if (!named)
         lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     lua_Debug ar;
     for (int lvl = 1; lua_getstack(L, lvl, &ar); lvl++) {

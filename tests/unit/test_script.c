@@ -791,6 +791,11 @@ static void test_memory_budget(void **state) {
         "  for i = 1, 200000 do local t = {i, i, i, i}; n = n + #t end\n"
         "  return n\n"
         "end\n"
+        "function M.error_object()\n"
+        "  error(setmetatable({}, {__tostring = function()\n"
+        "    local t = {} for i = 1, 1e7 do t[i] = i end return 'built'\n"
+        "  end}))\n"
+        "end\n"
         "function M.recommend() return 1 end\n"
         "return M\n");
     put(&f, "scripts/other.lua", "return {recommend = function() return 9 end}\n");
@@ -817,6 +822,11 @@ static void test_memory_budget(void **state) {
         assert_int_equal(call_int(rt, S, "other", "recommend", err, sizeof err), 9);
         assert_int_equal(call_int(rt, S, "bomb", "recommend", err, sizeof err), 1);
     }
+    /* an error object's __tostring runs under the caps too */
+    assert_int_equal(call_err(rt, "bomb", "error_object", err, sizeof err), REC_ESCRIPT);
+    if (!strstr(err, "memory budget exceeded (8 MiB per call)"))
+        fail_msg("error_object: %s", err);
+    assert_int_equal(call_int(rt, S, "bomb", "recommend", err, sizeof err), 1);
     /* the global bomb keeps what it stored (under 8 MiB); the rest is freed */
     lua_gc(rec_script_lua(rt), LUA_GCCOLLECT);
     if (rec_script_memory(rt) > base + (8u << 20) + (64u << 10))
