@@ -20,6 +20,15 @@
  * the call's start; a refusal that survives Lua's emergency collection
  * kills the call the same way.
  *
+ * Out of memory. A refusal raised where no protected call catches it
+ * would reach Lua's panic and abort the process, so the allocator refuses
+ * only inside our protected calls (pcall_guarded, load_guarded: `guard`)
+ * and never while an error unwinds (`unwinding`, set by the message
+ * handler: Lua makes some error values after leaving the protection).
+ * Elsewhere (a registry ref, a function name) it lets the VM pass its cap.
+ * rec_script_pcall gives C code the same protection for the Lua values
+ * it builds on the request path.
+ *
  * Coroutines are allowed: lua_newthread copies the creating thread's hook
  * and count, so every coroutine created by a script (whose code only runs
  * inside a budgeted call) is hooked too, and the hook re-arms per thread.
