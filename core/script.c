@@ -22,12 +22,12 @@
  *
  * Out of memory. A refusal raised where no protected call catches it
  * would reach Lua's panic and abort the process, so the allocator refuses
- * only inside our protected calls (pcall_guarded, load_guarded: `guard`)
- * and never while an error unwinds (`unwinding`, set by the message
- * handler: Lua makes some error values after leaving the protection).
+ * only inside our protected calls (pcall_guarded, load_guarded: `guard`).
  * Elsewhere (a registry ref, a function name) it lets the VM pass its cap.
- * rec_script_pcall gives C code the same protection for the Lua values
- * it builds on the request path.
+ * The one value lua_pcall makes after leaving its protection, the string
+ * "error in error handling", is kept alive from the start so that making
+ * it allocates nothing. rec_script_pcall gives C code the same protection
+ * for the Lua values it builds on the request path.
  *
  * Coroutines are allowed: lua_newthread copies the creating thread's hook
  * and count, so every coroutine created by a script (whose code only runs
@@ -105,7 +105,6 @@ struct rec_script_rt {
     size_t call_base;       /* used when the outermost call began */
     int mem_refused;        /* a refusal not yet followed by a success */
     int guard;              /* protected calls running: refusals allowed */
-    int unwinding;          /* an error is on its way out: no refusal */
     long fail_after;        /* test hook: refusable allocations left; < 0 off */
 
     int depth;              /* nested budgeted calls running */
@@ -165,10 +164,8 @@ static void mem_refuse(rec_script_rt *rt, int whole_vm) {
  * second refusal in a row kills at once; otherwise the hook or the end
  * of the call sees the pending refusal).
  *
- * Growth is refused only inside a protected call of ours (guard), and not
- * while an error unwinds (Lua then makes its error value outside the
- * protection): a refusal anywhere else would reach Lua's panic and abort
- * the process. */
+ * Growth is refused only inside a protected call of ours (guard): a
+ * refusal anywhere else would reach Lua's panic and abort the process. */
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     rec_script_rt *rt = ud;
     size_t old = ptr ? osize : 0;
@@ -177,7 +174,7 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         rt->used -= old;
         return NULL;
     }
-    if (nsize > old && rt->guard > 0 && !rt->unwinding) {
+    if (nsize > old && rt->guard > 0) {
         size_t grow = nsize - old;
         if (rt->fail_after == 0) {
             if (rt->depth > 0)
@@ -197,7 +194,7 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     }
     void *p = realloc(ptr, nsize);
     if (!p) {
-        if (rt->depth > 0 && rt->guard > 0 && !rt->unwinding)
+        if (rt->depth > 0 && rt->guard > 0)
             mem_refuse(rt, 1);
         return NULL;
     }
@@ -294,20 +291,14 @@ static int budget_end(rec_script_rt *rt, const script *prev, int failed) {
 /* Message handler: keep "file:line: msg"; give other error objects a
  * string and the position of the innermost Lua function. [-0, +1, m] */
 static int msgh(lua_State *L) {
-    rec_script_rt *rt = rt_of(L);
-    rt->unwinding = 1; /* until the protected call has returned */
     if (lua_type(L, 1) == LUA_TSTRING)
         return 1;
-    /* A script's __tostring runs protected, where its allocations count
-     * against the caps again (and its failure is no error in the handler). */
+    /* A script's __tostring runs protected: its failure (a kill, memory)
+     * is no error in the handler. Still inside the call's guard. */
     int named = 0;
     if (luaL_getmetafield(L, 1, "__tostring") != LUA_TNIL) {
         lua_pushvalue(L, 1);
-        rt->guard++;
-        rt->unwinding = 0;
         named = lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING;
-        rt->guard--;
-        rt->unwinding = 1;
         if (!named)
             lua_pop(L, 1);
     }
@@ -328,24 +319,18 @@ static int msgh(lua_State *L) {
 /* lua_pcall inside which the allocator may refuse: a refusal is an error
  * of this call. Every protected call of the runtime goes through here. */
 static int pcall_guarded(rec_script_rt *rt, int nargs, int nres, int msgh_idx) {
-    int unwinding = rt->unwinding;
     rt->guard++;
-    rt->unwinding = 0;
     int st = lua_pcall(rt->L, nargs, nres, msgh_idx);
     rt->guard--;
-    rt->unwinding = unwinding;
     return st;
 }
 
 /* luaL_loadbufferx, protected inside: the memory caps apply to compiling. */
 static int load_guarded(rec_script_rt *rt, const char *buf, size_t len,
                         const char *chunk) {
-    int unwinding = rt->unwinding;
     rt->guard++;
-    rt->unwinding = 0;
     int st = luaL_loadbufferx(rt->L, buf, len, chunk, "t");
     rt->guard--;
-    rt->unwinding = unwinding;
     return st;
 }
 
@@ -554,6 +539,10 @@ static void copy_table(lua_State *L, int idx, const char *skip) {
 /* Protected: open the libraries and guard the string metatable. */
 static int init_state(lua_State *L) {
     luaL_openlibs(L);
+    /* lua_pcall makes this string outside its protection (LUA_ERRERR):
+     * alive, it is found, not allocated. */
+    lua_pushliteral(L, "error in error handling");
+    lua_setfield(L, LUA_REGISTRYINDEX, "recd.errerr");
     /* Requests leave short-lived tables: generational collection frees
      * them young, with shorter pauses than the incremental default. */
     lua_gc(L, LUA_GCGEN, 0, 0);

@@ -796,6 +796,12 @@ static void test_memory_budget(void **state) {
         "    local t = {} for i = 1, 1e7 do t[i] = i end return 'built'\n"
         "  end}))\n"
         "end\n"
+        "function M.close_bomb()\n"
+        "  local x <close> = setmetatable({}, {__close = function()\n"
+        "    local t = {} for i = 1, 1e7 do t[i] = i end\n"
+        "  end})\n"
+        "  error('first')\n"
+        "end\n"
         "function M.recommend() return 1 end\n"
         "return M\n");
     put(&f, "scripts/other.lua", "return {recommend = function() return 9 end}\n");
@@ -822,10 +828,14 @@ static void test_memory_budget(void **state) {
         assert_int_equal(call_int(rt, S, "other", "recommend", err, sizeof err), 9);
         assert_int_equal(call_int(rt, S, "bomb", "recommend", err, sizeof err), 1);
     }
-    /* an error object's __tostring runs under the caps too */
-    assert_int_equal(call_err(rt, "bomb", "error_object", err, sizeof err), REC_ESCRIPT);
-    if (!strstr(err, "memory budget exceeded (8 MiB per call)"))
-        fail_msg("error_object: %s", err);
+    /* an error object's __tostring, and a __close run by an error, run
+     * under the caps too */
+    static const char *const unwinding[] = {"error_object", "close_bomb"};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(call_err(rt, "bomb", unwinding[i], err, sizeof err), REC_ESCRIPT);
+        if (!strstr(err, "memory budget exceeded (8 MiB per call)"))
+            fail_msg("%s: %s", unwinding[i], err);
+    }
     assert_int_equal(call_int(rt, S, "bomb", "recommend", err, sizeof err), 1);
     /* the global bomb keeps what it stored (under 8 MiB); the rest is freed */
     lua_gc(rec_script_lua(rt), LUA_GCCOLLECT);
