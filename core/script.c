@@ -612,7 +612,7 @@ static int build_env(lua_State *L) {
     lua_setfield(L, 3, "print");
     lua_pushvalue(L, 3);
     lua_setfield(L, 3, "_G");
-    if (rt->env_fn) {
+    if (rt->env_fn && kind != REC_SCRIPT_CONFIG) { /* the config is data: no engine */
         rt->env_fn(L, rt->env_ud);
         lua_settop(L, 3);
     }

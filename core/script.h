@@ -137,8 +137,8 @@ int rec_script_pcall(rec_script_rt *rt, lua_CFunction fn, void *ud, int nargs,
                      int nres, int budgeted, char *err, size_t errlen);
 
 /* The reader of scripts/pipelines.lua (a config, not a strategy). The
- * file runs like a script (sandboxed environment, budgets, off the request
- * path when watched) and must return a table; then read runs, protected
+ * file runs like a script (sandboxed environment, without what env_fn
+ * adds; budgets; off the request path when watched) and must return a table; then read runs, protected
  * and under the budgets, with ud (light userdata) at index 1 and that
  * table at 2: it reads the table into ud and raises (luaL_error) to refuse
  * the file. Only when read succeeds does apply(ud, 1) run, outside Lua;

@@ -103,6 +103,9 @@ def test_pipelines_file_is_sandboxed_budgeted_and_kept_when_bad(scripted):
                  "dofile('/etc/passwd')\n"),
                 ("scripts/pipelines.lua:1: attempt to call a nil value (global 'collectgarbage')",
                  "collectgarbage()\n"),
+                # no engine either: a config cannot set weights on the side
+                ("scripts/pipelines.lua:1: attempt to index a nil value (global 'rec')",
+                 "rec:event_weight('t00', 9)\n" + pipeline_file("b", 9)),
                 ("scripts/pipelines.lua: memory budget exceeded",
                  "local t, s = {}, ('x'):rep(1 << 20)\n"
                  "for i = 1, 1e9 do t[i] = s .. i end\n")):
@@ -110,6 +113,7 @@ def test_pipelines_file_is_sandboxed_budgeted_and_kept_when_bad(scripted):
             wait(lambda: want in ((config_status(c) or {}).get("error") or ""),
                  "the error " + want)
             assert top(c) == ("a", "h1")
+        assert weights(c) == [3.0] * len(TYPES)
 
         # Weights come with the config, whole or not at all: one bad entry
         # among valid ones changes no weight.
