@@ -1339,7 +1339,8 @@ void rec_script_unwatch(rec_script_rt *rt) {
 int rec_script_pcall(rec_script_rt *rt, lua_CFunction fn, void *ud, int nargs,
                      int nres, int budgeted, char *err, size_t errlen) {
     lua_State *L = rt->L;
-    set_err(err, errlen, "");
+    if (err && errlen)
+        err[0] = '\0';
     if (budgeted && rt->depth > 0) {
         lua_pop(L, nargs);
         set_err(err, errlen, "cannot evaluate from inside a script");
