@@ -87,9 +87,8 @@ struct rec_dispatch {
     rec_script_rt *rt;   /* strategies and policies, or NULL */
     int rec_ref;         /* registry ref of the scripts' `rec` handle */
     rec_pl_config cfg;
+    rec_pl_config cfg_next; /* pipelines.lua being read; in force once applied */
     char cfg_path[1024];
-    double cfg_checked;  /* rec_now() of the last look at the file */
-    double cfg_mtime;
     rec_pl_state *pl;
     metric metrics[MAX_METRICS];
     int nmetrics;
@@ -657,17 +656,32 @@ static int get_common(call_ctx *c, rec_kind kind) {
 static int m_item_get(call_ctx *c) { return get_common(c, REC_KIND_ITEM); }
 static int m_user_get(call_ctx *c) { return get_common(c, REC_KIND_USER); }
 
+typedef struct id_arg {
+    const char *key;
+    size_t kl;
+} id_arg;
+
+/* Push an id, protected (rec_script_pcall). [-0, +1, m] */
+static int push_id_arg(lua_State *L) {
+    const id_arg *a = lua_touserdata(L, 1);
+    rec_lua_push_id(L, a->key, a->kl);
+    return 1;
+}
+
 /* Every loaded policy's on_forget(user), in name order; failures are
  * logged (the deletion goes on). */
 static void policies_forget(rec_dispatch *d, const char *key, size_t kl) {
-    lua_State *L = rec_script_lua(d->rt);
     rec_script_info in;
+    id_arg a = {key, kl};
     for (size_t i = 0; i < rec_script_count(d->rt); i++) {
         if (rec_script_info_at(d->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
             !in.loaded || !rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "on_forget"))
             continue;
-        rec_lua_push_id(L, key, kl);
         char err[512];
+        if (rec_script_pcall(d->rt, push_id_arg, &a, 0, 1, 0, err, sizeof err)) {
+            REC_WARN("on_forget: %s", err);
+            continue;
+        }
         if (rec_script_call(d->rt, REC_SCRIPT_POLICY, in.name, "on_forget", 1, 0, err,
                             sizeof err))
             REC_WARN("on_forget: %s", err);
@@ -744,6 +758,57 @@ static int policies_learn(rec_dispatch *d) {
     return 0;
 }
 
+/* An event as policies see it; built by push_event. */
+typedef struct event_arg {
+    rec_dispatch *d;
+    uint32_t user, item;
+    const char *type;
+    float w;
+    double ts;
+    uint64_t seq;
+    const char *rec_id;
+    size_t rlen;
+    const void *ctx;
+    size_t clen;
+    int has_value;
+    double value;
+} event_arg;
+
+/* Push the event table, protected (rec_script_pcall): the memory cap
+ * applies, and a refusal fails this event's hand-over only. [-0, +1, m] */
+static int push_event(lua_State *L) {
+    const event_arg *a = lua_touserdata(L, 1);
+    lua_createtable(L, 0, 10);
+    int ev = lua_gettop(L);
+    size_t kl;
+    const char *k = rec_engine_key(a->d->e, REC_KIND_USER, a->user, &kl);
+    rec_lua_push_id(L, k, kl);
+    lua_setfield(L, ev, "user");
+    k = rec_engine_key(a->d->e, REC_KIND_ITEM, a->item, &kl);
+    rec_lua_push_id(L, k, kl);
+    lua_setfield(L, ev, "item");
+    lua_pushstring(L, a->type);
+    lua_setfield(L, ev, "type");
+    lua_pushnumber(L, a->w);
+    lua_setfield(L, ev, "weight");
+    lua_pushnumber(L, a->ts);
+    lua_setfield(L, ev, "ts");
+    lua_pushinteger(L, (lua_Integer)a->seq);
+    lua_setfield(L, ev, "seq");
+    if (a->has_value) {
+        lua_pushnumber(L, a->value);
+        lua_setfield(L, ev, "value");
+    }
+    if (a->rlen) {
+        lua_pushlstring(L, a->rec_id, a->rlen);
+        lua_setfield(L, ev, "rec_id");
+    }
+    size_t used;
+    if (a->clen && rec_mp_push_lua(L, a->ctx, a->clen, &used) == 0)
+        lua_setfield(L, ev, "context");
+    return 1;
+}
+
 /* Hand one event to every policy's on_event, in name order. A policy
  * that fails is logged and counted; the event itself is already stored. */
 static void policies_on_event(rec_dispatch *d, uint32_t user, uint32_t item,
@@ -752,34 +817,14 @@ static void policies_on_event(rec_dispatch *d, uint32_t user, uint32_t item,
                               size_t clen, int has_value, double value) {
     lua_State *L = rec_script_lua(d->rt);
     /* One event table, handed to each policy in turn. */
-    lua_createtable(L, 0, 10);
+    event_arg a = {d, user, item, type, w, ts, seq, rec_id, rlen, ctx, clen,
+                   has_value, value};
+    char perr[512];
+    if (rec_script_pcall(d->rt, push_event, &a, 0, 1, 0, perr, sizeof perr)) {
+        REC_WARN("on_event: %s", perr);
+        return;
+    }
     int ev = lua_gettop(L);
-    size_t kl;
-    const char *k = rec_engine_key(d->e, REC_KIND_USER, user, &kl);
-    rec_lua_push_id(L, k, kl);
-    lua_setfield(L, ev, "user");
-    k = rec_engine_key(d->e, REC_KIND_ITEM, item, &kl);
-    rec_lua_push_id(L, k, kl);
-    lua_setfield(L, ev, "item");
-    lua_pushstring(L, type);
-    lua_setfield(L, ev, "type");
-    lua_pushnumber(L, w);
-    lua_setfield(L, ev, "weight");
-    lua_pushnumber(L, ts);
-    lua_setfield(L, ev, "ts");
-    lua_pushinteger(L, (lua_Integer)seq);
-    lua_setfield(L, ev, "seq");
-    if (has_value) {
-        lua_pushnumber(L, value);
-        lua_setfield(L, ev, "value");
-    }
-    if (rlen) {
-        lua_pushlstring(L, rec_id, rlen);
-        lua_setfield(L, ev, "rec_id");
-    }
-    size_t used;
-    if (clen && rec_mp_push_lua(L, ctx, clen, &used) == 0)
-        lua_setfield(L, ev, "context");
     rec_script_info in;
     for (size_t i = 0; i < rec_script_count(d->rt); i++) {
         if (rec_script_info_at(d->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
@@ -1227,27 +1272,32 @@ static int profile(rec_space *s, const rec_hentry *h, uint32_t hn, float *q) {
     return used;
 }
 
-/* Look at pipelines.lua again at most every 0.2 s; reload when changed. */
-static void refresh_config(rec_dispatch *d) {
-    double now = rec_now();
-    if (now - d->cfg_checked < 0.2)
+/* Read pipelines.lua's table (at 2) into cfg_next, under the budgets.
+ * [-0, +0, e] with the dispatcher at 1. */
+static int config_read(lua_State *L) {
+    rec_dispatch *d = lua_touserdata(L, 1);
+    lua_pushlightuserdata(L, &d->cfg_next);
+    lua_replace(L, 1);
+    return rec_pl_config_read(L);
+}
+
+/* The script runtime read pipelines.lua whole into cfg_next (present), or
+ * the file went away: the new config, and its event weights, take effect
+ * only now. Called between requests (the folder watch, script.reload). */
+static void config_apply(void *ud, int present) {
+    rec_dispatch *d = ud;
+    if (!present) {
+        rec_pl_config_default(&d->cfg);
+        REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, "the built-in default");
         return;
-    d->cfg_checked = now;
-    struct stat st;
-    double mt = stat(d->cfg_path, &st) == 0
-                    ? (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec * 1e-9
-                    : -1.0;
-    if (mt == d->cfg_mtime)
-        return;
-    d->cfg_mtime = mt;
+    }
+    d->cfg = d->cfg_next;
     char err[512];
-    if (rec_pl_config_load(&d->cfg, mt < 0 ? NULL : d->cfg_path, d->e, err, sizeof err))
-        REC_WARN("%s: %s (keeping the previous pipelines)", d->cfg_path, err);
-    else
-        REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines,
-                 mt < 0 ? "the built-in default" : d->cfg_path);
+    if (rec_pl_config_apply(&d->cfg, d->e, err, sizeof err))
+        REC_WARN("%s: %s", d->cfg_path, err);
+    REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, d->cfg_path);
     /* A name that matches no loaded script is most likely a typo. */
-    for (int i = 0; mt >= 0 && i < d->cfg.npipelines; i++) {
+    for (int i = 0; i < d->cfg.npipelines; i++) {
         const rec_pl_pipeline *p = &d->cfg.pipelines[i];
         for (int k = 0; k < p->nstrategies; k++)
             if (!rec_script_has(d->rt, REC_SCRIPT_STRATEGY, p->strategies[k].name, "recommend"))
@@ -1285,7 +1335,6 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     rec_dispatch *d = c->d;
     if (!d->rt)
         return fail(c, REC_ENOTFOUND, "no scripts are loaded (start with --scripts)");
-    refresh_config(d);
     char pname[REC_PL_NAME_MAX + 1] = "", sname[REC_PL_NAME_MAX + 1] = "";
     if (pl)
         pack_str_obj(NULL, pl, pname, sizeof pname);
@@ -1624,7 +1673,7 @@ static int pack_scripts(call_ctx *c, int status_only) {
             return REC_ENOMEM;
         int rc = msgpack_pack_map(pk, status_only ? 5 : 7) || pk_str(pk, "name") ||
                  pk_str(pk, in.name) || pk_str(pk, "kind") ||
-                 pk_str(pk, in.kind == REC_SCRIPT_STRATEGY ? "strategy" : "policy") ||
+                 pk_str(pk, rec_script_kind_name(in.kind)) ||
                  pk_str(pk, "loaded") ||
                  (in.loaded ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
                  pk_str(pk, "error") ||
@@ -1654,7 +1703,6 @@ static int m_script_reload(call_ctx *c) {
         memcpy(name, no->via.str.ptr, no->via.str.size);
         name[no->via.str.size] = 0;
     }
-    c->d->cfg_checked = 0; /* and look at pipelines.lua again */
     int rc = rec_script_reload(c->d->rt, no && no->type == MSGPACK_OBJECT_STR ? name : NULL,
                                c->err, c->errlen);
     if (rc)
@@ -1680,36 +1728,45 @@ static int m_model_train(call_ctx *c) {
                : 0;
 }
 
+/* Pack admin.eval's results (the values after the call context at 1) as
+ * one array: each as msgpack when it can be, else as its tostring, which
+ * may run a script's __tostring, so this runs protected and budgeted.
+ * [-n, +0, e] */
+static int pack_eval_results(lua_State *L) {
+    call_ctx *c = lua_touserdata(L, 1);
+    int n = lua_gettop(L) - 1;
+    if (msgpack_pack_array(&c->pk, (size_t)n))
+        return luaL_error(L, "out of memory");
+    for (int i = 2; i <= n + 1; i++) {
+        char perr[128];
+        if (rec_mp_pack_lua(L, i, c->out, perr, sizeof perr)) {
+            size_t len;
+            const char *s = luaL_tolstring(L, i, &len);
+            if (msgpack_pack_str(&c->pk, len) || msgpack_pack_str_body(&c->pk, s, len))
+                return luaL_error(L, "out of memory");
+            lua_pop(L, 1);
+        }
+    }
+    return 0;
+}
+
 /* admin.eval [code] -> [results...]: Lua evaluated on the server in this
  * connection's session (globals persist until it closes), sandboxed like
  * the scripts, with `rec` and the same budgets. Results that msgpack
- * cannot carry come back as their tostring. */
+ * cannot carry come back as their tostring (computed under the budgets:
+ * a __tostring that fails or runs too long fails the call). */
 static int m_admin_eval(call_ctx *c) {
     if (!c->d->rt)
         return fail(c, REC_ENOTFOUND, "no Lua runtime (start with --scripts)");
     const msgpack_object *code = param(c, 0);
     if (!code || code->type != MSGPACK_OBJECT_STR)
         return fail(c, REC_EINVAL, "params[0] (code) must be a string");
-    lua_State *L = rec_script_lua(c->d->rt);
     int nres = 0;
     int rc = rec_script_eval(c->d->rt, &c->s->eval_ref, code->via.str.ptr,
                              code->via.str.size, &nres, c->err, c->errlen);
     if (rc)
         return rc;
-    int base = lua_gettop(L) - nres;
-    rc = msgpack_pack_array(&c->pk, (size_t)nres) ? REC_ENOMEM : 0;
-    for (int i = 1; i <= nres && !rc; i++) {
-        char perr[128];
-        if (rec_mp_pack_lua(L, base + i, c->out, perr, sizeof perr)) {
-            size_t n;
-            const char *s = luaL_tolstring(L, base + i, &n);
-            rc = msgpack_pack_str(&c->pk, n) || msgpack_pack_str_body(&c->pk, s, n)
-                     ? REC_ENOMEM : 0;
-            lua_pop(L, 1);
-        }
-    }
-    lua_settop(L, base);
-    return rc;
+    return rec_script_pcall(c->d->rt, pack_eval_results, c, nres, 0, 1, c->err, c->errlen);
 }
 
 void rec_dispatch_session_end(rec_dispatch *d, rec_session *s) {
@@ -1904,8 +1961,17 @@ int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
     if (!d->pl && !(d->pl = rec_pl_state_new()))
         return REC_ENOMEM;
     snprintf(d->cfg_path, sizeof d->cfg_path, "%s", pipelines_path ? pipelines_path : "");
-    d->cfg_mtime = -2.0; /* force a first load */
-    d->cfg_checked = 0;
-    refresh_config(d);
+    rec_pl_config_default(&d->cfg);
+    if (!rt || !pipelines_path) {
+        REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, "the built-in default");
+        return 0;
+    }
+    rec_script_config rc = {.read = config_read, .apply = config_apply, .ud = d};
+    char err[512];
+    int r = rec_script_set_config(rt, &rc, err, sizeof err);
+    if (r == REC_ENOMEM || r == REC_EBUSY)
+        return r;
+    if (r) /* recorded and listed by script.status like a script's error */
+        REC_WARN("%s (keeping the built-in default)", err);
     return 0;
 }

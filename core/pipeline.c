@@ -2,10 +2,9 @@
 #include "pipeline.h"
 
 #include <lauxlib.h>
-#include <lualib.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "err.h"
 
@@ -13,7 +12,7 @@ static void set_name(char *dst, const char *src) {
     snprintf(dst, REC_PL_NAME_MAX + 1, "%s", src);
 }
 
-static void config_default(rec_pl_config *cfg) {
+void rec_pl_config_default(rec_pl_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     rec_pl_pipeline *p = &cfg->pipelines[0];
     set_name(p->name, "default");
@@ -102,8 +101,16 @@ static int find(const rec_pl_config *cfg, const char *name) {
     return -1;
 }
 
-static int parse_config(lua_State *L, rec_pl_config *cfg, rec_engine *e,
-                        char *err, size_t errlen) {
+static int type_name_ok(const char *t, size_t n) {
+    if (n == 0 || n > REC_TYPE_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)t[i] < 0x20 || t[i] == '/')
+            return 0;
+    return 1;
+}
+
+static int parse_config(lua_State *L, rec_pl_config *cfg, char *err, size_t errlen) {
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "pipelines.lua must return a table");
         return REC_EINVAL;
@@ -194,46 +201,52 @@ static int parse_config(lua_State *L, rec_pl_config *cfg, rec_engine *e,
         while (lua_next(L, -2)) {
             size_t tl;
             const char *t = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &tl) : NULL;
-            if (!t || !lua_isnumber(L, -1) ||
-                rec_engine_set_type_weight(e, t, tl, (float)lua_tonumber(L, -1))) {
-                snprintf(err, errlen, "event_weights are {type = number}");
+            double w = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : (double)NAN;
+            if (!t || !type_name_ok(t, tl) || !isfinite((float)w) ||
+                cfg->nweights == REC_PL_MAX_WEIGHTS) {
+                snprintf(err, errlen, "event_weights are {type = number} (at most %d "
+                         "types of 1..%d bytes)", REC_PL_MAX_WEIGHTS, REC_TYPE_NAME_MAX);
                 return REC_EINVAL;
             }
+            memcpy(cfg->weights[cfg->nweights].type, t, tl);
+            cfg->weights[cfg->nweights].type[tl] = '\0';
+            cfg->weights[cfg->nweights++].weight = (float)w;
             lua_pop(L, 1);
         }
+    } else if (!lua_isnil(L, -1)) {
+        snprintf(err, errlen, "event_weights are {type = number}");
+        return REC_EINVAL;
     }
     lua_pop(L, 1);
     return 0;
 }
 
-int rec_pl_config_load(rec_pl_config *cfg, const char *path, rec_engine *e,
-                       char *err, size_t errlen) {
-    config_default(cfg);
-    struct stat st;
-    if (!path || stat(path, &st) != 0)
-        return 0;
-    lua_State *L = luaL_newstate();
-    if (!L)
-        return REC_ENOMEM;
-    /* A bare state: the config is data, it needs no library but math. */
-    luaL_requiref(L, "_G", luaopen_base, 1);
-    luaL_requiref(L, "math", luaopen_math, 1);
-    lua_pop(L, 2);
-    int rc = luaL_loadfilex(L, path, "t");
-    if (rc == LUA_OK)
-        rc = lua_pcall(L, 0, 1, 0);
-    if (rc != LUA_OK) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
-        lua_close(L);
-        return REC_EINVAL;
+int rec_pl_config_read(lua_State *L) {
+    rec_pl_config *cfg = lua_touserdata(L, 1);
+    char err[256];
+    memset(cfg, 0, sizeof *cfg);
+    lua_settop(L, 2);
+    if (parse_config(L, cfg, err, sizeof err)) {
+        rec_pl_config_default(cfg);
+        return luaL_error(L, "%s", err);
     }
-    rec_pl_config tmp;
-    memset(&tmp, 0, sizeof tmp);
-    rc = parse_config(L, &tmp, e, err, errlen);
-    lua_close(L);
-    if (!rc)
-        *cfg = tmp;
-    return rc;
+    return 0;
+}
+
+int rec_pl_config_apply(const rec_pl_config *cfg, rec_engine *e, char *err,
+                        size_t errlen) {
+    int first = 0;
+    for (int i = 0; i < cfg->nweights; i++) {
+        const char *t = cfg->weights[i].type;
+        int rc = rec_engine_set_type_weight(e, t, strlen(t), cfg->weights[i].weight);
+        if (rc && !first) {
+            first = rc;
+            const char *m = rec_engine_errmsg(e);
+            snprintf(err, errlen, "event weight of '%s': %s", t,
+                     m && m[0] ? m : rec_strerror(rc));
+        }
+    }
+    return first;
 }
 
 static uint64_t hash64(const char *a, size_t an, const char *b, size_t bn) {
@@ -360,6 +373,14 @@ static int skipped(const rec_pl_req *r, uint32_t idx) {
     return (size_t)(idx >> 6) < r->words && (r->skip[idx >> 6] >> (idx & 63) & 1);
 }
 
+/* Push t[k] of the table at idx without metamethods: what scripts return
+ * is read raw, so no script code runs outside its budgets. [-0, +1, m] */
+static void raw_field(lua_State *L, int idx, const char *k) {
+    idx = lua_absindex(L, idx);
+    lua_pushstring(L, k);
+    lua_rawget(L, idx);
+}
+
 /* Item index of the id at stack index i (a string or an integer), or
  * REC_IDX_NONE. */
 static uint32_t id_at(lua_State *L, int i, rec_engine *e) {
@@ -423,9 +444,9 @@ static int take_candidates(lua_State *L, rec_pl_state *st, rec_engine *e,
     for (lua_Integer i = 1; i <= len; i++) {
         lua_rawgeti(L, -1, i);
         if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "id");
+            raw_field(L, -1, "id");
             uint32_t idx = id_at(L, -1, e);
-            lua_getfield(L, -2, "score");
+            raw_field(L, -2, "score");
             float sc = (float)lua_tonumber(L, -1);
             lua_pop(L, 2);
             if (idx != REC_IDX_NONE && !(skipped(r, idx)) && isfinite(sc)) {
@@ -455,15 +476,13 @@ static int hit_cmp(const void *a, const void *b) {
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-int rec_pl_run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
+/* One run, inside a protected call (run_body): every Lua value built here
+ * is subject to the VM's memory cap, and a refusal fails this run only. */
+static int run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
                const rec_pl_req *r, rec_pl_hit *out, size_t *nout, char *err,
                size_t errlen) {
-    *nout = 0;
     lua_State *L = rec_script_lua(rt);
     int top = lua_gettop(L);
-    if (reserve(st, rec_engine_bound(e, REC_KIND_ITEM)))
-        return REC_ENOMEM;
-    reset(st);
     int nstrat = r->p ? r->p->nstrategies : 1;
     int rc = 0;
     /* Strategies propose a pool larger than n when policies follow, so
@@ -533,7 +552,7 @@ int rec_pl_run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
             for (lua_Integer i = 1; i <= nlen; i++) {
                 lua_rawgeti(L, -1, i);
                 if (lua_istable(L, -1)) {
-                    lua_getfield(L, -1, "id");
+                    raw_field(L, -1, "id");
                     uint32_t idx = id_at(L, -1, e);
                     lua_pop(L, 1);
                     if (idx != REC_IDX_NONE) {
@@ -556,9 +575,9 @@ int rec_pl_run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
         for (lua_Integer i = 1; i <= nlen && *nout < r->n; i++) {
             lua_rawgeti(L, -1, i);
             if (lua_istable(L, -1)) {
-                lua_getfield(L, -1, "id");
+                raw_field(L, -1, "id");
                 uint32_t idx = id_at(L, -1, e);
-                lua_getfield(L, -2, "score");
+                raw_field(L, -2, "score");
                 float sc = (float)lua_tonumber(L, -1);
                 lua_pop(L, 2);
                 int dup = 0;
@@ -584,4 +603,42 @@ int rec_pl_run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
     lua_settop(L, top);
     reset(st);
     return 0;
+}
+
+typedef struct run_ctx {
+    rec_pl_state *st;
+    rec_script_rt *rt;
+    rec_engine *e;
+    const rec_pl_req *r;
+    rec_pl_hit *out;
+    size_t *nout;
+    char *err;
+    size_t errlen;
+    int rc;
+} run_ctx;
+
+/* [-0, +0, m] with the run_ctx at 1. */
+static int run_body(lua_State *L) {
+    run_ctx *x = lua_touserdata(L, 1);
+    x->rc = run(x->st, x->rt, x->e, x->r, x->out, x->nout, x->err, x->errlen);
+    return 0;
+}
+
+int rec_pl_run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
+               const rec_pl_req *r, rec_pl_hit *out, size_t *nout, char *err,
+               size_t errlen) {
+    *nout = 0;
+    if (reserve(st, rec_engine_bound(e, REC_KIND_ITEM)))
+        return REC_ENOMEM;
+    reset(st);
+    run_ctx x = {st, rt, e, r, out, nout, err, errlen, 0};
+    char perr[256];
+    int rc = rec_script_pcall(rt, run_body, &x, 0, 0, 0, perr, sizeof perr);
+    if (rc) { /* Lua ran out of memory building or reading values */
+        reset(st);
+        *nout = 0;
+        snprintf(err, errlen, "pipeline: %s", perr);
+        return rc;
+    }
+    return x.rc;
 }

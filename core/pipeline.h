@@ -16,8 +16,11 @@
  *     event_weights = {view = 1, click = 2, like = 3},
  *   }
  *
- * It is reloaded with the scripts. Without it, a default pipeline blends
- * the strategy "hybrid" and runs every loaded policy that defines rerank.
+ * It is loaded, watched and reloaded with the scripts (script.h: a script
+ * of kind REC_SCRIPT_CONFIG, sandboxed and budgeted like the others),
+ * read by rec_pl_config_read; a file that fails keeps the previous config
+ * and its event weights. Without it, a default pipeline blends the
+ * strategy "hybrid" and runs every loaded policy that defines rerank.
  * Policies' on_event runs for every loaded policy, once per event.
  */
 #ifndef REC_PIPELINE_H
@@ -34,6 +37,7 @@
 #define REC_PL_MAX_POLICIES 32
 #define REC_PL_MAX_PIPELINES 32
 #define REC_PL_MAX_ARMS 8
+#define REC_PL_MAX_WEIGHTS 64
 
 typedef struct rec_pl_strategy {
     char name[REC_PL_NAME_MAX + 1];
@@ -59,14 +63,27 @@ typedef struct rec_pl_config {
         double share;
     } arms[REC_PL_MAX_ARMS];
     int narms;
+    struct {
+        char type[REC_TYPE_NAME_MAX + 1];
+        float weight;
+    } weights[REC_PL_MAX_WEIGHTS]; /* event_weights, applied with the config */
+    int nweights;
 } rec_pl_config;
 
-/* Read `path` (a Lua file, text only, in a bare state) into cfg and apply
- * its event_weights to the engine. A missing file gives the built-in
- * default. REC_EINVAL with a message for a file that does not describe
- * pipelines. */
-int rec_pl_config_load(rec_pl_config *cfg, const char *path, rec_engine *e,
-                       char *err, size_t errlen);
+/* The built-in default: pipeline "default" blending "hybrid", every
+ * policy with rerank, no weights. */
+void rec_pl_config_default(rec_pl_config *cfg);
+
+/* The reader of pipelines.lua (a rec_script_config read function): reads
+ * the table at index 2 into the rec_pl_config at 1 (a light userdata),
+ * touching nothing else; raises with a message for a table that does not
+ * describe pipelines (cfg is then the default). [-0, +0, e] */
+int rec_pl_config_read(lua_State *L);
+
+/* Apply cfg's event weights to the engine. Returns 0, or the first error
+ * with a message in err (the other weights are still applied). */
+int rec_pl_config_apply(const rec_pl_config *cfg, rec_engine *e, char *err,
+                        size_t errlen);
 
 /* The pipeline for a request: `name` when given, else the user's arm of
  * the experiment, else the default. NULL when the name is unknown. */

@@ -20,6 +20,15 @@
  * the call's start; a refusal that survives Lua's emergency collection
  * kills the call the same way.
  *
+ * Out of memory. A refusal raised where no protected call catches it
+ * would reach Lua's panic and abort the process, so the allocator refuses
+ * only inside our protected calls (pcall_guarded, load_guarded: `guard`).
+ * Elsewhere (a registry ref, a function name) it lets the VM pass its cap.
+ * The one value lua_pcall makes after leaving its protection, the string
+ * "error in error handling", is kept alive from the start so that making
+ * it allocates nothing. rec_script_pcall gives C code the same protection
+ * for the Lua values it builds on the request path.
+ *
  * Coroutines are allowed: lua_newthread copies the creating thread's hook
  * and count, so every coroutine created by a script (whose code only runs
  * inside a budgeted call) is hooked too, and the hook re-arms per thread.
@@ -57,8 +66,8 @@
 #define MSG_MAX 512                /* bytes of a recorded error */
 #define PIPELINES "pipelines"      /* scripts/pipelines.lua: not a strategy */
 
-static const char *const kind_name[2] = {"strategy", "policy"};
-static const char *const kind_dir[2] = {"scripts", "policies"};
+static const char *const kind_name[3] = {"strategy", "policy", "config"};
+static const char *const kind_dir[3] = {"scripts", "policies", "scripts"};
 
 typedef struct script {
     char *name;
@@ -95,6 +104,8 @@ struct rec_script_rt {
     size_t used;            /* bytes the VM holds */
     size_t call_base;       /* used when the outermost call began */
     int mem_refused;        /* a refusal not yet followed by a success */
+    int guard;              /* protected calls running: refusals allowed */
+    long fail_after;        /* test hook: refusable allocations left; < 0 off */
 
     int depth;              /* nested budgeted calls running */
     int killed;             /* over a budget: every hook call raises */
@@ -104,6 +115,8 @@ struct rec_script_rt {
     char kill_msg[256];     /* why and where the call was killed */
 
     int reloading;          /* guards against reentrant reloads */
+    rec_script_config config; /* reader of scripts/pipelines.lua */
+    int have_config;
     script *s;              /* sorted by kind, then name */
     size_t n, cap;
     watch *w;
@@ -149,7 +162,10 @@ static void mem_refuse(rec_script_rt *rt, int whole_vm) {
  * Lua retries a refused allocation after an emergency collection: a
  * refusal kills the running call unless the next allocation succeeds (a
  * second refusal in a row kills at once; otherwise the hook or the end
- * of the call sees the pending refusal). */
+ * of the call sees the pending refusal).
+ *
+ * Growth is refused only inside a protected call of ours (guard): a
+ * refusal anywhere else would reach Lua's panic and abort the process. */
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     rec_script_rt *rt = ud;
     size_t old = ptr ? osize : 0;
@@ -158,8 +174,15 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         rt->used -= old;
         return NULL;
     }
-    if (nsize > old) {
+    if (nsize > old && rt->guard > 0) {
         size_t grow = nsize - old;
+        if (rt->fail_after == 0) {
+            if (rt->depth > 0)
+                mem_refuse(rt, 1);
+            return NULL;
+        }
+        if (rt->fail_after > 0)
+            rt->fail_after--;
         int over_vm = rt->used + grow > rt->o.max_memory;
         int over_call = rt->depth > 0 &&
                         rt->used + grow > rt->call_base + rt->o.max_call_memory;
@@ -171,7 +194,7 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     }
     void *p = realloc(ptr, nsize);
     if (!p) {
-        if (rt->depth > 0)
+        if (rt->depth > 0 && rt->guard > 0)
             mem_refuse(rt, 1);
         return NULL;
     }
@@ -270,7 +293,16 @@ static int budget_end(rec_script_rt *rt, const script *prev, int failed) {
 static int msgh(lua_State *L) {
     if (lua_type(L, 1) == LUA_TSTRING)
         return 1;
-    if (!(luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING))
+    /* A script's __tostring runs protected: its failure (a kill, memory)
+     * is no error in the handler. Still inside the call's guard. */
+    int named = 0;
+    if (luaL_getmetafield(L, 1, "__tostring") != LUA_TNIL) {
+        lua_pushvalue(L, 1);
+        named = lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING;
+        if (!named)
+            lua_pop(L, 1);
+    }
+    if (!named)
         lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     lua_Debug ar;
     for (int lvl = 1; lua_getstack(L, lvl, &ar); lvl++) {
@@ -284,6 +316,28 @@ static int msgh(lua_State *L) {
     return 1;
 }
 
+/* lua_pcall inside which the allocator may refuse: a refusal is an error
+ * of this call. Every protected call of the runtime goes through here. */
+static int pcall_guarded(rec_script_rt *rt, int nargs, int nres, int msgh_idx) {
+    rt->guard++;
+    int st = lua_pcall(rt->L, nargs, nres, msgh_idx);
+    rt->guard--;
+    return st;
+}
+
+/* luaL_loadbufferx, protected inside: the memory caps apply to compiling. */
+static int load_guarded(rec_script_rt *rt, const char *buf, size_t len,
+                        const char *chunk) {
+    rt->guard++;
+    int st = luaL_loadbufferx(rt->L, buf, len, chunk, "t");
+    rt->guard--;
+    return st;
+}
+
+/* The console session (rec_script_eval, budgeted rec_script_pcall). */
+static script console_session = {.name = (char *)"console", .kind = REC_SCRIPT_STRATEGY,
+                                 .ref = LUA_NOREF};
+
 /* Call the function below nargs arguments on top of the stack, as script
  * s, under the budgets. Returns 0 leaving nres results, or REC_ESCRIPT
  * with "<kind> '<name>': <file>:<line>: msg" in err, the function and
@@ -296,7 +350,7 @@ static int run_budgeted(rec_script_rt *rt, const script *s, int nargs, int nres,
     lua_insert(L, fidx);
     const script *prev;
     budget_begin(rt, s, &prev);
-    int st = lua_pcall(L, nargs, nres, fidx);
+    int st = pcall_guarded(rt, nargs, nres, fidx);
     int killed = budget_end(rt, prev, st != LUA_OK);
     lua_remove(L, fidx);
     if (st == LUA_OK)
@@ -485,6 +539,10 @@ static void copy_table(lua_State *L, int idx, const char *skip) {
 /* Protected: open the libraries and guard the string metatable. */
 static int init_state(lua_State *L) {
     luaL_openlibs(L);
+    /* lua_pcall makes this string outside its protection (LUA_ERRERR):
+     * alive, it is found, not allocated. */
+    lua_pushliteral(L, "error in error handling");
+    lua_setfield(L, LUA_REGISTRYINDEX, "recd.errerr");
     /* Requests leave short-lived tables: generational collection frees
      * them young, with shorter pauses than the incremental default. */
     lua_gc(L, LUA_GCGEN, 0, 0);
@@ -554,7 +612,7 @@ static int build_env(lua_State *L) {
     lua_setfield(L, 3, "print");
     lua_pushvalue(L, 3);
     lua_setfield(L, 3, "_G");
-    if (rt->env_fn) {
+    if (rt->env_fn && kind != REC_SCRIPT_CONFIG) { /* the config is data: no engine */
         rt->env_fn(L, rt->env_ud);
         lua_settop(L, 3);
     }
@@ -628,6 +686,8 @@ static void remove_at(rec_script_rt *rt, size_t i) {
     if (s->ref != LUA_NOREF) {
         luaL_unref(rt->L, LUA_REGISTRYINDEX, s->ref);
         REC_INFO("unloaded %s '%s' (file removed)", kind_name[s->kind], s->name);
+        if (s->kind == REC_SCRIPT_CONFIG)
+            rt->config.apply(rt->config.ud, 0);
     }
     free(s->name);
     free(s->error);
@@ -730,12 +790,12 @@ static int load_source(rec_script_rt *rt, script *s, const char *buf, size_t len
     lua_pushcfunction(L, build_env);
     lua_pushstring(L, s->name);
     lua_pushinteger(L, s->kind);
-    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    if (pcall_guarded(rt, 2, 1, 0) != LUA_OK) {
         snprintf(msg, msglen, "%s '%s': %s: cannot build the environment: %s",
                  kind_name[s->kind], s->name, file, lua_tostring(L, -1));
         goto out;
     }
-    if (luaL_loadbufferx(L, buf, len, chunk, "t") != LUA_OK) {
+    if (load_guarded(rt, buf, len, chunk) != LUA_OK) {
         const char *m = lua_tostring(L, -1);
         m = m ? m : "cannot load";
         int located = strncmp(m, file, strlen(file)) == 0; /* syntax errors are */
@@ -754,6 +814,25 @@ static int load_source(rec_script_rt *rt, script *s, const char *buf, size_t len
         goto out;
     }
     int mod = lua_gettop(L);
+    if (s->kind == REC_SCRIPT_CONFIG) {
+        /* The reader takes it in, or refuses it: nothing applies before. */
+        lua_pushcfunction(L, rt->config.read);
+        lua_pushlightuserdata(L, rt->config.ud);
+        lua_pushvalue(L, mod);
+        if (run_budgeted(rt, s, 2, 0, msg, msglen)) {
+            /* its messages name the file, like every load error */
+            char pre[MAX_NAME + 32], tmp[MSG_MAX];
+            int pl = snprintf(pre, sizeof pre, "%s '%s': ", kind_name[s->kind], s->name);
+            if (pl > 0 && (size_t)pl < msglen && strncmp(msg, pre, (size_t)pl) == 0 &&
+                strncmp(msg + pl, file, strlen(file)) != 0) {
+                snprintf(tmp, sizeof tmp, "%s", msg + pl);
+                if (snprintf(msg, msglen, "%s%s: %s", pre, file, tmp) >= (int)msglen)
+                    msg[msglen - 1] = '\0'; /* truncated */
+            }
+            goto out;
+        }
+        goto keep;
+    }
     static const char *const fns[2][4] = {
         {"recommend", NULL, NULL, NULL},
         {"on_event", "rerank", "on_load", NULL},
@@ -786,6 +865,7 @@ static int load_source(rec_script_rt *rt, script *s, const char *buf, size_t len
     } else {
         lua_pop(L, 1);
     }
+keep:
     lua_settop(L, mod);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (ref == LUA_REFNIL || ref == LUA_NOREF) {
@@ -796,6 +876,8 @@ static int load_source(rec_script_rt *rt, script *s, const char *buf, size_t len
     if (s->ref != LUA_NOREF)
         luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
     s->ref = ref;
+    if (s->kind == REC_SCRIPT_CONFIG)
+        rt->config.apply(rt->config.ud, 1);
     rc = 0;
 out:
     lua_settop(L, top);
@@ -856,8 +938,10 @@ static int scan_kind(rec_script_rt *rt, rec_script_kind kind, int force, char *e
     const char *dir = rt->dirs[kind];
     int rc = 0;
     char msg[MSG_MAX];
+    /* The folder of strategies also holds the config file. */
+#define IN_SCAN(k) ((k) == kind || (kind == REC_SCRIPT_STRATEGY && (k) == REC_SCRIPT_CONFIG))
     for (size_t i = 0; i < rt->n; i++)
-        if (rt->s[i].kind == kind)
+        if (IN_SCAN(rt->s[i].kind))
             rt->s[i].seen = 0;
     DIR *d = dir ? opendir(dir) : NULL;
     if (!d && dir && errno != ENOENT && errno != ENOTDIR) {
@@ -870,14 +954,18 @@ static int scan_kind(rec_script_rt *rt, rec_script_kind kind, int force, char *e
         char name[MAX_NAME];
         if (!script_name(e->d_name, name))
             continue;
-        if (kind == REC_SCRIPT_STRATEGY && strcmp(name, PIPELINES) == 0)
-            continue;
+        rec_script_kind k = kind;
+        if (kind == REC_SCRIPT_STRATEGY && strcmp(name, PIPELINES) == 0) {
+            if (!rt->have_config)
+                continue;
+            k = REC_SCRIPT_CONFIG;
+        }
         char path[4096];
         struct stat st;
         if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path ||
             stat(path, &st) != 0 || !S_ISREG(st.st_mode))
             continue;
-        script *s = get_or_add(rt, kind, name);
+        script *s = get_or_add(rt, k, name);
         if (!s) {
             if (!rc)
                 set_err(err, errlen, "out of memory");
@@ -893,8 +981,9 @@ static int scan_kind(rec_script_rt *rt, rec_script_kind kind, int force, char *e
     if (d)
         closedir(d);
     for (size_t i = rt->n; i-- > 0;)
-        if (rt->s[i].kind == kind && !rt->s[i].seen)
+        if (IN_SCAN(rt->s[i].kind) && !rt->s[i].seen)
             remove_at(rt, i);
+#undef IN_SCAN
     return rc;
 }
 
@@ -952,6 +1041,7 @@ int rec_script_new(rec_script_rt **out, const rec_script_opts *o,
     }
     rt->o.scripts_dir = rt->dirs[0];
     rt->o.policies_dir = rt->dirs[1];
+    rt->fail_after = -1;
     rt->L = lua_newstate(l_alloc, rt);
     if (!rt->L) {
         rec_script_free(rt);
@@ -960,7 +1050,7 @@ int rec_script_new(rec_script_rt **out, const rec_script_opts *o,
     }
     lua_atpanic(rt->L, on_panic);
     lua_pushcfunction(rt->L, init_state);
-    if (lua_pcall(rt->L, 0, 0, 0) != LUA_OK) {
+    if (pcall_guarded(rt, 0, 0, 0) != LUA_OK) {
         if (err && errlen)
             snprintf(err, errlen, "cannot open the Lua libraries: %s",
                      lua_tostring(rt->L, -1));
@@ -992,6 +1082,40 @@ void rec_script_free(rec_script_rt *rt) {
 
 lua_State *rec_script_lua(rec_script_rt *rt) { return rt->L; }
 
+const char *rec_script_kind_name(rec_script_kind kind) {
+    return (unsigned)kind < 3 ? kind_name[kind] : "?";
+}
+
+int rec_script_set_config(rec_script_rt *rt, const rec_script_config *c, char *err,
+                          size_t errlen) {
+    set_err(err, errlen, "");
+    if (rt->reloading || rt->depth > 0) {
+        set_err(err, errlen, "cannot set the config reader from inside a script call");
+        return REC_EBUSY;
+    }
+    rt->config = *c;
+    rt->have_config = 1;
+    char path[4096];
+    struct stat st;
+    if (!rt->dirs[REC_SCRIPT_STRATEGY] ||
+        (size_t)snprintf(path, sizeof path, "%s/%s.lua", rt->dirs[REC_SCRIPT_STRATEGY],
+                         PIPELINES) >= sizeof path ||
+        stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return 0;
+    script *s = get_or_add(rt, REC_SCRIPT_CONFIG, PIPELINES);
+    if (!s) {
+        set_err(err, errlen, "out of memory");
+        return REC_ENOMEM;
+    }
+    char msg[MSG_MAX];
+    rt->reloading = 1;
+    int rc = load_file(rt, s, path, &st, 1, msg, sizeof msg);
+    rt->reloading = 0;
+    if (rc)
+        set_err(err, errlen, msg);
+    return rc;
+}
+
 int rec_script_reload(rec_script_rt *rt, const char *name, char *err, size_t errlen) {
     set_err(err, errlen, "");
     if (rt->reloading || rt->depth > 0) {
@@ -1009,14 +1133,19 @@ int rec_script_reload(rec_script_rt *rt, const char *name, char *err, size_t err
         rc = rescan(rt, 1, err, errlen);
         known = 1;
     }
-    for (int k = 0; name && k < 2; k++) {
+    for (int dk = 0; name && dk < 2; dk++) {
         int found;
-        size_t i = find_pos(rt, (rec_script_kind)k, name, &found);
+        rec_script_kind k = (rec_script_kind)dk;
+        int is_config = dk == REC_SCRIPT_STRATEGY && strcmp(name, PIPELINES) == 0;
+        if (is_config && !rt->have_config)
+            continue;
+        if (is_config)
+            k = REC_SCRIPT_CONFIG;
+        size_t i = find_pos(rt, k, name, &found);
         char path[4096];
         struct stat st;
-        int have = rt->dirs[k] &&
-                   !(k == REC_SCRIPT_STRATEGY && strcmp(name, PIPELINES) == 0) &&
-                   (size_t)snprintf(path, sizeof path, "%s/%s.lua", rt->dirs[k], name) <
+        int have = rt->dirs[dk] &&
+                   (size_t)snprintf(path, sizeof path, "%s/%s.lua", rt->dirs[dk], name) <
                        sizeof path &&
                    stat(path, &st) == 0 && S_ISREG(st.st_mode);
         if (!have) {
@@ -1027,7 +1156,7 @@ int rec_script_reload(rec_script_rt *rt, const char *name, char *err, size_t err
             continue;
         }
         known = 1;
-        script *s = get_or_add(rt, (rec_script_kind)k, name);
+        script *s = get_or_add(rt, k, name);
         char msg[MSG_MAX];
         if (!s) {
             if (!rc)
@@ -1205,6 +1334,58 @@ void rec_script_unwatch(rec_script_rt *rt) {
     rt->w = NULL;
 }
 
+/* ---- protected calls of C code ---------------------------------------------- */
+
+int rec_script_pcall(rec_script_rt *rt, lua_CFunction fn, void *ud, int nargs,
+                     int nres, int budgeted, char *err, size_t errlen) {
+    lua_State *L = rt->L;
+    if (err && errlen)
+        err[0] = '\0';
+    if (budgeted && rt->depth > 0) {
+        lua_pop(L, nargs);
+        set_err(err, errlen, "cannot evaluate from inside a script");
+        return REC_EBUSY;
+    }
+    /* Pushing a light C function or userdata allocates nothing. */
+    if (!lua_checkstack(L, 4 + (nres > 0 ? nres : 0))) {
+        lua_pop(L, nargs);
+        set_err(err, errlen, "Lua stack exhausted");
+        return REC_ENOMEM;
+    }
+    lua_pushcfunction(L, fn);
+    lua_insert(L, -(nargs + 1));
+    lua_pushlightuserdata(L, ud);
+    lua_insert(L, -(nargs + 1));
+    if (budgeted) {
+        char msg[512];
+        int rc = run_budgeted(rt, &console_session, nargs + 1, nres, msg, sizeof msg);
+        if (rc) {
+            const char *m = strstr(msg, "': ");
+            set_err(err, errlen, m ? m + 3 : msg);
+        }
+        return rc;
+    }
+    int fidx = lua_gettop(L) - nargs - 1;
+    lua_pushcfunction(L, msgh);
+    lua_insert(L, fidx);
+    int st = pcall_guarded(rt, nargs + 1, nres, fidx);
+    lua_remove(L, fidx);
+    if (st == LUA_OK)
+        return 0;
+    if (st == LUA_ERRMEM)
+        set_err(err, errlen, "out of memory (Lua)");
+    else
+        set_err(err, errlen, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
+    lua_pop(L, 1);
+    return st == LUA_ERRMEM ? REC_ENOMEM : REC_ESCRIPT;
+}
+
+long rec_script_fail_alloc_after(rec_script_rt *rt, long n) {
+    long left = rt->fail_after;
+    rt->fail_after = n < 0 ? -1 : n;
+    return left;
+}
+
 /* ---- console sessions ------------------------------------------------------ */
 
 int rec_script_eval(rec_script_rt *rt, int *env_ref, const char *code,
@@ -1224,7 +1405,7 @@ int rec_script_eval(rec_script_rt *rt, int *env_ref, const char *code,
         lua_pushcfunction(L, build_env);
         lua_pushliteral(L, "console");
         lua_pushinteger(L, REC_SCRIPT_STRATEGY);
-        if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+        if (pcall_guarded(rt, 2, 1, 0) != LUA_OK) {
             set_err(err, errlen, "cannot build the session environment");
             lua_settop(L, top);
             return REC_ENOMEM;
@@ -1238,11 +1419,11 @@ int rec_script_eval(rec_script_rt *rt, int *env_ref, const char *code,
         return REC_ENOMEM;
     memcpy(expr, "return ", 7);
     memcpy(expr + 7, code, len);
-    int st = luaL_loadbufferx(L, expr, len + 7, "=console", "t");
+    int st = load_guarded(rt, expr, len + 7, "=console");
     free(expr);
     if (st != LUA_OK) {
         lua_pop(L, 1);
-        st = luaL_loadbufferx(L, code, len, "=console", "t");
+        st = load_guarded(rt, code, len, "=console");
     }
     if (st != LUA_OK) {
         set_err(err, errlen, lua_tostring(L, -1));
@@ -1252,10 +1433,8 @@ int rec_script_eval(rec_script_rt *rt, int *env_ref, const char *code,
     lua_rawgeti(L, LUA_REGISTRYINDEX, *env_ref);
     if (!lua_setupvalue(L, -2, 1))
         lua_pop(L, 1);
-    static script session = {.name = (char *)"console", .kind = REC_SCRIPT_STRATEGY,
-                             .ref = LUA_NOREF};
     char msg[512];
-    int rc = run_budgeted(rt, &session, 0, LUA_MULTRET, msg, sizeof msg);
+    int rc = run_budgeted(rt, &console_session, 0, LUA_MULTRET, msg, sizeof msg);
     if (rc) {
         /* "strategy 'console': console:1: ..." reads better without the kind */
         const char *m = strstr(msg, "': ");

@@ -20,9 +20,19 @@
  * fails keeps the previous version running and records the error.
  *
  * Script files are [A-Za-z0-9_-]+.lua (temporary, swap and dot files are
- * ignored); scripts/pipelines.lua is not a strategy and is skipped. A
- * file that disappears is unloaded and forgotten (it leaves the listing).
- * Module fields are read raw (no metamethods run outside the budgets).
+ * ignored); scripts/pipelines.lua is not a strategy: it is skipped until a
+ * config reader is set (rec_script_set_config), then loaded, watched and
+ * listed like a script, of kind REC_SCRIPT_CONFIG. A file that disappears
+ * is unloaded and forgotten (it leaves the listing). Module fields are read
+ * raw (no metamethods run outside the budgets).
+ *
+ * Memory. The allocator refuses growth past max_memory (and, in a script
+ * call, past max_call_memory) only inside a protected call of this
+ * runtime (rec_script_call, rec_script_pcall, rec_script_eval, loading):
+ * there a refusal is an error of that call. Outside them it never
+ * refuses, so the few values C code makes there (registry refs, a
+ * function name) cannot reach Lua's panic; C code on a request path
+ * builds its Lua values inside rec_script_pcall.
  */
 #ifndef REC_SCRIPT_H
 #define REC_SCRIPT_H
@@ -35,7 +45,11 @@
 typedef enum rec_script_kind {
     REC_SCRIPT_STRATEGY = 0,
     REC_SCRIPT_POLICY = 1,
+    REC_SCRIPT_CONFIG = 2, /* scripts/pipelines.lua, read by the config reader */
 } rec_script_kind;
+
+/* Name of a kind: "strategy", "policy", "config". */
+const char *rec_script_kind_name(rec_script_kind kind);
 
 typedef struct rec_script_opts {
     const char *scripts_dir;   /* strategies; NULL: none */
@@ -108,6 +122,47 @@ int rec_script_push(rec_script_rt *rt, rec_script_kind kind,
 int rec_script_call(rec_script_rt *rt, rec_script_kind kind, const char *name,
                     const char *fn, int nargs, int nres, char *err,
                     size_t errlen);
+
+/* Call the C function fn protected, with ud (a light userdata) as its
+ * first argument followed by the nargs values on top of the stack. The
+ * memory caps apply: a refused allocation fails this call only. Not
+ * budgeted, fn may run no script code (metamethods included: read script
+ * values raw) but may call rec_script_call, which budgets itself; with
+ * budgeted set, fn runs under the budgets of a script call as the console
+ * session (for code that must run script code, e.g. a __tostring).
+ * Returns 0 leaving nres results, or REC_ENOMEM (out of memory) or
+ * REC_ESCRIPT (fn raised, or a budget ran out) with the message in err,
+ * nothing left. [-nargs, +(nres|0), -] */
+int rec_script_pcall(rec_script_rt *rt, lua_CFunction fn, void *ud, int nargs,
+                     int nres, int budgeted, char *err, size_t errlen);
+
+/* The reader of scripts/pipelines.lua (a config, not a strategy). The
+ * file runs like a script (sandboxed environment, without what env_fn
+ * adds; budgets; off the request path when watched) and must return a table; then read runs, protected
+ * and under the budgets, with ud (light userdata) at index 1 and that
+ * table at 2: it reads the table into ud and raises (luaL_error) to refuse
+ * the file. Only when read succeeds does apply(ud, 1) run, outside Lua;
+ * apply(ud, 0) when the file is removed. A refused file keeps the
+ * previous version in force, and its error ("config 'pipelines':
+ * scripts/pipelines.lua:<line>: ...") is listed like a script's. */
+typedef struct rec_script_config {
+    lua_CFunction read;
+    void (*apply)(void *ud, int present);
+    void *ud;                  /* borrowed for the runtime's lifetime */
+} rec_script_config;
+
+/* Set the config reader (copied) and load scripts/pipelines.lua now when
+ * it exists. Returns 0, or REC_ESCRIPT with the file's error in err (it is
+ * also recorded and the file watched like the others). */
+int rec_script_set_config(rec_script_rt *rt, const rec_script_config *c,
+                          char *err, size_t errlen);
+
+/* Test hook: after n more allocations that could be refused (growth
+ * inside a protected call), refuse every such allocation; n < 0 turns
+ * the failures off. Outside protected calls nothing is ever refused.
+ * Returns the count left of the previous setting (0: failures were
+ * being injected; -1: none was set). */
+long rec_script_fail_alloc_after(rec_script_rt *rt, long n);
 
 /* Does script `name` of `kind` define function fn? */
 int rec_script_has(rec_script_rt *rt, rec_script_kind kind, const char *name,

@@ -471,7 +471,7 @@ def test_policy_tutorial(make_server, tmp_path):
         want = logs[1][1].strip()
         assert want.startswith("info  pipelines: 3 loaded from ")
         assert (str(sdir / "pipelines.lua")).endswith(want.rsplit(" ", 1)[1])
-        # pipelines.lua is looked at by rec.recommend, at most every 0.2 s.
+        # pipelines.lua is watched like the scripts (50 ms of quiet).
         time.sleep(0.25)
 
         # 5: ann's recent jazz click now leads her list; bob's two-hour-old

@@ -452,6 +452,90 @@ static void test_file_names(void **state) {
     rec_script_free(rt);
 }
 
+/* ---- the config file ------------------------------------------------------- */
+
+typedef struct cfg_probe {
+    lua_Integer staged, applied;
+    int applies, removals;
+} cfg_probe;
+
+/* Reads t.x (an integer) into staged; raises without one. */
+static int cfg_read(lua_State *L) {
+    cfg_probe *p = lua_touserdata(L, 1);
+    lua_getfield(L, 2, "x");
+    if (!lua_isinteger(L, -1))
+        return luaL_error(L, "x must be an integer");
+    p->staged = lua_tointeger(L, -1);
+    return 0;
+}
+
+static void cfg_apply(void *ud, int present) {
+    cfg_probe *p = ud;
+    if (present) {
+        p->applied = p->staged;
+        p->applies++;
+    } else {
+        p->removals++;
+    }
+}
+
+/* pipelines.lua: loaded like a script once a reader is set (sandboxed,
+ * budgeted), applied only when read whole, kept when a new version fails,
+ * unloaded when removed. */
+static void test_config_file(void **state) {
+    fx f = *(fx *)*state;
+    put(&f, "scripts/pipelines.lua", "return {x = load and 1 or 2}\n");
+    rec_script_opts o;
+    fx_opts(&f, &o);
+    o.max_seconds = 0.2;
+    o.max_instructions = UINT64_MAX; /* the loop meets the deadline */
+    rec_script_rt *rt = open_rt(&o, NULL, NULL);
+    rec_script_info in;
+    assert_int_equal(rec_script_count(rt), 0); /* no reader yet: skipped */
+    cfg_probe p = {0};
+    rec_script_config c = {.read = cfg_read, .apply = cfg_apply, .ud = &p};
+    char err[256];
+    assert_int_equal(rec_script_set_config(rt, &c, err, sizeof err), 0);
+    assert_int_equal(p.applies, 1);
+    assert_int_equal(p.applied, 2); /* the sandbox has no load */
+    assert_non_null(info_of(rt, REC_SCRIPT_CONFIG, "pipelines", &in));
+    assert_true(in.loaded && !in.error);
+    assert_string_equal(rec_script_kind_name(in.kind), "config");
+    assert_null(info_of(rt, S, "pipelines", &in));
+
+    static const struct {
+        const char *src, *want;
+    } bad[] = {
+        {"while true do end\n", "config 'pipelines': scripts/pipelines.lua:1: time budget exceeded"},
+        {"local t = {}\nt.x.y = 1\n", "config 'pipelines': scripts/pipelines.lua:2: attempt to index"},
+        {"return {y = 1}\n", "config 'pipelines': scripts/pipelines.lua: x must be an integer"},
+        {"return 7\n", "config 'pipelines': scripts/pipelines.lua: must return a table"},
+        {"return {x = (function() local s = ('x'):rep(1 << 20) local t = {} "
+         "for i = 1, 1e9 do t[i] = s .. i end end)()}\n",
+         "config 'pipelines': scripts/pipelines.lua: memory budget exceeded"},
+        {"return {x = 1\n", "config 'pipelines': scripts/pipelines.lua:2: '}' expected"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        put(&f, "scripts/pipelines.lua", bad[i].src);
+        assert_int_equal(rec_script_reload(rt, "pipelines", err, sizeof err), REC_ESCRIPT);
+        if (!strstr(err, bad[i].want))
+            fail_msg("%zu: %s", i, err);
+        assert_int_equal(p.applies, 1); /* nothing applied */
+        assert_int_equal(p.applied, 2);
+        assert_non_null(info_of(rt, REC_SCRIPT_CONFIG, "pipelines", &in));
+        assert_true(in.loaded && in.error && strstr(in.error, bad[i].want));
+    }
+    put(&f, "scripts/pipelines.lua", "return {x = 5}\n");
+    assert_int_equal(rec_script_reload(rt, NULL, err, sizeof err), 0);
+    assert_int_equal(p.applies, 2);
+    assert_int_equal(p.applied, 5);
+    del(&f, "scripts/pipelines.lua");
+    assert_int_equal(rec_script_reload(rt, NULL, err, sizeof err), 0);
+    assert_int_equal(p.removals, 1);
+    assert_null(info_of(rt, REC_SCRIPT_CONFIG, "pipelines", &in));
+    rec_script_free(rt);
+}
+
 /* ---- the sandbox ---------------------------------------------------------- */
 
 static void test_sandbox_allow_list(void **state) {
@@ -707,6 +791,17 @@ static void test_memory_budget(void **state) {
         "  for i = 1, 200000 do local t = {i, i, i, i}; n = n + #t end\n"
         "  return n\n"
         "end\n"
+        "function M.error_object()\n"
+        "  error(setmetatable({}, {__tostring = function()\n"
+        "    local t = {} for i = 1, 1e7 do t[i] = i end return 'built'\n"
+        "  end}))\n"
+        "end\n"
+        "function M.close_bomb()\n"
+        "  local x <close> = setmetatable({}, {__close = function()\n"
+        "    local t = {} for i = 1, 1e7 do t[i] = i end\n"
+        "  end})\n"
+        "  error('first')\n"
+        "end\n"
         "function M.recommend() return 1 end\n"
         "return M\n");
     put(&f, "scripts/other.lua", "return {recommend = function() return 9 end}\n");
@@ -733,6 +828,15 @@ static void test_memory_budget(void **state) {
         assert_int_equal(call_int(rt, S, "other", "recommend", err, sizeof err), 9);
         assert_int_equal(call_int(rt, S, "bomb", "recommend", err, sizeof err), 1);
     }
+    /* an error object's __tostring, and a __close run by an error, run
+     * under the caps too */
+    static const char *const unwinding[] = {"error_object", "close_bomb"};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(call_err(rt, "bomb", unwinding[i], err, sizeof err), REC_ESCRIPT);
+        if (!strstr(err, "memory budget exceeded (8 MiB per call)"))
+            fail_msg("%s: %s", unwinding[i], err);
+    }
+    assert_int_equal(call_int(rt, S, "bomb", "recommend", err, sizeof err), 1);
     /* the global bomb keeps what it stored (under 8 MiB); the rest is freed */
     lua_gc(rec_script_lua(rt), LUA_GCCOLLECT);
     if (rec_script_memory(rt) > base + (8u << 20) + (64u << 10))
@@ -984,6 +1088,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_policy_hooks, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_contracts_refused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_file_names, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_config_file, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_allow_list, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_globals_separate, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_string_metatable, fx_setup, fx_teardown),

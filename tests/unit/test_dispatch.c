@@ -1,0 +1,365 @@
+/* test_dispatch.c - Lua out of memory on the request and event paths fails
+ * one call, never the process: a full VM (the cap reached by a script's
+ * globals) and an allocator failing on demand (rec_script_fail_alloc_after)
+ * swept over rec.recommend, event.add, admin.eval and script.reload. Every
+ * outcome is an answer (success or an error), the Lua stack is left as it
+ * was, and the next call works. Each test runs on its own mkdtemp folder. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <lauxlib.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "buf.h"
+#include "dispatch.h"
+#include "engine.h"
+#include "err.h"
+#include "log.h"
+#include "lua_api.h"
+#include "rpc.h"
+#include "script.h"
+
+/* ---- fixture: an engine, scripts, a dispatcher ----------------------------- */
+
+typedef struct fx {
+    char root[64];
+    char path[3][128]; /* data, scripts, policies */
+    rec_engine *e;
+    rec_script_rt *rt;
+    rec_dispatch *d;
+    int rec_ref;
+    rec_session sess;
+    rec_buf out;
+    char err[512];
+} fx;
+
+static const char *const strategy_src =
+    "local M = {}\n"
+    "function M.recommend(req)\n"
+    "  local out = {}\n"
+    "  for i = 1, 5 do out[i] = {id = 'i' .. i, score = 10 - i + #(req.context and req.context.tags or {})} end\n"
+    "  return out\n"
+    "end\n"
+    "keep = {}\n"
+    "function M.fill(bytes) keep[#keep + 1] = ('z'):rep(bytes - 16) .. #keep return #keep end\n"
+    "function M.drop() keep = {} return 0 end\n"
+    "return M\n";
+
+static const char *const policy_src =
+    "local n = 0\n"
+    "return {\n"
+    "  on_event = function(ev) local t = {ev.user, ev.item, ev.context} n = n + 1 end,\n"
+    "  rerank = function(req, items) local out = {} for i = #items, 1, -1 do out[#out + 1] = items[i] end return out end,\n"
+    "  count = function() return n end,\n"
+    "}\n";
+
+static const char *const pipelines_src =
+    "return {default = 'main', pipelines = {main = {strategies = {s = 1}, policies = {'p'}}}}\n";
+
+static void put(const char *dir, const char *name, const char *text) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(text, 1, strlen(text), fp), strlen(text));
+    assert_int_equal(fclose(fp), 0);
+}
+
+static void install_rec(lua_State *L, void *ud) {
+    fx *f = ud;
+    rec_lua_set_rec(L, f->e, &f->rec_ref);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    return remove(path);
+}
+
+static void fx_open(fx *f, size_t max_memory) {
+    memset(f, 0, sizeof *f);
+    strcpy(f->root, "/tmp/test_dispatch_XXXXXX");
+    assert_non_null(mkdtemp(f->root));
+    static const char *const sub[3] = {"data", "scripts", "policies"};
+    char root[sizeof f->root];
+    memcpy(root, f->root, sizeof root);
+    for (int i = 0; i < 3; i++) {
+        snprintf(f->path[i], sizeof f->path[i], "%s/%s", root, sub[i]);
+        assert_int_equal(mkdir(f->path[i], 0700), 0);
+    }
+    put(f->path[1], "s.lua", strategy_src);
+    put(f->path[1], "pipelines.lua", pipelines_src);
+    put(f->path[2], "p.lua", policy_src);
+    char err[256];
+    assert_int_equal(rec_engine_open(&f->e, f->path[0], NULL, err, sizeof err), 0);
+    rec_script_opts so;
+    rec_script_opts_default(&so);
+    so.scripts_dir = f->path[1];
+    so.policies_dir = f->path[2];
+    if (max_memory)
+        so.max_memory = max_memory;
+    assert_int_equal(rec_script_new(&f->rt, &so, install_rec, f, err, sizeof err), 0);
+    rec_dispatch_opts dopt = {.auth_token = NULL, .version = "test"};
+    assert_int_equal(rec_dispatch_new(&f->d, f->e, &dopt), 0);
+    char cfg[200];
+    snprintf(cfg, sizeof cfg, "%s/pipelines.lua", f->path[1]);
+    assert_int_equal(rec_dispatch_set_scripts(f->d, f->rt, cfg, f->rec_ref), 0);
+    f->sess.trusted = 1;
+}
+
+static void fx_close(fx *f) {
+    rec_dispatch_session_end(f->d, &f->sess);
+    rec_dispatch_free(f->d);
+    rec_script_free(f->rt);
+    rec_engine_free(f->e);
+    rec_buf_free(&f->out);
+    assert_int_equal(nftw(f->root, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+/* ---- calls --------------------------------------------------------------------- */
+
+typedef enum { REQ_RECOMMEND, REQ_EVENT, REQ_EVAL, REQ_RELOAD, REQ_ITEMS } req_kind;
+
+static void pk_str(msgpack_packer *pk, const char *s) {
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* Params of each request; `ctx` bytes of context (a string) when > 0. */
+static void pack_params(msgpack_sbuffer *sb, req_kind k, size_t ctx) {
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    char *big = NULL;
+    if (ctx) {
+        big = malloc(ctx);
+        assert_non_null(big);
+        memset(big, 'c', ctx);
+    }
+    switch (k) {
+    case REQ_ITEMS:
+        msgpack_pack_array(&pk, 5);
+        for (int i = 1; i <= 5; i++) {
+            char id[16];
+            snprintf(id, sizeof id, "i%d", i);
+            msgpack_pack_map(&pk, 1);
+            pk_str(&pk, "id");
+            pk_str(&pk, id);
+        }
+        break;
+    case REQ_RECOMMEND:
+    case REQ_EVENT:
+        msgpack_pack_array(&pk, 1);
+        msgpack_pack_map(&pk, k == REQ_EVENT ? 4 : 3);
+        pk_str(&pk, "user");
+        pk_str(&pk, k == REQ_EVENT ? "u2" : "u1"); /* u1 has seen nothing */
+        if (k == REQ_EVENT) {
+            pk_str(&pk, "item");
+            pk_str(&pk, "i2");
+            pk_str(&pk, "type");
+            pk_str(&pk, "click");
+        } else {
+            pk_str(&pk, "n");
+            msgpack_pack_int(&pk, 5);
+        }
+        pk_str(&pk, "context");
+        msgpack_pack_map(&pk, 2);
+        pk_str(&pk, "tags");
+        msgpack_pack_array(&pk, 20);
+        for (int i = 0; i < 20; i++)
+            pk_str(&pk, i % 2 ? "jazz" : "a longer tag that is not interned");
+        pk_str(&pk, "blob");
+        msgpack_pack_str(&pk, ctx);
+        msgpack_pack_str_body(&pk, big ? big : "", ctx);
+        break;
+    case REQ_EVAL:
+        msgpack_pack_array(&pk, 1);
+        pk_str(&pk, "t = {1, 2, {a = 'x', b = {true, 2.5}}} return t, print, "
+                    "setmetatable({print}, {__tostring = function() return 'obj' end})");
+        break;
+    case REQ_RELOAD:
+        msgpack_pack_array(&pk, 0);
+        break;
+    }
+    free(big);
+}
+
+static const char *const method_of[] = {"rec.recommend", "event.add", "admin.eval",
+                                        "script.reload", "item.put"};
+
+/* Run request k; writes are committed as the server's group commit would. */
+static int call(fx *f, req_kind k, size_t ctx) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pack_params(&sb, k, ctx);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
+    const char *m = method_of[k];
+    int method = rec_dispatch_find(f->d, m, strlen(m));
+    assert_true(method >= 0);
+    f->out.len = 0;
+    int rc = rec_dispatch_call(f->d, method, &u.data, &f->sess, &f->out, f->err, sizeof f->err);
+    if (rec_dispatch_flags(f->d, method) & REC_M_WRITE)
+        assert_int_equal(rec_engine_commit(f->e), 0);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* The ids of rec.recommend's answer, concatenated ("i5i4..."). */
+static void answer_ids(fx *f, char *ids, size_t cap) {
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, f->out.data, f->out.len, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    ids[0] = '\0';
+    assert_int_equal(u.data.type, MSGPACK_OBJECT_MAP);
+    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+        msgpack_object_kv *kv = &u.data.via.map.ptr[i];
+        if (kv->key.via.str.size != 5 || memcmp(kv->key.via.str.ptr, "items", 5))
+            continue;
+        for (uint32_t j = 0; j < kv->val.via.array.size; j++) {
+            msgpack_object *h = &kv->val.via.array.ptr[j];
+            for (uint32_t q = 0; q < h->via.map.size; q++)
+                if (h->via.map.ptr[q].key.via.str.size == 2 &&
+                    !memcmp(h->via.map.ptr[q].key.via.str.ptr, "id", 2))
+                    strncat(ids, h->via.map.ptr[q].val.via.str.ptr,
+                            h->via.map.ptr[q].val.via.str.size);
+        }
+    }
+    (void)cap;
+    msgpack_unpacked_destroy(&u);
+}
+
+static lua_Integer events_seen(fx *f) {
+    lua_State *L = rec_script_lua(f->rt);
+    char err[256];
+    assert_int_equal(rec_script_call(f->rt, REC_SCRIPT_POLICY, "p", "count", 0, 1, err,
+                                     sizeof err), 0);
+    lua_Integer n = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return n;
+}
+
+/* A call that works, with what it should answer. */
+static void call_ok(fx *f, req_kind k) {
+    lua_Integer before = k == REQ_EVENT ? events_seen(f) : 0;
+    int rc = call(f, k, 0);
+    if (rc)
+        fail_msg("%s: %s", method_of[k], f->err);
+    if (k == REQ_RECOMMEND) {
+        char ids[64];
+        answer_ids(f, ids, sizeof ids);
+        assert_string_equal(ids, "i5i4i3i2i1"); /* the policy reversed them */
+    } else if (k == REQ_EVENT) {
+        assert_int_equal(events_seen(f), before + 1);
+    }
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+/* Every allocation from the n-th on fails, for n = 0, 1, ... until the call
+ * no longer reaches the failure point. */
+static void sweep(fx *f, req_kind k) {
+    lua_State *L = rec_script_lua(f->rt);
+    int top = lua_gettop(L);
+    long n = 0;
+    int failures = 0;
+    for (;; n++) {
+        if (n > 200000)
+            fail_msg("%s: no end to the sweep", method_of[k]);
+        lua_Integer before = k == REQ_EVENT ? events_seen(f) : 0;
+        rec_script_fail_alloc_after(f->rt, n);
+        int rc = call(f, k, 0);
+        long left = rec_script_fail_alloc_after(f->rt, -1);
+        assert_int_equal(lua_gettop(L), top);
+        if (rc) {
+            failures++;
+            if (rc != REC_ESCRIPT && rc != REC_ENOMEM)
+                fail_msg("%s, failing after %ld: %s (%s)", method_of[k], n,
+                         rec_err_name(rc), f->err);
+        }
+        if (k == REQ_EVENT) {
+            assert_int_equal(rc, 0); /* stored; the policy's failure is logged */
+            lua_Integer d = events_seen(f) - before;
+            assert_true(d == 0 || d == 1);
+        }
+        call_ok(f, k); /* the next call works */
+        assert_int_equal(lua_gettop(L), top);
+        if (left > 0)
+            break; /* the call ran to its end without a refusal */
+    }
+    if (k != REQ_EVENT && k != REQ_RELOAD)
+        assert_true(failures > 0);
+    print_message("%s: %ld allocation points, %d failed calls\n", method_of[k], n, failures);
+}
+
+static void test_alloc_failures_fail_one_call(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0);
+    call_ok(&f, REQ_ITEMS);
+    call_ok(&f, REQ_RECOMMEND);
+    call_ok(&f, REQ_EVENT);
+    sweep(&f, REQ_RECOMMEND);
+    sweep(&f, REQ_EVENT);
+    sweep(&f, REQ_EVAL);
+    sweep(&f, REQ_RELOAD);
+    call_ok(&f, REQ_RECOMMEND);
+    fx_close(&f);
+}
+
+/* The VM at its cap (a strategy's globals fill it): building the request
+ * and the event for the scripts fails those calls, the process lives, and
+ * once the memory is released every call works again. */
+static void test_full_vm_fails_calls_not_the_process(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 24u << 20);
+    call_ok(&f, REQ_ITEMS);
+    call_ok(&f, REQ_RECOMMEND);
+    lua_State *L = rec_script_lua(f.rt);
+    int top = lua_gettop(L);
+    char err[256];
+    /* fill to within a few KiB of the cap */
+    static const lua_Integer chunks[] = {1 << 20, 64 << 10, 4 << 10, 512};
+    for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
+        for (;;) {
+            lua_pushinteger(L, chunks[i]);
+            if (rec_script_call(f.rt, REC_SCRIPT_STRATEGY, "s", "fill", 1, 0, err, sizeof err))
+                break;
+        }
+        assert_non_null(strstr(err, "memory budget exceeded"));
+    }
+    assert_int_equal(lua_gettop(L), top);
+    for (int round = 0; round < 3; round++) {
+        lua_Integer before = events_seen(&f);
+        assert_int_equal(call(&f, REQ_RECOMMEND, 256 << 10), REC_ENOMEM);
+        assert_non_null(strstr(f.err, "out of memory"));
+        assert_int_equal(call(&f, REQ_EVENT, 256 << 10), 0); /* stored */
+        assert_int_equal(events_seen(&f), before);          /* not handed over */
+        assert_int_equal(lua_gettop(L), top);
+    }
+    assert_int_equal(rec_script_call(f.rt, REC_SCRIPT_STRATEGY, "s", "drop", 0, 0, err,
+                                     sizeof err), 0);
+    lua_gc(L, LUA_GCCOLLECT);
+    call_ok(&f, REQ_RECOMMEND);
+    call_ok(&f, REQ_EVENT);
+    assert_int_equal(call(&f, REQ_RECOMMEND, 256 << 10), 0);
+    fx_close(&f);
+}
+
+int main(void) {
+    rec_log_set_level(REC_LOG_ERROR); /* the failures are logged as warnings */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_alloc_failures_fail_one_call),
+        cmocka_unit_test(test_full_vm_fails_calls_not_the_process),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
