@@ -188,8 +188,8 @@ class Term:
 def term(tmp_path):
     terms = []
 
-    def start(*args):
-        t = Term([RECD_BIN] + list(args), env_for(tmp_path), str(ROOT))
+    def start(*args, **env):
+        t = Term([RECD_BIN] + list(args), dict(env_for(tmp_path), **env), str(ROOT))
         terms.append(t)
         return t
 
@@ -225,6 +225,50 @@ def test_tty_multiline_prompt(term, tmp_path):
     t.expect("recd> ")
     t.send("f()\r")
     assert "inside" in t.expect("recd> ")
+    assert t.close() == 0
+
+
+def type_slowly(t, line, pause=0.05):
+    """Type LINE a key at a time, as a person does, then Enter."""
+    for ch in line:
+        t.send(ch)
+        time.sleep(pause)
+    t.send("\r")
+
+
+def test_tty_multiline_function_typed_with_pauses(term, tmp_path):
+    # Inside tmux (TERM=screen) with a pause of about a second after each
+    # line, keys one at a time: each line reaches the chunk as typed.
+    t = term("repl", str(tmp_path / "data"), TERM="screen")
+    t.expect("recd> ")
+    for line in ["function twice(x)", "  return 2*x", "end"]:
+        type_slowly(t, line)
+        time.sleep(0.8)
+    seen = t.expect("recd> ")
+    assert "...> end" in seen and "error" not in seen, seen
+    type_slowly(t, "return twice(21) + 1")
+    seen = t.expect("recd> ")
+    assert "43\r\n" in seen and "error" not in seen, seen
+    assert t.close() == 0
+
+
+def test_tty_end_key_is_not_the_word_end(term, tmp_path):
+    # `tmux send-keys end` sends the End key (ESC [ 4 ~), not the letters:
+    # the line stays empty and the function stays open, as it should.
+    # The word itself closes it, typed before or after an End key.
+    t = term("repl", str(tmp_path / "data"), TERM="screen")
+    t.expect("recd> ")
+    type_slowly(t, "function twice(x)")
+    t.expect("...> ")
+    type_slowly(t, "  return 2*x")
+    t.expect("...> ")
+    t.send("\x1b[4~\r")
+    t.expect("...> ")
+    t.send("en\x1b[4~d\x1bOF\r")
+    t.expect("recd> ")
+    t.send("return twice(21) + 1\r")
+    seen = t.expect("recd> ")
+    assert "43\r\n" in seen and "error" not in seen, seen
     assert t.close() == 0
 
 
