@@ -306,6 +306,21 @@ def test_tty_ctrl_c_clears_the_line(term, tmp_path):
     assert t.close() == 0
 
 
+def test_tty_ctrl_c_while_a_file_loads(term, tmp_path):
+    # A Ctrl-C pressed after Enter but before the chunk starts (here while
+    # \load compiles a 12 MB file that ends in a loop) stops that chunk.
+    big = tmp_path / "big.lua"
+    big.write_text("x = 1\n" * 2000000 + "while true do end\n")
+    t = start_repl(term, tmp_path)
+    t.send("\\load %s\r" % big)
+    t.expect("big.lua\r\n")
+    t.send("\x03")
+    assert "interrupted" in t.expect("recd> ")
+    t.send("1 + 2\r")
+    assert "3" in t.expect("recd> ")
+    assert t.close() == 0
+
+
 # ---- console -------------------------------------------------------------------
 
 def test_console_calls(server, tmp_path):
