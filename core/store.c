@@ -762,7 +762,7 @@ void rec_batch_clear(rec_batch *b) {
 }
 
 /* Keys come from clients: the keyed hash (hash.h), the database added in
- * so that one key in two databases takes two slots. */
+ * so that one key in two databases starts from two different slots. */
 static uint64_t op_hash(uint8_t db, const void *k, size_t kl) {
     return rec_hash_keyed(k, kl) + db * 0x9e3779b97f4a7c15ull;
 }
