@@ -8,12 +8,19 @@
 #   make run             serve ./data (demo data loaded on first run)
 #
 # Missing Debian packages are installed (as root) or named with the exact
-# apt-get line to run.
+# apt-get line to run: each target asks only for what it uses.
 
-DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
-            libmsgpack-dev liblmdb-dev lmdb-utils libcmocka-dev \
-            python3 python3-msgpack python3-pytest redis-server redis-tools \
-            libreadline-dev valgrind clang libclang-rt-14-dev
+# make, make run, make install: compiler and libraries.
+BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
+              libmsgpack-dev liblmdb-dev libreadline-dev
+# make test: the suites' tools (cmocka, the Lua interpreter, Python with
+# msgpack and pytest, valgrind, and clang with libFuzzer for the fuzzers).
+TEST_PKGS  := libcmocka-dev lua5.4 python3 python3-msgpack python3-pytest \
+              valgrind clang libclang-rt-14-dev
+# make bench: Redis for the server comparison, Python for the pipeline bench.
+BENCH_PKGS := redis-server redis-tools python3 python3-msgpack
+# make fuzz
+FUZZ_PKGS  := clang libclang-rt-14-dev
 
 CC       ?= cc
 OPT      ?= -O2
@@ -58,7 +65,8 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-DEPS_STAMP := build/.deps-ok
+# One stamp per package list: build/.deps-build, -test, -bench, -fuzz.
+DEPS_STAMP := build/.deps-build
 
 .PHONY: FORCE all deps test test-unit test-lua bench fuzz run clean install examples
 .DEFAULT_GOAL := all
@@ -70,12 +78,19 @@ all: $(DEPS_STAMP) recd $(LUAMOD) examples
 recd: $(BIN)
 	cp $(BIN) $@
 
-$(DEPS_STAMP): tests/deps.sh
-	@sh tests/deps.sh $(DEB_PKGS)
-	@mkdir -p build && touch $@
+# The other lists wait for the build's, so that two apt-get never run at
+# once under make -j.
+build/.deps-build: tests/deps.sh Makefile
+	@sh tests/deps.sh $(BUILD_PKGS) && mkdir -p build && touch $@
+build/.deps-test: tests/deps.sh Makefile | build/.deps-build
+	@sh tests/deps.sh $(TEST_PKGS) && touch $@
+build/.deps-bench: tests/deps.sh Makefile | build/.deps-build
+	@sh tests/deps.sh $(BENCH_PKGS) && touch $@
+build/.deps-fuzz: tests/deps.sh Makefile | build/.deps-build
+	@sh tests/deps.sh $(FUZZ_PKGS) && touch $@
 
 deps:
-	@sh tests/deps.sh $(DEB_PKGS)
+	@sh tests/deps.sh $(sort $(BUILD_PKGS) $(TEST_PKGS) $(BENCH_PKGS) $(FUZZ_PKGS))
 
 # Objects and programs are rebuilt when the compiler flags change (a build
 # folder made before a flag was added would otherwise keep its old objects).
@@ -103,7 +118,7 @@ $(LUAMOD): $(LUAMOD_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libuv msgpack lmdb) -lm -lpthread
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIB) $(FLAGS_STAMP) | $(DEPS_STAMP)
+$(BUILD)/tests/%: tests/unit/%.c $(LIB) $(FLAGS_STAMP) | $(DEPS_STAMP) build/.deps-test
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
@@ -127,14 +142,14 @@ examples: $(EXAMPLE_BIN)
 
 # Tests run under ASan+UBSan unless SANITIZE is given (empty: plain build).
 TEST_SANITIZE ?= address,undefined
-test: $(DEPS_STAMP)
+test: $(DEPS_STAMP) build/.deps-test
 	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) build-tests
 	@$(MAKE) --no-print-directory SANITIZE= $(UNIT_SRC:tests/unit/%.c=build/rel/tests/%)
 	@sh tests/run.sh build/$(if $(TEST_SANITIZE),san,rel) $(TEST_SANITIZE)
 
 build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN) $(EXAMPLE_BIN)
 
-bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
+bench: $(DEPS_STAMP) build/.deps-bench $(BENCH_BIN) $(BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 	@echo "== server (recd bench against redis-benchmark)"
 	@sh tests/bench/server_bench.sh $(BIN)
@@ -144,7 +159,7 @@ bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
 	@sh tests/bench/eval_bench.sh $(BIN)
 
 # clang + libFuzzer builds of the msgpack harnesses, into build/fuzz.
-fuzz: $(DEPS_STAMP)
+fuzz: $(DEPS_STAMP) build/.deps-fuzz
 	@sh tests/fuzz/run.sh 60
 
 run: all

@@ -27,6 +27,7 @@
 #include "client.h"
 #include "dispatch.h"
 #include "err.h"
+#include "hash.h"
 #include "learn.h"
 #include "log.h"
 #include "lua_api.h"
@@ -563,11 +564,15 @@ static void csv_close(csv *c) {
         fclose(c->f);
 }
 
-static uint32_t fnv(const char *s, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)tolower((unsigned char)s[i])) * 16777619u;
-    return h;
+/* The fixed hash (hash.h) of a word in lower case: a tag's dimension and
+ * sign are the same in every run. */
+static uint64_t word_hash(const char *s, size_t n) {
+    uint64_t h = REC_HASH_STABLE_INIT;
+    for (size_t i = 0; i < n; i++) {
+        char c = (char)tolower((unsigned char)s[i]);
+        h = rec_hash_stable_add(h, &c, 1);
+    }
+    return rec_hash_stable_end(h);
 }
 
 static int read_items(catalogue *c, const char *path, char *err, size_t errlen) {
@@ -720,8 +725,8 @@ static int read_tags(catalogue *c, const char *path, char *err, size_t errlen) {
             while (*p && isalnum((unsigned char)*p))
                 p++;
             if (p > w) {
-                uint32_t h = fnv(w, (size_t)(p - w));
-                c->it[idx].tags[h % TAG_DIMS] += (h >> 31) ? -1.0f : 1.0f;
+                uint64_t h = word_hash(w, (size_t)(p - w));
+                c->it[idx].tags[h % TAG_DIMS] += (h >> 63) ? -1.0f : 1.0f;
                 c->has_tags = 1;
             }
         }

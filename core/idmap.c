@@ -10,21 +10,13 @@
 #include <string.h>
 
 #include "err.h"
+#include "hash.h"
 
 #define TOMB UINT32_MAX
 
-uint64_t rec_idmap_hash(const char *k, size_t n) {
-    /* FNV-1a, then a final mix so the low bits used for the slot are good. */
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)k[i];
-        h *= 1099511628211ull;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
-}
+/* Ids come from clients: the keyed hash (hash.h), whose low bits pick the
+ * slot and whose top 16 bits are the slot's tag. */
+uint64_t rec_idmap_hash(const char *k, size_t n) { return rec_hash_keyed(k, n); }
 
 /* Well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF)? */
 static int utf8_ok(const unsigned char *p, size_t n) {

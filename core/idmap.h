@@ -57,8 +57,9 @@ void rec_idmap_close(rec_idmap *m);
 
 /* Index of key, or REC_IDX_NONE. O(1) expected. */
 uint32_t rec_idmap_find(const rec_idmap *m, const char *key, size_t klen);
-/* The hash lookups of key use; with rec_idmap_prefetch, several lookups
- * can have their cache misses in flight at once. */
+/* The hash lookups of key use (rec_hash_keyed: it differs from one process
+ * to the next); with rec_idmap_prefetch, several lookups can have their
+ * cache misses in flight at once. */
 uint64_t rec_idmap_hash(const char *key, size_t klen);
 static inline void rec_idmap_prefetch(const rec_idmap *m, uint64_t h) {
     if (m->nslots)

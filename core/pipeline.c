@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "hash.h"
 
 static void set_name(char *dst, const char *src) {
     snprintf(dst, REC_PL_NAME_MAX + 1, "%s", src);
@@ -249,17 +250,12 @@ int rec_pl_config_apply(const rec_pl_config *cfg, rec_engine *e, char *err,
     return first;
 }
 
+/* The fixed hash (hash.h) of a, a 0xff byte, then b: users keep their arm
+ * across restarts, machines and versions. */
 static uint64_t hash64(const char *a, size_t an, const char *b, size_t bn) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < an; i++)
-        h = (h ^ (unsigned char)a[i]) * 1099511628211ull;
-    h = (h ^ 0xff) * 1099511628211ull;
-    for (size_t i = 0; i < bn; i++)
-        h = (h ^ (unsigned char)b[i]) * 1099511628211ull;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
+    uint64_t h = rec_hash_stable_add(REC_HASH_STABLE_INIT, a, an);
+    h = rec_hash_stable_add(h, "\xff", 1);
+    return rec_hash_stable_end(rec_hash_stable_add(h, b, bn));
 }
 
 int rec_pl_arm(const rec_pl_config *cfg, const char *user_key,

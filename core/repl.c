@@ -1,7 +1,7 @@
 /* repl.c - `recd repl`: a Lua 5.4 REPL with the engine open as `db`.
  *
  * Three parts: the line input shared with console.c (readline's callback
- * interface driven by select(), so a Ctrl-C can cancel the line being
+ * interface driven by pselect(), so a Ctrl-C can cancel the line being
  * typed without leaving; plain getline when stdin is not a terminal), the
  * value printer (Lua source below), and the REPL itself: a chunk is first
  * compiled as "return <chunk>;" so expressions print their values, then as
@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,18 +158,27 @@ int rec_input_read(const char *prompt, char **line) {
     in.done = 0;
     in.line = NULL;
     sigint_seen = 0;
+    /* SIGINT stays blocked but while pselect waits: a Ctrl-C that comes
+     * while a key is handled is delivered at the next wait, which it then
+     * ends, instead of setting the flag just after it was checked and
+     * leaving select asleep. */
+    sigset_t intr, orig;
+    sigemptyset(&intr);
+    sigaddset(&intr, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &intr, &orig);
     rl_callback_handler_install(prompt, on_line);
     while (!in.done) {
         fd_set fds;
         FD_ZERO(&fds);
         FD_SET(STDIN_FILENO, &fds);
-        int r = select(STDIN_FILENO + 1, &fds, NULL, NULL, NULL);
+        int r = pselect(STDIN_FILENO + 1, &fds, NULL, NULL, NULL, &orig);
         if (sigint_seen) {
             sigint_seen = 0;
             rl_replace_line("", 0);
             rl_free_line_state();
             rl_callback_sigcleanup();
             rl_callback_handler_remove();
+            pthread_sigmask(SIG_SETMASK, &orig, NULL);
             fputs("^C\n", stdout);
             fflush(stdout);
             return REC_INPUT_CANCEL;
@@ -177,10 +187,12 @@ int rec_input_read(const char *prompt, char **line) {
             if (errno == EINTR)
                 continue;
             rl_callback_handler_remove();
+            pthread_sigmask(SIG_SETMASK, &orig, NULL);
             return REC_INPUT_EOF;
         }
         rl_callback_read_char();
     }
+    pthread_sigmask(SIG_SETMASK, &orig, NULL);
     if (!in.line) { /* Ctrl-D on an empty line */
         fputs("\n", stdout);
         return REC_INPUT_EOF;
@@ -191,7 +203,13 @@ int rec_input_read(const char *prompt, char **line) {
     return REC_INPUT_LINE;
 }
 
-void rec_input_set_running(lua_State *L) { running = L; }
+void rec_input_set_running(lua_State *L) {
+    running = L;
+    /* A Ctrl-C that came after the line was read, while it was compiled
+     * or its file loaded, found no state to stop: stop this one now. */
+    if (L && sigint_seen)
+        lua_sethook(L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
 
 void rec_input_close(void) {
     if (!in.open)

@@ -39,7 +39,8 @@ int rec_input_open(const char *history, rec_input_complete_fn complete);
 int rec_input_read(const char *prompt, char **line);
 
 /* While L runs, a Ctrl-C raises "interrupted!" inside it (NULL: nothing
- * runs). */
+ * runs); so does one pressed since the last line was read, before L was
+ * set (while the line compiled or its file loaded). */
 void rec_input_set_running(lua_State *L);
 
 /* Save the history and restore the terminal. */

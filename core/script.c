@@ -58,6 +58,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "hash.h"
 #include "log.h"
 
 #define HOOK_EVERY 10000           /* instructions between two hook calls */
@@ -80,7 +81,7 @@ typedef struct script {
     int64_t mtime_ns;   /* identity of the file at the last attempt */
     int64_t size;
     uint64_t ino;
-    uint64_t hash;      /* FNV-1a of the content last attempted */
+    uint64_t hash;      /* rec_hash_stable of the content last attempted */
     int seen;           /* mark of the running rescan */
 } script;
 
@@ -722,15 +723,6 @@ static int valid_name(const char *name) {
 
 /* ---- loading ------------------------------------------------------------- */
 
-static uint64_t fnv1a(const char *p, size_t n) {
-    uint64_t h = 1469598103934665603u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 1099511628211u;
-    }
-    return h;
-}
-
 /* Read a whole file (at most MAX_FILE bytes). Returns 0 or -errno. */
 static int read_file(const char *path, char **out, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -906,7 +898,7 @@ static int load_file(rec_script_rt *rt, script *s, const char *path,
                  rc == -EFBIG ? "file too large" : strerror(-rc));
         rc = REC_ESCRIPT;
     } else {
-        uint64_t h = fnv1a(buf, len);
+        uint64_t h = rec_hash_stable(buf, len);
         if (!force && s->hash == h && (s->ref != LUA_NOREF || s->error)) {
             free(buf);
             return 0; /* touched, not changed */

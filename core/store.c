@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "hash.h"
 
 /* MDB_MAXKEYSIZE of a default liblmdb build; mdb_env_get_maxkeysize says
  * the same at run time, but batches are built without an environment. */
@@ -876,13 +877,10 @@ void rec_batch_clear(rec_batch *b) {
     b->prefix_ops = 0;
 }
 
+/* Keys come from clients: the keyed hash (hash.h), the database added in
+ * so that one key in two databases starts from two different slots. */
 static uint64_t op_hash(uint8_t db, const void *k, size_t kl) {
-    uint64_t h = 1469598103934665603ull ^ db;
-    const unsigned char *p = k;
-    for (size_t i = 0; i < kl; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    h ^= h >> 32;
-    return h;
+    return rec_hash_keyed(k, kl) + db * 0x9e3779b97f4a7c15ull;
 }
 
 /* Slot of (db, key): the one holding it, or the empty one it would take. */

@@ -188,8 +188,8 @@ class Term:
 def term(tmp_path):
     terms = []
 
-    def start(*args):
-        t = Term([RECD_BIN] + list(args), env_for(tmp_path), str(ROOT))
+    def start(*args, **env):
+        t = Term([RECD_BIN] + list(args), dict(env_for(tmp_path), **env), str(ROOT))
         terms.append(t)
         return t
 
@@ -228,6 +228,50 @@ def test_tty_multiline_prompt(term, tmp_path):
     assert t.close() == 0
 
 
+def type_slowly(t, line, pause=0.05):
+    """Type LINE a key at a time, as a person does, then Enter."""
+    for ch in line:
+        t.send(ch)
+        time.sleep(pause)
+    t.send("\r")
+
+
+def test_tty_multiline_function_typed_with_pauses(term, tmp_path):
+    # Inside tmux (TERM=screen) with a pause of about a second after each
+    # line, keys one at a time: each line reaches the chunk as typed.
+    t = term("repl", str(tmp_path / "data"), TERM="screen")
+    t.expect("recd> ")
+    for line in ["function twice(x)", "  return 2*x", "end"]:
+        type_slowly(t, line)
+        time.sleep(0.8)
+    seen = t.expect("recd> ")
+    assert "...> end" in seen and "error" not in seen, seen
+    type_slowly(t, "return twice(21) + 1")
+    seen = t.expect("recd> ")
+    assert "43\r\n" in seen and "error" not in seen, seen
+    assert t.close() == 0
+
+
+def test_tty_end_key_is_not_the_word_end(term, tmp_path):
+    # `tmux send-keys end` sends the End key (ESC [ 4 ~), not the letters:
+    # the line stays empty and the function stays open, as it should.
+    # The word itself closes it, typed before or after an End key.
+    t = term("repl", str(tmp_path / "data"), TERM="screen")
+    t.expect("recd> ")
+    type_slowly(t, "function twice(x)")
+    t.expect("...> ")
+    type_slowly(t, "  return 2*x")
+    t.expect("...> ")
+    t.send("\x1b[4~\r")
+    t.expect("...> ")
+    t.send("en\x1b[4~d\x1bOF\r")
+    t.expect("recd> ")
+    t.send("return twice(21) + 1\r")
+    seen = t.expect("recd> ")
+    assert "43\r\n" in seen and "error" not in seen, seen
+    assert t.close() == 0
+
+
 def test_tty_completes_db_methods(term, tmp_path):
     t = start_repl(term, tmp_path)
     t.send("db:sim\t")
@@ -259,6 +303,21 @@ def test_tty_ctrl_c_clears_the_line(term, tmp_path):
     time.sleep(0.3)
     t.send("\x03")
     assert "interrupted" in t.expect("recd> ")
+    assert t.close() == 0
+
+
+def test_tty_ctrl_c_while_a_file_loads(term, tmp_path):
+    # A Ctrl-C pressed after Enter but before the chunk starts (here while
+    # \load compiles a 12 MB file that ends in a loop) stops that chunk.
+    big = tmp_path / "big.lua"
+    big.write_text("x = 1\n" * 2000000 + "while true do end\n")
+    t = start_repl(term, tmp_path)
+    t.send("\\load %s\r" % big)
+    t.expect("big.lua\r\n")
+    t.send("\x03")
+    assert "interrupted" in t.expect("recd> ")
+    t.send("1 + 2\r")
+    assert "3" in t.expect("recd> ")
     assert t.close() == 0
 
 

@@ -5,7 +5,9 @@
  * Map: dense interning, lookups after many rehashes, removal leaves a hole
  * whose index is never handed out again, insert_at (the loading path) with
  * holes and conflicts, and tombstones surviving rebuilds. Keys are derived
- * from loop counters, so every run is the same.
+ * from loop counters, so every run is the same. Flooding: ids found by
+ * brute force to share one home slot under one hash key fill one probe
+ * run under it, and spread under another key.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +20,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "hash.h"
 #include "idmap.h"
 
 /* ---- helpers --------------------------------------------------------- */
@@ -457,6 +460,76 @@ static void test_id_utf8(void **state) {
         assert_int_equal(rec_id_str(out, bad[i], strlen(bad[i])), REC_EINVAL);
 }
 
+/* ---- flooding ---------------------------------------------------------- */
+
+/* Sum and maximum over the live slots of how far each sits past its home
+ * slot (the probes a lookup of it costs, less one); checks each slot's
+ * tag and inline bytes against its key on the way. */
+static void displacement(const rec_idmap *m, size_t *sum, size_t *max) {
+    size_t mask = m->nslots - 1;
+    *sum = *max = 0;
+    for (size_t i = 0; i < m->nslots; i++) {
+        const rec_idslot *sl = &m->slots[i];
+        if (sl->idx1 == 0 || sl->idx1 == UINT32_MAX)
+            continue;
+        size_t kl;
+        const char *k = rec_idmap_key(m, sl->idx1 - 1, &kl);
+        assert_non_null(k);
+        uint64_t h = rec_idmap_hash(k, kl);
+        assert_int_equal(sl->tag, (uint16_t)(h >> 48));
+        assert_memory_equal(sl->inl, k, kl < REC_ID_INLINE ? kl : REC_ID_INLINE);
+        size_t d = (i - (size_t)(h & mask)) & mask;
+        *sum += d;
+        if (d > *max)
+            *max = d;
+    }
+}
+
+#define FLOOD 40 /* ids; the map keeps them in 64 slots */
+
+static void test_crafted_collisions_spread_under_another_key(void **state) {
+    uint64_t k0, k1;
+    rec_hash_seed_get(&k0, &k1);
+    /* Under key A: ids "item-<n>" whose hash has the same low 6 bits (one
+     * home slot in a map of 64), found by trying n = 0, 1, 2, ... */
+    rec_hash_seed_set(0x243f6a8885a308d3ull, 0x13198a2e03707344ull);
+    static char keys[FLOOD][REC_ID_MAX];
+    size_t lens[FLOOD];
+    unsigned found = 0;
+    for (unsigned n = 0; found < FLOOD; n++) {
+        assert_true(n < 100000);
+        size_t l = str_key(keys[found], n);
+        if ((rec_idmap_hash(keys[found], l) & 63) == 0)
+            lens[found++] = l;
+    }
+    rec_idmap m;
+    rec_idmap_init(&m);
+    for (unsigned i = 0; i < FLOOD; i++)
+        assert_int_equal(intern_new(&m, keys[i], lens[i]), i);
+    assert_int_equal(m.nslots, 64);
+    size_t sum, max;
+    displacement(&m, &sum, &max);
+    assert_int_equal(max, FLOOD - 1); /* one run: the i-th id probes i slots */
+    assert_int_equal(sum, FLOOD * (FLOOD - 1) / 2);
+    rec_idmap_close(&m);
+
+    /* Under key B the same ids scatter like any others. */
+    rec_hash_seed_set(0xa4093822299f31d0ull, 0x082efa98ec4e6c89ull);
+    rec_idmap_init(&m);
+    for (unsigned i = 0; i < FLOOD; i++)
+        assert_int_equal(intern_new(&m, keys[i], lens[i]), i);
+    assert_int_equal(m.nslots, 64);
+    displacement(&m, &sum, &max);
+    print_message("under another key: %zu probes past home in all, at most %zu\n", sum, max);
+    assert_true(max < 16);
+    assert_true(sum < FLOOD * (FLOOD - 1) / 8);
+    for (unsigned i = 0; i < FLOOD; i++)
+        assert_int_equal(rec_idmap_find(&m, keys[i], lens[i]), i);
+    check_table(&m);
+    rec_idmap_close(&m);
+    rec_hash_seed_set(k0, k1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_id_utf8),
@@ -471,6 +544,7 @@ int main(void) {
         cmocka_unit_test(test_tombstones_and_rehash),
         cmocka_unit_test(test_close_empty_and_reuse),
         cmocka_unit_test(test_inline_and_long_keys),
+        cmocka_unit_test(test_crafted_collisions_spread_under_another_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
