@@ -26,9 +26,13 @@
  * Finalizers could run script code outside any call (at a collection or
  * at lua_close), so setmetatable refuses metatables that carry __gc.
  *
- * Known limit: a single C library call cannot be interrupted by the hook;
- * memory bounds most of them (string.rep, table.concat), but a
- * pathological string.find pattern can run long between two instructions.
+ * A single C library call cannot be interrupted by the hook: the library
+ * functions whose cost in one call can grow past linear or past the
+ * memory cap are replaced in every environment (and in the string
+ * metatable) by sandbox.c's, which charge their work to the instruction
+ * budget through sb_charge (the deadline is checked there too) and their
+ * large results to the memory caps through sb_reserve; a charge over
+ * budget kills the call as the hook does.
  *
  * Removal: a file that disappeared is unloaded and forgotten (its entry
  * leaves rec_script_count), whether or not it had loaded.
@@ -50,6 +54,7 @@
 #include "engine.h"
 #include "err.h"
 #include "log.h"
+#include "sandbox.h"
 
 #define HOOK_EVERY 10000           /* instructions between two hook calls */
 #define MAX_FILE (16u << 20)       /* larger script files are refused */
@@ -102,6 +107,7 @@ struct rec_script_rt {
     uint64_t deadline;      /* CLOCK_MONOTONIC ns */
     const script *cur;      /* innermost script running */
     char kill_msg[256];     /* why and where the call was killed */
+    rec_sandbox_budget sb;  /* the budgets, as the bounded library sees them */
 
     int reloading;          /* guards against reentrant reloads */
     script *s;              /* sorted by kind, then name */
@@ -233,6 +239,73 @@ static void hook(lua_State *L, lua_Debug *ar) {
         lua_sethook(L, hook, LUA_MASKCOUNT, 1);
     lua_pushstring(L, rt->kill_msg); /* may itself fail: an error all the same */
     lua_error(L);
+}
+
+/* Kill the running call from inside a library function: the message names
+ * the innermost Lua line, and the hook of L re-arms to raise at the next
+ * instruction. */
+static const char *kill_from_c(rec_script_rt *rt, lua_State *L, const char *why) {
+    lua_Debug ar;
+    int lvl = 0;
+    while (lua_getstack(L, lvl, &ar) && !(lua_getinfo(L, "Sl", &ar) && ar.currentline > 0))
+        lvl++;
+    if (lua_getstack(L, lvl, &ar) && ar.currentline > 0)
+        snprintf(rt->kill_msg, sizeof rt->kill_msg, "%s:%d: %s", ar.short_src,
+                 ar.currentline, why);
+    else
+        snprintf(rt->kill_msg, sizeof rt->kill_msg, "%s/%s.lua: %s",
+                 rt->cur ? kind_dir[rt->cur->kind] : "?", rt->cur ? rt->cur->name : "?",
+                 why);
+    if (rt->depth > 0) {
+        rt->killed = 1;
+        lua_sethook(L, hook, LUA_MASKCOUNT, 1);
+    }
+    return rt->kill_msg;
+}
+
+/* The bounded library's steps count as instructions of the running call
+ * (with no call running, one library call may take max_instructions). */
+static const char *sb_charge(void *ud, lua_State *L, uint64_t steps, uint64_t call_steps) {
+    rec_script_rt *rt = ud;
+    char what[64];
+    if (rt->killed)
+        return rt->kill_msg;
+    if (rt->depth > 0)
+        rt->instr += steps;
+    if ((rt->depth > 0 ? rt->instr : call_steps) > rt->o.max_instructions) {
+        snprintf(what, sizeof what, "instruction budget exceeded (%" PRIu64 ")",
+                 rt->o.max_instructions);
+        return kill_from_c(rt, L, what);
+    }
+    if (rt->depth > 0 && mono_ns() > rt->deadline) {
+        snprintf(what, sizeof what, "time budget exceeded (%g s)", rt->o.max_seconds);
+        return kill_from_c(rt, L, what);
+    }
+    return NULL;
+}
+
+/* May the running call allocate bytes more under both memory caps? */
+static const char *sb_reserve(void *ud, lua_State *L, size_t bytes) {
+    rec_script_rt *rt = ud;
+    if (rt->killed)
+        return rt->kill_msg;
+    size_t room = rt->used < rt->o.max_memory ? rt->o.max_memory - rt->used : 0;
+    int whole_vm = 1;
+    if (rt->depth > 0) {
+        size_t cap = rt->call_base + rt->o.max_call_memory;
+        size_t call_room = rt->used < cap ? cap - rt->used : 0;
+        if (call_room < room) {
+            room = call_room;
+            whole_vm = 0;
+        }
+    }
+    if (bytes <= room)
+        return NULL;
+    char what[96];
+    snprintf(what, sizeof what, "memory budget exceeded (%zu MiB %s)",
+             (whole_vm ? rt->o.max_memory : rt->o.max_call_memory) >> 20,
+             whole_vm ? "for all scripts" : "per call");
+    return kill_from_c(rt, L, what);
 }
 
 static void budget_begin(rec_script_rt *rt, const script *s, const script **prev) {
@@ -485,6 +558,7 @@ static void copy_table(lua_State *L, int idx, const char *skip) {
 /* Protected: open the libraries and guard the string metatable. */
 static int init_state(lua_State *L) {
     luaL_openlibs(L);
+    rec_sandbox_set_budget(L, &rt_of(L)->sb);
     /* Requests leave short-lived tables: generational collection frees
      * them young, with shorter pauses than the incremental default. */
     lua_gc(L, LUA_GCGEN, 0, 0);
@@ -493,6 +567,7 @@ static int init_state(lua_State *L) {
         return luaL_error(L, "strings have no metatable");
     lua_getglobal(L, "string");
     copy_table(L, -1, "dump");
+    rec_sandbox_patch(L, -1, "string");
     lua_setfield(L, -3, "__index");
     lua_pop(L, 1);
     lua_pushboolean(L, 0);
@@ -527,6 +602,7 @@ static int build_env(lua_State *L) {
     for (int i = 0; libs[i]; i++) {
         lua_getfield(L, 4, libs[i]);
         copy_table(L, -1, i == 0 ? "dump" : NULL);
+        rec_sandbox_patch(L, -1, libs[i]); /* the bounded library */
         lua_setfield(L, 3, libs[i]);
         lua_pop(L, 1);
     }
@@ -942,6 +1018,7 @@ int rec_script_new(rec_script_rt **out, const rec_script_opts *o,
     }
     rt->env_fn = env_fn;
     rt->env_ud = env_ud;
+    rt->sb = (rec_sandbox_budget){.charge = sb_charge, .reserve = sb_reserve, .ud = rt};
     const char *dirs[2] = {rt->o.scripts_dir, rt->o.policies_dir};
     for (int k = 0; k < 2; k++) {
         if (dirs[k] && !(rt->dirs[k] = strdup(dirs[k]))) {
