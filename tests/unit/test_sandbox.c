@@ -13,7 +13,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lua_api.h"
 #include "sandbox.h"
+
+#include <ftw.h>
+#include <stdlib.h>
 
 /* A budget for tests: steps and bytes counted, limits settable. */
 typedef struct tbudget {
@@ -293,6 +297,44 @@ static void test_charged_wrappers(void **state) {
     lua_close(t.L);
 }
 
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    return remove(path);
+}
+
+/* The engine's methods charge their work before doing it: a scan by rows
+ * times dimension, a walk by steps, results by count. */
+static void test_engine_methods_charged(void **state) {
+    tstate t;
+    open_state(&t, UINT64_MAX, SIZE_MAX);
+    char dir[] = "/tmp/test_sandbox_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    luaL_requiref(t.L, "recd", luaopen_recd, 1);
+    lua_pop(t.L, 1);
+    char code[512];
+    snprintf(code, sizeof code,
+             "db = recd.open('%s', {no_sync = true}) "
+             "db:batch(function() for i = 1, 2000 do local v = {} "
+             "for j = 1, 64 do v[j] = math.sin(i * j) end "
+             "db:item_put('i' .. i, {}, {content = v}) end end) "
+             "db:event{user = 'u', item = 'i1', type = 'click'} return 'ok'", dir);
+    expect_result(&t, code, "ok");
+    t.b.steps = 0;
+    expect_result(&t, "local q = {} for j = 1, 64 do q[j] = 1 end "
+                      "return #db:topk('content', q, 10)", "10");
+    assert_true(t.b.steps >= 2000); /* 2000 rows x 64 floats, 64 a step */
+    t.b.max_steps = t.b.steps + 1000;
+    expect_error(&t, "local q = {} for j = 1, 64 do q[j] = 1 end "
+                     "for i = 1, 100 do db:topk('content', q, 10) end",
+                 "instruction budget exceeded");
+    t.b.steps = 0;
+    t.b.max_steps = 1000000;
+    expect_error(&t, "return db:walk({'i1'}, {steps = 1e7})", "instruction budget exceeded");
+    t.b.steps = 0;
+    expect_error(&t, "for i = 1, 1e6 do db:similar('i1', 1000) end", "instruction budget exceeded");
+    lua_close(t.L);
+    assert_int_equal(nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
 /* Without a budget the functions answer as the stock ones. */
 static void test_no_budget(void **state) {
     tstate t;
@@ -315,6 +357,7 @@ int main(void) {
         cmocka_unit_test(test_sort_bounded),
         cmocka_unit_test(test_utf8_charged),
         cmocka_unit_test(test_charged_wrappers),
+        cmocka_unit_test(test_engine_methods_charged),
         cmocka_unit_test(test_no_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
