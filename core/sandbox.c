@@ -30,7 +30,9 @@
 #define CAP_POS (-2)      /* capture length of a position capture */
 #define CHARGE_EVERY 4096 /* steps counted locally between two charges */
 #define FREE_BYTES 4096   /* results smaller than this are not charged */
+#define FREE_STEPS 256    /* nor calls that took fewer steps than this */
 #define MAXSIZE ((size_t)INT_MAX) /* largest string rep builds, as stock */
+#define SORT_ON_STACK 200000      /* larger arrays are sorted in place */
 
 static const char budget_key = 'b'; /* its address keys the registry */
 
@@ -105,6 +107,13 @@ static void meter_flush(meter *m) {
 
 static inline void meter_add(meter *m, uint64_t n) {
     if ((m->steps += n) >= CHARGE_EVERY)
+        meter_flush(m);
+}
+
+/* At the end of a call: what is left, unless it is little (a loop of
+ * cheap calls is paid for by its instructions). */
+static inline void meter_end(meter *m) {
+    if (m->steps >= FREE_STEPS)
         meter_flush(m);
 }
 
@@ -393,7 +402,9 @@ out:
 
 static void ms_init(mstate *ms, lua_State *L, const char *s, size_t ls,
                     const char *p, size_t lp) {
-    meter_init(&ms->m, L);
+    ms->m.L = L;
+    ms->m.b = NULL;
+    ms->m.steps = ms->m.total = 0;
     ms->s0 = s;
     ms->se = s + ls;
     ms->pe = p + lp;
@@ -447,6 +458,39 @@ static size_t start_pos(lua_Integer pos, size_t len) {
     return len + (size_t)pos + 1;
 }
 
+/* First occurrence of p (lp bytes) in s (ls bytes): memchr and memcmp as
+ * the stock library (fast on ordinary text) until the comparisons have
+ * cost more than the bytes passed, then memmem (linear whatever the two
+ * strings). *work gets an upper bound of the bytes looked at. */
+static const char *find_plain(const char *s, size_t ls, const char *p, size_t lp,
+                              size_t *work) {
+    *work = 0;
+    if (lp == 0)
+        return s;
+    if (lp > ls)
+        return NULL;
+    const char *at = s, *last = s + (ls - lp); /* the last candidate */
+    size_t compared = 0;
+    while (at <= last) {
+        const char *c = memchr(at, p[0], (size_t)(last - at) + 1);
+        if (!c)
+            break;
+        compared += lp;
+        if (memcmp(c + 1, p + 1, lp - 1) == 0) {
+            *work = (size_t)(c - s) + compared;
+            return c;
+        }
+        at = c + 1;
+        if (compared > (size_t)(at - s) + FREE_BYTES) {
+            const char *r = memmem(at, (size_t)(s + ls - at), p, lp);
+            *work = ls + compared;
+            return r;
+        }
+    }
+    *work = ls + compared;
+    return NULL;
+}
+
 static int no_specials(const char *p, size_t lp) {
     for (size_t i = 0; i < lp; i++)
         if (p[i] && strchr("^$*+?.([%-", p[i]))
@@ -465,10 +509,10 @@ static int find_aux(lua_State *L, int find) {
         return 1;
     }
     if (find && (lua_toboolean(L, 4) || no_specials(p, lp))) {
-        /* memmem is linear in the subject, whatever the two strings */
         const char *from = s + init - 1;
-        const char *hit = memmem(from, ls - init + 1, p, lp);
-        charge_bytes(L, hit ? (size_t)(hit - from) + lp : ls - init + 1);
+        size_t work;
+        const char *hit = find_plain(from, ls - init + 1, p, lp, &work);
+        charge_bytes(L, work);
         if (hit) {
             lua_pushinteger(L, (lua_Integer)(hit - s) + 1);
             lua_pushinteger(L, (lua_Integer)(hit - s) + (lua_Integer)lp);
@@ -483,6 +527,7 @@ static int find_aux(lua_State *L, int find) {
             lp--;
         }
         ms_init(&ms, L, s, ls, p, lp);
+        ms.m.b = get_budget(L);
         do {
             ms_reset(&ms);
             const char *e = match(&ms, s1, p);
@@ -495,11 +540,11 @@ static int find_aux(lua_State *L, int find) {
                 } else {
                     n = push_captures(&ms, s1, e);
                 }
-                meter_flush(&ms.m);
+                meter_end(&ms.m);
                 return n;
             }
         } while (s1++ < ms.se && !anchor);
-        meter_flush(&ms.m);
+        meter_end(&ms.m);
     }
     lua_pushnil(L);
     return 1;
@@ -516,6 +561,7 @@ typedef struct gmatch_state {
     size_t ls, lp;
     const char *src;     /* where the next search starts */
     const char *last;    /* end of the last match, or NULL */
+    const rec_sandbox_budget *b; /* read once, when gmatch was called */
 } gmatch_state;
 
 /* The iterator string.gmatch returns. [-0, +?, v] */
@@ -523,18 +569,19 @@ static int gmatch_next(lua_State *L) {
     gmatch_state *g = lua_touserdata(L, lua_upvalueindex(3));
     mstate ms;
     ms_init(&ms, L, g->s, g->ls, g->p, g->lp);
+    ms.m.b = g->b;
     for (const char *src = g->src; src <= ms.se; src++) {
         ms_reset(&ms);
         const char *e = match(&ms, src, g->p);
         if (e && e != g->last) {
             g->src = g->last = e;
             int n = push_captures(&ms, src, e);
-            meter_flush(&ms.m);
+            meter_end(&ms.m);
             return n;
         }
     }
     g->src = ms.se + 1; /* nothing more: later calls return at once */
-    meter_flush(&ms.m);
+    meter_end(&ms.m);
     return 0;
 }
 
@@ -554,6 +601,7 @@ static int str_gmatch(lua_State *L) {
     g->lp = lp;
     g->src = s + init;
     g->last = NULL;
+    g->b = get_budget(L);
     lua_pushcclosure(L, gmatch_next, 3);
     return 1;
 }
@@ -633,6 +681,7 @@ static int str_gsub(lua_State *L) {
     }
     mstate ms;
     ms_init(&ms, L, src, ls, p, lp);
+    ms.m.b = get_budget(L);
     while (n < max) {
         ms_reset(&ms);
         const char *e = match(&ms, src, p);
@@ -657,7 +706,7 @@ static int str_gsub(lua_State *L) {
         luaL_pushresult(&b);
     }
     lua_pushinteger(L, n);
-    meter_flush(&ms.m);
+    meter_end(&ms.m);
     return 2;
 }
 
@@ -739,8 +788,12 @@ static int str_format(lua_State *L) {
             break; /* the stock function reports it */
         if (*c == 's' && plain_s_spec(p, c)) {
             size_t l;
-            luaL_tolstring(L, arg, &l);
-            lua_replace(L, arg);
+            if (lua_type(L, arg) == LUA_TSTRING) {
+                l = lua_rawlen(L, arg);
+            } else {
+                luaL_tolstring(L, arg, &l);
+                lua_replace(L, arg);
+            }
             est += l + 100;
         } else if (*c == 'q' && lua_type(L, arg) == LUA_TSTRING) {
             est += 4 * lua_rawlen(L, arg) + 2;
@@ -749,8 +802,10 @@ static int str_format(lua_State *L) {
         }
         p = c;
     }
-    rec_sandbox_reserve(L, est);
-    charge_bytes(L, est);
+    if (est >= FREE_BYTES) {
+        rec_sandbox_reserve(L, est);
+        charge_bytes(L, est);
+    }
     return stock(L);
 }
 
@@ -905,21 +960,38 @@ static int tab_concat(lua_State *L) {
         luaL_addlstring(&b, sep, lsep);
     }
     luaL_pushresult(&b);
-    meter_flush(&m);
+    meter_end(&m);
     return 1;
 }
 
-/* table.sort: a bottom-up heap sort over t[1..n] through lua_geti and
- * lua_seti (metamethods apply, as in the stock sort): at most about
- * n log2 n + 2n comparisons whatever the input or the comparator, each
- * charged a step (plus its bytes for strings). The table stays a
- * permutation of its elements even when a comparison raises; a final
- * pass checks the order, so a comparator that is not a strict order
- * fails with an error rather than leave the table unsorted. */
+/* table.sort: a merge sort on the stack, or for arrays too large for it a
+ * bottom-up heap sort in place (lua_geti and lua_seti: metamethods apply,
+ * as in the stock sort): at most about n log2 n + 2n comparisons whatever
+ * the input or the comparator, each charged a step (plus its bytes for
+ * strings). The table stays a permutation of its elements even when a
+ * comparison raises; a final pass checks the order, so a comparator that
+ * is not a strict order fails with an error rather than leave the table
+ * unsorted. */
 typedef struct sorter {
     meter m;
-    int cmp; /* a comparator function is at index 2 */
+    int cmp;  /* a comparator function is at index 2 */
+    int base; /* > 0: t[i] is held at stack index base + i - 1 */
 } sorter;
+
+/* Push t[i] / pop the top into t[i]. */
+static inline void sort_get(sorter *st, lua_Integer i) {
+    if (st->base)
+        lua_pushvalue(st->m.L, st->base + (int)i - 1);
+    else
+        lua_geti(st->m.L, 1, i);
+}
+
+static inline void sort_set(sorter *st, lua_Integer i) {
+    if (st->base)
+        lua_replace(st->m.L, st->base + (int)i - 1);
+    else
+        lua_seti(st->m.L, 1, i);
+}
 
 /* Is the value at index a less than the one at b? [-0, +0, e] */
 static int sort_less(sorter *st, int a, int b) {
@@ -945,24 +1017,37 @@ static int sort_less(sorter *st, int a, int b) {
     return r;
 }
 
+/* Is t[i] less than t[j]? */
+static int less_at(sorter *st, lua_Integer i, lua_Integer j) {
+    if (st->base)
+        return sort_less(st, st->base + (int)i - 1, st->base + (int)j - 1);
+    sort_get(st, i);
+    sort_get(st, j);
+    int r = sort_less(st, -2, -1);
+    lua_pop(st->m.L, 2);
+    return r;
+}
+
 /* Sift the element at root down the heap t[root..n]. */
 static void sift(sorter *st, lua_Integer root, lua_Integer n) {
     lua_State *L = st->m.L;
-    lua_geti(L, 1, root); /* x */
+    sort_get(st, root); /* x */
     int x = lua_gettop(L);
     lua_Integer j = root;
     while (2 * j < n) { /* two children: follow the larger to a leaf */
-        lua_geti(L, 1, 2 * j);
-        lua_geti(L, 1, 2 * j + 1);
-        j = sort_less(st, -2, -1) ? 2 * j + 1 : 2 * j;
-        lua_pop(L, 2);
+        j = less_at(st, 2 * j, 2 * j + 1) ? 2 * j + 1 : 2 * j;
     }
     if (2 * j == n)
         j = n;
     while (j > root) { /* climb back to where x belongs */
-        lua_geti(L, 1, j);
-        int below = sort_less(st, -1, x);
-        lua_pop(L, 1);
+        int below;
+        if (st->base) {
+            below = sort_less(st, st->base + (int)j - 1, x);
+        } else {
+            sort_get(st, j);
+            below = sort_less(st, -1, x);
+            lua_pop(L, 1);
+        }
         if (!below)
             break;
         j /= 2;
@@ -971,16 +1056,48 @@ static void sift(sorter *st, lua_Integer root, lua_Integer n) {
      * level up; the old t[root] (x itself) drops out. */
     lua_pushvalue(L, x);
     for (lua_Integer k = j;; k /= 2) {
-        lua_geti(L, 1, k);
+        sort_get(st, k);
         lua_insert(L, -2);
-        lua_seti(L, 1, k);
+        sort_set(st, k);
         if (k == root)
             break;
     }
     lua_settop(L, x - 1);
 }
 
-/* table.sort(t [, comp]) [-(1|2), +0, e] */
+/* Merge sort of the n values from stack index a, with n free slots from
+ * b: n log2 n comparisons at most, cheap copies. Returns the index where
+ * the sorted values are (a or b). */
+static int merge_sort(sorter *st, int a, int b, int n) {
+    lua_State *L = st->m.L;
+    int src = a, dst = b;
+    for (int w = 1; w < n; w *= 2) {
+        for (int lo = 0; lo < n; lo += 2 * w) {
+            int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            int i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) {
+                if (sort_less(st, src + j, src + i))
+                    lua_copy(L, src + j++, dst + k++);
+                else
+                    lua_copy(L, src + i++, dst + k++);
+            }
+            while (i < mid)
+                lua_copy(L, src + i++, dst + k++);
+            while (j < hi)
+                lua_copy(L, src + j++, dst + k++);
+        }
+        int t = src;
+        src = dst;
+        dst = t;
+    }
+    return src;
+}
+
+/* table.sort(t [, comp]) [-(1|2), +0, e]
+ * Arrays that fit are sorted on the Lua stack by a merge sort (read once,
+ * written back once: a comparator that raises leaves the table as it
+ * was); larger ones in place by the heap sort, through lua_geti and
+ * lua_seti. */
 static int tab_sort(lua_State *L) {
     lua_Integer n = tab_len(L, 1, TAB_R | TAB_W);
     if (n <= 1)
@@ -992,25 +1109,36 @@ static int tab_sort(lua_State *L) {
     sorter st;
     meter_init(&st.m, L);
     st.cmp = !lua_isnil(L, 2);
-    luaL_checkstack(L, 8, NULL);
-    for (lua_Integer i = n / 2; i >= 1; i--)
-        sift(&st, i, n);
-    for (lua_Integer end = n; end > 1; end--) {
-        lua_geti(L, 1, 1);
-        lua_geti(L, 1, end);
-        lua_seti(L, 1, 1);
-        lua_seti(L, 1, end);
-        sift(&st, 1, end - 1);
+    st.base = 0;
+    if (n <= SORT_ON_STACK && lua_checkstack(L, 2 * (int)n + 8)) {
+        meter_add(&st.m, (uint64_t)n);
+        for (lua_Integer i = 1; i <= n; i++)
+            lua_geti(L, 1, i);
+        for (lua_Integer i = 1; i <= n; i++)
+            lua_pushnil(L);
+        st.base = merge_sort(&st, 3, 3 + (int)n, (int)n);
+    } else {
+        luaL_checkstack(L, 8, NULL);
+        for (lua_Integer i = n / 2; i >= 1; i--)
+            sift(&st, i, n);
+        for (lua_Integer end = n; end > 1; end--) {
+            sort_get(&st, 1);
+            sort_get(&st, end);
+            sort_set(&st, 1);
+            sort_set(&st, end);
+            sift(&st, 1, end - 1);
+        }
     }
     for (lua_Integer i = 1; i < n; i++) {
-        lua_geti(L, 1, i);
-        lua_geti(L, 1, i + 1);
-        int bad = sort_less(&st, -1, -2);
-        lua_pop(L, 2);
-        if (bad)
+        if (less_at(&st, i + 1, i))
             return luaL_error(L, "invalid order function for sorting");
     }
-    meter_flush(&st.m);
+    if (st.base) {
+        lua_settop(L, st.base + (int)n - 1);
+        for (lua_Integer i = n; i >= 1; i--)
+            lua_seti(L, 1, i); /* pops t[i], the top */
+    }
+    meter_end(&st.m);
     return 0;
 }
 

@@ -255,6 +255,19 @@ static void test_sort_bounded(void **state) {
                       "for i = 2, #t do assert(t[i - 1] <= t[i]) end "
                       "if n > worst then worst = n end end "
                       "return tostring(worst <= 4096 * 12 + 3 * 4096)", "true");
+    /* arrays too large for the stack: sorted in place, same guarantees */
+    expect_result(&t, "local t = {} for i = 1, 250000 do t[i] = (i * 7919) % 250007 end "
+                      "SB.table.sort(t) for i = 2, #t do if t[i - 1] > t[i] then "
+                      "return 'unsorted' end end return 'ok'", "ok");
+    expect_result(&t, "local t = {} for i = 1, 250000 do t[i] = i end local n = 0 "
+                      "local ok = pcall(SB.table.sort, t, function(a, b) n = n + 1 "
+                      "if n == 100000 then error('boom') end return a > b end) "
+                      "local seen = {} for i = 1, #t do seen[t[i]] = true end "
+                      "for i = 1, 250000 do if not seen[i] then return 'lost ' .. i end end "
+                      "return tostring(ok) .. ' ' .. #t", "false 250000");
+    expect_error(&t, "local t = {} for i = 1, 250000 do t[i] = i % 7 end "
+                     "SB.table.sort(t, function(a, b) return a <= b end)",
+                 "invalid order function for sorting");
     /* long equal strings: each comparison charged by its bytes */
     t.b.max_steps = 1000000;
     t.b.steps = 0;
