@@ -57,6 +57,7 @@
 #include "sandbox.h"
 
 #define HOOK_EVERY 10000           /* instructions between two hook calls */
+#define BIG_ALLOC (64u << 10)      /* larger allocations charge the budgets */
 #define MAX_FILE (16u << 20)       /* larger script files are refused */
 #define MAX_NAME 128               /* bytes of a script name */
 #define MSG_MAX 512                /* bytes of a recorded error */
@@ -151,6 +152,30 @@ static void mem_refuse(rec_script_rt *rt, int whole_vm) {
     rt->mem_refused = 1;
 }
 
+/* Large allocations are work of C code the hook cannot see (a `..` of
+ * long strings, a stock library call in a loop): they count toward the
+ * instruction budget (a step per REC_SANDBOX_BYTES_PER_STEP bytes) and
+ * check the deadline. Returns 0 when the call is over budget: the
+ * allocation is then refused, which raises a memory error where it was
+ * asked for, and every large one after it until the hook ends the call. */
+static int charge_alloc(rec_script_rt *rt, size_t grow) {
+    if (rt->killed)
+        return 0;
+    rt->instr += grow / REC_SANDBOX_BYTES_PER_STEP;
+    char what[64];
+    if (rt->instr > rt->o.max_instructions)
+        snprintf(what, sizeof what, "instruction budget exceeded (%" PRIu64 ")",
+                 rt->o.max_instructions);
+    else if (mono_ns() > rt->deadline)
+        snprintf(what, sizeof what, "time budget exceeded (%g s)", rt->o.max_seconds);
+    else
+        return 1;
+    rt->killed = 1;
+    snprintf(rt->kill_msg, sizeof rt->kill_msg, "%s/%s.lua: %s",
+             rt->cur ? kind_dir[rt->cur->kind] : "?", rt->cur ? rt->cur->name : "?", what);
+    return 0;
+}
+
 /* The allocator: when ptr is NULL, osize is a type tag, not a size.
  * Lua retries a refused allocation after an emergency collection: a
  * refusal kills the running call unless the next allocation succeeds (a
@@ -174,6 +199,8 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
                 mem_refuse(rt, !over_call); /* name the tighter cap */
             return NULL;
         }
+        if (grow >= BIG_ALLOC && rt->depth > 0 && !charge_alloc(rt, grow))
+            return NULL;
     }
     void *p = realloc(ptr, nsize);
     if (!p) {

@@ -27,6 +27,7 @@ WORST = [
     ('local s = ("\\x80"):rep(1 << 22) local f = utf8.codes("a") '
      'for i = 1, 1e6 do f(s, 0) end', "budget exceeded"),
     ('local s = ("a"):rep(1 << 22) while true do local u = s:upper() end', "budget exceeded"),
+    ('local s = ("a"):rep(3e7) while true do local t = s .. "x" end', "budget exceeded"),
 ]
 
 
