@@ -640,7 +640,6 @@ static int add_repl(mstate *ms, luaL_Buffer *b, const char *s, const char *e, in
     if (tr == LUA_TFUNCTION) {
         lua_pushvalue(L, 3);
         int n = push_captures(ms, s, e);
-        meter_flush(&ms->m);
         lua_call(L, n, 1);
     } else if (tr == LUA_TTABLE) {
         push_capture(ms, 0, s, e);
@@ -942,7 +941,8 @@ static int tab_concat(lua_State *L) {
         lua_Unsigned gaps = (lua_Unsigned)last - (lua_Unsigned)i;
         if (lsep && gaps > (lua_Unsigned)(SIZE_MAX / lsep))
             return luaL_error(L, "resulting string too large");
-        rec_sandbox_reserve(L, (size_t)gaps * lsep);
+        if ((size_t)gaps * lsep >= FREE_BYTES)
+            rec_sandbox_reserve(L, (size_t)gaps * lsep);
     }
     meter m;
     meter_init(&m, L);
