@@ -117,15 +117,17 @@ compare_one(("a"):rep(300), ("a?"):rep(150))
 
 -- Random patterns over a small alphabet (fixed seed: reproducible).
 math.randomseed(20261204)
-local atoms = {"a", "b", "c", "(", ")", ".", "%a", "%d", "%s", "%w", "%A", "[ab]",
+local atoms = {"a", "b", "c", "(", ")", ".", "%a", "%d", "%s", "%w", "%A", "[ab]", "%bab", "%b)(",
+               "%f[^%w]", "%f[a-b]", "[%]a]", "[^%s%d]", "[a-]", "[]]", "[^]a]", "%3", "%0", "$",
+               "^", "%f", "%b", "[%", "%g", "%p", "%P", "%x", "[\0-b]",
                "[^a]", "[a-c]", "[%d%s]", "()", "%b()", "%f[%w]", "%f[%s]", "%1", "%2",
                "x", " ", "1", "%(", "%)", "[", "%", "-", "]"}
 local quants = {"", "", "", "*", "+", "-", "?"}
-local alpha = {"a", "b", "c", "(", ")", " ", "1", "2", "x", "\0"}
+local alpha = {"a", "b", "c", "(", ")", " ", "1", "2", "x", "\0", "]", "-", "%", "\255", "A", "."}
 for _ = 1, 4000 do
     local parts = {}
     if math.random(6) == 1 then parts[1] = "^" end
-    for _ = 1, math.random(0, 6) do
+    for _ = 1, math.random(0, 8) do
         local a = atoms[math.random(#atoms)]
         if a == "()" or a:sub(1, 1) == "%" and a:sub(2, 2):match("[bf12]") then
             parts[#parts + 1] = a
@@ -138,7 +140,7 @@ for _ = 1, 4000 do
     if math.random(6) == 1 then parts[#parts + 1] = "$" end
     local p = table.concat(parts)
     local sp = {}
-    for i = 1, math.random(0, 12) do sp[i] = alpha[math.random(#alpha)] end
+    for i = 1, math.random(0, 16) do sp[i] = alpha[math.random(#alpha)] end
     local s = table.concat(sp)
     check(("rand find(%q, %q)"):format(s, p), run(S.find, s, p), run(T.find, s, p))
     check(("rand match(%q, %q)"):format(s, p), run(S.match, s, p), run(T.match, s, p))
