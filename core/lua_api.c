@@ -169,7 +169,8 @@ static uint32_t find_idx(lua_State *L, ldb *d, rec_kind k, int idx,
 /* Pack the value at idx as msgpack into b; raises with the path on error. */
 static void pack_value(lua_State *L, int idx, rec_buf *b, const char *what) {
     char err[256];
-    int rc = rec_mp_pack_lua(L, idx, b, err, sizeof err);
+    /* nothing larger is stored: stop there, whatever the value's shape */
+    int rc = rec_mp_pack_lua_max(L, idx, b, REC_PROPS_MAX, err, sizeof err);
     if (rc) {
         rec_buf_free(b);
         rec_lua_error(L, rc, "%s: %s", what, err);

@@ -13,8 +13,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "buf.h"
+#include "err.h"
 #include "lua_api.h"
 #include "sandbox.h"
+#include "value.h"
 
 #include <ftw.h>
 #include <stdlib.h>
@@ -85,8 +88,8 @@ static int run(tstate *t, const char *code, char *msg, size_t len) {
     if (st == LUA_OK)
         st = lua_pcall(L, 0, 1, 0);
     if (st != LUA_OK) {
-        snprintf(msg, len, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-        lua_pop(L, 1);
+        snprintf(msg, len, "%s", luaL_tolstring(L, -1, NULL)); /* error objects too */
+        lua_pop(L, 2);
         return 1;
     }
     const char *r = lua_tostring(L, -1);
@@ -344,8 +347,36 @@ static void test_engine_methods_charged(void **state) {
     expect_error(&t, "return db:walk({'i1'}, {steps = 1e7})", "instruction budget exceeded");
     t.b.steps = 0;
     expect_error(&t, "for i = 1, 1e6 do db:similar('i1', 1000) end", "instruction budget exceeded");
+    /* a table holding the same subtable twice, 30 deep: 2^30 leaves to
+     * encode; stored values stop at their 1 MiB cap instead */
+    expect_error(&t, "local t = {1} for i = 1, 30 do t = {t, t} end db:kv_put('k', t)",
+                 "larger than 1048576 bytes");
+    expect_error(&t, "local t = {x = 1} for i = 1, 30 do t = {a = t, b = t} end "
+                     "db:item_put('i1', t)", "larger than 1048576 bytes");
+    expect_result(&t, "db:kv_put('k', {1, 2, {3}}) return tostring(db:kv_get('k')[3][1])", "3");
     lua_close(t.L);
     assert_int_equal(nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+/* rec_mp_pack_lua_max stops at its cap, leaving the buffer as it was. */
+static void test_pack_max(void **state) {
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    assert_int_equal(luaL_dostring(L, "local t = {1} for i = 1, 30 do t = {t, t} end return t"),
+                     LUA_OK);
+    rec_buf b = REC_BUF_INIT;
+    assert_int_equal(rec_buf_append(&b, "xy", 2), 0);
+    char err[128];
+    assert_int_equal(rec_mp_pack_lua_max(L, -1, &b, 1000, err, sizeof err), REC_ETOOLARGE);
+    assert_string_equal(err, "larger than 1000 bytes of msgpack");
+    assert_int_equal(b.len, 2);
+    assert_int_equal(luaL_dostring(L, "return {1, 2, 3}"), LUA_OK);
+    assert_int_equal(rec_mp_pack_lua_max(L, -1, &b, 4, err, sizeof err), 0); /* exactly 4 */
+    assert_int_equal(b.len, 6);
+    assert_int_equal(rec_mp_pack_lua_max(L, -1, &b, 3, err, sizeof err), REC_ETOOLARGE);
+    assert_int_equal(b.len, 6);
+    rec_buf_free(&b);
+    lua_close(L);
 }
 
 /* Without a budget the functions answer as the stock ones. */
@@ -371,6 +402,7 @@ int main(void) {
         cmocka_unit_test(test_utf8_charged),
         cmocka_unit_test(test_charged_wrappers),
         cmocka_unit_test(test_engine_methods_charged),
+        cmocka_unit_test(test_pack_max),
         cmocka_unit_test(test_no_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
