@@ -32,7 +32,8 @@
  * metatable) by sandbox.c's, which charge their work to the instruction
  * budget through sb_charge (the deadline is checked there too) and their
  * large results to the memory caps through sb_reserve; a charge over
- * budget kills the call as the hook does.
+ * budget kills the call as the hook does. Allocations of BIG_ALLOC bytes
+ * or more (a `..` of long strings) are charged by the allocator.
  *
  * Removal: a file that disappeared is unloaded and forgotten (its entry
  * leaves rec_script_count), whether or not it had loaded.
