@@ -153,12 +153,16 @@ static void mem_refuse(rec_script_rt *rt, int whole_vm) {
     rt->mem_refused = 1;
 }
 
+static void hook(lua_State *L, lua_Debug *ar);
+
 /* Large allocations are work of C code the hook cannot see (a `..` of
  * long strings, a stock library call in a loop): they count toward the
  * instruction budget (a step per REC_SANDBOX_BYTES_PER_STEP bytes) and
- * check the deadline. Returns 0 when the call is over budget: the
- * allocation is then refused, which raises a memory error where it was
- * asked for, and every large one after it until the hook ends the call. */
+ * check the deadline. The allocation that goes over kills the call (the
+ * main thread's hook re-arms to raise at the next instruction; lua_sethook
+ * is safe anywhere) and succeeds; the large ones after it are refused
+ * (returns 0: a memory error where they were asked for, in a coroutine
+ * whose hook has not fired yet) until the call ends. */
 static int charge_alloc(rec_script_rt *rt, size_t grow) {
     if (rt->killed)
         return 0;
@@ -174,7 +178,8 @@ static int charge_alloc(rec_script_rt *rt, size_t grow) {
     rt->killed = 1;
     snprintf(rt->kill_msg, sizeof rt->kill_msg, "%s/%s.lua: %s",
              rt->cur ? kind_dir[rt->cur->kind] : "?", rt->cur ? rt->cur->name : "?", what);
-    return 0;
+    lua_sethook(rt->L, hook, LUA_MASKCOUNT, 1);
+    return 1;
 }
 
 /* The allocator: when ptr is NULL, osize is a type tag, not a size.

@@ -716,6 +716,10 @@ static void test_library_budget(void **state) {
         "  local s = string.rep('a', 1 << 18)\n"
         "  while true do n = n + 1 local t = s .. 'x' end\n"
         "end\n"
+        "function M.pcall_concat()\n"
+        "  local s = string.rep('a', 1 << 18)\n"
+        "  while true do n = n + 1 pcall(function() local t = s .. 'x' end) end\n"
+        "end\n"
         "function M.count() return n end\n"
         "function M.recommend() return 1 end\n"
         "return M\n");
@@ -738,6 +742,9 @@ static void test_library_budget(void **state) {
      * are charged, 4096 steps for each copy of 256 KiB, so the loop stops
      * after about 5M / 4096 rounds instead of 5M / 5 */
     assert_true(call_int(rt, S, "lib", "count", err, sizeof err) < 2000);
+    assert_int_equal(call_err(rt, "lib", "pcall_concat", err, sizeof err), REC_ESCRIPT);
+    assert_non_null(strstr(err, "instruction budget exceeded (5000000)"));
+    assert_true(call_int(rt, S, "lib", "count", err, sizeof err) < 4000);
     /* the console path (admin.eval) has the same library */
     int env = 0, nres = 0;
     const char *code = "local s = string.rep('a', 20000) return string.find(s, '.-.-.-b')";
