@@ -13,9 +13,10 @@
  *   their size, other values one step each): string.sub, upper, lower,
  *   reverse, byte, char, pack, unpack, table.unpack.
  *
- * Behaviour, results and error messages are those of Lua 5.4's library;
- * tests/unit/test_sandbox.c checks the pattern functions against the stock
- * ones on a table of cases and on random patterns.
+ * Behaviour, results and error messages are those of Lua 5.4's library
+ * (but for table.sort's check of the comparator, and concat's check of the
+ * memory its separators need); tests/unit/sandbox_cases.lua compares them
+ * with the stock ones on a table of cases and on random patterns.
  */
 #include "sandbox.h"
 

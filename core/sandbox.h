@@ -18,11 +18,12 @@
  * - string.sub, upper, lower, reverse, byte, char, pack, unpack,
  *   table.unpack: charged for what they produce;
  * - table.concat, insert, remove, move: charged per element (a move of
- *   2^40 elements fails at once); table.sort: a heap sort (n log n
- *   comparisons whatever the input) charged per comparison, whose result
- *   is checked: a comparator that is not a strict order fails with
- *   "invalid order function for sorting", one that raises leaves the
- *   table a permutation of what it held;
+ *   2^40 elements fails at once); table.sort: a merge sort (a heap sort
+ *   in place for arrays too large for the Lua stack), n log n comparisons
+ *   whatever the input, charged per comparison, whose result is checked:
+ *   a comparator that is not a strict order fails with "invalid order
+ *   function for sorting", one that raises leaves the table a permutation
+ *   of what it held;
  * - utf8.*: charged per byte decoded or skipped.
  *
  * Costs are counted in steps, the unit of the instruction budget: one
