@@ -21,6 +21,7 @@
 
 #include "err.h"
 #include "learn.h"
+#include "sandbox.h"
 #include "value.h"
 #include "vec.h"
 
@@ -28,6 +29,12 @@
 #define BITMAP_MT "recd.bitmap"
 #define ERR_MT "recd.error"
 #define MAX_K 100000
+
+/* Work of one engine call is charged to the budget of the script calling
+ * (sandbox.h) before it starts, in steps of about one Lua instruction:
+ * FLOATS_PER_STEP multiply-adds of a scan, one graph step, one element
+ * built. Without a budget (a plain Lua state) nothing is charged. */
+#define FLOATS_PER_STEP 64
 
 typedef struct ldb {
     rec_engine *e;   /* NULL once closed */
@@ -164,7 +171,8 @@ static uint32_t find_idx(lua_State *L, ldb *d, rec_kind k, int idx,
 /* Pack the value at idx as msgpack into b; raises with the path on error. */
 static void pack_value(lua_State *L, int idx, rec_buf *b, const char *what) {
     char err[256];
-    int rc = rec_mp_pack_lua(L, idx, b, err, sizeof err);
+    /* nothing larger is stored: stop there, whatever the value's shape */
+    int rc = rec_mp_pack_lua_max(L, idx, b, REC_PROPS_MAX, err, sizeof err);
     if (rc) {
         rec_buf_free(b);
         rec_lua_error(L, rc, "%s: %s", what, err);
@@ -436,6 +444,7 @@ static void push_history(lua_State *L, ldb *d, uint32_t user, lua_Integer n) {
     uint32_t len;
     const rec_hentry *h = rec_graph_history(rec_engine_graph(d->e), user, &len);
     lua_Integer count = (lua_Integer)len < n ? (lua_Integer)len : n;
+    rec_sandbox_charge(L, (uint64_t)count * 4);
     lua_createtable(L, (int)count, 0);
     for (lua_Integer i = 0; i < count; i++) {
         const rec_hentry *e = &h[len - 1 - (uint32_t)i];
@@ -671,6 +680,7 @@ static int db_drop_seen(lua_State *L) {
     uint32_t hn = 0;
     if (u != REC_IDX_NONE)
         rec_graph_history(rec_engine_graph(d->e), u, &hn);
+    rec_sandbox_charge(L, (uint64_t)len + hn);
     if (hn == 0 || len == 0) {
         lua_createtable(L, (int)len, 0);
         for (lua_Integer i = 1; i <= len; i++) {
@@ -848,6 +858,7 @@ static void skip_set(qopts *q, uint32_t idx) {
  * stack so an error cannot leak it. [-0, +1, e] */
 static void build_skip(lua_State *L, ldb *d, int t, qopts *q) {
     uint32_t bound = rec_engine_bound(d->e, REC_KIND_ITEM);
+    rec_sandbox_charge(L, (uint64_t)bound / 64 + (q->include_inactive ? bound / 4 : 0));
     q->words = ((size_t)bound + 63) / 64 + 1;
     q->skip = lua_newuserdatauv(L, q->words * sizeof(uint64_t), 0);
     memset(q->skip, 0, q->words * sizeof(uint64_t));
@@ -952,6 +963,7 @@ static lua_Integer check_k(lua_State *L, int idx, lua_Integer def) {
 /* Push hits as {{id=, score=}, ...}. [-0, +1, m] */
 static void push_hits(lua_State *L, ldb *d, rec_kind kind, const rec_hit *h,
                       size_t n) {
+    rec_sandbox_charge(L, n);
     rec_engine_prefetch_keys(d->e, kind, h, n);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
@@ -987,6 +999,7 @@ static const char *default_space(ldb *d, rec_kind k, uint32_t idx) {
 /* Run a space scan and push results. q->skip must be set. */
 static int scan_push(lua_State *L, ldb *d, rec_space *s, rec_kind kind,
                      const float *qv, qopts *q) {
+    rec_sandbox_charge(L, (uint64_t)s->m[kind].count * s->dim / FLOATS_PER_STEP);
     rec_hit *h = hits_alloc(L, q->k);
     int n = rec_space_topk(s, kind, qv, q->cosine, kind == REC_KIND_ITEM ?
                            q->skip : NULL, q->words, (size_t)q->k, h);
@@ -1170,6 +1183,7 @@ static int db_walk(lua_State *L) {
                              "(k 0..%d, steps 0..1e7, restart 0..1, recent 1..10000)",
                              MAX_K);
     parse_qopts(L, t, &q, k, NULL);
+    rec_sandbox_charge(L, (uint64_t)steps * 4); /* a random step misses the cache */
     build_skip(L, d, t, &q);
     uint32_t *seeds = lua_newuserdatauv(L, (size_t)recent * sizeof *seeds +
                                         (size_t)recent * sizeof(float), 0);
@@ -1290,6 +1304,7 @@ static int db_counter_top(lua_State *L) {
     if (ts == 0)
         ts = rec_now();
     build_skip(L, d, t, &q);
+    rec_sandbox_charge(L, c->n / 4);
     rec_hit *h = hits_alloc(L, q.k);
     size_t n = rec_counter_topk(c, ts, q.skip, q.words, (size_t)q.k, h);
     push_hits(L, d, REC_KIND_ITEM, h, n);
@@ -1467,6 +1482,8 @@ static int db_mmr(lua_State *L) {
     lua_Integer total = (lua_Integer)lua_rawlen(L, 2);
     lua_Integer m = total < window ? total : window;
     rec_space *s = rec_engine_space(d->e, sn);
+    rec_sandbox_charge(L, (uint64_t)total +
+                              (s ? (uint64_t)m * (uint64_t)m * s->dim / FLOATS_PER_STEP : 0));
     lua_createtable(L, (int)total, 0);
     int out = lua_gettop(L);
     if (!s || m < 3) {
@@ -1648,6 +1665,13 @@ static int db_ease(lua_State *L) {
     build_skip(L, d, t, &q);
     if (q.exclude_seen && u != REC_IDX_NONE)
         skip_seen(d, u, &q);
+    uint32_t hn = 0;
+    if (u != REC_IDX_NONE)
+        rec_graph_history(rec_engine_graph(d->e), u, &hn);
+    /* a row of weights over the model's items per history item */
+    rec_sandbox_charge(L, (uint64_t)rec_engine_bound(d->e, REC_KIND_ITEM) *
+                              (recent > 0 && recent < hn ? (uint64_t)recent : hn) /
+                              FLOATS_PER_STEP);
     rec_hit *h = hits_alloc(L, q.k);
     int n = rec_learn_ease_topk_recent(d->e, name, u, (uint32_t)recent, (float)decay, q.skip,
                                        q.words, (size_t)q.k, h);
@@ -1669,6 +1693,13 @@ static int db_ials_fold_in(lua_State *L) {
     ldb *d = check_db(L);
     uint32_t u = find_idx(L, d, REC_KIND_USER, 2, 1);
     const char *sn = luaL_optstring(L, 3, "ials");
+    rec_space *fs = rec_engine_space(d->e, sn);
+    if (fs) { /* O(n f^2 + f^3) */
+        uint32_t hn;
+        rec_graph_history(rec_engine_graph(d->e), u, &hn);
+        uint64_t f = fs->dim;
+        rec_sandbox_charge(L, ((uint64_t)hn * f * f + f * f * f) / FLOATS_PER_STEP);
+    }
     int rc = rec_learn_fold_in(d->e, sn, u);
     if (rc == REC_ENOTFOUND) {
         lua_pushboolean(L, 0);
@@ -1690,6 +1721,7 @@ static int db_bitmap(lua_State *L) {
     ldb *d = check_db(L);
     lua_settop(L, 2); /* the bitmap goes above the optional argument */
     uint32_t bound = rec_engine_bound(d->e, REC_KIND_ITEM);
+    rec_sandbox_charge(L, bound / 64);
     size_t words = ((size_t)bound + 63) / 64 + 1;
     lbitmap *b = lua_newuserdatauv(L, sizeof *b + words * sizeof(uint64_t), 1);
     b->words = words;

@@ -35,9 +35,14 @@
  * Finalizers could run script code outside any call (at a collection or
  * at lua_close), so setmetatable refuses metatables that carry __gc.
  *
- * Known limit: a single C library call cannot be interrupted by the hook;
- * memory bounds most of them (string.rep, table.concat), but a
- * pathological string.find pattern can run long between two instructions.
+ * A single C library call cannot be interrupted by the hook: the library
+ * functions whose cost in one call can grow past linear or past the
+ * memory cap are replaced in every environment (and in the string
+ * metatable) by sandbox.c's, which charge their work to the instruction
+ * budget through sb_charge (the deadline is checked there too) and their
+ * large results to the memory caps through sb_reserve; a charge over
+ * budget kills the call as the hook does. Allocations of BIG_ALLOC bytes
+ * or more (a `..` of long strings) are charged by the allocator.
  *
  * Removal: a file that disappeared is unloaded and forgotten (its entry
  * leaves rec_script_count), whether or not it had loaded.
@@ -60,8 +65,10 @@
 #include "err.h"
 #include "hash.h"
 #include "log.h"
+#include "sandbox.h"
 
 #define HOOK_EVERY 10000           /* instructions between two hook calls */
+#define BIG_ALLOC (64u << 10)      /* larger allocations charge the budgets */
 #define MAX_FILE (16u << 20)       /* larger script files are refused */
 #define MAX_NAME 128               /* bytes of a script name */
 #define MSG_MAX 512                /* bytes of a recorded error */
@@ -114,6 +121,7 @@ struct rec_script_rt {
     uint64_t deadline;      /* CLOCK_MONOTONIC ns */
     const script *cur;      /* innermost script running */
     char kill_msg[256];     /* why and where the call was killed */
+    rec_sandbox_budget sb;  /* the budgets, as the bounded library sees them */
 
     int reloading;          /* guards against reentrant reloads */
     rec_script_config config; /* reader of scripts/pipelines.lua */
@@ -159,6 +167,35 @@ static void mem_refuse(rec_script_rt *rt, int whole_vm) {
     rt->mem_refused = 1;
 }
 
+static void hook(lua_State *L, lua_Debug *ar);
+
+/* Large allocations are work of C code the hook cannot see (a `..` of
+ * long strings, a stock library call in a loop): they count toward the
+ * instruction budget (a step per REC_SANDBOX_BYTES_PER_STEP bytes) and
+ * check the deadline. The allocation that goes over kills the call (the
+ * main thread's hook re-arms to raise at the next instruction; lua_sethook
+ * is safe anywhere) and succeeds; the large ones after it are refused
+ * (returns 0: a memory error where they were asked for, in a coroutine
+ * whose hook has not fired yet) until the call ends. */
+static int charge_alloc(rec_script_rt *rt, size_t grow) {
+    if (rt->killed)
+        return 0;
+    rt->instr += grow / REC_SANDBOX_BYTES_PER_STEP;
+    char what[64];
+    if (rt->instr > rt->o.max_instructions)
+        snprintf(what, sizeof what, "instruction budget exceeded (%" PRIu64 ")",
+                 rt->o.max_instructions);
+    else if (mono_ns() > rt->deadline)
+        snprintf(what, sizeof what, "time budget exceeded (%g s)", rt->o.max_seconds);
+    else
+        return 1;
+    rt->killed = 1;
+    snprintf(rt->kill_msg, sizeof rt->kill_msg, "%s/%s.lua: %s",
+             rt->cur ? kind_dir[rt->cur->kind] : "?", rt->cur ? rt->cur->name : "?", what);
+    lua_sethook(rt->L, hook, LUA_MASKCOUNT, 1);
+    return 1;
+}
+
 /* The allocator: when ptr is NULL, osize is a type tag, not a size.
  * Lua retries a refused allocation after an emergency collection: a
  * refusal kills the running call unless the next allocation succeeds (a
@@ -192,6 +229,8 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
                 mem_refuse(rt, !over_call); /* name the tighter cap */
             return NULL;
         }
+        if (grow >= BIG_ALLOC && rt->depth > 0 && !charge_alloc(rt, grow))
+            return NULL;
     }
     void *p = realloc(ptr, nsize);
     if (!p) {
@@ -257,6 +296,73 @@ static void hook(lua_State *L, lua_Debug *ar) {
         lua_sethook(L, hook, LUA_MASKCOUNT, 1);
     lua_pushstring(L, rt->kill_msg); /* may itself fail: an error all the same */
     lua_error(L);
+}
+
+/* Kill the running call from inside a library function: the message names
+ * the innermost Lua line, and the hook of L re-arms to raise at the next
+ * instruction. */
+static const char *kill_from_c(rec_script_rt *rt, lua_State *L, const char *why) {
+    lua_Debug ar;
+    int lvl = 0;
+    while (lua_getstack(L, lvl, &ar) && !(lua_getinfo(L, "Sl", &ar) && ar.currentline > 0))
+        lvl++;
+    if (lua_getstack(L, lvl, &ar) && ar.currentline > 0)
+        snprintf(rt->kill_msg, sizeof rt->kill_msg, "%s:%d: %s", ar.short_src,
+                 ar.currentline, why);
+    else
+        snprintf(rt->kill_msg, sizeof rt->kill_msg, "%s/%s.lua: %s",
+                 rt->cur ? kind_dir[rt->cur->kind] : "?", rt->cur ? rt->cur->name : "?",
+                 why);
+    if (rt->depth > 0) {
+        rt->killed = 1;
+        lua_sethook(L, hook, LUA_MASKCOUNT, 1);
+    }
+    return rt->kill_msg;
+}
+
+/* The bounded library's steps count as instructions of the running call
+ * (with no call running, one library call may take max_instructions). */
+static const char *sb_charge(void *ud, lua_State *L, uint64_t steps, uint64_t call_steps) {
+    rec_script_rt *rt = ud;
+    char what[64];
+    if (rt->killed)
+        return rt->kill_msg;
+    if (rt->depth > 0)
+        rt->instr += steps;
+    if ((rt->depth > 0 ? rt->instr : call_steps) > rt->o.max_instructions) {
+        snprintf(what, sizeof what, "instruction budget exceeded (%" PRIu64 ")",
+                 rt->o.max_instructions);
+        return kill_from_c(rt, L, what);
+    }
+    if (rt->depth > 0 && mono_ns() > rt->deadline) {
+        snprintf(what, sizeof what, "time budget exceeded (%g s)", rt->o.max_seconds);
+        return kill_from_c(rt, L, what);
+    }
+    return NULL;
+}
+
+/* May the running call allocate bytes more under both memory caps? */
+static const char *sb_reserve(void *ud, lua_State *L, size_t bytes) {
+    rec_script_rt *rt = ud;
+    if (rt->killed)
+        return rt->kill_msg;
+    size_t room = rt->used < rt->o.max_memory ? rt->o.max_memory - rt->used : 0;
+    int whole_vm = 1;
+    if (rt->depth > 0) {
+        size_t cap = rt->call_base + rt->o.max_call_memory;
+        size_t call_room = rt->used < cap ? cap - rt->used : 0;
+        if (call_room < room) {
+            room = call_room;
+            whole_vm = 0;
+        }
+    }
+    if (bytes <= room)
+        return NULL;
+    char what[96];
+    snprintf(what, sizeof what, "memory budget exceeded (%zu MiB %s)",
+             (whole_vm ? rt->o.max_memory : rt->o.max_call_memory) >> 20,
+             whole_vm ? "for all scripts" : "per call");
+    return kill_from_c(rt, L, what);
 }
 
 static void budget_begin(rec_script_rt *rt, const script *s, const script **prev) {
@@ -544,6 +650,7 @@ static int init_state(lua_State *L) {
      * alive, it is found, not allocated. */
     lua_pushliteral(L, "error in error handling");
     lua_setfield(L, LUA_REGISTRYINDEX, "recd.errerr");
+    rec_sandbox_set_budget(L, &rt_of(L)->sb);
     /* Requests leave short-lived tables: generational collection frees
      * them young, with shorter pauses than the incremental default. */
     lua_gc(L, LUA_GCGEN, 0, 0);
@@ -552,6 +659,7 @@ static int init_state(lua_State *L) {
         return luaL_error(L, "strings have no metatable");
     lua_getglobal(L, "string");
     copy_table(L, -1, "dump");
+    rec_sandbox_patch(L, -1, "string");
     lua_setfield(L, -3, "__index");
     lua_pop(L, 1);
     lua_pushboolean(L, 0);
@@ -586,6 +694,7 @@ static int build_env(lua_State *L) {
     for (int i = 0; libs[i]; i++) {
         lua_getfield(L, 4, libs[i]);
         copy_table(L, -1, i == 0 ? "dump" : NULL);
+        rec_sandbox_patch(L, -1, libs[i]); /* the bounded library */
         lua_setfield(L, 3, libs[i]);
         lua_pop(L, 1);
     }
@@ -1023,6 +1132,7 @@ int rec_script_new(rec_script_rt **out, const rec_script_opts *o,
     }
     rt->env_fn = env_fn;
     rt->env_ud = env_ud;
+    rt->sb = (rec_sandbox_budget){.charge = sb_charge, .reserve = sb_reserve, .ud = rt};
     const char *dirs[2] = {rt->o.scripts_dir, rt->o.policies_dir};
     for (int k = 0; k < 2; k++) {
         if (dirs[k] && !(rt->dirs[k] = strdup(dirs[k]))) {

@@ -371,10 +371,18 @@ typedef struct pack_ctx {
     lua_Integer path_i[LUA_MAX_DEPTH + 1];
     int cur_key;                          /* same, for the value at hand */
     lua_Integer cur_i;
+    rec_buf *out;
+    size_t limit;                         /* out->len may not pass it */
+    int over;                             /* a write would have passed it */
 } pack_ctx;
 
 static int buf_write(void *data, const char *p, size_t n) {
-    return rec_buf_append(data, p, n) ? -1 : 0;
+    pack_ctx *c = data;
+    if (n > c->limit - c->out->len) {
+        c->over = 1;
+        return -1;
+    }
+    return rec_buf_append(c->out, p, n) ? -1 : 0;
 }
 
 /* Bounded appender for the error message. */
@@ -582,14 +590,22 @@ static int pack_value(pack_ctx *c, int idx) {
 /* [-0, +0, m] */
 int rec_mp_pack_lua(lua_State *L, int idx, rec_buf *out, char *err,
                     size_t errlen) {
+    return rec_mp_pack_lua_max(L, idx, out, SIZE_MAX, err, errlen);
+}
+
+int rec_mp_pack_lua_max(lua_State *L, int idx, rec_buf *out, size_t max, char *err,
+                        size_t errlen) {
     pack_ctx c;
     c.L = L;
+    c.out = out;
+    c.limit = max > SIZE_MAX - out->len ? SIZE_MAX : out->len + max;
+    c.over = 0;
     c.err = err;
     c.errlen = errlen;
     c.depth = 0;
     c.cur_key = 0;
     c.cur_i = 0;
-    msgpack_packer_init(&c.pk, out, buf_write);
+    msgpack_packer_init(&c.pk, &c, buf_write);
     if (err && errlen)
         err[0] = '\0';
 
@@ -599,8 +615,13 @@ int rec_mp_pack_lua(lua_State *L, int idx, rec_buf *out, char *err,
     lua_settop(L, top);
     if (rc) {
         out->len = len0;
-        if (rc == REC_ENOMEM && err && errlen && err[0] == '\0')
+        if (c.over) {
+            rc = REC_ETOOLARGE;
+            if (err && errlen)
+                snprintf(err, errlen, "larger than %zu bytes of msgpack", max);
+        } else if (rc == REC_ENOMEM && err && errlen && err[0] == '\0') {
             snprintf(err, errlen, "%s", rec_strerror(rc));
+        }
     }
     return rc;
 }

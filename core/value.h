@@ -59,5 +59,11 @@ int rec_mp_push_lua(lua_State *L, const void *data, size_t len,
  * error. Does not raise. [-0, +0, m] */
 int rec_mp_pack_lua(lua_State *L, int idx, rec_buf *out, char *err,
                     size_t errlen);
+/* The same, refusing with REC_ETOOLARGE ("larger than <max> bytes of
+ * msgpack") as soon as the encoding would pass max bytes: its time and
+ * memory are then bounded by max, even for a table that holds the same
+ * subtable many times over (2^depth leaves). [-0, +0, m] */
+int rec_mp_pack_lua_max(lua_State *L, int idx, rec_buf *out, size_t max, char *err,
+                        size_t errlen);
 
 #endif

@@ -773,6 +773,77 @@ static void test_instruction_budget(void **state) {
     rec_script_free(rt);
 }
 
+/* One call into the library is bounded too: the pattern functions, rep,
+ * table.move and sort charge the instruction budget, pcall cannot swallow
+ * the kill, and the message names the line. With the stock library each
+ * of these calls ran to its end (seconds to hours) between two
+ * instructions. */
+static void test_library_budget(void **state) {
+    fx f = *(fx *)*state;
+    put(&f, "scripts/lib.lua",
+        "local M = {}\n"
+        "local s = string.rep('a', 1500)\n"
+        "function M.find() return string.find(s, '.-.-.-b') end\n"
+        "function M.method() return s:match('.-.-.-b') end\n"
+        "function M.gsub() return (s:gsub('.-.-.-b', '')) end\n"
+        "function M.pcall_find()\n"
+        "  for i = 1, 100 do pcall(string.find, s, '.-.-.-b') end\n"
+        "  return 'survived'\n"
+        "end\n"
+        "function M.move() return table.move({}, 1, 1 << 40, 1) end\n"
+        "function M.sort()\n"
+        "  local t = {} for i = 1, 1e5 do t[i] = (i * 7919) % 100003 end\n"
+        "  table.sort(t, function(a, b) return a < b end) return t[1]\n"
+        "end\n"
+        "n = 0\n"
+        "function M.concat()\n"
+        "  local s = string.rep('a', 1 << 18)\n"
+        "  while true do n = n + 1 local t = s .. 'x' end\n"
+        "end\n"
+        "function M.pcall_concat()\n"
+        "  local s = string.rep('a', 1 << 18)\n"
+        "  while true do n = n + 1 pcall(function() local t = s .. 'x' end) end\n"
+        "end\n"
+        "function M.count() return n end\n"
+        "function M.recommend() return 1 end\n"
+        "return M\n");
+    rec_script_opts o;
+    fx_opts(&f, &o);
+    o.max_seconds = 30;
+    o.max_instructions = 5000000;
+    rec_script_rt *rt = open_rt(&o, NULL, NULL);
+    static const char *const fns[] = {"find", "method", "gsub", "pcall_find", "move", "sort",
+                                      "concat"};
+    char err[256];
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        assert_int_equal(call_err(rt, "lib", fns[i], err, sizeof err), REC_ESCRIPT);
+        if (!strstr(err, "instruction budget exceeded (5000000)") ||
+            !strstr(err, "scripts/lib.lua:"))
+            fail_msg("%s: %s", fns[i], err);
+        assert_int_equal(call_int(rt, S, "lib", "recommend", err, sizeof err), 1);
+    }
+    /* a `..` of long strings is work the hook cannot see: its allocations
+     * are charged, 4096 steps for each copy of 256 KiB, so the loop stops
+     * after about 5M / 4096 rounds instead of 5M / 5 */
+    assert_true(call_int(rt, S, "lib", "count", err, sizeof err) < 2000);
+    assert_int_equal(call_err(rt, "lib", "pcall_concat", err, sizeof err), REC_ESCRIPT);
+    assert_non_null(strstr(err, "instruction budget exceeded (5000000)"));
+    assert_true(call_int(rt, S, "lib", "count", err, sizeof err) < 4000);
+    /* the console path (admin.eval) has the same library */
+    int env = 0, nres = 0;
+    const char *code = "local s = string.rep('a', 20000) return string.find(s, '.-.-.-b')";
+    assert_int_equal(rec_script_eval(rt, &env, code, strlen(code), &nres, err, sizeof err),
+                     REC_ESCRIPT);
+    assert_non_null(strstr(err, "instruction budget exceeded"));
+    code = "return ('key=value'):match('^(%w+)=(%w+)$')";
+    assert_int_equal(rec_script_eval(rt, &env, code, strlen(code), &nres, err, sizeof err), 0);
+    assert_int_equal(nres, 2);
+    assert_string_equal(lua_tostring(rec_script_lua(rt), -1), "value");
+    lua_pop(rec_script_lua(rt), nres);
+    rec_script_eval_end(rt, env);
+    rec_script_free(rt);
+}
+
 static void test_memory_budget(void **state) {
     fx f = *(fx *)*state;
     put(&f, "scripts/bomb.lua",
@@ -823,7 +894,9 @@ static void test_memory_budget(void **state) {
     static const char *const fns[] = {"tables", "rep", "pcall_concat", "global_bomb"};
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         assert_int_equal(call_err(rt, "bomb", fns[i], err, sizeof err), REC_ESCRIPT);
-        if (!strstr(err, "strategy 'bomb': scripts/bomb.lua: memory budget exceeded (8 MiB per call)"))
+        /* string.rep is refused before it allocates, with the line */
+        if (!strstr(err, "strategy 'bomb': scripts/bomb.lua:") ||
+            !strstr(err, "memory budget exceeded (8 MiB per call)"))
             fail_msg("%s: %s", fns[i], err);
         assert_int_equal(call_int(rt, S, "other", "recommend", err, sizeof err), 9);
         assert_int_equal(call_int(rt, S, "bomb", "recommend", err, sizeof err), 1);
@@ -1095,6 +1168,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_env_tricks, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_time_budget, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_instruction_budget, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_library_budget, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_memory_budget, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_vm_memory_cap, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_deep_recursion, fx_setup, fx_teardown),
