@@ -25,19 +25,24 @@ WARN := -Wall -Wextra -Wpedantic -Wshadow -Wundef -Wwrite-strings \
         -Wcast-align -Wformat=2 -Wvla -Wnull-dereference -Wdouble-promotion \
         -Wno-unused-parameter
 
+# The sanitised build is the test build: it also compiles in the fault
+# injection points (REC_FAULTS, see core/store.h), which the release build
+# does not carry.
 ifneq ($(SANITIZE),)
 BUILD    := build/san
 SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 OPT      := -O1 -g
+TESTDEFS := -DREC_FAULTS
 else
 BUILD    := build/rel
 SANFLAGS :=
+TESTDEFS :=
 endif
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SANFLAGS) -fPIC -MMD -MP \
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(TESTDEFS) -g $(OPT) $(WARN) $(SANFLAGS) -fPIC -MMD -MP \
            -Icore $(PKG_CFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS  += $(PKG_LIBS) -lreadline -lm -lpthread
@@ -55,7 +60,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps test test-unit test-lua bench fuzz run clean install examples
+.PHONY: FORCE all deps test test-unit test-lua bench fuzz run clean install examples
 .DEFAULT_GOAL := all
 
 all: $(DEPS_STAMP) recd $(LUAMOD) examples
@@ -72,7 +77,15 @@ $(DEPS_STAMP): tests/deps.sh
 deps:
 	@sh tests/deps.sh $(DEB_PKGS)
 
-$(BUILD)/core/%.o: core/%.c | $(DEPS_STAMP)
+# Objects and programs are rebuilt when the compiler flags change (a build
+# folder made before a flag was added would otherwise keep its old objects).
+FLAGS_STAMP := $(BUILD)/.cflags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(CC) $(CFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS)' > $@
+FORCE:
+
+$(BUILD)/core/%.o: core/%.c $(FLAGS_STAMP) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -90,11 +103,11 @@ $(LUAMOD): $(LUAMOD_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libuv msgpack lmdb) -lm -lpthread
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIB) | $(DEPS_STAMP)
+$(BUILD)/tests/%: tests/unit/%.c $(LIB) $(FLAGS_STAMP) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
-$(BUILD)/bench/%: tests/bench/%.c $(LIB) | $(DEPS_STAMP)
+$(BUILD)/bench/%: tests/bench/%.c $(LIB) $(FLAGS_STAMP) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/bench -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
@@ -105,7 +118,7 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIB) | $(DEPS_STAMP)
 EXAMPLE_SRC := $(wildcard examples/c/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/c/%.c=$(BUILD)/examples/%)
 
-$(BUILD)/examples/%: examples/c/%.c $(LIB) | $(DEPS_STAMP)
+$(BUILD)/examples/%: examples/c/%.c $(LIB) $(FLAGS_STAMP) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 

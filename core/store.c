@@ -220,6 +220,113 @@ void rec_store_opts_default(rec_store_opts *o) {
     o->map_max = DEFAULT_MAP_MAX;
 }
 
+/* ---- fault injection (test builds only) ----------------------------- */
+
+#ifdef REC_FAULTS
+/* Commits that fail on purpose, so tests can check what a failed commit
+ * does to the layers above. The plan is per process, like the count of
+ * commits it refers to: the ordinal of a rec_store_commit call that
+ * carries writes (an empty batch is not counted), over every store. */
+#define FAULT_MAX_AT 256
+static struct {
+    pthread_mutex_t mu;
+    uint64_t at[FAULT_MAX_AT]; /* ordinals that fail, 1-based */
+    size_t nat;
+    uint64_t every;            /* every K-th fails; 0: none */
+    int code;                  /* REC_EIO, REC_ENOSPACE or REC_EFULL */
+    uint64_t count;            /* commits with writes seen so far */
+} faults = {.mu = PTHREAD_MUTEX_INITIALIZER, .code = REC_EIO};
+static pthread_once_t faults_env_once = PTHREAD_ONCE_INIT;
+static int faults_env_rc;
+
+static int fault_parse_u64(const char **p, uint64_t *out) {
+    const char *s = *p;
+    uint64_t v = 0;
+    if (*s < '1' || *s > '9')
+        return REC_EINVAL;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return REC_EINVAL;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *p = s;
+    *out = v;
+    return 0;
+}
+
+int rec_store_fault_set(const char *spec) {
+    uint64_t at[FAULT_MAX_AT], every = 0;
+    size_t nat = 0;
+    int code = REC_EIO;
+    const char *p = spec ? spec : "";
+    if (*p) {
+        if (strncmp(p, "every=", 6) == 0) {
+            p += 6;
+            if (fault_parse_u64(&p, &every))
+                return REC_EINVAL;
+        } else {
+            for (;;) {
+                if (nat == FAULT_MAX_AT || fault_parse_u64(&p, &at[nat++]))
+                    return REC_EINVAL;
+                if (*p != ',')
+                    break;
+                p++;
+            }
+        }
+        if (*p == ':') {
+            p++;
+            if (strcmp(p, "eio") == 0)
+                code = REC_EIO;
+            else if (strcmp(p, "enospc") == 0)
+                code = REC_ENOSPACE;
+            else if (strcmp(p, "mapfull") == 0)
+                code = REC_EFULL;
+            else
+                return REC_EINVAL;
+            p += strlen(p);
+        }
+        if (*p)
+            return REC_EINVAL;
+    }
+    pthread_mutex_lock(&faults.mu);
+    memcpy(faults.at, at, nat * sizeof *at);
+    faults.nat = nat;
+    faults.every = every;
+    faults.code = code;
+    faults.count = 0;
+    pthread_mutex_unlock(&faults.mu);
+    return 0;
+}
+
+static void faults_from_env(void) {
+    const char *spec = getenv("RECD_FAULT_COMMIT");
+    if (spec)
+        faults_env_rc = rec_store_fault_set(spec);
+}
+
+/* Count one commit with writes; the error it must fail with, or 0. */
+static int fault_next(uint64_t *ordinal) {
+    pthread_mutex_lock(&faults.mu);
+    uint64_t n = ++faults.count;
+    int hit = faults.every && n % faults.every == 0;
+    for (size_t i = 0; i < faults.nat && !hit; i++)
+        hit = faults.at[i] == n;
+    int code = faults.code;
+    pthread_mutex_unlock(&faults.mu);
+    *ordinal = n;
+    return hit ? code : 0;
+}
+
+/* The failure the real cause would give, marked as injected. */
+static int fault_fail(rec_store *s, int code, uint64_t ordinal) {
+    const char *why = code == REC_ENOSPACE ? "the disk is full"
+                      : code == REC_EFULL  ? "map full at map_max"
+                                           : mdb_strerror(EIO);
+    return fail(s, code, "cannot commit in %s: %s (injected: commit %llu, "
+                "RECD_FAULT_COMMIT)", s->dir, why, (unsigned long long)ordinal);
+}
+#endif
+
 /* ---- remapping ------------------------------------------------------- */
 
 static void drop_idle(rec_store *s) {
@@ -508,6 +615,15 @@ int rec_store_open(rec_store **out, const char *dir, const rec_store_opts *o,
             snprintf(errbuf, errlen, "no data folder given");
         return REC_EINVAL;
     }
+#ifdef REC_FAULTS
+    pthread_once(&faults_env_once, faults_from_env);
+    if (faults_env_rc) {
+        if (errbuf && errlen)
+            snprintf(errbuf, errlen, "RECD_FAULT_COMMIT must be N[,N...][:CODE] "
+                     "or every=K[:CODE], CODE eio, enospc or mapfull");
+        return faults_env_rc;
+    }
+#endif
     rec_store_opts def;
     if (!o) {
         rec_store_opts_default(&def);
@@ -1038,6 +1154,12 @@ int rec_store_commit(rec_store *s, rec_batch *b) {
                     s->dir);
     if (b->count == 0)
         return 0;
+#ifdef REC_FAULTS
+    uint64_t ordinal;
+    int injected = fault_next(&ordinal);
+    if (injected) /* as a transaction aborted before its commit */
+        return fault_fail(s, injected, ordinal);
+#endif
     /* Each MDB_MAP_FULL doubles the map (bounded by map_max), so this
      * ends; MDB_MAP_RESIZED retries are counted. */
     for (int adopted = 0;;) {

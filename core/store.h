@@ -149,6 +149,19 @@ size_t rec_store_max_key(void);
  * commit ends the store's cached reader itself. */
 int rec_store_commit(rec_store *s, rec_batch *b);
 
+#ifdef REC_FAULTS
+/* Test builds only (compiled with -DREC_FAULTS): make chosen commits fail.
+ * spec is "N[,N...][:CODE]" (the N-th rec_store_commit calls that carry
+ * writes, counted from 1 over the whole process, fail) or "every=K[:CODE]"
+ * (every K-th fails); CODE is eio (REC_EIO, the default), enospc
+ * (REC_ENOSPACE) or mapfull (REC_EFULL). A failing commit writes nothing.
+ * Setting a plan restarts the count; NULL or "" clears it. REC_EINVAL on a
+ * malformed spec (the plan in force is kept). The first rec_store_open of
+ * the process sets the plan from the environment variable
+ * RECD_FAULT_COMMIT, and fails with REC_EINVAL when it is malformed. */
+int rec_store_fault_set(const char *spec);
+#endif
+
 typedef struct rec_store_stats {
     size_t map_size;   /* current map size, bytes */
     size_t map_max;

@@ -1342,7 +1342,144 @@ static void test_batch_find(void **state) {
     rec_batch_free(b);
 }
 
-int main(void) {
+#ifdef REC_FAULTS
+/* ---- fault injection ------------------------------------------------- */
+
+/* Commit one put of key k; the commit's result. */
+static int commit_key(rec_store *s, const char *k) {
+    rec_batch *b = rec_batch_new();
+    assert_non_null(b);
+    assert_int_equal(rec_batch_put(b, REC_DB_KV, k, strlen(k), "v", 1), 0);
+    int rc = rec_store_commit(s, b);
+    rec_batch_free(b);
+    return rc;
+}
+
+static int has_key(rec_store *s, const char *k) {
+    rec_buf out = REC_BUF_INIT;
+    int rc = rec_store_get(s, REC_DB_KV, k, strlen(k), &out);
+    rec_buf_free(&out);
+    assert_true(rc == 0 || rc == REC_ENOTFOUND);
+    return rc == 0;
+}
+
+/* The listed commits fail with the chosen code and write nothing; the
+ * others, and empty batches (not counted), go through. */
+static void test_fault_listed_commits(void **state) {
+    rec_store_opts o = fast_opts();
+    rec_store *s = open_ok(*state, &o);
+    assert_int_equal(rec_store_fault_set("2,4"), 0);
+    rec_batch *empty = rec_batch_new();
+    assert_int_equal(rec_store_commit(s, empty), 0); /* not counted */
+    rec_batch_free(empty);
+    assert_int_equal(commit_key(s, "c1"), 0);
+    assert_int_equal(commit_key(s, "c2"), REC_EIO);
+    assert_non_null(strstr(rec_store_errmsg(s), "injected: commit 2"));
+    assert_int_equal(commit_key(s, "c3"), 0);
+    assert_int_equal(commit_key(s, "c4"), REC_EIO);
+    assert_int_equal(commit_key(s, "c5"), 0);
+    assert_true(has_key(s, "c1") && has_key(s, "c3") && has_key(s, "c5"));
+    assert_false(has_key(s, "c2"));
+    assert_false(has_key(s, "c4"));
+    rec_store_stats st;
+    assert_int_equal(rec_store_stats_get(s, &st), 0);
+    assert_int_equal(st.commits, 3);
+
+    /* the code named after the colon; a new plan restarts the count */
+    assert_int_equal(rec_store_fault_set("1:enospc"), 0);
+    assert_int_equal(commit_key(s, "d1"), REC_ENOSPACE);
+    assert_int_equal(rec_store_fault_set("1:mapfull"), 0);
+    assert_int_equal(commit_key(s, "d2"), REC_EFULL);
+    assert_int_equal(rec_store_fault_set("1:eio"), 0);
+    assert_int_equal(commit_key(s, "d3"), REC_EIO);
+    assert_false(has_key(s, "d1") || has_key(s, "d2") || has_key(s, "d3"));
+
+    /* every K-th */
+    assert_int_equal(rec_store_fault_set("every=3:enospc"), 0);
+    for (int i = 1; i <= 9; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "e%d", i);
+        assert_int_equal(commit_key(s, k), i % 3 ? 0 : REC_ENOSPACE);
+        assert_int_equal(has_key(s, k), i % 3 != 0);
+    }
+
+    /* cleared: nothing fails */
+    assert_int_equal(rec_store_fault_set(NULL), 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(commit_key(s, "f"), 0);
+    rec_store_free(s);
+}
+
+/* A malformed plan is refused and the plan in force stays. */
+static void test_fault_bad_specs(void **state) {
+    static const char *const bad[] = {
+        "0", "x", "1,", ",1", "1,,2", "-1", "1:", "1:foo", "1:eio:x",
+        "every=", "every=0", "every=x", "every=2,3", "1 ", "every=2:EIO",
+        "99999999999999999999999",
+    };
+    rec_store_opts o = fast_opts();
+    rec_store *s = open_ok(*state, &o);
+    assert_int_equal(rec_store_fault_set("2"), 0);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (rec_store_fault_set(bad[i]) != REC_EINVAL)
+            fail_msg("spec '%s' was accepted", bad[i]);
+    assert_int_equal(rec_store_fault_set(""), 0); /* cleared */
+    assert_int_equal(commit_key(s, "a"), 0);
+    assert_int_equal(commit_key(s, "b"), 0);
+    assert_int_equal(rec_store_fault_set("2"), 0);
+    assert_int_equal(rec_store_fault_set("every=0"), REC_EINVAL);
+    assert_int_equal(commit_key(s, "c"), 0);
+    assert_int_equal(commit_key(s, "d"), REC_EIO); /* "2" still in force */
+    assert_int_equal(rec_store_fault_set(NULL), 0);
+    rec_store_free(s);
+}
+
+/* This program run again with RECD_FAULT_COMMIT set: the first open of
+ * the process reads it. Exit 0 when the commits failed as planned. */
+static int env_child(const char *dir) {
+    rec_store_opts o = fast_opts();
+    rec_store *s = NULL;
+    char err[512];
+    int rc = rec_store_open(&s, dir, &o, err, sizeof err);
+    const char *spec = getenv("RECD_FAULT_COMMIT");
+    if (strcmp(spec, "bogus") == 0)
+        return rc == REC_EINVAL && strstr(err, "RECD_FAULT_COMMIT") ? 0 : 10;
+    if (rc)
+        return 11;
+    int ok = commit_key(s, "x1") == 0 && commit_key(s, "x2") == REC_ENOSPACE &&
+             commit_key(s, "x3") == 0 && !has_key(s, "x2") && has_key(s, "x3");
+    rec_store_free(s);
+    return ok ? 0 : 12;
+}
+
+static int run_env_child(const char *dir, const char *spec) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("RECD_FAULT_COMMIT", spec, 1);
+        execl("/proc/self/exe", "test_store", "--fault-env-child", dir, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void test_fault_env(void **state) {
+    assert_int_equal(run_env_child(*state, "2:enospc"), 0);
+    assert_int_equal(run_env_child(*state, "bogus"), 0);
+}
+#endif
+
+int main(int argc, char **argv) {
+#ifdef REC_FAULTS
+    if (argc == 3 && strcmp(argv[1], "--fault-env-child") == 0)
+        return env_child(argv[2]);
+#else
+    (void)argc;
+    (void)argv;
+#endif
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_find),
@@ -1368,6 +1505,11 @@ int main(void) {
         T(test_commit_while_other_thread_grows),
         T(test_reader_thread_during_growth),
         T(test_read_only_beside_writer_process),
+#ifdef REC_FAULTS
+        T(test_fault_listed_commits),
+        T(test_fault_bad_specs),
+        T(test_fault_env),
+#endif
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
