@@ -724,68 +724,84 @@ static int policies_learn(rec_dispatch *d) {
 }
 
 /* Hand one event to every policy's on_event, in name order. A policy
- * that fails is logged and counted; the event itself is already stored. */
-static void policies_on_event(rec_dispatch *d, uint32_t user, uint32_t item,
-                              const char *type, float w, double ts, uint64_t seq,
-                              const char *rec_id, size_t rlen, const void *ctx,
-                              size_t clen, int has_value, double value) {
+ * that fails is logged and counted; the event itself is already stored.
+ * The policies' kv writes are learned state (rec_engine_learning). */
+static void policies_on_event(rec_dispatch *d, const rec_replay_event *ev) {
     lua_State *L = rec_script_lua(d->rt);
     /* One event table, handed to each policy in turn. */
     lua_createtable(L, 0, 10);
-    int ev = lua_gettop(L);
+    int t = lua_gettop(L);
     size_t kl;
-    const char *k = rec_engine_key(d->e, REC_KIND_USER, user, &kl);
+    const char *k = rec_engine_key(d->e, REC_KIND_USER, ev->user, &kl);
     rec_lua_push_id(L, k, kl);
-    lua_setfield(L, ev, "user");
-    k = rec_engine_key(d->e, REC_KIND_ITEM, item, &kl);
+    lua_setfield(L, t, "user");
+    k = rec_engine_key(d->e, REC_KIND_ITEM, ev->item, &kl);
     rec_lua_push_id(L, k, kl);
-    lua_setfield(L, ev, "item");
-    lua_pushstring(L, type);
-    lua_setfield(L, ev, "type");
-    lua_pushnumber(L, w);
-    lua_setfield(L, ev, "weight");
-    lua_pushnumber(L, ts);
-    lua_setfield(L, ev, "ts");
-    lua_pushinteger(L, (lua_Integer)seq);
-    lua_setfield(L, ev, "seq");
-    if (has_value) {
-        lua_pushnumber(L, value);
-        lua_setfield(L, ev, "value");
+    lua_setfield(L, t, "item");
+    const char *tn = rec_engine_type_name(d->e, ev->type);
+    lua_pushstring(L, tn ? tn : "?");
+    lua_setfield(L, t, "type");
+    lua_pushnumber(L, ev->weight);
+    lua_setfield(L, t, "weight");
+    lua_pushnumber(L, ev->ts);
+    lua_setfield(L, t, "ts");
+    lua_pushinteger(L, (lua_Integer)ev->seq);
+    lua_setfield(L, t, "seq");
+    if (ev->has_value) {
+        lua_pushnumber(L, ev->value);
+        lua_setfield(L, t, "value");
     }
-    if (rlen) {
-        lua_pushlstring(L, rec_id, rlen);
-        lua_setfield(L, ev, "rec_id");
+    if (ev->rlen) {
+        lua_pushlstring(L, ev->rec_id, ev->rlen);
+        lua_setfield(L, t, "rec_id");
     }
     size_t used;
-    if (clen && rec_mp_push_lua(L, ctx, clen, &used) == 0)
-        lua_setfield(L, ev, "context");
+    if (ev->clen && rec_mp_push_lua(L, ev->context, ev->clen, &used) == 0)
+        lua_setfield(L, t, "context");
+    int was = rec_engine_learning(d->e, 1);
     rec_script_info in;
     for (size_t i = 0; i < rec_script_count(d->rt); i++) {
         if (rec_script_info_at(d->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
             !in.loaded || !rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
             continue;
-        lua_pushvalue(L, ev);
+        lua_pushvalue(L, t);
         char err[512];
         if (rec_script_call(d->rt, REC_SCRIPT_POLICY, in.name, "on_event", 1, 0, err,
                             sizeof err))
             REC_WARN("on_event: %s", err);
     }
-    lua_settop(L, ev - 1);
+    rec_engine_learning(d->e, was);
+    lua_settop(L, t - 1);
 }
 
-static int replay_feedback(void *ud, const rec_replay_event *ev) {
+/* What an event teaches, live or replayed: the same function with the same
+ * fields, so a replay after a crash or a failed commit learns what the live
+ * path learned. */
+static int learn_event(void *ud, const rec_replay_event *ev) {
     rec_dispatch *d = ud;
     if (policies_learn(d)) {
-        const char *tn = rec_engine_type_name(d->e, ev->type);
-        policies_on_event(d, ev->user, ev->item, tn ? tn : "?", ev->weight, ev->ts,
-                          ev->seq, NULL, 0, NULL, 0, 0, 0.0);
+        policies_on_event(d, ev);
         return 0;
     }
     return feedback(d->e, ev->user, ev->item, ev->weight, ev->ts);
 }
 
 int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed) {
-    return rec_engine_replay(d->e, replay_feedback, d, replayed);
+    return rec_engine_replay(d->e, learn_event, d, replayed);
+}
+
+int rec_dispatch_catch_up(rec_dispatch *d) {
+    if (!rec_engine_replay_due(d->e))
+        return 0;
+    uint64_t n = 0;
+    int rc = rec_dispatch_replay(d, &n);
+    if (rc)
+        REC_ERROR("replaying the log after checkpoint %llu failed: %s",
+                  (unsigned long long)rec_engine_checkpoint_seq(d->e),
+                  rec_engine_errmsg(d->e));
+    else if (n)
+        REC_INFO("replayed %llu events logged after the last checkpoint", (unsigned long long)n);
+    return rc;
 }
 
 /* Put "params[i]." before the message of a failure about a field. */
@@ -964,21 +980,22 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
         ev.clen = ctx->len;
     }
     rec_event_out out;
-    int rc = rec_engine_event(c->e, &ev, &out);
+    int rc = rec_dispatch_catch_up(c->d);
+    if (!rc)
+        rc = rec_engine_event(c->e, &ev, &out);
     if (rc)
         return engine_fail(c, rc);
     if (ev.rlen)
         attribute(c->d, ev.rec_id, ev.rlen, out.item, t->via.str.ptr, t->via.str.size,
                   ev.ts);
-    if (policies_learn(c->d)) {
-        char tn[64];
-        memcpy(tn, t->via.str.ptr, t->via.str.size);
-        tn[t->via.str.size] = 0;
-        policies_on_event(c->d, out.user, out.item, tn, out.weight, ev.ts, out.seq,
-                          ev.rec_id, ev.rlen, ev.context, ev.clen, ev.has_value, ev.value);
-        return 0;
-    }
-    rc = feedback(c->e, out.user, out.item, out.weight, ev.ts);
+    /* The fields a replay reads back from the log. */
+    rec_replay_event le = {
+        .seq = out.seq, .ts = ev.ts, .user = out.user, .item = out.item,
+        .type = out.type, .weight = out.weight,
+        .has_value = ev.has_value, .value = ev.value,
+        .rec_id = ev.rec_id, .rlen = ev.rlen, .context = ev.context, .clen = ev.clen,
+    };
+    rc = learn_event(c->d, &le);
     return rc ? engine_fail(c, rc) : 0;
 }
 
@@ -1288,8 +1305,12 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
                     .allow_seen = allow_seen, .record = record, .rec_ref = d->rec_ref};
     rec_pl_hit *hits = malloc((size_t)n * sizeof *hits);
     size_t got = 0;
+    /* What policies keep of what they showed (fatigue lists) is learned
+     * state like the impressions counter: written at checkpoints. */
+    int was = rec_engine_learning(c->e, 1);
     rc = hits ? rec_pl_run(d->pl, d->rt, c->e, &r, hits, &got, c->err, c->errlen)
               : REC_ENOMEM;
+    rec_engine_learning(c->e, was);
     free(skip);
     rec_buf_free(&ctx);
     rec_buf_free(&exc);

@@ -353,6 +353,9 @@ static void commit_done(uv_work_t *req, int status) {
         fail_writes(s, rc, m && m[0] ? m : rec_strerror(rc));
         s->waiters = 0;
         s->cur_gen++;
+        /* The state is back at its checkpoint: learn again what the log
+         * holds past it, before anything new. */
+        (void)rec_dispatch_catch_up(s->d);
     } else {
         s->durable_gen = s->staged_gen;
     }
