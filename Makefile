@@ -3,6 +3,7 @@
 #   make                 library, `recd` binary, Lua module, examples/c (build/rel)
 #   make test            every suite under ASan+UBSan (build/san)
 #   make test SANITIZE=  the same suites without sanitizers
+#   make chaos           kill -9 and failed commits under load (tests/chaos)
 #   make bench           benchmarks on the optimised build
 #   make fuzz            libFuzzer targets, 60 s each (tests/fuzz/run.sh)
 #   make run             serve ./data (demo data loaded on first run)
@@ -60,7 +61,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: FORCE all deps test test-unit test-lua bench fuzz run clean install examples
+.PHONY: FORCE all deps test test-unit test-lua bench fuzz run clean install examples chaos
 .DEFAULT_GOAL := all
 
 all: $(DEPS_STAMP) recd $(LUAMOD) examples
@@ -133,6 +134,14 @@ test: $(DEPS_STAMP)
 	@sh tests/run.sh build/$(if $(TEST_SANITIZE),san,rel) $(TEST_SANITIZE)
 
 build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN) $(EXAMPLE_BIN)
+
+# The chaos suite runs the server of the test build, which carries the fault
+# injection points (REC_FAULTS); about a minute.
+CHAOS_BUILD := build/$(if $(TEST_SANITIZE),san,rel)
+chaos: $(DEPS_STAMP)
+	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) $(CHAOS_BUILD)/recd
+	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \
+	    timeout 900 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/chaos
 
 bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
