@@ -1826,6 +1826,10 @@ int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
     rec_rpc_packer(&c.pk, out);
     size_t mark = out->len;
     int rc = methods[method].fn(&c);
+    /* A commit the method made itself (a delete) failed: learn again what
+     * the reloaded state lacks before anything else is served. */
+    if (rec_engine_replay_due(d->e))
+        (void)rec_dispatch_catch_up(d);
     if (rc) {
         out->len = mark;
         if (!errmsg[0])

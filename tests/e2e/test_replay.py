@@ -5,6 +5,7 @@ nothing a policy learned is lost or counted twice. States are compared as
 LMDB holds them after a clean stop (tests/e2e/recd_state.py)."""
 import os
 import shutil
+import time
 
 import pytest
 
@@ -95,6 +96,41 @@ def test_failed_commit_replays_what_the_checkpoint_lacks(make_server, monkeypatc
     logged = [as_sent(e) for e in a["events"]]
     assert logged == [event(i) for i in range(40)] + acked, "the log is not what was acknowledged"
     assert a["checkpoint"][0] == len(logged)
+    assert_same_learning(a, twin_of(make_server, a["events"]))
+
+
+def test_failed_delete_catches_up_before_serving(make_server, monkeypatch, tmp_path):
+    srv = make_server(SHIPPED)
+    with srv.connect() as c:
+        assert c.call("event.add", *[event(i) for i in range(30)]) == 30
+    srv.stop_ok()                               # a checkpoint after event 30
+    # How many commits a start makes (config, on_load) on a copy of the
+    # folder; then one per event.add below, then the delete's: that fails.
+    probe = make_server(SHIPPED, data_dir=tmp_path / "probe")
+    probe.kill()
+    shutil.copy(os.path.join(srv.data_dir, "data.mdb"), os.path.join(probe.data_dir, "data.mdb"))
+    probe.start()
+    with probe.connect() as c:
+        started = -1
+        while started != c.call("sys.info")["store"]["commits"]:
+            started = c.call("sys.info")["store"]["commits"]
+            time.sleep(0.3)
+    probe.stop_ok()
+    monkeypatch.setenv("RECD_FAULT_COMMIT", "%d:eio" % (started + 5))
+    srv.start()
+    with srv.connect() as c:
+        for k in range(30, 70, 10):
+            assert c.call("event.add", *[event(i) for i in range(k, k + 10)]) == 10
+        try:
+            c.call("user.delete", "u3")
+            pytest.skip("this recd is built without fault injection (REC_FAULTS)")
+        except RecdError as e:
+            assert e.name == "io_error", e
+    srv.stop_ok()                               # no event after the failure
+    monkeypatch.delenv("RECD_FAULT_COMMIT")
+    a = recd_state.read(srv.data_dir)
+    assert [as_sent(e) for e in a["events"]] == [event(i) for i in range(70)]
+    assert a["checkpoint"][0] == 70
     assert_same_learning(a, twin_of(make_server, a["events"]))
 
 
