@@ -541,8 +541,12 @@ static int state_load(rec_engine *e) {
                     rec_store_db_name(steps[step ? step - 1 : 0].db), rec_strerror(rc));
     e->nevents = nev;
     e->last_checkpoint = rec_now();
+    /* A forgotten user's rows may have ended the log before the
+     * checkpoint: new events never reuse a sequence it claims. */
+    if (e->next_seq <= e->checkpoint_seq)
+        e->next_seq = e->checkpoint_seq + 1;
     /* Memory holds what the checkpoint holds; the rest waits for replay. */
-    e->learned_seq = e->checkpoint_seq < e->next_seq ? e->checkpoint_seq : e->next_seq - 1;
+    e->learned_seq = e->checkpoint_seq;
     /* Deleted items leave holes in the index range: hide them. */
     for (uint32_t i = 0; i < e->ids[REC_KIND_ITEM].next; i++)
         if (!rec_idmap_alive(&e->ids[REC_KIND_ITEM], i) && (rc = set_inactive(e, i, 1)))

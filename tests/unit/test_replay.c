@@ -390,12 +390,52 @@ static void test_learned_kv_is_not_applied_twice(void **state) {
     rm_tmp(dir);
 }
 
+/* Forgetting the user whose events end the log must not make new events
+ * reuse sequences the checkpoint already claims (they would never be
+ * replayed). */
+static void test_new_events_never_hide_behind_the_checkpoint(void **state) {
+    (void)state;
+    char *dir = mkdir_tmp();
+    rec_engine *e = open_engine(dir, 0);
+    events(e, 0, 6);
+    char uk[REC_ID_MAX], ik[REC_ID_MAX];
+    rec_event ev = {0};
+    ev.user = uk;
+    ev.ulen = (size_t)rec_id_str(uk, "last", 4);
+    ev.item = ik;
+    ev.ilen = (size_t)rec_id_str(ik, "i1", 2);
+    ev.type = "click";
+    ev.tlen = 5;
+    ev.ts = 1790009999;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(rec_engine_event(e, &ev, NULL), 0);
+    assert_int_equal(rec_engine_checkpoint(e), 0);
+    assert_int_equal(rec_engine_checkpoint_seq(e), 9);
+    assert_int_equal(rec_engine_delete(e, REC_KIND_USER, uk, ev.ulen), 0);
+    char *c1 = crash_copy(dir);
+    rec_engine_free(e);
+    e = open_engine(c1, 0);
+    events(e, 6, 9);            /* learned live */
+    assert_int_equal(rec_engine_commit(e), 0);
+    char *c2 = crash_copy(c1);
+    rec_engine_free(e);
+    e = open_engine(c2, 0);
+    uint64_t n = 0;
+    assert_int_equal(rec_engine_replay(e, learn, e, &n), 0);
+    assert_int_equal(n, 3);
+    rec_engine_free(e);
+    rm_tmp(c2);
+    rm_tmp(c1);
+    rm_tmp(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failed_commit_replays_what_the_log_holds),
         cmocka_unit_test(test_checkpoint_after_rollback_claims_no_unlearned_event),
         cmocka_unit_test(test_replay_hands_every_field_and_the_weight_in_force),
         cmocka_unit_test(test_learned_kv_is_not_applied_twice),
+        cmocka_unit_test(test_new_events_never_hide_behind_the_checkpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
