@@ -4,7 +4,8 @@ full disk, a full map: RECD_FAULT_COMMIT, in builds with REC_FAULTS).
 
 Checked at the end, on the data folder (read with mdb_dump):
 - every acknowledged event is in the log, exactly once; no event is there
-  twice; no event answered with an error is there;
+  twice; no event answered with an error is there; every item holds the
+  last acknowledged version of its properties, or a later one sent;
 - the state learned from events (vectors, counters, policy kv, the
   generator and the position of the checkpoint) equals, bit for bit, that
   of a twin server that never failed, fed the same logged events live.
@@ -56,6 +57,8 @@ ROUNDS = [
     # state compared is the one the running server caught up to
     ("4,9,15,22,30:eio", "term"),
 ]
+ITEMS = 150                     # the catalogue, put before any event
+OWN = 10                        # items whose properties each client updates
 TYPES = ["view"] * 10 + ["click"] * 5 + ["add_to_cart", "purchase"] + ["skip"] * 2 + ["dislike"]
 
 
@@ -66,6 +69,7 @@ class Ledger:
         self.lock = threading.Lock()
         self.tokens = itertools.count(1)
         self.acked, self.failed, self.unknown = set(), set(), set()
+        self.put_acked, self.put_sent = {}, {}   # item -> highest version
         self.bad = []           # answers that are neither success nor a commit failure
 
     def next(self):
@@ -75,6 +79,26 @@ class Ledger:
     def mark(self, kind, toks):
         with self.lock:
             getattr(self, kind).update(toks)
+
+    def put(self, table, item, version):
+        with self.lock:
+            d = getattr(self, table)
+            d[item] = max(d.get(item, 0), version)
+
+
+def catalogue(client_no=None):
+    """The items put before any event (in this order), and each client's
+    own items, whose properties it updates with growing versions."""
+    if client_no is not None:
+        return ["p%d_%d" % (client_no, j) for j in range(OWN)]
+    return ["i%d" % i for i in range(ITEMS)] + \
+        [p for k in range(CLIENTS) for p in catalogue(k)]
+
+
+def put_catalogue(c):
+    for k in range(0, len(catalogue()), 50):
+        chunk = [{"id": i, "props": {"v": 0}} for i in catalogue()[k:k + 50]]
+        assert c.call("item.put", *chunk) == len(chunk)
 
 
 def make_event(rng, tok):
@@ -87,11 +111,13 @@ def make_event(rng, tok):
     return ev
 
 
-def client_loop(addr, seed, ledger, stop):
-    """Pipelined event.add (1-6 events each) with a few previews
-    (rec.recommend, record = false: a read) until stopped or cut off."""
+def client_loop(addr, client_no, seed, ledger, stop):
+    """Pipelined event.add (1-6 events each), updates of the client's own
+    items (item.put) and previews (rec.recommend, record = false: a read)
+    until stopped or cut off."""
     rng = random.Random(seed)
     pending = {}
+    own = catalogue(client_no)
     try:
         c = Client(addr, timeout=20)
     except OSError:
@@ -99,10 +125,17 @@ def client_loop(addr, seed, ledger, stop):
     try:
         while not stop.is_set():
             while len(pending) < WINDOW:
-                if rng.random() < 0.1:
+                r = rng.random()
+                if r < 0.1:
                     mid = c.send("rec.recommend", {"user": "u%d" % rng.randrange(40), "n": 5,
                                                    "record": False})
                     pending[mid] = None
+                elif r < 0.2:
+                    item = rng.choice(own)
+                    version = ledger.next()
+                    ledger.put("put_sent", item, version)
+                    mid = c.send("item.put", {"id": item, "props": {"v": version}})
+                    pending[mid] = (item, version)
                 else:
                     batch = [make_event(rng, ledger.next()) for _ in range(rng.randint(1, 6))]
                     mid = c.send("event.add", *batch)
@@ -112,6 +145,11 @@ def client_loop(addr, seed, ledger, stop):
             if toks is None:
                 if err is not None:
                     ledger.bad.append("rec.recommend: %s" % err)
+            elif isinstance(toks, tuple):
+                if err is None:
+                    ledger.put("put_acked", *toks)
+                elif err.name not in ("io_error", "disk_full", "map_full"):
+                    ledger.bad.append("item.put: %s" % err)
             elif err is None:
                 if result != len(toks):
                     ledger.bad.append("event.add answered %r for %d events" % (result, len(toks)))
@@ -125,7 +163,7 @@ def client_loop(addr, seed, ledger, stop):
         pass                    # the server was killed: what is in flight is unknown
     finally:
         for toks in pending.values():
-            if toks:
+            if isinstance(toks, list):
                 ledger.mark("unknown", toks)
         try:
             c.sock.close()
@@ -142,7 +180,7 @@ def run_round(srv, rnd, fault, end, ledger, rng):
         os.environ.pop("RECD_FAULT_COMMIT", None)
     stop = threading.Event()
     threads = [threading.Thread(target=client_loop,
-                                args=(srv.tcp, SEED * 1000 + rnd * 10 + k, ledger, stop))
+                                args=(srv.tcp, k, SEED * 1000 + rnd * 10 + k, ledger, stop))
                for k in range(CLIENTS)]
     for t in threads:
         t.start()
@@ -172,6 +210,10 @@ def test_kill9_and_failed_commits_lose_nothing_and_learn_like_a_twin(tmp_path):
     ledger = Ledger()
     srv = e2e.Server(tmp_path / "data", tmp_path, ARGS)
     injected = 0
+    srv.start()
+    with srv.connect() as c:
+        put_catalogue(c)
+    assert srv.stop() == 0, srv.log()
     for rnd, (fault, end) in enumerate(ROUNDS):
         before = len(ledger.failed)
         run_round(srv, rnd, fault, end, ledger, rng)
@@ -189,17 +231,23 @@ def test_kill9_and_failed_commits_lose_nothing_and_learn_like_a_twin(tmp_path):
     lost = sorted(ledger.acked - counts.keys())
     lied = sorted(ledger.failed & counts.keys())
     print("chaos: %d rounds, %d events acknowledged, %d failed (injected), %d cut off by kills, "
-          "%d in the log" % (len(ROUNDS), len(ledger.acked), len(ledger.failed),
-                             len(ledger.unknown), len(logged)))
+          "%d in the log; %d items updated" % (len(ROUNDS), len(ledger.acked), len(ledger.failed),
+                                               len(ledger.unknown), len(logged),
+                                               len(ledger.put_acked)))
     assert not twice, "events logged twice: %r" % twice[:10]
     assert not lost, "acknowledged events missing from the log: %r" % lost[:10]
     assert not lied, "events answered with an error are in the log: %r" % lied[:10]
     assert set(counts) <= ledger.acked | ledger.unknown
+    for item, version in ledger.put_acked.items():
+        v = a["props"][item]["v"]
+        assert version <= v <= ledger.put_sent[item], \
+            "item %s holds version %d, acknowledged %d" % (item, v, version)
     assert a["checkpoint"][0] == len(logged), "the last checkpoint does not hold the whole log"
 
     twin = e2e.Server(tmp_path / "twin", tmp_path, ARGS)
     twin.start()
     with twin.connect() as c:
+        put_catalogue(c)
         for k in range(0, len(a["events"]), 50):
             chunk = [{f: e[f] for f in ("user", "item", "type", "ts", "value", "rec_id", "context")
                       if f in e} for e in a["events"][k:k + 50]]

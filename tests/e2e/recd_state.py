@@ -70,7 +70,8 @@ def decode_id(key):
 def read(folder):
     """The folder's state: events (log order, with external ids), learned
     vectors {(space, 'item'|'user', id): floats}, counters {(family, id):
-    (value, t)}, kv {key: value}, checkpoint (seq, generator bytes)."""
+    (value, t)}, kv {key: value}, checkpoint (seq, generator bytes), item
+    properties {id: props}."""
     items, users = _ids(folder, "item_keys"), _ids(folder, "user_keys")
     spaces, counters, types, checkpoint = _meta(folder)
     events = []
@@ -92,5 +93,8 @@ def read(folder):
         cnt[(counters[fid], items.get(idx, idx))] = struct.unpack("<dd", v)
     kv = {k: msgpack.unpackb(v, raw=False, strict_map_key=False)
           for k, v in mdb_dump(folder, "kv")}
+    props = {items.get(struct.unpack(">I", k)[0]): msgpack.unpackb(v[1:], raw=False,
+                                                                   strict_map_key=False)
+             for k, v in mdb_dump(folder, "items")}
     return {"events": events, "vectors": vectors, "counters": cnt, "kv": kv,
-            "checkpoint": checkpoint, "items": items, "users": users}
+            "checkpoint": checkpoint, "items": items, "users": users, "props": props}
