@@ -61,7 +61,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: FORCE all deps test test-unit test-lua bench fuzz run clean install examples chaos
+.PHONY: FORCE all deps test test-unit test-lua bench fuzz run clean install examples
 .DEFAULT_GOAL := all
 
 all: $(DEPS_STAMP) recd $(LUAMOD) examples
@@ -138,6 +138,7 @@ build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN) $(EXAMPLE_BIN)
 # The chaos suite runs the server of the test build, which carries the fault
 # injection points (REC_FAULTS); about a minute.
 CHAOS_BUILD := build/$(if $(TEST_SANITIZE),san,rel)
+.PHONY: chaos
 chaos: $(DEPS_STAMP)
 	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) $(CHAOS_BUILD)/recd
 	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \

@@ -724,54 +724,53 @@ static int policies_learn(rec_dispatch *d) {
 }
 
 /* Hand one event to every policy's on_event, in name order. A policy
- * that fails is logged and counted; the event itself is already stored.
- * The policies' kv writes are learned state (rec_engine_learning). */
-static void policies_on_event(rec_dispatch *d, const rec_replay_event *ev) {
+ * that fails is logged and counted; the event itself is already stored. */
+static void policies_on_event(rec_dispatch *d, uint32_t user, uint32_t item,
+                              const char *type, float w, double ts, uint64_t seq,
+                              const char *rec_id, size_t rlen, const void *ctx,
+                              size_t clen, int has_value, double value) {
     lua_State *L = rec_script_lua(d->rt);
     /* One event table, handed to each policy in turn. */
     lua_createtable(L, 0, 10);
-    int t = lua_gettop(L);
+    int ev = lua_gettop(L);
     size_t kl;
-    const char *k = rec_engine_key(d->e, REC_KIND_USER, ev->user, &kl);
+    const char *k = rec_engine_key(d->e, REC_KIND_USER, user, &kl);
     rec_lua_push_id(L, k, kl);
-    lua_setfield(L, t, "user");
-    k = rec_engine_key(d->e, REC_KIND_ITEM, ev->item, &kl);
+    lua_setfield(L, ev, "user");
+    k = rec_engine_key(d->e, REC_KIND_ITEM, item, &kl);
     rec_lua_push_id(L, k, kl);
-    lua_setfield(L, t, "item");
-    const char *tn = rec_engine_type_name(d->e, ev->type);
-    lua_pushstring(L, tn ? tn : "?");
-    lua_setfield(L, t, "type");
-    lua_pushnumber(L, ev->weight);
-    lua_setfield(L, t, "weight");
-    lua_pushnumber(L, ev->ts);
-    lua_setfield(L, t, "ts");
-    lua_pushinteger(L, (lua_Integer)ev->seq);
-    lua_setfield(L, t, "seq");
-    if (ev->has_value) {
-        lua_pushnumber(L, ev->value);
-        lua_setfield(L, t, "value");
+    lua_setfield(L, ev, "item");
+    lua_pushstring(L, type);
+    lua_setfield(L, ev, "type");
+    lua_pushnumber(L, w);
+    lua_setfield(L, ev, "weight");
+    lua_pushnumber(L, ts);
+    lua_setfield(L, ev, "ts");
+    lua_pushinteger(L, (lua_Integer)seq);
+    lua_setfield(L, ev, "seq");
+    if (has_value) {
+        lua_pushnumber(L, value);
+        lua_setfield(L, ev, "value");
     }
-    if (ev->rlen) {
-        lua_pushlstring(L, ev->rec_id, ev->rlen);
-        lua_setfield(L, t, "rec_id");
+    if (rlen) {
+        lua_pushlstring(L, rec_id, rlen);
+        lua_setfield(L, ev, "rec_id");
     }
     size_t used;
-    if (ev->clen && rec_mp_push_lua(L, ev->context, ev->clen, &used) == 0)
-        lua_setfield(L, t, "context");
-    int was = rec_engine_learning(d->e, 1);
+    if (clen && rec_mp_push_lua(L, ctx, clen, &used) == 0)
+        lua_setfield(L, ev, "context");
     rec_script_info in;
     for (size_t i = 0; i < rec_script_count(d->rt); i++) {
         if (rec_script_info_at(d->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
             !in.loaded || !rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
             continue;
-        lua_pushvalue(L, t);
+        lua_pushvalue(L, ev);
         char err[512];
         if (rec_script_call(d->rt, REC_SCRIPT_POLICY, in.name, "on_event", 1, 0, err,
                             sizeof err))
             REC_WARN("on_event: %s", err);
     }
-    rec_engine_learning(d->e, was);
-    lua_settop(L, t - 1);
+    lua_settop(L, ev - 1);
 }
 
 /* What an event teaches, live or replayed: the same function with the same
@@ -780,7 +779,12 @@ static void policies_on_event(rec_dispatch *d, const rec_replay_event *ev) {
 static int learn_event(void *ud, const rec_replay_event *ev) {
     rec_dispatch *d = ud;
     if (policies_learn(d)) {
-        policies_on_event(d, ev);
+        const char *tn = rec_engine_type_name(d->e, ev->type);
+        /* The policies' kv writes are learned state, written at checkpoints. */
+        int was = rec_engine_learning(d->e, 1);
+        policies_on_event(d, ev->user, ev->item, tn ? tn : "?", ev->weight, ev->ts, ev->seq,
+                          ev->rec_id, ev->rlen, ev->context, ev->clen, ev->has_value, ev->value);
+        rec_engine_learning(d->e, was);
         return 0;
     }
     return feedback(d->e, ev->user, ev->item, ev->weight, ev->ts);
