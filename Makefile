@@ -135,15 +135,6 @@ test: $(DEPS_STAMP)
 
 build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN) $(EXAMPLE_BIN)
 
-# The chaos suite runs the server of the test build, which carries the fault
-# injection points (REC_FAULTS); about a minute.
-CHAOS_BUILD := build/$(if $(TEST_SANITIZE),san,rel)
-.PHONY: chaos
-chaos: $(DEPS_STAMP)
-	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) $(CHAOS_BUILD)/recd
-	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \
-	    timeout 900 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/chaos
-
 bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 	@echo "== server (recd bench against redis-benchmark)"
@@ -159,6 +150,15 @@ fuzz: $(DEPS_STAMP)
 
 run: all
 	./recd serve --data ./data --init examples/demo_data.lua
+
+# The chaos suite runs the server of the test build, which carries the fault
+# injection points (REC_FAULTS); about a minute.
+CHAOS_BUILD := build/$(if $(TEST_SANITIZE),san,rel)
+.PHONY: chaos
+chaos: $(DEPS_STAMP)
+	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) $(CHAOS_BUILD)/recd
+	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \
+	    timeout 900 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/chaos
 
 install: all
 	install -d $(DESTDIR)/usr/local/bin $(DESTDIR)/usr/local/lib/lua/5.4
