@@ -3,6 +3,7 @@
 #   make                 library, `recd` binary, Lua module, examples/c (build/rel)
 #   make test            every suite under ASan+UBSan (build/san)
 #   make test SANITIZE=  the same suites without sanitizers
+#   make chaos           kill -9 and failed commits under load (tests/chaos)
 #   make bench           benchmarks on the optimised build
 #   make fuzz            libFuzzer targets, 60 s each (tests/fuzz/run.sh)
 #   make run             serve ./data (demo data loaded on first run)
@@ -14,9 +15,10 @@
 BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
               libmsgpack-dev liblmdb-dev libreadline-dev
 # make test: the suites' tools (cmocka, the Lua interpreter, Python with
-# msgpack and pytest, valgrind, and clang with libFuzzer for the fuzzers).
+# msgpack and pytest, valgrind, clang with libFuzzer for the fuzzers, and
+# mdb_dump, which reads data folders for the replay and chaos suites).
 TEST_PKGS  := libcmocka-dev lua5.4 python3 python3-msgpack python3-pytest \
-              valgrind clang libclang-rt-14-dev
+              valgrind clang libclang-rt-14-dev lmdb-utils
 # make bench: Redis for the server comparison, Python for the pipeline bench.
 BENCH_PKGS := redis-server redis-tools python3 python3-msgpack
 # make fuzz
@@ -164,6 +166,15 @@ fuzz: $(DEPS_STAMP) build/.deps-fuzz
 
 run: all
 	./recd serve --data ./data --init examples/demo_data.lua
+
+# The chaos suite runs the server of the test build, which carries the fault
+# injection points (REC_FAULTS); about a minute.
+CHAOS_BUILD := build/$(if $(TEST_SANITIZE),san,rel)
+.PHONY: chaos
+chaos: $(DEPS_STAMP) build/.deps-test
+	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) $(CHAOS_BUILD)/recd
+	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \
+	    timeout 900 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/chaos
 
 install: all
 	install -d $(DESTDIR)/usr/local/bin $(DESTDIR)/usr/local/lib/lua/5.4

@@ -839,19 +839,39 @@ static void policies_on_event(rec_dispatch *d, uint32_t user, uint32_t item,
     lua_settop(L, ev - 1);
 }
 
-static int replay_feedback(void *ud, const rec_replay_event *ev) {
+/* What an event teaches, live or replayed: the same function with the same
+ * fields, so a replay after a crash or a failed commit learns what the live
+ * path learned. */
+static int learn_event(void *ud, const rec_replay_event *ev) {
     rec_dispatch *d = ud;
     if (policies_learn(d)) {
         const char *tn = rec_engine_type_name(d->e, ev->type);
-        policies_on_event(d, ev->user, ev->item, tn ? tn : "?", ev->weight, ev->ts,
-                          ev->seq, NULL, 0, NULL, 0, 0, 0.0);
+        /* The policies' kv writes are learned state, written at checkpoints. */
+        int was = rec_engine_learning(d->e, 1);
+        policies_on_event(d, ev->user, ev->item, tn ? tn : "?", ev->weight, ev->ts, ev->seq,
+                          ev->rec_id, ev->rlen, ev->context, ev->clen, ev->has_value, ev->value);
+        rec_engine_learning(d->e, was);
         return 0;
     }
     return feedback(d->e, ev->user, ev->item, ev->weight, ev->ts);
 }
 
 int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed) {
-    return rec_engine_replay(d->e, replay_feedback, d, replayed);
+    return rec_engine_replay(d->e, learn_event, d, replayed);
+}
+
+int rec_dispatch_catch_up(rec_dispatch *d) {
+    if (!rec_engine_replay_due(d->e))
+        return 0;
+    uint64_t n = 0;
+    int rc = rec_dispatch_replay(d, &n);
+    if (rc)
+        REC_ERROR("replaying the log after checkpoint %llu failed: %s",
+                  (unsigned long long)rec_engine_checkpoint_seq(d->e),
+                  rec_engine_errmsg(d->e));
+    else if (n)
+        REC_INFO("replayed %llu events logged after the last checkpoint", (unsigned long long)n);
+    return rc;
 }
 
 /* Put "params[i]." before the message of a failure about a field. */
@@ -1069,21 +1089,22 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
         ev.clen = ctx->len;
     }
     rec_event_out out;
-    int rc = rec_engine_event(c->e, &ev, &out);
+    int rc = rec_dispatch_catch_up(c->d);
+    if (!rc)
+        rc = rec_engine_event(c->e, &ev, &out);
     if (rc)
         return engine_fail(c, rc);
     if (ev.rlen)
         attribute(c->d, ev.rec_id, ev.rlen, out.item, t->via.str.ptr, t->via.str.size,
                   ev.ts);
-    if (policies_learn(c->d)) {
-        char tn[64];
-        memcpy(tn, t->via.str.ptr, t->via.str.size);
-        tn[t->via.str.size] = 0;
-        policies_on_event(c->d, out.user, out.item, tn, out.weight, ev.ts, out.seq,
-                          ev.rec_id, ev.rlen, ev.context, ev.clen, ev.has_value, ev.value);
-        return 0;
-    }
-    rc = feedback(c->e, out.user, out.item, out.weight, ev.ts);
+    /* The fields a replay reads back from the log. */
+    rec_replay_event le = {
+        .seq = out.seq, .ts = ev.ts, .user = out.user, .item = out.item,
+        .type = out.type, .weight = out.weight,
+        .has_value = ev.has_value, .value = ev.value,
+        .rec_id = ev.rec_id, .rlen = ev.rlen, .context = ev.context, .clen = ev.clen,
+    };
+    rc = learn_event(c->d, &le);
     return rc ? engine_fail(c, rc) : 0;
 }
 
@@ -1400,8 +1421,12 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
                     .allow_seen = allow_seen, .record = record, .rec_ref = d->rec_ref};
     rec_pl_hit *hits = malloc((size_t)n * sizeof *hits);
     size_t got = 0;
+    /* What policies keep of what they showed (fatigue lists) is learned
+     * state like the impressions counter: written at checkpoints. */
+    int was = rec_engine_learning(c->e, 1);
     rc = hits ? rec_pl_run(d->pl, d->rt, c->e, &r, hits, &got, c->err, c->errlen)
               : REC_ENOMEM;
+    rec_engine_learning(c->e, was);
     free(skip);
     rec_buf_free(&ctx);
     rec_buf_free(&exc);
@@ -1925,6 +1950,10 @@ int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
     rec_rpc_packer(&c.pk, out);
     size_t mark = out->len;
     int rc = methods[method].fn(&c);
+    /* A commit the method made itself (a delete) failed: learn again what
+     * the reloaded state lacks before anything else is served. */
+    if (rec_engine_replay_due(d->e))
+        (void)rec_dispatch_catch_up(d);
     if (rc) {
         out->len = mark;
         if (!errmsg[0])

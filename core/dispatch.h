@@ -60,9 +60,15 @@ int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
 void rec_dispatch_prefetch(rec_dispatch *d, int method,
                            const msgpack_object *params);
 
-/* Re-apply the built-in feedback to the events logged after the engine's
- * last checkpoint (once, after open). */
+/* Learn again, through the same code as a live event.add (the policies'
+ * on_event, or the built-in feedback), the logged events the engine's
+ * learned state does not hold: after open, the events past the last
+ * checkpoint. */
 int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed);
+/* Replay (and log) what rec_engine_replay_due says the learned state is
+ * missing: after a failed commit reloaded it from its checkpoint, before
+ * any new event is learned. event.add calls it itself. */
+int rec_dispatch_catch_up(rec_dispatch *d);
 
 /* Count one finished call and its latency (microseconds). */
 void rec_dispatch_record(rec_dispatch *d, int method, double us, int failed);

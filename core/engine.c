@@ -10,8 +10,10 @@
  *   users     index u32        -> flags u8, msgpack props
  *   vectors   space u16, kind u8, index u32 -> float32[dim], host order
  *   events    sequence u64     -> ts f64, user u32, item u32, type u16,
- *                                  flags u8, [value f64], [rec_id: len u8,
- *                                  bytes], [context msgpack] (host order)
+ *                                  flags u8, [weight f32], [value f64],
+ *                                  [rec_id: len u8, bytes], [context
+ *                                  msgpack] (host order; weight: the type's
+ *                                  weight in force, absent in older rows)
  *   counters  family u16, index u32 -> value f64, t f64 (host order)
  *   meta      "checkpoint"     -> sequence u64, generator state (32 bytes)
  *   kv        key              -> msgpack value
@@ -28,8 +30,13 @@
  * rec_space_touch, counters) is written at checkpoints only, every
  * checkpoint_interval seconds, with the sequence of the last event it
  * includes; after a crash, rec_engine_replay hands the events past that
- * checkpoint back to whoever learns from them. Rows set by callers (imported
- * vectors, properties) are written with every commit.
+ * checkpoint back to whoever learns from them. Policy kv written in
+ * learning mode (rec_engine_learning) is learned state too. After a failed
+ * commit the state is reloaded from the store, which puts it back at the
+ * checkpoint: the events logged since are replayed again before any new
+ * event is learned (learned_seq tracks what memory holds, and only that is
+ * ever written as checkpointed). Rows set by callers (imported vectors,
+ * properties) are written with every commit.
  */
 #include "engine.h"
 
@@ -46,6 +53,22 @@ typedef struct type_info {
     char name[REC_TYPE_NAME_MAX + 1];
     float weight;
 } type_info;
+
+/* Policy kv written in learning mode since the last checkpoint: open
+ * addressing on the key's hash, no removal (a deleted key keeps its slot
+ * with val NULL until the checkpoint empties the table). */
+typedef struct kv_slot {
+    uint64_t h;
+    char *key; /* owned; NULL: empty slot */
+    size_t klen;
+    char *val; /* owned msgpack; NULL: deleted */
+    size_t vlen;
+} kv_slot;
+
+typedef struct kv_overlay {
+    kv_slot *slots;
+    size_t cap, used;
+} kv_overlay;
 
 struct rec_engine {
     rec_store *store;
@@ -68,6 +91,11 @@ struct rec_engine {
     uint64_t next_seq;         /* next event sequence */
     uint64_t nevents;          /* events in the log */
     uint64_t checkpoint_seq;   /* last event the stored learned state holds */
+    uint64_t learned_seq;      /* last event the in-memory learned state
+                                  holds (all before it too) */
+    kv_overlay learned_kv;     /* learned policy kv, written at checkpoints */
+    int learning;              /* kv writes go to learned_kv */
+    rec_rng serve_rng;         /* draws of requests (walks) */
     double last_checkpoint;    /* rec_now() of the last checkpoint */
     rec_buf scratch;
     void *attached;            /* state of core/learn, freed with the engine */
@@ -124,6 +152,81 @@ void rec_engine_opts_default(rec_engine_opts *o) {
 
 /* ---- in-memory state ------------------------------------------------- */
 
+static void kv_overlay_clear(kv_overlay *o) {
+    for (size_t i = 0; i < o->cap; i++) {
+        free(o->slots[i].key);
+        free(o->slots[i].val);
+    }
+    free(o->slots);
+    memset(o, 0, sizeof *o);
+}
+
+/* The slot holding key, or the empty one it would take. */
+static kv_slot *kv_overlay_slot(const kv_overlay *o, const char *k, size_t kl,
+                                uint64_t h) {
+    size_t mask = o->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        kv_slot *s = &o->slots[i];
+        if (!s->key || (s->h == h && s->klen == kl && memcmp(s->key, k, kl) == 0))
+            return s;
+    }
+}
+
+static const kv_slot *kv_overlay_find(const kv_overlay *o, const char *k,
+                                      size_t kl) {
+    if (!o->used)
+        return NULL;
+    const kv_slot *s = kv_overlay_slot(o, k, kl, rec_idmap_hash(k, kl));
+    return s->key ? s : NULL;
+}
+
+/* Set key to v (vl bytes), or mark it deleted when v is NULL. */
+static int kv_overlay_set(kv_overlay *o, const char *k, size_t kl,
+                          const void *v, size_t vl) {
+    if ((o->used + 1) * 2 > o->cap) {
+        size_t n = o->cap ? o->cap * 2 : 64;
+        kv_slot *ns = calloc(n, sizeof *ns);
+        if (!ns)
+            return REC_ENOMEM;
+        kv_overlay old = *o;
+        o->slots = ns;
+        o->cap = n;
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.slots[i].key)
+                *kv_overlay_slot(o, old.slots[i].key, old.slots[i].klen,
+                                 old.slots[i].h) = old.slots[i];
+        free(old.slots);
+    }
+    uint64_t h = rec_idmap_hash(k, kl);
+    kv_slot *s = kv_overlay_slot(o, k, kl, h);
+    char *nv = NULL;
+    if (v && !(nv = malloc(vl ? vl : 1)))
+        return REC_ENOMEM;
+    if (v)
+        memcpy(nv, v, vl);
+    if (!s->key) {
+        if (!(s->key = malloc(kl))) {
+            free(nv);
+            return REC_ENOMEM;
+        }
+        memcpy(s->key, k, kl);
+        s->klen = kl;
+        s->h = h;
+        o->used++;
+    }
+    free(s->val);
+    s->val = nv;
+    s->vlen = v ? vl : 0;
+    return 0;
+}
+
+static int cmp_kv_slot(const void *a, const void *b) {
+    const kv_slot *x = *(const kv_slot *const *)a, *y = *(const kv_slot *const *)b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, n);
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
 static void state_free(rec_engine *e) {
     for (int k = 0; k < 2; k++)
         rec_idmap_close(&e->ids[k]);
@@ -138,6 +241,7 @@ static void state_free(rec_engine *e) {
     e->ncounters = 0;
     e->ntypes = 0;
     rec_graph_close(&e->graph);
+    kv_overlay_clear(&e->learned_kv);
 }
 
 static int set_inactive(rec_engine *e, uint32_t idx, int inactive) {
@@ -305,6 +409,7 @@ static int load_counters(void *ud, rec_val k, rec_val v) {
 #define EV_HAS_VALUE 1
 #define EV_HAS_REC 2
 #define EV_HAS_CONTEXT 4
+#define EV_HAS_WEIGHT 8
 
 typedef struct ev_head {
     double ts;
@@ -325,19 +430,76 @@ static int ev_decode(const void *p, size_t n, ev_head *h) {
     return 0;
 }
 
+/* A whole event record; views into the record's bytes. */
+typedef struct ev_rec {
+    ev_head h;
+    int has_weight;
+    float weight;
+    int has_value;
+    double value;
+    const char *rec_id;
+    size_t rlen;
+    const void *context;
+    size_t clen;
+} ev_rec;
+
+static int ev_parse(const void *p, size_t n, ev_rec *r) {
+    memset(r, 0, sizeof *r);
+    if (ev_decode(p, n, &r->h))
+        return REC_ECORRUPT;
+    const char *c = p;
+    size_t off = EV_HEAD;
+    if (r->h.flags & EV_HAS_WEIGHT) {
+        if (n - off < 4)
+            return REC_ECORRUPT;
+        memcpy(&r->weight, c + off, 4);
+        r->has_weight = 1;
+        off += 4;
+    }
+    if (r->h.flags & EV_HAS_VALUE) {
+        if (n - off < 8)
+            return REC_ECORRUPT;
+        memcpy(&r->value, c + off, 8);
+        r->has_value = 1;
+        off += 8;
+    }
+    if (r->h.flags & EV_HAS_REC) {
+        if (n - off < 1 || n - off - 1 < (unsigned char)c[off])
+            return REC_ECORRUPT;
+        r->rlen = (unsigned char)c[off];
+        r->rec_id = c + off + 1;
+        off += 1 + r->rlen;
+    }
+    if (r->h.flags & EV_HAS_CONTEXT) {
+        r->context = c + off;
+        r->clen = n - off;
+    } else if (off != n) {
+        return REC_ECORRUPT;
+    }
+    return 0;
+}
+
+/* The weight an event was learned with: the one logged with it, or for
+ * rows of older versions, which did not log it, the type's weight now. */
+static float ev_weight(const rec_engine *e, const ev_rec *r) {
+    if (r->has_weight)
+        return r->weight;
+    return r->h.type < e->ntypes ? e->types[r->h.type].weight : 0.0f;
+}
+
 /* Rebuild histories and the graph from the log, in arrival order. */
 static int load_event(void *ud, rec_val k, rec_val v) {
     rec_engine *e = ud;
-    ev_head h;
-    if (k.len != 8 || ev_decode(v.data, v.len, &h))
+    ev_rec r;
+    if (k.len != 8 || ev_parse(v.data, v.len, &r))
         return REC_ECORRUPT;
     uint64_t seq = rec_get_be64(k.data);
     e->next_seq = seq + 1;
-    if (!rec_idmap_alive(&e->ids[REC_KIND_USER], h.user) ||
-        !rec_idmap_alive(&e->ids[REC_KIND_ITEM], h.item))
+    if (!rec_idmap_alive(&e->ids[REC_KIND_USER], r.h.user) ||
+        !rec_idmap_alive(&e->ids[REC_KIND_ITEM], r.h.item))
         return 0; /* the item was deleted since */
-    float w = h.type < e->ntypes ? e->types[h.type].weight : 0.0f;
-    return rec_graph_add(&e->graph, h.user, h.item, h.ts, w, h.type, seq);
+    return rec_graph_add(&e->graph, r.h.user, r.h.item, r.h.ts, ev_weight(e, &r),
+                         r.h.type, seq);
 }
 
 static int intern_type(rec_engine *e, const char *t, size_t n, uint16_t *id,
@@ -382,6 +544,12 @@ static int state_load(rec_engine *e) {
                     rec_store_db_name(steps[step ? step - 1 : 0].db), rec_strerror(rc));
     e->nevents = nev;
     e->last_checkpoint = rec_now();
+    /* A forgotten user's rows may have ended the log before the
+     * checkpoint: new events never reuse a sequence it claims. */
+    if (e->next_seq <= e->checkpoint_seq)
+        e->next_seq = e->checkpoint_seq + 1;
+    /* Memory holds what the checkpoint holds; the rest waits for replay. */
+    e->learned_seq = e->checkpoint_seq;
     /* Deleted items leave holes in the index range: hide them. */
     for (uint32_t i = 0; i < e->ids[REC_KIND_ITEM].next; i++)
         if (!rec_idmap_alive(&e->ids[REC_KIND_ITEM], i) && (rc = set_inactive(e, i, 1)))
@@ -418,6 +586,7 @@ int rec_engine_open(rec_engine **out, const char *dir,
         free(e);
         return rc;
     }
+    rec_rng_seed(&e->serve_rng, e->opts.seed ^ 0x5e7e5e7e5e7e5e7eull);
     e->batch = rec_batch_new();
     if (!e->batch) {
         rec_store_free(e->store);
@@ -526,8 +695,29 @@ static int flush_spaces(rec_engine *e, int checkpoint) {
                 return rc;
         }
     }
+    if (e->learned_kv.used) {
+        /* In key order, like the rows above. */
+        kv_overlay *o = &e->learned_kv;
+        kv_slot **list = malloc(o->used * sizeof *list);
+        if (!list)
+            return REC_ENOMEM;
+        size_t n = 0;
+        for (size_t i = 0; i < o->cap; i++)
+            if (o->slots[i].key)
+                list[n++] = &o->slots[i];
+        qsort(list, n, sizeof *list, cmp_kv_slot);
+        int rc = 0;
+        for (size_t i = 0; i < n && !rc; i++)
+            rc = list[i]->val ? rec_batch_put(e->batch, REC_DB_KV, list[i]->key,
+                                              list[i]->klen, list[i]->val, list[i]->vlen)
+                              : rec_batch_del(e->batch, REC_DB_KV, list[i]->key,
+                                              list[i]->klen);
+        free(list);
+        if (rc)
+            return rc;
+    }
     unsigned char cp[8 + sizeof e->rng.s];
-    rec_be64(cp, e->next_seq - 1);
+    rec_be64(cp, e->learned_seq);
     memcpy(cp + 8, e->rng.s, sizeof e->rng.s);
     return rec_batch_put(e->batch, REC_DB_META, "checkpoint", 10, cp, sizeof cp);
 }
@@ -539,7 +729,7 @@ static int learned_pending(const rec_engine *e) {
     for (size_t i = 0; i < e->ncounters; i++)
         if (e->counters[i]->ndirty)
             return 1;
-    return e->checkpoint_seq + 1 < e->next_seq;
+    return e->learned_kv.used || e->checkpoint_seq < e->learned_seq;
 }
 
 static void clean_all(rec_engine *e, int checkpoint) {
@@ -554,7 +744,8 @@ static void clean_all(rec_engine *e, int checkpoint) {
     if (checkpoint) {
         for (size_t i = 0; i < e->ncounters; i++)
             rec_counter_clean(e->counters[i]);
-        e->checkpoint_seq = e->next_seq - 1;
+        kv_overlay_clear(&e->learned_kv);
+        e->checkpoint_seq = e->learned_seq;
         e->last_checkpoint = rec_now();
     }
 }
@@ -1192,8 +1383,8 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
 
     rec_buf *b = &e->scratch;
     rec_buf_clear(b);
-    unsigned char head[EV_HEAD + 8 + 1];
-    uint8_t flags = (uint8_t)((ev->has_value ? EV_HAS_VALUE : 0) |
+    unsigned char head[EV_HEAD + 4 + 8 + 1];
+    uint8_t flags = (uint8_t)(EV_HAS_WEIGHT | (ev->has_value ? EV_HAS_VALUE : 0) |
                               (ev->rlen ? EV_HAS_REC : 0) |
                               (ev->clen ? EV_HAS_CONTEXT : 0));
     memcpy(head, &ts, 8);
@@ -1202,6 +1393,10 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
     memcpy(head + 16, &type, 2);
     head[18] = flags;
     size_t hl = EV_HEAD;
+    /* The weight in force is logged: a replay learns what the live path
+     * learned even when the type's weight changed since. */
+    memcpy(head + hl, &w, 4);
+    hl += 4;
     if (ev->has_value) {
         memcpy(head + hl, &ev->value, 8);
         hl += 8;
@@ -1219,58 +1414,113 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
         return fail(e, rc, "out of memory");
     e->next_seq++;
     e->nevents++;
+    /* Its learning follows at once (the caller's); with events waiting for
+     * replay, it waits behind them. */
+    if (e->learned_seq + 1 == s)
+        e->learned_seq = s;
     if (out) {
         out->seq = s;
         out->weight = w;
         out->user = user;
         out->item = item;
+        out->type = type;
     }
     return 0;
 }
 
 uint64_t rec_engine_events(const rec_engine *e) { return e->nevents; }
 
+/* Events are read from the log in chunks of REPLAY_CHUNK, copied, and
+ * handed on with no read transaction open: the learners may read and
+ * write the store, and a long replay pins no old pages. */
+#define REPLAY_CHUNK 1024
+
 typedef struct replay_ctx {
     rec_engine *e;
-    rec_replay_fn fn;
-    void *ud;
-    uint64_t n;
+    rec_buf recs;   /* copied records: seq u64, len u32, bytes */
+    size_t n;       /* records in recs */
+    int more;       /* the chunk filled up: the log goes on */
 } replay_ctx;
 
-static int replay_one(void *ud, rec_val k, rec_val v) {
+static int replay_copy(void *ud, rec_val k, rec_val v) {
     replay_ctx *c = ud;
-    ev_head h;
-    if (k.len != 8 || ev_decode(v.data, v.len, &h))
+    if (k.len != 8)
         return REC_ECORRUPT;
+    if (c->n == REPLAY_CHUNK) {
+        c->more = 1;
+        return 1;
+    }
     uint64_t seq = rec_get_be64(k.data);
-    if (seq <= c->e->checkpoint_seq)
-        return 0;
-    if (!rec_idmap_alive(&c->e->ids[REC_KIND_USER], h.user) ||
-        !rec_idmap_alive(&c->e->ids[REC_KIND_ITEM], h.item))
-        return 0;
-    rec_replay_event re = {
-        .seq = seq, .ts = h.ts, .user = h.user, .item = h.item, .type = h.type,
-        .weight = h.type < c->e->ntypes ? c->e->types[h.type].weight : 0.0f,
-    };
+    uint32_t len = (uint32_t)v.len;
+    int rc;
+    if ((rc = rec_buf_append(&c->recs, &seq, 8)) ||
+        (rc = rec_buf_append(&c->recs, &len, 4)) ||
+        (rc = rec_buf_append(&c->recs, v.data, v.len)))
+        return rc;
     c->n++;
-    return c->fn(c->ud, &re);
+    return 0;
+}
+
+int rec_engine_replay_due(const rec_engine *e) {
+    return e->learned_seq + 1 < e->next_seq;
 }
 
 int rec_engine_replay(rec_engine *e, rec_replay_fn fn, void *ud,
                       uint64_t *replayed) {
-    replay_ctx c = {e, fn, ud, 0};
+    replay_ctx c = {e, REC_BUF_INIT, 0, 1};
+    uint64_t n = 0;
+    int rc = 0;
     if (replayed)
         *replayed = 0;
-    if (e->checkpoint_seq + 1 >= e->next_seq)
-        return 0;
-    rec_rtxn *t;
-    int rc = rec_store_read_begin(e->store, &t);
-    if (rc)
-        return fail(e, rc, "%s", rec_store_errmsg(e->store));
-    rc = rec_rtxn_scan(t, REC_DB_EVENTS, NULL, 0, 0, replay_one, &c);
-    rec_store_read_end(t);
+    while (!rc && c.more && rec_engine_replay_due(e)) {
+        rec_rtxn *t;
+        if ((rc = rec_store_read_begin(e->store, &t))) {
+            rc = fail(e, rc, "%s", rec_store_errmsg(e->store));
+            break;
+        }
+        unsigned char from[8];
+        rec_be64(from, e->learned_seq + 1);
+        rec_buf_clear(&c.recs);
+        c.n = 0;
+        c.more = 0;
+        rc = rec_rtxn_scan_from(t, REC_DB_EVENTS, from, 8, replay_copy, &c);
+        rec_store_read_end(t);
+        for (size_t off = 0, i = 0; i < c.n && !rc; i++) {
+            uint64_t seq;
+            uint32_t len;
+            memcpy(&seq, c.recs.data + off, 8);
+            memcpy(&len, c.recs.data + off + 8, 4);
+            const char *p = c.recs.data + off + 12;
+            off += 12 + len;
+            ev_rec r;
+            if (ev_parse(p, len, &r)) {
+                rc = fail(e, REC_ECORRUPT, "event %llu of the log is corrupt",
+                          (unsigned long long)seq);
+                break;
+            }
+            e->learned_seq = seq;
+            if (!rec_idmap_alive(&e->ids[REC_KIND_USER], r.h.user) ||
+                !rec_idmap_alive(&e->ids[REC_KIND_ITEM], r.h.item))
+                continue;
+            rec_replay_event re = {
+                .seq = seq, .ts = r.h.ts, .user = r.h.user, .item = r.h.item,
+                .type = r.h.type, .weight = ev_weight(e, &r),
+                .has_value = r.has_value, .value = r.value,
+                .rec_id = r.rec_id, .rlen = r.rlen,
+                .context = r.context, .clen = r.clen,
+            };
+            n++;
+            rc = fn(ud, &re);
+        }
+    }
+    /* Events past the last stored one (pending, not committed) were
+     * learned live or wait for a later replay. */
+    if (!rc && !c.more && rec_engine_replay_due(e) && !rec_batch_count(e->batch) &&
+        !e->inflight)
+        e->learned_seq = e->next_seq - 1;
+    rec_buf_free(&c.recs);
     if (replayed)
-        *replayed = c.n;
+        *replayed = n;
     return rc;
 }
 
@@ -1353,6 +1603,13 @@ void rec_engine_attach(rec_engine *e, void *p, void (*free_fn)(void *)) {
     e->attached_free = free_fn;
 }
 rec_rng *rec_engine_rng(rec_engine *e) { return &e->rng; }
+rec_rng *rec_engine_serve_rng(rec_engine *e) { return &e->serve_rng; }
+
+int rec_engine_learning(rec_engine *e, int on) {
+    int was = e->learning;
+    e->learning = on != 0;
+    return was;
+}
 rec_store *rec_engine_store(rec_engine *e) { return e->store; }
 
 static int kv_key_ok(rec_engine *e, size_t kl) {
@@ -1370,13 +1627,22 @@ int rec_engine_kv_put(rec_engine *e, const char *k, size_t kl, const void *v,
         return fail(e, REC_EREADONLY, "the data folder is open read-only");
     if (vl == 0 || vl > REC_PROPS_MAX)
         return fail(e, REC_ETOOLARGE, "kv values are 1..%u bytes", REC_PROPS_MAX);
-    return rec_batch_put(e->batch, REC_DB_KV, k, kl, v, vl);
+    if (e->learning)
+        return kv_overlay_set(&e->learned_kv, k, kl, v, vl);
+    if ((rc = rec_batch_put(e->batch, REC_DB_KV, k, kl, v, vl)))
+        return rc;
+    /* The learned copy is read first: it must not hide this write. */
+    return kv_overlay_find(&e->learned_kv, k, kl)
+               ? kv_overlay_set(&e->learned_kv, k, kl, v, vl) : 0;
 }
 
 int rec_engine_kv_get(rec_engine *e, const char *k, size_t kl, rec_buf *out) {
     int rc = kv_key_ok(e, kl);
     if (rc)
         return rc;
+    const kv_slot *ls = kv_overlay_find(&e->learned_kv, k, kl);
+    if (ls)
+        return ls->val ? rec_buf_set(out, ls->val, ls->vlen) : REC_ENOTFOUND;
     rec_val pv;
     rc = batch_lookup(e, REC_DB_KV, k, kl, &pv);
     if (rc == 0)
@@ -1423,5 +1689,10 @@ int rec_engine_kv_del(rec_engine *e, const char *k, size_t kl) {
         return rc;
     if (rec_store_read_only(e->store))
         return fail(e, REC_EREADONLY, "the data folder is open read-only");
-    return rec_batch_del(e->batch, REC_DB_KV, k, kl);
+    if (e->learning)
+        return kv_overlay_set(&e->learned_kv, k, kl, NULL, 0);
+    if ((rc = rec_batch_del(e->batch, REC_DB_KV, k, kl)))
+        return rc;
+    return kv_overlay_find(&e->learned_kv, k, kl)
+               ? kv_overlay_set(&e->learned_kv, k, kl, NULL, 0) : 0;
 }

@@ -126,8 +126,9 @@ typedef struct rec_event {
 /* What rec_engine_event did. */
 typedef struct rec_event_out {
     uint64_t seq;        /* position in the log */
-    float weight;        /* the type's weight */
+    float weight;        /* the type's weight (logged with the event) */
     uint32_t user, item; /* indexes (created when new) */
+    uint16_t type;       /* the type's id (rec_engine_type_name) */
 } rec_event_out;
 
 /* Append the event to the log and update the graph. out may be NULL. */
@@ -193,27 +194,56 @@ int rec_engine_kv_del(rec_engine *e, const char *k, size_t kl);
 int rec_engine_rec_put(rec_engine *e, uint64_t rec_id, uint32_t user,
                        const void *v, size_t vl);
 
-/* One event of the log handed back by rec_engine_replay. */
+/* One event of the log, with every field the live path had: what the
+ * event learners (the server's policies) get, live or replayed. The views
+ * are borrowed for the duration of the callback. */
 typedef struct rec_replay_event {
     uint64_t seq;
     double ts;
     uint32_t user, item;
     uint16_t type;
-    float weight;
+    float weight;        /* the type's weight when the event was logged */
+    int has_value;
+    double value;
+    const char *rec_id;  /* NULL when none */
+    size_t rlen;
+    const void *context; /* msgpack bytes, NULL when none */
+    size_t clen;
 } rec_replay_event;
 
 /* Return nonzero (a negative REC_E*) to stop the replay with that error. */
 typedef int (*rec_replay_fn)(void *ud, const rec_replay_event *ev);
 
-/* Hand every event after the last checkpoint to fn, in log order, so the
- * owner of the learning policies re-applies them: after a crash the
- * learned state becomes what it would have been. The generator state is
- * restored from the checkpoint, so deterministic policies reproduce it
- * exactly. Call once after open. *replayed (may be NULL) gets the count.
- * O(events in the log). */
+/* Hand every logged event the in-memory learned state does not hold yet
+ * (those after the checkpoint it was loaded from) to fn, in log order, so
+ * the owner of the learning policies re-applies them: after a crash or a
+ * failed commit the learned state becomes what it would have been. The
+ * generator state is restored from the checkpoint, so deterministic
+ * policies reproduce it exactly. The log is read in chunks (no read
+ * transaction is open while fn runs). Call it whenever
+ * rec_engine_replay_due says so, before the learning of any new event.
+ * *replayed (may be NULL) gets the count. O(events replayed). */
 int rec_engine_replay(rec_engine *e, rec_replay_fn fn, void *ud,
                       uint64_t *replayed);
+/* Nonzero when logged events are not in the learned state: after open
+ * (events past the checkpoint) and after a failed commit reloaded the
+ * state from the store. */
+int rec_engine_replay_due(const rec_engine *e);
 uint64_t rec_engine_checkpoint_seq(const rec_engine *e);
+
+/* Learning mode: while on, rec_engine_kv_put and kv_del write policy
+ * state that is learned (from events, or from what was shown): it stays in
+ * memory and is written at checkpoints with the vectors and counters, so a
+ * replay of the events after a checkpoint rebuilds it exactly instead of
+ * applying them twice. A write made outside learning mode is written with
+ * the next commit (and updates the learned copy of its key, if any).
+ * Returns the previous mode. */
+int rec_engine_learning(rec_engine *e, int on);
+
+/* A generator for requests (random walks): never the one learning draws
+ * from, so requests served between events do not change what a replay
+ * reproduces. Not persisted. */
+rec_rng *rec_engine_serve_rng(rec_engine *e);
 
 /* Commit, writing learned state too (a checkpoint). */
 int rec_engine_checkpoint(rec_engine *e);

@@ -1216,7 +1216,7 @@ static int db_walk(lua_State *L) {
     lua_pop(L, 1);
     rec_hit *hits = hits_alloc(L, q.k);
     size_t n = rec_graph_walk(rec_engine_graph(d->e), seeds, sw, ns,
-                              (uint32_t)steps, restart, rec_engine_rng(d->e),
+                              (uint32_t)steps, restart, rec_engine_serve_rng(d->e),
                               q.skip, q.words, (size_t)q.k, hits);
     push_hits(L, d, REC_KIND_ITEM, hits, n);
     return 1;

@@ -36,6 +36,7 @@ static void usage(FILE *f) {
             "             [--config FILE] [--auth-token FILE] [--insecure]\n"
             "             [--max-message BYTES] [--max-connections N]\n"
             "             [--map-max BYTES] [--write-timeout SECONDS]\n"
+            "             [--checkpoint-interval SECONDS]   (learned state; 10)\n"
             "             [--log-level debug|info|warn|error]\n"
             "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"
             "             [--init FILE]   (a Lua file run with the engine as `db`)\n"
@@ -168,6 +169,14 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
             return -1;
         }
         c->o.write_timeout = t;
+    } else if (!strcmp(name, "checkpoint-interval") || !strcmp(name, "checkpoint_interval")) {
+        char *end;
+        double t = strtod(val, &end);
+        if (*end || !(t >= 0.01 && t <= 86400)) {
+            fprintf(stderr, "recd: --checkpoint-interval must be 0.01..86400 seconds\n");
+            return -1;
+        }
+        c->o.engine.checkpoint_interval = t;
     } else if (!strcmp(name, "log-level") || !strcmp(name, "log_level")) {
         int l = rec_log_parse(val);
         if (l < 0) {

@@ -399,6 +399,9 @@ static void commit_done(uv_work_t *req, int status) {
         s->rollbacks = rec_engine_rollbacks(s->e);
         s->waiters = 0;
         s->cur_gen++;
+        /* The state is back at its checkpoint: learn again what the log
+         * holds past it, before anything new. */
+        (void)rec_dispatch_catch_up(s->d);
     } else {
         s->durable_gen = s->staged_gen;
     }

@@ -823,6 +823,34 @@ int rec_rtxn_scan(rec_rtxn *t, rec_dbi db, const void *prefix, size_t plen,
     return 0;
 }
 
+int rec_rtxn_scan_from(rec_rtxn *t, rec_dbi db, const void *from, size_t flen,
+                       rec_scan_cb cb, void *ud) {
+    if (!valid_db(db) || !cb || !from || flen == 0)
+        return REC_EINVAL;
+    if (flen > MAX_KEY)
+        return REC_ETOOLARGE;
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c);
+    if (rc)
+        return fail_mdb(t->s, rc, "cannot open a cursor");
+    MDB_val k = mval(from, flen), v;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0) {
+        rec_val key = {k.mv_data, k.mv_size};
+        rec_val val = {v.mv_data, v.mv_size};
+        int r = cb(ud, key, val);
+        if (r) {
+            mdb_cursor_close(c);
+            return r > 0 ? 0 : r;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        return fail_mdb(t->s, rc, "scan failed");
+    return 0;
+}
+
 int rec_rtxn_count(rec_rtxn *t, rec_dbi db, size_t *out) {
     if (!valid_db(db))
         return REC_EINVAL;

@@ -94,6 +94,11 @@ typedef int (*rec_scan_cb)(void *ud, rec_val key, rec_val val);
 int rec_rtxn_scan(rec_rtxn *t, rec_dbi db, const void *prefix, size_t plen,
                   int reverse, rec_scan_cb cb, void *ud);
 
+/* Visit every key from `from` (inclusive) to the last, in key order; the
+ * callback's answer as for rec_rtxn_scan. */
+int rec_rtxn_scan_from(rec_rtxn *t, rec_dbi db, const void *from, size_t flen,
+                       rec_scan_cb cb, void *ud);
+
 /* Entries in a database. */
 int rec_rtxn_count(rec_rtxn *t, rec_dbi db, size_t *out);
 
