@@ -1753,6 +1753,11 @@ static int m_model_train(call_ctx *c) {
                : 0;
 }
 
+/* Bytes of msgpack that admin.eval's results may take together: the
+ * encoding stops there, so a table that holds one subtable many times over
+ * (2^depth leaves) costs no more than this. */
+#define EVAL_RESULT_MAX (4u << 20)
+
 /* Pack admin.eval's results (the values after the call context at 1) as
  * one array: each as msgpack when it can be, else as its tostring, which
  * may run a script's __tostring, so this runs protected and budgeted.
@@ -1762,9 +1767,16 @@ static int pack_eval_results(lua_State *L) {
     int n = lua_gettop(L) - 1;
     if (msgpack_pack_array(&c->pk, (size_t)n))
         return luaL_error(L, "out of memory");
+    size_t start = c->out->len;
     for (int i = 2; i <= n + 1; i++) {
         char perr[128];
-        if (rec_mp_pack_lua(L, i, c->out, perr, sizeof perr)) {
+        size_t used = c->out->len - start;
+        size_t room = used < EVAL_RESULT_MAX ? EVAL_RESULT_MAX - used : 0;
+        int rc = rec_mp_pack_lua_max(L, i, c->out, room, perr, sizeof perr);
+        if (rc == REC_ETOOLARGE)
+            return luaL_error(L, "admin.eval results take more than %d bytes of msgpack",
+                              (int)EVAL_RESULT_MAX);
+        if (rc) {
             size_t len;
             const char *s = luaL_tolstring(L, i, &len);
             if (msgpack_pack_str(&c->pk, len) || msgpack_pack_str_body(&c->pk, s, len))

@@ -184,3 +184,20 @@ def test_admin_eval_results_are_converted_under_the_budgets(scripted):
                       "1, setmetatable({f = print}, {__tostring = function() return 'obj' end})") == [1, "obj"]
         assert c.call("admin.eval", "print")[0].startswith("function")
     assert srv.alive()
+
+
+def test_admin_eval_results_are_bounded_in_size(scripted):
+    """A table holding one subtable twice at each of 30 levels (2^30
+    leaves) is refused at the results' byte cap, not encoded whole."""
+    srv, _, _ = scripted
+    with srv.connect(unix=True, timeout=TIMEOUT) as c:
+        with pytest.raises(RecdError) as ei:
+            c.call("admin.eval", "local t = {1} for i = 1, 30 do t = {t, t} end return t")
+        assert ei.value.name == "script_error", ei.value
+        assert "bytes of msgpack" in ei.value.message, ei.value.message
+        with srv.connect(timeout=TIMEOUT) as c2:
+            assert c2.call("sys.ping") is not None
+        # below the cap, a shared subtable is written out in full
+        assert c.call("admin.eval", "local t = {1} for i = 1, 3 do t = {t, t} end return t") == \
+            [[[[[1], [1]], [[1], [1]]], [[[1], [1]], [[1], [1]]]]]
+    assert srv.alive()
