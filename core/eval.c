@@ -1150,12 +1150,58 @@ static int call(runner *u, int method, msgpack_object *map) {
     return rc;
 }
 
+/* The "training" count of the server's sys.info answer, or -1. */
+static int64_t remote_trainings(runner *u) {
+    if (rec_client_call(u->cl, "sys.info", NULL, 0, &u->rep))
+        return -1;
+    msgpack_unpacked m;
+    msgpack_unpacked_init(&m);
+    int64_t n = -1;
+    if (msgpack_unpack_next(&m, u->rep.msg.body, u->rep.msg.body_len, NULL) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        m.data.type == MSGPACK_OBJECT_MAP) {
+        const msgpack_object_map *mp = &m.data.via.map;
+        for (uint32_t i = 0; i < mp->size; i++) {
+            const msgpack_object *k = &mp->ptr[i].key, *v = &mp->ptr[i].val;
+            if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 8 &&
+                !memcmp(k->via.str.ptr, "training", 8) &&
+                (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                 v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER))
+                n = v->via.i64;
+        }
+    }
+    msgpack_unpacked_destroy(&m);
+    return n;
+}
+
+/* The server trains in its worker: ask it to train the models of its
+ * policies on what it holds now, and wait until that training is
+ * installed, as the library's replay trains in place. A training already
+ * running (the server's own schedule) is waited for first: it holds an
+ * older snapshot. Polls every 5 ms; gives up after 10 minutes. */
+static void remote_train(runner *u) {
+    static const char opts[] = "\x91\x80"; /* [{}]: the models of its policies */
+    const struct timespec pause = {0, 5 * 1000 * 1000};
+    int started = 0;
+    for (int i = 0; i < 120000; i++) {
+        if (!started) {
+            int rc = rec_client_call(u->cl, "model.train", opts, sizeof opts - 1, &u->rep);
+            if (rc == 0)
+                started = 1;
+            else if (rc != REC_EBUSY)
+                return; /* no batch model to train, or the connection failed */
+        } else if (remote_trainings(u) <= 0) {
+            return;
+        }
+        nanosleep(&pause, NULL);
+    }
+}
+
 /* The batch models the loaded policies ask for, trained in place of the
  * server's background worker. */
 static void train_models(runner *u) {
-    if (u->cl) { /* the server trains in its worker: ask, do not wait */
-        static const char opts[] = "\x91\x80"; /* [{}]: the models of its policies */
-        rec_client_call(u->cl, "model.train", opts, sizeof opts - 1, &u->rep);
+    if (u->cl) {
+        remote_train(u);
         return;
     }
     if (u->has_ials) {
