@@ -116,7 +116,7 @@ examples: $(EXAMPLE_BIN)
 TEST_SANITIZE ?= address,undefined
 test: $(DEPS_STAMP)
 	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) build-tests
-	@$(MAKE) --no-print-directory SANITIZE= $(UNIT_SRC:tests/unit/%.c=build/rel/tests/%)
+	@$(MAKE) --no-print-directory SANITIZE= $(UNIT_SRC:tests/unit/%.c=build/rel/tests/%) build/rel/recd
 	@sh tests/run.sh build/$(if $(TEST_SANITIZE),san,rel) $(TEST_SANITIZE)
 
 build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN) $(EXAMPLE_BIN)
