@@ -125,6 +125,8 @@ bench: $(DEPS_STAMP) $(BENCH_BIN) $(BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 	@echo "== server (recd bench against redis-benchmark)"
 	@sh tests/bench/server_bench.sh $(BIN)
+	@echo "== transport (a message in 1 KiB pieces, deletes under a write stream)"
+	@/usr/bin/python3 tests/bench/transport_bench.py $(BIN)
 	@echo "== default pipeline at 100k items"
 	@/usr/bin/python3 tests/bench/pipeline_bench.py $(BIN)
 	@echo "== recd eval on MovieLens (skipped without the data)"
