@@ -167,6 +167,7 @@ static void process(conn *c);
 static void flush(conn *c);
 static void stop_reading(conn *c);
 static void wait_remove(conn *c);
+static void budget_wake(server *s);
 
 /* Room for one more descriptor at the end of the queue. */
 static int rq_reserve(conn *c) {
@@ -619,6 +620,10 @@ static void check_timeouts(conn *c, double now_us) {
     stop_reading(c);
     wait_remove(c);
     c->close_after = 1;
+    if (s->leader == c) {
+        s->leader = NULL;
+        budget_wake(s);
+    }
     flush(c);
 }
 
@@ -882,26 +887,33 @@ static void wait_remove(conn *c) {
     c->waiting = 0;
 }
 
-/* Let waiting connections read again: in order, as many as the free
- * budget can take a read of, or only a new leader when it is spent. */
+/* Someone waits for input memory: the first in line becomes the leader
+ * and reads on whatever the budget, so that a message half received by
+ * everyone still completes. */
+static void budget_lead(server *s) {
+    if (s->leader || !s->wait_head || s->closed)
+        return;
+    conn *c = s->wait_head;
+    wait_remove(c);
+    s->leader = c;
+    start_reading(c);
+}
+
+/* Memory was given back: waiting connections read again, in order, as
+ * many as the free budget can take a read of (those whose next read still
+ * does not fit queue again); and there is a leader if anyone waits. */
 static void budget_wake(server *s) {
     if (!s->wait_head || s->closed)
         return;
-    if (s->in_bytes >= s->o.input_memory) {
-        if (!s->leader) {
+    if (s->in_bytes < s->o.input_memory) {
+        size_t n = (s->o.input_memory - s->in_bytes) / READ_CHUNK + 1;
+        while (n-- > 0 && s->wait_head) {
             conn *c = s->wait_head;
             wait_remove(c);
-            s->leader = c;
             start_reading(c);
         }
-        return;
     }
-    size_t n = (s->o.input_memory - s->in_bytes) / READ_CHUNK + 1;
-    while (n-- > 0 && s->wait_head) {
-        conn *c = s->wait_head;
-        wait_remove(c);
-        start_reading(c);
-    }
+    budget_lead(s);
 }
 
 static void budget_wait(conn *c) {
@@ -918,7 +930,7 @@ static void budget_wait(conn *c) {
             s->wait_head = c;
         s->wait_tail = c;
     }
-    budget_wake(s);
+    budget_lead(s);
 }
 
 /* The connection's own input buffer, once consumed, goes back. */
@@ -1154,7 +1166,10 @@ static void on_closed(uv_handle_t *h) {
     rec_dispatch_session_end(s->d, &c->sess);
     set_blocked(c, 0);
     wait_remove(c);
+    if (s->leader == c)
+        s->leader = NULL;
     rbuf_drop(c);
+    budget_wake(s);
     REC_DEBUG("%s: closed", c->peer);
     free(c);
 }
