@@ -82,6 +82,7 @@ struct conn {
     int is_unix;
     int established;    /* a request done (with a token: authenticated) */
     int waiting;        /* in the queue for input memory */
+    int admit;          /* over its address's share: not read yet */
     conn *wprev, *wnext;
     double t_open;      /* mono_us() at accept */
     double t_read;      /* mono_us() of the last bytes received */
@@ -122,6 +123,7 @@ struct server {
     conn *leader;           /* reads on over the budget, to finish its
                                message */
     uint32_t ntcp, nunix;
+    uint32_t nadmit;        /* connections with admit set */
     uint32_t barriers;      /* connections blocked on BLOCK_BARRIER */
     uv_idle_t idle;         /* active while writes wait to be staged: the
                                loop does not sleep before the check */
@@ -168,6 +170,7 @@ static void flush(conn *c);
 static void stop_reading(conn *c);
 static void wait_remove(conn *c);
 static void budget_wake(server *s);
+static void admit_waiting(server *s, int all);
 
 /* Room for one more descriptor at the end of the queue. */
 static int rq_reserve(conn *c) {
@@ -641,10 +644,12 @@ static void on_tick(uv_timer_t *t) {
         if (c->out_bytes > 0 && !c->closing && now_us - c->write_progress > limit) {
             REC_WARN("%s: no answer read for %.0f s; closing", c->peer, limit / 1e6);
             conn_close(c);
-        } else if (!c->closing && !c->close_after && !s->closed) {
+        } else if (!c->closing && !c->close_after && !c->admit && !s->closed) {
             check_timeouts(c, now_us);
         }
     }
+    if (s->nadmit)
+        admit_waiting(s, 1);
     if (s->closed) {
         if (!s->conns && !uv_is_closing((uv_handle_t *)&s->tick))
             uv_close((uv_handle_t *)&s->tick, on_handle_closed);
@@ -1170,6 +1175,10 @@ static void on_closed(uv_handle_t *h) {
         s->leader = NULL;
     rbuf_drop(c);
     budget_wake(s);
+    if (c->admit)
+        s->nadmit--;
+    else if (s->nadmit && c->family)
+        admit_waiting(s, 0);
     REC_DEBUG("%s: closed", c->peer);
     free(c);
 }
@@ -1182,13 +1191,47 @@ static void conn_close(conn *c) {
     uv_close(&c->h.handle, on_closed);
 }
 
-/* Open connections from c's address, c included. O(connections). */
+/* Connections admitted from c's address, c included. O(connections). */
 static uint32_t same_address(const server *s, const conn *c) {
-    uint32_t n = 0;
+    uint32_t n = 1;
     size_t len = c->family == AF_INET ? 4 : 16;
     for (const conn *o = s->conns; o; o = o->next)
-        n += o->family == c->family && !memcmp(o->addr, c->addr, len);
+        n += o != c && !o->admit && !o->closing && o->family == c->family &&
+             !memcmp(o->addr, c->addr, len);
     return n;
+}
+
+/* Refuse a connection: a `busy` notification saying why, then close. */
+static void refuse(conn *c, const char *why, uint32_t limit) {
+    REC_WARN("%s: refused: %s (%u)", c->peer, why, limit);
+    rec_buf b = REC_BUF_INIT;
+    if (!rec_rpc_notify_error(&b, REC_EBUSY, why))
+        enqueue(c, &b, 0, -1, 0, 0, 0);
+    rec_buf_free(&b);
+    c->close_after = 1;
+    flush(c);
+}
+
+/* Connections over their address's share wait (unread) for one from that
+ * address to close, at most until the next tick: a client that reconnects
+ * at once is not refused because its old connections' ends were not read
+ * yet. all: refuse those still over (the tick). */
+static void admit_waiting(server *s, int all) {
+    for (conn *c = s->conns, *next; c && s->nadmit; c = next) {
+        next = c->next;
+        if (!c->admit || c->closing)
+            continue;
+        if (same_address(s, c) <= s->o.max_per_address) {
+            c->admit = 0;
+            s->nadmit--;
+            REC_DEBUG("%s: connected", c->peer);
+            start_reading(c);
+        } else if (all && mono_us() - c->t_open >= 5e5) {
+            c->admit = 0;
+            s->nadmit--;
+            refuse(c, "too many connections from this address", s->o.max_per_address);
+        }
+    }
 }
 
 static void on_connection(uv_stream_t *srv_stream, int status) {
@@ -1261,17 +1304,13 @@ static void on_connection(uv_stream_t *srv_stream, int status) {
                        : s->ntcp > (limit = s->o.max_connections)) {
         full = "too many connections";
     } else if (!is_unix && c->family && s->o.max_per_address &&
-               same_address(s, c) > (limit = s->o.max_per_address)) {
-        full = "too many connections from this address";
+               same_address(s, c) > s->o.max_per_address) {
+        c->admit = 1;
+        s->nadmit++;
+        return;
     }
     if (full) {
-        REC_WARN("%s: refused: %s (%u)", c->peer, full, limit);
-        rec_buf b = REC_BUF_INIT;
-        if (!rec_rpc_notify_error(&b, REC_EBUSY, full))
-            enqueue(c, &b, 0, -1, 0, 0, 0);
-        rec_buf_free(&b);
-        c->close_after = 1;
-        flush(c);
+        refuse(c, full, limit);
         return;
     }
     REC_DEBUG("%s: connected", c->peer);

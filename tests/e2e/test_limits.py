@@ -319,6 +319,13 @@ def test_per_address_limit(make_server):
         s.settimeout(30)
         assert call_on(s, 1, "sys.ping", []) == (None, "pong")
         s.close()
+        # A client that closes its connections and reconnects at once is
+        # not refused for the old ones the server has not seen close yet.
+        for s in held:
+            s.close()
+        held = [srv.raw() for _ in range(8)]
+        for s in held:
+            assert call_on(s, 1, "sys.ping", []) == (None, "pong")
     finally:
         for s in held:
             s.close()
