@@ -147,10 +147,15 @@ def measure_flood(srv, **kw):
     before = rss(srv.proc.pid)
     socks, outcomes = flood(srv, **kw)
     while_open = rss(srv.proc.pid)
-    # Before sys.auth the request is refused at its header; after it, or
-    # over the Unix socket, every one is served (memory waits, not errors).
-    want = "pong" if kw.get("auth") or kw.get("unix") else "too_large"
-    assert outcomes == [want] * len(socks), sorted(set(map(str, outcomes)))
+    # Before sys.auth the request is refused at its header (the refusal may
+    # be lost to the reset of a socket closed with bytes unread: None);
+    # after it, or over the Unix socket, every one is served (memory
+    # waits, not errors).
+    if kw.get("auth") or kw.get("unix"):
+        assert outcomes == ["pong"] * len(socks), sorted(set(map(str, outcomes)))
+    else:
+        assert set(outcomes) <= {"too_large", None}, sorted(set(map(str, outcomes)))
+        assert "too_large" in outcomes
     for s in socks:
         s.close()
     time.sleep(0.5)
