@@ -146,7 +146,7 @@ examples: $(EXAMPLE_BIN)
 TEST_SANITIZE ?= address,undefined
 test: $(DEPS_STAMP) build/.deps-test
 	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) build-tests
-	@$(MAKE) --no-print-directory SANITIZE= $(UNIT_SRC:tests/unit/%.c=build/rel/tests/%)
+	@$(MAKE) --no-print-directory SANITIZE= $(UNIT_SRC:tests/unit/%.c=build/rel/tests/%) build/rel/recd
 	@sh tests/run.sh build/$(if $(TEST_SANITIZE),san,rel) $(TEST_SANITIZE)
 
 build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN) $(EXAMPLE_BIN)
@@ -155,6 +155,8 @@ bench: $(DEPS_STAMP) build/.deps-bench $(BENCH_BIN) $(BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 	@echo "== server (recd bench against redis-benchmark)"
 	@sh tests/bench/server_bench.sh $(BIN)
+	@echo "== transport (a message in 1 KiB pieces, deletes under a write stream)"
+	@/usr/bin/python3 tests/bench/transport_bench.py $(BIN)
 	@echo "== default pipeline at 100k items"
 	@/usr/bin/python3 tests/bench/pipeline_bench.py $(BIN)
 	@echo "== recd eval on MovieLens (skipped without the data)"

@@ -35,6 +35,10 @@ static void usage(FILE *f) {
             "  recd serve [--data DIR] [--listen HOST:PORT] [--unix PATH]\n"
             "             [--config FILE] [--auth-token FILE] [--insecure]\n"
             "             [--max-message BYTES] [--max-connections N]\n"
+            "             [--max-objects N] [--max-input-memory BYTES]\n"
+            "             [--preauth-max-message BYTES] [--max-unix-connections N]\n"
+            "             [--max-per-address N] [--handshake-timeout SECONDS]\n"
+            "             [--idle-timeout SECONDS]\n"
             "             [--map-max BYTES] [--write-timeout SECONDS]\n"
             "             [--checkpoint-interval SECONDS]   (learned state; 10)\n"
             "             [--log-level debug|info|warn|error]\n"
@@ -153,6 +157,51 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
             return -1;
         }
         c->o.max_connections = (uint32_t)n;
+    } else if (!strcmp(name, "max-objects") || !strcmp(name, "max_objects")) {
+        if (parse_size(val, &n) || n < 1024 || n > (1u << 28)) {
+            fprintf(stderr, "recd: --max-objects must be 1K..256M\n");
+            return -1;
+        }
+        c->o.max_objects = (uint32_t)n;
+    } else if (!strcmp(name, "max-input-memory") || !strcmp(name, "max_input_memory")) {
+        if (parse_size(val, &n) || n < (1u << 20) || n > ((size_t)1 << 40)) {
+            fprintf(stderr, "recd: --max-input-memory must be at least 1M\n");
+            return -1;
+        }
+        c->o.input_memory = n;
+    } else if (!strcmp(name, "preauth-max-message") || !strcmp(name, "preauth_max_message")) {
+        if (parse_size(val, &n) || n < 1024 || n > (1u << 30)) {
+            fprintf(stderr, "recd: --preauth-max-message must be 1K..1G\n");
+            return -1;
+        }
+        c->o.preauth_max_message = n;
+    } else if (!strcmp(name, "max-unix-connections") ||
+               !strcmp(name, "max_unix_connections")) {
+        if (parse_size(val, &n) || n < 1 || n > 100000) {
+            fprintf(stderr, "recd: --max-unix-connections must be 1..100000\n");
+            return -1;
+        }
+        c->o.max_unix_connections = (uint32_t)n;
+    } else if (!strcmp(name, "max-per-address") || !strcmp(name, "max_per_address")) {
+        if (parse_size(val, &n) || n > 100000) {
+            fprintf(stderr, "recd: --max-per-address must be 0..100000 (0: no limit)\n");
+            return -1;
+        }
+        c->o.max_per_address = (uint32_t)n;
+    } else if (!strcmp(name, "handshake-timeout") || !strcmp(name, "handshake_timeout") ||
+               !strcmp(name, "idle-timeout") || !strcmp(name, "idle_timeout")) {
+        char *end;
+        double t = strtod(val, &end);
+        int hs = name[0] == 'h';
+        if (*end || end == val || !(t == 0 || (t >= 1 && t <= 1e6))) {
+            fprintf(stderr, "recd: --%s must be 1..1000000 seconds, or 0 for none\n",
+                    hs ? "handshake-timeout" : "idle-timeout");
+            return -1;
+        }
+        if (hs)
+            c->o.handshake_timeout = t;
+        else
+            c->o.idle_timeout = t;
     } else if (!strcmp(name, "map-max") || !strcmp(name, "map_max")) {
         if (parse_size(val, &n) || n < (1u << 20)) {
             fprintf(stderr, "recd: --map-max must be at least 1M\n");

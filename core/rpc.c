@@ -13,22 +13,153 @@ void rec_rpc_packer(msgpack_packer *pk, rec_buf *out) {
     msgpack_packer_init(pk, out, buf_write);
 }
 
-int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
-                 msgpack_unpacked *up, rec_rpc_msg *out, size_t *used,
-                 const char **why) {
-    *used = 0;
-    out->msgid = UINT32_MAX;
-    size_t n = 0;
-    const char *w = NULL;
-    int rc = rec_mp_scan(buf, len, lim, &n, &w);
-    if (rc == REC_MP_PARTIAL)
-        return rc;
-    if (rc) {
-        *why = w ? w : "malformed msgpack";
-        return rc;
+void rec_rpc_limits_default(rec_rpc_limits *l) {
+    l->max_bytes = (size_t)4 << 20;
+    l->max_depth = REC_RPC_DEPTH_MAX;
+    l->max_str = (uint32_t)1 << 20;
+    l->max_items = 1000000;
+    l->max_objects = (uint32_t)1 << 20;
+}
+
+/* ---- framing --------------------------------------------------------------
+ * The same walk as rec_mp_scan (value.c), with its state kept between calls
+ * so that a message arriving in pieces is walked once, not once per piece,
+ * and with the values counted. A value's header is read whole or not at
+ * all: a partial header or string is looked at again from its first byte
+ * (constant work), everything before it never again. */
+
+enum { K_FIXED, K_STR, K_ARRAY, K_MAP, K_BAD };
+
+typedef struct hdr {
+    int kind;
+    unsigned lenbytes; /* 0, 1, 2 or 4 big-endian length bytes */
+    unsigned extra;    /* ext: its type byte */
+    uint32_t n;        /* payload bytes, or elements / pairs */
+} hdr;
+
+static hdr classify(unsigned char b) {
+    if (b <= 0x7f || b >= 0xe0)
+        return (hdr){K_FIXED, 0, 0, 0};
+    if (b <= 0x8f)
+        return (hdr){K_MAP, 0, 0, b & 0x0fu};
+    if (b <= 0x9f)
+        return (hdr){K_ARRAY, 0, 0, b & 0x0fu};
+    if (b <= 0xbf)
+        return (hdr){K_STR, 0, 0, b & 0x1fu};
+    switch (b) {
+    case 0xc0: case 0xc2: case 0xc3: return (hdr){K_FIXED, 0, 0, 0};
+    case 0xc4: case 0xd9: return (hdr){K_STR, 1, 0, 0}; /* bin 8, str 8 */
+    case 0xc5: case 0xda: return (hdr){K_STR, 2, 0, 0};
+    case 0xc6: case 0xdb: return (hdr){K_STR, 4, 0, 0};
+    case 0xc7: return (hdr){K_STR, 1, 1, 0}; /* ext 8/16/32 */
+    case 0xc8: return (hdr){K_STR, 2, 1, 0};
+    case 0xc9: return (hdr){K_STR, 4, 1, 0};
+    case 0xca: case 0xce: case 0xd2: return (hdr){K_FIXED, 0, 0, 4};
+    case 0xcb: case 0xcf: case 0xd3: return (hdr){K_FIXED, 0, 0, 8};
+    case 0xcc: case 0xd0: return (hdr){K_FIXED, 0, 0, 1};
+    case 0xcd: case 0xd1: return (hdr){K_FIXED, 0, 0, 2};
+    case 0xd4: return (hdr){K_STR, 0, 1, 1}; /* fixext 1..16 */
+    case 0xd5: return (hdr){K_STR, 0, 1, 2};
+    case 0xd6: return (hdr){K_STR, 0, 1, 4};
+    case 0xd7: return (hdr){K_STR, 0, 1, 8};
+    case 0xd8: return (hdr){K_STR, 0, 1, 16};
+    case 0xdc: return (hdr){K_ARRAY, 2, 0, 0};
+    case 0xdd: return (hdr){K_ARRAY, 4, 0, 0};
+    case 0xde: return (hdr){K_MAP, 2, 0, 0};
+    case 0xdf: return (hdr){K_MAP, 4, 0, 0};
+    default: return (hdr){K_BAD, 0, 0, 0}; /* 0xc1 */
     }
-    /* One zone per connection, cleared for each message: msgpack_unpack_next
-     * would allocate and free an 8 KiB zone for every message. */
+}
+
+static int frame_fail(const char **why, const char *msg, int rc) {
+    if (why)
+        *why = msg;
+    return rc;
+}
+
+int rec_rpc_frame(rec_rpc_scan *st, const char *buf, size_t len,
+                  const rec_rpc_limits *lim, const char **why) {
+    const unsigned char *p = (const unsigned char *)buf;
+    uint32_t maxd = lim->max_depth < REC_RPC_DEPTH_MAX ? lim->max_depth
+                                                       : REC_RPC_DEPTH_MAX;
+    uint64_t max_bytes = lim->max_bytes;
+    if (why)
+        *why = NULL;
+    if (st->pos == 0 && st->need == 0 && st->objects == 0)
+        st->need = 1; /* a new message: one value to read */
+    while (st->need > 0) {
+        uint64_t pos = st->pos, need = st->need;
+        /* What is left needs at least one byte and one object per value. */
+        if (pos + need > max_bytes)
+            return frame_fail(why, "message exceeds max_bytes", REC_ETOOLARGE);
+        if (st->objects + need > lim->max_objects)
+            return frame_fail(why, "message exceeds max_objects", REC_ETOOLARGE);
+        if (pos >= len)
+            return frame_fail(why, "message incomplete", REC_MP_PARTIAL);
+        hdr h = classify(p[pos]);
+        if (h.kind == K_BAD)
+            return frame_fail(why, "reserved byte 0xc1", REC_EPROTOCOL);
+        need--;
+        uint64_t at = pos + 1;
+        if (h.lenbytes) {
+            at += h.lenbytes;
+            if (at + need > max_bytes)
+                return frame_fail(why, "message exceeds max_bytes", REC_ETOOLARGE);
+            if (at > len)
+                return frame_fail(why, "message incomplete", REC_MP_PARTIAL);
+            const unsigned char *q = p + pos + 1;
+            h.n = h.lenbytes == 1   ? q[0]
+                  : h.lenbytes == 2 ? (uint32_t)q[0] << 8 | q[1]
+                                    : rec_get_be32(q);
+        }
+        if (h.kind == K_ARRAY || h.kind == K_MAP) {
+            if (st->depth >= maxd)
+                return frame_fail(why, "nesting exceeds max_depth", REC_ETOOLARGE);
+            if (h.n > lim->max_items)
+                return frame_fail(why, h.kind == K_ARRAY ? "array exceeds max_items"
+                                                         : "map exceeds max_items",
+                                  REC_ETOOLARGE);
+            uint64_t elems = h.kind == K_MAP ? 2 * (uint64_t)h.n : h.n;
+            need += elems;
+            if (at + need > max_bytes)
+                return frame_fail(why, "message exceeds max_bytes", REC_ETOOLARGE);
+            if (st->objects + 1 + need > lim->max_objects)
+                return frame_fail(why, "message exceeds max_objects", REC_ETOOLARGE);
+            if (st->depth > 0)
+                st->rem[st->depth - 1]--;
+            if (elems)
+                st->rem[st->depth++] = elems;
+            st->pos = (size_t)at;
+        } else {
+            if (h.kind == K_STR && h.n > lim->max_str)
+                return frame_fail(why, h.extra ? "ext exceeds max_str"
+                                               : "str or bin exceeds max_str",
+                                  REC_ETOOLARGE);
+            uint64_t end = at + h.extra + h.n;
+            if (end + need > max_bytes)
+                return frame_fail(why, "message exceeds max_bytes", REC_ETOOLARGE);
+            if (end > len)
+                return frame_fail(why, "message incomplete", REC_MP_PARTIAL);
+            if (st->depth > 0)
+                st->rem[st->depth - 1]--;
+            st->pos = (size_t)end;
+        }
+        st->need = need;
+        st->objects++;
+        while (st->depth > 0 && st->rem[st->depth - 1] == 0)
+            st->depth--;
+    }
+    return 0;
+}
+
+/* ---- decoding ------------------------------------------------------------ */
+
+/* msgpack-c's decoding of n framed bytes into up: 0, REC_ENOMEM, or 1 when
+ * the decoder refuses them. */
+static int unpack(const char *buf, size_t n, msgpack_unpacked *up,
+                  const char **why) {
+    /* One zone, emptied for each message: msgpack_unpack_next would
+     * allocate and free an 8 KiB zone for every message. */
     if (!up->zone && !(up->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE))) {
         *why = "out of memory";
         return REC_ENOMEM;
@@ -36,11 +167,20 @@ int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
     msgpack_zone_clear(up->zone);
     size_t off = 0;
     msgpack_unpack_return ur = msgpack_unpack(buf, n, &off, up->zone, &up->data);
+    if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
+        *why = "out of memory";
+        return REC_ENOMEM;
+    }
     if (ur != MSGPACK_UNPACK_SUCCESS || off != n) {
         *why = "msgpack decoder refused the message";
-        return REC_EPROTOCOL;
+        return 1;
     }
-    *used = n;
+    return 0;
+}
+
+/* Is the decoded value a request or notification? */
+static int check_shape(const msgpack_unpacked *up, rec_rpc_msg *out,
+                       const char **why) {
     const msgpack_object *o = &up->data;
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 3) {
         *why = "a message is an array [type, ...]";
@@ -94,6 +234,49 @@ int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
     out->method_len = method->via.str.size;
     out->params = *params;
     return 0;
+}
+
+int rec_rpc_decode(const char *buf, size_t n, msgpack_unpacked *up,
+                   rec_rpc_msg *out, const char **why) {
+    out->msgid = UINT32_MAX;
+    int rc = unpack(buf, n, up, why);
+    if (rc)
+        return rc > 0 ? REC_EPROTOCOL : rc;
+    return check_shape(up, out, why);
+}
+
+void rec_rpc_release(msgpack_unpacked *up) {
+    if (up->zone)
+        msgpack_zone_clear(up->zone);
+}
+
+int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
+                 msgpack_unpacked *up, rec_rpc_msg *out, size_t *used,
+                 const char **why) {
+    *used = 0;
+    out->msgid = UINT32_MAX;
+    rec_rpc_limits l;
+    rec_rpc_limits_default(&l);
+    if (lim) {
+        l.max_bytes = lim->max_bytes;
+        l.max_depth = lim->max_depth;
+        l.max_str = lim->max_str;
+        l.max_items = lim->max_items;
+    }
+    rec_rpc_scan st;
+    memset(&st, 0, sizeof st);
+    const char *w = NULL;
+    int rc = rec_rpc_frame(&st, buf, len, &l, &w);
+    if (rc == REC_MP_PARTIAL)
+        return rc;
+    if (rc) {
+        *why = w ? w : "malformed msgpack";
+        return rc;
+    }
+    if ((rc = unpack(buf, st.pos, up, why)))
+        return rc > 0 ? REC_EPROTOCOL : rc;
+    *used = st.pos; /* a well-formed value, request or not: skippable */
+    return check_shape(up, out, why);
 }
 
 size_t rec_rpc_result_head(unsigned char out[REC_RPC_HEAD_MAX], uint32_t msgid) {

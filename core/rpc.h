@@ -27,6 +27,59 @@ typedef struct rec_rpc_msg {
     msgpack_object params;   /* an array; borrowed from the unpacked zone */
 } rec_rpc_msg;
 
+/* Limits of one message, held against its raw bytes before it is decoded.
+ * Decoding makes one 16-byte object per value, so max_objects bounds the
+ * memory a message costs once decoded (16 MiB at the default). */
+typedef struct rec_rpc_limits {
+    size_t max_bytes;     /* the whole message; default 4 MiB */
+    uint32_t max_depth;   /* nesting of arrays/maps; default and at most 32 */
+    uint32_t max_str;     /* one str/bin/ext payload; default 1 MiB */
+    uint32_t max_items;   /* elements of one array, pairs of one map;
+                             default 1,000,000 */
+    uint32_t max_objects; /* values in the message, containers and map keys
+                             included; default 1,048,576 */
+} rec_rpc_limits;
+
+#define REC_RPC_DEPTH_MAX 32
+
+void rec_rpc_limits_default(rec_rpc_limits *l);
+
+/* How far the framing of a message got: the bytes before `pos` are checked
+ * and need not be looked at again when more arrive. A zeroed struct starts
+ * a new message; zero it again after each message. */
+typedef struct rec_rpc_scan {
+    size_t pos;       /* bytes of the message checked so far; its size
+                         once complete */
+    uint64_t need;    /* values still to read (each at least one byte) */
+    uint32_t objects; /* values read so far */
+    uint32_t depth;   /* containers open */
+    uint64_t rem[REC_RPC_DEPTH_MAX]; /* values left in each open container */
+} rec_rpc_scan;
+
+/* Frame the message that starts at buf[0], of which buf[0..len) has
+ * arrived, resuming where st stopped (buf must start at the same message
+ * with the same bytes as before; len may only grow). Returns 0 with
+ * st->pos = the message's size; REC_MP_PARTIAL when more bytes are needed
+ * (st keeps its progress: the work over all calls is linear in the
+ * message's size); REC_ETOOLARGE or REC_EPROTOCOL with *why naming the
+ * rule. A limit is refused as soon as a header claims past it, before its
+ * payload arrives. No allocation. */
+int rec_rpc_frame(rec_rpc_scan *st, const char *buf, size_t len,
+                  const rec_rpc_limits *lim, const char **why);
+
+/* Decode the n bytes of a framed message (rec_rpc_frame returned 0 with
+ * st->pos == n) into up, whose zone is emptied first (the previous
+ * message's objects end here) and created when missing. Returns 0, or
+ * REC_ENOMEM / REC_EPROTOCOL with *why (out->msgid holds the request's
+ * msgid when it could be read, else UINT32_MAX). out borrows from up's
+ * zone and from buf. */
+int rec_rpc_decode(const char *buf, size_t n, msgpack_unpacked *up,
+                   rec_rpc_msg *out, const char **why);
+
+/* Give back the memory of the message decoded into up (its zone keeps one
+ * small chunk): what it decoded must no longer be used. */
+void rec_rpc_release(msgpack_unpacked *up);
+
 /* Decode the next message of buf[0..len) into up (which owns its memory;
  * msgpack_unpacked_init before, msgpack_unpacked_destroy after; its zone
  * is kept and cleared from one message to the next, so the previous
@@ -37,7 +90,8 @@ typedef struct rec_rpc_msg {
  * and *used = 0. When the message is a well-formed msgpack value but not a
  * valid request, *used is still set so the caller may skip it, and
  * out->msgid holds the request's msgid when one could be read (else
- * UINT32_MAX). */
+ * UINT32_MAX). The one-shot form of rec_rpc_frame and rec_rpc_decode, with
+ * lim's limits and the default max_objects. */
 int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
                  msgpack_unpacked *up, rec_rpc_msg *out, size_t *used,
                  const char **why);

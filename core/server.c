@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +59,12 @@ struct conn {
     } h;
     server *srv;
     conn *prev, *next;
-    rec_buf rbuf;       /* bytes read, not yet consumed from rpos */
+    rec_buf rbuf;       /* bytes read, not yet consumed from rpos: owned
+                           (and counted in in_bytes), NULL when empty, or
+                           the server's scratch while borrowed */
     size_t rpos;
+    rec_rpc_scan scan;  /* framing of the message at rpos, so far */
+    int borrowed;       /* rbuf is the scratch (inside on_read) */
     reply *rq;          /* queued answers: rq[rq_head .. rq_head + nreplies) */
     uint32_t rq_head, rq_cap;
     uint32_t nreplies;
@@ -70,13 +75,26 @@ struct conn {
     double write_progress; /* mono_us() of the last write completed or
                               started while output was pending */
     rec_session sess;
-    msgpack_unpacked up[2]; /* the message running, the one decoded ahead */
-    int cur;                /* which of up[] holds the one running */
     int reading;
     int closing;
     int close_after;    /* close once the queued answers are written */
-    int blocked;        /* waiting to run a barrier method */
+    int blocked;        /* BLOCK_BARRIER or BLOCK_WRITE, else 0 */
+    int is_unix;
+    int established;    /* a request done (with a token: authenticated) */
+    int waiting;        /* in the queue for input memory */
+    int admit;          /* over its address's share: not read yet */
+    conn *wprev, *wnext;
+    double t_open;      /* mono_us() at accept */
+    double t_read;      /* mono_us() of the last bytes received */
+    int family;         /* AF_INET, AF_INET6, or 0 */
+    unsigned char addr[16]; /* the peer's address (TCP) */
     char peer[64];
+};
+
+/* Why a connection waits to run its next message. */
+enum {
+    BLOCK_BARRIER = 1, /* a barrier method, until no write is pending */
+    BLOCK_WRITE = 2,   /* a write, until the barriers waiting have run */
 };
 
 typedef struct write_req {
@@ -93,7 +111,22 @@ struct server {
     rec_dispatch *d;
     rec_script_rt *rt;     /* strategies and policies, or NULL */
     int rec_ref;           /* registry ref of the scripts' `rec` handle */
-    rec_mp_limits lim;
+    rec_rpc_limits lim;     /* for messages in general */
+    rec_rpc_limits prelim;  /* before sys.auth, and for decoding ahead */
+    msgpack_unpacked up[2]; /* the message running and the one decoded
+                               ahead, of whichever connection: emptied
+                               after each message */
+    char *scratch;          /* reads of connections holding no bytes land
+                               here, and are run from here */
+    size_t in_bytes;        /* connections' own input buffers, together */
+    conn *wait_head, *wait_tail; /* waiting for input memory, in order */
+    conn *leader;           /* reads on over the budget, to finish its
+                               message */
+    uint32_t ntcp, nunix;
+    uint32_t nadmit;        /* connections with admit set */
+    uint32_t barriers;      /* connections blocked on BLOCK_BARRIER */
+    uv_idle_t idle;         /* active while writes wait to be staged: the
+                               loop does not sleep before the check */
     uv_tcp_t tcp;
     uv_pipe_t pipe;
     int has_tcp, has_pipe;
@@ -135,6 +168,10 @@ static double mono_us(void) {
 static void conn_close(conn *c);
 static void process(conn *c);
 static void flush(conn *c);
+static void stop_reading(conn *c);
+static void wait_remove(conn *c);
+static void budget_wake(server *s);
+static void admit_waiting(server *s, int all);
 
 /* Room for one more descriptor at the end of the queue. */
 static int rq_reserve(conn *c) {
@@ -376,14 +413,47 @@ static void commit_work(uv_work_t *req) {
     s->commit_rc = rec_store_commit(rec_engine_store(s->e), s->committing);
 }
 
+static void set_blocked(conn *c, int why) {
+    server *s = c->srv;
+    s->barriers -= c->blocked == BLOCK_BARRIER;
+    s->barriers += why == BLOCK_BARRIER;
+    c->blocked = why;
+}
+
+/* Barriers first: while one waits, writes wait behind it (they would keep
+ * something pending forever under a steady stream), so it runs as soon as
+ * what was pending before it is committed. */
 static void resume_blocked(server *s) {
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (c->blocked) {
-            c->blocked = 0;
+        if (c->blocked == BLOCK_BARRIER) {
+            set_blocked(c, 0);
             process(c);
         }
     }
+    if (s->barriers)
+        return;
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->blocked == BLOCK_WRITE) {
+            set_blocked(c, 0);
+            process(c);
+        }
+    }
+}
+
+static void on_idle(uv_idle_t *h) { (void)h; }
+
+/* Writes handled outside the poll phase (in the check callback, or after
+ * a commit) are staged by the next check: keep the loop from sleeping in
+ * its poll until then. */
+static void wake_for_writes(server *s) {
+    if (s->closed || uv_is_closing((uv_handle_t *)&s->idle))
+        return;
+    if (!s->committing && (rec_engine_pending(s->e) || s->waiters))
+        uv_idle_start(&s->idle, on_idle);
+    else
+        uv_idle_stop(&s->idle);
 }
 
 static void commit_done(uv_work_t *req, int status) {
@@ -407,6 +477,7 @@ static void commit_done(uv_work_t *req, int status) {
     }
     flush_all(s);
     resume_blocked(s);
+    wake_for_writes(s);
 }
 
 static void shutdown_now(server *s);
@@ -574,6 +645,40 @@ static int start_training(void *ud, const msgpack_object *opts, char *err,
     return 0;
 }
 
+/* Slots are not held for nothing: a TCP connection must complete a request
+ * (with a token: sys.auth) within handshake_timeout of its accept, and
+ * send something every idle_timeout once it has; no connection may stop
+ * halfway through a message for handshake_timeout. */
+static void check_timeouts(conn *c, double now_us) {
+    server *s = c->srv;
+    double hs = s->o.handshake_timeout * 1e6, idle = s->o.idle_timeout * 1e6;
+    char why[96];
+    why[0] = 0;
+    if (!c->is_unix && !c->established && hs > 0 && now_us - c->t_open > hs)
+        snprintf(why, sizeof why, "no request%s within %g s of connecting",
+                 s->o.auth_token ? " authenticated" : "", s->o.handshake_timeout);
+    else if (!c->is_unix && c->established && idle > 0 && now_us - c->t_read > idle &&
+             !c->nreplies && c->out_bytes == 0 && !c->blocked && !c->rbuf.data)
+        snprintf(why, sizeof why, "idle for %g s", s->o.idle_timeout);
+    else if (c->rbuf.data && c->reading && hs > 0 && now_us - c->t_read > hs)
+        snprintf(why, sizeof why, "a message stalled for %g s", s->o.handshake_timeout);
+    if (!why[0])
+        return;
+    REC_INFO("%s: %s; closing", c->peer, why);
+    rec_buf b = REC_BUF_INIT;
+    if (!rec_rpc_notify_error(&b, REC_EBUSY, why))
+        enqueue(c, &b, 0, -1, 0, 0, 0);
+    rec_buf_free(&b);
+    stop_reading(c);
+    wait_remove(c);
+    c->close_after = 1;
+    if (s->leader == c) {
+        s->leader = NULL;
+        budget_wake(s);
+    }
+    flush(c);
+}
+
 /* Once a second: the check handle after this wake-up stages a checkpoint
  * when one is due; and when the "ials" or "ease" policy is loaded, the models are
  * retrained every train_every seconds if events came in meanwhile. */
@@ -588,8 +693,12 @@ static void on_tick(uv_timer_t *t) {
         if (c->out_bytes > 0 && !c->closing && now_us - c->write_progress > limit) {
             REC_WARN("%s: no answer read for %.0f s; closing", c->peer, limit / 1e6);
             conn_close(c);
+        } else if (!c->closing && !c->close_after && !c->admit && !s->closed) {
+            check_timeouts(c, now_us);
         }
     }
+    if (s->nadmit)
+        admit_waiting(s, 1);
     if (s->closed) {
         if (!s->conns && !uv_is_closing((uv_handle_t *)&s->tick))
             uv_close((uv_handle_t *)&s->tick, on_handle_closed);
@@ -615,6 +724,7 @@ static void on_check(uv_check_t *h) {
     int rc = rec_engine_stage(s->e, &b);
     if (rc) {
         REC_ERROR("staging writes failed: %s", rec_engine_errmsg(s->e));
+        uv_idle_stop(&s->idle);
         return;
     }
     if (b) {
@@ -628,6 +738,7 @@ static void on_check(uv_check_t *h) {
             s->commit_rc = rec_store_commit(rec_engine_store(s->e), b);
             commit_done(&s->work, 0);
         }
+        wake_for_writes(s);
         return;
     }
     if (s->waiters) {
@@ -637,6 +748,7 @@ static void on_check(uv_check_t *h) {
         flush_all(s);
     }
     resume_blocked(s);
+    wake_for_writes(s);
     if (s->stopping && !s->closed && !s->committing && !s->train_busy &&
         !rec_engine_pending(s->e))
         shutdown_now(s);
@@ -725,10 +837,15 @@ static int handle(conn *c, const rec_rpc_msg *m) {
         return 0;
     }
     /* Deletes commit on the loop thread: they wait until no write is
-     * pending or being committed, so commits stay in order. */
+     * pending or being committed, so commits stay in order; meanwhile
+     * other writes wait behind them (resume_blocked). */
     if ((flags & REC_M_BARRIER) && (s->committing || rec_engine_pending(s->e) ||
                                     s->waiters)) {
-        c->blocked = 1;
+        set_blocked(c, BLOCK_BARRIER);
+        return 1;
+    }
+    if ((flags & REC_M_WRITE) && !(flags & REC_M_BARRIER) && s->barriers) {
+        set_blocked(c, BLOCK_WRITE);
         return 1;
     }
     /* The result goes to a buffer kept by the server (no allocation per
@@ -788,7 +905,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
 static void start_reading(conn *c) {
-    if (c->reading || c->closing || c->close_after || c->srv->stopping)
+    if (c->reading || c->closing || c->close_after || c->waiting ||
+        c->srv->stopping)
         return;
     if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
         c->reading = 1;
@@ -801,17 +919,116 @@ static void stop_reading(conn *c) {
     }
 }
 
+/* ---- input memory ---------------------------------------------------------
+ * A read lands in the server's scratch buffer when the connection holds no
+ * bytes, and its whole messages run from there; only a message cut by the
+ * end of a read is copied into a buffer of the connection's own, freed as
+ * soon as it is consumed. So an idle connection holds no input memory and
+ * a stream of small requests allocates none.
+ *
+ * Own buffers count against o.input_memory. Above it, a connection asking
+ * for more gets none (UV_ENOBUFS: its bytes wait in the kernel) and queues;
+ * the first in the queue becomes the leader and alone reads on, so that
+ * half-received messages still complete; when memory is given back, the
+ * queue reads again in order. The total stays under the budget plus one
+ * message and one read. */
+
+#define READ_CHUNK 65536
+
+static void wait_remove(conn *c) {
+    server *s = c->srv;
+    if (!c->waiting)
+        return;
+    if (c->wprev)
+        c->wprev->wnext = c->wnext;
+    else
+        s->wait_head = c->wnext;
+    if (c->wnext)
+        c->wnext->wprev = c->wprev;
+    else
+        s->wait_tail = c->wprev;
+    c->wprev = c->wnext = NULL;
+    c->waiting = 0;
+}
+
+/* Someone waits for input memory: the first in line becomes the leader
+ * and reads on whatever the budget, so that a message half received by
+ * everyone still completes. */
+static void budget_lead(server *s) {
+    if (s->leader || !s->wait_head || s->closed)
+        return;
+    conn *c = s->wait_head;
+    wait_remove(c);
+    s->leader = c;
+    start_reading(c);
+}
+
+/* Memory was given back: waiting connections read again, in order, as
+ * many as the free budget can take a read of (those whose next read still
+ * does not fit queue again); and there is a leader if anyone waits. */
+static void budget_wake(server *s) {
+    if (!s->wait_head || s->closed)
+        return;
+    if (s->in_bytes < s->o.input_memory) {
+        size_t n = (s->o.input_memory - s->in_bytes) / READ_CHUNK + 1;
+        while (n-- > 0 && s->wait_head) {
+            conn *c = s->wait_head;
+            wait_remove(c);
+            start_reading(c);
+        }
+    }
+    budget_lead(s);
+}
+
+static void budget_wait(conn *c) {
+    server *s = c->srv;
+    stop_reading(c);
+    if (s->leader == c)
+        s->leader = NULL;
+    if (!c->waiting && !c->closing) {
+        c->waiting = 1;
+        c->wprev = s->wait_tail;
+        if (s->wait_tail)
+            s->wait_tail->wnext = c;
+        else
+            s->wait_head = c;
+        s->wait_tail = c;
+    }
+    budget_lead(s);
+}
+
+/* The connection's own input buffer, once consumed, goes back. */
+static void rbuf_drop(conn *c) {
+    server *s = c->srv;
+    if (c->borrowed || !c->rbuf.data)
+        return;
+    s->in_bytes -= c->rbuf.cap;
+    rec_buf_free(&c->rbuf);
+    c->rpos = 0;
+    if (s->leader == c)
+        s->leader = NULL;
+    budget_wake(s);
+}
+
+/* The limits a connection's next message is held to. */
+static const rec_rpc_limits *limits_of(const conn *c) {
+    const server *s = c->srv;
+    return s->o.auth_token && !c->sess.trusted && !c->sess.authed ? &s->prelim
+                                                                  : &s->lim;
+}
+
 /* Run every complete message buffered, within backpressure limits. */
 static void process(conn *c) {
     server *s = c->srv;
     for (;;) {
-        int progressed = 0;
-        /* One message is decoded ahead of the one running, and the
-         * dispatcher told of it, so that what it will read (its ids) is on
-         * its way to the cache while the current one runs. The two live in
-         * the connection's two zones; the one ahead is dropped whenever
-         * this loop stops (it is decoded again next time). */
+        /* A small message following the one about to run is decoded ahead,
+         * and the dispatcher told of it, so that what it will read (its
+         * ids) is on its way to the cache while the current one runs. The
+         * two live in the server's two zones, emptied after each message;
+         * the one ahead is dropped whenever this loop stops (it is decoded
+         * again next time). */
         int ahead = 0; /* m (at rpos) was decoded ahead, into up[cur] */
+        int cur = 0;
         rec_rpc_msg m;
         size_t used = 0;
         /* Answers built but not yet written count too: a burst of large
@@ -825,9 +1042,13 @@ static void process(conn *c) {
                 break;
             if (!ahead) {
                 const char *why = NULL;
-                int rc = rec_rpc_next(buf, avail, &s->lim, &c->up[c->cur], &m, &used, &why);
+                int rc = rec_rpc_frame(&c->scan, buf, avail, limits_of(c), &why);
                 if (rc == REC_MP_PARTIAL)
                     break;
+                if (!rc) {
+                    used = c->scan.pos;
+                    rc = rec_rpc_decode(buf, used, &s->up[cur], &m, &why);
+                }
                 if (rc) {
                     protocol_fail(c, rc, why ? why : "malformed message");
                     break;
@@ -835,40 +1056,60 @@ static void process(conn *c) {
             }
             rec_rpc_msg next;
             size_t next_used = 0;
-            const char *next_why = NULL;
-            ahead = used < avail &&
-                    rec_rpc_next(buf + used, avail - used, &s->lim, &c->up[!c->cur],
-                                 &next, &next_used, &next_why) == 0;
+            ahead = 0;
+            if (used < avail) {
+                rec_rpc_scan ns;
+                memset(&ns, 0, sizeof ns);
+                const char *nw = NULL;
+                ahead = rec_rpc_frame(&ns, buf + used, avail - used, &s->prelim, &nw) == 0 &&
+                        rec_rpc_decode(buf + used, ns.pos, &s->up[!cur], &next, &nw) == 0;
+                next_used = ns.pos;
+            }
             if (ahead)
                 rec_dispatch_prefetch(s->d, rec_dispatch_find(s->d, next.method,
                                                               next.method_len),
                                       &next.params);
+            /* A whole request received: past the handshake (with a token,
+             * once authenticated). */
+            if (!s->o.auth_token || c->sess.trusted)
+                c->established = 1;
             int h = handle(c, &m);
+            if (c->sess.authed)
+                c->established = 1;
             if (h == 1)
                 break; /* blocked: the message stays buffered */
+            rec_rpc_release(&s->up[cur]);
+            memset(&c->scan, 0, sizeof c->scan);
             c->rpos += used;
-            progressed = 1;
             if (h < 0)
                 break;
             if (ahead) {
                 m = next;
                 used = next_used;
-                c->cur = !c->cur;
+                cur = !cur;
             }
         }
+        rec_rpc_release(&s->up[0]);
+        rec_rpc_release(&s->up[1]);
         if (c->closing)
             return;
-        if (c->rpos > 0 && (c->rpos == c->rbuf.len || c->rpos > 65536)) {
-            memmove(c->rbuf.data, c->rbuf.data + c->rpos, c->rbuf.len - c->rpos);
-            c->rbuf.len -= c->rpos;
-            c->rpos = 0;
+        if (!c->borrowed) {
+            if (c->rpos == c->rbuf.len) {
+                rbuf_drop(c);
+            } else if (c->rpos > 65536) {
+                memmove(c->rbuf.data, c->rbuf.data + c->rpos, c->rbuf.len - c->rpos);
+                c->rbuf.len -= c->rpos;
+                c->rpos = 0;
+            }
         }
         uint32_t before = c->nreplies;
         flush(c);
         if (c->closing)
             return;
-        /* Answers released by this flush make room for more requests. */
-        if (!progressed || c->nreplies == before || c->rpos == c->rbuf.len)
+        /* Answers released by this flush make room for more requests
+         * (also when this call ran none: it may have been called for
+         * that release). */
+        if (c->nreplies == before || c->rpos == c->rbuf.len)
             break;
     }
     if (!c->closing && !c->blocked && c->nreplies < s->o.max_pending &&
@@ -880,19 +1121,49 @@ static void process(conn *c) {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     conn *c = h->data;
+    server *s = c->srv;
     (void)suggested;
-    if (rec_buf_reserve(&c->rbuf, 65536)) {
-        buf->base = NULL;
-        buf->len = 0;
+    *buf = uv_buf_init(NULL, 0); /* none: on_read gets UV_ENOBUFS */
+    int over = s->in_bytes >= s->o.input_memory && c != s->leader;
+    if (!c->rbuf.data) {
+        if (!over)
+            *buf = uv_buf_init(s->scratch, READ_CHUNK);
         return;
     }
-    buf->base = c->rbuf.data + c->rbuf.len;
-    buf->len = c->rbuf.cap - c->rbuf.len;
+    if (c->rpos > 0) { /* what is left is the start of a message */
+        memmove(c->rbuf.data, c->rbuf.data + c->rpos, c->rbuf.len - c->rpos);
+        c->rbuf.len -= c->rpos;
+        c->rpos = 0;
+    }
+    if (c->rbuf.cap - c->rbuf.len < READ_CHUNK / 4) {
+        /* Grow by half (a message of n bytes holds at most 1.5 n), or to
+         * what the framing knows the message needs at least. */
+        size_t cap = c->rbuf.cap + c->rbuf.cap / 2;
+        if (cap < c->rbuf.len + READ_CHUNK)
+            cap = c->rbuf.len + READ_CHUNK;
+        uint64_t least = (uint64_t)c->scan.pos + c->scan.need;
+        if (least > cap && least <= limits_of(c)->max_bytes)
+            cap = (size_t)least;
+        size_t grow = cap - c->rbuf.cap;
+        if (over || (s->in_bytes + grow > s->o.input_memory && c != s->leader))
+            return;
+        char *p = realloc(c->rbuf.data, cap);
+        if (!p)
+            return;
+        s->in_bytes += grow;
+        c->rbuf.data = p;
+        c->rbuf.cap = cap;
+    }
+    *buf = uv_buf_init(c->rbuf.data + c->rbuf.len, (unsigned)(c->rbuf.cap - c->rbuf.len));
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     conn *c = st->data;
-    (void)buf;
+    server *s = c->srv;
+    if (n == UV_ENOBUFS) { /* over the input budget: wait for memory */
+        budget_wait(c);
+        return;
+    }
     if (n < 0) {
         if (n != UV_EOF)
             REC_DEBUG("%s: read error: %s", c->peer, uv_strerror((int)n));
@@ -906,8 +1177,34 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     }
     if (n == 0)
         return;
-    c->rbuf.len += (size_t)n;
+    c->t_read = mono_us();
+    if (buf->base != s->scratch) {
+        c->rbuf.len += (size_t)n;
+        process(c);
+        return;
+    }
+    /* Run the messages from the scratch; keep what is left. */
+    c->rbuf = (rec_buf){s->scratch, (size_t)n, READ_CHUNK};
+    c->rpos = 0;
+    c->borrowed = 1;
     process(c);
+    c->borrowed = 0;
+    size_t left = c->rbuf.len - c->rpos;
+    const char *from = c->rbuf.data + c->rpos;
+    c->rbuf = (rec_buf)REC_BUF_INIT;
+    c->rpos = 0;
+    if (left && !c->closing && !c->close_after) {
+        if (rec_buf_append(&c->rbuf, from, left)) {
+            REC_ERROR("%s: out of memory for its input; closing", c->peer);
+            conn_close(c);
+            return;
+        }
+        s->in_bytes += c->rbuf.cap;
+    }
+    if (s->leader == c && !c->rbuf.data) {
+        s->leader = NULL;
+        budget_wake(s);
+    }
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -925,11 +1222,22 @@ static void on_closed(uv_handle_t *h) {
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    if (c->is_unix)
+        s->nunix--;
+    else
+        s->ntcp--;
     rec_dispatch_set_connections(s->d, s->nconns);
     rec_dispatch_session_end(s->d, &c->sess);
-    msgpack_unpacked_destroy(&c->up[0]);
-    msgpack_unpacked_destroy(&c->up[1]);
-    rec_buf_free(&c->rbuf);
+    set_blocked(c, 0);
+    wait_remove(c);
+    if (s->leader == c)
+        s->leader = NULL;
+    rbuf_drop(c);
+    budget_wake(s);
+    if (c->admit)
+        s->nadmit--;
+    else if (s->nadmit && c->family)
+        admit_waiting(s, 0);
     REC_DEBUG("%s: closed", c->peer);
     free(c);
 }
@@ -940,6 +1248,49 @@ static void conn_close(conn *c) {
     c->closing = 1;
     c->reading = 0;
     uv_close(&c->h.handle, on_closed);
+}
+
+/* Connections admitted from c's address, c included. O(connections). */
+static uint32_t same_address(const server *s, const conn *c) {
+    uint32_t n = 1;
+    size_t len = c->family == AF_INET ? 4 : 16;
+    for (const conn *o = s->conns; o; o = o->next)
+        n += o != c && !o->admit && !o->closing && o->family == c->family &&
+             !memcmp(o->addr, c->addr, len);
+    return n;
+}
+
+/* Refuse a connection: a `busy` notification saying why, then close. */
+static void refuse(conn *c, const char *why, uint32_t limit) {
+    REC_WARN("%s: refused: %s (%u)", c->peer, why, limit);
+    rec_buf b = REC_BUF_INIT;
+    if (!rec_rpc_notify_error(&b, REC_EBUSY, why))
+        enqueue(c, &b, 0, -1, 0, 0, 0);
+    rec_buf_free(&b);
+    c->close_after = 1;
+    flush(c);
+}
+
+/* Connections over their address's share wait (unread) for one from that
+ * address to close, at most until the next tick: a client that reconnects
+ * at once is not refused because its old connections' ends were not read
+ * yet. all: refuse those still over (the tick). */
+static void admit_waiting(server *s, int all) {
+    for (conn *c = s->conns, *next; c && s->nadmit; c = next) {
+        next = c->next;
+        if (!c->admit || c->closing)
+            continue;
+        if (same_address(s, c) <= s->o.max_per_address) {
+            c->admit = 0;
+            s->nadmit--;
+            REC_DEBUG("%s: connected", c->peer);
+            start_reading(c);
+        } else if (all && mono_us() - c->t_open >= 5e5) {
+            c->admit = 0;
+            s->nadmit--;
+            refuse(c, "too many connections from this address", s->o.max_per_address);
+        }
+    }
 }
 
 static void on_connection(uv_stream_t *srv_stream, int status) {
@@ -953,6 +1304,8 @@ static void on_connection(uv_stream_t *srv_stream, int status) {
     if (!c)
         return;
     c->srv = s;
+    c->is_unix = is_unix;
+    c->t_open = c->t_read = mono_us();
     int rc = is_unix ? uv_pipe_init(s->loop, &c->h.pipe, 0)
                      : uv_tcp_init(s->loop, &c->h.tcp);
     if (rc) {
@@ -960,13 +1313,15 @@ static void on_connection(uv_stream_t *srv_stream, int status) {
         return;
     }
     c->h.handle.data = c;
-    msgpack_unpacked_init(&c->up[0]);
-    msgpack_unpacked_init(&c->up[1]);
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    if (is_unix)
+        s->nunix++;
+    else
+        s->ntcp++;
     rec_dispatch_set_connections(s->d, s->nconns);
     if (uv_accept(srv_stream, &c->h.stream)) {
         conn_close(c);
@@ -983,24 +1338,38 @@ static void on_connection(uv_stream_t *srv_stream, int status) {
         uv_tcp_nodelay(&c->h.tcp, 1);
         if (!uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len)) {
             if (ss.ss_family == AF_INET) {
-                uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
-                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+                const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+                uv_ip4_name(in, host, sizeof host);
+                port = ntohs(in->sin_port);
+                c->family = AF_INET;
+                memcpy(c->addr, &in->sin_addr, 4);
             } else {
-                uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
-                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+                uv_ip6_name(in6, host, sizeof host);
+                port = ntohs(in6->sin6_port);
+                c->family = AF_INET6;
+                memcpy(c->addr, &in6->sin6_addr, 16);
             }
         }
         snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
     }
-    if (s->nconns > s->o.max_connections || s->stopping) {
-        REC_WARN("%s: refused: %u connections is the limit", c->peer,
-                 s->o.max_connections);
-        rec_buf b = REC_BUF_INIT;
-        if (!rec_rpc_notify_error(&b, REC_EBUSY, "too many connections"))
-            enqueue(c, &b, 0, -1, 0, 0, 0);
-        rec_buf_free(&b);
-        c->close_after = 1;
-        flush(c);
+    /* TCP and the Unix socket have slots of their own, and one address
+     * cannot take all of TCP's. */
+    const char *full = NULL;
+    uint32_t limit = 0;
+    if (s->stopping) {
+        full = "too many connections";
+    } else if (is_unix ? s->nunix > (limit = s->o.max_unix_connections)
+                       : s->ntcp > (limit = s->o.max_connections)) {
+        full = "too many connections";
+    } else if (!is_unix && c->family && s->o.max_per_address &&
+               same_address(s, c) > s->o.max_per_address) {
+        c->admit = 1;
+        s->nadmit++;
+        return;
+    }
+    if (full) {
+        refuse(c, full, limit);
         return;
     }
     REC_DEBUG("%s: connected", c->peer);
@@ -1024,6 +1393,7 @@ static void shutdown_now(server *s) {
     if (s->rt)
         rec_script_unwatch(s->rt);
     uv_close((uv_handle_t *)&s->check, on_handle_closed);
+    uv_close((uv_handle_t *)&s->idle, on_handle_closed);
     /* The tick stays until every connection is gone: it closes those
      * whose answers are never read. */
     if (!s->conns)
@@ -1199,9 +1569,36 @@ void rec_server_opts_default(rec_server_opts *o) {
     o->out_pause = 4u << 20;
     o->out_max = 16u << 20;
     o->write_timeout = 30.0;
+    o->max_objects = (uint32_t)1 << 20;
+    o->input_memory = (size_t)32 << 20;
+    o->preauth_max_message = (size_t)64 << 10;
+    o->max_unix_connections = 64;
+    o->max_per_address = 64;
+    o->handshake_timeout = 10.0;
+    o->idle_timeout = 300.0;
     rec_engine_opts_default(&o->engine);
     o->engine.checkpoint_interval = 10.0;
     o->train_every = 300.0;
+}
+
+/* Every slot needs a descriptor: raise the soft limit toward the hard one,
+ * and say so when even that is short. */
+static void raise_fd_limit(const rec_server_opts *o) {
+    struct rlimit rl;
+    rlim_t want = (rlim_t)o->max_connections + o->max_unix_connections + 64;
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        return;
+    if (rl.rlim_cur >= want)
+        return;
+    rlim_t cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (cur > rl.rlim_cur) {
+        rl.rlim_cur = cur;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (cur < want)
+        REC_WARN("open files limited to %llu (ulimit -n): fewer than the %llu that "
+                 "%u TCP and %u Unix connections need", (unsigned long long)cur,
+                 (unsigned long long)want, o->max_connections, o->max_unix_connections);
 }
 
 int rec_server_run(const rec_server_opts *o, const char *version) {
@@ -1210,8 +1607,30 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         return 1;
     s->o = *o;
     s->cur_gen = 1;
-    rec_mp_limits_default(&s->lim);
+    rec_rpc_limits_default(&s->lim);
     s->lim.max_bytes = o->max_message;
+    s->lim.max_objects = o->max_objects;
+    /* Before sys.auth only sys.hello, sys.ping and sys.auth run: small. */
+    s->prelim = s->lim;
+    s->prelim.max_bytes = o->preauth_max_message < o->max_message
+                              ? o->preauth_max_message : o->max_message;
+    s->prelim.max_objects = o->max_objects < 1024 ? o->max_objects : 1024;
+    s->prelim.max_str = s->prelim.max_str < s->prelim.max_bytes
+                            ? s->prelim.max_str : (uint32_t)s->prelim.max_bytes;
+    if (!(s->scratch = malloc(READ_CHUNK))) {
+        free(s);
+        return 1;
+    }
+    msgpack_unpacked_init(&s->up[0]);
+    msgpack_unpacked_init(&s->up[1]);
+    raise_fd_limit(o);
+#ifdef __GLIBC__
+    /* Input buffers and decoded messages come and go in megabytes: map
+     * what is large and give it back when freed, rather than let glibc
+     * raise its thresholds and keep the freed memory. */
+    mallopt(M_MMAP_THRESHOLD, 256 << 10);
+    mallopt(M_TRIM_THRESHOLD, 4 << 20);
+#endif
     int code = 1;
     char err[512] = "";
     double t0 = mono_us();
@@ -1262,6 +1681,8 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     uv_check_init(s->loop, &s->check);
     s->check.data = s;
     uv_check_start(&s->check, on_check);
+    uv_idle_init(s->loop, &s->idle);
+    s->idle.data = s;
     uv_timer_init(s->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, on_tick, 1000, 1000);
@@ -1299,6 +1720,9 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     rec_script_free(s->rt);
     rec_engine_free(s->e);
     rec_buf_free(&s->result);
+    msgpack_unpacked_destroy(&s->up[0]);
+    msgpack_unpacked_destroy(&s->up[1]);
+    free(s->scratch);
     uv_loop_close(s->loop);
     REC_INFO("stopped");
     free(s);

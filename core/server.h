@@ -28,12 +28,30 @@ typedef struct rec_server_opts {
     double train_every;        /* seconds between ials trainings when the
                                   "ials" policy is loaded; 0 never; 300 */
     size_t max_message;        /* bytes; default 4 MiB */
-    uint32_t max_connections;  /* default 1024 */
+    uint32_t max_connections;  /* TCP connections; default 1024 */
     uint32_t max_pending;      /* answers waiting per connection; 1024 */
     size_t out_pause;          /* stop reading above this much unread output */
     size_t out_max;            /* close a connection above this; 16 MiB */
     double write_timeout;      /* close a client that reads none of its
                                   answers for this long; 30 s */
+    uint32_t max_objects;      /* values in one message (16 bytes each once
+                                  decoded); default 1,048,576 */
+    size_t input_memory;       /* input buffers of all connections together:
+                                  above it, reading pauses (one connection
+                                  at a time reads on to finish its
+                                  message); default 32 MiB */
+    size_t preauth_max_message; /* with auth_token, a TCP connection's
+                                  messages before sys.auth; 64 KiB (and
+                                  1,024 values) */
+    uint32_t max_unix_connections; /* the Unix socket's own slots; 64 */
+    uint32_t max_per_address;  /* TCP connections from one address; 64;
+                                  0 for no limit */
+    double handshake_timeout;  /* a TCP connection must complete a request
+                                  (with auth_token: sys.auth) within this,
+                                  and a message must not stall this long;
+                                  10 s */
+    double idle_timeout;       /* close a TCP connection that sends nothing
+                                  for this long; 300 s; 0 never */
     rec_engine_opts engine;    /* checkpoint_interval defaults to 10 s */
     /* Called once the engine is open, before listening (loads initial
      * data); a nonzero return stops the server. May be NULL. */

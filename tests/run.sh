@@ -46,8 +46,9 @@ for t in tests/lua/test_*.lua; do
 done
 
 echo "== e2e"
-# The server under test is the binary of this build (sanitised or not).
-LD_PRELOAD="" RECD_BIN="$build/recd" ASAN_OPTIONS=detect_leaks=1 \
+# The server under test is the binary of this build (sanitised or not);
+# the memory tests measure the optimised one (ASan keeps what is freed).
+LD_PRELOAD="" RECD_BIN="$build/recd" RECD_REL_BIN=build/rel/recd ASAN_OPTIONS=detect_leaks=1 \
     timeout 600 sh tests/e2e/run.sh "$build/recd" >"$log" 2>&1
 rc=$?
 p=$(sed -n 's/^RESULT passed=\([0-9]*\) failed=\([0-9]*\)$/\1/p' "$log" | tail -1)

@@ -40,6 +40,7 @@ class Server:
         self.log_dir = str(log_dir)
         self.extra_args = list(extra_args)
         self.unix = os.path.join(self.data_dir, "recd.sock")
+        self.binary = RECD_BIN   # another build may be chosen before start()
         self.proc = None
         self.port = None
         self.starts = 0
@@ -57,8 +58,8 @@ class Server:
         self.log_path = os.path.join(self.log_dir, "recd-%d-%d.log" % (self.port, self.starts))
         # The built-in pipeline unless a test brings its own scripts.
         scripts = [] if "--scripts" in self.extra_args else ["--scripts", "", "--policies", ""]
-        cmd = [RECD_BIN, "serve", "--data", self.data_dir, "--listen", self.tcp,
-               "--unix", self.unix, "--log-level", "warn"] + scripts + self.extra_args
+        cmd = [self.binary, "serve", "--data", self.data_dir, "--listen", self.tcp,
+               "--unix", self.unix, "--log-level", os.environ.get("RECD_LOG_LEVEL", "warn")] + scripts + self.extra_args
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=str(ROOT))

@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <msgpack.h>
 
@@ -114,6 +115,27 @@ static void fuzz_rpc_scan(const uint8_t *p, size_t len,
     }
 }
 
+/* Framing resumed after a cut gives what framing the bytes whole gives. */
+static void fuzz_rpc_frame(const uint8_t *p, size_t len) {
+    rec_rpc_limits lim;
+    rec_rpc_limits_default(&lim);
+    rec_rpc_scan whole, cut;
+    memset(&whole, 0, sizeof whole);
+    memset(&cut, 0, sizeof cut);
+    int wrc = rec_rpc_frame(&whole, (const char *)p, len, &lim, NULL);
+    size_t at = len ? (p[0] * 31u + len) % (len + 1) : 0;
+    int crc = rec_rpc_frame(&cut, (const char *)p, at, &lim, NULL);
+    if (crc == REC_MP_PARTIAL) {
+        FUZZ_CHECK(cut.pos <= at);
+        crc = rec_rpc_frame(&cut, (const char *)p, len, &lim, NULL);
+    }
+    FUZZ_CHECK(crc == wrc);
+    if (wrc == 0) {
+        FUZZ_CHECK(cut.pos == whole.pos && cut.objects == whole.objects);
+        FUZZ_CHECK(whole.pos > 0 && whole.pos <= len);
+    }
+}
+
 /* [the harness] Never fails on any input; checks fire FUZZ_CHECK. */
 static void fuzz_rpc_one(const uint8_t *data, size_t size) {
     rec_mp_limits lim;
@@ -126,6 +148,7 @@ static void fuzz_rpc_one(const uint8_t *data, size_t size) {
         const char *buf = (const char *)data + off;
         size_t left = size - off;
         fuzz_rpc_scan(data + off, left, &lim);
+        fuzz_rpc_frame(data + off, left);
         rec_rpc_msg m;
         size_t used = (size_t)-1;
         const char *why = NULL;
