@@ -35,7 +35,7 @@ WARN := -Wall -Wextra -Wpedantic -Wshadow -Wundef -Wwrite-strings \
         -Wno-unused-parameter
 
 # The sanitised build is the test build: it also compiles in the fault
-# injection points (REC_FAULTS, see core/store.h), which the release build
+# injection points (REC_FAULTS, see core/engine/store.h), which the release build
 # does not carry.
 ifneq ($(SANITIZE),)
 BUILD    := build/san
@@ -52,13 +52,25 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(TESTDEFS) -g $(OPT) $(WARN) $(SANFLAGS) -fPIC -MMD -MP \
-           -Icore $(PKG_CFLAGS)
+           $(CORE_DIRS:%=-I%) $(PKG_CFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS  += $(PKG_LIBS) -lreadline -lm -lpthread
 
-CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
-CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o)
+# The layers (README.md, Layout): core/engine is the library the Lua module
+# is made of; core/server the msgpack-RPC server and its method table;
+# core/client the C client; core/tools the command-line tools. librecd.a
+# holds the first three (what a C program links); the tools go into their
+# own archive, linked by the recd binary and the tests of the tools.
+CORE_DIRS  := core/engine core/server core/client core/tools
+ENGINE_SRC := $(wildcard core/engine/*.c)
+LIB_SRC    := $(ENGINE_SRC) $(wildcard core/server/*.c) $(wildcard core/client/*.c)
+TOOLS_SRC  := $(filter-out core/tools/main.c,$(wildcard core/tools/*.c))
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TOOLS_OBJ  := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
+CORE_OBJ   := $(LIB_OBJ) $(TOOLS_OBJ)
 LIB      := $(BUILD)/librecd.a
+TOOLS_LIB := $(BUILD)/librecd-tools.a
 LUAMOD   := $(BUILD)/lua/recd.so
 BIN      := $(BUILD)/recd
 
@@ -106,27 +118,30 @@ $(BUILD)/core/%.o: core/%.c $(FLAGS_STAMP) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(LIB): $(CORE_OBJ)
+$(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(BUILD)/core/main.o $(LIB)
+$(TOOLS_LIB): $(TOOLS_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/core/tools/main.o $(TOOLS_LIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# The Lua module takes Lua's symbols from the interpreter that loads it.
-# The Lua module takes the engine, not the terminal tools (no readline).
-LUAMOD_OBJ := $(filter-out $(BUILD)/core/repl.o $(BUILD)/core/console.o,$(CORE_OBJ))
-$(LUAMOD): $(LUAMOD_OBJ)
+# The Lua module is the engine's objects alone (no server, client or
+# tools); it takes Lua's symbols from the interpreter that loads it.
+$(LUAMOD): $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libuv msgpack lmdb) -lm -lpthread
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIB) $(FLAGS_STAMP) | $(DEPS_STAMP) build/.deps-test
+$(BUILD)/tests/%: tests/unit/%.c $(TOOLS_LIB) $(LIB) $(FLAGS_STAMP) | $(DEPS_STAMP) build/.deps-test
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(TOOLS_LIB) $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
-$(BUILD)/bench/%: tests/bench/%.c $(LIB) $(FLAGS_STAMP) | $(DEPS_STAMP)
+$(BUILD)/bench/%: tests/bench/%.c $(TOOLS_LIB) $(LIB) $(FLAGS_STAMP) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/bench -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests/bench -o $@ $< $(TOOLS_LIB) $(LIB) $(LDFLAGS) $(LDLIBS)
 
 # ---- examples/c: client programs built from the library ------------------
 # Each examples/c/NAME.c becomes $(BUILD)/examples/NAME, linked like a user's
@@ -186,4 +201,4 @@ install: all
 clean:
 	rm -rf build recd
 
--include $(CORE_OBJ:.o=.d) $(BUILD)/core/main.d $(UNIT_BIN:=.d) $(BENCH_BIN:=.d) $(EXAMPLE_BIN:=.d)
+-include $(CORE_OBJ:.o=.d) $(BUILD)/core/tools/main.d $(UNIT_BIN:=.d) $(BENCH_BIN:=.d) $(EXAMPLE_BIN:=.d)

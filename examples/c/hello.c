@@ -1,5 +1,5 @@
 /* hello.c - a first conversation with recd from C, with the client library
- * of core/client.h (build/rel/librecd.a).
+ * of core/client/client.h (build/rel/librecd.a).
  *
  *     make                                   # also builds build/rel/examples/hello
  *     ./recd serve --data /tmp/hello &

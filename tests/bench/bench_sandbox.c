@@ -1,7 +1,7 @@
 /* bench_sandbox.c - what the bounded library costs on ordinary work.
  *
  * The same Lua loop runs once with the stock functions and once with the
- * bounded ones (core/sandbox.c), charged to a budget that reads the
+ * bounded ones (core/engine/sandbox.c), charged to a budget that reads the
  * monotonic clock at each charge as script.c's does but never runs out.
  * Prints ns per call of each and the ratio bounded / stock (the median of
  * 5 runs), as `BENCH name=sandbox_<case> value=<ratio> unit=x`.

@@ -1,7 +1,7 @@
 """Read the state of a stopped recd's data folder with LMDB's own mdb_dump
 (lmdb-utils), independently of recd's code: the event log, learned vectors,
 counters, policy kv and the checkpoint record, keyed by external ids so two
-folders that learned the same events compare equal. Layouts: core/engine.c.
+folders that learned the same events compare equal. Layouts: core/engine/engine.c.
 """
 import struct
 import subprocess
@@ -59,7 +59,7 @@ def decode_event(v, types):
 
 
 def decode_id(key):
-    """An encoded id (core/idmap.h) as a client sends it: 's' + UTF-8 bytes,
+    """An encoded id (core/engine/idmap.h) as a client sends it: 's' + UTF-8 bytes,
     or 'i' + 8 bytes big-endian with the sign bit flipped."""
     if key[:1] == b"s":
         return key[1:].decode()

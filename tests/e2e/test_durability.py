@@ -2,7 +2,7 @@
 
 Commits are made to fail on purpose through the store's fault injection
 (RECD_FAULT_COMMIT, compiled into the sanitised test build only: see
-core/store.h); those tests are skipped against a binary without it. After
+core/engine/store.h); those tests are skipped against a binary without it. After
 each run the server is restarted without faults and every write is looked
 up: a write answered with success must be there, a write answered with an
 error must not.

@@ -1,5 +1,5 @@
 """Library calls cannot hold the server: one call into the string, table or
-utf8 library is charged to the script's budget (core/sandbox.c), so
+utf8 library is charged to the script's budget (core/engine/sandbox.c), so
 admin.eval of a pathological pattern fails with a budget error and other
 clients are answered meanwhile. With the stock library the first case held
 the loop thread for minutes and sys.ping went unanswered."""

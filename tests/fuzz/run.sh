@@ -39,8 +39,8 @@ pkg_cflags=$(pkg-config --cflags lua5.4 msgpack) &&
     fail_setup "pkg-config lua5.4 msgpack failed (liblua5.4-dev, libmsgpack-dev)"
 cflags="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-        -Wall -Wextra -Wno-unused-parameter -Icore -Itests/fuzz $pkg_cflags"
-core="core/value.c core/rpc.c core/buf.c core/err.c"
+        -Wall -Wextra -Wno-unused-parameter -Icore/engine -Icore/server -Itests/fuzz $pkg_cflags"
+core="core/engine/value.c core/server/rpc.c core/engine/buf.c core/engine/err.c"
 
 passed=0
 failed=0

@@ -1,6 +1,6 @@
 """SipHash-c-d in plain Python, written from Aumasson and Bernstein's paper
 ("SipHash: a fast short-input PRF", 2012), to derive the vectors that
-tests/unit/test_hash.c checks core/hash.c against.
+tests/unit/test_hash.c checks core/engine/hash.c against.
 
     /usr/bin/python3 tests/unit/siphash_ref.py
 

@@ -34,8 +34,9 @@
  * rec_client_reply (rec_client_reply_close); every other pointer handed
  * out is borrowed, for as long as its comment says.
  *
- * Building a program: compile with -Icore and `pkg-config --cflags lua5.4
- * msgpack` (value.h includes lua.h), link build/rel/librecd.a before
+ * Building a program: compile with -Icore/client -Icore/engine and
+ * `pkg-config --cflags lua5.4 msgpack` (value.h includes lua.h), link
+ * build/rel/librecd.a before
  * `pkg-config --libs lua5.4 msgpack`; see examples/c/README.md.
  */
 #ifndef REC_CLIENT_H
