@@ -23,6 +23,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -30,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -76,6 +78,7 @@ struct rec_store {
     char *dir;
     size_t map_max;            /* page-aligned ceiling of the map */
     int read_only;
+    int lock_fd;               /* <dir>/recd.lock, flock'ed by a writer; -1 */
     int locks_ready;           /* write_mu and map_lock initialised */
     pthread_mutex_t write_mu;  /* held by each write txn and by a remap */
     pthread_rwlock_t map_lock; /* shared per open rtxn; exclusive to remap,
@@ -552,6 +555,55 @@ static int open_dbs(rec_store *s) {
     }
 }
 
+/* One writer per folder: an exclusive flock on <dir>/recd.lock, held until
+ * rec_store_free (the kernel drops it when the process dies, kill -9
+ * included, so a crash leaves no stale lock). The file holds the pid of
+ * its holder, for the error a second writer gets. The file itself stays:
+ * removing it would let two writers lock two different files. Read-only
+ * opens take no lock: LMDB lets them read beside the writer. */
+static int take_writer_lock(rec_store *s) {
+    size_t n = strlen(s->dir) + sizeof "/recd.lock";
+    char *path = malloc(n);
+    if (!path)
+        return fail(s, REC_ENOMEM, "out of memory");
+    snprintf(path, n, "%s/recd.lock", s->dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int err = errno;
+        free(path);
+        return fail(s, err == EROFS ? REC_EREADONLY : REC_EIO,
+                    "cannot open the lock file of %s: %s", s->dir, strerror(err));
+    }
+    free(path);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        char pid[32] = "";
+        ssize_t got = pread(fd, pid, sizeof pid - 1, 0);
+        close(fd);
+        if (err != EWOULDBLOCK)
+            return fail(s, REC_EIO, "cannot lock data folder %s: %s", s->dir,
+                        strerror(err));
+        pid[got > 0 ? got : 0] = '\0';
+        long holder = strtol(pid, NULL, 10);
+        if (holder > 0)
+            return fail(s, REC_EBUSY,
+                        "data folder %s is in use by process %ld (one writer per "
+                        "folder; a read-only open works beside it)",
+                        s->dir, holder);
+        return fail(s, REC_EBUSY,
+                    "data folder %s is in use by another process (one writer per "
+                    "folder; a read-only open works beside it)",
+                    s->dir);
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        /* the lock holds without the pid; only the message loses it */
+    }
+    s->lock_fd = fd;
+    return 0;
+}
+
 static int open_env(rec_store *s, const rec_store_opts *o) {
     long pg = sysconf(_SC_PAGESIZE);
     size_t psz = pg > 0 ? (size_t)pg : 4096;
@@ -563,6 +615,8 @@ static int open_env(rec_store *s, const rec_store_opts *o) {
 
     int rc = prepare_dir(s);
     if (rc)
+        return rc;
+    if (!s->read_only && (rc = take_writer_lock(s)))
         return rc;
     rc = mdb_env_create(&s->env);
     if (rc) {
@@ -650,6 +704,7 @@ int rec_store_open(rec_store **out, const char *dir, const rec_store_opts *o,
     s->locks_ready = 1;
     s->dir = d;
     s->read_only = o->read_only != 0;
+    s->lock_fd = -1;
     atomic_init(&s->idle, NULL);
     atomic_init(&s->commits, 0);
     atomic_init(&s->map_grows, 0);
@@ -672,6 +727,8 @@ void rec_store_free(rec_store *s) {
         drop_idle(s);
         mdb_env_close(s->env); /* also closes the dbi handles */
     }
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); /* releases the writer lock */
     if (s->locks_ready) {
         pthread_rwlock_destroy(&s->map_lock);
         pthread_mutex_destroy(&s->write_mu);

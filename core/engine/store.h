@@ -54,7 +54,10 @@ typedef struct rec_store rec_store;
 
 /* Open (creating the folder and databases when missing, unless read_only)
  * the store in `dir`. Checks the schema version: a folder written by a newer
- * schema is refused with REC_ESCHEMA. On failure *out is NULL and, when
+ * schema is refused with REC_ESCHEMA. A writable open takes the folder's
+ * writer lock (<dir>/recd.lock) until rec_store_free: a second writable
+ * open, in this process or another, is REC_EBUSY with the holder's pid in
+ * the message; read-only opens take no lock. On failure *out is NULL and, when
  * errbuf is not NULL, a message naming the cause is written into it. */
 int rec_store_open(rec_store **out, const char *dir, const rec_store_opts *o,
                    char *errbuf, size_t errlen);

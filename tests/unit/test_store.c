@@ -841,6 +841,44 @@ static void expect_open_fails(const char *dir, const rec_store_opts *o,
     assert_non_null(strstr(err, dir));
 }
 
+/* One writer per folder: a second writable open is refused with the
+ * holder's pid, read-only opens work beside the writer, and the lock goes
+ * with the store that held it. */
+static void test_one_writer(void **state) {
+    rec_store_opts o = fast_opts();
+    rec_store *w = open_ok(*state, &o);
+    put_str(w, REC_DB_USERS, "u1", "alice");
+
+    char pid[32];
+    snprintf(pid, sizeof pid, "process %ld", (long)getpid());
+    expect_open_fails(*state, &o, REC_EBUSY, pid);
+
+    o.read_only = 1;
+    rec_store *r = open_ok(*state, &o);
+    expect_str(r, REC_DB_USERS, "u1", "alice");
+    rec_store_free(r);
+
+    /* another process is refused too, while this one holds the lock */
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        rec_store_opts co = fast_opts();
+        rec_store *s = NULL;
+        char err[512];
+        int rc = rec_store_open(&s, *state, &co, err, sizeof err);
+        _exit(rc == REC_EBUSY && strstr(err, pid) ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    rec_store_free(w);
+    o.read_only = 0;
+    w = open_ok(*state, &o); /* released with the store */
+    expect_str(w, REC_DB_USERS, "u1", "alice");
+    rec_store_free(w);
+}
+
 static void test_open_failures(void **state) {
     const char *root = *state;
     char dir[512], file[600];
@@ -1496,6 +1534,7 @@ int main(int argc, char **argv) {
         T(test_schema_newer_refused),
         T(test_map_growth),
         T(test_map_full),
+        T(test_one_writer),
         T(test_read_only),
         T(test_open_failures),
         T(test_oversize_key),
