@@ -1,14 +1,23 @@
 -- demo.lua - a small generated catalogue, run through the recd engine.
 --
---   recd lua examples/demo.lua [DATA_DIR]      (make run does this)
+--   recd lua examples/demo.lua [DATA_DIR]
 --
+-- DATA_DIR defaults to a new temporary folder (its name is printed), never
+-- to the server's ./data: the tour writes clicks. (`make run` loads the
+-- same catalogue into ./data with examples/demo_data.lua, not this file.)
 -- Builds 240 items in 8 genres with content vectors, 60 users who each
 -- prefer two genres, and a few thousand interactions; then shows similar
 -- items, co-occurrence neighbours, walks, online MF recommendations, and
 -- how a user's recommendations move after a few clicks.
 local recd = require "recd"
 
-local dir = arg and arg[1] or "./data"
+local dir = arg and arg[1]
+if not dir then
+    local tmp = os.tmpname() -- a new file: the folder goes beside it
+    os.remove(tmp)
+    dir = tmp .. "-recd-demo"
+    print("data folder: " .. dir)
+end
 local db = recd.open(dir)
 local genres = {"comedy", "drama", "action", "horror", "romance", "scifi", "docs", "kids"}
 

@@ -506,3 +506,21 @@ def test_policy_tutorial(make_server, tmp_path):
         with pytest.raises(RecdError) as e:
             c.call("rec.recommend", {"user": "tut-ann", "n": 3})
         assert e.value.name == "script_error" and POLICY in str(e.value)
+
+
+def test_lua_demo_writes_to_its_own_folder(tmp_path):
+    """examples/demo.lua without a folder tours a new temporary folder and
+    leaves a ./data beside it (a server's folder) alone."""
+    (tmp_path / "data").mkdir()
+    r = subprocess.run([RECD_BIN, "lua", str(ROOT / "examples" / "demo.lua")], cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("data folder: "), r.stdout
+    folder = first[len("data folder: "):]
+    try:
+        assert os.path.isdir(folder) and os.path.exists(os.path.join(folder, "data.mdb"))
+        assert "240 items, 60 users" in r.stdout
+        assert os.listdir(str(tmp_path / "data")) == []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
