@@ -66,9 +66,13 @@ class Client:
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(target)
-        except OSError:
+        except OSError as e:
             self.sock.close()
-            raise
+            # the same exception type (callers' handlers keep working), with
+            # the address and a hint instead of a bare errno
+            err = type(e)(e.errno, "cannot connect to %s: %s (is recd running? make run, "
+                          "or ./recd serve)" % (address, e.strerror or e))
+            raise err from None
 
     # -- plumbing ---------------------------------------------------------
     def _pack(self, msg):

@@ -524,3 +524,15 @@ def test_lua_demo_writes_to_its_own_folder(tmp_path):
         assert os.listdir(str(tmp_path / "data")) == []
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_python_client_names_the_address_when_nothing_listens():
+    import recd_client
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    addr = "127.0.0.1:%d" % port.getsockname()[1]
+    port.close()
+    with pytest.raises(ConnectionRefusedError) as ei:
+        recd_client.connect(addr, timeout=5)
+    assert addr in str(ei.value) and "is recd running?" in str(ei.value)
+    assert ei.value.__cause__ is None and ei.value.__suppress_context__
