@@ -942,6 +942,7 @@ typedef struct runner {
     const void *answer;  /* the last call's result (msgpack) */
     size_t answer_len;
     rec_client *cl;      /* --connect: the server answers instead */
+    int train_refused;   /* the server refused model.train (said once) */
     rec_client_reply rep;
     msgpack_sbuffer sb;
     int has_ials, has_ease;
@@ -1186,10 +1187,20 @@ static void remote_train(runner *u) {
     for (int i = 0; i < 120000; i++) {
         if (!started) {
             int rc = rec_client_call(u->cl, "model.train", opts, sizeof opts - 1, &u->rep);
-            if (rc == 0)
+            if (rc == 0) {
                 started = 1;
-            else if (rc != REC_EBUSY)
-                return; /* no batch model to train, or the connection failed */
+            } else if (rc != REC_EBUSY) {
+                /* admin methods need the Unix socket or a token: without
+                 * them the server trains on its own schedule only */
+                if (!u->train_refused && rc != REC_ENOTFOUND)
+                    fprintf(stderr, "recd eval: the server did not train (%s: %s); its "
+                            "batch models follow its own schedule (connect over its "
+                            "Unix socket to train where the library would)\n",
+                            u->rep.err_name[0] ? u->rep.err_name : rec_err_name(rc),
+                            u->rep.err_message[0] ? u->rep.err_message : rec_strerror(rc));
+                u->train_refused = 1;
+                return;
+            }
         } else if (remote_trainings(u) <= 0) {
             return;
         }
