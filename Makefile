@@ -6,7 +6,8 @@
 #   make chaos           kill -9 and failed commits under load (tests/chaos)
 #   make bench           benchmarks on the optimised build
 #   make fuzz            libFuzzer targets, 60 s each (tests/fuzz/run.sh)
-#   make run             serve ./data (demo data loaded on first run)
+#   make run             serve ./data on 127.0.0.1:7700 (demo data loaded on first
+#                        run); DATA=DIR and LISTEN=HOST:PORT choose others
 #
 # Missing Debian packages are installed (as root) or named with the exact
 # apt-get line to run: each target asks only for what it uses.
@@ -181,8 +182,11 @@ bench: $(DEPS_STAMP) build/.deps-bench $(BENCH_BIN) $(BIN)
 fuzz: $(DEPS_STAMP) build/.deps-fuzz
 	@sh tests/fuzz/run.sh 60
 
+# make run [DATA=folder] [LISTEN=host:port]
+DATA   ?= ./data
+LISTEN ?= 127.0.0.1:7700
 run: all
-	./recd serve --data ./data --init examples/demo_data.lua
+	./recd serve --data $(DATA) --listen $(LISTEN) --init examples/demo_data.lua
 
 # The chaos suite runs the server of the test build, which carries the fault
 # injection points (REC_FAULTS); about a minute.

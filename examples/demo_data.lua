@@ -41,5 +41,8 @@ if db:stats().items == 0 then
         end
     end)
     print("done")
+else
+    local st = db:stats()
+    print(string.format("demo data not loaded: the folder holds %d items and %d users already",
+                        st.items, st.users))
 end
-

@@ -536,3 +536,25 @@ def test_python_client_names_the_address_when_nothing_listens():
         recd_client.connect(addr, timeout=5)
     assert addr in str(ei.value) and "is recd running?" in str(ei.value)
     assert ei.value.__cause__ is None and ei.value.__suppress_context__
+
+
+def test_demo_data_says_when_it_is_not_loaded(make_server):
+    """`make run` loads the demo catalogue into an empty folder only, and
+    says so when the folder holds data already."""
+    init = ["--init", str(ROOT / "examples" / "demo_data.lua")]
+    srv = make_server(extra_args=init)
+    with srv.connect() as c:
+        assert c.call("sys.info")["items"] == 240
+    srv.restart()
+    log = srv.log()
+    assert "demo data not loaded: the folder holds 240 items and 60 users already" in log, log
+    with srv.connect() as c:
+        assert c.call("sys.info")["items"] == 240
+
+
+def test_make_run_takes_a_folder_and_an_address():
+    r = subprocess.run(["make", "-n", "run", "DATA=/tmp/elsewhere", "LISTEN=127.0.0.1:7711"],
+                       cwd=str(ROOT), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    assert "serve --data /tmp/elsewhere --listen 127.0.0.1:7711 --init examples/demo_data.lua" in line, line
