@@ -69,7 +69,8 @@ typedef struct metric {
     double r_impressions, r_clicks, r_conversions, r_t; /* decayed, as of r_t */
 } metric;
 
-#define NMETHODS 19 /* entries of methods[], defined at the end */
+#define REC_LIST_MAX 10000 /* ids or events in one page of the listing methods */
+#define NMETHODS 22 /* entries of methods[], defined at the end */
 
 struct rec_dispatch {
     rec_engine *e;
@@ -95,6 +96,7 @@ struct rec_dispatch {
     rec_train_fn train;
     void *train_ud;
     int trainings;       /* batch trainings running now */
+    uint32_t list_idx[REC_LIST_MAX]; /* scratch of item.list / user.list */
 };
 
 struct call_ctx {
@@ -655,6 +657,131 @@ static int get_common(call_ctx *c, rec_kind kind) {
 
 static int m_item_get(call_ctx *c) { return get_common(c, REC_KIND_ITEM); }
 static int m_user_get(call_ctx *c) { return get_common(c, REC_KIND_USER); }
+
+/* Options of the listing methods: params[at] nil or a map {cursor, n}. */
+static int list_opts(call_ctx *c, uint32_t at, uint64_t *cursor, uint32_t *n,
+                     const msgpack_object **opts) {
+    *cursor = 0;
+    *n = 100;
+    const msgpack_object *o = param(c, at);
+    *opts = NULL;
+    if (!o || o->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return fail(c, REC_EINVAL, "params[%u] must be a map of options {cursor, n}", at);
+    *opts = o;
+    const msgpack_object *cur = field(o, "cursor"), *no = field(o, "n");
+    if (cur) {
+        if (cur->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return fail(c, REC_EINVAL, "cursor must be the cursor of an earlier answer");
+        *cursor = cur->via.u64;
+    }
+    if (no) {
+        if (no->type != MSGPACK_OBJECT_POSITIVE_INTEGER || no->via.u64 < 1 ||
+            no->via.u64 > REC_LIST_MAX)
+            return fail(c, REC_ERANGE, "n must be 1..%d", REC_LIST_MAX);
+        *n = (uint32_t)no->via.u64;
+    }
+    return 0;
+}
+
+/* item.list / user.list [{cursor, n, active}] -> {ids, cursor}: the ids in
+ * index order (the order they were first seen), n at a time (100, at most
+ * REC_LIST_MAX); cursor is nil after the last page, else what to pass to
+ * get the next one. Items may be filtered on their active flag. An id
+ * added while paging appears on a later page; a deleted one disappears.
+ * O(n + deleted ids skipped). */
+static int list_common(call_ctx *c, rec_kind kind) {
+    uint64_t cursor;
+    uint32_t n;
+    const msgpack_object *opts;
+    int rc = list_opts(c, 0, &cursor, &n, &opts);
+    if (rc)
+        return rc;
+    int want_active = -1;
+    const msgpack_object *act = opts ? field(opts, "active") : NULL;
+    if (act) {
+        if (kind != REC_KIND_ITEM || act->type != MSGPACK_OBJECT_BOOLEAN)
+            return fail(c, REC_EINVAL, kind == REC_KIND_ITEM ? "active must be true or false"
+                                                             : "users have no active flag");
+        want_active = act->via.boolean;
+    }
+    uint32_t bound = rec_engine_bound(c->e, kind);
+    if (cursor > bound)
+        cursor = bound;
+    /* the page's indexes first (the answer's array header needs the count) */
+    uint32_t *take = c->d->list_idx;
+    uint32_t got = 0, i = (uint32_t)cursor;
+    for (; i < bound && got < n; i++) {
+        size_t kl;
+        if (!rec_engine_key(c->e, kind, i, &kl))
+            continue;
+        if (want_active >= 0 && rec_engine_is_active(c->e, i) != want_active)
+            continue;
+        take[got++] = i;
+    }
+    while (i < bound) { /* is anything left to list? */
+        size_t kl;
+        if (rec_engine_key(c->e, kind, i, &kl) &&
+            (want_active < 0 || rec_engine_is_active(c->e, i) == want_active))
+            break;
+        i++;
+    }
+    msgpack_packer *pk = &c->pk;
+    if (msgpack_pack_map(pk, 2) || pk_str(pk, "ids") || msgpack_pack_array(pk, got))
+        return REC_ENOMEM;
+    for (uint32_t j = 0; j < got; j++)
+        if (pack_idx(c, kind, take[j]))
+            return REC_ENOMEM;
+    if (pk_str(pk, "cursor") || (i < bound ? msgpack_pack_uint32(pk, i) : msgpack_pack_nil(pk)))
+        return REC_ENOMEM;
+    return 0;
+}
+
+static int m_item_list(call_ctx *c) { return list_common(c, REC_KIND_ITEM); }
+static int m_user_list(call_ctx *c) { return list_common(c, REC_KIND_USER); }
+
+/* user.history [id, {cursor, n}] -> {history, cursor}: the user's events,
+ * newest first, n at a time (100, at most REC_LIST_MAX), each {item, type,
+ * ts, weight}; cursor (the count already read) is nil after the oldest. An
+ * unknown user has an empty history. Events added while paging shift the
+ * pages by as many. */
+static int m_user_history(call_ctx *c) {
+    char key[REC_ID_MAX];
+    int kl = id_key(c, param(c, 0), key, "params[0] (user)");
+    if (kl < 0)
+        return kl;
+    uint64_t cursor;
+    uint32_t n;
+    const msgpack_object *opts;
+    int rc = list_opts(c, 1, &cursor, &n, &opts);
+    if (rc)
+        return rc;
+    uint32_t idx = rec_engine_lookup(c->e, REC_KIND_USER, key, (size_t)kl);
+    uint32_t len = 0;
+    const rec_hentry *h =
+        idx == REC_IDX_NONE ? NULL : rec_graph_history(rec_engine_graph(c->e), idx, &len);
+    uint64_t from = cursor < len ? cursor : len;
+    uint32_t cnt = (uint32_t)(len - from < n ? len - from : n);
+    msgpack_packer *pk = &c->pk;
+    if (msgpack_pack_map(pk, 2) || pk_str(pk, "history") || msgpack_pack_array(pk, cnt))
+        return REC_ENOMEM;
+    for (uint32_t i = 0; i < cnt; i++) {
+        const rec_hentry *e = &h[len - 1 - (from + i)];
+        const char *tn = rec_engine_type_name(c->e, e->type);
+        if (msgpack_pack_map(pk, 4) || pk_str(pk, "item") ||
+            pack_idx(c, REC_KIND_ITEM, e->item) || pk_str(pk, "type") ||
+            pk_str(pk, tn ? tn : "?") || pk_str(pk, "ts") ||
+            msgpack_pack_double(pk, e->ts) || pk_str(pk, "weight") ||
+            msgpack_pack_float(pk, e->weight))
+            return REC_ENOMEM;
+    }
+    uint64_t next = from + cnt;
+    return pk_str(pk, "cursor") || (next < len ? msgpack_pack_uint64(pk, next)
+                                               : msgpack_pack_nil(pk))
+               ? REC_ENOMEM
+               : 0;
+}
 
 typedef struct id_arg {
     const char *key;
@@ -1884,6 +2011,9 @@ static const method_def methods[NMETHODS] = {
     {"user.put", m_user_put, REC_M_WRITE},
     {"user.get", m_user_get, 0},
     {"user.delete", m_user_delete, REC_M_WRITE | REC_M_BARRIER},
+    {"item.list", m_item_list, 0},
+    {"user.list", m_user_list, 0},
+    {"user.history", m_user_history, 0},
     {"event.add", m_event_add, REC_M_WRITE},
     {"rec.recommend", m_recommend, 0},
     {"rec.similar", m_similar, 0},
