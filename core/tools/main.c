@@ -8,16 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#if __has_include("bench.h")
 #include "bench.h"
-#else
-static int rec_bench_main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "recd: bench is not built in\n");
-    return 2;
-}
-#endif
 #include "console.h"
 #include "eval.h"
 #include "log.h"
@@ -25,8 +16,7 @@ static int rec_bench_main(int argc, char **argv) {
 #include "repl.h"
 #include "server.h"
 #include "vec.h"
-
-#define RECD_VERSION "0.2.0"
+#include "version.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -460,7 +450,7 @@ static int cmd_serve(int argc, char **argv) {
         c.o.on_open = on_open;
         c.o.on_open_ud = &c;
     }
-    int rc = rec_server_run(&c.o, RECD_VERSION);
+    int rc = rec_server_run(&c.o, REC_VERSION);
     memset(c.token, 0, sizeof c.token);
     return rc;
 }
@@ -489,7 +479,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "console"))
         return rec_console_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("recd %s (%s kernels)\n", RECD_VERSION, rec_vec_isa_name());
+        printf("recd %s (%s kernels)\n", REC_VERSION, rec_vec_isa_name());
         return 0;
     }
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
