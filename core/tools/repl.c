@@ -1,7 +1,7 @@
 /* repl.c - `recd repl`: a Lua 5.4 REPL with the engine open as `db`.
  *
- * Three parts: the line input shared with console.c (readline's callback
- * interface driven by pselect(), so a Ctrl-C can cancel the line being
+ * Three parts: the line input shared with console.c (libedit's readline-compatible
+ * callback interface driven by pselect(), so a Ctrl-C can cancel the line being
  * typed without leaving; plain getline when stdin is not a terminal), the
  * value printer (Lua source below), and the REPL itself: a chunk is first
  * compiled as "return <chunk>;" so expressions print their values, then as
@@ -29,8 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <readline/history.h>
-#include <readline/readline.h>
+#include <editline/readline.h>
 
 #include "buf.h"
 #include "lua_api.h"
@@ -111,6 +110,37 @@ static char **attempt_complete(const char *text, int start, int end) {
     return m;
 }
 
+/* The history file is plain text, one entry a line (libedit's own format
+ * encodes spaces and starts with a cookie; this one stays readable and
+ * keeps files written before). */
+static void history_load(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return; /* a missing file is fine */
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&buf, &cap, f)) >= 0) {
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            buf[--n] = 0;
+        if (n > 0)
+            add_history(buf);
+    }
+    free(buf);
+    fclose(f);
+}
+
+static void history_save(const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return;
+    HIST_ENTRY **h = history_list();
+    for (size_t i = 0; h && h[i]; i++)
+        if (h[i]->line && !strchr(h[i]->line, '\n'))
+            fprintf(f, "%s\n", h[i]->line);
+    fclose(f);
+}
+
 int rec_input_open(const char *history, rec_input_complete_fn complete) {
     memset(&in, 0, sizeof in);
     in.open = 1;
@@ -127,7 +157,7 @@ int rec_input_open(const char *history, rec_input_complete_fn complete) {
     using_history();
     stifle_history(HISTORY_MAX);
     if (in.history[0])
-        read_history(in.history); /* a missing file is fine */
+        history_load(in.history);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint; /* no SA_RESTART: select() returns EINTR */
@@ -176,7 +206,6 @@ int rec_input_read(const char *prompt, char **line) {
             sigint_seen = 0;
             rl_replace_line("", 0);
             rl_free_line_state();
-            rl_callback_sigcleanup();
             rl_callback_handler_remove();
             pthread_sigmask(SIG_SETMASK, &orig, NULL);
             fputs("^C\n", stdout);
@@ -215,7 +244,7 @@ void rec_input_close(void) {
     if (!in.open)
         return;
     if (in.tty && in.history[0])
-        write_history(in.history);
+        history_save(in.history);
     in.open = 0;
 }
 
