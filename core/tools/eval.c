@@ -1653,15 +1653,53 @@ static void print_table(FILE *f, const char *path, const rec_eval_log *log,
     }
 }
 
-static void json_str(FILE *f, const char *s) {
+/* The length of the well-formed UTF-8 sequence at s (1..4), or 0 when the
+ * byte at s does not start one (RFC 3629's table: no overlong forms, no
+ * surrogates, nothing past U+10FFFF). */
+static int utf8_len(const unsigned char *s) {
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    int n;
+    unsigned char lo = 0x80, hi = 0xbf; /* the second byte's range */
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (int i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf) /* the NUL ends the check too */
+            return 0;
+    return n;
+}
+
+void rec_eval_json_str(FILE *f, const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
     fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fprintf(f, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            fprintf(f, "\\u%04x", *s);
+    while (*p) {
+        int n = utf8_len(p);
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\u%04x", *p);
+        else if (n == 0)
+            fputs("\xef\xbf\xbd", f); /* U+FFFD for this byte */
         else
-            fputc(*s, f);
+            fwrite(p, 1, (size_t)n, f);
+        p += n ? n : 1;
     }
     fputc('"', f);
 }
@@ -1669,18 +1707,18 @@ static void json_str(FILE *f, const char *s) {
 static void print_json(FILE *f, const char *path, const rec_eval_log *log, const eval_ctx *x,
                        task *t, size_t nt, double share) {
     fprintf(f, "{\"log\": ");
-    json_str(f, path);
+    rec_eval_json_str(f, path);
     fprintf(f, ", \"events\": %zu, \"users\": %u, \"items\": %u, \"skipped\": %zu, \"k\": %u, "
                "\"results\": [",
             log->n, log->users.live, log->items.live, log->skipped, x->k);
     for (size_t i = 0; i < nt; i++) {
         const result *r = &t[i].r;
         fprintf(f, "%s\n  {\"pipeline\": ", i ? "," : "");
-        json_str(f, t[i].a->label);
+        rec_eval_json_str(f, t[i].a->label);
         fprintf(f, ", \"protocol\": \"%s\"", t[i].proto == PROTO_PREQ ? "prequential" : "holdout");
         if (r->failed) {
             fprintf(f, ", \"error\": ");
-            json_str(f, r->err);
+            rec_eval_json_str(f, r->err);
             fputc('}', f);
             continue;
         }
