@@ -456,6 +456,8 @@ static int cmd_serve(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    /* The engine logs nowhere until told: the tools log to stderr. */
+    rec_log_set_handler(rec_log_stderr, NULL);
     if (argc < 2) {
         usage(stderr);
         return 2;
