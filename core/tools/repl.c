@@ -32,6 +32,7 @@
 #include <editline/readline.h>
 
 #include "buf.h"
+#include "cli.h"
 #include "lua_api.h"
 
 /* ---- line input ---------------------------------------------------------- */
@@ -882,20 +883,26 @@ int rec_repl_main(int argc, char **argv) {
     char scripts[1024] = "", policies[1024] = "";
     const char *data = "./data";
     int have_data = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    static const struct option opts[] = {
+        {"scripts", required_argument, NULL, 's'},
+        {"policies", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    rec_cli cli;
+    rec_cli_init(&cli, "recd repl", argc, argv, "h", opts);
+    for (int ch; (ch = rec_cli_next(&cli)) != REC_CLI_DONE;) {
+        if (ch == 'h') {
             usage(stdout);
             return 0;
-        }
-        if ((!strcmp(a, "--scripts") || !strcmp(a, "--policies")) && i + 1 < argc) {
-            char *dst = a[2] == 's' ? scripts : policies;
-            snprintf(dst, 1024, "%s", argv[++i]);
-        } else if (a[0] != '-' && !have_data) {
-            data = a;
+        } else if (ch == 's' || ch == 'p') {
+            snprintf(ch == 's' ? scripts : policies, 1024, "%s", cli.arg);
+        } else if (ch == REC_CLI_OPERAND && !have_data) {
+            data = cli.arg;
             have_data = 1;
         } else {
-            fprintf(stderr, "recd repl: unexpected argument '%s'\n", a);
+            if (ch == REC_CLI_OPERAND)
+                fprintf(stderr, "recd repl: unexpected argument '%s'\n", cli.arg);
             usage(stderr);
             return 2;
         }
