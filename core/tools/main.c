@@ -1,4 +1,4 @@
-/* main.c - the recd command line: serve, bench, lua, version. */
+/* main.c - the recd command line: the table of commands, serve, lua, version. */
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
