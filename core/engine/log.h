@@ -17,8 +17,8 @@ typedef enum rec_log_level {
 } rec_log_level;
 
 /* Receives each message at or above the level: msg is borrowed, valid
- * during the call, without a trailing newline. Called on the thread that
- * logs (the loop thread in the server). */
+ * during the call, without a trailing newline. Called on whichever thread
+ * logs, so it must be thread-safe (rec_log_stderr is: one fprintf a line). */
 typedef void (*rec_log_fn)(rec_log_level level, const char *msg, void *ud);
 
 /* Where messages go from now on; fn NULL: nowhere (the default). Set it
