@@ -14,7 +14,7 @@
 
 # make, make run, make install: compiler and libraries.
 BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
-              libmsgpack-dev liblmdb-dev libreadline-dev
+              libmsgpack-dev liblmdb-dev libedit-dev
 # make test: the suites' tools (cmocka, the Lua interpreter, Python with
 # msgpack and pytest, valgrind, clang with libFuzzer for the fuzzers, and
 # mdb_dump, which reads data folders for the replay and chaos suites).
@@ -55,7 +55,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(TESTDEFS) -g $(OPT) $(WARN) $(SANFLAGS) -fPIC -MMD -MP \
            $(CORE_DIRS:%=-I%) $(PKG_CFLAGS)
 LDFLAGS += $(SANFLAGS)
-LDLIBS  += $(PKG_LIBS) -lreadline -lm -lpthread
+LDLIBS  += $(PKG_LIBS) -ledit -lm -lpthread
 
 # The layers (README.md, Layout): core/engine is the library the Lua module
 # is made of; core/server the msgpack-RPC server and its method table;

@@ -24,6 +24,7 @@
 #include "sandbox.h"
 #include "value.h"
 #include "vec.h"
+#include "version.h"
 
 #define DB_MT "recd.db"
 #define BITMAP_MT "recd.bitmap"
@@ -1875,7 +1876,7 @@ int luaopen_recd(lua_State *L) {
     }
     lua_pop(L, 1);
     luaL_newlib(L, module_fns);
-    lua_pushliteral(L, "0.1.0");
+    lua_pushliteral(L, REC_VERSION);
     lua_setfield(L, -2, "version");
     return 1;
 }

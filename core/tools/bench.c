@@ -19,7 +19,6 @@
 #include "bench.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -31,6 +30,7 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "cli.h"
 #include "client.h"
 #include "err.h"
 
@@ -805,7 +805,7 @@ static void report(const bench_opts *o, const bench_test *t,
 static void usage(FILE *f) {
     fprintf(f,
         "usage: recd bench [options]\n"
-        "  -h HOST            server host (127.0.0.1)\n"
+        "  -h HOST            server host (127.0.0.1); -h alone: this text\n"
         "  -p PORT            server port (7700)\n"
         "  -s PATH            Unix socket (instead of host/port)\n"
         "  -a TOKEN           sys.auth token for TCP connections\n"
@@ -865,43 +865,49 @@ int rec_bench_main(int argc, char **argv) {
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
-    optind = 1;
-    opterr = 1;
+    rec_cli cli;
+    rec_cli_init(&cli, "recd bench", argc, argv, "h:p:s:a:c:n:P:t:r:q", longopts);
     int ch;
     long v;
-    while ((ch = getopt_long(argc, argv, "h:p:s:a:c:n:P:t:r:q", longopts, NULL)) != -1) {
+    while ((ch = rec_cli_next(&cli)) != REC_CLI_DONE) {
         const char *bad = NULL;
+        const char *arg = cli.arg;
         switch (ch) {
-        case 'h': o.host = optarg; break;
-        case 'p': if (parse_long(optarg, 1, 65535, &v)) bad = "-p"; else o.port = (int)v; break;
-        case 's': o.unix_path = optarg; break;
-        case 'a': o.auth = optarg; break;
-        case 'c': if (parse_long(optarg, 1, 100000, &v)) bad = "-c"; else o.clients = (int)v; break;
-        case 'n': if (parse_long(optarg, 1, 1000000000, &v)) bad = "-n"; else o.requests = v; break;
-        case 'P': if (parse_long(optarg, 1, 1024, &v)) bad = "-P"; else o.pipeline = (int)v; break;
-        case 't': o.tests = optarg; break;
-        case 'r': if (parse_long(optarg, 1, MAX_RUNS, &v)) bad = "-r"; else o.runs = (int)v; break;
+        case 'h':
+            if (!arg) { /* -h alone: the help */
+                usage(stdout);
+                return 0;
+            }
+            o.host = arg;
+            break;
+        case 'p': if (parse_long(arg, 1, 65535, &v)) bad = "-p"; else o.port = (int)v; break;
+        case 's': o.unix_path = arg; break;
+        case 'a': o.auth = arg; break;
+        case 'c': if (parse_long(arg, 1, 100000, &v)) bad = "-c"; else o.clients = (int)v; break;
+        case 'n': if (parse_long(arg, 1, 1000000000, &v)) bad = "-n"; else o.requests = v; break;
+        case 'P': if (parse_long(arg, 1, 1024, &v)) bad = "-P"; else o.pipeline = (int)v; break;
+        case 't': o.tests = arg; break;
+        case 'r': if (parse_long(arg, 1, MAX_RUNS, &v)) bad = "-r"; else o.runs = (int)v; break;
         case 'q': o.quiet = 1; break;
         case O_CSV: o.csv = 1; break;
-        case O_SEED: if (parse_long(optarg, 0, 0x7fffffff, &v)) bad = "--seed"; else o.seed = (uint64_t)v; break;
-        case O_USERS: if (parse_long(optarg, 1, 0x7fffffff, &v)) bad = "--users"; else o.users = (uint32_t)v; break;
-        case O_ITEMS: if (parse_long(optarg, 1, 0x7fffffff, &v)) bad = "--items"; else o.items = (uint32_t)v; break;
-        case O_LITEMS: if (parse_long(optarg, 0, 0x7fffffff, &v)) bad = "--load-items"; else o.load_items = v; break;
-        case O_LUSERS: if (parse_long(optarg, 0, 0x7fffffff, &v)) bad = "--load-users"; else o.load_users = v; break;
-        case O_DIM: if (parse_long(optarg, 1, 4096, &v)) bad = "--dim"; else o.dim = (int)v; break;
-        case O_LSPACES: o.load_spaces = optarg; break;
+        case O_SEED: if (parse_long(arg, 0, 0x7fffffff, &v)) bad = "--seed"; else o.seed = (uint64_t)v; break;
+        case O_USERS: if (parse_long(arg, 1, 0x7fffffff, &v)) bad = "--users"; else o.users = (uint32_t)v; break;
+        case O_ITEMS: if (parse_long(arg, 1, 0x7fffffff, &v)) bad = "--items"; else o.items = (uint32_t)v; break;
+        case O_LITEMS: if (parse_long(arg, 0, 0x7fffffff, &v)) bad = "--load-items"; else o.load_items = v; break;
+        case O_LUSERS: if (parse_long(arg, 0, 0x7fffffff, &v)) bad = "--load-users"; else o.load_users = v; break;
+        case O_DIM: if (parse_long(arg, 1, 4096, &v)) bad = "--dim"; else o.dim = (int)v; break;
+        case O_LSPACES: o.load_spaces = arg; break;
         case O_HELP: usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case REC_CLI_OPERAND:
+            fprintf(stderr, "recd bench: unexpected argument '%s'\n", arg);
+            usage(stderr);
+            return 2;
+        default: return 2; /* REC_CLI_ERROR: said */
         }
         if (bad) {
-            fprintf(stderr, "recd bench: bad value for %s: '%s'\n", bad, optarg);
+            fprintf(stderr, "recd bench: bad value for %s: '%s'\n", bad, arg);
             return 2;
         }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "recd bench: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return 2;
     }
     if (!o.users)
         o.users = o.load_users > 0 ? (uint32_t)o.load_users : 100000;

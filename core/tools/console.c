@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "client.h"
 #include "err.h"
 #include "repl.h"
@@ -569,23 +570,29 @@ int rec_console_main(int argc, char **argv) {
     const char *env = getenv("RECD_TOKEN");
     if (env)
         snprintf(k.token, sizeof k.token, "%s", env);
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    static const struct option opts[] = {
+        {"token", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    rec_cli cli;
+    rec_cli_init(&cli, "recd console", argc, argv, "h", opts);
+    for (int ch; (ch = rec_cli_next(&cli)) != REC_CLI_DONE;) {
+        if (ch == 'h') {
             puts("usage: recd console [--token FILE] [ADDR]   (default " DEFAULT_ADDR
                  "; unix:PATH or a path with '/')\n"
                  "  the token may also come from the RECD_TOKEN environment variable");
             return 0;
-        }
-        if (!strcmp(a, "--token") && i + 1 < argc) {
-            if (read_token_file(&k, argv[++i]))
+        } else if (ch == 't') {
+            if (read_token_file(&k, cli.arg))
                 return 2;
-        } else if (a[0] != '-' && !have_addr) {
-            k.addr = a;
+        } else if (ch == REC_CLI_OPERAND && !have_addr) {
+            k.addr = cli.arg;
             have_addr = 1;
         } else {
-            fprintf(stderr, "recd console: unexpected argument '%s'\n"
-                            "usage: recd console [--token FILE] [ADDR]\n", a);
+            if (ch == REC_CLI_OPERAND)
+                fprintf(stderr, "recd console: unexpected argument '%s'\n", cli.arg);
+            fputs("usage: recd console [--token FILE] [ADDR]\n", stderr);
             return 2;
         }
     }

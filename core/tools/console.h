@@ -11,7 +11,7 @@
 #ifndef REC_CONSOLE_H
 #define REC_CONSOLE_H
 
-/* argv holds the arguments after "console". Returns the exit code: 0 at
+/* argv[0] is the command's name ("console"), the options follow. Returns the exit code: 0 at
  * EOF or \quit, 1 when the server cannot be reached or refuses the token,
  * 2 for bad arguments. */
 int rec_console_main(int argc, char **argv);

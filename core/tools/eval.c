@@ -24,6 +24,7 @@
 
 #include <msgpack.h>
 
+#include "cli.h"
 #include "client.h"
 #include "dispatch.h"
 #include "err.h"
@@ -1664,15 +1665,53 @@ static void print_table(FILE *f, const char *path, const rec_eval_log *log,
     }
 }
 
-static void json_str(FILE *f, const char *s) {
+/* The length of the well-formed UTF-8 sequence at s (1..4), or 0 when the
+ * byte at s does not start one (RFC 3629's table: no overlong forms, no
+ * surrogates, nothing past U+10FFFF). */
+static int utf8_len(const unsigned char *s) {
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    int n;
+    unsigned char lo = 0x80, hi = 0xbf; /* the second byte's range */
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (int i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf) /* the NUL ends the check too */
+            return 0;
+    return n;
+}
+
+void rec_eval_json_str(FILE *f, const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
     fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fprintf(f, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            fprintf(f, "\\u%04x", *s);
+    while (*p) {
+        int n = utf8_len(p);
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\u%04x", *p);
+        else if (n == 0)
+            fputs("\xef\xbf\xbd", f); /* U+FFFD for this byte */
         else
-            fputc(*s, f);
+            fwrite(p, 1, (size_t)n, f);
+        p += n ? n : 1;
     }
     fputc('"', f);
 }
@@ -1680,18 +1719,18 @@ static void json_str(FILE *f, const char *s) {
 static void print_json(FILE *f, const char *path, const rec_eval_log *log, const eval_ctx *x,
                        task *t, size_t nt, double share) {
     fprintf(f, "{\"log\": ");
-    json_str(f, path);
+    rec_eval_json_str(f, path);
     fprintf(f, ", \"events\": %zu, \"users\": %u, \"items\": %u, \"skipped\": %zu, \"k\": %u, "
                "\"results\": [",
             log->n, log->users.live, log->items.live, log->skipped, x->k);
     for (size_t i = 0; i < nt; i++) {
         const result *r = &t[i].r;
         fprintf(f, "%s\n  {\"pipeline\": ", i ? "," : "");
-        json_str(f, t[i].a->label);
+        rec_eval_json_str(f, t[i].a->label);
         fprintf(f, ", \"protocol\": \"%s\"", t[i].proto == PROTO_PREQ ? "prequential" : "holdout");
         if (r->failed) {
             fprintf(f, ", \"error\": ");
-            json_str(f, r->err);
+            rec_eval_json_str(f, r->err);
             fputc('}', f);
             continue;
         }
@@ -1930,87 +1969,94 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
     uint64_t k = 10, seed = 42, train_every = 0, limit = 0, jobs = 0;
     double share = 0.2;
     int json = 0, quiet = 0, strategies = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    enum { O_PROTOCOL = 256, O_PIPELINES, O_SCRIPTS, O_POLICIES, O_COLUMNS, O_SEP,
+           O_MIN_RATING, O_TYPE, O_TYPE_MAP, O_ITEMS, O_TAGS, O_TEST_SHARE, O_SEED,
+           O_TRAIN_EVERY, O_LIMIT, O_JOBS, O_SVG, O_CONNECT, O_JSON, O_QUIET, O_HEADER,
+           O_STRATEGIES };
+    static const struct option opts[] = {
+        {"protocol", required_argument, NULL, O_PROTOCOL},
+        {"k", required_argument, NULL, 'k'},
+        {"pipelines", required_argument, NULL, O_PIPELINES},
+        {"strategies", no_argument, NULL, O_STRATEGIES},
+        {"scripts", required_argument, NULL, O_SCRIPTS},
+        {"policies", required_argument, NULL, O_POLICIES},
+        {"columns", required_argument, NULL, O_COLUMNS},
+        {"header", no_argument, NULL, O_HEADER},
+        {"sep", required_argument, NULL, O_SEP},
+        {"min-rating", required_argument, NULL, O_MIN_RATING},
+        {"type", required_argument, NULL, O_TYPE},
+        {"type-map", required_argument, NULL, O_TYPE_MAP},
+        {"items", required_argument, NULL, O_ITEMS},
+        {"tags", required_argument, NULL, O_TAGS},
+        {"test-share", required_argument, NULL, O_TEST_SHARE},
+        {"seed", required_argument, NULL, O_SEED},
+        {"train-every", required_argument, NULL, O_TRAIN_EVERY},
+        {"limit", required_argument, NULL, O_LIMIT},
+        {"connect", required_argument, NULL, O_CONNECT},
+        {"jobs", required_argument, NULL, O_JOBS},
+        {"json", no_argument, NULL, O_JSON},
+        {"svg", required_argument, NULL, O_SVG},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    rec_cli cli;
+    rec_cli_init(&cli, "recd eval", argc, argv, "hk:", opts);
+    for (int ch; (ch = rec_cli_next(&cli)) != REC_CLI_DONE;) {
+        const char *v = cli.arg;
         int bad = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        switch (ch) {
+        case REC_CLI_ERROR:
+            return 2;
+        case 'h':
             eval_usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-            continue;
-        } else if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-            continue;
-        } else if (!strcmp(a, "--header")) {
-            ro.header = 1;
-            continue;
-        } else if (!strcmp(a, "--strategies")) {
-            strategies = 1;
-            continue;
-        } else if (a[0] != '-') {
+        case REC_CLI_OPERAND:
             if (path) {
-                fprintf(stderr, "recd eval: one log at a time ('%s' and '%s')\n", path, a);
+                fprintf(stderr, "recd eval: one log at a time ('%s' and '%s')\n", path, v);
                 return 2;
             }
-            path = a;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "recd eval: %s needs a value\n", a);
-            return 2;
-        }
-        i++;
-        if (!strcmp(a, "--protocol"))
-            protocol = v;
-        else if (!strcmp(a, "-k") || !strcmp(a, "--k"))
-            bad = parse_u64(v, &k) || k == 0 || k > 1000;
-        else if (!strcmp(a, "--pipelines"))
-            pipelines = v;
-        else if (!strcmp(a, "--scripts"))
-            scripts = *v ? v : NULL;
-        else if (!strcmp(a, "--policies"))
-            policies = *v ? v : NULL;
-        else if (!strcmp(a, "--columns"))
-            ro.columns = v;
-        else if (!strcmp(a, "--sep")) {
+            path = v;
+            break;
+        case O_JSON: json = 1; break;
+        case O_QUIET: quiet = 1; break;
+        case O_HEADER: ro.header = 1; break;
+        case O_STRATEGIES: strategies = 1; break;
+        case O_PROTOCOL: protocol = v; break;
+        case 'k': bad = parse_u64(v, &k) || k == 0 || k > 1000; break;
+        case O_PIPELINES: pipelines = v; break;
+        case O_SCRIPTS: scripts = *v ? v : NULL; break;
+        case O_POLICIES: policies = *v ? v : NULL; break;
+        case O_COLUMNS: ro.columns = v; break;
+        case O_SEP:
             ro.sep = !strcmp(v, "tab") || !strcmp(v, "\\t") || !strcmp(v, "\t") ? '\t'
                      : strlen(v) == 1                                          ? v[0]
                                                                                : 0;
             bad = ro.sep == 0 || ro.sep == '"';
-        } else if (!strcmp(a, "--min-rating")) {
-            bad = parse_num(v, &ro.min_rating);
-        } else if (!strcmp(a, "--type")) {
+            break;
+        case O_MIN_RATING: bad = parse_num(v, &ro.min_rating); break;
+        case O_TYPE:
             ro.type = v;
             bad = !*v || strlen(v) > 63;
-        } else if (!strcmp(a, "--type-map"))
-            ro.type_map = v;
-        else if (!strcmp(a, "--items"))
-            items = v;
-        else if (!strcmp(a, "--tags"))
-            tags = v;
-        else if (!strcmp(a, "--test-share"))
-            bad = parse_num(v, &share) || !(share > 0 && share < 1);
-        else if (!strcmp(a, "--seed"))
-            bad = parse_u64(v, &seed);
-        else if (!strcmp(a, "--train-every"))
-            bad = parse_u64(v, &train_every);
-        else if (!strcmp(a, "--limit"))
-            bad = parse_u64(v, &limit);
-        else if (!strcmp(a, "--jobs"))
-            bad = parse_u64(v, &jobs) || jobs == 0 || jobs > 64;
-        else if (!strcmp(a, "--svg"))
-            svg = v;
-        else if (!strcmp(a, "--connect"))
-            connect = v;
-        else {
-            fprintf(stderr, "recd eval: unknown option '%s'\n", a);
-            eval_usage(stderr);
-            return 2;
+            break;
+        case O_TYPE_MAP: ro.type_map = v; break;
+        case O_ITEMS: items = v; break;
+        case O_TAGS: tags = v; break;
+        case O_TEST_SHARE: bad = parse_num(v, &share) || !(share > 0 && share < 1); break;
+        case O_SEED: bad = parse_u64(v, &seed); break;
+        case O_TRAIN_EVERY: bad = parse_u64(v, &train_every); break;
+        case O_LIMIT: bad = parse_u64(v, &limit); break;
+        case O_JOBS: bad = parse_u64(v, &jobs) || jobs == 0 || jobs > 64; break;
+        case O_SVG: svg = v; break;
+        case O_CONNECT: connect = v; break;
+        default: return 2; /* not reached: every option has its case */
         }
         if (bad) {
-            fprintf(stderr, "recd eval: bad value '%s' for %s\n", v, a);
+            const char *name = "?";
+            for (const struct option *o = opts; o->name && *name == '?'; o++)
+                if (o->val == ch)
+                    name = o->name;
+            fprintf(stderr, "recd eval: bad value '%s' for --%s\n", v, name);
             return 2;
         }
     }

@@ -23,6 +23,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "engine.h"
 #include "idmap.h"
@@ -86,6 +87,15 @@ double rec_eval_rr(uint32_t rank);
 double rec_eval_ndcg(const uint8_t *hit, size_t k, size_t ntest);
 double rec_eval_recall(const uint8_t *hit, size_t k, size_t ntest);    /* hits / ntest */
 double rec_eval_precision(const uint8_t *hit, size_t k);               /* hits / k */
+
+/* ---- output ------------------------------------------------------------------- */
+
+/* Write s (NUL-terminated, any bytes) to f as a JSON string: '"' and '\\'
+ * escaped, control characters as \u00XX, well-formed UTF-8 as is, and each
+ * byte that does not start a well-formed sequence (stray continuation
+ * bytes, overlong forms, surrogates, beyond U+10FFFF, cut short) as U+FFFD,
+ * so the output is valid JSON whatever the input. */
+void rec_eval_json_str(FILE *f, const char *s);
 
 /* ---- catalogue ---------------------------------------------------------------- */
 

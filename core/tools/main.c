@@ -1,4 +1,4 @@
-/* main.c - the recd command line: serve, bench, lua, version. */
+/* main.c - the recd command line: the table of commands, serve, lua, version. */
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
@@ -8,16 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#if __has_include("bench.h")
 #include "bench.h"
-#else
-static int rec_bench_main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "recd: bench is not built in\n");
-    return 2;
-}
-#endif
+#include "cli.h"
 #include "console.h"
 #include "eval.h"
 #include "log.h"
@@ -25,47 +17,73 @@ static int rec_bench_main(int argc, char **argv) {
 #include "repl.h"
 #include "server.h"
 #include "vec.h"
+#include "version.h"
 
-#define RECD_VERSION "0.2.0"
+#define SERVE_USAGE                                                                 \
+    "  recd serve [--data DIR] [--listen HOST:PORT] [--unix PATH]\n"                 \
+    "             [--config FILE] [--auth-token FILE] [--insecure]\n"                 \
+    "             [--max-message BYTES] [--max-connections N]\n"                      \
+    "             [--max-objects N] [--max-input-memory BYTES]\n"                     \
+    "             [--preauth-max-message BYTES] [--max-unix-connections N]\n"         \
+    "             [--max-per-address N] [--handshake-timeout SECONDS]\n"              \
+    "             [--idle-timeout SECONDS]\n"                                         \
+    "             [--map-max BYTES] [--write-timeout SECONDS]\n"                      \
+    "             [--checkpoint-interval SECONDS]   (learned state; 10)\n"            \
+    "             [--log-level debug|info|warn|error]\n"                              \
+    "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"               \
+    "             [--init FILE]   (a Lua file run with the engine as `db`)\n"         \
+    "             [--movielens DIR]   (load a MovieLens download into an empty DIR)\n" \
+    "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
+#define LUA_USAGE                                                                   \
+    "  recd lua FILE [ARGS...]\n"                                                    \
+    "      run a Lua script with the recd module preloaded; ARGS, untouched,\n"      \
+    "      are arg[1], arg[2], ... (options stop at FILE)\n"
+#define VERSION_USAGE                                                               \
+    "  recd version, recd --version\n"                                               \
+    "      print the version and the SIMD kernels in use\n"
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: recd <command> [options]\n"
-            "\n"
-            "  recd serve [--data DIR] [--listen HOST:PORT] [--unix PATH]\n"
-            "             [--config FILE] [--auth-token FILE] [--insecure]\n"
-            "             [--max-message BYTES] [--max-connections N]\n"
-            "             [--max-objects N] [--max-input-memory BYTES]\n"
-            "             [--preauth-max-message BYTES] [--max-unix-connections N]\n"
-            "             [--max-per-address N] [--handshake-timeout SECONDS]\n"
-            "             [--idle-timeout SECONDS]\n"
-            "             [--map-max BYTES] [--write-timeout SECONDS]\n"
-            "             [--checkpoint-interval SECONDS]   (learned state; 10)\n"
-            "             [--log-level debug|info|warn|error]\n"
-            "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"
-            "             [--init FILE]   (a Lua file run with the engine as `db`)\n"
-            "             [--movielens DIR]   (load a MovieLens download into an empty DIR)\n"
-            "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
+            "usage: recd <command> [options]   (recd <command> --help for one)\n"
+            "\n" SERVE_USAGE
             "  recd bench [-h HOST] [-p PORT] [-s SOCKET] [-c N] [-n N] [-P N] [-t TESTS]\n"
-            "      load a running server like redis-benchmark\n"
-            "  recd lua FILE [ARGS...]\n"
-            "      run a Lua script with the recd module preloaded\n"
+            "      load a running server like redis-benchmark\n" LUA_USAGE
             "  recd repl [--scripts DIR] [--policies DIR] [DATA]\n"
             "      a Lua REPL with the engine open on DATA (default ./data) as `db`\n"
             "  recd console [--token FILE] [ADDR]\n"
             "      call a running server's methods (default 127.0.0.1:7700)\n"
             "  recd eval [--protocol prequential|holdout|both] [--pipelines LIST]\n"
             "            [--json] [--svg FILE] ... LOG   (recd eval --help)\n"
-            "      replay an interaction log and measure each pipeline\n"
-            "  recd version\n");
+            "      replay an interaction log and measure each pipeline\n" VERSION_USAGE
+            "  recd help, recd --help, recd -h\n"
+            "      this text\n");
 }
+
+/* --help and -h, for the commands whose only option is the help. */
+static const struct option help_only[] = {
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
 
 /* Run a Lua file with `recd` preloaded and `arg` set like lua5.4 does. */
 static int cmd_lua(int argc, char **argv) {
-    if (argc < 1) {
-        usage(stderr);
+    rec_cli cli;
+    rec_cli_init(&cli, "recd lua", argc, argv, "h", help_only);
+    int ch = rec_cli_next(&cli);
+    if (ch == 'h') {
+        fputs("usage:\n" LUA_USAGE, stdout);
+        return 0;
+    }
+    if (ch == REC_CLI_ERROR)
+        return 2;
+    if (ch == REC_CLI_DONE) {
+        fputs("recd lua: which FILE?\nusage:\n" LUA_USAGE, stderr);
         return 2;
     }
+    /* The first operand is FILE: it and all after it go to the script as
+     * they are, options or not. */
+    argc -= cli.ind;
+    argv += cli.ind;
     lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "recd: out of memory\n");
@@ -409,34 +427,64 @@ static void beside_exe(char *out, size_t cap, const char *name) {
         out[0] = 0;
 }
 
+/* The flags of recd serve that take a value, named as set_opt names them;
+ * each is accepted with '_' for '-' too, as in a config file. */
+static const char *const serve_flags[] = {
+    "data", "listen", "unix", "scripts", "policies", "init", "movielens", "auth-token",
+    "max-message", "max-connections", "max-objects", "max-input-memory",
+    "preauth-max-message", "max-unix-connections", "max-per-address", "handshake-timeout",
+    "idle-timeout", "map-max", "write-timeout", "checkpoint-interval", "log-level",
+};
+#define NFLAGS (sizeof serve_flags / sizeof serve_flags[0])
+enum { OPT_CONFIG = 'C', OPT_INSECURE = 'I', OPT_FLAG = 256 /* + index in serve_flags */ };
+
+static void serve_usage(FILE *f) { fputs("usage:\n" SERVE_USAGE, f); }
+
 static int cmd_serve(int argc, char **argv) {
     static serve_cfg c;
+    static char underscored[NFLAGS][32];
+    static struct option opts[2 * NFLAGS + 4];
+    size_t n = 0;
+    for (size_t i = 0; i < NFLAGS; i++) {
+        opts[n++] = (struct option){serve_flags[i], required_argument, NULL, OPT_FLAG + (int)i};
+        if (!strchr(serve_flags[i], '-'))
+            continue;
+        snprintf(underscored[i], sizeof underscored[i], "%s", serve_flags[i]);
+        for (char *p = underscored[i]; *p; p++)
+            if (*p == '-')
+                *p = '_';
+        opts[n++] = (struct option){underscored[i], required_argument, NULL, OPT_FLAG + (int)i};
+    }
+    opts[n++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
+    opts[n++] = (struct option){"insecure", no_argument, NULL, OPT_INSECURE};
+    opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[n] = (struct option){NULL, 0, NULL, 0};
+
     rec_server_opts_default(&c.o);
     c.log_level = REC_LOG_INFO;
-    /* The config file first, so flags override it. */
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--config") && i + 1 < argc && load_config(&c, argv[i + 1]))
+    /* Two passes: the config files first, so that flags override them. */
+    rec_cli cli;
+    rec_cli_init(&cli, "recd serve", argc, argv, "h", opts);
+    for (int ch; (ch = rec_cli_next(&cli)) != REC_CLI_DONE;) {
+        if (ch == REC_CLI_ERROR)
             return 2;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
+        if (ch == 'h') {
+            serve_usage(stdout);
             return 0;
         }
-        if (!strcmp(a, "--insecure")) {
-            c.o.insecure = 1;
-            continue;
-        }
-        if (strncmp(a, "--", 2) || i + 1 >= argc) {
-            fprintf(stderr, "recd serve: unexpected argument '%s'\n", a);
-            usage(stderr);
+        if (ch == REC_CLI_OPERAND) {
+            fprintf(stderr, "recd serve: unexpected argument '%s'\n", cli.arg);
+            serve_usage(stderr);
             return 2;
         }
-        if (!strcmp(a, "--config")) {
-            i++;
-            continue;
-        }
-        if (set_opt(&c, a + 2, argv[++i]))
+        if (ch == OPT_CONFIG && load_config(&c, cli.arg))
+            return 2;
+    }
+    rec_cli_init(&cli, "recd serve", argc, argv, "h", opts);
+    for (int ch; (ch = rec_cli_next(&cli)) != REC_CLI_DONE;) {
+        if (ch == OPT_INSECURE)
+            c.o.insecure = 1;
+        else if (ch >= OPT_FLAG && set_opt(&c, serve_flags[ch - OPT_FLAG], cli.arg))
             return 2;
     }
     rec_log_set_level((rec_log_level)c.log_level);
@@ -460,43 +508,79 @@ static int cmd_serve(int argc, char **argv) {
         c.o.on_open = on_open;
         c.o.on_open_ud = &c;
     }
-    int rc = rec_server_run(&c.o, RECD_VERSION);
+    int rc = rec_server_run(&c.o, REC_VERSION);
     memset(c.token, 0, sizeof c.token);
     return rc;
 }
 
+static int cmd_version(int argc, char **argv) {
+    rec_cli cli;
+    rec_cli_init(&cli, "recd version", argc, argv, "h", help_only);
+    for (int ch; (ch = rec_cli_next(&cli)) != REC_CLI_DONE;) {
+        if (ch == 'h') {
+            fputs("usage:\n" VERSION_USAGE, stdout);
+            return 0;
+        }
+        if (ch == REC_CLI_OPERAND)
+            fprintf(stderr, "recd version: unexpected argument '%s'\n", cli.arg);
+        return 2;
+    }
+    printf("recd %s (%s kernels)\n", REC_VERSION, rec_vec_isa_name());
+    return 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    char scripts[1024], policies[1024];
+    beside_exe(scripts, sizeof scripts, "scripts");
+    beside_exe(policies, sizeof policies, "policies");
+    return rec_eval_main(argc, argv, scripts[0] ? scripts : NULL, policies[0] ? policies : NULL);
+}
+
+static int cmd_help(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    usage(stdout);
+    return 0;
+}
+
+/* Each command gets argv from its own name on: argv[0] is "serve". */
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} commands[] = {
+    {"serve", cmd_serve},        {"bench", rec_bench_main}, {"lua", cmd_lua},
+    {"eval", cmd_eval},          {"repl", rec_repl_main},   {"console", rec_console_main},
+    {"version", cmd_version},    {"help", cmd_help},
+};
+
 int main(int argc, char **argv) {
-    if (argc < 2) {
+    /* The engine logs nowhere until told: the tools log to stderr. */
+    rec_log_set_handler(rec_log_stderr, NULL);
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    rec_cli cli;
+    rec_cli_init(&cli, "recd", argc, argv, "h", opts);
+    int ch = rec_cli_next(&cli);
+    if (ch == 'h')
+        return cmd_help(0, NULL);
+    if (ch == 'V') {
+        static char name[] = "version";
+        char *args[] = {name, NULL};
+        return cmd_version(1, args);
+    }
+    if (ch == REC_CLI_ERROR)
+        return 2;
+    if (ch == REC_CLI_DONE) {
         usage(stderr);
         return 2;
     }
-    const char *cmd = argv[1];
-    if (!strcmp(cmd, "serve"))
-        return cmd_serve(argc - 2, argv + 2);
-    if (!strcmp(cmd, "bench"))
-        return rec_bench_main(argc - 1, argv + 1);
-    if (!strcmp(cmd, "lua"))
-        return cmd_lua(argc - 2, argv + 2);
-    if (!strcmp(cmd, "eval")) {
-        char scripts[1024], policies[1024];
-        beside_exe(scripts, sizeof scripts, "scripts");
-        beside_exe(policies, sizeof policies, "policies");
-        return rec_eval_main(argc - 1, argv + 1, scripts[0] ? scripts : NULL,
-                             policies[0] ? policies : NULL);
-    }
-    if (!strcmp(cmd, "repl"))
-        return rec_repl_main(argc - 2, argv + 2);
-    if (!strcmp(cmd, "console"))
-        return rec_console_main(argc - 2, argv + 2);
-    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("recd %s (%s kernels)\n", RECD_VERSION, rec_vec_isa_name());
-        return 0;
-    }
-    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
-        usage(stdout);
-        return 0;
-    }
-    fprintf(stderr, "recd: unknown command '%s'\n", cmd);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(cli.arg, commands[i].name))
+            return commands[i].run(argc - cli.ind, argv + cli.ind);
+    fprintf(stderr, "recd: unknown command '%s'\n", cli.arg);
     usage(stderr);
     return 2;
 }

@@ -1,7 +1,7 @@
 /* repl.c - `recd repl`: a Lua 5.4 REPL with the engine open as `db`.
  *
- * Three parts: the line input shared with console.c (readline's callback
- * interface driven by pselect(), so a Ctrl-C can cancel the line being
+ * Three parts: the line input shared with console.c (libedit's readline-compatible
+ * callback interface driven by pselect(), so a Ctrl-C can cancel the line being
  * typed without leaving; plain getline when stdin is not a terminal), the
  * value printer (Lua source below), and the REPL itself: a chunk is first
  * compiled as "return <chunk>;" so expressions print their values, then as
@@ -29,10 +29,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <readline/history.h>
-#include <readline/readline.h>
+#include <editline/readline.h>
 
 #include "buf.h"
+#include "cli.h"
 #include "lua_api.h"
 
 /* ---- line input ---------------------------------------------------------- */
@@ -111,6 +111,37 @@ static char **attempt_complete(const char *text, int start, int end) {
     return m;
 }
 
+/* The history file is plain text, one entry a line (libedit's own format
+ * encodes spaces and starts with a cookie; this one stays readable and
+ * keeps files written before). */
+static void history_load(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return; /* a missing file is fine */
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&buf, &cap, f)) >= 0) {
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            buf[--n] = 0;
+        if (n > 0)
+            add_history(buf);
+    }
+    free(buf);
+    fclose(f);
+}
+
+static void history_save(const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return;
+    HIST_ENTRY **h = history_list();
+    for (size_t i = 0; h && h[i]; i++)
+        if (h[i]->line && !strchr(h[i]->line, '\n'))
+            fprintf(f, "%s\n", h[i]->line);
+    fclose(f);
+}
+
 int rec_input_open(const char *history, rec_input_complete_fn complete) {
     memset(&in, 0, sizeof in);
     in.open = 1;
@@ -127,7 +158,7 @@ int rec_input_open(const char *history, rec_input_complete_fn complete) {
     using_history();
     stifle_history(HISTORY_MAX);
     if (in.history[0])
-        read_history(in.history); /* a missing file is fine */
+        history_load(in.history);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint; /* no SA_RESTART: select() returns EINTR */
@@ -176,7 +207,6 @@ int rec_input_read(const char *prompt, char **line) {
             sigint_seen = 0;
             rl_replace_line("", 0);
             rl_free_line_state();
-            rl_callback_sigcleanup();
             rl_callback_handler_remove();
             pthread_sigmask(SIG_SETMASK, &orig, NULL);
             fputs("^C\n", stdout);
@@ -215,7 +245,7 @@ void rec_input_close(void) {
     if (!in.open)
         return;
     if (in.tty && in.history[0])
-        write_history(in.history);
+        history_save(in.history);
     in.open = 0;
 }
 
@@ -853,20 +883,26 @@ int rec_repl_main(int argc, char **argv) {
     char scripts[1024] = "", policies[1024] = "";
     const char *data = "./data";
     int have_data = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    static const struct option opts[] = {
+        {"scripts", required_argument, NULL, 's'},
+        {"policies", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    rec_cli cli;
+    rec_cli_init(&cli, "recd repl", argc, argv, "h", opts);
+    for (int ch; (ch = rec_cli_next(&cli)) != REC_CLI_DONE;) {
+        if (ch == 'h') {
             usage(stdout);
             return 0;
-        }
-        if ((!strcmp(a, "--scripts") || !strcmp(a, "--policies")) && i + 1 < argc) {
-            char *dst = a[2] == 's' ? scripts : policies;
-            snprintf(dst, 1024, "%s", argv[++i]);
-        } else if (a[0] != '-' && !have_data) {
-            data = a;
+        } else if (ch == 's' || ch == 'p') {
+            snprintf(ch == 's' ? scripts : policies, 1024, "%s", cli.arg);
+        } else if (ch == REC_CLI_OPERAND && !have_data) {
+            data = cli.arg;
             have_data = 1;
         } else {
-            fprintf(stderr, "recd repl: unexpected argument '%s'\n", a);
+            if (ch == REC_CLI_OPERAND)
+                fprintf(stderr, "recd repl: unexpected argument '%s'\n", cli.arg);
             usage(stderr);
             return 2;
         }

@@ -10,9 +10,10 @@
 
 #include <lua.h>
 
-/* `recd repl [--scripts DIR] [--policies DIR] [DATA]`; argv holds the
- * arguments after "repl". Returns the process exit code (0 at EOF or
- * \quit, 1 when DATA cannot be opened, 2 for bad arguments). */
+/* `recd repl [--scripts DIR] [--policies DIR] [DATA]`; argv[0] is the
+ * command's name ("repl"), the options follow. Returns the process exit
+ * code (0 at EOF or \quit, 1 when DATA cannot be opened, 2 for bad
+ * arguments). */
 int rec_repl_main(int argc, char **argv);
 
 /* ---- line input (one per process) ---------------------------------------- */

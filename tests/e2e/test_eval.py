@@ -156,6 +156,22 @@ def test_column_map_threshold_and_tsv(tmp_path):
     assert d["events"] == kept and d["skipped"] == 2000 - kept
 
 
+def test_json_is_valid_whatever_the_file_name(tmp_path):
+    # a log whose name is not UTF-8 (and holds a quote and a tab): the
+    # JSON stays valid, the bad bytes becoming U+FFFD
+    name = b"log-\xff\xc0\xaf\xed\xa0\x80-caf\xc3\xa9-\"q\"\t.csv"
+    path = os.fsencode(tmp_path) + b"/" + name
+    with open(path, "wb") as f:
+        f.write(PLANTED.read_bytes())
+    r = subprocess.run([os.fsencode(RECD_BIN), b"eval", b"--quiet", b"--json", b"--pipelines",
+                        b"baseline:popular", b"--protocol", b"holdout", path],
+                       capture_output=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout.decode("utf-8"))        # strict: invalid UTF-8 raises
+    assert d["log"].endswith("/log-\ufffd\ufffd\ufffd\ufffd\ufffd\ufffd-caf\u00e9-\"q\"\t.csv")
+    assert d["results"][0]["pipeline"] == "baseline:popular"
+
+
 def test_items_file_gives_content_vectors(tmp_path):
     # an item file for the planted ring: a category per block of 30 items
     items = tmp_path / "items.csv"

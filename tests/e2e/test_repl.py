@@ -215,6 +215,18 @@ def test_tty_expression(term, tmp_path):
     assert (tmp_path / ".recd_history").read_text().count("6 * 7") == 1
 
 
+def test_tty_history_comes_back(term, tmp_path):
+    (tmp_path / ".recd_history").write_text("6 * 7\n")    # a plain-text history file
+    t = start_repl(term, tmp_path)
+    t.send("\x10\r")                               # Ctrl-P: the last session's line
+    t.expect("42\r\n")
+    t.expect("recd> ")
+    t.send("2 + 3\r")
+    t.expect("recd> ")
+    assert t.close() == 0
+    assert (tmp_path / ".recd_history").read_text().splitlines() == ["6 * 7", "6 * 7", "2 + 3"]
+
+
 def test_tty_multiline_prompt(term, tmp_path):
     t = start_repl(term, tmp_path)
     t.send("function f()\r")

@@ -1,7 +1,8 @@
 /* test_eval.c - what `recd eval` measures with: the metric functions on
  * hand-computed cases, the CSV splitter, the log reader (headers, column
  * maps, thresholds, type maps, time order) and its errors with line
- * numbers, and the item loader's content vectors.
+ * numbers, the item loader's content vectors, and JSON strings from any
+ * bytes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -288,6 +289,99 @@ static int teardown(void **state) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
+static char *json_of(const char *s) {
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    assert_non_null(f);
+    rec_eval_json_str(f, s);
+    assert_int_equal(fclose(f), 0);
+    return out;
+}
+
+static void expect_json(const char *in, const char *want) {
+    char *got = json_of(in);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/* An independent check of the output: a JSON string of printable ASCII
+ * (quotes and backslashes escaped), \u00XX escapes and well-formed UTF-8
+ * decoded by hand (shortest form, no surrogates, at most U+10FFFF). */
+static int valid_json_string(const unsigned char *p) {
+    if (*p++ != '"')
+        return 0;
+    while (*p != '"') {
+        if (*p == 0 || *p < 0x20 || *p == 0x7f)
+            return 0;
+        if (*p == '\\') {
+            if (p[1] == '"' || p[1] == '\\') {
+                p += 2;
+                continue;
+            }
+            if (p[1] != 'u' || p[2] != '0' || p[3] != '0')
+                return 0;
+            p += 6;
+            continue;
+        }
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        int n = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 0;
+        if (!n || *p >= 0xf8)
+            return 0;
+        uint32_t cp = *p & (0x7f >> n);
+        for (int i = 1; i < n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        uint32_t min = n == 2 ? 0x80 : n == 3 ? 0x800 : 0x10000;
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        p += n;
+    }
+    return p[1] == 0;
+}
+
+static void test_json_strings(void **state) {
+    (void)state;
+    expect_json("plain", "\"plain\"");
+    expect_json("a\"b\\c\n\x01\x7f", "\"a\\\"b\\\\c\\u000a\\u0001\\u007f\"");
+    /* well-formed: 2, 3 and 4 bytes, and the extremes U+0080, U+10FFFF */
+    expect_json("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xc2\x80 \xf4\x8f\xbf\xbf",
+                "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xc2\x80 \xf4\x8f\xbf\xbf\"");
+#define FFFD "\xef\xbf\xbd"
+    expect_json("\xff", "\"" FFFD "\"");                     /* never in UTF-8 */
+    expect_json("a\x80" "b", "\"a" FFFD "b\"");            /* stray continuation */
+    expect_json("\xc0\xaf", "\"" FFFD FFFD "\"");            /* overlong '/' */
+    expect_json("\xe0\x80\xaf", "\"" FFFD FFFD FFFD "\"");  /* overlong, 3 bytes */
+    expect_json("\xed\xa0\x80", "\"" FFFD FFFD FFFD "\"");  /* a surrogate */
+    expect_json("\xf4\x90\x80\x80", "\"" FFFD FFFD FFFD FFFD "\""); /* > U+10FFFF */
+    expect_json("\xe2\x82", "\"" FFFD FFFD "\"");            /* cut short at the end */
+    expect_json("\xe2\x82\"", "\"" FFFD FFFD "\\\"\"");     /* cut short by a quote */
+#undef FFFD
+    /* any bytes at all give a valid JSON string */
+    uint64_t x = 88172645463325252ull;
+    for (int round = 0; round < 2000; round++) {
+        unsigned char in[24];
+        for (size_t i = 0; i + 1 < sizeof in; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            in[i] = (unsigned char)(x % 255 + 1);
+            if (round % 2 && in[i] < 0x80) /* half the rounds: mostly high bytes */
+                in[i] |= 0x80;
+        }
+        in[sizeof in - 1] = 0;
+        char *got = json_of((const char *)in);
+        assert_true(valid_json_string((const unsigned char *)got));
+        free(got);
+    }
+    assert_true(valid_json_string((const unsigned char *)"\"ok\""));
+    assert_false(valid_json_string((const unsigned char *)"\"\xff\""));
+    assert_false(valid_json_string((const unsigned char *)"\"\xed\xa0\x80\""));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ndcg_by_hand),
@@ -297,6 +391,7 @@ int main(void) {
         cmocka_unit_test(test_columns_threshold_types),
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_items_content_vectors),
+        cmocka_unit_test(test_json_strings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,106 @@
+"""The recd command line: one version everywhere, --help for every command,
+clear errors for missing values and unknown options, and `recd lua FILE
+ARGS...` handing ARGS to the script untouched."""
+import subprocess
+
+from conftest import RECD_BIN
+
+TIMEOUT = 30.0                  # generous: sanitizer builds are slow
+
+
+def recd(*args, **kw):
+    return subprocess.run([RECD_BIN, *args], capture_output=True, text=True,
+                          timeout=TIMEOUT, stdin=subprocess.DEVNULL, **kw)
+
+
+def lua(tmp_path, src, *args):
+    f = tmp_path / "t.lua"
+    f.write_text(src)
+    return recd("lua", str(f), *args)
+
+
+def test_one_version(client, tmp_path):
+    r = recd("--version")
+    assert r.returncode == 0, r.stderr
+    version = r.stdout.split()[1]
+    assert r.stdout.startswith("recd " + version + " (")
+    assert recd("version").stdout == r.stdout
+    assert client.call("sys.info")["version"] == version
+    assert client.call("sys.hello")["version"] == version
+    r = lua(tmp_path, "io.write(require('recd').version)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == version
+
+
+COMMANDS = ["serve", "bench", "lua", "eval", "repl", "console", "version"]
+
+
+def test_help_of_each_command():
+    top = recd("--help")
+    assert top.returncode == 0 and top.stderr == ""
+    assert recd("-h").stdout == top.stdout == recd("help").stdout
+    for cmd in COMMANDS:
+        assert "recd " + cmd in top.stdout, cmd
+        for flag in ("--help", "-h"):
+            r = recd(cmd, flag)
+            assert r.returncode == 0, (cmd, flag, r.stderr)
+            assert r.stderr == "", (cmd, flag)
+            assert r.stdout.startswith("usage:"), (cmd, flag, r.stdout)
+            assert "recd " + cmd in r.stdout, (cmd, flag, r.stdout)
+            assert r.stdout != top.stdout, (cmd, flag)     # the command's own text
+    assert "--max-connections" in recd("serve", "--help").stdout
+    assert "--protocol" in recd("eval", "--help").stdout
+    # recd bench -h HOST: the host; -h alone is the help
+    assert recd("bench", "-h").stdout == recd("bench", "--help").stdout
+
+
+def test_missing_value_unknown_option_and_stray_argument():
+    cases = [
+        (["serve", "--data", "/nonexistent", "--listen"], "recd serve: --listen needs a value"),
+        (["serve", "--nope", "1"], "recd serve: unknown option '--nope'"),
+        (["serve", "--insecure=yes"], "recd serve: --insecure takes no value"),
+        (["serve", "stray"], "recd serve: unexpected argument 'stray'"),
+        (["eval", "LOG", "--k"], "recd eval: --k needs a value"),
+        (["eval", "-k"], "recd eval: -k needs a value"),
+        (["bench", "-p"], "recd bench: -p needs a value"),
+        (["bench", "-z"], "recd bench: unknown option '-z'"),
+        (["repl", "--scripts"], "recd repl: --scripts needs a value"),
+        (["console", "--token"], "recd console: --token needs a value"),
+        (["console", "--tokn", "f"], "recd console: unknown option '--tokn'"),
+        (["lua", "--nope"], "recd lua: unknown option '--nope'"),
+        (["version", "--nope"], "recd version: unknown option '--nope'"),
+        (["--nope"], "recd: unknown option '--nope'"),
+        (["nosuch"], "recd: unknown command 'nosuch'"),
+    ]
+    for args, needle in cases:
+        r = recd(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert r.stderr.startswith(needle + "\n"), (args, r.stderr)
+        assert r.stdout == "", args
+    r = recd("lua")
+    assert r.returncode == 2 and "recd lua FILE" in r.stderr
+
+
+def test_lua_arguments_are_untouched(tmp_path):
+    src = "for i = 0, #arg do io.write(i, '=', arg[i], '\\n') end"
+    args = ["--x", "y", "-h", "--help", "--", "-", "z", "--x=1"]
+    r = lua(tmp_path, src, *args)
+    assert r.returncode == 0, r.stderr
+    want = ["0=" + str(tmp_path / "t.lua")] + ["%d=%s" % (i + 1, a) for i, a in enumerate(args)]
+    assert r.stdout.splitlines() == want
+    # "--" ends recd lua's own options: a file named like an option
+    f = tmp_path / "-v.lua"
+    f.write_text("io.write(#arg, ' ', arg[0], ' ', arg[1])")
+    r = recd("lua", "--", "-v.lua", "--v", cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "1 -v.lua --v"
+    r = recd("lua", "-v.lua", cwd=str(tmp_path))
+    assert r.returncode == 2 and r.stderr.startswith("recd lua: unknown option '-v'")
+
+
+def test_serve_flags_in_both_spellings(tmp_path):
+    # --flag VALUE, --flag=VALUE and the config file's --flag_name all parse
+    for args in (["--max-connections", "0"], ["--max-connections=0"], ["--max_connections", "0"]):
+        r = recd("serve", "--data", str(tmp_path / "d"), *args)
+        assert r.returncode == 2, args
+        assert r.stderr.startswith("recd: --max-connections must be 1..100000"), (args, r.stderr)
