@@ -83,7 +83,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 # One stamp per package list: build/.deps-build, -test, -bench, -fuzz.
 DEPS_STAMP := build/.deps-build
 
-.PHONY: FORCE all deps test test-unit test-lua bench fuzz run clean install examples
+.PHONY: FORCE all deps test test-unit test-lua bench fuzz run clean install uninstall examples
 .DEFAULT_GOAL := all
 
 all: $(DEPS_STAMP) recd $(LUAMOD) examples
@@ -197,10 +197,31 @@ chaos: $(DEPS_STAMP) build/.deps-test
 	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \
 	    timeout 900 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/chaos
 
-install: all
-	install -d $(DESTDIR)/usr/local/bin $(DESTDIR)/usr/local/lib/lua/5.4
-	install -m 755 recd $(DESTDIR)/usr/local/bin/recd
-	install -m 755 $(LUAMOD) $(DESTDIR)/usr/local/lib/lua/5.4/recd.so
+# make install [PREFIX=/usr/local] [DESTDIR=staging root]: the binary, the
+# Lua module where lua5.4 looks under PREFIX, the shipped scripts and
+# policies in PREFIX/share/recd (where an installed `recd serve` finds
+# them), and the man page. `make uninstall` with the same variables takes
+# back exactly that.
+PREFIX   ?= /usr/local
+BINDIR   := $(PREFIX)/bin
+LUALIBDIR := $(PREFIX)/lib/lua/5.4
+SHAREDIR := $(PREFIX)/share/recd
+MAN1DIR  := $(PREFIX)/share/man/man1
+SHIPPED  := $(wildcard scripts/*.lua) $(wildcard policies/*.lua)
+
+install: $(BIN) $(LUAMOD)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUALIBDIR) $(DESTDIR)$(MAN1DIR) \
+	    $(DESTDIR)$(SHAREDIR)/scripts $(DESTDIR)$(SHAREDIR)/policies
+	install -m 755 $(BIN) $(DESTDIR)$(BINDIR)/recd
+	install -m 755 $(LUAMOD) $(DESTDIR)$(LUALIBDIR)/recd.so
+	install -m 644 $(wildcard scripts/*.lua) $(DESTDIR)$(SHAREDIR)/scripts/
+	install -m 644 $(wildcard policies/*.lua) $(DESTDIR)$(SHAREDIR)/policies/
+	install -m 644 docs/recd.1 $(DESTDIR)$(MAN1DIR)/recd.1
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/recd $(DESTDIR)$(LUALIBDIR)/recd.so $(DESTDIR)$(MAN1DIR)/recd.1
+	rm -f $(addprefix $(DESTDIR)$(SHAREDIR)/,$(SHIPPED))
+	-rmdir $(DESTDIR)$(SHAREDIR)/scripts $(DESTDIR)$(SHAREDIR)/policies $(DESTDIR)$(SHAREDIR) 2>/dev/null
 
 clean:
 	rm -rf build recd

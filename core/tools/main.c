@@ -409,7 +409,9 @@ static int on_open(rec_engine *e, void *ud) {
     return c->init[0] ? run_init(e, c->init) : 0;
 }
 
-/* <dir of the executable>/<name> when that folder exists, else "". */
+/* The shipped folder `name` (scripts or policies): <dir of the
+ * executable>/<name> in a source tree, else <dir>/../share/recd/<name>
+ * where `make install` puts them; "" when neither exists. */
 static void beside_exe(char *out, size_t cap, const char *name) {
     char exe[512];
     out[0] = 0;
@@ -421,10 +423,20 @@ static void beside_exe(char *out, size_t cap, const char *name) {
     if (!slash)
         return;
     *slash = 0;
+    static const char *const where[] = {"", "/../share/recd"};
     struct stat st;
-    snprintf(out, cap, "%s/%s", exe, name);
-    if (stat(out, &st) != 0 || !S_ISDIR(st.st_mode))
-        out[0] = 0;
+    for (size_t i = 0; i < sizeof where / sizeof where[0]; i++) {
+        snprintf(out, cap, "%s%s/%s", exe, where[i], name);
+        if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
+            char *real = realpath(out, NULL);
+            if (real) {
+                snprintf(out, cap, "%s", real);
+                free(real);
+            }
+            return;
+        }
+    }
+    out[0] = 0;
 }
 
 /* The flags of recd serve that take a value, named as set_opt names them;
@@ -504,6 +516,9 @@ static int cmd_serve(int argc, char **argv) {
         beside_exe(c.policies, sizeof c.policies, "policies");
     c.o.scripts_dir = c.scripts[0] ? c.scripts : NULL;
     c.o.policies_dir = c.policies[0] ? c.policies : NULL;
+    if (!c.scripts_given && !c.scripts[0])
+        REC_WARN("no scripts folder beside the binary or in its share/recd: serving "
+                 "the built-in pipeline (--scripts DIR to name one)");
     if (c.init[0] || c.movielens[0]) {
         c.o.on_open = on_open;
         c.o.on_open_ud = &c;
