@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1437,25 +1438,50 @@ static int is_loopback(const struct sockaddr *sa) {
     return 0;
 }
 
-static int parse_listen(const char *spec, struct sockaddr_storage *ss) {
-    char host[128];
+/* HOST:PORT, [V6]:PORT or NAME:PORT into ss; a name is resolved here, at
+ * start-up (the first address it has). -1 with why[] set when it cannot be. */
+static int parse_listen(const char *spec, struct sockaddr_storage *ss, char *why,
+                        size_t whylen) {
+    char host[256];
     const char *colon = strrchr(spec, ':');
-    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host)
+    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host) {
+        snprintf(why, whylen, "expected HOST:PORT (e.g. 127.0.0.1:7700 or localhost:7700)");
         return -1;
+    }
     memcpy(host, spec, (size_t)(colon - spec));
     host[colon - spec] = 0;
     char *end;
     long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535)
+    if (!colon[1] || *end || port < 0 || port > 65535) {
+        snprintf(why, whylen, "the port must be a number 0..65535");
         return -1;
+    }
     if (host[0] == '[') {
         size_t n = strlen(host);
-        if (n < 3 || host[n - 1] != ']')
+        if (n < 3 || host[n - 1] != ']' ||
+            uv_ip6_addr((host[n - 1] = 0, host + 1), (int)port, (struct sockaddr_in6 *)ss)) {
+            snprintf(why, whylen, "not an IPv6 address in brackets");
             return -1;
-        host[n - 1] = 0;
-        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss) ? -1 : 0;
+        }
+        return 0;
     }
-    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) ? -1 : 0;
+    if (!uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss))
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_ADDRCONFIG}, *res = NULL;
+    int gai = getaddrinfo(host, NULL, &hints, &res);
+    if (gai || !res) {
+        snprintf(why, whylen, "cannot resolve '%s': %s", host,
+                 gai ? gai_strerror(gai) : "no address");
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return 0;
 }
 
 static int listen_tcp(server *s) {
@@ -1464,8 +1490,9 @@ static int listen_tcp(server *s) {
         return 0;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    if (parse_listen(spec, &ss)) {
-        REC_ERROR("--listen %s: expected HOST:PORT (e.g. 127.0.0.1:7700)", spec);
+    char why[300];
+    if (parse_listen(spec, &ss, why, sizeof why)) {
+        REC_ERROR("--listen %s: %s", spec, why);
         return -1;
     }
     if (!is_loopback((struct sockaddr *)&ss) && !s->o.auth_token && !s->o.insecure) {
@@ -1633,6 +1660,17 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
 #endif
     int code = 1;
     char err[512] = "";
+    /* A --listen that cannot work is refused before the data folder is
+     * created or opened. */
+    if (o->listen && o->listen[0]) {
+        struct sockaddr_storage ss;
+        if (parse_listen(o->listen, &ss, err, sizeof err)) {
+            REC_ERROR("--listen %s: %s", o->listen, err);
+            free(s->scratch);
+            free(s);
+            return 2;
+        }
+    }
     double t0 = mono_us();
     int rc = rec_engine_open(&s->e, o->data_dir, &o->engine, err, sizeof err);
     if (rc) {

@@ -116,6 +116,7 @@ typedef struct serve_cfg {
     char movielens[1024];
     char scripts[1024], policies[1024];
     int scripts_given, policies_given; /* "" given: none */
+    int listen_given, unix_given;      /* "" given: no such listener */
     char token[1024];
     int log_level;
 } serve_cfg;
@@ -149,8 +150,10 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
         snprintf(c->data, sizeof c->data, "%s", val);
     } else if (!strcmp(name, "listen")) {
         snprintf(c->listen, sizeof c->listen, "%s", val);
+        c->listen_given = 1;
     } else if (!strcmp(name, "unix")) {
         snprintf(c->unix_path, sizeof c->unix_path, "%s", val);
+        c->unix_given = 1;
     } else if (!strcmp(name, "scripts")) {
         snprintf(c->scripts, sizeof c->scripts, "%s", val);
         c->scripts_given = 1;
@@ -501,9 +504,9 @@ static int cmd_serve(int argc, char **argv) {
     }
     rec_log_set_level((rec_log_level)c.log_level);
     c.o.data_dir = c.data[0] ? c.data : "./data";
-    c.o.listen = c.listen[0] ? c.listen : NULL;
-    if (c.unix_path[0])
-        c.o.unix_path = c.unix_path;
+    c.o.listen = c.listen_given ? c.listen : NULL;   /* "": no TCP */
+    if (c.unix_given)
+        c.o.unix_path = c.unix_path;                 /* "": no Unix socket */
     if (c.token_file[0]) {
         if (read_token(&c))
             return 2;

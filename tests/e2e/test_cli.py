@@ -104,3 +104,34 @@ def test_serve_flags_in_both_spellings(tmp_path):
         r = recd("serve", "--data", str(tmp_path / "d"), *args)
         assert r.returncode == 2, args
         assert r.stderr.startswith("recd: --max-connections must be 1..100000"), (args, r.stderr)
+
+
+def test_listen_takes_host_names_and_refuses_a_bad_one_before_the_folder(tmp_path):
+    import socket
+    import time
+    from conftest import free_port
+    # a port alone is refused at once, and no folder is made
+    r = recd("serve", "--data", str(tmp_path / "d1"), "--listen", "7711")
+    assert r.returncode == 2 and "expected HOST:PORT" in r.stderr, r.stderr
+    assert not (tmp_path / "d1").exists()
+    r = recd("serve", "--data", str(tmp_path / "d1"), "--listen", "localhost:99999")
+    assert r.returncode == 2 and "port must be a number" in r.stderr, r.stderr
+    assert not (tmp_path / "d1").exists()
+    # a host name is resolved; "" turns the Unix socket off
+    port = free_port()
+    p = subprocess.Popen([RECD_BIN, "serve", "--data", str(tmp_path / "d2"), "--listen",
+                          "localhost:%d" % port, "--unix", "", "--scripts", "", "--policies", ""],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        assert not (tmp_path / "d2" / "recd.sock").exists()
+    finally:
+        p.terminate()
+        assert p.wait(TIMEOUT) == 0
