@@ -298,6 +298,7 @@ const rec_pl_pipeline *rec_pl_pick(const rec_pl_config *cfg, const char *name,
 
 #include "idmap.h"
 #include "lua_api.h"
+#include "rank.h"
 #include "value.h"
 
 #define POOL_MIN 50
@@ -451,7 +452,7 @@ static int take_candidates(lua_State *L, rec_pl_state *st, rec_engine *e,
                     lua_pop(L, 2);
                     return REC_ENOMEM;
                 }
-                float part = alone ? sc : w / (10.0f + (float)rank);
+                float part = alone ? sc : rec_rank_fused(w, (float)rank);
                 if (alone && h->parts[si] != 0.0f)
                     part = 0.0f; /* a repeated id counts once */
                 h->parts[si] += part;

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "lua_api.h"
 #include "pipeline.h"
+#include "rank.h"
 #include "rpc.h"
 #include "script.h"
 #include "vec.h"
@@ -51,13 +52,6 @@ typedef struct method_def {
     unsigned flags;
 } method_def;
 
-typedef struct fuse {
-    float *score;      /* by item index, 0 when untouched */
-    uint32_t *touched;
-    uint32_t ntouched;
-    uint32_t cap;
-} fuse;
-
 /* Live metrics of one pipeline, arm or strategy: totals since start and
  * the same decayed with a one-hour half-life (the recent window). */
 #define METRIC_HALF_LIFE 3600.0
@@ -83,7 +77,7 @@ struct rec_dispatch {
     uint64_t last_rec_id;
     rec_buf scratch;
     method_stats *stats; /* one per method */
-    fuse fuse;           /* scratch of rec.recommend's rank fusion */
+    rec_rank_fuse fuse;  /* scratch of rec.recommend's rank fusion */
     rec_script_rt *rt;   /* strategies and policies, or NULL */
     int rec_ref;         /* registry ref of the scripts' `rec` handle */
     rec_pl_config cfg;
@@ -1241,36 +1235,6 @@ static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
     return 0;
 }
 
-/* Rank fusion of the built-in sources: each source proposes its top
- * candidates and an item scores sum(w_s / (FUSE_K + rank_s)), so sources
- * with scores on different scales blend without calibration. */
-#define FUSE_K 10.0f
-
-static int fuse_reserve(fuse *f, uint32_t bound) {
-    if (bound <= f->cap)
-        return 0;
-    float *s = realloc(f->score, (size_t)bound * sizeof *s);
-    if (!s)
-        return REC_ENOMEM;
-    f->score = s;
-    uint32_t *t = realloc(f->touched, (size_t)bound * sizeof *t);
-    if (!t)
-        return REC_ENOMEM;
-    f->touched = t;
-    memset(s + f->cap, 0, (size_t)(bound - f->cap) * sizeof *s);
-    f->cap = bound;
-    return 0;
-}
-
-static void fuse_add(fuse *f, const rec_hit *h, size_t n, float w) {
-    for (size_t r = 0; r < n; r++) {
-        uint32_t i = h[r].idx;
-        if (f->score[i] == 0.0f)
-            f->touched[f->ntouched++] = i;
-        f->score[i] += w / (FUSE_K + (float)r);
-    }
-}
-
 /* The user's taste in a vector space: recent positive items' vectors,
  * normalised, weighted by event weight and 0.85 per step back in time.
  * Returns 0 when none of the recent items has a vector. */
@@ -1563,8 +1527,8 @@ static int m_recommend(call_ctx *c) {
         skip[h[i].item >> 6] |= 1ull << (h[i].item & 63);
     uint32_t m = n * 3 < 30 ? 30 : n * 3; /* candidates per source */
     rec_hit *hits = malloc((size_t)(m > 64 ? m : 64) * sizeof *hits);
-    fuse *f = &c->d->fuse;
-    if (!hits || fuse_reserve(f, rec_engine_bound(c->e, REC_KIND_ITEM))) {
+    rec_rank_fuse *f = &c->d->fuse;
+    if (!hits || rec_rank_fuse_reserve(f, rec_engine_bound(c->e, REC_KIND_ITEM))) {
         free(hits);
         free(skip);
         return fail(c, REC_ENOMEM, "out of memory");
@@ -1575,14 +1539,14 @@ static int m_recommend(call_ctx *c) {
     rec_space *content = rec_engine_space(c->e, "content");
     if (content && h && profile(content, h, hn, q) &&
         (k = rec_space_topk(content, REC_KIND_ITEM, q, 1, skip, words, m, hits)) > 0)
-        fuse_add(f, hits, (size_t)k, 1.0f);
+        rec_rank_fuse_add(f, hits, (size_t)k, 1.0f);
     /* 2. items that co-occur with the last five they liked */
     for (uint32_t i = hn, seen = 0; i-- > 0 && seen < 5;) {
         if (h[i].weight <= 0.0f)
             continue;
         seen++;
         size_t nb = rec_graph_neighbors(g, h[i].item, skip, words, m / 2, hits);
-        fuse_add(f, hits, nb, 1.0f / (float)seen);
+        rec_rank_fuse_add(f, hits, nb, 1.0f / (float)seen);
     }
     /* 3. their online MF vector */
     rec_space *mf = rec_engine_space(c->e, MF_SPACE);
@@ -1590,31 +1554,20 @@ static int m_recommend(call_ctx *c) {
     if (uv) {
         memcpy(q, uv, mf->dim * sizeof(float));
         if ((k = rec_space_topk(mf, REC_KIND_ITEM, q, 0, skip, words, m, hits)) > 0)
-            fuse_add(f, hits, (size_t)k, 0.7f);
+            rec_rank_fuse_add(f, hits, (size_t)k, 0.7f);
     }
     /* 4. what is popular now */
     rec_counter *pop = rec_engine_counter(c->e, POP_COUNTER);
     if (pop)
-        fuse_add(f, hits, rec_counter_topk(pop, rec_now(), skip, words, m, hits), 0.3f);
-    rec_topk best;
+        rec_rank_fuse_add(f, hits, rec_counter_topk(pop, rec_now(), skip, words, m, hits), 0.3f);
     rec_hit *out = malloc((size_t)n * sizeof *out);
     if (!out) {
         free(hits);
         free(skip);
-        for (uint32_t i = 0; i < f->ntouched; i++)
-            f->score[f->touched[i]] = 0.0f;
-        f->ntouched = 0;
+        rec_rank_fuse_clear(f);
         return fail(c, REC_ENOMEM, "out of memory");
     }
-    rec_topk_init(&best, out, n);
-    for (uint32_t i = 0; i < f->ntouched; i++) {
-        uint32_t it = f->touched[i];
-        rec_topk_push(&best, it, f->score[it]);
-        f->score[it] = 0.0f;
-        skip[it >> 6] |= 1ull << (it & 63);
-    }
-    f->ntouched = 0;
-    size_t got = rec_topk_finish(&best);
+    size_t got = rec_rank_fuse_top(f, out, n, skip);
     /* 5. nothing else to go on: the newest items of the catalogue */
     for (uint32_t i = rec_engine_bound(c->e, REC_KIND_ITEM); i-- > 0 && got < n;)
         if (!(skip[i >> 6] >> (i & 63) & 1))
@@ -1922,8 +1875,7 @@ void rec_dispatch_free(rec_dispatch *d) {
         free(d->token);
     }
     free(d->stats);
-    free(d->fuse.score);
-    free(d->fuse.touched);
+    rec_rank_fuse_free(&d->fuse);
     rec_pl_state_free(d->pl);
     rec_buf_free(&d->scratch);
     free(d);
