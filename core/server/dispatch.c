@@ -86,9 +86,8 @@ struct rec_dispatch {
     rec_pl_state *pl;
     metric metrics[MAX_METRICS];
     int nmetrics;
-    rec_train_fn train;
-    void *train_ud;
-    int trainings;       /* batch trainings running now */
+    int own_rt;          /* rt started by rec_dispatch_start, freed with d */
+    rec_train *trainer;  /* model.train and the schedule, or NULL */
 };
 
 struct call_ctx {
@@ -368,7 +367,7 @@ static int m_info(call_ctx *c) {
     uint64_t bf16_fast, bf16_fallback;
     rec_vec_bf16_counts(&bf16_fast, &bf16_fallback);
     int rc = msgpack_pack_map(pk, 14) || pk_str(pk, "version") || pk_str(pk, d->version) ||
-             pk_str(pk, "training") || msgpack_pack_int(pk, d->trainings) ||
+             pk_str(pk, "training") || msgpack_pack_int(pk, d->trainer ? rec_train_running(d->trainer) : 0) ||
              pk_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_now() - d->started) ||
              pk_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
              pk_str(pk, "items") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_ITEM)) ||
@@ -1691,13 +1690,13 @@ static int m_script_reload(call_ctx *c) {
 /* model.train [opts?] -> {started = true}: implicit ALS in a worker;
  * opts as db:ials_train. */
 static int m_model_train(call_ctx *c) {
-    if (!c->d->train)
+    if (!c->d->trainer)
         return fail(c, REC_ENOTFOUND, "this server cannot train in the background");
     const msgpack_object *o = param(c, 0);
     if (o && o->type != MSGPACK_OBJECT_MAP && o->type != MSGPACK_OBJECT_NIL)
         return fail(c, REC_EINVAL, "params[0] must be a map of options");
-    int rc = c->d->train(c->d->train_ud, o && o->type == MSGPACK_OBJECT_MAP ? o : NULL,
-                         c->err, c->errlen);
+    int rc = rec_train_start(c->d->trainer, o && o->type == MSGPACK_OBJECT_MAP ? o : NULL,
+                             c->err, c->errlen);
     if (rc)
         return rc;
     return msgpack_pack_map(&c->pk, 1) || pk_str(&c->pk, "started") ||
@@ -1878,6 +1877,9 @@ void rec_dispatch_free(rec_dispatch *d) {
     rec_rank_fuse_free(&d->fuse);
     rec_pl_state_free(d->pl);
     rec_buf_free(&d->scratch);
+    rec_train_free(d->trainer);
+    if (d->own_rt)
+        rec_script_free(d->rt);
     free(d);
 }
 
@@ -1940,12 +1942,6 @@ void rec_dispatch_notification_failed(rec_dispatch *d) { d->notification_errors+
 
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n) { d->connections = n; }
 
-void rec_dispatch_set_trainings(rec_dispatch *d, int n) { d->trainings = n; }
-
-void rec_dispatch_set_trainer(rec_dispatch *d, rec_train_fn fn, void *ud) {
-    d->train = fn;
-    d->train_ud = ud;
-}
 
 int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
                              const char *pipelines_path, int rec_ref) {
@@ -1967,4 +1963,58 @@ int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
     if (r) /* recorded and listed by script.status like a script's error */
         REC_WARN("%s (keeping the built-in default)", err);
     return 0;
+}
+
+/* Every script environment gets `rec`: one handle on the engine whose
+ * writes wait for the group commit. */
+static void install_rec(lua_State *L, void *ud) {
+    rec_dispatch *d = ud;
+    rec_lua_set_rec(L, d->e, &d->rec_ref);
+}
+
+int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r) {
+    rec_script_opts so;
+    rec_script_opts_default(&so);
+    so.scripts_dir = r->scripts_dir;
+    so.policies_dir = r->policies_dir;
+    char err[512] = "";
+    rec_script_rt *rt;
+    int rc = rec_script_new(&rt, &so, install_rec, d, err, sizeof err);
+    if (rc) {
+        REC_ERROR("scripts: %s", err);
+        return rc;
+    }
+    d->rt = rt;
+    d->own_rt = 1;
+    rec_script_info in;
+    size_t ok = 0, bad = 0;
+    for (size_t i = 0; i < rec_script_count(rt); i++)
+        if (!rec_script_info_at(rt, i, &in)) {
+            ok += in.loaded != 0;
+            bad += in.error != NULL;
+        }
+    REC_INFO("scripts: %zu loaded, %zu failed (%s, %s)", ok, bad,
+             r->scripts_dir ? r->scripts_dir : "-", r->policies_dir ? r->policies_dir : "-");
+    char path[1100];
+    snprintf(path, sizeof path, "%s/pipelines.lua", r->scripts_dir ? r->scripts_dir : ".");
+    if ((rc = rec_dispatch_set_scripts(d, rt, r->scripts_dir ? path : NULL, d->rec_ref)))
+        return rc;
+    rec_train_opts to = {.every = r->train_every, .worker = r->worker};
+    if ((rc = rec_train_new(&d->trainer, d->e, rt, &to)))
+        return rc;
+    if (rec_script_watch(rt, r->loop))
+        REC_WARN("scripts: cannot watch the folders; use script.reload");
+    return 0;
+}
+
+void rec_dispatch_tick(rec_dispatch *d) {
+    if (d->trainer)
+        rec_train_tick(d->trainer);
+}
+
+void rec_dispatch_stop(rec_dispatch *d) {
+    if (d->rt)
+        rec_script_unwatch(d->rt);
+    if (d->trainer)
+        rec_train_close(d->trainer);
 }
