@@ -71,9 +71,7 @@ struct rec_dispatch {
     rec_script_rt *rt;   /* strategies and policies, or NULL */
     rec_fanout fan;      /* events to the policies or the built-in learner */
     int rec_ref;         /* registry ref of the scripts' `rec` handle */
-    rec_pl_config cfg;
-    rec_pl_config cfg_next; /* pipelines.lua being read; in force once applied */
-    char cfg_path[1024];
+    rec_pl_live pipelines; /* the config in force, kept with pipelines.lua */
     rec_pl_state *pl;
     rec_stats metrics;     /* shown, clicked, converted: stats.get */
     int own_rt;          /* rt started by rec_dispatch_start, freed with d */
@@ -943,44 +941,6 @@ static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
     return 0;
 }
 
-/* Read pipelines.lua's table (at 2) into cfg_next, under the budgets.
- * [-0, +0, e] with the dispatcher at 1. */
-static int config_read(lua_State *L) {
-    rec_dispatch *d = lua_touserdata(L, 1);
-    lua_pushlightuserdata(L, &d->cfg_next);
-    lua_replace(L, 1);
-    return rec_pl_config_read(L);
-}
-
-/* The script runtime read pipelines.lua whole into cfg_next (present), or
- * the file went away: the new config, and its event weights, take effect
- * only now. Called between requests (the folder watch, script.reload). */
-static void config_apply(void *ud, int present) {
-    rec_dispatch *d = ud;
-    if (!present) {
-        rec_pl_config_default(&d->cfg);
-        REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, "the built-in default");
-        return;
-    }
-    d->cfg = d->cfg_next;
-    char err[512];
-    if (rec_pl_config_apply(&d->cfg, d->e, err, sizeof err))
-        REC_WARN("%s: %s", d->cfg_path, err);
-    REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, d->cfg_path);
-    /* A name that matches no loaded script is most likely a typo. */
-    for (int i = 0; i < d->cfg.npipelines; i++) {
-        const rec_pl_pipeline *p = &d->cfg.pipelines[i];
-        for (int k = 0; k < p->nstrategies; k++)
-            if (!rec_script_has(d->rt, REC_SCRIPT_STRATEGY, p->strategies[k].name, "recommend"))
-                REC_WARN("pipeline '%s': no strategy '%s' is loaded", p->name,
-                         p->strategies[k].name);
-        for (int k = 0; k < p->npolicies; k++)
-            if (!rec_script_has(d->rt, REC_SCRIPT_POLICY, p->policies[k], "rerank"))
-                REC_WARN("pipeline '%s': no policy '%s' with rerank is loaded", p->name,
-                         p->policies[k]);
-    }
-}
-
 static int skip_seen_of(rec_engine *e, uint32_t user, uint64_t *skip) {
     uint32_t hn = 0;
     const rec_hentry *h = user != REC_IDX_NONE
@@ -1014,7 +974,7 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     const char *arm = NULL;
     const rec_pl_pipeline *p = NULL;
     if (!so) {
-        p = rec_pl_pick(&d->cfg, pl ? pname : NULL, key, kl, &arm);
+        p = rec_pl_pick(&d->pipelines.cfg, pl ? pname : NULL, key, kl, &arm);
         if (!p)
             return fail(c, REC_ENOTFOUND, "unknown pipeline '%s'", pname);
     } else if (!rec_script_has(d->rt, REC_SCRIPT_STRATEGY, sname, "recommend")) {
@@ -1539,7 +1499,6 @@ void rec_dispatch_notification_failed(rec_dispatch *d) { d->notification_errors+
 
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n) { d->connections = n; }
 
-
 int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
                              const char *pipelines_path, int rec_ref) {
     d->rt = rt;
@@ -1547,20 +1506,7 @@ int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
     d->rec_ref = rec_ref;
     if (!d->pl && !(d->pl = rec_pl_state_new()))
         return REC_ENOMEM;
-    snprintf(d->cfg_path, sizeof d->cfg_path, "%s", pipelines_path ? pipelines_path : "");
-    rec_pl_config_default(&d->cfg);
-    if (!rt || !pipelines_path) {
-        REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, "the built-in default");
-        return 0;
-    }
-    rec_script_config rc = {.read = config_read, .apply = config_apply, .ud = d};
-    char err[512];
-    int r = rec_script_set_config(rt, &rc, err, sizeof err);
-    if (r == REC_ENOMEM || r == REC_EBUSY)
-        return r;
-    if (r) /* recorded and listed by script.status like a script's error */
-        REC_WARN("%s (keeping the built-in default)", err);
-    return 0;
+    return rec_pl_config_watch(&d->pipelines, d->e, rt, pipelines_path);
 }
 
 /* Every script environment gets `rec`: one handle on the engine whose
