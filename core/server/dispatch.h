@@ -1,6 +1,7 @@
-/* dispatch.h - the method table: validate params, call the engine, shape
- * the reply. Knows msgpack objects and the engine; knows nothing of
- * sockets (the server hands it one decoded request at a time).
+/* dispatch.h - the method table: validate params, call the engine and the
+ * services (core/service), shape the reply. Knows msgpack objects, the
+ * engine and the services; knows nothing of sockets (the server hands it
+ * one decoded request at a time, a worker hook and a tick).
  */
 #ifndef REC_DISPATCH_H
 #define REC_DISPATCH_H
