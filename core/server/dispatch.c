@@ -21,17 +21,16 @@
 #include <lauxlib.h>
 
 #include "err.h"
+#include "fanout.h"
+#include "fusion.h"
 #include "idmap.h"
 #include "log.h"
 #include "lua_api.h"
-#include "fanout.h"
-#include "feedback.h"
-#include "fusion.h"
 #include "pipeline.h"
 #include "rank.h"
-#include "stats.h"
 #include "rpc.h"
 #include "script.h"
+#include "stats.h"
 #include "vec.h"
 
 #define MAX_N 1000
