@@ -58,13 +58,17 @@ LDFLAGS += $(SANFLAGS)
 LDLIBS  += $(PKG_LIBS) -ledit -lm -lpthread
 
 # The layers (README.md, Layout): core/engine is the library the Lua module
-# is made of; core/server the msgpack-RPC server and its method table;
-# core/client the C client; core/tools the command-line tools. librecd.a
-# holds the first three (what a C program links); the tools go into their
-# own archive, linked by the recd binary and the tests of the tools.
-CORE_DIRS  := core/engine core/server core/client core/tools
+# is made of; core/service what the server runs over it (pipelines,
+# training schedule, event fan-out, attribution and stats, the built-in
+# learner and recommender); core/server the msgpack-RPC server and its
+# method table; core/client the C client; core/tools the command-line
+# tools. librecd.a holds the first four (what a C program links); the tools
+# go into their own archive, linked by the recd binary and the tests of the
+# tools.
+CORE_DIRS  := core/engine core/service core/server core/client core/tools
 ENGINE_SRC := $(wildcard core/engine/*.c)
-LIB_SRC    := $(ENGINE_SRC) $(wildcard core/server/*.c) $(wildcard core/client/*.c)
+LIB_SRC    := $(ENGINE_SRC) $(wildcard core/service/*.c) $(wildcard core/server/*.c) \
+              $(wildcard core/client/*.c)
 TOOLS_SRC  := $(filter-out core/tools/main.c,$(wildcard core/tools/*.c))
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)

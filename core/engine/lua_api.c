@@ -21,6 +21,7 @@
 
 #include "err.h"
 #include "learn.h"
+#include "rank.h"
 #include "sandbox.h"
 #include "value.h"
 #include "vec.h"
@@ -1463,8 +1464,7 @@ static int db_stats(lua_State *L) {
  * [0, 1]. Works on the first `window` items (50); the rest follow in their
  * order. Items without a vector in the space count as unlike everything.
  * opts: space ("content"), lambda (0.7), window (50). O(window^2 * dim) in
- * C.   [-2, +1, e] */
-#define MMR_MAX 256
+ * C (rec_rank_mmr).   [-2, +1, e] */
 static int db_mmr(lua_State *L) {
     ldb *d = check_db(L);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -1477,9 +1477,9 @@ static int db_mmr(lua_State *L) {
         lambda = opt_field_num(L, 3, "lambda", 0.7);
         window = (lua_Integer)opt_field_num(L, 3, "window", 50);
     }
-    if (!(lambda >= 0 && lambda <= 1) || window < 1 || window > MMR_MAX)
+    if (!(lambda >= 0 && lambda <= 1) || window < 1 || window > REC_RANK_MMR_MAX)
         return rec_lua_error(L, REC_ERANGE, "lambda must be 0..1 and window 1..%d",
-                             MMR_MAX);
+                             REC_RANK_MMR_MAX);
     lua_Integer total = (lua_Integer)lua_rawlen(L, 2);
     lua_Integer m = total < window ? total : window;
     rec_space *s = rec_engine_space(d->e, sn);
@@ -1494,10 +1494,9 @@ static int db_mmr(lua_State *L) {
         }
         return 1;
     }
-    const float *rows[MMR_MAX];
-    double rel[MMR_MAX], maxsim[MMR_MAX];
-    int taken[MMR_MAX];
-    double lo = HUGE_VAL, hi = -HUGE_VAL;
+    const float *rows[REC_RANK_MMR_MAX];
+    double score[REC_RANK_MMR_MAX];
+    uint32_t order[REC_RANK_MMR_MAX];
     for (lua_Integer i = 0; i < m; i++) {
         lua_rawgeti(L, 2, i + 1);
         if (lua_type(L, -1) != LUA_TTABLE)
@@ -1506,43 +1505,16 @@ static int db_mmr(lua_State *L) {
         lua_getfield(L, -1, "id");
         uint32_t idx = find_idx(L, d, REC_KIND_ITEM, -1, 0);
         lua_getfield(L, -2, "score");
-        rel[i] = lua_tonumber(L, -1);
+        score[i] = lua_tonumber(L, -1);
         lua_pop(L, 3);
         rows[i] = idx == REC_IDX_NONE ? NULL : rec_space_get(s, REC_KIND_ITEM, idx);
         if (rows[i] && s->m[REC_KIND_ITEM].inv_norms[idx] == 0.0f)
             rows[i] = NULL;
-        lo = rel[i] < lo ? rel[i] : lo;
-        hi = rel[i] > hi ? rel[i] : hi;
-        maxsim[i] = 0.0;
-        taken[i] = 0;
     }
-    for (lua_Integer i = 0; i < m; i++)
-        rel[i] = lo >= 0 ? (hi > 0 ? rel[i] / hi : 1.0)
-                         : (hi > lo ? (rel[i] - lo) / (hi - lo) : 1.0);
-    for (lua_Integer placed = 0; placed < m; placed++) {
-        lua_Integer best = -1;
-        double bestv = 0;
-        for (lua_Integer i = 0; i < m; i++) {
-            if (taken[i])
-                continue;
-            double v = lambda * rel[i] - (1 - lambda) * maxsim[i];
-            if (best < 0 || v > bestv) {
-                best = i;
-                bestv = v;
-            }
-        }
-        taken[best] = 1;
-        lua_rawgeti(L, 2, best + 1);
-        lua_rawseti(L, out, placed + 1);
-        if (!rows[best])
-            continue;
-        for (lua_Integer i = 0; i < m; i++) {
-            if (taken[i] || !rows[i])
-                continue;
-            double c = (double)rec_vec_cosine(rows[best], rows[i], s->dim);
-            if (c > maxsim[i])
-                maxsim[i] = c;
-        }
+    rec_rank_mmr(rows, score, (size_t)m, s->dim, lambda, order);
+    for (lua_Integer i = 0; i < m; i++) {
+        lua_rawgeti(L, 2, (lua_Integer)order[i] + 1);
+        lua_rawseti(L, out, i + 1);
     }
     for (lua_Integer i = m + 1; i <= total; i++) {
         lua_rawgeti(L, 2, i);

@@ -1,11 +1,12 @@
-/* dispatch.c - msgpack-RPC methods over the engine.
+/* dispatch.c - msgpack-RPC methods over the engine and the services.
  *
- * Every batch method validates all of its elements before applying any, so
- * a request that fails changes nothing. Until pipelines of Lua scripts take
- * over, event.add also runs the built-in feedback (a "popularity" counter
- * with a one-day half-life and one online MF step in space "mf") and
- * rec.recommend the built-in default: the user's MF vector, then
- * popularity, never what the user has already interacted with.
+ * The method table and the checks of every method's params; the work is
+ * the engine's and the services' (core/service): pipelines of strategies
+ * and policies (pipeline.h), event fan-out to policies and its replay
+ * (fanout.h), the built-in learner (feedback.h) and recommender
+ * (fusion.h), attribution and stats (stats.h), the training schedule
+ * (train.h). Every batch method validates all of its elements before
+ * applying any, so a request that fails changes nothing.
  */
 #include "dispatch.h"
 
@@ -20,21 +21,21 @@
 #include <lauxlib.h>
 
 #include "err.h"
+#include "fanout.h"
+#include "fusion.h"
 #include "idmap.h"
 #include "log.h"
 #include "lua_api.h"
 #include "pipeline.h"
+#include "rank.h"
 #include "rpc.h"
 #include "script.h"
+#include "stats.h"
 #include "vec.h"
 
 #define MAX_N 1000
 #define MAX_BATCH 100000
 #define HIST_BUCKETS 256
-#define POP_COUNTER "popularity"
-#define POP_HALF_LIFE 86400.0
-#define MF_SPACE "mf"
-#define MF_DIM 64
 
 typedef struct method_stats {
     uint64_t count;
@@ -51,24 +52,6 @@ typedef struct method_def {
     unsigned flags;
 } method_def;
 
-typedef struct fuse {
-    float *score;      /* by item index, 0 when untouched */
-    uint32_t *touched;
-    uint32_t ntouched;
-    uint32_t cap;
-} fuse;
-
-/* Live metrics of one pipeline, arm or strategy: totals since start and
- * the same decayed with a one-hour half-life (the recent window). */
-#define METRIC_HALF_LIFE 3600.0
-#define MAX_METRICS 128
-
-typedef struct metric {
-    char name[REC_PL_NAME_MAX + 8]; /* "pipeline:main", "strategy:hybrid" */
-    double impressions, clicks, conversions;
-    double r_impressions, r_clicks, r_conversions, r_t; /* decayed, as of r_t */
-} metric;
-
 #define REC_LIST_MAX 10000 /* ids or events in one page of the listing methods */
 #define NMETHODS 22 /* entries of methods[], defined at the end */
 
@@ -84,18 +67,15 @@ struct rec_dispatch {
     uint64_t last_rec_id;
     rec_buf scratch;
     method_stats *stats; /* one per method */
-    fuse fuse;           /* scratch of rec.recommend's rank fusion */
+    rec_rank_fuse fuse;  /* scratch of rec.recommend's rank fusion */
     rec_script_rt *rt;   /* strategies and policies, or NULL */
+    rec_fanout fan;      /* events to the policies or the built-in learner */
     int rec_ref;         /* registry ref of the scripts' `rec` handle */
-    rec_pl_config cfg;
-    rec_pl_config cfg_next; /* pipelines.lua being read; in force once applied */
-    char cfg_path[1024];
+    rec_pl_live pipelines; /* the config in force, kept with pipelines.lua */
     rec_pl_state *pl;
-    metric metrics[MAX_METRICS];
-    int nmetrics;
-    rec_train_fn train;
-    void *train_ud;
-    int trainings;       /* batch trainings running now */
+    rec_stats metrics;     /* shown, clicked, converted: stats.get */
+    int own_rt;          /* rt started by rec_dispatch_start, freed with d */
+    rec_train *trainer;  /* model.train and the schedule, or NULL */
     uint32_t list_idx[REC_LIST_MAX]; /* scratch of item.list / user.list */
 };
 
@@ -376,7 +356,7 @@ static int m_info(call_ctx *c) {
     uint64_t bf16_fast, bf16_fallback;
     rec_vec_bf16_counts(&bf16_fast, &bf16_fallback);
     int rc = msgpack_pack_map(pk, 14) || pk_str(pk, "version") || pk_str(pk, d->version) ||
-             pk_str(pk, "training") || msgpack_pack_int(pk, d->trainings) ||
+             pk_str(pk, "training") || msgpack_pack_int(pk, d->trainer ? rec_train_running(d->trainer) : 0) ||
              pk_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_now() - d->started) ||
              pk_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
              pk_str(pk, "items") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_ITEM)) ||
@@ -783,38 +763,6 @@ static int m_user_history(call_ctx *c) {
                : 0;
 }
 
-typedef struct id_arg {
-    const char *key;
-    size_t kl;
-} id_arg;
-
-/* Push an id, protected (rec_script_pcall). [-0, +1, m] */
-static int push_id_arg(lua_State *L) {
-    const id_arg *a = lua_touserdata(L, 1);
-    rec_lua_push_id(L, a->key, a->kl);
-    return 1;
-}
-
-/* Every loaded policy's on_forget(user), in name order; failures are
- * logged (the deletion goes on). */
-static void policies_forget(rec_dispatch *d, const char *key, size_t kl) {
-    rec_script_info in;
-    id_arg a = {key, kl};
-    for (size_t i = 0; i < rec_script_count(d->rt); i++) {
-        if (rec_script_info_at(d->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
-            !in.loaded || !rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "on_forget"))
-            continue;
-        char err[512];
-        if (rec_script_pcall(d->rt, push_id_arg, &a, 0, 1, 0, err, sizeof err)) {
-            REC_WARN("on_forget: %s", err);
-            continue;
-        }
-        if (rec_script_call(d->rt, REC_SCRIPT_POLICY, in.name, "on_forget", 1, 0, err,
-                            sizeof err))
-            REC_WARN("on_forget: %s", err);
-    }
-}
-
 static int delete_common(call_ctx *c, rec_kind kind) {
     uint32_t n = c->params->via.array.size;
     if (n == 0)
@@ -836,7 +784,7 @@ static int delete_common(call_ctx *c, rec_kind kind) {
          * writes commit with the deletion). */
         if (kind == REC_KIND_USER && c->d->rt &&
             rec_engine_lookup(c->e, kind, key, (size_t)kl) != REC_IDX_NONE)
-            policies_forget(c->d, key, (size_t)kl);
+            rec_fanout_forget(&c->d->fan, key, (size_t)kl);
         int rc = rec_engine_delete(c->e, kind, key, (size_t)kl);
         if (rc == REC_ENOTFOUND)
             continue;
@@ -851,155 +799,6 @@ static int m_item_delete(call_ctx *c) { return delete_common(c, REC_KIND_ITEM); 
 static int m_user_delete(call_ctx *c) { return delete_common(c, REC_KIND_USER); }
 
 /* ---- events ----------------------------------------------------------- */
-
-/* Built-in feedback until pipelines of Lua policies take over: decayed
- * popularity and one online MF step per positive event. Deterministic
- * given the engine's generator, so a replay after a crash reproduces it. */
-static int feedback(rec_engine *e, uint32_t user, uint32_t item, float w,
-                    double ts) {
-    if (!(w > 0.0f))
-        return 0;
-    rec_counter *pop;
-    rec_space *mf = rec_engine_space(e, MF_SPACE);
-    int rc;
-    if ((rc = rec_engine_counter_ensure(e, POP_COUNTER, POP_HALF_LIFE, &pop)) ||
-        (rc = rec_counter_add(pop, item, w, ts)))
-        return rc;
-    if (!mf && (rc = rec_engine_space_ensure(e, MF_SPACE, MF_DIM, &mf)))
-        return rc;
-    /* A purchase (8) should not step eight times as far as a view. */
-    float step = w > 1.0f ? 1.0f + logf(w) : w;
-    return rec_engine_mf_update(e, mf, user, item, step < 4.0f ? step : 4.0f, NULL, NULL);
-}
-
-/* Do loaded policies handle events? Then they replace the built-in
- * feedback. */
-static int policies_learn(rec_dispatch *d) {
-    if (!d->rt)
-        return 0;
-    rec_script_info in;
-    for (size_t i = 0; i < rec_script_count(d->rt); i++)
-        if (!rec_script_info_at(d->rt, i, &in) && in.kind == REC_SCRIPT_POLICY &&
-            in.loaded && rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
-            return 1;
-    return 0;
-}
-
-/* An event as policies see it; built by push_event. */
-typedef struct event_arg {
-    rec_dispatch *d;
-    uint32_t user, item;
-    const char *type;
-    float w;
-    double ts;
-    uint64_t seq;
-    const char *rec_id;
-    size_t rlen;
-    const void *ctx;
-    size_t clen;
-    int has_value;
-    double value;
-} event_arg;
-
-/* Push the event table, protected (rec_script_pcall): the memory cap
- * applies, and a refusal fails this event's hand-over only. [-0, +1, m] */
-static int push_event(lua_State *L) {
-    const event_arg *a = lua_touserdata(L, 1);
-    lua_createtable(L, 0, 10);
-    int ev = lua_gettop(L);
-    size_t kl;
-    const char *k = rec_engine_key(a->d->e, REC_KIND_USER, a->user, &kl);
-    rec_lua_push_id(L, k, kl);
-    lua_setfield(L, ev, "user");
-    k = rec_engine_key(a->d->e, REC_KIND_ITEM, a->item, &kl);
-    rec_lua_push_id(L, k, kl);
-    lua_setfield(L, ev, "item");
-    lua_pushstring(L, a->type);
-    lua_setfield(L, ev, "type");
-    lua_pushnumber(L, a->w);
-    lua_setfield(L, ev, "weight");
-    lua_pushnumber(L, a->ts);
-    lua_setfield(L, ev, "ts");
-    lua_pushinteger(L, (lua_Integer)a->seq);
-    lua_setfield(L, ev, "seq");
-    if (a->has_value) {
-        lua_pushnumber(L, a->value);
-        lua_setfield(L, ev, "value");
-    }
-    if (a->rlen) {
-        lua_pushlstring(L, a->rec_id, a->rlen);
-        lua_setfield(L, ev, "rec_id");
-    }
-    size_t used;
-    if (a->clen && rec_mp_push_lua(L, a->ctx, a->clen, &used) == 0)
-        lua_setfield(L, ev, "context");
-    return 1;
-}
-
-/* Hand one event to every policy's on_event, in name order. A policy
- * that fails is logged and counted; the event itself is already stored. */
-static void policies_on_event(rec_dispatch *d, uint32_t user, uint32_t item,
-                              const char *type, float w, double ts, uint64_t seq,
-                              const char *rec_id, size_t rlen, const void *ctx,
-                              size_t clen, int has_value, double value) {
-    lua_State *L = rec_script_lua(d->rt);
-    /* One event table, handed to each policy in turn. */
-    event_arg a = {d, user, item, type, w, ts, seq, rec_id, rlen, ctx, clen,
-                   has_value, value};
-    char perr[512];
-    if (rec_script_pcall(d->rt, push_event, &a, 0, 1, 0, perr, sizeof perr)) {
-        REC_WARN("on_event: %s", perr);
-        return;
-    }
-    int ev = lua_gettop(L);
-    rec_script_info in;
-    for (size_t i = 0; i < rec_script_count(d->rt); i++) {
-        if (rec_script_info_at(d->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
-            !in.loaded || !rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
-            continue;
-        lua_pushvalue(L, ev);
-        char err[512];
-        if (rec_script_call(d->rt, REC_SCRIPT_POLICY, in.name, "on_event", 1, 0, err,
-                            sizeof err))
-            REC_WARN("on_event: %s", err);
-    }
-    lua_settop(L, ev - 1);
-}
-
-/* What an event teaches, live or replayed: the same function with the same
- * fields, so a replay after a crash or a failed commit learns what the live
- * path learned. */
-static int learn_event(void *ud, const rec_replay_event *ev) {
-    rec_dispatch *d = ud;
-    if (policies_learn(d)) {
-        const char *tn = rec_engine_type_name(d->e, ev->type);
-        /* The policies' kv writes are learned state, written at checkpoints. */
-        int was = rec_engine_learning(d->e, 1);
-        policies_on_event(d, ev->user, ev->item, tn ? tn : "?", ev->weight, ev->ts, ev->seq,
-                          ev->rec_id, ev->rlen, ev->context, ev->clen, ev->has_value, ev->value);
-        rec_engine_learning(d->e, was);
-        return 0;
-    }
-    return feedback(d->e, ev->user, ev->item, ev->weight, ev->ts);
-}
-
-int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed) {
-    return rec_engine_replay(d->e, learn_event, d, replayed);
-}
-
-int rec_dispatch_catch_up(rec_dispatch *d) {
-    if (!rec_engine_replay_due(d->e))
-        return 0;
-    uint64_t n = 0;
-    int rc = rec_dispatch_replay(d, &n);
-    if (rc)
-        REC_ERROR("replaying the log after checkpoint %llu failed: %s",
-                  (unsigned long long)rec_engine_checkpoint_seq(d->e),
-                  rec_engine_errmsg(d->e));
-    else if (n)
-        REC_INFO("replayed %llu events logged after the last checkpoint", (unsigned long long)n);
-    return rc;
-}
 
 /* Put "params[i]." before the message of a failure about a field. */
 static int in_param(call_ctx *c, int rc, uint32_t i) {
@@ -1081,106 +880,6 @@ static int check_new_types(call_ctx *c, uint32_t n) {
     return 0;
 }
 
-static metric *metric_get(rec_dispatch *d, const char *kind, const char *name) {
-    char full[sizeof d->metrics[0].name];
-    snprintf(full, sizeof full, "%s:%s", kind, name);
-    for (int i = 0; i < d->nmetrics; i++)
-        if (strcmp(d->metrics[i].name, full) == 0)
-            return &d->metrics[i];
-    if (d->nmetrics == MAX_METRICS)
-        return NULL;
-    metric *m = &d->metrics[d->nmetrics++];
-    memset(m, 0, sizeof *m);
-    snprintf(m->name, sizeof m->name, "%s", full);
-    m->r_t = rec_now();
-    return m;
-}
-
-static void metric_add(metric *m, double imp, double clk, double conv, double t) {
-    if (!m)
-        return;
-    double f = t > m->r_t ? exp2(-(t - m->r_t) / METRIC_HALF_LIFE) : 1.0;
-    if (t > m->r_t) {
-        m->r_impressions *= f;
-        m->r_clicks *= f;
-        m->r_conversions *= f;
-        m->r_t = t;
-    }
-    m->impressions += imp;
-    m->clicks += clk;
-    m->conversions += conv;
-    m->r_impressions += imp;
-    m->r_clicks += clk;
-    m->r_conversions += conv;
-}
-
-/* Credit an event to the recommendation that showed its item: clicks for
- * type "click", conversions for "purchase" and "add_to_cart", to the
- * pipeline, its experiment arm and the strategy that placed the item. */
-static void attribute(rec_dispatch *d, const char *rec_id, size_t rlen,
-                      uint32_t item, const char *type, size_t tlen, double ts) {
-    int click = tlen == 5 && memcmp(type, "click", 5) == 0;
-    int conv = (tlen == 8 && memcmp(type, "purchase", 8) == 0) ||
-               (tlen == 11 && memcmp(type, "add_to_cart", 11) == 0);
-    if ((!click && !conv) || rlen != 16)
-        return;
-    char hex[17];
-    memcpy(hex, rec_id, 16);
-    hex[16] = 0;
-    char *end;
-    unsigned long long id = strtoull(hex, &end, 16);
-    if (*end)
-        return;
-    rec_buf b = REC_BUF_INIT;
-    if (rec_engine_rec_get(d->e, id, &b) || b.len < 5) {
-        rec_buf_free(&b);
-        return;
-    }
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    size_t off = 0;
-    if (msgpack_unpack_next(&up, b.data + 4, b.len - 4, &off) == MSGPACK_UNPACK_SUCCESS &&
-        up.data.type == MSGPACK_OBJECT_MAP) {
-        const msgpack_object *items = field(&up.data, "items");
-        const msgpack_object *by = field(&up.data, "by");
-        const msgpack_object *strats = field(&up.data, "strategies");
-        const msgpack_object *pl = field(&up.data, "pipeline");
-        const msgpack_object *arm = field(&up.data, "arm");
-        for (uint32_t i = 0; items && items->type == MSGPACK_OBJECT_ARRAY &&
-                             i < items->via.array.size; i++) {
-            if (items->via.array.ptr[i].via.u64 != item)
-                continue;
-            char name[REC_PL_NAME_MAX + 1];
-            if (pl && pl->type == MSGPACK_OBJECT_STR && pl->via.str.size <= REC_PL_NAME_MAX &&
-                !(pl->via.str.size > 9 && memcmp(pl->via.str.ptr, "strategy:", 9) == 0)) {
-                memcpy(name, pl->via.str.ptr, pl->via.str.size);
-                name[pl->via.str.size] = 0;
-                metric_add(metric_get(d, "pipeline", name), 0, click, conv, ts);
-            }
-            if (arm && arm->type == MSGPACK_OBJECT_STR && arm->via.str.size <= REC_PL_NAME_MAX) {
-                memcpy(name, arm->via.str.ptr, arm->via.str.size);
-                name[arm->via.str.size] = 0;
-                metric_add(metric_get(d, "variant", name), 0, click, conv, ts);
-            }
-            if (by && by->type == MSGPACK_OBJECT_ARRAY && i < by->via.array.size &&
-                strats && strats->type == MSGPACK_OBJECT_ARRAY) {
-                uint64_t si = by->via.array.ptr[i].via.u64;
-                if (si < strats->via.array.size &&
-                    strats->via.array.ptr[si].type == MSGPACK_OBJECT_STR &&
-                    strats->via.array.ptr[si].via.str.size <= REC_PL_NAME_MAX) {
-                    memcpy(name, strats->via.array.ptr[si].via.str.ptr,
-                           strats->via.array.ptr[si].via.str.size);
-                    name[strats->via.array.ptr[si].via.str.size] = 0;
-                    metric_add(metric_get(d, "strategy", name), 0, click, conv, ts);
-                }
-            }
-            break;
-        }
-    }
-    msgpack_unpacked_destroy(&up);
-    rec_buf_free(&b);
-}
-
 static int apply_event(call_ctx *c, const msgpack_object *o) {
     char uk[REC_ID_MAX], ik[REC_ID_MAX];
     rec_event ev;
@@ -1222,8 +921,8 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
     if (rc)
         return engine_fail(c, rc);
     if (ev.rlen)
-        attribute(c->d, ev.rec_id, ev.rlen, out.item, t->via.str.ptr, t->via.str.size,
-                  ev.ts);
+        rec_stats_attribute(&c->d->metrics, c->e, ev.rec_id, ev.rlen, out.item,
+                            t->via.str.ptr, t->via.str.size, ev.ts);
     /* The fields a replay reads back from the log. */
     rec_replay_event le = {
         .seq = out.seq, .ts = ev.ts, .user = out.user, .item = out.item,
@@ -1231,7 +930,7 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
         .has_value = ev.has_value, .value = ev.value,
         .rec_id = ev.rec_id, .rlen = ev.rlen, .context = ev.context, .clen = ev.clen,
     };
-    rc = learn_event(c->d, &le);
+    rc = rec_fanout_learn(&c->d->fan, &le);
     return rc ? engine_fail(c, rc) : 0;
 }
 
@@ -1364,98 +1063,8 @@ static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
         (rc = rec_engine_rec_put(c->e, rid, user, b->data, b->len)))
         return engine_fail(c, rc);
     if (strcmp(pipeline, "builtin") == 0)
-        metric_add(metric_get(c->d, "pipeline", pipeline), (double)n, 0, 0, rec_now());
+        rec_stats_add(&c->d->metrics, "pipeline", pipeline, (double)n, 0, 0, rec_now());
     return 0;
-}
-
-/* Rank fusion of the built-in sources: each source proposes its top
- * candidates and an item scores sum(w_s / (FUSE_K + rank_s)), so sources
- * with scores on different scales blend without calibration. */
-#define FUSE_K 10.0f
-
-static int fuse_reserve(fuse *f, uint32_t bound) {
-    if (bound <= f->cap)
-        return 0;
-    float *s = realloc(f->score, (size_t)bound * sizeof *s);
-    if (!s)
-        return REC_ENOMEM;
-    f->score = s;
-    uint32_t *t = realloc(f->touched, (size_t)bound * sizeof *t);
-    if (!t)
-        return REC_ENOMEM;
-    f->touched = t;
-    memset(s + f->cap, 0, (size_t)(bound - f->cap) * sizeof *s);
-    f->cap = bound;
-    return 0;
-}
-
-static void fuse_add(fuse *f, const rec_hit *h, size_t n, float w) {
-    for (size_t r = 0; r < n; r++) {
-        uint32_t i = h[r].idx;
-        if (f->score[i] == 0.0f)
-            f->touched[f->ntouched++] = i;
-        f->score[i] += w / (FUSE_K + (float)r);
-    }
-}
-
-/* The user's taste in a vector space: recent positive items' vectors,
- * normalised, weighted by event weight and 0.85 per step back in time.
- * Returns 0 when none of the recent items has a vector. */
-static int profile(rec_space *s, const rec_hentry *h, uint32_t hn, float *q) {
-    memset(q, 0, s->dim * sizeof(float));
-    float decay = 1.0f;
-    int used = 0;
-    for (uint32_t i = hn, seen = 0; i-- > 0 && seen < 20;) {
-        if (h[i].weight <= 0.0f)
-            continue;
-        seen++;
-        const float *v = rec_space_get(s, REC_KIND_ITEM, h[i].item);
-        float inv = v ? s->m[REC_KIND_ITEM].inv_norms[h[i].item] : 0.0f;
-        if (inv > 0.0f) {
-            rec_vec_axpy(h[i].weight * decay * inv, v, q, s->dim);
-            used = 1;
-        }
-        decay *= 0.85f;
-    }
-    return used;
-}
-
-/* Read pipelines.lua's table (at 2) into cfg_next, under the budgets.
- * [-0, +0, e] with the dispatcher at 1. */
-static int config_read(lua_State *L) {
-    rec_dispatch *d = lua_touserdata(L, 1);
-    lua_pushlightuserdata(L, &d->cfg_next);
-    lua_replace(L, 1);
-    return rec_pl_config_read(L);
-}
-
-/* The script runtime read pipelines.lua whole into cfg_next (present), or
- * the file went away: the new config, and its event weights, take effect
- * only now. Called between requests (the folder watch, script.reload). */
-static void config_apply(void *ud, int present) {
-    rec_dispatch *d = ud;
-    if (!present) {
-        rec_pl_config_default(&d->cfg);
-        REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, "the built-in default");
-        return;
-    }
-    d->cfg = d->cfg_next;
-    char err[512];
-    if (rec_pl_config_apply(&d->cfg, d->e, err, sizeof err))
-        REC_WARN("%s: %s", d->cfg_path, err);
-    REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, d->cfg_path);
-    /* A name that matches no loaded script is most likely a typo. */
-    for (int i = 0; i < d->cfg.npipelines; i++) {
-        const rec_pl_pipeline *p = &d->cfg.pipelines[i];
-        for (int k = 0; k < p->nstrategies; k++)
-            if (!rec_script_has(d->rt, REC_SCRIPT_STRATEGY, p->strategies[k].name, "recommend"))
-                REC_WARN("pipeline '%s': no strategy '%s' is loaded", p->name,
-                         p->strategies[k].name);
-        for (int k = 0; k < p->npolicies; k++)
-            if (!rec_script_has(d->rt, REC_SCRIPT_POLICY, p->policies[k], "rerank"))
-                REC_WARN("pipeline '%s': no policy '%s' with rerank is loaded", p->name,
-                         p->policies[k]);
-    }
 }
 
 static int skip_seen_of(rec_engine *e, uint32_t user, uint64_t *skip) {
@@ -1491,7 +1100,7 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     const char *arm = NULL;
     const rec_pl_pipeline *p = NULL;
     if (!so) {
-        p = rec_pl_pick(&d->cfg, pl ? pname : NULL, key, kl, &arm);
+        p = rec_pl_pick(&d->pipelines.cfg, pl ? pname : NULL, key, kl, &arm);
         if (!p)
             return fail(c, REC_ENOTFOUND, "unknown pipeline '%s'", pname);
     } else if (!rec_script_has(d->rt, REC_SCRIPT_STRATEGY, sname, "recommend")) {
@@ -1621,13 +1230,14 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
         rc = rec_engine_rec_put(c->e, rid, user, b->data, b->len);
     double now = rec_now();
     if (!so)
-        metric_add(metric_get(d, "pipeline", label), (double)got, 0, 0, now);
+        rec_stats_add(&d->metrics, "pipeline", label, (double)got, 0, 0, now);
     if (arm)
-        metric_add(metric_get(d, "variant", arm), (double)got, 0, 0, now);
+        rec_stats_add(&d->metrics, "variant", arm, (double)got, 0, 0, now);
     rec_counter *imp = rec_engine_counter(c->e, "impressions");
     for (size_t i = 0; i < got; i++) {
         int si = hits[i].by < 0 ? 0 : hits[i].by;
-        metric_add(metric_get(d, "strategy", p ? p->strategies[si].name : sname), 1, 0, 0, now);
+        rec_stats_add(&d->metrics, "strategy", p ? p->strategies[si].name : sname, 1, 0, 0,
+                      now);
         if (imp)
             rec_counter_add(imp, hits[i].idx, 1.0, now);
     }
@@ -1682,72 +1292,16 @@ static int m_recommend(call_ctx *c) {
     uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
     if (!skip)
         return rc;
-    rec_graph *g = rec_engine_graph(c->e);
     uint32_t user = rec_engine_lookup(c->e, REC_KIND_USER, key, (size_t)kl);
-    uint32_t hn = 0;
-    const rec_hentry *h = user != REC_IDX_NONE ? rec_graph_history(g, user, &hn) : NULL;
-    for (uint32_t i = 0; i < hn; i++)
-        skip[h[i].item >> 6] |= 1ull << (h[i].item & 63);
-    uint32_t m = n * 3 < 30 ? 30 : n * 3; /* candidates per source */
-    rec_hit *hits = malloc((size_t)(m > 64 ? m : 64) * sizeof *hits);
-    fuse *f = &c->d->fuse;
-    if (!hits || fuse_reserve(f, rec_engine_bound(c->e, REC_KIND_ITEM))) {
-        free(hits);
-        free(skip);
-        return fail(c, REC_ENOMEM, "out of memory");
-    }
-    float q[REC_DIM_MAX];
-    int k;
-    /* 1. the user's recent taste in content vectors */
-    rec_space *content = rec_engine_space(c->e, "content");
-    if (content && h && profile(content, h, hn, q) &&
-        (k = rec_space_topk(content, REC_KIND_ITEM, q, 1, skip, words, m, hits)) > 0)
-        fuse_add(f, hits, (size_t)k, 1.0f);
-    /* 2. items that co-occur with the last five they liked */
-    for (uint32_t i = hn, seen = 0; i-- > 0 && seen < 5;) {
-        if (h[i].weight <= 0.0f)
-            continue;
-        seen++;
-        size_t nb = rec_graph_neighbors(g, h[i].item, skip, words, m / 2, hits);
-        fuse_add(f, hits, nb, 1.0f / (float)seen);
-    }
-    /* 3. their online MF vector */
-    rec_space *mf = rec_engine_space(c->e, MF_SPACE);
-    const float *uv = mf && user != REC_IDX_NONE ? rec_space_get(mf, REC_KIND_USER, user) : NULL;
-    if (uv) {
-        memcpy(q, uv, mf->dim * sizeof(float));
-        if ((k = rec_space_topk(mf, REC_KIND_ITEM, q, 0, skip, words, m, hits)) > 0)
-            fuse_add(f, hits, (size_t)k, 0.7f);
-    }
-    /* 4. what is popular now */
-    rec_counter *pop = rec_engine_counter(c->e, POP_COUNTER);
-    if (pop)
-        fuse_add(f, hits, rec_counter_topk(pop, rec_now(), skip, words, m, hits), 0.3f);
-    rec_topk best;
     rec_hit *out = malloc((size_t)n * sizeof *out);
-    if (!out) {
-        free(hits);
-        free(skip);
-        for (uint32_t i = 0; i < f->ntouched; i++)
-            f->score[f->touched[i]] = 0.0f;
-        f->ntouched = 0;
+    size_t got = 0;
+    rc = out ? rec_fusion_recommend(c->e, &c->d->fuse, user, skip, words, n, out, &got)
+             : REC_ENOMEM;
+    free(skip);
+    if (rc) {
+        free(out);
         return fail(c, REC_ENOMEM, "out of memory");
     }
-    rec_topk_init(&best, out, n);
-    for (uint32_t i = 0; i < f->ntouched; i++) {
-        uint32_t it = f->touched[i];
-        rec_topk_push(&best, it, f->score[it]);
-        f->score[it] = 0.0f;
-        skip[it >> 6] |= 1ull << (it & 63);
-    }
-    f->ntouched = 0;
-    size_t got = rec_topk_finish(&best);
-    /* 5. nothing else to go on: the newest items of the catalogue */
-    for (uint32_t i = rec_engine_bound(c->e, REC_KIND_ITEM); i-- > 0 && got < n;)
-        if (!(skip[i >> 6] >> (i & 63) & 1))
-            out[got++] = (rec_hit){i, 0.0f};
-    free(skip);
-    free(hits);
     rc = pack_recs(c, user, "builtin", out, got, record);
     free(out);
     return rc;
@@ -1865,13 +1419,13 @@ static int m_script_reload(call_ctx *c) {
 /* model.train [opts?] -> {started = true}: implicit ALS in a worker;
  * opts as db:ials_train. */
 static int m_model_train(call_ctx *c) {
-    if (!c->d->train)
+    if (!c->d->trainer)
         return fail(c, REC_ENOTFOUND, "this server cannot train in the background");
     const msgpack_object *o = param(c, 0);
     if (o && o->type != MSGPACK_OBJECT_MAP && o->type != MSGPACK_OBJECT_NIL)
         return fail(c, REC_EINVAL, "params[0] must be a map of options");
-    int rc = c->d->train(c->d->train_ud, o && o->type == MSGPACK_OBJECT_MAP ? o : NULL,
-                         c->err, c->errlen);
+    int rc = rec_train_start(c->d->trainer, o && o->type == MSGPACK_OBJECT_MAP ? o : NULL,
+                             c->err, c->errlen);
     if (rc)
         return rc;
     return msgpack_pack_map(&c->pk, 1) || pk_str(&c->pk, "started") ||
@@ -1939,63 +1493,10 @@ void rec_dispatch_session_end(rec_dispatch *d, rec_session *s) {
     s->eval_ref = 0;
 }
 
-/* Wilson score interval for a proportion: (low, high) at 95%. */
-static void wilson(double k, double n, double *lo, double *hi) {
-    if (n <= 0) {
-        *lo = 0;
-        *hi = 1;
-        return;
-    }
-    const double z = 1.959964;
-    double p = k / n, z2 = z * z;
-    double den = 1 + z2 / n, mid = (p + z2 / (2 * n)) / den;
-    double half = z * sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / den;
-    *lo = mid - half < 0 ? 0 : mid - half;
-    *hi = mid + half > 1 ? 1 : mid + half;
-}
-
-static int pack_metric(msgpack_packer *pk, double imp, double clk, double conv) {
-    double lo, hi;
-    wilson(clk, imp, &lo, &hi);
-    return msgpack_pack_map(pk, 6) || pk_str(pk, "impressions") || msgpack_pack_double(pk, imp) ||
-           pk_str(pk, "clicks") || msgpack_pack_double(pk, clk) ||
-           pk_str(pk, "conversions") || msgpack_pack_double(pk, conv) ||
-           pk_str(pk, "ctr") || msgpack_pack_double(pk, imp > 0 ? clk / imp : 0) ||
-           pk_str(pk, "ctr_low") || msgpack_pack_double(pk, lo) ||
-           pk_str(pk, "ctr_high") || msgpack_pack_double(pk, hi);
-}
-
 /* stats.get [] -> {pipelines = {name = m}, variants = {...}, strategies =
  * {...}} where m = {total = {...}, recent = {...}} */
 static int m_stats_get(call_ctx *c) {
-    rec_dispatch *d = c->d;
-    msgpack_packer *pk = &c->pk;
-    static const char *kinds[] = {"pipeline", "variant", "strategy"};
-    static const char *keys[] = {"pipelines", "variants", "strategies"};
-    double now = rec_now();
-    if (msgpack_pack_map(pk, 4) || pk_str(pk, "recent_half_life_s") ||
-        msgpack_pack_double(pk, METRIC_HALF_LIFE))
-        return REC_ENOMEM;
-    for (int k = 0; k < 3; k++) {
-        size_t kn = strlen(kinds[k]);
-        uint32_t cnt = 0;
-        for (int i = 0; i < d->nmetrics; i++)
-            cnt += strncmp(d->metrics[i].name, kinds[k], kn) == 0 && d->metrics[i].name[kn] == ':';
-        if (pk_str(pk, keys[k]) || msgpack_pack_map(pk, cnt))
-            return REC_ENOMEM;
-        for (int i = 0; i < d->nmetrics; i++) {
-            metric *m = &d->metrics[i];
-            if (strncmp(m->name, kinds[k], kn) != 0 || m->name[kn] != ':')
-                continue;
-            double f = now > m->r_t ? exp2(-(now - m->r_t) / METRIC_HALF_LIFE) : 1.0;
-            if (pk_str(pk, m->name + kn + 1) || msgpack_pack_map(pk, 2) ||
-                pk_str(pk, "total") || pack_metric(pk, m->impressions, m->clicks, m->conversions) ||
-                pk_str(pk, "recent") ||
-                pack_metric(pk, m->r_impressions * f, m->r_clicks * f, m->r_conversions * f))
-                return REC_ENOMEM;
-        }
-    }
-    return 0;
+    return rec_stats_pack(&c->d->metrics, &c->pk, rec_now());
 }
 
 /* ---- table ---------------------------------------------------------------- */
@@ -2036,6 +1537,7 @@ int rec_dispatch_new(rec_dispatch **out, rec_engine *e,
         return REC_ENOMEM;
     }
     d->e = e;
+    d->fan.e = e;
     for (size_t i = 0; i < nmethods; i++)
         d->method_len[i] = strlen(methods[i].name);
     snprintf(d->version, sizeof d->version, "%s", o && o->version ? o->version : "0");
@@ -2052,10 +1554,12 @@ void rec_dispatch_free(rec_dispatch *d) {
         free(d->token);
     }
     free(d->stats);
-    free(d->fuse.score);
-    free(d->fuse.touched);
+    rec_rank_fuse_free(&d->fuse);
     rec_pl_state_free(d->pl);
     rec_buf_free(&d->scratch);
+    rec_train_free(d->trainer);
+    if (d->own_rt)
+        rec_script_free(d->rt);
     free(d);
 }
 
@@ -2114,35 +1618,76 @@ void rec_dispatch_record(rec_dispatch *d, int method, double us, int failed) {
     m->hist[b]++;
 }
 
+int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed) {
+    return rec_fanout_replay(&d->fan, replayed);
+}
+
+int rec_dispatch_catch_up(rec_dispatch *d) { return rec_fanout_catch_up(&d->fan); }
+
 void rec_dispatch_notification_failed(rec_dispatch *d) { d->notification_errors++; }
 
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n) { d->connections = n; }
 
-void rec_dispatch_set_trainings(rec_dispatch *d, int n) { d->trainings = n; }
-
-void rec_dispatch_set_trainer(rec_dispatch *d, rec_train_fn fn, void *ud) {
-    d->train = fn;
-    d->train_ud = ud;
-}
-
 int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
                              const char *pipelines_path, int rec_ref) {
     d->rt = rt;
+    d->fan.rt = rt;
     d->rec_ref = rec_ref;
     if (!d->pl && !(d->pl = rec_pl_state_new()))
         return REC_ENOMEM;
-    snprintf(d->cfg_path, sizeof d->cfg_path, "%s", pipelines_path ? pipelines_path : "");
-    rec_pl_config_default(&d->cfg);
-    if (!rt || !pipelines_path) {
-        REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, "the built-in default");
-        return 0;
+    return rec_pl_config_watch(&d->pipelines, d->e, rt, pipelines_path);
+}
+
+/* Every script environment gets `rec`: one handle on the engine whose
+ * writes wait for the group commit. */
+static void install_rec(lua_State *L, void *ud) {
+    rec_dispatch *d = ud;
+    rec_lua_set_rec(L, d->e, &d->rec_ref);
+}
+
+int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r) {
+    rec_script_opts so;
+    rec_script_opts_default(&so);
+    so.scripts_dir = r->scripts_dir;
+    so.policies_dir = r->policies_dir;
+    char err[512] = "";
+    rec_script_rt *rt;
+    int rc = rec_script_new(&rt, &so, install_rec, d, err, sizeof err);
+    if (rc) {
+        REC_ERROR("scripts: %s", err);
+        return rc;
     }
-    rec_script_config rc = {.read = config_read, .apply = config_apply, .ud = d};
-    char err[512];
-    int r = rec_script_set_config(rt, &rc, err, sizeof err);
-    if (r == REC_ENOMEM || r == REC_EBUSY)
-        return r;
-    if (r) /* recorded and listed by script.status like a script's error */
-        REC_WARN("%s (keeping the built-in default)", err);
+    d->rt = rt;
+    d->own_rt = 1;
+    rec_script_info in;
+    size_t ok = 0, bad = 0;
+    for (size_t i = 0; i < rec_script_count(rt); i++)
+        if (!rec_script_info_at(rt, i, &in)) {
+            ok += in.loaded != 0;
+            bad += in.error != NULL;
+        }
+    REC_INFO("scripts: %zu loaded, %zu failed (%s, %s)", ok, bad,
+             r->scripts_dir ? r->scripts_dir : "-", r->policies_dir ? r->policies_dir : "-");
+    char path[1100];
+    snprintf(path, sizeof path, "%s/pipelines.lua", r->scripts_dir ? r->scripts_dir : ".");
+    if ((rc = rec_dispatch_set_scripts(d, rt, r->scripts_dir ? path : NULL, d->rec_ref)))
+        return rc;
+    rec_train_opts to = {.every = r->train_every, .worker = r->worker};
+    if ((rc = rec_train_new(&d->trainer, d->e, rt, &to)))
+        return rc;
+    if (rec_script_watch(rt, r->loop))
+        REC_WARN("scripts: cannot watch the folders; use script.reload");
     return 0;
+}
+
+void rec_dispatch_tick(rec_dispatch *d) {
+    if (d->trainer)
+        rec_train_tick(d->trainer);
+}
+
+void rec_dispatch_stop(rec_dispatch *d) {
+    if (d->rt)
+        rec_script_unwatch(d->rt);
+    if (d->trainer)
+        rec_train_close(d->trainer);
 }

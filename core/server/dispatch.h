@@ -1,6 +1,7 @@
-/* dispatch.h - the method table: validate params, call the engine, shape
- * the reply. Knows msgpack objects and the engine; knows nothing of
- * sockets (the server hands it one decoded request at a time).
+/* dispatch.h - the method table: validate params, call the engine and the
+ * services (core/service), shape the reply. Knows msgpack objects, the
+ * engine and the services; knows nothing of sockets (the server hands it
+ * one decoded request at a time, a worker hook and a tick).
  */
 #ifndef REC_DISPATCH_H
 #define REC_DISPATCH_H
@@ -11,6 +12,7 @@
 
 #include "buf.h"
 #include "engine.h"
+#include "train.h"
 
 /* Method flags. */
 enum {
@@ -81,19 +83,38 @@ struct rec_script_rt;
 int rec_dispatch_set_scripts(rec_dispatch *d, struct rec_script_rt *rt,
                              const char *pipelines_path, int rec_ref);
 
-/* How model.train starts a training in the background: returns 0, or
- * REC_EBUSY when one is running; opts is the method's params[0] (may be
- * NULL). Set by the server. */
-typedef int (*rec_train_fn)(void *ud, const msgpack_object *opts, char *err,
-                            size_t errlen);
-void rec_dispatch_set_trainer(rec_dispatch *d, rec_train_fn fn, void *ud);
+/* What a server runs the methods with: the script runtime, loaded from
+ * the two folders (either may be NULL: the runtime exists without them,
+ * for admin.eval, and rec.recommend falls back to the built-in
+ * recommender), pipelines.lua in the scripts folder, the folders watched
+ * on loop, and the training schedule (model.train, and every train_every
+ * seconds while the "ials" or "ease" policy is loaded) running its
+ * trainings on the host's worker threads. */
+struct uv_loop_s;
+typedef struct rec_dispatch_runtime {
+    const char *scripts_dir;  /* strategies and pipelines.lua, or NULL */
+    const char *policies_dir; /* or NULL */
+    double train_every;       /* seconds; 0 never */
+    rec_worker worker;        /* runs trainings off the loop thread */
+    struct uv_loop_s *loop;   /* borrowed: the folder watches live on it */
+} rec_dispatch_runtime;
+
+/* Start the runtime (owned by the dispatcher from then on): 0, or a
+ * negative REC_E* code, logged. Once per dispatcher, instead of
+ * rec_dispatch_set_scripts. */
+int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r);
+/* About once a second on the loop thread, while the server runs (not once
+ * it is stopping): starts the scheduled training when due. */
+void rec_dispatch_tick(rec_dispatch *d);
+/* The server is shutting down: stop watching the folders (their handles
+ * close on the loop, which must run before rec_dispatch_free), and do not
+ * install a training that finishes from now on. */
+void rec_dispatch_stop(rec_dispatch *d);
 
 /* A connection ends: forget its admin.eval environment. */
 void rec_dispatch_session_end(rec_dispatch *d, rec_session *s);
 
-/* Server figures shown by sys.info: open connections, batch trainings
- * running (sys.info "training"). */
+/* Server figures shown by sys.info: open connections. */
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n);
-void rec_dispatch_set_trainings(rec_dispatch *d, int n);
 
 #endif

@@ -19,20 +19,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include <lauxlib.h>
 #include <uv.h>
 
 #include "dispatch.h"
 #include "err.h"
-#include "ials.h"
-#include "learn.h"
 #include "log.h"
-#include "lua_api.h"
 #include "rpc.h"
-#include "script.h"
 
 typedef struct server server;
 typedef struct conn conn;
@@ -110,8 +104,6 @@ struct server {
     rec_server_opts o;
     rec_engine *e;
     rec_dispatch *d;
-    rec_script_rt *rt;     /* strategies and policies, or NULL */
-    int rec_ref;           /* registry ref of the scripts' `rec` handle */
     rec_rpc_limits lim;     /* for messages in general */
     rec_rpc_limits prelim;  /* before sys.auth, and for decoding ahead */
     msgpack_unpacked up[2]; /* the message running and the one decoded
@@ -133,14 +125,7 @@ struct server {
     int has_tcp, has_pipe;
     uv_check_t check;
     uv_timer_t tick;       /* wakes the loop so checkpoints happen when idle */
-    uv_work_t train_work;
-    rec_ials_job *training; /* the model being trained in a worker, or NULL */
-    rec_ease_job *ease_training; /* with it or alone */
-    int train_busy;         /* a training job is out */
-    int ease_rc;
-    int train_rc;
-    double last_train;      /* rec_now() of the last training start */
-    uint64_t train_events;  /* events in the log at that start */
+    uint32_t jobs;         /* the dispatcher's worker jobs out (queue_job) */
     uv_signal_t sigint, sigterm;
     uv_work_t work;
     rec_batch *committing; /* the staged batch in the worker, or NULL */
@@ -485,164 +470,44 @@ static void shutdown_now(server *s);
 
 static void on_handle_closed(uv_handle_t *h);
 
-static void train_work(uv_work_t *req) {
-    server *s = req->data;
-    /* Lower this worker thread's priority while it trains, so requests
-     * on the loop thread win the CPU when cores are few. */
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    int old = getpriority(PRIO_PROCESS, (id_t)tid);
-    setpriority(PRIO_PROCESS, (id_t)tid, 15);
-    s->train_rc = s->training ? rec_ials_job_run(s->training) : 0;
-    s->ease_rc = s->ease_training ? rec_ease_job_run(s->ease_training) : 0;
-    setpriority(PRIO_PROCESS, (id_t)tid, old);
+/* A job the dispatcher runs on a worker thread (a training): counted, so
+ * that the server stops only once none is out. */
+typedef struct job {
+    uv_work_t req;
+    server *s;
+    rec_work_fn work;
+    rec_work_done_fn done;
+    void *arg;
+} job;
+
+static void job_work(uv_work_t *req) {
+    job *j = req->data;
+    j->work(j->arg);
 }
 
-static void train_done(uv_work_t *req, int status) {
-    server *s = req->data;
-    rec_ials_job *j = s->training;
-    rec_ease_job *ej = s->ease_training;
-    s->training = NULL;
-    s->ease_training = NULL;
-    s->train_busy = 0;
-    rec_dispatch_set_trainings(s->d, 0);
-    if (j) {
-        int rc = status < 0 ? REC_EIO : s->train_rc;
-        if (!rc && !s->closed)
-            rc = rec_ials_job_install(s->e, j);
-        if (rc)
-            REC_ERROR("ials training failed: %s", rec_strerror(rc));
-        else
-            REC_INFO("ials trained on %llu interactions in %.2f s",
-                     (unsigned long long)rec_ials_job_pairs(j), rec_ials_job_seconds(j));
-        rec_ials_job_free(j);
-    }
-    if (ej) {
-        int rc = status < 0 ? REC_EIO : s->ease_rc;
-        if (!rc && !s->closed)
-            rc = rec_ease_job_install(s->e, ej);
-        if (rc)
-            REC_ERROR("ease training failed: %s", rec_strerror(rc));
-        else
-            REC_INFO("ease trained on %u items, %u users in %.2f s", rec_ease_job_items(ej),
-                     rec_ease_job_users(ej), rec_ease_job_seconds(ej));
-        rec_ease_job_free(ej);
-    }
+static void job_done(uv_work_t *req, int status) {
+    job *j = req->data;
+    j->s->jobs--;
+    j->done(j->arg, status);
+    free(j);
 }
 
-static int has_policy(server *s, const char *name, const char *fn) {
-    return s->rt && rec_script_has(s->rt, REC_SCRIPT_POLICY, name, fn);
-}
-
-/* A model.train option's number, or -1 for anything else (so that the
- * job's own checks refuse it). */
-static double opt_number(const msgpack_object *v) {
-    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return (double)v->via.u64;
-    if (v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32)
-        return v->via.f64;
-    return -1.0;
-}
-
-/* Snapshot on the loop thread, train in a worker, install on return. */
-static int start_training(void *ud, const msgpack_object *opts, char *err,
-                          size_t errlen) {
+/* The worker hook the dispatcher is given (rec_worker). */
+static int queue_job(void *ud, rec_work_fn work, rec_work_done_fn done, void *arg) {
     server *s = ud;
-    if (s->train_busy) {
-        snprintf(err, errlen, "a training is already running");
-        return REC_EBUSY;
-    }
-    /* which models: opts.model ("ials", "ease" or "all"); without it, the
-     * models whose policies are loaded, or ials alone */
-    int want_ials = 1, want_ease = 0;
-    const msgpack_object *model = NULL;
-    for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
-        const msgpack_object *k = &opts->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 5 &&
-            !memcmp(k->via.str.ptr, "model", 5))
-            model = &opts->via.map.ptr[i].val;
-    }
-    if (model) {
-        const char *m = model->type == MSGPACK_OBJECT_STR ? model->via.str.ptr : "";
-        size_t ml = model->type == MSGPACK_OBJECT_STR ? model->via.str.size : 0;
-        want_ials = (ml == 4 && !memcmp(m, "ials", 4)) || (ml == 3 && !memcmp(m, "all", 3));
-        want_ease = (ml == 4 && !memcmp(m, "ease", 4)) || (ml == 3 && !memcmp(m, "all", 3));
-        if (!want_ials && !want_ease) {
-            snprintf(err, errlen, "model must be \"ials\", \"ease\" or \"all\"");
-            return REC_EINVAL;
-        }
-    } else if (has_policy(s, "ease", "on_load")) {
-        want_ease = 1;
-        want_ials = has_policy(s, "ials", "on_event");
-    }
-    rec_ials_opts o;
-    rec_ials_opts_default(&o);
-    for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
-        const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
-        if (k->type != MSGPACK_OBJECT_STR)
-            continue;
-        double x = opt_number(v);
-        const char *kn = k->via.str.ptr;
-        size_t kl = k->via.str.size;
-        if (kl == 5 && !memcmp(kn, "space", 5)) { /* not a name: refused below */
-            size_t n = v->type == MSGPACK_OBJECT_STR && v->via.str.size < sizeof o.space
-                           ? v->via.str.size : 0;
-            if (n)
-                memcpy(o.space, v->via.str.ptr, n);
-            o.space[n] = 0;
-        } else if (kl == 7 && !memcmp(kn, "factors", 7)) { /* bad values: refused below */
-            o.factors = x >= 1 && x <= REC_IALS_MAX_FACTORS ? (uint32_t)x : 0;
-        } else if (kl == 5 && !memcmp(kn, "iters", 5)) {
-            o.iters = x >= 0 && x <= 1000 ? (uint32_t)x : UINT32_MAX;
-        } else if (kl == 3 && !memcmp(kn, "reg", 3)) {
-            o.reg = (float)x;
-        } else if (kl == 5 && !memcmp(kn, "alpha", 5)) {
-            o.alpha = (float)x;
-        }
-    }
-    int rc = want_ials ? rec_ials_job_new(s->e, &o, &s->training) : 0;
-    if (rc) {
-        snprintf(err, errlen, "ials: %s", rc == REC_EDIM
-                 ? "the space exists with another dimension than factors"
-                 : "bad options (factors 1..256, iters 0..1000, reg and alpha > 0)");
-        return rc;
-    }
-    if (want_ease) {
-        rec_ease_opts eo;
-        rec_ease_opts_default(&eo);
-        for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
-            const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
-            double x = opt_number(v);
-            if (k->type != MSGPACK_OBJECT_STR)
-                continue;
-            /* a wrong type or range is refused by rec_ease_job_new */
-            if (k->via.str.size == 6 && !memcmp(k->via.str.ptr, "lambda", 6))
-                eo.lambda = (float)x;
-            else if (k->via.str.size == 9 && !memcmp(k->via.str.ptr, "max_items", 9))
-                eo.max_items = x >= 1 && x <= 20000 ? (uint32_t)x : 0;
-        }
-        if ((rc = rec_ease_job_new(s->e, &eo, &s->ease_training))) {
-            rec_ials_job_free(s->training);
-            s->training = NULL;
-            snprintf(err, errlen, "ease: %s", rc == REC_EINVAL
-                     ? "bad options (lambda > 0, max_items 1..20000)" : rec_strerror(rc));
-            return rc;
-        }
-    }
-    s->train_busy = 1;
-    rec_dispatch_set_trainings(s->d, 1);
-    s->last_train = rec_now();
-    s->train_events = rec_engine_events(s->e);
-    s->train_work.data = s;
-    if ((rc = uv_queue_work(s->loop, &s->train_work, train_work, train_done))) {
-        rec_ials_job_free(s->training);
-        s->training = NULL;
-        rec_ease_job_free(s->ease_training);
-        s->ease_training = NULL;
-        s->train_busy = 0;
-        rec_dispatch_set_trainings(s->d, 0);
-        snprintf(err, errlen, "cannot start a worker: %s", uv_strerror(rc));
+    job *j = malloc(sizeof *j);
+    if (!j)
+        return REC_ENOMEM;
+    j->s = s;
+    j->work = work;
+    j->done = done;
+    j->arg = arg;
+    j->req.data = j;
+    if (uv_queue_work(s->loop, &j->req, job_work, job_done)) {
+        free(j);
         return REC_EIO;
     }
+    s->jobs++;
     return 0;
 }
 
@@ -681,8 +546,7 @@ static void check_timeouts(conn *c, double now_us) {
 }
 
 /* Once a second: the check handle after this wake-up stages a checkpoint
- * when one is due; and when the "ials" or "ease" policy is loaded, the models are
- * retrained every train_every seconds if events came in meanwhile. */
+ * when one is due; and the dispatcher's tick (the training schedule). */
 static void on_tick(uv_timer_t *t) {
     server *s = t->data;
     /* A client that leaves its answers unread for write_timeout is not
@@ -705,15 +569,8 @@ static void on_tick(uv_timer_t *t) {
             uv_close((uv_handle_t *)&s->tick, on_handle_closed);
         return;
     }
-    if (s->o.train_every <= 0 || s->train_busy || s->stopping || !s->rt ||
-        (!has_policy(s, "ials", "on_event") && !has_policy(s, "ease", "on_load")))
-        return;
-    if (rec_now() - s->last_train < s->o.train_every ||
-        rec_engine_events(s->e) == s->train_events)
-        return;
-    char err[256];
-    if (start_training(s, NULL, err, sizeof err))
-        REC_WARN("scheduled training: %s", err);
+    if (!s->stopping)
+        rec_dispatch_tick(s->d);
 }
 
 static void on_check(uv_check_t *h) {
@@ -750,7 +607,7 @@ static void on_check(uv_check_t *h) {
     }
     resume_blocked(s);
     wake_for_writes(s);
-    if (s->stopping && !s->closed && !s->committing && !s->train_busy &&
+    if (s->stopping && !s->closed && !s->committing && !s->jobs &&
         !rec_engine_pending(s->e))
         shutdown_now(s);
 }
@@ -1391,8 +1248,7 @@ static void shutdown_now(server *s) {
         else
             c->close_after = 1;
     }
-    if (s->rt)
-        rec_script_unwatch(s->rt);
+    rec_dispatch_stop(s->d);
     uv_close((uv_handle_t *)&s->check, on_handle_closed);
     uv_close((uv_handle_t *)&s->idle, on_handle_closed);
     /* The tick stays until every connection is gone: it closes those
@@ -1548,43 +1404,14 @@ static int listen_unix(server *s) {
     return 0;
 }
 
-/* Every script environment gets `rec`: one handle on the engine whose
- * writes wait for the group commit. */
-static void install_rec(lua_State *L, void *ud) {
-    server *s = ud;
-    rec_lua_set_rec(L, s->e, &s->rec_ref);
-}
-
-/* The Lua runtime exists even without script folders: admin.eval uses it,
- * and recommendations fall back to the built-in pipeline. */
+/* The dispatcher's runtime: scripts, pipelines, the training schedule on
+ * this server's worker threads. */
 static int start_scripts(server *s) {
-    rec_script_opts so;
-    rec_script_opts_default(&so);
-    so.scripts_dir = s->o.scripts_dir;
-    so.policies_dir = s->o.policies_dir;
-    char err[512] = "";
-    if (rec_script_new(&s->rt, &so, install_rec, s, err, sizeof err)) {
-        REC_ERROR("scripts: %s", err);
-        return -1;
-    }
-    rec_script_info in;
-    size_t ok = 0, bad = 0;
-    for (size_t i = 0; i < rec_script_count(s->rt); i++)
-        if (!rec_script_info_at(s->rt, i, &in)) {
-            ok += in.loaded != 0;
-            bad += in.error != NULL;
-        }
-    REC_INFO("scripts: %zu loaded, %zu failed (%s, %s)", ok, bad,
-             s->o.scripts_dir ? s->o.scripts_dir : "-",
-             s->o.policies_dir ? s->o.policies_dir : "-");
-    char path[1100];
-    snprintf(path, sizeof path, "%s/pipelines.lua", s->o.scripts_dir ? s->o.scripts_dir : ".");
-    if (rec_dispatch_set_scripts(s->d, s->rt, s->o.scripts_dir ? path : NULL, s->rec_ref))
-        return -1;
-    rec_dispatch_set_trainer(s->d, start_training, s);
-    if (rec_script_watch(s->rt, s->loop))
-        REC_WARN("scripts: cannot watch the folders; use script.reload");
-    return 0;
+    rec_dispatch_runtime r = {
+        .scripts_dir = s->o.scripts_dir, .policies_dir = s->o.policies_dir,
+        .train_every = s->o.train_every, .worker = {queue_job, s}, .loop = s->loop,
+    };
+    return rec_dispatch_start(s->d, &r) ? -1 : 0;
 }
 
 void rec_server_opts_default(rec_server_opts *o) {
@@ -1745,7 +1572,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     }
     /* A second signal may have stopped the loop with a commit or a
      * training out: their workers touch the engine, wait for them. */
-    while (s->committing || s->train_busy)
+    while (s->committing || s->jobs)
         uv_run(s->loop, UV_RUN_ONCE);
     if (s->unix_path[0])
         unlink(s->unix_path);
@@ -1755,7 +1582,6 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         code = 1;
     }
     rec_dispatch_free(s->d);
-    rec_script_free(s->rt);
     rec_engine_free(s->e);
     rec_buf_free(&s->result);
     msgpack_unpacked_destroy(&s->up[0]);

@@ -25,8 +25,10 @@ typedef struct rec_server_opts {
     const char *policies_dir;  /* policies; NULL: none */
     const char *auth_token;    /* TCP clients must sys.auth; NULL: none */
     int insecure;              /* allow a non-loopback listener without token */
-    double train_every;        /* seconds between ials trainings when the
-                                  "ials" policy is loaded; 0 never; 300 */
+    double train_every;        /* seconds between scheduled trainings when
+                                  the "ials" or "ease" policy is loaded
+                                  (the dispatcher's, train.h); 0 never;
+                                  300 */
     size_t max_message;        /* bytes; default 4 MiB */
     uint32_t max_connections;  /* TCP connections; default 1024 */
     uint32_t max_pending;      /* answers waiting per connection; 1024 */

@@ -8,6 +8,7 @@
 
 #include "err.h"
 #include "hash.h"
+#include "log.h"
 
 static void set_name(char *dst, const char *src) {
     snprintf(dst, REC_PL_NAME_MAX + 1, "%s", src);
@@ -291,6 +292,65 @@ const rec_pl_pipeline *rec_pl_pick(const rec_pl_config *cfg, const char *name,
     return &cfg->pipelines[find(cfg, cfg->default_name)];
 }
 
+/* ---- the config in force ----------------------------------------------- */
+
+/* Read pipelines.lua's table (at 2) into cfg_next, under the budgets.
+ * [-0, +0, e] with the rec_pl_live at 1. */
+static int config_read(lua_State *L) {
+    rec_pl_live *d = lua_touserdata(L, 1);
+    lua_pushlightuserdata(L, &d->cfg_next);
+    lua_replace(L, 1);
+    return rec_pl_config_read(L);
+}
+
+/* The script runtime read pipelines.lua whole into cfg_next (present), or
+ * the file went away: the new config, and its event weights, take effect
+ * only now. Called between requests (the folder watch, script.reload). */
+static void config_apply(void *ud, int present) {
+    rec_pl_live *d = ud;
+    if (!present) {
+        rec_pl_config_default(&d->cfg);
+        REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, "the built-in default");
+        return;
+    }
+    d->cfg = d->cfg_next;
+    char err[512];
+    if (rec_pl_config_apply(&d->cfg, d->e, err, sizeof err))
+        REC_WARN("%s: %s", d->path, err);
+    REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, d->path);
+    /* A name that matches no loaded script is most likely a typo. */
+    for (int i = 0; i < d->cfg.npipelines; i++) {
+        const rec_pl_pipeline *p = &d->cfg.pipelines[i];
+        for (int k = 0; k < p->nstrategies; k++)
+            if (!rec_script_has(d->rt, REC_SCRIPT_STRATEGY, p->strategies[k].name, "recommend"))
+                REC_WARN("pipeline '%s': no strategy '%s' is loaded", p->name,
+                         p->strategies[k].name);
+        for (int k = 0; k < p->npolicies; k++)
+            if (!rec_script_has(d->rt, REC_SCRIPT_POLICY, p->policies[k], "rerank"))
+                REC_WARN("pipeline '%s': no policy '%s' with rerank is loaded", p->name,
+                         p->policies[k]);
+    }
+}
+
+int rec_pl_config_watch(rec_pl_live *d, rec_engine *e, rec_script_rt *rt, const char *path) {
+    d->e = e;
+    d->rt = rt;
+    snprintf(d->path, sizeof d->path, "%s", path ? path : "");
+    rec_pl_config_default(&d->cfg);
+    if (!rt || !path) {
+        REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, "the built-in default");
+        return 0;
+    }
+    rec_script_config rc = {.read = config_read, .apply = config_apply, .ud = d};
+    char err[512];
+    int r = rec_script_set_config(rt, &rc, err, sizeof err);
+    if (r == REC_ENOMEM || r == REC_EBUSY)
+        return r;
+    if (r) /* recorded and listed by script.status like a script's error */
+        REC_WARN("%s (keeping the built-in default)", err);
+    return 0;
+}
+
 /* ---- running -------------------------------------------------------- */
 
 #include <math.h>
@@ -298,6 +358,7 @@ const rec_pl_pipeline *rec_pl_pick(const rec_pl_config *cfg, const char *name,
 
 #include "idmap.h"
 #include "lua_api.h"
+#include "rank.h"
 #include "value.h"
 
 #define POOL_MIN 50
@@ -451,7 +512,7 @@ static int take_candidates(lua_State *L, rec_pl_state *st, rec_engine *e,
                     lua_pop(L, 2);
                     return REC_ENOMEM;
                 }
-                float part = alone ? sc : w / (10.0f + (float)rank);
+                float part = alone ? sc : rec_rank_fused(w, (float)rank);
                 if (alone && h->parts[si] != 0.0f)
                     part = 0.0f; /* a repeated id counts once */
                 h->parts[si] += part;

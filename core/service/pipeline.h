@@ -85,6 +85,24 @@ int rec_pl_config_read(lua_State *L);
 int rec_pl_config_apply(const rec_pl_config *cfg, rec_engine *e, char *err,
                         size_t errlen);
 
+/* The config in force, kept with pipelines.lua. Zero it, then
+ * rec_pl_config_watch; the engine and the runtime are borrowed. */
+typedef struct rec_pl_live {
+    rec_pl_config cfg;      /* in force */
+    rec_pl_config cfg_next; /* pipelines.lua being read; in force once applied */
+    char path[1024];
+    rec_engine *e;
+    rec_script_rt *rt;
+} rec_pl_live;
+
+/* Put the built-in default in force; with rt and path, hand pipelines.lua
+ * to the runtime (loaded, watched and reloaded with the scripts): each
+ * complete read is put in force between requests with its event weights,
+ * a name that matches no loaded script is logged, and a file that goes
+ * away brings back the default. Returns 0, REC_ENOMEM or REC_EBUSY; a file
+ * that fails is logged and listed by script.status, keeping the default. */
+int rec_pl_config_watch(rec_pl_live *l, rec_engine *e, rec_script_rt *rt, const char *path);
+
 /* The pipeline for a request: `name` when given, else the user's arm of
  * the experiment, else the default. NULL when the name is unknown. */
 const rec_pl_pipeline *rec_pl_pick(const rec_pl_config *cfg, const char *name,

@@ -1,0 +1,100 @@
+/* rank.c - ranking primitives: rank fusion and maximal marginal relevance. */
+#include "rank.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+int rec_rank_fuse_reserve(rec_rank_fuse *f, uint32_t bound) {
+    if (bound <= f->cap)
+        return 0;
+    float *s = realloc(f->score, (size_t)bound * sizeof *s);
+    if (!s)
+        return REC_ENOMEM;
+    f->score = s;
+    uint32_t *t = realloc(f->touched, (size_t)bound * sizeof *t);
+    if (!t)
+        return REC_ENOMEM;
+    f->touched = t;
+    memset(s + f->cap, 0, (size_t)(bound - f->cap) * sizeof *s);
+    f->cap = bound;
+    return 0;
+}
+
+void rec_rank_fuse_add(rec_rank_fuse *f, const rec_hit *h, size_t n, float w) {
+    for (size_t r = 0; r < n; r++) {
+        uint32_t i = h[r].idx;
+        if (f->score[i] == 0.0f)
+            f->touched[f->ntouched++] = i;
+        f->score[i] += rec_rank_fused(w, (float)r);
+    }
+}
+
+size_t rec_rank_fuse_top(rec_rank_fuse *f, rec_hit *out, size_t n, uint64_t *skip) {
+    rec_topk best;
+    rec_topk_init(&best, out, n);
+    for (uint32_t i = 0; i < f->ntouched; i++) {
+        uint32_t it = f->touched[i];
+        rec_topk_push(&best, it, f->score[it]);
+        f->score[it] = 0.0f;
+        if (skip)
+            skip[it >> 6] |= 1ull << (it & 63);
+    }
+    f->ntouched = 0;
+    return rec_topk_finish(&best);
+}
+
+void rec_rank_fuse_clear(rec_rank_fuse *f) {
+    for (uint32_t i = 0; i < f->ntouched; i++)
+        f->score[f->touched[i]] = 0.0f;
+    f->ntouched = 0;
+}
+
+void rec_rank_fuse_free(rec_rank_fuse *f) {
+    free(f->score);
+    free(f->touched);
+    memset(f, 0, sizeof *f);
+}
+
+void rec_rank_mmr(const float *const *rows, const double *score, size_t m, uint32_t dim,
+                  double lambda, uint32_t *order) {
+    double rel[REC_RANK_MMR_MAX], maxsim[REC_RANK_MMR_MAX];
+    int taken[REC_RANK_MMR_MAX];
+    double lo = HUGE_VAL, hi = -HUGE_VAL;
+    for (size_t i = 0; i < m; i++) {
+        rel[i] = score[i];
+        lo = rel[i] < lo ? rel[i] : lo;
+        hi = rel[i] > hi ? rel[i] : hi;
+        maxsim[i] = 0.0;
+        taken[i] = 0;
+    }
+    for (size_t i = 0; i < m; i++)
+        rel[i] = lo >= 0 ? (hi > 0 ? rel[i] / hi : 1.0)
+                         : (hi > lo ? (rel[i] - lo) / (hi - lo) : 1.0);
+    for (size_t placed = 0; placed < m; placed++) {
+        size_t best = SIZE_MAX;
+        double bestv = 0;
+        for (size_t i = 0; i < m; i++) {
+            if (taken[i])
+                continue;
+            double v = lambda * rel[i] - (1 - lambda) * maxsim[i];
+            if (best == SIZE_MAX || v > bestv) {
+                best = i;
+                bestv = v;
+            }
+        }
+        taken[best] = 1;
+        order[placed] = (uint32_t)best;
+        if (!rows[best])
+            continue;
+        for (size_t i = 0; i < m; i++) {
+            if (taken[i] || !rows[i])
+                continue;
+            double c = (double)rec_vec_cosine(rows[best], rows[i], dim);
+            if (c > maxsim[i])
+                maxsim[i] = c;
+        }
+    }
+}

@@ -1,0 +1,300 @@
+/* test_train.c - the training schedule through a worker hook the test
+ * drives by hand: a training is queued, not run, until the test runs it
+ * (as a worker thread would) and hands back its status (as the loop thread
+ * would). Checks one training at a time, refused options, a worker that
+ * cannot be reached, a shutdown or a cancelled job that installs nothing,
+ * and the schedule of rec_train_tick. Each test runs on its own mkdtemp
+ * folder. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "err.h"
+#include "idmap.h"
+#include "script.h"
+#include "train.h"
+
+/* ---- a worker hook the test runs by hand ------------------------------- */
+
+typedef struct fake_worker {
+    int refuse;          /* queue fails with this (0: accepts) */
+    int queued;          /* jobs queued so far */
+    rec_work_fn work;    /* the job waiting, or NULL */
+    rec_work_done_fn done;
+    void *arg;
+} fake_worker;
+
+static int fake_queue(void *ud, rec_work_fn work, rec_work_done_fn done, void *arg) {
+    fake_worker *w = ud;
+    if (w->refuse)
+        return w->refuse;
+    assert_null(w->work); /* one job at a time */
+    w->queued++;
+    w->work = work;
+    w->done = done;
+    w->arg = arg;
+    return 0;
+}
+
+/* Run the waiting job (run: as a worker would; else cancelled) and hand
+ * back its status. */
+static void fake_finish(fake_worker *w, int run) {
+    assert_non_null(w->work);
+    rec_work_done_fn done = w->done;
+    void *arg = w->arg;
+    if (run)
+        w->work(arg);
+    w->work = NULL;
+    done(arg, run ? 0 : -125);
+}
+
+/* ---- fixture: an engine with events ------------------------------------ */
+
+typedef struct fx {
+    char root[64];
+    char data[96], policies[96];
+    rec_engine *e;
+    rec_script_rt *rt;
+    fake_worker w;
+    rec_train *t;
+    char err[256];
+} fx;
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    return remove(path);
+}
+
+static void add_event(fx *f, int u, int i) {
+    char us[16], is[16], uk[REC_ID_MAX], ik[REC_ID_MAX];
+    snprintf(us, sizeof us, "u%d", u);
+    snprintf(is, sizeof is, "i%d", i);
+    rec_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.user = uk;
+    ev.ulen = (size_t)rec_id_str(uk, us, strlen(us));
+    ev.item = ik;
+    ev.ilen = (size_t)rec_id_str(ik, is, strlen(is));
+    ev.type = "view";
+    ev.tlen = 4;
+    ev.ts = 1.7e9 + u * 10 + i;
+    rec_event_out out;
+    assert_int_equal(rec_engine_event(f->e, &ev, &out), 0);
+}
+
+/* policy: NULL for no script runtime, else the source of policies/ials.lua */
+static void fx_open(fx *f, double every, const char *policy) {
+    memset(f, 0, sizeof *f);
+    strcpy(f->root, "/tmp/test_train_XXXXXX");
+    assert_non_null(mkdtemp(f->root));
+    snprintf(f->data, sizeof f->data, "%s/data", f->root);
+    snprintf(f->policies, sizeof f->policies, "%s/policies", f->root);
+    assert_int_equal(mkdir(f->data, 0700), 0);
+    char err[256];
+    assert_int_equal(rec_engine_open(&f->e, f->data, NULL, err, sizeof err), 0);
+    for (int u = 0; u < 6; u++)
+        for (int i = 0; i < 8; i++)
+            if ((u + i) % 3)
+                add_event(f, u, i);
+    assert_int_equal(rec_engine_commit(f->e), 0);
+    if (policy) {
+        assert_int_equal(mkdir(f->policies, 0700), 0);
+        char path[128];
+        snprintf(path, sizeof path, "%s/ials.lua", f->policies);
+        FILE *fp = fopen(path, "wb");
+        assert_non_null(fp);
+        fputs(policy, fp);
+        assert_int_equal(fclose(fp), 0);
+        rec_script_opts so;
+        rec_script_opts_default(&so);
+        so.policies_dir = f->policies;
+        assert_int_equal(rec_script_new(&f->rt, &so, NULL, NULL, err, sizeof err), 0);
+    }
+    rec_train_opts o = {.every = every, .worker = {fake_queue, &f->w}};
+    assert_int_equal(rec_train_new(&f->t, f->e, f->rt, &o), 0);
+}
+
+static void fx_close(fx *f) {
+    assert_false(rec_train_running(f->t));
+    rec_train_free(f->t);
+    rec_script_free(f->rt);
+    rec_engine_free(f->e);
+    assert_int_equal(nftw(f->root, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+/* Unpack a msgpack map written as a Lua-like list of key, value pairs. */
+static void opts_of(msgpack_sbuffer *sb, msgpack_unpacked *u, int n, ...) {
+    msgpack_packer pk;
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, (size_t)n);
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++) {
+        const char *k = va_arg(ap, const char *);
+        msgpack_pack_str(&pk, strlen(k));
+        msgpack_pack_str_body(&pk, k, strlen(k));
+        const char *v = va_arg(ap, const char *);
+        if (v[0] >= '0' && v[0] <= '9') {
+            msgpack_pack_uint32(&pk, (uint32_t)atoi(v));
+        } else {
+            msgpack_pack_str(&pk, strlen(v));
+            msgpack_pack_str_body(&pk, v, strlen(v));
+        }
+    }
+    va_end(ap);
+    msgpack_unpacked_init(u);
+    assert_int_equal(msgpack_unpack_next(u, sb->data, sb->size, NULL), MSGPACK_UNPACK_SUCCESS);
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+static void test_one_at_a_time(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    assert_int_equal(rec_train_start(f.t, NULL, f.err, sizeof f.err), 0);
+    assert_int_equal(f.w.queued, 1);
+    assert_true(rec_train_running(f.t));
+    /* nothing is installed before the job is back */
+    assert_null(rec_engine_space(f.e, "ials"));
+    assert_int_equal(rec_train_start(f.t, NULL, f.err, sizeof f.err), REC_EBUSY);
+    assert_string_equal(f.err, "a training is already running");
+    assert_int_equal(f.w.queued, 1);
+    fake_finish(&f.w, 1);
+    assert_false(rec_train_running(f.t));
+    rec_space *s = rec_engine_space(f.e, "ials");
+    assert_non_null(s);
+    assert_int_equal(s->dim, 64);
+    fx_close(&f);
+}
+
+static void test_options(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    msgpack_sbuffer sb;
+    msgpack_unpacked u;
+    opts_of(&sb, &u, 1, "model", "svd");
+    assert_int_equal(rec_train_start(f.t, &u.data, f.err, sizeof f.err), REC_EINVAL);
+    assert_string_equal(f.err, "model must be \"ials\", \"ease\" or \"all\"");
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    opts_of(&sb, &u, 1, "factors", "0");
+    assert_true(rec_train_start(f.t, &u.data, f.err, sizeof f.err) < 0);
+    assert_non_null(strstr(f.err, "ials: bad options"));
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    assert_int_equal(f.w.queued, 0);
+    assert_false(rec_train_running(f.t));
+    /* model "ials" into a space of its own, 8 factors */
+    opts_of(&sb, &u, 3, "model", "ials", "space", "mine", "factors", "8");
+    assert_int_equal(rec_train_start(f.t, &u.data, f.err, sizeof f.err), 0);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    fake_finish(&f.w, 1);
+    assert_non_null(rec_engine_space(f.e, "mine"));
+    assert_int_equal(rec_engine_space(f.e, "mine")->dim, 8);
+    assert_null(rec_engine_space(f.e, "ials"));
+    fx_close(&f);
+}
+
+static void test_worker_unreachable(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    f.w.refuse = REC_EIO;
+    assert_int_equal(rec_train_start(f.t, NULL, f.err, sizeof f.err), REC_EIO);
+    assert_non_null(strstr(f.err, "cannot start a worker"));
+    assert_false(rec_train_running(f.t));
+    f.w.refuse = 0;
+    assert_int_equal(rec_train_start(f.t, NULL, f.err, sizeof f.err), 0);
+    fake_finish(&f.w, 1);
+    assert_non_null(rec_engine_space(f.e, "ials"));
+    fx_close(&f);
+}
+
+static void test_closed_or_cancelled_installs_nothing(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    /* cancelled: the job never ran */
+    assert_int_equal(rec_train_start(f.t, NULL, f.err, sizeof f.err), 0);
+    fake_finish(&f.w, 0);
+    assert_false(rec_train_running(f.t));
+    assert_null(rec_engine_space(f.e, "ials"));
+    /* ran, but the host shut down meanwhile */
+    assert_int_equal(rec_train_start(f.t, NULL, f.err, sizeof f.err), 0);
+    rec_train_close(f.t);
+    fake_finish(&f.w, 1);
+    assert_false(rec_train_running(f.t));
+    assert_null(rec_engine_space(f.e, "ials"));
+    fx_close(&f);
+}
+
+static void test_schedule(void **state) {
+    (void)state;
+    fx f;
+    /* no script runtime: never scheduled */
+    fx_open(&f, 1e-3, NULL);
+    usleep(2000);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 0);
+    fx_close(&f);
+    /* every 0: never */
+    fx_open(&f, 0, "return {on_event = function(ev) end}\n");
+    usleep(2000);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 0);
+    fx_close(&f);
+    /* "ials" loaded but without on_event: not its model */
+    fx_open(&f, 1e-3, "return {rerank = function(req, items) return items end}\n");
+    usleep(2000);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 0);
+    fx_close(&f);
+    /* due: a training; not again until events come in */
+    fx_open(&f, 1e-3, "return {on_event = function(ev) end}\n");
+    usleep(2000);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 1);
+    rec_train_tick(f.t); /* running: not twice */
+    assert_int_equal(f.w.queued, 1);
+    fake_finish(&f.w, 1);
+    assert_non_null(rec_engine_space(f.e, "ials"));
+    usleep(2000);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 1);
+    add_event(&f, 9, 1);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 2);
+    fake_finish(&f.w, 1);
+    /* closed: no more */
+    rec_train_close(f.t);
+    add_event(&f, 9, 2);
+    usleep(2000);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 2);
+    fx_close(&f);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_at_a_time),
+        cmocka_unit_test(test_options),
+        cmocka_unit_test(test_worker_unreachable),
+        cmocka_unit_test(test_closed_or_cancelled_installs_nothing),
+        cmocka_unit_test(test_schedule),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
