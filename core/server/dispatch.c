@@ -53,7 +53,7 @@ typedef struct method_def {
 } method_def;
 
 #define REC_LIST_MAX 10000 /* ids or events in one page of the listing methods */
-#define NMETHODS 22 /* entries of methods[], defined at the end */
+#define NMETHODS 23 /* entries of methods[], defined at the end */
 
 struct rec_dispatch {
     rec_engine *e;
@@ -265,6 +265,26 @@ static const msgpack_object *param(call_ctx *c, uint32_t i) {
 
 /* ---- sys ---------------------------------------------------------------- */
 
+static const method_def methods[NMETHODS];
+static const size_t nmethods = NMETHODS;
+
+/* sys.methods -> [{name, admin, write}]: every method, in table order. */
+static int m_methods(call_ctx *c) {
+    msgpack_packer *pk = &c->pk;
+    if (msgpack_pack_array(pk, nmethods))
+        return REC_ENOMEM;
+    for (size_t i = 0; i < nmethods; i++) {
+        unsigned f = methods[i].flags;
+        if (msgpack_pack_map(pk, 3) || pk_str(pk, "name") || pk_str(pk, methods[i].name) ||
+            pk_str(pk, "admin") ||
+            ((f & REC_M_ADMIN) ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
+            pk_str(pk, "write") ||
+            ((f & REC_M_WRITE) ? msgpack_pack_true(pk) : msgpack_pack_false(pk)))
+            return REC_ENOMEM;
+    }
+    return 0;
+}
+
 static int m_ping(call_ctx *c) { return pk_str(&c->pk, "pong") ? REC_ENOMEM : 0; }
 
 static int m_hello(call_ctx *c) {
@@ -344,8 +364,6 @@ static long rss_bytes(void) {
     return rss * 4096L;
 }
 
-static const method_def methods[NMETHODS];
-static const size_t nmethods = NMETHODS;
 
 static int m_info(call_ctx *c) {
     rec_dispatch *d = c->d;
@@ -1506,6 +1524,7 @@ static const method_def methods[NMETHODS] = {
     {"sys.hello", m_hello, REC_M_NOAUTH},
     {"sys.auth", m_auth, REC_M_NOAUTH},
     {"sys.info", m_info, 0},
+    {"sys.methods", m_methods, 0},
     {"item.put", m_item_put, REC_M_WRITE},
     {"item.get", m_item_get, 0},
     {"item.delete", m_item_delete, REC_M_WRITE | REC_M_BARRIER},
@@ -1568,6 +1587,55 @@ int rec_dispatch_find(const rec_dispatch *d, const char *name, size_t len) {
         if (d->method_len[i] == len && memcmp(methods[i].name, name, len) == 0)
             return (int)i;
     return -1;
+}
+
+/* Edit distance of a and b (lengths < 64), stopping above 3. */
+static unsigned edits(const char *a, size_t al, const char *b, size_t bl) {
+    unsigned row[64];
+    if (al >= 64 || bl >= 64)
+        return 99;
+    for (size_t j = 0; j <= bl; j++)
+        row[j] = (unsigned)j;
+    for (size_t i = 1; i <= al; i++) {
+        unsigned diag = row[0], best = row[0] = (unsigned)i;
+        for (size_t j = 1; j <= bl; j++) {
+            unsigned up = row[j];
+            unsigned v = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < v)
+                v = up + 1;
+            if (row[j - 1] + 1 < v)
+                v = row[j - 1] + 1;
+            row[j] = v;
+            diag = up;
+            if (v < best)
+                best = v;
+        }
+        if (best > 3)
+            return 99;
+    }
+    return row[bl];
+}
+
+const char *rec_dispatch_suggest(const rec_dispatch *d, const char *name, size_t len) {
+    const char *best = NULL;
+    unsigned bd = 3; /* at most 2 edits, or the same verb in another namespace */
+    for (size_t i = 0; i < nmethods; i++) {
+        unsigned e = edits(name, len, methods[i].name, d->method_len[i]);
+        if (e < bd) {
+            bd = e;
+            best = methods[i].name;
+        }
+    }
+    if (best)
+        return best;
+    const char *dot = memchr(name, '.', len);
+    for (size_t i = 0; dot && i < nmethods; i++) {
+        const char *md = strchr(methods[i].name, '.');
+        size_t vl = len - (size_t)(dot - name);
+        if (strlen(md) == vl && !memcmp(md, dot, vl))
+            return methods[i].name;
+    }
+    return NULL;
 }
 
 unsigned rec_dispatch_flags(const rec_dispatch *d, int method) {

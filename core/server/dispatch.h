@@ -45,6 +45,10 @@ void rec_dispatch_free(rec_dispatch *d); /* NULL is a no-op */
 
 /* Index of a method by name, or -1. */
 int rec_dispatch_find(const rec_dispatch *d, const char *name, size_t len);
+/* The method whose name is nearest an unknown one (at most two edits, or
+ * the same verb in another namespace), for a "did you mean" hint; NULL
+ * when none is near. Static storage. */
+const char *rec_dispatch_suggest(const rec_dispatch *d, const char *name, size_t len);
 unsigned rec_dispatch_flags(const rec_dispatch *d, int method);
 const char *rec_dispatch_name(const rec_dispatch *d, int method);
 

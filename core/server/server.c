@@ -659,8 +659,13 @@ static int handle(conn *c, const rec_rpc_msg *m) {
     int method = rec_dispatch_find(s->d, m->method, m->method_len);
     char err[512];
     if (method < 0) {
-        snprintf(err, sizeof err, "unknown method '%.*s'", (int)m->method_len,
-                 m->method);
+        const char *near = rec_dispatch_suggest(s->d, m->method, m->method_len);
+        if (near)
+            snprintf(err, sizeof err, "unknown method '%.*s'; did you mean '%s'? "
+                     "(sys.methods lists them)", (int)m->method_len, m->method, near);
+        else
+            snprintf(err, sizeof err, "unknown method '%.*s' (sys.methods lists them)",
+                     (int)m->method_len, m->method);
         if (notify) {
             rec_dispatch_notification_failed(s->d);
             REC_WARN("%s: notification failed: %s", c->peer, err);

@@ -543,8 +543,33 @@ def test_feedback_on_next_request(make_server):
 def test_unknown_method(client):
     e = expect_error(client, "unknown_method", "no.such.method", 1)
     assert "no.such.method" in e.message
-    expect_error(client, "unknown_method", "item.Get", "x")
+    assert "sys.methods lists them" in e.message and "did you mean" not in e.message
+    e = expect_error(client, "unknown_method", "item.Get", "x")
+    assert "did you mean 'item.get'?" in e.message, e.message
+    e = expect_error(client, "unknown_method", "rec.recomend", {"user": "u"})
+    assert "did you mean 'rec.recommend'?" in e.message, e.message
+    e = expect_error(client, "unknown_method", "items.put", [])
+    assert "did you mean 'item.put'?" in e.message, e.message
+    e = expect_error(client, "unknown_method", "catalog.delete", "x")
+    assert "did you mean 'item.delete'?" in e.message, e.message
     assert client.call("sys.ping") == "pong"
+
+
+def test_methods_are_listed(client):
+    listed = client.call("sys.methods")
+    names = [m["name"] for m in listed]
+    for name in ("sys.ping", "sys.methods", "item.put", "item.list", "user.history",
+                 "event.add", "rec.recommend", "admin.eval"):
+        assert name in names
+    by = {m["name"]: m for m in listed}
+    assert by["admin.eval"]["admin"] and not by["rec.recommend"]["admin"]
+    assert by["event.add"]["write"] and not by["item.get"]["write"]
+    # every listed method exists: none answers unknown_method
+    for name in names:
+        try:
+            client.call(name) if name not in ("sys.auth",) else None
+        except RecdError as e:
+            assert e.name != "unknown_method", (name, e)
 
 
 def test_empty_method_name(server):
