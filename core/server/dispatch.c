@@ -77,6 +77,9 @@ struct rec_dispatch {
     int own_rt;          /* rt started by rec_dispatch_start, freed with d */
     rec_train *trainer;  /* model.train and the schedule, or NULL */
     uint32_t list_idx[REC_LIST_MAX]; /* scratch of item.list / user.list */
+    int strict;          /* the server's default for event.add's strict */
+    uint64_t items_by_events; /* items that an event created (sys.info) */
+    uint64_t types_by_events; /* event types that an event created */
 };
 
 struct call_ctx {
@@ -373,7 +376,10 @@ static int m_info(call_ctx *c) {
     msgpack_packer *pk = &c->pk;
     uint64_t bf16_fast, bf16_fallback;
     rec_vec_bf16_counts(&bf16_fast, &bf16_fallback);
-    int rc = msgpack_pack_map(pk, 14) || pk_str(pk, "version") || pk_str(pk, d->version) ||
+    int rc = msgpack_pack_map(pk, 15) || pk_str(pk, "version") || pk_str(pk, d->version) ||
+             pk_str(pk, "created_by_events") || msgpack_pack_map(pk, 2) ||
+             pk_str(pk, "items") || msgpack_pack_uint64(pk, d->items_by_events) ||
+             pk_str(pk, "types") || msgpack_pack_uint64(pk, d->types_by_events) ||
              pk_str(pk, "training") || msgpack_pack_int(pk, d->trainer ? rec_train_running(d->trainer) : 0) ||
              pk_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_now() - d->started) ||
              pk_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
@@ -856,6 +862,21 @@ static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     const msgpack_object *r = field(o, "rec_id");
     if (r && (r->type != MSGPACK_OBJECT_STR || r->via.str.size > 255))
         return fail(c, REC_EINVAL, "params[%u].rec_id must be a string of up to 255 bytes", i);
+    const msgpack_object *st = field(o, "strict");
+    if (st && st->type != MSGPACK_OBJECT_BOOLEAN)
+        return fail(c, REC_EINVAL, "params[%u].strict must be true or false", i);
+    if (st ? st->via.boolean : c->d->strict) {
+        /* strict: a typo is an error, not a new item or a type of weight 0 */
+        if (rec_engine_type_find(c->e, t->via.str.ptr, t->via.str.size) < 0)
+            return fail(c, REC_EINVAL, "params[%u].type '%.*s' is not a known event type "
+                        "(strict; known types are set in pipelines.lua's event_weights)",
+                        i, (int)t->via.str.size, t->via.str.ptr);
+        if ((rc = id_key(c, field(o, "item"), key, "item")) < 0)
+            return in_param(c, rc, i);
+        if (rec_engine_lookup(c->e, REC_KIND_ITEM, key, (size_t)rc) == REC_IDX_NONE)
+            return fail(c, REC_ENOTFOUND, "params[%u].item is not in the catalogue (strict: "
+                        "item.put it first)", i);
+    }
     const msgpack_object *cx = field(o, "context");
     if (cx) { /* the size apply_event will store */
         size_t n = 0;
@@ -933,11 +954,15 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
         ev.clen = ctx->len;
     }
     rec_event_out out;
+    int new_item = rec_engine_lookup(c->e, REC_KIND_ITEM, ik, ev.ilen) == REC_IDX_NONE;
+    int new_type = rec_engine_type_find(c->e, ev.type, ev.tlen) < 0;
     int rc = rec_dispatch_catch_up(c->d);
     if (!rc)
         rc = rec_engine_event(c->e, &ev, &out);
     if (rc)
         return engine_fail(c, rc);
+    c->d->items_by_events += (uint64_t)new_item;
+    c->d->types_by_events += (uint64_t)new_type;
     if (ev.rlen)
         rec_stats_attribute(&c->d->metrics, c->e, ev.rec_id, ev.rlen, out.item,
                             t->via.str.ptr, t->via.str.size, ev.ts);
@@ -1560,6 +1585,7 @@ int rec_dispatch_new(rec_dispatch **out, rec_engine *e,
     for (size_t i = 0; i < nmethods; i++)
         d->method_len[i] = strlen(methods[i].name);
     snprintf(d->version, sizeof d->version, "%s", o && o->version ? o->version : "0");
+    d->strict = o && o->strict;
     d->started = rec_now();
     *out = d;
     return 0;

@@ -36,6 +36,8 @@ typedef struct rec_dispatch rec_dispatch;
 typedef struct rec_dispatch_opts {
     const char *auth_token; /* NULL: no auth; copied */
     const char *version;
+    int strict;             /* event.add refuses unknown items and event types
+                               unless an event says strict = false */
 } rec_dispatch_opts;
 
 /* The engine is borrowed and must outlive the dispatcher. */

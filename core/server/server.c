@@ -1518,7 +1518,8 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         free(s);
         return 1;
     }
-    rec_dispatch_opts dopts = {.auth_token = o->auth_token, .version = version};
+    rec_dispatch_opts dopts = {.auth_token = o->auth_token, .version = version,
+                               .strict = o->strict};
     if (rec_dispatch_new(&s->d, s->e, &dopts)) {
         rec_engine_free(s->e);
         free(s);

@@ -25,6 +25,7 @@ typedef struct rec_server_opts {
     const char *policies_dir;  /* policies; NULL: none */
     const char *auth_token;    /* TCP clients must sys.auth; NULL: none */
     int insecure;              /* allow a non-loopback listener without token */
+    int strict;                /* event.add refuses unknown items and types */
     double train_every;        /* seconds between scheduled trainings when
                                   the "ials" or "ease" policy is loaded
                                   (the dispatcher's, train.h); 0 never;

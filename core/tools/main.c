@@ -21,7 +21,7 @@
 
 #define SERVE_USAGE                                                                 \
     "  recd serve [--data DIR] [--listen HOST:PORT] [--unix PATH]\n"                 \
-    "             [--config FILE] [--auth-token FILE] [--insecure]\n"                 \
+    "             [--config FILE] [--auth-token FILE] [--insecure] [--strict]\n"      \
     "             [--max-message BYTES] [--max-connections N]\n"                      \
     "             [--max-objects N] [--max-input-memory BYTES]\n"                     \
     "             [--preauth-max-message BYTES] [--max-unix-connections N]\n"         \
@@ -256,6 +256,8 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
         c->log_level = l;
     } else if (!strcmp(name, "insecure")) {
         c->o.insecure = !strcmp(val, "true") || !strcmp(val, "1");
+    } else if (!strcmp(name, "strict")) {
+        c->o.strict = !strcmp(val, "true") || !strcmp(val, "1");
     } else {
         fprintf(stderr, "recd: unknown option '%s'\n", name);
         return -1;
@@ -451,14 +453,14 @@ static const char *const serve_flags[] = {
     "idle-timeout", "map-max", "write-timeout", "checkpoint-interval", "log-level",
 };
 #define NFLAGS (sizeof serve_flags / sizeof serve_flags[0])
-enum { OPT_CONFIG = 'C', OPT_INSECURE = 'I', OPT_FLAG = 256 /* + index in serve_flags */ };
+enum { OPT_CONFIG = 'C', OPT_INSECURE = 'I', OPT_STRICT = 'S', OPT_FLAG = 256 /* + index in serve_flags */ };
 
 static void serve_usage(FILE *f) { fputs("usage:\n" SERVE_USAGE, f); }
 
 static int cmd_serve(int argc, char **argv) {
     static serve_cfg c;
     static char underscored[NFLAGS][32];
-    static struct option opts[2 * NFLAGS + 4];
+    static struct option opts[2 * NFLAGS + 5];
     size_t n = 0;
     for (size_t i = 0; i < NFLAGS; i++) {
         opts[n++] = (struct option){serve_flags[i], required_argument, NULL, OPT_FLAG + (int)i};
@@ -472,6 +474,7 @@ static int cmd_serve(int argc, char **argv) {
     }
     opts[n++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
     opts[n++] = (struct option){"insecure", no_argument, NULL, OPT_INSECURE};
+    opts[n++] = (struct option){"strict", no_argument, NULL, OPT_STRICT};
     opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
     opts[n] = (struct option){NULL, 0, NULL, 0};
 
@@ -499,6 +502,8 @@ static int cmd_serve(int argc, char **argv) {
     for (int ch; (ch = rec_cli_next(&cli)) != REC_CLI_DONE;) {
         if (ch == OPT_INSECURE)
             c.o.insecure = 1;
+        else if (ch == OPT_STRICT)
+            c.o.strict = 1;
         else if (ch >= OPT_FLAG && set_opt(&c, serve_flags[ch - OPT_FLAG], cli.arg))
             return 2;
     }

@@ -1105,3 +1105,37 @@ def test_preview_is_answered_but_not_recorded(make_server):
             c.call("rec.recommend", {"user": "pv1", "record": bad})
         assert ei.value.name == "invalid_params" and "record" in str(ei.value)
     c.close()
+
+
+def test_strict_events_refuse_typos_and_unknown_items(make_server):
+    """A typo in an event type or an item id is stored silently unless the
+    event (or the server, --strict) asks for strictness; sys.info counts
+    what events created either way."""
+    srv = make_server()
+    with srv.connect() as c:
+        c.call("item.put", {"id": "st-known"})
+        before = c.call("sys.info")["created_by_events"]
+        e = expect_error(c, "invalid_params", "event.add",
+                         {"user": "su", "item": "st-known", "type": "clik", "strict": True})
+        assert "'clik' is not a known event type" in e.message, e.message
+        e = expect_error(c, "not_found", "event.add",
+                         {"user": "su", "item": "st-nosuch", "type": "click", "strict": True})
+        assert "params[0].item is not in the catalogue" in e.message, e.message
+        e = expect_error(c, "invalid_params", "event.add",
+                         {"user": "su", "item": "st-known", "type": "click", "strict": 1})
+        assert "strict must be true or false" in e.message
+        assert c.call("sys.info")["created_by_events"] == before
+        # not strict: stored, and counted
+        assert c.call("event.add", {"user": "su", "item": "st-new", "type": "clik"}) == 1
+        after = c.call("sys.info")["created_by_events"]
+        assert after == {"items": before["items"] + 1, "types": before["types"] + 1}
+    srv.stop_ok()
+    strict = make_server(extra_args=["--strict"])
+    with strict.connect() as c:
+        c.call("item.put", {"id": "st-known"})
+        expect_error(c, "not_found", "event.add", {"user": "su", "item": "st-x", "type": "click"})
+        assert c.call("event.add", {"user": "su", "item": "st-known", "type": "click"}) == 1
+        # an event may opt out of the server's default
+        assert c.call("event.add", {"user": "su", "item": "st-x", "type": "click",
+                                    "strict": False}) == 1
+        assert c.call("sys.info")["created_by_events"]["items"] == 1
