@@ -553,8 +553,10 @@ def test_demo_data_says_when_it_is_not_loaded(make_server):
 
 
 def test_make_run_takes_a_folder_and_an_address():
-    r = subprocess.run(["make", "-n", "run", "DATA=/tmp/elsewhere", "LISTEN=127.0.0.1:7711"],
+    r = subprocess.run(["make", "--no-print-directory", "-n", "run", "DATA=/tmp/elsewhere",
+                        "LISTEN=127.0.0.1:7711"],
                        cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    line = r.stdout.strip().splitlines()[-1]
-    assert "serve --data /tmp/elsewhere --listen 127.0.0.1:7711 --init examples/demo_data.lua" in line, line
+    runs = [l for l in r.stdout.splitlines() if " serve --data " in l]
+    assert runs == ["./recd serve --data /tmp/elsewhere --listen 127.0.0.1:7711 "
+                    "--init examples/demo_data.lua"], r.stdout
