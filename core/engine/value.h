@@ -14,6 +14,7 @@
 #include <lua.h>
 
 #include "buf.h"
+#include "err.h" /* REC_MP_PARTIAL */
 
 typedef struct rec_mp_limits {
     size_t max_bytes;     /* whole object; default 4 MiB */
@@ -23,11 +24,6 @@ typedef struct rec_mp_limits {
 } rec_mp_limits;
 
 void rec_mp_limits_default(rec_mp_limits *l);
-
-/* Result of a pre-scan. */
-enum {
-    REC_MP_PARTIAL = 1, /* the bytes end before the object does: read more */
-};
 
 /* What a msgpack type byte announces: the one classification every walker
  * of msgpack bytes shares (rec_mp_scan, rec_mp_push_lua, the RPC framer).

@@ -109,8 +109,8 @@ int rec_rpc_frame(rec_rpc_scan *st, const char *buf, size_t len,
 
 /* ---- decoding ------------------------------------------------------------ */
 
-/* msgpack-c's decoding of n framed bytes into up: 0, REC_ENOMEM, or 1 when
- * the decoder refuses them. */
+/* msgpack-c's decoding of n framed bytes into up: 0, REC_ENOMEM, or
+ * REC_EPROTOCOL when the decoder refuses them. */
 static int unpack(const char *buf, size_t n, msgpack_unpacked *up,
                   const char **why) {
     /* One zone, emptied for each message: msgpack_unpack_next would
@@ -128,7 +128,7 @@ static int unpack(const char *buf, size_t n, msgpack_unpacked *up,
     }
     if (ur != MSGPACK_UNPACK_SUCCESS || off != n) {
         *why = "msgpack decoder refused the message";
-        return 1;
+        return REC_EPROTOCOL;
     }
     return 0;
 }
@@ -196,7 +196,7 @@ int rec_rpc_decode(const char *buf, size_t n, msgpack_unpacked *up,
     out->msgid = UINT32_MAX;
     int rc = unpack(buf, n, up, why);
     if (rc)
-        return rc > 0 ? REC_EPROTOCOL : rc;
+        return rc;
     return check_shape(up, out, why);
 }
 
@@ -229,7 +229,7 @@ int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
         return rc;
     }
     if ((rc = unpack(buf, st.pos, up, why)))
-        return rc > 0 ? REC_EPROTOCOL : rc;
+        return rc;
     *used = st.pos; /* a well-formed value, request or not: skippable */
     return check_shape(up, out, why);
 }

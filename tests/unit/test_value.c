@@ -16,6 +16,7 @@
 #include <msgpack.h>
 
 #include "err.h"
+#include "store.h"
 #include "value.h"
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -1252,6 +1253,21 @@ static void test_classify_every_byte(void **state) {
     assert_int_equal(rec_mp_head_len(be, 4), 0x12345678);
 }
 
+/* The positive results (err.h) are apart from each other, from success,
+ * from a stray 1 and from every error: none has an error's name. */
+static void test_statuses_apart(void **state) {
+    (void)state;
+    const int st[] = {REC_MP_PARTIAL, REC_BATCH_SILENT};
+    size_t n = sizeof st / sizeof st[0];
+    assert_int_equal(n, REC__STATUS_END - REC__STATUS_BASE - 1);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(st[i] > 1);
+        assert_string_equal(rec_err_name(st[i]), "unknown_error");
+        for (size_t j = 0; j < i; j++)
+            assert_int_not_equal(st[i], st[j]);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_limits_default),
@@ -1273,6 +1289,7 @@ int main(void) {
         cmocka_unit_test(test_pack_refuses),
         cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_classify_every_byte),
+        cmocka_unit_test(test_statuses_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
