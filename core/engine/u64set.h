@@ -6,6 +6,13 @@
  * packed into 64 bits): the slot comes from a fixed bit mixer, not from the
  * keyed hash of hash.h, so never key it directly by what clients send. No
  * iteration: only membership, so nothing depends on the order of slots.
+ *
+ * The engine's other hash tables keep their own form for what they hold:
+ * the id maps (idmap.h: 16-byte slots comparing short keys in place, keyed
+ * hash), the store's batch index (store.c: client byte keys that live in
+ * the batch's records, keyed hash) and the graph's co-occurrence tables
+ * (graph.c: item -> weight, walked in slot order, so a fixed hash keeps
+ * their results the same in every process).
  */
 #ifndef REC_U64SET_H
 #define REC_U64SET_H
