@@ -1,7 +1,7 @@
 /* err.h - recd error codes.
  *
  * Every fallible function in core/ returns 0 on success or a negative REC_E*
- * code. One X-macro gives the enum, the stable snake_case names that reach Lua
+ * code (a few also give one of the positive REC_ results of rec_status). One X-macro gives the enum, the stable snake_case names that reach Lua
  * and the wire, and the messages, so the three never drift apart.
  */
 #ifndef REC_ERR_H
@@ -37,6 +37,20 @@ typedef enum rec_err {
 #undef REC_ERR_ENUM
     REC__ERR_END
 } rec_err;
+
+/* Positive results: the answers, other than success and failure, that
+ * some functions give. Each has its own value, from 1001 up (mirroring the
+ * errors' band below -1000), so that none is mistaken for another, for a
+ * stray `return 1`, for success (0) or for an error (negative). A
+ * function's comment names the ones it may return; they never reach Lua
+ * or the wire. */
+typedef enum rec_status {
+    REC__STATUS_BASE = 1000,
+    REC_MP_PARTIAL,   /* value.h, rpc.h, client.h: the bytes end before the
+                         object does; read more */
+    REC_BATCH_SILENT, /* store.h: no operation of the batch touches the key */
+    REC__STATUS_END
+} rec_status;
 
 /* Stable snake_case name of an error ("not_found"); "unknown_error" for
  * codes outside the map. The string is static. */

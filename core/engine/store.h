@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "err.h" /* REC_BATCH_SILENT */
 
 #define REC_SCHEMA_VERSION 1u
 
@@ -140,8 +141,7 @@ int rec_batch_del_prefix(rec_batch *b, rec_dbi db, const void *prefix,
 /* What the batch says of one key, looking at its operations from the last:
  * 0 with *out viewing the value of the latest put (borrowed until the batch
  * changes), REC_ENOTFOUND when a del or del_prefix removed it, or
- * REC_BATCH_SILENT (positive) when no operation touches it. O(ops). */
-#define REC_BATCH_SILENT 1
+ * REC_BATCH_SILENT (positive, err.h) when no operation touches it. O(ops). */
 int rec_batch_find(const rec_batch *b, rec_dbi db, const void *k, size_t kl,
                    rec_val *out);
 

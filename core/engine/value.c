@@ -1,6 +1,7 @@
 /* value.c - msgpack <-> Lua values, and a bounded msgpack pre-scan.
  *
- * Three pieces:
+ * Three pieces, over one classification of header bytes (rec_mp_classify in
+ * value.h, also used by the RPC framer):
  *
  *   rec_mp_scan      walks msgpack bytes without allocating. Each header's
  *                    claim (payload length, element count, nesting) is held
@@ -48,68 +49,6 @@ void rec_mp_limits_default(rec_mp_limits *l) {
 
 /* ---- scan ---------------------------------------------------------------- */
 
-enum hdr_kind { K_FIXED, K_STR, K_BIN, K_EXT, K_ARRAY, K_MAP, K_BAD };
-
-/* What a type byte announces. A header is the type byte, then `lenbytes`
- * big-endian length bytes (or `n` when lenbytes is 0), then `extra` bytes
- * (the ext type) before the payload. For K_ARRAY/K_MAP n counts elements or
- * pairs; for the others it counts payload bytes. */
-typedef struct hdr {
-    enum hdr_kind kind;
-    unsigned lenbytes; /* 0, 1, 2 or 4 */
-    unsigned extra;    /* 1 for ext (the type byte), else 0 */
-    uint32_t n;        /* payload bytes or elements, when lenbytes == 0 */
-} hdr;
-
-static hdr classify(unsigned char b) {
-    if (b <= 0x7f || b >= 0xe0) /* positive / negative fixint */
-        return (hdr){K_FIXED, 0, 0, 0};
-    if (b <= 0x8f)
-        return (hdr){K_MAP, 0, 0, b & 0x0fu};
-    if (b <= 0x9f)
-        return (hdr){K_ARRAY, 0, 0, b & 0x0fu};
-    if (b <= 0xbf)
-        return (hdr){K_STR, 0, 0, b & 0x1fu};
-    switch (b) {
-    case 0xc0: case 0xc2: case 0xc3: /* nil, false, true */
-        return (hdr){K_FIXED, 0, 0, 0};
-    case 0xc4: return (hdr){K_BIN, 1, 0, 0};
-    case 0xc5: return (hdr){K_BIN, 2, 0, 0};
-    case 0xc6: return (hdr){K_BIN, 4, 0, 0};
-    case 0xc7: return (hdr){K_EXT, 1, 1, 0};
-    case 0xc8: return (hdr){K_EXT, 2, 1, 0};
-    case 0xc9: return (hdr){K_EXT, 4, 1, 0};
-    case 0xca: return (hdr){K_FIXED, 0, 0, 4};
-    case 0xcb: return (hdr){K_FIXED, 0, 0, 8};
-    case 0xcc: case 0xd0: return (hdr){K_FIXED, 0, 0, 1};
-    case 0xcd: case 0xd1: return (hdr){K_FIXED, 0, 0, 2};
-    case 0xce: case 0xd2: return (hdr){K_FIXED, 0, 0, 4};
-    case 0xcf: case 0xd3: return (hdr){K_FIXED, 0, 0, 8};
-    case 0xd4: return (hdr){K_EXT, 0, 1, 1};
-    case 0xd5: return (hdr){K_EXT, 0, 1, 2};
-    case 0xd6: return (hdr){K_EXT, 0, 1, 4};
-    case 0xd7: return (hdr){K_EXT, 0, 1, 8};
-    case 0xd8: return (hdr){K_EXT, 0, 1, 16};
-    case 0xd9: return (hdr){K_STR, 1, 0, 0};
-    case 0xda: return (hdr){K_STR, 2, 0, 0};
-    case 0xdb: return (hdr){K_STR, 4, 0, 0};
-    case 0xdc: return (hdr){K_ARRAY, 2, 0, 0};
-    case 0xdd: return (hdr){K_ARRAY, 4, 0, 0};
-    case 0xde: return (hdr){K_MAP, 2, 0, 0};
-    case 0xdf: return (hdr){K_MAP, 4, 0, 0};
-    default: /* 0xc1, never used */
-        return (hdr){K_BAD, 0, 0, 0};
-    }
-}
-
-static uint32_t get_len(const unsigned char *p, unsigned lenbytes) {
-    switch (lenbytes) {
-    case 1: return p[0];
-    case 2: return (uint32_t)p[0] << 8 | p[1];
-    default: return rec_get_be32(p);
-    }
-}
-
 static int scan_fail(const char **why, const char *msg, int rc) {
     if (why)
         *why = msg;
@@ -119,9 +58,9 @@ static int scan_fail(const char **why, const char *msg, int rc) {
 int rec_mp_scan(const void *data, size_t len, const rec_mp_limits *lim,
                 size_t *used, const char **why) {
     static const char *const too_long[] = {
-        [K_STR] = "str exceeds max_str",
-        [K_BIN] = "bin exceeds max_str",
-        [K_EXT] = "ext exceeds max_str",
+        [REC_MP_STR] = "str exceeds max_str",
+        [REC_MP_BIN] = "bin exceeds max_str",
+        [REC_MP_EXT] = "ext exceeds max_str",
     };
     const unsigned char *p = data;
     rec_mp_limits defl;
@@ -150,8 +89,8 @@ int rec_mp_scan(const void *data, size_t len, const rec_mp_limits *lim,
             return scan_fail(why, "object exceeds max_bytes", REC_ETOOLARGE);
         if (pos >= len)
             return scan_fail(why, "object incomplete", REC_MP_PARTIAL);
-        hdr h = classify(p[pos]);
-        if (h.kind == K_BAD)
+        rec_mp_head h = rec_mp_classify(p[pos]);
+        if (h.kind == REC_MP_RESERVED)
             return scan_fail(why, "reserved byte 0xc1", REC_EPROTOCOL);
         need--; /* this element's bytes are accounted for below */
         if (depth > 0)
@@ -164,18 +103,18 @@ int rec_mp_scan(const void *data, size_t len, const rec_mp_limits *lim,
                                  REC_ETOOLARGE);
             if (at > len)
                 return scan_fail(why, "object incomplete", REC_MP_PARTIAL);
-            h.n = get_len(p + pos + 1, h.lenbytes);
+            h.n = rec_mp_head_len(p + pos + 1, h.lenbytes);
         }
-        if (h.kind == K_ARRAY || h.kind == K_MAP) {
+        if (h.kind == REC_MP_ARRAY || h.kind == REC_MP_MAP) {
             if (depth >= maxd)
                 return scan_fail(why, "nesting exceeds max_depth",
                                  REC_ETOOLARGE);
             if (h.n > lim->max_items)
                 return scan_fail(why,
-                                 h.kind == K_ARRAY ? "array exceeds max_items"
+                                 h.kind == REC_MP_ARRAY ? "array exceeds max_items"
                                                    : "map exceeds max_items",
                                  REC_ETOOLARGE);
-            uint64_t elems = h.kind == K_MAP ? 2 * (uint64_t)h.n : h.n;
+            uint64_t elems = h.kind == REC_MP_MAP ? 2 * (uint64_t)h.n : h.n;
             need += elems;
             pos = at;
             if (pos + need > max_bytes)
@@ -184,7 +123,7 @@ int rec_mp_scan(const void *data, size_t len, const rec_mp_limits *lim,
             if (elems)
                 rem[depth++] = elems;
         } else {
-            if (h.kind != K_FIXED && h.n > lim->max_str)
+            if (h.kind != REC_MP_SCALAR && h.n > lim->max_str)
                 return scan_fail(why, too_long[h.kind], REC_ETOOLARGE);
             uint64_t end = at + h.extra + h.n;
             if (end + need > max_bytes)
@@ -253,21 +192,21 @@ static int decode(lua_State *L, dec *d, int depth) {
         lua_pushinteger(L, (lua_Integer)(int8_t)b);
         return 0;
     }
-    hdr h = classify(b);
-    if (h.kind == K_BAD || h.kind == K_EXT)
+    rec_mp_head h = rec_mp_classify(b);
+    if (h.kind == REC_MP_RESERVED || h.kind == REC_MP_EXT)
         return REC_EPROTOCOL;
     if (h.lenbytes) {
         if (!(q = take(d, h.lenbytes)))
             return REC_EPROTOCOL;
-        h.n = get_len(q, h.lenbytes);
+        h.n = rec_mp_head_len(q, h.lenbytes);
     }
-    if (h.kind == K_STR || h.kind == K_BIN) {
+    if (h.kind == REC_MP_STR || h.kind == REC_MP_BIN) {
         if (!(q = take(d, h.n)))
             return REC_EPROTOCOL;
         lua_pushlstring(L, (const char *)q, h.n);
         return 0;
     }
-    if (h.kind == K_ARRAY) {
+    if (h.kind == REC_MP_ARRAY) {
         if (depth >= LUA_MAX_DEPTH)
             return REC_ETOOLARGE;
         /* A scanned array of n elements spans >= n bytes, so this size is
@@ -281,7 +220,7 @@ static int decode(lua_State *L, dec *d, int depth) {
         }
         return 0;
     }
-    if (h.kind == K_MAP) {
+    if (h.kind == REC_MP_MAP) {
         if (depth >= LUA_MAX_DEPTH)
             return REC_ETOOLARGE;
         lua_createtable(L, 0, h.n > INT32_MAX ? 0 : (int)h.n);
@@ -300,7 +239,7 @@ static int decode(lua_State *L, dec *d, int depth) {
         }
         return 0;
     }
-    /* K_FIXED with a payload of h.n bytes */
+    /* REC_MP_SCALAR with a payload of h.n bytes */
     if (!(q = take(d, h.n)))
         return REC_EPROTOCOL;
     switch (b) {
@@ -310,7 +249,7 @@ static int decode(lua_State *L, dec *d, int depth) {
     case 0xca: lua_pushnumber(L, (lua_Number)get_f32(q)); break;
     case 0xcb: lua_pushnumber(L, (lua_Number)get_f64(q)); break;
     case 0xcc: lua_pushinteger(L, q[0]); break;
-    case 0xcd: lua_pushinteger(L, (lua_Integer)get_len(q, 2)); break;
+    case 0xcd: lua_pushinteger(L, (lua_Integer)rec_mp_head_len(q, 2)); break;
     case 0xce: lua_pushinteger(L, (lua_Integer)rec_get_be32(q)); break;
     case 0xcf: {
         uint64_t u = rec_get_be64(q);
@@ -321,7 +260,7 @@ static int decode(lua_State *L, dec *d, int depth) {
         break;
     }
     case 0xd0: lua_pushinteger(L, (int8_t)q[0]); break;
-    case 0xd1: lua_pushinteger(L, (int16_t)get_len(q, 2)); break;
+    case 0xd1: lua_pushinteger(L, (int16_t)rec_mp_head_len(q, 2)); break;
     case 0xd2: lua_pushinteger(L, (int32_t)rec_get_be32(q)); break;
     case 0xd3: lua_pushinteger(L, (lua_Integer)(int64_t)rec_get_be64(q)); break;
     default: return REC_EPROTOCOL;

@@ -14,6 +14,7 @@
 #include <lua.h>
 
 #include "buf.h"
+#include "err.h" /* REC_MP_PARTIAL */
 
 typedef struct rec_mp_limits {
     size_t max_bytes;     /* whole object; default 4 MiB */
@@ -24,10 +25,80 @@ typedef struct rec_mp_limits {
 
 void rec_mp_limits_default(rec_mp_limits *l);
 
-/* Result of a pre-scan. */
-enum {
-    REC_MP_PARTIAL = 1, /* the bytes end before the object does: read more */
-};
+/* What a msgpack type byte announces: the one classification every walker
+ * of msgpack bytes shares (rec_mp_scan, rec_mp_push_lua, the RPC framer).
+ * A header is the type byte, then `lenbytes` big-endian length bytes (read
+ * them with rec_mp_head_len; when lenbytes is 0, `n` is already known),
+ * then `extra` bytes (an ext's type) before the payload. */
+typedef enum rec_mp_kind {
+    REC_MP_SCALAR,   /* nil, booleans, integers, floats: n payload bytes */
+    REC_MP_STR,      /* n payload bytes */
+    REC_MP_BIN,      /* n payload bytes */
+    REC_MP_EXT,      /* extra = 1 type byte, then n payload bytes */
+    REC_MP_ARRAY,    /* n elements */
+    REC_MP_MAP,      /* n pairs */
+    REC_MP_RESERVED, /* 0xc1, never used: malformed */
+} rec_mp_kind;
+
+typedef struct rec_mp_head {
+    rec_mp_kind kind;
+    unsigned lenbytes; /* 0, 1, 2 or 4 */
+    unsigned extra;    /* 1 for ext, else 0 */
+    uint32_t n;        /* payload bytes, or elements / pairs; when lenbytes
+                          is 0 (else 0 until read) */
+} rec_mp_head;
+
+/* The header announced by type byte b. Pure, total over 0..255. Inline:
+ * the framer classifies every value of every message. */
+static inline rec_mp_head rec_mp_classify(unsigned char b) {
+    if (b <= 0x7f || b >= 0xe0) /* positive / negative fixint */
+        return (rec_mp_head){REC_MP_SCALAR, 0, 0, 0};
+    if (b <= 0x8f)
+        return (rec_mp_head){REC_MP_MAP, 0, 0, b & 0x0fu};
+    if (b <= 0x9f)
+        return (rec_mp_head){REC_MP_ARRAY, 0, 0, b & 0x0fu};
+    if (b <= 0xbf)
+        return (rec_mp_head){REC_MP_STR, 0, 0, b & 0x1fu};
+    switch (b) {
+    case 0xc0: case 0xc2: case 0xc3: /* nil, false, true */
+        return (rec_mp_head){REC_MP_SCALAR, 0, 0, 0};
+    case 0xc4: return (rec_mp_head){REC_MP_BIN, 1, 0, 0};
+    case 0xc5: return (rec_mp_head){REC_MP_BIN, 2, 0, 0};
+    case 0xc6: return (rec_mp_head){REC_MP_BIN, 4, 0, 0};
+    case 0xc7: return (rec_mp_head){REC_MP_EXT, 1, 1, 0};
+    case 0xc8: return (rec_mp_head){REC_MP_EXT, 2, 1, 0};
+    case 0xc9: return (rec_mp_head){REC_MP_EXT, 4, 1, 0};
+    case 0xca: return (rec_mp_head){REC_MP_SCALAR, 0, 0, 4};
+    case 0xcb: return (rec_mp_head){REC_MP_SCALAR, 0, 0, 8};
+    case 0xcc: case 0xd0: return (rec_mp_head){REC_MP_SCALAR, 0, 0, 1};
+    case 0xcd: case 0xd1: return (rec_mp_head){REC_MP_SCALAR, 0, 0, 2};
+    case 0xce: case 0xd2: return (rec_mp_head){REC_MP_SCALAR, 0, 0, 4};
+    case 0xcf: case 0xd3: return (rec_mp_head){REC_MP_SCALAR, 0, 0, 8};
+    case 0xd4: return (rec_mp_head){REC_MP_EXT, 0, 1, 1};
+    case 0xd5: return (rec_mp_head){REC_MP_EXT, 0, 1, 2};
+    case 0xd6: return (rec_mp_head){REC_MP_EXT, 0, 1, 4};
+    case 0xd7: return (rec_mp_head){REC_MP_EXT, 0, 1, 8};
+    case 0xd8: return (rec_mp_head){REC_MP_EXT, 0, 1, 16};
+    case 0xd9: return (rec_mp_head){REC_MP_STR, 1, 0, 0};
+    case 0xda: return (rec_mp_head){REC_MP_STR, 2, 0, 0};
+    case 0xdb: return (rec_mp_head){REC_MP_STR, 4, 0, 0};
+    case 0xdc: return (rec_mp_head){REC_MP_ARRAY, 2, 0, 0};
+    case 0xdd: return (rec_mp_head){REC_MP_ARRAY, 4, 0, 0};
+    case 0xde: return (rec_mp_head){REC_MP_MAP, 2, 0, 0};
+    case 0xdf: return (rec_mp_head){REC_MP_MAP, 4, 0, 0};
+    default: /* 0xc1, never used */
+        return (rec_mp_head){REC_MP_RESERVED, 0, 0, 0};
+    }
+}
+
+/* The length held in the lenbytes (1, 2 or 4) bytes at p, big-endian. */
+static inline uint32_t rec_mp_head_len(const unsigned char *p, unsigned lenbytes) {
+    switch (lenbytes) {
+    case 1: return p[0];
+    case 2: return (uint32_t)p[0] << 8 | p[1];
+    default: return rec_get_be32(p);
+    }
+}
 
 /* Check that data[0..len) starts with one complete msgpack object within
  * the limits. Returns 0 and sets *used to its size; REC_MP_PARTIAL when more

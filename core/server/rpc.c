@@ -26,50 +26,8 @@ void rec_rpc_limits_default(rec_rpc_limits *l) {
  * so that a message arriving in pieces is walked once, not once per piece,
  * and with the values counted. A value's header is read whole or not at
  * all: a partial header or string is looked at again from its first byte
- * (constant work), everything before it never again. */
-
-enum { K_FIXED, K_STR, K_ARRAY, K_MAP, K_BAD };
-
-typedef struct hdr {
-    int kind;
-    unsigned lenbytes; /* 0, 1, 2 or 4 big-endian length bytes */
-    unsigned extra;    /* ext: its type byte */
-    uint32_t n;        /* payload bytes, or elements / pairs */
-} hdr;
-
-static hdr classify(unsigned char b) {
-    if (b <= 0x7f || b >= 0xe0)
-        return (hdr){K_FIXED, 0, 0, 0};
-    if (b <= 0x8f)
-        return (hdr){K_MAP, 0, 0, b & 0x0fu};
-    if (b <= 0x9f)
-        return (hdr){K_ARRAY, 0, 0, b & 0x0fu};
-    if (b <= 0xbf)
-        return (hdr){K_STR, 0, 0, b & 0x1fu};
-    switch (b) {
-    case 0xc0: case 0xc2: case 0xc3: return (hdr){K_FIXED, 0, 0, 0};
-    case 0xc4: case 0xd9: return (hdr){K_STR, 1, 0, 0}; /* bin 8, str 8 */
-    case 0xc5: case 0xda: return (hdr){K_STR, 2, 0, 0};
-    case 0xc6: case 0xdb: return (hdr){K_STR, 4, 0, 0};
-    case 0xc7: return (hdr){K_STR, 1, 1, 0}; /* ext 8/16/32 */
-    case 0xc8: return (hdr){K_STR, 2, 1, 0};
-    case 0xc9: return (hdr){K_STR, 4, 1, 0};
-    case 0xca: case 0xce: case 0xd2: return (hdr){K_FIXED, 0, 0, 4};
-    case 0xcb: case 0xcf: case 0xd3: return (hdr){K_FIXED, 0, 0, 8};
-    case 0xcc: case 0xd0: return (hdr){K_FIXED, 0, 0, 1};
-    case 0xcd: case 0xd1: return (hdr){K_FIXED, 0, 0, 2};
-    case 0xd4: return (hdr){K_STR, 0, 1, 1}; /* fixext 1..16 */
-    case 0xd5: return (hdr){K_STR, 0, 1, 2};
-    case 0xd6: return (hdr){K_STR, 0, 1, 4};
-    case 0xd7: return (hdr){K_STR, 0, 1, 8};
-    case 0xd8: return (hdr){K_STR, 0, 1, 16};
-    case 0xdc: return (hdr){K_ARRAY, 2, 0, 0};
-    case 0xdd: return (hdr){K_ARRAY, 4, 0, 0};
-    case 0xde: return (hdr){K_MAP, 2, 0, 0};
-    case 0xdf: return (hdr){K_MAP, 4, 0, 0};
-    default: return (hdr){K_BAD, 0, 0, 0}; /* 0xc1 */
-    }
-}
+ * (constant work), everything before it never again. Headers are read with
+ * value.h's rec_mp_classify, as rec_mp_scan reads them. */
 
 static int frame_fail(const char **why, const char *msg, int rc) {
     if (why)
@@ -96,8 +54,8 @@ int rec_rpc_frame(rec_rpc_scan *st, const char *buf, size_t len,
             return frame_fail(why, "message exceeds max_objects", REC_ETOOLARGE);
         if (pos >= len)
             return frame_fail(why, "message incomplete", REC_MP_PARTIAL);
-        hdr h = classify(p[pos]);
-        if (h.kind == K_BAD)
+        rec_mp_head h = rec_mp_classify(p[pos]);
+        if (h.kind == REC_MP_RESERVED)
             return frame_fail(why, "reserved byte 0xc1", REC_EPROTOCOL);
         need--;
         uint64_t at = pos + 1;
@@ -107,19 +65,16 @@ int rec_rpc_frame(rec_rpc_scan *st, const char *buf, size_t len,
                 return frame_fail(why, "message exceeds max_bytes", REC_ETOOLARGE);
             if (at > len)
                 return frame_fail(why, "message incomplete", REC_MP_PARTIAL);
-            const unsigned char *q = p + pos + 1;
-            h.n = h.lenbytes == 1   ? q[0]
-                  : h.lenbytes == 2 ? (uint32_t)q[0] << 8 | q[1]
-                                    : rec_get_be32(q);
+            h.n = rec_mp_head_len(p + pos + 1, h.lenbytes);
         }
-        if (h.kind == K_ARRAY || h.kind == K_MAP) {
+        if (h.kind == REC_MP_ARRAY || h.kind == REC_MP_MAP) {
             if (st->depth >= maxd)
                 return frame_fail(why, "nesting exceeds max_depth", REC_ETOOLARGE);
             if (h.n > lim->max_items)
-                return frame_fail(why, h.kind == K_ARRAY ? "array exceeds max_items"
+                return frame_fail(why, h.kind == REC_MP_ARRAY ? "array exceeds max_items"
                                                          : "map exceeds max_items",
                                   REC_ETOOLARGE);
-            uint64_t elems = h.kind == K_MAP ? 2 * (uint64_t)h.n : h.n;
+            uint64_t elems = h.kind == REC_MP_MAP ? 2 * (uint64_t)h.n : h.n;
             need += elems;
             if (at + need > max_bytes)
                 return frame_fail(why, "message exceeds max_bytes", REC_ETOOLARGE);
@@ -131,8 +86,8 @@ int rec_rpc_frame(rec_rpc_scan *st, const char *buf, size_t len,
                 st->rem[st->depth++] = elems;
             st->pos = (size_t)at;
         } else {
-            if (h.kind == K_STR && h.n > lim->max_str)
-                return frame_fail(why, h.extra ? "ext exceeds max_str"
+            if (h.kind != REC_MP_SCALAR && h.n > lim->max_str)
+                return frame_fail(why, h.kind == REC_MP_EXT ? "ext exceeds max_str"
                                                : "str or bin exceeds max_str",
                                   REC_ETOOLARGE);
             uint64_t end = at + h.extra + h.n;
@@ -154,8 +109,8 @@ int rec_rpc_frame(rec_rpc_scan *st, const char *buf, size_t len,
 
 /* ---- decoding ------------------------------------------------------------ */
 
-/* msgpack-c's decoding of n framed bytes into up: 0, REC_ENOMEM, or 1 when
- * the decoder refuses them. */
+/* msgpack-c's decoding of n framed bytes into up: 0, REC_ENOMEM, or
+ * REC_EPROTOCOL when the decoder refuses them. */
 static int unpack(const char *buf, size_t n, msgpack_unpacked *up,
                   const char **why) {
     /* One zone, emptied for each message: msgpack_unpack_next would
@@ -173,7 +128,7 @@ static int unpack(const char *buf, size_t n, msgpack_unpacked *up,
     }
     if (ur != MSGPACK_UNPACK_SUCCESS || off != n) {
         *why = "msgpack decoder refused the message";
-        return 1;
+        return REC_EPROTOCOL;
     }
     return 0;
 }
@@ -241,7 +196,7 @@ int rec_rpc_decode(const char *buf, size_t n, msgpack_unpacked *up,
     out->msgid = UINT32_MAX;
     int rc = unpack(buf, n, up, why);
     if (rc)
-        return rc > 0 ? REC_EPROTOCOL : rc;
+        return rc;
     return check_shape(up, out, why);
 }
 
@@ -274,7 +229,7 @@ int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
         return rc;
     }
     if ((rc = unpack(buf, st.pos, up, why)))
-        return rc > 0 ? REC_EPROTOCOL : rc;
+        return rc;
     *used = st.pos; /* a well-formed value, request or not: skippable */
     return check_shape(up, out, why);
 }

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "lua_api.h"
 #include "script.h"
+#include "u64set.h"
 #include "vec.h"
 
 #define MAX_FIELDS 64
@@ -821,61 +822,10 @@ int rec_eval_load_items(rec_engine *e, const char *items_path,
     return rc;
 }
 
-/* ---- a set of (user, item) pairs for the baselines ---------------------------------- */
+/* ---- (user, item) pairs for the baselines ---------------------------------------------- */
 
-typedef struct pairset {
-    uint64_t *slot; /* key + 1; 0 empty */
-    size_t mask, used;
-} pairset;
-
-static uint64_t pair_hash(uint64_t k) {
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdull;
-    k ^= k >> 33;
-    return k;
-}
-
-static int pairset_add(pairset *s, uint32_t u, uint32_t i) {
-    if ((s->used + 1) * 2 > s->mask + 1 || !s->slot) {
-        size_t n = s->slot ? (s->mask + 1) * 2 : 1024;
-        uint64_t *ns = calloc(n, sizeof *ns);
-        if (!ns)
-            return REC_ENOMEM;
-        for (size_t j = 0; s->slot && j <= s->mask; j++)
-            if (s->slot[j]) {
-                size_t h = pair_hash(s->slot[j] - 1) & (n - 1);
-                while (ns[h])
-                    h = (h + 1) & (n - 1);
-                ns[h] = s->slot[j];
-            }
-        free(s->slot);
-        s->slot = ns;
-        s->mask = n - 1;
-    }
-    uint64_t k = ((uint64_t)u << 32 | i) + 1;
-    size_t h = pair_hash(k - 1) & s->mask;
-    while (s->slot[h]) {
-        if (s->slot[h] == k)
-            return 0;
-        h = (h + 1) & s->mask;
-    }
-    s->slot[h] = k;
-    s->used++;
-    return 0;
-}
-
-static int pairset_has(const pairset *s, uint32_t u, uint32_t i) {
-    if (!s->slot)
-        return 0;
-    uint64_t k = ((uint64_t)u << 32 | i) + 1;
-    size_t h = pair_hash(k - 1) & s->mask;
-    while (s->slot[h]) {
-        if (s->slot[h] == k)
-            return 1;
-        h = (h + 1) & s->mask;
-    }
-    return 0;
-}
+/* A pair as one key of a rec_u64set. */
+static uint64_t pair_key(uint32_t u, uint32_t i) { return (uint64_t)u << 32 | i; }
 
 /* ---- arms, tasks, results -------------------------------------------------------------- */
 
@@ -952,7 +902,7 @@ typedef struct runner {
     /* baselines */
     uint32_t *count, *order, *pos, *pool;
     size_t npool;
-    pairset seen;
+    rec_u64set seen;
     uint64_t rng;
     uint32_t *list;      /* k answers, log item indexes (UINT32_MAX: not in log) */
     uint32_t nlist;
@@ -1088,7 +1038,7 @@ static void runner_close(runner *u) {
     free(u->order);
     free(u->pos);
     free(u->pool);
-    free(u->seen.slot);
+    rec_u64set_close(&u->seen);
     free(u->list);
 }
 
@@ -1254,7 +1204,7 @@ static int feed(runner *u, const rec_eval_event *ev) {
     const rec_eval_log *log = u->x->log;
     if (u->count) {
         pop_bump(u, ev->item);
-        return pairset_add(&u->seen, ev->user, ev->item);
+        return rec_u64set_add(&u->seen, pair_key(ev->user, ev->item));
     }
     size_t ul, il;
     const char *uk = rec_idmap_key(&log->users, ev->user, &ul);
@@ -1288,13 +1238,13 @@ static int recommend(runner *u, uint32_t user) {
             uint32_t it = u->order[p];
             if (!u->count[it])
                 break;
-            if (!pairset_has(&u->seen, user, it))
+            if (!rec_u64set_has(&u->seen, pair_key(user, it)))
                 u->list[u->nlist++] = it;
         }
     } else if (u->a->kind == ARM_RANDOM) {
         for (uint32_t tries = 0; tries < 20 * x->k && u->nlist < x->k && u->npool; tries++) {
             uint32_t it = u->pool[mix(&u->rng) % u->npool];
-            int dup = pairset_has(&u->seen, user, it);
+            int dup = rec_u64set_has(&u->seen, pair_key(user, it));
             for (uint32_t j = 0; j < u->nlist && !dup; j++)
                 dup = u->list[j] == it;
             if (!dup)
@@ -1519,7 +1469,8 @@ static int make_split(eval_ctx *x, double share) {
     x->is_test = calloc(log->n, 1);
     x->test_off = calloc((size_t)nu + 1, sizeof *x->test_off);
     x->test_items = malloc(log->n * sizeof *x->test_items);
-    pairset train = {0};
+    rec_u64set train;
+    rec_u64set_init(&train);
     int rc = off && idx && fill && x->is_test && x->test_off && x->test_items ? 0 : REC_ENOMEM;
     for (size_t i = 0; !rc && i < log->n; i++)
         off[log->ev[i].user + 1]++;
@@ -1543,7 +1494,7 @@ static int make_split(eval_ctx *x, double share) {
         for (uint32_t i = 0; i < nt; i++)
             x->is_test[e[i]] = 1;
         for (uint32_t i = nt; i < n && !rc; i++)
-            rc = pairset_add(&train, u, log->ev[e[i]].item);
+            rc = rec_u64set_add(&train, pair_key(u, log->ev[e[i]].item));
     }
     size_t m = 0;
     for (uint32_t u = 0; !rc && u < nu; u++) {
@@ -1551,7 +1502,7 @@ static int make_split(eval_ctx *x, double share) {
         size_t start = m;
         for (uint32_t i = off[u]; i < off[u + 1]; i++) {
             uint32_t ev = idx[i];
-            if (x->is_test[ev] && !pairset_has(&train, u, log->ev[ev].item))
+            if (x->is_test[ev] && !rec_u64set_has(&train, pair_key(u, log->ev[ev].item)))
                 x->test_items[m++] = log->ev[ev].item;
         }
         qsort(x->test_items + start, m - start, sizeof *x->test_items, cmp_u32);
@@ -1566,7 +1517,7 @@ static int make_split(eval_ctx *x, double share) {
     free(off);
     free(idx);
     free(fill);
-    free(train.slot);
+    rec_u64set_close(&train);
     return rc;
 }
 

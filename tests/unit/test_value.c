@@ -13,7 +13,10 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include <msgpack.h>
+
 #include "err.h"
+#include "store.h"
 #include "value.h"
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -1175,6 +1178,96 @@ static void test_fuzz(void **state) {
     lua_close(L);
 }
 
+/* ---- header classification --------------------------------------------- */
+
+/* rec_mp_classify against msgpack-c, byte by byte: for every type byte,
+ * the smallest object its header describes (a length of 3 where the header
+ * holds one, zero bytes for payloads, nil for elements) is what msgpack-c
+ * decodes, of the same kind and consuming exactly those bytes; 0xc1 is
+ * refused by both. */
+static void test_classify_every_byte(void **state) {
+    (void)state;
+    msgpack_zone *z = msgpack_zone_new(1024);
+    assert_non_null(z);
+    for (unsigned b = 0; b < 256; b++) {
+        rec_mp_head h = rec_mp_classify((unsigned char)b);
+        unsigned char obj[64] = {(unsigned char)b};
+        size_t len = 1, off = 0;
+        msgpack_object o;
+        if (h.kind == REC_MP_RESERVED) {
+            assert_int_equal(b, 0xc1);
+            assert_true(msgpack_unpack((const char *)obj, sizeof obj, &off, z, &o) < 0);
+            continue;
+        }
+        assert_true(h.lenbytes == 0 || h.lenbytes == 1 || h.lenbytes == 2 || h.lenbytes == 4);
+        assert_int_equal(h.extra, h.kind == REC_MP_EXT);
+        uint32_t n = h.n;
+        if (h.lenbytes) {
+            assert_int_equal(h.n, 0);
+            n = 3;
+            obj[len + h.lenbytes - 1] = 3; /* big-endian 3 */
+            assert_int_equal(rec_mp_head_len(obj + len, h.lenbytes), 3);
+            len += h.lenbytes;
+        }
+        size_t body = h.kind == REC_MP_MAP ? 2 * (size_t)n : (size_t)n;
+        len += h.extra + body;
+        for (size_t i = len - body; i < len; i++)
+            obj[i] = h.kind == REC_MP_ARRAY || h.kind == REC_MP_MAP ? 0xc0 : 'x';
+        assert_true(len < sizeof obj);
+        msgpack_zone_clear(z);
+        assert_int_equal(msgpack_unpack((const char *)obj, len, &off, z, &o),
+                         MSGPACK_UNPACK_SUCCESS);
+        assert_int_equal(off, len);
+        off = 0; /* and one byte less is not enough */
+        assert_int_equal(msgpack_unpack((const char *)obj, len - 1, &off, z, &o),
+                         MSGPACK_UNPACK_CONTINUE);
+        off = 0;
+        msgpack_unpack((const char *)obj, len, &off, z, &o);
+        switch (h.kind) {
+        case REC_MP_STR: assert_int_equal(o.type, MSGPACK_OBJECT_STR); break;
+        case REC_MP_BIN: assert_int_equal(o.type, MSGPACK_OBJECT_BIN); break;
+        case REC_MP_EXT: assert_int_equal(o.type, MSGPACK_OBJECT_EXT); break;
+        case REC_MP_ARRAY:
+            assert_int_equal(o.type, MSGPACK_OBJECT_ARRAY);
+            assert_int_equal(o.via.array.size, n);
+            break;
+        case REC_MP_MAP:
+            assert_int_equal(o.type, MSGPACK_OBJECT_MAP);
+            assert_int_equal(o.via.map.size, n);
+            break;
+        default:
+            assert_int_equal(h.kind, REC_MP_SCALAR);
+            assert_true(o.type == MSGPACK_OBJECT_NIL || o.type == MSGPACK_OBJECT_BOOLEAN ||
+                        o.type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                        o.type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+                        o.type == MSGPACK_OBJECT_FLOAT32 || o.type == MSGPACK_OBJECT_FLOAT64);
+        }
+        if (h.kind == REC_MP_STR || h.kind == REC_MP_BIN)
+            assert_int_equal(o.via.str.size, n);
+    }
+    msgpack_zone_free(z);
+    /* lengths are big-endian, up to four bytes */
+    const unsigned char be[4] = {0x12, 0x34, 0x56, 0x78};
+    assert_int_equal(rec_mp_head_len(be, 1), 0x12);
+    assert_int_equal(rec_mp_head_len(be, 2), 0x1234);
+    assert_int_equal(rec_mp_head_len(be, 4), 0x12345678);
+}
+
+/* The positive results (err.h) are apart from each other, from success,
+ * from a stray 1 and from every error: none has an error's name. */
+static void test_statuses_apart(void **state) {
+    (void)state;
+    const int st[] = {REC_MP_PARTIAL, REC_BATCH_SILENT};
+    size_t n = sizeof st / sizeof st[0];
+    assert_int_equal(n, REC__STATUS_END - REC__STATUS_BASE - 1);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(st[i] > 1);
+        assert_string_equal(rec_err_name(st[i]), "unknown_error");
+        for (size_t j = 0; j < i; j++)
+            assert_int_not_equal(st[i], st[j]);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_limits_default),
@@ -1195,6 +1288,8 @@ int main(void) {
         cmocka_unit_test(test_push_refuses),
         cmocka_unit_test(test_pack_refuses),
         cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_classify_every_byte),
+        cmocka_unit_test(test_statuses_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
