@@ -49,6 +49,8 @@ typedef enum rec_status {
     REC_MP_PARTIAL,   /* value.h, rpc.h, client.h: the bytes end before the
                          object does; read more */
     REC_BATCH_SILENT, /* store.h: no operation of the batch touches the key */
+    REC_NOT_LOADED,   /* dispatch.c: the default pipeline has no strategy
+                         loaded; the built-in recommender answers instead */
     REC__STATUS_END
 } rec_status;
 

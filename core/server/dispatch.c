@@ -1128,7 +1128,8 @@ static int pack_str_obj(msgpack_packer *pk, const msgpack_object *o, char *buf,
     return 0;
 }
 
-/* rec.recommend through strategies and policies. */
+/* rec.recommend through strategies and policies: 0, a negative REC_E*, or
+ * REC_NOT_LOADED when the default pipeline has no strategy loaded. */
 static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *key,
                              size_t kl, uint32_t n, const msgpack_object *pl,
                              const msgpack_object *so, int record) {
@@ -1156,7 +1157,7 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
             any |= rec_script_has(d->rt, REC_SCRIPT_STRATEGY, p->strategies[i].name,
                                   "recommend");
         if (!any)
-            return 1;
+            return REC_NOT_LOADED;
     }
     /* No policy list: every loaded policy with rerank, in name order. */
     rec_pl_pipeline all;
@@ -1325,9 +1326,9 @@ static int m_recommend(call_ctx *c) {
     int builtin = pl && pl->via.str.size == 7 && memcmp(pl->via.str.ptr, "builtin", 7) == 0;
     if (!builtin && (so || c->d->rt)) {
         rc = recommend_scripts(c, o, key, (size_t)kl, n, pl, so, record);
-        if (rc <= 0)
+        if (rc != REC_NOT_LOADED)
             return rc;
-        /* 1: the default pipeline has nothing loaded; the built-in answers. */
+        /* the default pipeline has nothing loaded: the built-in answers */
     }
     if (pl && !builtin)
         return fail(c, REC_ENOTFOUND, "unknown pipeline (this server has \"builtin\")");
