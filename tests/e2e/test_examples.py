@@ -500,7 +500,10 @@ def test_policy_tutorial(make_server, tmp_path, catalogue):
 
         # 5: ann's recent jazz click now leads her list; bob's two-hour-old
         # folk click is past the window and changes nothing.
-        r = c.call("rec.recommend", {"user": "tut-ann", "n": 10, "explain": True})
+        # previews (record = false): not shown, so the reader's counts of
+        # what fatigue saw hold for the show and the console below
+        r = c.call("rec.recommend", {"user": "tut-ann", "n": 10, "explain": True,
+                                     "record": False})
         wait(lambda: srv.log(100000).count("pipelines: 3 loaded from") > n_pipelines,
              "the pipelines reloaded (log line)")
         after = [h["id"].split("-")[1] if h["id"].startswith("tut-") else "-"
@@ -518,7 +521,8 @@ def test_policy_tutorial(make_server, tmp_path, catalogue):
             assert all(credited), r["items"]
         top = r["items"][0]             # boosted well above its strategy score
         assert top["score"] > 2 * top["explain"]["strategies"]["hybrid"], top
-        r = c.call("rec.recommend", {"user": "tut-bob", "n": 10, "explain": True})
+        r = c.call("rec.recommend", {"user": "tut-bob", "n": 10, "explain": True,
+                                     "record": False})
         assert not any(POLICY in h["explain"]["policies"] for h in r["items"]), r["items"]
 
         # the sample's first show of the new pipeline (its fatigue counts
@@ -536,6 +540,14 @@ def test_policy_tutorial(make_server, tmp_path, catalogue):
         answers = console(srv, consoles[2][1])
         rec = next(v for k, v in answers.items() if k.startswith("rec.recommend"))
         assert rec["pipeline"] == "main" and len(rec["items"]) == 3
+        if catalogue == "demo":     # n = 3 leaves explore no slot: all stable
+            block = consoles[2][1]
+            want = list(zip(re.findall(r'^      id = "(.+)",$', block, re.M),
+                            re.findall(r"policies = \{(.*?)\}", block)))
+            assert len(want) == 3, block
+            got = [(h["id"], ", ".join('"%s"' % p for p in h["explain"]["policies"]))
+                   for h in rec["items"]]
+            assert got == want, (got, want)
         stats = next(s for s in answers["\\scripts"] if s["name"] == POLICY)
         assert stats["calls"] > 0 and stats["errors"] == 0, stats
 
