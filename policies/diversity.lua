@@ -9,6 +9,10 @@
 -- items without a content vector count as dissimilar to everything.
 -- Only the first WINDOW candidates are reordered; the rest follow
 -- unchanged. Does nothing when the "content" space does not exist.
+-- It chooses among the candidates the strategies proposed, so a list is
+-- at most as varied as they are: for a user deep in one genre, a lower
+-- LAMBDA changes little unless the strategies bring other genres too
+-- (scripts/hybrid.lua: W_POP).
 -- Scores are left as they were: the order is the output.
 --
 -- Cost: db:mmr, O(WINDOW^2 x dim) in C (50 x 50 x 64: about 0.1 ms).

@@ -59,7 +59,10 @@
 -- MF_CONFIDENT, RRF_K, POOL_MIN/POOL_MAX (3n clamped), HISTORY_FIRST,
 -- HISTORY_CAP, EASE_RECENT, EASE_DECAY, SESSION_GAP.
 local CONTENT, MF = "content", "mf"
-local W_COOC, W_CONTEXT, W_CONTENT, W_MF, W_WALK, W_POP = 2.0, 4.0, 1.0, 0.0, 0.5, 0.3
+local W_COOC, W_CONTEXT, W_CONTENT, W_MF, W_WALK = 2.0, 4.0, 1.0, 0.0, 0.5
+-- what everyone clicks: raise it and popular items of every kind reach
+-- the candidates (policies/diversity.lua spreads the list over them)
+local W_POP = 0.3
 local W_COLD_POP, W_COLD_TREND = 1.0, 0.5
 local COOC_RECENT = 5
 local PROFILE_RECENT, DECAY = 10, 0.85

@@ -369,6 +369,11 @@ struct rec_pl_state {
     uint32_t cap;
     rec_pl_hit *hits; /* candidates */
     size_t nhits, hcap;
+    /* what a policy returned, to tell the items it moved (credit) */
+    struct pl_slot { uint32_t idx; int32_t prev, link; uint8_t kept; } *slots;
+    int32_t *tails;   /* longest kept run: slot ending a run of each length */
+    uint32_t *order;  /* the items of the last array, to clear their rank */
+    size_t nslots, scap, norder;
 };
 
 rec_pl_state *rec_pl_state_new(void) { return calloc(1, sizeof(rec_pl_state)); }
@@ -379,6 +384,9 @@ void rec_pl_state_free(rec_pl_state *st) {
     free(st->pos);
     free(st->rank);
     free(st->hits);
+    free(st->slots);
+    free(st->tails);
+    free(st->order);
     free(st);
 }
 
@@ -405,6 +413,7 @@ static void reset(rec_pl_state *st) {
         st->rank[st->hits[i].idx] = 0;
     }
     st->nhits = 0;
+    st->norder = 0;
 }
 
 static rec_pl_hit *candidate(rec_pl_state *st, uint32_t idx) {
@@ -526,6 +535,92 @@ static int take_candidates(lua_State *L, rec_pl_state *st, rec_engine *e,
     return 0;
 }
 
+/* Room for m slots (and the order of an array of m). */
+static int slots_reserve(rec_pl_state *st, size_t m) {
+    if (m <= st->scap)
+        return 0;
+    size_t cap = m < 64 ? 64 : m;
+    struct pl_slot *sl = realloc(st->slots, cap * sizeof *sl);
+    if (!sl)
+        return REC_ENOMEM;
+    st->slots = sl;
+    int32_t *t = realloc(st->tails, cap * sizeof *t);
+    if (!t)
+        return REC_ENOMEM;
+    st->tails = t;
+    uint32_t *o = realloc(st->order, cap * sizeof *o);
+    if (!o)
+        return REC_ENOMEM;
+    st->order = o;
+    st->scap = cap;
+    return 0;
+}
+
+/* Credit policy pi (bit pi & 31 of moved) for what it did to the array it
+ * returned (on top of the stack): the items it added, and the items it
+ * moved, that is every item outside a longest run of items that kept
+ * their previous relative order (a longest increasing subsequence of the
+ * previous positions, O(m log m)). An item that only shifted because
+ * others were dropped, inserted or moved past it is not credited. Then
+ * each item's rank becomes its position in this array, 0 off it. */
+static int credit(lua_State *L, rec_pl_state *st, rec_engine *e, int pi) {
+    size_t m = (size_t)lua_rawlen(L, -1), n = 0, len = 0;
+    if (slots_reserve(st, m))
+        return REC_ENOMEM;
+    for (size_t i = 1; i <= m; i++) {
+        uint32_t idx = REC_IDX_NONE;
+        lua_rawgeti(L, -1, (lua_Integer)i);
+        if (lua_istable(L, -1)) {
+            raw_field(L, -1, "id");
+            idx = id_at(L, -1, e);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        if (idx == REC_IDX_NONE)
+            continue;
+        struct pl_slot *s = &st->slots[n++];
+        s->idx = idx;
+        s->prev = st->rank[idx];
+        s->link = -1;
+        s->kept = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int32_t v = st->slots[i].prev;
+        if (v <= 0)
+            continue; /* added by this policy */
+        size_t lo = 0, hi = len; /* the first run whose end is >= v */
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (st->slots[st->tails[mid]].prev < v)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        st->slots[i].link = lo ? st->tails[lo - 1] : -1;
+        st->tails[lo] = (int32_t)i;
+        if (lo == len)
+            len++;
+    }
+    for (int32_t k = len ? st->tails[len - 1] : -1; k >= 0; k = st->slots[k].link)
+        st->slots[k].kept = 1;
+    for (size_t j = 0; j < st->norder; j++)
+        st->rank[st->order[j]] = 0;
+    st->norder = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct pl_slot *s = &st->slots[i];
+        rec_pl_hit *h = candidate(st, s->idx);
+        if (!h)
+            return REC_ENOMEM;
+        if (!s->kept)
+            h->moved |= 1u << (pi & 31);
+        if (!st->rank[s->idx]) { /* a repeated id keeps its first place */
+            st->rank[s->idx] = (int32_t)i + 1;
+            st->order[st->norder++] = s->idx;
+        }
+    }
+    return 0;
+}
+
 static int hit_cmp(const void *a, const void *b) {
     const rec_pl_hit *x = a, *y = b;
     if (x->score != y->score)
@@ -573,13 +668,22 @@ static int run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
     }
     if (st->nhits) /* hits is NULL until the first candidate */
         qsort(st->hits, st->nhits, sizeof *st->hits, hit_cmp);
-    for (size_t i = 0; i < st->nhits; i++) {
+    for (size_t i = 0; i < st->nhits; i++)
         st->pos[st->hits[i].idx] = (int32_t)i + 1;
-        st->rank[st->hits[i].idx] = (int32_t)i + 1;
-    }
     if ((size_t)pool > st->nhits)
         pool = (uint32_t)st->nhits;
     if (r->p && npol > 0) {
+        /* the policies' array starts as the pool, ranked */
+        if (slots_reserve(st, pool)) {
+            lua_settop(L, top);
+            reset(st);
+            return REC_ENOMEM;
+        }
+        for (size_t i = 0; i < pool; i++) {
+            st->rank[st->hits[i].idx] = (int32_t)i + 1;
+            st->order[i] = st->hits[i].idx;
+        }
+        st->norder = pool;
         push_req(L, e, r, r->n);
         int req = lua_gettop(L);
         lua_createtable(L, (int)pool, 0);
@@ -605,22 +709,7 @@ static int run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
                 rc = REC_ESCRIPT;
                 break;
             }
-            lua_Integer nlen = (lua_Integer)lua_rawlen(L, -1);
-            for (lua_Integer i = 1; i <= nlen; i++) {
-                lua_rawgeti(L, -1, i);
-                if (lua_istable(L, -1)) {
-                    raw_field(L, -1, "id");
-                    uint32_t idx = id_at(L, -1, e);
-                    lua_pop(L, 1);
-                    if (idx != REC_IDX_NONE) {
-                        rec_pl_hit *h = candidate(st, idx);
-                        if (h && (lua_Integer)st->rank[idx] != i)
-                            h->moved |= 1u << (pi & 31);
-                        st->rank[idx] = (int32_t)i;
-                    }
-                }
-                lua_pop(L, 1);
-            }
+            rc = credit(L, st, e, pi);
         }
         if (rc) {
             lua_settop(L, top);

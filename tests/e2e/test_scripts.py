@@ -151,6 +151,48 @@ def test_pipelines_policies_attribution_and_stats(scripted):
         assert ei.value.name == "not_found"
 
 
+def test_explain_credits_a_policy_for_the_items_it_moved(scripted):
+    """explain's policies name, for each item, the policies that added it or
+    moved it out of the order they were given: not the items that merely
+    shifted because a policy dropped, inserted or lifted others."""
+    srv, sdir, pdir = scripted
+    write(os.path.join(sdir, "ten.lua"),
+          'return { recommend = function(req) local out = {} '
+          'for i = 1, 10 do out[i] = { id = "q" .. i, score = 20 - i } end return out end }\n')
+    write(os.path.join(pdir, "drop.lua"),       # a filter: q1 goes
+          'return { rerank = function(req, items) local out = {} '
+          'for _, it in ipairs(items) do if it.id ~= "q1" then out[#out + 1] = it end end '
+          'return out end }\n')
+    write(os.path.join(pdir, "lift.lua"),       # q6 to the front
+          'return { rerank = function(req, items) local out, q6 = {}, nil '
+          'for _, it in ipairs(items) do if it.id == "q6" then q6 = it else out[#out + 1] = it end end '
+          'table.insert(out, 1, q6) return out end }\n')
+    write(os.path.join(pdir, "add.lua"),        # qx in third place
+          'return { rerank = function(req, items) '
+          'table.insert(items, 3, { id = "qx", score = 0 }) return items end }\n')
+    write(os.path.join(pdir, "swap.lua"),       # the first two change places
+          'return { rerank = function(req, items) '
+          'items[1], items[2] = items[2], items[1] return items end }\n')
+    write(os.path.join(sdir, "pipelines.lua"),
+          'return { default = "all", pipelines = {\n'
+          '  all = { strategies = { ten = 1 }, policies = { "drop", "lift", "add" } },\n'
+          '  swapped = { strategies = { ten = 1 }, policies = { "swap" } } } }\n')
+    with srv.connect(unix=True) as c:
+        c.call("item.put", *[{"id": "q%d" % i} for i in range(1, 11)], {"id": "qx"})
+        c.call("script.reload")
+        r = c.call("rec.recommend", {"user": "a", "n": 10, "explain": True})
+        got = [(x["id"], x["explain"]["policies"]) for x in r["items"]]
+        assert got == [("q6", ["lift"]), ("q2", []), ("qx", ["add"]), ("q3", []),
+                       ("q4", []), ("q5", []), ("q7", []), ("q8", []), ("q9", []),
+                       ("q10", [])], got
+        r = c.call("rec.recommend", {"user": "a", "n": 3, "explain": True,
+                                     "pipeline": "swapped"})
+        got = [(x["id"], x["explain"]["policies"]) for x in r["items"]]
+        # one of the two moved past the other: the one credited
+        assert [i for i, _ in got] == ["q2", "q1", "q3"], got
+        assert sorted(len(p) for _, p in got) == [0, 0, 1] and got[2][1] == [], got
+
+
 def test_experiment_split_is_stable(scripted):
     srv, sdir, _ = scripted
     write(os.path.join(sdir, "one.lua"), strategy_returning("e1"))
