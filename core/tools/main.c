@@ -33,8 +33,9 @@
     "             [--log-level debug|info|warn|error]\n"                              \
     "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"               \
     "             [--init FILE]   (a Lua file run with the engine as `db`)\n"         \
-    "             [--movielens DIR]   (load a MovieLens folder into an empty data\n" \
-    "             folder)   [--movielens-types graded|click]   (graded)\n"           \
+    "             [--movielens DIR]   (load a MovieLens folder, into an empty\n"      \
+    "             data folder; docs/movielens.md)\n"                                  \
+    "             [--movielens-types graded|click]   (its ratings as events)\n"       \
     "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
 #define LUA_USAGE                                                                   \
     "  recd lua FILE [ARGS...]\n"                                                    \

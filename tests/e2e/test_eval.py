@@ -274,6 +274,19 @@ def test_serve_loads_a_movielens_folder(tmp_path, make_server):
     c.close()
 
 
+def test_serve_movielens_types_click_from_a_config_file(tmp_path, make_server):
+    ml = tmp_path / "ml"
+    ml.mkdir()
+    write_movielens(ml)
+    conf = tmp_path / "recd.conf.lua"
+    conf.write_text('return {movielens = "%s", movielens_types = "click"}\n' % ml)
+    srv = make_server(extra_args=SCRIPTS + ["--config", str(conf)])
+    with srv.connect() as c:
+        assert c.call("sys.info")["events"] == 72
+        hist = c.call("user.get", "user:1", 10)["history"]
+        assert [h["type"] for h in hist] == ["click"] * 6     # 3.5 stars too
+
+
 def test_serve_movielens_bad_folder_fails_clearly(tmp_path):
     r = subprocess.run([RECD_BIN, "serve", "--data", str(tmp_path / "d"), "--listen",
                         "127.0.0.1:0", "--scripts", "", "--policies", "",
