@@ -14,6 +14,7 @@
 #include "eval.h"
 #include "log.h"
 #include "lua_api.h"
+#include "movielens.h"
 #include "repl.h"
 #include "server.h"
 #include "vec.h"
@@ -32,7 +33,9 @@
     "             [--log-level debug|info|warn|error]\n"                              \
     "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"               \
     "             [--init FILE]   (a Lua file run with the engine as `db`)\n"         \
-    "             [--movielens DIR]   (load a MovieLens download into an empty DIR)\n" \
+    "             [--movielens DIR]   (load a MovieLens folder, into an empty\n"      \
+    "             data folder; docs/movielens.md)\n"                                  \
+    "             [--movielens-types graded|click]   (its ratings as events)\n"       \
     "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
 #define LUA_USAGE                                                                   \
     "  recd lua FILE [ARGS...]\n"                                                    \
@@ -114,6 +117,7 @@ typedef struct serve_cfg {
     rec_server_opts o;
     char data[1024], listen[256], unix_path[1024], token_file[1024], init[1024];
     char movielens[1024];
+    rec_movielens_types movielens_types;
     char scripts[1024], policies[1024];
     int scripts_given, policies_given; /* "" given: none */
     int listen_given, unix_given;      /* "" given: no such listener */
@@ -164,6 +168,13 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
         snprintf(c->init, sizeof c->init, "%s", val);
     } else if (!strcmp(name, "movielens")) {
         snprintf(c->movielens, sizeof c->movielens, "%s", val);
+    } else if (!strcmp(name, "movielens-types") || !strcmp(name, "movielens_types")) {
+        int t = rec_movielens_types_parse(val);
+        if (t < 0) {
+            fprintf(stderr, "recd: --movielens-types is graded or click, not '%s'\n", val);
+            return -1;
+        }
+        c->movielens_types = (rec_movielens_types)t;
     } else if (!strcmp(name, "auth-token") || !strcmp(name, "auth_token")) {
         snprintf(c->token_file, sizeof c->token_file, "%s", val);
     } else if (!strcmp(name, "max-message") || !strcmp(name, "max_message")) {
@@ -352,64 +363,32 @@ static int run_init(rec_engine *e, void *ud) {
     return rc == LUA_OK ? 0 : -1;
 }
 
-/* --movielens DIR: into an empty data folder, a MovieLens download: the
- * movies (title, genres, and a content vector from genres and tags, see
- * rec_eval_load_items) and every rating as a "click" event (value = the
- * rating, ts from the file), in time order. No checkpoint is written, so
- * the server's start-up replay runs the policies' on_event over the
- * ratings, exactly as if they had arrived over the socket. */
-static int load_movielens(rec_engine *e, const char *dir) {
+/* --movielens DIR: into an empty data folder, a MovieLens folder as
+ * docs/movielens.md describes (rec_movielens_load). No checkpoint is
+ * written, so the server's start-up replay runs the policies' on_event over
+ * the ratings, exactly as if they had arrived over the socket. */
+static int load_movielens(rec_engine *e, const char *dir, rec_movielens_types types) {
     if (rec_engine_count(e, REC_KIND_ITEM) > 0) {
         REC_INFO("--movielens: the data folder holds items already; nothing loaded");
         return 0;
     }
-    char movies[1100], tags[1100], ratings[1100], err[1024] = "";
-    snprintf(movies, sizeof movies, "%s/movies.csv", dir);
-    snprintf(tags, sizeof tags, "%s/tags.csv", dir);
-    snprintf(ratings, sizeof ratings, "%s/ratings.csv", dir);
-    struct stat st;
-    int has_tags = stat(tags, &st) == 0;
-    size_t n = 0;
-    if (rec_eval_load_items(e, movies, has_tags ? tags : NULL, &n, err, sizeof err)) {
+    char err[1024] = "";
+    rec_movielens_stats st;
+    if (rec_movielens_load(e, dir, types, &st, err, sizeof err)) {
         REC_ERROR("--movielens: %s", err);
         return -1;
     }
-    rec_eval_read_opts ro;
-    rec_eval_read_opts_default(&ro);
-    rec_eval_log log;
-    memset(&log, 0, sizeof log);
-    if (rec_eval_log_read(&log, ratings, &ro, err, sizeof err)) {
-        REC_ERROR("--movielens: %s", err);
-        rec_eval_log_free(&log);
-        return -1;
-    }
-    int rc = 0;
-    for (size_t i = 0; i < log.n && !rc; i++) {
-        const rec_eval_event *ev = &log.ev[i];
-        rec_event re = {.type = "click", .tlen = 5, .value = ev->rating, .has_value = 1,
-                        .ts = ev->ts};
-        re.user = rec_idmap_key(&log.users, ev->user, &re.ulen);
-        re.item = rec_idmap_key(&log.items, ev->item, &re.ilen);
-        rc = rec_engine_event(e, &re, NULL);
-        if (!rc && (i + 1) % 4096 == 0)
-            rc = rec_engine_commit(e);
-    }
-    if (!rc)
-        rc = rec_engine_commit(e);
-    if (rc)
-        REC_ERROR("--movielens: %s", rec_engine_errmsg(e));
-    else
-        REC_INFO("--movielens: %zu movies (%s), %zu ratings loaded from %s", n,
-                 has_tags ? "content vectors from genres and tags" : "content vectors from genres",
-                 log.n, dir);
-    rec_eval_log_free(&log);
-    return rc ? -1 : 0;
+    REC_INFO("--movielens: %zu movies (%zu with a content vector, %zu tags), %zu ratings "
+             "(%zu clicks, %zu views, %zu dislikes) loaded from %s",
+             st.movies, st.with_vector, st.tags, st.ratings, st.by_type[0], st.by_type[1],
+             st.by_type[2], dir);
+    return 0;
 }
 
 /* What runs once the engine is open: --movielens, then --init. */
 static int on_open(rec_engine *e, void *ud) {
     serve_cfg *c = ud;
-    if (c->movielens[0] && load_movielens(e, c->movielens))
+    if (c->movielens[0] && load_movielens(e, c->movielens, c->movielens_types))
         return -1;
     return c->init[0] ? run_init(e, c->init) : 0;
 }
@@ -447,7 +426,8 @@ static void beside_exe(char *out, size_t cap, const char *name) {
 /* The flags of recd serve that take a value, named as set_opt names them;
  * each is accepted with '_' for '-' too, as in a config file. */
 static const char *const serve_flags[] = {
-    "data", "listen", "unix", "scripts", "policies", "init", "movielens", "auth-token",
+    "data", "listen", "unix", "scripts", "policies", "init", "movielens", "movielens-types",
+    "auth-token",
     "max-message", "max-connections", "max-objects", "max-input-memory",
     "preauth-max-message", "max-unix-connections", "max-per-address", "handshake-timeout",
     "idle-timeout", "map-max", "write-timeout", "checkpoint-interval", "log-level",

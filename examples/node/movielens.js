@@ -6,28 +6,35 @@
 //
 //     ./recd serve --data /tmp/ml &
 //     cd examples/node && npm ci && node movielens.js DIR [ADDRESS] [--limit N] [--user ID]
+//                                                      [--types graded|click] [--load-only]
 //
 // DIR is a MovieLens folder in the ml-latest format (ml-latest-small, or
 // anything with the same columns); ADDRESS is "host:port" or a Unix socket
 // path (default: $RECD_ADDR, else 127.0.0.1:7700); --limit N loads only the
-// first N ratings, --user ID follows that user. The server should run the
-// project's scripts and policies (the default of `recd serve`) on a fresh
-// data folder, loaded once.
+// first N ratings, --user ID follows that user, --types click makes every
+// rating a click (default graded, below), --load-only stops after loading.
+// The server should run the project's scripts and policies (the default of
+// `recd serve`) on a fresh data folder, loaded once.
 //
 // The data: F. Maxwell Harper and Joseph A. Konstan. 2015. The MovieLens
 // Datasets: History and Context. ACM Transactions on Interactive Intelligent
 // Systems (TiiS) 5, 4: 19:1-19:19. https://doi.org/10.1145/2827872
 // GroupLens publishes it for non-commercial use; read its README.txt.
 //
-// What goes in (exactly as in movielens.py, whose header says more):
-//   movies.csv  -> items "movie:<movieId>", props {title, genres}, and a
-//                  32-dim "content" vector: dims 0..19 one per genre of
-//                  GENRES, dims 20..31 tag tokens ([A-Za-z0-9]+, lower
-//                  case) hashed with FNV-1a-32 mod 12; each block unit
-//                  length, the tag block times 0.5, the whole unit length.
-//   ratings.csv -> events of "user:<userId>" at ts = timestamp, in time
-//                  order: rating >= 4 "click", 2.5..3.5 "view", <= 2
-//                  "dislike"; 1,000 a request, 8 requests in flight.
+// What goes in: the mapping of docs/movielens.md, the same as movielens.py
+// and `recd serve --movielens DIR` load (movielens.py's header says more):
+//   movies.csv  -> items "movie:<movieId>", props {title, genres, year}
+//                  (year when the title ends in "(YYYY)"), and a 36-dim
+//                  "content" vector: dims 0..19 one per genre of GENRES,
+//                  dims 20..35 tag words ([A-Za-z0-9]+, lower case), each
+//                  adding +-1 (the sign: the top bit of h) to dim 20 +
+//                  h % 16, h = rec_hash_stable(word); the tag block unit
+//                  length, then the whole vector.
+//   ratings.csv -> events of "user:<userId>", value = rating, ts =
+//                  timestamp, in (timestamp, userId, movieId) order; with
+//                  --types graded (default) rating >= 4 "click", 2.5..3.5
+//                  "view", <= 2 "dislike"; with --types click all clicks;
+//                  1,000 a request, 8 requests in flight.
 //   tags.csv    -> the tag dims (optional file).
 // What comes out: a user's top 10, five clicks on core movies of the genre
 // they liked least, the new top 10 and what changed, and the line
@@ -45,8 +52,7 @@ const GENRES = ['Action', 'Adventure', 'Animation', 'Children', 'Comedy', 'Crime
   'Musical', 'Mystery', 'Romance', 'Sci-Fi', 'Thriller', 'War',
   'Western', '(no genres listed)'];
 const GENRE_DIM = new Map(GENRES.map((g, i) => [g, i]));
-const TAG_DIMS = 12;
-const TAG_WEIGHT = 0.5;
+const TAG_DIMS = 16;
 const NOT_A_TASTE = new Set(['IMAX', '(no genres listed)']);
 
 const BATCH = 1000; // events per event.add request
@@ -121,10 +127,15 @@ function readCsv(file, ...columns) {
 
 // ---- the content vector ----------------------------------------------------
 
-function fnv1a32(text) {
-  let h = 0x811c9dc5;
-  for (const b of Buffer.from(text, 'utf8')) h = Math.imul(h ^ b, 0x01000193) >>> 0;
-  return h;
+// rec_hash_stable (core/engine/hash.h) of a string's bytes: 64-bit FNV-1a,
+// then a multiply-xorshift finish.
+const M64 = (1n << 64n) - 1n;
+function hashStable(text) {
+  let h = 1469598103934665603n;
+  for (const b of Buffer.from(text, 'utf8')) h = ((h ^ BigInt(b)) * 1099511628211n) & M64;
+  h ^= h >> 33n;
+  h = (h * 0xff51afd7ed558ccdn) & M64;
+  return h ^ (h >> 33n);
 }
 
 function tagTokens(tag) {
@@ -140,8 +151,11 @@ function contentVector(genres, tokens) {
   const g = new Array(GENRES.length).fill(0);
   for (const name of genres) if (GENRE_DIM.has(name)) g[GENRE_DIM.get(name)] = 1;
   const t = new Array(TAG_DIMS).fill(0);
-  for (const tok of tokens) t[fnv1a32(tok) % TAG_DIMS] += 1;
-  const v = unit(g).concat(unit(t).map((x) => TAG_WEIGHT * x));
+  for (const tok of tokens) {
+    const h = hashStable(tok);
+    t[Number(h % BigInt(TAG_DIMS))] += h >> 63n ? -1 : 1;
+  }
+  const v = g.concat(unit(t));
   return v.some((x) => x !== 0) ? unit(v) : null;
 }
 
@@ -152,8 +166,16 @@ function f32(values) {
   return b;
 }
 
-function eventType(rating) {
-  if (rating >= 4) return 'click';
+// {title, genres, year}: year when the title ends in "(YYYY)".
+function movieProps(title, genres) {
+  const props = {title, genres};
+  const m = title.match(/\(([0-9]{4})\)[ \t]*$/);
+  if (m) props.year = Number(m[1]);
+  return props;
+}
+
+function eventType(rating, types) {
+  if (types === 'click' || rating >= 4) return 'click';
   if (rating >= 2.5) return 'view';
   return 'dislike';
 }
@@ -276,7 +298,7 @@ async function putMovies(c, movies, tokens) {
   let batch = [];
   let withVec = 0;
   for (const [movie, {title, genres}] of movies) {
-    const item = {id: itemId(movie), props: {title, genres}};
+    const item = {id: itemId(movie), props: movieProps(title, genres)};
     const v = contentVector(genres, tokens.get(movie) || []);
     if (v) {
       item.vectors = {content: f32(v)};
@@ -293,7 +315,7 @@ async function putMovies(c, movies, tokens) {
   return {written, withVec};
 }
 
-async function addRatings(c, ratings) {
+async function addRatings(c, ratings, mapping) {
   const types = new Map();
   const t0 = Date.now();
   let stored = 0;
@@ -302,9 +324,9 @@ async function addRatings(c, ratings) {
     const calls = [];
     for (let b = start; b < Math.min(start + chunk, ratings.length); b += BATCH) {
       const events = ratings.slice(b, Math.min(b + BATCH, start + chunk)).map((r) => {
-        const type = eventType(r.rating);
+        const type = eventType(r.rating, mapping);
         types.set(type, (types.get(type) || 0) + 1);
-        return {user: userId(r.user), item: itemId(r.movie), type, ts: r.ts};
+        return {user: userId(r.user), item: itemId(r.movie), type, value: r.rating, ts: r.ts};
       });
       calls.push(['event.add', events]);
     }
@@ -406,24 +428,31 @@ function show(title, answer, movies, before) {
 }
 
 function parseArgs(argv) {
-  const args = {dir: null, address: null, limit: null, user: null};
+  const args = {dir: null, address: null, limit: null, user: null, types: 'graded'};
   const rest = [];
   for (let k = 0; k < argv.length; k++) {
     const a = argv[k];
     const opt = a.match(/^--(limit|user)(?:=(.*))?$/);
-    if (opt) {
+    const typ = a.match(/^--types(?:=(.*))?$/);
+    if (a === '--load-only') {
+      args.loadOnly = true;
+    } else if (typ) {
+      const v = typ[1] !== undefined ? typ[1] : argv[++k];
+      if (v !== 'graded' && v !== 'click') throw new Error('--types is graded or click');
+      args.types = v;
+    } else if (opt) {
       const v = opt[2] !== undefined ? opt[2] : argv[++k];
       if (v === undefined || !/^\d+$/.test(v)) throw new Error(`--${opt[1]} wants a number`);
       args[opt[1]] = Number(v);
     } else if (a === '-h' || a === '--help') {
-      console.log('usage: node movielens.js DIR [ADDRESS] [--limit N] [--user ID]');
+      console.log('usage: node movielens.js DIR [ADDRESS] [--limit N] [--user ID] [--types graded|click] [--load-only]');
       process.exit(0);
     } else {
       rest.push(a);
     }
   }
   if (rest.length < 1 || rest.length > 2) {
-    throw new Error('usage: node movielens.js DIR [ADDRESS] [--limit N] [--user ID]');
+    throw new Error('usage: node movielens.js DIR [ADDRESS] [--limit N] [--user ID] [--types graded|click] [--load-only]');
   }
   args.dir = rest[0];
   args.address = rest[1] || process.env.RECD_ADDR || '127.0.0.1:7700';
@@ -443,10 +472,11 @@ async function main() {
     const {written, withVec} = await putMovies(c, movies, tokens);
     console.log(`movies: ${written} items, ${withVec} with a content vector (${ntags} tags), in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     t0 = Date.now();
-    const {stored, types} = await addRatings(c, ratings);
+    const {stored, types} = await addRatings(c, ratings, args.types);
     const took = Math.max((Date.now() - t0) / 1000, 1e-6);
     const kinds = [...types.keys()].sort().map((t) => `${types.get(t)} ${t}s`).join(', ');
     console.log(`ratings: ${stored} events (${kinds}) in ${took.toFixed(1)} s, ${Math.round(stored / took)} events/s`);
+    if (args.loadOnly) return;
 
     const user = pickUser(ratings, args.user);
     const nRated = ratings.filter((r) => r.user === user).length;

@@ -3,11 +3,14 @@
 
     ./recd serve --data /tmp/ml &
     /usr/bin/python3 examples/python/movielens.py DIR [ADDRESS] [--limit N] [--user ID]
+                                                  [--types graded|click] [--load-only]
 
 DIR is a MovieLens folder in the ml-latest format (ml-latest-small, or
 anything with the same columns); ADDRESS is "host:port" or a Unix socket
 path (default: $RECD_ADDR, else 127.0.0.1:7700). --limit N loads only the
-first N ratings of ratings.csv (quick runs); --user ID follows that user.
+first N ratings of ratings.csv (quick runs); --user ID follows that user;
+--types click makes every rating a click (default graded: by rating, below);
+--load-only stops after loading.
 The server should run the project's scripts and policies (the default of
 `recd serve`) on a fresh data folder: a folder's "content" space keeps the
 vector size it first saw, and the demo catalogue of `make run` has 8. On
@@ -19,26 +22,32 @@ Datasets: History and Context. ACM Transactions on Interactive Intelligent
 Systems (TiiS) 5, 4: 19:1-19:19. https://doi.org/10.1145/2827872
 GroupLens publishes it for non-commercial use; read its README.txt.
 
-What goes in:
+What goes in: the mapping of docs/movielens.md, the same as
+`recd serve --movielens DIR` and examples/node/movielens.js load:
 
   movies.csv  (movieId,title,genres)   ->  items "movie:<movieId>", props
-      {title, genres = [...]} and a 32-dimension "content" vector:
+      {title, genres = [...], year} (year when the title ends in "(YYYY)")
+      and a 36-dimension "content" vector:
         dims 0..19   1 for each of the movie's genres, in the order of
                      GENRES below (a genre outside the list is ignored);
-        dims 20..31  the movie's tags from tags.csv: every tag is cut
+        dims 20..35  the movie's tags from tags.csv: every tag is cut
                      into ASCII letter/digit runs ([A-Za-z0-9]+),
-                     lower-cased, and each token adds 1 to dimension
-                     20 + (FNV-1a-32(token as UTF-8) mod 12);
-      each block is scaled to unit length (an empty block stays zero),
-      the tag block is multiplied by 0.5, and the whole vector is scaled
-      to unit length. A movie with neither genres nor tags gets no vector.
+                     lower-cased; each word w, with h = rec_hash_stable(w)
+                     (see hash_stable), adds 1 (-1 when the top bit of h
+                     is set) to dimension 20 + h % 16;
+      the tag block is scaled to unit length (so all tags together weigh
+      as much as one genre), then the whole vector. A movie with neither
+      genres nor tags gets no vector.
   ratings.csv (userId,movieId,rating,timestamp)  ->  events of user
-      "user:<userId>" on "movie:<movieId>" at ts = timestamp:
+      "user:<userId>" on "movie:<movieId>", value = the rating, ts =
+      timestamp, of type (--types graded, the default):
         rating >= 4     "click"    (weight 2: a positive signal)
         2.5 .. 3.5      "view"     (weight 1: watched, lukewarm)
         <= 2            "dislike"  (weight -4: negative, no model learns from it)
-      sent in timestamp order, 1,000 events a request, 8 requests in
-      flight (pipelined, see recd_client.Client.pipeline).
+      or, with --types click, every rating a "click" (as recd eval
+      replays them); sent in (timestamp, userId, movieId) order, 1,000
+      events a request, 8 requests in flight (pipelined, see
+      recd_client.Client.pipeline).
   tags.csv    (userId,movieId,tag,timestamp, optional)  ->  the tag dims.
 
 What comes out: one user's top 10 (the user with the most positive
@@ -70,8 +79,7 @@ GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
           "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
           "Western", "(no genres listed)"]
 GENRE_DIM = {g: i for i, g in enumerate(GENRES)}
-TAG_DIMS = 12           # hashed tag tokens: dims 20..31
-TAG_WEIGHT = 0.5        # the tag block's length relative to the genre block
+TAG_DIMS = 16           # hashed tag words: dims 20..35
 NOT_A_TASTE = {"IMAX", "(no genres listed)"}   # never the genre to explore
 
 BATCH = 1000            # events per event.add request
@@ -84,12 +92,16 @@ MIN_FANS = 5            # a movie to click was liked by this many users
 
 # -- the content vector -------------------------------------------------------
 
-def fnv1a32(text):
-    """32-bit FNV-1a of text's UTF-8 bytes."""
-    h = 0x811C9DC5
-    for b in text.encode("utf-8"):
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
+def hash_stable(data):
+    """rec_hash_stable (core/engine/hash.h) of bytes: 64-bit FNV-1a, then a
+    multiply-xorshift finish."""
+    m = (1 << 64) - 1
+    h = 1469598103934665603
+    for b in data:
+        h = ((h ^ b) * 1099511628211) & m
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & m
+    return h ^ (h >> 33)
 
 
 def tag_tokens(tag):
@@ -102,22 +114,32 @@ def unit(block):
 
 
 def content_vector(genres, tokens):
-    """The 32 floats described in the header, or None when all are zero."""
+    """The 36 floats described in the header, or None when all are zero."""
     g = [0.0] * len(GENRES)
     for name in genres:
         if name in GENRE_DIM:
             g[GENRE_DIM[name]] = 1.0
     t = [0.0] * TAG_DIMS
     for tok in tokens:
-        t[fnv1a32(tok) % TAG_DIMS] += 1.0
-    v = unit(g) + [TAG_WEIGHT * x for x in unit(t)]
+        h = hash_stable(tok.encode("ascii"))
+        t[h % TAG_DIMS] += -1.0 if h >> 63 else 1.0
+    v = g + unit(t)
     if not any(v):
         return None
     return unit(v)
 
 
-def event_type(rating):
-    if rating >= 4.0:
+def movie_props(title, genres):
+    """{title, genres, year}: year when the title ends in "(YYYY)"."""
+    props = {"title": title, "genres": genres}
+    m = re.search(r"\((\d{4})\)[ \t]*$", title)
+    if m:
+        props["year"] = int(m.group(1))
+    return props
+
+
+def event_type(rating, types="graded"):
+    if types == "click" or rating >= 4.0:
         return "click"
     if rating >= 2.5:
         return "view"
@@ -187,7 +209,7 @@ def progress(text):
 def put_movies(c, movies, tokens):
     calls, batch, with_vec = [], [], 0
     for movie, (title, genres) in movies.items():
-        item = {"id": item_id(movie), "props": {"title": title, "genres": genres}}
+        item = {"id": item_id(movie), "props": movie_props(title, genres)}
         v = content_vector(genres, tokens.get(movie, ()))
         if v is not None:
             item["vectors"] = {"content": f32(v)}     # bin of float32: compact
@@ -202,25 +224,25 @@ def put_movies(c, movies, tokens):
     return written, with_vec
 
 
-def add_ratings(c, ratings):
+def add_ratings(c, ratings, types):
     """event.add in pipelined batches; returns (stored, Counter of types)."""
-    types, stored, t0 = Counter(), 0, time.monotonic()
+    counts, stored, t0 = Counter(), 0, time.monotonic()
     chunk = BATCH * WINDOW * 4               # events between progress lines
     for start in range(0, len(ratings), chunk):
         calls = []
         for b in range(start, min(start + chunk, len(ratings)), BATCH):
             events = []
             for ts, user, movie, rating in ratings[b:b + BATCH]:
-                typ = event_type(rating)
-                types[typ] += 1
+                typ = event_type(rating, types)
+                counts[typ] += 1
                 events.append({"user": user_id(user), "item": item_id(movie),
-                               "type": typ, "ts": ts})
+                               "type": typ, "value": rating, "ts": ts})
             calls.append(("event.add", events))
         stored += sum(c.pipeline(calls, window=WINDOW))
         rate = stored / max(time.monotonic() - t0, 1e-6)
         progress("ratings: %d/%d stored (%.0f/s)" % (stored, len(ratings), rate))
     progress("")
-    return stored, types
+    return stored, counts
 
 
 # -- the walkthrough -------------------------------------------------------------
@@ -311,6 +333,11 @@ def main():
                     help="host:port or a Unix socket path (default: $RECD_ADDR, else 127.0.0.1:7700)")
     ap.add_argument("--limit", type=int, help="load only the first N ratings of ratings.csv")
     ap.add_argument("--user", type=int, help="the MovieLens userId to follow")
+    ap.add_argument("--types", choices=("graded", "click"), default="graded",
+                    help="ratings as click/view/dislike by rating (graded, the default)"
+                         " or every rating a click")
+    ap.add_argument("--load-only", action="store_true",
+                    help="load the folder and stop (no walkthrough)")
     args = ap.parse_args()
 
     try:
@@ -328,11 +355,13 @@ def main():
         print("movies: %d items, %d with a content vector (%d tags), in %.1f s"
               % (written, with_vec, ntags, time.monotonic() - t0))
         t0 = time.monotonic()
-        stored, types = add_ratings(c, ratings)
+        stored, types = add_ratings(c, ratings, args.types)
         took = time.monotonic() - t0
         print("ratings: %d events (%s) in %.1f s, %.0f events/s"
               % (stored, ", ".join("%d %ss" % (n, t) for t, n in sorted(types.items())),
                  took, stored / max(took, 1e-6)))
+        if args.load_only:
+            return
 
         user = pick_user(ratings, args.user)
         n_rated = sum(1 for _, u, _, _ in ratings if u == user)

@@ -223,7 +223,7 @@ def test_connect_refuses_what_one_server_cannot_hold(make_server):
     assert r.returncode == 1 and "127.0.0.1:1" in r.stdout
 
 
-# -- recd serve --movielens: the same loader behind a server ---------------
+# -- recd serve --movielens: a MovieLens folder behind a server -------------
 
 def write_movielens(d):
     """A tiny MovieLens-format folder: 3 genres of 8 movies, 12 users who
@@ -251,24 +251,40 @@ def test_serve_loads_a_movielens_folder(tmp_path, make_server):
     write_movielens(ml)
     srv = make_server(extra_args=SCRIPTS + ["--movielens", str(ml)])
     c = srv.connect()
-    m = c.call("item.get", 9)
-    assert m["props"]["title"] == "Movie 9, the sequel (1999)"
-    assert m["props"]["categories"] == ["Drama", "Romance"]
-    assert "content" in m["vectors"]
+    m = c.call("item.get", "movie:9")
+    assert m["props"] == {"title": "Movie 9, the sequel (1999)", "genres": ["Drama", "Romance"],
+                          "year": 1999}
+    assert len(m["vectors"]["content"]) == 36
     info = c.call("sys.info")
     assert info["items"] == 24 and info["users"] == 12 and info["events"] == 72
+    # ratings by grade (docs/movielens.md): 3.5 a view, 4 and 4.5 clicks
+    hist = c.call("user.get", "user:1", 10)["history"]
+    assert sorted(h["type"] for h in hist) == ["click"] * 4 + ["view"] * 2
     # content vectors from genres: a comedy's neighbours are comedies
-    sims = c.call("rec.similar", {"item": 2, "n": 5, "space": "content"})["items"]
-    assert len(sims) == 5 and all(1 <= h["id"] <= 8 for h in sims)
+    sims = c.call("rec.similar", {"item": "movie:2", "n": 5, "space": "content"})["items"]
+    assert len(sims) == 5 and all(1 <= int(h["id"][6:]) <= 8 for h in sims)
     # the policies saw the ratings (start-up replay): a user gets their genre
-    recs = c.call("rec.recommend", {"user": 3, "n": 3})["items"]
-    assert recs and sum(17 <= h["id"] <= 24 for h in recs) >= 2
+    recs = c.call("rec.recommend", {"user": "user:3", "n": 3})["items"]
+    assert recs and sum(17 <= int(h["id"][6:]) <= 24 for h in recs) >= 2
     c.close()
     # a second start on the same folder loads nothing twice
     srv.restart()
     c = srv.connect()
     assert c.call("sys.info")["events"] == 72
     c.close()
+
+
+def test_serve_movielens_types_click_from_a_config_file(tmp_path, make_server):
+    ml = tmp_path / "ml"
+    ml.mkdir()
+    write_movielens(ml)
+    conf = tmp_path / "recd.conf.lua"
+    conf.write_text('return {movielens = "%s", movielens_types = "click"}\n' % ml)
+    srv = make_server(extra_args=SCRIPTS + ["--config", str(conf)])
+    with srv.connect() as c:
+        assert c.call("sys.info")["events"] == 72
+        hist = c.call("user.get", "user:1", 10)["history"]
+        assert [h["type"] for h in hist] == ["click"] * 6     # 3.5 stars too
 
 
 def test_serve_movielens_bad_folder_fails_clearly(tmp_path):

@@ -303,11 +303,11 @@ def test_movielens_python(make_server, tiny_movielens):
     check_walkthrough(out, titles)
     with srv.connect() as c:
         item = c.call("item.get", "movie:102")
-        assert item["props"]["title"] == 'Say "Summer", Quiet (1952)'
-        assert item["props"]["genres"] == ["Action"]
+        assert item["props"] == {"title": 'Say "Summer", Quiet (1952)', "genres": ["Action"],
+                                 "year": 1952}
         v = item["vectors"]["content"]
-        assert len(v) == 32 and abs(sum(x * x for x in v) - 1) < 1e-5
-        assert v[0] > 0.8 and sum(v[1:20]) == 0          # Action, nothing else
+        assert len(v) == 36 and abs(sum(x * x for x in v) - 1) < 1e-5
+        assert v[0] > 0.7 and sum(v[1:20]) == 0          # Action, nothing else
         assert c.call("item.get", "movie:999")["vectors"]["content"][19] == pytest.approx(1)
         hist = c.call("user.get", "user:1", 100)["history"]
         assert len(hist) == 17 and sum(h["type"] == "click" for h in hist) == 17
@@ -349,6 +349,80 @@ def test_movielens_node(node, make_server, tiny_movielens):
                     for e in c.call("user.get", "user:%d" % u, 100)["history"]]
         for u in range(1, 50):
             assert history(a, u) == history(b, u)
+
+
+# -- the three MovieLens loaders: one mapping (docs/movielens.md) -----------
+
+TINY_ITEMS = ["movie:%d" % (100 * (g + 1) + k) for g in range(len(TINY_GENRES))
+              for k in range(10)] + ["movie:999"]
+
+
+def loaded(srv):
+    """What a loader left in a server: item.get of every movie, user.get
+    histories of every user, and sys.info's counts."""
+    with srv.connect() as c:
+        items = dict(zip(TINY_ITEMS, c.pipeline([("item.get", [i]) for i in TINY_ITEMS])))
+        users = {u: [(h["item"], h["type"], h["ts"], h["weight"]) for h in
+                     c.call("user.get", "user:%d" % u, 100)["history"]] for u in range(1, 50)}
+        info = c.call("sys.info")
+        assert c.call("item.get", 102) is None      # ids are strings, not integers
+    return items, users, (info["items"], info["users"], info["events"])
+
+
+def assert_same_load(a, b):
+    items_a, users_a, counts_a = a
+    items_b, users_b, counts_b = b
+    assert counts_a == counts_b
+    for i in TINY_ITEMS:
+        x, y = items_a[i], items_b[i]
+        assert x["id"] == y["id"] == i
+        assert x["props"] == y["props"], i
+        va, vb = x["vectors"]["content"], y["vectors"]["content"]
+        assert len(va) == len(vb) == 36
+        assert va == pytest.approx(vb, abs=1e-6), i
+    assert users_a == users_b
+
+
+def serve_movielens(make_server, folder, types=None):
+    args = ["--scripts", str(ROOT / "scripts"), "--policies", str(ROOT / "policies"),
+            "--movielens", folder]
+    return make_server(extra_args=args + (["--movielens-types", types] if types else []))
+
+
+@pytest.mark.parametrize("types", ["graded", "click"])
+def test_movielens_serve_and_python_load_the_same(make_server, tiny_movielens, types):
+    d, titles = tiny_movielens
+    served = loaded(serve_movielens(make_server, d, None if types == "graded" else types))
+    srv = scripts_server(make_server)
+    out = check(run([PYTHON, "examples/python/movielens.py", d, srv.tcp, "--load-only",
+                     "--types", types]), "examples/python/movielens.py --load-only")
+    assert "top 10" not in out                      # loaded, no walkthrough
+    assert_same_load(served, loaded(srv))
+    items, users, (n_items, n_users, n_events) = served
+    assert (n_items, n_users) == (61, 49) and n_events > 500
+    props = items["movie:103"]["props"]
+    assert props == {"title": "Town, Last & Café (1953)", "genres": ["Action"], "year": 1953}
+    assert items["movie:999"]["props"]["genres"] == ["(no genres listed)"]
+    kinds = {t for h in users.values() for _, t, _, _ in h}
+    assert kinds == ({"click", "view", "dislike"} if types == "graded" else {"click"})
+    weight = {"click": 2.0, "view": 1.0, "dislike": -4.0}
+    assert all(w == weight[t] for h in users.values() for _, t, _, w in h)
+
+
+@pytest.mark.parametrize("types", ["graded", "click"])
+def test_movielens_serve_and_node_load_the_same(node, make_server, tiny_movielens, types):
+    d, _ = tiny_movielens
+    served = loaded(serve_movielens(make_server, d, types))
+    srv = scripts_server(make_server)
+    check(run([node, "examples/node/movielens.js", d, srv.tcp, "--load-only", "--types", types]),
+          "examples/node/movielens.js --load-only")
+    assert_same_load(served, loaded(srv))
+
+
+def test_serve_movielens_types_refuses_other_names(tmp_path):
+    r = run([RECD_BIN, "serve", "--data", str(tmp_path / "d"), "--listen", "127.0.0.1:0",
+             "--movielens", str(tmp_path), "--movielens-types", "stars"])
+    assert r.returncode != 0 and "--movielens-types" in r.stderr and "stars" in r.stderr
 
 
 # -- docs/policy-tutorial.md ------------------------------------------------
