@@ -396,13 +396,15 @@ static void fetch_methods(console *k) {
     k->nmethods = n;
 }
 
-/* Send method with params (msgpack array bytes) and print the answer. */
-static void call(console *k, const char *method, const void *params, size_t len) {
+/* Send method with params (msgpack array bytes) and print the answer;
+ * lua: it is a Lua line's admin.eval, whose results print by themselves
+ * (an `admin.eval` typed as a method prints the array it answers). */
+static void call(console *k, const char *method, const void *params, size_t len, int lua) {
     if (!k->c && connect_server(k, 0))
         return;
     int rc = rec_client_call(k->c, method, params, len, &k->reply);
     if (rc == 0) {
-        print_result(k, !strcmp(method, "admin.eval"));
+        print_result(k, lua);
     } else if (k->reply.msg.type != 0) {
         print_error(k, k->reply.err_name[0] ? k->reply.err_name : rec_err_name(rc),
                     k->reply.err_message);
@@ -428,7 +430,7 @@ static void call_simple(console *k, const char *method, const char *arg) {
         memcpy(p + 3, arg, n);
         len = 3 + n;
     }
-    call(k, method, p, len);
+    call(k, method, p, len, 0);
 }
 
 static void pack_header(rec_buf *b, int n) {
@@ -503,7 +505,7 @@ static void method_line(console *k, const char *text) {
         pack_header(&p, 1);
         char err[64];
         if (rec_mp_pack_lua(L, -1, &p, err, sizeof err) == 0)
-            call(k, "admin.eval", p.data, p.len);
+            call(k, "admin.eval", p.data, p.len, 1);
         lua_pop(L, 1);
         rec_buf_free(&p);
         return;
@@ -541,7 +543,7 @@ static void method_line(console *k, const char *text) {
         }
     }
     lua_settop(L, base);
-    call(k, method, p.data, p.len);
+    call(k, method, p.data, p.len, 0);
     rec_buf_free(&p);
 }
 

@@ -403,6 +403,7 @@ def test_console_lua_on_the_server(server, tmp_path):
         'rec:item_get("lua-a").props.t',
         "while true do end",
         "k, k + 1",
+        "admin.eval [[return k]]",     # the method itself: its answer as is
     ], rc=1)
     assert out[0] == 1
     assert out[1] is None           # no result: null
@@ -410,6 +411,7 @@ def test_console_lua_on_the_server(server, tmp_path):
     assert out[3] == "x"
     assert out[4]["error"]["name"] == "script_error" and "budget" in out[4]["error"]["message"]
     assert out[5] == [20, 21]       # several: an array
+    assert out[6] == [20]
     # over TCP without a token: not sent, and said why
     tcp = console(tmp_path, server.tcp, ["1 + 1"], rc=1)
     assert tcp[0]["error"]["name"] == "invalid_input"
