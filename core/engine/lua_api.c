@@ -1809,6 +1809,10 @@ static const luaL_Reg db_methods[] = {
     {NULL, NULL},
 };
 
+const char *rec_lua_db_method(size_t i) {
+    return i < sizeof db_methods / sizeof *db_methods ? db_methods[i].name : NULL;
+}
+
 static const luaL_Reg bm_methods[] = {
     {"set", bm_set},
     {"has", bm_has},

@@ -10,11 +10,16 @@
 #define REC_LUA_API_H
 
 #include <lua.h>
+#include <stddef.h>
 
 #include "engine.h"
 
 /* Open the module table. [-0, +1, m] */
 int luaopen_recd(lua_State *L);
+
+/* The name of a db object's i-th method (`db:` in the REPL, `rec:` in
+ * scripts), in table order; NULL past the last. Static storage. */
+const char *rec_lua_db_method(size_t i);
 
 /* Push a db object wrapping an engine the caller keeps owning (the object
  * never frees it and close() does nothing). With autocommit 0, its writes

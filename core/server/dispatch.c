@@ -1643,26 +1643,35 @@ static unsigned edits(const char *a, size_t al, const char *b, size_t bl) {
     return row[bl];
 }
 
-const char *rec_dispatch_suggest(const rec_dispatch *d, const char *name, size_t len) {
+const char *rec_dispatch_nearest(const char *const *names, size_t n, const char *name,
+                                 size_t len) {
     const char *best = NULL;
     unsigned bd = 3; /* at most 2 edits, or the same verb in another namespace */
-    for (size_t i = 0; i < nmethods; i++) {
-        unsigned e = edits(name, len, methods[i].name, d->method_len[i]);
+    for (size_t i = 0; i < n; i++) {
+        unsigned e = edits(name, len, names[i], strlen(names[i]));
         if (e < bd) {
             bd = e;
-            best = methods[i].name;
+            best = names[i];
         }
     }
     if (best)
         return best;
     const char *dot = memchr(name, '.', len);
-    for (size_t i = 0; dot && i < nmethods; i++) {
-        const char *md = strchr(methods[i].name, '.');
+    for (size_t i = 0; dot && i < n; i++) {
+        const char *md = strchr(names[i], '.');
         size_t vl = len - (size_t)(dot - name);
-        if (strlen(md) == vl && !memcmp(md, dot, vl))
-            return methods[i].name;
+        if (md && strlen(md) == vl && !memcmp(md, dot, vl))
+            return names[i];
     }
     return NULL;
+}
+
+const char *rec_dispatch_suggest(const rec_dispatch *d, const char *name, size_t len) {
+    static const char *names[NMETHODS];
+    (void)d;
+    for (size_t i = 0; i < nmethods; i++)
+        names[i] = methods[i].name;
+    return rec_dispatch_nearest(names, nmethods, name, len);
 }
 
 unsigned rec_dispatch_flags(const rec_dispatch *d, int method) {

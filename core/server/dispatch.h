@@ -51,6 +51,10 @@ int rec_dispatch_find(const rec_dispatch *d, const char *name, size_t len);
  * the same verb in another namespace), for a "did you mean" hint; NULL
  * when none is near. Static storage. */
 const char *rec_dispatch_suggest(const rec_dispatch *d, const char *name, size_t len);
+/* The same rule over any list: the name in names[0..n) nearest
+ * name[0..len), or NULL (a pointer into names). */
+const char *rec_dispatch_nearest(const char *const *names, size_t n, const char *name,
+                                 size_t len);
 unsigned rec_dispatch_flags(const rec_dispatch *d, int method);
 const char *rec_dispatch_name(const rec_dispatch *d, int method);
 

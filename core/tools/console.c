@@ -4,9 +4,13 @@
  * compiled as "return <exprs>" in a small local state (base, string,
  * table, math, utf8: no engine, no io), packed with rec_mp_pack_lua into
  * one array and sent with client.h. An expression left open ("{user =")
- * continues on the next line. Answers print indented on a terminal
- * (repl.h's printer) and as one JSON line each otherwise, so scripts can
- * pipe a session in and read one answer a line.
+ * continues on the next line. Any other line is Lua for admin.eval,
+ * continued the same way (repl.h's rec_input_read_chunk and
+ * rec_repl_incomplete), and sent only where the server allows it (the Unix
+ * socket, or a token); elsewhere it is an error naming the nearest method.
+ * Answers print indented on a terminal (repl.h's printer, admin.eval's
+ * results each by itself) and as one JSON line each otherwise, so scripts
+ * can pipe a session in and read one answer a line.
  */
 #include "console.h"
 
@@ -19,7 +23,9 @@
 
 #include "cli.h"
 #include "client.h"
+#include "dispatch.h"
 #include "err.h"
+#include "lua_api.h"
 #include "repl.h"
 
 #define DEFAULT_ADDR "127.0.0.1:7700"
@@ -33,7 +39,28 @@ typedef struct console {
     lua_State *L;            /* evaluates params; owned */
     int printer;             /* stack index of the printer function */
     rec_client_reply reply;  /* reused for every call */
+    int lua_ok;              /* admin.eval allowed: Unix socket or a token */
+    int failed;              /* a line failed (the exit code when piped) */
+    char **methods;          /* sys.methods' names, NULL-terminated; owned */
+    size_t nmethods;
+    lua_Integer items;       /* array elements shown (\set items); 0: 8 */
+    rec_buf last;            /* the last answer's msgpack, for \more */
+    int last_eval;           /* it holds admin.eval's results */
+    int hinted;              /* the \more hint was shown */
 } console;
+
+/* What a server without sys.methods offers, for completion. */
+static const char *const known_methods[] = {
+    "sys.ping", "sys.hello", "sys.auth", "sys.info", "sys.methods", "item.put",
+    "item.get", "item.delete", "user.put", "user.get", "user.delete", "item.list",
+    "user.list", "user.history", "event.add", "rec.recommend", "rec.similar",
+    "script.list", "script.status", "script.reload", "stats.get", "model.train",
+    "admin.eval", NULL,
+};
+
+static const char *const commands[] = {
+    "\\reload", "\\scripts", "\\stats", "\\info", "\\more", "\\set", "\\help", "\\quit", NULL,
+};
 
 /* ---- JSON ---------------------------------------------------------------- */
 
@@ -197,6 +224,7 @@ static void json_value(rec_buf *o, const msgpack_object *v) {
 /* ---- output -------------------------------------------------------------- */
 
 static void print_error(console *k, const char *name, const char *message) {
+    k->failed = 1;
     if (k->tty) {
         printf("error: %s: %s\n", name, message);
     } else {
@@ -212,25 +240,74 @@ static void print_error(console *k, const char *name, const char *message) {
     fflush(stdout);
 }
 
-static int print_pretty(console *k) {
+/* Print the value on top of the stack with the printer and pop it; 1
+ * when something was left out. */
+static int print_value(console *k, int all) {
     lua_State *L = k->L;
-    size_t used;
-    if (rec_mp_push_lua(L, k->reply.msg.body, k->reply.msg.body_len, &used) != 0)
-        return -1;
     lua_pushvalue(L, k->printer);
     lua_insert(L, -2);
     lua_pushboolean(L, 1);
-    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    lua_createtable(L, 0, 3);
+    lua_Integer items = all ? LUA_MAXINTEGER : k->items;
+    if (items) {
+        lua_pushinteger(L, items);
+        lua_setfield(L, -2, "items");
+    }
+    if (all) {
+        lua_pushinteger(L, LUA_MAXINTEGER);
+        lua_setfield(L, -2, "keys");
+        lua_pushinteger(L, LUA_MAXINTEGER);
+        lua_setfield(L, -2, "str");
+    }
+    if (lua_pcall(L, 3, 2, 0) != LUA_OK) {
         lua_pop(L, 1);
         return -1;
     }
-    puts(lua_tostring(L, -1));
-    lua_pop(L, 1);
+    puts(lua_tostring(L, -2));
+    int cut = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    return cut;
+}
+
+/* The answer in body[0..len) as values printed one a line: admin.eval's
+ * results (an array) each by itself, none printed. */
+static int print_pretty(console *k, const char *body, size_t len, int eval, int all) {
+    lua_State *L = k->L;
+    size_t used;
+    if (rec_mp_push_lua(L, body, len, &used) != 0)
+        return -1;
+    int cut = 0;
+    if (eval && lua_istable(L, -1)) {
+        /* the array's own count: a nil result leaves a hole in the table */
+        const unsigned char *b = (const unsigned char *)body;
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+        if (len >= 1 && b[0] >= 0x90 && b[0] <= 0x9f)
+            n = b[0] & 0x0f;
+        else if (len >= 3 && b[0] == 0xdc)
+            n = (lua_Integer)b[1] << 8 | b[2];
+        else if (len >= 5 && b[0] == 0xdd)
+            n = (lua_Integer)rec_get_be32(b + 1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            cut |= print_value(k, all) == 1;
+        }
+        lua_pop(L, 1);
+    } else {
+        cut = print_value(k, all) == 1;
+    }
+    if (cut && !k->hinted) {
+        puts("(\\more shows all of it; \\set items N changes the cut)");
+        k->hinted = 1;
+    }
     return 0;
 }
 
-static void print_result(console *k) {
-    if (k->tty && print_pretty(k) == 0) {
+static void print_json(const msgpack_object *ans, int eval);
+
+static void print_result(console *k, int eval) {
+    rec_buf_set(&k->last, k->reply.msg.body, k->reply.msg.body_len);
+    k->last_eval = eval;
+    if (k->tty && print_pretty(k, k->reply.msg.body, k->reply.msg.body_len, eval, 0) == 0) {
         fflush(stdout);
         return;
     }
@@ -239,8 +316,22 @@ static void print_result(console *k) {
         print_error(k, "protocol_error", "the answer cannot be decoded");
         return;
     }
+    print_json(&obj, eval);
+}
+
+/* One JSON line: admin.eval's results (eval) as null, the one, or all. */
+static void print_json(const msgpack_object *ans, int eval) {
+    const msgpack_object obj = *ans;
     rec_buf o = REC_BUF_INIT;
-    json_value(&o, &obj);
+    if (eval && obj.type == MSGPACK_OBJECT_ARRAY && obj.via.array.size < 2) {
+        /* admin.eval's results: none is null, one is itself */
+        if (obj.via.array.size == 0)
+            rec_buf_append(&o, "null", 4);
+        else
+            json_value(&o, &obj.via.array.ptr[0]);
+    } else {
+        json_value(&o, &obj);
+    }
     rec_buf_append(&o, "\n", 1);
     fwrite(o.data, 1, o.len, stdout);
     rec_buf_free(&o);
@@ -279,13 +370,41 @@ static int connect_server(console *k, int quiet) {
     return 0;
 }
 
-/* Send method with params (msgpack array bytes) and print the answer. */
-static void call(console *k, const char *method, const void *params, size_t len) {
+/* The method names from sys.methods, once (kept when the server has no
+ * sys.methods or refuses it). */
+static void fetch_methods(console *k) {
+    if (k->methods || !k->c || rec_client_call(k->c, "sys.methods", "\x90", 1, &k->reply))
+        return;
+    msgpack_object obj;
+    if (rec_client_reply_unpack(&k->reply, &obj) || obj.type != MSGPACK_OBJECT_ARRAY)
+        return;
+    char **v = calloc(obj.via.array.size + 1, sizeof *v);
+    if (!v)
+        return;
+    size_t n = 0;
+    for (uint32_t i = 0; i < obj.via.array.size; i++) {
+        const msgpack_object *m = &obj.via.array.ptr[i];
+        for (uint32_t j = 0; m->type == MSGPACK_OBJECT_MAP && j < m->via.map.size; j++) {
+            const msgpack_object *key = &m->via.map.ptr[j].key, *val = &m->via.map.ptr[j].val;
+            if (key->type == MSGPACK_OBJECT_STR && key->via.str.size == 4 &&
+                !memcmp(key->via.str.ptr, "name", 4) && val->type == MSGPACK_OBJECT_STR &&
+                (v[n] = strndup(val->via.str.ptr, val->via.str.size)))
+                n++;
+        }
+    }
+    k->methods = v;
+    k->nmethods = n;
+}
+
+/* Send method with params (msgpack array bytes) and print the answer;
+ * lua: it is a Lua line's admin.eval, whose results print by themselves
+ * (an `admin.eval` typed as a method prints the array it answers). */
+static void call(console *k, const char *method, const void *params, size_t len, int lua) {
     if (!k->c && connect_server(k, 0))
         return;
     int rc = rec_client_call(k->c, method, params, len, &k->reply);
     if (rc == 0) {
-        print_result(k);
+        print_result(k, lua);
     } else if (k->reply.msg.type != 0) {
         print_error(k, k->reply.err_name[0] ? k->reply.err_name : rec_err_name(rc),
                     k->reply.err_message);
@@ -311,7 +430,7 @@ static void call_simple(console *k, const char *method, const char *arg) {
         memcpy(p + 3, arg, n);
         len = 3 + n;
     }
-    call(k, method, p, len);
+    call(k, method, p, len, 0);
 }
 
 static void pack_header(rec_buf *b, int n) {
@@ -331,8 +450,6 @@ static void pack_header(rec_buf *b, int n) {
     }
 }
 
-enum { LINE_DONE = 0, LINE_MORE = 1 };
-
 /* Is text a method call: `ns.verb` (lower case, one dot) then params? */
 static int looks_like_method(const char *m, size_t *mlen) {
     size_t a = strspn(m, "abcdefghijklmnopqrstuvwxyz_");
@@ -346,13 +463,39 @@ static int looks_like_method(const char *m, size_t *mlen) {
     return 1;
 }
 
-/* One `method exprs` input, or Lua for the server (admin.eval). LINE_MORE
- * when the expressions are open. */
-static int method_line(console *k, const char *text, int allow_more) {
+/* A line that is no method call where Lua cannot run: say so, with the
+ * method nearest its first word when one is near ("ping", "recomend"). */
+static void not_a_method(console *k, const char *m) {
+    size_t n = strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.");
+    const char *const *names = k->methods ? (const char *const *)k->methods : known_methods;
+    size_t count = k->methods ? k->nmethods : sizeof known_methods / sizeof *known_methods - 1;
+    const char *near = n ? rec_dispatch_nearest(names, count, m, n) : NULL;
+    if (!near && n && n < 64 && !memchr(m, '.', n)) { /* a bare verb: "ping" */
+        char dotted[66];
+        snprintf(dotted, sizeof dotted, ".%.*s", (int)n, m);
+        near = rec_dispatch_nearest(names, count, dotted, n + 1);
+    }
+    char msg[512];
+    if (near) {
+        snprintf(msg, sizeof msg, "unknown method '%.*s'; did you mean '%s'? (Lua needs the "
+                 "Unix socket or a token)", (int)n, m, near);
+        print_error(k, "unknown_method", msg);
+    } else {
+        print_error(k, "invalid_input", "not a method call (`ns.verb params`; sys.methods "
+                    "lists the methods), and Lua needs the Unix socket or a token (--token)");
+    }
+}
+
+/* One `method exprs` chunk, or Lua for the server (admin.eval). */
+static void method_line(console *k, const char *text) {
     lua_State *L = k->L;
     const char *m = text + strspn(text, " \t\n");
     size_t mlen = 0;
     if (!looks_like_method(m, &mlen)) {
+        if (!k->lua_ok) {
+            not_a_method(k, m);
+            return;
+        }
         /* Anything else is Lua evaluated in this connection's session. */
         rec_buf p = REC_BUF_INIT;
         size_t n = strlen(m);
@@ -362,10 +505,10 @@ static int method_line(console *k, const char *text, int allow_more) {
         pack_header(&p, 1);
         char err[64];
         if (rec_mp_pack_lua(L, -1, &p, err, sizeof err) == 0)
-            call(k, "admin.eval", p.data, p.len);
+            call(k, "admin.eval", p.data, p.len, 1);
         lua_pop(L, 1);
         rec_buf_free(&p);
-        return LINE_DONE;
+        return;
     }
     const char *rest = m + mlen;
     char method[256];
@@ -377,20 +520,12 @@ static int method_line(console *k, const char *text, int allow_more) {
         lua_pushfstring(L, "return %s\n", rest);
         int rc = luaL_loadbufferx(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=params", "t");
         lua_remove(L, -2);
-        if (rc == LUA_ERRSYNTAX && allow_more) {
-            size_t len;
-            const char *msg = lua_tolstring(L, -1, &len);
-            if (len >= 5 && !strcmp(msg + len - 5, "<eof>")) {
-                lua_settop(L, base);
-                return LINE_MORE;
-            }
-        }
         if (rc == LUA_OK)
             rc = lua_pcall(L, 0, LUA_MULTRET, 0);
         if (rc != LUA_OK) {
             print_error(k, "invalid_input", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
             lua_settop(L, base);
-            return LINE_DONE;
+            return;
         }
         nargs = lua_gettop(L) - base;
     }
@@ -404,13 +539,31 @@ static int method_line(console *k, const char *text, int allow_more) {
             print_error(k, "invalid_input", msg);
             rec_buf_free(&p);
             lua_settop(L, base);
-            return LINE_DONE;
+            return;
         }
     }
     lua_settop(L, base);
-    call(k, method, p.data, p.len);
+    call(k, method, p.data, p.len, 0);
     rec_buf_free(&p);
-    return LINE_DONE;
+}
+
+/* More lines for a chunk: the params of a method left open, or Lua left
+ * open where Lua can run (the rule of `recd repl`). */
+static int console_more(void *ctx, const char *text, size_t len) {
+    console *k = ctx;
+    const char *m = text + strspn(text, " \t\n");
+    size_t mlen = 0;
+    if (*m == 0 || *m == '#' || *m == '\\')
+        return 0;
+    if (!looks_like_method(m, &mlen))
+        return k->lua_ok && rec_repl_incomplete(k->L, text, len);
+    const char *rest = m + mlen;
+    if (!rest[strspn(rest, " \t\n")])
+        return 0;
+    lua_pushfstring(k->L, "return %s\n", rest);
+    int more = rec_repl_incomplete(k->L, lua_tostring(k->L, -1), lua_rawlen(k->L, -1));
+    lua_pop(k->L, 1);
+    return more;
 }
 
 static void print_help(void) {
@@ -424,13 +577,63 @@ static void print_help(void) {
          "  \\scripts         script.list\n"
          "  \\stats           stats.get\n"
          "  \\info            sys.info\n"
+         "  \\more            the last answer again, nothing cut\n"
+         "  \\set items N     show N elements of each list (8; `all` for every one)\n"
          "  \\help            this text\n"
          "  \\quit            leave (also Ctrl-D); Ctrl-C cancels the line being typed\n"
          "Any other line is Lua run on the server (admin.eval) in this connection's\n"
-         "session, with `rec` the engine; globals persist until you leave:\n"
+         "session, with `rec` the engine; globals persist until you leave, and a\n"
+         "chunk left open (`function f(x)`) continues on the next line:\n"
          "  rec:similar(\"m1\", 3)\n"
          "  top = rec:counter_top(\"popularity\", 5)\n"
-         "It needs the Unix socket, or --token on a server started with --auth-token.");
+         "It needs the Unix socket, or --token on a server started with --auth-token;\n"
+         "elsewhere such a line is an error, not sent.");
+}
+
+/* \more: the last answer again, nothing cut. */
+static void more(console *k) {
+    if (!k->last.len) {
+        print_error(k, "invalid_input", "no answer yet");
+    } else if (!k->tty) {
+        /* JSON lines are never cut: the same line again */
+        msgpack_object obj;
+        msgpack_zone z;
+        msgpack_zone_init(&z, 2048);
+        size_t off = 0;
+        if (msgpack_unpack(k->last.data, k->last.len, &off, &z, &obj) == MSGPACK_UNPACK_SUCCESS)
+            print_json(&obj, k->last_eval);
+        msgpack_zone_destroy(&z);
+    } else {
+        print_pretty(k, k->last.data, k->last.len, k->last_eval, 1);
+    }
+}
+
+/* \set items N|all, or \set alone to show the settings. */
+static void set(console *k, const char *arg) {
+    char *end;
+    const char *v = arg + strcspn(arg, " \t");
+    v += strspn(v, " \t");
+    if (!*arg) {
+        char n[32] = "\"all\"";
+        if (k->items != LUA_MAXINTEGER)
+            snprintf(n, sizeof n, "%lld", k->items ? (long long)k->items : 8LL);
+        if (k->tty)
+            printf("items %s\n", n[0] == '"' ? "all" : n);
+        else /* a JSON line like every answer */
+            printf("{\"items\":%s}\n", n);
+        return;
+    }
+    if (strncmp(arg, "items", 5) || !strchr(" \t", arg[5]) || !*v) {
+        print_error(k, "invalid_input", "usage: \\set items N|all");
+        return;
+    }
+    long long n = strtoll(v, &end, 10);
+    if (!strcmp(v, "all"))
+        k->items = LUA_MAXINTEGER;
+    else if (end != v && !*end && n > 0)
+        k->items = n;
+    else
+        print_error(k, "invalid_input", "usage: \\set items N|all (N > 0)");
 }
 
 /* A backslash command; returns 1 to quit. */
@@ -451,6 +654,10 @@ static int command(console *k, const char *line) {
         call_simple(k, "stats.get", NULL);
     else if (IS("\\info"))
         call_simple(k, "sys.info", NULL);
+    else if (IS("\\more"))
+        more(k);
+    else if (IS("\\set"))
+        set(k, arg);
     else {
         char msg[128];
         snprintf(msg, sizeof msg, "unknown command %.*s (try \\help)", (int)n, line);
@@ -461,24 +668,41 @@ static int command(console *k, const char *line) {
     return 0;
 }
 
-static const char *const console_words[] = {
-    "sys.ping", "sys.hello", "sys.auth", "sys.info", "item.put", "item.get",
-    "item.delete", "user.put", "user.get", "user.delete", "event.add",
-    "rec.recommend", "rec.similar", "script.list", "script.status",
-    "script.reload", "stats.get", "\\reload", "\\scripts", "\\stats", "\\info",
-    "\\help", "\\quit", NULL,
-};
+static console *complete_k; /* the console, for completion */
 
+static void add_cand(char **v, size_t *n, const char *head, size_t hlen, const char *name,
+                     const char *prefix) {
+    size_t nl = strlen(name);
+    if (strncmp(name, prefix, strlen(prefix)) || !(v[*n] = malloc(hlen + nl + 1)))
+        return;
+    memcpy(v[*n], head, hlen);
+    memcpy(v[*n] + hlen, name, nl + 1);
+    (*n)++;
+}
+
+/* The first word: a method (sys.methods) or a command; `rec:` (any
+ * `name:`) anywhere: a method of the Lua API's db handle. */
 static char **console_complete(const char *line, const char *word) {
-    if (line[strspn(line, " \t")] != 0) /* only the first word */
-        return NULL;
-    size_t n = 0, wl = strlen(word);
-    char **v = calloc(sizeof console_words / sizeof *console_words, sizeof *v);
+    console *k = complete_k;
+    const char *colon = strrchr(word, ':');
+    size_t n = 0, cap = 64 + k->nmethods + sizeof commands / sizeof *commands;
+    while (rec_lua_db_method(n))
+        n++;
+    cap += n;
+    n = 0;
+    char **v = calloc(cap, sizeof *v);
     if (!v)
         return NULL;
-    for (int i = 0; console_words[i]; i++)
-        if (!strncmp(console_words[i], word, wl) && (v[n] = strdup(console_words[i])))
-            n++;
+    if (colon) {
+        for (size_t i = 0; rec_lua_db_method(i); i++)
+            add_cand(v, &n, word, (size_t)(colon + 1 - word), rec_lua_db_method(i), colon + 1);
+    } else if (line[strspn(line, " \t")] == 0) {
+        const char *const *names = k->methods ? (const char *const *)k->methods : known_methods;
+        for (size_t i = 0; names[i]; i++)
+            add_cand(v, &n, "", 0, names[i], word);
+        for (size_t i = 0; commands[i]; i++)
+            add_cand(v, &n, "", 0, commands[i], word);
+    }
     if (n == 0) {
         free(v);
         return NULL;
@@ -487,45 +711,27 @@ static char **console_complete(const char *line, const char *word) {
 }
 
 static void loop(console *k) {
-    rec_buf chunk = REC_BUF_INIT;
     char prompt[300];
     snprintf(prompt, sizeof prompt, "%.280s> ", k->addr);
     for (;;) {
-        char *line;
-        int r = rec_input_read(chunk.len ? "  ...> " : prompt, &line);
+        char *chunk;
+        int r = rec_input_read_chunk(prompt, "  ...> ", console_more, k, &chunk);
         if (r == REC_INPUT_EOF)
             break;
-        if (r == REC_INPUT_CANCEL) {
-            rec_buf_clear(&chunk);
-            continue;
-        }
-        const char *t = line + strspn(line, " \t");
-        if (!chunk.len && (*t == 0 || *t == '#')) {
-            free(line);
-            continue;
-        }
-        if (!chunk.len && *t == '\\') {
-            int quit = command(k, t);
-            free(line);
-            if (quit)
-                break;
-            continue;
-        }
-        int ok = (!chunk.len || rec_buf_append(&chunk, "\n", 1) == 0) &&
-                 rec_buf_append(&chunk, line, strlen(line) + 1) == 0;
-        free(line);
-        if (!ok) {
+        if (r == REC_INPUT_NOMEM)
             print_error(k, "no_memory", "out of memory");
-            rec_buf_clear(&chunk);
+        if (r != REC_INPUT_LINE && r != REC_INPUT_PARTIAL)
             continue;
-        }
-        chunk.len--; /* the NUL stays out of the length */
-        if (method_line(k, chunk.data, 1) == LINE_DONE)
-            rec_buf_clear(&chunk);
+        const char *t = chunk + strspn(chunk, " \t");
+        int quit = 0;
+        if (*t == '\\')
+            quit = command(k, t);
+        else if (*t && *t != '#')
+            method_line(k, chunk); /* a PARTIAL one reports what is missing */
+        free(chunk);
+        if (quit || r == REC_INPUT_PARTIAL)
+            break;
     }
-    if (chunk.len)
-        method_line(k, chunk.data, 0); /* reports what is missing */
-    rec_buf_free(&chunk);
 }
 
 static int read_token_file(console *k, const char *path) {
@@ -618,16 +824,28 @@ int rec_console_main(int argc, char **argv) {
     const char *home = getenv("HOME");
     if (home && *home)
         snprintf(history, sizeof history, "%s/.recd_console_history", home);
+    /* The server's rule: admin methods need the Unix socket or sys.auth. */
+    k.lua_ok = parsed.kind == REC_ADDR_UNIX || k.token[0];
+    complete_k = &k;
     k.tty = rec_input_open(history[0] ? history : NULL, console_complete);
     int rc = 0;
     if (connect_server(&k, 0)) {
         rc = 1;
     } else {
+        fetch_methods(&k);
         if (k.tty)
             printf("connected to %s; \\help for help\n", k.addr);
         loop(&k);
+        /* Piped, a line that failed fails the run. */
+        if (!k.tty && k.failed)
+            rc = 1;
     }
     rec_input_close();
+    complete_k = NULL;
+    for (size_t i = 0; i < k.nmethods; i++)
+        free(k.methods[i]);
+    free(k.methods);
+    rec_buf_free(&k.last);
     rec_client_free(k.c);
     rec_client_reply_close(&k.reply);
     lua_close(k.L);

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/select.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,7 +49,11 @@ static struct {
     int done;                       /* on_line ran for this read */
     char **cands;                   /* candidates being handed to readline */
     size_t cand_next;               /* next candidate gen() returns */
+    struct termios orig;            /* the terminal's modes before open */
+    int have_orig;                  /* orig holds them */
 } in;
+
+static volatile sig_atomic_t editing; /* readline owns the terminal (raw) */
 
 static volatile sig_atomic_t sigint_seen;
 static lua_State *volatile running; /* the state a Ctrl-C interrupts */
@@ -68,6 +73,13 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
 static void on_sigint(int sig) {
     (void)sig;
     sigint_seen = 1;
+    /* Outside the line editor the terminal echoes the key, invisibly
+     * (rec_input_open turned ECHOCTL off): show it, and end the line so
+     * what follows starts a clean one. At the prompt rec_input_read does. */
+    if (!editing) {
+        ssize_t w = write(STDOUT_FILENO, "^C\n", 3);
+        (void)w;
+    }
     lua_State *L = running;
     if (L)
         lua_sethook(L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
@@ -113,7 +125,8 @@ static char **attempt_complete(const char *text, int start, int end) {
 
 /* The history file is plain text, one entry a line (libedit's own format
  * encodes spaces and starts with a cookie; this one stays readable and
- * keeps files written before). */
+ * keeps files written before). A multi-line entry (a function typed over
+ * several lines) ends each of its lines but the last with "\r\n". */
 static void history_load(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -121,12 +134,20 @@ static void history_load(const char *path) {
     char *buf = NULL;
     size_t cap = 0;
     ssize_t n;
+    rec_buf entry = REC_BUF_INIT;
     while ((n = getline(&buf, &cap, f)) >= 0) {
+        int more = n >= 2 && buf[n - 1] == '\n' && buf[n - 2] == '\r';
         while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
             buf[--n] = 0;
-        if (n > 0)
-            add_history(buf);
+        if (rec_buf_append(&entry, buf, (size_t)n) || (more && rec_buf_append(&entry, "\n", 1)))
+            break;
+        if (!more) {
+            if (entry.len > 0 && rec_buf_append(&entry, "", 1) == 0)
+                add_history(entry.data);
+            rec_buf_clear(&entry);
+        }
     }
+    rec_buf_free(&entry);
     free(buf);
     fclose(f);
 }
@@ -136,9 +157,16 @@ static void history_save(const char *path) {
     if (!f)
         return;
     HIST_ENTRY **h = history_list();
-    for (size_t i = 0; h && h[i]; i++)
-        if (h[i]->line && !strchr(h[i]->line, '\n'))
-            fprintf(f, "%s\n", h[i]->line);
+    for (size_t i = 0; h && h[i]; i++) {
+        if (!h[i]->line || !h[i]->line[0])
+            continue;
+        for (const char *p = h[i]->line; *p; p++)
+            if (*p == '\n')
+                fputs("\r\n", f);
+            else
+                fputc(*p, f);
+        fputc('\n', f);
+    }
     fclose(f);
 }
 
@@ -155,7 +183,17 @@ int rec_input_open(const char *history, rec_input_complete_fn complete) {
     rl_catch_signals = 0; /* our SIGINT handler, not readline's */
     rl_attempted_completion_function = attempt_complete;
     rl_completer_word_break_characters = word_breaks;
+    /* Keys the terminal itself echoes while a command runs (Ctrl-C) are
+     * echoed raw, i.e. not shown, instead of as "^C" in the middle of the
+     * output: on_sigint shows it and ends the line. Restored on close. */
+    if (tcgetattr(STDIN_FILENO, &in.orig) == 0) {
+        struct termios t = in.orig;
+        in.have_orig = 1;
+        t.c_lflag &= ~(tcflag_t)ECHOCTL;
+        tcsetattr(STDIN_FILENO, TCSANOW, &t);
+    }
     using_history();
+    rl_parse_and_bind("setty -x -echoctl"); /* libedit's mode for commands */
     stifle_history(HISTORY_MAX);
     if (in.history[0])
         history_load(in.history);
@@ -197,6 +235,7 @@ int rec_input_read(const char *prompt, char **line) {
     sigemptyset(&intr);
     sigaddset(&intr, SIGINT);
     pthread_sigmask(SIG_BLOCK, &intr, &orig);
+    editing = 1;
     rl_callback_handler_install(prompt, on_line);
     while (!in.done) {
         fd_set fds;
@@ -208,6 +247,7 @@ int rec_input_read(const char *prompt, char **line) {
             rl_replace_line("", 0);
             rl_free_line_state();
             rl_callback_handler_remove();
+            editing = 0;
             pthread_sigmask(SIG_SETMASK, &orig, NULL);
             fputs("^C\n", stdout);
             fflush(stdout);
@@ -217,19 +257,51 @@ int rec_input_read(const char *prompt, char **line) {
             if (errno == EINTR)
                 continue;
             rl_callback_handler_remove();
+            editing = 0;
             pthread_sigmask(SIG_SETMASK, &orig, NULL);
             return REC_INPUT_EOF;
         }
         rl_callback_read_char();
     }
+    editing = 0;
     pthread_sigmask(SIG_SETMASK, &orig, NULL);
     if (!in.line) { /* Ctrl-D on an empty line */
         fputs("\n", stdout);
         return REC_INPUT_EOF;
     }
-    if (in.line[0])
-        add_history(in.line);
     *line = in.line;
+    return REC_INPUT_LINE;
+}
+
+int rec_input_read_chunk(const char *prompt, const char *more_prompt, rec_input_more_fn more,
+                         void *ctx, char **chunk) {
+    rec_buf b = REC_BUF_INIT;
+    *chunk = NULL;
+    for (;;) {
+        char *line;
+        int r = rec_input_read(b.len ? more_prompt : prompt, &line);
+        if (r == REC_INPUT_CANCEL || (r == REC_INPUT_EOF && !b.len)) {
+            rec_buf_free(&b);
+            return r;
+        }
+        if (r == REC_INPUT_EOF) { /* input ended inside a chunk */
+            *chunk = (char *)b.data;
+            return REC_INPUT_PARTIAL;
+        }
+        int ok = (!b.len || rec_buf_append(&b, "\n", 1) == 0) &&
+                 rec_buf_append(&b, line, strlen(line) + 1) == 0;
+        free(line);
+        if (!ok) {
+            rec_buf_free(&b);
+            return REC_INPUT_NOMEM;
+        }
+        b.len--; /* the NUL stays out of the length */
+        if (!more || !more(ctx, (const char *)b.data, b.len))
+            break;
+    }
+    if (in.tty && b.data[strspn((const char *)b.data, " \t\n")])
+        add_history((const char *)b.data);
+    *chunk = (char *)b.data;
     return REC_INPUT_LINE;
 }
 
@@ -246,6 +318,8 @@ void rec_input_close(void) {
         return;
     if (in.tty && in.history[0])
         history_save(in.history);
+    if (in.have_orig)
+        tcsetattr(STDIN_FILENO, TCSANOW, &in.orig);
     in.open = 0;
 }
 
@@ -255,6 +329,7 @@ void rec_input_close(void) {
  * piece stays under the 4,095 characters ISO C promises for a literal. */
 static const char *const printer_src[] = {
     "local MAX_ITEMS, MAX_KEYS, MAX_STR, WIDTH = 8, 64, 200, 72\n"
+    "local cut = false  -- something was left out\n"
     "local kw = {}\n"
     "for w in ([[and break do else elseif end false for function goto if in\n"
     "  local nil not or repeat return then true until while]]):gmatch('%a+') do\n"
@@ -262,7 +337,7 @@ static const char *const printer_src[] = {
     "end\n"
     "local function quote(s)\n"
     "  local more = #s - MAX_STR\n"
-    "  if more > 0 then s = s:sub(1, MAX_STR) end\n"
+    "  if more > 0 then s = s:sub(1, MAX_STR); cut = true end\n"
     "  s = string.format('%q', s):gsub('\\\\\\n', '\\\\n'):gsub('\\r', '\\\\r')\n"
     "  if more > 0 then s = s .. '... (' .. more .. ' more bytes)' end\n"
     "  return s\n"
@@ -306,7 +381,10 @@ static const char *const printer_src[] = {
     "    nested = nested or type(x) == 'table'\n"
     "    parts[#parts + 1] = render(x, depth + 1, seen, multiline)\n"
     "  end\n"
-    "  if n > MAX_ITEMS then parts[#parts + 1] = '... (' .. (n - MAX_ITEMS) .. ' more)' end\n"
+    "  if n > MAX_ITEMS then\n"
+    "    parts[#parts + 1] = '... (' .. (n - MAX_ITEMS) .. ' more)'\n"
+    "    cut = true\n"
+    "  end\n"
     "  local keys = {}\n"
     "  for k in next, v do\n"
     "    if not (math.type(k) == 'integer' and k >= 1 and k <= n) then keys[#keys + 1] = k end\n"
@@ -317,7 +395,10 @@ static const char *const printer_src[] = {
     "    nested = true\n"
     "    parts[#parts + 1] = key_text(k) .. ' = ' .. render(rawget(v, k), depth + 1, seen, multiline)\n"
     "  end\n"
-    "  if #keys > MAX_KEYS then parts[#parts + 1] = '... (' .. (#keys - MAX_KEYS) .. ' more keys)' end\n"
+    "  if #keys > MAX_KEYS then\n"
+    "    parts[#parts + 1] = '... (' .. (#keys - MAX_KEYS) .. ' more keys)'\n"
+    "    cut = true\n"
+    "  end\n"
     "  seen[v] = nil\n"
     "  if #parts == 0 then return '{}' end\n"
     "  local flat = '{' .. table.concat(parts, ', ') .. '}'\n"
@@ -329,9 +410,12 @@ static const char *const printer_src[] = {
     "  return '{\\n' .. pad .. table.concat(parts, ',\\n' .. pad) .. '\\n' ..\n"
     "         string.rep('  ', depth) .. '}'\n"
     "end\n"
-    "return function(v, multiline)\n"
-    "  if type(v) == 'string' then return v end\n"
-    "  return render(v, 0, {}, multiline)\n"
+    "return function(v, multiline, limits)\n"
+    "  if type(v) == 'string' then return v, false end\n"
+    "  limits = limits or {}\n"
+    "  MAX_ITEMS, MAX_KEYS, MAX_STR = limits.items or 8, limits.keys or 64, limits.str or 200\n"
+    "  cut = false\n"
+    "  return render(v, 0, {}, multiline), cut\n"
     "end\n",
     NULL,
 };
@@ -530,15 +614,6 @@ typedef struct repl {
     int printer; /* stack index of the printer function */
 } repl;
 
-static const char *const db_method_names[] = {
-    /* the db methods of docs/lua-api.md (lua_api.c's db_methods) */
-    "batch", "bitmap", "close", "commit", "cooc", "counter", "counter_add",
-    "counter_get", "counter_top", "event", "event_weight", "history",
-    "item_delete", "item_get", "item_put", "kv_delete", "kv_get", "kv_put",
-    "mf_update", "mmr", "neighbors", "recommend_vec", "set_vector", "similar",
-    "space", "spaces", "stats", "topk", "user_delete", "user_get", "user_put",
-    "vector", "walk", NULL,
-};
 
 static const char *const lua_keywords[] = {
     "and", "break", "do", "else", "elseif", "end", "false", "for", "function",
@@ -598,8 +673,8 @@ static char **repl_complete(const char *line, const char *word) {
         for (int i = 0; repl_commands[i]; i++)
             cand_add(&c, "", 0, repl_commands[i], word);
     } else if (colon) {
-        for (int i = 0; db_method_names[i]; i++)
-            cand_add(&c, word, (size_t)(colon + 1 - word), db_method_names[i], colon + 1);
+        for (size_t i = 0; rec_lua_db_method(i); i++)
+            cand_add(&c, word, (size_t)(colon + 1 - word), rec_lua_db_method(i), colon + 1);
     } else if (dot) {
         /* walk a.b.c from the globals, tables only */
         int top = lua_gettop(L);
@@ -664,8 +739,6 @@ static int print_values(lua_State *L) {
     return 0;
 }
 
-enum { EVAL_DONE = 0, EVAL_MORE = 1 };
-
 static int is_incomplete(lua_State *L) {
     size_t len;
     const char *msg = lua_tolstring(L, -1, &len);
@@ -683,6 +756,24 @@ static int compile(lua_State *L, const char *text, size_t len) {
     lua_pop(L, 1);
     return luaL_loadbufferx(L, text, len, "=stdin", "t");
 }
+
+int rec_repl_incomplete(lua_State *L, const char *text, size_t len) {
+    if (compile(L, text, len) == LUA_OK) { /* an expression, or statements */
+        lua_pop(L, 1);
+        return 0;
+    }
+    int more = is_incomplete(L); /* open as a statement */
+    lua_pop(L, 1);
+    if (more)
+        return 1;
+    /* or as an expression ("{a = 1," is); one that compiles is complete */
+    lua_pushfstring(L, "return %s", text);
+    int rc = luaL_loadbufferx(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=stdin", "t");
+    more = rc == LUA_ERRSYNTAX && is_incomplete(L);
+    lua_pop(L, 2);
+    return more;
+}
+
 
 /* Run the function on top and print what it returns (and the time taken
  * when timed). */
@@ -714,31 +805,12 @@ static void run_and_print(repl *r, int timed) {
     fflush(stdout);
 }
 
-/* Evaluate a chunk; EVAL_MORE when it is incomplete and more lines may
- * finish it (only when allow_more). */
-static int eval(repl *r, const char *text, size_t len, int allow_more, int timed) {
-    lua_State *L = r->L;
-    int rc = compile(L, text, len);
-    if (rc == LUA_ERRSYNTAX && allow_more) {
-        /* open as a statement, or as an expression ("{a = 1," is) */
-        int more = is_incomplete(L);
-        lua_pop(L, 1);
-        if (!more) {
-            lua_pushfstring(L, "return %s", text);
-            more = luaL_loadbufferx(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=stdin", "t") ==
-                       LUA_ERRSYNTAX && is_incomplete(L);
-            lua_pop(L, 2);
-        }
-        if (more)
-            return EVAL_MORE;
-        rc = compile(L, text, len); /* the statement's message again */
-    }
-    if (rc != LUA_OK) {
-        print_error(L);
-        return EVAL_DONE;
-    }
-    run_and_print(r, timed);
-    return EVAL_DONE;
+/* Evaluate a chunk and print its values or its error. */
+static void eval(repl *r, const char *text, size_t len, int timed) {
+    if (compile(r->L, text, len) != LUA_OK)
+        print_error(r->L);
+    else
+        run_and_print(r, timed);
 }
 
 static void print_help(void) {
@@ -776,7 +848,7 @@ static int command(repl *r, const char *line) {
         if (!*arg)
             puts("error: usage: \\time EXPR");
         else
-            eval(r, arg, strlen(arg), 0, 1);
+            eval(r, arg, strlen(arg), 1);
     } else {
         printf("error: unknown command %.*s (try \\help)\n", (int)nlen, line);
     }
@@ -784,44 +856,39 @@ static int command(repl *r, const char *line) {
     return 0;
 }
 
+/* More lines for a chunk: Lua left open (not a command, not blank). */
+static int repl_more(void *ctx, const char *text, size_t len) {
+    const char *t = text + strspn(text, " \t\n");
+    if (*t == '\\' || *t == 0)
+        return 0;
+    return rec_repl_incomplete(((repl *)ctx)->L, text, len);
+}
+
 static void loop(repl *r) {
-    rec_buf chunk = REC_BUF_INIT;
     for (;;) {
-        char *line;
-        int k = rec_input_read(chunk.len ? "  ...> " : "recd> ", &line);
-        if (k == REC_INPUT_EOF) {
-            if (chunk.len)
-                puts("error: incomplete input at the end");
+        char *chunk;
+        int k = rec_input_read_chunk("recd> ", "  ...> ", repl_more, r, &chunk);
+        if (k == REC_INPUT_EOF)
+            break;
+        if (k == REC_INPUT_PARTIAL) {
+            puts("error: incomplete input at the end");
+            free(chunk);
             break;
         }
-        if (k == REC_INPUT_CANCEL) {
-            rec_buf_clear(&chunk);
-            continue;
-        }
-        if (!chunk.len && line[strspn(line, " \t")] == '\\') {
-            int quit = command(r, line + strspn(line, " \t"));
-            free(line);
-            if (quit)
-                break;
-            continue;
-        }
-        if (!chunk.len && line[strspn(line, " \t")] == 0) {
-            free(line);
-            continue;
-        }
-        int ok = (!chunk.len || rec_buf_append(&chunk, "\n", 1) == 0) &&
-                 rec_buf_append(&chunk, line, strlen(line) + 1) == 0;
-        free(line);
-        if (!ok) {
+        if (k == REC_INPUT_NOMEM)
             puts("error: out of memory");
-            rec_buf_clear(&chunk);
+        if (k != REC_INPUT_LINE)
             continue;
-        }
-        chunk.len--; /* keep the NUL out of the length */
-        if (eval(r, chunk.data, chunk.len, 1, 0) == EVAL_DONE)
-            rec_buf_clear(&chunk);
+        const char *t = chunk + strspn(chunk, " \t");
+        int quit = 0;
+        if (*t == '\\')
+            quit = command(r, t);
+        else if (*t)
+            eval(r, chunk, strlen(chunk), 0);
+        free(chunk);
+        if (quit)
+            break;
     }
-    rec_buf_free(&chunk);
 }
 
 /* <dir of the executable>/<name>, else ./<name>, when that folder exists;

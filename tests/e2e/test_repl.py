@@ -36,9 +36,10 @@ def repl(tmp_path, lines):
     return piped(tmp_path, ["repl", str(tmp_path / "data")], lines)
 
 
-def console(tmp_path, addr, lines):
-    rc, out = piped(tmp_path, ["console", addr], lines)
-    assert rc == 0, out
+def console(tmp_path, addr, lines, rc=0):
+    """The JSON answers; piped, the exit code is 1 when any line failed."""
+    code, out = piped(tmp_path, ["console", addr], lines)
+    assert code == rc, out
     return [json.loads(l) for l in out.splitlines() if l.strip()]
 
 
@@ -345,7 +346,7 @@ def test_console_calls(server, tmp_path):
         "no.such_method",
         "item.put {id = function() end}",
         r"\info",
-    ])
+    ], rc=1)
     assert out[0] == "pong"
     assert out[1] == 1
     assert out[2]["props"] == {"title": "A"}
@@ -357,7 +358,7 @@ def test_console_calls(server, tmp_path):
 
 
 def test_console_admin_commands(server, tmp_path):
-    out = console(tmp_path, server.tcp, [r"\scripts", r"\stats", r"\reload", r"\nope"])
+    out = console(tmp_path, server.tcp, [r"\scripts", r"\stats", r"\reload", r"\nope"], rc=1)
     assert isinstance(out[0], list)
     assert isinstance(out[1], dict)
     assert out[2] is True or isinstance(out[2], (dict, list, int))
@@ -373,7 +374,7 @@ def test_console_token(make_server, tmp_path):
     token = tmp_path / "token"
     token.write_text("s3cret-token-123\n")
     srv = make_server(extra_args=["--auth-token", str(token)])
-    assert console(tmp_path, srv.tcp, ["sys.info"])[0]["error"]["name"] == "unauthorized"
+    assert console(tmp_path, srv.tcp, ["sys.info"], rc=1)[0]["error"]["name"] == "unauthorized"
     rc, out = piped(tmp_path, ["console", "--token", str(token), srv.tcp], ["sys.info"])
     assert rc == 0 and "version" in json.loads(out.splitlines()[0]), out
 
@@ -401,12 +402,187 @@ def test_console_lua_on_the_server(server, tmp_path):
         "k * 2 + 2",
         'rec:item_get("lua-a").props.t',
         "while true do end",
-    ])
+        "k, k + 1",
+        "admin.eval [[return k]]",     # the method itself: its answer as is
+    ], rc=1)
     assert out[0] == 1
-    assert out[1] == []
-    assert out[2] == [42]
-    assert out[3] == ["x"]
+    assert out[1] is None           # no result: null
+    assert out[2] == 42             # one result: itself, not [42]
+    assert out[3] == "x"
     assert out[4]["error"]["name"] == "script_error" and "budget" in out[4]["error"]["message"]
-    # over TCP without a token: refused
-    tcp = console(tmp_path, server.tcp, ["1 + 1"])
-    assert tcp[0]["error"]["name"] == "unauthorized"
+    assert out[5] == [20, 21]       # several: an array
+    assert out[6] == [20]
+    # over TCP without a token: not sent, and said why
+    tcp = console(tmp_path, server.tcp, ["1 + 1"], rc=1)
+    assert tcp[0]["error"]["name"] == "invalid_input"
+    assert "Lua needs the Unix socket or a token" in tcp[0]["error"]["message"]
+
+
+def test_console_multiline_lua(server, tmp_path):
+    out = console(tmp_path, server.unix, [
+        'item.put {id = "ml-1", props = {title = "One"}}, {id = "ml-2", props = {title = "Two"}}',
+        "function titles(ids)",
+        "  local t = {}",
+        "  for i, id in ipairs(ids) do t[i] = rec:item_get(id).props.title end",
+        "  return t",
+        "end",
+        'titles({"ml-1", "ml-2"})',
+        "t = {a = 1,",
+        "  b = 2}",
+        "return t.a + t.b",            # `t.a ...` alone would read as a method
+    ])
+    assert out == [2, None, ["One", "Two"], None, 3]
+
+
+def test_console_unfinished_lua_at_the_end(server, tmp_path):
+    out = console(tmp_path, server.unix, ["sys.ping", "function f()"], rc=1)
+    assert out[0] == "pong"
+    assert "'end' expected" in out[1]["error"]["message"]
+
+
+def test_console_tcp_lines_that_are_not_methods(server, tmp_path):
+    # Over TCP without a token no line is sent as admin.eval: each says why.
+    before = console(tmp_path, server.unix, ["admin.eval [[return 1]]"])
+    out = console(tmp_path, server.tcp, ["clear", "x = = 1", "ping", "function f(x)",
+                                         "rec.recomend {}", "sys.ping"], rc=1)
+    for e in out[:3]:
+        assert e["error"]["name"] != "unauthorized", out
+    assert out[0]["error"]["name"] == "invalid_input"
+    assert "Lua needs the Unix socket or a token" in out[0]["error"]["message"]
+    assert out[1]["error"]["name"] == "invalid_input"
+    assert out[2]["error"]["name"] == "unknown_method"
+    assert "did you mean 'sys.ping'" in out[2]["error"]["message"]
+    assert "Lua needs the Unix socket" in out[3]["error"]["message"]  # no continuation
+    assert "did you mean 'rec.recommend'" in out[4]["error"]["message"]
+    assert out[5] == "pong"
+    stats = console(tmp_path, server.unix, ["stats.get", r"\info"])
+    assert before and "admin.eval" in json.dumps(stats[1])
+
+
+def test_console_piped_exit_code(server, tmp_path):
+    assert console(tmp_path, server.tcp, ["sys.ping", "sys.ping"], rc=0) == ["pong", "pong"]
+    out = console(tmp_path, server.tcp, ["sys.ping", "nope.nope", "sys.ping"], rc=1)
+    assert out[0] == out[2] == "pong"
+    assert out[1]["error"]["name"] == "unknown_method"
+
+
+def start_console(term, addr):
+    t = term("console", addr)
+    t.expect("> ")
+    return t
+
+
+def test_console_tty_multiline_and_history(term, server, tmp_path):
+    t = start_console(term, server.unix)
+    t.send("function twice(x)\r")
+    t.expect("...> ")
+    t.send("  return 2 * x\r")
+    t.expect("...> ")
+    t.send("end\r")
+    seen = t.expect("> ")
+    assert "error" not in seen, seen
+    t.send("twice(21)\r")
+    seen = t.expect("> ")
+    assert "42\r\n" in seen and "{42}" not in seen, seen
+    t.send("\x10\x10\r")            # Ctrl-P twice: the whole function again
+    t.send("twice(2)\r")
+    seen = t.expect("4\r\n")
+    assert "error" not in seen, seen
+    t.expect("> ")
+    assert t.close() == 0
+    hist = (tmp_path / ".recd_console_history").read_bytes()
+    assert b"function twice(x)\r\n  return 2 * x\r\nend\n" in hist, hist
+    assert hist.count(b"function twice") == 2 and hist.count(b"\nend\n") == 2, hist
+
+
+def test_console_tty_more_and_set_items(term, server):
+    t = start_console(term, server.unix)
+    t.send("(function() local t = {} for i = 1, 20 do t[i] = i end return t end)()\r")
+    seen = t.expect("> ")
+    assert "{1, 2, 3, 4, 5, 6, 7, 8, ... (12 more)}" in seen, seen
+    assert "\\more" in seen
+    t.send("\\more\r")
+    seen = t.expect("> ")
+    assert "18, 19, 20}" in seen and "more)" not in seen, seen
+    t.send("\\set items 3\r")
+    t.expect("> ")
+    t.send("(function() local t = {} for i = 1, 20 do t[i] = i end return t end)()\r")
+    assert "{1, 2, 3, ... (17 more)}" in t.expect("> ")
+    t.send("\\set items all\r")
+    t.expect("> ")
+    t.send("(function() local t = {} for i = 1, 20 do t[i] = i end return t end)()\r")
+    assert "18, 19, 20}" in t.expect("> ")
+    assert t.close() == 0
+
+
+def test_console_tty_completes_methods(term, server):
+    t = start_console(term, server.unix)
+    t.send("rec:sim\t")
+    t.expect("rec:similar")
+    t.send('("nope")\r')
+    assert "not_found" in t.expect("> ")
+    t.send("sys.meth\t")            # from sys.methods
+    t.expect("sys.methods")
+    t.send("\r")
+    assert 'name = "sys.ping"' in t.expect("> ")
+    assert t.close() == 0
+
+
+def test_repl_tty_completes_every_db_method(term, tmp_path):
+    t = start_repl(term, tmp_path)
+    t.send("db:ease_tr\t")          # the list comes from the binding itself
+    t.expect("db:ease_train")
+    t.send("\x03")
+    t.expect("recd> ")
+    assert t.close() == 0
+
+
+def test_repl_tty_history_keeps_a_chunk_whole(term, tmp_path):
+    t = start_repl(term, tmp_path)
+    for line in ["function f()", "return 'inside'", "end"]:
+        t.send(line + "\r")
+        t.expect("> ")
+    assert t.close() == 0
+    hist = (tmp_path / ".recd_history").read_bytes()
+    assert hist == b"function f()\r\nreturn 'inside'\r\nend\n", hist
+    t = start_repl(term, tmp_path)   # it comes back as one entry
+    t.send("\x10\r")
+    t.send("f()\r")
+    assert "error" not in t.expect("\r\ninside\r\n")
+    t.expect("recd> ")
+    assert t.close() == 0
+
+
+def test_tty_ctrl_c_while_running_gives_a_clean_line(term, tmp_path):
+    t = start_repl(term, tmp_path)
+    t.send("while true do end\r")
+    t.expect("while true do end\r\n")   # read: Lua runs, the terminal is cooked
+    t.send("\x03")
+    seen = t.expect("recd> ")
+    assert "^C\r\nerror: interrupted!" in seen, seen
+    assert "^Cerror" not in seen and "^C^C" not in seen, seen
+    assert t.close() == 0
+
+
+def test_console_tty_ctrl_c_during_a_call(term, make_server, tmp_path):
+    srv = make_server()
+    t = start_console(term, srv.tcp)
+    srv.signal(signal.SIGSTOP)          # the answer waits
+    try:
+        t.send("sys.ping\r")
+        t.expect("sys.ping\r\n")
+        t.send("\x03")
+        t.expect("^C")
+    finally:
+        srv.signal(signal.SIGCONT)
+    seen = t.expect("> ")
+    assert seen.startswith("\r\npong\r\n"), seen   # not "^Cpong"
+    assert t.close() == 0
+
+
+def test_console_piped_more_and_set(server, tmp_path):
+    out = console(tmp_path, server.unix, ["6 * 7", r"\more", r"\set", r"\set items 3",
+                                          r"\set", r"\set items all", r"\set"])
+    assert out == [42, 42, {"items": 8}, {"items": 3}, {"items": "all"}]
+    out = console(tmp_path, server.unix, [r"\more", r"\set items 0", r"\set colour red"], rc=1)
+    assert [e["error"]["name"] for e in out] == ["invalid_input"] * 3
