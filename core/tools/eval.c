@@ -1970,8 +1970,9 @@ static int cmp_strp(const void *a, const void *b) {
 }
 
 /* Which batch models the script DIR/NAME.lua reads, from its text: EASE
- * when it calls ease (db:ease, rec:ease), iALS when it names the "ials"
- * space. A file that cannot be read counts as reading both. */
+ * when it names the method (db:ease(...), db.ease) or the model ("ease"),
+ * iALS when it names the "ials" space. A file that cannot be read counts
+ * as reading both. */
 static void script_reads(const char *dir, const char *name, int *ials, int *ease) {
     char path[1200];
     snprintf(path, sizeof path, "%s/%s.lua", dir ? dir : ".", name);
@@ -2004,13 +2005,14 @@ static void script_reads(const char *dir, const char *name, int *ials, int *ease
         return;
     }
     src[len] = 0;
+    /* db:ease(...), db.ease (handed to a helper), or the name as a string */
     for (const char *p = src; (p = strstr(p, "ease")); p += 4) {
-        const char *q = p + 4;
-        while (*q == ' ' || *q == '\t')
-            q++;
-        if (p > src && (p[-1] == ':' || p[-1] == '.') && *q == '(')
+        char next = p[4];
+        if (p > src && (p[-1] == ':' || p[-1] == '.') && next != '_' && !isalnum((unsigned char)next))
             *ease = 1;
     }
+    if (strstr(src, "\"ease\"") || strstr(src, "'ease'"))
+        *ease = 1;
     if (strstr(src, "\"ials\"") || strstr(src, "'ials'"))
         *ials = 1;
     free(src);

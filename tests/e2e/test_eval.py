@@ -171,18 +171,26 @@ def test_batch_models_train_only_for_arms_that_read_them(tmp_path):
         "  local db = req.rec or rec\n"
         "  if not db:space(SPACE) then return {} end\n"
         "  return db:recommend_vec(req.user, req.n, {space = SPACE}) end\nreturn M\n")
+    (scripts / "ease_handed.lua").write_text(      # the method handed to a helper
+        "local M = {}\nlocal function try(f, ...) local ok, r = pcall(f, ...)\n"
+        "  return ok and r or nil end\nfunction M.recommend(req)\n"
+        "  local db = req.rec or rec\n"
+        "  return try(db.ease, db, req.user, req.n) or {} end\nreturn M\n")
     (scripts / "plain.lua").write_text(
         "local M = {}\nfunction M.recommend(req) return {} end\nreturn M\n")
     r = run_eval("--scripts", str(scripts), "--policies", str(ROOT / "policies"), "--json",
                  "--protocol", "holdout", "--pipelines",
-                 "strategy:uses_ease,strategy:uses_ials,strategy:plain", str(PLANTED))
+                 "strategy:uses_ease,strategy:uses_ials,strategy:ease_handed,strategy:plain",
+                 str(PLANTED))
     _, own = results(r.stdout)
     assert own[("strategy:uses_ease", "holdout")]["trained"] == ["ease"]
     assert own[("strategy:uses_ials", "holdout")]["trained"] == ["ials"]
+    assert own[("strategy:ease_handed", "holdout")]["trained"] == ["ease"]
     assert own[("strategy:plain", "holdout")]["trained"] == []
     # the models were there to read: both strategies found something
     assert own[("strategy:uses_ease", "holdout")]["hr"] > 0
     assert own[("strategy:uses_ials", "holdout")]["hr"] > 0
+    assert own[("strategy:ease_handed", "holdout")]["hr"] > 0
 
 
 @pytest.mark.parametrize("text,needle", [
