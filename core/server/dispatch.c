@@ -1742,6 +1742,10 @@ int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
     return rec_pl_config_watch(&d->pipelines, d->e, rt, pipelines_path);
 }
 
+const rec_pl_config *rec_dispatch_pipelines(const rec_dispatch *d) {
+    return &d->pipelines.cfg;
+}
+
 /* Every script environment gets `rec`: one handle on the engine whose
  * writes wait for the group commit. */
 static void install_rec(lua_State *L, void *ud) {

@@ -93,6 +93,11 @@ struct rec_script_rt;
 int rec_dispatch_set_scripts(rec_dispatch *d, struct rec_script_rt *rt,
                              const char *pipelines_path, int rec_ref);
 
+/* The pipelines config in force (pipeline.h), borrowed until the next
+ * request or tick (a reload may replace it). */
+struct rec_pl_config;
+const struct rec_pl_config *rec_dispatch_pipelines(const rec_dispatch *d);
+
 /* What a server runs the methods with: the script runtime, loaded from
  * the two folders (either may be NULL: the runtime exists without them,
  * for admin.eval, and rec.recommend falls back to the built-in

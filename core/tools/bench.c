@@ -36,6 +36,7 @@
 
 #define MAX_TESTS 16
 #define MAX_RUNS 15
+#define PREFIX_MAX 64 /* bytes of --prefix */
 
 /* ---- options ------------------------------------------------------------- */
 
@@ -58,6 +59,8 @@ typedef struct bench_opts {
     long load_users;        /* user.put u1..uN with "mf" vectors */
     int dim;                /* dimension of loaded vectors */
     const char *load_spaces;/* spaces of loaded item vectors */
+    const char *prefix;     /* before every id: <prefix>u1, <prefix>i1 */
+    int force;              /* write into a server that holds data */
 } bench_opts;
 
 /* ---- random -------------------------------------------------------------- */
@@ -87,9 +90,10 @@ static int pk_str(msgpack_packer *pk, const char *s, size_t n) {
 }
 #define PK_LIT(pk, lit) pk_str(pk, lit, sizeof(lit) - 1)
 
-static int pk_id(msgpack_packer *pk, char prefix, uint32_t n) {
-    char s[16];
-    int len = snprintf(s, sizeof s, "%c%u", prefix, n);
+/* The id <o->prefix><kind><n>, e.g. bench-u12. */
+static int pk_id(msgpack_packer *pk, const bench_opts *o, char kind, uint32_t n) {
+    char s[PREFIX_MAX + 16];
+    int len = snprintf(s, sizeof s, "%s%c%u", o->prefix, kind, n);
     return pk_str(pk, s, (size_t)len);
 }
 
@@ -107,40 +111,41 @@ static int gen_ping(msgpack_packer *pk, gen_ctx *g) {
 
 static int gen_event(msgpack_packer *pk, gen_ctx *g) {
     return msgpack_pack_array(pk, 1) || msgpack_pack_map(pk, 3) ||
-           PK_LIT(pk, "user") || pk_id(pk, 'u', rng_id(g->rng, g->o->users)) ||
-           PK_LIT(pk, "item") || pk_id(pk, 'i', rng_id(g->rng, g->o->items)) ||
+           PK_LIT(pk, "user") || pk_id(pk, g->o, 'u', rng_id(g->rng, g->o->users)) ||
+           PK_LIT(pk, "item") || pk_id(pk, g->o, 'i', rng_id(g->rng, g->o->items)) ||
            PK_LIT(pk, "type") || PK_LIT(pk, "click");
 }
 
 static int gen_recommend(msgpack_packer *pk, gen_ctx *g) {
     return msgpack_pack_array(pk, 1) || msgpack_pack_map(pk, 2) ||
-           PK_LIT(pk, "user") || pk_id(pk, 'u', rng_id(g->rng, g->o->users)) ||
+           PK_LIT(pk, "user") || pk_id(pk, g->o, 'u', rng_id(g->rng, g->o->users)) ||
            PK_LIT(pk, "n") || msgpack_pack_int(pk, 10);
 }
 
 static int gen_similar(msgpack_packer *pk, gen_ctx *g) {
     return msgpack_pack_array(pk, 1) || msgpack_pack_map(pk, 2) ||
-           PK_LIT(pk, "item") || pk_id(pk, 'i', rng_id(g->rng, g->o->items)) ||
+           PK_LIT(pk, "item") || pk_id(pk, g->o, 'i', rng_id(g->rng, g->o->items)) ||
            PK_LIT(pk, "n") || msgpack_pack_int(pk, 10);
 }
 
 static int gen_get(msgpack_packer *pk, gen_ctx *g) {
     return msgpack_pack_array(pk, 1) ||
-           pk_id(pk, 'i', rng_id(g->rng, g->o->items));
+           pk_id(pk, g->o, 'i', rng_id(g->rng, g->o->items));
 }
 
 typedef struct bench_test {
     const char *name;   /* -t name */
     const char *method;
     gen_fn gen;
+    int writes;         /* stores something: events, recorded lists */
 } bench_test;
 
 static const bench_test all_tests[] = {
-    {"ping", "sys.ping", gen_ping},
-    {"event", "event.add", gen_event},
-    {"recommend", "rec.recommend", gen_recommend},
-    {"similar", "rec.similar", gen_similar},
-    {"get", "item.get", gen_get},
+    {"ping", "sys.ping", gen_ping, 0},
+    {"event", "event.add", gen_event, 1},
+    {"recommend", "rec.recommend", gen_recommend, 1},
+    {"similar", "rec.similar", gen_similar, 1},
+    {"get", "item.get", gen_get, 0},
 };
 
 /* ---- one run of one test ------------------------------------------------- */
@@ -637,7 +642,7 @@ static int load(rec_client *cl, const bench_opts *o, char kind, long count,
         int bad = msgpack_pack_array(&pk, (size_t)(end - at + 1));
         for (long id = at; id <= end && !bad; id++) {
             bad = msgpack_pack_map(&pk, 2) || PK_LIT(&pk, "id") ||
-                  pk_id(&pk, kind, (uint32_t)id) || PK_LIT(&pk, "vectors") ||
+                  pk_id(&pk, o, kind, (uint32_t)id) || PK_LIT(&pk, "vectors") ||
                   msgpack_pack_map(&pk, (size_t)nspaces);
             for (int s = 0; s < nspaces && !bad; s++)
                 bad = pk_str(&pk, spaces[s], strlen(spaces[s])) ||
@@ -670,40 +675,109 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int load_step(const bench_opts *o) {
-    char addr[512];
+/* The server's address as rec_client_connect reads it. */
+static void server_addr(const bench_opts *o, char *addr, size_t cap) {
     if (o->unix_path)
-        snprintf(addr, sizeof addr, "unix:%s", o->unix_path);
+        snprintf(addr, cap, "unix:%s", o->unix_path);
     else if (strchr(o->host, ':'))
-        snprintf(addr, sizeof addr, "[%s]:%d", o->host, o->port);
+        snprintf(addr, cap, "[%s]:%d", o->host, o->port);
     else
-        snprintf(addr, sizeof addr, "%s:%d", o->host, o->port);
+        snprintf(addr, cap, "%s:%d", o->host, o->port);
+}
+
+/* A blocking connection, authenticated when -a is given; NULL after a
+ * message on stderr. */
+static rec_client *connect_blocking(const bench_opts *o) {
+    char addr[512], err[256];
+    server_addr(o, addr, sizeof addr);
     rec_client *cl;
-    char err[256];
     if (rec_client_connect(&cl, addr, err, sizeof err)) {
         fprintf(stderr, "recd bench: %s\n", err);
-        return -1;
+        return NULL;
     }
-    rec_client_reply rep;
-    rec_client_reply_init(&rep);
-    int rc = 0;
     if (o->auth && !o->unix_path) {
+        rec_client_reply rep;
+        rec_client_reply_init(&rep);
         rec_buf p = REC_BUF_INIT;
         msgpack_packer pk;
         msgpack_packer_init(&pk, &p, buf_write);
-        if (msgpack_pack_array(&pk, 1) || pk_str(&pk, o->auth, strlen(o->auth)) ||
-            rec_client_call(cl, "sys.auth", p.data, p.len, &rep)) {
-            fprintf(stderr, "recd bench: sys.auth: %s %s\n", rep.err_name,
-                    rep.err_message);
-            rc = -1;
+        int bad = msgpack_pack_array(&pk, 1) || pk_str(&pk, o->auth, strlen(o->auth));
+        if (bad || rec_client_call(cl, "sys.auth", p.data, p.len, &rep)) {
+            fprintf(stderr, "recd bench: sys.auth: %s %s\n",
+                    bad ? "out of memory" : rep.err_name, rep.err_message);
+            rec_client_free(cl);
+            cl = NULL;
         }
         rec_buf_free(&p);
+        rec_client_reply_close(&rep);
     }
-    char *copy = strdup(o->load_spaces), *spaces[16];
-    int nspaces = copy ? split_list(copy, spaces, 16) : -1;
-    if (nspaces <= 0) {
-        fprintf(stderr, "recd bench: --load-spaces: 1..16 names\n");
-        rc = -1;
+    return cl;
+}
+
+/* The unsigned integer under key in map m, 0 when absent. */
+static uint64_t map_u64(const msgpack_object *m, const char *key) {
+    size_t kl = strlen(key);
+    for (uint32_t i = 0; m->type == MSGPACK_OBJECT_MAP && i < m->via.map.size; i++) {
+        const msgpack_object_kv *kv = &m->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == kl &&
+            !memcmp(kv->key.via.str.ptr, key, kl) &&
+            kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return kv->val.via.u64;
+    }
+    return 0;
+}
+
+/* A run that stores something goes to a server without data (sys.info's
+ * items, users and events all 0) unless --force: 0 to go on, -1 after a
+ * message on stderr. */
+static int check_empty(rec_client *cl, const bench_opts *o) {
+    rec_client_reply rep;
+    rec_client_reply_init(&rep);
+    msgpack_object info;
+    int rc = rec_client_call(cl, "sys.info", "\x90", 1, &rep);
+    if (rc == 0)
+        rc = rec_client_reply_unpack(&rep, &info);
+    if (rc) {
+        fprintf(stderr, "recd bench: sys.info: %s\n",
+                rep.err_name[0] ? rep.err_message : rec_client_errmsg(cl));
+        rec_client_reply_close(&rep);
+        return -1;
+    }
+    uint64_t items = map_u64(&info, "items"), users = map_u64(&info, "users"),
+             events = map_u64(&info, "events");
+    rec_client_reply_close(&rep);
+    if (!items && !users && !events)
+        return 0;
+    char addr[512];
+    server_addr(o, addr, sizeof addr);
+    fprintf(stderr,
+            "recd bench: %s already holds data (%llu items, %llu users, %llu events);\n"
+            "  the tests store events and recommendations (ids %su1.., %si1..) and\n"
+            "  would mix them into it. Point recd bench at a server on a fresh data\n"
+            "  folder, or pass --force to write into this one anyway.\n",
+            addr, (unsigned long long)items, (unsigned long long)users,
+            (unsigned long long)events, o->prefix, o->prefix);
+    return -1;
+}
+
+/* Before the tests: refuse a server that holds data (see check_empty),
+ * then the optional load step. 0, or -1 after a message. */
+static int prepare(const bench_opts *o, int writes) {
+    if (!(writes && !o->force) && o->load_items <= 0 && o->load_users <= 0)
+        return 0;
+    rec_client *cl = connect_blocking(o);
+    if (!cl)
+        return -1;
+    int rc = writes && !o->force ? check_empty(cl, o) : 0;
+    char *copy = NULL, *spaces[16];
+    int nspaces = 0;
+    if (rc == 0 && o->load_items > 0) {
+        copy = strdup(o->load_spaces);
+        nspaces = copy ? split_list(copy, spaces, 16) : -1;
+        if (nspaces <= 0) {
+            fprintf(stderr, "recd bench: --load-spaces: 1..16 names\n");
+            rc = -1;
+        }
     }
     static char mf_name[] = "mf";
     char *mf[1] = {mf_name};
@@ -718,7 +792,6 @@ static int load_step(const bench_opts *o) {
         printf("loaded %ld users (space mf, d=%d) in %.2f s\n", o->load_users,
                o->dim, now_s() - t);
     free(copy);
-    rec_client_reply_close(&rep);
     rec_client_free(cl);
     return rc;
 }
@@ -764,6 +837,13 @@ static run_result summarize(const run_result *runs, int n) {
 static void report(const bench_opts *o, const bench_test *t,
                    const run_result *runs, int nruns, const char *first_err) {
     run_result m = summarize(runs, nruns);
+    if (m.errors) {
+        /* the figures of failing requests mean nothing: none are printed */
+        fprintf(stderr, "recd bench: %s failed: %llu of %llu requests answered an "
+                "error (first: %s)\n", t->name, (unsigned long long)m.errors,
+                (unsigned long long)o->requests * (unsigned long long)nruns, first_err);
+        return;
+    }
     if (o->csv) {
         printf("\"%s\",\"%.2f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\","
                "\"%.3f\",\"%.3f\"\n",
@@ -785,11 +865,6 @@ static void report(const bench_opts *o, const bench_test *t,
                "p99.9 %.3f  max %.3f\n",
                m.avg_ms, m.min_ms, m.p50_ms, m.p99_ms, m.p999_ms, m.max_ms);
         printf("  %.2f requests per second\n\n", m.rps);
-    }
-    if (m.errors) {
-        fprintf(stderr, "recd bench: %s: %llu error replies (first: %s)\n", t->name,
-                (unsigned long long)m.errors, first_err);
-        return; /* figures of failing requests mean nothing */
     }
     char name[128];
     snprintf(name, sizeof name, "recd_%s%s_c%d_P%d", o->unix_path ? "unix_" : "",
@@ -818,17 +893,26 @@ static void usage(FILE *f) {
         "  -q                 quiet: one line per test\n"
         "  --csv              CSV (redis-benchmark's columns, then p99.9)\n"
         "  --seed N           random seed (1)\n"
-        "  --users N          random users u1..uN (100000, or --load-users)\n"
-        "  --items N          random items i1..iN (10000, or --load-items)\n"
-        "  --load-items N     item.put i1..iN with random vectors first\n"
-        "  --load-users N     user.put u1..uN with random \"mf\" vectors first\n"
+        "  --prefix P         put P before every id: Pu1.., Pi1.. (bench-; at most\n"
+        "                     64 bytes; '' for plain u1.., i1..)\n"
+        "  --users N          random users Pu1..PuN (100000, or --load-users)\n"
+        "  --items N          random items Pi1..PiN (10000, or --load-items)\n"
+        "  --load-items N     item.put Pi1..PiN with random vectors first\n"
+        "  --load-users N     user.put Pu1..PuN with random \"mf\" vectors first\n"
         "  --dim D            dimension of loaded vectors (64)\n"
         "  --load-spaces L    spaces of the items' vectors (content,mf)\n"
+        "  --force            write into a server that already holds data\n"
         "  --help             this text\n"
+        "The tests event, recommend and similar and the load step store data\n"
+        "(events, recorded lists, items, users): recd bench runs them only\n"
+        "against a server whose sys.info counts no items, users or events,\n"
+        "unless --force. A test with any error answer fails the run (exit 1)\n"
+        "and prints no figures: the number of failed requests and the first\n"
+        "error instead.\n"
         "Tests: ping = sys.ping []; event = event.add [{user, item, type =\n"
         "\"click\"}] (answered once durable); recommend = rec.recommend\n"
         "[{user, n = 10}]; similar = rec.similar [{item, n = 10}]; get =\n"
-        "item.get [item]. Each test prints BENCH lines for scripts (to stderr\n"
+        "item.get [item]. Each test that succeeds prints BENCH lines for scripts (to stderr\n"
         "with --csv):\n"
         "  BENCH name=recd_<test>_c<C>_P<P> value=<req/s> unit=req/s\n"
         "  BENCH name=recd_<test>_c<C>_P<P>_p99 value=<ms> unit=ms\n");
@@ -849,10 +933,10 @@ int rec_bench_main(int argc, char **argv) {
         .host = "127.0.0.1", .port = 7700, .clients = 50, .requests = 100000,
         .pipeline = 1, .runs = 1, .tests = "ping,event,recommend,similar",
         .seed = 1, .users = 0, .items = 0, .dim = 64,
-        .load_spaces = "content,mf",
+        .load_spaces = "content,mf", .prefix = "bench-",
     };
     enum { O_CSV = 256, O_SEED, O_USERS, O_ITEMS, O_LITEMS, O_LUSERS, O_DIM,
-           O_LSPACES, O_HELP };
+           O_LSPACES, O_PREFIX, O_FORCE, O_HELP };
     static const struct option longopts[] = {
         {"csv", no_argument, NULL, O_CSV},
         {"seed", required_argument, NULL, O_SEED},
@@ -862,6 +946,8 @@ int rec_bench_main(int argc, char **argv) {
         {"load-users", required_argument, NULL, O_LUSERS},
         {"dim", required_argument, NULL, O_DIM},
         {"load-spaces", required_argument, NULL, O_LSPACES},
+        {"prefix", required_argument, NULL, O_PREFIX},
+        {"force", no_argument, NULL, O_FORCE},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -897,6 +983,8 @@ int rec_bench_main(int argc, char **argv) {
         case O_LUSERS: if (parse_long(arg, 0, 0x7fffffff, &v)) bad = "--load-users"; else o.load_users = v; break;
         case O_DIM: if (parse_long(arg, 1, 4096, &v)) bad = "--dim"; else o.dim = (int)v; break;
         case O_LSPACES: o.load_spaces = arg; break;
+        case O_PREFIX: if (strlen(arg) > PREFIX_MAX) bad = "--prefix"; else o.prefix = arg; break;
+        case O_FORCE: o.force = 1; break;
         case O_HELP: usage(stdout); return 0;
         case REC_CLI_OPERAND:
             fprintf(stderr, "recd bench: unexpected argument '%s'\n", arg);
@@ -936,7 +1024,10 @@ int rec_bench_main(int argc, char **argv) {
         return 2;
     }
 
-    if ((o.load_items > 0 || o.load_users > 0) && load_step(&o))
+    int writes = o.load_items > 0 || o.load_users > 0;
+    for (int i = 0; i < ntests; i++)
+        writes |= tests[i]->writes;
+    if (prepare(&o, writes))
         return 1;
 
     if (o.csv)

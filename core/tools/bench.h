@@ -10,6 +10,12 @@
  *   BENCH name=recd_<test>_c<C>_P<P>_p99 value=<ms> unit=ms
  *
  * (recd_unix_<test>_... when connected through a Unix socket).
+ *
+ * Ids are <prefix>u<n> and <prefix>i<n> (--prefix, default "bench-"). A
+ * run with a test that stores data (event, recommend, similar) or a load
+ * step first asks sys.info and refuses a server that counts items, users
+ * or events, unless --force. A test with any error answer prints no
+ * figures: the number of failed requests and the first error instead.
  */
 #ifndef REC_BENCH_H
 #define REC_BENCH_H
@@ -17,8 +23,8 @@
 /* Run the benchmark; argv[0] is the command name ("bench"), options follow
  * (`recd bench --help` lists them). Prints to stdout (results) and stderr
  * (problems). Returns the process exit status: 0 when every request of
- * every test succeeded, 1 when a test failed or got error replies, 2 on a
- * usage error. */
+ * every test succeeded, 1 when a test failed, got error replies or the
+ * server holds data (without --force), 2 on a usage error. */
 int rec_bench_main(int argc, char **argv);
 
 #endif

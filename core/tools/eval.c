@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@
 #include "learn.h"
 #include "log.h"
 #include "lua_api.h"
+#include "pipeline.h"
 #include "script.h"
 #include "u64set.h"
 #include "vec.h"
@@ -836,6 +838,8 @@ typedef struct arm {
     arm_kind kind;
     char name[64];  /* pipeline or strategy */
     char label[80]; /* as printed */
+    int uses_ials;  /* its strategies or policies read the batch models */
+    int uses_ease;  /* (set by check_arms before the log is read) */
 } arm;
 
 typedef struct result {
@@ -855,6 +859,7 @@ typedef struct result {
     uint64_t fed;
     double feed_seconds;  /* feeding the training part */
     double train_seconds; /* the batch models after it */
+    int trained_ials, trained_ease; /* trained at least once for the arm */
 } result;
 
 typedef struct eval_ctx {
@@ -862,6 +867,7 @@ typedef struct eval_ctx {
     uint32_t k;
     const char *scripts, *policies, *items, *tags;
     const char *connect;     /* replay against a running server, or NULL */
+    int train_all;           /* train ials and ease for every arm (--train-all) */
     uint64_t train_every;
     uint64_t seed;
     uint8_t *is_test;        /* per event of the log, holdout */
@@ -1016,8 +1022,11 @@ static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
     u->sess.trusted = 1;
     u->m_event = rec_dispatch_find(u->d, "event.add", 9);
     u->m_rec = rec_dispatch_find(u->d, "rec.recommend", 13);
-    u->has_ials = rec_script_has(u->rt, REC_SCRIPT_POLICY, "ials", "on_event");
-    u->has_ease = rec_script_has(u->rt, REC_SCRIPT_POLICY, "ease", "on_load");
+    /* what the server's worker would train, for the arms that read it */
+    u->has_ials = rec_script_has(u->rt, REC_SCRIPT_POLICY, "ials", "on_event") &&
+                  (a->uses_ials || x->train_all);
+    u->has_ease = rec_script_has(u->rt, REC_SCRIPT_POLICY, "ease", "on_load") &&
+                  (a->uses_ease || x->train_all);
     return 0;
 }
 
@@ -1173,6 +1182,7 @@ static void train_models(runner *u) {
         if (!rec_ials_job_new(u->e, &o, &j) && !rec_ials_job_run(j))
             rec_ials_job_install(u->e, j);
         rec_ials_job_free(j);
+        u->r->trained_ials = 1;
     }
     if (u->has_ease) {
         rec_ease_opts o;
@@ -1181,6 +1191,7 @@ static void train_models(runner *u) {
         if (!rec_ease_job_new(u->e, &o, &j) && !rec_ease_job_run(j))
             rec_ease_job_install(u->e, j);
         rec_ease_job_free(j);
+        u->r->trained_ease = 1;
     }
 }
 
@@ -1685,8 +1696,11 @@ static void print_json(FILE *f, const char *path, const rec_eval_log *log, const
             fputc('}', f);
             continue;
         }
-        fprintf(f, ", \"coverage\": %.6f, \"seconds\": %.3f",
-                ratio((double)r->covered, (double)r->catalogue), r->seconds);
+        fprintf(f, ", \"coverage\": %.6f, \"seconds\": %.3f, \"trained\": [%s%s%s]",
+                ratio((double)r->covered, (double)r->catalogue), r->seconds,
+                r->trained_ials ? "\"ials\"" : "",
+                r->trained_ials && r->trained_ease ? ", " : "",
+                r->trained_ease ? "\"ease\"" : "");
         if (t[i].proto == PROTO_PREQ) {
             fprintf(f, ", \"scored\": %llu, \"hr\": %.6f, \"mrr\": %.6f, \"events_per_s\": %.1f, "
                        "\"tenths\": [",
@@ -1824,6 +1838,8 @@ static void eval_usage(FILE *f) {
             "  --seed N           the holdout split, the random baseline, the engine's\n"
             "                     generator and the scripts' math.random (42)\n"
             "  --train-every N    prequential: retrain ials and ease every N events (n/10)\n"
+            "  --train-all        train ials and ease for every arm, not only for those\n"
+            "                     whose strategies or policies read them\n"
             "  --limit N          read only the first N events of the file\n"
             "  --connect ADDR     replay against a running server (host:port or a\n"
             "                     Unix socket) instead of temporary databases: one\n"
@@ -1900,6 +1916,147 @@ static int add_strategies(arm *arms, int *n, const char *dir) {
     return rc;
 }
 
+static int cmp_strp(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Which batch models the script DIR/NAME.lua reads, from its text: EASE
+ * when it names the method (db:ease(...), db.ease) or the model ("ease"),
+ * iALS when it names the "ials" space. A file that cannot be read counts
+ * as reading both. */
+static void script_reads(const char *dir, const char *name, int *ials, int *ease) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s.lua", dir ? dir : ".", name);
+    FILE *f = fopen(path, "rb");
+    char *src = NULL;
+    size_t len = 0;
+    if (f) {
+        size_t cap = 0;
+        char buf[8192];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+            char *g = len + n + 1 > cap ? realloc(src, cap = 2 * (len + n + 1)) : src;
+            if (!g) {
+                free(src);
+                src = NULL;
+                break;
+            }
+            src = g;
+            memcpy(src + len, buf, n);
+            len += n;
+        }
+        if (ferror(f)) {
+            free(src);
+            src = NULL;
+        }
+        fclose(f);
+    }
+    if (!src) {
+        *ials = *ease = 1;
+        return;
+    }
+    src[len] = 0;
+    /* db:ease(...), db.ease (handed to a helper), or the name as a string */
+    for (const char *p = src; (p = strstr(p, "ease")); p += 4) {
+        char next = p[4];
+        if (p > src && (p[-1] == ':' || p[-1] == '.') && next != '_' && !isalnum((unsigned char)next))
+            *ease = 1;
+    }
+    if (strstr(src, "\"ease\"") || strstr(src, "'ease'"))
+        *ease = 1;
+    if (strstr(src, "\"ials\"") || strstr(src, "'ials'"))
+        *ials = 1;
+    free(src);
+}
+
+/* What a pipeline's strategies and rerank policies read (script_reads). */
+static void pipeline_reads(const rec_pl_pipeline *p, rec_script_rt *rt, const eval_ctx *x,
+                           int *ials, int *ease) {
+    for (int i = 0; i < p->nstrategies; i++)
+        if (rec_script_has(rt, REC_SCRIPT_STRATEGY, p->strategies[i].name, "recommend"))
+            script_reads(x->scripts, p->strategies[i].name, ials, ease);
+    rec_script_info in;
+    for (size_t i = 0; i < rec_script_count(rt); i++) {
+        if (rec_script_info_at(rt, i, &in) || in.kind != REC_SCRIPT_POLICY || !in.loaded ||
+            !rec_script_has(rt, REC_SCRIPT_POLICY, in.name, "rerank"))
+            continue;
+        int listed = p->all_policies;
+        for (int k = 0; k < p->npolicies && !listed; k++)
+            listed = !strcmp(p->policies[k], in.name);
+        if (listed)
+            script_reads(x->policies, in.name, ials, ease);
+    }
+}
+
+/* Before the log is read: load the scripts once, check every arm's name
+ * (an unknown one is reported with the names known, exit status 2) and
+ * note which batch models each arm reads, so that ials and ease train
+ * only for those (every arm with --train-all). 0, or the exit status
+ * after a message on stderr. */
+static int check_arms(const eval_ctx *x, arm *arms, int narms) {
+    int scripted = 0;
+    for (int i = 0; i < narms; i++)
+        scripted += arms[i].kind != ARM_POPULAR && arms[i].kind != ARM_RANDOM;
+    if (!scripted)
+        return 0;
+    eval_ctx px = *x;
+    px.items = px.tags = NULL; /* the names alone: no catalogue */
+    px.connect = NULL;
+    arm probe = {.kind = ARM_DEFAULT};
+    result r;
+    memset(&r, 0, sizeof r);
+    runner u;
+    if (runner_open(&u, &px, &probe, &r)) {
+        fprintf(stderr, "recd eval: %s\n", r.err[0] ? r.err : "cannot load the scripts");
+        runner_close(&u);
+        return 1;
+    }
+    const rec_pl_config *cfg = rec_dispatch_pipelines(u.d);
+    int status = 0;
+    for (int i = 0; i < narms && !status; i++) {
+        arm *a = &arms[i];
+        const rec_pl_pipeline *p = NULL;
+        if (a->kind == ARM_DEFAULT) {
+            p = rec_pl_pick(cfg, cfg->default_name, "", 0, NULL);
+            /* with an experiment, any of its arms */
+            for (int k = 0; k < cfg->narms; k++) {
+                const rec_pl_pipeline *q = rec_pl_pick(cfg, cfg->arms[k].pipeline, "", 0, NULL);
+                if (q)
+                    pipeline_reads(q, u.rt, x, &a->uses_ials, &a->uses_ease);
+            }
+        } else if (a->kind == ARM_PIPELINE && strcmp(a->name, "builtin")) {
+            if (!(p = rec_pl_pick(cfg, a->name, "", 0, NULL)))
+                status = 2;
+        } else if (a->kind == ARM_STRATEGY) {
+            if (rec_script_has(u.rt, REC_SCRIPT_STRATEGY, a->name, "recommend"))
+                script_reads(x->scripts, a->name, &a->uses_ials, &a->uses_ease);
+            else
+                status = 2;
+        }
+        if (p)
+            pipeline_reads(p, u.rt, x, &a->uses_ials, &a->uses_ease);
+        if (!status)
+            continue;
+        fprintf(stderr, "recd eval: unknown %s '%s'; known: default, builtin",
+                a->kind == ARM_STRATEGY ? "strategy" : "pipeline", a->name);
+        const char *names[REC_PL_MAX_PIPELINES];
+        for (int k = 0; k < cfg->npipelines; k++)
+            names[k] = cfg->pipelines[k].name;
+        qsort(names, (size_t)cfg->npipelines, sizeof *names, cmp_strp);
+        for (int k = 0; k < cfg->npipelines; k++)
+            fprintf(stderr, ", %s", names[k]);
+        rec_script_info in;
+        for (size_t k = 0; k < rec_script_count(u.rt); k++)
+            if (!rec_script_info_at(u.rt, k, &in) && in.kind == REC_SCRIPT_STRATEGY &&
+                rec_script_has(u.rt, REC_SCRIPT_STRATEGY, in.name, "recommend"))
+                fprintf(stderr, ", strategy:%s", in.name);
+        fprintf(stderr, ", baseline:popular, baseline:random (pipelines from %s/pipelines.lua, "
+                        "strategies from %s)\n", x->scripts, x->scripts);
+    }
+    runner_close(&u);
+    return status;
+}
+
 static int parse_u64(const char *s, uint64_t *out) {
     char *end;
     errno = 0;
@@ -1919,11 +2076,11 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
     const char *items = NULL, *tags = NULL, *connect = NULL;
     uint64_t k = 10, seed = 42, train_every = 0, limit = 0, jobs = 0;
     double share = 0.2;
-    int json = 0, quiet = 0, strategies = 0;
+    int json = 0, quiet = 0, strategies = 0, train_all = 0;
     enum { O_PROTOCOL = 256, O_PIPELINES, O_SCRIPTS, O_POLICIES, O_COLUMNS, O_SEP,
            O_MIN_RATING, O_TYPE, O_TYPE_MAP, O_ITEMS, O_TAGS, O_TEST_SHARE, O_SEED,
            O_TRAIN_EVERY, O_LIMIT, O_JOBS, O_SVG, O_CONNECT, O_JSON, O_QUIET, O_HEADER,
-           O_STRATEGIES };
+           O_STRATEGIES, O_TRAIN_ALL };
     static const struct option opts[] = {
         {"protocol", required_argument, NULL, O_PROTOCOL},
         {"k", required_argument, NULL, 'k'},
@@ -1942,6 +2099,7 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
         {"test-share", required_argument, NULL, O_TEST_SHARE},
         {"seed", required_argument, NULL, O_SEED},
         {"train-every", required_argument, NULL, O_TRAIN_EVERY},
+        {"train-all", no_argument, NULL, O_TRAIN_ALL},
         {"limit", required_argument, NULL, O_LIMIT},
         {"connect", required_argument, NULL, O_CONNECT},
         {"jobs", required_argument, NULL, O_JOBS},
@@ -1973,6 +2131,7 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
         case O_QUIET: quiet = 1; break;
         case O_HEADER: ro.header = 1; break;
         case O_STRATEGIES: strategies = 1; break;
+        case O_TRAIN_ALL: train_all = 1; break;
         case O_PROTOCOL: protocol = v; break;
         case 'k': bad = parse_u64(v, &k) || k == 0 || k > 1000; break;
         case O_PIPELINES: pipelines = v; break;
@@ -2062,8 +2221,30 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
             return 2;
         }
     ro.limit = (size_t)limit;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        size_t pl = strlen(path);
+        fprintf(stderr, "recd eval: %s is a folder; give the ratings file (e.g. %s%sratings.csv)\n",
+                path, path, pl && path[pl - 1] == '/' ? "" : "/");
+        return 2;
+    }
 
     rec_log_set_level(REC_LOG_ERROR); /* the scripts' own chatter */
+    eval_ctx x;
+    memset(&x, 0, sizeof x);
+    x.k = (uint32_t)k;
+    x.scripts = scripts;
+    x.policies = policies;
+    x.items = items;
+    x.tags = tags;
+    x.connect = connect;
+    x.train_all = train_all;
+    x.train_every = train_every;
+    x.seed = seed;
+    /* names and the models each arm reads, before a long read and replay */
+    int checked = connect ? 0 : check_arms(&x, arms, narms);
+    if (checked)
+        return checked;
     rec_eval_log log;
     memset(&log, 0, sizeof log);
     char err[1024] = "";
@@ -2074,17 +2255,7 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
         return 1;
     }
     double read_s = mono() - t0;
-    eval_ctx x;
-    memset(&x, 0, sizeof x);
     x.log = &log;
-    x.k = (uint32_t)k;
-    x.scripts = scripts;
-    x.policies = policies;
-    x.items = items;
-    x.tags = tags;
-    x.connect = connect;
-    x.train_every = train_every;
-    x.seed = seed;
     x.last_ts = log.ev[log.n - 1].ts;
     atomic_init(&x.work_done, 0);
     int code = 1;

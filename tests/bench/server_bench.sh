@@ -137,9 +137,13 @@ fi
 
 out=$tmp/recd.out
 : >"$out"
-# bench ARGS...: run recd bench on the TCP port, show and keep its output
+# bench ARGS...: run recd bench on the TCP port, show and keep its output.
+# The server is this script's own, started above on a fresh folder; each
+# test after the first writing one finds the previous tests' data there,
+# hence --force. --prefix '': plain ids u1.., i1.. (up to 9 bytes, compared
+# in the id map's slot), as in the published figures.
 bench() {
-    "$RECD" bench -p "$port" -r "$runs" -q "$@" >"$tmp/one.out" 2>&1
+    "$RECD" bench -p "$port" -r "$runs" -q --force --prefix '' "$@" >"$tmp/one.out" 2>&1
     rc=$?
     cat "$tmp/one.out"
     cat "$tmp/one.out" >>"$out"

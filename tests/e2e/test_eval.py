@@ -108,11 +108,89 @@ def test_table_output_and_strategy_arms():
     assert sim > pop
 
 
+KNOWN = ("known: default, builtin, main, personal, popular, strategy:graph, strategy:hybrid, "
+         "strategy:personal, strategy:popular, strategy:similar, strategy:trending, "
+         "baseline:popular, baseline:random")
+
+
 def test_unknown_pipeline_fails_clearly():
-    r = run_eval(*SCRIPTS, "--pipelines", "nosuch", "--protocol", "holdout",
+    r = run_eval(*SCRIPTS, "--pipelines", "default,nosuch", "--protocol", "holdout",
                  str(PLANTED), check=False)
-    assert r.returncode == 1
-    assert "unknown pipeline 'nosuch'" in r.stdout
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stdout == ""
+    assert "recd eval: unknown pipeline 'nosuch'; " + KNOWN in r.stderr, r.stderr
+    r = run_eval(*SCRIPTS, "--pipelines", "strategy:nope", str(PLANTED), check=False)
+    assert r.returncode == 2
+    assert "recd eval: unknown strategy 'nope'; " + KNOWN in r.stderr, r.stderr
+    # checked before the log is read: a log that does not exist is not reached
+    r = run_eval(*SCRIPTS, "--pipelines", "nosuch", str(PLANTED.parent / "missing.csv"),
+                 check=False)
+    assert r.returncode == 2 and "unknown pipeline 'nosuch'" in r.stderr, r.stderr
+    assert "missing.csv" not in r.stderr
+    # the names that exist pass, builtin included
+    r = run_eval(*SCRIPTS, "--pipelines", "builtin,personal,strategy:popular", "--limit",
+                 "300", "--protocol", "prequential", str(PLANTED))
+    assert "failed" not in r.stdout
+
+
+def test_a_folder_as_the_log_names_the_file_to_give(tmp_path):
+    for d in (str(tmp_path), str(tmp_path) + "/"):
+        r = run_eval("--pipelines", "baseline:popular", d, check=False)
+        assert r.returncode == 2
+        assert r.stderr == ("recd eval: %s is a folder; give the ratings file "
+                            "(e.g. %s/ratings.csv)\n" % (d, str(tmp_path))), r.stderr
+
+
+def test_batch_models_train_only_for_arms_that_read_them(tmp_path):
+    arms = "default,strategy:popular,strategy:hybrid,strategy:personal,popular"
+    r = run_eval(*SCRIPTS, "--json", "--pipelines", arms, str(PLANTED))
+    _, by = results(r.stdout)
+    for proto in ("prequential", "holdout"):
+        # hybrid (the default pipeline's strategy) reads EASE; nothing reads iALS
+        assert by[("default", proto)]["trained"] == ["ease"]
+        assert by[("strategy:hybrid", proto)]["trained"] == ["ease"]
+        for a in ("strategy:popular", "strategy:personal", "popular"):
+            assert by[(a, proto)]["trained"] == [], (a, proto)
+    # --train-all trains both everywhere, as the server's worker would, and
+    # no figure moves: what an arm does not read does not count
+    r = run_eval(*SCRIPTS, "--json", "--train-all", "--pipelines", arms, str(PLANTED))
+    _, all_ = results(r.stdout)
+    timing = {"seconds", "events_per_s", "feed_events_per_s", "train_seconds", "trained"}
+    for key, x in by.items():
+        assert all_[key]["trained"] == ["ials", "ease"], key
+        assert ({k: v for k, v in x.items() if k not in timing} ==
+                {k: v for k, v in all_[key].items() if k not in timing}), key
+    # a strategy of one's own that reads a model gets it trained
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "uses_ease.lua").write_text(
+        "local M = {}\nfunction M.recommend(req)\n"
+        "  return (req.rec or rec):ease(req.user, req.n) or {} end\nreturn M\n")
+    (scripts / "uses_ials.lua").write_text(
+        "local M = {}\nlocal SPACE = 'ials'\nfunction M.recommend(req)\n"
+        "  local db = req.rec or rec\n"
+        "  if not db:space(SPACE) then return {} end\n"
+        "  return db:recommend_vec(req.user, req.n, {space = SPACE}) end\nreturn M\n")
+    (scripts / "ease_handed.lua").write_text(      # the method handed to a helper
+        "local M = {}\nlocal function try(f, ...) local ok, r = pcall(f, ...)\n"
+        "  return ok and r or nil end\nfunction M.recommend(req)\n"
+        "  local db = req.rec or rec\n"
+        "  return try(db.ease, db, req.user, req.n) or {} end\nreturn M\n")
+    (scripts / "plain.lua").write_text(
+        "local M = {}\nfunction M.recommend(req) return {} end\nreturn M\n")
+    r = run_eval("--scripts", str(scripts), "--policies", str(ROOT / "policies"), "--json",
+                 "--protocol", "holdout", "--pipelines",
+                 "strategy:uses_ease,strategy:uses_ials,strategy:ease_handed,strategy:plain",
+                 str(PLANTED))
+    _, own = results(r.stdout)
+    assert own[("strategy:uses_ease", "holdout")]["trained"] == ["ease"]
+    assert own[("strategy:uses_ials", "holdout")]["trained"] == ["ials"]
+    assert own[("strategy:ease_handed", "holdout")]["trained"] == ["ease"]
+    assert own[("strategy:plain", "holdout")]["trained"] == []
+    # the models were there to read: both strategies found something
+    assert own[("strategy:uses_ease", "holdout")]["hr"] > 0
+    assert own[("strategy:uses_ials", "holdout")]["hr"] > 0
+    assert own[("strategy:ease_handed", "holdout")]["hr"] > 0
 
 
 @pytest.mark.parametrize("text,needle", [
