@@ -1,7 +1,7 @@
 /* client.c - blocking msgpack-RPC client (see client.h).
  *
  * Reading: bytes accumulate in rbuf; each complete message is found with
- * rec_mp_scan (which checks every size against the limits before trusting
+ * rec_value_scan (which checks every size against the limits before trusting
  * it) and split with a small bounds-checked cursor, then copied into the
  * caller's reply. When a message is incomplete the next read asks for at
  * least as many bytes as are already buffered, so a large message costs
@@ -40,7 +40,7 @@ struct rec_client {
     int timeout_ms;         /* <= 0: none */
     uint32_t next_msgid;
     size_t inflight;        /* requests sent, responses not yet read */
-    rec_mp_limits lim;      /* applied to each message read */
+    rec_value_limits lim;      /* applied to each message read */
     rec_buf wbuf;           /* queued output; wpos bytes already written */
     size_t wpos;
     rec_buf rbuf;           /* input; rpos bytes already consumed */
@@ -48,7 +48,7 @@ struct rec_client {
     char errmsg[256];
 };
 
-static void client_limits_default(rec_mp_limits *l) {
+static void client_limits_default(rec_value_limits *l) {
     l->max_bytes = (size_t)64 << 20;
     l->max_depth = 40;
     l->max_str = (uint32_t)16 << 20;
@@ -56,7 +56,7 @@ static void client_limits_default(rec_mp_limits *l) {
 }
 
 /* Limits for re-walking bytes already scanned with the real limits. */
-static const rec_mp_limits loose = {SIZE_MAX, 256, UINT32_MAX, UINT32_MAX};
+static const rec_value_limits loose = {SIZE_MAX, 256, UINT32_MAX, UINT32_MAX};
 
 /* ---- addresses ----------------------------------------------------------- */
 
@@ -221,7 +221,7 @@ static int rd_str(cur *c, const char **s, size_t *n) {
 /* Step over one object; start and n (may be NULL) get its bytes. */
 static int skip(cur *c, const void **start, size_t *n) {
     size_t used;
-    int rc = rec_mp_scan(c->p + c->pos, c->len - c->pos, &loose, &used, NULL);
+    int rc = rec_value_scan(c->p + c->pos, c->len - c->pos, &loose, &used, NULL);
     if (rc)
         return REC_EPROTOCOL; /* partial inside a complete object: malformed */
     if (start)
@@ -298,9 +298,9 @@ int rec_client_parse_error(const void *err, size_t len, int64_t *code,
     return by_name ? by_name : by_code ? by_code : REC_EPROTOCOL;
 }
 
-int rec_client_parse(const void *data, size_t len, const rec_mp_limits *lim,
+int rec_client_parse(const void *data, size_t len, const rec_value_limits *lim,
                      size_t *used, rec_client_msg *msg) {
-    rec_mp_limits defl;
+    rec_value_limits defl;
     if (!lim) {
         client_limits_default(&defl);
         lim = &defl;
@@ -308,9 +308,9 @@ int rec_client_parse(const void *data, size_t len, const rec_mp_limits *lim,
     memset(msg, 0, sizeof *msg);
     *used = 0;
     size_t n;
-    int rc = rec_mp_scan(data, len, lim, &n, NULL);
+    int rc = rec_value_scan(data, len, lim, &n, NULL);
     if (rc)
-        return rc; /* REC_MP_PARTIAL, REC_EPROTOCOL, REC_ETOOLARGE */
+        return rc; /* REC_VALUE_PARTIAL, REC_EPROTOCOL, REC_ETOOLARGE */
     cur c = {data, n, 0};
     uint32_t elems;
     uint64_t type, id;
@@ -356,7 +356,7 @@ static int check_call(const char *method, const void *params, size_t len) {
     if (!((b >= 0x90 && b <= 0x9f) || b == 0xdc || b == 0xdd))
         return REC_EINVAL;
     size_t used;
-    if (rec_mp_scan(params, len, &loose, &used, NULL) || used != len)
+    if (rec_value_scan(params, len, &loose, &used, NULL) || used != len)
         return REC_EINVAL;
     return 0;
 }
@@ -575,7 +575,7 @@ void rec_client_free(rec_client *c) {
 
 void rec_client_set_timeout(rec_client *c, int ms) { c->timeout_ms = ms; }
 
-void rec_client_set_limits(rec_client *c, const rec_mp_limits *l) {
+void rec_client_set_limits(rec_client *c, const rec_value_limits *l) {
     c->lim = *l;
 }
 
@@ -711,7 +711,7 @@ int rec_client_recv(rec_client *c, rec_client_reply *out) {
         size_t used;
         const char *at = c->rbuf.data ? c->rbuf.data + c->rpos : NULL;
         rc = rec_client_parse(at, c->rbuf.len - c->rpos, &c->lim, &used, &msg);
-        if (rc == REC_MP_PARTIAL) {
+        if (rc == REC_VALUE_PARTIAL) {
             if ((rc = fill(c)))
                 return rc;
             continue;

@@ -20,7 +20,7 @@
  * flight: past that the server stops reading, and a client that only
  * writes would wait forever.
  *
- * Replies are framed with rec_mp_scan before anything is decoded, so a
+ * Replies are framed with rec_value_scan before anything is decoded, so a
  * hostile or broken server cannot make the client allocate more than the
  * limits allow (defaults below). The pure helpers at the end (encode a
  * request, split a message) need no connection; the benchmark uses them
@@ -145,7 +145,7 @@ void rec_client_set_timeout(rec_client *c, int ms);
  * message, depth 40, 16 MiB per string, 16,000,000 elements per
  * container. A message over them fails rec_client_recv with
  * REC_ETOOLARGE. */
-void rec_client_set_limits(rec_client *c, const rec_mp_limits *l);
+void rec_client_set_limits(rec_client *c, const rec_value_limits *l);
 
 /* Why the last failing call failed ("connection closed by server",
  * "timed out", a strerror). Static or owned by c: valid until the next
@@ -215,11 +215,11 @@ int rec_client_encode_notification(rec_buf *out, const char *method,
                                    const void *params, size_t len);
 
 /* Split the message at the start of data[0..len): 0 with *used its size
- * and *msg views into data; REC_MP_PARTIAL when the bytes end before it
+ * and *msg views into data; REC_VALUE_PARTIAL when the bytes end before it
  * does; REC_EPROTOCOL when it is not a response or notification
  * (requests from a server are refused too); REC_ETOOLARGE over lim
  * (NULL: the client defaults). Pure, no allocation. */
-int rec_client_parse(const void *data, size_t len, const rec_mp_limits *lim,
+int rec_client_parse(const void *data, size_t len, const rec_value_limits *lim,
                      size_t *used, rec_client_msg *msg);
 
 /* Read the error map {code, name, message} in err[0..len) (a raw msgpack

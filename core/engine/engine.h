@@ -19,7 +19,9 @@
 #include "buf.h"
 #include "graph.h"
 #include "idmap.h"
-#include "model.h"
+#include "counter.h"
+#include "mf.h"
+#include "rng.h"
 #include "space.h"
 #include "store.h"
 

@@ -46,7 +46,7 @@ typedef enum rec_err {
  * or the wire. */
 typedef enum rec_status {
     REC__STATUS_BASE = 1000,
-    REC_MP_PARTIAL,   /* value.h, rpc.h, client.h: the bytes end before the
+    REC_VALUE_PARTIAL,   /* value.h, rpc.h, client.h: the bytes end before the
                          object does; read more */
     REC_BATCH_SILENT, /* store.h: no operation of the batch touches the key */
     REC_NOT_LOADED,   /* dispatch.c: the default pipeline has no strategy

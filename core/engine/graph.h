@@ -17,7 +17,9 @@
 
 #include "prefetch.h"
 
-#include "model.h"
+#include "counter.h"
+#include "mf.h"
+#include "rng.h"
 #include "vec.h"
 
 typedef struct rec_hentry {

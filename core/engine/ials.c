@@ -20,7 +20,9 @@
 #include <string.h>
 
 #include "err.h"
-#include "model.h"
+#include "counter.h"
+#include "mf.h"
+#include "rng.h"
 #include "vec.h"
 
 /* Interactions gathered per block in solve_one (see REC_IALS_SCRATCH_FLOATS). */

@@ -11,8 +11,8 @@
 #include "ease.h"
 #include "ials.h"
 
-struct rec_ials_job {
-    rec_ials_opts o;
+struct rec_learn_ials_job {
+    rec_learn_ials_opts o;
     rec_ials_data data;
     float *U, *V;
     float *VtV;      /* computed by the worker too: O(items f^2) */
@@ -47,7 +47,7 @@ static void models_free(void *p) {
     }
 }
 
-void rec_ials_opts_default(rec_ials_opts *o) {
+void rec_learn_ials_opts_default(rec_learn_ials_opts *o) {
     memset(o, 0, sizeof *o);
     snprintf(o->space, sizeof o->space, "ials");
     o->factors = 64;
@@ -63,7 +63,7 @@ static double mono(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-int rec_ials_job_new(rec_engine *e, const rec_ials_opts *o, rec_ials_job **out) {
+int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_learn_ials_job **out) {
     *out = NULL;
     if (rec_space_name_ok(o->space) || o->factors < 1 || o->factors > REC_IALS_MAX_FACTORS ||
         o->iters > 1000 || !(o->reg > 0.0f) || !isfinite(o->reg) || !(o->alpha > 0.0f) ||
@@ -82,7 +82,7 @@ int rec_ials_job_new(rec_engine *e, const rec_ials_opts *o, rec_ials_job **out) 
             n += h[i].weight > 0.0f;
     }
     rec_ials_triple *t = malloc((n ? n : 1) * sizeof *t);
-    rec_ials_job *j = calloc(1, sizeof *j);
+    rec_learn_ials_job *j = calloc(1, sizeof *j);
     if (!t || !j) {
         free(t);
         free(j);
@@ -109,14 +109,14 @@ int rec_ials_job_new(rec_engine *e, const rec_ials_opts *o, rec_ials_job **out) 
     j->U = malloc(((size_t)j->nusers + 1) * o->factors * sizeof(float));
     j->V = malloc(((size_t)j->nitems + 1) * o->factors * sizeof(float));
     if (!j->U || !j->V) {
-        rec_ials_job_free(j);
+        rec_learn_ials_job_free(j);
         return REC_ENOMEM;
     }
     *out = j;
     return 0;
 }
 
-int rec_ials_job_run(rec_ials_job *j) {
+int rec_learn_ials_job_run(rec_learn_ials_job *j) {
     double t0 = mono();
     int rc = rec_ials_train(&j->data, j->o.factors, j->o.reg, j->o.iters, j->o.seed,
                             j->U, j->V, 1);
@@ -162,7 +162,7 @@ static model *model_slot(rec_engine *e, const char *space, int ease) {
     return m;
 }
 
-int rec_ials_job_install(rec_engine *e, rec_ials_job *j) {
+int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j) {
     if (!j->trained)
         return REC_EINVAL;
     rec_space *s;
@@ -199,7 +199,7 @@ int rec_ials_job_install(rec_engine *e, rec_ials_job *j) {
     return 0;
 }
 
-void rec_ials_job_free(rec_ials_job *j) {
+void rec_learn_ials_job_free(rec_learn_ials_job *j) {
     if (!j)
         return;
     rec_ials_data_free(&j->data);
@@ -209,8 +209,8 @@ void rec_ials_job_free(rec_ials_job *j) {
     free(j);
 }
 
-double rec_ials_job_seconds(const rec_ials_job *j) { return j->seconds; }
-uint64_t rec_ials_job_pairs(const rec_ials_job *j) { return j->pairs; }
+double rec_learn_ials_job_seconds(const rec_learn_ials_job *j) { return j->seconds; }
+uint64_t rec_learn_ials_job_pairs(const rec_learn_ials_job *j) { return j->pairs; }
 
 static int cmp_u32(const void *a, const void *b) {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -279,8 +279,8 @@ int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user) {
 
 /* ---- EASE ---------------------------------------------------------------- */
 
-struct rec_ease_job {
-    rec_ease_opts o;
+struct rec_learn_ease_job {
+    rec_learn_ease_opts o;
     uint32_t n, nusers, nlocal;
     uint32_t nactive; /* users with at least one modelled item */
     uint32_t *item;   /* local -> engine index */
@@ -291,14 +291,14 @@ struct rec_ease_job {
     int trained;
 };
 
-void rec_ease_opts_default(rec_ease_opts *o) {
+void rec_learn_ease_opts_default(rec_learn_ease_opts *o) {
     memset(o, 0, sizeof *o);
     snprintf(o->name, sizeof o->name, "ease");
     o->lambda = 250.0f;
     o->max_items = 3000;
 }
 
-void rec_ease_job_free(rec_ease_job *j) {
+void rec_learn_ease_job_free(rec_learn_ease_job *j) {
     if (!j)
         return;
     free(j->item);
@@ -320,7 +320,7 @@ static int cmp_by_count(const void *a, const void *b, void *ctx) {
 /* Each user's distinct positive items that the job models, as local
  * numbers: written into idx with j->ptr filled (idx not NULL), or only
  * counted. mark (ni + 1 entries) is scratch. Returns the count. */
-static size_t user_rows(rec_ease_job *j, rec_graph *g, uint32_t *mark, uint32_t ni,
+static size_t user_rows(rec_learn_ease_job *j, rec_graph *g, uint32_t *mark, uint32_t ni,
                         uint32_t *idx) {
     memset(mark, 0, ((size_t)ni + 1) * sizeof *mark);
     size_t k = 0;
@@ -343,14 +343,14 @@ static size_t user_rows(rec_ease_job *j, rec_graph *g, uint32_t *mark, uint32_t 
     return k;
 }
 
-int rec_ease_job_new(rec_engine *e, const rec_ease_opts *o, rec_ease_job **out) {
+int rec_learn_ease_job_new(rec_engine *e, const rec_learn_ease_opts *o, rec_learn_ease_job **out) {
     *out = NULL;
     if (rec_space_name_ok(o->name) || !(o->lambda > 0.0f) || !isfinite(o->lambda) ||
         o->max_items < 1 || o->max_items > 20000)
         return REC_EINVAL;
     rec_graph *g = rec_engine_graph(e);
     uint32_t nu = rec_engine_bound(e, REC_KIND_USER), ni = rec_engine_bound(e, REC_KIND_ITEM);
-    rec_ease_job *j = calloc(1, sizeof *j);
+    rec_learn_ease_job *j = calloc(1, sizeof *j);
     uint32_t *count = calloc((size_t)ni + 1, sizeof *count);
     uint32_t *order = malloc(((size_t)ni + 1) * sizeof *order);
     uint32_t *mark = calloc((size_t)ni + 1, sizeof *mark); /* user + 1 who last counted it */
@@ -404,11 +404,11 @@ nomem:
     free(count);
     free(order);
     free(mark);
-    rec_ease_job_free(j);
+    rec_learn_ease_job_free(j);
     return REC_ENOMEM;
 }
 
-int rec_ease_job_run(rec_ease_job *j) {
+int rec_learn_ease_job_run(rec_learn_ease_job *j) {
     double t0 = mono();
     int rc = 0;
     if (j->n) {
@@ -421,7 +421,7 @@ int rec_ease_job_run(rec_ease_job *j) {
     return rc;
 }
 
-int rec_ease_job_install(rec_engine *e, rec_ease_job *j) {
+int rec_learn_ease_job_install(rec_engine *e, rec_learn_ease_job *j) {
     if (!j->trained)
         return REC_EINVAL;
     model *m = model_slot(e, j->o.name, 1);
@@ -440,9 +440,9 @@ int rec_ease_job_install(rec_engine *e, rec_ease_job *j) {
     return 0;
 }
 
-double rec_ease_job_seconds(const rec_ease_job *j) { return j->seconds; }
-uint32_t rec_ease_job_items(const rec_ease_job *j) { return j->n; }
-uint32_t rec_ease_job_users(const rec_ease_job *j) { return j->nactive; }
+double rec_learn_ease_job_seconds(const rec_learn_ease_job *j) { return j->seconds; }
+uint32_t rec_learn_ease_job_items(const rec_learn_ease_job *j) { return j->n; }
+uint32_t rec_learn_ease_job_users(const rec_learn_ease_job *j) { return j->nactive; }
 
 int rec_learn_ease_topk(rec_engine *e, const char *name, uint32_t user,
                         const uint64_t *skip, size_t words, size_t k, rec_hit *out) {

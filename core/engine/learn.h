@@ -2,7 +2,7 @@
  *
  * A job is a snapshot of the positive interactions (each user's history,
  * weights summed per item) taken on the engine's thread, trained anywhere
- * (rec_ials_job_run touches nothing but the job), and installed back on
+ * (rec_learn_ials_job_run touches nothing but the job), and installed back on
  * the engine's thread as item and user rows of a vector space. Requests
  * are never blocked by training: only the snapshot (O(events)) and the
  * install (O((users + items) * factors)) run on the engine's thread.
@@ -17,32 +17,32 @@
 #include "engine.h"
 #include "vec.h"
 
-typedef struct rec_ials_opts {
+typedef struct rec_learn_ials_opts {
     char space[64];    /* default "ials" */
     uint32_t factors;  /* default 64 */
     uint32_t iters;    /* default 8 */
     float reg;         /* default 30 */
     float alpha;       /* confidence per unit of event weight; default 2 */
     uint64_t seed;     /* default 42 */
-} rec_ials_opts;
+} rec_learn_ials_opts;
 
-void rec_ials_opts_default(rec_ials_opts *o);
+void rec_learn_ials_opts_default(rec_learn_ials_opts *o);
 
-typedef struct rec_ials_job rec_ials_job;
+typedef struct rec_learn_ials_job rec_learn_ials_job;
 
 /* Snapshot the engine's positive interactions. REC_EINVAL for bad options,
  * REC_EDIM when the space exists with another dimension. */
-int rec_ials_job_new(rec_engine *e, const rec_ials_opts *o, rec_ials_job **out);
+int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_learn_ials_job **out);
 /* Train (any thread). */
-int rec_ials_job_run(rec_ials_job *j);
+int rec_learn_ials_job_run(rec_learn_ials_job *j);
 /* Install the trained factors (engine thread): rows of users and items
  * still alive are set in the space (written at the next checkpoint) and
  * the item Gram matrix is kept for fold-ins. */
-int rec_ials_job_install(rec_engine *e, rec_ials_job *j);
-void rec_ials_job_free(rec_ials_job *j); /* NULL is a no-op */
+int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j);
+void rec_learn_ials_job_free(rec_learn_ials_job *j); /* NULL is a no-op */
 /* Seconds the training took, interactions it saw. */
-double rec_ials_job_seconds(const rec_ials_job *j);
-uint64_t rec_ials_job_pairs(const rec_ials_job *j);
+double rec_learn_ials_job_seconds(const rec_learn_ials_job *j);
+uint64_t rec_learn_ials_job_pairs(const rec_learn_ials_job *j);
 
 /* Re-solve `user` in the installed model of space (from their whole
  * history). REC_ENOTFOUND when no model was installed for the space in
@@ -51,26 +51,26 @@ int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user);
 
 /* ---- EASE (ease.h): item-item weights in closed form ------------------- */
 
-typedef struct rec_ease_opts {
+typedef struct rec_learn_ease_opts {
     char name[64];      /* the model's name; default "ease" */
     float lambda;       /* L2 regularisation; default 250 */
     uint32_t max_items; /* the most engaged items modelled; default 3000 */
-} rec_ease_opts;
+} rec_learn_ease_opts;
 
-void rec_ease_opts_default(rec_ease_opts *o);
+void rec_learn_ease_opts_default(rec_learn_ease_opts *o);
 
-typedef struct rec_ease_job rec_ease_job;
+typedef struct rec_learn_ease_job rec_learn_ease_job;
 
 /* Snapshot (engine thread): every user's distinct positive items among
  * the max_items active items with the most users. REC_EINVAL for bad
  * options. */
-int rec_ease_job_new(rec_engine *e, const rec_ease_opts *o, rec_ease_job **out);
-int rec_ease_job_run(rec_ease_job *j);                 /* any thread */
-int rec_ease_job_install(rec_engine *e, rec_ease_job *j); /* engine thread */
-void rec_ease_job_free(rec_ease_job *j);               /* NULL is a no-op */
-double rec_ease_job_seconds(const rec_ease_job *j);
-uint32_t rec_ease_job_items(const rec_ease_job *j);
-uint32_t rec_ease_job_users(const rec_ease_job *j); /* with a modelled item */
+int rec_learn_ease_job_new(rec_engine *e, const rec_learn_ease_opts *o, rec_learn_ease_job **out);
+int rec_learn_ease_job_run(rec_learn_ease_job *j);                 /* any thread */
+int rec_learn_ease_job_install(rec_engine *e, rec_learn_ease_job *j); /* engine thread */
+void rec_learn_ease_job_free(rec_learn_ease_job *j);               /* NULL is a no-op */
+double rec_learn_ease_job_seconds(const rec_learn_ease_job *j);
+uint32_t rec_learn_ease_job_items(const rec_learn_ease_job *j);
+uint32_t rec_learn_ease_job_users(const rec_learn_ease_job *j); /* with a modelled item */
 
 /* The user's top k items under the installed model `name`: item j scores
  * the sum of B_ij over the distinct items i of the user's positive

@@ -174,7 +174,7 @@ static uint32_t find_idx(lua_State *L, ldb *d, rec_kind k, int idx,
 static void pack_value(lua_State *L, int idx, rec_buf *b, const char *what) {
     char err[256];
     /* nothing larger is stored: stop there, whatever the value's shape */
-    int rc = rec_mp_pack_lua_max(L, idx, b, REC_PROPS_MAX, err, sizeof err);
+    int rc = rec_value_pack_lua_max(L, idx, b, REC_PROPS_MAX, err, sizeof err);
     if (rc) {
         rec_buf_free(b);
         rec_lua_error(L, rc, "%s: %s", what, err);
@@ -485,7 +485,7 @@ static int get_common(lua_State *L, rec_kind kind) {
     lua_pushvalue(L, 2);
     lua_setfield(L, -2, "id");
     size_t used;
-    rc = rec_mp_push_lua(L, props.data, props.len, &used);
+    rc = rec_value_push_lua(L, props.data, props.len, &used);
     rec_buf_free(&props);
     if (rc)
         return rec_lua_error(L, REC_ECORRUPT, "stored properties cannot be decoded");
@@ -1349,7 +1349,7 @@ static int db_kv_get(lua_State *L) {
         return engine_error(L, d->e, rc);
     }
     size_t used;
-    rc = rec_mp_push_lua(L, b.data, b.len, &used);
+    rc = rec_value_push_lua(L, b.data, b.len, &used);
     rec_buf_free(&b);
     if (rc)
         return rec_lua_error(L, REC_ECORRUPT, "stored value cannot be decoded");
@@ -1536,8 +1536,8 @@ static int db_ials_train(lua_State *L) {
     if (!d->owned && d->batch_depth > 0)
         return rec_lua_error(L, REC_EBUSY, "training blocks: in the server use the "
                              "model.train method, which trains in a worker");
-    rec_ials_opts o;
-    rec_ials_opts_default(&o);
+    rec_learn_ials_opts o;
+    rec_learn_ials_opts_default(&o);
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         snprintf(o.space, sizeof o.space, "%s", opt_field_str(L, 2, "space", "ials"));
@@ -1547,17 +1547,17 @@ static int db_ials_train(lua_State *L) {
         o.alpha = (float)opt_field_num(L, 2, "alpha", o.alpha);
         o.seed = (uint64_t)opt_field_num(L, 2, "seed", 42);
     }
-    rec_ials_job *j;
-    int rc = rec_ials_job_new(d->e, &o, &j);
+    rec_learn_ials_job *j;
+    int rc = rec_learn_ials_job_new(d->e, &o, &j);
     if (rc)
         return rec_lua_error(L, rc, "ials: %s", rc == REC_EDIM
                              ? "the space exists with another dimension than factors"
                              : "bad options (factors 1..256, iters 0..1000, reg and alpha > 0)");
-    rc = rec_ials_job_run(j);
+    rc = rec_learn_ials_job_run(j);
     if (!rc)
-        rc = rec_ials_job_install(d->e, j);
+        rc = rec_learn_ials_job_install(d->e, j);
     if (rc) {
-        rec_ials_job_free(j);
+        rec_learn_ials_job_free(j);
         return rec_lua_error(L, rc, "ials training failed: %s", rec_strerror(rc));
     }
     lua_createtable(L, 0, 4);
@@ -1565,11 +1565,11 @@ static int db_ials_train(lua_State *L) {
     lua_setfield(L, -2, "users");
     lua_pushinteger(L, rec_engine_count(d->e, REC_KIND_ITEM));
     lua_setfield(L, -2, "items");
-    lua_pushinteger(L, (lua_Integer)rec_ials_job_pairs(j));
+    lua_pushinteger(L, (lua_Integer)rec_learn_ials_job_pairs(j));
     lua_setfield(L, -2, "pairs");
-    lua_pushnumber(L, rec_ials_job_seconds(j));
+    lua_pushnumber(L, rec_learn_ials_job_seconds(j));
     lua_setfield(L, -2, "seconds");
-    rec_ials_job_free(j);
+    rec_learn_ials_job_free(j);
     autocommit(L, d);
     return 1;
 }
@@ -1583,8 +1583,8 @@ static int db_ease_train(lua_State *L) {
     if (!d->owned && d->batch_depth > 0)
         return rec_lua_error(L, REC_EBUSY, "training blocks: in the server use the "
                              "model.train method, which trains in a worker");
-    rec_ease_opts o;
-    rec_ease_opts_default(&o);
+    rec_learn_ease_opts o;
+    rec_learn_ease_opts_default(&o);
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         snprintf(o.name, sizeof o.name, "%s", opt_field_str(L, 2, "name", "ease"));
@@ -1592,28 +1592,28 @@ static int db_ease_train(lua_State *L) {
         lua_Number mi = opt_field_num(L, 2, "max_items", o.max_items);
         o.max_items = mi >= 1 && mi <= 20000 ? (uint32_t)mi : 0;
     }
-    rec_ease_job *j;
-    int rc = rec_ease_job_new(d->e, &o, &j);
+    rec_learn_ease_job *j;
+    int rc = rec_learn_ease_job_new(d->e, &o, &j);
     if (rc)
         return rec_lua_error(L, rc, "ease: %s", rc == REC_EINVAL
                              ? "bad options (name a space-like name, lambda > 0, "
                                "max_items 1..20000)"
                              : rec_strerror(rc));
-    rc = rec_ease_job_run(j);
+    rc = rec_learn_ease_job_run(j);
     if (!rc)
-        rc = rec_ease_job_install(d->e, j);
+        rc = rec_learn_ease_job_install(d->e, j);
     if (rc) {
-        rec_ease_job_free(j);
+        rec_learn_ease_job_free(j);
         return rec_lua_error(L, rc, "ease training failed: %s", rec_strerror(rc));
     }
     lua_createtable(L, 0, 3);
-    lua_pushinteger(L, rec_ease_job_items(j));
+    lua_pushinteger(L, rec_learn_ease_job_items(j));
     lua_setfield(L, -2, "items");
-    lua_pushinteger(L, rec_ease_job_users(j));
+    lua_pushinteger(L, rec_learn_ease_job_users(j));
     lua_setfield(L, -2, "users");
-    lua_pushnumber(L, rec_ease_job_seconds(j));
+    lua_pushnumber(L, rec_learn_ease_job_seconds(j));
     lua_setfield(L, -2, "seconds");
-    rec_ease_job_free(j);
+    rec_learn_ease_job_free(j);
     return 1;
 }
 

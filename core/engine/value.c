@@ -1,20 +1,20 @@
 /* value.c - msgpack <-> Lua values, and a bounded msgpack pre-scan.
  *
- * Three pieces, over one classification of header bytes (rec_mp_classify in
+ * Three pieces, over one classification of header bytes (rec_value_classify in
  * value.h, also used by the RPC framer):
  *
- *   rec_mp_scan      walks msgpack bytes without allocating. Each header's
+ *   rec_value_scan      walks msgpack bytes without allocating. Each header's
  *                    claim (payload length, element count, nesting) is held
  *                    against the limits as soon as the header's length
  *                    bytes are present, whether or not the payload is, so a
  *                    5-byte array32 header claiming four billion elements is
  *                    refused at once rather than waited for.
- *   rec_mp_push_lua  decodes one object onto a Lua stack. It scans first
+ *   rec_value_push_lua  decodes one object onto a Lua stack. It scans first
  *                    with the default limits, so the decoder only ever sees
  *                    bytes whose sizes and depth are already known to be
  *                    bounded; msgpack-c's unpacker is not used because it
  *                    allocates whatever a header claims.
- *   rec_mp_pack_lua  encodes a Lua value with msgpack-c's packer writing into
+ *   rec_value_pack_lua  encodes a Lua value with msgpack-c's packer writing into
  *                    a rec_buf. Tables are read with raw access only, so no
  *                    metamethod (__index, __pairs, __len) runs.
  *
@@ -40,7 +40,7 @@
 /* Nesting accepted by push_lua and pack_lua. */
 #define LUA_MAX_DEPTH 32
 
-void rec_mp_limits_default(rec_mp_limits *l) {
+void rec_value_limits_default(rec_value_limits *l) {
     l->max_bytes = (size_t)4 << 20;
     l->max_depth = LUA_MAX_DEPTH;
     l->max_str = (uint32_t)1 << 20;
@@ -55,17 +55,17 @@ static int scan_fail(const char **why, const char *msg, int rc) {
     return rc;
 }
 
-int rec_mp_scan(const void *data, size_t len, const rec_mp_limits *lim,
+int rec_value_scan(const void *data, size_t len, const rec_value_limits *lim,
                 size_t *used, const char **why) {
     static const char *const too_long[] = {
-        [REC_MP_STR] = "str exceeds max_str",
-        [REC_MP_BIN] = "bin exceeds max_str",
-        [REC_MP_EXT] = "ext exceeds max_str",
+        [REC_VALUE_STR] = "str exceeds max_str",
+        [REC_VALUE_BIN] = "bin exceeds max_str",
+        [REC_VALUE_EXT] = "ext exceeds max_str",
     };
     const unsigned char *p = data;
-    rec_mp_limits defl;
+    rec_value_limits defl;
     if (!lim) {
-        rec_mp_limits_default(&defl);
+        rec_value_limits_default(&defl);
         lim = &defl;
     }
     uint32_t maxd = lim->max_depth < SCAN_MAX_DEPTH ? lim->max_depth
@@ -88,9 +88,9 @@ int rec_mp_scan(const void *data, size_t len, const rec_mp_limits *lim,
         if (pos + need > max_bytes)
             return scan_fail(why, "object exceeds max_bytes", REC_ETOOLARGE);
         if (pos >= len)
-            return scan_fail(why, "object incomplete", REC_MP_PARTIAL);
-        rec_mp_head h = rec_mp_classify(p[pos]);
-        if (h.kind == REC_MP_RESERVED)
+            return scan_fail(why, "object incomplete", REC_VALUE_PARTIAL);
+        rec_value_head h = rec_value_classify(p[pos]);
+        if (h.kind == REC_VALUE_RESERVED)
             return scan_fail(why, "reserved byte 0xc1", REC_EPROTOCOL);
         need--; /* this element's bytes are accounted for below */
         if (depth > 0)
@@ -102,19 +102,19 @@ int rec_mp_scan(const void *data, size_t len, const rec_mp_limits *lim,
                 return scan_fail(why, "object exceeds max_bytes",
                                  REC_ETOOLARGE);
             if (at > len)
-                return scan_fail(why, "object incomplete", REC_MP_PARTIAL);
-            h.n = rec_mp_head_len(p + pos + 1, h.lenbytes);
+                return scan_fail(why, "object incomplete", REC_VALUE_PARTIAL);
+            h.n = rec_value_head_len(p + pos + 1, h.lenbytes);
         }
-        if (h.kind == REC_MP_ARRAY || h.kind == REC_MP_MAP) {
+        if (h.kind == REC_VALUE_ARRAY || h.kind == REC_VALUE_MAP) {
             if (depth >= maxd)
                 return scan_fail(why, "nesting exceeds max_depth",
                                  REC_ETOOLARGE);
             if (h.n > lim->max_items)
                 return scan_fail(why,
-                                 h.kind == REC_MP_ARRAY ? "array exceeds max_items"
+                                 h.kind == REC_VALUE_ARRAY ? "array exceeds max_items"
                                                    : "map exceeds max_items",
                                  REC_ETOOLARGE);
-            uint64_t elems = h.kind == REC_MP_MAP ? 2 * (uint64_t)h.n : h.n;
+            uint64_t elems = h.kind == REC_VALUE_MAP ? 2 * (uint64_t)h.n : h.n;
             need += elems;
             pos = at;
             if (pos + need > max_bytes)
@@ -123,14 +123,14 @@ int rec_mp_scan(const void *data, size_t len, const rec_mp_limits *lim,
             if (elems)
                 rem[depth++] = elems;
         } else {
-            if (h.kind != REC_MP_SCALAR && h.n > lim->max_str)
+            if (h.kind != REC_VALUE_SCALAR && h.n > lim->max_str)
                 return scan_fail(why, too_long[h.kind], REC_ETOOLARGE);
             uint64_t end = at + h.extra + h.n;
             if (end + need > max_bytes)
                 return scan_fail(why, "object exceeds max_bytes",
                                  REC_ETOOLARGE);
             if (end > len)
-                return scan_fail(why, "object incomplete", REC_MP_PARTIAL);
+                return scan_fail(why, "object incomplete", REC_VALUE_PARTIAL);
             pos = end;
         }
         while (depth > 0 && rem[depth - 1] == 0)
@@ -176,7 +176,7 @@ static double get_f64(const unsigned char *p) {
 }
 
 /* Push the next object. [-0, +1, m] on success; on error it may leave
- * partly built tables above, which rec_mp_push_lua discards. */
+ * partly built tables above, which rec_value_push_lua discards. */
 static int decode(lua_State *L, dec *d, int depth) {
     if (!lua_checkstack(L, 3))
         return REC_ENOMEM;
@@ -192,21 +192,21 @@ static int decode(lua_State *L, dec *d, int depth) {
         lua_pushinteger(L, (lua_Integer)(int8_t)b);
         return 0;
     }
-    rec_mp_head h = rec_mp_classify(b);
-    if (h.kind == REC_MP_RESERVED || h.kind == REC_MP_EXT)
+    rec_value_head h = rec_value_classify(b);
+    if (h.kind == REC_VALUE_RESERVED || h.kind == REC_VALUE_EXT)
         return REC_EPROTOCOL;
     if (h.lenbytes) {
         if (!(q = take(d, h.lenbytes)))
             return REC_EPROTOCOL;
-        h.n = rec_mp_head_len(q, h.lenbytes);
+        h.n = rec_value_head_len(q, h.lenbytes);
     }
-    if (h.kind == REC_MP_STR || h.kind == REC_MP_BIN) {
+    if (h.kind == REC_VALUE_STR || h.kind == REC_VALUE_BIN) {
         if (!(q = take(d, h.n)))
             return REC_EPROTOCOL;
         lua_pushlstring(L, (const char *)q, h.n);
         return 0;
     }
-    if (h.kind == REC_MP_ARRAY) {
+    if (h.kind == REC_VALUE_ARRAY) {
         if (depth >= LUA_MAX_DEPTH)
             return REC_ETOOLARGE;
         /* A scanned array of n elements spans >= n bytes, so this size is
@@ -220,7 +220,7 @@ static int decode(lua_State *L, dec *d, int depth) {
         }
         return 0;
     }
-    if (h.kind == REC_MP_MAP) {
+    if (h.kind == REC_VALUE_MAP) {
         if (depth >= LUA_MAX_DEPTH)
             return REC_ETOOLARGE;
         lua_createtable(L, 0, h.n > INT32_MAX ? 0 : (int)h.n);
@@ -239,7 +239,7 @@ static int decode(lua_State *L, dec *d, int depth) {
         }
         return 0;
     }
-    /* REC_MP_SCALAR with a payload of h.n bytes */
+    /* REC_VALUE_SCALAR with a payload of h.n bytes */
     if (!(q = take(d, h.n)))
         return REC_EPROTOCOL;
     switch (b) {
@@ -249,7 +249,7 @@ static int decode(lua_State *L, dec *d, int depth) {
     case 0xca: lua_pushnumber(L, (lua_Number)get_f32(q)); break;
     case 0xcb: lua_pushnumber(L, (lua_Number)get_f64(q)); break;
     case 0xcc: lua_pushinteger(L, q[0]); break;
-    case 0xcd: lua_pushinteger(L, (lua_Integer)rec_mp_head_len(q, 2)); break;
+    case 0xcd: lua_pushinteger(L, (lua_Integer)rec_value_head_len(q, 2)); break;
     case 0xce: lua_pushinteger(L, (lua_Integer)rec_get_be32(q)); break;
     case 0xcf: {
         uint64_t u = rec_get_be64(q);
@@ -260,7 +260,7 @@ static int decode(lua_State *L, dec *d, int depth) {
         break;
     }
     case 0xd0: lua_pushinteger(L, (int8_t)q[0]); break;
-    case 0xd1: lua_pushinteger(L, (int16_t)rec_mp_head_len(q, 2)); break;
+    case 0xd1: lua_pushinteger(L, (int16_t)rec_value_head_len(q, 2)); break;
     case 0xd2: lua_pushinteger(L, (int32_t)rec_get_be32(q)); break;
     case 0xd3: lua_pushinteger(L, (lua_Integer)(int64_t)rec_get_be64(q)); break;
     default: return REC_EPROTOCOL;
@@ -269,15 +269,15 @@ static int decode(lua_State *L, dec *d, int depth) {
 }
 
 /* [-0, +1, m] on success; [-0, +0, m] on error. */
-int rec_mp_push_lua(lua_State *L, const void *data, size_t len,
+int rec_value_push_lua(lua_State *L, const void *data, size_t len,
                     size_t *used) {
-    rec_mp_limits lim;
-    rec_mp_limits_default(&lim);
+    rec_value_limits lim;
+    rec_value_limits_default(&lim);
     size_t n = 0;
     if (used)
         *used = 0;
-    int rc = rec_mp_scan(data, len, &lim, &n, NULL);
-    if (rc == REC_MP_PARTIAL)
+    int rc = rec_value_scan(data, len, &lim, &n, NULL);
+    if (rc == REC_VALUE_PARTIAL)
         return REC_EPROTOCOL; /* truncated: nothing more is coming */
     if (rc)
         return rc;
@@ -527,12 +527,12 @@ static int pack_value(pack_ctx *c, int idx) {
 }
 
 /* [-0, +0, m] */
-int rec_mp_pack_lua(lua_State *L, int idx, rec_buf *out, char *err,
+int rec_value_pack_lua(lua_State *L, int idx, rec_buf *out, char *err,
                     size_t errlen) {
-    return rec_mp_pack_lua_max(L, idx, out, SIZE_MAX, err, errlen);
+    return rec_value_pack_lua_max(L, idx, out, SIZE_MAX, err, errlen);
 }
 
-int rec_mp_pack_lua_max(lua_State *L, int idx, rec_buf *out, size_t max, char *err,
+int rec_value_pack_lua_max(lua_State *L, int idx, rec_buf *out, size_t max, char *err,
                         size_t errlen) {
     pack_ctx c;
     c.L = L;

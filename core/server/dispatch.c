@@ -71,8 +71,8 @@ struct rec_dispatch {
     rec_script_rt *rt;   /* strategies and policies, or NULL */
     rec_fanout fan;      /* events to the policies or the built-in learner */
     int rec_ref;         /* registry ref of the scripts' `rec` handle */
-    rec_pl_live pipelines; /* the config in force, kept with pipelines.lua */
-    rec_pl_state *pl;
+    rec_pipeline_live pipelines; /* the config in force, kept with pipelines.lua */
+    rec_pipeline_state *pl;
     rec_stats metrics;     /* shown, clicked, converted: stats.get */
     int own_rt;          /* rt started by rec_dispatch_start, freed with d */
     rec_train *trainer;  /* model.train and the schedule, or NULL */
@@ -1136,15 +1136,15 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     rec_dispatch *d = c->d;
     if (!d->rt)
         return fail(c, REC_ENOTFOUND, "no scripts are loaded (start with --scripts)");
-    char pname[REC_PL_NAME_MAX + 1] = "", sname[REC_PL_NAME_MAX + 1] = "";
+    char pname[REC_PIPELINE_NAME_MAX + 1] = "", sname[REC_PIPELINE_NAME_MAX + 1] = "";
     if (pl)
         pack_str_obj(NULL, pl, pname, sizeof pname);
     if (so)
         pack_str_obj(NULL, so, sname, sizeof sname);
     const char *arm = NULL;
-    const rec_pl_pipeline *p = NULL;
+    const rec_pipeline_pipeline *p = NULL;
     if (!so) {
-        p = rec_pl_pick(&d->pipelines.cfg, pl ? pname : NULL, key, kl, &arm);
+        p = rec_pipeline_pick(&d->pipelines.cfg, pl ? pname : NULL, key, kl, &arm);
         if (!p)
             return fail(c, REC_ENOTFOUND, "unknown pipeline '%s'", pname);
     } else if (!rec_script_has(d->rt, REC_SCRIPT_STRATEGY, sname, "recommend")) {
@@ -1160,15 +1160,15 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
             return REC_NOT_LOADED;
     }
     /* No policy list: every loaded policy with rerank, in name order. */
-    rec_pl_pipeline all;
+    rec_pipeline_pipeline all;
     if (p && p->all_policies) {
         all = *p;
         all.npolicies = 0;
         rec_script_info in;
-        for (size_t i = 0; i < rec_script_count(d->rt) && all.npolicies < REC_PL_MAX_POLICIES; i++)
+        for (size_t i = 0; i < rec_script_count(d->rt) && all.npolicies < REC_PIPELINE_MAX_POLICIES; i++)
             if (!rec_script_info_at(d->rt, i, &in) && in.kind == REC_SCRIPT_POLICY &&
                 in.loaded && rec_script_has(d->rt, REC_SCRIPT_POLICY, in.name, "rerank"))
-                snprintf(all.policies[all.npolicies++], REC_PL_NAME_MAX + 1, "%s", in.name);
+                snprintf(all.policies[all.npolicies++], REC_PIPELINE_NAME_MAX + 1, "%s", in.name);
         p = &all;
     }
     const msgpack_object *ao = field(o, "allow_seen");
@@ -1194,17 +1194,17 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
         rec_rpc_packer(&pk, &exc);
         msgpack_pack_object(&pk, *ex);
     }
-    rec_pl_req r = {.p = p, .strategy = so ? sname : NULL, .user_key = key,
+    rec_pipeline_req r = {.p = p, .strategy = so ? sname : NULL, .user_key = key,
                     .user_len = kl, .n = n, .context = cx ? ctx.data : NULL,
                     .context_len = ctx.len, .exclude = ex ? exc.data : NULL,
                     .exclude_len = exc.len, .skip = skip, .words = words,
                     .allow_seen = allow_seen, .record = record, .rec_ref = d->rec_ref};
-    rec_pl_hit *hits = malloc((size_t)n * sizeof *hits);
+    rec_pipeline_hit *hits = malloc((size_t)n * sizeof *hits);
     size_t got = 0;
     /* What policies keep of what they showed (fatigue lists) is learned
      * state like the impressions counter: written at checkpoints. */
     int was = rec_engine_learning(c->e, 1);
-    rc = hits ? rec_pl_run(d->pl, d->rt, c->e, &r, hits, &got, c->err, c->errlen)
+    rc = hits ? rec_pipeline_run(d->pl, d->rt, c->e, &r, hits, &got, c->err, c->errlen)
               : REC_ENOMEM;
     rec_engine_learning(c->e, was);
     free(skip);
@@ -1215,7 +1215,7 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
         return rc == REC_ENOMEM ? fail(c, rc, "out of memory") : rc;
     }
     const char *label = so ? sname : p->name;
-    char shown[REC_PL_NAME_MAX + 16];
+    char shown[REC_PIPELINE_NAME_MAX + 16];
     snprintf(shown, sizeof shown, "%s%s", so ? "strategy:" : "", label);
     /* Answer, record and count what is shown. */
     uint64_t rid = next_rec_id(d);
@@ -1292,7 +1292,7 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
 /* The shared head of rec.recommend and rec.similar: params[0] is a map
  * whose field `who` is an id (encoded into key, its length returned) and
  * whose n is 1..MAX_N. Returns the length, or a negative error. */
-static int rec_request(call_ctx *c, const char *who, const char *shape,
+static int parse_rec_request(call_ctx *c, const char *who, const char *shape,
                        const msgpack_object **o, char *key, uint32_t *n) {
     *o = param(c, 0);
     if (!*o || (*o)->type != MSGPACK_OBJECT_MAP)
@@ -1310,7 +1310,7 @@ static int m_recommend(call_ctx *c) {
     const msgpack_object *o;
     char key[REC_ID_MAX];
     uint32_t n;
-    int kl = rec_request(c, "user", "{user, n?, exclude?, ...}", &o, key, &n);
+    int kl = parse_rec_request(c, "user", "{user, n?, exclude?, ...}", &o, key, &n);
     if (kl < 0)
         return kl;
     int rc;
@@ -1355,7 +1355,7 @@ static int m_similar(call_ctx *c) {
     const msgpack_object *o;
     char key[REC_ID_MAX];
     uint32_t n;
-    int kl = rec_request(c, "item", "{item, n?, space?}", &o, key, &n);
+    int kl = parse_rec_request(c, "item", "{item, n?, space?}", &o, key, &n);
     if (kl < 0)
         return kl;
     int rc;
@@ -1445,10 +1445,10 @@ static int m_script_reload(call_ctx *c) {
     if (!c->d->rt)
         return fail(c, REC_ENOTFOUND, "no scripts are loaded (start with --scripts)");
     const msgpack_object *no = param(c, 0);
-    char name[REC_PL_NAME_MAX + 1];
+    char name[REC_PIPELINE_NAME_MAX + 1];
     if (no && no->type != MSGPACK_OBJECT_NIL) {
         if (no->type != MSGPACK_OBJECT_STR || no->via.str.size == 0 ||
-            no->via.str.size > REC_PL_NAME_MAX)
+            no->via.str.size > REC_PIPELINE_NAME_MAX)
             return fail(c, REC_EINVAL, "params[0] (name) must be a script name");
         memcpy(name, no->via.str.ptr, no->via.str.size);
         name[no->via.str.size] = 0;
@@ -1497,7 +1497,7 @@ static int pack_eval_results(lua_State *L) {
         char perr[128];
         size_t used = c->out->len - start;
         size_t room = used < EVAL_RESULT_MAX ? EVAL_RESULT_MAX - used : 0;
-        int rc = rec_mp_pack_lua_max(L, i, c->out, room, perr, sizeof perr);
+        int rc = rec_value_pack_lua_max(L, i, c->out, room, perr, sizeof perr);
         if (rc == REC_ETOOLARGE)
             return luaL_error(L, "admin.eval results take more than %d bytes of msgpack",
                               (int)EVAL_RESULT_MAX);
@@ -1601,7 +1601,7 @@ void rec_dispatch_free(rec_dispatch *d) {
     }
     free(d->stats);
     rec_rank_fuse_free(&d->fuse);
-    rec_pl_state_free(d->pl);
+    rec_pipeline_state_free(d->pl);
     rec_buf_free(&d->scratch);
     rec_train_free(d->trainer);
     if (d->own_rt)
@@ -1737,12 +1737,12 @@ int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
     d->rt = rt;
     d->fan.rt = rt;
     d->rec_ref = rec_ref;
-    if (!d->pl && !(d->pl = rec_pl_state_new()))
+    if (!d->pl && !(d->pl = rec_pipeline_state_new()))
         return REC_ENOMEM;
-    return rec_pl_config_watch(&d->pipelines, d->e, rt, pipelines_path);
+    return rec_pipeline_config_watch(&d->pipelines, d->e, rt, pipelines_path);
 }
 
-const rec_pl_config *rec_dispatch_pipelines(const rec_dispatch *d) {
+const rec_pipeline_config *rec_dispatch_pipelines(const rec_dispatch *d) {
     return &d->pipelines.cfg;
 }
 

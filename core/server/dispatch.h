@@ -95,8 +95,8 @@ int rec_dispatch_set_scripts(rec_dispatch *d, struct rec_script_rt *rt,
 
 /* The pipelines config in force (pipeline.h), borrowed until the next
  * request or tick (a reload may replace it). */
-struct rec_pl_config;
-const struct rec_pl_config *rec_dispatch_pipelines(const rec_dispatch *d);
+struct rec_pipeline_config;
+const struct rec_pipeline_config *rec_dispatch_pipelines(const rec_dispatch *d);
 
 /* What a server runs the methods with: the script runtime, loaded from
  * the two folders (either may be NULL: the runtime exists without them,

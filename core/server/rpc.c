@@ -22,12 +22,12 @@ void rec_rpc_limits_default(rec_rpc_limits *l) {
 }
 
 /* ---- framing --------------------------------------------------------------
- * The same walk as rec_mp_scan (value.c), with its state kept between calls
+ * The same walk as rec_value_scan (value.c), with its state kept between calls
  * so that a message arriving in pieces is walked once, not once per piece,
  * and with the values counted. A value's header is read whole or not at
  * all: a partial header or string is looked at again from its first byte
  * (constant work), everything before it never again. Headers are read with
- * value.h's rec_mp_classify, as rec_mp_scan reads them. */
+ * value.h's rec_value_classify, as rec_value_scan reads them. */
 
 static int frame_fail(const char **why, const char *msg, int rc) {
     if (why)
@@ -53,9 +53,9 @@ int rec_rpc_frame(rec_rpc_scan *st, const char *buf, size_t len,
         if (st->objects + need > lim->max_objects)
             return frame_fail(why, "message exceeds max_objects", REC_ETOOLARGE);
         if (pos >= len)
-            return frame_fail(why, "message incomplete", REC_MP_PARTIAL);
-        rec_mp_head h = rec_mp_classify(p[pos]);
-        if (h.kind == REC_MP_RESERVED)
+            return frame_fail(why, "message incomplete", REC_VALUE_PARTIAL);
+        rec_value_head h = rec_value_classify(p[pos]);
+        if (h.kind == REC_VALUE_RESERVED)
             return frame_fail(why, "reserved byte 0xc1", REC_EPROTOCOL);
         need--;
         uint64_t at = pos + 1;
@@ -64,17 +64,17 @@ int rec_rpc_frame(rec_rpc_scan *st, const char *buf, size_t len,
             if (at + need > max_bytes)
                 return frame_fail(why, "message exceeds max_bytes", REC_ETOOLARGE);
             if (at > len)
-                return frame_fail(why, "message incomplete", REC_MP_PARTIAL);
-            h.n = rec_mp_head_len(p + pos + 1, h.lenbytes);
+                return frame_fail(why, "message incomplete", REC_VALUE_PARTIAL);
+            h.n = rec_value_head_len(p + pos + 1, h.lenbytes);
         }
-        if (h.kind == REC_MP_ARRAY || h.kind == REC_MP_MAP) {
+        if (h.kind == REC_VALUE_ARRAY || h.kind == REC_VALUE_MAP) {
             if (st->depth >= maxd)
                 return frame_fail(why, "nesting exceeds max_depth", REC_ETOOLARGE);
             if (h.n > lim->max_items)
-                return frame_fail(why, h.kind == REC_MP_ARRAY ? "array exceeds max_items"
+                return frame_fail(why, h.kind == REC_VALUE_ARRAY ? "array exceeds max_items"
                                                          : "map exceeds max_items",
                                   REC_ETOOLARGE);
-            uint64_t elems = h.kind == REC_MP_MAP ? 2 * (uint64_t)h.n : h.n;
+            uint64_t elems = h.kind == REC_VALUE_MAP ? 2 * (uint64_t)h.n : h.n;
             need += elems;
             if (at + need > max_bytes)
                 return frame_fail(why, "message exceeds max_bytes", REC_ETOOLARGE);
@@ -86,15 +86,15 @@ int rec_rpc_frame(rec_rpc_scan *st, const char *buf, size_t len,
                 st->rem[st->depth++] = elems;
             st->pos = (size_t)at;
         } else {
-            if (h.kind != REC_MP_SCALAR && h.n > lim->max_str)
-                return frame_fail(why, h.kind == REC_MP_EXT ? "ext exceeds max_str"
+            if (h.kind != REC_VALUE_SCALAR && h.n > lim->max_str)
+                return frame_fail(why, h.kind == REC_VALUE_EXT ? "ext exceeds max_str"
                                                : "str or bin exceeds max_str",
                                   REC_ETOOLARGE);
             uint64_t end = at + h.extra + h.n;
             if (end + need > max_bytes)
                 return frame_fail(why, "message exceeds max_bytes", REC_ETOOLARGE);
             if (end > len)
-                return frame_fail(why, "message incomplete", REC_MP_PARTIAL);
+                return frame_fail(why, "message incomplete", REC_VALUE_PARTIAL);
             if (st->depth > 0)
                 st->rem[st->depth - 1]--;
             st->pos = (size_t)end;
@@ -205,7 +205,7 @@ void rec_rpc_release(msgpack_unpacked *up) {
         msgpack_zone_clear(up->zone);
 }
 
-int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
+int rec_rpc_next(const char *buf, size_t len, const rec_value_limits *lim,
                  msgpack_unpacked *up, rec_rpc_msg *out, size_t *used,
                  const char **why) {
     *used = 0;
@@ -222,7 +222,7 @@ int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
     memset(&st, 0, sizeof st);
     const char *w = NULL;
     int rc = rec_rpc_frame(&st, buf, len, &l, &w);
-    if (rc == REC_MP_PARTIAL)
+    if (rc == REC_VALUE_PARTIAL)
         return rc;
     if (rc) {
         *why = w ? w : "malformed msgpack";

@@ -59,7 +59,7 @@ typedef struct rec_rpc_scan {
 /* Frame the message that starts at buf[0], of which buf[0..len) has
  * arrived, resuming where st stopped (buf must start at the same message
  * with the same bytes as before; len may only grow). Returns 0 with
- * st->pos = the message's size; REC_MP_PARTIAL when more bytes are needed
+ * st->pos = the message's size; REC_VALUE_PARTIAL when more bytes are needed
  * (st keeps its progress: the work over all calls is linear in the
  * message's size); REC_ETOOLARGE or REC_EPROTOCOL with *why naming the
  * rule. A limit is refused as soon as a header claims past it, before its
@@ -84,7 +84,7 @@ void rec_rpc_release(msgpack_unpacked *up);
  * msgpack_unpacked_init before, msgpack_unpacked_destroy after; its zone
  * is kept and cleared from one message to the next, so the previous
  * message's objects end here).
- * Returns 0 with *used = bytes consumed; REC_MP_PARTIAL when more bytes are
+ * Returns 0 with *used = bytes consumed; REC_VALUE_PARTIAL when more bytes are
  * needed; REC_ETOOLARGE (over a limit) or REC_EPROTOCOL (not msgpack, or
  * not a request/notification of the right shape) with *why naming the rule
  * and *used = 0. When the message is a well-formed msgpack value but not a
@@ -92,7 +92,7 @@ void rec_rpc_release(msgpack_unpacked *up);
  * out->msgid holds the request's msgid when one could be read (else
  * UINT32_MAX). The one-shot form of rec_rpc_frame and rec_rpc_decode, with
  * lim's limits and the default max_objects. */
-int rec_rpc_next(const char *buf, size_t len, const rec_mp_limits *lim,
+int rec_rpc_next(const char *buf, size_t len, const rec_value_limits *lim,
                  msgpack_unpacked *up, rec_rpc_msg *out, size_t *used,
                  const char **why);
 

@@ -906,7 +906,7 @@ static void process(conn *c) {
             if (!ahead) {
                 const char *why = NULL;
                 int rc = rec_rpc_frame(&c->scan, buf, avail, limits_of(c), &why);
-                if (rc == REC_MP_PARTIAL)
+                if (rc == REC_VALUE_PARTIAL)
                     break;
                 if (!rc) {
                     used = c->scan.pos;

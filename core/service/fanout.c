@@ -97,7 +97,7 @@ static int push_event(lua_State *L) {
         lua_setfield(L, ev, "rec_id");
     }
     size_t used;
-    if (a->clen && rec_mp_push_lua(L, a->ctx, a->clen, &used) == 0)
+    if (a->clen && rec_value_push_lua(L, a->ctx, a->clen, &used) == 0)
         lua_setfield(L, ev, "context");
     return 1;
 }

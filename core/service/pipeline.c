@@ -11,12 +11,12 @@
 #include "log.h"
 
 static void set_name(char *dst, const char *src) {
-    snprintf(dst, REC_PL_NAME_MAX + 1, "%s", src);
+    snprintf(dst, REC_PIPELINE_NAME_MAX + 1, "%s", src);
 }
 
-void rec_pl_config_default(rec_pl_config *cfg) {
+void rec_pipeline_config_default(rec_pipeline_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
-    rec_pl_pipeline *p = &cfg->pipelines[0];
+    rec_pipeline_pipeline *p = &cfg->pipelines[0];
     set_name(p->name, "default");
     set_name(p->strategies[0].name, "hybrid");
     p->strategies[0].weight = 1.0f;
@@ -27,7 +27,7 @@ void rec_pl_config_default(rec_pl_config *cfg) {
 }
 
 static int name_ok(const char *s, size_t n) {
-    if (n == 0 || n > REC_PL_NAME_MAX)
+    if (n == 0 || n > REC_PIPELINE_NAME_MAX)
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
@@ -39,7 +39,7 @@ static int name_ok(const char *s, size_t n) {
 }
 
 /* Parse the pipeline table at the top of the stack. */
-static int parse_pipeline(lua_State *L, rec_pl_pipeline *p, char *err,
+static int parse_pipeline(lua_State *L, rec_pipeline_pipeline *p, char *err,
                           size_t errlen) {
     lua_getfield(L, -1, "strategies");
     if (!lua_istable(L, -1)) {
@@ -58,9 +58,9 @@ static int parse_pipeline(lua_State *L, rec_pl_pipeline *p, char *err,
             sn = lua_tostring(L, -1); /* {"hybrid"} */
         }
         if (!sn || !name_ok(sn, strlen(sn)) || !(w > 0 && w < 1e6) ||
-            p->nstrategies == REC_PL_MAX_STRATEGIES) {
+            p->nstrategies == REC_PIPELINE_MAX_STRATEGIES) {
             snprintf(err, errlen, "pipeline '%s': strategies are {name = weight > 0} "
-                     "(at most %d)", p->name, REC_PL_MAX_STRATEGIES);
+                     "(at most %d)", p->name, REC_PIPELINE_MAX_STRATEGIES);
             return REC_EINVAL;
         }
         set_name(p->strategies[p->nstrategies].name, sn);
@@ -80,7 +80,7 @@ static int parse_pipeline(lua_State *L, rec_pl_pipeline *p, char *err,
         for (lua_Integer i = 1; i <= n; i++) {
             lua_rawgeti(L, -1, i);
             const char *pn = lua_tostring(L, -1);
-            if (!pn || !name_ok(pn, strlen(pn)) || p->npolicies == REC_PL_MAX_POLICIES) {
+            if (!pn || !name_ok(pn, strlen(pn)) || p->npolicies == REC_PIPELINE_MAX_POLICIES) {
                 snprintf(err, errlen, "pipeline '%s': policies is a list of names",
                          p->name);
                 return REC_EINVAL;
@@ -96,7 +96,7 @@ static int parse_pipeline(lua_State *L, rec_pl_pipeline *p, char *err,
     return 0;
 }
 
-static int find(const rec_pl_config *cfg, const char *name) {
+static int find(const rec_pipeline_config *cfg, const char *name) {
     for (int i = 0; i < cfg->npipelines; i++)
         if (strcmp(cfg->pipelines[i].name, name) == 0)
             return i;
@@ -112,7 +112,7 @@ static int type_name_ok(const char *t, size_t n) {
     return 1;
 }
 
-static int parse_config(lua_State *L, rec_pl_config *cfg, char *err, size_t errlen) {
+static int parse_config(lua_State *L, rec_pipeline_config *cfg, char *err, size_t errlen) {
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "pipelines.lua must return a table");
         return REC_EINVAL;
@@ -127,12 +127,12 @@ static int parse_config(lua_State *L, rec_pl_config *cfg, char *err, size_t errl
     while (lua_next(L, -2)) {
         const char *pn = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
         if (!pn || !name_ok(pn, strlen(pn)) || !lua_istable(L, -1) ||
-            cfg->npipelines == REC_PL_MAX_PIPELINES) {
+            cfg->npipelines == REC_PIPELINE_MAX_PIPELINES) {
             snprintf(err, errlen, "pipelines.lua: each pipeline is name = {...} "
-                     "(at most %d)", REC_PL_MAX_PIPELINES);
+                     "(at most %d)", REC_PIPELINE_MAX_PIPELINES);
             return REC_EINVAL;
         }
-        rec_pl_pipeline *p = &cfg->pipelines[cfg->npipelines++];
+        rec_pipeline_pipeline *p = &cfg->pipelines[cfg->npipelines++];
         set_name(p->name, pn);
         int rc = parse_pipeline(L, p, err, errlen);
         if (rc)
@@ -167,7 +167,7 @@ static int parse_config(lua_State *L, rec_pl_config *cfg, char *err, size_t errl
                 const char *an = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
                 double sh = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1;
                 if (!an || find(cfg, an) < 0 || !(sh > 0 && sh <= 1) ||
-                    cfg->narms == REC_PL_MAX_ARMS) {
+                    cfg->narms == REC_PIPELINE_MAX_ARMS) {
                     snprintf(err, errlen, "experiment arms are {pipeline = share} with "
                              "defined pipelines and shares in (0, 1]");
                     return REC_EINVAL;
@@ -205,9 +205,9 @@ static int parse_config(lua_State *L, rec_pl_config *cfg, char *err, size_t errl
             const char *t = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &tl) : NULL;
             double w = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : (double)NAN;
             if (!t || !type_name_ok(t, tl) || !isfinite((float)w) ||
-                cfg->nweights == REC_PL_MAX_WEIGHTS) {
+                cfg->nweights == REC_PIPELINE_MAX_WEIGHTS) {
                 snprintf(err, errlen, "event_weights are {type = number} (at most %d "
-                         "types of 1..%d bytes)", REC_PL_MAX_WEIGHTS, REC_TYPE_NAME_MAX);
+                         "types of 1..%d bytes)", REC_PIPELINE_MAX_WEIGHTS, REC_TYPE_NAME_MAX);
                 return REC_EINVAL;
             }
             memcpy(cfg->weights[cfg->nweights].type, t, tl);
@@ -223,19 +223,19 @@ static int parse_config(lua_State *L, rec_pl_config *cfg, char *err, size_t errl
     return 0;
 }
 
-int rec_pl_config_read(lua_State *L) {
-    rec_pl_config *cfg = lua_touserdata(L, 1);
+int rec_pipeline_config_read(lua_State *L) {
+    rec_pipeline_config *cfg = lua_touserdata(L, 1);
     char err[256];
     memset(cfg, 0, sizeof *cfg);
     lua_settop(L, 2);
     if (parse_config(L, cfg, err, sizeof err)) {
-        rec_pl_config_default(cfg);
+        rec_pipeline_config_default(cfg);
         return luaL_error(L, "%s", err);
     }
     return 0;
 }
 
-int rec_pl_config_apply(const rec_pl_config *cfg, rec_engine *e, char *err,
+int rec_pipeline_config_apply(const rec_pipeline_config *cfg, rec_engine *e, char *err,
                         size_t errlen) {
     int first = 0;
     for (int i = 0; i < cfg->nweights; i++) {
@@ -259,7 +259,7 @@ static uint64_t hash64(const char *a, size_t an, const char *b, size_t bn) {
     return rec_hash_stable_end(rec_hash_stable_add(h, b, bn));
 }
 
-int rec_pl_arm(const rec_pl_config *cfg, const char *user_key,
+int rec_pipeline_arm(const rec_pipeline_config *cfg, const char *user_key,
                size_t user_len) {
     if (!cfg->narms)
         return -1;
@@ -274,7 +274,7 @@ int rec_pl_arm(const rec_pl_config *cfg, const char *user_key,
     return -1; /* shares below 1: the rest get the default */
 }
 
-const rec_pl_pipeline *rec_pl_pick(const rec_pl_config *cfg, const char *name,
+const rec_pipeline_pipeline *rec_pipeline_pick(const rec_pipeline_config *cfg, const char *name,
                                    const char *user_key, size_t user_len,
                                    const char **arm_out) {
     if (arm_out)
@@ -283,7 +283,7 @@ const rec_pl_pipeline *rec_pl_pick(const rec_pl_config *cfg, const char *name,
         int i = find(cfg, name);
         return i < 0 ? NULL : &cfg->pipelines[i];
     }
-    int a = user_key ? rec_pl_arm(cfg, user_key, user_len) : -1;
+    int a = user_key ? rec_pipeline_arm(cfg, user_key, user_len) : -1;
     if (a >= 0) {
         if (arm_out)
             *arm_out = cfg->arms[a].pipeline;
@@ -295,32 +295,32 @@ const rec_pl_pipeline *rec_pl_pick(const rec_pl_config *cfg, const char *name,
 /* ---- the config in force ----------------------------------------------- */
 
 /* Read pipelines.lua's table (at 2) into cfg_next, under the budgets.
- * [-0, +0, e] with the rec_pl_live at 1. */
+ * [-0, +0, e] with the rec_pipeline_live at 1. */
 static int config_read(lua_State *L) {
-    rec_pl_live *d = lua_touserdata(L, 1);
+    rec_pipeline_live *d = lua_touserdata(L, 1);
     lua_pushlightuserdata(L, &d->cfg_next);
     lua_replace(L, 1);
-    return rec_pl_config_read(L);
+    return rec_pipeline_config_read(L);
 }
 
 /* The script runtime read pipelines.lua whole into cfg_next (present), or
  * the file went away: the new config, and its event weights, take effect
  * only now. Called between requests (the folder watch, script.reload). */
 static void config_apply(void *ud, int present) {
-    rec_pl_live *d = ud;
+    rec_pipeline_live *d = ud;
     if (!present) {
-        rec_pl_config_default(&d->cfg);
+        rec_pipeline_config_default(&d->cfg);
         REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, "the built-in default");
         return;
     }
     d->cfg = d->cfg_next;
     char err[512];
-    if (rec_pl_config_apply(&d->cfg, d->e, err, sizeof err))
+    if (rec_pipeline_config_apply(&d->cfg, d->e, err, sizeof err))
         REC_WARN("%s: %s", d->path, err);
     REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, d->path);
     /* A name that matches no loaded script is most likely a typo. */
     for (int i = 0; i < d->cfg.npipelines; i++) {
-        const rec_pl_pipeline *p = &d->cfg.pipelines[i];
+        const rec_pipeline_pipeline *p = &d->cfg.pipelines[i];
         for (int k = 0; k < p->nstrategies; k++)
             if (!rec_script_has(d->rt, REC_SCRIPT_STRATEGY, p->strategies[k].name, "recommend"))
                 REC_WARN("pipeline '%s': no strategy '%s' is loaded", p->name,
@@ -332,11 +332,11 @@ static void config_apply(void *ud, int present) {
     }
 }
 
-int rec_pl_config_watch(rec_pl_live *d, rec_engine *e, rec_script_rt *rt, const char *path) {
+int rec_pipeline_config_watch(rec_pipeline_live *d, rec_engine *e, rec_script_rt *rt, const char *path) {
     d->e = e;
     d->rt = rt;
     snprintf(d->path, sizeof d->path, "%s", path ? path : "");
-    rec_pl_config_default(&d->cfg);
+    rec_pipeline_config_default(&d->cfg);
     if (!rt || !path) {
         REC_INFO("pipelines: %d loaded from %s", d->cfg.npipelines, "the built-in default");
         return 0;
@@ -363,11 +363,11 @@ int rec_pl_config_watch(rec_pl_live *d, rec_engine *e, rec_script_rt *rt, const 
 
 #define POOL_MIN 50
 
-struct rec_pl_state {
+struct rec_pipeline_state {
     int32_t *pos;     /* by item index: position in hits + 1, 0 when absent */
     int32_t *rank;    /* by item index: position in the policies' array */
     uint32_t cap;
-    rec_pl_hit *hits; /* candidates */
+    rec_pipeline_hit *hits; /* candidates */
     size_t nhits, hcap;
     /* what a policy returned, to tell the items it moved (credit) */
     struct pl_slot { uint32_t idx; int32_t prev, link; uint8_t kept; } *slots;
@@ -376,9 +376,9 @@ struct rec_pl_state {
     size_t nslots, scap, norder;
 };
 
-rec_pl_state *rec_pl_state_new(void) { return calloc(1, sizeof(rec_pl_state)); }
+rec_pipeline_state *rec_pipeline_state_new(void) { return calloc(1, sizeof(rec_pipeline_state)); }
 
-void rec_pl_state_free(rec_pl_state *st) {
+void rec_pipeline_state_free(rec_pipeline_state *st) {
     if (!st)
         return;
     free(st->pos);
@@ -390,7 +390,7 @@ void rec_pl_state_free(rec_pl_state *st) {
     free(st);
 }
 
-static int reserve(rec_pl_state *st, uint32_t bound) {
+static int reserve(rec_pipeline_state *st, uint32_t bound) {
     if (bound > st->cap) {
         int32_t *p = realloc(st->pos, (size_t)bound * sizeof *p);
         if (!p)
@@ -407,7 +407,7 @@ static int reserve(rec_pl_state *st, uint32_t bound) {
     return 0;
 }
 
-static void reset(rec_pl_state *st) {
+static void reset(rec_pipeline_state *st) {
     for (size_t i = 0; i < st->nhits; i++) {
         st->pos[st->hits[i].idx] = 0;
         st->rank[st->hits[i].idx] = 0;
@@ -416,18 +416,18 @@ static void reset(rec_pl_state *st) {
     st->norder = 0;
 }
 
-static rec_pl_hit *candidate(rec_pl_state *st, uint32_t idx) {
+static rec_pipeline_hit *candidate(rec_pipeline_state *st, uint32_t idx) {
     if (st->pos[idx])
         return &st->hits[st->pos[idx] - 1];
     if (st->nhits == st->hcap) {
         size_t cap = st->hcap ? st->hcap * 2 : 256;
-        rec_pl_hit *h = realloc(st->hits, cap * sizeof *h);
+        rec_pipeline_hit *h = realloc(st->hits, cap * sizeof *h);
         if (!h)
             return NULL;
         st->hits = h;
         st->hcap = cap;
     }
-    rec_pl_hit *h = &st->hits[st->nhits++];
+    rec_pipeline_hit *h = &st->hits[st->nhits++];
     memset(h, 0, sizeof *h);
     h->idx = idx;
     h->by = -1;
@@ -435,7 +435,7 @@ static rec_pl_hit *candidate(rec_pl_state *st, uint32_t idx) {
     return h;
 }
 
-static int skipped(const rec_pl_req *r, uint32_t idx) {
+static int skipped(const rec_pipeline_req *r, uint32_t idx) {
     return (size_t)(idx >> 6) < r->words && (r->skip[idx >> 6] >> (idx & 63) & 1);
 }
 
@@ -469,7 +469,7 @@ static void push_item_id(lua_State *L, rec_engine *e, uint32_t idx) {
 }
 
 /* Push the request table scripts receive. */
-static int push_req(lua_State *L, rec_engine *e, const rec_pl_req *r,
+static int push_req(lua_State *L, rec_engine *e, const rec_pipeline_req *r,
                     uint32_t want) {
     lua_createtable(L, 0, 8);
     rec_lua_push_id(L, r->user_key, r->user_len);
@@ -483,9 +483,9 @@ static int push_req(lua_State *L, rec_engine *e, const rec_pl_req *r,
     lua_pushboolean(L, r->record);
     lua_setfield(L, -2, "record");
     size_t used;
-    if (r->context && rec_mp_push_lua(L, r->context, r->context_len, &used) == 0)
+    if (r->context && rec_value_push_lua(L, r->context, r->context_len, &used) == 0)
         lua_setfield(L, -2, "context");
-    if (r->exclude && rec_mp_push_lua(L, r->exclude, r->exclude_len, &used) == 0)
+    if (r->exclude && rec_value_push_lua(L, r->exclude, r->exclude_len, &used) == 0)
         lua_setfield(L, -2, "exclude");
     if (r->rec_ref > 0) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, r->rec_ref);
@@ -497,8 +497,8 @@ static int push_req(lua_State *L, rec_engine *e, const rec_pl_req *r,
 
 /* Read the candidate array on top of the stack (popped) from strategy si,
  * adding rank-fused (or, alone, raw) scores. */
-static int take_candidates(lua_State *L, rec_pl_state *st, rec_engine *e,
-                           const rec_pl_req *r, int si, float w, int alone,
+static int take_candidates(lua_State *L, rec_pipeline_state *st, rec_engine *e,
+                           const rec_pipeline_req *r, int si, float w, int alone,
                            const char *name, char *err, size_t errlen) {
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "strategy '%s': recommend must return an array of "
@@ -516,7 +516,7 @@ static int take_candidates(lua_State *L, rec_pl_state *st, rec_engine *e,
             float sc = (float)lua_tonumber(L, -1);
             lua_pop(L, 2);
             if (idx != REC_IDX_NONE && !(skipped(r, idx)) && isfinite(sc)) {
-                rec_pl_hit *h = candidate(st, idx);
+                rec_pipeline_hit *h = candidate(st, idx);
                 if (!h) {
                     lua_pop(L, 2);
                     return REC_ENOMEM;
@@ -536,7 +536,7 @@ static int take_candidates(lua_State *L, rec_pl_state *st, rec_engine *e,
 }
 
 /* Room for m slots (and the order of an array of m). */
-static int slots_reserve(rec_pl_state *st, size_t m) {
+static int slots_reserve(rec_pipeline_state *st, size_t m) {
     if (m <= st->scap)
         return 0;
     size_t cap = m < 64 ? 64 : m;
@@ -563,7 +563,7 @@ static int slots_reserve(rec_pl_state *st, size_t m) {
  * previous positions, O(m log m)). An item that only shifted because
  * others were dropped, inserted or moved past it is not credited. Then
  * each item's rank becomes its position in this array, 0 off it. */
-static int credit(lua_State *L, rec_pl_state *st, rec_engine *e, int pi) {
+static int credit(lua_State *L, rec_pipeline_state *st, rec_engine *e, int pi) {
     size_t m = (size_t)lua_rawlen(L, -1), n = 0, len = 0;
     if (slots_reserve(st, m))
         return REC_ENOMEM;
@@ -608,7 +608,7 @@ static int credit(lua_State *L, rec_pl_state *st, rec_engine *e, int pi) {
     st->norder = 0;
     for (size_t i = 0; i < n; i++) {
         struct pl_slot *s = &st->slots[i];
-        rec_pl_hit *h = candidate(st, s->idx);
+        rec_pipeline_hit *h = candidate(st, s->idx);
         if (!h)
             return REC_ENOMEM;
         if (!s->kept)
@@ -622,7 +622,7 @@ static int credit(lua_State *L, rec_pl_state *st, rec_engine *e, int pi) {
 }
 
 static int hit_cmp(const void *a, const void *b) {
-    const rec_pl_hit *x = a, *y = b;
+    const rec_pipeline_hit *x = a, *y = b;
     if (x->score != y->score)
         return x->score > y->score ? -1 : 1;
     return x->idx < y->idx ? -1 : x->idx > y->idx;
@@ -630,8 +630,8 @@ static int hit_cmp(const void *a, const void *b) {
 
 /* One run, inside a protected call (run_body): every Lua value built here
  * is subject to the VM's memory cap, and a refusal fails this run only. */
-static int run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
-               const rec_pl_req *r, rec_pl_hit *out, size_t *nout, char *err,
+static int run(rec_pipeline_state *st, rec_script_rt *rt, rec_engine *e,
+               const rec_pipeline_req *r, rec_pipeline_hit *out, size_t *nout, char *err,
                size_t errlen) {
     lua_State *L = rec_script_lua(rt);
     int top = lua_gettop(L);
@@ -658,7 +658,7 @@ static int run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
         return rc;
     }
     for (size_t i = 0; i < st->nhits; i++) {
-        rec_pl_hit *h = &st->hits[i];
+        rec_pipeline_hit *h = &st->hits[i];
         float best = 0.0f;
         for (int si = 0; si < nstrat; si++)
             if (h->parts[si] > best || h->by < 0) {
@@ -731,7 +731,7 @@ static int run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
                     dup = out[j].idx == idx;
                 if (idx != REC_IDX_NONE && !dup && !skipped(r, idx) &&
                     rec_engine_is_active(e, idx)) {
-                    rec_pl_hit *h = candidate(st, idx);
+                    rec_pipeline_hit *h = candidate(st, idx);
                     if (h) {
                         out[*nout] = *h;
                         out[*nout].score = isfinite(sc) ? sc : h->score;
@@ -752,11 +752,11 @@ static int run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
 }
 
 typedef struct run_ctx {
-    rec_pl_state *st;
+    rec_pipeline_state *st;
     rec_script_rt *rt;
     rec_engine *e;
-    const rec_pl_req *r;
-    rec_pl_hit *out;
+    const rec_pipeline_req *r;
+    rec_pipeline_hit *out;
     size_t *nout;
     char *err;
     size_t errlen;
@@ -770,8 +770,8 @@ static int run_body(lua_State *L) {
     return 0;
 }
 
-int rec_pl_run(rec_pl_state *st, rec_script_rt *rt, rec_engine *e,
-               const rec_pl_req *r, rec_pl_hit *out, size_t *nout, char *err,
+int rec_pipeline_run(rec_pipeline_state *st, rec_script_rt *rt, rec_engine *e,
+               const rec_pipeline_req *r, rec_pipeline_hit *out, size_t *nout, char *err,
                size_t errlen) {
     *nout = 0;
     if (reserve(st, rec_engine_bound(e, REC_KIND_ITEM)))

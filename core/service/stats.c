@@ -103,14 +103,14 @@ void rec_stats_attribute(rec_stats *st, rec_engine *e, const char *rec_id, size_
                              i < items->via.array.size; i++) {
             if (items->via.array.ptr[i].via.u64 != item)
                 continue;
-            char name[REC_PL_NAME_MAX + 1];
-            if (pl && pl->type == MSGPACK_OBJECT_STR && pl->via.str.size <= REC_PL_NAME_MAX &&
+            char name[REC_PIPELINE_NAME_MAX + 1];
+            if (pl && pl->type == MSGPACK_OBJECT_STR && pl->via.str.size <= REC_PIPELINE_NAME_MAX &&
                 !(pl->via.str.size > 9 && memcmp(pl->via.str.ptr, "strategy:", 9) == 0)) {
                 memcpy(name, pl->via.str.ptr, pl->via.str.size);
                 name[pl->via.str.size] = 0;
                 rec_stats_add(st, "pipeline", name, 0, click, conv, ts);
             }
-            if (arm && arm->type == MSGPACK_OBJECT_STR && arm->via.str.size <= REC_PL_NAME_MAX) {
+            if (arm && arm->type == MSGPACK_OBJECT_STR && arm->via.str.size <= REC_PIPELINE_NAME_MAX) {
                 memcpy(name, arm->via.str.ptr, arm->via.str.size);
                 name[arm->via.str.size] = 0;
                 rec_stats_add(st, "variant", name, 0, click, conv, ts);
@@ -120,7 +120,7 @@ void rec_stats_attribute(rec_stats *st, rec_engine *e, const char *rec_id, size_
                 uint64_t si = by->via.array.ptr[i].via.u64;
                 if (si < strats->via.array.size &&
                     strats->via.array.ptr[si].type == MSGPACK_OBJECT_STR &&
-                    strats->via.array.ptr[si].via.str.size <= REC_PL_NAME_MAX) {
+                    strats->via.array.ptr[si].via.str.size <= REC_PIPELINE_NAME_MAX) {
                     memcpy(name, strats->via.array.ptr[si].via.str.ptr,
                            strats->via.array.ptr[si].via.str.size);
                     name[strats->via.array.ptr[si].via.str.size] = 0;

@@ -21,7 +21,7 @@
 #define REC_STATS_MAX 128          /* metrics kept; more are not counted */
 
 typedef struct rec_stats_metric {
-    char name[REC_PL_NAME_MAX + 8]; /* "pipeline:main", "strategy:hybrid" */
+    char name[REC_PIPELINE_NAME_MAX + 8]; /* "pipeline:main", "strategy:hybrid" */
     double impressions, clicks, conversions;
     double r_impressions, r_clicks, r_conversions, r_t; /* decayed, as of r_t */
 } rec_stats_metric;

@@ -18,8 +18,8 @@ struct rec_train {
     rec_engine *e;
     rec_script_rt *rt;        /* which policies are loaded, or NULL */
     rec_train_opts o;
-    rec_ials_job *training;   /* the model being trained in a worker, or NULL */
-    rec_ease_job *ease_training; /* with it or alone */
+    rec_learn_ials_job *training;   /* the model being trained in a worker, or NULL */
+    rec_learn_ease_job *ease_training; /* with it or alone */
     int busy;                 /* a training job is out */
     int closed;               /* the host is shutting down */
     int ease_rc;
@@ -43,8 +43,8 @@ int rec_train_new(rec_train **out, rec_engine *e, rec_script_rt *rt,
 void rec_train_free(rec_train *t) {
     if (!t)
         return;
-    rec_ials_job_free(t->training);
-    rec_ease_job_free(t->ease_training);
+    rec_learn_ials_job_free(t->training);
+    rec_learn_ease_job_free(t->ease_training);
     free(t);
 }
 
@@ -59,39 +59,39 @@ static void train_work(void *arg) {
     pid_t tid = (pid_t)syscall(SYS_gettid);
     int old = getpriority(PRIO_PROCESS, (id_t)tid);
     setpriority(PRIO_PROCESS, (id_t)tid, 15);
-    t->train_rc = t->training ? rec_ials_job_run(t->training) : 0;
-    t->ease_rc = t->ease_training ? rec_ease_job_run(t->ease_training) : 0;
+    t->train_rc = t->training ? rec_learn_ials_job_run(t->training) : 0;
+    t->ease_rc = t->ease_training ? rec_learn_ease_job_run(t->ease_training) : 0;
     setpriority(PRIO_PROCESS, (id_t)tid, old);
 }
 
 static void train_done(void *arg, int status) {
     rec_train *t = arg;
-    rec_ials_job *j = t->training;
-    rec_ease_job *ej = t->ease_training;
+    rec_learn_ials_job *j = t->training;
+    rec_learn_ease_job *ej = t->ease_training;
     t->training = NULL;
     t->ease_training = NULL;
     t->busy = 0;
     if (j) {
         int rc = status < 0 ? REC_EIO : t->train_rc;
         if (!rc && !t->closed)
-            rc = rec_ials_job_install(t->e, j);
+            rc = rec_learn_ials_job_install(t->e, j);
         if (rc)
             REC_ERROR("ials training failed: %s", rec_strerror(rc));
         else
             REC_INFO("ials trained on %llu interactions in %.2f s",
-                     (unsigned long long)rec_ials_job_pairs(j), rec_ials_job_seconds(j));
-        rec_ials_job_free(j);
+                     (unsigned long long)rec_learn_ials_job_pairs(j), rec_learn_ials_job_seconds(j));
+        rec_learn_ials_job_free(j);
     }
     if (ej) {
         int rc = status < 0 ? REC_EIO : t->ease_rc;
         if (!rc && !t->closed)
-            rc = rec_ease_job_install(t->e, ej);
+            rc = rec_learn_ease_job_install(t->e, ej);
         if (rc)
             REC_ERROR("ease training failed: %s", rec_strerror(rc));
         else
-            REC_INFO("ease trained on %u items, %u users in %.2f s", rec_ease_job_items(ej),
-                     rec_ease_job_users(ej), rec_ease_job_seconds(ej));
-        rec_ease_job_free(ej);
+            REC_INFO("ease trained on %u items, %u users in %.2f s", rec_learn_ease_job_items(ej),
+                     rec_learn_ease_job_users(ej), rec_learn_ease_job_seconds(ej));
+        rec_learn_ease_job_free(ej);
     }
 }
 
@@ -138,8 +138,8 @@ int rec_train_start(rec_train *t, const msgpack_object *opts, char *err, size_t 
         want_ease = 1;
         want_ials = has_policy(t, "ials", "on_event");
     }
-    rec_ials_opts o;
-    rec_ials_opts_default(&o);
+    rec_learn_ials_opts o;
+    rec_learn_ials_opts_default(&o);
     for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
         const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
         if (k->type != MSGPACK_OBJECT_STR)
@@ -163,7 +163,7 @@ int rec_train_start(rec_train *t, const msgpack_object *opts, char *err, size_t 
             o.alpha = (float)x;
         }
     }
-    int rc = want_ials ? rec_ials_job_new(t->e, &o, &t->training) : 0;
+    int rc = want_ials ? rec_learn_ials_job_new(t->e, &o, &t->training) : 0;
     if (rc) {
         snprintf(err, errlen, "ials: %s", rc == REC_EDIM
                  ? "the space exists with another dimension than factors"
@@ -171,21 +171,21 @@ int rec_train_start(rec_train *t, const msgpack_object *opts, char *err, size_t 
         return rc;
     }
     if (want_ease) {
-        rec_ease_opts eo;
-        rec_ease_opts_default(&eo);
+        rec_learn_ease_opts eo;
+        rec_learn_ease_opts_default(&eo);
         for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
             const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
             double x = opt_number(v);
             if (k->type != MSGPACK_OBJECT_STR)
                 continue;
-            /* a wrong type or range is refused by rec_ease_job_new */
+            /* a wrong type or range is refused by rec_learn_ease_job_new */
             if (k->via.str.size == 6 && !memcmp(k->via.str.ptr, "lambda", 6))
                 eo.lambda = (float)x;
             else if (k->via.str.size == 9 && !memcmp(k->via.str.ptr, "max_items", 9))
                 eo.max_items = x >= 1 && x <= 20000 ? (uint32_t)x : 0;
         }
-        if ((rc = rec_ease_job_new(t->e, &eo, &t->ease_training))) {
-            rec_ials_job_free(t->training);
+        if ((rc = rec_learn_ease_job_new(t->e, &eo, &t->ease_training))) {
+            rec_learn_ials_job_free(t->training);
             t->training = NULL;
             snprintf(err, errlen, "ease: %s", rc == REC_EINVAL
                      ? "bad options (lambda > 0, max_items 1..20000)" : rec_strerror(rc));
@@ -196,9 +196,9 @@ int rec_train_start(rec_train *t, const msgpack_object *opts, char *err, size_t 
     t->last_train = rec_now();
     t->train_events = rec_engine_events(t->e);
     if ((rc = t->o.worker.queue(t->o.worker.ud, train_work, train_done, t))) {
-        rec_ials_job_free(t->training);
+        rec_learn_ials_job_free(t->training);
         t->training = NULL;
-        rec_ease_job_free(t->ease_training);
+        rec_learn_ease_job_free(t->ease_training);
         t->ease_training = NULL;
         t->busy = 0;
         snprintf(err, errlen, "cannot start a worker: %s", rec_strerror(rc));

@@ -6,7 +6,7 @@
  * its requests in flight (recd answers a connection's requests in order,
  * and the ring checks that it does), double-buffers its output so one
  * write is in flight while the next batch accumulates, and frames replies
- * with rec_client_parse (bounded by rec_mp_scan).
+ * with rec_client_parse (bounded by rec_value_scan).
  *
  * Requests are packed straight into the output buffer with msgpack-c;
  * random ids come from a seeded xorshift generator, so two runs with the
@@ -357,7 +357,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         rec_client_msg m;
         size_t used;
         int rc = rec_client_parse(c->in.data + pos, c->in.len - pos, NULL, &used, &m);
-        if (rc == REC_MP_PARTIAL)
+        if (rc == REC_VALUE_PARTIAL)
             break;
         if (rc) {
             run_fail(r, "bad message from server: %s", rec_err_name(rc));

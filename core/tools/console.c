@@ -2,10 +2,10 @@
  *
  * A line is `method expr, expr, ...`: the params are Lua expressions,
  * compiled as "return <exprs>" in a small local state (base, string,
- * table, math, utf8: no engine, no io), packed with rec_mp_pack_lua into
+ * table, math, utf8: no engine, no io), packed with rec_value_pack_lua into
  * one array and sent with client.h. An expression left open ("{user =")
  * continues on the next line. Any other line is Lua for admin.eval,
- * continued the same way (repl.h's rec_input_read_chunk and
+ * continued the same way (repl.h's rec_repl_input_read_chunk and
  * rec_repl_incomplete), and sent only where the server allows it (the Unix
  * socket, or a token); elsewhere it is an error naming the nearest method.
  * Answers print indented on a terminal (repl.h's printer, admin.eval's
@@ -274,7 +274,7 @@ static int print_value(console *k, int all) {
 static int print_pretty(console *k, const char *body, size_t len, int eval, int all) {
     lua_State *L = k->L;
     size_t used;
-    if (rec_mp_push_lua(L, body, len, &used) != 0)
+    if (rec_value_push_lua(L, body, len, &used) != 0)
         return -1;
     int cut = 0;
     if (eval && lua_istable(L, -1)) {
@@ -504,7 +504,7 @@ static void method_line(console *k, const char *text) {
         lua_pushlstring(L, m, n);
         pack_header(&p, 1);
         char err[64];
-        if (rec_mp_pack_lua(L, -1, &p, err, sizeof err) == 0)
+        if (rec_value_pack_lua(L, -1, &p, err, sizeof err) == 0)
             call(k, "admin.eval", p.data, p.len, 1);
         lua_pop(L, 1);
         rec_buf_free(&p);
@@ -533,7 +533,7 @@ static void method_line(console *k, const char *text) {
     pack_header(&p, nargs);
     for (int i = 1; i <= nargs; i++) {
         char err[256];
-        if (rec_mp_pack_lua(L, base + i, &p, err, sizeof err)) {
+        if (rec_value_pack_lua(L, base + i, &p, err, sizeof err)) {
             char msg[300];
             snprintf(msg, sizeof msg, "param %d: %s", i, err);
             print_error(k, "invalid_input", msg);
@@ -715,7 +715,7 @@ static void loop(console *k) {
     snprintf(prompt, sizeof prompt, "%.280s> ", k->addr);
     for (;;) {
         char *chunk;
-        int r = rec_input_read_chunk(prompt, "  ...> ", console_more, k, &chunk);
+        int r = rec_repl_input_read_chunk(prompt, "  ...> ", console_more, k, &chunk);
         if (r == REC_INPUT_EOF)
             break;
         if (r == REC_INPUT_NOMEM)
@@ -827,7 +827,7 @@ int rec_console_main(int argc, char **argv) {
     /* The server's rule: admin methods need the Unix socket or sys.auth. */
     k.lua_ok = parsed.kind == REC_ADDR_UNIX || k.token[0];
     complete_k = &k;
-    k.tty = rec_input_open(history[0] ? history : NULL, console_complete);
+    k.tty = rec_repl_input_open(history[0] ? history : NULL, console_complete);
     int rc = 0;
     if (connect_server(&k, 0)) {
         rc = 1;
@@ -840,7 +840,7 @@ int rec_console_main(int argc, char **argv) {
         if (!k.tty && k.failed)
             rc = 1;
     }
-    rec_input_close();
+    rec_repl_input_close();
     complete_k = NULL;
     for (size_t i = 0; i < k.nmethods; i++)
         free(k.methods[i]);

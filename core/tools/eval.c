@@ -1176,21 +1176,21 @@ static void train_models(runner *u) {
         return;
     }
     if (u->has_ials) {
-        rec_ials_opts o;
-        rec_ials_opts_default(&o);
-        rec_ials_job *j = NULL;
-        if (!rec_ials_job_new(u->e, &o, &j) && !rec_ials_job_run(j))
-            rec_ials_job_install(u->e, j);
-        rec_ials_job_free(j);
+        rec_learn_ials_opts o;
+        rec_learn_ials_opts_default(&o);
+        rec_learn_ials_job *j = NULL;
+        if (!rec_learn_ials_job_new(u->e, &o, &j) && !rec_learn_ials_job_run(j))
+            rec_learn_ials_job_install(u->e, j);
+        rec_learn_ials_job_free(j);
         u->r->trained_ials = 1;
     }
     if (u->has_ease) {
-        rec_ease_opts o;
-        rec_ease_opts_default(&o);
-        rec_ease_job *j = NULL;
-        if (!rec_ease_job_new(u->e, &o, &j) && !rec_ease_job_run(j))
-            rec_ease_job_install(u->e, j);
-        rec_ease_job_free(j);
+        rec_learn_ease_opts o;
+        rec_learn_ease_opts_default(&o);
+        rec_learn_ease_job *j = NULL;
+        if (!rec_learn_ease_job_new(u->e, &o, &j) && !rec_learn_ease_job_run(j))
+            rec_learn_ease_job_install(u->e, j);
+        rec_learn_ease_job_free(j);
         u->r->trained_ease = 1;
     }
 }
@@ -1970,7 +1970,7 @@ static void script_reads(const char *dir, const char *name, int *ials, int *ease
 }
 
 /* What a pipeline's strategies and rerank policies read (script_reads). */
-static void pipeline_reads(const rec_pl_pipeline *p, rec_script_rt *rt, const eval_ctx *x,
+static void pipeline_reads(const rec_pipeline_pipeline *p, rec_script_rt *rt, const eval_ctx *x,
                            int *ials, int *ease) {
     for (int i = 0; i < p->nstrategies; i++)
         if (rec_script_has(rt, REC_SCRIPT_STRATEGY, p->strategies[i].name, "recommend"))
@@ -2011,21 +2011,21 @@ static int check_arms(const eval_ctx *x, arm *arms, int narms) {
         runner_close(&u);
         return 1;
     }
-    const rec_pl_config *cfg = rec_dispatch_pipelines(u.d);
+    const rec_pipeline_config *cfg = rec_dispatch_pipelines(u.d);
     int status = 0;
     for (int i = 0; i < narms && !status; i++) {
         arm *a = &arms[i];
-        const rec_pl_pipeline *p = NULL;
+        const rec_pipeline_pipeline *p = NULL;
         if (a->kind == ARM_DEFAULT) {
-            p = rec_pl_pick(cfg, cfg->default_name, "", 0, NULL);
+            p = rec_pipeline_pick(cfg, cfg->default_name, "", 0, NULL);
             /* with an experiment, any of its arms */
             for (int k = 0; k < cfg->narms; k++) {
-                const rec_pl_pipeline *q = rec_pl_pick(cfg, cfg->arms[k].pipeline, "", 0, NULL);
+                const rec_pipeline_pipeline *q = rec_pipeline_pick(cfg, cfg->arms[k].pipeline, "", 0, NULL);
                 if (q)
                     pipeline_reads(q, u.rt, x, &a->uses_ials, &a->uses_ease);
             }
         } else if (a->kind == ARM_PIPELINE && strcmp(a->name, "builtin")) {
-            if (!(p = rec_pl_pick(cfg, a->name, "", 0, NULL)))
+            if (!(p = rec_pipeline_pick(cfg, a->name, "", 0, NULL)))
                 status = 2;
         } else if (a->kind == ARM_STRATEGY) {
             if (rec_script_has(u.rt, REC_SCRIPT_STRATEGY, a->name, "recommend"))
@@ -2039,7 +2039,7 @@ static int check_arms(const eval_ctx *x, arm *arms, int narms) {
             continue;
         fprintf(stderr, "recd eval: unknown %s '%s'; known: default, builtin",
                 a->kind == ARM_STRATEGY ? "strategy" : "pipeline", a->name);
-        const char *names[REC_PL_MAX_PIPELINES];
+        const char *names[REC_PIPELINE_MAX_PIPELINES];
         for (int k = 0; k < cfg->npipelines; k++)
             names[k] = cfg->pipelines[k].name;
         qsort(names, (size_t)cfg->npipelines, sizeof *names, cmp_strp);

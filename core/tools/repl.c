@@ -42,9 +42,9 @@
 
 static struct {
     int tty;                        /* stdin is a terminal: readline */
-    int open;                       /* rec_input_open was called */
+    int open;                       /* rec_repl_input_open was called */
     char history[1024];             /* history file, "" for none */
-    rec_input_complete_fn complete; /* completion callback or NULL */
+    rec_repl_input_complete_fn complete; /* completion callback or NULL */
     char *line;                     /* the line readline handed over */
     int done;                       /* on_line ran for this read */
     char **cands;                   /* candidates being handed to readline */
@@ -74,8 +74,8 @@ static void on_sigint(int sig) {
     (void)sig;
     sigint_seen = 1;
     /* Outside the line editor the terminal echoes the key, invisibly
-     * (rec_input_open turned ECHOCTL off): show it, and end the line so
-     * what follows starts a clean one. At the prompt rec_input_read does. */
+     * (rec_repl_input_open turned ECHOCTL off): show it, and end the line so
+     * what follows starts a clean one. At the prompt rec_repl_input_read does. */
     if (!editing) {
         ssize_t w = write(STDOUT_FILENO, "^C\n", 3);
         (void)w;
@@ -170,7 +170,7 @@ static void history_save(const char *path) {
     fclose(f);
 }
 
-int rec_input_open(const char *history, rec_input_complete_fn complete) {
+int rec_repl_input_open(const char *history, rec_repl_input_complete_fn complete) {
     memset(&in, 0, sizeof in);
     in.open = 1;
     in.tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
@@ -219,7 +219,7 @@ static int read_plain(char **line) {
     return REC_INPUT_LINE;
 }
 
-int rec_input_read(const char *prompt, char **line) {
+int rec_repl_input_read(const char *prompt, char **line) {
     *line = NULL;
     if (!in.tty)
         return read_plain(line);
@@ -273,13 +273,13 @@ int rec_input_read(const char *prompt, char **line) {
     return REC_INPUT_LINE;
 }
 
-int rec_input_read_chunk(const char *prompt, const char *more_prompt, rec_input_more_fn more,
+int rec_repl_input_read_chunk(const char *prompt, const char *more_prompt, rec_repl_input_more_fn more,
                          void *ctx, char **chunk) {
     rec_buf b = REC_BUF_INIT;
     *chunk = NULL;
     for (;;) {
         char *line;
-        int r = rec_input_read(b.len ? more_prompt : prompt, &line);
+        int r = rec_repl_input_read(b.len ? more_prompt : prompt, &line);
         if (r == REC_INPUT_CANCEL || (r == REC_INPUT_EOF && !b.len)) {
             rec_buf_free(&b);
             return r;
@@ -305,7 +305,7 @@ int rec_input_read_chunk(const char *prompt, const char *more_prompt, rec_input_
     return REC_INPUT_LINE;
 }
 
-void rec_input_set_running(lua_State *L) {
+void rec_repl_input_set_running(lua_State *L) {
     running = L;
     /* A Ctrl-C that came after the line was read, while it was compiled
      * or its file loaded, found no state to stop: stop this one now. */
@@ -313,7 +313,7 @@ void rec_input_set_running(lua_State *L) {
         lua_sethook(L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
-void rec_input_close(void) {
+void rec_repl_input_close(void) {
     if (!in.open)
         return;
     if (in.tty && in.history[0])
@@ -781,9 +781,9 @@ static void run_and_print(repl *r, int timed) {
     lua_State *L = r->L;
     int base = lua_gettop(L);
     double t0 = now_ms();
-    rec_input_set_running(L);
+    rec_repl_input_set_running(L);
     int rc = lua_pcall(L, 0, LUA_MULTRET, 0);
-    rec_input_set_running(NULL);
+    rec_repl_input_set_running(NULL);
     lua_sethook(L, NULL, 0, 0);
     double ms = now_ms() - t0;
     if (rc != LUA_OK) {
@@ -867,7 +867,7 @@ static int repl_more(void *ctx, const char *text, size_t len) {
 static void loop(repl *r) {
     for (;;) {
         char *chunk;
-        int k = rec_input_read_chunk("recd> ", "  ...> ", repl_more, r, &chunk);
+        int k = rec_repl_input_read_chunk("recd> ", "  ...> ", repl_more, r, &chunk);
         if (k == REC_INPUT_EOF)
             break;
         if (k == REC_INPUT_PARTIAL) {
@@ -1005,11 +1005,11 @@ int rec_repl_main(int argc, char **argv) {
     if (home && *home)
         snprintf(history, sizeof history, "%s/.recd_history", home);
     complete_L = L;
-    r.tty = rec_input_open(history[0] ? history : NULL, repl_complete);
+    r.tty = rec_repl_input_open(history[0] ? history : NULL, repl_complete);
     if (r.tty)
         printf("recd repl on %s: `db` is the database; \\help for help\n", data);
     loop(&r);
-    rec_input_close();
+    rec_repl_input_close();
     complete_L = NULL;
     lua_close(L);
     return 0;

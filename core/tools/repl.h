@@ -23,7 +23,7 @@ int rec_repl_main(int argc, char **argv);
  * (line[0..end) is what precedes the cursor) and the word's prefix. Return
  * a malloc'ed, NULL-terminated list of malloc'ed strings (readline frees
  * them), or NULL for none. */
-typedef char **(*rec_input_complete_fn)(const char *line, const char *word);
+typedef char **(*rec_repl_input_complete_fn)(const char *line, const char *word);
 
 enum {
     REC_INPUT_LINE = 1,   /* *line holds a line (malloc'ed; free it) */
@@ -36,21 +36,21 @@ enum {
 /* Start reading stdin. history: a file to load and save (NULL: none);
  * complete: the completion callback (NULL: none). Installs a SIGINT
  * handler. Returns 1 when stdin is a terminal (prompts shown), else 0. */
-int rec_input_open(const char *history, rec_input_complete_fn complete);
+int rec_repl_input_open(const char *history, rec_repl_input_complete_fn complete);
 
 /* Read one line; the prompt is shown only on a terminal. */
-int rec_input_read(const char *prompt, char **line);
+int rec_repl_input_read(const char *prompt, char **line);
 
 /* Whether text[0..len) (a chunk read so far, lines joined by '\n') needs
  * another line: 1 for more, 0 when it is complete (or wrong: let the
  * caller say why). */
-typedef int (*rec_input_more_fn)(void *ctx, const char *text, size_t len);
+typedef int (*rec_repl_input_more_fn)(void *ctx, const char *text, size_t len);
 
 /* Read one chunk: a line, then more lines (more_prompt) while more says
  * so. A Ctrl-C drops the whole chunk (REC_INPUT_CANCEL). A chunk typed on
  * a terminal enters the history as one entry, its lines joined by '\n'.
  * REC_INPUT_LINE or REC_INPUT_PARTIAL: *chunk is malloc'ed (free it). */
-int rec_input_read_chunk(const char *prompt, const char *more_prompt, rec_input_more_fn more,
+int rec_repl_input_read_chunk(const char *prompt, const char *more_prompt, rec_repl_input_more_fn more,
                          void *ctx, char **chunk);
 
 /* 1 when text is Lua left open, which more lines may finish: it does not
@@ -62,10 +62,10 @@ int rec_repl_incomplete(lua_State *L, const char *text, size_t len);
 /* While L runs, a Ctrl-C raises "interrupted!" inside it (NULL: nothing
  * runs); so does one pressed since the last line was read, before L was
  * set (while the line compiled or its file loaded). */
-void rec_input_set_running(lua_State *L);
+void rec_repl_input_set_running(lua_State *L);
 
 /* Save the history and restore the terminal. */
-void rec_input_close(void);
+void rec_repl_input_close(void);
 
 /* ---- value printing ------------------------------------------------------ */
 

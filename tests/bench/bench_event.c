@@ -30,7 +30,9 @@
 #include "buf.h"
 #include "dispatch.h"
 #include "engine.h"
-#include "model.h"
+#include "counter.h"
+#include "mf.h"
+#include "rng.h"
 #include "rpc.h"
 
 #include "bench_common.h"

@@ -24,7 +24,9 @@
 #include <time.h>
 
 #include "ials.h"
-#include "model.h"
+#include "counter.h"
+#include "mf.h"
+#include "rng.h"
 #include "vec.h"
 
 #include "bench_common.h"

@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "idmap.h"
-#include "model.h"
+#include "counter.h"
+#include "mf.h"
+#include "rng.h"
 
 #include "bench_common.h"
 

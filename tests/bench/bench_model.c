@@ -22,7 +22,9 @@
 #include <time.h>
 
 #include "graph.h"
-#include "model.h"
+#include "counter.h"
+#include "mf.h"
+#include "rng.h"
 #include "space.h"
 #include "vec.h"
 

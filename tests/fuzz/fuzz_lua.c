@@ -1,5 +1,5 @@
-/* fuzz_lua.c - libFuzzer target: msgpack -> Lua (rec_mp_push_lua) and back
- * (rec_mp_pack_lua). One lua_State serves every input, as one script VM
+/* fuzz_lua.c - libFuzzer target: msgpack -> Lua (rec_value_push_lua) and back
+ * (rec_value_pack_lua). One lua_State serves every input, as one script VM
  * serves many requests. The harness is fuzz_lua_body.h, which the corpus
  * regression test runs too. Build and run with tests/fuzz/run.sh. */
 #include <stddef.h>

@@ -5,14 +5,14 @@
  * The includer may define FUZZ_CHECK(cond) before including; the default
  * prints the failed condition and aborts.
  *
- * fuzz_lua_one(L, data, size) pushes the bytes with rec_mp_push_lua into a
+ * fuzz_lua_one(L, data, size) pushes the bytes with rec_value_push_lua into a
  * caller-owned lua_State (reused across inputs). Invariants:
  *
  *   - the stack grows by exactly one on success and not at all on error;
  *     *used is within the input, > 0 on success and 0 on error;
- *   - the result agrees with rec_mp_scan under the default limits (push
+ *   - the result agrees with rec_value_scan under the default limits (push
  *     succeeds only where the scan does, on the same number of bytes);
- *   - a pushed value packs back with rec_mp_pack_lua unless some table in
+ *   - a pushed value packs back with rec_value_pack_lua unless some table in
  *     it is used as a map key (pack refuses those), and what pack writes
  *     pushes again, whole; the stack is balanced after each step.
  */
@@ -64,14 +64,14 @@ static int fuzz_lua_table_key(lua_State *L, int idx, int depth) {
 static void fuzz_lua_one(lua_State *L, const uint8_t *data, size_t size) {
     int top = lua_gettop(L);
     size_t used = (size_t)-1;
-    int rc = rec_mp_push_lua(L, data, size, &used);
+    int rc = rec_value_push_lua(L, data, size, &used);
     FUZZ_CHECK(rc == 0 || rc == REC_EPROTOCOL || rc == REC_ETOOLARGE ||
                rc == REC_ENOMEM);
     FUZZ_CHECK(lua_gettop(L) == top + (rc == 0));
     FUZZ_CHECK(rc == 0 ? used > 0 && used <= size : used == 0);
 
     size_t su = 0;
-    int src = rec_mp_scan(data, size, NULL, &su, NULL);
+    int src = rec_value_scan(data, size, NULL, &su, NULL);
     if (rc == 0)
         FUZZ_CHECK(src == 0 && su == used);
     if (src == REC_ETOOLARGE)
@@ -83,7 +83,7 @@ static void fuzz_lua_one(lua_State *L, const uint8_t *data, size_t size) {
     FUZZ_CHECK(lua_gettop(L) == top + 1);
     rec_buf out = REC_BUF_INIT;
     char err[160];
-    rc = rec_mp_pack_lua(L, -1, &out, err, sizeof err);
+    rc = rec_value_pack_lua(L, -1, &out, err, sizeof err);
     FUZZ_CHECK(lua_gettop(L) == top + 1);
     if (rc) {
         if (!has_table_key)
@@ -94,7 +94,7 @@ static void fuzz_lua_one(lua_State *L, const uint8_t *data, size_t size) {
     } else {
         FUZZ_CHECK(out.len > 0);
         size_t used2 = 0;
-        int rc2 = rec_mp_push_lua(L, out.data, out.len, &used2);
+        int rc2 = rec_value_push_lua(L, out.data, out.len, &used2);
         if (rc2)
             fprintf(stderr, "repush refused: %s\n", rec_err_name(rc2));
         FUZZ_CHECK(rc2 == 0 && used2 == out.len);

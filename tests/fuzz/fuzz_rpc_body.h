@@ -18,7 +18,7 @@
  *     its rule (why != NULL);
  *   - a decoded message has type request/notification, a 1..64-byte method
  *     and array params, and every byte it borrows is readable (ASan);
- *   - rec_mp_scan agrees with rec_rpc_next on the message size, and a
+ *   - rec_value_scan agrees with rec_rpc_next on the message size, and a
  *     prefix one byte short of a complete object is PARTIAL;
  *   - tight limits never accept what the defaults refuse: for any result
  *     other than "too large", the tight scan and the default scan give the
@@ -88,17 +88,17 @@ static unsigned fuzz_rpc_touch(const msgpack_object *o, int depth) {
 
 /* The scan invariants at one message start. */
 static void fuzz_rpc_scan(const uint8_t *p, size_t len,
-                          const rec_mp_limits *defl) {
-    static const rec_mp_limits tight = {
+                          const rec_value_limits *defl) {
+    static const rec_value_limits tight = {
         .max_bytes = 1024, .max_depth = 8, .max_items = 100, .max_str = 256};
     size_t du = 0, tu = 0;
     const char *dw = NULL, *tw = NULL;
-    int drc = rec_mp_scan(p, len, defl, &du, &dw);
-    int trc = rec_mp_scan(p, len, &tight, &tu, &tw);
+    int drc = rec_value_scan(p, len, defl, &du, &dw);
+    int trc = rec_value_scan(p, len, &tight, &tu, &tw);
     FUZZ_CHECK(du <= len && tu <= len);
-    FUZZ_CHECK(drc == 0 || drc == REC_MP_PARTIAL || drc == REC_EPROTOCOL ||
+    FUZZ_CHECK(drc == 0 || drc == REC_VALUE_PARTIAL || drc == REC_EPROTOCOL ||
                drc == REC_ETOOLARGE);
-    FUZZ_CHECK(trc == 0 || trc == REC_MP_PARTIAL || trc == REC_EPROTOCOL ||
+    FUZZ_CHECK(trc == 0 || trc == REC_VALUE_PARTIAL || trc == REC_EPROTOCOL ||
                trc == REC_ETOOLARGE);
     FUZZ_CHECK(drc == 0 ? du > 0 : du == 0);
     FUZZ_CHECK(drc == 0 || dw != NULL);
@@ -110,8 +110,8 @@ static void fuzz_rpc_scan(const uint8_t *p, size_t len,
     if (drc == 0) {
         size_t u2 = 0;
         /* The object alone, and the object cut one byte short. */
-        FUZZ_CHECK(rec_mp_scan(p, du, defl, &u2, NULL) == 0 && u2 == du);
-        FUZZ_CHECK(rec_mp_scan(p, du - 1, defl, &u2, NULL) == REC_MP_PARTIAL);
+        FUZZ_CHECK(rec_value_scan(p, du, defl, &u2, NULL) == 0 && u2 == du);
+        FUZZ_CHECK(rec_value_scan(p, du - 1, defl, &u2, NULL) == REC_VALUE_PARTIAL);
     }
 }
 
@@ -125,7 +125,7 @@ static void fuzz_rpc_frame(const uint8_t *p, size_t len) {
     int wrc = rec_rpc_frame(&whole, (const char *)p, len, &lim, NULL);
     size_t at = len ? (p[0] * 31u + len) % (len + 1) : 0;
     int crc = rec_rpc_frame(&cut, (const char *)p, at, &lim, NULL);
-    if (crc == REC_MP_PARTIAL) {
+    if (crc == REC_VALUE_PARTIAL) {
         FUZZ_CHECK(cut.pos <= at);
         crc = rec_rpc_frame(&cut, (const char *)p, len, &lim, NULL);
     }
@@ -138,8 +138,8 @@ static void fuzz_rpc_frame(const uint8_t *p, size_t len) {
 
 /* [the harness] Never fails on any input; checks fire FUZZ_CHECK. */
 static void fuzz_rpc_one(const uint8_t *data, size_t size) {
-    rec_mp_limits lim;
-    rec_mp_limits_default(&lim);
+    rec_value_limits lim;
+    rec_value_limits_default(&lim);
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     size_t off = 0;
@@ -154,7 +154,7 @@ static void fuzz_rpc_one(const uint8_t *data, size_t size) {
         const char *why = NULL;
         int rc = rec_rpc_next(buf, left, &lim, &up, &m, &used, &why);
         FUZZ_CHECK(used <= left);
-        if (rc == REC_MP_PARTIAL) {
+        if (rc == REC_VALUE_PARTIAL) {
             FUZZ_CHECK(used == 0);
             break;
         }

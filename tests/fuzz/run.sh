@@ -2,8 +2,8 @@
 # run.sh [SECONDS] - build the msgpack fuzzers with clang + libFuzzer and run
 # each for SECONDS (default 60) on a copy of its seed corpus.
 #
-# Targets: fuzz_rpc (rec_rpc_next, rec_mp_scan) and fuzz_lua
-# (rec_mp_push_lua, rec_mp_pack_lua). Binaries go to build/fuzz/; a crashing
+# Targets: fuzz_rpc (rec_rpc_next, rec_value_scan) and fuzz_lua
+# (rec_value_push_lua, rec_value_pack_lua). Binaries go to build/fuzz/; a crashing
 # input is saved as build/fuzz/artifacts/<target>-crash-*. To keep it as a
 # regression test, copy it into tests/fuzz/corpus/<target>/ (without the
 # seed_ prefix): tests/unit/test_fuzz_regress.c runs every corpus file.

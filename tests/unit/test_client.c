@@ -300,7 +300,7 @@ static void test_parse_response(void **state) {
     size_t used;
     for (size_t cut = 0; cut < b.len; cut++) /* every prefix is partial */
         assert_int_equal(rec_client_parse(b.data, cut, NULL, &used, &m),
-                         REC_MP_PARTIAL);
+                         REC_VALUE_PARTIAL);
     assert_int_equal(rec_buf_append(&b, "\x94", 1), 0); /* next message starts */
     assert_int_equal(rec_client_parse(b.data, b.len, NULL, &used, &m), 0);
     assert_int_equal(used, b.len - 1);
@@ -373,8 +373,8 @@ static void test_parse_refuses(void **state) {
         assert_int_equal(m.type, 0);
     }
     /* caller limits */
-    rec_mp_limits lim;
-    rec_mp_limits_default(&lim);
+    rec_value_limits lim;
+    rec_value_limits_default(&lim);
     lim.max_bytes = 8;
     rec_buf b = REC_BUF_INIT;
     put_response(&b, 1, 0, NULL, NULL, "pong");
@@ -706,8 +706,8 @@ static void test_reply_over_limits(void **state) {
     (void)state;
     peer p;
     rec_client *c = pair_client(&p);
-    rec_mp_limits lim;
-    rec_mp_limits_default(&lim);
+    rec_value_limits lim;
+    rec_value_limits_default(&lim);
     lim.max_str = 8;
     rec_client_set_limits(c, &lim);
     rec_buf out = REC_BUF_INIT;

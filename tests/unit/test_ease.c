@@ -144,16 +144,16 @@ static void test_engine_topk(void **state) {
     event(e, 1, 99);
     rec_hit out[10];
     assert_int_equal(rec_learn_ease_topk(e, "ease", 1, NULL, 0, 5, out), REC_ENOTFOUND);
-    rec_ease_opts o;
-    rec_ease_opts_default(&o);
+    rec_learn_ease_opts o;
+    rec_learn_ease_opts_default(&o);
     o.lambda = 5.0f;
     o.max_items = 10; /* item 99 (one user) is left out */
-    rec_ease_job *j;
-    assert_int_equal(rec_ease_job_new(e, &o, &j), 0);
-    assert_int_equal(rec_ease_job_run(j), 0);
-    assert_int_equal(rec_ease_job_items(j), 10);
-    assert_int_equal(rec_ease_job_install(e, j), 0);
-    rec_ease_job_free(j);
+    rec_learn_ease_job *j;
+    assert_int_equal(rec_learn_ease_job_new(e, &o, &j), 0);
+    assert_int_equal(rec_learn_ease_job_run(j), 0);
+    assert_int_equal(rec_learn_ease_job_items(j), 10);
+    assert_int_equal(rec_learn_ease_job_install(e, j), 0);
+    rec_learn_ease_job_free(j);
 
     /* a new user who clicked 13 now: 23 comes first, at once */
     event(e, 500, 13);
@@ -179,9 +179,9 @@ static void test_engine_topk(void **state) {
                                          out),
                      0);
     assert_int_equal(rec_learn_ease_topk(e, "ease", REC_IDX_NONE, NULL, 0, 3, out), 0);
-    rec_ease_opts bad = o;
+    rec_learn_ease_opts bad = o;
     bad.lambda = -1.0f;
-    assert_int_equal(rec_ease_job_new(e, &bad, &j), REC_EINVAL);
+    assert_int_equal(rec_learn_ease_job_new(e, &bad, &j), REC_EINVAL);
     rec_engine_free(e);
 }
 

@@ -165,7 +165,7 @@ static void test_stable_values(void **state) {
 /* Users keep the experiment arm they were given by earlier versions: the
  * arms of su0..su63 under shares 0.2/0.3/0.4 ('-': the default). */
 static void test_experiment_arms_unchanged(void **state) {
-    static rec_pl_config c;
+    static rec_pipeline_config c;
     strcpy(c.experiment, "ranker-test");
     c.narms = 3;
     strcpy(c.arms[0].pipeline, "a");
@@ -178,7 +178,7 @@ static void test_experiment_arms_unchanged(void **state) {
     for (int i = 0; i < 64; i++) {
         char k[16];
         int l = snprintf(k, sizeof k, "su%d", i);
-        int a = rec_pl_arm(&c, k, (size_t)l);
+        int a = rec_pipeline_arm(&c, k, (size_t)l);
         got[i] = a < 0 ? '-' : (char)('0' + a);
     }
     got[64] = 0;

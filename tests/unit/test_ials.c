@@ -19,7 +19,9 @@
 
 #include "err.h"
 #include "ials.h"
-#include "model.h"
+#include "counter.h"
+#include "mf.h"
+#include "rng.h"
 #include "vec.h"
 
 #define CHECK(cond, ...)                                                      \

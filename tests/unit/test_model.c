@@ -1,5 +1,5 @@
-/* test_model.c - the seeded generator, online matrix factorisation and
- * decayed counters.
+/* test_model.c - the online-learning primitives: the seeded generator
+ * (rng), online matrix factorisation (mf) and decayed counters (counter).
  *
  * The generator is checked for reproducibility and rough uniformity; MF for
  * the direction of each step (loss falls, the positive overtakes the
@@ -18,7 +18,9 @@
 #include <string.h>
 
 #include "err.h"
-#include "model.h"
+#include "counter.h"
+#include "mf.h"
+#include "rng.h"
 
 /* ---- helpers --------------------------------------------------------- */
 

@@ -64,7 +64,7 @@ static size_t mixed_request(char **out) {
 }
 
 /* Framing the bytes one at a time gives what framing them whole gives, and
- * agrees with rec_mp_scan; each call resumes past what it already read. */
+ * agrees with rec_value_scan; each call resumes past what it already read. */
 static void test_frame_pieces(void **state) {
     (void)state;
     char *msgs[2];
@@ -79,7 +79,7 @@ static void test_frame_pieces(void **state) {
         assert_int_equal(rec_rpc_frame(&whole, msgs[k], lens[k], &lim, NULL), 0);
         assert_int_equal(whole.pos, lens[k]);
         size_t used = 0;
-        assert_int_equal(rec_mp_scan(msgs[k], lens[k], NULL, &used, NULL), 0);
+        assert_int_equal(rec_value_scan(msgs[k], lens[k], NULL, &used, NULL), 0);
         assert_int_equal(used, lens[k]);
 
         rec_rpc_scan st;
@@ -87,7 +87,7 @@ static void test_frame_pieces(void **state) {
         size_t before = 0;
         for (size_t n = 1; n < lens[k]; n++) {
             const char *why = NULL;
-            assert_int_equal(rec_rpc_frame(&st, msgs[k], n, &lim, &why), REC_MP_PARTIAL);
+            assert_int_equal(rec_rpc_frame(&st, msgs[k], n, &lim, &why), REC_VALUE_PARTIAL);
             assert_non_null(why);
             /* What was read is never read again, and is all but the value
              * being received. */
@@ -135,7 +135,7 @@ static void test_frame_objects(void **state) {
     free(m);
 }
 
-/* The other limits are those of rec_mp_scan. */
+/* The other limits are those of rec_value_scan. */
 static void test_frame_limits(void **state) {
     (void)state;
     rec_rpc_limits lim;
@@ -180,7 +180,7 @@ static void test_decode_release(void **state) {
     size_t used = 0;
     assert_int_equal(rec_rpc_next(m, len, NULL, &up, &msg, &used, &why), 0);
     assert_int_equal(used, len);
-    assert_int_equal(rec_rpc_next(m, len - 1, NULL, &up, &msg, &used, &why), REC_MP_PARTIAL);
+    assert_int_equal(rec_rpc_next(m, len - 1, NULL, &up, &msg, &used, &why), REC_VALUE_PARTIAL);
     assert_int_equal(used, 0);
     /* a well-formed value that is no request: skippable */
     assert_int_equal(rec_rpc_next("\x93\x05\x01\x02", 4, NULL, &up, &msg, &used, &why),

@@ -358,7 +358,7 @@ static void test_engine_methods_charged(void **state) {
     assert_int_equal(nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
 }
 
-/* rec_mp_pack_lua_max stops at its cap, leaving the buffer as it was. */
+/* rec_value_pack_lua_max stops at its cap, leaving the buffer as it was. */
 static void test_pack_max(void **state) {
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
@@ -367,13 +367,13 @@ static void test_pack_max(void **state) {
     rec_buf b = REC_BUF_INIT;
     assert_int_equal(rec_buf_append(&b, "xy", 2), 0);
     char err[128];
-    assert_int_equal(rec_mp_pack_lua_max(L, -1, &b, 1000, err, sizeof err), REC_ETOOLARGE);
+    assert_int_equal(rec_value_pack_lua_max(L, -1, &b, 1000, err, sizeof err), REC_ETOOLARGE);
     assert_string_equal(err, "larger than 1000 bytes of msgpack");
     assert_int_equal(b.len, 2);
     assert_int_equal(luaL_dostring(L, "return {1, 2, 3}"), LUA_OK);
-    assert_int_equal(rec_mp_pack_lua_max(L, -1, &b, 4, err, sizeof err), 0); /* exactly 4 */
+    assert_int_equal(rec_value_pack_lua_max(L, -1, &b, 4, err, sizeof err), 0); /* exactly 4 */
     assert_int_equal(b.len, 6);
-    assert_int_equal(rec_mp_pack_lua_max(L, -1, &b, 3, err, sizeof err), REC_ETOOLARGE);
+    assert_int_equal(rec_value_pack_lua_max(L, -1, &b, 3, err, sizeof err), REC_ETOOLARGE);
     assert_int_equal(b.len, 6);
     rec_buf_free(&b);
     lua_close(L);

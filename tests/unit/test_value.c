@@ -43,7 +43,7 @@ static void pack_top(lua_State *L, rec_buf *b) {
     char err[128];
     int top = lua_gettop(L);
     b->len = 0;
-    int rc = rec_mp_pack_lua(L, -1, b, err, sizeof err);
+    int rc = rec_value_pack_lua(L, -1, b, err, sizeof err);
     if (rc)
         fail_msg("pack: %s (%s)", rec_err_name(rc), err);
     assert_int_equal(lua_gettop(L), top);
@@ -116,9 +116,9 @@ static void roundtrip_top(lua_State *L, rec_buf *b) {
     int top = lua_gettop(L);
     pack_top(L, b);
     size_t used = 0;
-    assert_int_equal(rec_mp_scan(b->data, b->len, NULL, &used, NULL), 0);
+    assert_int_equal(rec_value_scan(b->data, b->len, NULL, &used, NULL), 0);
     assert_int_equal(used, b->len);
-    assert_int_equal(rec_mp_push_lua(L, b->data, b->len, &used), 0);
+    assert_int_equal(rec_value_push_lua(L, b->data, b->len, &used), 0);
     assert_int_equal(used, b->len);
     assert_int_equal(lua_gettop(L), top + 1);
     assert_true(deep_equal(L, -1, -2, 0));
@@ -127,18 +127,18 @@ static void roundtrip_top(lua_State *L, rec_buf *b) {
 
 static int scan_default(const void *p, size_t n, size_t *used,
                         const char **why) {
-    rec_mp_limits l;
-    rec_mp_limits_default(&l);
-    return rec_mp_scan(p, n, &l, used, why);
+    rec_value_limits l;
+    rec_value_limits_default(&l);
+    return rec_value_scan(p, n, &l, used, why);
 }
 
 /* ---- defaults ------------------------------------------------------------ */
 
 static void test_limits_default(void **state) {
     (void)state;
-    rec_mp_limits l;
+    rec_value_limits l;
     memset(&l, 0xab, sizeof l);
-    rec_mp_limits_default(&l);
+    rec_value_limits_default(&l);
     assert_int_equal(l.max_bytes, 4u << 20);
     assert_int_equal(l.max_depth, 32);
     assert_int_equal(l.max_str, 1u << 20);
@@ -302,7 +302,7 @@ static void test_int_boundaries(void **state) {
         pack_top(L, &b);
         assert_bytes(&b, cases[i].enc, cases[i].n);
         size_t used = 0;
-        assert_int_equal(rec_mp_push_lua(L, b.data, b.len, &used), 0);
+        assert_int_equal(rec_value_push_lua(L, b.data, b.len, &used), 0);
         assert_int_equal(used, cases[i].n);
         assert_true(lua_isinteger(L, -1));
         assert_true(lua_tointeger(L, -1) == cases[i].v);
@@ -337,7 +337,7 @@ static void test_decode_int_forms(void **state) {
     lua_State *L = new_state();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t used = 0;
-        assert_int_equal(rec_mp_push_lua(L, cases[i].enc, cases[i].n, &used),
+        assert_int_equal(rec_value_push_lua(L, cases[i].enc, cases[i].n, &used),
                          0);
         assert_int_equal(used, cases[i].n);
         assert_true(lua_isinteger(L, -1));
@@ -346,12 +346,12 @@ static void test_decode_int_forms(void **state) {
     }
     static const unsigned char big[] = {0xcf, 0xff, 0xff, 0xff, 0xff,
                                         0xff, 0xff, 0xff, 0xff};
-    assert_int_equal(rec_mp_push_lua(L, big, sizeof big, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, big, sizeof big, NULL), 0);
     assert_false(lua_isinteger(L, -1));
     assert_true(lua_tonumber(L, -1) == 18446744073709551615.0);
     lua_pop(L, 1);
     static const unsigned char top[] = {0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0};
-    assert_int_equal(rec_mp_push_lua(L, top, sizeof top, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, top, sizeof top, NULL), 0);
     assert_false(lua_isinteger(L, -1));
     assert_true(lua_tonumber(L, -1) == 9223372036854775808.0);
     lua_pop(L, 1);
@@ -384,24 +384,24 @@ static void test_floats(void **state) {
     lua_pushnumber(L, (lua_Number)NAN);
     pack_top(L, &b);
     lua_pop(L, 1);
-    assert_int_equal(rec_mp_push_lua(L, b.data, b.len, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, b.data, b.len, NULL), 0);
     assert_false(lua_isinteger(L, -1));
     assert_true(isnan(lua_tonumber(L, -1)));
     lua_pop(L, 1);
 
     /* float32 decodes */
     static const unsigned char f32[] = {0xca, 0x3f, 0xc0, 0x00, 0x00};
-    assert_int_equal(rec_mp_push_lua(L, f32, sizeof f32, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, f32, sizeof f32, NULL), 0);
     assert_false(lua_isinteger(L, -1));
     assert_true(lua_tonumber(L, -1) == 1.5);
     lua_pop(L, 1);
     static const unsigned char f32inf[] = {0xca, 0xff, 0x80, 0x00, 0x00};
-    assert_int_equal(rec_mp_push_lua(L, f32inf, sizeof f32inf, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, f32inf, sizeof f32inf, NULL), 0);
     assert_true(isinf(lua_tonumber(L, -1)) && lua_tonumber(L, -1) < 0);
     lua_pop(L, 1);
     /* float64 holding an integral value stays a float */
     static const unsigned char f64[] = {0xcb, 0x40, 0, 0, 0, 0, 0, 0, 0};
-    assert_int_equal(rec_mp_push_lua(L, f64, sizeof f64, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, f64, sizeof f64, NULL), 0);
     assert_false(lua_isinteger(L, -1));
     assert_true(lua_tonumber(L, -1) == 2.0);
     lua_pop(L, 1);
@@ -454,12 +454,12 @@ static void test_strings(void **state) {
     static const unsigned char bin16[] = {0xc5, 0, 2, 'x', 'y'};
     static const unsigned char bin32[] = {0xc6, 0, 0, 0, 1, 'z'};
     size_t n;
-    assert_int_equal(rec_mp_push_lua(L, bin8, sizeof bin8, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, bin8, sizeof bin8, NULL), 0);
     assert_memory_equal(lua_tolstring(L, -1, &n), "a\0c", 3);
     assert_int_equal(n, 3);
-    assert_int_equal(rec_mp_push_lua(L, bin16, sizeof bin16, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, bin16, sizeof bin16, NULL), 0);
     assert_string_equal(lua_tostring(L, -1), "xy");
-    assert_int_equal(rec_mp_push_lua(L, bin32, sizeof bin32, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, bin32, sizeof bin32, NULL), 0);
     assert_string_equal(lua_tostring(L, -1), "z");
     lua_pop(L, 3);
     free(s);
@@ -513,7 +513,7 @@ static void test_decode_shapes(void **state) {
     lua_State *L = new_state();
     /* nil inside an array leaves a hole */
     static const unsigned char holes[] = {0x93, 0x01, 0xc0, 0x03};
-    assert_int_equal(rec_mp_push_lua(L, holes, sizeof holes, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, holes, sizeof holes, NULL), 0);
     lua_rawgeti(L, -1, 1);
     assert_int_equal(lua_tointeger(L, -1), 1);
     lua_rawgeti(L, -2, 2);
@@ -524,7 +524,7 @@ static void test_decode_shapes(void **state) {
     /* array16 and map16 forms, map with integer and string keys */
     static const unsigned char m16[] = {0xde, 0x00, 0x02, 0x01, 0xa1, 'a',
                                         0xa1, 'k', 0xdc, 0x00, 0x01, 0xc3};
-    assert_int_equal(rec_mp_push_lua(L, m16, sizeof m16, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, m16, sizeof m16, NULL), 0);
     lua_rawgeti(L, -1, 1);
     assert_string_equal(lua_tostring(L, -1), "a");
     lua_pop(L, 1);
@@ -535,14 +535,14 @@ static void test_decode_shapes(void **state) {
     lua_pop(L, 3);
     /* duplicate keys: the last wins */
     static const unsigned char dup[] = {0x82, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02};
-    assert_int_equal(rec_mp_push_lua(L, dup, sizeof dup, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, dup, sizeof dup, NULL), 0);
     lua_getfield(L, -1, "a");
     assert_int_equal(lua_tointeger(L, -1), 2);
     lua_pop(L, 2);
     /* trailing bytes are not consumed */
     static const unsigned char trail[] = {0x92, 0x01, 0x02, 0xc0, 0xc1};
     size_t used = 0;
-    assert_int_equal(rec_mp_push_lua(L, trail, sizeof trail, &used), 0);
+    assert_int_equal(rec_value_push_lua(L, trail, sizeof trail, &used), 0);
     assert_int_equal(used, 3);
     assert_int_equal(lua_rawlen(L, -1), 2);
     lua_pop(L, 1);
@@ -555,8 +555,8 @@ static void test_decode_shapes(void **state) {
 /* Every proper prefix is PARTIAL; the whole is 0 with *used = its length,
  * also with trailing bytes after it. */
 static void check_prefixes(const unsigned char *p, size_t n) {
-    rec_mp_limits l;
-    rec_mp_limits_default(&l);
+    rec_value_limits l;
+    rec_value_limits_default(&l);
     unsigned char *q = malloc(n + 3);
     assert_non_null(q);
     memcpy(q, p, n);
@@ -564,8 +564,8 @@ static void check_prefixes(const unsigned char *p, size_t n) {
     for (size_t k = 0; k < n; k++) {
         size_t used = 77;
         const char *why = NULL;
-        int rc = rec_mp_scan(q, k, &l, &used, &why);
-        if (rc != REC_MP_PARTIAL)
+        int rc = rec_value_scan(q, k, &l, &used, &why);
+        if (rc != REC_VALUE_PARTIAL)
             fail_msg("prefix %zu of %zu: rc %d (%s)", k, n, rc,
                      why ? why : "-");
         assert_int_equal(used, 0);
@@ -574,7 +574,7 @@ static void check_prefixes(const unsigned char *p, size_t n) {
     for (size_t extra = 0; extra <= 3; extra++) {
         size_t used = 0;
         const char *why = "x";
-        assert_int_equal(rec_mp_scan(q, n + extra, &l, &used, &why), 0);
+        assert_int_equal(rec_value_scan(q, n + extra, &l, &used, &why), 0);
         assert_int_equal(used, n);
         assert_null(why);
     }
@@ -632,11 +632,11 @@ static void test_scan_null_limits_and_used(void **state) {
     (void)state;
     static const unsigned char p[] = {0x92, 0x01, 0x02};
     size_t used = 0;
-    assert_int_equal(rec_mp_scan(p, sizeof p, NULL, &used, NULL), 0);
+    assert_int_equal(rec_value_scan(p, sizeof p, NULL, &used, NULL), 0);
     assert_int_equal(used, 3);
-    assert_int_equal(rec_mp_scan(p, sizeof p, NULL, NULL, NULL), 0);
-    assert_int_equal(rec_mp_scan(p, 0, NULL, NULL, NULL), REC_MP_PARTIAL);
-    assert_int_equal(rec_mp_scan(NULL, 0, NULL, NULL, NULL), REC_MP_PARTIAL);
+    assert_int_equal(rec_value_scan(p, sizeof p, NULL, NULL, NULL), 0);
+    assert_int_equal(rec_value_scan(p, 0, NULL, NULL, NULL), REC_VALUE_PARTIAL);
+    assert_int_equal(rec_value_scan(NULL, 0, NULL, NULL, NULL), REC_VALUE_PARTIAL);
 }
 
 /* Each hostile header is refused from its first bytes, without waiting for
@@ -645,7 +645,7 @@ static void expect_toolarge(const unsigned char *p, size_t n, size_t hdr,
                             const char *rule) {
     /* Fewer bytes than the length field: nothing known yet. */
     for (size_t k = 0; k < hdr; k++)
-        assert_int_equal(scan_default(p, k, NULL, NULL), REC_MP_PARTIAL);
+        assert_int_equal(scan_default(p, k, NULL, NULL), REC_VALUE_PARTIAL);
     for (size_t k = hdr; k <= n; k++) {
         const char *why = NULL;
         size_t used = 99;
@@ -669,22 +669,22 @@ static void test_scan_hostile_headers(void **state) {
     static const unsigned char e32[] = {0xc9, 0xff, 0xff, 0xff, 0xff, 0x01};
     expect_toolarge(e32, sizeof e32, 5, "ext exceeds max_str");
     static const unsigned char s16[] = {0xda, 0xff, 0xff};
-    rec_mp_limits l;
-    rec_mp_limits_default(&l);
+    rec_value_limits l;
+    rec_value_limits_default(&l);
     l.max_str = 1000;
     const char *why = NULL;
-    assert_int_equal(rec_mp_scan(s16, 3, &l, NULL, &why), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(s16, 3, &l, NULL, &why), REC_ETOOLARGE);
     assert_string_equal(why, "str exceeds max_str");
     /* fixstr of 31 with max_str 30: the fixed-size headers count too */
     static const unsigned char fs[] = {0xbf};
     l.max_str = 30;
-    assert_int_equal(rec_mp_scan(fs, 1, &l, NULL, &why), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(fs, 1, &l, NULL, &why), REC_ETOOLARGE);
     l.max_str = 31;
-    assert_int_equal(rec_mp_scan(fs, 1, &l, NULL, &why), REC_MP_PARTIAL);
+    assert_int_equal(rec_value_scan(fs, 1, &l, NULL, &why), REC_VALUE_PARTIAL);
     /* fixext 16 with max_str 8 */
     static const unsigned char fx[] = {0xd8, 0x01};
     l.max_str = 8;
-    assert_int_equal(rec_mp_scan(fx, 2, &l, NULL, &why), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(fx, 2, &l, NULL, &why), REC_ETOOLARGE);
     assert_string_equal(why, "ext exceeds max_str");
 
     /* A nested claim inside a valid prefix. */
@@ -695,57 +695,57 @@ static void test_scan_hostile_headers(void **state) {
 
     /* Within max_items but more elements than max_bytes can hold: each
      * element needs at least one byte. */
-    rec_mp_limits_default(&l);
+    rec_value_limits_default(&l);
     l.max_bytes = 1000;
     static const unsigned char a16[] = {0xdc, 0x03, 0xe8}; /* 1000 items */
-    assert_int_equal(rec_mp_scan(a16, 3, &l, NULL, &why), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(a16, 3, &l, NULL, &why), REC_ETOOLARGE);
     assert_string_equal(why, "object exceeds max_bytes");
     static const unsigned char a16ok[] = {0xdc, 0x03, 0xe5}; /* 997 */
-    assert_int_equal(rec_mp_scan(a16ok, 3, &l, NULL, &why), REC_MP_PARTIAL);
+    assert_int_equal(rec_value_scan(a16ok, 3, &l, NULL, &why), REC_VALUE_PARTIAL);
     static const unsigned char m16[] = {0xde, 0x01, 0xf4}; /* 500 pairs */
-    assert_int_equal(rec_mp_scan(m16, 3, &l, NULL, &why), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(m16, 3, &l, NULL, &why), REC_ETOOLARGE);
     /* A string whose claimed payload runs past max_bytes. */
     static const unsigned char s8[] = {0xd9, 0xff};
     l.max_bytes = 200;
-    assert_int_equal(rec_mp_scan(s8, 2, &l, NULL, &why), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(s8, 2, &l, NULL, &why), REC_ETOOLARGE);
     assert_string_equal(why, "object exceeds max_bytes");
     /* Exactly max_bytes is fine. */
     unsigned char exact[200] = {0xd9, 198};
     size_t used = 0;
-    assert_int_equal(rec_mp_scan(exact, 200, &l, &used, NULL), 0);
+    assert_int_equal(rec_value_scan(exact, 200, &l, &used, NULL), 0);
     assert_int_equal(used, 200);
     l.max_bytes = 199;
-    assert_int_equal(rec_mp_scan(exact, 200, &l, &used, NULL), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(exact, 200, &l, &used, NULL), REC_ETOOLARGE);
     /* Pending siblings count: [str(190), 10 more items] with max 200. */
     unsigned char sib[3] = {0x9b, 0xd9, 190};
     l.max_bytes = 200;
-    assert_int_equal(rec_mp_scan(sib, 3, &l, NULL, &why), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(sib, 3, &l, NULL, &why), REC_ETOOLARGE);
     sib[2] = 187; /* 1 + 2 + 187 + 10 = 200 */
-    assert_int_equal(rec_mp_scan(sib, 3, &l, NULL, &why), REC_MP_PARTIAL);
+    assert_int_equal(rec_value_scan(sib, 3, &l, NULL, &why), REC_VALUE_PARTIAL);
     /* Length bytes that would run past max_bytes are refused before they
      * arrive. */
     static const unsigned char h32[] = {0xdd, 0x00, 0x00};
     l.max_bytes = 4;
-    assert_int_equal(rec_mp_scan(h32, sizeof h32, &l, NULL, &why),
+    assert_int_equal(rec_value_scan(h32, sizeof h32, &l, NULL, &why),
                      REC_ETOOLARGE);
     assert_string_equal(why, "object exceeds max_bytes");
     l.max_bytes = 5;
-    assert_int_equal(rec_mp_scan(h32, sizeof h32, &l, NULL, &why),
-                     REC_MP_PARTIAL);
+    assert_int_equal(rec_value_scan(h32, sizeof h32, &l, NULL, &why),
+                     REC_VALUE_PARTIAL);
     static const unsigned char inner[] = {0x92, 0xc0, 0xdb, 0x00};
     l.max_bytes = 7; /* [nil, str32 ""] would fit exactly */
-    assert_int_equal(rec_mp_scan(inner, sizeof inner, &l, NULL, &why),
-                     REC_MP_PARTIAL);
+    assert_int_equal(rec_value_scan(inner, sizeof inner, &l, NULL, &why),
+                     REC_VALUE_PARTIAL);
     l.max_bytes = 6;
-    assert_int_equal(rec_mp_scan(inner, sizeof inner, &l, NULL, &why),
+    assert_int_equal(rec_value_scan(inner, sizeof inner, &l, NULL, &why),
                      REC_ETOOLARGE);
     /* max_bytes counts bytes seen even when the object is incomplete. */
     unsigned char run[300];
     memset(run, 0x91, sizeof run);
-    rec_mp_limits_default(&l);
+    rec_value_limits_default(&l);
     l.max_depth = 1000;
     l.max_bytes = 100;
-    assert_int_equal(rec_mp_scan(run, 100, &l, NULL, &why), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(run, 100, &l, NULL, &why), REC_ETOOLARGE);
 }
 
 static void test_scan_depth(void **state) {
@@ -759,7 +759,7 @@ static void test_scan_depth(void **state) {
     assert_string_equal(why, "nesting exceeds max_depth");
     /* refused as soon as level 33 opens, whatever follows */
     assert_int_equal(scan_default(bomb, 33, NULL, &why), REC_ETOOLARGE);
-    assert_int_equal(scan_default(bomb, 32, NULL, &why), REC_MP_PARTIAL);
+    assert_int_equal(scan_default(bomb, 32, NULL, &why), REC_VALUE_PARTIAL);
     /* exactly 32 levels is fine */
     unsigned char ok[33];
     memset(ok, 0x91, 32);
@@ -783,28 +783,28 @@ static void test_scan_depth(void **state) {
     ok[32] = 0x80;
     assert_int_equal(scan_default(ok, 33, NULL, &why), REC_ETOOLARGE);
     /* A caller asking for more than the internal cap gets the cap. */
-    rec_mp_limits l;
-    rec_mp_limits_default(&l);
+    rec_value_limits l;
+    rec_value_limits_default(&l);
     l.max_depth = 100000;
-    assert_int_equal(rec_mp_scan(bomb, 10001, &l, NULL, &why), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(bomb, 10001, &l, NULL, &why), REC_ETOOLARGE);
     assert_string_equal(why, "nesting exceeds max_depth");
     memset(bomb, 0x91, 256);
     bomb[256] = 0x05;
-    assert_int_equal(rec_mp_scan(bomb, 257, &l, &used, NULL), 0);
+    assert_int_equal(rec_value_scan(bomb, 257, &l, &used, NULL), 0);
     assert_int_equal(used, 257);
     /* max_depth 0 allows scalars only */
     l.max_depth = 0;
-    assert_int_equal(rec_mp_scan(bomb + 256, 1, &l, &used, NULL), 0);
-    assert_int_equal(rec_mp_scan(bomb, 1, &l, &used, NULL), REC_ETOOLARGE);
+    assert_int_equal(rec_value_scan(bomb + 256, 1, &l, &used, NULL), 0);
+    assert_int_equal(rec_value_scan(bomb, 1, &l, &used, NULL), REC_ETOOLARGE);
     /* siblings at depth do not add up: wide but shallow is fine */
     static const unsigned char wide[] = {0x93, 0x91, 0x91, 0x01, 0x91, 0x02,
                                          0x91, 0x91, 0x03};
-    rec_mp_limits_default(&l);
+    rec_value_limits_default(&l);
     l.max_depth = 3;
-    assert_int_equal(rec_mp_scan(wide, sizeof wide, &l, &used, NULL), 0);
+    assert_int_equal(rec_value_scan(wide, sizeof wide, &l, &used, NULL), 0);
     assert_int_equal(used, sizeof wide);
     l.max_depth = 2;
-    assert_int_equal(rec_mp_scan(wide, sizeof wide, &l, &used, &why),
+    assert_int_equal(rec_value_scan(wide, sizeof wide, &l, &used, &why),
                      REC_ETOOLARGE);
     free(bomb);
 }
@@ -817,7 +817,7 @@ static void test_scan_reserved(void **state) {
     assert_string_equal(why, "reserved byte 0xc1");
     static const unsigned char in[] = {0x92, 0x01, 0xc1};
     assert_int_equal(scan_default(in, 3, NULL, &why), REC_EPROTOCOL);
-    assert_int_equal(scan_default(in, 2, NULL, &why), REC_MP_PARTIAL);
+    assert_int_equal(scan_default(in, 2, NULL, &why), REC_VALUE_PARTIAL);
     static const unsigned char key[] = {0x81, 0xc1, 0x01};
     assert_int_equal(scan_default(key, 3, NULL, &why), REC_EPROTOCOL);
     /* inside a string payload 0xc1 is just a byte */
@@ -837,7 +837,7 @@ static void expect_push_fails(lua_State *L, const void *p, size_t n,
     lua_pushstring(L, "sentinel");
     int top = lua_gettop(L);
     size_t used = 123;
-    assert_int_equal(rec_mp_push_lua(L, p, n, &used), want);
+    assert_int_equal(rec_value_push_lua(L, p, n, &used), want);
     assert_int_equal(lua_gettop(L), top);
     assert_string_equal(lua_tostring(L, -1), "sentinel");
     assert_int_equal(used, 0);
@@ -876,7 +876,7 @@ static void test_push_refuses(void **state) {
     memset(bomb, 0x91, 33);
     bomb[33] = 0x01;
     expect_push_fails(L, bomb, sizeof bomb, REC_ETOOLARGE);
-    assert_int_equal(rec_mp_push_lua(L, bomb + 1, 33, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, bomb + 1, 33, NULL), 0);
     lua_pop(L, 1);
     /* strings above the default max_str */
     size_t big = (1u << 20) + 1;
@@ -889,7 +889,7 @@ static void test_push_refuses(void **state) {
     s[4] = 0x01;
     expect_push_fails(L, s, big + 5, REC_ETOOLARGE);
     s[4] = 0x00; /* exactly 1 MiB */
-    assert_int_equal(rec_mp_push_lua(L, s, big + 4, NULL), 0);
+    assert_int_equal(rec_value_push_lua(L, s, big + 4, NULL), 0);
     assert_int_equal(lua_rawlen(L, -1), big - 1);
     lua_pop(L, 1);
     free(s);
@@ -910,7 +910,7 @@ static void expect_pack_fails(lua_State *L, const char *expr, int want,
     int top = lua_gettop(L);
     char err[128];
     memset(err, 'Q', sizeof err);
-    int rc = rec_mp_pack_lua(L, -2, &b, err, sizeof err);
+    int rc = rec_value_pack_lua(L, -2, &b, err, sizeof err);
     if (rc != want)
         fail_msg("%s: rc %d (%s), want %d", expr, rc, err, want);
     assert_int_equal(lua_gettop(L), top);
@@ -920,7 +920,7 @@ static void expect_pack_fails(lua_State *L, const char *expr, int want,
     if (strcmp(err, msg) != 0)
         fail_msg("%s: err '%s', want '%s'", expr, err, msg);
     /* NULL err is fine too */
-    assert_int_equal(rec_mp_pack_lua(L, -2, &b, NULL, 0), want);
+    assert_int_equal(rec_value_pack_lua(L, -2, &b, NULL, 0), want);
     assert_int_equal(b.len, 3);
     lua_pop(L, 2);
     rec_buf_free(&b);
@@ -971,27 +971,27 @@ static void test_pack_refuses(void **state) {
     rec_buf b = REC_BUF_INIT;
     char err[64];
     lua_pushlightuserdata(L, &b);
-    assert_int_equal(rec_mp_pack_lua(L, -1, &b, err, sizeof err), REC_EINVAL);
+    assert_int_equal(rec_value_pack_lua(L, -1, &b, err, sizeof err), REC_EINVAL);
     assert_string_equal(err, "userdata cannot be stored");
     lua_pop(L, 1);
     lua_newuserdatauv(L, 8, 0);
-    assert_int_equal(rec_mp_pack_lua(L, -1, &b, err, sizeof err), REC_EINVAL);
+    assert_int_equal(rec_value_pack_lua(L, -1, &b, err, sizeof err), REC_EINVAL);
     lua_pop(L, 1);
     /* A tiny err buffer is truncated, still terminated. */
     eval(L, "return {alpha = {beta = print}}");
     char tiny[8];
-    assert_int_equal(rec_mp_pack_lua(L, -1, &b, tiny, sizeof tiny),
+    assert_int_equal(rec_value_pack_lua(L, -1, &b, tiny, sizeof tiny),
                      REC_EINVAL);
     assert_string_equal(tiny, "alpha.b");
-    assert_int_equal(rec_mp_pack_lua(L, -1, &b, tiny, 1), REC_EINVAL);
+    assert_int_equal(rec_value_pack_lua(L, -1, &b, tiny, 1), REC_EINVAL);
     assert_string_equal(tiny, "");
     lua_pop(L, 1);
     assert_int_equal(b.len, 0);
     /* Negative and positive indices both work. */
     lua_pushinteger(L, 7);
     lua_pushnil(L);
-    assert_int_equal(rec_mp_pack_lua(L, 1, &b, err, sizeof err), 0);
-    assert_int_equal(rec_mp_pack_lua(L, -1, &b, err, sizeof err), 0);
+    assert_int_equal(rec_value_pack_lua(L, 1, &b, err, sizeof err), 0);
+    assert_int_equal(rec_value_pack_lua(L, -1, &b, err, sizeof err), 0);
     static const unsigned char want[] = {0x07, 0xc0};
     assert_bytes(&b, want, sizeof want);
     lua_pop(L, 2);
@@ -1028,46 +1028,46 @@ static unsigned char fuzz_byte(void) {
 
 static void fuzz_one(lua_State *L, const unsigned char *p, size_t n,
                      rec_buf *b, long *decoded) {
-    rec_mp_limits l;
-    rec_mp_limits_default(&l);
+    rec_value_limits l;
+    rec_value_limits_default(&l);
     size_t used = 0;
     const char *why = NULL;
-    int s = rec_mp_scan(p, n, &l, &used, &why);
-    assert_true(s == 0 || s == REC_MP_PARTIAL || s == REC_EPROTOCOL ||
+    int s = rec_value_scan(p, n, &l, &used, &why);
+    assert_true(s == 0 || s == REC_VALUE_PARTIAL || s == REC_EPROTOCOL ||
                 s == REC_ETOOLARGE);
     if (s == 0) {
         assert_true(used >= 1 && used <= n);
         assert_null(why);
         /* the object alone scans the same; any shorter prefix is partial */
         size_t u2 = 0;
-        assert_int_equal(rec_mp_scan(p, used, &l, &u2, NULL), 0);
+        assert_int_equal(rec_value_scan(p, used, &l, &u2, NULL), 0);
         assert_int_equal(u2, used);
         size_t k = (size_t)(xorshift() % used);
-        assert_int_equal(rec_mp_scan(p, k, &l, &u2, NULL), REC_MP_PARTIAL);
+        assert_int_equal(rec_value_scan(p, k, &l, &u2, NULL), REC_VALUE_PARTIAL);
     } else {
         assert_non_null(why);
     }
     /* Tight limits must never do worse than refuse. */
-    rec_mp_limits t = {16, 3, 4, 4};
-    int st = rec_mp_scan(p, n, &t, &used, &why);
-    assert_true(st == 0 || st == REC_MP_PARTIAL || st == REC_EPROTOCOL ||
+    rec_value_limits t = {16, 3, 4, 4};
+    int st = rec_value_scan(p, n, &t, &used, &why);
+    assert_true(st == 0 || st == REC_VALUE_PARTIAL || st == REC_EPROTOCOL ||
                 st == REC_ETOOLARGE);
     if (st == 0)
         assert_int_equal(s, 0);
 
     int top = lua_gettop(L);
     size_t pu = 0;
-    int rc = rec_mp_push_lua(L, p, n, &pu);
+    int rc = rec_value_push_lua(L, p, n, &pu);
     if (rc != 0) {
         assert_int_equal(lua_gettop(L), top);
-        if (s == REC_MP_PARTIAL || s == 0)
+        if (s == REC_VALUE_PARTIAL || s == 0)
             assert_int_equal(rc, REC_EPROTOCOL); /* truncated / ext / key */
         else
             assert_int_equal(rc, s);
         return;
     }
     assert_int_equal(s, 0);
-    rec_mp_scan(p, n, &l, &used, NULL);
+    rec_value_scan(p, n, &l, &used, NULL);
     assert_int_equal(pu, used);
     assert_int_equal(lua_gettop(L), top + 1);
     (*decoded)++;
@@ -1075,14 +1075,14 @@ static void fuzz_one(lua_State *L, const unsigned char *p, size_t n,
      * an equal value. */
     char err[128];
     b->len = 0;
-    int pr = rec_mp_pack_lua(L, -1, b, err, sizeof err);
+    int pr = rec_value_pack_lua(L, -1, b, err, sizeof err);
     assert_int_equal(lua_gettop(L), top + 1);
     if (pr != 0) {
         assert_int_equal(pr, REC_EINVAL);
         assert_non_null(strstr(err, "table key cannot be stored"));
         assert_int_equal(b->len, 0);
     } else {
-        assert_int_equal(rec_mp_push_lua(L, b->data, b->len, &pu), 0);
+        assert_int_equal(rec_value_push_lua(L, b->data, b->len, &pu), 0);
         assert_int_equal(pu, b->len);
         assert_true(deep_equal(L, -1, -2, 0));
         lua_pop(L, 1);
@@ -1180,7 +1180,7 @@ static void test_fuzz(void **state) {
 
 /* ---- header classification --------------------------------------------- */
 
-/* rec_mp_classify against msgpack-c, byte by byte: for every type byte,
+/* rec_value_classify against msgpack-c, byte by byte: for every type byte,
  * the smallest object its header describes (a length of 3 where the header
  * holds one, zero bytes for payloads, nil for elements) is what msgpack-c
  * decodes, of the same kind and consuming exactly those bytes; 0xc1 is
@@ -1190,29 +1190,29 @@ static void test_classify_every_byte(void **state) {
     msgpack_zone *z = msgpack_zone_new(1024);
     assert_non_null(z);
     for (unsigned b = 0; b < 256; b++) {
-        rec_mp_head h = rec_mp_classify((unsigned char)b);
+        rec_value_head h = rec_value_classify((unsigned char)b);
         unsigned char obj[64] = {(unsigned char)b};
         size_t len = 1, off = 0;
         msgpack_object o;
-        if (h.kind == REC_MP_RESERVED) {
+        if (h.kind == REC_VALUE_RESERVED) {
             assert_int_equal(b, 0xc1);
             assert_true(msgpack_unpack((const char *)obj, sizeof obj, &off, z, &o) < 0);
             continue;
         }
         assert_true(h.lenbytes == 0 || h.lenbytes == 1 || h.lenbytes == 2 || h.lenbytes == 4);
-        assert_int_equal(h.extra, h.kind == REC_MP_EXT);
+        assert_int_equal(h.extra, h.kind == REC_VALUE_EXT);
         uint32_t n = h.n;
         if (h.lenbytes) {
             assert_int_equal(h.n, 0);
             n = 3;
             obj[len + h.lenbytes - 1] = 3; /* big-endian 3 */
-            assert_int_equal(rec_mp_head_len(obj + len, h.lenbytes), 3);
+            assert_int_equal(rec_value_head_len(obj + len, h.lenbytes), 3);
             len += h.lenbytes;
         }
-        size_t body = h.kind == REC_MP_MAP ? 2 * (size_t)n : (size_t)n;
+        size_t body = h.kind == REC_VALUE_MAP ? 2 * (size_t)n : (size_t)n;
         len += h.extra + body;
         for (size_t i = len - body; i < len; i++)
-            obj[i] = h.kind == REC_MP_ARRAY || h.kind == REC_MP_MAP ? 0xc0 : 'x';
+            obj[i] = h.kind == REC_VALUE_ARRAY || h.kind == REC_VALUE_MAP ? 0xc0 : 'x';
         assert_true(len < sizeof obj);
         msgpack_zone_clear(z);
         assert_int_equal(msgpack_unpack((const char *)obj, len, &off, z, &o),
@@ -1224,40 +1224,40 @@ static void test_classify_every_byte(void **state) {
         off = 0;
         msgpack_unpack((const char *)obj, len, &off, z, &o);
         switch (h.kind) {
-        case REC_MP_STR: assert_int_equal(o.type, MSGPACK_OBJECT_STR); break;
-        case REC_MP_BIN: assert_int_equal(o.type, MSGPACK_OBJECT_BIN); break;
-        case REC_MP_EXT: assert_int_equal(o.type, MSGPACK_OBJECT_EXT); break;
-        case REC_MP_ARRAY:
+        case REC_VALUE_STR: assert_int_equal(o.type, MSGPACK_OBJECT_STR); break;
+        case REC_VALUE_BIN: assert_int_equal(o.type, MSGPACK_OBJECT_BIN); break;
+        case REC_VALUE_EXT: assert_int_equal(o.type, MSGPACK_OBJECT_EXT); break;
+        case REC_VALUE_ARRAY:
             assert_int_equal(o.type, MSGPACK_OBJECT_ARRAY);
             assert_int_equal(o.via.array.size, n);
             break;
-        case REC_MP_MAP:
+        case REC_VALUE_MAP:
             assert_int_equal(o.type, MSGPACK_OBJECT_MAP);
             assert_int_equal(o.via.map.size, n);
             break;
         default:
-            assert_int_equal(h.kind, REC_MP_SCALAR);
+            assert_int_equal(h.kind, REC_VALUE_SCALAR);
             assert_true(o.type == MSGPACK_OBJECT_NIL || o.type == MSGPACK_OBJECT_BOOLEAN ||
                         o.type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
                         o.type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
                         o.type == MSGPACK_OBJECT_FLOAT32 || o.type == MSGPACK_OBJECT_FLOAT64);
         }
-        if (h.kind == REC_MP_STR || h.kind == REC_MP_BIN)
+        if (h.kind == REC_VALUE_STR || h.kind == REC_VALUE_BIN)
             assert_int_equal(o.via.str.size, n);
     }
     msgpack_zone_free(z);
     /* lengths are big-endian, up to four bytes */
     const unsigned char be[4] = {0x12, 0x34, 0x56, 0x78};
-    assert_int_equal(rec_mp_head_len(be, 1), 0x12);
-    assert_int_equal(rec_mp_head_len(be, 2), 0x1234);
-    assert_int_equal(rec_mp_head_len(be, 4), 0x12345678);
+    assert_int_equal(rec_value_head_len(be, 1), 0x12);
+    assert_int_equal(rec_value_head_len(be, 2), 0x1234);
+    assert_int_equal(rec_value_head_len(be, 4), 0x12345678);
 }
 
 /* The positive results (err.h) are apart from each other, from success,
  * from a stray 1 and from every error: none has an error's name. */
 static void test_statuses_apart(void **state) {
     (void)state;
-    const int st[] = {REC_MP_PARTIAL, REC_BATCH_SILENT, REC_NOT_LOADED};
+    const int st[] = {REC_VALUE_PARTIAL, REC_BATCH_SILENT, REC_NOT_LOADED};
     size_t n = sizeof st / sizeof st[0];
     assert_int_equal(n, REC__STATUS_END - REC__STATUS_BASE - 1);
     for (size_t i = 0; i < n; i++) {

@@ -1,53 +1,12 @@
-/* model.h - online-learning primitives: a seeded generator, matrix
- * factorisation for implicit feedback, and decayed counters.
- *
- * These are mechanisms; when and how hard to apply them is decided by the
- * policies that call them.
- */
-#ifndef REC_MODEL_H
-#define REC_MODEL_H
+/* counter.h - families of exponentially decayed counters over dense indexes
+ * (popularity, trends, impressions). */
+#ifndef REC_COUNTER_H
+#define REC_COUNTER_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "space.h"
-
-/* xoshiro256** seeded through splitmix64: fast, reproducible per seed. */
-typedef struct rec_rng {
-    uint64_t s[4];
-} rec_rng;
-
-void rec_rng_seed(rec_rng *r, uint64_t seed);
-uint64_t rec_rng_next(rec_rng *r);
-/* Uniform in [0, n) without modulo bias; n > 0. */
-uint32_t rec_rng_below(rec_rng *r, uint32_t n);
-/* Uniform in [0, 1). */
-double rec_rng_unit(rec_rng *r);
-
-/* Matrix factorisation trained one event at a time with BPR-style SGD. */
-typedef struct rec_mf_opts {
-    float lr;         /* learning rate; default 0.05 */
-    float reg;        /* L2 regularisation; default 0.01 */
-    uint32_t negatives; /* sampled negatives per step; default 4 */
-    float init_scale; /* new vectors ~ U(-s, s) / sqrt(dim); default 0.1 */
-    float max_norm;   /* rows are scaled back to this norm after a step, so
-                         coupled user/item growth cannot diverge; default 5 */
-} rec_mf_opts;
-
-void rec_mf_opts_default(rec_mf_opts *o);
-
-/* Fill v (dim floats) with a small random vector for a new user or item. */
-void rec_mf_init_vector(rec_rng *r, const rec_mf_opts *o, float *v,
-                        uint32_t dim);
-
-/* One SGD step on (user, pos) with weight w > 0 (scales the step) against
- * the given negative items: for each negative j, the BPR gradient of
- * ln sigmoid(u.(p - n_j)) moves u, p and n_j. All rows must exist in `s`
- * (negatives equal to pos are skipped). Marks touched rows dirty. Returns
- * the mean BPR loss over the negatives before the update (0 when none).
- * Cost O((1 + negs) * dim). */
-float rec_mf_step(rec_space *s, uint32_t user, uint32_t pos, float w,
-                  const uint32_t *negs, size_t nnegs, const rec_mf_opts *o);
+#include "vec.h"
 
 /* A family of exponentially decayed counters over dense indexes:
  * value(t) = sum of amounts a_k * 2^(-(t - t_k) / half_life). */
