@@ -4,11 +4,17 @@
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 #include "hash.h"
+#include "idmap.h"
 #include "log.h"
+#include "lua_api.h"
+#include "rank.h"
+#include "value.h"
 
 static void set_name(char *dst, const char *src) {
     snprintf(dst, REC_PIPELINE_NAME_MAX + 1, "%s", src);
@@ -353,14 +359,6 @@ int rec_pipeline_config_watch(rec_pipeline_live *d, rec_engine *e, rec_script_rt
 
 /* ---- running -------------------------------------------------------- */
 
-#include <math.h>
-#include <stdlib.h>
-
-#include "idmap.h"
-#include "lua_api.h"
-#include "rank.h"
-#include "value.h"
-
 #define POOL_MIN 50
 
 struct rec_pipeline_state {
@@ -630,6 +628,28 @@ static int hit_cmp(const void *a, const void *b) {
 
 /* One run, inside a protected call (run_body): every Lua value built here
  * is subject to the VM's memory cap, and a refusal fails this run only. */
+/* A strategy or policy that fails at run time fails the request; the log
+ * says so too, at most once a second per thread (a script failing on every
+ * request would drown the log), with the count of failures not shown. */
+static void log_failure(const char *err) {
+    static _Thread_local double last;
+    static _Thread_local unsigned long quiet;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    if (last > 0 && now - last < 1.0) {
+        quiet++;
+        return;
+    }
+    if (quiet)
+        REC_WARN("rec.recommend failed: %s (and %lu more failures in the last second)",
+                 err, quiet);
+    else
+        REC_WARN("rec.recommend failed: %s", err);
+    last = now;
+    quiet = 0;
+}
+
 static int run(rec_pipeline_state *st, rec_script_rt *rt, rec_engine *e,
                const rec_pipeline_req *r, rec_pipeline_hit *out, size_t *nout, char *err,
                size_t errlen) {
@@ -653,6 +673,7 @@ static int run(rec_pipeline_state *st, rec_script_rt *rt, rec_engine *e,
             rc = take_candidates(L, st, e, r, si, w, nstrat == 1, name, err, errlen);
     }
     if (rc) {
+        log_failure(err);
         lua_settop(L, top);
         reset(st);
         return rc;
@@ -712,6 +733,7 @@ static int run(rec_pipeline_state *st, rec_script_rt *rt, rec_engine *e,
             rc = credit(L, st, e, pi);
         }
         if (rc) {
+            log_failure(err);
             lua_settop(L, top);
             reset(st);
             return rc;
