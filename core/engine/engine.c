@@ -1373,9 +1373,11 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
     uint64_t hi = rec_idmap_hash(ev->item, ev->ilen);
     rec_idmap_prefetch(&e->ids[REC_KIND_USER], hu);
     rec_idmap_prefetch(&e->ids[REC_KIND_ITEM], hi);
+    size_t ntypes = e->ntypes;
+    int new_item = 0;
     if ((rc = intern_type(e, ev->type, ev->tlen, &type, 1)) ||
         (rc = intern_id(e, REC_KIND_USER, ev->user, ev->ulen, hu, &user, NULL)) ||
-        (rc = intern_id(e, REC_KIND_ITEM, ev->item, ev->ilen, hi, &item, NULL)))
+        (rc = intern_id(e, REC_KIND_ITEM, ev->item, ev->ilen, hi, &item, &new_item)))
         return rc;
     prefetch_pair(e, user, item);
     float w = e->types[type].weight;
@@ -1424,6 +1426,8 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
         out->user = user;
         out->item = item;
         out->type = type;
+        out->new_item = (uint8_t)new_item;
+        out->new_type = e->ntypes > ntypes;
     }
     return 0;
 }

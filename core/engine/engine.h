@@ -131,6 +131,8 @@ typedef struct rec_event_out {
     float weight;        /* the type's weight (logged with the event) */
     uint32_t user, item; /* indexes (created when new) */
     uint16_t type;       /* the type's id (rec_engine_type_name) */
+    uint8_t new_item;    /* 1 when this event created the item */
+    uint8_t new_type;    /* 1 when this event created its type */
 } rec_event_out;
 
 /* Append the event to the log and update the graph. out may be NULL. */

@@ -954,15 +954,13 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
         ev.clen = ctx->len;
     }
     rec_event_out out;
-    int new_item = rec_engine_lookup(c->e, REC_KIND_ITEM, ik, ev.ilen) == REC_IDX_NONE;
-    int new_type = rec_engine_type_find(c->e, ev.type, ev.tlen) < 0;
     int rc = rec_dispatch_catch_up(c->d);
     if (!rc)
         rc = rec_engine_event(c->e, &ev, &out);
     if (rc)
         return engine_fail(c, rc);
-    c->d->items_by_events += (uint64_t)new_item;
-    c->d->types_by_events += (uint64_t)new_type;
+    c->d->items_by_events += out.new_item;
+    c->d->types_by_events += out.new_type;
     if (ev.rlen)
         rec_stats_attribute(&c->d->metrics, c->e, ev.rec_id, ev.rlen, out.item,
                             t->via.str.ptr, t->via.str.size, ev.ts);
