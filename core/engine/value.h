@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include <lua.h>
+#include <msgpack.h>
 
 #include "buf.h"
 #include "err.h" /* REC_VALUE_PARTIAL */
@@ -136,5 +137,13 @@ int rec_value_pack_lua(lua_State *L, int idx, rec_buf *out, char *err,
  * subtable many times over (2^depth leaves). [-0, +0, m] */
 int rec_value_pack_lua_max(lua_State *L, int idx, rec_buf *out, size_t max, char *err,
                         size_t errlen);
+
+/* The field `name` of a decoded msgpack map: NULL when map is not a map,
+ * the field is missing, or it is nil. Borrowed from map. O(fields). */
+const msgpack_object *rec_value_field(const msgpack_object *map, const char *name);
+
+/* Pack the NUL-terminated s as a msgpack str: 0, or nonzero when the
+ * packer's writer failed. */
+int rec_value_pack_str(msgpack_packer *pk, const char *s);
 
 #endif

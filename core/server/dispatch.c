@@ -21,6 +21,7 @@
 #include <lauxlib.h>
 
 #include "err.h"
+#include "value.h"
 #include "fanout.h"
 #include "fusion.h"
 #include "idmap.h"
@@ -110,25 +111,7 @@ static int engine_fail(call_ctx *c, int rc) {
 
 /* ---- msgpack helpers ---------------------------------------------------- */
 
-static int pk_str(msgpack_packer *pk, const char *s) {
-    size_t n = strlen(s);
-    return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
-}
 
-static const msgpack_object *field(const msgpack_object *map, const char *name) {
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t n = strlen(name);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            memcmp(k->via.str.ptr, name, n) == 0) {
-            const msgpack_object *v = &map->via.map.ptr[i].val;
-            return v->type == MSGPACK_OBJECT_NIL ? NULL : v;
-        }
-    }
-    return NULL;
-}
 
 static int is_number(const msgpack_object *o) {
     return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
@@ -190,7 +173,7 @@ static void prefetch_event(rec_engine *e, const msgpack_object *o) {
     char uk[REC_ID_MAX], ik[REC_ID_MAX];
     if (!o || o->type != MSGPACK_OBJECT_MAP)
         return;
-    int ul = peek_key(field(o, "user"), uk), il = peek_key(field(o, "item"), ik);
+    int ul = peek_key(rec_value_field(o, "user"), uk), il = peek_key(rec_value_field(o, "item"), ik);
     if (ul > 0 && il > 0)
         rec_engine_prefetch_ids(e, uk, (size_t)ul, ik, (size_t)il);
 }
@@ -278,17 +261,17 @@ static int m_methods(call_ctx *c) {
         return REC_ENOMEM;
     for (size_t i = 0; i < nmethods; i++) {
         unsigned f = methods[i].flags;
-        if (msgpack_pack_map(pk, 3) || pk_str(pk, "name") || pk_str(pk, methods[i].name) ||
-            pk_str(pk, "admin") ||
+        if (msgpack_pack_map(pk, 3) || rec_value_pack_str(pk, "name") || rec_value_pack_str(pk, methods[i].name) ||
+            rec_value_pack_str(pk, "admin") ||
             ((f & REC_M_ADMIN) ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
-            pk_str(pk, "write") ||
+            rec_value_pack_str(pk, "write") ||
             ((f & REC_M_WRITE) ? msgpack_pack_true(pk) : msgpack_pack_false(pk)))
             return REC_ENOMEM;
     }
     return 0;
 }
 
-static int m_ping(call_ctx *c) { return pk_str(&c->pk, "pong") ? REC_ENOMEM : 0; }
+static int m_ping(call_ctx *c) { return rec_value_pack_str(&c->pk, "pong") ? REC_ENOMEM : 0; }
 
 static int m_hello(call_ctx *c) {
     static const char *features[] = {"pipelining", "group_commit", "vectors_bin",
@@ -301,14 +284,14 @@ static int m_hello(call_ctx *c) {
     x ^= x >> 29;
     snprintf(nonce, sizeof nonce, "%016llx", (unsigned long long)x);
     msgpack_packer *pk = &c->pk;
-    int rc = msgpack_pack_map(pk, 6) || pk_str(pk, "server") || pk_str(pk, "recd") ||
-             pk_str(pk, "version") || pk_str(pk, c->d->version) ||
-             pk_str(pk, "api") || msgpack_pack_int(pk, 1) ||
-             pk_str(pk, "features") || msgpack_pack_array(pk, 5);
+    int rc = msgpack_pack_map(pk, 6) || rec_value_pack_str(pk, "server") || rec_value_pack_str(pk, "recd") ||
+             rec_value_pack_str(pk, "version") || rec_value_pack_str(pk, c->d->version) ||
+             rec_value_pack_str(pk, "api") || msgpack_pack_int(pk, 1) ||
+             rec_value_pack_str(pk, "features") || msgpack_pack_array(pk, 5);
     for (int i = 0; i < 5 && !rc; i++)
-        rc = pk_str(pk, features[i]);
-    rc = rc || pk_str(pk, "nonce") || pk_str(pk, nonce) ||
-         pk_str(pk, "auth_required") ||
+        rc = rec_value_pack_str(pk, features[i]);
+    rc = rc || rec_value_pack_str(pk, "nonce") || rec_value_pack_str(pk, nonce) ||
+         rec_value_pack_str(pk, "auth_required") ||
          (c->d->token && !c->s->trusted && !c->s->authed ? msgpack_pack_true(pk)
                                                           : msgpack_pack_false(pk));
     return rc ? REC_ENOMEM : 0;
@@ -376,42 +359,42 @@ static int m_info(call_ctx *c) {
     msgpack_packer *pk = &c->pk;
     uint64_t bf16_fast, bf16_fallback;
     rec_vec_bf16_counts(&bf16_fast, &bf16_fallback);
-    int rc = msgpack_pack_map(pk, 15) || pk_str(pk, "version") || pk_str(pk, d->version) ||
-             pk_str(pk, "created_by_events") || msgpack_pack_map(pk, 2) ||
-             pk_str(pk, "items") || msgpack_pack_uint64(pk, d->items_by_events) ||
-             pk_str(pk, "types") || msgpack_pack_uint64(pk, d->types_by_events) ||
-             pk_str(pk, "training") || msgpack_pack_int(pk, d->trainer ? rec_train_running(d->trainer) : 0) ||
-             pk_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_now() - d->started) ||
-             pk_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
-             pk_str(pk, "items") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_ITEM)) ||
-             pk_str(pk, "users") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_USER)) ||
-             pk_str(pk, "events") || msgpack_pack_uint64(pk, rec_engine_events(c->e)) ||
-             pk_str(pk, "isa") || pk_str(pk, rec_vec_isa_name()) ||
-             pk_str(pk, "scans") || msgpack_pack_map(pk, 3) ||
-             pk_str(pk, "bf16") ||
+    int rc = msgpack_pack_map(pk, 15) || rec_value_pack_str(pk, "version") || rec_value_pack_str(pk, d->version) ||
+             rec_value_pack_str(pk, "created_by_events") || msgpack_pack_map(pk, 2) ||
+             rec_value_pack_str(pk, "items") || msgpack_pack_uint64(pk, d->items_by_events) ||
+             rec_value_pack_str(pk, "types") || msgpack_pack_uint64(pk, d->types_by_events) ||
+             rec_value_pack_str(pk, "training") || msgpack_pack_int(pk, d->trainer ? rec_train_running(d->trainer) : 0) ||
+             rec_value_pack_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_now() - d->started) ||
+             rec_value_pack_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
+             rec_value_pack_str(pk, "items") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_ITEM)) ||
+             rec_value_pack_str(pk, "users") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_USER)) ||
+             rec_value_pack_str(pk, "events") || msgpack_pack_uint64(pk, rec_engine_events(c->e)) ||
+             rec_value_pack_str(pk, "isa") || rec_value_pack_str(pk, rec_vec_isa_name()) ||
+             rec_value_pack_str(pk, "scans") || msgpack_pack_map(pk, 3) ||
+             rec_value_pack_str(pk, "bf16") ||
              (rec_vec_bf16_scan_ok() ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
-             pk_str(pk, "bf16_fast") || msgpack_pack_uint64(pk, bf16_fast) ||
-             pk_str(pk, "bf16_fallback") || msgpack_pack_uint64(pk, bf16_fallback) ||
-             pk_str(pk, "spaces");
+             rec_value_pack_str(pk, "bf16_fast") || msgpack_pack_uint64(pk, bf16_fast) ||
+             rec_value_pack_str(pk, "bf16_fallback") || msgpack_pack_uint64(pk, bf16_fallback) ||
+             rec_value_pack_str(pk, "spaces");
     size_t ns = rec_engine_space_count(c->e);
     rc = rc || msgpack_pack_array(pk, ns);
     for (size_t i = 0; i < ns && !rc; i++) {
         rec_space *s = rec_engine_space_at(c->e, i);
-        rc = msgpack_pack_map(pk, 4) || pk_str(pk, "name") || pk_str(pk, s->name) ||
-             pk_str(pk, "dim") || msgpack_pack_uint32(pk, s->dim) ||
-             pk_str(pk, "items") || msgpack_pack_uint32(pk, s->m[REC_KIND_ITEM].count) ||
-             pk_str(pk, "users") || msgpack_pack_uint32(pk, s->m[REC_KIND_USER].count);
+        rc = msgpack_pack_map(pk, 4) || rec_value_pack_str(pk, "name") || rec_value_pack_str(pk, s->name) ||
+             rec_value_pack_str(pk, "dim") || msgpack_pack_uint32(pk, s->dim) ||
+             rec_value_pack_str(pk, "items") || msgpack_pack_uint32(pk, s->m[REC_KIND_ITEM].count) ||
+             rec_value_pack_str(pk, "users") || msgpack_pack_uint32(pk, s->m[REC_KIND_USER].count);
     }
-    rc = rc || pk_str(pk, "memory") || msgpack_pack_map(pk, 1) ||
-         pk_str(pk, "rss_bytes") || msgpack_pack_int64(pk, rss_bytes()) ||
-         pk_str(pk, "store") || msgpack_pack_map(pk, 5) ||
-         pk_str(pk, "map_size") || msgpack_pack_uint64(pk, st.map_size) ||
-         pk_str(pk, "map_used") || msgpack_pack_uint64(pk, st.used_bytes) ||
-         pk_str(pk, "map_max") || msgpack_pack_uint64(pk, st.map_max) ||
-         pk_str(pk, "commits") || msgpack_pack_uint64(pk, st.commits) ||
-         pk_str(pk, "map_grows") || msgpack_pack_uint64(pk, st.map_grows) ||
-         pk_str(pk, "notification_errors") || msgpack_pack_uint64(pk, d->notification_errors) ||
-         pk_str(pk, "methods");
+    rc = rc || rec_value_pack_str(pk, "memory") || msgpack_pack_map(pk, 1) ||
+         rec_value_pack_str(pk, "rss_bytes") || msgpack_pack_int64(pk, rss_bytes()) ||
+         rec_value_pack_str(pk, "store") || msgpack_pack_map(pk, 5) ||
+         rec_value_pack_str(pk, "map_size") || msgpack_pack_uint64(pk, st.map_size) ||
+         rec_value_pack_str(pk, "map_used") || msgpack_pack_uint64(pk, st.used_bytes) ||
+         rec_value_pack_str(pk, "map_max") || msgpack_pack_uint64(pk, st.map_max) ||
+         rec_value_pack_str(pk, "commits") || msgpack_pack_uint64(pk, st.commits) ||
+         rec_value_pack_str(pk, "map_grows") || msgpack_pack_uint64(pk, st.map_grows) ||
+         rec_value_pack_str(pk, "notification_errors") || msgpack_pack_uint64(pk, d->notification_errors) ||
+         rec_value_pack_str(pk, "methods");
     uint32_t used = 0;
     for (size_t i = 0; i < nmethods; i++)
         used += d->stats[i].count > 0;
@@ -420,12 +403,12 @@ static int m_info(call_ctx *c) {
         const method_stats *m = &d->stats[i];
         if (!m->count)
             continue;
-        rc = pk_str(pk, methods[i].name) || msgpack_pack_map(pk, 5) ||
-             pk_str(pk, "count") || msgpack_pack_uint64(pk, m->count) ||
-             pk_str(pk, "errors") || msgpack_pack_uint64(pk, m->errors) ||
-             pk_str(pk, "p50_us") || msgpack_pack_double(pk, percentile(m, 0.5)) ||
-             pk_str(pk, "p99_us") || msgpack_pack_double(pk, percentile(m, 0.99)) ||
-             pk_str(pk, "p999_us") || msgpack_pack_double(pk, percentile(m, 0.999));
+        rc = rec_value_pack_str(pk, methods[i].name) || msgpack_pack_map(pk, 5) ||
+             rec_value_pack_str(pk, "count") || msgpack_pack_uint64(pk, m->count) ||
+             rec_value_pack_str(pk, "errors") || msgpack_pack_uint64(pk, m->errors) ||
+             rec_value_pack_str(pk, "p50_us") || msgpack_pack_double(pk, percentile(m, 0.5)) ||
+             rec_value_pack_str(pk, "p99_us") || msgpack_pack_double(pk, percentile(m, 0.99)) ||
+             rec_value_pack_str(pk, "p999_us") || msgpack_pack_double(pk, percentile(m, 0.999));
     }
     return rc ? REC_ENOMEM : 0;
 }
@@ -460,10 +443,10 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
                     i, kind == REC_KIND_ITEM ? ", active?" : "");
     char what_id[48];
     snprintf(what_id, sizeof what_id, "params[%u].id", i);
-    int rc = id_key(c, field(o, "id"), key, what_id);
+    int rc = id_key(c, rec_value_field(o, "id"), key, what_id);
     if (rc < 0)
         return rc;
-    const msgpack_object *p = field(o, "props");
+    const msgpack_object *p = rec_value_field(o, "props");
     if (p && p->type != MSGPACK_OBJECT_MAP)
         return fail(c, REC_EINVAL, "params[%u].props must be a map", i);
     if (p) { /* the size apply_entity will store */
@@ -474,10 +457,10 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
             return fail(c, REC_ETOOLARGE, "params[%u].props takes %zu bytes; at most %u",
                         i, n, REC_PROPS_MAX);
     }
-    const msgpack_object *a = field(o, "active");
+    const msgpack_object *a = rec_value_field(o, "active");
     if (a && (a->type != MSGPACK_OBJECT_BOOLEAN || kind != REC_KIND_ITEM))
         return fail(c, REC_EINVAL, "params[%u].active must be a boolean (items only)", i);
-    const msgpack_object *v = field(o, "vectors");
+    const msgpack_object *v = rec_value_field(o, "vectors");
     if (!v)
         return 0;
     if (v->type != MSGPACK_OBJECT_MAP || v->via.map.size > 16)
@@ -522,21 +505,21 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
 
 static int apply_entity(call_ctx *c, const msgpack_object *o, rec_kind kind) {
     char key[REC_ID_MAX];
-    int kl = id_key(c, field(o, "id"), key, "id");
+    int kl = id_key(c, rec_value_field(o, "id"), key, "id");
     if (kl < 0)
         return kl;
     rec_buf *props = &c->d->scratch;
     rec_buf_clear(props);
-    const msgpack_object *p = field(o, "props");
+    const msgpack_object *p = rec_value_field(o, "props");
     if (p) {
         msgpack_packer pk;
         rec_rpc_packer(&pk, props);
         if (msgpack_pack_object(&pk, *p))
             return fail(c, REC_ENOMEM, "out of memory");
     }
-    const msgpack_object *a = field(o, "active");
+    const msgpack_object *a = rec_value_field(o, "active");
     int active = a ? a->via.boolean : -1;
-    const msgpack_object *v = field(o, "vectors");
+    const msgpack_object *v = rec_value_field(o, "vectors");
     rec_vecarg args[16];
     char names[16][REC_SPACE_NAME_MAX + 1];
     size_t nv = v ? v->via.map.size : 0;
@@ -601,13 +584,24 @@ static int pack_vectors(call_ctx *c, rec_kind kind, uint32_t idx) {
         const float *v = rec_space_get(s, kind, idx);
         if (!v)
             continue;
-        if (pk_str(&c->pk, s->name) || msgpack_pack_array(&c->pk, s->dim))
+        if (rec_value_pack_str(&c->pk, s->name) || msgpack_pack_array(&c->pk, s->dim))
             return REC_ENOMEM;
         for (uint32_t j = 0; j < s->dim; j++)
             if (msgpack_pack_float(&c->pk, v[j]))
                 return REC_ENOMEM;
     }
     return 0;
+}
+
+/* One history entry as {item, type, ts, weight}. */
+static int pack_hentry(call_ctx *c, const rec_hentry *e) {
+    msgpack_packer *pk = &c->pk;
+    const char *tn = rec_engine_type_name(c->e, e->type);
+    return msgpack_pack_map(pk, 4) || rec_value_pack_str(pk, "item") ||
+           pack_idx(c, REC_KIND_ITEM, e->item) || rec_value_pack_str(pk, "type") ||
+           rec_value_pack_str(pk, tn ? tn : "?") || rec_value_pack_str(pk, "ts") ||
+           msgpack_pack_double(pk, e->ts) || rec_value_pack_str(pk, "weight") ||
+           msgpack_pack_float(pk, e->weight);
 }
 
 static int get_common(call_ctx *c, rec_kind kind) {
@@ -631,29 +625,24 @@ static int get_common(call_ctx *c, rec_kind kind) {
     if (rc)
         return engine_fail(c, rc);
     msgpack_packer *pk = &c->pk;
-    rc = msgpack_pack_map(pk, kind == REC_KIND_ITEM ? 4 : 4) || pk_str(pk, "id") ||
-         pack_key(pk, key, (size_t)kl) || pk_str(pk, "props") ||
-         rec_buf_append(c->out, props->data, props->len) || pk_str(pk, "vectors") ||
+    rc = msgpack_pack_map(pk, kind == REC_KIND_ITEM ? 4 : 4) || rec_value_pack_str(pk, "id") ||
+         pack_key(pk, key, (size_t)kl) || rec_value_pack_str(pk, "props") ||
+         rec_buf_append(c->out, props->data, props->len) || rec_value_pack_str(pk, "vectors") ||
          pack_vectors(c, kind, idx);
     if (rc)
         return REC_ENOMEM;
     if (kind == REC_KIND_ITEM)
-        return pk_str(pk, "active") || (active ? msgpack_pack_true(pk)
+        return rec_value_pack_str(pk, "active") || (active ? msgpack_pack_true(pk)
                                                : msgpack_pack_false(pk))
                    ? REC_ENOMEM : 0;
     uint32_t len;
     const rec_hentry *h = rec_graph_history(rec_engine_graph(c->e), idx, &len);
     uint32_t cnt = (int64_t)len < hn ? len : (uint32_t)hn;
-    if (pk_str(pk, "history") || msgpack_pack_array(pk, cnt))
+    if (rec_value_pack_str(pk, "history") || msgpack_pack_array(pk, cnt))
         return REC_ENOMEM;
     for (uint32_t i = 0; i < cnt; i++) {
         const rec_hentry *e = &h[len - 1 - i];
-        const char *tn = rec_engine_type_name(c->e, e->type);
-        if (msgpack_pack_map(pk, 4) || pk_str(pk, "item") ||
-            pack_idx(c, REC_KIND_ITEM, e->item) || pk_str(pk, "type") ||
-            pk_str(pk, tn ? tn : "?") || pk_str(pk, "ts") ||
-            msgpack_pack_double(pk, e->ts) || pk_str(pk, "weight") ||
-            msgpack_pack_float(pk, e->weight))
+        if (pack_hentry(c, e))
             return REC_ENOMEM;
     }
     return 0;
@@ -674,7 +663,7 @@ static int list_opts(call_ctx *c, uint32_t at, uint64_t *cursor, uint32_t *n,
     if (o->type != MSGPACK_OBJECT_MAP)
         return fail(c, REC_EINVAL, "params[%u] must be a map of options {cursor, n}", at);
     *opts = o;
-    const msgpack_object *cur = field(o, "cursor"), *no = field(o, "n");
+    const msgpack_object *cur = rec_value_field(o, "cursor"), *no = rec_value_field(o, "n");
     if (cur) {
         if (cur->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             return fail(c, REC_EINVAL, "cursor must be the cursor of an earlier answer");
@@ -703,7 +692,7 @@ static int list_common(call_ctx *c, rec_kind kind) {
     if (rc)
         return rc;
     int want_active = -1;
-    const msgpack_object *act = opts ? field(opts, "active") : NULL;
+    const msgpack_object *act = opts ? rec_value_field(opts, "active") : NULL;
     if (act) {
         if (kind != REC_KIND_ITEM || act->type != MSGPACK_OBJECT_BOOLEAN)
             return fail(c, REC_EINVAL, kind == REC_KIND_ITEM ? "active must be true or false"
@@ -732,12 +721,12 @@ static int list_common(call_ctx *c, rec_kind kind) {
         i++;
     }
     msgpack_packer *pk = &c->pk;
-    if (msgpack_pack_map(pk, 2) || pk_str(pk, "ids") || msgpack_pack_array(pk, got))
+    if (msgpack_pack_map(pk, 2) || rec_value_pack_str(pk, "ids") || msgpack_pack_array(pk, got))
         return REC_ENOMEM;
     for (uint32_t j = 0; j < got; j++)
         if (pack_idx(c, kind, take[j]))
             return REC_ENOMEM;
-    if (pk_str(pk, "cursor") || (i < bound ? msgpack_pack_uint32(pk, i) : msgpack_pack_nil(pk)))
+    if (rec_value_pack_str(pk, "cursor") || (i < bound ? msgpack_pack_uint32(pk, i) : msgpack_pack_nil(pk)))
         return REC_ENOMEM;
     return 0;
 }
@@ -768,20 +757,15 @@ static int m_user_history(call_ctx *c) {
     uint64_t from = cursor < len ? cursor : len;
     uint32_t cnt = (uint32_t)(len - from < n ? len - from : n);
     msgpack_packer *pk = &c->pk;
-    if (msgpack_pack_map(pk, 2) || pk_str(pk, "history") || msgpack_pack_array(pk, cnt))
+    if (msgpack_pack_map(pk, 2) || rec_value_pack_str(pk, "history") || msgpack_pack_array(pk, cnt))
         return REC_ENOMEM;
     for (uint32_t i = 0; i < cnt; i++) {
         const rec_hentry *e = &h[len - 1 - (from + i)];
-        const char *tn = rec_engine_type_name(c->e, e->type);
-        if (msgpack_pack_map(pk, 4) || pk_str(pk, "item") ||
-            pack_idx(c, REC_KIND_ITEM, e->item) || pk_str(pk, "type") ||
-            pk_str(pk, tn ? tn : "?") || pk_str(pk, "ts") ||
-            msgpack_pack_double(pk, e->ts) || pk_str(pk, "weight") ||
-            msgpack_pack_float(pk, e->weight))
+        if (pack_hentry(c, e))
             return REC_ENOMEM;
     }
     uint64_t next = from + cnt;
-    return pk_str(pk, "cursor") || (next < len ? msgpack_pack_uint64(pk, next)
+    return rec_value_pack_str(pk, "cursor") || (next < len ? msgpack_pack_uint64(pk, next)
                                                : msgpack_pack_nil(pk))
                ? REC_ENOMEM
                : 0;
@@ -836,12 +820,12 @@ static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     char key[REC_ID_MAX];
     if (!o || o->type != MSGPACK_OBJECT_MAP)
         return fail(c, REC_EINVAL, "params[%u] must be a map {user, item, type, ...}", i);
-    int rc = id_key(c, field(o, "user"), key, "user");
+    int rc = id_key(c, rec_value_field(o, "user"), key, "user");
     if (rc < 0)
         return in_param(c, rc, i);
-    if ((rc = id_key(c, field(o, "item"), key, "item")) < 0)
+    if ((rc = id_key(c, rec_value_field(o, "item"), key, "item")) < 0)
         return in_param(c, rc, i);
-    const msgpack_object *t = field(o, "type");
+    const msgpack_object *t = rec_value_field(o, "type");
     if (!t)
         return fail(c, REC_EINVAL, "params[%u].type is missing", i);
     if (t->type != MSGPACK_OBJECT_STR)
@@ -851,18 +835,18 @@ static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     for (uint32_t j = 0; j < t->via.str.size; j++)
         if ((unsigned char)t->via.str.ptr[j] < 0x20 || t->via.str.ptr[j] == '/')
             return fail(c, REC_EINVAL, "params[%u].type holds a control character or '/'", i);
-    const msgpack_object *v = field(o, "value");
+    const msgpack_object *v = rec_value_field(o, "value");
     if (v && (!is_number(v) || !isfinite(number(v))))
         return fail(c, REC_EINVAL, "params[%u].value must be a finite number", i);
-    const msgpack_object *ts = field(o, "ts");
+    const msgpack_object *ts = rec_value_field(o, "ts");
     if (ts && !is_number(ts))
         return fail(c, REC_EINVAL, "params[%u].ts must be a number", i);
     if (ts && !(number(ts) > 0 && number(ts) < 1e11))
         return fail(c, REC_ERANGE, "params[%u].ts must be seconds since the epoch", i);
-    const msgpack_object *r = field(o, "rec_id");
+    const msgpack_object *r = rec_value_field(o, "rec_id");
     if (r && (r->type != MSGPACK_OBJECT_STR || r->via.str.size > 255))
         return fail(c, REC_EINVAL, "params[%u].rec_id must be a string of up to 255 bytes", i);
-    const msgpack_object *st = field(o, "strict");
+    const msgpack_object *st = rec_value_field(o, "strict");
     if (st && st->type != MSGPACK_OBJECT_BOOLEAN)
         return fail(c, REC_EINVAL, "params[%u].strict must be true or false", i);
     if (st ? st->via.boolean : c->d->strict) {
@@ -871,13 +855,13 @@ static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
             return fail(c, REC_EINVAL, "params[%u].type '%.*s' is not a known event type "
                         "(strict; known types are set in pipelines.lua's event_weights)",
                         i, (int)t->via.str.size, t->via.str.ptr);
-        if ((rc = id_key(c, field(o, "item"), key, "item")) < 0)
+        if ((rc = id_key(c, rec_value_field(o, "item"), key, "item")) < 0)
             return in_param(c, rc, i);
         if (rec_engine_lookup(c->e, REC_KIND_ITEM, key, (size_t)rc) == REC_IDX_NONE)
             return fail(c, REC_ENOTFOUND, "params[%u].item is not in the catalogue (strict: "
                         "item.put it first)", i);
     }
-    const msgpack_object *cx = field(o, "context");
+    const msgpack_object *cx = rec_value_field(o, "context");
     if (cx) { /* the size apply_event will store */
         size_t n = 0;
         msgpack_packer pk;
@@ -900,7 +884,7 @@ static int check_new_types(call_ctx *c, uint32_t n) {
     const msgpack_object *fresh[REC_MAX_TYPES];
     size_t nfresh = 0;
     for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *t = field(param(c, i), "type");
+        const msgpack_object *t = rec_value_field(param(c, i), "type");
         if (rec_engine_type_find(c->e, t->via.str.ptr, t->via.str.size) >= 0)
             continue;
         size_t q = 0;
@@ -923,28 +907,28 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
     char uk[REC_ID_MAX], ik[REC_ID_MAX];
     rec_event ev;
     memset(&ev, 0, sizeof ev);
-    ev.ulen = (size_t)id_key(c, field(o, "user"), uk, "user");
+    ev.ulen = (size_t)id_key(c, rec_value_field(o, "user"), uk, "user");
     ev.user = uk;
-    ev.ilen = (size_t)id_key(c, field(o, "item"), ik, "item");
+    ev.ilen = (size_t)id_key(c, rec_value_field(o, "item"), ik, "item");
     ev.item = ik;
-    const msgpack_object *t = field(o, "type");
+    const msgpack_object *t = rec_value_field(o, "type");
     ev.type = t->via.str.ptr;
     ev.tlen = t->via.str.size;
-    const msgpack_object *v = field(o, "value");
+    const msgpack_object *v = rec_value_field(o, "value");
     if (v) {
         ev.value = number(v);
         ev.has_value = 1;
     }
-    const msgpack_object *ts = field(o, "ts");
+    const msgpack_object *ts = rec_value_field(o, "ts");
     ev.ts = ts ? number(ts) : rec_now();
-    const msgpack_object *r = field(o, "rec_id");
+    const msgpack_object *r = rec_value_field(o, "rec_id");
     if (r) {
         ev.rec_id = r->via.str.ptr;
         ev.rlen = r->via.str.size;
     }
     rec_buf *ctx = &c->d->scratch;
     rec_buf_clear(ctx);
-    const msgpack_object *cx = field(o, "context");
+    const msgpack_object *cx = rec_value_field(o, "context");
     if (cx) {
         msgpack_packer pk;
         rec_rpc_packer(&pk, ctx);
@@ -1008,7 +992,7 @@ typedef struct rec_opts {
 } rec_opts;
 
 static int parse_n(call_ctx *c, const msgpack_object *o, uint32_t *n) {
-    const msgpack_object *no = field(o, "n");
+    const msgpack_object *no = rec_value_field(o, "n");
     *n = 10;
     if (!no)
         return 0;
@@ -1077,13 +1061,13 @@ static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
     char rs[24];
     snprintf(rs, sizeof rs, "%016llx", (unsigned long long)rid);
     msgpack_packer *pk = &c->pk;
-    if (msgpack_pack_map(pk, 3) || pk_str(pk, "rec_id") || pk_str(pk, rs) ||
-        pk_str(pk, "pipeline") || pk_str(pk, pipeline) || pk_str(pk, "items") ||
+    if (msgpack_pack_map(pk, 3) || rec_value_pack_str(pk, "rec_id") || rec_value_pack_str(pk, rs) ||
+        rec_value_pack_str(pk, "pipeline") || rec_value_pack_str(pk, pipeline) || rec_value_pack_str(pk, "items") ||
         msgpack_pack_array(pk, n))
         return REC_ENOMEM;
     for (size_t i = 0; i < n; i++)
-        if (msgpack_pack_map(pk, 2) || pk_str(pk, "id") ||
-            pack_idx(c, REC_KIND_ITEM, h[i].idx) || pk_str(pk, "score") ||
+        if (msgpack_pack_map(pk, 2) || rec_value_pack_str(pk, "id") ||
+            pack_idx(c, REC_KIND_ITEM, h[i].idx) || rec_value_pack_str(pk, "score") ||
             msgpack_pack_float(pk, h[i].score))
             return REC_ENOMEM;
     if (!record)
@@ -1093,9 +1077,9 @@ static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
     rec_buf_clear(b);
     msgpack_packer rp;
     rec_rpc_packer(&rp, b);
-    int rc = msgpack_pack_map(&rp, 3) || pk_str(&rp, "ts") ||
-             msgpack_pack_double(&rp, rec_now()) || pk_str(&rp, "pipeline") ||
-             pk_str(&rp, pipeline) || pk_str(&rp, "items") || msgpack_pack_array(&rp, n);
+    int rc = msgpack_pack_map(&rp, 3) || rec_value_pack_str(&rp, "ts") ||
+             msgpack_pack_double(&rp, rec_now()) || rec_value_pack_str(&rp, "pipeline") ||
+             rec_value_pack_str(&rp, pipeline) || rec_value_pack_str(&rp, "items") || msgpack_pack_array(&rp, n);
     for (size_t i = 0; i < n && !rc; i++)
         rc = msgpack_pack_uint32(&rp, h[i].idx);
     if (rc)
@@ -1169,13 +1153,13 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
                 snprintf(all.policies[all.npolicies++], REC_PIPELINE_NAME_MAX + 1, "%s", in.name);
         p = &all;
     }
-    const msgpack_object *ao = field(o, "allow_seen");
-    const msgpack_object *eo = field(o, "explain");
+    const msgpack_object *ao = rec_value_field(o, "allow_seen");
+    const msgpack_object *eo = rec_value_field(o, "explain");
     int allow_seen = ao && ao->type == MSGPACK_OBJECT_BOOLEAN && ao->via.boolean;
     int explain = eo && eo->type == MSGPACK_OBJECT_BOOLEAN && eo->via.boolean;
     int rc;
     size_t words;
-    uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
+    uint64_t *skip = skip_map(c, rec_value_field(o, "exclude"), &words, &rc);
     if (!skip)
         return rc;
     uint32_t user = rec_engine_lookup(c->e, REC_KIND_USER, key, kl);
@@ -1183,7 +1167,7 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
         skip_seen_of(c->e, user, skip);
     rec_buf ctx = REC_BUF_INIT, exc = REC_BUF_INIT;
     msgpack_packer pk;
-    const msgpack_object *cx = field(o, "context"), *ex = field(o, "exclude");
+    const msgpack_object *cx = rec_value_field(o, "context"), *ex = rec_value_field(o, "exclude");
     if (cx) {
         rec_rpc_packer(&pk, &ctx);
         msgpack_pack_object(&pk, *cx);
@@ -1221,27 +1205,27 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     snprintf(rs, sizeof rs, "%016llx", (unsigned long long)rid);
     msgpack_packer *o_pk = &c->pk;
     int nstrat = p ? p->nstrategies : 1;
-    rc = msgpack_pack_map(o_pk, arm ? 4 : 3) || pk_str(o_pk, "rec_id") || pk_str(o_pk, rs) ||
-         pk_str(o_pk, "pipeline") || pk_str(o_pk, shown) ||
-         (arm && (pk_str(o_pk, "variant") || pk_str(o_pk, arm))) ||
-         pk_str(o_pk, "items") || msgpack_pack_array(o_pk, got);
+    rc = msgpack_pack_map(o_pk, arm ? 4 : 3) || rec_value_pack_str(o_pk, "rec_id") || rec_value_pack_str(o_pk, rs) ||
+         rec_value_pack_str(o_pk, "pipeline") || rec_value_pack_str(o_pk, shown) ||
+         (arm && (rec_value_pack_str(o_pk, "variant") || rec_value_pack_str(o_pk, arm))) ||
+         rec_value_pack_str(o_pk, "items") || msgpack_pack_array(o_pk, got);
     for (size_t i = 0; i < got && !rc; i++) {
-        rc = msgpack_pack_map(o_pk, explain ? 3 : 2) || pk_str(o_pk, "id") ||
-             pack_idx(c, REC_KIND_ITEM, hits[i].idx) || pk_str(o_pk, "score") ||
+        rc = msgpack_pack_map(o_pk, explain ? 3 : 2) || rec_value_pack_str(o_pk, "id") ||
+             pack_idx(c, REC_KIND_ITEM, hits[i].idx) || rec_value_pack_str(o_pk, "score") ||
              msgpack_pack_float(o_pk, hits[i].score);
         if (!rc && explain) {
             int moved = 0;
             for (int pi = 0; p && pi < p->npolicies; pi++)
                 moved += (hits[i].moved >> (pi & 31)) & 1;
-            rc = pk_str(o_pk, "explain") || msgpack_pack_map(o_pk, 2) ||
-                 pk_str(o_pk, "strategies") || msgpack_pack_map(o_pk, (size_t)nstrat);
+            rc = rec_value_pack_str(o_pk, "explain") || msgpack_pack_map(o_pk, 2) ||
+                 rec_value_pack_str(o_pk, "strategies") || msgpack_pack_map(o_pk, (size_t)nstrat);
             for (int si = 0; si < nstrat && !rc; si++)
-                rc = pk_str(o_pk, p ? p->strategies[si].name : sname) ||
+                rc = rec_value_pack_str(o_pk, p ? p->strategies[si].name : sname) ||
                      msgpack_pack_float(o_pk, hits[i].parts[si]);
-            rc = rc || pk_str(o_pk, "policies") || msgpack_pack_array(o_pk, (size_t)moved);
+            rc = rc || rec_value_pack_str(o_pk, "policies") || msgpack_pack_array(o_pk, (size_t)moved);
             for (int pi = 0; p && pi < p->npolicies && !rc; pi++)
                 if ((hits[i].moved >> (pi & 31)) & 1)
-                    rc = pk_str(o_pk, p->policies[pi]);
+                    rc = rec_value_pack_str(o_pk, p->policies[pi]);
         }
     }
     if (rc) {
@@ -1256,16 +1240,16 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     rec_buf_clear(b);
     msgpack_packer rp;
     rec_rpc_packer(&rp, b);
-    rc = msgpack_pack_map(&rp, 6) || pk_str(&rp, "ts") || msgpack_pack_double(&rp, rec_now()) ||
-         pk_str(&rp, "pipeline") || pk_str(&rp, shown) || pk_str(&rp, "arm") ||
-         (arm ? pk_str(&rp, arm) : msgpack_pack_nil(&rp)) ||
-         pk_str(&rp, "strategies") || msgpack_pack_array(&rp, (size_t)nstrat);
+    rc = msgpack_pack_map(&rp, 6) || rec_value_pack_str(&rp, "ts") || msgpack_pack_double(&rp, rec_now()) ||
+         rec_value_pack_str(&rp, "pipeline") || rec_value_pack_str(&rp, shown) || rec_value_pack_str(&rp, "arm") ||
+         (arm ? rec_value_pack_str(&rp, arm) : msgpack_pack_nil(&rp)) ||
+         rec_value_pack_str(&rp, "strategies") || msgpack_pack_array(&rp, (size_t)nstrat);
     for (int si = 0; si < nstrat && !rc; si++)
-        rc = pk_str(&rp, p ? p->strategies[si].name : sname);
-    rc = rc || pk_str(&rp, "items") || msgpack_pack_array(&rp, got);
+        rc = rec_value_pack_str(&rp, p ? p->strategies[si].name : sname);
+    rc = rc || rec_value_pack_str(&rp, "items") || msgpack_pack_array(&rp, got);
     for (size_t i = 0; i < got && !rc; i++)
         rc = msgpack_pack_uint32(&rp, hits[i].idx);
-    rc = rc || pk_str(&rp, "by") || msgpack_pack_array(&rp, got);
+    rc = rc || rec_value_pack_str(&rp, "by") || msgpack_pack_array(&rp, got);
     for (size_t i = 0; i < got && !rc; i++)
         rc = msgpack_pack_int(&rp, hits[i].by < 0 ? 0 : hits[i].by);
     if (!rc && !rec_store_read_only(rec_engine_store(c->e)))
@@ -1297,7 +1281,7 @@ static int parse_rec_request(call_ctx *c, const char *who, const char *shape,
         return fail(c, REC_EINVAL, "params[0] must be a map %s", shape);
     char what[32];
     snprintf(what, sizeof what, "params[0].%s", who);
-    int kl = id_key(c, field(*o, who), key, what);
+    int kl = id_key(c, rec_value_field(*o, who), key, what);
     if (kl < 0)
         return kl;
     int rc = parse_n(c, *o, n);
@@ -1312,12 +1296,12 @@ static int m_recommend(call_ctx *c) {
     if (kl < 0)
         return kl;
     int rc;
-    const msgpack_object *pl = field(o, "pipeline");
-    const msgpack_object *so = field(o, "strategy");
+    const msgpack_object *pl = rec_value_field(o, "pipeline");
+    const msgpack_object *so = rec_value_field(o, "strategy");
     if ((pl && pl->type != MSGPACK_OBJECT_STR) || (so && so->type != MSGPACK_OBJECT_STR))
         return fail(c, REC_EINVAL, "pipeline and strategy must be strings");
     /* record = false: a preview, neither stored nor counted as shown */
-    const msgpack_object *ro = field(o, "record");
+    const msgpack_object *ro = rec_value_field(o, "record");
     if (ro && ro->type != MSGPACK_OBJECT_BOOLEAN)
         return fail(c, REC_EINVAL, "params[0].record must be a boolean");
     int record = !ro || ro->via.boolean;
@@ -1331,7 +1315,7 @@ static int m_recommend(call_ctx *c) {
     if (pl && !builtin)
         return fail(c, REC_ENOTFOUND, "unknown pipeline (this server has \"builtin\")");
     size_t words;
-    uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
+    uint64_t *skip = skip_map(c, rec_value_field(o, "exclude"), &words, &rc);
     if (!skip)
         return rc;
     uint32_t user = rec_engine_lookup(c->e, REC_KIND_USER, key, (size_t)kl);
@@ -1360,7 +1344,7 @@ static int m_similar(call_ctx *c) {
     uint32_t idx = rec_engine_lookup(c->e, REC_KIND_ITEM, key, (size_t)kl);
     if (idx == REC_IDX_NONE)
         return fail(c, REC_ENOTFOUND, "unknown item");
-    const msgpack_object *so = field(o, "space");
+    const msgpack_object *so = rec_value_field(o, "space");
     rec_space *s = NULL;
     if (so) {
         if (so->type != MSGPACK_OBJECT_STR || so->via.str.size > REC_SPACE_NAME_MAX)
@@ -1380,7 +1364,7 @@ static int m_similar(call_ctx *c) {
         }
     }
     size_t words;
-    uint64_t *skip = skip_map(c, field(o, "exclude"), &words, &rc);
+    uint64_t *skip = skip_map(c, rec_value_field(o, "exclude"), &words, &rc);
     if (!skip)
         return rc;
     skip[idx >> 6] |= 1ull << (idx & 63);
@@ -1419,17 +1403,17 @@ static int pack_scripts(call_ctx *c, int status_only) {
     for (size_t i = 0; i < n; i++) {
         if (rec_script_info_at(c->d->rt, i, &in))
             return REC_ENOMEM;
-        int rc = msgpack_pack_map(pk, status_only ? 5 : 7) || pk_str(pk, "name") ||
-                 pk_str(pk, in.name) || pk_str(pk, "kind") ||
-                 pk_str(pk, rec_script_kind_name(in.kind)) ||
-                 pk_str(pk, "loaded") ||
+        int rc = msgpack_pack_map(pk, status_only ? 5 : 7) || rec_value_pack_str(pk, "name") ||
+                 rec_value_pack_str(pk, in.name) || rec_value_pack_str(pk, "kind") ||
+                 rec_value_pack_str(pk, rec_script_kind_name(in.kind)) ||
+                 rec_value_pack_str(pk, "loaded") ||
                  (in.loaded ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
-                 pk_str(pk, "error") ||
-                 (in.error ? pk_str(pk, in.error) : msgpack_pack_nil(pk)) ||
-                 pk_str(pk, "version") || msgpack_pack_uint64(pk, in.version);
+                 rec_value_pack_str(pk, "error") ||
+                 (in.error ? rec_value_pack_str(pk, in.error) : msgpack_pack_nil(pk)) ||
+                 rec_value_pack_str(pk, "version") || msgpack_pack_uint64(pk, in.version);
         if (!rc && !status_only)
-            rc = pk_str(pk, "calls") || msgpack_pack_uint64(pk, in.calls) ||
-                 pk_str(pk, "errors") || msgpack_pack_uint64(pk, in.errors);
+            rc = rec_value_pack_str(pk, "calls") || msgpack_pack_uint64(pk, in.calls) ||
+                 rec_value_pack_str(pk, "errors") || msgpack_pack_uint64(pk, in.errors);
         if (rc)
             return REC_ENOMEM;
     }
@@ -1470,7 +1454,7 @@ static int m_model_train(call_ctx *c) {
                              c->err, c->errlen);
     if (rc)
         return rc;
-    return msgpack_pack_map(&c->pk, 1) || pk_str(&c->pk, "started") ||
+    return msgpack_pack_map(&c->pk, 1) || rec_value_pack_str(&c->pk, "started") ||
                    msgpack_pack_true(&c->pk)
                ? REC_ENOMEM
                : 0;

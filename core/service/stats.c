@@ -7,27 +7,9 @@
 #include <string.h>
 
 #include "err.h"
+#include "value.h"
 
-static int pk_str(msgpack_packer *pk, const char *s) {
-    size_t n = strlen(s);
-    return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
-}
 
-/* A map's field, NULL when missing or nil (as the dispatcher reads them). */
-static const msgpack_object *field(const msgpack_object *map, const char *name) {
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t n = strlen(name);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            memcmp(k->via.str.ptr, name, n) == 0) {
-            const msgpack_object *v = &map->via.map.ptr[i].val;
-            return v->type == MSGPACK_OBJECT_NIL ? NULL : v;
-        }
-    }
-    return NULL;
-}
 
 static rec_stats_metric *metric_get(rec_stats *st, const char *kind, const char *name) {
     char full[sizeof st->m[0].name];
@@ -94,11 +76,11 @@ void rec_stats_attribute(rec_stats *st, rec_engine *e, const char *rec_id, size_
     size_t off = 0;
     if (msgpack_unpack_next(&up, b.data + 4, b.len - 4, &off) == MSGPACK_UNPACK_SUCCESS &&
         up.data.type == MSGPACK_OBJECT_MAP) {
-        const msgpack_object *items = field(&up.data, "items");
-        const msgpack_object *by = field(&up.data, "by");
-        const msgpack_object *strats = field(&up.data, "strategies");
-        const msgpack_object *pl = field(&up.data, "pipeline");
-        const msgpack_object *arm = field(&up.data, "arm");
+        const msgpack_object *items = rec_value_field(&up.data, "items");
+        const msgpack_object *by = rec_value_field(&up.data, "by");
+        const msgpack_object *strats = rec_value_field(&up.data, "strategies");
+        const msgpack_object *pl = rec_value_field(&up.data, "pipeline");
+        const msgpack_object *arm = rec_value_field(&up.data, "arm");
         for (uint32_t i = 0; items && items->type == MSGPACK_OBJECT_ARRAY &&
                              i < items->via.array.size; i++) {
             if (items->via.array.ptr[i].via.u64 != item)
@@ -151,18 +133,18 @@ void rec_stats_wilson(double k, double n, double *lo, double *hi) {
 static int pack_metric(msgpack_packer *pk, double imp, double clk, double conv) {
     double lo, hi;
     rec_stats_wilson(clk, imp, &lo, &hi);
-    return msgpack_pack_map(pk, 6) || pk_str(pk, "impressions") || msgpack_pack_double(pk, imp) ||
-           pk_str(pk, "clicks") || msgpack_pack_double(pk, clk) ||
-           pk_str(pk, "conversions") || msgpack_pack_double(pk, conv) ||
-           pk_str(pk, "ctr") || msgpack_pack_double(pk, imp > 0 ? clk / imp : 0) ||
-           pk_str(pk, "ctr_low") || msgpack_pack_double(pk, lo) ||
-           pk_str(pk, "ctr_high") || msgpack_pack_double(pk, hi);
+    return msgpack_pack_map(pk, 6) || rec_value_pack_str(pk, "impressions") || msgpack_pack_double(pk, imp) ||
+           rec_value_pack_str(pk, "clicks") || msgpack_pack_double(pk, clk) ||
+           rec_value_pack_str(pk, "conversions") || msgpack_pack_double(pk, conv) ||
+           rec_value_pack_str(pk, "ctr") || msgpack_pack_double(pk, imp > 0 ? clk / imp : 0) ||
+           rec_value_pack_str(pk, "ctr_low") || msgpack_pack_double(pk, lo) ||
+           rec_value_pack_str(pk, "ctr_high") || msgpack_pack_double(pk, hi);
 }
 
 int rec_stats_pack(const rec_stats *st, msgpack_packer *pk, double now) {
     static const char *kinds[] = {"pipeline", "variant", "strategy"};
     static const char *keys[] = {"pipelines", "variants", "strategies"};
-    if (msgpack_pack_map(pk, 4) || pk_str(pk, "recent_half_life_s") ||
+    if (msgpack_pack_map(pk, 4) || rec_value_pack_str(pk, "recent_half_life_s") ||
         msgpack_pack_double(pk, REC_STATS_HALF_LIFE))
         return REC_ENOMEM;
     for (int k = 0; k < 3; k++) {
@@ -170,16 +152,16 @@ int rec_stats_pack(const rec_stats *st, msgpack_packer *pk, double now) {
         uint32_t cnt = 0;
         for (int i = 0; i < st->n; i++)
             cnt += strncmp(st->m[i].name, kinds[k], kn) == 0 && st->m[i].name[kn] == ':';
-        if (pk_str(pk, keys[k]) || msgpack_pack_map(pk, cnt))
+        if (rec_value_pack_str(pk, keys[k]) || msgpack_pack_map(pk, cnt))
             return REC_ENOMEM;
         for (int i = 0; i < st->n; i++) {
             const rec_stats_metric *m = &st->m[i];
             if (strncmp(m->name, kinds[k], kn) != 0 || m->name[kn] != ':')
                 continue;
             double f = now > m->r_t ? exp2(-(now - m->r_t) / REC_STATS_HALF_LIFE) : 1.0;
-            if (pk_str(pk, m->name + kn + 1) || msgpack_pack_map(pk, 2) ||
-                pk_str(pk, "total") || pack_metric(pk, m->impressions, m->clicks, m->conversions) ||
-                pk_str(pk, "recent") ||
+            if (rec_value_pack_str(pk, m->name + kn + 1) || msgpack_pack_map(pk, 2) ||
+                rec_value_pack_str(pk, "total") || pack_metric(pk, m->impressions, m->clicks, m->conversions) ||
+                rec_value_pack_str(pk, "recent") ||
                 pack_metric(pk, m->r_impressions * f, m->r_clicks * f, m->r_conversions * f))
                 return REC_ENOMEM;
         }
