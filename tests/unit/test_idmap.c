@@ -89,7 +89,7 @@ static void test_int_keys_sort_by_value(void **state) {
         memcpy(prev, cur, 9);
     }
 
-    /* The three from the brief, spelled out. */
+    /* Three keys spelled out: a negative, zero and a positive integer. */
     char km5[9], k0[9], k7[9];
     rec_id_int(km5, -5);
     rec_id_int(k0, 0);
