@@ -48,6 +48,7 @@
 #include <time.h>
 
 #include "err.h"
+#include "input.h"
 
 typedef struct type_info {
     char name[REC_TYPE_NAME_MAX + 1];
@@ -839,15 +840,6 @@ int rec_engine_commit_done(rec_engine *e, rec_batch *b, int rc) {
 
 /* ---- types ------------------------------------------------------------- */
 
-static int type_ok(const char *t, size_t n) {
-    if (n == 0 || n > REC_TYPE_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)t[i] < 0x20 || t[i] == '/')
-            return 0;
-    return 1;
-}
-
 static int find_type(const rec_engine *e, const char *t, size_t n) {
     for (size_t i = 0; i < e->ntypes; i++)
         if (strlen(e->types[i].name) == n && memcmp(e->types[i].name, t, n) == 0)
@@ -868,9 +860,9 @@ static int put_type_meta(rec_engine *e, uint16_t id) {
 
 static int intern_type(rec_engine *e, const char *t, size_t n, uint16_t *id,
                        int create) {
-    if (!type_ok(t, n))
-        return fail(e, REC_EINVAL, "event type must be 1..%d printable bytes",
-                    REC_TYPE_NAME_MAX);
+    if (!rec_event_type_ok(t, n))
+        return fail(e, REC_EINVAL, "type must be 1..%d bytes, without control "
+                    "characters or '/'", REC_TYPE_NAME_MAX);
     int i = find_type(e, t, n);
     if (i >= 0) {
         *id = (uint16_t)i;
@@ -1350,21 +1342,9 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
         return rc;
     if (rec_store_read_only(e->store))
         return fail(e, REC_EREADONLY, "the data folder is open read-only");
-    if (!type_ok(ev->type, ev->tlen))
-        return fail(e, REC_EINVAL, "event type must be 1..%d printable bytes",
-                    REC_TYPE_NAME_MAX);
-    double ts = ev->ts;
-    if (ts == 0.0)
-        ts = rec_now();
-    if (!isfinite(ts) || ts < 0.0 || ts > 1e11)
-        return fail(e, REC_ERANGE, "ts must be seconds since the epoch");
-    if (ev->has_value && !isfinite(ev->value))
-        return fail(e, REC_EINVAL, "value must be a finite number");
-    if (ev->rlen > 255)
-        return fail(e, REC_ETOOLARGE, "rec_id longer than 255 bytes");
-    if (ev->clen > REC_PROPS_MAX)
-        return fail(e, REC_ETOOLARGE, "context larger than %u bytes",
-                    REC_PROPS_MAX);
+    if ((rc = rec_event_check(ev, e->errmsg, sizeof e->errmsg)))
+        return rc;
+    double ts = ev->ts != 0.0 ? ev->ts : rec_now();
     uint16_t type;
     uint32_t user, item;
     /* Users and items are spread over memory: both id lookups, then the

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "input.h"
 #include "learn.h"
 #include "rank.h"
 #include "sandbox.h"
@@ -107,30 +108,59 @@ static void autocommit(lua_State *L, ldb *d) {
 
 /* ---- ids ------------------------------------------------------------------ */
 
+/* The Lua value at idx as an input field (input.h). A float with an
+ * integral value reads as that integer, as Lua itself converts it. */
+static void lua_input(lua_State *L, int idx, rec_field *f) {
+    memset(f, 0, sizeof *f);
+    switch (lua_type(L, idx)) {
+    case LUA_TNONE:
+        f->kind = REC_FIELD_ABSENT;
+        break;
+    case LUA_TNIL:
+        f->kind = REC_FIELD_NIL;
+        break;
+    case LUA_TBOOLEAN:
+        f->kind = REC_FIELD_BOOL;
+        f->v.b = lua_toboolean(L, idx);
+        break;
+    case LUA_TNUMBER: {
+        int isint;
+        lua_Integer i = lua_tointegerx(L, idx, &isint);
+        if (isint) {
+            f->kind = REC_FIELD_INT;
+            f->v.i = (int64_t)i;
+        } else {
+            f->kind = REC_FIELD_FLOAT;
+            f->v.f = (double)lua_tonumber(L, idx);
+        }
+        break;
+    }
+    case LUA_TSTRING:
+        f->kind = REC_FIELD_STR;
+        f->v.s.p = lua_tolstring(L, idx, &f->v.s.n);
+        break;
+    case LUA_TTABLE:
+        f->kind = REC_FIELD_TABLE;
+        break;
+    default:
+        f->kind = REC_FIELD_OTHER;
+        break;
+    }
+}
+
+/* Raise the reason an input check gave.   [-0, +0, v] */
+static int input_error(lua_State *L, int rc, const char *err) {
+    return rec_lua_error(L, rc, "%s", err);
+}
+
 /* Encode the id at idx into key; raises on a bad id. */
 static size_t check_id(lua_State *L, int idx, char *key, const char *what) {
-    int rc;
-    if (lua_type(L, idx) == LUA_TNUMBER) {
-        int isint;
-        lua_Integer v = lua_tointegerx(L, idx, &isint);
-        if (!isint)
-            rec_lua_error(L, REC_EINVAL, "%s id must be a string or an integer",
-                          what);
-        rc = rec_id_int(key, (int64_t)v);
-    } else if (lua_type(L, idx) == LUA_TSTRING) {
-        size_t n;
-        const char *s = lua_tolstring(L, idx, &n);
-        rc = rec_id_str(key, s, n);
-        if (rc == REC_EINVAL)
-            rec_lua_error(L, rc, "%s id must be a non-empty string of valid UTF-8", what);
-        if (rc < 0)
-            rec_lua_error(L, rc, "%s id longer than %d bytes", what,
-                          REC_ID_MAX - 1);
-    } else {
-        rec_lua_error(L, REC_EINVAL, "%s id must be a string or an integer, "
-                      "got %s", what, luaL_typename(L, idx));
-        return 0;
-    }
+    char err[256];
+    rec_field f;
+    lua_input(L, idx, &f);
+    int rc = rec_input_id(&f, what, key, err, sizeof err);
+    if (rc < 0)
+        input_error(L, rc, err);
     return (size_t)rc;
 }
 
@@ -181,46 +211,39 @@ static void pack_value(lua_State *L, int idx, rec_buf *b, const char *what) {
     }
 }
 
+typedef struct lua_array {
+    lua_State *L;
+    int idx;
+} lua_array;
+
+static void lua_input_at(void *src, size_t i, rec_field *out) {
+    lua_array *a = src;
+    lua_rawgeti(a->L, a->idx, (lua_Integer)i + 1);
+    lua_input(a->L, -1, out); /* numbers only are read: nothing points into the value */
+    lua_pop(a->L, 1);
+}
+
 /* Read a vector (array of numbers, or a string of little-endian float32)
  * at idx into a userdata pushed on the stack (so an error raised later
  * leaks nothing); *dim gets its length.   [-0, +1, e] */
 static float *check_vector(lua_State *L, int idx, uint32_t *dim,
                            const char *space) {
     idx = lua_absindex(L, idx);
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        size_t n;
-        const char *s = lua_tolstring(L, idx, &n);
-        if (n == 0 || n % 4 || n / 4 > REC_DIM_MAX)
-            rec_lua_error(L, REC_EINVAL, "vector for '%s': binary form needs "
-                          "4..%d bytes, a multiple of 4", space, REC_DIM_MAX * 4);
-        float *v = lua_newuserdatauv(L, n, 0);
-        memcpy(v, s, n);
-        *dim = (uint32_t)(n / 4);
-        return v;
+    rec_field f;
+    lua_input(L, idx, &f);
+    if (f.kind == REC_FIELD_STR) {
+        f.kind = REC_FIELD_BIN; /* a Lua string holds the packed bytes */
+    } else if (f.kind == REC_FIELD_TABLE) {
+        f.kind = REC_FIELD_ARRAY;
+        f.n = (size_t)lua_rawlen(L, idx);
     }
-    if (lua_type(L, idx) != LUA_TTABLE)
-        rec_lua_error(L, REC_EINVAL, "vector for '%s' must be an array of "
-                      "numbers or a binary string", space);
-    lua_Unsigned n = lua_rawlen(L, idx);
-    if (n == 0 || n > REC_DIM_MAX)
-        rec_lua_error(L, REC_EINVAL, "vector for '%s' has %llu elements; "
-                      "1..%d allowed", space, (unsigned long long)n, REC_DIM_MAX);
-    float *v = lua_newuserdatauv(L, (size_t)n * sizeof *v, 0);
-    for (lua_Unsigned i = 1; i <= n; i++) {
-        lua_rawgeti(L, idx, (lua_Integer)i);
-        int ok;
-        lua_Number x = lua_tonumberx(L, -1, &ok);
-        lua_pop(L, 1);
-        if (!ok)
-            rec_lua_error(L, REC_EINVAL, "vector for '%s': element %llu is not "
-                          "a number", space, (unsigned long long)i);
-        v[i - 1] = (float)x;
-        if (!isfinite(v[i - 1]))
-            rec_lua_error(L, REC_ENONFINITE, "vector for '%s': element %llu "
-                          "is NaN, infinite or beyond float range", space,
-                          (unsigned long long)i);
-    }
-    *dim = (uint32_t)n;
+    uint32_t n = rec_input_vector_dim(&f);
+    float *v = lua_newuserdatauv(L, (n ? n : 1) * sizeof *v, 0);
+    lua_array a = {L, idx};
+    char err[256];
+    int rc = rec_input_vector(&f, lua_input_at, &a, space, v, dim, err, sizeof err);
+    if (rc)
+        input_error(L, rc, err);
     return v;
 }
 
@@ -406,17 +429,19 @@ static int put_common(lua_State *L, rec_kind kind) {
     const char *what = kind == REC_KIND_ITEM ? "item" : "user";
     char key[REC_ID_MAX];
     size_t klen = check_id(L, base, key, what);
-    int active = -1;
-    if (!lua_isnoneornil(L, base + 3)) {
-        if (lua_type(L, base + 3) != LUA_TBOOLEAN)
-            return rec_lua_error(L, REC_EINVAL, "active must be a boolean");
-        active = lua_toboolean(L, base + 3);
-    }
+    int active;
+    char err[256];
+    rec_field af;
+    lua_input(L, base + 3, &af);
+    int arc = rec_input_active(&af, kind, &active, err, sizeof err);
+    if (arc)
+        return input_error(L, arc, err);
     rec_vecarg vecs[MAX_VECS];
     size_t nv = 0;
     if (!lua_isnoneornil(L, base + 2)) {
         if (lua_type(L, base + 2) != LUA_TTABLE)
-            return rec_lua_error(L, REC_EINVAL, "vectors must be a table");
+            return rec_lua_error(L, REC_EINVAL, "vectors must be a map of up to 16 "
+                                 "space names to vectors");
         nv = collect_vectors(L, base + 2, vecs, MAX_VECS);
     }
     /* Packed last: nothing raises between here and the free below. */
@@ -424,7 +449,7 @@ static int put_common(lua_State *L, rec_kind kind) {
     int has_props = !lua_isnoneornil(L, base + 1);
     if (has_props) {
         if (lua_type(L, base + 1) != LUA_TTABLE)
-            return rec_lua_error(L, REC_EINVAL, "props must be a table");
+            return rec_lua_error(L, REC_EINVAL, "props must be a map");
         pack_value(L, base + 1, &props, "props");
     }
     uint32_t idx;
@@ -546,47 +571,25 @@ static int db_user_delete(lua_State *L) { return delete_common(L, REC_KIND_USER)
 static int db_event(lua_State *L) {
     ldb *d = check_db(L);
     luaL_checktype(L, 2, LUA_TTABLE);
-    char ukey[REC_ID_MAX], ikey[REC_ID_MAX];
-    rec_event ev;
-    memset(&ev, 0, sizeof ev);
-    lua_getfield(L, 2, "user");
-    if (lua_isnil(L, -1))
-        return rec_lua_error(L, REC_EINVAL, "event needs a user");
-    ev.ulen = check_id(L, -1, ukey, "user");
-    ev.user = ukey;
-    lua_getfield(L, 2, "item");
-    if (lua_isnil(L, -1))
-        return rec_lua_error(L, REC_EINVAL, "event needs an item");
-    ev.ilen = check_id(L, -1, ikey, "item");
-    ev.item = ikey;
-    lua_getfield(L, 2, "type");
-    if (lua_type(L, -1) != LUA_TSTRING)
-        return rec_lua_error(L, REC_EINVAL, "event needs a type (a string)");
-    ev.type = lua_tolstring(L, -1, &ev.tlen);
-    lua_getfield(L, 2, "value");
-    if (!lua_isnil(L, -1)) {
-        int ok;
-        ev.value = lua_tonumberx(L, -1, &ok);
-        if (!ok)
-            return rec_lua_error(L, REC_EINVAL, "event value must be a number");
-        ev.has_value = 1;
-    }
-    ev.ts = opt_field_num(L, 2, "ts", 0);
-    lua_getfield(L, 2, "rec_id");
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            return rec_lua_error(L, REC_EINVAL, "rec_id must be a string");
-        ev.rec_id = lua_tolstring(L, -1, &ev.rlen);
+    rec_field f[REC_EVF_N];
+    for (int k = 0; k < REC_EVF_N; k++) {
+        lua_getfield(L, 2, rec_event_field_names[k]); /* stays: strings point into it */
+        lua_input(L, -1, &f[k]);
     }
     rec_buf ctx = REC_BUF_INIT;
     lua_getfield(L, 2, "context");
-    if (!lua_isnil(L, -1)) {
+    if (!lua_isnil(L, -1))
         pack_value(L, -1, &ctx, "context");
-        ev.context = ctx.data;
-        ev.clen = ctx.len;
+    rec_event_input in;
+    char err[256];
+    int rc = rec_input_event(d->e, f, 0, ctx.data, ctx.len, &in, err, sizeof err);
+    if (rc) {
+        rec_buf_free(&ctx);
+        return input_error(L, rc, err);
     }
+    rec_event ev = in.ev;
     rec_event_out out;
-    int rc = rec_engine_event(d->e, &ev, &out);
+    rc = rec_engine_event(d->e, &ev, &out);
     rec_buf_free(&ctx);
     if (rc)
         return engine_error(L, d->e, rc);

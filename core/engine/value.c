@@ -584,3 +584,60 @@ int rec_value_pack_str(msgpack_packer *pk, const char *s) {
     size_t n = strlen(s);
     return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
 }
+
+void rec_value_input(const msgpack_object *o, rec_field *out) {
+    memset(out, 0, sizeof *out);
+    if (!o) {
+        out->kind = REC_FIELD_ABSENT;
+        return;
+    }
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        out->kind = REC_FIELD_NIL;
+        break;
+    case MSGPACK_OBJECT_BOOLEAN:
+        out->kind = REC_FIELD_BOOL;
+        out->v.b = o->via.boolean;
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        out->kind = REC_FIELD_INT;
+        out->big = o->via.u64 > INT64_MAX;
+        out->v.i = (int64_t)o->via.u64;
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        out->kind = REC_FIELD_INT;
+        out->v.i = o->via.i64;
+        break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        out->kind = REC_FIELD_FLOAT;
+        out->v.f = o->via.f64;
+        break;
+    case MSGPACK_OBJECT_STR:
+        out->kind = REC_FIELD_STR;
+        out->v.s.p = o->via.str.ptr;
+        out->v.s.n = o->via.str.size;
+        break;
+    case MSGPACK_OBJECT_BIN:
+        out->kind = REC_FIELD_BIN;
+        out->v.s.p = o->via.bin.ptr;
+        out->v.s.n = o->via.bin.size;
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        out->kind = REC_FIELD_ARRAY;
+        out->n = o->via.array.size;
+        break;
+    case MSGPACK_OBJECT_MAP:
+        out->kind = REC_FIELD_MAP;
+        out->n = o->via.map.size;
+        break;
+    default:
+        out->kind = REC_FIELD_OTHER;
+        break;
+    }
+}
+
+void rec_value_input_at(void *src, size_t i, rec_field *out) {
+    const msgpack_object *a = src;
+    rec_value_input(&a->via.array.ptr[i], out);
+}

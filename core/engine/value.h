@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "err.h" /* REC_VALUE_PARTIAL */
+#include "input.h"
 
 typedef struct rec_value_limits {
     size_t max_bytes;     /* whole object; default 4 MiB */
@@ -141,6 +142,13 @@ int rec_value_pack_lua_max(lua_State *L, int idx, rec_buf *out, size_t max, char
 /* The field `name` of a decoded msgpack map: NULL when map is not a map,
  * the field is missing, or it is nil. Borrowed from map. O(fields). */
 const msgpack_object *rec_value_field(const msgpack_object *map, const char *name);
+
+/* The msgpack object o (NULL: absent) as an input field (input.h); strings
+ * and bins point into o. */
+void rec_value_input(const msgpack_object *o, rec_field *out);
+
+/* Element i of the msgpack array src, as an input field (a rec_field_at). */
+void rec_value_input_at(void *src, size_t i, rec_field *out);
 
 /* Pack the NUL-terminated s as a msgpack str: 0, or nonzero when the
  * packer's writer failed. */

@@ -134,25 +134,9 @@ static double number(const msgpack_object *o) {
  * with the message naming `what`. */
 static int id_key(call_ctx *c, const msgpack_object *o, char *key,
                   const char *what) {
-    if (!o)
-        return fail(c, REC_EINVAL, "%s is missing", what);
-    if (o->type == MSGPACK_OBJECT_STR) {
-        int n = rec_id_str(key, o->via.str.ptr, o->via.str.size);
-        if (n == REC_EINVAL)
-            return fail(c, REC_EINVAL, "%s must be a non-empty string of valid UTF-8", what);
-        if (n < 0)
-            return fail(c, REC_ETOOLARGE, "%s is longer than %d bytes", what,
-                        REC_ID_MAX - 1);
-        return n;
-    }
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        if (o->via.u64 > INT64_MAX)
-            return fail(c, REC_ERANGE, "%s is beyond int64", what);
-        return rec_id_int(key, (int64_t)o->via.u64);
-    }
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        return rec_id_int(key, o->via.i64);
-    return fail(c, REC_EINVAL, "%s must be a string or an integer", what);
+    rec_field f;
+    rec_value_input(o, &f);
+    return rec_input_id(&f, what, key, c->err, c->errlen);
 }
 
 /* The key of an id object, or -1 when it is not one (no message). */
@@ -196,53 +180,14 @@ static int pack_idx(call_ctx *c, rec_kind k, uint32_t idx) {
     return pack_key(&c->pk, key, kl);
 }
 
-/* Check a vector object: dims and finiteness; *dim gets its length. */
+/* Check a vector object (dims and finiteness) and, when v is not NULL,
+ * decode it there; *dim gets its length. */
 static int check_vec(call_ctx *c, const msgpack_object *o, const char *space,
-                     uint32_t *dim) {
-    if (o->type == MSGPACK_OBJECT_BIN) {
-        uint32_t n = o->via.bin.size;
-        if (n == 0 || n % 4 || n / 4 > REC_DIM_MAX)
-            return fail(c, REC_EINVAL, "vector for '%s': bin must hold 1..%d "
-                        "float32 values", space, REC_DIM_MAX);
-        *dim = n / 4;
-        for (uint32_t i = 0; i < *dim; i++) {
-            float f;
-            memcpy(&f, o->via.bin.ptr + 4 * i, 4);
-            if (!isfinite(f))
-                return fail(c, REC_ENONFINITE, "vector for '%s': element %u is "
-                            "NaN or infinite", space, i + 1);
-        }
-        return 0;
-    }
-    if (o->type != MSGPACK_OBJECT_ARRAY)
-        return fail(c, REC_EINVAL, "vector for '%s' must be an array of numbers "
-                    "or a bin of float32", space);
-    uint32_t n = o->via.array.size;
-    if (n == 0 || n > REC_DIM_MAX)
-        return fail(c, REC_EINVAL, "vector for '%s' has %u elements; 1..%d allowed",
-                    space, n, REC_DIM_MAX);
-    for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *x = &o->via.array.ptr[i];
-        if (!is_number(x))
-            return fail(c, REC_EINVAL, "vector for '%s': element %u is not a number",
-                        space, i + 1);
-        float f = (float)number(x);
-        if (!isfinite(f))
-            return fail(c, REC_ENONFINITE, "vector for '%s': element %u is NaN, "
-                        "infinite or beyond float range", space, i + 1);
-    }
-    *dim = n;
-    return 0;
-}
-
-/* Decode a checked vector into v (dim floats). */
-static void read_vec(const msgpack_object *o, float *v, uint32_t dim) {
-    if (o->type == MSGPACK_OBJECT_BIN) {
-        memcpy(v, o->via.bin.ptr, (size_t)dim * 4);
-        return;
-    }
-    for (uint32_t i = 0; i < dim; i++)
-        v[i] = (float)number(&o->via.array.ptr[i]);
+                     float *v, uint32_t *dim) {
+    rec_field f;
+    rec_value_input(o, &f);
+    return rec_input_vector(&f, rec_value_input_at, (void *)o, space, v, dim, c->err,
+                            c->errlen);
 }
 
 static const msgpack_object *param(call_ctx *c, uint32_t i) {
@@ -432,6 +377,14 @@ static int count_bytes(void *data, const char *buf, size_t len) {
     return 0;
 }
 
+/* Put "params[i]." before the message of a failure about a field. */
+static int in_param(call_ctx *c, int rc, uint32_t i) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", c->err);
+    snprintf(c->err, c->errlen, "params[%u].%s", i, msg);
+    return rc;
+}
+
 /* Everything rec_engine_put would refuse, checked for one element before
  * any element is applied: a batch that fails changes nothing (apply can
  * then fail only for want of memory). */
@@ -441,11 +394,9 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
     if (!o || o->type != MSGPACK_OBJECT_MAP)
         return fail(c, REC_EINVAL, "params[%u] must be a map {id, props?, vectors?%s}",
                     i, kind == REC_KIND_ITEM ? ", active?" : "");
-    char what_id[48];
-    snprintf(what_id, sizeof what_id, "params[%u].id", i);
-    int rc = id_key(c, rec_value_field(o, "id"), key, what_id);
+    int rc = id_key(c, rec_value_field(o, "id"), key, "id");
     if (rc < 0)
-        return rc;
+        return in_param(c, rc, i);
     const msgpack_object *p = rec_value_field(o, "props");
     if (p && p->type != MSGPACK_OBJECT_MAP)
         return fail(c, REC_EINVAL, "params[%u].props must be a map", i);
@@ -457,9 +408,11 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
             return fail(c, REC_ETOOLARGE, "params[%u].props takes %zu bytes; at most %u",
                         i, n, REC_PROPS_MAX);
     }
-    const msgpack_object *a = rec_value_field(o, "active");
-    if (a && (a->type != MSGPACK_OBJECT_BOOLEAN || kind != REC_KIND_ITEM))
-        return fail(c, REC_EINVAL, "params[%u].active must be a boolean (items only)", i);
+    rec_field af;
+    int active;
+    rec_value_input(rec_value_field(o, "active"), &af);
+    if ((rc = rec_input_active(&af, kind, &active, c->err, c->errlen)))
+        return in_param(c, rc, i);
     const msgpack_object *v = rec_value_field(o, "vectors");
     if (!v)
         return 0;
@@ -479,8 +432,11 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
             return fail(c, REC_EINVAL, "params[%u].vectors: space name '%s' may "
                         "use only A-Z a-z 0-9 _ - .", i, name);
         uint32_t dim = 0;
-        if ((rc = check_vec(c, &v->via.map.ptr[j].val, name, &dim)))
-            return rc;
+        if ((rc = check_vec(c, &v->via.map.ptr[j].val, name, NULL, &dim))) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", c->err);
+            return fail(c, rc, "params[%u]: %s", i, msg);
+        }
         rec_space *s = rec_engine_space(c->e, name);
         uint32_t want = s ? s->dim : 0;
         for (size_t q = 0; !want && q < *nns; q++)
@@ -538,7 +494,10 @@ static int apply_entity(call_ctx *c, const msgpack_object *o, rec_kind kind) {
         uint32_t dim = x->type == MSGPACK_OBJECT_BIN ? x->via.bin.size / 4 : x->via.array.size;
         memcpy(names[j], k->via.str.ptr, k->via.str.size);
         names[j][k->via.str.size] = 0;
-        read_vec(x, store + off, dim);
+        if (check_vec(c, x, names[j], store + off, &dim)) { /* checked before */
+            free(store);
+            return REC_EINVAL;
+        }
         args[j] = (rec_vecarg){names[j], store + off, dim};
         off += dim;
     }
@@ -808,69 +767,29 @@ static int m_user_delete(call_ctx *c) { return delete_common(c, REC_KIND_USER); 
 
 /* ---- events ----------------------------------------------------------- */
 
-/* Put "params[i]." before the message of a failure about a field. */
-static int in_param(call_ctx *c, int rc, uint32_t i) {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", c->err);
-    snprintf(c->err, c->errlen, "params[%u].%s", i, msg);
-    return rc;
+/* Read event o (its context packed as clen bytes at ctx; ctx NULL when
+ * only the size is known) into in, checked as input.c checks every event. */
+static int read_event(call_ctx *c, const msgpack_object *o, const void *ctx, size_t clen,
+                      rec_event_input *in) {
+    rec_field f[REC_EVF_N];
+    for (int k = 0; k < REC_EVF_N; k++)
+        rec_value_input(rec_value_field(o, rec_event_field_names[k]), &f[k]);
+    return rec_input_event(c->e, f, c->d->strict, ctx, clen, in, c->err, c->errlen);
 }
 
 static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
-    char key[REC_ID_MAX];
     if (!o || o->type != MSGPACK_OBJECT_MAP)
         return fail(c, REC_EINVAL, "params[%u] must be a map {user, item, type, ...}", i);
-    int rc = id_key(c, rec_value_field(o, "user"), key, "user");
-    if (rc < 0)
-        return in_param(c, rc, i);
-    if ((rc = id_key(c, rec_value_field(o, "item"), key, "item")) < 0)
-        return in_param(c, rc, i);
-    const msgpack_object *t = rec_value_field(o, "type");
-    if (!t)
-        return fail(c, REC_EINVAL, "params[%u].type is missing", i);
-    if (t->type != MSGPACK_OBJECT_STR)
-        return fail(c, REC_EINVAL, "params[%u].type must be a string", i);
-    if (t->via.str.size == 0 || t->via.str.size > 63)
-        return fail(c, REC_EINVAL, "params[%u].type must be 1..63 bytes", i);
-    for (uint32_t j = 0; j < t->via.str.size; j++)
-        if ((unsigned char)t->via.str.ptr[j] < 0x20 || t->via.str.ptr[j] == '/')
-            return fail(c, REC_EINVAL, "params[%u].type holds a control character or '/'", i);
-    const msgpack_object *v = rec_value_field(o, "value");
-    if (v && (!is_number(v) || !isfinite(number(v))))
-        return fail(c, REC_EINVAL, "params[%u].value must be a finite number", i);
-    const msgpack_object *ts = rec_value_field(o, "ts");
-    if (ts && !is_number(ts))
-        return fail(c, REC_EINVAL, "params[%u].ts must be a number", i);
-    if (ts && !(number(ts) > 0 && number(ts) < 1e11))
-        return fail(c, REC_ERANGE, "params[%u].ts must be seconds since the epoch", i);
-    const msgpack_object *r = rec_value_field(o, "rec_id");
-    if (r && (r->type != MSGPACK_OBJECT_STR || r->via.str.size > 255))
-        return fail(c, REC_EINVAL, "params[%u].rec_id must be a string of up to 255 bytes", i);
-    const msgpack_object *st = rec_value_field(o, "strict");
-    if (st && st->type != MSGPACK_OBJECT_BOOLEAN)
-        return fail(c, REC_EINVAL, "params[%u].strict must be true or false", i);
-    if (st ? st->via.boolean : c->d->strict) {
-        /* strict: a typo is an error, not a new item or a type of weight 0 */
-        if (rec_engine_type_find(c->e, t->via.str.ptr, t->via.str.size) < 0)
-            return fail(c, REC_EINVAL, "params[%u].type '%.*s' is not a known event type "
-                        "(strict; known types are set in pipelines.lua's event_weights)",
-                        i, (int)t->via.str.size, t->via.str.ptr);
-        if ((rc = id_key(c, rec_value_field(o, "item"), key, "item")) < 0)
-            return in_param(c, rc, i);
-        if (rec_engine_lookup(c->e, REC_KIND_ITEM, key, (size_t)rc) == REC_IDX_NONE)
-            return fail(c, REC_ENOTFOUND, "params[%u].item is not in the catalogue (strict: "
-                        "item.put it first)", i);
-    }
+    size_t clen = 0;
     const msgpack_object *cx = rec_value_field(o, "context");
     if (cx) { /* the size apply_event will store */
-        size_t n = 0;
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &n, count_bytes);
-        if (msgpack_pack_object(&pk, *cx) || n > REC_PROPS_MAX)
-            return fail(c, REC_ETOOLARGE, "params[%u].context takes %zu bytes; at most %u",
-                        i, n, REC_PROPS_MAX);
+        msgpack_packer_init(&pk, &clen, count_bytes);
+        msgpack_pack_object(&pk, *cx);
     }
-    return 0;
+    rec_event_input in;
+    int rc = read_event(c, o, NULL, clen, &in);
+    return rc ? in_param(c, rc, i) : 0;
 }
 
 /* Would the events of this call create more event types than the engine
@@ -904,28 +823,6 @@ static int check_new_types(call_ctx *c, uint32_t n) {
 }
 
 static int apply_event(call_ctx *c, const msgpack_object *o) {
-    char uk[REC_ID_MAX], ik[REC_ID_MAX];
-    rec_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.ulen = (size_t)id_key(c, rec_value_field(o, "user"), uk, "user");
-    ev.user = uk;
-    ev.ilen = (size_t)id_key(c, rec_value_field(o, "item"), ik, "item");
-    ev.item = ik;
-    const msgpack_object *t = rec_value_field(o, "type");
-    ev.type = t->via.str.ptr;
-    ev.tlen = t->via.str.size;
-    const msgpack_object *v = rec_value_field(o, "value");
-    if (v) {
-        ev.value = number(v);
-        ev.has_value = 1;
-    }
-    const msgpack_object *ts = rec_value_field(o, "ts");
-    ev.ts = ts ? number(ts) : rec_now();
-    const msgpack_object *r = rec_value_field(o, "rec_id");
-    if (r) {
-        ev.rec_id = r->via.str.ptr;
-        ev.rlen = r->via.str.size;
-    }
     rec_buf *ctx = &c->d->scratch;
     rec_buf_clear(ctx);
     const msgpack_object *cx = rec_value_field(o, "context");
@@ -934,11 +831,16 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
         rec_rpc_packer(&pk, ctx);
         if (msgpack_pack_object(&pk, *cx))
             return fail(c, REC_ENOMEM, "out of memory");
-        ev.context = ctx->data;
-        ev.clen = ctx->len;
     }
+    rec_event_input in;
+    int rc = read_event(c, o, cx ? ctx->data : NULL, cx ? ctx->len : 0, &in);
+    if (rc) /* checked before: cannot happen */
+        return rc;
+    rec_event ev = in.ev;
+    if (ev.ts == 0.0)
+        ev.ts = rec_now();
     rec_event_out out;
-    int rc = rec_dispatch_catch_up(c->d);
+    rc = rec_dispatch_catch_up(c->d);
     if (!rc)
         rc = rec_engine_event(c->e, &ev, &out);
     if (rc)
@@ -947,7 +849,7 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
     c->d->types_by_events += out.new_type;
     if (ev.rlen)
         rec_stats_attribute(&c->d->metrics, c->e, ev.rec_id, ev.rlen, out.item,
-                            t->via.str.ptr, t->via.str.size, ev.ts);
+                            ev.type, ev.tlen, ev.ts);
     /* The fields a replay reads back from the log. */
     rec_replay_event le = {
         .seq = out.seq, .ts = ev.ts, .user = out.user, .item = out.item,
