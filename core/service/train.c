@@ -24,7 +24,7 @@ struct rec_train {
     int closed;               /* the host is shutting down */
     int ease_rc;
     int train_rc;
-    double last_train;        /* rec_now() of the last training start */
+    double last_train;        /* rec_wall() of the last training start */
     uint64_t train_events;    /* events in the log at that start */
 };
 
@@ -193,7 +193,7 @@ int rec_train_start(rec_train *t, const msgpack_object *opts, char *err, size_t 
         }
     }
     t->busy = 1;
-    t->last_train = rec_now();
+    t->last_train = rec_wall();
     t->train_events = rec_engine_events(t->e);
     if ((rc = t->o.worker.queue(t->o.worker.ud, train_work, train_done, t))) {
         rec_learn_ials_job_free(t->training);
@@ -213,7 +213,7 @@ void rec_train_tick(rec_train *t) {
     if (t->o.every <= 0 || t->busy || t->closed || !t->rt ||
         (!has_policy(t, "ials", "on_event") && !has_policy(t, "ease", "on_load")))
         return;
-    if (rec_now() - t->last_train < t->o.every ||
+    if (rec_wall() - t->last_train < t->o.every ||
         rec_engine_events(t->e) == t->train_events)
         return;
     char err[256];

@@ -1266,15 +1266,21 @@ static int recommend(runner *u, uint32_t user) {
         const char *uk = rec_idmap_key(&log->users, user, &ul);
         /* a preview: these lists were never shown, so nothing is recorded
          * and no policy counts them as impressions */
-        msgpack_object_kv kv[4] = {
+        /* served at the log's clock, in-process and over the protocol */
+        msgpack_object_kv kv[5] = {
             {mp_str("user", 4), mp_id(uk, ul)},
             {mp_str("n", 1), {.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = x->k}},
             {mp_str("record", 6), {.type = MSGPACK_OBJECT_BOOLEAN, .via.boolean = false}},
-            {mp_str(u->a->kind == ARM_STRATEGY ? "strategy" : "pipeline", 8),
-             mp_str(u->a->name, strlen(u->a->name))},
         };
+        uint32_t nkv = 3;
+        if (u->a->kind != ARM_DEFAULT)
+            kv[nkv++] = (msgpack_object_kv){mp_str(u->a->kind == ARM_STRATEGY ? "strategy" : "pipeline", 8),
+                                            mp_str(u->a->name, strlen(u->a->name))};
+        if (rec_clock_get() > 0)
+            kv[nkv++] = (msgpack_object_kv){mp_str("now", 3),
+                                            {.type = MSGPACK_OBJECT_FLOAT64, .via.f64 = rec_clock_get()}};
         msgpack_object map = {.type = MSGPACK_OBJECT_MAP};
-        map.via.map.size = u->a->kind == ARM_DEFAULT ? 3 : 4;
+        map.via.map.size = nkv;
         map.via.map.ptr = kv;
         int rc = call(u, u->m_rec, &map);
         if (rc)
