@@ -54,7 +54,7 @@ typedef struct method_def {
 } method_def;
 
 #define REC_LIST_MAX 10000 /* ids or events in one page of the listing methods */
-#define NMETHODS 23 /* entries of methods[], defined at the end */
+#define NMETHODS 24 /* entries of methods[], defined at the end */
 
 struct rec_dispatch {
     rec_engine *e;
@@ -1375,6 +1375,28 @@ static int m_model_train(call_ctx *c) {
                : 0;
 }
 
+/* model.schedule [{auto?}] -> {auto}: whether the server trains its batch
+ * models on its own schedule; auto = false pauses it (model.train still
+ * trains), as a replay that trains where it chooses does. */
+static int m_model_schedule(call_ctx *c) {
+    if (!c->d->trainer)
+        return fail(c, REC_ENOTFOUND, "this server cannot train in the background");
+    const msgpack_object *o = param(c, 0);
+    if (o && o->type != MSGPACK_OBJECT_MAP && o->type != MSGPACK_OBJECT_NIL)
+        return fail(c, REC_EINVAL, "params[0] must be a map {auto?}");
+    const msgpack_object *a = o && o->type == MSGPACK_OBJECT_MAP ? rec_value_field(o, "auto")
+                                                                  : NULL;
+    if (a && a->type != MSGPACK_OBJECT_BOOLEAN)
+        return fail(c, REC_EINVAL, "params[0].auto must be true or false");
+    if (a)
+        rec_train_pause(c->d->trainer, !a->via.boolean);
+    int on = !rec_train_paused(c->d->trainer);
+    return msgpack_pack_map(&c->pk, 1) || rec_value_pack_str(&c->pk, "auto") ||
+                   (on ? msgpack_pack_true(&c->pk) : msgpack_pack_false(&c->pk))
+               ? REC_ENOMEM
+               : 0;
+}
+
 /* Bytes of msgpack that admin.eval's results may take together: the
  * encoding stops there, so a table that holds one subtable many times over
  * (2^depth leaves) costs no more than this. */
@@ -1465,6 +1487,7 @@ static const method_def methods[NMETHODS] = {
     {"script.reload", m_script_reload, REC_M_ADMIN},
     {"stats.get", m_stats_get, 0},
     {"model.train", m_model_train, REC_M_ADMIN},
+    {"model.schedule", m_model_schedule, REC_M_ADMIN},
     {"admin.eval", m_admin_eval, REC_M_ADMIN},
 };
 

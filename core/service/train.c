@@ -22,6 +22,7 @@ struct rec_train {
     rec_learn_ease_job *ease_training; /* with it or alone */
     int busy;                 /* a training job is out */
     int closed;               /* the host is shutting down */
+    int paused;               /* the schedule starts nothing (model.schedule) */
     int ease_rc;
     int train_rc;
     double last_train;        /* rec_wall() of the last training start */
@@ -51,6 +52,10 @@ void rec_train_free(rec_train *t) {
 int rec_train_running(const rec_train *t) { return t->busy; }
 
 void rec_train_close(rec_train *t) { t->closed = 1; }
+
+void rec_train_pause(rec_train *t, int paused) { t->paused = paused != 0; }
+
+int rec_train_paused(const rec_train *t) { return t->paused; }
 
 static void train_work(void *arg) {
     rec_train *t = arg;
@@ -210,7 +215,7 @@ int rec_train_start(rec_train *t, const msgpack_object *opts, char *err, size_t 
 /* When the "ials" or "ease" policy is loaded, the models are retrained
  * every `every` seconds if events came in meanwhile. */
 void rec_train_tick(rec_train *t) {
-    if (t->o.every <= 0 || t->busy || t->closed || !t->rt ||
+    if (t->o.every <= 0 || t->busy || t->closed || t->paused || !t->rt ||
         (!has_policy(t, "ials", "on_event") && !has_policy(t, "ease", "on_load")))
         return;
     if (rec_wall() - t->last_train < t->o.every ||

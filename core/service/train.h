@@ -51,6 +51,11 @@ void rec_train_free(rec_train *t);
 int rec_train_start(rec_train *t, const msgpack_object *opts, char *err, size_t errlen);
 /* Called about once a second: starts the scheduled training when due. */
 void rec_train_tick(rec_train *t);
+/* Pause the schedule (paused != 0: it starts nothing; rec_train_start
+ * still does), or resume it. A replay that trains where it chooses pauses
+ * it. */
+void rec_train_pause(rec_train *t, int paused);
+int rec_train_paused(const rec_train *t);
 /* Trainings running now (0 or 1). */
 int rec_train_running(const rec_train *t);
 /* The host is shutting down: a training that finishes from now on is not

@@ -900,6 +900,7 @@ typedef struct runner {
     size_t answer_len;
     rec_client *cl;      /* --connect: the server answers instead */
     int train_refused;   /* the server refused model.train (said once) */
+    int paused;          /* this replay paused the server's training schedule */
     rec_client_reply rep;
     msgpack_sbuffer sb;
     int has_ials, has_ease;
@@ -925,6 +926,16 @@ static int rm_tree(const char *dir) {
         return -1;
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     return system(cmd);
+}
+
+/* --connect: the server trains where the library would (remote_train), so
+ * its own schedule is paused for the replay and resumed after it, when
+ * this replay paused it. Refused over TCP without a token: the schedule
+ * then runs, and remote_train says so. */
+static void pause_schedule(runner *u, int pause) {
+    const char *opts = pause ? "\x91\x81\xa4" "auto" "\xc2" : "\x91\x81\xa4" "auto" "\xc3";
+    if (rec_client_call(u->cl, "model.schedule", opts, 8, &u->rep) == 0)
+        u->paused = pause;
 }
 
 static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
@@ -958,6 +969,8 @@ static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
         u->m_event = 0;
         u->m_rec = 1;
         u->has_ials = 1; /* ask the server to train where the library would */
+        if (!rc)
+            pause_schedule(u, 1);
         return rc;
     }
     const char *tmp = getenv("TMPDIR");
@@ -1031,6 +1044,8 @@ static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
 }
 
 static void runner_close(runner *u) {
+    if (u->paused)
+        pause_schedule(u, 0);
     rec_dispatch_free(u->d);
     rec_script_free(u->rt);
     rec_engine_free(u->e);
