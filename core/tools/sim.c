@@ -1161,7 +1161,7 @@ static const struct {
     {"random", ARM_RANDOM, 0, 0, NULL, NULL, {0}, {0}},
     {"popular", ARM_POPULAR, 0, 0, NULL, NULL, {0}, {0}},
     {"profile_ts", ARM_PROFILE_TS, 0.05, 20, "weight", "prior", {0.02, 0.05, 0.1, 0.2}, {5, 20, 50, 0}},
-    {"linucb", ARM_LINUCB, 0.2, 0, "alpha", NULL, {0.005, 0.02, 0.05, 0.2}, {0}},
+    {"linucb", ARM_LINUCB, 0.2, 0, "alpha", NULL, {0.05, 0.1, 0.2, 0.5}, {0}},
 };
 #define NLEARNERS (sizeof learners / sizeof learners[0])
 
@@ -1378,8 +1378,7 @@ int rec_sim_main(int argc, char **argv, const char *default_scripts,
             sim_usage(stdout);
             return 0;
         case REC_CLI_OPERAND:
-            fprintf(stderr, "recd sim: unexpected argument '%s' (recd sim --help lists the "
-                            "options)\n", v);
+            fprintf(stderr, "recd sim: unexpected argument '%s'\n", v);
             return 2;
         case O_PIPELINES: pipelines = v; break;
         case O_GRID: grid = 1; break;
