@@ -71,6 +71,10 @@ int rec_harness_open(rec_harness *h, const rec_harness_opts *o) {
         set_err(h, "engine: %s", err);
         return rc;
     }
+    if (o->prepare && (rc = o->prepare(h->e, o->prepare_ud, err, sizeof err))) {
+        set_err(h, "%s", err);
+        return rc;
+    }
     rec_script_opts so;
     rec_script_opts_default(&so);
     so.scripts_dir = o->scripts;

@@ -33,6 +33,11 @@ typedef struct rec_harness_opts {
     const char *policies; /* or NULL; borrowed */
     const char *connect;  /* a running server's address instead, or NULL */
     uint64_t seed;        /* the engine's generator and the scripts' math.random */
+    /* In-process, once the engine is open and before the scripts load
+     * (a catalogue to put first), or NULL: 0, or a negative REC_E* with a
+     * message in err that fails the open. */
+    int (*prepare)(rec_engine *e, void *ud, char *err, size_t errlen);
+    void *prepare_ud;
 } rec_harness_opts;
 
 typedef struct rec_harness {
