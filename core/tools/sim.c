@@ -1160,7 +1160,7 @@ static const struct {
 } learners[] = {
     {"random", ARM_RANDOM, 0, 0, NULL, NULL, {0}, {0}},
     {"popular", ARM_POPULAR, 0, 0, NULL, NULL, {0}, {0}},
-    {"profile_ts", ARM_PROFILE_TS, 0.05, 20, "weight", "prior", {0.02, 0.05, 0.1, 0.2}, {5, 20, 50, 0}},
+    {"profile_ts", ARM_PROFILE_TS, 0.1, 20, "weight", "prior", {0.02, 0.05, 0.1, 0.2}, {5, 20, 50, 0}},
     {"linucb", ARM_LINUCB, 0.2, 0, "alpha", NULL, {0.05, 0.1, 0.2, 0.5}, {0}},
 };
 #define NLEARNERS (sizeof learners / sizeof learners[0])

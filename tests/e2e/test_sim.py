@@ -52,7 +52,7 @@ def test_oracle_beats_every_arm_in_every_tenth(tmp_path):
     # the warm-up gives the scripts something to show
     assert by["default"]["fill"] > 0.9
     # the learners learn something in a world with structure
-    assert by["baseline:profile_ts weight=0.05 prior=20"]["ctr"] > \
+    assert by["baseline:profile_ts weight=0.1 prior=20"]["ctr"] > \
         by["baseline:random"]["ctr"]
     # the SVG: one line per arm and two references, labelled
     root = ET.parse(svg).getroot()
