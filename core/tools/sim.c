@@ -315,7 +315,7 @@ typedef struct result {
 typedef struct sim_ctx {
     const rec_sim_world_opts *o;
     const char *scripts, *policies, *connect;
-    atomic_size_t work_done;
+    atomic_size_t *work_done; /* requests run, all arms (the progress bar) */
 } sim_ctx;
 
 static int scripted(const arm *a) { return a->kind <= ARM_STRATEGY; }
@@ -687,6 +687,10 @@ static void organic_pick(const world *w, uint64_t j, uint32_t *user, uint32_t *i
     *item = lo;
 }
 
+/* Organic click number j: the warm-up's are j = requests + k (k <
+ * warmup); those of request r are j = 2 requests + warmup + 64 r + k (at
+ * most 64 a request); the draw of how many request r gets is stream
+ * (S_ORGANIC, requests + warmup + r). The index spaces do not meet. */
 static int organic(runner *u, uint64_t j, double ts) {
     uint32_t user, item;
     organic_pick(&u->w, j, &user, &item, u->p);
@@ -697,11 +701,6 @@ static int organic(runner *u, uint64_t j, double ts) {
     }
     sim_event ev = {user, item, "click", 0, ts, 0};
     return send_events(u, &ev, 1);
-}
-
-static int cmp_desc(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x < y) - (x > y);
 }
 
 static int run_requests(runner *u) {
@@ -769,7 +768,6 @@ static int run_requests(runner *u) {
             eo += exam[k] * top[k];
             er += exam[k] * mean;
         }
-        (void)cmp_desc;
         /* the arm's list */
         if (u->scripted) {
             if ((rc = ask(u, user, t)))
@@ -828,9 +826,38 @@ static int run_requests(runner *u) {
             rc = organic(u, (uint64_t)2 * o->requests + o->warmup + (uint64_t)j * 64 + k, t + 3);
         if (!rc && u->scripted && (j + 1) % every == 0 && j + 1 < o->requests)
             rec_harness_train(&u->h);
-        atomic_fetch_add_explicit(&((sim_ctx *)u->x)->work_done, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(u->x->work_done, 1, memory_order_relaxed);
     }
     return rc;
+}
+
+/* --connect: the server must hold nothing yet (what it held would mix
+ * with the world: other items, impressions of another run). */
+static int check_empty(runner *u) {
+    int rc = rec_harness_call_packed(&u->h, "sys.info", "\x90", 1);
+    if (rc) {
+        set_err(u->r->err, sizeof u->r->err, "%s", u->h.err);
+        return rc;
+    }
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    int64_t count[3] = {0, 0, 0};
+    static const char *const what[3] = {"items", "users", "events"};
+    if (msgpack_unpack_next(&up, u->h.answer, u->h.answer_len, NULL) == MSGPACK_UNPACK_SUCCESS)
+        for (int k = 0; k < 3; k++) {
+            const msgpack_object *v = map_get(&up.data, what[k]);
+            if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                count[k] = (int64_t)v->via.u64;
+        }
+    msgpack_unpacked_destroy(&up);
+    if (count[0] || count[1] || count[2]) {
+        set_err(u->r->err, sizeof u->r->err,
+                "the server at %s already holds %lld items, %lld users, %lld events: run "
+                "the sim against a server on an empty data folder", u->x->connect,
+                (long long)count[0], (long long)count[1], (long long)count[2]);
+        return REC_EINVAL;
+    }
+    return 0;
 }
 
 static void run_arm(const sim_ctx *x, const arm *a, result *r) {
@@ -858,6 +885,8 @@ static void run_arm(const sim_ctx *x, const arm *a, result *r) {
     } else if (!rc) {
         rc = learner_open(&u.l, a, &u.w);
     }
+    if (!rc && u.scripted && u.h.cl)
+        rc = check_empty(&u);
     if (!rc)
         rc = run_requests(&u);
     if (rc && !r->err[0])
@@ -1473,7 +1502,9 @@ int rec_sim_main(int argc, char **argv, const char *default_scripts,
     x.scripts = scripts;
     x.policies = policies;
     x.connect = connect;
-    atomic_init(&x.work_done, 0);
+    atomic_size_t work_done;
+    atomic_init(&work_done, 0);
+    x.work_done = &work_done;
     int status = check_arms(&x, arms, narms);
     if (status)
         return status;
@@ -1508,7 +1539,7 @@ int rec_sim_main(int argc, char **argv, const char *default_scripts,
         if (all)
             break;
         if (tty) {
-            double f = (double)atomic_load(&x.work_done) / total, el = mono() - t0;
+            double f = (double)atomic_load(&work_done) / total, el = mono() - t0;
             fprintf(stderr, "\r[%-30.*s] %3.0f%%  %.0f s elapsed", (int)(f * 30),
                     "##############################", f * 100, el);
             if (f > 0.01)

@@ -143,6 +143,25 @@ def test_connect_runs_over_the_protocol(make_server):
         stats = c.call("stats.get")
         shown = sum(m["total"]["impressions"] for m in stats["pipelines"].values())
         assert shown == 3000 * 10
+    # a second run would mix with the first: refused, nothing run
+    r = run_sim("--connect", srv.unix, *world, check=False)
+    assert r.returncode == 1
+    _, again = arms(r.stdout)
+    assert "already holds 330 items" in again["default"]["error"]
+    assert again["baseline:random"] == local["baseline:random"]
+
+
+def test_drift_changes_tastes_at_its_point():
+    """The same world with and without drift: identical until the drift
+    point, different after it (the people's hidden tastes changed)."""
+    base = ["--users", "80", "--items", "100", "--new-items", "0", "--requests", "2000",
+            "--json", "--pipelines", "baseline:random", "--drift-at", "0.5"]
+    _, still = arms(run_sim(*base, "--drift-share", "0").stdout)
+    _, moved = arms(run_sim(*base, "--drift-share", "1").stdout)
+    a, b = still["baseline:random"]["tenths"], moved["baseline:random"]["tenths"]
+    assert a[:5] == b[:5]
+    for k in range(5, 10):
+        assert a[k]["oracle_ctr"] != b[k]["oracle_ctr"], k
 
 
 def test_bad_options_exit_2():
