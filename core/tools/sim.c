@@ -948,8 +948,9 @@ static void json_figures(FILE *f, const tenth *t, int coverage) {
                 ratio((double)t->covered, (double)t->catalogue), t->catalogue);
 }
 
+/* best: the arms that won their learner's grid (nbest of them; --grid). */
 static void print_json(FILE *f, const sim_ctx *x, const arm *arms, const result *res, int narms,
-                       double seconds) {
+                       const int *best, int nbest, double seconds) {
     const rec_sim_world_opts *o = x->o;
     fprintf(f, "{\"world\": {\"seed\": %llu, \"users\": %u, \"items\": %u, \"new_items\": %.4f, "
                "\"topics\": %u, \"n\": %u, \"requests\": %u, \"drift_share\": %.4f, "
@@ -984,7 +985,16 @@ static void print_json(FILE *f, const sim_ctx *x, const arm *arms, const result 
         }
         fprintf(f, "]}");
     }
-    fprintf(f, "\n],\n\"seconds\": %.3f}\n", seconds);
+    fprintf(f, "\n],\n");
+    if (nbest) {
+        fprintf(f, "\"best_of_grid\": [");
+        for (int k = 0; k < nbest; k++) {
+            fprintf(f, "%s", k ? ", " : "");
+            rec_eval_json_str(f, arms[best[k]].label);
+        }
+        fprintf(f, "],\n");
+    }
+    fprintf(f, "\"seconds\": %.3f}\n", seconds);
 }
 
 static void print_table(FILE *f, const sim_ctx *x, const arm *arms, const result *res, int narms,
@@ -1554,26 +1564,31 @@ int rec_sim_main(int argc, char **argv, const char *default_scripts,
     if (tty)
         fprintf(stderr, "\r%70s\r", "");
     double seconds = mono() - t0;
-    if (json)
-        print_json(stdout, &x, arms, res, narms, seconds);
-    else
-        print_table(stdout, &x, arms, res, narms, seconds);
-    if (grid && !json) {
-        /* the best setting of each learner, by CTR over the run */
-        for (size_t k = 0; k < NLEARNERS; k++) {
-            int best = -1;
-            double bc = -1;
-            for (int i = 0; i < narms; i++) {
-                tenth s = sum_tenths(&res[i], 0, TENTHS);
-                double c = ratio((double)s.clicks, (double)s.slots);
-                if (arms[i].kind == learners[k].kind && !res[i].failed && c > bc) {
-                    bc = c;
-                    best = i;
-                }
+    /* --grid: the best setting of each learner, by CTR over the run */
+    int best[NLEARNERS], nbest = 0;
+    double best_ctr[NLEARNERS];
+    for (size_t k = 0; grid && k < NLEARNERS; k++) {
+        int b = -1;
+        double bc = -1;
+        for (int i = 0; i < narms; i++) {
+            tenth s = sum_tenths(&res[i], 0, TENTHS);
+            double c = ratio((double)s.clicks, (double)s.slots);
+            if (arms[i].kind == learners[k].kind && !res[i].failed && c > bc) {
+                bc = c;
+                b = i;
             }
-            if (best >= 0 && learners[k].p1name)
-                printf("best of the grid: %s (CTR %.4f)\n", arms[best].label, bc);
         }
+        if (b >= 0 && learners[k].p1name) {
+            best_ctr[nbest] = bc;
+            best[nbest++] = b;
+        }
+    }
+    if (json) {
+        print_json(stdout, &x, arms, res, narms, best, nbest, seconds);
+    } else {
+        print_table(stdout, &x, arms, res, narms, seconds);
+        for (int k = 0; k < nbest; k++)
+            printf("best of the grid: %s (CTR %.4f)\n", arms[best[k]].label, best_ctr[k]);
     }
     status = 0;
     for (int i = 0; i < narms; i++)

@@ -113,6 +113,10 @@ def test_table_and_help():
     assert "tenth" in r.stdout and "oracle" in r.stdout
     assert "best of the grid: baseline:linucb alpha=" in r.stdout
     assert r.stdout.count("baseline:linucb alpha=") >= 4 + 1
+    d, by = arms(run_sim(*SMALL, "--pipelines", "baseline:profile_ts", "--grid", "--json").stdout)
+    assert len(by) == 4 * 3
+    best, = d["best_of_grid"]
+    assert best in by and by[best]["ctr"] == max(a["ctr"] for a in by.values())
     h = run_sim("--help")
     for flag in ("--pipelines", "--connect", "--fatigue", "--examination", "--drift-share",
                  "--organic", "--json", "--svg", "--grid"):
