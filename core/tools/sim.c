@@ -657,7 +657,11 @@ static int ask(runner *u, uint32_t user, double t) {
         unsigned long i = strtoul(buf, &end, 10);
         if (*end || i >= u->w.active)
             continue;
-        u->list[u->nlist++] = (uint32_t)i;
+        int dup = 0; /* an item twice in a list is shown once */
+        for (uint32_t m = 0; m < u->nlist && !dup; m++)
+            dup = u->list[m] == i;
+        if (!dup)
+            u->list[u->nlist++] = (uint32_t)i;
     }
     msgpack_unpacked_destroy(&up);
     if (rc == REC_EPROTOCOL)
