@@ -166,3 +166,29 @@ def test_waiters_on_two_connections(trainer):
         assert ra[2]["events"] == rb[2]["events"] == 1000
         # meanwhile the server answers others
         assert a.call("sys.info")["events"] == 1000
+
+
+def test_retrain_options_are_checked(tmp_path):
+    import subprocess
+    from conftest import RECD_BIN
+    for args, msg in ((["--retrain-share", "x"], "--retrain-share must be 0..100"),
+                      (["--retrain_share=-1"], "--retrain-share must be 0..100"),
+                      (["--retrain-quiet", "-2"], "--retrain-quiet must be 0..1000000"),
+                      (["--retrain-every", "1e9"], "--retrain-every must be 0..1000000")):
+        r = subprocess.run([RECD_BIN, "serve", "--data", str(tmp_path / "d")] + args,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and r.stderr.startswith("recd: " + msg), (args, r.stderr)
+    assert "--retrain-share" in subprocess.run([RECD_BIN, "serve", "--help"], capture_output=True,
+                                               text=True, timeout=30).stdout
+
+
+def test_rules_turned_off_in_a_config_file(trainer, tmp_path):
+    cfg = tmp_path / "recd.lua"
+    cfg.write_text("return {retrain_share = 0, retrain_quiet = 0, retrain_every = 0}\n")
+    srv = trainer("--config", str(cfg))
+    with srv.connect() as c:
+        c.call("event.add", *events(300))
+        time.sleep(2.5)   # a few ticks: with the defaults, a training at the first
+        m = models(c)
+        assert m["ials"]["trainings"] == 0 and m["ease"]["trainings"] == 0, m
+        assert not m["ials"]["pending"] and not m["ials"]["running"]
