@@ -56,11 +56,14 @@ struct rec_train {
     rec_train_model m[2];     /* ials, ease; running and pending computed */
 };
 
-static double mono(void) {
+static double mono_clock(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+/* The schedule's clock (intervals only). */
+static double now_of(const rec_train *t) { return t->o.clock ? t->o.clock() : mono_clock(); }
 
 static double wall(void) {
     struct timespec ts;
@@ -76,7 +79,7 @@ int rec_train_new(rec_train **out, rec_engine *e, rec_script_rt *rt,
     t->e = e;
     t->rt = rt;
     t->o = *o;
-    t->last_start = t->seen_at = mono();
+    t->last_start = t->seen_at = now_of(t);
     t->seen = t->burst_base = rec_engine_events(e);
     t->between = 1;
     rec_learn_ials_opts_default(&t->sched.io);
@@ -242,7 +245,7 @@ static int launch(rec_train *t, const plan *p, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot start a worker: %s", rec_strerror(rc));
         return REC_EIO;
     }
-    t->last_start = mono();
+    t->last_start = now_of(t);
     t->snap = rec_engine_events(t->e);
     t->owed = 0;
     t->started++;
@@ -288,7 +291,7 @@ static void schedule(rec_train *t) {
     unsigned models = policy_models(t);
     if (t->busy || t->held || !models)
         return;
-    double now = mono();
+    double now = now_of(t);
     uint64_t ev = rec_engine_events(t->e);
     const char *why = due(t, now, ev);
     if (!why)
@@ -319,7 +322,7 @@ static void train_done_cb(void *arg, int status) {
     rec_train_result r;
     memset(&r, 0, sizeof r);
     r.events = t->snap;
-    r.seconds = mono() - t->last_start;
+    r.seconds = now_of(t) - t->last_start;
     double at = wall();
     if (j) {
         int rc = status < 0 ? REC_EIO : t->train_rc;
@@ -441,7 +444,7 @@ void rec_train_model_get(const rec_train *t, int model, rec_train_model *out) {
      * its snapshot */
     int armed = t->o.quiet > 0 && t->snap > t->burst_base && t->seen != t->snap;
     int sched = !t->held && (policy_models(t) & bit) &&
-                (armed || due(t, mono(), ev));
+                (armed || due(t, now_of(t), ev));
     out->pending = (t->follow && (t->follow_plan.models & bit)) || sched;
 }
 
@@ -451,7 +454,7 @@ void rec_train_model_get(const rec_train *t, int model, rec_train_model *out) {
  * training is owed when one began in it and events came after its
  * snapshot; the next change begins a burst. */
 void rec_train_tick(rec_train *t) {
-    double now = mono();
+    double now = now_of(t);
     uint64_t ev = rec_engine_events(t->e);
     if (ev == t->seen) {
         if (t->o.quiet > 0 && now - t->seen_at >= t->o.quiet) {

@@ -10,7 +10,7 @@
  * in, or when a burst of events that a training began in goes quiet for
  * `quiet` seconds with events past that training's snapshot (the end of
  * an import). One training at a time; a caller may wait for one to end
- * (rec_train_result).
+ * (rec_train_start_wait, rec_train_result_get).
  */
 #ifndef REC_TRAIN_H
 #define REC_TRAIN_H
@@ -43,10 +43,12 @@ typedef struct rec_train_opts {
                            no training at the end of a burst */
     rec_worker worker;
     /* Called on the loop thread after each training is over (installed,
-     * failed or dropped), once the next one (if any) has started: the
-     * host answers those waiting (rec_train_result). May be NULL. */
+     * failed or dropped), once the training asked to follow it (if any)
+     * has started: the host answers those waiting (rec_train_result_get).
+     * May be NULL. */
     void (*over)(void *ud);
     void *over_ud;
+    double (*clock)(void); /* seconds, for intervals; NULL: CLOCK_MONOTONIC */
 } rec_train_opts;
 
 /* The batch models, as sys.info and the answers name them. */

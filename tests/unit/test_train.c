@@ -94,6 +94,9 @@ static void add_event(fx *f, int u, int i) {
 }
 
 static int overs; /* calls of the `over` hook */
+static double fake_now = 1000.0; /* the schedule's clock: tests move it */
+static double fake_clock(void) { return fake_now; }
+static void later(double s) { fake_now += s; }
 static void on_over(void *ud) {
     (void)ud;
     overs++;
@@ -128,7 +131,8 @@ static void fx_open3(fx *f, double every, double share, double quiet, const char
         assert_int_equal(rec_script_new(&f->rt, &so, NULL, NULL, err, sizeof err), 0);
     }
     rec_train_opts o = {.every = every, .share = share, .quiet = quiet,
-                        .worker = {fake_queue, &f->w}, .over = on_over};
+                        .worker = {fake_queue, &f->w}, .over = on_over,
+                        .clock = fake_clock};
     assert_int_equal(rec_train_new(&f->t, f->e, f->rt, &o), 0);
 }
 
@@ -259,32 +263,32 @@ static void test_schedule(void **state) {
     fx f;
     /* no script runtime: never scheduled */
     fx_open(&f, 1e-3, NULL);
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 0);
     fx_close(&f);
     /* every 0: never */
     fx_open(&f, 0, "return {on_event = function(ev) end}\n");
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 0);
     fx_close(&f);
     /* "ials" loaded but without on_event: not its model */
     fx_open(&f, 1e-3, "return {rerank = function(req, items) return items end}\n");
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 0);
     fx_close(&f);
     /* due: a training; not again until events come in */
     fx_open(&f, 1e-3, "return {on_event = function(ev) end}\n");
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 1);
     rec_train_tick(f.t); /* running: not twice */
     assert_int_equal(f.w.queued, 1);
     fake_finish(&f.w, 1);
     assert_non_null(rec_engine_space(f.e, "ials"));
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 1);
     add_event(&f, 9, 1);
@@ -294,7 +298,7 @@ static void test_schedule(void **state) {
     /* closed: no more */
     rec_train_close(f.t);
     add_event(&f, 9, 2);
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 2);
     fx_close(&f);
@@ -348,7 +352,7 @@ static void test_quiet(void **state) {
     assert_int_equal(f.w.queued, 1);
     fake_finish(&f.w, 1);
     /* a burst: a training begins in it (share), an event comes while it runs */
-    usleep(60000);
+    later(0.06);
     for (int i = 0; i < 7; i++)
         add_event(&f, 50 + i, 2);
     rec_train_tick(f.t);
@@ -363,22 +367,22 @@ static void test_quiet(void **state) {
     assert_int_equal(m.events, 39);
     assert_true(m.pending);
     /* quiet: once more, on all of it */
-    usleep(60000);
+    later(0.06);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 3);
     fake_finish(&f.w, 1);
     rec_train_model_get(f.t, REC_TRAIN_IALS, &m);
     assert_int_equal(m.events, 40);
     assert_false(m.pending);
-    usleep(60000);
+    later(0.06);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 3);
     /* a burst under the share that no training began in: nothing */
     add_event(&f, 61, 2);
     rec_train_tick(f.t);
-    usleep(60000);
+    later(0.06);
     rec_train_tick(f.t);
-    usleep(60000);
+    later(0.06);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 3);
     rec_train_model_get(f.t, REC_TRAIN_IALS, &m);
@@ -390,12 +394,12 @@ static void test_quiet(void **state) {
     for (int i = 0; i < 7; i++)
         add_event(&f, 50 + i, 2);
     fake_finish(&f.w, 1);
-    usleep(20000);
+    later(0.02);
     rec_train_tick(f.t); /* 7 > 3.2: share */
     assert_int_equal(f.w.queued, 2);
     add_event(&f, 60, 2);
     fake_finish(&f.w, 1);
-    usleep(20000);
+    later(0.02);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 2);
     fx_close(&f);
