@@ -19,7 +19,9 @@ if db:stats().items == 0 then
                         {content = v})
         end
         db:counter("popularity", 7 * 24 * 3600)
-        local t = os.time() - 2 * 86400
+        -- 2,400 clicks and purchases a minute or two apart, the last one
+        -- now: the server's clock (event time) then stands at the wall clock
+        local evs, t = {}, 0
         for u = 1, 60 do
             local likes = {(u - 1) % #genres + 1, (u * 3) % #genres + 1}
             for _ = 1, 40 do
@@ -27,9 +29,14 @@ if db:stats().items == 0 then
                 local item = "m" .. ((rand(30) - 1) * #genres + g)
                 local typ = rand() < 0.2 and "purchase" or "click"
                 t = t + rand(120)
-                local _, w = db:event{user = "u" .. u, item = item, type = typ, ts = t}
-                db:counter_add("popularity", item, w, t)
+                evs[#evs + 1] = {user = "u" .. u, item = item, type = typ, t = t}
             end
+        end
+        local start = os.time() - t
+        for _, e in ipairs(evs) do
+            local ts = start + e.t
+            local _, w = db:event{user = e.user, item = e.item, type = e.type, ts = ts}
+            db:counter_add("popularity", e.item, w, ts)
         end
         -- a few passes of online MF over everyone's history
         for _ = 1, 15 do

@@ -97,7 +97,14 @@ struct rec_engine {
     kv_overlay learned_kv;     /* learned policy kv, written at checkpoints */
     int learning;              /* kv writes go to learned_kv */
     rec_rng serve_rng;         /* draws of requests (walks) */
-    double last_checkpoint;    /* rec_now() of the last checkpoint */
+    double last_checkpoint;    /* rec_wall() of the last checkpoint */
+    /* The event-time clock: the wall clock shifted by clock_off, the
+     * distance between the newest event's time and the wall clock when it
+     * arrived (see rec_engine_now). */
+    double clock_off;
+    int clock_set;             /* an event has set it */
+    int clock_stored;          /* the folder holds a stored clock */
+    double newest_ts;          /* the newest event time seen */
     rec_buf scratch;
     void *attached;            /* state of core/learn, freed with the engine */
     void (*attached_free)(void *);
@@ -120,12 +127,48 @@ static _Thread_local double clock_override;
 
 void rec_clock_set(double t) { clock_override = t > 0 ? t : 0; }
 
+double rec_clock_get(void) { return clock_override; }
+
 double rec_now(void) {
     if (clock_override > 0)
         return clock_override;
+    return rec_wall();
+}
+
+double rec_wall(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- the event-time clock ---------------------------------------------- */
+
+double rec_engine_now(const rec_engine *e) {
+    if (clock_override > 0)
+        return clock_override;
+    double w = rec_wall();
+    return e->clock_set ? w + e->clock_off : w;
+}
+
+/* An event of time ts arrived at wall time w: the clock moves forward to
+ * it, never more than REC_CLOCK_AHEAD past the wall clock. An older event
+ * (late, out of order) leaves it where it is. */
+static void clock_advance(rec_engine *e, double ts, double w) {
+    if (ts > e->newest_ts)
+        e->newest_ts = ts;
+    if (!e->clock_set || ts > w + e->clock_off) {
+        double off = ts - w;
+        e->clock_off = off < REC_CLOCK_AHEAD ? off : REC_CLOCK_AHEAD;
+        e->clock_set = 1;
+    }
+}
+
+void rec_engine_clock(const rec_engine *e, rec_clock_info *out) {
+    out->wall = rec_wall();
+    out->now = e->clock_set ? out->wall + e->clock_off : out->wall;
+    out->offset = e->clock_set ? e->clock_off : 0.0;
+    out->newest = e->newest_ts;
+    out->set = e->clock_set;
 }
 
 static int fail(rec_engine *e, int rc, const char *fmt, ...)
@@ -307,6 +350,13 @@ static int load_meta(void *ud, rec_val k, rec_val v) {
         plen = 8;
     } else if (k.len > 5 && memcmp(key, "type/", 5) == 0) {
         plen = 5;
+    } else if (k.len == 5 && memcmp(key, "clock", 5) == 0) {
+        if (v.len != 9)
+            return REC_ECORRUPT;
+        e->clock_set = val[0] != 0;
+        memcpy(&e->clock_off, val + 1, 8);
+        e->clock_stored = 1;
+        return 0;
     } else if (k.len == 10 && memcmp(key, "checkpoint", 10) == 0) {
         if (v.len != 8 + sizeof e->rng.s)
             return REC_ECORRUPT;
@@ -496,6 +546,13 @@ static int load_event(void *ud, rec_val k, rec_val v) {
         return REC_ECORRUPT;
     uint64_t seq = rec_get_be64(k.data);
     e->next_seq = seq + 1;
+    /* Events past the stored clock (after its checkpoint) move it as they
+     * did when they arrived; a folder written before the clock was stored
+     * starts on the wall clock. */
+    if (e->clock_stored)
+        clock_advance(e, r.h.ts, e->last_checkpoint);
+    else if (r.h.ts > e->newest_ts)
+        e->newest_ts = r.h.ts;
     if (!rec_idmap_alive(&e->ids[REC_KIND_USER], r.h.user) ||
         !rec_idmap_alive(&e->ids[REC_KIND_ITEM], r.h.item))
         return 0; /* the item was deleted since */
@@ -516,6 +573,9 @@ static int state_load(rec_engine *e) {
         rec_idmap_init(&e->ids[k]);
     e->next_seq = 1;
     e->checkpoint_seq = 0;
+    e->clock_set = e->clock_stored = 0;
+    e->clock_off = e->newest_ts = 0.0;
+    e->last_checkpoint = rec_wall(); /* the load's wall clock, for clock_advance */
     rec_rtxn *t;
     int rc = rec_store_read_begin(e->store, &t);
     if (rc)
@@ -544,7 +604,7 @@ static int state_load(rec_engine *e) {
         return fail(e, rc, "loading the data folder failed in database '%s': %s",
                     rec_store_db_name(steps[step ? step - 1 : 0].db), rec_strerror(rc));
     e->nevents = nev;
-    e->last_checkpoint = rec_now();
+    e->last_checkpoint = rec_wall();
     /* A forgotten user's rows may have ended the log before the
      * checkpoint: new events never reuse a sequence it claims. */
     if (e->next_seq <= e->checkpoint_seq)
@@ -656,7 +716,7 @@ static int flush_rows(rec_engine *e, rec_space *s, int k, uint32_t *list,
 
 static int checkpoint_due(const rec_engine *e) {
     return e->opts.checkpoint_interval <= 0.0 ||
-           rec_now() - e->last_checkpoint >= e->opts.checkpoint_interval;
+           rec_wall() - e->last_checkpoint >= e->opts.checkpoint_interval;
 }
 
 /* Stage dirty rows into the batch: rows set or removed always, learned
@@ -717,6 +777,13 @@ static int flush_spaces(rec_engine *e, int checkpoint) {
         if (rc)
             return rc;
     }
+    unsigned char ck[9];
+    ck[0] = (unsigned char)e->clock_set;
+    memcpy(ck + 1, &e->clock_off, 8);
+    int rc = rec_batch_put(e->batch, REC_DB_META, "clock", 5, ck, sizeof ck);
+    if (rc)
+        return rc;
+    e->clock_stored = 1;
     unsigned char cp[8 + sizeof e->rng.s];
     rec_be64(cp, e->learned_seq);
     memcpy(cp + 8, e->rng.s, sizeof e->rng.s);
@@ -747,7 +814,7 @@ static void clean_all(rec_engine *e, int checkpoint) {
             rec_counter_clean(e->counters[i]);
         kv_overlay_clear(&e->learned_kv);
         e->checkpoint_seq = e->learned_seq;
-        e->last_checkpoint = rec_now();
+        e->last_checkpoint = rec_wall();
     }
 }
 
@@ -1344,7 +1411,8 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
         return fail(e, REC_EREADONLY, "the data folder is open read-only");
     if ((rc = rec_event_check(ev, e->errmsg, sizeof e->errmsg)))
         return rc;
-    double ts = ev->ts != 0.0 ? ev->ts : rec_now();
+    /* An event without a time takes the clock's. */
+    double ts = ev->ts != 0.0 ? ev->ts : rec_engine_now(e);
     uint16_t type;
     uint32_t user, item;
     /* Users and items are spread over memory: both id lookups, then the
@@ -1400,8 +1468,10 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
      * replay, it waits behind them. */
     if (e->learned_seq + 1 == s)
         e->learned_seq = s;
+    clock_advance(e, ts, rec_wall());
     if (out) {
         out->seq = s;
+        out->ts = ts;
         out->weight = w;
         out->user = user;
         out->item = item;

@@ -128,6 +128,7 @@ typedef struct rec_event {
 /* What rec_engine_event did. */
 typedef struct rec_event_out {
     uint64_t seq;        /* position in the log */
+    double ts;           /* its time (the clock's when it had none) */
     float weight;        /* the type's weight (logged with the event) */
     uint32_t user, item; /* indexes (created when new) */
     uint16_t type;       /* the type's id (rec_engine_type_name) */
@@ -283,9 +284,35 @@ uint64_t rec_engine_events(const rec_engine *e); /* events in the log */
 
 /* Wall-clock seconds since the epoch, or the clock set on this thread. */
 double rec_now(void);
+/* Wall-clock seconds since the epoch, whatever is set (timers, uptime). */
+double rec_wall(void);
 /* Replay tools (recd eval) run the engine on the log's own clock: after
  * rec_clock_set(t) with t > 0, rec_now and the scripts' os.time() on this
  * thread answer t; rec_clock_set(0) returns to the wall clock. */
 void rec_clock_set(double t);
+/* The clock set on this thread, 0 when none. */
+double rec_clock_get(void);
+
+/* The engine's clock is event time. Each event's time (its ts, or the
+ * clock's when it has none) moves the clock forward to it, never more than
+ * REC_CLOCK_AHEAD seconds past the wall clock; an older event (late or out
+ * of order) is stored and learned with its own time and leaves the clock
+ * where it is. Between events the clock runs with the wall clock: it is the
+ * wall clock shifted by the distance between the newest event's time and
+ * the wall clock when that event arrived. A deployment whose events carry
+ * the current time (or none) is on the wall clock; a backfill of an old log
+ * runs at the log's time. The shift is stored with each checkpoint. A
+ * clock set on the thread (rec_clock_set: a replay) takes precedence. */
+#define REC_CLOCK_AHEAD 300.0
+double rec_engine_now(const rec_engine *e);
+
+typedef struct rec_clock_info {
+    double now;    /* rec_engine_now without a thread clock */
+    double wall;   /* the wall clock */
+    double offset; /* now - wall */
+    double newest; /* the newest event time seen (0: none) */
+    int set;       /* an event has set the clock */
+} rec_clock_info;
+void rec_engine_clock(const rec_engine *e, rec_clock_info *out);
 
 #endif

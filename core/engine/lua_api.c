@@ -1265,6 +1265,13 @@ static int db_counter(lua_State *L) {
     return 1;
 }
 
+/* db:now() -> the engine's clock (event time; rec_engine_now)   [-1, +1, -] */
+static int db_now(lua_State *L) {
+    ldb *d = check_db(L);
+    lua_pushnumber(L, rec_engine_now(d->e));
+    return 1;
+}
+
 /* db:counter_add(name, item [, amount=1 [, ts=now]]) -> value   [-5, +1, e] */
 static int db_counter_add(lua_State *L) {
     ldb *d = check_db(L);
@@ -1273,7 +1280,7 @@ static int db_counter_add(lua_State *L) {
     lua_Number amount = luaL_optnumber(L, 4, 1.0);
     lua_Number ts = luaL_optnumber(L, 5, 0);
     if (ts == 0)
-        ts = rec_now();
+        ts = rec_engine_now(d->e);
     if (rec_store_read_only(rec_engine_store(d->e)))
         return rec_lua_error(L, REC_EREADONLY, "the data folder is open read-only");
     int rc = rec_counter_add(c, idx, amount, ts);
@@ -1292,7 +1299,7 @@ static int db_counter_get(lua_State *L) {
     uint32_t idx = find_idx(L, d, REC_KIND_ITEM, 3, 0);
     lua_Number ts = luaL_optnumber(L, 4, 0);
     if (ts == 0)
-        ts = rec_now();
+        ts = rec_engine_now(d->e);
     lua_pushnumber(L, idx == REC_IDX_NONE ? 0 : rec_counter_get(c, idx, ts));
     return 1;
 }
@@ -1307,7 +1314,7 @@ static int db_counter_top(lua_State *L) {
     parse_qopts(L, t, &q, check_k(L, 3, 10), NULL);
     lua_Number ts = t ? opt_field_num(L, t, "ts", 0) : 0;
     if (ts == 0)
-        ts = rec_now();
+        ts = rec_engine_now(d->e);
     build_skip(L, d, t, &q);
     rec_sandbox_charge(L, c->n / 4);
     rec_hit *h = hits_alloc(L, q.k);
@@ -1779,6 +1786,7 @@ static const luaL_Reg db_methods[] = {
     {"user_get", db_user_get},
     {"user_delete", db_user_delete},
     {"event", db_event},
+    {"now", db_now},
     {"history", db_history},
     {"drop_seen", db_drop_seen},
     {"space", db_space},

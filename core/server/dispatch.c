@@ -54,7 +54,7 @@ typedef struct method_def {
 } method_def;
 
 #define REC_LIST_MAX 10000 /* ids or events in one page of the listing methods */
-#define NMETHODS 23 /* entries of methods[], defined at the end */
+#define NMETHODS 24 /* entries of methods[], defined at the end */
 
 struct rec_dispatch {
     rec_engine *e;
@@ -223,7 +223,7 @@ static int m_hello(call_ctx *c) {
                                      "notifications", "auth"};
     /* Not from the engine's generator: replays must draw the same numbers. */
     char nonce[17];
-    uint64_t x = (uint64_t)(rec_now() * 1e6) ^ (++c->d->rec_seq * 0x9e3779b97f4a7c15ull);
+    uint64_t x = (uint64_t)(rec_wall() * 1e6) ^ (++c->d->rec_seq * 0x9e3779b97f4a7c15ull);
     x ^= x >> 31;
     x *= 0xbf58476d1ce4e5b9ull;
     x ^= x >> 29;
@@ -328,13 +328,20 @@ static int m_info(call_ctx *c) {
     msgpack_packer *pk = &c->pk;
     uint64_t bf16_fast, bf16_fallback;
     rec_vec_bf16_counts(&bf16_fast, &bf16_fallback);
-    int rc = msgpack_pack_map(pk, 16) || rec_value_pack_str(pk, "version") || rec_value_pack_str(pk, d->version) ||
+    rec_clock_info ck;
+    rec_engine_clock(c->e, &ck);
+    int rc = msgpack_pack_map(pk, 17) || rec_value_pack_str(pk, "version") || rec_value_pack_str(pk, d->version) ||
+             rec_value_pack_str(pk, "clock") || msgpack_pack_map(pk, 4) ||
+             rec_value_pack_str(pk, "now") || msgpack_pack_double(pk, ck.now) ||
+             rec_value_pack_str(pk, "wall") || msgpack_pack_double(pk, ck.wall) ||
+             rec_value_pack_str(pk, "behind") || msgpack_pack_double(pk, -ck.offset) ||
+             rec_value_pack_str(pk, "newest_event") || msgpack_pack_double(pk, ck.newest) ||
              rec_value_pack_str(pk, "created_by_events") || msgpack_pack_map(pk, 2) ||
              rec_value_pack_str(pk, "items") || msgpack_pack_uint64(pk, d->items_by_events) ||
              rec_value_pack_str(pk, "types") || msgpack_pack_uint64(pk, d->types_by_events) ||
              rec_value_pack_str(pk, "training") || msgpack_pack_int(pk, d->trainer ? rec_train_running(d->trainer) : 0) ||
              rec_value_pack_str(pk, "models") || pack_models(pk, d->trainer) ||
-             rec_value_pack_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_now() - d->started) ||
+             rec_value_pack_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_wall() - d->started) ||
              rec_value_pack_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
              rec_value_pack_str(pk, "items") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_ITEM)) ||
              rec_value_pack_str(pk, "users") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_USER)) ||
@@ -862,8 +869,6 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
     if (rc) /* checked before: cannot happen */
         return rc;
     rec_event ev = in.ev;
-    if (ev.ts == 0.0)
-        ev.ts = rec_now();
     rec_event_out out;
     rc = rec_dispatch_catch_up(c->d);
     if (!rc)
@@ -874,10 +879,10 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
     c->d->types_by_events += out.new_type;
     if (ev.rlen)
         rec_stats_attribute(&c->d->metrics, c->e, ev.rec_id, ev.rlen, out.item,
-                            ev.type, ev.tlen, ev.ts);
+                            ev.type, ev.tlen, out.ts);
     /* The fields a replay reads back from the log. */
     rec_replay_event le = {
-        .seq = out.seq, .ts = ev.ts, .user = out.user, .item = out.item,
+        .seq = out.seq, .ts = out.ts, .user = out.user, .item = out.item,
         .type = out.type, .weight = out.weight,
         .has_value = ev.has_value, .value = ev.value,
         .rec_id = ev.rec_id, .rlen = ev.rlen, .context = ev.context, .clen = ev.clen,
@@ -973,7 +978,7 @@ static uint64_t *skip_map(call_ctx *c, const msgpack_object *exclude,
 static uint64_t next_rec_id(rec_dispatch *d) {
     /* Milliseconds in the high bits, a counter below: grows even when two
      * recommendations share a millisecond, so the records are appended. */
-    uint64_t id = ((uint64_t)(rec_now() * 1000.0) << 16) | (d->rec_seq++ & 0xffff);
+    uint64_t id = ((uint64_t)(rec_wall() * 1000.0) << 16) | (d->rec_seq++ & 0xffff);
     if (id <= d->last_rec_id)
         id = d->last_rec_id + 1;
     d->last_rec_id = id;
@@ -1232,6 +1237,14 @@ static int m_recommend(call_ctx *c) {
     if (ro && ro->type != MSGPACK_OBJECT_BOOLEAN)
         return fail(c, REC_EINVAL, "params[0].record must be a boolean");
     int record = !ro || ro->via.boolean;
+    /* now: the moment to serve at (a replay's), instead of the clock's */
+    const msgpack_object *no = rec_value_field(o, "now");
+    if (no) {
+        if (!is_number(no) || !(number(no) > 0 && number(no) < 1e11))
+            return fail(c, REC_ERANGE, "params[0].now must be seconds since the epoch "
+                        "(0 < now < 1e11)");
+        rec_clock_set(number(no));
+    }
     int builtin = pl && pl->via.str.size == 7 && memcmp(pl->via.str.ptr, "builtin", 7) == 0;
     if (!builtin && (so || c->d->rt)) {
         rc = recommend_scripts(c, o, key, (size_t)kl, n, pl, so, record);
@@ -1442,6 +1455,28 @@ int rec_dispatch_answer(rec_dispatch *d, rec_session *s, rec_buf *out, char *err
     return rc;
 }
 
+/* model.schedule [{auto?}] -> {auto}: whether the server trains its batch
+ * models on its own schedule; auto = false pauses it (model.train still
+ * trains), as a replay that trains where it chooses does. */
+static int m_model_schedule(call_ctx *c) {
+    if (!c->d->trainer)
+        return fail(c, REC_ENOTFOUND, "this server cannot train in the background");
+    const msgpack_object *o = param(c, 0);
+    if (o && o->type != MSGPACK_OBJECT_MAP && o->type != MSGPACK_OBJECT_NIL)
+        return fail(c, REC_EINVAL, "params[0] must be a map {auto?}");
+    const msgpack_object *a = o && o->type == MSGPACK_OBJECT_MAP ? rec_value_field(o, "auto")
+                                                                  : NULL;
+    if (a && a->type != MSGPACK_OBJECT_BOOLEAN)
+        return fail(c, REC_EINVAL, "params[0].auto must be true or false");
+    if (a)
+        rec_train_pause(c->d->trainer, !a->via.boolean);
+    int on = !rec_train_paused(c->d->trainer);
+    return msgpack_pack_map(&c->pk, 1) || rec_value_pack_str(&c->pk, "auto") ||
+                   (on ? msgpack_pack_true(&c->pk) : msgpack_pack_false(&c->pk))
+               ? REC_ENOMEM
+               : 0;
+}
+
 /* Bytes of msgpack that admin.eval's results may take together: the
  * encoding stops there, so a table that holds one subtable many times over
  * (2^depth leaves) costs no more than this. */
@@ -1532,6 +1567,7 @@ static const method_def methods[NMETHODS] = {
     {"script.reload", m_script_reload, REC_M_ADMIN},
     {"stats.get", m_stats_get, 0},
     {"model.train", m_model_train, REC_M_ADMIN},
+    {"model.schedule", m_model_schedule, REC_M_ADMIN},
     {"admin.eval", m_admin_eval, REC_M_ADMIN},
 };
 
@@ -1551,7 +1587,7 @@ int rec_dispatch_new(rec_dispatch **out, rec_engine *e,
         d->method_len[i] = strlen(methods[i].name);
     snprintf(d->version, sizeof d->version, "%s", o && o->version ? o->version : "0");
     d->strict = o && o->strict;
-    d->started = rec_now();
+    d->started = rec_wall();
     *out = d;
     return 0;
 }
@@ -1663,7 +1699,15 @@ int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
     errmsg[0] = 0;
     rec_rpc_packer(&c.pk, out);
     size_t mark = out->len;
+    /* Every call but event.add (whose events move the clock as they come)
+     * runs at the engine's clock, event time; rec.recommend may name its
+     * own (`now`, a replay's). */
+    int timed = methods[method].fn != m_event_add;
+    double clock = rec_clock_get(); /* a replay's, kept */
+    if (timed)
+        rec_clock_set(rec_engine_now(d->e));
     int rc = methods[method].fn(&c);
+    rec_clock_set(clock);
     /* A commit the method made itself (a delete) failed: learn again what
      * the reloaded state lacks before anything else is served. */
     if (rec_engine_replay_due(d->e))

@@ -141,8 +141,13 @@ int rec_fanout_learn(void *fanout, const rec_replay_event *ev) {
         const char *tn = rec_engine_type_name(f->e, ev->type);
         /* The policies' kv writes are learned state, written at checkpoints. */
         int was = rec_engine_learning(f->e, 1);
+        /* on_event runs at the event's time (os.time() included), live
+         * and replayed alike */
+        double clock = rec_clock_get();
+        rec_clock_set(ev->ts);
         policies_on_event(f, ev->user, ev->item, tn ? tn : "?", ev->weight, ev->ts, ev->seq,
                           ev->rec_id, ev->rlen, ev->context, ev->clen, ev->has_value, ev->value);
+        rec_clock_set(clock);
         rec_engine_learning(f->e, was);
         return 0;
     }

@@ -33,6 +33,7 @@ struct rec_train {
     int busy;                 /* a training job is out */
     int closed;               /* the host is shutting down */
     int held;                 /* nothing new starts (the host is stopping) */
+    int paused;               /* the schedule starts nothing (model.schedule) */
     int ease_rc;
     int train_rc;
     /* the training running (busy) or the last one started */
@@ -101,6 +102,10 @@ int rec_train_running(const rec_train *t) { return t->busy; }
 void rec_train_close(rec_train *t) { t->closed = t->held = 1; }
 
 void rec_train_hold(rec_train *t) { t->held = 1; }
+
+void rec_train_pause(rec_train *t, int paused) { t->paused = paused != 0; }
+
+int rec_train_paused(const rec_train *t) { return t->paused; }
 
 static void train_work(void *arg) {
     rec_train *t = arg;
@@ -289,7 +294,7 @@ static const char *due(const rec_train *t, double now, uint64_t ev) {
 /* Start the scheduled training when due. */
 static void schedule(rec_train *t) {
     unsigned models = policy_models(t);
-    if (t->busy || t->held || !models)
+    if (t->busy || t->held || t->paused || !models)
         return;
     double now = now_of(t);
     uint64_t ev = rec_engine_events(t->e);
@@ -443,7 +448,7 @@ void rec_train_model_get(const rec_train *t, int model, rec_train_model *out) {
     /* owed once quiet: a burst that a training began in has events past
      * its snapshot */
     int armed = t->o.quiet > 0 && t->snap > t->burst_base && t->seen != t->snap;
-    int sched = !t->held && (policy_models(t) & bit) &&
+    int sched = !t->held && !t->paused && (policy_models(t) & bit) &&
                 (armed || due(t, now_of(t), ev));
     out->pending = (t->follow && (t->follow_plan.models & bit)) || sched;
 }

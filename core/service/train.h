@@ -107,6 +107,11 @@ void rec_train_model_get(const rec_train *t, int model, rec_train_model *out);
  * are seen at this resolution) and starts the scheduled training when
  * due. */
 void rec_train_tick(rec_train *t);
+/* Pause the schedule (paused != 0: it starts nothing; rec_train_start
+ * still does), or resume it. A replay that trains where it chooses pauses
+ * it. */
+void rec_train_pause(rec_train *t, int paused);
+int rec_train_paused(const rec_train *t);
 /* Trainings running now (0 or 1). */
 int rec_train_running(const rec_train *t);
 /* The host is stopping: nothing new starts (scheduled, asked for, or

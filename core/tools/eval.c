@@ -900,6 +900,7 @@ typedef struct runner {
     size_t answer_len;
     rec_client *cl;      /* --connect: the server answers instead */
     int train_refused;   /* the server refused model.train (said once) */
+    int paused;          /* this replay paused the server's training schedule */
     rec_client_reply rep;
     msgpack_sbuffer sb;
     int has_ials, has_ease;
@@ -925,6 +926,16 @@ static int rm_tree(const char *dir) {
         return -1;
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     return system(cmd);
+}
+
+/* --connect: the server trains where the library would (remote_train), so
+ * its own schedule is paused for the replay and resumed after it, when
+ * this replay paused it. Refused over TCP without a token: the schedule
+ * then runs, and remote_train says so. */
+static void pause_schedule(runner *u, int pause) {
+    const char *opts = pause ? "\x91\x81\xa4" "auto" "\xc2" : "\x91\x81\xa4" "auto" "\xc3";
+    if (rec_client_call(u->cl, "model.schedule", opts, 8, &u->rep) == 0)
+        u->paused = pause;
 }
 
 static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
@@ -958,6 +969,8 @@ static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
         u->m_event = 0;
         u->m_rec = 1;
         u->has_ials = 1; /* ask the server to train where the library would */
+        if (!rc)
+            pause_schedule(u, 1);
         return rc;
     }
     const char *tmp = getenv("TMPDIR");
@@ -1031,6 +1044,8 @@ static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
 }
 
 static void runner_close(runner *u) {
+    if (u->paused)
+        pause_schedule(u, 0);
     rec_dispatch_free(u->d);
     rec_script_free(u->rt);
     rec_engine_free(u->e);
@@ -1266,15 +1281,21 @@ static int recommend(runner *u, uint32_t user) {
         const char *uk = rec_idmap_key(&log->users, user, &ul);
         /* a preview: these lists were never shown, so nothing is recorded
          * and no policy counts them as impressions */
-        msgpack_object_kv kv[4] = {
+        /* served at the log's clock, in-process and over the protocol */
+        msgpack_object_kv kv[5] = {
             {mp_str("user", 4), mp_id(uk, ul)},
             {mp_str("n", 1), {.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = x->k}},
             {mp_str("record", 6), {.type = MSGPACK_OBJECT_BOOLEAN, .via.boolean = false}},
-            {mp_str(u->a->kind == ARM_STRATEGY ? "strategy" : "pipeline", 8),
-             mp_str(u->a->name, strlen(u->a->name))},
         };
+        uint32_t nkv = 3;
+        if (u->a->kind != ARM_DEFAULT)
+            kv[nkv++] = (msgpack_object_kv){mp_str(u->a->kind == ARM_STRATEGY ? "strategy" : "pipeline", 8),
+                                            mp_str(u->a->name, strlen(u->a->name))};
+        if (rec_clock_get() > 0)
+            kv[nkv++] = (msgpack_object_kv){mp_str("now", 3),
+                                            {.type = MSGPACK_OBJECT_FLOAT64, .via.f64 = rec_clock_get()}};
         msgpack_object map = {.type = MSGPACK_OBJECT_MAP};
-        map.via.map.size = u->a->kind == ARM_DEFAULT ? 3 : 4;
+        map.via.map.size = nkv;
         map.via.map.ptr = kv;
         int rc = call(u, u->m_rec, &map);
         if (rc)

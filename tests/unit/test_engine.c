@@ -290,8 +290,68 @@ static void test_type_find_and_count(void **state) {
     rm_tmp(dir);
 }
 
+/* The clock is event time: events move it forward (not past the wall
+ * clock's tolerance), late ones leave it, events without ts take it, a
+ * thread clock overrides it, and a reopened folder keeps its shift. */
+static void test_event_time_clock(void **state) {
+    (void)state;
+    char *dir = mkdir_tmp();
+    rec_engine *e = open_engine(dir);
+    rec_clock_info ck;
+    rec_engine_clock(e, &ck);
+    assert_false(ck.set);
+    assert_true(ck.now == ck.wall && ck.newest == 0.0);
+    const double t0 = 1500000000.0;
+    add_event(e, "u", "a", "click", t0);
+    add_event(e, "u", "b", "click", t0 + 100);
+    double now = rec_engine_now(e);
+    assert_true(now >= t0 + 100 && now < t0 + 160);
+    add_event(e, "u", "c", "click", t0 - 5000); /* late */
+    assert_true(rec_engine_now(e) < t0 + 160);
+    rec_engine_clock(e, &ck);
+    assert_true(ck.newest == t0 + 100 && ck.set);
+    /* without ts: the clock's time, after the newest */
+    char uk[REC_ID_MAX], ik[REC_ID_MAX];
+    rec_event ev = {0};
+    ev.user = uk;
+    ev.ulen = skey(uk, "v");
+    ev.item = ik;
+    ev.ilen = skey(ik, "a");
+    ev.type = "view";
+    ev.tlen = 4;
+    rec_event_out out;
+    assert_int_equal(rec_engine_event(e, &ev, &out), 0);
+    assert_true(out.ts >= t0 + 100 && out.ts < t0 + 160);
+    /* a thread clock (a replay's) takes precedence */
+    rec_clock_set(t0 + 7);
+    assert_true(rec_engine_now(e) == t0 + 7);
+    assert_int_equal(rec_engine_event(e, &ev, &out), 0);
+    assert_true(out.ts == t0 + 7);
+    rec_clock_set(0);
+    /* far ahead: stored with its time, the clock stops at the tolerance */
+    double ahead = ck.wall + 86400.0;
+    add_event(e, "u", "d", "click", ahead);
+    rec_engine_clock(e, &ck);
+    assert_true(ck.newest == ahead);
+    assert_true(ck.now <= ck.wall + REC_CLOCK_AHEAD + 1e-6 && ck.now > ck.wall);
+    /* back at t0: the shift is stored with the checkpoint and reopened */
+    rec_engine_free(e);
+    rm_tmp(dir);
+    dir = mkdir_tmp();
+    e = open_engine(dir);
+    add_event(e, "u", "a", "click", t0);
+    assert_int_equal(rec_engine_commit(e), 0);
+    rec_engine_free(e);
+    e = open_engine(dir);
+    now = rec_engine_now(e);
+    assert_true(now >= t0 && now < t0 + 120);
+    rec_engine_free(e);
+    rm_tmp(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_event_time_clock),
         cmocka_unit_test(test_type_find_and_count),
         cmocka_unit_test(test_delete_user_leaves_no_trace),
         cmocka_unit_test(test_newer_schema_refused),
