@@ -26,13 +26,11 @@
 #include <msgpack.h>
 
 #include "cli.h"
-#include "client.h"
 #include "dispatch.h"
 #include "err.h"
+#include "harness.h"
 #include "hash.h"
-#include "learn.h"
 #include "log.h"
-#include "lua_api.h"
 #include "pipeline.h"
 #include "script.h"
 #include "u64set.h"
@@ -888,23 +886,9 @@ typedef struct runner {
     const eval_ctx *x;
     const arm *a;
     result *r;
-    char dir[256];
-    rec_engine *e;
-    rec_script_rt *rt;
-    rec_dispatch *d;
-    int rec_ref;
-    rec_session sess;
-    int m_event, m_rec;
-    rec_buf out;
-    const void *answer;  /* the last call's result (msgpack) */
-    size_t answer_len;
-    rec_client *cl;      /* --connect: the server answers instead */
-    int train_refused;   /* the server refused model.train (said once) */
-    int paused;          /* this replay paused the server's training schedule */
-    rec_client_reply rep;
-    msgpack_sbuffer sb;
-    int has_ials, has_ease;
-    uint64_t ops;
+    rec_harness h;       /* scripted arms: the engine, or the server */
+    int opened;          /* h was opened (close it) */
+    int has_ials, has_ease; /* the batch models to train for this arm */
     rec_idmap shown;     /* distinct items recommended */
     /* baselines */
     uint32_t *count, *order, *pos, *pool;
@@ -915,27 +899,11 @@ typedef struct runner {
     uint32_t nlist;
 } runner;
 
-static void install_rec(lua_State *L, void *ud) {
-    runner *u = ud;
-    rec_lua_set_rec(L, u->e, &u->rec_ref);
-}
-
-static int rm_tree(const char *dir) {
-    char cmd[600];
-    if (strchr(dir, '\''))
-        return -1;
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd);
-}
-
-/* --connect: the server trains where the library would (remote_train), so
- * its own schedule is paused for the replay and resumed after it, when
- * this replay paused it. Refused over TCP without a token: the schedule
- * then runs, and remote_train says so. */
-static void pause_schedule(runner *u, int pause) {
-    const char *opts = pause ? "\x91\x81\xa4" "auto" "\xc2" : "\x91\x81\xa4" "auto" "\xc3";
-    if (rec_client_call(u->cl, "model.schedule", opts, 8, &u->rep) == 0)
-        u->paused = pause;
+/* The catalogue (--items), put before the scripts load. */
+static int load_catalogue(rec_engine *e, void *ud, char *err, size_t errlen) {
+    const eval_ctx *x = ud;
+    size_t n;
+    return rec_eval_load_items(e, x->items, x->tags, &n, err, errlen);
 }
 
 static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
@@ -959,104 +927,26 @@ static int runner_open(runner *u, const eval_ctx *x, const arm *a, result *r) {
             u->order[i] = u->pos[i] = i;
         return 0;
     }
-    if (x->connect) {
-        char err[512] = "";
-        rec_client_reply_init(&u->rep);
-        msgpack_sbuffer_init(&u->sb);
-        int rc = rec_client_connect(&u->cl, x->connect, err, sizeof err);
-        if (rc)
-            set_err(r->err, sizeof r->err, "%s", err);
-        u->m_event = 0;
-        u->m_rec = 1;
-        u->has_ials = 1; /* ask the server to train where the library would */
-        if (!rc)
-            pause_schedule(u, 1);
-        return rc;
-    }
-    const char *tmp = getenv("TMPDIR");
-    snprintf(u->dir, sizeof u->dir, "%s/recd-eval-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(u->dir)) {
-        set_err(r->err, sizeof r->err, "cannot create a temporary folder in %s: %s",
-                tmp && *tmp ? tmp : "/tmp", strerror(errno));
-        u->dir[0] = 0;
-        return REC_EIO;
-    }
-    rec_engine_opts eo;
-    rec_engine_opts_default(&eo);
-    eo.store.no_sync = 1;             /* a scratch database */
-    eo.seed = x->seed;                /* walks, MF negatives */
-    eo.checkpoint_interval = 1e300;   /* learned state stays in memory */
-    char err[512] = "";
-    int rc = rec_engine_open(&u->e, u->dir, &eo, err, sizeof err);
+    rec_harness_opts ho = {.prog = "recd eval", .scripts = x->scripts, .policies = x->policies,
+                           .connect = x->connect, .seed = x->seed,
+                           .prepare = x->items ? load_catalogue : NULL,
+                           .prepare_ud = (void *)x};
+    u->opened = 1;
+    int rc = rec_harness_open(&u->h, &ho);
     if (rc) {
-        set_err(r->err, sizeof r->err, "engine: %s", err);
+        set_err(r->err, sizeof r->err, "%s", u->h.err);
         return rc;
     }
-    if (x->items) {
-        size_t n;
-        if ((rc = rec_eval_load_items(u->e, x->items, x->tags, &n, err, sizeof err))) {
-            set_err(r->err, sizeof r->err, "%s", err);
-            return rc;
-        }
-    }
-    rec_script_opts so;
-    rec_script_opts_default(&so);
-    so.scripts_dir = x->scripts;
-    so.policies_dir = x->policies;
-    if ((rc = rec_script_new(&u->rt, &so, install_rec, u, err, sizeof err))) {
-        set_err(r->err, sizeof r->err, "scripts: %s", err);
-        return rc;
-    }
-    for (size_t i = 0; i < rec_script_count(u->rt); i++) {
-        rec_script_info in;
-        if (!rec_script_info_at(u->rt, i, &in) && in.error) {
-            set_err(r->err, sizeof r->err, "%s '%s' does not load: %s",
-                    in.kind == REC_SCRIPT_POLICY ? "policy" : "strategy", in.name, in.error);
-            return REC_ESCRIPT;
-        }
-    }
-    /* the scripts' math.random too, so that a run repeats exactly */
-    lua_State *L = rec_script_lua(u->rt);
-    lua_getglobal(L, "math");
-    lua_getfield(L, -1, "randomseed");
-    lua_pushinteger(L, (lua_Integer)(x->seed & 0x7fffffffffffffffull));
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK)
-        lua_pop(L, 1);
-    lua_pop(L, 1);
-    rec_dispatch_opts dopt = {.auth_token = NULL, .version = "eval"};
-    if ((rc = rec_dispatch_new(&u->d, u->e, &dopt)))
-        return rc;
-    char path[1100];
-    snprintf(path, sizeof path, "%s/pipelines.lua", x->scripts ? x->scripts : ".");
-    if ((rc = rec_dispatch_set_scripts(u->d, u->rt, x->scripts ? path : NULL, u->rec_ref))) {
-        set_err(r->err, sizeof r->err, "%s: not a valid pipelines file", path);
-        return rc;
-    }
-    u->sess.trusted = 1;
-    u->m_event = rec_dispatch_find(u->d, "event.add", 9);
-    u->m_rec = rec_dispatch_find(u->d, "rec.recommend", 13);
-    /* what the server's worker would train, for the arms that read it */
-    u->has_ials = rec_script_has(u->rt, REC_SCRIPT_POLICY, "ials", "on_event") &&
-                  (a->uses_ials || x->train_all);
-    u->has_ease = rec_script_has(u->rt, REC_SCRIPT_POLICY, "ease", "on_load") &&
-                  (a->uses_ease || x->train_all);
+    /* what the server's worker would train, for the arms that read it
+     * (a server is asked to train where the library would) */
+    u->has_ials = x->connect || (u->h.has_ials && (a->uses_ials || x->train_all));
+    u->has_ease = !x->connect && u->h.has_ease && (a->uses_ease || x->train_all);
     return 0;
 }
 
 static void runner_close(runner *u) {
-    if (u->paused)
-        pause_schedule(u, 0);
-    rec_dispatch_free(u->d);
-    rec_script_free(u->rt);
-    rec_engine_free(u->e);
-    if (u->dir[0])
-        rm_tree(u->dir);
-    rec_buf_free(&u->out);
-    if (u->x && u->x->connect && u->a && u->a->kind != ARM_POPULAR && u->a->kind != ARM_RANDOM) {
-        rec_client_free(u->cl);
-        rec_client_reply_close(&u->rep);
-        msgpack_sbuffer_destroy(&u->sb);
-    }
+    if (u->opened)
+        rec_harness_close(&u->h);
     rec_idmap_close(&u->shown);
     free(u->count);
     free(u->order);
@@ -1066,147 +956,28 @@ static void runner_close(runner *u) {
     free(u->list);
 }
 
-static msgpack_object mp_str(const char *s, size_t n) {
-    msgpack_object o = {.type = MSGPACK_OBJECT_STR};
-    o.via.str.ptr = s;
-    o.via.str.size = (uint32_t)n;
-    return o;
-}
-
-/* An encoded id as the msgpack object a client would send. */
-static msgpack_object mp_id(const char *key, size_t kl) {
-    int is_int;
-    int64_t iv = 0;
-    const char *s = NULL;
-    size_t sl = 0;
-    msgpack_object o = {.type = MSGPACK_OBJECT_NIL};
-    if (rec_id_decode(key, kl, &is_int, &iv, &s, &sl))
-        return o;
-    if (!is_int)
-        return mp_str(s, sl);
-    if (iv >= 0) {
-        o.type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-        o.via.u64 = (uint64_t)iv;
-    } else {
-        o.type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
-        o.via.i64 = iv;
-    }
-    return o;
-}
-
-static int call(runner *u, int method, msgpack_object *map) {
+static int call(runner *u, const char *method, msgpack_object *map) {
     msgpack_object params = {.type = MSGPACK_OBJECT_ARRAY};
     params.via.array.size = 1;
     params.via.array.ptr = map;
-    const char *name = method == u->m_event ? "event.add" : "rec.recommend";
-    if (u->cl) {
-        msgpack_packer pk;
-        u->sb.size = 0;
-        msgpack_packer_init(&pk, &u->sb, msgpack_sbuffer_write);
-        if (msgpack_pack_object(&pk, params))
-            return REC_ENOMEM;
-        int rc = rec_client_call(u->cl, name, u->sb.data, u->sb.size, &u->rep);
-        if (rc)
-            set_err(u->r->err, sizeof u->r->err, "%s: %s: %s", name,
-                    u->rep.err_name[0] ? u->rep.err_name : rec_err_name(rc),
-                    u->rep.err_message[0] ? u->rep.err_message : rec_strerror(rc));
-        u->answer = u->rep.msg.body;
-        u->answer_len = u->rep.msg.body_len;
-        return rc;
-    }
-    u->out.len = 0;
-    char err[512] = "";
-    int rc = rec_dispatch_call(u->d, method, &params, &u->sess, &u->out, err, sizeof err);
+    int rc = rec_harness_call(&u->h, method, &params);
     if (rc)
-        set_err(u->r->err, sizeof u->r->err, "%s: %s: %s", name, rec_err_name(rc), err);
-    if (!rc && ++u->ops % COMMIT_EVERY == 0 && (rc = rec_engine_commit(u->e)))
-        set_err(u->r->err, sizeof u->r->err, "commit: %s", rec_engine_errmsg(u->e));
-    u->answer = u->out.data;
-    u->answer_len = u->out.len;
+        set_err(u->r->err, sizeof u->r->err, "%s", u->h.err);
     return rc;
 }
 
-/* The "training" count of the server's sys.info answer, or -1. */
-static int64_t remote_trainings(runner *u) {
-    if (rec_client_call(u->cl, "sys.info", NULL, 0, &u->rep))
-        return -1;
-    msgpack_unpacked m;
-    msgpack_unpacked_init(&m);
-    int64_t n = -1;
-    if (msgpack_unpack_next(&m, u->rep.msg.body, u->rep.msg.body_len, NULL) ==
-            MSGPACK_UNPACK_SUCCESS &&
-        m.data.type == MSGPACK_OBJECT_MAP) {
-        const msgpack_object_map *mp = &m.data.via.map;
-        for (uint32_t i = 0; i < mp->size; i++) {
-            const msgpack_object *k = &mp->ptr[i].key, *v = &mp->ptr[i].val;
-            if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 8 &&
-                !memcmp(k->via.str.ptr, "training", 8) &&
-                (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
-                 v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER))
-                n = v->via.i64;
-        }
-    }
-    msgpack_unpacked_destroy(&m);
-    return n;
-}
-
-/* The server trains in its worker: ask it to train the models of its
- * policies on what it holds now, and wait until that training is
- * installed, as the library's replay trains in place. A training already
- * running (the server's own schedule) is waited for first: it holds an
- * older snapshot. Polls every 5 ms; gives up after 10 minutes. */
-static void remote_train(runner *u) {
-    static const char opts[] = "\x91\x80"; /* [{}]: the models of its policies */
-    const struct timespec pause = {0, 5 * 1000 * 1000};
-    int started = 0;
-    for (int i = 0; i < 120000; i++) {
-        if (!started) {
-            int rc = rec_client_call(u->cl, "model.train", opts, sizeof opts - 1, &u->rep);
-            if (rc == 0) {
-                started = 1;
-            } else if (rc != REC_EBUSY) {
-                /* admin methods need the Unix socket or a token: without
-                 * them the server trains on its own schedule only */
-                if (!u->train_refused && rc != REC_ENOTFOUND)
-                    fprintf(stderr, "recd eval: the server did not train (%s: %s); its "
-                            "batch models follow its own schedule (connect over its "
-                            "Unix socket to train where the library would)\n",
-                            u->rep.err_name[0] ? u->rep.err_name : rec_err_name(rc),
-                            u->rep.err_message[0] ? u->rep.err_message : rec_strerror(rc));
-                u->train_refused = 1;
-                return;
-            }
-        } else if (remote_trainings(u) <= 0) {
-            return;
-        }
-        nanosleep(&pause, NULL);
-    }
-}
-
 /* The batch models the loaded policies ask for, trained in place of the
- * server's background worker. */
+ * server's background worker (over the protocol: the server, asked). */
 static void train_models(runner *u) {
-    if (u->cl) {
-        remote_train(u);
-        return;
-    }
-    if (u->has_ials) {
-        rec_learn_ials_opts o;
-        rec_learn_ials_opts_default(&o);
-        rec_learn_ials_job *j = NULL;
-        if (!rec_learn_ials_job_new(u->e, &o, &j) && !rec_learn_ials_job_run(j))
-            rec_learn_ials_job_install(u->e, j);
-        rec_learn_ials_job_free(j);
-        u->r->trained_ials = 1;
-    }
-    if (u->has_ease) {
-        rec_learn_ease_opts o;
-        rec_learn_ease_opts_default(&o);
-        rec_learn_ease_job *j = NULL;
-        if (!rec_learn_ease_job_new(u->e, &o, &j) && !rec_learn_ease_job_run(j))
-            rec_learn_ease_job_install(u->e, j);
-        rec_learn_ease_job_free(j);
-        u->r->trained_ease = 1;
+    int ials = u->h.has_ials, ease = u->h.has_ease;
+    u->h.has_ials = u->has_ials;
+    u->h.has_ease = u->has_ease;
+    rec_harness_train(&u->h);
+    u->h.has_ials = ials;
+    u->h.has_ease = ease;
+    if (!u->h.cl) {
+        u->r->trained_ials |= u->has_ials;
+        u->r->trained_ease |= u->has_ease;
     }
 }
 
@@ -1236,16 +1007,16 @@ static int feed(runner *u, const rec_eval_event *ev) {
     const char *uk = rec_idmap_key(&log->users, ev->user, &ul);
     const char *ik = rec_idmap_key(&log->items, ev->item, &il);
     msgpack_object_kv kv[5] = {
-        {mp_str("user", 4), mp_id(uk, ul)},
-        {mp_str("item", 4), mp_id(ik, il)},
-        {mp_str("type", 4), mp_str(log->types[ev->type], strlen(log->types[ev->type]))},
-        {mp_str("ts", 2), {.type = MSGPACK_OBJECT_FLOAT64, .via.f64 = ev->ts}},
-        {mp_str("value", 5), {.type = MSGPACK_OBJECT_FLOAT64, .via.f64 = (double)ev->rating}},
+        {rec_harness_str("user", 4), rec_harness_id(uk, ul)},
+        {rec_harness_str("item", 4), rec_harness_id(ik, il)},
+        {rec_harness_str("type", 4), rec_harness_str(log->types[ev->type], strlen(log->types[ev->type]))},
+        {rec_harness_str("ts", 2), {.type = MSGPACK_OBJECT_FLOAT64, .via.f64 = ev->ts}},
+        {rec_harness_str("value", 5), {.type = MSGPACK_OBJECT_FLOAT64, .via.f64 = (double)ev->rating}},
     };
     msgpack_object map = {.type = MSGPACK_OBJECT_MAP};
     map.via.map.size = 5;
     map.via.map.ptr = kv;
-    return call(u, u->m_event, &map);
+    return call(u, "event.add", &map);
 }
 
 static int note_shown(runner *u, const char *key, size_t kl) {
@@ -1283,27 +1054,27 @@ static int recommend(runner *u, uint32_t user) {
          * and no policy counts them as impressions */
         /* served at the log's clock, in-process and over the protocol */
         msgpack_object_kv kv[5] = {
-            {mp_str("user", 4), mp_id(uk, ul)},
-            {mp_str("n", 1), {.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = x->k}},
-            {mp_str("record", 6), {.type = MSGPACK_OBJECT_BOOLEAN, .via.boolean = false}},
+            {rec_harness_str("user", 4), rec_harness_id(uk, ul)},
+            {rec_harness_str("n", 1), {.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = x->k}},
+            {rec_harness_str("record", 6), {.type = MSGPACK_OBJECT_BOOLEAN, .via.boolean = false}},
         };
         uint32_t nkv = 3;
         if (u->a->kind != ARM_DEFAULT)
-            kv[nkv++] = (msgpack_object_kv){mp_str(u->a->kind == ARM_STRATEGY ? "strategy" : "pipeline", 8),
-                                            mp_str(u->a->name, strlen(u->a->name))};
+            kv[nkv++] = (msgpack_object_kv){rec_harness_str(u->a->kind == ARM_STRATEGY ? "strategy" : "pipeline", 8),
+                                            rec_harness_str(u->a->name, strlen(u->a->name))};
         if (rec_clock_get() > 0)
-            kv[nkv++] = (msgpack_object_kv){mp_str("now", 3),
+            kv[nkv++] = (msgpack_object_kv){rec_harness_str("now", 3),
                                             {.type = MSGPACK_OBJECT_FLOAT64, .via.f64 = rec_clock_get()}};
         msgpack_object map = {.type = MSGPACK_OBJECT_MAP};
         map.via.map.size = nkv;
         map.via.map.ptr = kv;
-        int rc = call(u, u->m_rec, &map);
+        int rc = call(u, "rec.recommend", &map);
         if (rc)
             return rc;
         msgpack_unpacked up;
         msgpack_unpacked_init(&up);
         size_t off = 0;
-        rc = msgpack_unpack_next(&up, u->answer, u->answer_len, &off) == MSGPACK_UNPACK_SUCCESS
+        rc = msgpack_unpack_next(&up, u->h.answer, u->h.answer_len, &off) == MSGPACK_UNPACK_SUCCESS
                  ? 0 : REC_EPROTOCOL;
         const msgpack_object *items = NULL;
         if (!rc && up.data.type == MSGPACK_OBJECT_MAP)
@@ -1350,9 +1121,9 @@ static int recommend(runner *u, uint32_t user) {
 }
 
 static size_t catalogue_of(const runner *u) {
-    if (u->cl)
+    if (u->h.cl)
         return u->x->log->items.live;
-    return u->e ? rec_engine_count(u->e, REC_KIND_ITEM) : u->npool;
+    return u->h.e ? rec_engine_count(u->h.e, REC_KIND_ITEM) : u->npool;
 }
 
 static void run_prequential(runner *u) {
@@ -2032,7 +1803,7 @@ static int check_arms(const eval_ctx *x, arm *arms, int narms) {
         runner_close(&u);
         return 1;
     }
-    const rec_pipeline_config *cfg = rec_dispatch_pipelines(u.d);
+    const rec_pipeline_config *cfg = rec_dispatch_pipelines(u.h.d);
     int status = 0;
     for (int i = 0; i < narms && !status; i++) {
         arm *a = &arms[i];
@@ -2043,19 +1814,19 @@ static int check_arms(const eval_ctx *x, arm *arms, int narms) {
             for (int k = 0; k < cfg->narms; k++) {
                 const rec_pipeline_pipeline *q = rec_pipeline_pick(cfg, cfg->arms[k].pipeline, "", 0, NULL);
                 if (q)
-                    pipeline_reads(q, u.rt, x, &a->uses_ials, &a->uses_ease);
+                    pipeline_reads(q, u.h.rt, x, &a->uses_ials, &a->uses_ease);
             }
         } else if (a->kind == ARM_PIPELINE && strcmp(a->name, "builtin")) {
             if (!(p = rec_pipeline_pick(cfg, a->name, "", 0, NULL)))
                 status = 2;
         } else if (a->kind == ARM_STRATEGY) {
-            if (rec_script_has(u.rt, REC_SCRIPT_STRATEGY, a->name, "recommend"))
+            if (rec_script_has(u.h.rt, REC_SCRIPT_STRATEGY, a->name, "recommend"))
                 script_reads(x->scripts, a->name, &a->uses_ials, &a->uses_ease);
             else
                 status = 2;
         }
         if (p)
-            pipeline_reads(p, u.rt, x, &a->uses_ials, &a->uses_ease);
+            pipeline_reads(p, u.h.rt, x, &a->uses_ials, &a->uses_ease);
         if (!status)
             continue;
         fprintf(stderr, "recd eval: unknown %s '%s'; known: default, builtin",
@@ -2067,9 +1838,9 @@ static int check_arms(const eval_ctx *x, arm *arms, int narms) {
         for (int k = 0; k < cfg->npipelines; k++)
             fprintf(stderr, ", %s", names[k]);
         rec_script_info in;
-        for (size_t k = 0; k < rec_script_count(u.rt); k++)
-            if (!rec_script_info_at(u.rt, k, &in) && in.kind == REC_SCRIPT_STRATEGY &&
-                rec_script_has(u.rt, REC_SCRIPT_STRATEGY, in.name, "recommend"))
+        for (size_t k = 0; k < rec_script_count(u.h.rt); k++)
+            if (!rec_script_info_at(u.h.rt, k, &in) && in.kind == REC_SCRIPT_STRATEGY &&
+                rec_script_has(u.h.rt, REC_SCRIPT_STRATEGY, in.name, "recommend"))
                 fprintf(stderr, ", strategy:%s", in.name);
         fprintf(stderr, ", baseline:popular, baseline:random (pipelines from %s/pipelines.lua, "
                         "strategies from %s)\n", x->scripts, x->scripts);

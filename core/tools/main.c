@@ -17,6 +17,7 @@
 #include "movielens.h"
 #include "repl.h"
 #include "server.h"
+#include "sim.h"
 #include "vec.h"
 #include "version.h"
 
@@ -61,7 +62,10 @@ static void usage(FILE *f) {
             "      call a running server's methods (default 127.0.0.1:7700)\n"
             "  recd eval [--protocol prequential|holdout|both] [--pipelines LIST]\n"
             "            [--json] [--svg FILE] ... LOG   (recd eval --help)\n"
-            "      replay an interaction log and measure each pipeline\n" VERSION_USAGE
+            "      replay an interaction log and measure each pipeline\n"
+            "  recd sim [--pipelines LIST] [--connect ADDR] [--json] [--svg FILE] ...\n"
+            "      simulate people against each pipeline in a closed loop (recd sim --help)\n"
+            VERSION_USAGE
             "  recd help, recd --help, recd -h\n"
             "      this text\n");
 }
@@ -566,6 +570,13 @@ static int cmd_eval(int argc, char **argv) {
     return rec_eval_main(argc, argv, scripts[0] ? scripts : NULL, policies[0] ? policies : NULL);
 }
 
+static int cmd_sim(int argc, char **argv) {
+    char scripts[1024], policies[1024];
+    beside_exe(scripts, sizeof scripts, "scripts");
+    beside_exe(policies, sizeof policies, "policies");
+    return rec_sim_main(argc, argv, scripts[0] ? scripts : NULL, policies[0] ? policies : NULL);
+}
+
 static int cmd_help(int argc, char **argv) {
     (void)argc;
     (void)argv;
@@ -580,7 +591,7 @@ static const struct {
 } commands[] = {
     {"serve", cmd_serve},        {"bench", rec_bench_main}, {"lua", cmd_lua},
     {"eval", cmd_eval},          {"repl", rec_repl_main},   {"console", rec_console_main},
-    {"version", cmd_version},    {"help", cmd_help},
+    {"sim", cmd_sim},            {"version", cmd_version},  {"help", cmd_help},
 };
 
 int main(int argc, char **argv) {

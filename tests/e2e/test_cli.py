@@ -32,7 +32,7 @@ def test_one_version(client, tmp_path):
     assert r.stdout == version
 
 
-COMMANDS = ["serve", "bench", "lua", "eval", "repl", "console", "version"]
+COMMANDS = ["serve", "bench", "lua", "eval", "sim", "repl", "console", "version"]
 
 
 def test_help_of_each_command():
@@ -50,6 +50,7 @@ def test_help_of_each_command():
             assert r.stdout != top.stdout, (cmd, flag)     # the command's own text
     assert "--max-connections" in recd("serve", "--help").stdout
     assert "--protocol" in recd("eval", "--help").stdout
+    assert "--fatigue" in recd("sim", "--help").stdout
     # recd bench -h HOST: the host; -h alone is the help
     assert recd("bench", "-h").stdout == recd("bench", "--help").stdout
 
@@ -62,6 +63,8 @@ def test_missing_value_unknown_option_and_stray_argument():
         (["serve", "stray"], "recd serve: unexpected argument 'stray'"),
         (["eval", "LOG", "--k"], "recd eval: --k needs a value"),
         (["eval", "-k"], "recd eval: -k needs a value"),
+        (["sim", "--seed"], "recd sim: --seed needs a value"),
+        (["sim", "stray"], "recd sim: unexpected argument 'stray'"),
         (["bench", "-p"], "recd bench: -p needs a value"),
         (["bench", "-z"], "recd bench: unknown option '-z'"),
         (["repl", "--scripts"], "recd repl: --scripts needs a value"),
