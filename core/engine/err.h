@@ -51,6 +51,8 @@ typedef enum rec_status {
     REC_BATCH_SILENT, /* store.h: no operation of the batch touches the key */
     REC_NOT_LOADED,   /* dispatch.c: the default pipeline has no strategy
                          loaded; the built-in recommender answers instead */
+    REC_PENDING,      /* train.h, dispatch.h: not yet; the result or the
+                         answer comes later */
     REC__STATUS_END
 } rec_status;
 

@@ -295,6 +295,30 @@ static long rss_bytes(void) {
     return rss * 4096L;
 }
 
+/* sys.info's models: per batch model, its last training and what is
+ * planned for it. */
+static int pack_models(msgpack_packer *pk, const rec_train *t) {
+    static const struct { const char *name; int id; } models[] = {
+        {"ials", REC_TRAIN_IALS}, {"ease", REC_TRAIN_EASE}};
+    if (msgpack_pack_map(pk, t ? 2 : 0))
+        return -1;
+    for (size_t i = 0; t && i < 2; i++) {
+        rec_train_model m;
+        rec_train_model_get(t, models[i].id, &m);
+        if (rec_value_pack_str(pk, models[i].name) || msgpack_pack_map(pk, 6) ||
+            rec_value_pack_str(pk, "events") || msgpack_pack_uint64(pk, m.events) ||
+            rec_value_pack_str(pk, "trained_at") ||
+            (m.trainings ? msgpack_pack_double(pk, m.trained_at) : msgpack_pack_nil(pk)) ||
+            rec_value_pack_str(pk, "seconds") || msgpack_pack_double(pk, m.seconds) ||
+            rec_value_pack_str(pk, "trainings") || msgpack_pack_uint64(pk, m.trainings) ||
+            rec_value_pack_str(pk, "running") ||
+            (m.running ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
+            rec_value_pack_str(pk, "pending") ||
+            (m.pending ? msgpack_pack_true(pk) : msgpack_pack_false(pk)))
+            return -1;
+    }
+    return 0;
+}
 
 static int m_info(call_ctx *c) {
     rec_dispatch *d = c->d;
@@ -306,7 +330,7 @@ static int m_info(call_ctx *c) {
     rec_vec_bf16_counts(&bf16_fast, &bf16_fallback);
     rec_clock_info ck;
     rec_engine_clock(c->e, &ck);
-    int rc = msgpack_pack_map(pk, 16) || rec_value_pack_str(pk, "version") || rec_value_pack_str(pk, d->version) ||
+    int rc = msgpack_pack_map(pk, 17) || rec_value_pack_str(pk, "version") || rec_value_pack_str(pk, d->version) ||
              rec_value_pack_str(pk, "clock") || msgpack_pack_map(pk, 4) ||
              rec_value_pack_str(pk, "now") || msgpack_pack_double(pk, ck.now) ||
              rec_value_pack_str(pk, "wall") || msgpack_pack_double(pk, ck.wall) ||
@@ -316,6 +340,7 @@ static int m_info(call_ctx *c) {
              rec_value_pack_str(pk, "items") || msgpack_pack_uint64(pk, d->items_by_events) ||
              rec_value_pack_str(pk, "types") || msgpack_pack_uint64(pk, d->types_by_events) ||
              rec_value_pack_str(pk, "training") || msgpack_pack_int(pk, d->trainer ? rec_train_running(d->trainer) : 0) ||
+             rec_value_pack_str(pk, "models") || pack_models(pk, d->trainer) ||
              rec_value_pack_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_wall() - d->started) ||
              rec_value_pack_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
              rec_value_pack_str(pk, "items") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_ITEM)) ||
@@ -1357,22 +1382,77 @@ static int m_script_reload(call_ctx *c) {
     return msgpack_pack_true(&c->pk) ? REC_ENOMEM : 0;
 }
 
-/* model.train [opts?] -> {started = true}: implicit ALS in a worker;
- * opts as db:ials_train. */
+/* model.train's answer once the training is over: what it trained. */
+static int pack_trained(msgpack_packer *pk, const rec_train_result *r) {
+    int n = !!(r->models & REC_TRAIN_IALS) + !!(r->models & REC_TRAIN_EASE);
+    return msgpack_pack_map(pk, 4) || rec_value_pack_str(pk, "started") ||
+                   msgpack_pack_true(pk) || rec_value_pack_str(pk, "models") ||
+                   msgpack_pack_array(pk, (size_t)n) ||
+                   ((r->models & REC_TRAIN_IALS) && rec_value_pack_str(pk, "ials")) ||
+                   ((r->models & REC_TRAIN_EASE) && rec_value_pack_str(pk, "ease")) ||
+                   rec_value_pack_str(pk, "events") || msgpack_pack_uint64(pk, r->events) ||
+                   rec_value_pack_str(pk, "seconds") || msgpack_pack_double(pk, r->seconds)
+               ? REC_ENOMEM
+               : 0;
+}
+
+/* model.train [opts?] -> {started = true}: implicit ALS and/or EASE in a
+ * worker; opts as db:ials_train and db:ease_train, and wait = true: answer
+ * once the training is over, {started, models, events, seconds}
+ * (rec_dispatch_answer), after the running one and one more when a
+ * training is running. */
 static int m_model_train(call_ctx *c) {
     if (!c->d->trainer)
         return fail(c, REC_ENOTFOUND, "this server cannot train in the background");
     const msgpack_object *o = param(c, 0);
     if (o && o->type != MSGPACK_OBJECT_MAP && o->type != MSGPACK_OBJECT_NIL)
         return fail(c, REC_EINVAL, "params[0] must be a map of options");
-    int rc = rec_train_start(c->d->trainer, o && o->type == MSGPACK_OBJECT_MAP ? o : NULL,
-                             c->err, c->errlen);
+    if (o && o->type != MSGPACK_OBJECT_MAP)
+        o = NULL;
+    const msgpack_object *w = o ? rec_value_field(o, "wait") : NULL;
+    if (w && w->type != MSGPACK_OBJECT_BOOLEAN)
+        return fail(c, REC_EINVAL, "wait must be a boolean");
+    if (w && w->via.boolean) {
+        uint64_t ticket = 0;
+        int rc = rec_train_start_wait(c->d->trainer, o, &ticket, c->err, c->errlen);
+        if (rc)
+            return rc;
+        c->s->train_ticket = ticket;
+        return REC_PENDING;
+    }
+    int rc = rec_train_start(c->d->trainer, o, c->err, c->errlen);
     if (rc)
         return rc;
     return msgpack_pack_map(&c->pk, 1) || rec_value_pack_str(&c->pk, "started") ||
                    msgpack_pack_true(&c->pk)
                ? REC_ENOMEM
                : 0;
+}
+
+int rec_dispatch_answer(rec_dispatch *d, rec_session *s, rec_buf *out, char *errmsg,
+                        size_t errlen) {
+    errmsg[0] = 0;
+    rec_train_result r;
+    if (!d->trainer || !s->train_ticket) {
+        snprintf(errmsg, errlen, "no answer is waited for");
+        return REC_EINVAL;
+    }
+    if (rec_train_result_get(d->trainer, s->train_ticket, &r) == REC_PENDING)
+        return REC_PENDING;
+    s->train_ticket = 0;
+    if (r.rc) {
+        snprintf(errmsg, errlen, "%s", r.err[0] ? r.err : rec_strerror(r.rc));
+        return r.rc;
+    }
+    msgpack_packer pk;
+    rec_rpc_packer(&pk, out);
+    size_t mark = out->len;
+    int rc = pack_trained(&pk, &r);
+    if (rc) {
+        out->len = mark;
+        snprintf(errmsg, errlen, "%s", rec_strerror(rc));
+    }
+    return rc;
 }
 
 /* model.schedule [{auto?}] -> {auto}: whether the server trains its batch
@@ -1632,7 +1712,9 @@ int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
      * the reloaded state lacks before anything else is served. */
     if (rec_engine_replay_due(d->e))
         (void)rec_dispatch_catch_up(d);
-    if (rc) {
+    if (rc == REC_PENDING) {
+        out->len = mark;
+    } else if (rc) {
         out->len = mark;
         if (!errmsg[0])
             snprintf(errmsg, errlen, "%s", rec_strerror(rc));
@@ -1708,7 +1790,9 @@ int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r) {
     snprintf(path, sizeof path, "%s/pipelines.lua", r->scripts_dir ? r->scripts_dir : ".");
     if ((rc = rec_dispatch_set_scripts(d, rt, r->scripts_dir ? path : NULL, d->rec_ref)))
         return rc;
-    rec_train_opts to = {.every = r->train_every, .worker = r->worker};
+    rec_train_opts to = {.every = r->train_every, .share = r->train_share,
+                         .quiet = r->train_quiet, .worker = r->worker,
+                         .over = r->trained, .over_ud = r->trained_ud};
     if ((rc = rec_train_new(&d->trainer, d->e, rt, &to)))
         return rc;
     if (rec_script_watch(rt, r->loop))
@@ -1719,6 +1803,11 @@ int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r) {
 void rec_dispatch_tick(rec_dispatch *d) {
     if (d->trainer)
         rec_train_tick(d->trainer);
+}
+
+void rec_dispatch_stopping(rec_dispatch *d) {
+    if (d->trainer)
+        rec_train_hold(d->trainer);
 }
 
 void rec_dispatch_stop(rec_dispatch *d) {

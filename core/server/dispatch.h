@@ -29,6 +29,8 @@ typedef struct rec_session {
     int auth_failures;
     int close_after;    /* set by a method: close once the reply is sent */
     int eval_ref;       /* admin.eval environment (0: none yet) */
+    uint64_t train_ticket; /* the training a call answered later waits for
+                              (model.train {wait = true}); 0 none */
 } rec_session;
 
 typedef struct rec_dispatch rec_dispatch;
@@ -60,10 +62,17 @@ const char *rec_dispatch_name(const rec_dispatch *d, int method);
 
 /* Run method with params; on success the result (one msgpack object) is
  * appended to out and 0 returned; on failure a negative REC_E* code is
- * returned with a message in errmsg and out is left as it was. */
+ * returned with a message in errmsg and out is left as it was. REC_PENDING:
+ * the answer comes later (model.train {wait = true}); the session waits
+ * and rec_dispatch_answer gives it. */
 int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
                       rec_session *s, rec_buf *out, char *errmsg,
                       size_t errlen);
+/* The answer of the session's call that returned REC_PENDING, as
+ * rec_dispatch_call gives answers: REC_PENDING while it is not ready (ask
+ * again after the runtime's `trained` hook). */
+int rec_dispatch_answer(rec_dispatch *d, rec_session *s, rec_buf *out, char *errmsg,
+                        size_t errlen);
 
 /* A hint that method will run with params soon (a server decoding one
  * message ahead gives it the next while running the current): the
@@ -102,15 +111,23 @@ const struct rec_pipeline_config *rec_dispatch_pipelines(const rec_dispatch *d);
  * the two folders (either may be NULL: the runtime exists without them,
  * for admin.eval, and rec.recommend falls back to the built-in
  * recommender), pipelines.lua in the scripts folder, the folders watched
- * on loop, and the training schedule (model.train, and every train_every
- * seconds while the "ials" or "ease" policy is loaded) running its
+ * on loop, and the training schedule (model.train, and while the "ials"
+ * or "ease" policy is loaded: when the events grow by train_share, every
+ * train_every seconds, and at the end of a burst; train.h) running its
  * trainings on the host's worker threads. */
 struct uv_loop_s;
 typedef struct rec_dispatch_runtime {
     const char *scripts_dir;  /* strategies and pipelines.lua, or NULL */
     const char *policies_dir; /* or NULL */
     double train_every;       /* seconds; 0 never */
+    double train_share;       /* of the events trained on; 0 never */
+    double train_quiet;       /* seconds without an event that end a
+                                 burst; 0: no training at its end */
     rec_worker worker;        /* runs trainings off the loop thread */
+    void (*trained)(void *ud); /* a training is over: answers that waited
+                                  for it may be ready (rec_dispatch_answer);
+                                  on the loop thread; may be NULL */
+    void *trained_ud;
     struct uv_loop_s *loop;   /* borrowed: the folder watches live on it */
 } rec_dispatch_runtime;
 
@@ -121,6 +138,9 @@ int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r);
 /* About once a second on the loop thread, while the server runs (not once
  * it is stopping): starts the scheduled training when due. */
 void rec_dispatch_tick(rec_dispatch *d);
+/* The server is stopping (it finishes what is in flight): no training
+ * starts from now on. */
+void rec_dispatch_stopping(rec_dispatch *d);
 /* The server is shutting down: stop watching the folders (their handles
  * close on the loop, which must run before rec_dispatch_free), and do not
  * install a training that finishes from now on. */

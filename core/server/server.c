@@ -73,7 +73,10 @@ struct conn {
     int reading;
     int closing;
     int close_after;    /* close once the queued answers are written */
-    int blocked;        /* BLOCK_BARRIER or BLOCK_WRITE, else 0 */
+    int blocked;        /* BLOCK_BARRIER, BLOCK_WRITE or BLOCK_ANSWER, else 0 */
+    uint32_t wait_msgid; /* BLOCK_ANSWER: the request answered later */
+    int wait_method;
+    double wait_t0;
     int is_unix;
     int established;    /* a request done (with a token: authenticated) */
     int waiting;        /* in the queue for input memory */
@@ -90,6 +93,8 @@ struct conn {
 enum {
     BLOCK_BARRIER = 1, /* a barrier method, until no write is pending */
     BLOCK_WRITE = 2,   /* a write, until the barriers waiting have run */
+    BLOCK_ANSWER = 3,  /* a request whose answer comes later (model.train
+                          {wait = true}): until it is given */
 };
 
 typedef struct write_req {
@@ -726,6 +731,22 @@ static int handle(conn *c, const rec_rpc_msg *m) {
         snprintf(err, sizeof err, "a commit failed while this call ran and dropped "
                  "its writes: %s", rec_engine_errmsg(s->e));
     }
+    if (rc == REC_PENDING) {
+        /* Answered later (answers_ready): nothing more of this
+         * connection runs meanwhile, so its answers stay in order. A
+         * notification does not wait. */
+        if (notify) {
+            c->sess.train_ticket = 0;
+            rec_dispatch_record(s->d, method, mono_us() - t0, 0);
+        } else {
+            c->wait_msgid = m->msgid;
+            c->wait_method = method;
+            c->wait_t0 = t0;
+            set_blocked(c, BLOCK_ANSWER);
+        }
+        shrink_result(s);
+        return 0;
+    }
     if (notify) {
         if (rc) {
             rec_dispatch_notification_failed(s->d);
@@ -1275,6 +1296,7 @@ static void on_signal(uv_signal_t *h, int sig) {
     }
     REC_INFO("signal %d: finishing what is in flight, then stopping", sig);
     s->stopping = 1;
+    rec_dispatch_stopping(s->d);
     if (s->has_tcp)
         uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
     if (s->has_pipe)
@@ -1409,12 +1431,46 @@ static int listen_unix(server *s) {
     return 0;
 }
 
+/* A training is over: the requests that waited for it get their answers,
+ * and their connections go on. */
+static void answers_ready(void *ud) {
+    server *s = ud;
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->closing || c->blocked != BLOCK_ANSWER)
+            continue;
+        char err[512];
+        rec_buf *b = &s->result;
+        rec_buf_clear(b);
+        int rc = rec_dispatch_answer(s->d, &c->sess, b, err, sizeof err);
+        if (rc == REC_PENDING)
+            continue;
+        set_blocked(c, 0);
+        if (rc) {
+            answer_error(c, c->wait_msgid, rc, err, c->wait_method, c->wait_t0);
+        } else {
+            unsigned char head[REC_RPC_HEAD_MAX];
+            size_t hl = rec_rpc_result_head(head, c->wait_msgid);
+            if (enqueue2(c, head, hl, b->data, b->len, c->wait_msgid, c->wait_method, 0, 0,
+                         c->wait_t0)) {
+                REC_ERROR("%s: out of memory; closing", c->peer);
+                conn_close(c);
+                continue;
+            }
+        }
+        shrink_result(s);
+        process(c);
+    }
+}
+
 /* The dispatcher's runtime: scripts, pipelines, the training schedule on
  * this server's worker threads. */
 static int start_scripts(server *s) {
     rec_dispatch_runtime r = {
         .scripts_dir = s->o.scripts_dir, .policies_dir = s->o.policies_dir,
-        .train_every = s->o.train_every, .worker = {queue_job, s}, .loop = s->loop,
+        .train_every = s->o.train_every, .train_share = s->o.train_share,
+        .train_quiet = s->o.train_quiet, .worker = {queue_job, s}, .loop = s->loop,
+        .trained = answers_ready, .trained_ud = s,
     };
     return rec_dispatch_start(s->d, &r) ? -1 : 0;
 }
@@ -1438,6 +1494,8 @@ void rec_server_opts_default(rec_server_opts *o) {
     rec_engine_opts_default(&o->engine);
     o->engine.checkpoint_interval = 10.0;
     o->train_every = 300.0;
+    o->train_share = 0.1;
+    o->train_quiet = 2.0;
 }
 
 /* Every slot needs a descriptor: raise the soft limit toward the hard one,

@@ -30,6 +30,12 @@ typedef struct rec_server_opts {
                                   the "ials" or "ease" policy is loaded
                                   (the dispatcher's, train.h); 0 never;
                                   300 */
+    double train_share;        /* and when the events since the last
+                                  training began exceed this share of
+                                  those it was trained on; 0 never; 0.1 */
+    double train_quiet;        /* and once more when a burst of events
+                                  that a training began in stops for this
+                                  many seconds; 0 never; 2 */
     size_t max_message;        /* bytes; default 4 MiB */
     uint32_t max_connections;  /* TCP connections; default 1024 */
     uint32_t max_pending;      /* answers waiting per connection; 1024 */

@@ -1,11 +1,13 @@
 /* train.c - the training schedule (train.h). */
 #include "train.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -13,6 +15,14 @@
 #include "learn.h"
 #include "log.h"
 #include "script.h"
+#include "space.h"
+
+/* What one training trains, and with which options. */
+typedef struct plan {
+    unsigned models; /* REC_TRAIN_IALS | REC_TRAIN_EASE */
+    rec_learn_ials_opts io;
+    rec_learn_ease_opts eo;
+} plan;
 
 struct rec_train {
     rec_engine *e;
@@ -22,12 +32,45 @@ struct rec_train {
     rec_learn_ease_job *ease_training; /* with it or alone */
     int busy;                 /* a training job is out */
     int closed;               /* the host is shutting down */
+    int held;                 /* nothing new starts (the host is stopping) */
     int paused;               /* the schedule starts nothing (model.schedule) */
     int ease_rc;
     int train_rc;
-    double last_train;        /* rec_wall() of the last training start */
-    uint64_t train_events;    /* events in the log at that start */
+    /* the training running (busy) or the last one started */
+    double last_start;        /* monotonic seconds of its start (of rec_train_new
+                                 before any) */
+    uint64_t snap;            /* events in the log at that start */
+    /* bursts, as the ticks see the event count */
+    uint64_t seen;            /* the count at the last tick that saw it change */
+    double seen_at;           /* that tick's monotonic time */
+    uint64_t burst_base;      /* the count before the current burst began */
+    int between;              /* no burst now (the last one ended) */
+    int owed;                 /* a burst that a training began in went quiet
+                                 with events past its snapshot */
+    plan sched;               /* the options of scheduled trainings: those of
+                                 the last model.train into the default spaces */
+    /* waiters: trainings are numbered from 1 as they start */
+    uint64_t started, ended;  /* the last started, the last over */
+    int follow;               /* a training is asked for after the running one */
+    plan follow_plan;
+    rec_train_result last;    /* the result of training `ended` */
+    rec_train_model m[2];     /* ials, ease; running and pending computed */
 };
+
+static double mono_clock(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The schedule's clock (intervals only). */
+static double now_of(const rec_train *t) { return t->o.clock ? t->o.clock() : mono_clock(); }
+
+static double wall(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 int rec_train_new(rec_train **out, rec_engine *e, rec_script_rt *rt,
                   const rec_train_opts *o) {
@@ -37,6 +80,11 @@ int rec_train_new(rec_train **out, rec_engine *e, rec_script_rt *rt,
     t->e = e;
     t->rt = rt;
     t->o = *o;
+    t->last_start = t->seen_at = now_of(t);
+    t->seen = t->burst_base = rec_engine_events(e);
+    t->between = 1;
+    rec_learn_ials_opts_default(&t->sched.io);
+    rec_learn_ease_opts_default(&t->sched.eo);
     *out = t;
     return 0;
 }
@@ -51,7 +99,9 @@ void rec_train_free(rec_train *t) {
 
 int rec_train_running(const rec_train *t) { return t->busy; }
 
-void rec_train_close(rec_train *t) { t->closed = 1; }
+void rec_train_close(rec_train *t) { t->closed = t->held = 1; }
+
+void rec_train_hold(rec_train *t) { t->held = 1; }
 
 void rec_train_pause(rec_train *t, int paused) { t->paused = paused != 0; }
 
@@ -69,43 +119,20 @@ static void train_work(void *arg) {
     setpriority(PRIO_PROCESS, (id_t)tid, old);
 }
 
-static void train_done(void *arg, int status) {
-    rec_train *t = arg;
-    rec_learn_ials_job *j = t->training;
-    rec_learn_ease_job *ej = t->ease_training;
-    t->training = NULL;
-    t->ease_training = NULL;
-    t->busy = 0;
-    if (j) {
-        int rc = status < 0 ? REC_EIO : t->train_rc;
-        if (!rc && !t->closed)
-            rc = rec_learn_ials_job_install(t->e, j);
-        if (rc)
-            REC_ERROR("ials training failed: %s", rec_strerror(rc));
-        else
-            REC_INFO("ials trained on %llu interactions in %.2f s",
-                     (unsigned long long)rec_learn_ials_job_pairs(j), rec_learn_ials_job_seconds(j));
-        rec_learn_ials_job_free(j);
-    }
-    if (ej) {
-        int rc = status < 0 ? REC_EIO : t->ease_rc;
-        if (!rc && !t->closed)
-            rc = rec_learn_ease_job_install(t->e, ej);
-        if (rc)
-            REC_ERROR("ease training failed: %s", rec_strerror(rc));
-        else
-            REC_INFO("ease trained on %u items, %u users in %.2f s", rec_learn_ease_job_items(ej),
-                     rec_learn_ease_job_users(ej), rec_learn_ease_job_seconds(ej));
-        rec_learn_ease_job_free(ej);
-    }
-}
+static void train_done_cb(void *arg, int status);
 
 static int has_policy(const rec_train *t, const char *name, const char *fn) {
     return t->rt && rec_script_has(t->rt, REC_SCRIPT_POLICY, name, fn);
 }
 
+/* The models of the loaded policies: the ones the schedule trains. */
+static unsigned policy_models(const rec_train *t) {
+    return (has_policy(t, "ials", "on_event") ? REC_TRAIN_IALS : 0) |
+           (has_policy(t, "ease", "on_load") ? REC_TRAIN_EASE : 0);
+}
+
 /* A model.train option's number, or -1 for anything else (so that the
- * job's own checks refuse it). */
+ * checks refuse it). */
 static double opt_number(const msgpack_object *v) {
     if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         return (double)v->via.u64;
@@ -114,93 +141,107 @@ static double opt_number(const msgpack_object *v) {
     return -1.0;
 }
 
-/* Snapshot on the loop thread, train in a worker, install on return. */
-int rec_train_start(rec_train *t, const msgpack_object *opts, char *err, size_t errlen) {
-    if (t->busy) {
-        snprintf(err, errlen, "a training is already running");
-        return REC_EBUSY;
-    }
+static int key_is(const msgpack_object *k, const char *name) {
+    size_t n = strlen(name);
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+           !memcmp(k->via.str.ptr, name, n);
+}
+
+/* model.train's options as a plan, checked as the jobs will check them
+ * (so that a training asked to follow the running one is refused at
+ * once). */
+static int plan_of(const rec_train *t, const msgpack_object *opts, plan *p, char *err,
+                   size_t errlen) {
     /* which models: opts.model ("ials", "ease" or "all"); without it, the
      * models whose policies are loaded, or ials alone */
-    int want_ials = 1, want_ease = 0;
     const msgpack_object *model = NULL;
-    for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
-        const msgpack_object *k = &opts->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 5 &&
-            !memcmp(k->via.str.ptr, "model", 5))
+    for (uint32_t i = 0; opts && i < opts->via.map.size; i++)
+        if (key_is(&opts->via.map.ptr[i].key, "model"))
             model = &opts->via.map.ptr[i].val;
-    }
+    p->models = REC_TRAIN_IALS;
     if (model) {
-        const char *m = model->type == MSGPACK_OBJECT_STR ? model->via.str.ptr : "";
-        size_t ml = model->type == MSGPACK_OBJECT_STR ? model->via.str.size : 0;
-        want_ials = (ml == 4 && !memcmp(m, "ials", 4)) || (ml == 3 && !memcmp(m, "all", 3));
-        want_ease = (ml == 4 && !memcmp(m, "ease", 4)) || (ml == 3 && !memcmp(m, "all", 3));
-        if (!want_ials && !want_ease) {
+        int all = model->type == MSGPACK_OBJECT_STR && key_is(model, "all");
+        p->models = (all || key_is(model, "ials") ? REC_TRAIN_IALS : 0) |
+                    (all || key_is(model, "ease") ? REC_TRAIN_EASE : 0);
+        if (!p->models) {
             snprintf(err, errlen, "model must be \"ials\", \"ease\" or \"all\"");
             return REC_EINVAL;
         }
     } else if (has_policy(t, "ease", "on_load")) {
-        want_ease = 1;
-        want_ials = has_policy(t, "ials", "on_event");
+        p->models = REC_TRAIN_EASE | (has_policy(t, "ials", "on_event") ? REC_TRAIN_IALS : 0);
     }
-    rec_learn_ials_opts o;
-    rec_learn_ials_opts_default(&o);
+    rec_learn_ials_opts *o = &p->io;
+    rec_learn_ials_opts_default(o);
+    rec_learn_ease_opts *eo = &p->eo;
+    rec_learn_ease_opts_default(eo);
     for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
         const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
-        if (k->type != MSGPACK_OBJECT_STR)
-            continue;
         double x = opt_number(v);
-        const char *kn = k->via.str.ptr;
-        size_t kl = k->via.str.size;
-        if (kl == 5 && !memcmp(kn, "space", 5)) { /* not a name: refused below */
-            size_t n = v->type == MSGPACK_OBJECT_STR && v->via.str.size < sizeof o.space
+        if (key_is(k, "space")) { /* not a name: refused below */
+            size_t n = v->type == MSGPACK_OBJECT_STR && v->via.str.size < sizeof o->space
                            ? v->via.str.size : 0;
             if (n)
-                memcpy(o.space, v->via.str.ptr, n);
-            o.space[n] = 0;
-        } else if (kl == 7 && !memcmp(kn, "factors", 7)) { /* bad values: refused below */
-            o.factors = x >= 1 && x <= REC_IALS_MAX_FACTORS ? (uint32_t)x : 0;
-        } else if (kl == 5 && !memcmp(kn, "iters", 5)) {
-            o.iters = x >= 0 && x <= 1000 ? (uint32_t)x : UINT32_MAX;
-        } else if (kl == 3 && !memcmp(kn, "reg", 3)) {
-            o.reg = (float)x;
-        } else if (kl == 5 && !memcmp(kn, "alpha", 5)) {
-            o.alpha = (float)x;
+                memcpy(o->space, v->via.str.ptr, n);
+            o->space[n] = 0;
+        } else if (key_is(k, "factors")) { /* bad values: refused below */
+            o->factors = x >= 1 && x <= REC_IALS_MAX_FACTORS ? (uint32_t)x : 0;
+        } else if (key_is(k, "iters")) {
+            o->iters = x >= 0 && x <= 1000 ? (uint32_t)x : UINT32_MAX;
+        } else if (key_is(k, "reg")) {
+            o->reg = (float)x;
+        } else if (key_is(k, "alpha")) {
+            o->alpha = (float)x;
+        } else if (key_is(k, "lambda")) {
+            eo->lambda = (float)x;
+        } else if (key_is(k, "max_items")) {
+            eo->max_items = x >= 1 && x <= 20000 ? (uint32_t)x : 0;
         }
     }
-    int rc = want_ials ? rec_learn_ials_job_new(t->e, &o, &t->training) : 0;
+    if (p->models & REC_TRAIN_IALS) {
+        if (rec_space_name_ok(o->space) || o->factors < 1 || o->factors > REC_IALS_MAX_FACTORS ||
+            o->iters > 1000 || !(o->reg > 0.0f) || !isfinite(o->reg) || !(o->alpha > 0.0f) ||
+            !isfinite(o->alpha)) {
+            snprintf(err, errlen, "ials: bad options (factors 1..256, iters 0..1000, reg and "
+                     "alpha > 0)");
+            return REC_EINVAL;
+        }
+        rec_space *s = rec_engine_space(t->e, o->space);
+        if (s && s->dim != o->factors) {
+            snprintf(err, errlen, "ials: the space exists with another dimension than factors");
+            return REC_EDIM;
+        }
+    }
+    if ((p->models & REC_TRAIN_EASE) &&
+        (rec_space_name_ok(eo->name) || !(eo->lambda > 0.0f) || !isfinite(eo->lambda) ||
+         eo->max_items < 1 || eo->max_items > 20000)) {
+        snprintf(err, errlen, "ease: bad options (lambda > 0, max_items 1..20000)");
+        return REC_EINVAL;
+    }
+    return 0;
+}
+
+/* Snapshot on the loop thread, train in a worker, install on return. */
+static int launch(rec_train *t, const plan *p, char *err, size_t errlen) {
+    int rc = (p->models & REC_TRAIN_IALS) ? rec_learn_ials_job_new(t->e, &p->io, &t->training)
+                                           : 0;
     if (rc) {
         snprintf(err, errlen, "ials: %s", rc == REC_EDIM
                  ? "the space exists with another dimension than factors"
-                 : "bad options (factors 1..256, iters 0..1000, reg and alpha > 0)");
+                 : rc == REC_EINVAL
+                 ? "bad options (factors 1..256, iters 0..1000, reg and alpha > 0)"
+                 : rec_strerror(rc));
         return rc;
     }
-    if (want_ease) {
-        rec_learn_ease_opts eo;
-        rec_learn_ease_opts_default(&eo);
-        for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
-            const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
-            double x = opt_number(v);
-            if (k->type != MSGPACK_OBJECT_STR)
-                continue;
-            /* a wrong type or range is refused by rec_learn_ease_job_new */
-            if (k->via.str.size == 6 && !memcmp(k->via.str.ptr, "lambda", 6))
-                eo.lambda = (float)x;
-            else if (k->via.str.size == 9 && !memcmp(k->via.str.ptr, "max_items", 9))
-                eo.max_items = x >= 1 && x <= 20000 ? (uint32_t)x : 0;
-        }
-        if ((rc = rec_learn_ease_job_new(t->e, &eo, &t->ease_training))) {
-            rec_learn_ials_job_free(t->training);
-            t->training = NULL;
-            snprintf(err, errlen, "ease: %s", rc == REC_EINVAL
-                     ? "bad options (lambda > 0, max_items 1..20000)" : rec_strerror(rc));
-            return rc;
-        }
+    if ((p->models & REC_TRAIN_EASE) &&
+        (rc = rec_learn_ease_job_new(t->e, &p->eo, &t->ease_training))) {
+        rec_learn_ials_job_free(t->training);
+        t->training = NULL;
+        snprintf(err, errlen, "ease: %s", rc == REC_EINVAL
+                 ? "bad options (lambda > 0, max_items 1..20000)" : rec_strerror(rc));
+        return rc;
     }
     t->busy = 1;
-    t->last_train = rec_wall();
-    t->train_events = rec_engine_events(t->e);
-    if ((rc = t->o.worker.queue(t->o.worker.ud, train_work, train_done, t))) {
+    if ((rc = t->o.worker.queue(t->o.worker.ud, train_work, train_done_cb, t))) {
         rec_learn_ials_job_free(t->training);
         t->training = NULL;
         rec_learn_ease_job_free(t->ease_training);
@@ -209,19 +250,229 @@ int rec_train_start(rec_train *t, const msgpack_object *opts, char *err, size_t 
         snprintf(err, errlen, "cannot start a worker: %s", rec_strerror(rc));
         return REC_EIO;
     }
+    t->last_start = now_of(t);
+    t->snap = rec_engine_events(t->e);
+    t->owed = 0;
+    t->started++;
+    /* model.train into the default spaces: its options become the
+     * schedule's */
+    rec_learn_ials_opts dio;
+    rec_learn_ials_opts_default(&dio);
+    if ((p->models & REC_TRAIN_IALS) && !strcmp(p->io.space, dio.space))
+        t->sched.io = p->io;
+    rec_learn_ease_opts deo;
+    rec_learn_ease_opts_default(&deo);
+    if ((p->models & REC_TRAIN_EASE) && !strcmp(p->eo.name, deo.name))
+        t->sched.eo = p->eo;
     return 0;
 }
 
-/* When the "ials" or "ease" policy is loaded, the models are retrained
- * every `every` seconds if events came in meanwhile. */
-void rec_train_tick(rec_train *t) {
-    if (t->o.every <= 0 || t->busy || t->closed || t->paused || !t->rt ||
-        (!has_policy(t, "ials", "on_event") && !has_policy(t, "ease", "on_load")))
+/* A training asked for that cannot start: it is over at once, failed. */
+static void fail_next(rec_train *t, int rc, const char *why) {
+    t->started++;
+    t->ended = t->started;
+    memset(&t->last, 0, sizeof t->last);
+    t->last.rc = rc;
+    snprintf(t->last.err, sizeof t->last.err, "%s", why);
+}
+
+/* Why the schedule would train now (NULL: it would not): a burst owed,
+ * the share, or the timer. */
+static const char *due(const rec_train *t, double now, uint64_t ev) {
+    if (ev == t->snap)
+        return NULL;
+    if (t->owed)
+        return "the events went quiet";
+    if (t->o.share > 0 && ev > t->snap &&
+        (double)(ev - t->snap) > t->o.share * (double)t->snap)
+        return "the events grew by the share";
+    if (t->o.every > 0 && now - t->last_start >= t->o.every)
+        return "the timer";
+    return NULL;
+}
+
+/* Start the scheduled training when due. */
+static void schedule(rec_train *t) {
+    unsigned models = policy_models(t);
+    if (t->busy || t->held || t->paused || !models)
         return;
-    if (rec_wall() - t->last_train < t->o.every ||
-        rec_engine_events(t->e) == t->train_events)
+    double now = now_of(t);
+    uint64_t ev = rec_engine_events(t->e);
+    const char *why = due(t, now, ev);
+    if (!why)
         return;
+    plan p = t->sched;
+    p.models = models;
     char err[256];
-    if (rec_train_start(t, NULL, err, sizeof err))
+    if (launch(t, &p, err, sizeof err)) {
         REC_WARN("scheduled training: %s", err);
+        /* not again before the next reason */
+        t->last_start = now;
+        t->snap = ev;
+        t->owed = 0;
+        return;
+    }
+    REC_INFO("training %s%s%s on %llu events (%s)", models & REC_TRAIN_IALS ? "ials" : "",
+             models == (REC_TRAIN_IALS | REC_TRAIN_EASE) ? " and " : "",
+             models & REC_TRAIN_EASE ? "ease" : "", (unsigned long long)ev, why);
+}
+
+static void train_done_cb(void *arg, int status) {
+    rec_train *t = arg;
+    rec_learn_ials_job *j = t->training;
+    rec_learn_ease_job *ej = t->ease_training;
+    t->training = NULL;
+    t->ease_training = NULL;
+    t->busy = 0;
+    rec_train_result r;
+    memset(&r, 0, sizeof r);
+    r.events = t->snap;
+    r.seconds = now_of(t) - t->last_start;
+    double at = wall();
+    if (j) {
+        int rc = status < 0 ? REC_EIO : t->train_rc;
+        if (!rc && !t->closed)
+            rc = rec_learn_ials_job_install(t->e, j);
+        if (rc) {
+            REC_ERROR("ials training failed: %s", rec_strerror(rc));
+            r.rc = rc;
+            snprintf(r.err, sizeof r.err, "ials training failed: %s", rec_strerror(rc));
+        } else if (t->closed) {
+            r.rc = REC_EBUSY;
+            snprintf(r.err, sizeof r.err, "the server is stopping: ials not installed");
+        } else {
+            REC_INFO("ials trained on %llu interactions in %.2f s",
+                     (unsigned long long)rec_learn_ials_job_pairs(j), rec_learn_ials_job_seconds(j));
+            r.models |= REC_TRAIN_IALS;
+            rec_train_model *m = &t->m[0];
+            m->events = t->snap;
+            m->trained_at = at;
+            m->seconds = rec_learn_ials_job_seconds(j);
+            m->trainings++;
+        }
+        rec_learn_ials_job_free(j);
+    }
+    if (ej) {
+        int rc = status < 0 ? REC_EIO : t->ease_rc;
+        if (!rc && !t->closed)
+            rc = rec_learn_ease_job_install(t->e, ej);
+        if (rc) {
+            REC_ERROR("ease training failed: %s", rec_strerror(rc));
+            if (!r.rc) {
+                r.rc = rc;
+                snprintf(r.err, sizeof r.err, "ease training failed: %s", rec_strerror(rc));
+            }
+        } else if (t->closed) {
+            r.rc = REC_EBUSY;
+            snprintf(r.err, sizeof r.err, "the server is stopping: ease not installed");
+        } else {
+            REC_INFO("ease trained on %u items, %u users in %.2f s", rec_learn_ease_job_items(ej),
+                     rec_learn_ease_job_users(ej), rec_learn_ease_job_seconds(ej));
+            r.models |= REC_TRAIN_EASE;
+            rec_train_model *m = &t->m[1];
+            m->events = t->snap;
+            m->trained_at = at;
+            m->seconds = rec_learn_ease_job_seconds(ej);
+            m->trainings++;
+        }
+        rec_learn_ease_job_free(ej);
+    }
+    t->ended = t->started;
+    t->last = r;
+    /* a training asked to follow starts now; the schedule's wait for
+     * the next tick */
+    if (t->follow) {
+        t->follow = 0;
+        char err[256];
+        int rc = t->held ? REC_EBUSY : launch(t, &t->follow_plan, err, sizeof err);
+        if (t->held)
+            fail_next(t, rc, "the server is stopping");
+        else if (rc)
+            fail_next(t, rc, err);
+    }
+    if (t->o.over)
+        t->o.over(t->o.over_ud);
+}
+
+int rec_train_start(rec_train *t, const msgpack_object *opts, char *err, size_t errlen) {
+    if (t->held) {
+        snprintf(err, errlen, "the server is stopping");
+        return REC_EBUSY;
+    }
+    if (t->busy) {
+        snprintf(err, errlen, "a training is already running");
+        return REC_EBUSY;
+    }
+    plan p;
+    int rc = plan_of(t, opts, &p, err, errlen);
+    return rc ? rc : launch(t, &p, err, errlen);
+}
+
+int rec_train_start_wait(rec_train *t, const msgpack_object *opts, uint64_t *ticket,
+                         char *err, size_t errlen) {
+    plan p;
+    int rc = plan_of(t, opts, &p, err, errlen);
+    if (rc)
+        return rc;
+    if (t->held) {
+        snprintf(err, errlen, "the server is stopping");
+        return REC_EBUSY;
+    }
+    if (!t->busy) {
+        if ((rc = launch(t, &p, err, errlen)))
+            return rc;
+        *ticket = t->started;
+        return 0;
+    }
+    if (!t->follow) {
+        t->follow = 1;
+        t->follow_plan = p;
+    }
+    *ticket = t->started + 1;
+    return 0;
+}
+
+int rec_train_result_get(const rec_train *t, uint64_t ticket, rec_train_result *out) {
+    if (ticket > t->ended)
+        return REC_PENDING;
+    *out = t->last;
+    return 0;
+}
+
+void rec_train_model_get(const rec_train *t, int model, rec_train_model *out) {
+    unsigned bit = model == REC_TRAIN_EASE ? REC_TRAIN_EASE : REC_TRAIN_IALS;
+    *out = t->m[bit == REC_TRAIN_EASE];
+    out->running = t->busy && (bit == REC_TRAIN_EASE ? t->ease_training != NULL
+                                                     : t->training != NULL);
+    uint64_t ev = rec_engine_events(t->e);
+    /* owed once quiet: a burst that a training began in has events past
+     * its snapshot */
+    int armed = t->o.quiet > 0 && t->snap > t->burst_base && t->seen != t->snap;
+    int sched = !t->held && !t->paused && (policy_models(t) & bit) &&
+                (armed || due(t, now_of(t), ev));
+    out->pending = (t->follow && (t->follow_plan.models & bit)) || sched;
+}
+
+/* The ticks watch the event count: a tick that sees it unchanged
+ * `quiet` seconds after the tick that last saw it change ends a burst
+ * (so the events stopped `quiet` to `quiet` + one tick ago), and a
+ * training is owed when one began in it and events came after its
+ * snapshot; the next change begins a burst. */
+void rec_train_tick(rec_train *t) {
+    double now = now_of(t);
+    uint64_t ev = rec_engine_events(t->e);
+    if (ev == t->seen) {
+        if (t->o.quiet > 0 && now - t->seen_at >= t->o.quiet) {
+            t->between = 1;
+            if (t->snap > t->burst_base && t->seen != t->snap)
+                t->owed = 1;
+        }
+    } else {
+        if (t->between)
+            t->burst_base = t->seen;
+        t->between = 0;
+        t->seen = ev;
+        t->seen_at = now;
+    }
+    schedule(t);
 }

@@ -31,6 +31,10 @@
     "             [--idle-timeout SECONDS]\n"                                         \
     "             [--map-max BYTES] [--write-timeout SECONDS]\n"                      \
     "             [--checkpoint-interval SECONDS]   (learned state; 10)\n"            \
+    "             [--retrain-share SHARE] [--retrain-quiet SECONDS]\n"             \
+    "             [--retrain-every SECONDS]   (batch models retrain when the\n"     \
+    "             events grow by SHARE, 0.1; once more when they stop for\n"       \
+    "             SECONDS, 2; on the timer, 300; 0 for never)\n"                   \
     "             [--log-level debug|info|warn|error]\n"                              \
     "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"               \
     "             [--init FILE]   (a Lua file run with the engine as `db`)\n"         \
@@ -262,6 +266,28 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
             return -1;
         }
         c->o.engine.checkpoint_interval = t;
+    } else if (!strcmp(name, "retrain-share") || !strcmp(name, "retrain_share")) {
+        char *end;
+        double x = strtod(val, &end);
+        if (*end || end == val || !(x >= 0 && x <= 100)) {
+            fprintf(stderr, "recd: --retrain-share must be 0..100 (0: never)\n");
+            return -1;
+        }
+        c->o.train_share = x;
+    } else if (!strcmp(name, "retrain-quiet") || !strcmp(name, "retrain_quiet") ||
+               !strcmp(name, "retrain-every") || !strcmp(name, "retrain_every")) {
+        char *end;
+        double t = strtod(val, &end);
+        int quiet = name[8] == 'q';
+        if (*end || end == val || !(t >= 0 && t <= 1e6)) {
+            fprintf(stderr, "recd: --%s must be 0..1000000 seconds (0: never)\n",
+                    quiet ? "retrain-quiet" : "retrain-every");
+            return -1;
+        }
+        if (quiet)
+            c->o.train_quiet = t;
+        else
+            c->o.train_every = t;
     } else if (!strcmp(name, "log-level") || !strcmp(name, "log_level")) {
         int l = rec_log_parse(val);
         if (l < 0) {
@@ -435,6 +461,7 @@ static const char *const serve_flags[] = {
     "max-message", "max-connections", "max-objects", "max-input-memory",
     "preauth-max-message", "max-unix-connections", "max-per-address", "handshake-timeout",
     "idle-timeout", "map-max", "write-timeout", "checkpoint-interval", "log-level",
+    "retrain-share", "retrain-quiet", "retrain-every",
 };
 #define NFLAGS (sizeof serve_flags / sizeof serve_flags[0])
 enum { OPT_CONFIG = 'C', OPT_INSECURE = 'I', OPT_STRICT = 'S', OPT_FLAG = 256 /* + index in serve_flags */ };

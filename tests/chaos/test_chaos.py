@@ -257,7 +257,7 @@ def test_kill9_and_failed_commits_lose_nothing_and_learn_like_a_twin(tmp_path):
 
     assert [(e["user"], e["item"], e["type"], e["weight"]) for e in a["events"]] == \
            [(e["user"], e["item"], e["type"], e["weight"]) for e in b["events"]]
-    # The ials space is a model trained in the background on a wall-clock
+    # The ials space is a model trained in the background on its own
     # schedule, not a function of the log (docs/operations.md).
     va = {k: v for k, v in a["vectors"].items() if k[0] != "ials"}
     vb = {k: v for k, v in b["vectors"].items() if k[0] != "ials"}

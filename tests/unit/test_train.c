@@ -3,7 +3,8 @@
  * (as a worker thread would) and hands back its status (as the loop thread
  * would). Checks one training at a time, refused options, a worker that
  * cannot be reached, a shutdown or a cancelled job that installs nothing,
- * and the schedule of rec_train_tick. Each test runs on its own mkdtemp
+ * the schedule of rec_train_tick (timer, share, the end of a burst), and
+ * callers that wait for a training. Each test runs on its own mkdtemp
  * folder. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -92,8 +93,17 @@ static void add_event(fx *f, int u, int i) {
     assert_int_equal(rec_engine_event(f->e, &ev, &out), 0);
 }
 
+static int overs; /* calls of the `over` hook */
+static double fake_now = 1000.0; /* the schedule's clock: tests move it */
+static double fake_clock(void) { return fake_now; }
+static void later(double s) { fake_now += s; }
+static void on_over(void *ud) {
+    (void)ud;
+    overs++;
+}
+
 /* policy: NULL for no script runtime, else the source of policies/ials.lua */
-static void fx_open(fx *f, double every, const char *policy) {
+static void fx_open3(fx *f, double every, double share, double quiet, const char *policy) {
     memset(f, 0, sizeof *f);
     strcpy(f->root, "/tmp/test_train_XXXXXX");
     assert_non_null(mkdtemp(f->root));
@@ -120,8 +130,14 @@ static void fx_open(fx *f, double every, const char *policy) {
         so.policies_dir = f->policies;
         assert_int_equal(rec_script_new(&f->rt, &so, NULL, NULL, err, sizeof err), 0);
     }
-    rec_train_opts o = {.every = every, .worker = {fake_queue, &f->w}};
+    rec_train_opts o = {.every = every, .share = share, .quiet = quiet,
+                        .worker = {fake_queue, &f->w}, .over = on_over,
+                        .clock = fake_clock};
     assert_int_equal(rec_train_new(&f->t, f->e, f->rt, &o), 0);
+}
+
+static void fx_open(fx *f, double every, const char *policy) {
+    fx_open3(f, every, 0, 0, policy);
 }
 
 static void fx_close(fx *f) {
@@ -247,32 +263,32 @@ static void test_schedule(void **state) {
     fx f;
     /* no script runtime: never scheduled */
     fx_open(&f, 1e-3, NULL);
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 0);
     fx_close(&f);
     /* every 0: never */
     fx_open(&f, 0, "return {on_event = function(ev) end}\n");
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 0);
     fx_close(&f);
     /* "ials" loaded but without on_event: not its model */
     fx_open(&f, 1e-3, "return {rerank = function(req, items) return items end}\n");
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 0);
     fx_close(&f);
     /* due: a training; not again until events come in */
     fx_open(&f, 1e-3, "return {on_event = function(ev) end}\n");
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 1);
     rec_train_tick(f.t); /* running: not twice */
     assert_int_equal(f.w.queued, 1);
     fake_finish(&f.w, 1);
     assert_non_null(rec_engine_space(f.e, "ials"));
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 1);
     add_event(&f, 9, 1);
@@ -282,9 +298,161 @@ static void test_schedule(void **state) {
     /* closed: no more */
     rec_train_close(f.t);
     add_event(&f, 9, 2);
-    usleep(2000);
+    later(0.002);
     rec_train_tick(f.t);
     assert_int_equal(f.w.queued, 2);
+    fx_close(&f);
+}
+
+#define IALS_POLICY "return {on_event = function(ev) end}\n"
+
+static void test_share(void **state) {
+    (void)state;
+    fx f;
+    fx_open3(&f, 0, 0.5, 0, IALS_POLICY);
+    /* 32 events, none trained on: due at once */
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 1);
+    fake_finish(&f.w, 1);
+    rec_train_model m;
+    rec_train_model_get(f.t, REC_TRAIN_IALS, &m);
+    assert_int_equal(m.events, 32);
+    assert_int_equal(m.trainings, 1);
+    assert_true(m.trained_at > 1e9);
+    assert_false(m.running);
+    assert_false(m.pending);
+    /* 16 more: half of 32, not more */
+    for (int i = 0; i < 16; i++)
+        add_event(&f, 20 + i, 1);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 1);
+    add_event(&f, 40, 1);
+    rec_train_model_get(f.t, REC_TRAIN_IALS, &m);
+    assert_true(m.pending);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 2);
+    rec_train_model_get(f.t, REC_TRAIN_IALS, &m);
+    assert_true(m.running);
+    fake_finish(&f.w, 1);
+    rec_train_model_get(f.t, REC_TRAIN_IALS, &m);
+    assert_int_equal(m.events, 49);
+    assert_int_equal(m.trainings, 2);
+    /* ease is not loaded: never trained, nothing planned */
+    rec_train_model_get(f.t, REC_TRAIN_EASE, &m);
+    assert_int_equal(m.trainings, 0);
+    assert_false(m.pending);
+    fx_close(&f);
+}
+
+static void test_quiet(void **state) {
+    (void)state;
+    fx f;
+    fx_open3(&f, 0, 0.1, 0.05, IALS_POLICY);
+    rec_train_tick(f.t); /* the 32 events of the log */
+    assert_int_equal(f.w.queued, 1);
+    fake_finish(&f.w, 1);
+    /* a burst: a training begins in it (share), an event comes while it runs */
+    later(0.06);
+    for (int i = 0; i < 7; i++)
+        add_event(&f, 50 + i, 2);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 2);
+    add_event(&f, 60, 2);
+    rec_train_tick(f.t);
+    fake_finish(&f.w, 1);
+    rec_train_tick(f.t); /* not quiet yet, and 1 event is under the share */
+    assert_int_equal(f.w.queued, 2);
+    rec_train_model m;
+    rec_train_model_get(f.t, REC_TRAIN_IALS, &m);
+    assert_int_equal(m.events, 39);
+    assert_true(m.pending);
+    /* quiet: once more, on all of it */
+    later(0.06);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 3);
+    fake_finish(&f.w, 1);
+    rec_train_model_get(f.t, REC_TRAIN_IALS, &m);
+    assert_int_equal(m.events, 40);
+    assert_false(m.pending);
+    later(0.06);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 3);
+    /* a burst under the share that no training began in: nothing */
+    add_event(&f, 61, 2);
+    rec_train_tick(f.t);
+    later(0.06);
+    rec_train_tick(f.t);
+    later(0.06);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 3);
+    rec_train_model_get(f.t, REC_TRAIN_IALS, &m);
+    assert_false(m.pending);
+    /* quiet 0: a burst's end trains nothing */
+    fx_close(&f);
+    fx_open3(&f, 0, 0.1, 0, IALS_POLICY);
+    rec_train_tick(f.t);
+    for (int i = 0; i < 7; i++)
+        add_event(&f, 50 + i, 2);
+    fake_finish(&f.w, 1);
+    later(0.02);
+    rec_train_tick(f.t); /* 7 > 3.2: share */
+    assert_int_equal(f.w.queued, 2);
+    add_event(&f, 60, 2);
+    fake_finish(&f.w, 1);
+    later(0.02);
+    rec_train_tick(f.t);
+    assert_int_equal(f.w.queued, 2);
+    fx_close(&f);
+}
+
+static void test_wait(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    overs = 0;
+    uint64_t t1 = 0, t2 = 0, t3 = 0;
+    rec_train_result r;
+    assert_int_equal(rec_train_start_wait(f.t, NULL, &t1, f.err, sizeof f.err), 0);
+    assert_int_equal(rec_train_result_get(f.t, t1, &r), REC_PENDING);
+    fake_finish(&f.w, 1);
+    assert_int_equal(overs, 1);
+    assert_int_equal(rec_train_result_get(f.t, t1, &r), 0);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.models, REC_TRAIN_IALS);
+    assert_int_equal(r.events, 32);
+    /* one running: a waiter waits for it, then for one on the events since */
+    assert_int_equal(rec_train_start(f.t, NULL, f.err, sizeof f.err), 0);
+    add_event(&f, 30, 1);
+    assert_int_equal(rec_train_start_wait(f.t, NULL, &t2, f.err, sizeof f.err), 0);
+    assert_int_equal(rec_train_start_wait(f.t, NULL, &t3, f.err, sizeof f.err), 0);
+    assert_int_equal(t2, t3); /* joins it */
+    assert_int_equal(f.w.queued, 2);
+    /* bad options are refused at once, even when it would have to wait */
+    msgpack_sbuffer sb;
+    msgpack_unpacked u;
+    opts_of(&sb, &u, 1, "iters", "5000");
+    assert_int_equal(rec_train_start_wait(f.t, &u.data, &t3, f.err, sizeof f.err), REC_EINVAL);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    fake_finish(&f.w, 1);
+    assert_int_equal(f.w.queued, 3); /* the one asked for started */
+    assert_int_equal(rec_train_result_get(f.t, t2, &r), REC_PENDING);
+    add_event(&f, 31, 1); /* after its snapshot */
+    fake_finish(&f.w, 1);
+    assert_int_equal(overs, 3);
+    assert_int_equal(rec_train_result_get(f.t, t2, &r), 0);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.events, 33);
+    /* the host stops: the one asked to follow does not start */
+    assert_int_equal(rec_train_start(f.t, NULL, f.err, sizeof f.err), 0);
+    assert_int_equal(rec_train_start_wait(f.t, NULL, &t3, f.err, sizeof f.err), 0);
+    rec_train_hold(f.t);
+    assert_int_equal(rec_train_start(f.t, NULL, f.err, sizeof f.err), REC_EBUSY);
+    fake_finish(&f.w, 1);
+    assert_int_equal(f.w.queued, 4);
+    assert_int_equal(rec_train_result_get(f.t, t3, &r), 0);
+    assert_int_equal(r.rc, REC_EBUSY);
+    assert_string_equal(r.err, "the server is stopping");
     fx_close(&f);
 }
 
@@ -295,6 +463,9 @@ int main(void) {
         cmocka_unit_test(test_worker_unreachable),
         cmocka_unit_test(test_closed_or_cancelled_installs_nothing),
         cmocka_unit_test(test_schedule),
+        cmocka_unit_test(test_share),
+        cmocka_unit_test(test_quiet),
+        cmocka_unit_test(test_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1257,7 +1257,7 @@ static void test_classify_every_byte(void **state) {
  * from a stray 1 and from every error: none has an error's name. */
 static void test_statuses_apart(void **state) {
     (void)state;
-    const int st[] = {REC_VALUE_PARTIAL, REC_BATCH_SILENT, REC_NOT_LOADED};
+    const int st[] = {REC_VALUE_PARTIAL, REC_BATCH_SILENT, REC_NOT_LOADED, REC_PENDING};
     size_t n = sizeof st / sizeof st[0];
     assert_int_equal(n, REC__STATUS_END - REC__STATUS_BASE - 1);
     for (size_t i = 0; i < n; i++) {
