@@ -36,7 +36,11 @@
 --            is skipped; the lasting one outweighs the session one from
 --            about 21 minutes). The age is on the events' own clock: a log
 --            without timestamps replayed by `recd eval` ticks one second
---            per line. On MovieLens (BENCHMARKS.md) the first lifts
+--            per line. When the user's newest EASE_RECENT positive events
+--            came faster than one every SESSION_MIN_GAP seconds on average,
+--            s shrinks in proportion, to 0 when they carry one time: a bulk
+--            load, or events that all took one clock, tell nothing of a
+--            session. On MovieLens (BENCHMARKS.md) the first lifts
 --            next-item hit rate and the second the ranking of a returning
 --            user's held-out items; either one used for both costs the other.
 --   walk     random walks from the user's recent items (W_WALK).
@@ -66,7 +70,7 @@
 -- Knobs: the W_* weights, COOC_RECENT, PROFILE_RECENT, DECAY, WALK_STEPS,
 -- MF_CONFIDENT, RRF_K, POOL_MIN/POOL_MAX (3n clamped), HISTORY_FIRST,
 -- HISTORY_CAP, EASE_RECENT, EASE_DECAY, SESSION_GAP, SESSION_STEEP,
--- EASE_MIN_SHARE.
+-- SESSION_MIN_GAP, EASE_MIN_SHARE.
 local CONTENT, MF = "content", "mf"
 local W_COOC, W_CONTEXT, W_CONTENT, W_MF, W_WALK = 2.0, 4.0, 1.0, 0.0, 0.5
 -- what everyone clicks: raise it and popular items of every kind reach
@@ -82,7 +86,7 @@ local POOL_MIN, POOL_MAX = 30, 300
 local HISTORY_FIRST, HISTORY_CAP = 20, 100
 local W_EASE_SESSION, W_EASE_RETURN = 2.0, 16.0
 local EASE_RECENT, EASE_DECAY = 10, 0.85
-local SESSION_GAP, SESSION_STEEP = 3600, 2
+local SESSION_GAP, SESSION_STEEP, SESSION_MIN_GAP = 3600, 2, 1.0
 local EASE_MIN_SHARE = 0.001
 local SELECT_MAX = 64   -- above this n, one sort of every candidate
 
@@ -169,11 +173,18 @@ local M = {}
 
 -- How much the user is still in a session, from the age in seconds of
 -- their newest positive event: 1 at age 0 (or an event stamped after
--- now), falling continuously, 1/2 at SESSION_GAP; 0 without one.
-function M.session_weight(age)
+-- now), falling continuously, 1/2 at SESSION_GAP; 0 without one. gap (if
+-- given) is the mean time between their newest positive events: below
+-- SESSION_MIN_GAP it scales the weight down in proportion (0 when they
+-- all carry one time), since events faster than a person engages come
+-- from a bulk load or from a clock that does not tick, not a session.
+function M.session_weight(age, gap)
     if type(age) ~= "number" or age ~= age then return 0.0 end
-    if age <= 0 then return 1.0 end
-    return 1.0 / (1.0 + (age / SESSION_GAP) ^ SESSION_STEEP)
+    local s = age <= 0 and 1.0 or 1.0 / (1.0 + (age / SESSION_GAP) ^ SESSION_STEEP)
+    if type(gap) == "number" and gap < SESSION_MIN_GAP then
+        s = gap > 0 and s * gap / SESSION_MIN_GAP or 0.0
+    end
+    return s
 end
 
 function M.recommend(req)
@@ -204,11 +215,12 @@ function M.recommend(req)
     end
 
     -- the newest distinct positive items
-    local recent, rseen, positives, last_ts = {}, {}, 0, nil
+    local recent, rseen, positives, last_ts, first_ts = {}, {}, 0, nil, nil
     for _, h in ipairs(hist) do
         if h.weight > 0 then
             positives = positives + 1
             last_ts = last_ts or h.ts
+            if positives <= EASE_RECENT then first_ts = h.ts end
             if #recent < COOC_RECENT and not rseen[h.item] then
                 rseen[h.item] = true
                 recent[#recent + 1] = h.item
@@ -254,7 +266,9 @@ function M.recommend(req)
         end
         -- EASE by session and by lasting taste, blended by the age of the
         -- newest positive event (no model yet: db:ease answers nil)
-        local s = last_ts ~= nil and M.session_weight(now - last_ts) or 0.0
+        local k = math.min(positives, EASE_RECENT)
+        local gap = k > 1 and math.abs(last_ts - first_ts) / (k - 1) or nil
+        local s = last_ts ~= nil and M.session_weight(now - last_ts, gap) or 0.0
         if s >= EASE_MIN_SHARE then
             fuse(acc, order, db:ease(req.user, pool, {exclude = ctx_excl, seen_by = seen_by,
                                                       recent = EASE_RECENT, decay = EASE_DECAY}),

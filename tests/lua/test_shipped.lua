@@ -459,6 +459,43 @@ t.test("hybrid + ease: the list moves little across an hour, and fully over days
     t.truthy(count_cluster(h.recommend({user = "me", n = 3, now = last + 86400}), "A", 3) >= 2)
 end)
 
+t.test("hybrid: events faster than a person engages tell nothing of a session", function()
+    local h = strategy("hybrid", recd.open(t.tmpdir(), {no_sync = true}))
+    local w = h.session_weight
+    t.eq(w(0, 0), 0.0, "one time for every event: no session")
+    t.near(w(0, 0.5), 0.5, 1e-9)
+    t.eq(w(0, 1.0), 1.0)
+    t.eq(w(0, 30), 1.0, "a person's pace")
+    t.truthy(w(0, 0.999) - w(0, 1.001) < 1e-2, "no cliff at the minimum gap")
+    t.near(w(3600, 0.5), 0.25, 1e-9, "age and pace both count")
+end)
+
+t.test("hybrid + ease: a history on one clock that does not tick is served as lasting taste", function()
+    local db, pols, now = world({content = false})
+    local h = strategy("hybrid", db)
+    -- A1..A5 then B1..B3, every event at the same time: the order is
+    -- arrival order, and no event is any older than another
+    for i = 1, 5 do event(db, pols, "me", "A" .. i, "click", now) end
+    for i = 1, 3 do event(db, pols, "me", "B" .. i, "click", now) end
+    db:ease_train({lambda = 5})
+    local at_once = h.recommend({user = "me", n = 3, now = now})
+    t.eq(at_once[1].why, "ease")
+    t.truthy(count_cluster(at_once, "A", 3) >= 2, "lasting taste: " .. ids(at_once))
+    local function set(r)
+        local l = {}
+        for i, c in ipairs(r) do l[i] = tostring(c.id) end
+        table.sort(l)
+        return table.concat(l, ",")
+    end
+    t.eq(set(at_once), set(h.recommend({user = "me", n = 3, now = now + 2 * 86400})),
+         "the same items as coming back two days later")
+    -- the same history a second apart each is a session: B leads
+    for i = 1, 5 do event(db, pols, "you", "A" .. i, "click", now + i) end
+    for i = 1, 3 do event(db, pols, "you", "B" .. i, "click", now + 5 + i) end
+    local r = h.recommend({user = "you", n = 3, now = now + 8})
+    t.eq(count_cluster(r, "B", 3), 3, "in session: " .. ids(r))
+end)
+
 t.test("no strategy returns seen, excluded or inactive items", function()
     local db, pols, now = world()
     for i = 1, 3 do event(db, pols, "me", "A" .. i, "click", now + i) end
