@@ -22,13 +22,25 @@
 --            0.1146 with; holdout NDCG@10 0.3717 and 0.3718) and it costs
 --            a scan of every item per request.
 --   ease     the EASE item-item model (policies/ease.lua trains it; nil
---            until then), read by where the user is. In a session (their
---            newest positive event less than SESSION_GAP seconds old) the
---            next item follows the session: their newest EASE_RECENT items,
---            each older one weighing EASE_DECAY times the next
---            (W_EASE_SESSION). A user coming back after a gap gets their
---            lasting taste: EASE over their whole history, weighted to lead
---            (W_EASE_RETURN). On MovieLens (BENCHMARKS.md) the first lifts
+--            until then), read two ways and blended by how long ago the
+--            user's newest positive event was (age). The session reading
+--            follows the next item: their newest EASE_RECENT items, each
+--            older one weighing EASE_DECAY times the next. The lasting
+--            reading is EASE over their whole history, weighted to lead.
+--            Their weights are W_EASE_SESSION * s and W_EASE_RETURN * (1 - s)
+--            with s = 1 / (1 + (age / SESSION_GAP)^SESSION_STEEP): 1 at
+--            age 0, 1/2 at SESSION_GAP, 0.01 at 10 x SESSION_GAP, so a
+--            user clicking now is served by the session and one coming back
+--            after a day by the lasting taste, with no jump in between (a
+--            reading weighing less than EASE_MIN_SHARE of its full weight
+--            is skipped; the lasting one outweighs the session one from
+--            about 21 minutes). The age is on the events' own clock: a log
+--            without timestamps replayed by `recd eval` ticks one second
+--            per line. When the user's newest EASE_RECENT positive events
+--            came faster than one every SESSION_MIN_GAP seconds on average,
+--            s shrinks in proportion, to 0 when they carry one time: a bulk
+--            load, or events that all took one clock, tell nothing of a
+--            session. On MovieLens (BENCHMARKS.md) the first lifts
 --            next-item hit rate and the second the ranking of a returning
 --            user's held-out items; either one used for both costs the other.
 --   walk     random walks from the user's recent items (W_WALK).
@@ -51,13 +63,14 @@
 -- Cost: one db:history of HISTORY_FIRST events (a second one of
 -- HISTORY_CAP when those hold too few positive ones), COOC_RECENT
 -- db:neighbors, up to PROFILE_RECENT db:vector reads + one db:topk, one
--- db:recommend_vec (when W_MF > 0), one db:ease (O(history x modelled items)), one
+-- db:recommend_vec (when W_MF > 0), one or two db:ease (O(history x modelled items)), one
 -- db:walk (WALK_STEPS), one or two db:counter_top.
 -- Vector scans are O(items x dim); the Lua work does not grow with the
 -- user's history.
 -- Knobs: the W_* weights, COOC_RECENT, PROFILE_RECENT, DECAY, WALK_STEPS,
 -- MF_CONFIDENT, RRF_K, POOL_MIN/POOL_MAX (3n clamped), HISTORY_FIRST,
--- HISTORY_CAP, EASE_RECENT, EASE_DECAY, SESSION_GAP.
+-- HISTORY_CAP, EASE_RECENT, EASE_DECAY, SESSION_GAP, SESSION_STEEP,
+-- SESSION_MIN_GAP, EASE_MIN_SHARE.
 local CONTENT, MF = "content", "mf"
 local W_COOC, W_CONTEXT, W_CONTENT, W_MF, W_WALK = 2.0, 4.0, 1.0, 0.0, 0.5
 -- what everyone clicks: raise it and popular items of every kind reach
@@ -73,7 +86,8 @@ local POOL_MIN, POOL_MAX = 30, 300
 local HISTORY_FIRST, HISTORY_CAP = 20, 100
 local W_EASE_SESSION, W_EASE_RETURN = 2.0, 16.0
 local EASE_RECENT, EASE_DECAY = 10, 0.85
-local SESSION_GAP = 3600
+local SESSION_GAP, SESSION_STEEP, SESSION_MIN_GAP = 3600, 2, 1.0
+local EASE_MIN_SHARE = 0.001
 local SELECT_MAX = 64   -- above this n, one sort of every candidate
 
 -- An id the engine accepts (a non-empty string or an integer).
@@ -157,6 +171,22 @@ end
 
 local M = {}
 
+-- How much the user is still in a session, from the age in seconds of
+-- their newest positive event: 1 at age 0 (or an event stamped after
+-- now), falling continuously, 1/2 at SESSION_GAP; 0 without one. gap (if
+-- given) is the mean time between their newest positive events: below
+-- SESSION_MIN_GAP it scales the weight down in proportion (0 when they
+-- all carry one time), since events faster than a person engages come
+-- from a bulk load or from a clock that does not tick, not a session.
+function M.session_weight(age, gap)
+    if type(age) ~= "number" or age ~= age then return 0.0 end
+    local s = age <= 0 and 1.0 or 1.0 / (1.0 + (age / SESSION_GAP) ^ SESSION_STEEP)
+    if type(gap) == "number" and gap < SESSION_MIN_GAP then
+        s = gap > 0 and s * gap / SESSION_MIN_GAP or 0.0
+    end
+    return s
+end
+
 function M.recommend(req)
     local db = req.rec or rec
     local n = math.tointeger(req.n) or 10
@@ -185,11 +215,12 @@ function M.recommend(req)
     end
 
     -- the newest distinct positive items
-    local recent, rseen, positives, last_ts = {}, {}, 0, nil
+    local recent, rseen, positives, last_ts, first_ts = {}, {}, 0, nil, nil
     for _, h in ipairs(hist) do
         if h.weight > 0 then
             positives = positives + 1
             last_ts = last_ts or h.ts
+            if positives <= EASE_RECENT then first_ts = h.ts end
             if #recent < COOC_RECENT and not rseen[h.item] then
                 rseen[h.item] = true
                 recent[#recent + 1] = h.item
@@ -233,11 +264,20 @@ function M.recommend(req)
                                  {exclude = ctx_excl, seen_by = seen_by, exclude_seen = not req.allow_seen}),
                  W_MF * math.min(1.0, positives / MF_CONFIDENT), "mf")
         end
-        local in_session = last_ts ~= nil and now - last_ts < SESSION_GAP
-        local eopts = {exclude = ctx_excl, seen_by = seen_by}
-        if in_session then eopts.recent, eopts.decay = EASE_RECENT, EASE_DECAY end
-        fuse(acc, order, db:ease(req.user, pool, eopts),
-             in_session and W_EASE_SESSION or W_EASE_RETURN, "ease")
+        -- EASE by session and by lasting taste, blended by the age of the
+        -- newest positive event (no model yet: db:ease answers nil)
+        local k = math.min(positives, EASE_RECENT)
+        local gap = k > 1 and math.abs(last_ts - first_ts) / (k - 1) or nil
+        local s = last_ts ~= nil and M.session_weight(now - last_ts, gap) or 0.0
+        if s >= EASE_MIN_SHARE then
+            fuse(acc, order, db:ease(req.user, pool, {exclude = ctx_excl, seen_by = seen_by,
+                                                      recent = EASE_RECENT, decay = EASE_DECAY}),
+                 W_EASE_SESSION * s, "ease")
+        end
+        if 1.0 - s >= EASE_MIN_SHARE then
+            fuse(acc, order, db:ease(req.user, pool, {exclude = ctx_excl, seen_by = seen_by}),
+                 W_EASE_RETURN * (1.0 - s), "ease")
+        end
         if W_WALK > 0 then
             local wopts = {k = pool, steps = WALK_STEPS, exclude = ctx_excl, seen_by = seen_by}
             local seeds = req.allow_seen and recent or {user = req.user}

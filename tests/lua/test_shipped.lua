@@ -405,6 +405,97 @@ t.test("hybrid + ease: in a session the newest items lead, a returning user's la
     end
 end)
 
+t.test("hybrid: the session weight falls continuously with the newest event's age", function()
+    local h = strategy("hybrid", recd.open(t.tmpdir(), {no_sync = true}))
+    local w = h.session_weight
+    t.eq(w(0), 1.0)
+    t.eq(w(-5), 1.0, "an event stamped after now is in the session")
+    t.near(w(3600), 0.5, 1e-9)
+    t.truthy(w(3599) - w(3601) < 1e-3, "no cliff at an hour: " .. w(3599) .. " vs " .. w(3601))
+    local ages = {1, 60, 600, 1800, 3599, 3601, 7200, 86400, 30 * 86400}
+    for i = 2, #ages do
+        t.truthy(w(ages[i]) < w(ages[i - 1]), "falls from " .. ages[i - 1] .. " s to " .. ages[i] .. " s")
+    end
+    t.truthy(w(60) > 0.99, "a minute: in the session")
+    t.truthy(w(86400) < 0.01, "a day: returning")
+    t.eq(w(nil), 0.0, "no positive event: no session")
+end)
+
+t.test("hybrid + ease: the list moves little across an hour, and fully over days", function()
+    local db, pols, now = world({content = false})
+    local h = strategy("hybrid", db)
+    for i = 1, 5 do event(db, pols, "me", "A" .. i, "click", now - 3 * 86400 + i) end
+    for i = 1, 3 do event(db, pols, "me", "B" .. i, "click", now + i) end
+    db:ease_train({lambda = 5})
+    local last = now + 3
+    local function scores(age)
+        local out = {}
+        for _, c in ipairs(h.recommend({user = "me", n = 20, now = last + age})) do out[c.id] = c.score end
+        return out
+    end
+    local function diff(a, b)
+        local d = 0.0
+        for id, x in pairs(a) do d = math.max(d, math.abs(x - (b[id] or 0.0))) end
+        for id, y in pairs(b) do d = math.max(d, math.abs(y - (a[id] or 0.0))) end
+        return d
+    end
+    local before, after = scores(3599), scores(3601)
+    t.truthy(diff(before, after) < 0.01, "3599 s and 3601 s: scores move by " .. diff(before, after))
+    -- the same list order on both sides of the hour
+    local a, b = h.recommend({user = "me", n = 10, now = last + 3599}), h.recommend({user = "me", n = 10, now = last + 3601})
+    t.eq(ids(a), ids(b))
+    -- the blend is real: a minute and two days apart, the lists differ
+    local early, late = scores(60), scores(2 * 86400)
+    t.truthy(diff(early, late) > 0.1, "a minute against two days: " .. diff(early, late))
+    -- and B (the session) loses ground to A (the lasting taste) step by step
+    local prev
+    for _, age in ipairs({60, 1800, 3600, 7200, 86400}) do
+        local r = h.recommend({user = "me", n = 6, now = last + age})
+        local b_share = count_cluster(r, "B", 6)
+        t.truthy(prev == nil or b_share <= prev, "B's share at " .. age .. " s: " .. ids(r))
+        prev = b_share
+    end
+    t.truthy(count_cluster(h.recommend({user = "me", n = 3, now = last + 60}), "B", 3) == 3)
+    t.truthy(count_cluster(h.recommend({user = "me", n = 3, now = last + 86400}), "A", 3) >= 2)
+end)
+
+t.test("hybrid: events faster than a person engages tell nothing of a session", function()
+    local h = strategy("hybrid", recd.open(t.tmpdir(), {no_sync = true}))
+    local w = h.session_weight
+    t.eq(w(0, 0), 0.0, "one time for every event: no session")
+    t.near(w(0, 0.5), 0.5, 1e-9)
+    t.eq(w(0, 1.0), 1.0)
+    t.eq(w(0, 30), 1.0, "a person's pace")
+    t.truthy(w(0, 0.999) - w(0, 1.001) < 1e-2, "no cliff at the minimum gap")
+    t.near(w(3600, 0.5), 0.25, 1e-9, "age and pace both count")
+end)
+
+t.test("hybrid + ease: a history on one clock that does not tick is served as lasting taste", function()
+    local db, pols, now = world({content = false})
+    local h = strategy("hybrid", db)
+    -- A1..A5 then B1..B3, every event at the same time: the order is
+    -- arrival order, and no event is any older than another
+    for i = 1, 5 do event(db, pols, "me", "A" .. i, "click", now) end
+    for i = 1, 3 do event(db, pols, "me", "B" .. i, "click", now) end
+    db:ease_train({lambda = 5})
+    local at_once = h.recommend({user = "me", n = 3, now = now})
+    t.eq(at_once[1].why, "ease")
+    t.truthy(count_cluster(at_once, "A", 3) >= 2, "lasting taste: " .. ids(at_once))
+    local function set(r)
+        local l = {}
+        for i, c in ipairs(r) do l[i] = tostring(c.id) end
+        table.sort(l)
+        return table.concat(l, ",")
+    end
+    t.eq(set(at_once), set(h.recommend({user = "me", n = 3, now = now + 2 * 86400})),
+         "the same items as coming back two days later")
+    -- the same history a second apart each is a session: B leads
+    for i = 1, 5 do event(db, pols, "you", "A" .. i, "click", now + i) end
+    for i = 1, 3 do event(db, pols, "you", "B" .. i, "click", now + 5 + i) end
+    local r = h.recommend({user = "you", n = 3, now = now + 8})
+    t.eq(count_cluster(r, "B", 3), 3, "in session: " .. ids(r))
+end)
+
 t.test("no strategy returns seen, excluded or inactive items", function()
     local db, pols, now = world()
     for i = 1, 3 do event(db, pols, "me", "A" .. i, "click", now + i) end
