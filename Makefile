@@ -181,6 +181,8 @@ bench: $(DEPS_STAMP) build/.deps-bench $(BENCH_BIN) $(BIN)
 	@/usr/bin/python3 tests/bench/pipeline_bench.py $(BIN)
 	@echo "== recd eval on MovieLens (skipped without the data)"
 	@sh tests/bench/eval_bench.sh $(BIN)
+	@echo "== the server over the protocol against the in-process replay (MovieLens; skipped without it)"
+	@sh tests/bench/replay_agreement.sh $(BIN)
 
 # clang + libFuzzer builds of the msgpack harnesses, into build/fuzz.
 fuzz: $(DEPS_STAMP) build/.deps-fuzz

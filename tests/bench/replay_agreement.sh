@@ -4,8 +4,9 @@
 # fresh `recd serve` (`recd eval --connect` on its Unix socket), for both
 # protocols, with the log's timestamps and with them removed (file order).
 # Prints both figures and their ratio, then BENCH lines. LIMIT (default
-# 30000) bounds the events read: prequential over the protocol asks one
-# list per event. DIR as in eval_bench.sh; skipped without the data.
+# 30000; 0: the whole log) bounds the events read: prequential over the
+# protocol asks one list per event. DIR as in eval_bench.sh; skipped
+# without the data.
 recd=${1:?usage: replay_agreement.sh RECD [DIR [LIMIT]]}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${2:-${RECD_MOVIELENS:-$root/../shared/data/ml-latest-small}}
