@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "err.h"
+#include "input.h"
 #include "hash.h"
 #include "idmap.h"
 #include "log.h"
@@ -109,15 +110,6 @@ static int find(const rec_pipeline_config *cfg, const char *name) {
     return -1;
 }
 
-static int type_name_ok(const char *t, size_t n) {
-    if (n == 0 || n > REC_TYPE_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)t[i] < 0x20 || t[i] == '/')
-            return 0;
-    return 1;
-}
-
 static int parse_config(lua_State *L, rec_pipeline_config *cfg, char *err, size_t errlen) {
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "pipelines.lua must return a table");
@@ -210,7 +202,7 @@ static int parse_config(lua_State *L, rec_pipeline_config *cfg, char *err, size_
             size_t tl;
             const char *t = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &tl) : NULL;
             double w = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : (double)NAN;
-            if (!t || !type_name_ok(t, tl) || !isfinite((float)w) ||
+            if (!t || !rec_event_type_ok(t, tl) || !isfinite((float)w) ||
                 cfg->nweights == REC_PIPELINE_MAX_WEIGHTS) {
                 snprintf(err, errlen, "event_weights are {type = number} (at most %d "
                          "types of 1..%d bytes)", REC_PIPELINE_MAX_WEIGHTS, REC_TYPE_NAME_MAX);

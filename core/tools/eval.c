@@ -25,6 +25,7 @@
 
 #include <msgpack.h>
 
+#include "chart.h"
 #include "cli.h"
 #include "dispatch.h"
 #include "err.h"
@@ -1520,82 +1521,33 @@ static void print_json(FILE *f, const char *path, const rec_eval_log *log, const
     fprintf(f, "\n]}\n");
 }
 
-static void xml_text(FILE *f, const char *s) {
-    for (; *s; s++) {
-        if (*s == '<')
-            fputs("&lt;", f);
-        else if (*s == '>')
-            fputs("&gt;", f);
-        else if (*s == '&')
-            fputs("&amp;", f);
-        else
-            fputc(*s, f);
-    }
-}
-
 /* The prequential learning curve: HR@K in each twentieth of the stream,
  * one line per arm. */
 static int write_svg(const char *path, const eval_ctx *x, task *t, size_t nt) {
-    static const char *const colour[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-                                         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    const double W = 760, H = 420, L = 60, R = 200, T = 40, B = 50;
-    double ymax = 0;
-    for (size_t i = 0; i < nt; i++)
-        for (int d = 0; t[i].proto == PROTO_PREQ && !t[i].r.failed && d < CURVE_POINTS; d++) {
-            double v = ratio((double)t[i].r.curve_hits[d], (double)t[i].r.curve_scored[d]);
-            if (v > ymax)
-                ymax = v;
+    rec_chart_line *lines = calloc(nt ? nt : 1, sizeof *lines);
+    double *pts = calloc((nt ? nt : 1) * CURVE_POINTS, sizeof *pts);
+    int rc = -1;
+    if (lines && pts) {
+        size_t n = 0;
+        for (size_t i = 0; i < nt; i++) {
+            if (t[i].proto != PROTO_PREQ || t[i].r.failed)
+                continue;
+            double *y = pts + n * CURVE_POINTS;
+            for (int d = 0; d < CURVE_POINTS; d++)
+                y[d] = ratio((double)t[i].r.curve_hits[d], (double)t[i].r.curve_scored[d]);
+            lines[n] = (rec_chart_line){.label = t[i].a->label, .y = y, .n = CURVE_POINTS};
+            snprintf(lines[n].suffix, sizeof lines[n].suffix, " %.3f",
+                     ratio((double)t[i].r.hits, (double)t[i].r.scored));
+            n++;
         }
-    double step = ymax > 0.2 ? 0.05 : ymax > 0.08 ? 0.02 : 0.01;
-    ymax = ceil(ymax / step + 1e-9) * step;
-    if (ymax <= 0)
-        ymax = step;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n"
-               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-               "<text x=\"%.0f\" y=\"24\" font-size=\"15\">Prequential HR@%u over the stream "
-               "(each point: one twentieth of the events)</text>\n",
-            W, H, L, x->k);
-    double pw = W - L - R, ph = H - T - B;
-    for (double y = 0; y <= ymax + 1e-9; y += step) {
-        double py = T + ph - y / ymax * ph;
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n",
-                L, py, L + pw, py, L - 6, py + 4, y);
+        char title[128];
+        snprintf(title, sizeof title, "Prequential HR@%u over the stream (each point: one "
+                 "twentieth of the events)", x->k);
+        rc = rec_chart_svg(path, title, "share of the stream replayed", lines, n);
     }
-    for (int d = 0; d <= 10; d += 2) {
-        double px = L + pw * d / 10.0;
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%d%%</text>\n", px,
-                T + ph + 18, d * 10);
-    }
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n"
-               "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n"
-               "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">share of the stream "
-               "replayed</text>\n",
-            L, T + ph, L + pw, T + ph, L, T, L, T + ph, L + pw / 2, H - 12);
-    int line = 0;
-    for (size_t i = 0; i < nt; i++) {
-        if (t[i].proto != PROTO_PREQ || t[i].r.failed)
-            continue;
-        const char *c = colour[line % 10];
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", c);
-        for (int d = 0; d < CURVE_POINTS; d++) {
-            double v = ratio((double)t[i].r.curve_hits[d], (double)t[i].r.curve_scored[d]);
-            fprintf(f, "%s%.1f,%.1f", d ? " " : "", L + pw * (d + 0.5) / CURVE_POINTS,
-                    T + ph - v / ymax * ph);
-        }
-        fprintf(f, "\"/>\n<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"3\" fill=\"%s\"/>"
-                   "<text x=\"%.1f\" y=\"%.1f\">",
-                L + pw + 16, T + 10 + 18.0 * line, c, L + pw + 36, T + 14 + 18.0 * line);
-        xml_text(f, t[i].a->label);
-        fprintf(f, " %.3f</text>\n", ratio((double)t[i].r.hits, (double)t[i].r.scored));
-        line++;
-    }
-    fprintf(f, "</svg>\n");
-    return fclose(f) ? -1 : 0;
+    free(lines);
+    free(pts);
+    return rc;
 }
 
 /* ---- the command ---------------------------------------------------------------------- */

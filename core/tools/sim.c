@@ -25,6 +25,7 @@
 
 #include <msgpack.h>
 
+#include "chart.h"
 #include "cli.h"
 #include "err.h"
 #include "eval.h"
@@ -1045,92 +1046,43 @@ static void print_table(FILE *f, const sim_ctx *x, const arm *arms, const result
     fprintf(f, "\nran in %.1f s\n", seconds);
 }
 
-static void xml_text(FILE *f, const char *s) {
-    for (; *s; s++) {
-        if (*s == '<')
-            fputs("&lt;", f);
-        else if (*s == '>')
-            fputs("&gt;", f);
-        else if (*s == '&')
-            fputs("&amp;", f);
-        else
-            fputc(*s, f);
-    }
-}
-
 /* CTR by tenth, one line per arm; the first arm's random and oracle
  * references dashed. */
 static int write_svg(const char *path, const arm *arms, const result *res, int narms) {
-    static const char *const colour[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-                                         "#8c564b", "#e377c2", "#17becf", "#bcbd22"};
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    const double W = 760, H = 420, L = 60, R = 210, T = 40, B = 50;
-    int ref = -1;
-    double ymax = 0;
-    for (int i = 0; i < narms; i++)
-        for (int d = 0; !res[i].failed && d < TENTHS; d++) {
-            const tenth *t = &res[i].t[d];
-            double v = fmax(ratio((double)t->clicks, (double)t->slots),
-                            ratio(t->e_oracle, (double)t->slots));
-            if (ref < 0)
+    size_t cap = (size_t)narms + 2;
+    rec_chart_line *lines = calloc(cap, sizeof *lines);
+    double *pts = calloc(cap * TENTHS, sizeof *pts);
+    int rc = -1;
+    if (lines && pts) {
+        int ref = -1;
+        for (int i = 0; i < narms && ref < 0; i++)
+            if (!res[i].failed)
                 ref = i;
-            if (v > ymax)
-                ymax = v;
-        }
-    double step = ymax > 0.2 ? 0.05 : ymax > 0.08 ? 0.02 : 0.01;
-    ymax = ceil(ymax / step + 1e-9) * step;
-    if (ymax <= 0)
-        ymax = step;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n"
-               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-               "<text x=\"%.0f\" y=\"24\" font-size=\"15\">Closed-loop CTR by tenth of the "
-               "run</text>\n",
-            W, H, L);
-    double pw = W - L - R, ph = H - T - B;
-    for (double y = 0; y <= ymax + 1e-9; y += step) {
-        double py = T + ph - y / ymax * ph;
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n",
-                L, py, L + pw, py, L - 6, py + 4, y);
-    }
-    for (int d = 0; d <= TENTHS; d += 2)
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%d%%</text>\n",
-                L + pw * d / TENTHS, T + ph + 18, d * 10);
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n"
-               "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n"
-               "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">share of the run</text>\n",
-            L, T + ph, L + pw, T + ph, L, T, L, T + ph, L + pw / 2, H - 12);
-    int line = 0;
-    for (int i = -2; i < narms; i++) {
-        const result *r = &res[i < 0 ? ref : i];
-        if ((i < 0 && ref < 0) || (i >= 0 && r->failed))
-            continue;
-        const char *c = i == -2 ? "#888" : i == -1 ? "#000" : colour[line % 9];
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s points=\"", c,
-                i < 0 ? "1.5" : "2", i < 0 ? " stroke-dasharray=\"6,4\"" : "");
-        for (int d = 0; d < TENTHS; d++) {
-            const tenth *t = &r->t[d];
-            double v = i == -2   ? ratio(t->e_random, (double)t->slots)
+        size_t n = 0;
+        for (int i = ref < 0 ? 0 : -2; i < narms; i++) {
+            const result *r = &res[i < 0 ? ref : i];
+            if (i >= 0 && r->failed)
+                continue;
+            double *y = pts + n * TENTHS;
+            for (int d = 0; d < TENTHS; d++) {
+                const tenth *t = &r->t[d];
+                y[d] = i == -2   ? ratio(t->e_random, (double)t->slots)
                        : i == -1 ? ratio(t->e_oracle, (double)t->slots)
                                  : ratio((double)t->clicks, (double)t->slots);
-            fprintf(f, "%s%.1f,%.1f", d ? " " : "", L + pw * (d + 0.5) / TENTHS,
-                    T + ph - v / ymax * ph);
+            }
+            lines[n] = (rec_chart_line){
+                .label = i == -2 ? "random list (expected)" : i == -1 ? "oracle (expected)"
+                                                                      : arms[i].label,
+                .y = y, .n = TENTHS, .colour = i == -2 ? "#888" : i == -1 ? "#000" : NULL,
+                .dashed = i < 0};
+            n++;
         }
-        fprintf(f, "\"/>\n<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"3\" fill=\"%s\"/>"
-                   "<text x=\"%.1f\" y=\"%.1f\">",
-                L + pw + 16, T + 10 + 18.0 * line, c, L + pw + 36, T + 14 + 18.0 * line);
-        if (i >= 0)
-            xml_text(f, arms[i].label);
-        else
-            fputs(i == -2 ? "random list (expected)" : "oracle (expected)", f);
-        fprintf(f, "</text>\n");
-        line++;
+        rc = rec_chart_svg(path, "Closed-loop CTR by tenth of the run", "share of the run", lines,
+                           n);
     }
-    fprintf(f, "</svg>\n");
-    return fclose(f) ? -1 : 0;
+    free(lines);
+    free(pts);
+    return rc;
 }
 
 /* ---- the command ---------------------------------------------------------------------- */
