@@ -6,6 +6,9 @@
 -- evidence about the rate). "impressions" is added to by the server for
 -- every item shown, "clicks" by policies/counters.lua.
 --
+-- A list shorter than req.n is first filled from the catalogue (fill,
+-- below): a new deployment or a new user still gets a full list.
+--
 -- rerank(req, items): with n = min(req.n, #items) shown slots, up to
 -- min(MAX_SLOTS, floor(SHARE * n)) of the lowest slots are offered to
 -- unproven items (fewer than PROVEN impressions). Candidates come from the
@@ -41,6 +44,7 @@ local SCAN_LIMIT = 20000
 local COMPETE = true
 local SPACE = "content"
 local HALF_LIFE = 7 * 86400
+local FILL_POOL = 3           -- x the slots to fill: candidates drawn to fill a short list
 
 local function try(f, ...)
     local ok, r = pcall(f, ...)
@@ -90,14 +94,66 @@ function M.on_load()
     rec:counter("clicks", HALF_LIFE)
 end
 
+-- A list shorter than req.n (a new user on a new catalogue: no strategy has
+-- evidence yet) is filled from the catalogue: items that earned clicks
+-- anywhere and a random sample of the catalogue (db:sample), ordered by a
+-- draw from each one's posterior, so the unproven are tried and what earns
+-- clicks is shown more. The filled items carry why = "explore".
+local function fill(req, items, db)
+    local want = math.tointeger(req.n) or #items
+    if #items >= want then return items end
+    local need = want - #items
+    local has_imp, has_clk = db:counter("impressions") ~= nil, db:counter("clicks") ~= nil
+    local excl, skip = {}, {}
+    local function leave_out(id)
+        if id ~= nil and not skip[id] then
+            skip[id] = true
+            excl[#excl + 1] = id
+        end
+    end
+    for _, id in ipairs(req.exclude or {}) do leave_out(id) end
+    for _, it in ipairs(items) do leave_out(it.id) end
+    local opts = {exclude = excl, seen_by = not req.allow_seen and req.user or nil, ts = req.now}
+    local cands, cseen = {}, {}
+    local function consider(hits)
+        for _, h in ipairs(hits) do
+            if not cseen[h.id] then
+                cseen[h.id] = true
+                local m = has_imp and db:counter_get("impressions", h.id, req.now) or 0
+                local c = has_clk and db:counter_get("clicks", h.id, req.now) or 0
+                if c > m then c = m end
+                cands[#cands + 1] = {id = h.id, theta = beta(PRIOR_A + c, PRIOR_B + (m - c)),
+                                     ord = #cands + 1}
+            end
+        end
+    end
+    if has_clk then consider(db:counter_top("clicks", FILL_POOL * need, opts)) end
+    consider(db:sample(FILL_POOL * need, opts))
+    table.sort(cands, function(x, y)
+        if x.theta ~= y.theta then return x.theta > y.theta end
+        return x.ord < y.ord
+    end)
+    local out, last = {}, 0
+    for i, it in ipairs(items) do
+        out[i] = it
+        last = it.score or last
+    end
+    for k = 1, math.min(need, #cands) do
+        out[#out + 1] = {id = cands[k].id, score = last - k * 1e-6, why = "explore",
+                         theta = cands[k].theta}
+    end
+    return out
+end
+
 function M.rerank(req, items)
+    local db = req.rec or rec
+    items = fill(req, items, db)
     -- a preview (record = false) is shown to nobody: exploring in it would
     -- learn nothing, so it gets the list as ranked
     if req.record == false then return items end
     local n = math.min(math.tointeger(req.n) or #items, #items)
     local slots = math.min(MAX_SLOTS, math.floor(SHARE * n))
     if slots < 1 then return items end
-    local db = req.rec or rec
     local has_imp, has_clk = db:counter("impressions") ~= nil, db:counter("clicks") ~= nil
     local now = req.now
 

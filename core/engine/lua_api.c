@@ -1304,6 +1304,34 @@ static int db_counter_get(lua_State *L) {
     return 1;
 }
 
+/* db:sample([k=10 [, opts]]) -> up to k distinct items drawn at random
+ * from the catalogue (score 0), leaving out what the query options leave
+ * out (exclude, seen_by, filter, inactive items): where a list with no
+ * evidence yet can start. Draws from the engine's request generator; a
+ * catalogue mostly left out gives fewer. O(k) draws, at most 8k + 64.
+ * [-3, +1, e] */
+static int db_sample(lua_State *L) {
+    ldb *d = check_db(L);
+    qopts q;
+    int t = lua_isnoneornil(L, 3) ? 0 : 3;
+    parse_qopts(L, t, &q, check_k(L, 2, 10), NULL);
+    build_skip(L, d, t, &q);
+    uint32_t bound = rec_engine_bound(d->e, REC_KIND_ITEM);
+    rec_hit *h = hits_alloc(L, q.k);
+    size_t n = 0;
+    rec_rng *rng = rec_engine_serve_rng(d->e);
+    for (lua_Integer tries = 0; bound && (lua_Integer)n < q.k && tries < 8 * q.k + 64; tries++) {
+        uint32_t i = rec_rng_below(rng, bound);
+        if (q.skip[i >> 6] >> (i & 63) & 1)
+            continue;
+        skip_set(&q, i); /* distinct */
+        h[n++] = (rec_hit){.idx = i, .score = 0.0f};
+    }
+    rec_sandbox_charge(L, (uint64_t)n);
+    push_hits(L, d, REC_KIND_ITEM, h, n);
+    return 1;
+}
+
 /* db:counter_top(name [, k=10 [, opts]]) -> hits by decayed value
  * opts: ts, exclude, filter, include_inactive   [-4, +1, e] */
 static int db_counter_top(lua_State *L) {
@@ -1787,6 +1815,7 @@ static const luaL_Reg db_methods[] = {
     {"user_delete", db_user_delete},
     {"event", db_event},
     {"now", db_now},
+    {"sample", db_sample},
     {"history", db_history},
     {"drop_seen", db_drop_seen},
     {"space", db_space},

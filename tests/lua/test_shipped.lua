@@ -700,6 +700,63 @@ t.test("explore: Beta sampler is sound", function()
     end
 end)
 
+t.test("explore: a short list is filled from the catalogue, clicked items first", function()
+    local db, pols, now = world()
+    local ex = policy("explore", db)
+    db:batch(function()
+        for i = 1, 40 do db:item_put("N" .. i, nil, {content = near("A")}) end
+        db:item_put("gone", nil, nil, false)
+    end)
+    -- a new user, nothing from the strategies: a full list of distinct,
+    -- active, not excluded items, marked
+    local out = ex.rerank({user = "newcomer", n = 10, now = now, exclude = {"N1"}, rec = db}, {})
+    t.eq(#out, 10, "filled")
+    local seen = {}
+    for _, it in ipairs(out) do
+        t.eq(it.why, "explore")
+        t.truthy(not seen[it.id], "distinct: " .. tostring(it.id))
+        t.truthy(it.id ~= "N1" and it.id ~= "gone", "left out: " .. tostring(it.id))
+        seen[it.id] = true
+    end
+    -- a short list keeps its items first and is completed below them
+    out = ex.rerank({user = "newcomer", n = 10, now = now, rec = db},
+                    {{id = "N2", score = 5}, {id = "N3", score = 4}})
+    t.eq(#out, 10)
+    t.eq(out[1].id, "N2")
+    t.eq(out[2].id, "N3")
+    t.truthy(out[3].score < 4, "filled below")
+    -- an item that earns clicks where it is shown is drawn first more often
+    db:batch(function()
+        db:counter_add("impressions", "N7", 50, now)
+        db:counter_add("clicks", "N7", 25, now)
+    end)
+    math.randomseed(5)
+    local first = 0
+    for _ = 1, 20 do
+        out = ex.rerank({user = "newcomer", n = 5, now = now, rec = db}, {})
+        if out[1].id == "N7" then first = first + 1 end
+    end
+    t.truthy(first >= 15, "the clicked item leads (" .. first .. "/20)")
+    -- previews are filled too (a list a new user would see), but a full
+    -- list is left as it is
+    out = ex.rerank({user = "newcomer", n = 3, now = now, rec = db, record = false}, {})
+    t.eq(#out, 3)
+end)
+
+t.test("db:sample draws distinct items the options leave in", function()
+    local db = world()
+    local got = db:sample(5, {exclude = {"A1"}, seen_by = nil})
+    t.eq(#got, 5)
+    local seen = {}
+    for _, h in ipairs(got) do
+        t.truthy(not seen[h.id] and h.id ~= "A1", "distinct, not excluded")
+        seen[h.id] = true
+    end
+    t.eq(#db:sample(0), 0)
+    local all = db:sample(1000)
+    t.truthy(#all > 5 and #all <= db:stats().items, "at most the catalogue: " .. #all)
+end)
+
 t.test("explore: a bounded share of low slots goes to unproven items, marked", function()
     local db, pols, now = world()
     local ex = policy("explore", db)
