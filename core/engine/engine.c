@@ -49,6 +49,7 @@
 
 #include "err.h"
 #include "input.h"
+#include "shown.h"
 
 typedef struct type_info {
     char name[REC_TYPE_NAME_MAX + 1];
@@ -105,6 +106,7 @@ struct rec_engine {
     int clock_set;             /* an event has set it */
     int clock_stored;          /* the folder holds a stored clock */
     double newest_ts;          /* the newest event time seen */
+    rec_shown *shown;          /* what each person was shown (request state) */
     rec_buf scratch;
     void *attached;            /* state of core/learn, freed with the engine */
     void (*attached_free)(void *);
@@ -649,6 +651,14 @@ int rec_engine_open(rec_engine **out, const char *dir,
     }
     rec_rng_seed(&e->serve_rng, e->opts.seed ^ 0x5e7e5e7e5e7e5e7eull);
     e->batch = rec_batch_new();
+    if (rec_shown_new(&e->shown)) {
+        rec_batch_free(e->batch);
+        rec_store_free(e->store);
+        free(e);
+        if (errbuf)
+            snprintf(errbuf, errlen, "out of memory");
+        return REC_ENOMEM;
+    }
     if (!e->batch) {
         rec_store_free(e->store);
         free(e);
@@ -680,6 +690,7 @@ void rec_engine_free(rec_engine *e) {
     rec_batch_free(e->batch);
     rec_batch_free(e->inflight);
     rec_batch_free(e->spare);
+    rec_shown_free(e->shown);
     rec_buf_free(&e->scratch);
     rec_store_free(e->store);
     free(e);
@@ -1365,6 +1376,7 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
             return fail(e, rc, "deleting the user's events: %s", rec_strerror(rc));
         }
         rec_graph_forget_user(&e->graph, idx);
+        rec_shown_forget(e->shown, key, klen);
         e->nevents -= c.rows < e->nevents ? c.rows : e->nevents;
     } else {
         rec_graph_forget_item(&e->graph, idx);
@@ -1469,6 +1481,8 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
     if (e->learned_seq + 1 == s)
         e->learned_seq = s;
     clock_advance(e, ts, rec_wall());
+    if (w > 0) /* engaged: what was shown without engagement starts again */
+        rec_shown_clear(e->shown, ev->user, ev->ulen, item);
     if (out) {
         out->seq = s;
         out->ts = ts;
@@ -1658,6 +1672,8 @@ void rec_engine_attach(rec_engine *e, void *p, void (*free_fn)(void *)) {
 }
 rec_rng *rec_engine_rng(rec_engine *e) { return &e->rng; }
 rec_rng *rec_engine_serve_rng(rec_engine *e) { return &e->serve_rng; }
+
+rec_shown *rec_engine_shown(const rec_engine *e) { return e->shown; }
 
 int rec_engine_learning(rec_engine *e, int on) {
     int was = e->learning;

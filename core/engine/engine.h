@@ -249,6 +249,10 @@ int rec_engine_learning(rec_engine *e, int on);
  * from, so requests served between events do not change what a replay
  * reproduces. Not persisted. */
 rec_rng *rec_engine_serve_rng(rec_engine *e);
+/* What each person was shown and did not engage with (shown.h): the
+ * server records its lists there, positive events clear it. */
+struct rec_shown;
+struct rec_shown *rec_engine_shown(const rec_engine *e);
 
 /* Commit, writing learned state too (a checkpoint). */
 int rec_engine_checkpoint(rec_engine *e);

@@ -24,6 +24,7 @@
 #include "learn.h"
 #include "rank.h"
 #include "sandbox.h"
+#include "shown.h"
 #include "value.h"
 #include "vec.h"
 #include "version.h"
@@ -896,6 +897,29 @@ static void build_skip(lua_State *L, ldb *d, int t, qopts *q) {
             skip_set(q, h[i].item);
     }
     lua_pop(L, 1);
+    /* shown_by = user: leave out what lists showed that person with a
+     * weight (db:shown) of shown_min (default 1) or more since they last
+     * engaged with it */
+    lua_getfield(L, t, "shown_by");
+    if (!lua_isnil(L, -1)) {
+        char key[REC_ID_MAX];
+        size_t kl = check_id(L, -1, key, "shown_by");
+        lua_Number min = 1.0;
+        lua_getfield(L, t, "shown_min");
+        if (!lua_isnil(L, -1)) {
+            int ok;
+            min = lua_tonumberx(L, -1, &ok);
+            if (!ok || !(min > 0) || !isfinite(min))
+                rec_lua_error(L, REC_EINVAL, "shown_min must be a number > 0");
+        }
+        lua_pop(L, 1);
+        uint32_t sn;
+        const rec_shown_entry *se = rec_shown_list(rec_engine_shown(d->e), key, kl, &sn);
+        for (uint32_t i = 0; i < sn; i++)
+            if ((lua_Number)se[i].weight >= min)
+                skip_set(q, se[i].item);
+    }
+    lua_pop(L, 1);
     lua_getfield(L, t, "exclude");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TTABLE)
@@ -1301,6 +1325,29 @@ static int db_counter_get(lua_State *L) {
     if (ts == 0)
         ts = rec_engine_now(d->e);
     lua_pushnumber(L, idx == REC_IDX_NONE ? 0 : rec_counter_get(c, idx, ts));
+    return 1;
+}
+
+/* db:shown(user) -> {[item] = weight, ...}: what the server's lists showed
+ * the person since they last engaged with each item, each showing weighed
+ * by its position (shown.h; request state, not logged; {} when nothing).
+ * [-2, +1, e] */
+static int db_shown(lua_State *L) {
+    ldb *d = check_db(L);
+    char key[REC_ID_MAX];
+    size_t kl = check_id(L, 2, key, "user");
+    uint32_t n;
+    const rec_shown_entry *se = rec_shown_list(rec_engine_shown(d->e), key, kl, &n);
+    lua_createtable(L, 0, (int)n);
+    for (uint32_t i = 0; i < n; i++) {
+        push_idx(L, d->e, REC_KIND_ITEM, se[i].item);
+        if (lua_isnil(L, -1)) { /* deleted since */
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_pushnumber(L, (lua_Number)se[i].weight);
+        lua_rawset(L, -3);
+    }
     return 1;
 }
 
@@ -1816,6 +1863,7 @@ static const luaL_Reg db_methods[] = {
     {"event", db_event},
     {"now", db_now},
     {"sample", db_sample},
+    {"shown", db_shown},
     {"history", db_history},
     {"drop_seen", db_drop_seen},
     {"space", db_space},

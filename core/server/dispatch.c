@@ -21,6 +21,7 @@
 #include <lauxlib.h>
 
 #include "err.h"
+#include "shown.h"
 #include "value.h"
 #include "fanout.h"
 #include "fusion.h"
@@ -1198,6 +1199,14 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
                       now);
         if (imp)
             rec_counter_add(imp, hits[i].idx, 1.0, now);
+    }
+    /* what this person was shown, for the strategies (shown_by) */
+    uint32_t *idx = malloc((got ? got : 1) * sizeof *idx);
+    if (idx) {
+        for (size_t i = 0; i < got; i++)
+            idx[i] = hits[i].idx;
+        (void)rec_shown_add(rec_engine_shown(c->e), key, kl, idx, got, now);
+        free(idx);
     }
     free(hits);
     return rc ? engine_fail(c, rc) : 0;
