@@ -410,6 +410,24 @@ static int count_bytes(void *data, const char *buf, size_t len) {
     return 0;
 }
 
+/* The bytes o takes as msgpack (what apply_* will store). */
+static size_t packed_size(const msgpack_object *o) {
+    size_t n = 0;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &n, count_bytes);
+    msgpack_pack_object(&pk, *o);
+    return n;
+}
+
+/* o packed into the dispatcher's scratch buffer (cleared first). */
+static int pack_scratch(call_ctx *c, const msgpack_object *o) {
+    rec_buf *b = &c->d->scratch;
+    rec_buf_clear(b);
+    msgpack_packer pk;
+    rec_rpc_packer(&pk, b);
+    return msgpack_pack_object(&pk, *o) ? fail(c, REC_ENOMEM, "out of memory") : 0;
+}
+
 /* Put "params[i]." before the message of a failure about a field. */
 static int in_param(call_ctx *c, int rc, uint32_t i) {
     char msg[512];
@@ -434,10 +452,8 @@ static int check_entity(call_ctx *c, const msgpack_object *o, rec_kind kind,
     if (p && p->type != MSGPACK_OBJECT_MAP)
         return fail(c, REC_EINVAL, "params[%u].props must be a map", i);
     if (p) { /* the size apply_entity will store */
-        size_t n = 0;
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &n, count_bytes);
-        if (msgpack_pack_object(&pk, *p) || n > REC_PROPS_MAX)
+        size_t n = packed_size(p);
+        if (n > REC_PROPS_MAX)
             return fail(c, REC_ETOOLARGE, "params[%u].props takes %zu bytes; at most %u",
                         i, n, REC_PROPS_MAX);
     }
@@ -500,12 +516,8 @@ static int apply_entity(call_ctx *c, const msgpack_object *o, rec_kind kind) {
     rec_buf *props = &c->d->scratch;
     rec_buf_clear(props);
     const msgpack_object *p = rec_value_field(o, "props");
-    if (p) {
-        msgpack_packer pk;
-        rec_rpc_packer(&pk, props);
-        if (msgpack_pack_object(&pk, *p))
-            return fail(c, REC_ENOMEM, "out of memory");
-    }
+    if (p && pack_scratch(c, p))
+        return REC_ENOMEM;
     const msgpack_object *a = rec_value_field(o, "active");
     int active = a ? a->via.boolean : -1;
     const msgpack_object *v = rec_value_field(o, "vectors");
@@ -813,13 +825,8 @@ static int read_event(call_ctx *c, const msgpack_object *o, const void *ctx, siz
 static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     if (!o || o->type != MSGPACK_OBJECT_MAP)
         return fail(c, REC_EINVAL, "params[%u] must be a map {user, item, type, ...}", i);
-    size_t clen = 0;
     const msgpack_object *cx = rec_value_field(o, "context");
-    if (cx) { /* the size apply_event will store */
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &clen, count_bytes);
-        msgpack_pack_object(&pk, *cx);
-    }
+    size_t clen = cx ? packed_size(cx) : 0; /* the size apply_event will store */
     rec_event_input in;
     int rc = read_event(c, o, NULL, clen, &in);
     return rc ? in_param(c, rc, i) : 0;
@@ -859,12 +866,8 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
     rec_buf *ctx = &c->d->scratch;
     rec_buf_clear(ctx);
     const msgpack_object *cx = rec_value_field(o, "context");
-    if (cx) {
-        msgpack_packer pk;
-        rec_rpc_packer(&pk, ctx);
-        if (msgpack_pack_object(&pk, *cx))
-            return fail(c, REC_ENOMEM, "out of memory");
-    }
+    if (cx && pack_scratch(c, cx))
+        return REC_ENOMEM;
     rec_event_input in;
     int rc = read_event(c, o, cx ? ctx->data : NULL, cx ? ctx->len : 0, &in);
     if (rc) /* checked before: cannot happen */
@@ -1200,14 +1203,13 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
         if (imp)
             rec_counter_add(imp, hits[i].idx, 1.0, now);
     }
-    /* what this person was shown, for the strategies (shown_by) */
-    uint32_t *idx = malloc((got ? got : 1) * sizeof *idx);
-    if (idx) {
-        for (size_t i = 0; i < got; i++)
-            idx[i] = hits[i].idx;
-        (void)rec_shown_add(rec_engine_shown(c->e), key, kl, idx, got, now);
-        free(idx);
-    }
+    /* what this person was shown, for the strategies (shown_by); a person
+     * not remembered for want of memory is served as one never shown */
+    uint32_t idx[MAX_N];
+    size_t ns = got < MAX_N ? got : MAX_N;
+    for (size_t i = 0; i < ns; i++)
+        idx[i] = hits[i].idx;
+    (void)rec_shown_add(rec_engine_shown(c->e), key, kl, idx, ns, now);
     free(hits);
     return rc ? engine_fail(c, rc) : 0;
 }
