@@ -125,6 +125,8 @@ int rec_shown_add(rec_shown *s, const char *ukey, size_t ulen, const uint32_t *i
 }
 
 void rec_shown_clear(rec_shown *s, const char *ukey, size_t ulen, uint32_t item) {
+    if (!s->used) /* no list served yet: nothing to hash for */
+        return;
     slot *x = find(s, ukey, ulen, rec_hash_keyed(ukey, ulen));
     if (!x)
         return;
