@@ -3,11 +3,12 @@
 return {
   default = "main",
   pipelines = {
-    -- the default: the hybrid blend, then filters, fatigue, diversity, and
-    -- exploration last so its slots survive
+    -- the default: the hybrid blend, then filters, the click model's
+    -- ranking by expected value (policies/click.lua), fatigue, diversity,
+    -- and exploration last so its slots survive
     main = {
       strategies = {hybrid = 1.0},
-      policies = {"seen", "rules", "fatigue", "diversity", "explore"},
+      policies = {"seen", "rules", "click", "fatigue", "diversity", "explore"},
     },
     popular = {strategies = {popular = 1.0}, policies = {"seen", "rules"}},
     personal = {strategies = {personal = 1.0}, policies = {"seen", "rules"}},

@@ -35,6 +35,7 @@ struct rec_ctr {
     uint32_t ss, ls;    /* floats per score row and per learn row */
     float *sc;          /* (2^bits + 1) score rows */
     float *ln;          /* (2^bits + 1) learn rows */
+    uint64_t *dirty;    /* bit per row: learned since rec_ctr_dirty_clear */
     rec_ctr_stats st;
     double loss_sum;
 };
@@ -80,13 +81,35 @@ static rec_ctr *alloc_model(const rec_ctr_opts *o) {
     size_t sb = rows(o) * m->ss * sizeof(float), lb = rows(o) * m->ls * sizeof(float);
     m->sc = aligned_alloc(64, (sb + 63) / 64 * 64);
     m->ln = aligned_alloc(64, (lb + 63) / 64 * 64);
-    if (!m->sc || !m->ln) {
+    m->dirty = calloc((rows(o) + 63) / 64, sizeof *m->dirty);
+    if (!m->sc || !m->ln || !m->dirty) {
         rec_ctr_free(m);
         return NULL;
     }
     memset(m->sc, 0, sb);
     memset(m->ln, 0, lb);
     return m;
+}
+
+/* Factor j of bucket b at its start: uniform in [-fm_init, fm_init], a
+ * function of the seed, the bucket and j alone (a bucket can go back to
+ * its start). */
+static float start_value(const rec_ctr_opts *o, size_t b, uint32_t j) {
+    uint64_t x = o->seed ^ ((uint64_t)b * REC_CTR_MAX_K + j) * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    double u = (double)(x >> 11) * 0x1.0p-53;
+    return (float)((u - 0.5) * 2.0 * (double)o->fm_init);
+}
+
+static void init_factors(rec_ctr *m) {
+    const rec_ctr_opts *o = &m->o;
+    for (size_t b = 0; o->k && b + 1 < rows(o); b++)
+        for (uint32_t j = 0; j < o->k; j++)
+            m->sc[b * m->ss + 1 + j] = start_value(o, b, j);
 }
 
 int rec_ctr_new(rec_ctr **out, const rec_ctr_opts *o) {
@@ -101,14 +124,7 @@ int rec_ctr_new(rec_ctr **out, const rec_ctr_opts *o) {
     rec_ctr *m = alloc_model(o);
     if (!m)
         return REC_ENOMEM;
-    if (o->k) {
-        rec_rng r;
-        rec_rng_seed(&r, o->seed);
-        for (size_t b = 0; b + 1 < rows(o); b++)
-            for (uint32_t j = 0; j < o->k; j++)
-                m->sc[b * m->ss + 1 + j] =
-                    (float)((rec_rng_unit(&r) - 0.5) * 2.0 * (double)o->fm_init);
-    }
+    init_factors(m);
     *out = m;
     return 0;
 }
@@ -118,6 +134,7 @@ void rec_ctr_free(rec_ctr *m) {
         return;
     free(m->sc);
     free(m->ln);
+    free(m->dirty);
     free(m);
 }
 
@@ -235,7 +252,33 @@ int rec_ctr_score(const rec_ctr *m, const rec_ctr_feat *shared, size_t ns,
     return 0;
 }
 
-/* One FTRL step of bucket state (z, n) with weight w and gradient g. */
+/* sum_i x_i^2 / (1 + l2 + n_i) over f. */
+static double variance(const rec_ctr *m, const rec_ctr_feat *f, size_t n) {
+    double v = 0, p = 1.0 + (double)m->o.l2;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b = f[i].idx & m->mask;
+        double x = (double)f[i].x;
+        v += x * x / (p + (double)m->ln[(size_t)b * m->ls + 1]);
+    }
+    return v;
+}
+
+int rec_ctr_score_sd(const rec_ctr *m, const rec_ctr_feat *shared, size_t ns,
+                     const rec_ctr_feat *cand, const uint32_t *off, size_t ncand,
+                     double *out) {
+    if (!feats_ok(shared, ns))
+        return REC_EINVAL;
+    for (size_t c = 0; c < ncand; c++)
+        if (off[c + 1] < off[c] || !feats_ok(cand + off[c], off[c + 1] - off[c]))
+            return REC_EINVAL;
+    size_t nb = (size_t)m->mask + 1;
+    double v0 = variance(m, shared, ns) +
+                1.0 / (1.0 + (double)m->o.l2 + (double)m->ln[nb * m->ls + 1]);
+    for (size_t c = 0; c < ncand; c++)
+        out[c] = sqrt(v0 + variance(m, cand + off[c], off[c + 1] - off[c]));
+    return 0;
+}
+
 /* One FTRL step of bucket b (weight w, state z and n) with gradient g. */
 static void ftrl_step(const rec_ctr_opts *o, float *w, float *zn, double g) {
     double alpha = (double)o->alpha, l1 = (double)o->l1;
@@ -272,8 +315,10 @@ int rec_ctr_learn(rec_ctr *m, const rec_ctr_feat *f, size_t n, double y, double 
     double g = pr - y;
     size_t nb = (size_t)mask + 1;
     ftrl_step(&m->o, m->sc + nb * m->ss, m->ln + nb * m->ls, g);
+    m->dirty[nb >> 6] |= 1ull << (nb & 63);
     for (size_t i = 0; i < n; i++) {
         uint32_t b = f[i].idx & mask;
+        m->dirty[b >> 6] |= 1ull << (b & 63);
         double x = (double)f[i].x;
         float *row = m->sc + (size_t)b * m->ss, *lrow = m->ln + (size_t)b * m->ls;
         ftrl_step(&m->o, row, lrow, g * x);
@@ -312,14 +357,87 @@ static size_t ln_bytes(const rec_ctr_opts *o) {
     return rows(o) * row_floats(o->k, 2) * sizeof(float);
 }
 
+int64_t rec_ctr_dirty_next(const rec_ctr *m, uint64_t from) {
+    size_t nr = rows(&m->o);
+    while (from < nr) {
+        uint64_t w = m->dirty[from >> 6] >> (from & 63);
+        if (w)
+            return (int64_t)(from + (uint64_t)__builtin_ctzll(w));
+        from = (from | 63) + 1;
+    }
+    return -1;
+}
+
+void rec_ctr_dirty_clear(rec_ctr *m) {
+    memset(m->dirty, 0, (rows(&m->o) + 63) / 64 * sizeof *m->dirty);
+}
+
+size_t rec_ctr_row_bytes(const rec_ctr *m) { return ((size_t)m->ss + m->ls) * sizeof(float); }
+
+int rec_ctr_row_get(const rec_ctr *m, uint64_t bucket, void *out) {
+    if (bucket >= rows(&m->o))
+        return REC_ERANGE;
+    memcpy(out, m->sc + bucket * m->ss, m->ss * sizeof(float));
+    memcpy((char *)out + m->ss * sizeof(float), m->ln + bucket * m->ls, m->ls * sizeof(float));
+    return 0;
+}
+
+int rec_ctr_row_set(rec_ctr *m, uint64_t bucket, const void *row) {
+    if (bucket >= rows(&m->o))
+        return REC_ERANGE;
+    memcpy(m->sc + bucket * m->ss, row, m->ss * sizeof(float));
+    memcpy(m->ln + bucket * m->ls, (const char *)row + m->ss * sizeof(float),
+           m->ls * sizeof(float));
+    return 0;
+}
+
+void rec_ctr_row_reset(rec_ctr *m, uint64_t bucket) {
+    if (bucket >= rows(&m->o))
+        return;
+    memset(m->sc + bucket * m->ss, 0, m->ss * sizeof(float));
+    memset(m->ln + bucket * m->ls, 0, m->ls * sizeof(float));
+    for (uint32_t j = 0; bucket + 1 < rows(&m->o) && j < m->o.k; j++)
+        m->sc[bucket * m->ss + 1 + j] = start_value(&m->o, bucket, j);
+    m->dirty[bucket >> 6] |= 1ull << (bucket & 63);
+}
+
+static void fill_head(const rec_ctr *m, ctr_head *h) {
+    memset(h, 0, sizeof *h);
+    memcpy(h->magic, CTR_MAGIC, 8);
+    h->o = m->o;
+    h->examples = m->st.examples;
+    h->positives = m->st.positives;
+    h->loss_sum = m->loss_sum;
+}
+
+int rec_ctr_save_head(const rec_ctr *m, rec_buf *out) {
+    ctr_head h;
+    fill_head(m, &h);
+    return rec_buf_append(out, &h, sizeof h);
+}
+
+int rec_ctr_load_head(rec_ctr **out, const void *data, size_t len) {
+    *out = NULL;
+    ctr_head h;
+    if (len != sizeof h)
+        return REC_ECORRUPT;
+    memcpy(&h, data, sizeof h);
+    if (memcmp(h.magic, CTR_MAGIC, 8) || !opts_ok(&h.o))
+        return REC_ECORRUPT;
+    rec_ctr *m = alloc_model(&h.o);
+    if (!m)
+        return REC_ENOMEM;
+    init_factors(m);
+    m->st.examples = h.examples;
+    m->st.positives = h.positives;
+    m->loss_sum = h.loss_sum;
+    *out = m;
+    return 0;
+}
+
 int rec_ctr_save(const rec_ctr *m, rec_buf *out) {
     ctr_head h;
-    memset(&h, 0, sizeof h);
-    memcpy(h.magic, CTR_MAGIC, 8);
-    h.o = m->o;
-    h.examples = m->st.examples;
-    h.positives = m->st.positives;
-    h.loss_sum = m->loss_sum;
+    fill_head(m, &h);
     int rc = rec_buf_reserve(out, sizeof h + sc_bytes(&m->o) + ln_bytes(&m->o));
     if (!rc)
         rc = rec_buf_append(out, &h, sizeof h);

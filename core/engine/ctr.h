@@ -75,12 +75,39 @@ int rec_ctr_score(const rec_ctr *m, const rec_ctr_feat *shared, size_t ns,
                   const rec_ctr_feat *cand, const uint32_t *off, size_t ncand,
                   double *out);
 
+/* The uncertainty of a logit's linear part: a Laplace approximation with
+ * the prior precision l2 + 1 and each bucket's accumulated squared
+ * gradient n_i (an unbiased estimate of its sum of p (1 - p) x_i^2):
+ *     sd = sqrt(sum_i x_i^2 / (1 + l2 + n_i))
+ * for the shared and each candidate's features, as rec_ctr_score; out gets
+ * ncand standard deviations. For Thompson sampling on the logit. */
+int rec_ctr_score_sd(const rec_ctr *m, const rec_ctr_feat *shared, size_t ns,
+                     const rec_ctr_feat *cand, const uint32_t *off, size_t ncand,
+                     double *out);
+
 /* Learn one example with label y in [0, 1]; *p (may be NULL) gets the
  * probability predicted before learning it. REC_EINVAL for a bad label,
  * x or length: nothing is learned then. */
 int rec_ctr_learn(rec_ctr *m, const rec_ctr_feat *f, size_t n, double y, double *p);
 
 double rec_ctr_sigmoid(double logit);
+
+/* Rows learning changed since the last rec_ctr_dirty_clear: the next
+ * bucket at or after *from (the bias is bucket 2^bits), or -1 when none. */
+int64_t rec_ctr_dirty_next(const rec_ctr *m, uint64_t from);
+void rec_ctr_dirty_clear(rec_ctr *m);
+/* Bytes of one bucket's state, and copies of it out and in (a row that
+ * rec_ctr_row_get wrote; REC_ERANGE for a bucket past the bias). */
+size_t rec_ctr_row_bytes(const rec_ctr *m);
+int rec_ctr_row_get(const rec_ctr *m, uint64_t bucket, void *out);
+int rec_ctr_row_set(rec_ctr *m, uint64_t bucket, const void *row);
+/* Forget what bucket learned: weight and state to 0, factors to their
+ * random start. */
+void rec_ctr_row_reset(rec_ctr *m, uint64_t bucket);
+/* The statistics and options as bytes (rec_ctr_save's head), and a model
+ * with those options, statistics and all rows at their start. */
+int rec_ctr_save_head(const rec_ctr *m, rec_buf *out);
+int rec_ctr_load_head(rec_ctr **out, const void *data, size_t len);
 
 /* The whole model as bytes (options, statistics, weights), and back. */
 int rec_ctr_save(const rec_ctr *m, rec_buf *out);

@@ -50,6 +50,7 @@
 #include "err.h"
 #include "input.h"
 #include "shown.h"
+#include "click.h"
 
 typedef struct type_info {
     char name[REC_TYPE_NAME_MAX + 1];
@@ -107,6 +108,7 @@ struct rec_engine {
     int clock_stored;          /* the folder holds a stored clock */
     double newest_ts;          /* the newest event time seen */
     rec_shown *shown;          /* what each person was shown (request state) */
+    rec_click *click;          /* the click model of the served lists (learned) */
     rec_buf scratch;
     void *attached;            /* state of core/learn, freed with the engine */
     void (*attached_free)(void *);
@@ -274,6 +276,8 @@ static int cmp_kv_slot(const void *a, const void *b) {
 }
 
 static void state_free(rec_engine *e) {
+    rec_click_free(e->click);
+    e->click = NULL;
     for (int k = 0; k < 2; k++)
         rec_idmap_close(&e->ids[k]);
     free(e->inactive);
@@ -605,6 +609,8 @@ static int state_load(rec_engine *e) {
     if (rc)
         return fail(e, rc, "loading the data folder failed in database '%s': %s",
                     rec_store_db_name(steps[step ? step - 1 : 0].db), rec_strerror(rc));
+    if ((rc = rec_click_new(&e->click)) || (rc = rec_click_load(e->click, e->store)))
+        return fail(e, rc, "loading the click model failed: %s", rec_strerror(rc));
     e->nevents = nev;
     e->last_checkpoint = rec_wall();
     /* A forgotten user's rows may have ended the log before the
@@ -788,6 +794,9 @@ static int flush_spaces(rec_engine *e, int checkpoint) {
         if (rc)
             return rc;
     }
+    int crc = rec_click_flush(e->click, e->batch);
+    if (crc)
+        return crc;
     unsigned char ck[9];
     ck[0] = (unsigned char)e->clock_set;
     memcpy(ck + 1, &e->clock_off, 8);
@@ -808,7 +817,8 @@ static int learned_pending(const rec_engine *e) {
     for (size_t i = 0; i < e->ncounters; i++)
         if (e->counters[i]->ndirty)
             return 1;
-    return e->learned_kv.used || e->checkpoint_seq < e->learned_seq;
+    return e->learned_kv.used || e->checkpoint_seq < e->learned_seq ||
+           rec_click_dirty(e->click);
 }
 
 static void clean_all(rec_engine *e, int checkpoint) {
@@ -824,6 +834,7 @@ static void clean_all(rec_engine *e, int checkpoint) {
         for (size_t i = 0; i < e->ncounters; i++)
             rec_counter_clean(e->counters[i]);
         kv_overlay_clear(&e->learned_kv);
+        rec_click_clean(e->click);
         e->checkpoint_seq = e->learned_seq;
         e->last_checkpoint = rec_wall();
     }
@@ -1222,6 +1233,8 @@ int rec_engine_put(rec_engine *e, rec_kind kind, const char *key,
     if ((rc = intern_id(e, kind, key, klen, rec_idmap_hash(key, klen), &idx,
                         NULL)))
         return rc;
+    if (kind == REC_KIND_ITEM && props)
+        rec_click_item_changed(e->click, idx);
     unsigned char ib[4];
     rec_be32(ib, idx);
     if (props || active >= 0) {
@@ -1377,6 +1390,7 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
         }
         rec_graph_forget_user(&e->graph, idx);
         rec_shown_forget(e->shown, key, klen);
+        rec_click_forget(e->click, key, klen);
         e->nevents -= c.rows < e->nevents ? c.rows : e->nevents;
     } else {
         rec_graph_forget_item(&e->graph, idx);
@@ -1674,6 +1688,8 @@ rec_rng *rec_engine_rng(rec_engine *e) { return &e->rng; }
 rec_rng *rec_engine_serve_rng(rec_engine *e) { return &e->serve_rng; }
 
 rec_shown *rec_engine_shown(const rec_engine *e) { return e->shown; }
+
+rec_click *rec_engine_click(const rec_engine *e) { return e->click; }
 
 int rec_engine_learning(rec_engine *e, int on) {
     int was = e->learning;

@@ -253,6 +253,10 @@ rec_rng *rec_engine_serve_rng(rec_engine *e);
  * server records its lists there, positive events clear it. */
 struct rec_shown;
 struct rec_shown *rec_engine_shown(const rec_engine *e);
+/* The click model of the served lists (click.h): learned state, written
+ * at checkpoints. */
+struct rec_click;
+struct rec_click *rec_engine_click(const rec_engine *e);
 
 /* Commit, writing learned state too (a checkpoint). */
 int rec_engine_checkpoint(rec_engine *e);

@@ -25,6 +25,7 @@
 #include "rank.h"
 #include "sandbox.h"
 #include "shown.h"
+#include "click.h"
 #include "value.h"
 #include "vec.h"
 #include "version.h"
@@ -821,6 +822,43 @@ static int db_vector(lua_State *L) {
     return 1;
 }
 
+/* db:profile(user, space [, n=20]) -> the unit mean of the unit vectors,
+ * in space, of the items of the user's newest n positive events (each
+ * weighted by its event's weight), or nil when none has a vector: the
+ * user's taste as a query for db:topk. O(n x dim).   [-4, +1, e] */
+static int db_profile(lua_State *L) {
+    ldb *d = check_db(L);
+    uint32_t user = find_idx(L, d, REC_KIND_USER, 2, 0);
+    rec_space *s = check_space(L, d, luaL_checkstring(L, 3));
+    lua_Integer n = luaL_optinteger(L, 4, 20);
+    luaL_argcheck(L, n >= 1 && n <= 10000, 4, "n must be 1..10000");
+    uint32_t hn = 0;
+    const rec_hentry *h =
+        user == REC_IDX_NONE ? NULL : rec_graph_history(rec_engine_graph(d->e), user, &hn);
+    float *q = lua_newuserdatauv(L, s->dim * sizeof(float), 0);
+    memset(q, 0, s->dim * sizeof(float));
+    lua_Integer used = 0;
+    for (uint32_t i = hn; i-- > 0 && used < n;) {
+        if (!(h[i].weight > 0))
+            continue;
+        used++;
+        const float *v = rec_space_get(s, REC_KIND_ITEM, h[i].item);
+        float nv = v ? rec_vec_norm2(v, s->dim) : 0.0f;
+        if (!(nv > 0))
+            continue;
+        float w = h[i].weight / sqrtf(nv);
+        for (uint32_t j = 0; j < s->dim; j++)
+            q[j] += w * v[j];
+    }
+    rec_sandbox_charge(L, (uint64_t)used * s->dim);
+    if (!(rec_vec_normalize(q, s->dim) > 0)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    push_floats(L, q, s->dim);
+    return 1;
+}
+
 /* db:set_vector(kind, id, space, vec) -> true; the space is created with
  * the vector's dimension when missing   [-5, +1, e] */
 static int db_set_vector(lua_State *L) {
@@ -1351,6 +1389,182 @@ static int db_shown(lua_State *L) {
     return 1;
 }
 
+/* db:click_predict(req, items) -> items, each given p_click, click_sd
+ * and (with a conversion model) p_conversion: the click model's P(click)
+ * at position 0, the uncertainty of its logit, and P(conversion | click)
+ * (click.h). req is the request a policy gets (user, context, now);
+ * items carry id, score and strategy as a policy gets them. Items
+ * unknown to the engine get no fields. O(#items x features).
+ * [-0, +0, e] */
+static int db_click_predict(lua_State *L) {
+    ldb *d = check_db(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    rec_click *m = rec_engine_click(d->e);
+    if (!rec_click_active(m))
+        rec_lua_error(L, REC_ENOTFOUND, "no click model: no loaded policy declares one "
+                      "(a policy's model = {...})");
+    char key[REC_ID_MAX];
+    lua_getfield(L, 2, "user");
+    size_t kl = check_id(L, 4, key, "req.user");
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "now");
+    double now = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : rec_engine_now(d->e);
+    lua_pop(L, 1);
+    size_t n = lua_rawlen(L, 3);
+    rec_sandbox_charge(L, (uint64_t)n * 8);
+    /* scratch the collector owns: a raised error leaks nothing */
+    size_t bytes = n * (sizeof(rec_click_cand) + 3 * sizeof(double) + sizeof(lua_Integer));
+    char *mem = lua_newuserdatauv(L, bytes ? bytes : 1, 0); /* 4 */
+    rec_click_cand *c = (rec_click_cand *)mem;
+    double *pc = (double *)(c + n), *pv = pc + n, *sd = pv + n;
+    lua_Integer *at = (lua_Integer *)(sd + n);
+    size_t m_n = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (lua_rawgeti(L, 3, (lua_Integer)i + 1) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_getfield(L, -1, "id");
+        char ik[REC_ID_MAX];
+        rec_field f;
+        lua_input(L, -1, &f);
+        char err[128];
+        int il = rec_input_id(&f, "id", ik, err, sizeof err);
+        uint32_t idx = il < 0 ? REC_IDX_NONE : rec_engine_lookup(d->e, REC_KIND_ITEM, ik, (size_t)il);
+        lua_getfield(L, -2, "score");
+        double sc = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0.0;
+        lua_getfield(L, -3, "strategy");
+        const char *st = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        lua_pop(L, 4); /* the strategy string stays referenced by its item */
+        if (idx == REC_IDX_NONE)
+            continue;
+        c[m_n] = (rec_click_cand){.item = idx, .position = 0, .strategy = st, .score = sc};
+        at[m_n++] = (lua_Integer)i + 1;
+    }
+    rec_buf ctx = REC_BUF_INIT;
+    if (lua_getfield(L, 2, "context") == LUA_TTABLE)
+        pack_value(L, -1, &ctx, "req.context");
+    lua_pop(L, 1);
+    rec_click_ask a = {.ukey = key, .ulen = kl, .context = ctx.len ? ctx.data : NULL,
+                       .clen = ctx.len, .now = now};
+    int rc = rec_click_predict(m, d->e, &a, c, m_n, pc, pv, sd);
+    rec_buf_free(&ctx);
+    if (rc)
+        rec_lua_error(L, rc, "click model: %s", rec_strerror(rc));
+    for (size_t i = 0; i < m_n; i++) {
+        lua_rawgeti(L, 3, at[i]);
+        lua_pushnumber(L, pc[i]);
+        lua_setfield(L, -2, "p_click");
+        lua_pushnumber(L, sd[i]);
+        lua_setfield(L, -2, "click_sd");
+        if (!isnan(pv[i])) {
+            lua_pushnumber(L, pv[i]);
+            lua_setfield(L, -2, "p_conversion");
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 3);
+    rec_click_info ci;
+    rec_click_info_get(m, &ci);
+    lua_pushinteger(L, (lua_Integer)ci.click.examples);
+    return 2;
+}
+
+/* Push the click model's state (rec_click_info) as a table. */
+void rec_lua_push_click_info(lua_State *L, const rec_click *m) {
+    rec_click_info ci;
+    rec_click_info_get(m, &ci);
+    lua_createtable(L, 0, 12);
+    lua_pushboolean(L, ci.active);
+    lua_setfield(L, -2, "active");
+    static const char *const names[] = {"served", "pending", "clicks", "conversions",
+                                        "negatives", "late", "unmatched"};
+    uint64_t vals[] = {ci.served, ci.pending, ci.clicks, ci.conversions, ci.negatives,
+                       ci.late, ci.unmatched};
+    for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+        lua_pushinteger(L, (lua_Integer)vals[i]);
+        lua_setfield(L, -2, names[i]);
+    }
+    lua_pushinteger(L, (lua_Integer)ci.click.examples);
+    lua_setfield(L, -2, "examples");
+    lua_pushnumber(L, ci.click.logloss);
+    lua_setfield(L, -2, "logloss");
+    lua_pushinteger(L, (lua_Integer)ci.conv.examples);
+    lua_setfield(L, -2, "conversion_examples");
+    lua_pushnumber(L, ci.conv.logloss);
+    lua_setfield(L, -2, "conversion_logloss");
+}
+
+/* db:click_model(spec | nil) -> true: put a click model in force (the
+ * table a policy declares as `model`), or none. A server follows its
+ * policies' declaration; this is for the Lua module and the REPL.
+ * [-1, +1, e] */
+static int db_click_model(lua_State *L) {
+    ldb *d = check_db(L);
+    rec_click *m = rec_engine_click(d->e);
+    int rc;
+    if (lua_isnoneornil(L, 2)) {
+        rc = rec_click_set(m, NULL);
+    } else {
+        rec_click_spec sp;
+        char err[256];
+        if (rec_click_spec_read(L, 2, &sp, err, sizeof err))
+            return rec_lua_error(L, REC_EINVAL, "%s", err);
+        rc = rec_click_set(m, &sp);
+    }
+    if (rc)
+        return rec_lua_error(L, rc, "click_model: %s", rec_strerror(rc));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* db:click_info() -> the click model's state: active, served (lists
+ * logged), pending (lists waiting for outcomes), clicks, conversions,
+ * negatives (learned), late (outcomes after the window), unmatched,
+ * examples, logloss (progressive), conversion_examples,
+ * conversion_logloss.   [-0, +1, m] */
+static int db_click_info(lua_State *L) {
+    ldb *d = check_db(L);
+    rec_lua_push_click_info(L, rec_engine_click(d->e));
+    return 1;
+}
+
+/* db:mark_shown(user, items [, ts]) -> true: record a list shown to the
+ * user, items[1] at the top (ids, or tables with id), as the server does
+ * for every list it serves: what db:shown and shown_by read. For lists a
+ * script serves itself, and for trying policies in the REPL. Unknown ids
+ * are skipped; at most 100 items. O(#items x entries).   [-0, +1, e] */
+static int db_mark_shown(lua_State *L) {
+    ldb *d = check_db(L);
+    char key[REC_ID_MAX];
+    size_t kl = check_id(L, 2, key, "user");
+    luaL_checktype(L, 3, LUA_TTABLE);
+    double ts = luaL_optnumber(L, 4, rec_engine_now(d->e));
+    uint32_t idx[100];
+    size_t n = 0, len = lua_rawlen(L, 3);
+    for (size_t i = 0; i < len && n < 100; i++) {
+        if (lua_rawgeti(L, 3, (lua_Integer)i + 1) == LUA_TTABLE) {
+            lua_getfield(L, -1, "id");
+            lua_remove(L, -2);
+        }
+        rec_field f;
+        lua_input(L, -1, &f);
+        char ik[REC_ID_MAX], err[128];
+        int il = rec_input_id(&f, "id", ik, err, sizeof err);
+        lua_pop(L, 1);
+        uint32_t x = il < 0 ? REC_IDX_NONE : rec_engine_lookup(d->e, REC_KIND_ITEM, ik, (size_t)il);
+        if (x != REC_IDX_NONE)
+            idx[n++] = x;
+    }
+    int rc = rec_shown_add(rec_engine_shown(d->e), key, kl, idx, n, ts);
+    if (rc)
+        return rec_lua_error(L, rc, "mark_shown: %s", rec_strerror(rc));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* db:sample([k=10 [, opts]]) -> up to k distinct items drawn at random
  * from the catalogue (score 0), leaving out what the query options leave
  * out (exclude, seen_by, filter, inactive items): where a list with no
@@ -1864,12 +2078,17 @@ static const luaL_Reg db_methods[] = {
     {"now", db_now},
     {"sample", db_sample},
     {"shown", db_shown},
+    {"mark_shown", db_mark_shown},
+    {"click_predict", db_click_predict},
+    {"click_info", db_click_info},
+    {"click_model", db_click_model},
     {"history", db_history},
     {"drop_seen", db_drop_seen},
     {"space", db_space},
     {"spaces", db_spaces},
     {"vector", db_vector},
     {"set_vector", db_set_vector},
+    {"profile", db_profile},
     {"similar", db_similar},
     {"topk", db_topk},
     {"recommend_vec", db_recommend_vec},

@@ -40,4 +40,8 @@ void rec_lua_push_id(lua_State *L, const char *key, size_t klen);
 int rec_lua_error(lua_State *L, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The click model's state as a table (db:click_info). */
+struct rec_click;
+void rec_lua_push_click_info(lua_State *L, const struct rec_click *m);
+
 #endif

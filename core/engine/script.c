@@ -49,6 +49,8 @@
  */
 #include "script.h"
 
+#include "click.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -958,6 +960,17 @@ static int load_source(rec_script_rt *rt, script *s, const char *buf, size_t len
                      ? "a strategy must define recommend(req)"
                      : "a policy must define on_event, rerank or on_load");
         goto out;
+    }
+    if (s->kind == REC_SCRIPT_POLICY) { /* a click model's declaration */
+        lua_pushliteral(L, "model");
+        int t = lua_rawget(L, mod);
+        rec_click_spec spec;
+        char why[256];
+        if (t != LUA_TNIL && rec_click_spec_read(L, -1, &spec, why, sizeof why)) {
+            snprintf(msg, msglen, "%s '%s': %s: %s", kind_name[s->kind], s->name, file, why);
+            goto out;
+        }
+        lua_pop(L, 1);
     }
     lua_pushliteral(L, "on_load");
     if (lua_rawget(L, mod) == LUA_TFUNCTION) {

@@ -14,9 +14,11 @@ typedef struct slot {
     uint64_t h;
     char *key;              /* owned; NULL: empty */
     uint32_t klen;
-    uint32_t n;
-    rec_shown_entry *e;     /* REC_SHOWN_PER_USER, owned */
+    uint32_t n, cap;        /* entries held, and room (up to REC_SHOWN_PER_USER) */
+    rec_shown_entry *e;     /* owned */
 } slot;
+
+#define FIRST_ROOM 16
 
 struct rec_shown {
     slot *slots;
@@ -86,7 +88,7 @@ int rec_shown_add(rec_shown *s, const char *ukey, size_t ulen, const uint32_t *i
         if ((s->used + 1) * 4 > s->cap * 3 && grow(s))
             return REC_ENOMEM;
         char *k = malloc(ulen ? ulen : 1);
-        rec_shown_entry *e = malloc(REC_SHOWN_PER_USER * sizeof *e);
+        rec_shown_entry *e = malloc(FIRST_ROOM * sizeof *e);
         if (!k || !e) {
             free(k);
             free(e);
@@ -97,7 +99,7 @@ int rec_shown_add(rec_shown *s, const char *ukey, size_t ulen, const uint32_t *i
         while (s->slots[i].key)
             i = (i + 1) & (s->cap - 1);
         x = &s->slots[i];
-        *x = (slot){.h = h, .key = k, .klen = (uint32_t)ulen, .n = 0, .e = e};
+        *x = (slot){.h = h, .key = k, .klen = (uint32_t)ulen, .n = 0, .cap = FIRST_ROOM, .e = e};
         s->used++;
     }
     for (size_t i = 0; i < n; i++) {
@@ -111,7 +113,15 @@ int rec_shown_add(rec_shown *s, const char *ukey, size_t ulen, const uint32_t *i
             x->e[j].ts = ts;
             continue;
         }
-        if (x->n == REC_SHOWN_PER_USER) { /* the one shown longest ago goes */
+        if (x->n == x->cap && x->cap < REC_SHOWN_PER_USER) {
+            uint32_t nc = x->cap * 2 < REC_SHOWN_PER_USER ? x->cap * 2 : REC_SHOWN_PER_USER;
+            rec_shown_entry *ne = realloc(x->e, nc * sizeof *ne);
+            if (!ne)
+                return REC_ENOMEM;
+            x->e = ne;
+            x->cap = nc;
+        }
+        if (x->n == x->cap) { /* the one shown longest ago goes */
             j = 0;
             for (uint32_t q = 1; q < x->n; q++)
                 if (x->e[q].ts < x->e[j].ts)

@@ -1,7 +1,7 @@
 /* shown.h - what each person was shown and did not engage with.
  *
  * Per user (by encoded key, so a person with no event yet counts too), up
- * to REC_SHOWN_PER_USER items with how much lists showed them since the
+ * to REC_SHOWN_PER_USER items (room grows with the person's lists) with how much lists showed them since the
  * person last engaged with them, and when last. A showing weighs by its
  * position as people look at lists: 1 / log2(2 + position), 1 at the top,
  * 0.29 in the tenth slot (an item ignored at the bottom of a list says
@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REC_SHOWN_PER_USER 64
+#define REC_SHOWN_PER_USER 256
 #define REC_SHOWN_MAX_USERS (1u << 20)
 
 typedef struct rec_shown_entry {

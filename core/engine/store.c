@@ -62,7 +62,7 @@ static const char *const db_names[REC_DB__COUNT] = {
     [REC_DB_USERS] = "users",         [REC_DB_VECTORS] = "vectors",
     [REC_DB_EVENTS] = "events",       [REC_DB_COUNTERS] = "counters",
     [REC_DB_KV] = "kv",
-    [REC_DB_RECS] = "recs",
+    [REC_DB_RECS] = "recs",           [REC_DB_MODELS] = "models",
 };
 
 static const char schema_key[] = "schema_version";

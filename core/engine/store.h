@@ -36,6 +36,7 @@ typedef enum rec_dbi {
     REC_DB_COUNTERS,  /* (family u16, index u32) -> decayed counter */
     REC_DB_KV,        /* free-form keys kept by policies */
     REC_DB_RECS,      /* rec_id -> what was shown (attribution) */
+    REC_DB_MODELS,    /* (model u8, bucket u32) -> a click model's row */
     REC_DB__COUNT
 } rec_dbi;
 

@@ -22,6 +22,7 @@
 
 #include "err.h"
 #include "shown.h"
+#include "click.h"
 #include "value.h"
 #include "fanout.h"
 #include "fusion.h"
@@ -321,6 +322,26 @@ static int pack_models(msgpack_packer *pk, const rec_train *t) {
     return 0;
 }
 
+/* sys.info's click: the click model of the served lists (click.h). */
+static int pack_click(msgpack_packer *pk, const rec_click *m) {
+    rec_click_info ci;
+    rec_click_info_get(m, &ci);
+    return msgpack_pack_map(pk, 12) || rec_value_pack_str(pk, "active") ||
+           (ci.active ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
+           rec_value_pack_str(pk, "served") || msgpack_pack_uint64(pk, ci.served) ||
+           rec_value_pack_str(pk, "pending") || msgpack_pack_uint64(pk, ci.pending) ||
+           rec_value_pack_str(pk, "clicks") || msgpack_pack_uint64(pk, ci.clicks) ||
+           rec_value_pack_str(pk, "conversions") || msgpack_pack_uint64(pk, ci.conversions) ||
+           rec_value_pack_str(pk, "negatives") || msgpack_pack_uint64(pk, ci.negatives) ||
+           rec_value_pack_str(pk, "late") || msgpack_pack_uint64(pk, ci.late) ||
+           rec_value_pack_str(pk, "unmatched") || msgpack_pack_uint64(pk, ci.unmatched) ||
+           rec_value_pack_str(pk, "examples") || msgpack_pack_uint64(pk, ci.click.examples) ||
+           rec_value_pack_str(pk, "logloss") || msgpack_pack_double(pk, ci.click.logloss) ||
+           rec_value_pack_str(pk, "conversion_examples") ||
+           msgpack_pack_uint64(pk, ci.conv.examples) ||
+           rec_value_pack_str(pk, "conversion_logloss") || msgpack_pack_double(pk, ci.conv.logloss);
+}
+
 static int m_info(call_ctx *c) {
     rec_dispatch *d = c->d;
     rec_store_stats st;
@@ -331,7 +352,10 @@ static int m_info(call_ctx *c) {
     rec_vec_bf16_counts(&bf16_fast, &bf16_fallback);
     rec_clock_info ck;
     rec_engine_clock(c->e, &ck);
-    int rc = msgpack_pack_map(pk, 17) || rec_value_pack_str(pk, "version") || rec_value_pack_str(pk, d->version) ||
+    if (d->rt)
+        (void)rec_click_sync(rec_engine_click(c->e), d->rt);
+    int rc = msgpack_pack_map(pk, 18) || rec_value_pack_str(pk, "version") || rec_value_pack_str(pk, d->version) ||
+             rec_value_pack_str(pk, "click") || pack_click(pk, rec_engine_click(c->e)) ||
              rec_value_pack_str(pk, "clock") || msgpack_pack_map(pk, 4) ||
              rec_value_pack_str(pk, "now") || msgpack_pack_double(pk, ck.now) ||
              rec_value_pack_str(pk, "wall") || msgpack_pack_double(pk, ck.wall) ||
@@ -1122,14 +1146,18 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     /* What policies keep of what they showed (fatigue lists) is learned
      * state like the impressions counter: written at checkpoints. */
     int was = rec_engine_learning(c->e, 1);
+    /* the click model: lists whose window ended give their negatives */
+    rec_click *cm = rec_engine_click(c->e);
+    if (rec_click_sync(cm, d->rt))
+        (void)rec_click_expire(cm, c->e, rec_now());
     rc = hits ? rec_pipeline_run(d->pl, d->rt, c->e, &r, hits, &got, c->err, c->errlen)
               : REC_ENOMEM;
     rec_engine_learning(c->e, was);
     free(skip);
-    rec_buf_free(&ctx);
     rec_buf_free(&exc);
     if (rc) {
         free(hits);
+        rec_buf_free(&ctx);
         return rc == REC_ENOMEM ? fail(c, rc, "out of memory") : rc;
     }
     const char *label = so ? sname : p->name;
@@ -1166,17 +1194,35 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     }
     if (rc) {
         free(hits);
+        rec_buf_free(&ctx);
         return REC_ENOMEM;
     }
     if (!record) { /* a preview: nothing stored, nothing counted as shown */
         free(hits);
+        rec_buf_free(&ctx);
         return 0;
     }
+    /* The click model's features of each shown item, as served. */
+    rec_buf feats = REC_BUF_INIT;
+    int logged = 0;
+    if (rec_click_active(cm)) {
+        rec_click_cand cand[MAX_N];
+        size_t nc = got < MAX_N ? got : MAX_N;
+        for (size_t i = 0; i < nc; i++)
+            cand[i] = (rec_click_cand){
+                .item = hits[i].idx, .position = (uint32_t)i,
+                .strategy = !p ? sname : hits[i].by >= 0 ? p->strategies[hits[i].by].name : NULL,
+                .score = hits[i].fused};
+        rec_click_ask ask = {.ukey = key, .ulen = kl, .context = r.context,
+                             .clen = r.context_len, .now = rec_now()};
+        logged = rec_click_encode(cm, c->e, &ask, cand, nc, &feats) == 0;
+    }
+    rec_buf_free(&ctx);
     rec_buf *b = &d->scratch;
     rec_buf_clear(b);
     msgpack_packer rp;
     rec_rpc_packer(&rp, b);
-    rc = msgpack_pack_map(&rp, 6) || rec_value_pack_str(&rp, "ts") || msgpack_pack_double(&rp, rec_now()) ||
+    rc = msgpack_pack_map(&rp, logged ? 7 : 6) || rec_value_pack_str(&rp, "ts") || msgpack_pack_double(&rp, rec_now()) ||
          rec_value_pack_str(&rp, "pipeline") || rec_value_pack_str(&rp, shown) || rec_value_pack_str(&rp, "arm") ||
          (arm ? rec_value_pack_str(&rp, arm) : msgpack_pack_nil(&rp)) ||
          rec_value_pack_str(&rp, "strategies") || msgpack_pack_array(&rp, (size_t)nstrat);
@@ -1188,8 +1234,14 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
     rc = rc || rec_value_pack_str(&rp, "by") || msgpack_pack_array(&rp, got);
     for (size_t i = 0; i < got && !rc; i++)
         rc = msgpack_pack_int(&rp, hits[i].by < 0 ? 0 : hits[i].by);
+    if (logged)
+        rc = rc || rec_value_pack_str(&rp, "f") || msgpack_pack_bin(&rp, feats.len) ||
+             msgpack_pack_bin_body(&rp, feats.data, feats.len);
+    rec_buf_free(&feats);
     if (!rc && !rec_store_read_only(rec_engine_store(c->e)))
         rc = rec_engine_rec_put(c->e, rid, user, b->data, b->len);
+    if (!rc && logged)
+        rc = rec_click_served(cm, rid, rec_now(), (uint32_t)(got < MAX_N ? got : MAX_N));
     double now = rec_now();
     if (!so)
         rec_stats_add(&d->metrics, "pipeline", label, (double)got, 0, 0, now);

@@ -1,6 +1,8 @@
 /* fanout.c - events handed to the policies, live and replayed (fanout.h). */
 #include "fanout.h"
 
+#include "click.h"
+
 #include <lauxlib.h>
 
 #include "feedback.h"
@@ -135,8 +137,24 @@ static void policies_on_event(const rec_fanout *f, uint32_t user, uint32_t item,
 /* What an event teaches, live or replayed: the same function with the same
  * fields, so a replay after a crash or a failed commit learns what the live
  * path learned. */
+/* The click model: lists whose window ended by the event's time give
+ * their negatives, then the event's click or conversion its positive. */
+static int click_learn(rec_fanout *f, const rec_replay_event *ev) {
+    rec_click *m = rec_engine_click(f->e);
+    if (!rec_click_sync(m, f->rt))
+        return 0;
+    int rc = rec_click_expire(m, f->e, ev->ts);
+    const char *tn = rec_engine_type_name(f->e, ev->type);
+    if (!rc && ev->rlen && tn)
+        rc = rec_click_feedback(m, f->e, ev->rec_id, ev->rlen, ev->item, tn, strlen(tn), ev->ts);
+    return rc;
+}
+
 int rec_fanout_learn(void *fanout, const rec_replay_event *ev) {
     rec_fanout *f = fanout;
+    int crc = click_learn(f, ev);
+    if (crc)
+        return crc;
     if (policies_learn(f)) {
         const char *tn = rec_engine_type_name(f->e, ev->type);
         /* The policies' kv writes are learned state, written at checkpoints. */

@@ -701,11 +701,15 @@ static int run(rec_pipeline_state *st, rec_script_rt *rt, rec_engine *e,
         int req = lua_gettop(L);
         lua_createtable(L, (int)pool, 0);
         for (size_t i = 0; i < pool; i++) {
-            lua_createtable(L, 0, 2);
+            lua_createtable(L, 0, 3);
             push_item_id(L, e, st->hits[i].idx);
             lua_setfield(L, -2, "id");
             lua_pushnumber(L, st->hits[i].score);
             lua_setfield(L, -2, "score");
+            if (st->hits[i].by >= 0) { /* for features of the proposer */
+                lua_pushstring(L, r->p->strategies[st->hits[i].by].name);
+                lua_setfield(L, -2, "strategy");
+            }
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
         for (int pi = 0; pi < npol && !rc; pi++) {
@@ -748,6 +752,7 @@ static int run(rec_pipeline_state *st, rec_script_rt *rt, rec_engine *e,
                     rec_pipeline_hit *h = candidate(st, idx);
                     if (h) {
                         out[*nout] = *h;
+                        out[*nout].fused = h->score;
                         out[*nout].score = isfinite(sc) ? sc : h->score;
                         (*nout)++;
                     }
@@ -757,8 +762,10 @@ static int run(rec_pipeline_state *st, rec_script_rt *rt, rec_engine *e,
         }
     } else {
         for (size_t i = 0; i < st->nhits && *nout < r->n; i++)
-            if (rec_engine_is_active(e, st->hits[i].idx))
-                out[(*nout)++] = st->hits[i];
+            if (rec_engine_is_active(e, st->hits[i].idx)) {
+                out[*nout] = st->hits[i];
+                out[(*nout)++].fused = st->hits[i].score;
+            }
     }
     lua_settop(L, top);
     reset(st);

@@ -119,6 +119,7 @@ int rec_pipeline_arm(const rec_pipeline_config *cfg, const char *user_key,
 typedef struct rec_pipeline_hit {
     uint32_t idx;
     float score;
+    float fused;     /* the strategies' fused score, before the policies */
     int by;          /* index of the strategy that contributed most, -1 */
     float parts[REC_PIPELINE_MAX_STRATEGIES]; /* each strategy's contribution */
     uint32_t moved;  /* bit i: policy i added or moved the item */

@@ -309,24 +309,31 @@ def test_admin_eval_sessions_and_access(scripted, tmp_path):
 
 def test_user_delete_lets_policies_forget(scripted):
     srv, sdir, pdir = scripted
-    root = os.path.join(os.path.dirname(__file__), "..", "..")
-    with open(os.path.join(root, "policies", "fatigue.lua")) as f:
-        write(os.path.join(pdir, "fatigue.lua"), f.read())
+    write(os.path.join(pdir, "remember.lua"),
+          'return { on_event = function(ev) rec:kv_put("mem:" .. ev.user, ev.item) end, '
+          'on_forget = function(user) rec:kv_delete("mem:" .. user) end }\n')
     write(os.path.join(sdir, "all.lua"),
           'return { recommend = function(req) local out = {} '
           'for i = 1, 5 do out[i] = { id = "f" .. i, score = 10 - i } end return out end }\n')
     write(os.path.join(sdir, "pipelines.lua"),
           'return { default = "p", pipelines = { p = { strategies = { all = 1 }, '
           'policies = { "fatigue" } } } }\n')
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    with open(os.path.join(root, "policies", "fatigue.lua")) as f:
+        write(os.path.join(pdir, "fatigue.lua"), f.read())
     with srv.connect(unix=True) as c:
         c.call("item.put", *[{"id": "f%d" % i} for i in range(1, 6)])
         c.call("script.reload")
         c.call("event.add", {"user": "fu", "item": "f5", "type": "view"})
         for _ in range(3):
             c.call("rec.recommend", {"user": "fu", "n": 3})
-        assert c.call("admin.eval", 'rec:kv_get("fatigue:s:fu") ~= nil') == [True]
+        assert c.call("admin.eval", 'rec:kv_get("mem:fu")') == ["f5"]
+        # what the server showed is what fatigue reads: f1..f3 pushed down
+        assert c.call("admin.eval", 'local n = 0 for _ in pairs(rec:shown("fu")) do '
+                      'n = n + 1 end return n') == [4]
         assert c.call("user.delete", "fu") == 1
-        assert c.call("admin.eval", 'rec:kv_get("fatigue:s:fu")') == [None]
+        assert c.call("admin.eval", 'rec:kv_get("mem:fu")') == [None]
+        assert c.call("admin.eval", 'return next(rec:shown("fu")) == nil') == [True]
 
 
 def test_builtin_pipeline_counts_impressions(server):

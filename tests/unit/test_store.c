@@ -193,7 +193,7 @@ static void test_open_create(void **state) {
     static const char *const names[REC_DB__COUNT] = {
         "meta",  "item_ids", "item_keys", "user_ids", "user_keys",
         "items", "users",    "vectors",   "events",
-        "counters", "kv",    "recs"};
+        "counters", "kv",    "recs",     "models"};
     for (int i = 0; i < REC_DB__COUNT; i++) {
         assert_string_equal(rec_store_db_name((rec_dbi)i), names[i]);
         assert_int_equal(count_of(s, (rec_dbi)i), i == REC_DB_META ? 1 : 0);
