@@ -4,11 +4,12 @@ return {
   default = "main",
   pipelines = {
     -- the default: the hybrid blend, then filters, the click model's
-    -- ranking by expected value (policies/click.lua), fatigue, diversity,
-    -- and exploration last so its slots survive
+    -- ranking by expected value (policies/click.lua: it explores by
+    -- Thompson sampling), and fatigue. diversity and explore are there to
+    -- add; in recd sim they cost clicks (BENCHMARKS.md)
     main = {
       strategies = {hybrid = 1.0},
-      policies = {"seen", "rules", "click", "fatigue", "diversity", "explore"},
+      policies = {"seen", "rules", "click", "fatigue"},
     },
     popular = {strategies = {popular = 1.0}, policies = {"seen", "rules"}},
     personal = {strategies = {personal = 1.0}, policies = {"seen", "rules"}},

@@ -9,7 +9,10 @@ users with 10 interactions each, then measures with one client:
     in the background;
   - feedback to effect: event.add acknowledged (durable) to the answer of
     the next rec.recommend that reflects it (the clicked item is gone and
-    the list changed), p50 and p99.
+    the list changed), p50 and p99;
+  - rec.recommend once the click model ranks (policies/click.lua past its
+    WARM examples: clicks sent back with the lists' rec_id): the pool
+    widened by the person's taste and the catalogue, predicted and ranked.
 Prints BENCH lines. Needs Debian's python3-msgpack (run with /usr/bin/python3).
 """
 import gc
@@ -119,6 +122,18 @@ def main():
             fb.append((time.perf_counter() - t0) * 1000)
             assert item not in after, "the clicked item came back"
             changed += after != before
+        # the click model past its warm-up: clicks on served lists
+        while c.call("sys.info")["click"]["examples"] < 250:
+            user = "u%d" % rnd.randrange(N_USERS)
+            ans = c.call("rec.recommend", {"user": user, "n": 10})
+            if ans["items"]:
+                c.call("event.add", {"user": user, "item": ans["items"][rnd.randrange(len(ans["items"]))]["id"],
+                                     "type": "click", "rec_id": ans["rec_id"]})
+        lat_cm = []
+        for r in range(RUNS):
+            t0 = time.perf_counter()
+            c.call("rec.recommend", {"user": "u%d" % (r % N_USERS), "n": 10})
+            lat_cm.append((time.perf_counter() - t0) * 1000)
         print("default pipeline, %d items d=%d, %d users: rec.recommend n=10 p50 %.2f ms, "
               "p99 %.2f ms, %.0f req/s (1 client)" % (N_ITEMS, DIM, N_USERS, pct(lat, 0.5),
                                                     pct(lat, 0.99), rps))
@@ -126,7 +141,12 @@ def main():
               "p99 %.2f ms" % (len(lat_tr), pct(lat_tr, 0.5), pct(lat_tr, 0.99)))
         print("feedback to effect (event ack + next answer): p50 %.2f ms, p99 %.2f ms; "
               "list changed in %d/300" % (pct(fb, 0.5), pct(fb, 0.99), changed))
+        print("once the click model ranks (after %d clicks on served lists): p50 %.2f ms, "
+              "p99 %.2f ms" % (c.call("sys.info")["click"]["clicks"], pct(lat_cm, 0.5),
+                               pct(lat_cm, 0.99)))
         print("BENCH name=pipeline_recommend_n100000_d64_p50 value=%.3f unit=ms" % pct(lat, 0.5))
+        print("BENCH name=pipeline_recommend_click_model_p50 value=%.3f unit=ms" % pct(lat_cm, 0.5))
+        print("BENCH name=pipeline_recommend_click_model_p99 value=%.3f unit=ms" % pct(lat_cm, 0.99))
         print("BENCH name=pipeline_recommend_n100000_d64_p99 value=%.3f unit=ms" % pct(lat, 0.99))
         print("BENCH name=pipeline_recommend_n100000_d64 value=%.0f unit=req/s" % rps)
         print("BENCH name=pipeline_recommend_training_p50 value=%.3f unit=ms" % pct(lat_tr, 0.5))
