@@ -1,0 +1,299 @@
+"""make test-cluster: a recd node over a 3-server NATS JetStream cluster (R3).
+
+On loopback, with its own nats-servers (random ports, temporary stores):
+- clients write events through the node, pipelined, while the node is
+  killed with SIGKILL and restarted, and while one nats-server (the one
+  the node is connected to) is killed with SIGKILL; afterwards every
+  acknowledged event is in the node's history exactly once, and no event
+  (acknowledged, refused or cut off) is there twice;
+- read-your-writes: a user's history read right after the answer to an
+  event.add holds that event, and rec.recommend answers for that user;
+- bad starts are refused with a clear message and a non-zero exit, and
+  change nothing: an unreachable cluster, a partition count that
+  disagrees with the stream's, a node name already in use;
+- sys.info shows the cluster section; the Lua module has no cluster code.
+
+Prints "RESULT passed=N failed=M"; exits non-zero on a failure.
+RECD_CLUSTER_EVENTS sets the number of events (20000).
+"""
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import natsrig  # noqa: E402
+from recd_client import Client, RecdError  # noqa: E402
+
+EVENTS = int(os.environ.get("RECD_CLUSTER_EVENTS", "20000"))
+CLIENTS = 4
+WINDOW = 16                     # calls in flight per client
+USERS = 200
+ITEMS = 300
+TS0 = 1790000000.0              # an event's ts is TS0 + its token: unique
+
+
+class Ledger:
+    """What each token (one event) came to, by the client that sent it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.next_tok = 0
+        self.acked, self.failed, self.unknown = set(), set(), set()
+        self.user_of = {}
+        self.bad = []
+
+    def take(self, n):
+        with self.lock:
+            if self.next_tok >= EVENTS:
+                return None
+            n = min(n, EVENTS - self.next_tok)
+            toks = list(range(self.next_tok, self.next_tok + n))
+            self.next_tok += n
+            return toks
+
+    def count_acked(self):
+        with self.lock:
+            return len(self.acked)
+
+
+def event(rng, tok, ledger):
+    user = "u%d" % rng.randrange(USERS)
+    ledger.user_of[tok] = user
+    return {"user": user, "item": "i%d" % rng.randrange(ITEMS),
+            "type": rng.choice(["view", "click", "purchase"]), "ts": TS0 + tok}
+
+
+def client_loop(node, no, ledger, stop):
+    """Pipelined event.add calls of 1-5 events until the tokens run out;
+    reconnects when the node goes away (what was in flight is unknown)."""
+    rng = random.Random(1000 + no)
+    while not stop.is_set():
+        try:
+            c = Client(node.addr, timeout=60)
+        except OSError:
+            time.sleep(0.1)
+            continue
+        pending = {}
+        done = False
+        try:
+            while True:
+                while len(pending) < WINDOW and not done:
+                    toks = ledger.take(rng.randint(1, 5))
+                    if toks is None:
+                        done = True
+                        break
+                    evs = [event(rng, t, ledger) for t in toks]
+                    pending[c.send("event.add", *evs)] = toks
+                if not pending:
+                    return
+                mid, err, result = c.recv()
+                toks = pending.pop(mid)
+                with ledger.lock:
+                    if err is None:
+                        if result != len(toks):
+                            ledger.bad.append("event.add answered %r for %d" % (result, len(toks)))
+                        ledger.acked.update(toks)
+                    else:
+                        ledger.failed.update(toks)
+        except (OSError, ConnectionError, RecdError):
+            with ledger.lock:
+                for toks in pending.values():
+                    ledger.unknown.update(toks)
+            time.sleep(0.1)
+        finally:
+            c.close()
+
+
+def history_tokens(node, users):
+    """token -> how many times it is in the histories of users."""
+    seen = {}
+    with node.connect(timeout=60) as c:
+        for u in users:
+            cursor = 0
+            while cursor is not None:
+                r = c.call("user.history", u, {"cursor": cursor, "n": 10000})
+                for h in r["history"]:
+                    t = int(round(h["ts"] - TS0))
+                    seen[t] = seen.get(t, 0) + 1
+                cursor = r["cursor"]
+    return seen
+
+
+# ---- the checks -------------------------------------------------------------
+
+def check_unreachable(rig):
+    """No server listens there: a clear error, exit non-zero, no folder."""
+    data = os.path.join(rig.dir, "never")
+    port = natsrig.free_port()
+    cmd = [natsrig.RECD_BIN, "serve", "--data", data, "--listen", "127.0.0.1:%d" % natsrig.free_port(),
+           "--unix", "", "--cluster", "nats://127.0.0.1:%d" % port, "--node", "lost"]
+    p = subprocess.run(cmd, capture_output=True, timeout=60)
+    err = p.stderr.decode()
+    assert p.returncode != 0, "exit 0 against an unreachable cluster:\n" + err
+    assert "cannot reach the NATS cluster" in err, err
+    assert not os.path.exists(data), "the data folder was made"
+
+
+def check_bad_options(rig):
+    base = [natsrig.RECD_BIN, "serve", "--data", os.path.join(rig.dir, "never2"), "--unix", ""]
+    for extra, said in [(["--node", "x"], "--node and --partitions need --cluster"),
+                        (["--cluster", rig.url(0), "--partitions", "0"], "--partitions must be"),
+                        (["--cluster", rig.url(0), "--node", "a.b"], "a name is 1..63")]:
+        p = subprocess.run(base + extra, capture_output=True, timeout=60)
+        assert p.returncode != 0 and said in p.stderr.decode(), (extra, p.stderr.decode())
+    assert not os.path.exists(os.path.join(rig.dir, "never2"))
+
+
+def check_partitions_disagree(rig):
+    n = rig.node("other", extra=["--partitions", "32"])
+    rc, log = n.run_to_exit(timeout=60)
+    assert rc not in (0, None), "started with a partition count the stream disagrees with"
+    assert "--partitions 32 disagrees with stream RECD_EVENTS, made with 64" in log, log
+    assert not os.path.exists(n.data)
+
+
+def check_name_in_use(rig, live):
+    n = rig.node(live.name, data=os.path.join(rig.dir, "data-twin"))
+    t0 = time.monotonic()
+    rc, log = n.run_to_exit(timeout=60)
+    assert rc not in (0, None), "a second node took a live node's name"
+    assert "node name %s is in use" % live.name in log, log
+    assert not os.path.exists(n.data)
+    assert live.proc.poll() is None, "the live node died"
+    return time.monotonic() - t0
+
+
+def check_read_your_writes(node, rounds=40):
+    rng = random.Random(7)
+    with node.connect() as c:
+        for k in range(rounds):
+            user = "ryw%d" % rng.randrange(5)
+            ts = TS0 - 1000 - k      # outside the tokens' range
+            assert c.call("event.add", {"user": user, "item": "i%d" % k, "type": "click",
+                                        "ts": ts}) == 1
+            hist = c.call("user.history", user, {"n": 5})["history"]
+            assert hist and hist[0]["ts"] == ts and hist[0]["item"] == "i%d" % k, (k, hist)
+            recs = c.call("rec.recommend", {"user": user, "n": 5})
+            assert isinstance(recs, dict), recs
+
+
+def check_info(node):
+    cl = node.info()["cluster"]
+    for k in ("servers", "connected", "node", "stream", "replicas", "partitions", "owned",
+              "last_applied", "stream_last", "lag", "applied", "published"):
+        assert k in cl, (k, cl)
+    assert cl["node"] == node.name and cl["stream"] == "RECD_EVENTS"
+    assert cl["partitions"] == 64 and cl["owned"] == 64 and cl["replicas"] == 3
+    return cl
+
+
+def check_module_has_no_cluster():
+    so = os.path.join(os.path.dirname(natsrig.RECD_BIN), "lua", "recd.so")
+    if not os.path.exists(so):
+        return
+    out = subprocess.run(["nm", "-D", so], capture_output=True, text=True).stdout
+    bad = [l for l in out.splitlines() if "rec_cluster" in l or "nats" in l.lower()]
+    assert not bad, bad
+
+
+def check_load_with_kills(rig, node):
+    """The writes, with the node killed and restarted, then a nats-server
+    killed, each once a share of the events is acknowledged."""
+    ledger = Ledger()
+    stop = threading.Event()
+    threads = [threading.Thread(target=client_loop, args=(node, i, ledger, stop), daemon=True)
+               for i in range(CLIENTS)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+
+    def wait_acked(n, what):
+        deadline = time.monotonic() + 120
+        while ledger.count_acked() < n:
+            if time.monotonic() > deadline:
+                raise AssertionError("stuck before %s: %d acknowledged\n%s"
+                                     % (what, ledger.count_acked(), node.log()))
+            if not any(t.is_alive() for t in threads):
+                break
+            time.sleep(0.02)
+
+    wait_acked(EVENTS * 3 // 10, "the node's kill")
+    node.kill()
+    node.start(timeout=60)      # waits out the dead node's lease
+    wait_acked(EVENTS * 6 // 10, "the nats-server's kill")
+    # The node is connected to the first server of its list.
+    connected = node.info()["cluster"]["connected"]
+    victim = [i for i in range(rig.n) if rig.url(i) == connected]
+    assert victim, connected
+    rig.kill_nats(victim[0])
+    for t in threads:
+        t.join(240)
+    stop.set()
+    assert not any(t.is_alive() for t in threads), "clients still running"
+    elapsed = time.monotonic() - t0
+    assert not ledger.bad, ledger.bad[:5]
+    cl = node.wait_caught_up()
+    seen = history_tokens(node, ["u%d" % i for i in range(USERS)])
+    twice = [t for t, n in seen.items() if n > 1]
+    assert not twice, "events applied twice: %r" % twice[:10]
+    missing = [t for t in ledger.acked if t not in seen]
+    assert not missing, "acknowledged events missing: %d, e.g. %r" % (len(missing), missing[:10])
+    stray = [t for t in seen if t not in ledger.acked and t not in ledger.failed
+             and t not in ledger.unknown]
+    assert not stray, "events never sent: %r" % stray[:10]
+    # Each token's user: an event is where its user's history is.
+    print("  %d events acknowledged, %d refused, %d cut off by the kill; %d applied in "
+          "%.1f s; node: %r" % (len(ledger.acked), len(ledger.failed), len(ledger.unknown),
+                                len(seen), elapsed, {k: cl[k] for k in ("last_applied", "duplicates",
+                                                                        "publish_retries")}))
+    assert len(ledger.acked) > EVENTS * 0.9, "too few acknowledged"
+    return ledger
+
+
+def main():
+    passed, failed = 0, 0
+    rig = natsrig.Rig()
+
+    def run(name, fn, *args):
+        nonlocal passed, failed
+        t = time.monotonic()
+        try:
+            fn(*args)
+            passed += 1
+            print("ok   %s (%.1f s)" % (name, time.monotonic() - t))
+        except Exception:
+            failed += 1
+            print("FAIL %s\n%s" % (name, traceback.format_exc()))
+
+    try:
+        run("the Lua module holds no cluster code", check_module_has_no_cluster)
+        rig.start()
+        run("an unreachable cluster: clear error, no data folder", check_unreachable, rig)
+        run("bad cluster options are refused", check_bad_options, rig)
+        node = rig.node("a").start()
+        run("sys.info shows the cluster", check_info, node)
+        run("read-your-writes through the node", check_read_your_writes, node)
+        run("%d events, kill -9 of the node and of a nats-server: each acknowledged "
+            "event once" % EVENTS, check_load_with_kills, rig, node)
+        run("a partition count that disagrees with the stream's", check_partitions_disagree, rig)
+        run("a node name in use", check_name_in_use, rig, node)
+        run("read-your-writes after the kills", check_read_your_writes, node, 10)
+        rc = node.stop()
+        if rc == 0:
+            passed += 1
+            print("ok   the node stops cleanly on SIGTERM")
+        else:
+            failed += 1
+            print("FAIL the node's exit code on SIGTERM: %r\n%s" % (rc, node.log()))
+    finally:
+        rig.stop()
+    print("RESULT passed=%d failed=%d" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
