@@ -211,12 +211,13 @@ chaos: $(DEPS_STAMP) build/.deps-test
 	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \
 	    timeout 900 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/chaos
 
-# Three nats-servers (JetStream, R3) on loopback and a node over them:
-# publish, consume, kill -9 of the node and of a server, bad starts; about
-# two minutes, on the optimised build.
+# Three nats-servers (JetStream, R3) on loopback and a node over them
+# (the test build's, as for chaos): publish, consume, kill -9 of the node
+# and of a server, bad starts; under a minute.
 test-cluster: $(DEPS_STAMP) build/.deps-cluster
-	@$(MAKE) --no-print-directory SANITIZE= build/rel/recd build/rel/lua/recd.so
-	@RECD_BIN=build/rel/recd PYTHONDONTWRITEBYTECODE=1 \
+	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) $(CHAOS_BUILD)/recd \
+	    $(CHAOS_BUILD)/lua/recd.so
+	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \
 	    timeout 600 /usr/bin/python3 tests/cluster/run.py
 
 # make install [PREFIX=/usr/local] [DESTDIR=staging root]: the binary, the

@@ -62,7 +62,7 @@ typedef struct ticket {
 struct rec_cluster {
     char servers[1024];
     char node[64];
-    char instance[128];     /* node@host:pid:time, the lease's value */
+    char instance[192];     /* node@host:pid:time, the lease's value */
     uint32_t partitions;
     int replicas;
     double lease;
@@ -98,9 +98,14 @@ struct rec_cluster {
     uint64_t bind_from;     /* the sequence to consume from at the next bind */
     uint64_t lag;           /* messages after the last one fetched */
     int bound;
+    int fresh;              /* the consumer was just made: its first
+                               delivery may begin past a hole */
 
     /* loop thread */
     pthread_t th;
+    pthread_t lease_th;     /* renews the name's lease */
+    pthread_cond_t lease_cv; /* its wait, cut short by a stop */
+    int lease_started;
     int started, stopped;
     uv_async_t async;
     rec_engine *e;
@@ -351,7 +356,7 @@ int rec_cluster_publish(rec_cluster *c, const msgpack_object *events, uint32_t n
         snprintf(err, errlen, "out of memory");
         return REC_ENOMEM;
     }
-    char tv[24], mid[192], subj[32], key[REC_ID_MAX], why[256];
+    char tv[24], mid[224], subj[32], key[REC_ID_MAX], why[256];
     snprintf(tv, sizeof tv, "%" PRIu64, id);
     uint32_t sent = 0;
     int rc = 0;
@@ -520,11 +525,9 @@ static int bind_consumer(rec_cluster *c, uint64_t from, natsSubscription **sub) 
     return 0;
 }
 
-/* Renew the name's lease when a third of it passed (consumer thread). */
+/* Renew the name's lease (its thread). */
 static void renew_lease(rec_cluster *c) {
     double now = mono_s();
-    if (now - c->lease_renewed < c->lease / 3)
-        return;
     uint64_t rev = 0;
     natsStatus s = kvStore_UpdateString(&rev, c->kv, c->node, c->instance, c->lease_rev);
     if (s == NATS_OK) {
@@ -552,6 +555,28 @@ static void renew_lease(rec_cluster *c) {
     }
 }
 
+/* The lease's thread: a renewal every fifth of the lease, on its own so
+ * that nothing the consumer waits for delays it. */
+static void *lease_main(void *arg) {
+    rec_cluster *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + c->lease / 5;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&c->lease_cv, &c->mu, &ts);
+        if (c->stop)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        renew_lease(c);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
 static void *consume_main(void *arg) {
     rec_cluster *c = arg;
     natsSubscription *sub = NULL;
@@ -560,6 +585,7 @@ static void *consume_main(void *arg) {
      * it comes); then what is there is taken in batches without waiting,
      * until a batch comes back empty. */
     int idle = 1;
+    int stalls = 0;
     for (;;) {
         pthread_mutex_lock(&c->mu);
         int stop = c->stop, rebind = c->rebind;
@@ -568,7 +594,6 @@ static void *consume_main(void *arg) {
         pthread_mutex_unlock(&c->mu);
         if (stop)
             break;
-        renew_lease(c);
         if (rebind && sub) {
             natsSubscription_Destroy(sub);
             sub = NULL;
@@ -585,6 +610,7 @@ static void *consume_main(void *arg) {
             failures = 0;
             pthread_mutex_lock(&c->mu);
             c->bound = 1;
+            c->fresh = 1;
             pthread_mutex_unlock(&c->mu);
         }
         natsMsgList list = {0};
@@ -595,12 +621,26 @@ static void *consume_main(void *arg) {
         fr.Expires = (int64_t)FETCH_WAIT_MS * 1000000;
         natsStatus s = natsSubscription_FetchRequest(&list, sub, &fr);
         if ((s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK) && list.Count == 0) {
+            /* Nothing comes while the stream holds more than is applied:
+             * deliveries were lost on the way (a server went away) and the
+             * consumer waits for their acknowledgement. Made again, it
+             * delivers from what is applied on. */
             pthread_mutex_lock(&c->mu);
             c->lag = 0;
+            int behind = c->stream_last > c->applied;
             pthread_mutex_unlock(&c->mu);
+            stalls = behind ? stalls + 1 : 0;
+            if (stalls >= 2) {
+                REC_INFO("cluster: consumer %s delivers nothing while the stream holds "
+                         "more; making it again", c->node);
+                natsSubscription_Destroy(sub);
+                sub = NULL;
+                stalls = 0;
+            }
             idle = 1;
             continue;
         }
+        stalls = 0;
         if (list.Count == 0) {
             /* The server went away or the consumer did: after a few
              * failures, the consumer is made again from what is applied. */
@@ -651,17 +691,38 @@ static void on_async(uv_async_t *h) {
     pthread_mutex_unlock(&c->mu);
     if (have) {
         uint64_t last = c->applied, lag = 0;
-        for (int i = 0; i < list.Count; i++) {
+        pthread_mutex_lock(&c->mu);
+        int fresh = c->fresh;
+        c->fresh = 0;
+        pthread_mutex_unlock(&c->mu);
+        int gap = 0;
+        for (int i = 0; i < list.Count && !gap; i++) {
             jsMsgMetaData *meta = NULL;
-            if (natsMsg_GetMetaData(&meta, list.Msgs[i]) != NATS_OK)
-                continue;
-            uint64_t seq = meta->Sequence.Stream;
-            lag = meta->NumPending;
-            jsMsgMetaData_Destroy(meta);
-            if (seq <= last) {
+            uint64_t seq = 0;
+            if (natsMsg_GetMetaData(&meta, list.Msgs[i]) == NATS_OK) {
+                seq = meta->Sequence.Stream;
+                lag = meta->NumPending;
+                jsMsgMetaData_Destroy(meta);
+            }
+            if (seq && seq <= last) {
                 c->duplicates++;
                 continue;
             }
+            /* The sequences are applied without a hole: the stream's are
+             * contiguous, and a delivery lost on the way (a server went
+             * away) is not sent again until much later. A hole makes the
+             * consumer start again after what is applied. Only a consumer
+             * made just now may begin past it: the stream no longer holds
+             * what lies between. */
+            if (!seq || (seq > last + 1 && !(fresh && i == 0))) {
+                REC_INFO("cluster: delivery skipped from sequence %" PRIu64 " to %" PRIu64
+                         "; consuming again from %" PRIu64, last + 1, seq, last + 1);
+                gap = 1;
+                break;
+            }
+            if (seq > last + 1)
+                REC_WARN("cluster: the stream no longer holds sequences %" PRIu64 "..%" PRIu64
+                         "; going on from %" PRIu64, last + 1, seq - 1, seq);
             const char *data = natsMsg_GetData(list.Msgs[i]);
             int len = natsMsg_GetDataLength(list.Msgs[i]);
             int rc = REC_EINVAL;
@@ -685,6 +746,7 @@ static void on_async(uv_async_t *h) {
         pthread_mutex_lock(&c->mu);
         c->applied = last;
         c->bind_from = last + 1;
+        c->rebind |= gap;
         if (last > c->stream_last)
             c->stream_last = last;
         c->lag = lag;
@@ -727,6 +789,8 @@ int rec_cluster_start(rec_cluster *c, uv_loop_t *loop, rec_engine *e,
     }
     if (pthread_create(&c->retry_th, NULL, retry_main, c) == 0)
         c->retry_started = 1;
+    if (pthread_create(&c->lease_th, NULL, lease_main, c) == 0)
+        c->lease_started = 1;
     REC_INFO("cluster: node %s consumes %s from sequence %" PRIu64 " (partitions 0..%u)",
              c->node, REC_CLUSTER_STREAM, c->bind_from, c->partitions - 1);
     return 0;
@@ -739,10 +803,13 @@ void rec_cluster_stop(rec_cluster *c) {
     c->stop = 1;
     pthread_cond_broadcast(&c->cv);
     pthread_cond_broadcast(&c->retry_cv);
+    pthread_cond_broadcast(&c->lease_cv);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->th, NULL);
     if (c->retry_started)
         pthread_join(c->retry_th, NULL);
+    if (c->lease_started)
+        pthread_join(c->lease_th, NULL);
     pthread_mutex_lock(&c->mu);
     c->stopped = 1;
     pthread_mutex_unlock(&c->mu);
@@ -763,7 +830,7 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
     snprintf(last_error, sizeof last_error, "%s", c->last_error);
     pthread_mutex_unlock(&c->mu);
     int connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
-    int rc = msgpack_pack_map(pk, 17) ||
+    int rc = msgpack_pack_map(pk, 19) ||
              rec_value_pack_str(pk, "servers") || rec_value_pack_str(pk, c->servers) ||
              rec_value_pack_str(pk, "connected") || rec_value_pack_str(pk, connected ? url : "") ||
              rec_value_pack_str(pk, "node") || rec_value_pack_str(pk, c->node) ||
@@ -780,9 +847,9 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
              rec_value_pack_str(pk, "duplicates") || msgpack_pack_uint64(pk, c->duplicates) ||
              rec_value_pack_str(pk, "published") || msgpack_pack_uint64(pk, published) ||
              rec_value_pack_str(pk, "publish_retries") || msgpack_pack_uint64(pk, retries) ||
-             rec_value_pack_str(pk, "publish_failures") || msgpack_pack_uint64(pk, failures);
-    (void)waiting;
-    (void)last_error;
+             rec_value_pack_str(pk, "publish_failures") || msgpack_pack_uint64(pk, failures) ||
+             rec_value_pack_str(pk, "calls_waiting") || msgpack_pack_uint64(pk, waiting) ||
+             rec_value_pack_str(pk, "last_error") || rec_value_pack_str(pk, last_error);
     return rc ? REC_ENOMEM : 0;
 }
 
@@ -921,7 +988,7 @@ static int take_name(rec_cluster *c, char *err, size_t errlen) {
         kvEntry_Destroy(en);
         REC_INFO("cluster: the name %s is held by %s; waiting %.0f s to see whether it is "
                  "alive", c->node, holder, c->lease);
-        sleep_s(c->lease + 0.5);
+        sleep_s(c->lease + 1.0);
         en = NULL;
         s = kvStore_Get(&en, c->kv, c->node);
         if (s == NATS_NOT_FOUND)
@@ -967,6 +1034,7 @@ int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, si
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     pthread_cond_init(&c->retry_cv, NULL);
+    pthread_cond_init(&c->lease_cv, NULL);
     msgpack_unpacked_init(&c->up);
     msgpack_sbuffer_init(&c->sb);
     c->lease = o->lease > 0 ? o->lease : 5.0;
@@ -1086,6 +1154,7 @@ void rec_cluster_free(rec_cluster *c) {
     msgpack_sbuffer_destroy(&c->sb);
     pthread_cond_destroy(&c->cv);
     pthread_cond_destroy(&c->retry_cv);
+    pthread_cond_destroy(&c->lease_cv);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }

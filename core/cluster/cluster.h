@@ -10,7 +10,7 @@
  * delivered again after a crash or a restart is applied once.
  *
  * In this first step a node owns every partition. Its name is held as a
- * lease in the KV bucket RECD_NODES (renewed every lease/3 seconds), so a
+ * lease in the KV bucket RECD_NODES (renewed every lease/5 seconds), so a
  * second live node of the same name is refused, while a node restarted
  * after a crash takes its name back once the lease lapsed.
  *

@@ -732,7 +732,9 @@ static int publish_events(conn *c, const rec_rpc_msg *m, int method, double t0) 
 
 /* The cluster's tickets moved: answers whose events are applied wait for
  * the commit of those writes like any write's; those whose publishing
- * failed become errors. O(answers held). */
+ * failed become errors. Answers leave in order, so a connection is looked
+ * at up to its first answer still pending: O(connections + answers
+ * settled). */
 static void cluster_progress(void *ud) {
     server *s = ud;
     char err[512];
@@ -746,7 +748,7 @@ static void cluster_progress(void *ud) {
                 continue;
             int rc = rec_cluster_ticket(s->cluster, r->ticket, err, sizeof err);
             if (rc == REC_PENDING)
-                continue;
+                break;
             r->ticket = 0;
             moved = 1;
             if (rc == 0) {

@@ -154,6 +154,17 @@ def check_partitions_disagree(rig):
     assert rc not in (0, None), "started with a partition count the stream disagrees with"
     assert "--partitions 32 disagrees with stream RECD_EVENTS, made with 64" in log, log
     assert not os.path.exists(n.data)
+    # The same keys in a --config file.
+    conf = os.path.join(rig.dir, "other.lua")
+    with open(conf, "w") as f:
+        f.write('return {cluster = "%s", node = "other", partitions = 16}\n' % rig.urls())
+    data = os.path.join(rig.dir, "data-conf")
+    p = subprocess.run([natsrig.RECD_BIN, "serve", "--data", data, "--unix", "", "--listen",
+                        "127.0.0.1:%d" % natsrig.free_port(), "--config", conf],
+                       capture_output=True, timeout=60)
+    err = p.stderr.decode()
+    assert p.returncode != 0 and "--partitions 16 disagrees with stream" in err, err
+    assert not os.path.exists(data)
 
 
 def check_name_in_use(rig, live):
@@ -189,6 +200,22 @@ def check_info(node):
     assert cl["node"] == node.name and cl["stream"] == "RECD_EVENTS"
     assert cl["partitions"] == 64 and cl["owned"] == 64 and cl["replicas"] == 3
     return cl
+
+
+def check_clean_restart(node):
+    before = node.info()
+    rc = node.stop()
+    assert rc == 0, "exit code %r on SIGTERM:\n%s" % (rc, node.log())
+    t0 = time.monotonic()
+    node.start()
+    assert "waiting" not in node.log(), node.log()   # no lease to wait out
+    cl = node.wait_caught_up()
+    after = node.info()
+    assert cl["last_applied"] == before["cluster"]["last_applied"], (cl, before["cluster"])
+    assert cl["applied"] == 0 and cl["duplicates"] == 0, cl
+    assert after["events"] == before["events"], (after["events"], before["events"])
+    rc = node.stop()
+    assert rc == 0, "exit code %r on SIGTERM:\n%s" % (rc, node.log())
 
 
 def check_module_has_no_cluster():
@@ -282,13 +309,8 @@ def main():
         run("a partition count that disagrees with the stream's", check_partitions_disagree, rig)
         run("a node name in use", check_name_in_use, rig, node)
         run("read-your-writes after the kills", check_read_your_writes, node, 10)
-        rc = node.stop()
-        if rc == 0:
-            passed += 1
-            print("ok   the node stops cleanly on SIGTERM")
-        else:
-            failed += 1
-            print("FAIL the node's exit code on SIGTERM: %r\n%s" % (rc, node.log()))
+        run("a clean stop gives the name up; the restart applies nothing again",
+            check_clean_restart, node)
     finally:
         rig.stop()
     print("RESULT passed=%d failed=%d" % (passed, failed))
