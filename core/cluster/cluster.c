@@ -886,6 +886,7 @@ static int ensure_stream(rec_cluster *c, uint32_t want, char *err, size_t errlen
         if (s == NATS_OK) {
             uint32_t have = described_partitions(si->Config->Description);
             c->replicas = (int)si->Config->Replicas;
+            c->stream_last = si->State.LastSeq; /* what the node has to catch up to */
             jsStreamInfo_Destroy(si);
             if (!have) {
                 snprintf(err, errlen, "stream %s exists but was not made by recd (its "

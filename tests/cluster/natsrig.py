@@ -83,8 +83,9 @@ class Rig:
             p.send_signal(signal.SIGKILL)
             p.wait()
 
-    def node(self, name, data=None, extra=(), first=0):
+    def node(self, name, data=None, extra=(), first=0, env=None):
         n = Node(self, name, data or os.path.join(self.dir, "data-" + name), extra, first)
+        n.env = env
         self.nodes.append(n)
         return n
 
@@ -109,6 +110,7 @@ class Node:
         self.proc = None
         self.port = None
         self.starts = 0
+        self.env = None     # more environment for the process
 
     @property
     def addr(self):
@@ -126,7 +128,8 @@ class Node:
         self.log_path = os.path.join(self.rig.dir, "recd-%s-%d.log" % (self.name, self.starts))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=ROOT)
+                                         stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env=dict(os.environ, **(self.env or {})))
         return self
 
     def start(self, timeout=30):
