@@ -1149,7 +1149,8 @@ void rec_cluster_free(rec_cluster *c) {
         natsConnection_Close(c->nc);
         natsConnection_Destroy(c->nc);
     }
-    nats_Close();
+    /* NATS's threads (which call on_ack) are over before c goes. */
+    nats_CloseAndWait(5000);
     free(c->slots);
     msgpack_unpacked_destroy(&c->up);
     msgpack_sbuffer_destroy(&c->sb);

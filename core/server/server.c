@@ -1803,6 +1803,11 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
      * training out: their workers touch the engine, wait for them. */
     while (s->committing || s->jobs)
         uv_run(s->loop, UV_RUN_ONCE);
+    /* After a second signal the cluster's handle may still be open. */
+    if (s->cluster) {
+        rec_cluster_stop(s->cluster);
+        uv_run(s->loop, UV_RUN_NOWAIT);
+    }
     if (s->unix_path[0])
         unlink(s->unix_path);
     rc = rec_engine_commit(s->e);
