@@ -419,6 +419,8 @@ static int writes_lost(server *s, int code) {
     fail_writes(s, code, m && m[0] ? m : rec_strerror(code));
     s->waiters = 0;
     s->cur_gen++;
+    if (s->cluster) /* what the cluster's events applied went too */
+        rec_cluster_rewind(s->cluster);
     return 1;
 }
 
