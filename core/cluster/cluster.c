@@ -328,19 +328,33 @@ static void *retry_main(void *arg) {
     return NULL;
 }
 
-/* The event as it goes to the stream: its fields, and ts when it had none. */
+static int key_is(const msgpack_object *k, const char *name) {
+    size_t n = strlen(name);
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+           memcmp(k->via.str.ptr, name, n) == 0;
+}
+
+/* The event as it goes to the stream: its fields, ts when it had none, and
+ * strict = false. The publishing node decided (with its --strict) that the
+ * event goes in; every node applies what the stream holds, whatever its
+ * own --strict, so that all of them hold the same. */
 static int pack_event(rec_cluster *c, const msgpack_object *o, double now) {
     msgpack_sbuffer_clear(&c->sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &c->sb, msgpack_sbuffer_write);
     int has_ts = rec_value_field(o, "ts") != NULL;
+    int has_strict = rec_value_field(o, "strict") != NULL;
     uint32_t n = o->via.map.size;
-    int rc = msgpack_pack_map(&pk, n + !has_ts);
+    int rc = msgpack_pack_map(&pk, n + !has_ts + !has_strict);
     for (uint32_t i = 0; i < n && !rc; i++)
         rc = msgpack_pack_object(&pk, o->via.map.ptr[i].key) ||
-             msgpack_pack_object(&pk, o->via.map.ptr[i].val);
+             (key_is(&o->via.map.ptr[i].key, "strict")
+                  ? msgpack_pack_false(&pk)
+                  : msgpack_pack_object(&pk, o->via.map.ptr[i].val));
     if (!has_ts && !rc)
         rc = rec_value_pack_str(&pk, "ts") || msgpack_pack_double(&pk, now);
+    if (!has_strict && !rc)
+        rc = rec_value_pack_str(&pk, "strict") || msgpack_pack_false(&pk);
     return rc ? REC_ENOMEM : 0;
 }
 
@@ -681,6 +695,24 @@ static void *consume_main(void *arg) {
     return NULL;
 }
 
+/* An event of this process's was refused when applied: the call that sent
+ * it is answered with the error, not as stored. */
+static void refused(rec_cluster *c, natsMsg *msg, int rc) {
+    const char *mid = NULL;
+    size_t il = strlen(c->instance);
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &mid) != NATS_OK || !mid ||
+        strncmp(mid, c->instance, il) != 0 || mid[il] != ':')
+        return;
+    uint64_t id = msg_ticket(msg);
+    pthread_mutex_lock(&c->mu);
+    ticket *t = ticket_find(c, id);
+    if (t && !t->rc) {
+        t->rc = rc;
+        set_error(c, "an event of the call was refused when applied: %s", rec_strerror(rc));
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* Loop thread: apply the batch handed over, then let the host look at its
  * tickets. */
 static void on_async(uv_async_t *h) {
@@ -733,6 +765,7 @@ static void on_async(uv_async_t *h) {
                 c->rejected++;
                 REC_WARN("cluster: event %" PRIu64 " of %s not applied: %s", seq,
                          REC_CLUSTER_STREAM, rec_strerror(rc));
+                refused(c, list.Msgs[i], rc);
             } else {
                 c->applied_events++;
             }

@@ -258,6 +258,43 @@ def check_fresh_node_and_failed_commits(rig, seen_a):
         print("  (this binary has no fault points: the commits did not fail)")
 
 
+MAX_TYPES = 1024                # REC_MAX_TYPES
+
+
+def check_refused_at_apply(node):
+    """More new event types than the engine keeps, pipelined: each call is
+    checked against the types that exist when it comes, so some pass the
+    check and are refused when applied. Each answer tells the truth: an
+    event answered as stored is in the history, one answered with an error
+    is not."""
+    node.start()
+    node.wait_caught_up()
+    n = MAX_TYPES + 76
+    ts = [TS0 - 10 ** 6 - k for k in range(n)]
+    with node.connect() as c:
+        calls = [("event.add", [{"user": "typed", "item": "i1", "type": "t%d" % k,
+                                 "ts": ts[k]}]) for k in range(n)]
+        res = c.pipeline(calls, window=512, raise_errors=False)
+        hist = set()
+        cursor = 0
+        while cursor is not None:
+            r = c.call("user.history", "typed", {"cursor": cursor, "n": 10000})
+            hist.update(h["ts"] for h in r["history"])
+            cursor = r["cursor"]
+    errors = [k for k, r in enumerate(res) if isinstance(r, RecdError)]
+    assert len(errors) >= n - MAX_TYPES, len(errors)
+    for k, r in enumerate(res):
+        if isinstance(r, RecdError):
+            assert ts[k] not in hist, (k, r)
+        else:
+            assert r == 1 and ts[k] in hist, (k, r)
+    at_apply = sum(1 for k in errors if "refused when applied" in str(res[k]))
+    print("  %d stored, %d refused (%d of them when applied)" % (n - len(errors), len(errors),
+                                                                 at_apply))
+    rc = node.stop()
+    assert rc == 0, node.log()
+
+
 def check_module_has_no_cluster():
     so = os.path.join(os.path.dirname(natsrig.RECD_BIN), "lua", "recd.so")
     if not os.path.exists(so):
@@ -364,6 +401,8 @@ def main():
         if seen_a:
             run("a node on a new folder builds the same state from the stream, through "
                 "failed commits", check_fresh_node_and_failed_commits, rig, seen_a)
+        run("an event refused when applied is answered as refused", check_refused_at_apply,
+            node)
     finally:
         rig.stop()
     print("RESULT passed=%d failed=%d" % (passed, failed))
