@@ -194,6 +194,22 @@ def check_read_your_writes(node, rounds=40):
             assert isinstance(recs, dict), recs
 
 
+def check_bad_call_publishes_nothing(node):
+    """A call with a bad event is refused whole, as on a node alone: its
+    good events are not published either."""
+    before = node.info()["cluster"]
+    with node.connect() as c:
+        try:
+            c.call("event.add", {"user": "bad1", "item": "i1", "type": "click"},
+                   {"user": "bad1", "type": "click"})
+            raise AssertionError("a call with an event without item was accepted")
+        except RecdError as e:
+            assert e.name == "invalid_params" and "params[1].item" in str(e), e
+        assert c.call("user.history", "bad1")["history"] == []
+    after = node.info()["cluster"]
+    assert after["published"] == before["published"], (before, after)
+
+
 def check_info(node):
     cl = node.info()["cluster"]
     for k in ("servers", "connected", "node", "stream", "replicas", "partitions", "owned",
@@ -383,6 +399,7 @@ def main():
         node = rig.node("a").start()
         run("sys.info shows the cluster", check_info, node)
         run("read-your-writes through the node", check_read_your_writes, node)
+        run("a call with a bad event publishes nothing", check_bad_call_publishes_nothing, node)
         seen_a = {}
         t = time.monotonic()
         try:
