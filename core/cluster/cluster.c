@@ -54,7 +54,8 @@ typedef struct retry {
 typedef struct ticket {
     uint64_t id;        /* 0: free slot */
     uint32_t waiting;   /* acknowledgements not come yet */
-    int rc;             /* 0, or why publishing failed */
+    int rc;             /* 0, or why the call fails: a publish given up,
+                           or an event refused when applied */
     int forgotten;      /* nobody asks: freed once settled */
     uint64_t max_seq;   /* highest stream sequence of its events */
 } ticket;
@@ -81,7 +82,8 @@ struct rec_cluster {
     size_t unsettled;       /* not forgotten */
     uint64_t next_ticket;
     uint64_t msg_count;     /* message ids */
-    uint64_t stream_last;   /* highest sequence acknowledged or fetched */
+    uint64_t stream_last;   /* the stream's last sequence at start, then the
+                               highest acknowledged or fetched */
     uint64_t published, publish_retries, publish_failures;
     char last_error[256];
     /* publishes to try again (mu), oldest first; their thread */
