@@ -4,6 +4,8 @@
 #   make test            every suite under ASan+UBSan (build/san)
 #   make test SANITIZE=  the same suites without sanitizers
 #   make chaos           kill -9 and failed commits under load (tests/chaos)
+#   make test-cluster    a node over a 3-server NATS JetStream cluster
+#                        (tests/cluster; docs/cluster.md)
 #   make bench           benchmarks on the optimised build
 #   make fuzz            libFuzzer targets, 60 s each (tests/fuzz/run.sh)
 #   make run             serve ./data on 127.0.0.1:7700 (demo data loaded on first
@@ -14,7 +16,7 @@
 
 # make, make run, make install: compiler and libraries.
 BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
-              libmsgpack-dev liblmdb-dev libedit-dev
+              libmsgpack-dev liblmdb-dev libedit-dev libnats-dev
 # make test: the suites' tools (cmocka, the Lua interpreter, Python with
 # msgpack and pytest, valgrind, clang with libFuzzer for the fuzzers, and
 # mdb_dump, which reads data folders for the replay and chaos suites).
@@ -24,11 +26,14 @@ TEST_PKGS  := libcmocka-dev lua5.4 python3 python3-msgpack python3-pytest \
 BENCH_PKGS := redis-server redis-tools python3 python3-msgpack
 # make fuzz
 FUZZ_PKGS  := clang libclang-rt-14-dev
+# make test-cluster: the NATS server it starts three of, Python and msgpack
+# for its clients.
+CLUSTER_PKGS := nats-server python3 python3-msgpack
 
 CC       ?= cc
 OPT      ?= -O2
 SANITIZE ?=
-PKGS     := lua5.4 libuv msgpack lmdb
+PKGS     := lua5.4 libuv msgpack lmdb libnats
 
 WARN := -Wall -Wextra -Wpedantic -Wshadow -Wundef -Wwrite-strings \
         -Wmissing-prototypes -Wstrict-prototypes -Wpointer-arith \
@@ -60,15 +65,16 @@ LDLIBS  += $(PKG_LIBS) -ledit -lm -lpthread
 # The layers (README.md, Layout): core/engine is the library the Lua module
 # is made of; core/service what the server runs over it (pipelines,
 # training schedule, event fan-out, attribution and stats, the built-in
-# learner and recommender); core/server the msgpack-RPC server and its
-# method table; core/client the C client; core/tools the command-line
-# tools. librecd.a holds the first four (what a C program links); the tools
+# learner and recommender); core/cluster a node over a NATS JetStream
+# cluster; core/server the msgpack-RPC server and its method table;
+# core/client the C client; core/tools the command-line tools. librecd.a
+# holds the first five (what a C program links); the tools
 # go into their own archive, linked by the recd binary and the tests of the
 # tools.
-CORE_DIRS  := core/engine core/service core/server core/client core/tools
+CORE_DIRS  := core/engine core/service core/cluster core/server core/client core/tools
 ENGINE_SRC := $(wildcard core/engine/*.c)
-LIB_SRC    := $(ENGINE_SRC) $(wildcard core/service/*.c) $(wildcard core/server/*.c) \
-              $(wildcard core/client/*.c)
+LIB_SRC    := $(ENGINE_SRC) $(wildcard core/service/*.c) $(wildcard core/cluster/*.c) \
+              $(wildcard core/server/*.c) $(wildcard core/client/*.c)
 TOOLS_SRC  := $(filter-out core/tools/main.c,$(wildcard core/tools/*.c))
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -107,9 +113,11 @@ build/.deps-bench: tests/deps.sh Makefile | build/.deps-build
 	@sh tests/deps.sh $(BENCH_PKGS) && touch $@
 build/.deps-fuzz: tests/deps.sh Makefile | build/.deps-build
 	@sh tests/deps.sh $(FUZZ_PKGS) && touch $@
+build/.deps-cluster: tests/deps.sh Makefile | build/.deps-build
+	@sh tests/deps.sh $(CLUSTER_PKGS) && touch $@
 
 deps:
-	@sh tests/deps.sh $(sort $(BUILD_PKGS) $(TEST_PKGS) $(BENCH_PKGS) $(FUZZ_PKGS))
+	@sh tests/deps.sh $(sort $(BUILD_PKGS) $(TEST_PKGS) $(BENCH_PKGS) $(FUZZ_PKGS) $(CLUSTER_PKGS))
 
 # Objects and programs are rebuilt when the compiler flags change (a build
 # folder made before a flag was added would otherwise keep its old objects).
@@ -197,11 +205,20 @@ run: all
 # The chaos suite runs the server of the test build, which carries the fault
 # injection points (REC_FAULTS); about a minute.
 CHAOS_BUILD := build/$(if $(TEST_SANITIZE),san,rel)
-.PHONY: chaos
+.PHONY: chaos test-cluster
 chaos: $(DEPS_STAMP) build/.deps-test
 	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) $(CHAOS_BUILD)/recd
 	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \
 	    timeout 900 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/chaos
+
+# Three nats-servers (JetStream, R3) on loopback and a node over them
+# (the test build's, as for chaos): publish, consume, kill -9 of the node
+# and of a server, bad starts; under a minute.
+test-cluster: $(DEPS_STAMP) build/.deps-cluster
+	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) $(CHAOS_BUILD)/recd \
+	    $(CHAOS_BUILD)/lua/recd.so
+	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \
+	    timeout 600 /usr/bin/python3 tests/cluster/run.py
 
 # make install [PREFIX=/usr/local] [DESTDIR=staging root]: the binary, the
 # Lua module where lua5.4 looks under PREFIX, the shipped scripts and

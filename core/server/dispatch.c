@@ -83,6 +83,9 @@ struct rec_dispatch {
     int strict;          /* the server's default for event.add's strict */
     uint64_t items_by_events; /* items that an event created (sys.info) */
     uint64_t types_by_events; /* event types that an event created */
+    const char *info_name;    /* sys.info's extra section, or NULL */
+    int (*info_pack)(void *ud, msgpack_packer *pk);
+    void *info_ud;
 };
 
 struct call_ctx {
@@ -354,7 +357,7 @@ static int m_info(call_ctx *c) {
     rec_engine_clock(c->e, &ck);
     if (d->rt)
         (void)rec_click_sync(rec_engine_click(c->e), d->rt);
-    int rc = msgpack_pack_map(pk, 18) || rec_value_pack_str(pk, "version") || rec_value_pack_str(pk, d->version) ||
+    int rc = msgpack_pack_map(pk, 18 + (d->info_pack != NULL)) || rec_value_pack_str(pk, "version") || rec_value_pack_str(pk, d->version) ||
              rec_value_pack_str(pk, "click") || pack_click(pk, rec_engine_click(c->e)) ||
              rec_value_pack_str(pk, "clock") || msgpack_pack_map(pk, 4) ||
              rec_value_pack_str(pk, "now") || msgpack_pack_double(pk, ck.now) ||
@@ -412,6 +415,8 @@ static int m_info(call_ctx *c) {
              rec_value_pack_str(pk, "p99_us") || msgpack_pack_double(pk, percentile(m, 0.99)) ||
              rec_value_pack_str(pk, "p999_us") || msgpack_pack_double(pk, percentile(m, 0.999));
     }
+    if (d->info_pack && !rc)
+        rc = rec_value_pack_str(pk, d->info_name) || d->info_pack(d->info_ud, pk);
     return rc ? REC_ENOMEM : 0;
 }
 
@@ -919,7 +924,8 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
     return rc ? engine_fail(c, rc) : 0;
 }
 
-static int m_event_add(call_ctx *c) {
+/* Every event of the call checked, before any is applied. */
+static int check_events(call_ctx *c) {
     uint32_t n = c->params->via.array.size;
     if (n == 0)
         return fail(c, REC_EINVAL, "params must hold at least one event");
@@ -930,7 +936,12 @@ static int m_event_add(call_ctx *c) {
         if (rc)
             return rc;
     }
-    int trc = check_new_types(c, n);
+    return check_new_types(c, n);
+}
+
+static int m_event_add(call_ctx *c) {
+    uint32_t n = c->params->via.array.size;
+    int trc = check_events(c);
     if (trc)
         return trc;
     for (uint32_t i = 0; i < n; i++) {
@@ -1622,7 +1633,7 @@ static const method_def methods[NMETHODS] = {
     {"item.list", m_item_list, 0},
     {"user.list", m_user_list, 0},
     {"user.history", m_user_history, 0},
-    {"event.add", m_event_add, REC_M_WRITE},
+    {"event.add", m_event_add, REC_M_WRITE | REC_M_EVENTS},
     {"rec.recommend", m_recommend, 0},
     {"rec.similar", m_similar, 0},
     {"script.list", m_script_list, 0},
@@ -1802,6 +1813,23 @@ int rec_dispatch_replay(rec_dispatch *d, uint64_t *replayed) {
 int rec_dispatch_catch_up(rec_dispatch *d) { return rec_fanout_catch_up(&d->fan); }
 
 void rec_dispatch_notification_failed(rec_dispatch *d) { d->notification_errors++; }
+
+int rec_dispatch_check_events(rec_dispatch *d, const msgpack_object *params, char *errmsg,
+                              size_t errlen) {
+    call_ctx c = {.d = d, .e = d->e, .params = params, .err = errmsg, .errlen = errlen};
+    errmsg[0] = 0;
+    int rc = check_events(&c);
+    if (rc && !errmsg[0])
+        snprintf(errmsg, errlen, "%s", rec_strerror(rc));
+    return rc;
+}
+
+void rec_dispatch_set_info(rec_dispatch *d, const char *name,
+                           int (*pack)(void *ud, msgpack_packer *pk), void *ud) {
+    d->info_name = name;
+    d->info_pack = pack;
+    d->info_ud = ud;
+}
 
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n) { d->connections = n; }
 

@@ -20,6 +20,8 @@ enum {
     REC_M_BARRIER = 2, /* run only when no commit is in flight */
     REC_M_NOAUTH = 4,  /* allowed before sys.auth */
     REC_M_ADMIN = 8,   /* the Unix socket, or TCP after sys.auth */
+    REC_M_EVENTS = 16, /* event.add: in a cluster, its events go to the
+                          stream (rec_dispatch_check_events) */
 };
 
 /* Per-connection state the methods may read or change. */
@@ -148,6 +150,17 @@ void rec_dispatch_stop(rec_dispatch *d);
 
 /* A connection ends: forget its admin.eval environment. */
 void rec_dispatch_session_end(rec_dispatch *d, rec_session *s);
+
+/* The checks event.add makes before it applies anything, alone: 0, or a
+ * negative REC_E* code with errmsg. For a server that sends the events on
+ * (to a cluster's stream) rather than applying them here. */
+int rec_dispatch_check_events(rec_dispatch *d, const msgpack_object *params, char *errmsg,
+                              size_t errlen);
+
+/* One more section of sys.info: `name` (borrowed, static) holding what
+ * pack(ud, pk) packs, one object. NULL pack: none. */
+void rec_dispatch_set_info(rec_dispatch *d, const char *name,
+                           int (*pack)(void *ud, msgpack_packer *pk), void *ud);
 
 /* Server figures shown by sys.info: open connections. */
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n);

@@ -6,6 +6,11 @@
  * in a worker job; when the job is done, every answer of a generation up
  * to it is released. Answers leave strictly in request order, so a read
  * answered at once still waits behind an earlier write's answer.
+ *
+ * In a cluster (cluster.h), an event.add is published to the stream and
+ * its answer is held (HELD_GEN) with the cluster's ticket; once the
+ * ticket's events are applied here, the answer is tagged cur_gen like any
+ * write, and leaves after the commit that holds them.
  */
 #include "server.h"
 
@@ -43,7 +48,13 @@ typedef struct reply {
     int method;      /* for stats; -1 for none */
     int write;       /* answer to a write: turned into an error if its
                         commit fails */
+    uint64_t ticket; /* held for this cluster ticket (gen HELD_GEN); 0 none */
 } reply;
+
+/* Generations of answers that no commit releases: held for the cluster,
+ * and failed there (about to become errors). */
+#define HELD_GEN UINT64_MAX
+#define FAILED_GEN (UINT64_MAX - 1)
 
 struct conn {
     union {
@@ -141,6 +152,9 @@ struct server {
     uint64_t waiters;      /* answers tagged cur_gen */
     uint64_t rollbacks;    /* rec_engine_rollbacks when last looked at */
     rec_buf result;        /* the answer being built (reused) */
+    rec_cluster *cluster;  /* NULL: a node alone */
+    int event_method;      /* event.add's index, for the cluster's events */
+    rec_session cluster_sess; /* the session the cluster's events run in */
     conn *conns;
     uint32_t nconns;
     int stopping;
@@ -196,7 +210,7 @@ static int enqueue2(conn *c, const void *head, size_t hl, const void *body,
     }
     c->rq[c->rq_head + c->nreplies++] = (reply){
         .gen = gen, .t0 = t0, .msgid = msgid, .len = (uint32_t)(hl + bl),
-        .method = method, .write = write};
+        .method = method, .write = write, .ticket = 0};
     c->queued_bytes += hl + bl;
     return 0;
 }
@@ -324,18 +338,25 @@ static int rewrite_fails(void) {
 #define rewrite_fails() 0
 #endif
 
+/* Is answer r one that `only` turns into an error: a write not yet
+ * durable (only 0), or one of generation `only`. */
+static int answer_lost(const server *s, const reply *r, uint64_t only) {
+    return only ? r->gen == only : r->write && r->gen > s->durable_gen && r->gen < FAILED_GEN;
+}
+
 /* A commit failed: every write answer not yet released becomes an error
- * (the engine dropped those writes when it rebuilt its memory). A
- * connection whose answers cannot be rewritten (short of memory) is closed:
- * its client learns nothing, rather than a success that is not true. */
-static void fail_writes(server *s, int code, const char *msg) {
+ * (the engine dropped those writes when it rebuilt its memory); or, with
+ * `only`, the answers of that generation. A connection whose answers
+ * cannot be rewritten (short of memory) is closed: its client learns
+ * nothing, rather than a success that is not true. */
+static void fail_answers(server *s, int code, const char *msg, uint64_t only) {
     for (conn *c = s->conns; c; c = c->next) {
         if (c->closing)
             continue;
         uint32_t lost = 0;
         for (uint32_t i = 0; i < c->nreplies; i++) {
             const reply *r = &c->rq[c->rq_head + i];
-            lost += r->write && r->gen > s->durable_gen;
+            lost += answer_lost(s, r, only);
         }
         if (!lost)
             continue;
@@ -348,7 +369,7 @@ static void fail_writes(server *s, int code, const char *msg) {
         for (uint32_t i = 0; i < c->nreplies && ok; i++) {
             const reply *r = &c->rq[c->rq_head + i];
             size_t mark = nb.len;
-            ok = r->write && r->gen > s->durable_gen
+            ok = answer_lost(s, r, only)
                      ? !rec_rpc_error(&nb, r->msgid, code, msg)
                      : !rec_buf_append(&nb, old, r->len);
             lens[i] = (uint32_t)(nb.len - mark);
@@ -356,7 +377,7 @@ static void fail_writes(server *s, int code, const char *msg) {
         }
         for (uint32_t i = 0; i < c->nreplies; i++) {
             reply *r = &c->rq[c->rq_head + i];
-            if (r->write && r->gen > s->durable_gen) {
+            if (answer_lost(s, r, only)) {
                 if (r->method >= 0)
                     rec_dispatch_record(s->d, r->method, 0, 1);
                 r->method = -1;
@@ -382,6 +403,10 @@ static void fail_writes(server *s, int code, const char *msg) {
     }
 }
 
+static void fail_writes(server *s, int code, const char *msg) {
+    fail_answers(s, code, msg, 0);
+}
+
 /* Writes dropped by a commit that failed outside the group commit (the
  * engine rebuilt its state): answers to them become errors as after a
  * failed group commit. Returns 1 when that happened since the last look. */
@@ -394,6 +419,8 @@ static int writes_lost(server *s, int code) {
     fail_writes(s, code, m && m[0] ? m : rec_strerror(code));
     s->waiters = 0;
     s->cur_gen++;
+    if (s->cluster) /* what the cluster's events applied went too */
+        rec_cluster_rewind(s->cluster);
     return 1;
 }
 
@@ -463,6 +490,9 @@ static void commit_done(uv_work_t *req, int status) {
         /* The state is back at its checkpoint: learn again what the log
          * holds past it, before anything new. */
         (void)rec_dispatch_catch_up(s->d);
+        /* And what the stream holds past the sequence it stores. */
+        if (s->cluster)
+            rec_cluster_rewind(s->cluster);
     } else {
         s->durable_gen = s->staged_gen;
     }
@@ -613,7 +643,7 @@ static void on_check(uv_check_t *h) {
     resume_blocked(s);
     wake_for_writes(s);
     if (s->stopping && !s->closed && !s->committing && !s->jobs &&
-        !rec_engine_pending(s->e))
+        !rec_engine_pending(s->e) && !(s->cluster && rec_cluster_outstanding(s->cluster)))
         shutdown_now(s);
 }
 
@@ -653,6 +683,110 @@ static void protocol_fail(conn *c, int code, const char *why) {
 static void shrink_result(server *s) {
     if (s->result.cap > RESULT_KEEP) /* after a huge answer */
         rec_buf_free(&s->result);
+}
+
+/* ---- the cluster ------------------------------------------------------- */
+
+/* event.add in a cluster: checked here, published, and answered (the
+ * count, as alone) once the cluster says its events are applied here
+ * (cluster_progress). A notification publishes and waits for nothing. */
+static int publish_events(conn *c, const rec_rpc_msg *m, int method, double t0) {
+    server *s = c->srv;
+    int notify = m->type == REC_RPC_NOTIFY;
+    const msgpack_object *p = &m->params;
+    char err[512];
+    uint64_t ticket = 0;
+    int rc = rec_dispatch_check_events(s->d, p, err, sizeof err);
+    if (!rc)
+        rc = rec_cluster_publish(s->cluster, p->via.array.ptr, p->via.array.size,
+                                 notify ? NULL : &ticket, err, sizeof err);
+    if (notify) {
+        if (rc) {
+            rec_dispatch_notification_failed(s->d);
+            REC_WARN("%s: notification event.add failed: %s: %s", c->peer, rec_err_name(rc),
+                     err);
+        }
+        rec_dispatch_record(s->d, method, mono_us() - t0, rc != 0);
+        return 0;
+    }
+    if (rc) {
+        answer_error(c, m->msgid, rc, err, method, t0);
+        return 0;
+    }
+    rec_buf *b = &s->result;
+    rec_buf_clear(b);
+    msgpack_packer pk;
+    rec_rpc_packer(&pk, b);
+    unsigned char head[REC_RPC_HEAD_MAX];
+    size_t hl = rec_rpc_result_head(head, m->msgid);
+    if (msgpack_pack_uint32(&pk, p->via.array.size) ||
+        enqueue2(c, head, hl, b->data, b->len, m->msgid, method, HELD_GEN, 0, t0)) {
+        rec_cluster_forget(s->cluster, ticket);
+        REC_ERROR("%s: out of memory; closing", c->peer);
+        conn_close(c);
+        shrink_result(s);
+        return -1;
+    }
+    c->rq[c->rq_head + c->nreplies - 1].ticket = ticket;
+    shrink_result(s);
+    return 0;
+}
+
+/* The cluster's tickets moved: answers whose events are applied wait for
+ * the commit of those writes like any write's; those whose publishing
+ * failed become errors. Answers leave in order, so a connection is looked
+ * at up to its first answer still pending: O(connections + answers
+ * settled). */
+static void cluster_progress(void *ud) {
+    server *s = ud;
+    char err[512];
+    int moved = 0;
+    for (conn *c = s->conns; c; c = c->next) {
+        if (c->closing)
+            continue;
+        for (uint32_t i = 0; i < c->nreplies; i++) {
+            reply *r = &c->rq[c->rq_head + i];
+            if (!r->ticket)
+                continue;
+            int rc = rec_cluster_ticket(s->cluster, r->ticket, err, sizeof err);
+            if (rc == REC_PENDING)
+                break;
+            r->ticket = 0;
+            moved = 1;
+            if (rc == 0) {
+                r->gen = s->cur_gen;
+                r->write = 1;
+                s->waiters++;
+            } else {
+                r->gen = FAILED_GEN;
+                fail_answers(s, rc, err, FAILED_GEN);
+            }
+        }
+    }
+    if (moved) {
+        flush_all(s);
+        wake_for_writes(s);
+    }
+}
+
+/* One event of the stream, applied as event.add applies it. */
+static int cluster_apply(void *ud, const msgpack_object *ev) {
+    server *s = ud;
+    msgpack_object params = {.type = MSGPACK_OBJECT_ARRAY,
+                             .via.array = {.size = 1, .ptr = (msgpack_object *)ev}};
+    char err[512];
+    rec_buf *b = &s->result;
+    rec_buf_clear(b);
+    int rc = rec_dispatch_call(s->d, s->event_method, &params, &s->cluster_sess, b, err,
+                               sizeof err);
+    if (rc)
+        REC_WARN("cluster: an event of the stream was refused: %s", err);
+    shrink_result(s);
+    return rc;
+}
+
+static int pack_cluster_info(void *ud, msgpack_packer *pk) {
+    return rec_cluster_pack_info(ud, pk);
 }
 
 /* Handle one decoded message. Returns 0 to go on, 1 when the connection
@@ -716,6 +850,8 @@ static int handle(conn *c, const rec_rpc_msg *m) {
         set_blocked(c, BLOCK_WRITE);
         return 1;
     }
+    if (s->cluster && (flags & REC_M_EVENTS))
+        return publish_events(c, m, method, t0);
     /* The result goes to a buffer kept by the server (no allocation per
      * request once it has grown), then once into the queued answer. */
     rec_buf *b = &s->result;
@@ -1096,7 +1232,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
 static void on_closed(uv_handle_t *h) {
     conn *c = h->data;
     server *s = c->srv;
-    /* Unsent answers are dropped; writes behind them still commit. */
+    /* Unsent answers are dropped; writes behind them still commit (and
+     * events held for the cluster are still applied). */
+    for (uint32_t i = 0; s->cluster && i < c->nreplies; i++)
+        if (c->rq[c->rq_head + i].ticket)
+            rec_cluster_forget(s->cluster, c->rq[c->rq_head + i].ticket);
     free(c->rq);
     rec_buf_free(&c->qbuf);
     if (c->prev)
@@ -1275,6 +1415,7 @@ static void shutdown_now(server *s) {
             c->close_after = 1;
     }
     rec_dispatch_stop(s->d);
+    rec_cluster_stop(s->cluster);
     uv_close((uv_handle_t *)&s->check, on_handle_closed);
     uv_close((uv_handle_t *)&s->idle, on_handle_closed);
     /* The tick stays until every connection is gone: it closes those
@@ -1561,10 +1702,19 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
             return 2;
         }
     }
+    /* The cluster is reached, and the node's name taken, before the data
+     * folder is opened: a node that cannot join touches nothing. */
+    if (o->cluster && rec_cluster_open(&s->cluster, o->cluster, err, sizeof err)) {
+        REC_ERROR("--cluster: %s", err);
+        free(s->scratch);
+        free(s);
+        return 1;
+    }
     double t0 = mono_us();
     int rc = rec_engine_open(&s->e, o->data_dir, &o->engine, err, sizeof err);
     if (rc) {
         REC_ERROR("cannot open %s: %s", o->data_dir, err);
+        rec_cluster_free(s->cluster);
         free(s);
         return 1;
     }
@@ -1573,6 +1723,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
              (unsigned long long)rec_engine_events(s->e), (mono_us() - t0) / 1e3);
     if (o->on_open && o->on_open(s->e, o->on_open_ud)) {
         rec_engine_free(s->e);
+        rec_cluster_free(s->cluster);
         free(s);
         return 1;
     }
@@ -1580,6 +1731,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
                                .strict = o->strict};
     if (rec_dispatch_new(&s->d, s->e, &dopts)) {
         rec_engine_free(s->e);
+        rec_cluster_free(s->cluster);
         free(s);
         return 1;
     }
@@ -1587,6 +1739,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     if (start_scripts(s)) {
         rec_dispatch_free(s->d);
         rec_engine_free(s->e);
+        rec_cluster_free(s->cluster);
         free(s);
         return 1;
     }
@@ -1599,6 +1752,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
                   rec_engine_errmsg(s->e));
         rec_dispatch_free(s->d);
         rec_engine_free(s->e);
+        rec_cluster_free(s->cluster);
         free(s);
         return 1;
     }
@@ -1606,6 +1760,19 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         REC_INFO("replayed %llu events logged after the last checkpoint in %.1f ms",
                  (unsigned long long)replayed, (mono_us() - t0) / 1e3);
     s->rollbacks = rec_engine_rollbacks(s->e); /* none answered yet */
+    if (s->cluster) {
+        s->event_method = rec_dispatch_find(s->d, "event.add", 9);
+        s->cluster_sess.trusted = 1;
+        rec_dispatch_set_info(s->d, "cluster", pack_cluster_info, s->cluster);
+        if (rec_cluster_start(s->cluster, s->loop, s->e, cluster_apply, cluster_progress, s)) {
+            REC_ERROR("--cluster: cannot start consuming");
+            rec_dispatch_free(s->d);
+            rec_engine_free(s->e);
+            rec_cluster_free(s->cluster);
+            free(s);
+            return 1;
+        }
+    }
     signal(SIGPIPE, SIG_IGN);
     uv_check_init(s->loop, &s->check);
     s->check.data = s;
@@ -1638,6 +1805,11 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
      * training out: their workers touch the engine, wait for them. */
     while (s->committing || s->jobs)
         uv_run(s->loop, UV_RUN_ONCE);
+    /* After a second signal the cluster's handle may still be open. */
+    if (s->cluster) {
+        rec_cluster_stop(s->cluster);
+        uv_run(s->loop, UV_RUN_NOWAIT);
+    }
     if (s->unix_path[0])
         unlink(s->unix_path);
     rc = rec_engine_commit(s->e);
@@ -1645,6 +1817,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         REC_ERROR("final commit failed: %s", rec_engine_errmsg(s->e));
         code = 1;
     }
+    rec_cluster_free(s->cluster);
     rec_dispatch_free(s->d);
     rec_engine_free(s->e);
     rec_buf_free(&s->result);

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster.h"
 #include "engine.h"
 
 typedef struct rec_server_opts {
@@ -62,6 +63,10 @@ typedef struct rec_server_opts {
     double idle_timeout;       /* close a TCP connection that sends nothing
                                   for this long; 300 s; 0 never */
     rec_engine_opts engine;    /* checkpoint_interval defaults to 10 s */
+    const rec_cluster_opts *cluster; /* NULL: a node alone; else event.add
+                                  goes through the cluster's stream and
+                                  is answered once this node applied and
+                                  committed it (docs/cluster.md) */
     /* Called once the engine is open, before listening (loads initial
      * data); a nonzero return stops the server. May be NULL. */
     int (*on_open)(rec_engine *e, void *ud);

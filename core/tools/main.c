@@ -41,6 +41,9 @@
     "             [--movielens DIR]   (load a MovieLens folder, into an empty\n"      \
     "             data folder; docs/movielens.md)\n"                                  \
     "             [--movielens-types graded|click]   (its ratings as events)\n"       \
+    "             [--cluster nats://HOST:PORT[,...]] [--node NAME]\n"               \
+    "             [--partitions P]   (events go through a NATS JetStream\n"        \
+    "             cluster; docs/cluster.md)\n"                                      \
     "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
 #define LUA_USAGE                                                                   \
     "  recd lua FILE [ARGS...]\n"                                                    \
@@ -131,6 +134,8 @@ typedef struct serve_cfg {
     int listen_given, unix_given;      /* "" given: no such listener */
     char token[1024];
     int log_level;
+    char cluster[1024], node[64]; /* --cluster, --node */
+    rec_cluster_opts cluster_opts;
 } serve_cfg;
 
 static int parse_size(const char *s, size_t *out) {
@@ -295,6 +300,22 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
             return -1;
         }
         c->log_level = l;
+    } else if (!strcmp(name, "cluster")) {
+        snprintf(c->cluster, sizeof c->cluster, "%s", val);
+    } else if (!strcmp(name, "node")) {
+        if (strlen(val) >= sizeof c->node) {
+            fprintf(stderr, "recd: --node must be shorter than %zu characters\n", sizeof c->node);
+            return -1;
+        }
+        snprintf(c->node, sizeof c->node, "%s", val);
+    } else if (!strcmp(name, "partitions")) {
+        char *end;
+        unsigned long p = strtoul(val, &end, 10);
+        if (*end || end == val || val[0] == '-' || p < 1 || p > REC_CLUSTER_MAX_PARTITIONS) {
+            fprintf(stderr, "recd: --partitions must be 1..%d\n", REC_CLUSTER_MAX_PARTITIONS);
+            return -1;
+        }
+        c->cluster_opts.partitions = (uint32_t)p;
     } else if (!strcmp(name, "insecure")) {
         c->o.insecure = !strcmp(val, "true") || !strcmp(val, "1");
     } else if (!strcmp(name, "strict")) {
@@ -461,7 +482,7 @@ static const char *const serve_flags[] = {
     "max-message", "max-connections", "max-objects", "max-input-memory",
     "preauth-max-message", "max-unix-connections", "max-per-address", "handshake-timeout",
     "idle-timeout", "map-max", "write-timeout", "checkpoint-interval", "log-level",
-    "retrain-share", "retrain-quiet", "retrain-every",
+    "retrain-share", "retrain-quiet", "retrain-every", "cluster", "node", "partitions",
 };
 #define NFLAGS (sizeof serve_flags / sizeof serve_flags[0])
 enum { OPT_CONFIG = 'C', OPT_INSECURE = 'I', OPT_STRICT = 'S', OPT_FLAG = 256 /* + index in serve_flags */ };
@@ -541,6 +562,15 @@ static int cmd_serve(int argc, char **argv) {
     if (c.init[0] || c.movielens[0]) {
         c.o.on_open = on_open;
         c.o.on_open_ud = &c;
+    }
+    if ((c.node[0] || c.cluster_opts.partitions) && !c.cluster[0]) {
+        fprintf(stderr, "recd serve: --node and --partitions need --cluster\n");
+        return 2;
+    }
+    if (c.cluster[0]) {
+        c.cluster_opts.servers = c.cluster;
+        c.cluster_opts.node = c.node;
+        c.o.cluster = &c.cluster_opts;
     }
     int rc = rec_server_run(&c.o, REC_VERSION);
     memset(c.token, 0, sizeof c.token);

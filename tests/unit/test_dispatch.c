@@ -355,11 +355,72 @@ static void test_full_vm_fails_calls_not_the_process(void **state) {
     fx_close(&f);
 }
 
+/* What a server that sends events on asks the dispatcher: event.add's
+ * checks alone (nothing applied, the same messages), the flag that marks
+ * the method, and one more sys.info section. */
+static int pack_extra(void *ud, msgpack_packer *pk) {
+    pk_str(pk, ud);
+    return 0;
+}
+
+static void test_check_events_alone(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_map(&pk, 3);
+    pk_str(&pk, "user"), pk_str(&pk, "u1"), pk_str(&pk, "item"), pk_str(&pk, "i1");
+    pk_str(&pk, "type"), pk_str(&pk, "click");
+    msgpack_pack_map(&pk, 2);
+    pk_str(&pk, "user"), pk_str(&pk, "u1"), pk_str(&pk, "type"), pk_str(&pk, "click");
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
+    char err[256];
+    assert_int_equal(rec_dispatch_check_events(f.d, &u.data, err, sizeof err), REC_EINVAL);
+    assert_non_null(strstr(err, "params[1].item"));
+    u.data.via.array.size = 1; /* the good event alone */
+    assert_int_equal(rec_dispatch_check_events(f.d, &u.data, err, sizeof err), 0);
+    assert_int_equal(rec_engine_events(f.e), 0); /* checked, not applied */
+    int m = rec_dispatch_find(f.d, "event.add", 9);
+    assert_true(rec_dispatch_flags(f.d, m) & REC_M_EVENTS);
+    assert_false(rec_dispatch_flags(f.d, rec_dispatch_find(f.d, "item.put", 8)) & REC_M_EVENTS);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    /* sys.info with the section */
+    static char here[] = "here";
+    rec_dispatch_set_info(f.d, "extra", pack_extra, here);
+    msgpack_object none = {.type = MSGPACK_OBJECT_ARRAY};
+    f.out.len = 0;
+    m = rec_dispatch_find(f.d, "sys.info", 8);
+    assert_int_equal(rec_dispatch_call(f.d, m, &none, &f.sess, &f.out, f.err, sizeof f.err), 0);
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, f.out.data, f.out.len, NULL), MSGPACK_UNPACK_SUCCESS);
+    int found = 0;
+    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+        const msgpack_object *k = &u.data.via.map.ptr[i].key;
+        const msgpack_object *v = &u.data.via.map.ptr[i].val;
+        if (k->via.str.size == 5 && !memcmp(k->via.str.ptr, "extra", 5)) {
+            found = 1;
+            assert_int_equal(v->via.str.size, 4);
+            assert_memory_equal(v->via.str.ptr, "here", 4);
+        }
+    }
+    assert_true(found);
+    msgpack_unpacked_destroy(&u);
+    fx_close(&f);
+}
+
 int main(void) {
     rec_log_set_level(REC_LOG_ERROR); /* the failures are logged as warnings */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alloc_failures_fail_one_call),
         cmocka_unit_test(test_full_vm_fails_calls_not_the_process),
+        cmocka_unit_test(test_check_events_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,1197 @@
+/* cluster.c - publishing to and consuming from the JetStream stream.
+ *
+ * Tickets: each event.add call publishes its n events under one ticket, a
+ * slot of a table indexed by ticket & (cap - 1). NATS's threads count the
+ * acknowledgements down and keep the highest stream sequence; the loop
+ * thread settles the ticket once no acknowledgement is awaited and the
+ * events up to that sequence are applied. One mutex guards the table, the
+ * hand-over of fetched batches and the counters that sys.info shows.
+ *
+ * Consumption: one thread binds the durable pull consumer (named after the
+ * node) at the sequence after the one the engine stores, fetches batches,
+ * and hands each to the loop thread (uv_async), waiting until it is
+ * applied before fetching again: at most one batch is in memory. The
+ * consumer is made again at every start (and after a rewind), so the
+ * stored sequence alone decides where consumption resumes.
+ */
+#include "cluster.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nats/nats.h>
+#include <uv.h>
+
+#include "err.h"
+#include "hash.h"
+#include "idmap.h"
+#include "input.h"
+#include "log.h"
+#include "value.h"
+
+#define SUBJECT_PREFIX "recd.ev."
+#define FETCH_BATCH 512
+#define FETCH_WAIT_MS 1000
+#define PUBLISH_WAIT_MS 4000   /* an acknowledgement not come by then: sent again */
+#define PUBLISH_GIVE_UP_S 30.0 /* ... until this long after the first try */
+#define OPEN_RETRY_S 15.0      /* start-up: how long a forming cluster is waited for */
+#define APPLIED_KEY "_recd/cluster/applied_seq"
+
+/* A publish to try again once `due` (mono seconds) is past. */
+typedef struct retry {
+    natsMsg *msg;
+    double due;
+    struct retry *next;
+} retry;
+
+typedef struct ticket {
+    uint64_t id;        /* 0: free slot */
+    uint32_t waiting;   /* acknowledgements not come yet */
+    int rc;             /* 0, or why the call fails: a publish given up,
+                           or an event refused when applied */
+    int forgotten;      /* nobody asks: freed once settled */
+    uint64_t max_seq;   /* highest stream sequence of its events */
+} ticket;
+
+struct rec_cluster {
+    char servers[1024];
+    char node[64];
+    char instance[192];     /* node@host:pid:time, the lease's value */
+    uint32_t partitions;
+    int replicas;
+    double lease;
+    natsConnection *nc;
+    jsCtx *js;
+    kvStore *kv;
+    uint64_t lease_rev;     /* the lease's revision we wrote last */
+    double lease_renewed;   /* mono seconds */
+    jsPubOptions popts;
+
+    pthread_mutex_t mu;
+    /* tickets (mu) */
+    ticket *slots;
+    size_t cap;             /* power of two */
+    size_t live;            /* slots in use, forgotten ones included */
+    size_t unsettled;       /* not forgotten */
+    uint64_t next_ticket;
+    uint64_t msg_count;     /* message ids */
+    uint64_t stream_last;   /* the stream's last sequence at start, then the
+                               highest acknowledged or fetched */
+    uint64_t published, publish_retries, publish_failures;
+    char last_error[256];
+    /* publishes to try again (mu), oldest first; their thread */
+    retry *retry_head, *retry_tail;
+    pthread_cond_t retry_cv;
+    pthread_t retry_th;
+    int retry_started;
+    /* hand-over (mu) */
+    pthread_cond_t cv;
+    natsMsgList batch;
+    int have_batch;         /* batch waits for the loop */
+    int stop;
+    int rebind;             /* the loop asks for a rewind */
+    uint64_t bind_from;     /* the sequence to consume from at the next bind */
+    uint64_t lag;           /* messages after the last one fetched */
+    int bound;
+    int fresh;              /* the consumer was just made: its first
+                               delivery may begin past a hole */
+
+    /* loop thread */
+    pthread_t th;
+    pthread_t lease_th;     /* renews the name's lease */
+    pthread_cond_t lease_cv; /* its wait, cut short by a stop */
+    int lease_started;
+    int started, stopped;
+    uv_async_t async;
+    rec_engine *e;
+    rec_cluster_apply_fn apply;
+    rec_cluster_progress_fn progress;
+    void *ud;
+    uint64_t applied;       /* sequence of the last event applied */
+    uint64_t applied_events, rejected, duplicates;
+    msgpack_unpacked up;
+    msgpack_sbuffer sb;
+};
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+/* NATS's reason for status s: the last error's text when it has one. */
+static const char *nats_why(natsStatus s) {
+    natsStatus ls;
+    const char *t = nats_GetLastError(&ls);
+    return t && t[0] ? t : natsStatus_GetText(s);
+}
+
+uint32_t rec_cluster_partition(const char *key, size_t klen, uint32_t p) {
+    return p ? (uint32_t)(rec_hash_stable(key, klen) % p) : 0;
+}
+
+/* ---- tickets (callers hold mu) ------------------------------------------ */
+
+static ticket *ticket_find(rec_cluster *c, uint64_t id) {
+    if (!id || !c->cap)
+        return NULL;
+    ticket *t = &c->slots[id & (c->cap - 1)];
+    return t->id == id ? t : NULL;
+}
+
+static int ticket_grow(rec_cluster *c) {
+    size_t cap = c->cap ? c->cap * 2 : 1024;
+    ticket *ns = calloc(cap, sizeof *ns);
+    if (!ns)
+        return REC_ENOMEM;
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->slots[i].id)
+            ns[c->slots[i].id & (cap - 1)] = c->slots[i];
+    free(c->slots);
+    c->slots = ns;
+    c->cap = cap;
+    return 0;
+}
+
+/* A new ticket awaiting n acknowledgements, or 0 (no memory). Tickets are
+ * numbered in order, so two live ones share a slot only when the table
+ * spans fewer than the live range: then it doubles. */
+static uint64_t ticket_new(rec_cluster *c, uint32_t n) {
+    uint64_t id = ++c->next_ticket;
+    while (!c->cap || c->slots[id & (c->cap - 1)].id)
+        if (ticket_grow(c))
+            return 0;
+    c->slots[id & (c->cap - 1)] = (ticket){.id = id, .waiting = n};
+    c->live++;
+    c->unsettled++;
+    return id;
+}
+
+static void ticket_free(rec_cluster *c, ticket *t) {
+    if (!t->forgotten)
+        c->unsettled--;
+    t->id = 0;
+    c->live--;
+}
+
+/* A forgotten ticket is dropped once nothing of it is awaited. */
+static void ticket_settle_forgotten(rec_cluster *c, ticket *t) {
+    if (t->forgotten && t->waiting == 0)
+        ticket_free(c, t);
+}
+
+/* ---- publishing ------------------------------------------------------- */
+
+static void set_error(rec_cluster *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_error(rec_cluster *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->last_error, sizeof c->last_error, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t msg_ticket(natsMsg *msg) {
+    const char *tv = NULL;
+    return natsMsgHeader_Get(msg, "Recd-Ticket", &tv) == NATS_OK && tv ? strtoull(tv, NULL, 10)
+                                                                        : 0;
+}
+
+/* A publish given up: its ticket fails. Takes msg. */
+static void publish_failed(rec_cluster *c, natsMsg *msg, const char *why) {
+    uint64_t id = msg_ticket(msg);
+    natsMsg_Destroy(msg);
+    pthread_mutex_lock(&c->mu);
+    if (c->publish_failures++ % 1000 == 0)
+        REC_WARN("cluster: publishing to stream %s failed for %.0f s: %s (%" PRIu64
+                 " failures so far)", REC_CLUSTER_STREAM, PUBLISH_GIVE_UP_S, why,
+                 c->publish_failures);
+    set_error(c, "publishing to stream %s failed for %.0f s: %s", REC_CLUSTER_STREAM,
+              PUBLISH_GIVE_UP_S, why);
+    ticket *t = ticket_find(c, id);
+    if (t) {
+        t->waiting--;
+        if (!t->rc)
+            t->rc = REC_EIO;
+        ticket_settle_forgotten(c, t);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* On a NATS thread: the stream's answer to one publish. A failure (a
+ * timeout, a stream without a leader while a server is away, no server
+ * reachable) is tried again after a pause, with the same message id (the
+ * stream drops a duplicate), until PUBLISH_GIVE_UP_S after the first try. */
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *ud) {
+    rec_cluster *c = ud;
+    (void)js;
+    if (pae) {
+        const char *since = NULL, *tries = NULL;
+        double first = natsMsgHeader_Get(msg, "Recd-Since", &since) == NATS_OK && since
+                           ? atof(since) : mono_s();
+        int n = natsMsgHeader_Get(msg, "Recd-Try", &tries) == NATS_OK && tries ? atoi(tries) : 1;
+        double now = mono_s();
+        int give_up = now - first > PUBLISH_GIVE_UP_S;
+        retry *r = give_up ? NULL : malloc(sizeof *r);
+        if (!r) {
+            publish_failed(c, msg, pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+        } else {
+            char b[32];
+            snprintf(b, sizeof b, "%d", n + 1);
+            natsMsgHeader_Set(msg, "Recd-Try", b);
+            if (!since) {
+                snprintf(b, sizeof b, "%.3f", first);
+                natsMsgHeader_Set(msg, "Recd-Since", b);
+            }
+            double pause = 0.05 * (double)(1u << (n < 5 ? n : 5)); /* 0.1 .. 1.6 s */
+            *r = (retry){.msg = msg, .due = now + pause};
+            pthread_mutex_lock(&c->mu);
+            if (c->retry_tail)
+                c->retry_tail->next = r;
+            else
+                c->retry_head = r;
+            c->retry_tail = r;
+            c->publish_retries++;
+            pthread_cond_signal(&c->retry_cv);
+            pthread_mutex_unlock(&c->mu);
+        }
+        return;
+    }
+    uint64_t id = msg_ticket(msg);
+    pthread_mutex_lock(&c->mu);
+    c->published++;
+    if (pa->Sequence > c->stream_last)
+        c->stream_last = pa->Sequence;
+    ticket *t = ticket_find(c, id);
+    if (t) {
+        t->waiting--;
+        if (pa->Sequence > t->max_seq)
+            t->max_seq = pa->Sequence;
+        ticket_settle_forgotten(c, t);
+    }
+    /* Under mu: rec_cluster_stop closes the handle under it. */
+    if (c->started && !c->stopped)
+        uv_async_send(&c->async);
+    pthread_mutex_unlock(&c->mu);
+    natsMsg_Destroy(msg);
+}
+
+/* The retry thread: sends again what is due, in order. */
+static void *retry_main(void *arg) {
+    rec_cluster *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        retry *r = c->retry_head;
+        double now = mono_s();
+        if (!r || r->due > now) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&c->retry_cv, &c->mu, &ts);
+            continue;
+        }
+        c->retry_head = r->next;
+        if (!c->retry_head)
+            c->retry_tail = NULL;
+        pthread_mutex_unlock(&c->mu);
+        natsMsg *m = r->msg;
+        free(r);
+        natsStatus s = js_PublishMsgAsync(c->js, &m, &c->popts);
+        if (s != NATS_OK)
+            publish_failed(c, m, nats_why(s));
+        pthread_mutex_lock(&c->mu);
+    }
+    /* Stopping: what is left will not be sent. */
+    retry *r = c->retry_head;
+    c->retry_head = c->retry_tail = NULL;
+    pthread_mutex_unlock(&c->mu);
+    while (r) {
+        retry *next = r->next;
+        publish_failed(c, r->msg, "the node stopped");
+        free(r);
+        r = next;
+    }
+    return NULL;
+}
+
+static int key_is(const msgpack_object *k, const char *name) {
+    size_t n = strlen(name);
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+           memcmp(k->via.str.ptr, name, n) == 0;
+}
+
+/* The event as it goes to the stream: its fields, ts when it had none, and
+ * strict = false. The publishing node decided (with its --strict) that the
+ * event goes in; every node applies what the stream holds, whatever its
+ * own --strict, so that all of them hold the same. */
+static int pack_event(rec_cluster *c, const msgpack_object *o, double now) {
+    msgpack_sbuffer_clear(&c->sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &c->sb, msgpack_sbuffer_write);
+    int has_ts = rec_value_field(o, "ts") != NULL;
+    int has_strict = rec_value_field(o, "strict") != NULL;
+    uint32_t n = o->via.map.size;
+    int rc = msgpack_pack_map(&pk, n + !has_ts + !has_strict);
+    for (uint32_t i = 0; i < n && !rc; i++)
+        rc = msgpack_pack_object(&pk, o->via.map.ptr[i].key) ||
+             (key_is(&o->via.map.ptr[i].key, "strict")
+                  ? msgpack_pack_false(&pk)
+                  : msgpack_pack_object(&pk, o->via.map.ptr[i].val));
+    if (!has_ts && !rc)
+        rc = rec_value_pack_str(&pk, "ts") || msgpack_pack_double(&pk, now);
+    if (!has_strict && !rc)
+        rc = rec_value_pack_str(&pk, "strict") || msgpack_pack_false(&pk);
+    return rc ? REC_ENOMEM : 0;
+}
+
+int rec_cluster_publish(rec_cluster *c, const msgpack_object *events, uint32_t n,
+                        uint64_t *ticket_out, char *err, size_t errlen) {
+    double now = rec_wall();
+    pthread_mutex_lock(&c->mu);
+    uint64_t id = ticket_out ? ticket_new(c, n) : 0;
+    uint64_t first_msg = c->msg_count;
+    c->msg_count += n;
+    pthread_mutex_unlock(&c->mu);
+    if (ticket_out && !id) {
+        snprintf(err, errlen, "out of memory");
+        return REC_ENOMEM;
+    }
+    char tv[24], mid[224], subj[32], key[REC_ID_MAX], why[256];
+    snprintf(tv, sizeof tv, "%" PRIu64, id);
+    uint32_t sent = 0;
+    int rc = 0;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        const msgpack_object *o = &events[i];
+        rec_field f;
+        rec_value_input(rec_value_field(o, "user"), &f);
+        int kl = rec_input_id(&f, "user", key, why, sizeof why);
+        if (kl < 0) { /* checked before: cannot happen */
+            snprintf(err, errlen, "params[%u]: %s", i, why);
+            rc = kl;
+            break;
+        }
+        uint32_t p = rec_cluster_partition(key, (size_t)kl, c->partitions);
+        snprintf(subj, sizeof subj, SUBJECT_PREFIX "%u", p);
+        snprintf(mid, sizeof mid, "%s:%" PRIu64, c->instance, first_msg + i);
+        if ((rc = pack_event(c, o, now))) {
+            snprintf(err, errlen, "out of memory");
+            break;
+        }
+        natsMsg *m = NULL;
+        natsStatus s = natsMsg_Create(&m, subj, NULL, c->sb.data, (int)c->sb.size);
+        if (s == NATS_OK)
+            s = natsMsgHeader_Set(m, "Nats-Msg-Id", mid);
+        if (s == NATS_OK && id)
+            s = natsMsgHeader_Set(m, "Recd-Ticket", tv);
+        if (s == NATS_OK)
+            s = js_PublishMsgAsync(c->js, &m, &c->popts);
+        natsMsg_Destroy(m); /* NULL once the library took it */
+        if (s != NATS_OK) {
+            snprintf(err, errlen, "cannot publish to the cluster: %s", nats_why(s));
+            rc = REC_EIO;
+            break;
+        }
+        sent++;
+    }
+    if (id) {
+        pthread_mutex_lock(&c->mu);
+        ticket *t = ticket_find(c, id);
+        if (t) {
+            t->waiting -= n - sent; /* those never sent are not awaited */
+            if (rc) {
+                /* Some may be in the stream already: they are applied,
+                 * but the call answers the error. */
+                t->forgotten = 1;
+                c->unsettled--;
+                ticket_settle_forgotten(c, t);
+            }
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (!rc)
+            *ticket_out = id;
+    }
+    return rc;
+}
+
+int rec_cluster_ticket(rec_cluster *c, uint64_t id, char *err, size_t errlen) {
+    pthread_mutex_lock(&c->mu);
+    ticket *t = ticket_find(c, id);
+    int rc;
+    if (!t) {
+        snprintf(err, errlen, "no such ticket");
+        rc = REC_ENOTFOUND;
+    } else if (t->waiting) {
+        rc = REC_PENDING;
+    } else if (t->rc) {
+        rc = t->rc;
+        snprintf(err, errlen, "%s", c->last_error[0] ? c->last_error : rec_strerror(rc));
+        ticket_free(c, t);
+    } else if (t->max_seq > c->applied) {
+        rc = REC_PENDING;
+    } else {
+        rc = 0;
+        ticket_free(c, t);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+void rec_cluster_forget(rec_cluster *c, uint64_t id) {
+    pthread_mutex_lock(&c->mu);
+    ticket *t = ticket_find(c, id);
+    if (t && !t->forgotten) {
+        t->forgotten = 1;
+        c->unsettled--;
+        ticket_settle_forgotten(c, t);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+size_t rec_cluster_outstanding(const rec_cluster *c) {
+    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+    size_t n = c->unsettled;
+    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+    return n;
+}
+
+/* ---- the stored sequence ----------------------------------------------- */
+
+uint64_t rec_cluster_stored_seq(rec_engine *e) {
+    rec_buf b = REC_BUF_INIT;
+    uint64_t seq = 0;
+    if (rec_engine_kv_get(e, APPLIED_KEY, sizeof APPLIED_KEY - 1, &b) == 0) {
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        if (msgpack_unpack_next(&up, b.data, b.len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            up.data.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            seq = up.data.via.u64;
+        msgpack_unpacked_destroy(&up);
+    }
+    rec_buf_free(&b);
+    return seq;
+}
+
+/* Written with the events it follows: the same group commit. */
+static int store_seq(rec_engine *e, uint64_t seq) {
+    unsigned char v[9] = {0xcf};
+    for (int i = 0; i < 8; i++)
+        v[1 + i] = (unsigned char)(seq >> (56 - 8 * i));
+    int was = rec_engine_learning(e, 0);
+    int rc = rec_engine_kv_put(e, APPLIED_KEY, sizeof APPLIED_KEY - 1, v, sizeof v);
+    rec_engine_learning(e, was);
+    return rc;
+}
+
+/* ---- consuming -------------------------------------------------------- */
+
+/* Make the durable consumer anew at sequence `from` and subscribe to it. */
+static int bind_consumer(rec_cluster *c, uint64_t from, natsSubscription **sub) {
+    jsErrCode jerr = 0;
+    natsStatus s = js_DeleteConsumer(c->js, REC_CLUSTER_STREAM, c->node, NULL, &jerr);
+    if (s != NATS_OK && jerr != JSConsumerNotFoundErr && s != NATS_NOT_FOUND) {
+        REC_DEBUG("cluster: removing consumer %s: %s", c->node, nats_why(s));
+        return -1;
+    }
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = c->node;
+    cc.Description = "a recd node: consumes the events it applies";
+    cc.AckPolicy = js_AckAll;
+    cc.AckWait = (int64_t)60 * 1000000000;
+    cc.MaxAckPending = 4 * FETCH_BATCH;
+    if (from > 1) {
+        cc.DeliverPolicy = js_DeliverByStartSequence;
+        cc.OptStartSeq = from;
+    } else {
+        cc.DeliverPolicy = js_DeliverAll;
+    }
+    jsConsumerInfo *ci = NULL;
+    s = js_AddConsumer(&ci, c->js, REC_CLUSTER_STREAM, &cc, NULL, &jerr);
+    jsConsumerInfo_Destroy(ci);
+    if (s != NATS_OK) {
+        REC_DEBUG("cluster: making consumer %s: %s", c->node, nats_why(s));
+        return -1;
+    }
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = REC_CLUSTER_STREAM;
+    so.Consumer = c->node;
+    s = js_PullSubscribe(sub, c->js, SUBJECT_PREFIX ">", c->node, NULL, &so, &jerr);
+    if (s != NATS_OK) {
+        REC_DEBUG("cluster: subscribing to consumer %s: %s", c->node, nats_why(s));
+        *sub = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Renew the name's lease (its thread). */
+static void renew_lease(rec_cluster *c) {
+    double now = mono_s();
+    uint64_t rev = 0;
+    natsStatus s = kvStore_UpdateString(&rev, c->kv, c->node, c->instance, c->lease_rev);
+    if (s == NATS_OK) {
+        c->lease_rev = rev;
+        c->lease_renewed = now;
+        return;
+    }
+    /* An update that went through but whose answer was lost: ours still. */
+    kvEntry *en = NULL;
+    if (kvStore_Get(&en, c->kv, c->node) == NATS_OK) {
+        if (kvEntry_ValueString(en) && !strcmp(kvEntry_ValueString(en), c->instance)) {
+            c->lease_rev = kvEntry_Revision(en);
+        } else if (kvEntry_ValueString(en)) {
+            REC_ERROR("cluster: the name %s was taken by %s: another node runs under it",
+                      c->node, kvEntry_ValueString(en));
+            c->lease_renewed = now; /* said once a period */
+        }
+        kvEntry_Destroy(en);
+    } else if (s != NATS_TIMEOUT) {
+        /* Expired while the cluster could not be reached: take it again. */
+        if (kvStore_CreateString(&rev, c->kv, c->node, c->instance) == NATS_OK) {
+            c->lease_rev = rev;
+            c->lease_renewed = now;
+        }
+    }
+}
+
+/* The lease's thread: a renewal every fifth of the lease, on its own so
+ * that nothing the consumer waits for delays it. */
+static void *lease_main(void *arg) {
+    rec_cluster *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + c->lease / 5;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&c->lease_cv, &c->mu, &ts);
+        if (c->stop)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        renew_lease(c);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void *consume_main(void *arg) {
+    rec_cluster *c = arg;
+    natsSubscription *sub = NULL;
+    int failures = 0;
+    /* Idle, one message is waited for (a long poll that returns as soon as
+     * it comes); then what is there is taken in batches without waiting,
+     * until a batch comes back empty. */
+    int idle = 1;
+    int stalls = 0;
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        int stop = c->stop, rebind = c->rebind;
+        uint64_t from = c->bind_from;
+        c->rebind = 0;
+        pthread_mutex_unlock(&c->mu);
+        if (stop)
+            break;
+        if (rebind && sub) {
+            natsSubscription_Destroy(sub);
+            sub = NULL;
+        }
+        if (!sub) {
+            if (bind_consumer(c, from, &sub)) {
+                if (failures++ == 0)
+                    REC_WARN("cluster: cannot bind consumer %s yet; retrying", c->node);
+                sleep_s(0.25);
+                continue;
+            }
+            if (failures)
+                REC_INFO("cluster: consumer %s bound at sequence %" PRIu64, c->node, from);
+            failures = 0;
+            pthread_mutex_lock(&c->mu);
+            c->bound = 1;
+            c->fresh = 1;
+            pthread_mutex_unlock(&c->mu);
+        }
+        natsMsgList list = {0};
+        jsFetchRequest fr;
+        jsFetchRequest_Init(&fr);
+        fr.Batch = idle ? 1 : FETCH_BATCH;
+        fr.NoWait = !idle;
+        fr.Expires = (int64_t)FETCH_WAIT_MS * 1000000;
+        natsStatus s = natsSubscription_FetchRequest(&list, sub, &fr);
+        if ((s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK) && list.Count == 0) {
+            /* Nothing comes while the stream holds more than is applied:
+             * deliveries were lost on the way (a server went away) and the
+             * consumer waits for their acknowledgement. Made again, it
+             * delivers from what is applied on. */
+            pthread_mutex_lock(&c->mu);
+            c->lag = 0;
+            int behind = c->stream_last > c->applied;
+            pthread_mutex_unlock(&c->mu);
+            stalls = behind ? stalls + 1 : 0;
+            if (stalls >= 2) {
+                REC_INFO("cluster: consumer %s delivers nothing while the stream holds "
+                         "more; making it again", c->node);
+                natsSubscription_Destroy(sub);
+                sub = NULL;
+                stalls = 0;
+            }
+            idle = 1;
+            continue;
+        }
+        stalls = 0;
+        if (list.Count == 0) {
+            /* The server went away or the consumer did: after a few
+             * failures, the consumer is made again from what is applied. */
+            natsMsgList_Destroy(&list);
+            if (++failures == 1)
+                REC_WARN("cluster: fetching from %s: %s", REC_CLUSTER_STREAM, nats_why(s));
+            if (failures % 8 == 0) {
+                natsSubscription_Destroy(sub);
+                sub = NULL;
+                pthread_mutex_lock(&c->mu);
+                c->bound = 0;
+                pthread_mutex_unlock(&c->mu);
+            }
+            sleep_s(0.25);
+            continue;
+        }
+        failures = 0;
+        idle = 0;
+        pthread_mutex_lock(&c->mu);
+        c->batch = list;
+        c->have_batch = 1;
+        pthread_mutex_unlock(&c->mu);
+        uv_async_send(&c->async);
+        pthread_mutex_lock(&c->mu);
+        while (c->have_batch && !c->stop)
+            pthread_cond_wait(&c->cv, &c->mu);
+        int taken = !c->have_batch;
+        c->have_batch = 0;
+        pthread_mutex_unlock(&c->mu);
+        /* Acknowledge up to the last (the consumer acknowledges all before
+         * it): what it delivers next is what follows. */
+        if (taken)
+            natsMsg_Ack(list.Msgs[list.Count - 1], NULL);
+        natsMsgList_Destroy(&list);
+    }
+    if (sub)
+        natsSubscription_Destroy(sub);
+    return NULL;
+}
+
+/* An event of this process's was refused when applied: the call that sent
+ * it is answered with the error, not as stored. */
+static void refused(rec_cluster *c, natsMsg *msg, int rc) {
+    const char *mid = NULL;
+    size_t il = strlen(c->instance);
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &mid) != NATS_OK || !mid ||
+        strncmp(mid, c->instance, il) != 0 || mid[il] != ':')
+        return;
+    uint64_t id = msg_ticket(msg);
+    pthread_mutex_lock(&c->mu);
+    ticket *t = ticket_find(c, id);
+    if (t && !t->rc) {
+        t->rc = rc;
+        set_error(c, "an event of the call was refused when applied: %s", rec_strerror(rc));
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Loop thread: apply the batch handed over, then let the host look at its
+ * tickets. */
+static void on_async(uv_async_t *h) {
+    rec_cluster *c = h->data;
+    pthread_mutex_lock(&c->mu);
+    int have = c->have_batch;
+    natsMsgList list = c->batch;
+    pthread_mutex_unlock(&c->mu);
+    if (have) {
+        uint64_t last = c->applied, lag = 0;
+        pthread_mutex_lock(&c->mu);
+        int fresh = c->fresh;
+        c->fresh = 0;
+        pthread_mutex_unlock(&c->mu);
+        int gap = 0;
+        for (int i = 0; i < list.Count && !gap; i++) {
+            jsMsgMetaData *meta = NULL;
+            uint64_t seq = 0;
+            if (natsMsg_GetMetaData(&meta, list.Msgs[i]) == NATS_OK) {
+                seq = meta->Sequence.Stream;
+                lag = meta->NumPending;
+                jsMsgMetaData_Destroy(meta);
+            }
+            if (seq && seq <= last) {
+                c->duplicates++;
+                continue;
+            }
+            /* The sequences are applied without a hole: the stream's are
+             * contiguous, and a delivery lost on the way (a server went
+             * away) is not sent again until much later. A hole makes the
+             * consumer start again after what is applied. Only a consumer
+             * made just now may begin past it: the stream no longer holds
+             * what lies between. */
+            if (!seq || (seq > last + 1 && !(fresh && i == 0))) {
+                REC_INFO("cluster: delivery skipped from sequence %" PRIu64 " to %" PRIu64
+                         "; consuming again from %" PRIu64, last + 1, seq, last + 1);
+                gap = 1;
+                break;
+            }
+            if (seq > last + 1)
+                REC_WARN("cluster: the stream no longer holds sequences %" PRIu64 "..%" PRIu64
+                         "; going on from %" PRIu64, last + 1, seq - 1, seq);
+            const char *data = natsMsg_GetData(list.Msgs[i]);
+            int len = natsMsg_GetDataLength(list.Msgs[i]);
+            int rc = REC_EINVAL;
+            if (msgpack_unpack_next(&c->up, data, (size_t)len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+                c->up.data.type == MSGPACK_OBJECT_MAP)
+                rc = c->apply(c->ud, &c->up.data);
+            if (rc) {
+                c->rejected++;
+                REC_WARN("cluster: event %" PRIu64 " of %s not applied: %s", seq,
+                         REC_CLUSTER_STREAM, rec_strerror(rc));
+                refused(c, list.Msgs[i], rc);
+            } else {
+                c->applied_events++;
+            }
+            last = seq;
+        }
+        if (last > c->applied) {
+            int rc = store_seq(c->e, last);
+            if (rc)
+                REC_ERROR("cluster: storing the applied sequence: %s", rec_strerror(rc));
+        }
+        pthread_mutex_lock(&c->mu);
+        c->applied = last;
+        c->bind_from = last + 1;
+        c->rebind |= gap;
+        if (last > c->stream_last)
+            c->stream_last = last;
+        c->lag = lag;
+        c->have_batch = 0;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    c->progress(c->ud);
+}
+
+void rec_cluster_rewind(rec_cluster *c) {
+    uint64_t seq = rec_cluster_stored_seq(c->e);
+    pthread_mutex_lock(&c->mu);
+    if (seq < c->applied) {
+        REC_WARN("cluster: consuming again from sequence %" PRIu64 " (the state lost %" PRIu64
+                 " applied events)", seq + 1, c->applied - seq);
+        c->applied = seq;
+        c->bind_from = seq + 1;
+        c->rebind = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+int rec_cluster_start(rec_cluster *c, uv_loop_t *loop, rec_engine *e,
+                      rec_cluster_apply_fn apply, rec_cluster_progress_fn progress, void *ud) {
+    c->e = e;
+    c->apply = apply;
+    c->progress = progress;
+    c->ud = ud;
+    c->applied = rec_cluster_stored_seq(e);
+    c->bind_from = c->applied + 1;
+    if (uv_async_init(loop, &c->async, on_async))
+        return REC_EIO;
+    c->async.data = c;
+    c->started = 1;
+    if (pthread_create(&c->th, NULL, consume_main, c)) {
+        c->stopped = 1;
+        uv_close((uv_handle_t *)&c->async, NULL);
+        return REC_EIO;
+    }
+    if (pthread_create(&c->retry_th, NULL, retry_main, c) == 0)
+        c->retry_started = 1;
+    if (pthread_create(&c->lease_th, NULL, lease_main, c) == 0)
+        c->lease_started = 1;
+    REC_INFO("cluster: node %s consumes %s from sequence %" PRIu64 " (partitions 0..%u)",
+             c->node, REC_CLUSTER_STREAM, c->bind_from, c->partitions - 1);
+    return 0;
+}
+
+void rec_cluster_stop(rec_cluster *c) {
+    if (!c || !c->started || c->stopped)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_broadcast(&c->cv);
+    pthread_cond_broadcast(&c->retry_cv);
+    pthread_cond_broadcast(&c->lease_cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->th, NULL);
+    if (c->retry_started)
+        pthread_join(c->retry_th, NULL);
+    if (c->lease_started)
+        pthread_join(c->lease_th, NULL);
+    pthread_mutex_lock(&c->mu);
+    c->stopped = 1;
+    pthread_mutex_unlock(&c->mu);
+    uv_close((uv_handle_t *)&c->async, NULL);
+}
+
+/* ---- sys.info ---------------------------------------------------------- */
+
+int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(c->nc, url, sizeof url);
+    pthread_mutex_lock(&c->mu);
+    uint64_t stream_last = c->stream_last, lag = c->lag, published = c->published,
+             retries = c->publish_retries, failures = c->publish_failures;
+    size_t waiting = c->unsettled;
+    int bound = c->bound;
+    char last_error[256];
+    snprintf(last_error, sizeof last_error, "%s", c->last_error);
+    pthread_mutex_unlock(&c->mu);
+    int connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+    int rc = msgpack_pack_map(pk, 19) ||
+             rec_value_pack_str(pk, "servers") || rec_value_pack_str(pk, c->servers) ||
+             rec_value_pack_str(pk, "connected") || rec_value_pack_str(pk, connected ? url : "") ||
+             rec_value_pack_str(pk, "node") || rec_value_pack_str(pk, c->node) ||
+             rec_value_pack_str(pk, "stream") || rec_value_pack_str(pk, REC_CLUSTER_STREAM) ||
+             rec_value_pack_str(pk, "replicas") || msgpack_pack_int(pk, c->replicas) ||
+             rec_value_pack_str(pk, "partitions") || msgpack_pack_uint32(pk, c->partitions) ||
+             rec_value_pack_str(pk, "owned") || msgpack_pack_uint32(pk, c->partitions) ||
+             rec_value_pack_str(pk, "consumer_bound") || (bound ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
+             rec_value_pack_str(pk, "last_applied") || msgpack_pack_uint64(pk, c->applied) ||
+             rec_value_pack_str(pk, "stream_last") || msgpack_pack_uint64(pk, stream_last) ||
+             rec_value_pack_str(pk, "lag") || msgpack_pack_uint64(pk, lag) ||
+             rec_value_pack_str(pk, "applied") || msgpack_pack_uint64(pk, c->applied_events) ||
+             rec_value_pack_str(pk, "rejected") || msgpack_pack_uint64(pk, c->rejected) ||
+             rec_value_pack_str(pk, "duplicates") || msgpack_pack_uint64(pk, c->duplicates) ||
+             rec_value_pack_str(pk, "published") || msgpack_pack_uint64(pk, published) ||
+             rec_value_pack_str(pk, "publish_retries") || msgpack_pack_uint64(pk, retries) ||
+             rec_value_pack_str(pk, "publish_failures") || msgpack_pack_uint64(pk, failures) ||
+             rec_value_pack_str(pk, "calls_waiting") || msgpack_pack_uint64(pk, waiting) ||
+             rec_value_pack_str(pk, "last_error") || rec_value_pack_str(pk, last_error);
+    return rc ? REC_ENOMEM : 0;
+}
+
+/* ---- start-up ---------------------------------------------------------- */
+
+static int name_ok(const char *s) {
+    if (!s[0] || strlen(s) >= 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_'))
+            return 0;
+    return 1;
+}
+
+/* Errors worth waiting out while a cluster forms or elects a leader. */
+static int transient(natsStatus s, jsErrCode jerr) {
+    return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || jerr == JSClusterNotAvailErr ||
+           jerr == JSClusterNoPeersErr || jerr == JSInsufficientResourcesErr;
+}
+
+/* The partition count written in the stream's description. */
+static uint32_t described_partitions(const char *d) {
+    const char *p = d ? strstr(d, "partitions=") : NULL;
+    return p ? (uint32_t)strtoul(p + 11, NULL, 10) : 0;
+}
+
+static int ensure_stream(rec_cluster *c, uint32_t want, char *err, size_t errlen) {
+    double until = mono_s() + OPEN_RETRY_S;
+    for (;;) {
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = js_GetStreamInfo(&si, c->js, REC_CLUSTER_STREAM, NULL, &jerr);
+        if (s == NATS_OK) {
+            uint32_t have = described_partitions(si->Config->Description);
+            c->replicas = (int)si->Config->Replicas;
+            c->stream_last = si->State.LastSeq; /* what the node has to catch up to */
+            jsStreamInfo_Destroy(si);
+            if (!have) {
+                snprintf(err, errlen, "stream %s exists but was not made by recd (its "
+                         "description names no partition count)", REC_CLUSTER_STREAM);
+                return REC_EINVAL;
+            }
+            if (want && want != have) {
+                snprintf(err, errlen, "--partitions %u disagrees with stream %s, made with "
+                         "%u partitions (every node must use the stream's count)",
+                         want, REC_CLUSTER_STREAM, have);
+                return REC_EINVAL;
+            }
+            c->partitions = have;
+            return 0;
+        }
+        if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+            char desc[96];
+            c->partitions = want ? want : REC_CLUSTER_PARTITIONS;
+            snprintf(desc, sizeof desc, "recd events; partitions=%u", c->partitions);
+            const char *subjects[] = {SUBJECT_PREFIX ">"};
+            jsStreamConfig sc;
+            jsStreamConfig_Init(&sc);
+            sc.Name = REC_CLUSTER_STREAM;
+            sc.Description = desc;
+            sc.Subjects = subjects;
+            sc.SubjectsLen = 1;
+            sc.Storage = js_FileStorage;
+            sc.Replicas = c->replicas;
+            sc.Duplicates = (int64_t)120 * 1000000000; /* retries are dropped */
+            s = js_AddStream(&si, c->js, &sc, NULL, &jerr);
+            jsStreamInfo_Destroy(si);
+            if (s == NATS_OK) {
+                REC_INFO("cluster: made stream %s (%u partitions, %d replicas)",
+                         REC_CLUSTER_STREAM, c->partitions, c->replicas);
+                return 0;
+            }
+            /* Another node made it meanwhile: look again. */
+        }
+        if (!transient(s, jerr) && s != NATS_ERR && s != NATS_NOT_FOUND) {
+            snprintf(err, errlen, "stream %s: %s", REC_CLUSTER_STREAM, nats_why(s));
+            return REC_EIO;
+        }
+        if (mono_s() > until) {
+            snprintf(err, errlen, "JetStream did not answer for stream %s within %.0f s: %s "
+                     "(is JetStream enabled, and does the cluster have a quorum?)",
+                     REC_CLUSTER_STREAM, OPEN_RETRY_S, nats_why(s));
+            return REC_EIO;
+        }
+        sleep_s(0.25);
+    }
+}
+
+static int ensure_bucket(rec_cluster *c, char *err, size_t errlen) {
+    double until = mono_s() + OPEN_RETRY_S;
+    for (;;) {
+        natsStatus s = js_KeyValue(&c->kv, c->js, REC_CLUSTER_BUCKET);
+        if (s == NATS_NOT_FOUND) {
+            kvConfig kc;
+            kvConfig_Init(&kc);
+            kc.Bucket = REC_CLUSTER_BUCKET;
+            kc.Description = "recd node names, each held by a lease";
+            kc.History = 1;
+            kc.TTL = (int64_t)(c->lease * 1e9);
+            kc.Replicas = c->replicas;
+            s = js_CreateKeyValue(&c->kv, c->js, &kc);
+        }
+        if (s == NATS_OK)
+            return 0;
+        if (mono_s() > until || !(s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_ERR)) {
+            snprintf(err, errlen, "KV bucket %s: %s", REC_CLUSTER_BUCKET, nats_why(s));
+            return REC_EIO;
+        }
+        sleep_s(0.25);
+    }
+}
+
+/* Take the node's name: free, or held by a lease that lapsed (a node that
+ * crashed). A lease renewed within the last lease seconds is watched for
+ * one more lease: renewed again, the name is in use. */
+static int take_name(rec_cluster *c, char *err, size_t errlen) {
+    uint64_t rev = 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        natsStatus s = kvStore_CreateString(&rev, c->kv, c->node, c->instance);
+        if (s == NATS_OK) {
+            c->lease_rev = rev;
+            c->lease_renewed = mono_s();
+            return 0;
+        }
+        kvEntry *en = NULL;
+        s = kvStore_Get(&en, c->kv, c->node);
+        if (s == NATS_NOT_FOUND)
+            continue; /* expired meanwhile */
+        if (s != NATS_OK) {
+            snprintf(err, errlen, "reading the lease of node %s: %s", c->node, nats_why(s));
+            return REC_EIO;
+        }
+        uint64_t seen = kvEntry_Revision(en);
+        char holder[128];
+        snprintf(holder, sizeof holder, "%s", kvEntry_ValueString(en) ? kvEntry_ValueString(en) : "?");
+        kvEntry_Destroy(en);
+        REC_INFO("cluster: the name %s is held by %s; waiting %.0f s to see whether it is "
+                 "alive", c->node, holder, c->lease);
+        sleep_s(c->lease + 1.0);
+        en = NULL;
+        s = kvStore_Get(&en, c->kv, c->node);
+        if (s == NATS_NOT_FOUND)
+            continue;
+        if (s != NATS_OK) {
+            snprintf(err, errlen, "reading the lease of node %s: %s", c->node, nats_why(s));
+            return REC_EIO;
+        }
+        uint64_t now_rev = kvEntry_Revision(en);
+        kvEntry_Destroy(en);
+        if (now_rev != seen) {
+            snprintf(err, errlen, "node name %s is in use: %s renews its lease (start "
+                     "this node with another --node)", c->node, holder);
+            return REC_EEXISTS;
+        }
+        s = kvStore_UpdateString(&rev, c->kv, c->node, c->instance, seen);
+        if (s == NATS_OK) {
+            REC_INFO("cluster: took over the name %s from %s, whose lease lapsed", c->node,
+                     holder);
+            c->lease_rev = rev;
+            c->lease_renewed = mono_s();
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "node name %s: the lease changes hands too often", c->node);
+    return REC_EBUSY;
+}
+
+int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, size_t errlen) {
+    *out = NULL;
+    err[0] = 0;
+    if (!o->servers || !o->servers[0]) {
+        snprintf(err, errlen, "--cluster needs nats://HOST:PORT[,...]");
+        return REC_EINVAL;
+    }
+    if (o->partitions > REC_CLUSTER_MAX_PARTITIONS) {
+        snprintf(err, errlen, "--partitions must be 1..%d", REC_CLUSTER_MAX_PARTITIONS);
+        return REC_EINVAL;
+    }
+    rec_cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return REC_ENOMEM;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    pthread_cond_init(&c->retry_cv, NULL);
+    pthread_cond_init(&c->lease_cv, NULL);
+    msgpack_unpacked_init(&c->up);
+    msgpack_sbuffer_init(&c->sb);
+    c->lease = o->lease > 0 ? o->lease : 5.0;
+    snprintf(c->servers, sizeof c->servers, "%s", o->servers);
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    if (o->node && o->node[0]) {
+        snprintf(c->node, sizeof c->node, "%s", o->node);
+    } else {
+        snprintf(c->node, sizeof c->node, "%s", host);
+        for (char *p = c->node; *p; p++)
+            if (!name_ok((char[]){*p, 0}))
+                *p = '_';
+    }
+    int rc = 0;
+    if (!name_ok(c->node)) {
+        snprintf(err, errlen, "--node '%s': a name is 1..63 letters, digits, '-' or '_'",
+                 c->node);
+        rc = REC_EINVAL;
+        goto fail;
+    }
+    snprintf(c->instance, sizeof c->instance, "%s@%s:%ld:%lld", c->node, host, (long)getpid(),
+             (long long)(rec_wall() * 1e3));
+    /* The list as NATS wants it: an array of URLs. */
+    char list[1024];
+    snprintf(list, sizeof list, "%s", o->servers);
+    const char *urls[64];
+    int nurls = 0;
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t && nurls < 64;
+         t = strtok_r(NULL, ",", &save))
+        if (t[0])
+            urls[nurls++] = t;
+    natsOptions *no = NULL;
+    natsStatus s = natsOptions_Create(&no);
+    char name[96];
+    snprintf(name, sizeof name, "recd %s", c->node);
+    if (s == NATS_OK)
+        s = natsOptions_SetServers(no, urls, nurls);
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "--cluster %s: %s", o->servers, nats_why(s));
+        natsOptions_Destroy(no);
+        rc = REC_EINVAL;
+        goto fail;
+    }
+    natsOptions_SetName(no, name);
+    natsOptions_SetNoRandomize(no, true);
+    natsOptions_SetTimeout(no, (int64_t)((o->connect_timeout > 0 ? o->connect_timeout : 2.0) * 1e3));
+    natsOptions_SetMaxReconnect(no, -1);
+    natsOptions_SetReconnectWait(no, 250);
+    natsOptions_SetReconnectBufSize(no, 64 << 20);
+    s = natsConnection_Connect(&c->nc, no);
+    natsOptions_Destroy(no);
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "cannot reach the NATS cluster at %s: %s", o->servers,
+                 nats_why(s));
+        rc = REC_EIO;
+        goto fail;
+    }
+    /* Replicas: min(3, the servers the cluster announces). */
+    char **known = NULL;
+    int nknown = 0;
+    if (natsConnection_GetServers(c->nc, &known, &nknown) == NATS_OK) {
+        for (int i = 0; i < nknown; i++)
+            free(known[i]);
+        free(known);
+    }
+    if (nknown < nurls)
+        nknown = nurls;
+    c->replicas = nknown >= 3 ? 3 : nknown < 1 ? 1 : nknown;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 5000;
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = c;
+    if ((s = natsConnection_JetStream(&c->js, c->nc, &jo)) != NATS_OK) {
+        snprintf(err, errlen, "JetStream: %s", nats_why(s));
+        rc = REC_EIO;
+        goto fail;
+    }
+    jsPubOptions_Init(&c->popts);
+    c->popts.MaxWait = PUBLISH_WAIT_MS;
+    if ((rc = ensure_stream(c, o->partitions, err, errlen)) ||
+        (rc = ensure_bucket(c, err, errlen)) || (rc = take_name(c, err, errlen)))
+        goto fail;
+    REC_INFO("cluster: node %s on %s, stream %s (%u partitions, %d replicas)", c->node,
+             o->servers, REC_CLUSTER_STREAM, c->partitions, c->replicas);
+    *out = c;
+    return 0;
+fail:
+    rec_cluster_free(c);
+    return rc;
+}
+
+void rec_cluster_free(rec_cluster *c) {
+    if (!c)
+        return;
+    rec_cluster_stop(c);
+    if (c->js)
+        js_PublishAsyncComplete(c->js, &(jsPubOptions){.MaxWait = 2000});
+    /* The name is free at once for the next start. */
+    if (c->kv && c->lease_rev)
+        kvStore_Delete(c->kv, c->node);
+    for (retry *r = c->retry_head, *next; r; r = next) {
+        next = r->next;
+        natsMsg_Destroy(r->msg);
+        free(r);
+    }
+    kvStore_Destroy(c->kv);
+    jsCtx_Destroy(c->js);
+    if (c->nc) {
+        natsConnection_Close(c->nc);
+        natsConnection_Destroy(c->nc);
+    }
+    /* NATS's threads (which call on_ack) are over before c goes. */
+    nats_CloseAndWait(5000);
+    free(c->slots);
+    msgpack_unpacked_destroy(&c->up);
+    msgpack_sbuffer_destroy(&c->sb);
+    pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->retry_cv);
+    pthread_cond_destroy(&c->lease_cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}

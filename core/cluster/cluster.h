@@ -1,0 +1,116 @@
+/* cluster.h - a node over a NATS JetStream cluster (docs/cluster.md).
+ *
+ * The replicated stream RECD_EVENTS is the cluster's write-ahead log: in
+ * cluster mode event.add publishes each event to it, on the subject
+ * recd.ev.<partition> (partition: rec_hash_stable of the user's key mod P),
+ * and the node consumes the stream in order through a durable pull consumer
+ * named after it, applying each event through the server's normal event
+ * path. The stream sequence of the last event applied is stored in the
+ * node's LMDB with the events (rec_cluster_applied_key), so an event
+ * delivered again after a crash or a restart is applied once.
+ *
+ * In this first step a node owns every partition. Its name is held as a
+ * lease in the KV bucket RECD_NODES (renewed every lease/5 seconds), so a
+ * second live node of the same name is refused, while a node restarted
+ * after a crash takes its name back once the lease lapsed.
+ *
+ * Threads: rec_cluster_open runs before the loop (blocking, at start-up).
+ * Then the loop thread publishes (asynchronously: nothing waits for NATS
+ * there), applies the batches a consumer thread fetched and hands over
+ * (uv_async), and asks how its tickets stand. NATS's own threads receive
+ * the publish acknowledgements; they retry a publish that timed out (the
+ * stream drops the duplicate by its message id).
+ */
+#ifndef REC_CLUSTER_H
+#define REC_CLUSTER_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+#define REC_CLUSTER_STREAM "RECD_EVENTS"
+#define REC_CLUSTER_BUCKET "RECD_NODES"
+#define REC_CLUSTER_PARTITIONS 64  /* P when none is given */
+#define REC_CLUSTER_MAX_PARTITIONS 65536
+
+typedef struct rec_cluster rec_cluster;
+
+typedef struct rec_cluster_opts {
+    const char *servers;   /* "nats://host:port[,nats://host:port...]";
+                              copied */
+    const char *node;      /* this node's name (letters, digits, '-', '_');
+                              NULL or "": the host's name; copied */
+    uint32_t partitions;   /* P; 0: the stream's, or 64 for a new stream */
+    double lease;          /* seconds a crashed node's name stays taken; 5 */
+    double connect_timeout; /* seconds to reach a server at start-up; 2 */
+} rec_cluster_opts;
+
+/* Apply one event (the msgpack map event.add was given, with its ts) on
+ * the loop thread: 0, or a negative REC_E* code (the event is then counted
+ * as rejected and skipped: the stream keeps it). Views valid for the call. */
+typedef int (*rec_cluster_apply_fn)(void *ud, const msgpack_object *event);
+/* Tickets may have moved (acknowledgements came, events were applied):
+ * the host asks rec_cluster_ticket about the answers it holds. Loop
+ * thread. */
+typedef void (*rec_cluster_progress_fn)(void *ud);
+
+/* Check the options, connect, make sure the stream (and the KV bucket)
+ * exist with this partition count, and take the node's name. Blocks (at
+ * start-up, before the loop runs). 0, or a negative REC_E* code with the
+ * reason in err: the cluster cannot be reached, its stream was made with
+ * another partition count, the name is held by a live node. Nothing is
+ * written to the data folder. */
+int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, size_t errlen);
+
+/* Start consuming into e (borrowed: outlives the cluster's stop) from the
+ * event after the sequence stored in e, on loop (borrowed). 0, or a
+ * negative REC_E* code. */
+struct uv_loop_s;
+int rec_cluster_start(rec_cluster *c, struct uv_loop_s *loop, rec_engine *e,
+                      rec_cluster_apply_fn apply, rec_cluster_progress_fn progress,
+                      void *ud);
+
+/* Publish events[0..n) (msgpack maps, already checked) asynchronously;
+ * *ticket (when ticket is not NULL) names the call for rec_cluster_ticket.
+ * An event without ts gets the time of now, so that every node applies it
+ * at the same time. 0, or a negative REC_E* code with err (nothing
+ * published). Loop thread. */
+int rec_cluster_publish(rec_cluster *c, const msgpack_object *events, uint32_t n,
+                        uint64_t *ticket, char *err, size_t errlen);
+
+/* How a ticket stands: REC_PENDING; 0 once every event of it is in the
+ * stream and applied here (its answer may go once those writes are
+ * committed); or a negative REC_E* code with err (publishing failed). 0 and
+ * errors forget the ticket. Loop thread. */
+int rec_cluster_ticket(rec_cluster *c, uint64_t ticket, char *err, size_t errlen);
+/* The answer is not wanted any more (its connection closed); the events
+ * still go to the stream and are applied. */
+void rec_cluster_forget(rec_cluster *c, uint64_t ticket);
+/* Tickets not yet settled (the host does not stop while some are). */
+size_t rec_cluster_outstanding(const rec_cluster *c);
+
+/* The stream sequence the engine's state holds is back at what e stores
+ * (its commit failed and it reloaded): consume again from there. Loop
+ * thread. */
+void rec_cluster_rewind(rec_cluster *c);
+
+/* sys.info's cluster section: one map. Loop thread. */
+int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk);
+
+/* The stream sequence of the last event applied that e stores (0: none). */
+uint64_t rec_cluster_stored_seq(rec_engine *e);
+
+/* Stop the consumer thread, give up the name's lease, close the loop
+ * handle (the loop must run after, before rec_cluster_free). Waits for
+ * nothing else. Loop thread; idempotent. */
+void rec_cluster_stop(rec_cluster *c);
+/* NULL is a no-op. After rec_cluster_stop and the loop's end (or without
+ * rec_cluster_start). */
+void rec_cluster_free(rec_cluster *c);
+
+/* The partition of a user key (its encoded bytes), of p. */
+uint32_t rec_cluster_partition(const char *key, size_t klen, uint32_t p);
+
+#endif

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""cluster_bench.py [RECD] - event.add and rec.recommend through a node over
+a 3-server NATS JetStream cluster (R3, on this machine), against a node
+alone, with the same client (`recd bench`) and the same loads:
+
+- event.add, one event a call, 8 connections x 16 in flight (throughput);
+- event.add, one connection, one call at a time (the answer's latency:
+  alone, the group commit; in the cluster, publish + the stream's quorum +
+  the node's fetch, apply and commit);
+- rec.recommend after the events (the read path: no cluster work).
+
+Each load runs RUNS times (3) on a fresh folder, a fresh stream; medians.
+Prints `BENCH name=cluster_... value=... unit=...` lines and the ratio of
+each cluster figure to the alone one. Not part of `make bench` (it starts
+three nats-servers); run with /usr/bin/python3 tests/bench/cluster_bench.py.
+"""
+import csv
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "cluster"))
+if len(sys.argv) > 1:
+    os.environ["RECD_BIN"] = os.path.abspath(sys.argv[1])
+import natsrig  # noqa: E402
+
+RUNS = int(os.environ.get("RUNS", "3"))
+LOADS = [  # name, recd bench arguments
+    ("event_c8_P16", ["-t", "event", "-c", "8", "-P", "16", "-n", "20000"]),
+    ("event_c1_P1", ["-t", "event", "-c", "1", "-P", "1", "-n", "1000"]),
+    ("recommend_c8_P16", ["-t", "recommend", "-c", "8", "-P", "16", "-n", "20000"]),
+]
+
+
+def run_bench(port, args):
+    out = subprocess.run([natsrig.RECD_BIN, "bench", "-p", str(port), "--csv", "--force",
+                          "--users", "2000", "--items", "2000"] + args,
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError("recd bench failed:\n" + out.stdout + out.stderr)
+    row = list(csv.DictReader(io.StringIO(out.stdout)))[0]
+    return float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"])
+
+
+def alone(args):
+    d = tempfile.mkdtemp(prefix="recd-alone-")
+    port = natsrig.free_port()
+    p = subprocess.Popen([natsrig.RECD_BIN, "serve", "--data", d, "--listen", "127.0.0.1:%d" % port,
+                          "--unix", "", "--scripts", "", "--policies", "", "--log-level", "warn"],
+                         stdin=subprocess.DEVNULL)
+    try:
+        natsrig.wait_port(port, p, 10, "recd")
+        if "recommend" in args[1]:
+            run_bench(port, ["-t", "event", "-c", "8", "-P", "16", "-n", "20000"])
+        return run_bench(port, args)
+    finally:
+        p.terminate()
+        p.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def clustered(args):
+    rig = natsrig.Rig().start()
+    try:
+        os.environ.setdefault("RECD_LOG_LEVEL", "warn")
+        node = rig.node("bench").start()
+        if "recommend" in args[1]:
+            run_bench(node.port, ["-t", "event", "-c", "8", "-P", "16", "-n", "20000"])
+            node.wait_caught_up()
+        return run_bench(node.port, args)
+    finally:
+        rig.stop()
+
+
+def bench(name, value, unit):
+    print("BENCH name=%s value=%.3f unit=%s" % (name, value, unit), flush=True)
+
+
+def main():
+    for name, args in LOADS:
+        res = {}
+        for mode, fn in (("alone", alone), ("cluster", clustered)):
+            runs = [fn(args) for _ in range(RUNS)]
+            res[mode] = [statistics.median(r[k] for r in runs) for k in range(3)]
+            rps, p50, p99 = res[mode]
+            bench("%s_%s" % (mode, name), rps, "req/s")
+            bench("%s_%s_p50" % (mode, name), p50, "ms")
+            bench("%s_%s_p99" % (mode, name), p99, "ms")
+        print("  %s: cluster/alone throughput %.2f, p50 latency %.2fx" %
+              (name, res["cluster"][0] / res["alone"][0], res["cluster"][1] / res["alone"][1]),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
