@@ -22,20 +22,25 @@
 -- likely they are to be good. Each item carries p_click (and
 -- p_conversion) as predicted. Until the model has learned from WARM
 -- examples (or when no policy declares one), the strategies' order is
--- kept, and a list shorter than req.n is filled from the catalogue: a new
--- deployment or a new person still gets a full list, and its outcomes
--- teach the model.
+-- kept, and a list shorter than req.n is filled from the catalogue, spread
+-- over its content (of three times the draws needed, the most unlike each
+-- other in FILL_SPACE): a new deployment or a new person still gets a full
+-- list, and its outcomes teach the model. Past WARM, Thompson sampling on
+-- the model's uncertainty favours what it knows little of: new items, new
+-- categories.
 --
 -- Cost: one db:sample, one db:click_predict over the pool (C: features,
 -- both models), with TASTE_K one db:profile and db:topk (a scan of the
 -- space); O(pool log pool) Lua. Before WARM: one db:click_predict of
 -- nothing.
 -- Knobs: EXPLORE, CONVERSION_WEIGHT, SAMPLE, TASTE_K, TASTE_SPACE, WARM,
+-- FILL_SPACE,
 -- and the model's features.
 local EXPLORE = 0.5
 local CONVERSION_WEIGHT = 1.0
 local SAMPLE = 100
 local TASTE_K, TASTE_SPACE = 0, "content"
+local FILL_SPACE = "content"
 local WARM = 200
 
 local M = {}
@@ -87,7 +92,18 @@ function M.rerank(req, items)
     end
     local n = math.tointeger(req.n) or 10
     if not ok or learned < WARM then
-        if #pool < n then add(db:sample(n - #pool, {seen_by = req.user, exclude = req.exclude})) end
+        local want = n - #pool
+        if want > 0 then
+            -- spread over content: three times the draws needed, the most
+            -- unlike each other kept (MMR without relevance; unchanged
+            -- without a FILL_SPACE)
+            local drawn = db:sample(3 * want, {seen_by = req.user, exclude = req.exclude})
+            if #drawn > want and db:space(FILL_SPACE) then
+                drawn = db:mmr(drawn, {space = FILL_SPACE, lambda = 0, window = math.min(#drawn, 256)})
+            end
+            for i = #drawn, want + 1, -1 do drawn[i] = nil end
+            add(drawn)
+        end
         return pool
     end
     if TASTE_K > 0 and db:space(TASTE_SPACE) then

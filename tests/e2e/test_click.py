@@ -101,3 +101,29 @@ def test_a_broken_declaration_names_file_and_field(make_server, tmp_path):
         info = click_info(c)
         assert not info["active"] and info["served"] == 1
     assert os.path.isdir(srv.data_dir)
+
+
+def test_a_click_logged_before_a_crash_is_learned_by_the_replay(make_server):
+    """The waiting list is checkpointed with the model; a click logged after
+    the checkpoint is replayed into it after kill -9, once."""
+    srv = make_server(extra_args=SCRIPTS + ["--checkpoint-interval", "3600"])
+    c = srv.connect(unix=True)
+    c.call("item.put", *[{"id": "r%d" % k, "props": {"category": "c%d" % (k % 2)}}
+                         for k in range(12)])
+    past = time.time() - 600
+    ans = c.call("rec.recommend", {"user": "ru", "n": 4, "now": past})
+    c.close()
+    srv.restart()                       # a clean stop checkpoints the waiting list
+    c = srv.connect(unix=True)
+    assert click_info(c)["pending"] == 1
+    c.call("event.add", {"user": "ru", "item": ans["items"][2]["id"], "type": "click",
+                         "rec_id": ans["rec_id"], "ts": past + 30})
+    before = click_info(c)
+    assert before["clicks"] == 1 and before["examples"] == 1
+    c.close()
+    srv.kill()                          # the click is logged, not checkpointed
+    srv.start()
+    c = srv.connect(unix=True)
+    after = click_info(c)
+    assert after["clicks"] == 1 and after["examples"] == 1 and after["pending"] == 1, after
+    c.close()
