@@ -848,6 +848,35 @@ t.test("fatigue: every showing discounts, the top slot most; an engagement reset
     t.eq(ids(f.rerank(req(), list())), "a,b,c,d,e")
 end)
 
+t.test("click: declares its model; keeps the order and fills before it learned; values conversions", function()
+    local db = recd.open(t.tmpdir(), {no_sync = true})
+    local c = policy("click", db)
+    t.truthy(type(c.model) == "table" and #c.model.features > 0, "a model is declared")
+    db:batch(function()
+        for i = 1, 30 do db:item_put("k" .. i, {category = "c" .. (i % 3)}) end
+    end)
+    -- no model in force (no server syncs the declaration): the strategies' order, filled
+    local out = c.rerank({user = "u", n = 5, rec = db}, {{id = "k2", score = 2}, {id = "k1", score = 1}})
+    t.eq(#out, 5)
+    t.eq(out[1].id, "k2")
+    t.eq(out[2].id, "k1")
+    -- in force but nothing learned yet: the same
+    db:click_model(c.model)
+    out = c.rerank({user = "u", n = 3, rec = db}, {{id = "k3", score = 3}, {id = "k4", score = 2},
+                                                   {id = "k5", score = 1}})
+    t.eq(ids(out), "k3,k4,k5")
+    -- conversions with a value: the item's sums and the mean of all
+    c.on_event({user = "u", item = "k3", type = "purchase", weight = 8, value = 30, ts = 1000})
+    c.on_event({user = "u", item = "k4", type = "purchase", weight = 8, value = 10, ts = 1000})
+    c.on_event({user = "u", item = "k4", type = "click", weight = 2, value = 99, ts = 1000})
+    c.on_event({user = "u", item = "k5", type = "purchase", weight = 8, ts = 1000})
+    t.near(db:counter_get("click_conv_value", "k3", 1000), 30, 1e-9)
+    t.near(db:counter_get("click_conv_count", "k4", 1000), 1, 1e-9)
+    t.near(db:counter_get("click_conv_value", "k5", 1000), 0, 1e-9)
+    t.eq(db:kv_get("click:conv_mean").n, 2)
+    t.near(db:kv_get("click:conv_mean").sum, 40, 1e-9)
+end)
+
 t.test("seen: drops history and excluded items unless allowed", function()
     local db = recd.open(t.tmpdir(), {no_sync = true})
     local s = policy("seen", db)
