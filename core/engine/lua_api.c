@@ -1389,6 +1389,16 @@ static int db_shown(lua_State *L) {
     return 1;
 }
 
+/* The item the value at idx names, or REC_IDX_NONE for a value that is
+ * not an id or an id the engine does not know (no error raised). */
+static uint32_t item_or_none(lua_State *L, ldb *d, int idx) {
+    rec_field f;
+    lua_input(L, idx, &f);
+    char key[REC_ID_MAX], err[128];
+    int kl = rec_input_id(&f, "id", key, err, sizeof err);
+    return kl < 0 ? REC_IDX_NONE : rec_engine_lookup(d->e, REC_KIND_ITEM, key, (size_t)kl);
+}
+
 /* db:click_predict(req, items) -> items, each given p_click, click_sd
  * and (with a conversion model) p_conversion: the click model's P(click)
  * at position 0, the uncertainty of its logit, and P(conversion | click)
@@ -1427,12 +1437,7 @@ static int db_click_predict(lua_State *L) {
             continue;
         }
         lua_getfield(L, -1, "id");
-        char ik[REC_ID_MAX];
-        rec_field f;
-        lua_input(L, -1, &f);
-        char err[128];
-        int il = rec_input_id(&f, "id", ik, err, sizeof err);
-        uint32_t idx = il < 0 ? REC_IDX_NONE : rec_engine_lookup(d->e, REC_KIND_ITEM, ik, (size_t)il);
+        uint32_t idx = item_or_none(L, d, -1);
         lua_getfield(L, -2, "score");
         double sc = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0.0;
         lua_getfield(L, -3, "strategy");
@@ -1549,12 +1554,8 @@ static int db_mark_shown(lua_State *L) {
             lua_getfield(L, -1, "id");
             lua_remove(L, -2);
         }
-        rec_field f;
-        lua_input(L, -1, &f);
-        char ik[REC_ID_MAX], err[128];
-        int il = rec_input_id(&f, "id", ik, err, sizeof err);
+        uint32_t x = item_or_none(L, d, -1);
         lua_pop(L, 1);
-        uint32_t x = il < 0 ? REC_IDX_NONE : rec_engine_lookup(d->e, REC_KIND_ITEM, ik, (size_t)il);
         if (x != REC_IDX_NONE)
             idx[n++] = x;
     }
