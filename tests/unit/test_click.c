@@ -7,6 +7,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "tmp_folder.h"
+
 #include <lauxlib.h>
 #include <lualib.h>
 #include <math.h>
@@ -19,19 +21,6 @@
 #include "engine.h"
 #include "err.h"
 #include "idmap.h"
-
-static char *mkdir_tmp(void) {
-    char *t = strdup("/tmp/recd-click-XXXXXX");
-    assert_non_null(mkdtemp(t));
-    return t;
-}
-
-static void rm_tmp(char *dir) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(dir);
-}
 
 static rec_engine *open_engine(const char *dir) {
     rec_engine_opts o;
@@ -163,7 +152,7 @@ static void rid_hex(char *out, uint64_t rid) {
 
 static void test_learns_from_outcomes(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("click");
     rec_engine *e = open_engine(dir);
     rec_click *m = rec_engine_click(e);
     rec_click_spec s;
@@ -256,12 +245,12 @@ static void test_learns_from_outcomes(void **state) {
     predict(e, m, "u", it, 4, p2);
     assert_true(fabs(p2[0] - 0.5) < 1e-9);
     rec_engine_free(e);
-    rm_tmp(dir);
+    rec_test_rmdir(dir);
 }
 
 static void test_user_erased_and_props_reread(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("click");
     rec_engine *e = open_engine(dir);
     rec_click *m = rec_engine_click(e);
     rec_click_spec s;
@@ -293,7 +282,7 @@ static void test_user_erased_and_props_reread(void **state) {
     predict(e, m, "v", it, 2, pv);
     assert_true(fabs(pv[0] - pv[1]) < 1e-9);
     rec_engine_free(e);
-    rm_tmp(dir);
+    rec_test_rmdir(dir);
 }
 
 int main(void) {

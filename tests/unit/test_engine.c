@@ -5,6 +5,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "tmp_folder.h"
+
 #include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,19 +14,6 @@
 
 #include "engine.h"
 #include "err.h"
-
-static char *mkdir_tmp(void) {
-    char *t = strdup("/tmp/recd-engine-XXXXXX");
-    assert_non_null(mkdtemp(t));
-    return t;
-}
-
-static void rm_tmp(char *dir) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(dir);
-}
 
 static rec_engine *open_engine(const char *dir) {
     rec_engine_opts o;
@@ -121,7 +110,7 @@ static void assert_user_absent(const char *dir, const char *key, size_t klen,
 
 static void test_delete_user_leaves_no_trace(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("engine");
     rec_engine *e = open_engine(dir);
     char k[REC_ID_MAX];
     size_t kl = skey(k, "victim-7f3a");
@@ -154,12 +143,12 @@ static void test_delete_user_leaves_no_trace(void **state) {
     assert_int_equal(rec_engine_events(e), 20);
     assert_int_equal(rec_engine_count(e, REC_KIND_USER), 1);
     rec_engine_free(e);
-    rm_tmp(dir);
+    rec_test_rmdir(dir);
 }
 
 static void test_newer_schema_refused(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("engine");
     rec_engine *e = open_engine(dir);
     rec_batch *b = rec_batch_new();
     unsigned char v[4];
@@ -173,12 +162,12 @@ static void test_newer_schema_refused(void **state) {
     assert_int_equal(rec_engine_open(&e2, dir, NULL, err, sizeof err), REC_ESCHEMA);
     assert_null(e2);
     assert_non_null(strstr(err, "schema"));
-    rm_tmp(dir);
+    rec_test_rmdir(dir);
 }
 
 static void test_put_validates_before_changing(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("engine");
     rec_engine *e = open_engine(dir);
     char k[REC_ID_MAX];
     size_t kl = skey(k, "a");
@@ -201,12 +190,12 @@ static void test_put_validates_before_changing(void **state) {
                      REC_EDIM);
     assert_non_null(strstr(rec_engine_errmsg(e), "dimension"));
     rec_engine_free(e);
-    rm_tmp(dir);
+    rec_test_rmdir(dir);
 }
 
 static void test_failed_commit_rolls_memory_back(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("engine");
     rec_engine_opts o;
     rec_engine_opts_default(&o);
     o.store.no_sync = 1;
@@ -250,12 +239,12 @@ static void test_failed_commit_rolls_memory_back(void **state) {
     assert_int_equal(rec_engine_put(e, REC_KIND_ITEM, k, kl, NULL, 0, -1, NULL, 0, NULL), 0);
     assert_int_equal(rec_engine_commit(e), 0);
     rec_engine_free(e);
-    rm_tmp(dir);
+    rec_test_rmdir(dir);
 }
 
 static void test_integer_and_string_ids(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("engine");
     rec_engine *e = open_engine(dir);
     char a[REC_ID_MAX], b[REC_ID_MAX];
     size_t al = (size_t)rec_id_int(a, 42), bl = skey(b, "42");
@@ -268,13 +257,13 @@ static void test_integer_and_string_ids(void **state) {
     assert_int_equal(kl, al);
     assert_memory_equal(key, a, al);
     rec_engine_free(e);
-    rm_tmp(dir);
+    rec_test_rmdir(dir);
 }
 
 /* Event types are found by name and counted; new ones count once. */
 static void test_type_find_and_count(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("engine");
     rec_engine *e = open_engine(dir);
     size_t n = rec_engine_type_count(e);
     assert_true(n >= 6); /* the default types */
@@ -287,7 +276,7 @@ static void test_type_find_and_count(void **state) {
     assert_int_equal(rec_engine_type_count(e), n + 1);
     assert_int_equal(rec_engine_type_find(e, "share", 5), (int)n);
     rec_engine_free(e);
-    rm_tmp(dir);
+    rec_test_rmdir(dir);
 }
 
 /* The clock is event time: events move it forward (not past the wall
@@ -295,7 +284,7 @@ static void test_type_find_and_count(void **state) {
  * thread clock overrides it, and a reopened folder keeps its shift. */
 static void test_event_time_clock(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("engine");
     rec_engine *e = open_engine(dir);
     rec_clock_info ck;
     rec_engine_clock(e, &ck);
@@ -336,8 +325,8 @@ static void test_event_time_clock(void **state) {
     assert_true(ck.now <= ck.wall + REC_CLOCK_AHEAD + 1e-6 && ck.now > ck.wall);
     /* back at t0: the shift is stored with the checkpoint and reopened */
     rec_engine_free(e);
-    rm_tmp(dir);
-    dir = mkdir_tmp();
+    rec_test_rmdir(dir);
+    dir = rec_test_mkdir("engine");
     e = open_engine(dir);
     add_event(e, "u", "a", "click", t0);
     assert_int_equal(rec_engine_commit(e), 0);
@@ -346,7 +335,7 @@ static void test_event_time_clock(void **state) {
     now = rec_engine_now(e);
     assert_true(now >= t0 && now < t0 + 120);
     rec_engine_free(e);
-    rm_tmp(dir);
+    rec_test_rmdir(dir);
 }
 
 int main(void) {

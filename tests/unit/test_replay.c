@@ -8,6 +8,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "tmp_folder.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,22 +17,9 @@
 #include "engine.h"
 #include "err.h"
 
-static char *mkdir_tmp(void) {
-    char *t = strdup("/tmp/recd-replay-XXXXXX");
-    assert_non_null(mkdtemp(t));
-    return t;
-}
-
-static void rm_tmp(char *dir) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(dir);
-}
-
 /* What a kill -9 leaves: the data file as written so far, no lock file. */
 static char *crash_copy(const char *dir) {
-    char *to = mkdir_tmp();
+    char *to = rec_test_mkdir("replay");
     char cmd[512];
     snprintf(cmd, sizeof cmd, "cp '%s/data.mdb' '%s/data.mdb'", dir, to);
     assert_int_equal(system(cmd), 0);
@@ -179,7 +168,7 @@ static void doom_pending(rec_engine *e) {
 
 static void test_failed_commit_replays_what_the_log_holds(void **state) {
     (void)state;
-    char *da = mkdir_tmp(), *db = mkdir_tmp();
+    char *da = rec_test_mkdir("replay"), *db = rec_test_mkdir("replay");
     rec_engine *a = open_engine(da, 1), *b = open_engine(db, 1);
     events(a, 0, 10);
     assert_int_equal(rec_engine_checkpoint(a), 0);
@@ -212,15 +201,15 @@ static void test_failed_commit_replays_what_the_log_holds(void **state) {
     assert_same_learning(a, b);
     rec_engine_free(a);
     rec_engine_free(b);
-    rm_tmp(da);
-    rm_tmp(db);
+    rec_test_rmdir(da);
+    rec_test_rmdir(db);
 }
 
 /* A checkpoint written after a failed commit, before any replay, claims
  * only what memory holds: the events past the old checkpoint stay due. */
 static void test_checkpoint_after_rollback_claims_no_unlearned_event(void **state) {
     (void)state;
-    char *da = mkdir_tmp(), *db = mkdir_tmp();
+    char *da = rec_test_mkdir("replay"), *db = rec_test_mkdir("replay");
     rec_engine *a = open_engine(da, 1), *b = open_engine(db, 1);
     events(a, 0, 6);
     assert_int_equal(rec_engine_checkpoint(a), 0);
@@ -240,8 +229,8 @@ static void test_checkpoint_after_rollback_claims_no_unlearned_event(void **stat
     assert_same_learning(a, b);
     rec_engine_free(a);
     rec_engine_free(b);
-    rm_tmp(da);
-    rm_tmp(db);
+    rec_test_rmdir(da);
+    rec_test_rmdir(db);
 }
 
 /* What the replay hands on, recorded. */
@@ -265,7 +254,7 @@ static int record(void *ud, const rec_replay_event *ev) {
 
 static void test_replay_hands_every_field_and_the_weight_in_force(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("replay");
     rec_engine *e = open_engine(dir, 0);
     char uk[REC_ID_MAX], ik[REC_ID_MAX];
     static const unsigned char ctx[] = {0x81, 0xa4, 'p', 'a', 'g', 'e', 0x03};
@@ -331,8 +320,8 @@ static void test_replay_hands_every_field_and_the_weight_in_force(void **state) 
     assert_int_equal(hn, 2);
     assert_true(h[0].weight == 2.0f && h[1].weight == 2.0f);
     rec_engine_free(e);
-    rm_tmp(crashed);
-    rm_tmp(dir);
+    rec_test_rmdir(crashed);
+    rec_test_rmdir(dir);
 }
 
 static int kv_count(rec_engine *e, const char *key) {
@@ -347,7 +336,7 @@ static int kv_count(rec_engine *e, const char *key) {
  * applies each event once, never on top of its own earlier effect. */
 static void test_learned_kv_is_not_applied_twice(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("replay");
     rec_engine *e = open_engine(dir, 0);
     events(e, 0, 6);        /* user u0 gets events 0 and 6: one here */
     assert_int_equal(kv_count(e, "n:0"), 1);
@@ -386,8 +375,8 @@ static void test_learned_kv_is_not_applied_twice(void **state) {
     assert_false(rec_engine_replay_due(e));
     rec_buf_free(&b);
     rec_engine_free(e);
-    rm_tmp(crashed);
-    rm_tmp(dir);
+    rec_test_rmdir(crashed);
+    rec_test_rmdir(dir);
 }
 
 /* Forgetting the user whose events end the log must not make new events
@@ -395,7 +384,7 @@ static void test_learned_kv_is_not_applied_twice(void **state) {
  * replayed). */
 static void test_new_events_never_hide_behind_the_checkpoint(void **state) {
     (void)state;
-    char *dir = mkdir_tmp();
+    char *dir = rec_test_mkdir("replay");
     rec_engine *e = open_engine(dir, 0);
     events(e, 0, 6);
     char uk[REC_ID_MAX], ik[REC_ID_MAX];
@@ -424,9 +413,9 @@ static void test_new_events_never_hide_behind_the_checkpoint(void **state) {
     assert_int_equal(rec_engine_replay(e, learn, e, &n), 0);
     assert_int_equal(n, 3);
     rec_engine_free(e);
-    rm_tmp(c2);
-    rm_tmp(c1);
-    rm_tmp(dir);
+    rec_test_rmdir(c2);
+    rec_test_rmdir(c1);
+    rec_test_rmdir(dir);
 }
 
 int main(void) {
