@@ -54,7 +54,9 @@ struct rec_click {
     rec_click_spec spec;
     rec_ctr *click, *conv;
     int replaced;             /* stored rows belong to an older model */
-    uint64_t signature;       /* of the policies read by the last sync */
+    int synced;               /* rt and generation below are those read */
+    const rec_script_rt *rt;
+    uint64_t generation;      /* rec_script_generation at the last sync */
     /* waiting lists: ring[head .. head + count) by serving order */
     pending *ring;
     size_t cap, head, count;
@@ -518,16 +520,14 @@ int rec_click_set(rec_click *m, const rec_click_spec *s) {
 int rec_click_sync(rec_click *m, rec_script_rt *rt) {
     if (!rt)
         return m->active;
-    uint64_t sig = REC_HASH_STABLE_INIT;
-    rec_script_info in;
-    for (size_t i = 0; i < rec_script_count(rt); i++)
-        if (!rec_script_info_at(rt, i, &in) && in.kind == REC_SCRIPT_POLICY && in.loaded) {
-            sig = rec_hash_stable_add(sig, in.name, strlen(in.name) + 1);
-            sig = rec_hash_stable_add(sig, &in.version, sizeof in.version);
-        }
-    if (sig == m->signature && m->signature)
+    /* per event and per request: only a load or a removal reads again */
+    uint64_t gen = rec_script_generation(rt);
+    if (m->synced && m->rt == rt && m->generation == gen)
         return m->active;
-    m->signature = sig;
+    m->synced = 1;
+    m->rt = rt;
+    m->generation = gen;
+    rec_script_info in;
     lua_State *L = rec_script_lua(rt);
     int found = 0;
     for (size_t i = 0; i < rec_script_count(rt) && !found; i++) {

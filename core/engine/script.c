@@ -114,6 +114,7 @@ struct rec_script_rt {
     size_t used;            /* bytes the VM holds */
     size_t call_base;       /* used when the outermost call began */
     int mem_refused;        /* a refusal not yet followed by a success */
+    uint64_t generation;    /* loads and removals so far (rec_script_generation) */
     int guard;              /* protected calls running: refusals allowed */
     long fail_after;        /* test hook: refusable allocations left; < 0 off */
 
@@ -805,6 +806,7 @@ static void remove_at(rec_script_rt *rt, size_t i) {
     free(s->error);
     memmove(&rt->s[i], &rt->s[i + 1], (rt->n - i - 1) * sizeof *rt->s);
     rt->n--;
+    rt->generation++;
 }
 
 /* Names: [A-Za-z0-9_-]+ followed by ".lua". Copies the name without the
@@ -1038,6 +1040,7 @@ static int load_file(rec_script_rt *rt, script *s, const char *path,
     free(s->error);
     s->error = NULL;
     s->version++;
+    rt->generation++;
     s->loaded_at = wall_now();
     REC_INFO("loaded %s '%s' (version %" PRIu64 ")", kind_name[s->kind], s->name,
              s->version);
@@ -1348,6 +1351,8 @@ int rec_script_has(rec_script_rt *rt, rec_script_kind kind, const char *name,
 }
 
 size_t rec_script_count(const rec_script_rt *rt) { return rt->n; }
+
+uint64_t rec_script_generation(const rec_script_rt *rt) { return rt->generation; }
 
 int rec_script_info_at(const rec_script_rt *rt, size_t i, rec_script_info *out) {
     if (i >= rt->n)

@@ -181,6 +181,9 @@ typedef struct rec_script_info {
 
 /* Number of scripts known (loaded or failed), and the i-th. */
 size_t rec_script_count(const rec_script_rt *rt);
+/* Grows with every successful load and every removal: what was read of
+ * the loaded scripts still holds while it is unchanged. */
+uint64_t rec_script_generation(const rec_script_rt *rt);
 int rec_script_info_at(const rec_script_rt *rt, size_t i, rec_script_info *out);
 
 /* Evaluate code in a console session: an environment like a script's
