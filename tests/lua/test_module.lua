@@ -586,4 +586,42 @@ t.test("now, sample, shown: their input checked", function()
     db:close()
 end)
 
+t.test("the click model's methods refuse bad input with a clear error", function()
+    local db = recd.open(t.tmpdir(), {no_sync = true})
+    db:item_put("a", {category = "x"}, {content = {1, 0}})
+    db:event{user = "u", item = "a", type = "click"}
+    local function fails(pattern, fn, ...)
+        local ok, err = pcall(fn, ...)
+        t.truthy(not ok, "expected an error matching " .. pattern)
+        t.truthy(tostring(err):find(pattern, 1, true), "got: " .. tostring(err))
+    end
+    -- no model in force
+    local e = t.raises("not_found", db.click_predict, db, {user = "u"}, {{id = "a"}})
+    t.truthy(e.message:find("no click model", 1, true), e.message)
+    -- declarations that do not read
+    e = t.raises("invalid_params", db.click_model, db, {features = {"colour"}})
+    t.truthy(e.message:find("unknown feature 'colour'", 1, true), e.message)
+    t.raises("invalid_params", db.click_model, db, {kind = "fm", k = 0, features = {"item"}})
+    t.raises("invalid_params", db.click_model, db, {features = "item"})
+    t.raises("invalid_params", db.click_model, db, {bits = 99, features = {"item"}})
+    -- with a model: wrong types and missing fields
+    t.eq(db:click_model{kind = "lr", features = {"item", "prop:category"}}, true)
+    fails("table expected", db.click_predict, db, "u", {})
+    fails("table expected", db.click_predict, db, {user = "u"}, 7)
+    e = t.raises("invalid_params", db.click_predict, db, {}, {{id = "a"}})
+    t.truthy(e.message:find("req.user", 1, true), e.message)
+    local items = {{id = "a"}, {id = {}}, "junk", {id = "zzz"}}
+    db:click_predict({user = "u"}, items)
+    t.truthy(items[1].p_click ~= nil and items[2].p_click == nil and items[4].p_click == nil)
+    -- profile and mark_shown
+    t.raises("not_found", db.profile, db, "u", "nope")
+    fails("n must be 1..10000", db.profile, db, "u", "content", 0)
+    t.eq(db:profile("nobody", "content"), nil)
+    t.raises("invalid_params", db.mark_shown, db, {}, {"a"})
+    fails("table expected", db.mark_shown, db, "u", "a")
+    t.eq(db:mark_shown("u", {"zzz", {id = "a"}}), true)
+    t.eq(db:shown("u").a, 1.0)
+    db:close()
+end)
+
 t.done()
