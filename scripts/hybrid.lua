@@ -1,7 +1,8 @@
 -- hybrid.lua - the default strategy: every signal at once, rank-fused.
 --
 -- Sources (each proposes up to POOL candidates; an item scores
--- sum w_s / (RRF_K + rank_s), so scales need no calibration):
+-- sum w_s / (10 + rank_s), db:blend's rank fusion, so scales need no
+-- calibration):
 --   cooc     items co-occurring with the user's last COOC_RECENT positive
 --            items, the newest weighted most (W_COOC / position). On
 --            MovieLens-like data this is the strongest simple online
@@ -61,14 +62,16 @@
 -- when those fall short.
 --
 -- Cost: one db:history of HISTORY_FIRST events (a second one of
--- HISTORY_CAP when those hold too few positive ones), COOC_RECENT
--- db:neighbors, up to PROFILE_RECENT db:vector reads + one db:topk, one
--- db:recommend_vec (when W_MF > 0), one or two db:ease (O(history x modelled items)), one
--- db:walk (WALK_STEPS), one or two db:counter_top.
--- Vector scans are O(items x dim); the Lua work does not grow with the
--- user's history.
+-- HISTORY_CAP when those hold too few positive ones) and one db:blend,
+-- which runs every source, the fusion, the shown discount and the ranking
+-- in C and builds one skip map for all of them: COOC_RECENT neighbour
+-- lists, one taste (PROFILE_RECENT vectors) and one scan of the content
+-- space, one scan of "mf" (when W_MF > 0), one or two EASE readings
+-- (O(history x modelled items)), one walk (WALK_STEPS), one counter top.
+-- Vector scans are O(items x dim); the Lua work is a few small tables and
+-- does not grow with the user's history or the pool.
 -- Knobs: the W_* weights, COOC_RECENT, PROFILE_RECENT, DECAY, WALK_STEPS,
--- MF_CONFIDENT, RRF_K, POOL_MIN/POOL_MAX (3n clamped), HISTORY_FIRST,
+-- MF_CONFIDENT, POOL_MIN/POOL_MAX (3n clamped), HISTORY_FIRST,
 -- HISTORY_CAP, EASE_RECENT, EASE_DECAY, SESSION_GAP, SESSION_STEEP,
 -- SESSION_MIN_GAP, EASE_MIN_SHARE.
 local CONTENT, MF = "content", "mf"
@@ -81,14 +84,12 @@ local COOC_RECENT = 5
 local PROFILE_RECENT, DECAY = 10, 0.85
 local WALK_STEPS = 1000
 local MF_CONFIDENT = 5
-local RRF_K = 10
 local POOL_MIN, POOL_MAX = 30, 300
 local HISTORY_FIRST, HISTORY_CAP = 20, 100
 local W_EASE_SESSION, W_EASE_RETURN = 2.0, 16.0
 local EASE_RECENT, EASE_DECAY = 10, 0.85
 local SESSION_GAP, SESSION_STEEP, SESSION_MIN_GAP = 3600, 2, 1.0
 local EASE_MIN_SHARE = 0.001
-local SELECT_MAX = 64   -- above this n, one sort of every candidate
 -- What the server's lists showed the person and they did not engage with
 -- (db:shown: each showing weighs 1 at the top of a list, 0.29 in the tenth
 -- slot): at a weight of SHOWN_SKIP, an item leaves the candidates, so the
@@ -102,13 +103,6 @@ local SHOWN_DISCOUNT = 0.5
 -- An id the engine accepts (a non-empty string or an integer).
 local function is_id(x)
     return (type(x) == "string" and #x > 0 and #x < 256) or math.type(x) == "integer"
-end
-
-local function try(f, ...)
-    local ok, r = pcall(f, ...)
-    if ok then return r end
-    if type(r) == "table" and r.name == "not_found" then return nil end
-    error(r, 0)
 end
 
 -- The user's newest events: HISTORY_FIRST of them when they hold every
@@ -131,51 +125,6 @@ local function read_history(db, user)
         return hist
     end
     return db:history(user, HISTORY_CAP)
-end
-
-local function content_profile(db, hist)
-    local q, used, decay, count, cache = nil, false, 1.0, 0, {}
-    for _, h in ipairs(hist) do
-        if count >= PROFILE_RECENT then break end
-        if h.weight > 0 then
-            count = count + 1
-            local v = cache[h.item]
-            if v == nil then
-                v = try(db.vector, db, "item", h.item, CONTENT) or false
-                cache[h.item] = v
-            end
-            if v then
-                local norm = 0.0
-                for i = 1, #v do norm = norm + v[i] * v[i] end
-                if norm > 0 then
-                    local s = h.weight * decay / math.sqrt(norm)
-                    if not q then
-                        q = {}
-                        for i = 1, #v do q[i] = 0.0 end
-                    end
-                    for i = 1, #v do q[i] = q[i] + s * v[i] end
-                    used = true
-                end
-            end
-            decay = decay * DECAY
-        end
-    end
-    return used and q or nil
-end
-
-local function fuse(acc, order, hits, w, why)
-    if not hits or w <= 0 then return end
-    for r, h in ipairs(hits) do
-        local c = acc[h.id]
-        if not c then
-            c = {id = h.id, score = 0.0, best = 0.0, ord = #order + 1}
-            acc[h.id] = c
-            order[#order + 1] = c
-        end
-        local s = w / (RRF_K + r - 1)
-        c.score = c.score + s
-        if s > c.best then c.best, c.why = s, why end
-    end
 end
 
 local M = {}
@@ -204,25 +153,17 @@ function M.recommend(req)
     local pool = math.min(math.max(3 * n, POOL_MIN), POOL_MAX)
     local hist = req.user ~= nil and read_history(db, req.user) or {}
 
-    local skip, excl = {}, {}
-    local function add(id)
-        if id ~= nil and not skip[id] then
-            skip[id] = true
-            excl[#excl + 1] = id
-        end
-    end
-    for _, id in ipairs(req.exclude or {}) do add(id) end
-    -- the user's history is left out by the engine (seen_by), not by a
-    -- list of ids rebuilt for every call
-    local seen_by = not req.allow_seen and req.user or nil
-    local shown_by = req.user
+    -- one skip map for every source, built in C: req.exclude and the
+    -- context item, the user's history (seen_by, unless req.allow_seen)
+    -- and what was shown to them without engagement SHOWN_SKIP times
+    -- (shown_by); below that, a showing discounts the fused score
+    local excl = {}
+    for _, id in ipairs(req.exclude or {}) do excl[#excl + 1] = id end
     local ctx_item = type(req.context) == "table" and req.context.item or nil
     if not is_id(ctx_item) then ctx_item = nil end
-    local ctx_excl = excl
-    if ctx_item ~= nil and not skip[ctx_item] then
-        ctx_excl = {ctx_item}
-        for i = 1, #excl do ctx_excl[i + 1] = excl[i] end
-    end
+    if ctx_item ~= nil then excl[#excl + 1] = ctx_item end
+    local opts = {k = pool, exclude = excl, seen_by = not req.allow_seen and req.user or nil,
+                  shown_by = req.user, shown_min = SHOWN_SKIP, shown_discount = SHOWN_DISCOUNT}
 
     -- the newest distinct positive items
     local recent, rseen, positives, last_ts, first_ts = {}, {}, 0, nil, nil
@@ -238,106 +179,48 @@ function M.recommend(req)
         end
     end
 
-    local acc, order = {}, {}
+    local src = {}
     if ctx_item ~= nil then
-        if db:space(CONTENT) and try(db.vector, db, "item", ctx_item, CONTENT) then
-            fuse(acc, order, db:similar(ctx_item, pool, {space = CONTENT, exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP}),
-                 W_CONTEXT, "context")
+        if db:space(CONTENT) then
+            src[#src + 1] = {"similar", item = ctx_item, space = CONTENT, w = W_CONTEXT, why = "context"}
         end
-        fuse(acc, order, try(db.neighbors, db, ctx_item, pool, {exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP}),
-             W_CONTEXT, "context")
+        src[#src + 1] = {"neighbors", item = ctx_item, w = W_CONTEXT, why = "context"}
     end
-
     if positives == 0 then
         -- cold start: what everybody engages with, now
-        if db:counter("popularity") then
-            fuse(acc, order, db:counter_top("popularity", pool, {exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP, ts = now}),
-                 W_COLD_POP, "popular")
-        end
-        if db:counter("trend_short") then
-            fuse(acc, order, db:counter_top("trend_short", pool, {exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP, ts = now}),
-                 W_COLD_TREND, "trending")
-        end
+        src[#src + 1] = {"counter", name = "popularity", ts = now, w = W_COLD_POP, why = "popular"}
+        src[#src + 1] = {"counter", name = "trend_short", ts = now, w = W_COLD_TREND, why = "trending"}
     else
         for i, item in ipairs(recent) do
-            fuse(acc, order, try(db.neighbors, db, item, pool, {exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP}),
-                 W_COOC / i, "cooc")
+            src[#src + 1] = {"neighbors", item = item, w = W_COOC / i, why = "cooc"}
         end
         if db:space(CONTENT) then
-            local q = content_profile(db, hist)
-            if q then
-                fuse(acc, order, db:topk(CONTENT, q, pool, {exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP}), W_CONTENT, "content")
-            end
+            -- the taste of the newest PROFILE_RECENT positive events of the
+            -- history read (hist), each DECAY times the next
+            src[#src + 1] = {"taste", user = req.user, space = CONTENT, recent = PROFILE_RECENT,
+                             decay = DECAY, events = #hist, w = W_CONTENT, why = "content"}
         end
         if W_MF > 0 and db:space(MF) then
-            fuse(acc, order, try(db.recommend_vec, db, req.user, pool,
-                                 {exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP, exclude_seen = not req.allow_seen}),
-                 W_MF * math.min(1.0, positives / MF_CONFIDENT), "mf")
+            src[#src + 1] = {"vec", user = req.user, space = MF,
+                             w = W_MF * math.min(1.0, positives / MF_CONFIDENT), why = "mf"}
         end
         -- EASE by session and by lasting taste, blended by the age of the
-        -- newest positive event (no model yet: db:ease answers nil)
+        -- newest positive event (no model yet: the source adds nothing)
         local k = math.min(positives, EASE_RECENT)
         local gap = k > 1 and math.abs(last_ts - first_ts) / (k - 1) or nil
         local s = last_ts ~= nil and M.session_weight(now - last_ts, gap) or 0.0
         if s >= EASE_MIN_SHARE then
-            fuse(acc, order, db:ease(req.user, pool, {exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP,
-                                                      recent = EASE_RECENT, decay = EASE_DECAY}),
-                 W_EASE_SESSION * s, "ease")
+            src[#src + 1] = {"ease", user = req.user, recent = EASE_RECENT, decay = EASE_DECAY,
+                             w = W_EASE_SESSION * s, why = "ease"}
         end
         if 1.0 - s >= EASE_MIN_SHARE then
-            fuse(acc, order, db:ease(req.user, pool, {exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP}),
-                 W_EASE_RETURN * (1.0 - s), "ease")
+            src[#src + 1] = {"ease", user = req.user, w = W_EASE_RETURN * (1.0 - s), why = "ease"}
         end
-        if W_WALK > 0 then
-            local wopts = {k = pool, steps = WALK_STEPS, exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP}
-            local seeds = req.allow_seen and recent or {user = req.user}
-            fuse(acc, order, try(db.walk, db, seeds, wopts), W_WALK, "walk")
-        end
-        if db:counter("popularity") then
-            fuse(acc, order, db:counter_top("popularity", pool, {exclude = ctx_excl, seen_by = seen_by, shown_by = shown_by, shown_min = SHOWN_SKIP, ts = now}),
-                 W_POP, "popular")
-        end
+        src[#src + 1] = {"walk", seeds = req.allow_seen and recent or {user = req.user},
+                         steps = WALK_STEPS, w = W_WALK, why = "walk"}
+        src[#src + 1] = {"counter", name = "popularity", ts = now, w = W_POP, why = "popular"}
     end
-
-    -- shown without engagement: pushed down per showing
-    if shown_by ~= nil then
-        local shown = db:shown(shown_by)
-        if next(shown) ~= nil then
-            for _, c in ipairs(order) do
-                local k = shown[c.id]
-                if k then c.score = c.score * SHOWN_DISCOUNT ^ k end
-            end
-        end
-    end
-
-    -- the n best by score (earlier candidates first on ties): for the
-    -- usual small n, kept in a sorted list of n rather than sorting every
-    -- candidate (O(m n) beats a comparator sort of all m in Lua)
-    if n > SELECT_MAX then
-        table.sort(order, function(a, b)
-            if a.score ~= b.score then return a.score > b.score end
-            return a.ord < b.ord
-        end)
-    end
-    local best, nb = n > SELECT_MAX and order or {}, n > SELECT_MAX and math.min(n, #order) or 0
-    for _, c in ipairs(n > SELECT_MAX and {} or order) do
-        local last = best[nb]
-        if nb < n or c.score > last.score then
-            local i = nb < n and nb or nb - 1
-            while i >= 1 and c.score > best[i].score do
-                best[i + 1] = best[i]
-                i = i - 1
-            end
-            best[i + 1] = c
-            if nb < n then nb = nb + 1 end
-        end
-    end
-    local out = {}
-    for i = 1, nb do
-        local c = best[i]
-        out[i] = {id = c.id, score = c.score, why = c.why}
-    end
-    return out
+    return db:blend(src, n, opts)
 end
 
 return M

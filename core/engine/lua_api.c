@@ -822,6 +822,37 @@ static int db_vector(lua_State *L) {
     return 1;
 }
 
+/* The user's taste in space s into q (dim floats, not normalised): the
+ * sum of the unit vectors of the items of their newest n positive events
+ * among their newest `events` events (0: all), each weighted by its
+ * event's weight and by decay^j for the j-th positive event back (the
+ * count runs over positive events with or without a vector). Returns
+ * the positive events read; q is zero when none had a vector. */
+static lua_Integer taste_query(ldb *d, uint32_t user, rec_space *s, lua_Integer n,
+                               double decay, lua_Integer events, float *q) {
+    uint32_t hn = 0;
+    const rec_hentry *h =
+        user == REC_IDX_NONE ? NULL : rec_graph_history(rec_engine_graph(d->e), user, &hn);
+    memset(q, 0, s->dim * sizeof(float));
+    uint32_t stop = events > 0 && (lua_Integer)hn > events ? hn - (uint32_t)events : 0;
+    lua_Integer used = 0;
+    double f = 1.0;
+    for (uint32_t i = hn; i-- > stop && used < n;) {
+        if (!(h[i].weight > 0))
+            continue;
+        used++;
+        const float *v = rec_space_get(s, REC_KIND_ITEM, h[i].item);
+        float nv = v ? rec_vec_norm2(v, s->dim) : 0.0f;
+        if (nv > 0) {
+            float w = (float)((double)h[i].weight * f) / sqrtf(nv);
+            for (uint32_t j = 0; j < s->dim; j++)
+                q[j] += w * v[j];
+        }
+        f *= decay;
+    }
+    return used;
+}
+
 /* db:profile(user, space [, n=20]) -> the unit mean of the unit vectors,
  * in space, of the items of the user's newest n positive events (each
  * weighted by its event's weight), or nil when none has a vector: the
@@ -832,24 +863,8 @@ static int db_profile(lua_State *L) {
     rec_space *s = check_space(L, d, luaL_checkstring(L, 3));
     lua_Integer n = luaL_optinteger(L, 4, 20);
     luaL_argcheck(L, n >= 1 && n <= 10000, 4, "n must be 1..10000");
-    uint32_t hn = 0;
-    const rec_hentry *h =
-        user == REC_IDX_NONE ? NULL : rec_graph_history(rec_engine_graph(d->e), user, &hn);
     float *q = lua_newuserdatauv(L, s->dim * sizeof(float), 0);
-    memset(q, 0, s->dim * sizeof(float));
-    lua_Integer used = 0;
-    for (uint32_t i = hn; i-- > 0 && used < n;) {
-        if (!(h[i].weight > 0))
-            continue;
-        used++;
-        const float *v = rec_space_get(s, REC_KIND_ITEM, h[i].item);
-        float nv = v ? rec_vec_norm2(v, s->dim) : 0.0f;
-        if (!(nv > 0))
-            continue;
-        float w = h[i].weight / sqrtf(nv);
-        for (uint32_t j = 0; j < s->dim; j++)
-            q[j] += w * v[j];
-    }
+    lua_Integer used = taste_query(d, user, s, n, 1.0, 0, q);
     rec_sandbox_charge(L, (uint64_t)used * s->dim);
     if (!(rec_vec_normalize(q, s->dim) > 0)) {
         lua_pushnil(L);
@@ -1226,6 +1241,44 @@ static int db_neighbors(lua_State *L) {
     return 1;
 }
 
+/* The seeds of a walk from the table at index t: {user = id} (the items
+ * of the user's newest `recent` positive events, weighted by them; *user
+ * gets the user, and an unknown one raises when must) or a list of item
+ * ids (weight 1 each; unknown ones left out). Returns the seed count.
+ * [-0, +0, e] */
+static size_t walk_seeds(lua_State *L, ldb *d, int t, int must, size_t recent,
+                         uint32_t *seeds, float *sw, uint32_t *user) {
+    size_t ns = 0;
+    *user = REC_IDX_NONE;
+    lua_getfield(L, t, "user");
+    if (!lua_isnil(L, -1)) {
+        uint32_t u = find_idx(L, d, REC_KIND_USER, -1, must);
+        uint32_t n = 0;
+        const rec_hentry *h =
+            u == REC_IDX_NONE ? NULL : rec_graph_history(rec_engine_graph(d->e), u, &n);
+        for (uint32_t i = n; i-- > 0 && ns < recent;) {
+            if (h[i].weight > 0) {
+                seeds[ns] = h[i].item;
+                sw[ns++] = h[i].weight;
+            }
+        }
+        *user = u;
+    } else {
+        lua_Unsigned n = lua_rawlen(L, t);
+        for (lua_Unsigned i = 1; i <= n && ns < recent; i++) {
+            lua_rawgeti(L, t, (lua_Integer)i);
+            uint32_t it = find_idx(L, d, REC_KIND_ITEM, -1, 0);
+            lua_pop(L, 1);
+            if (it != REC_IDX_NONE) {
+                seeds[ns] = it;
+                sw[ns++] = 1.0f;
+            }
+        }
+    }
+    lua_pop(L, 1);
+    return ns;
+}
+
 /* db:walk(seeds [, opts]) -> hits by visit count. seeds: {user = id} (the
  * user's recent positive items, seen items left out) or a list of item ids.
  * opts: k (10), steps (10000), restart (0.3), recent (20 seed items),
@@ -1255,32 +1308,10 @@ static int db_walk(lua_State *L) {
     uint32_t *seeds = lua_newuserdatauv(L, (size_t)recent * sizeof *seeds +
                                         (size_t)recent * sizeof(float), 0);
     float *sw = (float *)(seeds + recent);
-    size_t ns = 0;
-    lua_getfield(L, 2, "user");
-    if (!lua_isnil(L, -1)) {
-        uint32_t u = find_idx(L, d, REC_KIND_USER, -1, 1);
-        uint32_t n;
-        const rec_hentry *h = rec_graph_history(rec_engine_graph(d->e), u, &n);
-        for (uint32_t i = n; i-- > 0 && ns < (size_t)recent;) {
-            if (h[i].weight > 0) {
-                seeds[ns] = h[i].item;
-                sw[ns++] = h[i].weight;
-            }
-        }
+    uint32_t u;
+    size_t ns = walk_seeds(L, d, 2, 1, (size_t)recent, seeds, sw, &u);
+    if (u != REC_IDX_NONE)
         skip_seen(d, u, &q);
-    } else {
-        lua_Unsigned n = lua_rawlen(L, 2);
-        for (lua_Unsigned i = 1; i <= n && ns < (size_t)recent; i++) {
-            lua_rawgeti(L, 2, (lua_Integer)i);
-            uint32_t it = find_idx(L, d, REC_KIND_ITEM, -1, 0);
-            lua_pop(L, 1);
-            if (it != REC_IDX_NONE) {
-                seeds[ns] = it;
-                sw[ns++] = 1.0f;
-            }
-        }
-    }
-    lua_pop(L, 1);
     rec_hit *hits = hits_alloc(L, q.k);
     size_t n = rec_graph_walk(rec_engine_graph(d->e), seeds, sw, ns,
                               (uint32_t)steps, restart, rec_engine_serve_rng(d->e),
@@ -1406,33 +1437,40 @@ static uint32_t item_or_none(lua_State *L, ldb *d, int idx) {
  * items carry id, score and strategy as a policy gets them. Items
  * unknown to the engine get no fields. O(#items x features).
  * [-0, +0, e] */
-static int db_click_predict(lua_State *L) {
-    ldb *d = check_db(L);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    lua_settop(L, 3);
+/* The click model in force, or raise.   [-0, +0, e] */
+static rec_click *check_click(lua_State *L, ldb *d) {
     rec_click *m = rec_engine_click(d->e);
     if (!rec_click_active(m))
         rec_lua_error(L, REC_ENOTFOUND, "no click model: no loaded policy declares one "
                       "(a policy's model = {...})");
-    char key[REC_ID_MAX];
-    lua_getfield(L, 2, "user");
-    size_t kl = check_id(L, 4, key, "req.user");
+    return m;
+}
+
+/* The request at index r as the click model asks it: the user's id into
+ * key, now, and the context packed into ctx (the caller frees it).
+ * [-0, +0, e] */
+static void click_ask(lua_State *L, ldb *d, int r, char *key, rec_buf *ctx, rec_click_ask *a) {
+    lua_getfield(L, r, "user");
+    size_t kl = check_id(L, -1, key, "req.user");
     lua_pop(L, 1);
-    lua_getfield(L, 2, "now");
+    lua_getfield(L, r, "now");
     double now = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : rec_engine_now(d->e);
     lua_pop(L, 1);
-    size_t n = lua_rawlen(L, 3);
-    rec_sandbox_charge(L, (uint64_t)n * 8);
-    /* scratch the collector owns: a raised error leaks nothing */
-    size_t bytes = n * (sizeof(rec_click_cand) + 3 * sizeof(double) + sizeof(lua_Integer));
-    char *mem = lua_newuserdatauv(L, bytes ? bytes : 1, 0); /* 4 */
-    rec_click_cand *c = (rec_click_cand *)mem;
-    double *pc = (double *)(c + n), *pv = pc + n, *sd = pv + n;
-    lua_Integer *at = (lua_Integer *)(sd + n);
-    size_t m_n = 0;
+    if (lua_getfield(L, r, "context") == LUA_TTABLE)
+        pack_value(L, -1, ctx, "req.context");
+    lua_pop(L, 1);
+    *a = (rec_click_ask){.ukey = key, .ulen = kl, .context = ctx->len ? ctx->data : NULL,
+                         .clen = ctx->len, .now = now};
+}
+
+/* The known items of the list at index t (tables with an id, a score and
+ * a strategy) as candidates into c; at[j] gets candidate j's position in
+ * the list (1-based). Returns the count.   [-0, +0, e] */
+static size_t click_cands(lua_State *L, ldb *d, int t, size_t n, rec_click_cand *c,
+                          lua_Integer *at) {
+    size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        if (lua_rawgeti(L, 3, (lua_Integer)i + 1) != LUA_TTABLE) {
+        if (lua_rawgeti(L, t, (lua_Integer)i + 1) != LUA_TTABLE) {
             lua_pop(L, 1);
             continue;
         }
@@ -1445,35 +1483,234 @@ static int db_click_predict(lua_State *L) {
         lua_pop(L, 4); /* the strategy string stays referenced by its item */
         if (idx == REC_IDX_NONE)
             continue;
-        c[m_n] = (rec_click_cand){.item = idx, .position = 0, .strategy = st, .score = sc};
-        at[m_n++] = (lua_Integer)i + 1;
+        c[m] = (rec_click_cand){.item = idx, .position = 0, .strategy = st, .score = sc};
+        at[m++] = (lua_Integer)i + 1;
     }
+    return m;
+}
+
+/* Set p_click, click_sd and (when not NaN) p_conversion on the table at
+ * the top of the stack.   [-0, +0, m] */
+static void click_fields(lua_State *L, double pc, double sd, double pv) {
+    lua_pushnumber(L, pc);
+    lua_setfield(L, -2, "p_click");
+    lua_pushnumber(L, sd);
+    lua_setfield(L, -2, "click_sd");
+    if (!isnan(pv)) {
+        lua_pushnumber(L, pv);
+        lua_setfield(L, -2, "p_conversion");
+    }
+}
+
+static lua_Integer click_examples(const rec_click *m) {
+    rec_click_info ci;
+    rec_click_info_get(m, &ci);
+    return (lua_Integer)ci.click.examples;
+}
+
+static int db_click_predict(lua_State *L) {
+    ldb *d = check_db(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    rec_click *m = check_click(L, d);
+    char key[REC_ID_MAX];
+    size_t n = lua_rawlen(L, 3);
+    rec_sandbox_charge(L, (uint64_t)n * 8);
+    /* scratch the collector owns: a raised error leaks nothing */
+    size_t bytes = n * (sizeof(rec_click_cand) + 3 * sizeof(double) + sizeof(lua_Integer));
+    char *mem = lua_newuserdatauv(L, bytes ? bytes : 1, 0); /* 4 */
+    rec_click_cand *c = (rec_click_cand *)mem;
+    double *pc = (double *)(c + n), *pv = pc + n, *sd = pv + n;
+    lua_Integer *at = (lua_Integer *)(sd + n);
+    size_t m_n = click_cands(L, d, 3, n, c, at);
     rec_buf ctx = REC_BUF_INIT;
-    if (lua_getfield(L, 2, "context") == LUA_TTABLE)
-        pack_value(L, -1, &ctx, "req.context");
-    lua_pop(L, 1);
-    rec_click_ask a = {.ukey = key, .ulen = kl, .context = ctx.len ? ctx.data : NULL,
-                       .clen = ctx.len, .now = now};
+    rec_click_ask a;
+    click_ask(L, d, 2, key, &ctx, &a);
     int rc = rec_click_predict(m, d->e, &a, c, m_n, pc, pv, sd);
     rec_buf_free(&ctx);
     if (rc)
         rec_lua_error(L, rc, "click model: %s", rec_strerror(rc));
     for (size_t i = 0; i < m_n; i++) {
         lua_rawgeti(L, 3, at[i]);
-        lua_pushnumber(L, pc[i]);
-        lua_setfield(L, -2, "p_click");
-        lua_pushnumber(L, sd[i]);
-        lua_setfield(L, -2, "click_sd");
-        if (!isnan(pv[i])) {
-            lua_pushnumber(L, pv[i]);
-            lua_setfield(L, -2, "p_conversion");
-        }
+        click_fields(L, pc[i], sd[i], pv[i]);
         lua_pop(L, 1);
     }
     lua_settop(L, 3);
-    rec_click_info ci;
-    rec_click_info_get(m, &ci);
-    lua_pushinteger(L, (lua_Integer)ci.click.examples);
+    lua_pushinteger(L, click_examples(m));
+    return 2;
+}
+
+/* A standard normal draw (Box-Muller) from the request generator. */
+static double rng_gauss(rec_rng *r) {
+    double u = rec_rng_unit(r);
+    if (u < 1e-300)
+        u = 1e-300;
+    return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * rec_rng_unit(r));
+}
+
+typedef struct ranked {
+    double score;
+    uint32_t cand;  /* index into the candidates */
+} ranked;
+
+static int ranked_cmp(const void *pa, const void *pb) {
+    const ranked *a = pa, *b = pb;
+    if (a->score != b->score)
+        return a->score > b->score ? -1 : 1;
+    return a->cand < b->cand ? -1 : a->cand > b->cand;
+}
+
+/* db:click_rank(req, items [, opts]) -> ranked, learned: the list ranked
+ * by expected value under the click model, in C. Each candidate's score
+ * becomes
+ *     draw(P(click)) x (1 + conversion_weight x P(conversion | click) x rel)
+ * with draw Thompson sampling on the click logit (the logit plus explore
+ * standard deviations of its uncertainty times a normal draw from the
+ * request generator; explore 0: the prediction) and rel what a
+ * conversion of the item is worth against the mean (opts.value: {sum =
+ * counter, count = counter, mean = the mean of all, prior = 5}: (sum +
+ * prior x mean) / (count + prior) / mean; without it, 1). The list's items
+ * (tables with an id, as a policy gets them) get score, p_click, click_sd
+ * and p_conversion; opts.sample items drawn from the catalogue (not in
+ * the list, not in the user's history, not in req.exclude) join with
+ * score 0 before the ranking. The answer holds the best opts.keep (all)
+ * in a new array, best first (ties: list order, the drawn ones last);
+ * items unknown to the engine go last in list order. learned: the model's
+ * examples so far.   [-3, +2, e] */
+static int db_click_rank(lua_State *L) {
+    ldb *d = check_db(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    int t = lua_isnoneornil(L, 4) ? 0 : 4;
+    if (t)
+        luaL_checktype(L, t, LUA_TTABLE);
+    lua_settop(L, 4);
+    rec_click *m = check_click(L, d);
+    lua_Number explore = t ? opt_field_num(L, t, "explore", 0) : 0;
+    lua_Number cw = t ? opt_field_num(L, t, "conversion_weight", 1) : 1;
+    lua_Integer sample = t ? (lua_Integer)opt_field_num(L, t, "sample", 0) : 0;
+    lua_Integer keep = t ? (lua_Integer)opt_field_num(L, t, "keep", (lua_Number)MAX_K) : MAX_K;
+    if (!(explore >= 0 && explore <= 100) || !(cw >= 0 && cw <= 1e6))
+        return rec_lua_error(L, REC_EINVAL, "explore must be in [0, 100], conversion_weight "
+                             "in [0, 1e6]");
+    if (sample < 0 || sample > 10000 || keep < 0 || keep > MAX_K)
+        return rec_lua_error(L, REC_ERANGE, "sample must be 0..10000, keep 0..%d", MAX_K);
+    rec_counter *vsum = NULL, *vcnt = NULL;
+    double vmean = 0, vprior = 5;
+    if (t && lua_getfield(L, t, "value") != LUA_TNIL) {
+        if (!lua_istable(L, -1))
+            return rec_lua_error(L, REC_EINVAL, "value must be {sum =, count =, mean =, prior =}");
+        int v = lua_gettop(L);
+        vmean = opt_field_num(L, v, "mean", 0);
+        vprior = opt_field_num(L, v, "prior", 5);
+        if (!(vprior >= 0 && vprior < 1e12) || !(vmean >= 0 && vmean < 1e300))
+            return rec_lua_error(L, REC_EINVAL, "value: prior and mean must be numbers >= 0");
+        if (vmean > 0) {
+            vsum = check_counter(L, d, (lua_getfield(L, v, "sum"), -1));
+            vcnt = check_counter(L, d, (lua_getfield(L, v, "count"), -1));
+            lua_pop(L, 2);
+        }
+    }
+    lua_settop(L, 4);
+    size_t n = lua_rawlen(L, 3);
+    size_t cap = n + (size_t)sample;
+    rec_sandbox_charge(L, (uint64_t)cap * 8);
+    size_t bytes = cap * (sizeof(rec_click_cand) + 3 * sizeof(double) + sizeof(lua_Integer) +
+                          sizeof(ranked));
+    char *mem = lua_newuserdatauv(L, bytes ? bytes : 1, 0); /* 5 */
+    rec_click_cand *c = (rec_click_cand *)mem;
+    double *pc = (double *)(c + cap), *pv = pc + cap, *sd = pv + cap;
+    lua_Integer *at = (lua_Integer *)(sd + cap);
+    ranked *rk = (ranked *)(at + cap);
+    size_t mn = click_cands(L, d, 3, n, c, at);
+    size_t listed = mn;
+    if (sample > 0) {
+        /* the draws: outside the user's history, req.exclude and the list */
+        lua_createtable(L, 0, 2); /* 6 */
+        lua_getfield(L, 2, "user");
+        lua_setfield(L, -2, "seen_by");
+        lua_getfield(L, 2, "exclude");
+        lua_setfield(L, -2, "exclude");
+        qopts q;
+        parse_qopts(L, 0, &q, sample, NULL);
+        build_skip(L, d, 6, &q); /* 7 */
+        for (size_t j = 0; j < mn; j++)
+            skip_set(&q, c[j].item);
+        uint32_t bound = rec_engine_bound(d->e, REC_KIND_ITEM);
+        rec_rng *rng = rec_engine_serve_rng(d->e);
+        for (lua_Integer tries = 0, got = 0; bound && got < sample && tries < 8 * sample + 64;
+             tries++) {
+            uint32_t i = rec_rng_below(rng, bound);
+            if (q.skip[i >> 6] >> (i & 63) & 1)
+                continue;
+            skip_set(&q, i);
+            c[mn] = (rec_click_cand){.item = i, .position = 0, .strategy = NULL, .score = 0};
+            at[mn++] = 0;
+            got++;
+        }
+        lua_settop(L, 5);
+    }
+    char key[REC_ID_MAX];
+    rec_buf ctx = REC_BUF_INIT;
+    rec_click_ask a;
+    click_ask(L, d, 2, key, &ctx, &a);
+    int rc = rec_click_predict(m, d->e, &a, c, mn, pc, pv, sd);
+    rec_buf_free(&ctx);
+    if (rc)
+        rec_lua_error(L, rc, "click model: %s", rec_strerror(rc));
+    rec_rng *rng = rec_engine_serve_rng(d->e);
+    for (size_t j = 0; j < mn; j++) {
+        double p = pc[j] < 1e-9 ? 1e-9 : pc[j] > 1 - 1e-9 ? 1 - 1e-9 : pc[j];
+        double draw = p;
+        if (explore > 0) {
+            double z = log(p / (1 - p)) + explore * sd[j] * rng_gauss(rng);
+            draw = 1.0 / (1.0 + exp(-z));
+        }
+        double rel = 1.0;
+        if (vsum) {
+            double vs = rec_counter_get(vsum, c[j].item, a.now);
+            double vc = rec_counter_get(vcnt, c[j].item, a.now);
+            rel = (vs + vprior * vmean) / (vc + vprior) / vmean;
+        }
+        double cv = isnan(pv[j]) ? 0.0 : pv[j];
+        rk[j] = (ranked){.score = draw * (1.0 + cw * cv * rel), .cand = (uint32_t)j};
+    }
+    qsort(rk, mn, sizeof *rk, ranked_cmp);
+    /* unknown items (not candidates) follow in list order */
+    size_t out = mn + (n - listed);
+    if (out > (size_t)keep)
+        out = (size_t)keep;
+    rec_sandbox_charge(L, (uint64_t)out * 4);
+    lua_createtable(L, (int)out, 0); /* 6 */
+    size_t w = 0;
+    for (size_t r = 0; r < mn && w < out; r++) {
+        size_t j = rk[r].cand;
+        if (at[j]) {
+            lua_rawgeti(L, 3, at[j]);
+        } else {
+            lua_createtable(L, 0, 5);
+            push_idx(L, d->e, REC_KIND_ITEM, c[j].item);
+            lua_setfield(L, -2, "id");
+        }
+        lua_pushnumber(L, rk[r].score);
+        lua_setfield(L, -2, "score");
+        click_fields(L, pc[j], sd[j], pv[j]);
+        lua_rawseti(L, 6, (lua_Integer)++w);
+    }
+    if (w < out) {
+        /* the list's entries that are not candidates, in order */
+        size_t j = 0;
+        for (size_t i = 1; i <= n && w < out; i++) {
+            while (j < listed && at[j] < (lua_Integer)i)
+                j++;
+            if (j < listed && at[j] == (lua_Integer)i)
+                continue;
+            lua_rawgeti(L, 3, (lua_Integer)i);
+            lua_rawseti(L, 6, (lua_Integer)++w);
+        }
+    }
+    lua_pushinteger(L, click_examples(m));
     return 2;
 }
 
@@ -1610,6 +1847,294 @@ static int db_counter_top(lua_State *L) {
     rec_hit *h = hits_alloc(L, q.k);
     size_t n = rec_counter_topk(c, ts, q.skip, q.words, (size_t)q.k, h);
     push_hits(L, d, REC_KIND_ITEM, h, n);
+    return 1;
+}
+
+/* ---- blend ---------------------------------------------------------------- */
+
+/* What db:blend's sources can be. */
+enum { SRC_NEIGHBORS, SRC_SIMILAR, SRC_TOPK, SRC_TASTE, SRC_VEC, SRC_EASE, SRC_WALK,
+       SRC_COUNTER, SRC_SAMPLE };
+static const char *const src_kinds[] = {"neighbors", "similar", "topk", "taste", "vec",
+                                        "ease", "walk", "counter", "sample", NULL};
+
+/* Source i's kind, at index t: its [1] or its `kind`.   [-0, +0, e] */
+static int src_kind(lua_State *L, int t, lua_Integer i) {
+    if (lua_rawgeti(L, t, 1) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_getfield(L, t, "kind");
+    }
+    const char *k = lua_tostring(L, -1);
+    int found = -1;
+    for (int j = 0; k && src_kinds[j]; j++)
+        if (strcmp(k, src_kinds[j]) == 0)
+            found = j;
+    lua_pop(L, 1);
+    if (found < 0)
+        rec_lua_error(L, REC_EINVAL, "sources[%d]: kind must be one of neighbors, similar, "
+                      "topk, taste, vec, ease, walk, counter, sample", (int)i);
+    return found;
+}
+
+/* A scan of space s for query qv into h; a space scan charges its rows. */
+static size_t src_scan(lua_State *L, ldb *d, rec_space *s, const float *qv, int cosine,
+                       qopts *q, size_t k, rec_hit *h) {
+    rec_sandbox_charge(L, (uint64_t)s->m[REC_KIND_ITEM].count * s->dim / FLOATS_PER_STEP);
+    int n = rec_space_topk(s, REC_KIND_ITEM, qv, cosine, q->skip, q->words, k, h);
+    if (n < 0)
+        rec_lua_error(L, n, "top-k failed: %s", rec_strerror(n));
+    return (size_t)n;
+}
+
+static int src_cosine(lua_State *L, int t, int def) {
+    const char *m = opt_field_str(L, t, "metric", def ? "cosine" : "dot");
+    if (strcmp(m, "cosine") != 0 && strcmp(m, "dot") != 0)
+        rec_lua_error(L, REC_EINVAL, "metric must be \"cosine\" or \"dot\"");
+    return strcmp(m, "cosine") == 0;
+}
+
+/* Run the source at index t (kind `kind`) into h (room for k): its hits,
+ * best first. q holds the blend's skip map; a source that cannot answer
+ * (an unknown item or user, no vector, no model yet) gives none.
+ * Leaves the stack as it found it.   [-0, +0, e] */
+static size_t src_run(lua_State *L, ldb *d, int t, int kind, qopts *q, size_t k, rec_hit *h) {
+    int top = lua_gettop(L);
+    size_t n = 0;
+    rec_graph *g = rec_engine_graph(d->e);
+    switch (kind) {
+    case SRC_NEIGHBORS: {
+        lua_getfield(L, t, "item");
+        uint32_t it = find_idx(L, d, REC_KIND_ITEM, -1, 0);
+        if (it != REC_IDX_NONE)
+            n = rec_graph_neighbors(g, it, q->skip, q->words, k, h);
+        break;
+    }
+    case SRC_SIMILAR: {
+        lua_getfield(L, t, "item");
+        uint32_t it = find_idx(L, d, REC_KIND_ITEM, -1, 0);
+        rec_space *s = check_space(L, d, opt_field_str(L, t, "space", "content"));
+        const float *v = it == REC_IDX_NONE ? NULL : rec_space_get(s, REC_KIND_ITEM, it);
+        if (v) {
+            /* the item itself is left out of this source only */
+            uint64_t bit = 1ull << (it & 63), was = q->skip[it >> 6] & bit;
+            q->skip[it >> 6] |= bit;
+            n = src_scan(L, d, s, v, src_cosine(L, t, 1), q, k, h);
+            q->skip[it >> 6] = (q->skip[it >> 6] & ~bit) | was;
+        }
+        break;
+    }
+    case SRC_TOPK: {
+        rec_space *s = check_space(L, d, opt_field_str(L, t, "space", "content"));
+        lua_getfield(L, t, "vector");
+        uint32_t dim;
+        float *qv = check_vector(L, -1, &dim, s->name);
+        if (dim != s->dim)
+            rec_lua_error(L, REC_EDIM, "space '%s' has dimension %u, query has %u", s->name,
+                          s->dim, dim);
+        n = src_scan(L, d, s, qv, src_cosine(L, t, 1), q, k, h);
+        break;
+    }
+    case SRC_TASTE: {
+        lua_getfield(L, t, "user");
+        uint32_t u = find_idx(L, d, REC_KIND_USER, -1, 0);
+        rec_space *s = check_space(L, d, opt_field_str(L, t, "space", "content"));
+        lua_Integer recent = (lua_Integer)opt_field_num(L, t, "recent", 20);
+        lua_Number decay = opt_field_num(L, t, "decay", 1.0);
+        lua_Integer events = (lua_Integer)opt_field_num(L, t, "events", 0);
+        if (recent < 1 || recent > 10000 || !(decay > 0 && decay <= 1) || events < 0)
+            rec_lua_error(L, REC_ERANGE, "taste: recent must be 1..10000, decay in (0, 1], "
+                          "events >= 0");
+        float *qv = lua_newuserdatauv(L, s->dim * sizeof(float), 0);
+        lua_Integer used = taste_query(d, u, s, recent, decay, events, qv);
+        rec_sandbox_charge(L, (uint64_t)used * s->dim);
+        if (rec_vec_norm2(qv, s->dim) > 0)
+            n = src_scan(L, d, s, qv, 1, q, k, h);
+        break;
+    }
+    case SRC_VEC: {
+        lua_getfield(L, t, "user");
+        uint32_t u = find_idx(L, d, REC_KIND_USER, -1, 0);
+        rec_space *s = check_space(L, d, opt_field_str(L, t, "space", "mf"));
+        const float *v = u == REC_IDX_NONE ? NULL : rec_space_get(s, REC_KIND_USER, u);
+        if (v)
+            n = src_scan(L, d, s, v, src_cosine(L, t, 0), q, k, h);
+        break;
+    }
+    case SRC_EASE: {
+        lua_getfield(L, t, "user");
+        uint32_t u = find_idx(L, d, REC_KIND_USER, -1, 0);
+        const char *name = opt_field_str(L, t, "name", "ease");
+        lua_Number recent = opt_field_num(L, t, "recent", 0);
+        lua_Number decay = opt_field_num(L, t, "decay", 1.0);
+        if (recent < 0 || recent > 1e6 || !(decay > 0) || decay > 1)
+            rec_lua_error(L, REC_EINVAL, "ease: recent must be 0..1e6, decay in (0, 1]");
+        uint32_t hn = 0;
+        if (u != REC_IDX_NONE)
+            rec_graph_history(g, u, &hn);
+        rec_sandbox_charge(L, (uint64_t)rec_engine_bound(d->e, REC_KIND_ITEM) *
+                                  (recent > 0 && recent < hn ? (uint64_t)recent : hn) /
+                                  FLOATS_PER_STEP);
+        int r = rec_learn_ease_topk_recent(d->e, name, u, (uint32_t)recent, (float)decay,
+                                           q->skip, q->words, k, h);
+        if (r < 0 && r != REC_ENOTFOUND)
+            rec_lua_error(L, r, "ease: %s", rec_strerror(r));
+        n = r < 0 ? 0 : (size_t)r;
+        break;
+    }
+    case SRC_WALK: {
+        lua_Integer steps = (lua_Integer)opt_field_num(L, t, "steps", 10000);
+        lua_Number restart = opt_field_num(L, t, "restart", 0.3);
+        lua_Integer recent = (lua_Integer)opt_field_num(L, t, "recent", 20);
+        if (steps < 0 || steps > 10000000 || !(restart >= 0 && restart <= 1) || recent < 1 ||
+            recent > 10000)
+            rec_lua_error(L, REC_ERANGE, "walk: steps must be 0..1e7, restart 0..1, "
+                          "recent 1..10000");
+        rec_sandbox_charge(L, (uint64_t)steps * 4);
+        uint32_t *seeds = lua_newuserdatauv(L, (size_t)recent * (sizeof *seeds + sizeof(float)), 0);
+        float *sw = (float *)(seeds + recent);
+        lua_getfield(L, t, "seeds");
+        size_t ns = 0;
+        uint32_t u = REC_IDX_NONE;
+        if (lua_type(L, -1) == LUA_TTABLE)
+            ns = walk_seeds(L, d, lua_gettop(L), 0, (size_t)recent, seeds, sw, &u);
+        else if (!lua_isnil(L, -1))
+            rec_lua_error(L, REC_EINVAL, "walk: seeds must be {user = id} or a list of items");
+        n = rec_graph_walk(g, seeds, sw, ns, (uint32_t)steps, restart,
+                           rec_engine_serve_rng(d->e), q->skip, q->words, k, h);
+        break;
+    }
+    case SRC_COUNTER: {
+        rec_counter *c = rec_engine_counter(d->e, opt_field_str(L, t, "name", "popularity"));
+        if (c) {
+            lua_Number ts = opt_field_num(L, t, "ts", 0);
+            if (ts == 0)
+                ts = rec_engine_now(d->e);
+            rec_sandbox_charge(L, c->n / 4);
+            n = rec_counter_topk(c, ts, q->skip, q->words, k, h);
+        }
+        break;
+    }
+    case SRC_SAMPLE: {
+        uint32_t bound = rec_engine_bound(d->e, REC_KIND_ITEM);
+        rec_rng *rng = rec_engine_serve_rng(d->e);
+        for (size_t tries = 0; bound && n < k && tries < 8 * k + 64; tries++) {
+            uint32_t i = rec_rng_below(rng, bound);
+            if (q->skip[i >> 6] >> (i & 63) & 1)
+                continue;
+            q->skip[i >> 6] |= 1ull << (i & 63); /* distinct */
+            h[n++] = (rec_hit){.idx = i, .score = 0.0f};
+        }
+        for (size_t j = 0; j < n; j++) /* taken back: the other sources may propose them */
+            q->skip[h[j].idx >> 6] &= ~(1ull << (h[j].idx & 63));
+        rec_sandbox_charge(L, (uint64_t)n);
+        break;
+    }
+    }
+    lua_settop(L, top);
+    return n;
+}
+
+/* db:blend(sources [, n=10 [, opts]]) -> {{id, score, why}, ...}: the n
+ * best items of several candidate sources, rank-fused in C: the item at
+ * 0-based rank r of a source with weight w scores w / (10 + r), summed
+ * over the sources; why is the source that gave the largest single part.
+ * One skip map from opts (exclude, filter, seen_by, shown_by, shown_min,
+ * include_inactive) holds for every source. opts.k: each source's
+ * default length (n); opts.shown_discount in (0, 1] (with shown_by):
+ * every item shown to that person below shown_min has its score
+ * multiplied by shown_discount^weight (db:shown).
+ * sources: a list of tables {kind, w = 1, k = opts.k, why = kind, ...}:
+ *   {"neighbors", item}             co-occurrence neighbours
+ *   {"similar", item, space, metric} nearest items to the item's vector
+ *   {"topk", vector, space, metric} nearest items to a query vector
+ *   {"taste", user, space, recent = 20, decay = 1, events = 0}: nearest
+ *                                   to the user's taste (db:profile over
+ *                                   the newest `events` events, 0: all;
+ *                                   the j-th positive one back weighs decay^j)
+ *   {"vec", user, space = "mf", metric = "dot"}  by the user's vector
+ *   {"ease", user, name, recent, decay}           db:ease
+ *   {"walk", seeds, steps, restart, recent}        db:walk
+ *   {"counter", name = "popularity", ts}          db:counter_top
+ *   {"sample"}                      random items of the catalogue
+ * A source with w <= 0 is not run; one that cannot answer (an unknown
+ * item or user, no vector, an EASE model or counter not there yet) adds
+ * nothing. Unknown spaces and bad options raise.   [-4, +1, e] */
+static int db_blend(lua_State *L) {
+    ldb *d = check_db(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer n = check_k(L, 3, 10);
+    int t = lua_isnoneornil(L, 4) ? 0 : 4;
+    qopts q;
+    parse_qopts(L, t, &q, n, NULL);
+    lua_Integer kdef = t ? (lua_Integer)opt_field_num(L, t, "k", (lua_Number)n) : n;
+    lua_Number disc = t ? opt_field_num(L, t, "shown_discount", 1.0) : 1.0;
+    lua_Number shown_min = t ? opt_field_num(L, t, "shown_min", 1.0) : 1.0;
+    if (kdef < 0 || kdef > MAX_K)
+        return rec_lua_error(L, REC_ERANGE, "k must be 0..%d", MAX_K);
+    if (!(disc > 0 && disc <= 1))
+        return rec_lua_error(L, REC_EINVAL, "shown_discount must be in (0, 1]");
+    lua_Integer ns = (lua_Integer)lua_rawlen(L, 2);
+    if (ns > 64)
+        return rec_lua_error(L, REC_ERANGE, "at most 64 sources");
+    /* the sources' weights, lengths and kinds first: bad input raises
+     * before anything runs */
+    struct { double w; lua_Integer k; int kind; const char *why; } src[64];
+    size_t total = 0, kmax = 1;
+    for (lua_Integer i = 1; i <= ns; i++) {
+        if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
+            return rec_lua_error(L, REC_EINVAL, "sources[%d] must be a table", (int)i);
+        int st = lua_gettop(L);
+        src[i - 1].kind = src_kind(L, st, i);
+        src[i - 1].w = opt_field_num(L, st, "w", 1.0);
+        src[i - 1].k = (lua_Integer)opt_field_num(L, st, "k", (lua_Number)kdef);
+        src[i - 1].why = opt_field_str(L, st, "why", src_kinds[src[i - 1].kind]);
+        if (src[i - 1].w != src[i - 1].w || isinf(src[i - 1].w))
+            return rec_lua_error(L, REC_EINVAL, "sources[%d].w must be a finite number", (int)i);
+        if (src[i - 1].k < 0 || src[i - 1].k > MAX_K)
+            return rec_lua_error(L, REC_ERANGE, "sources[%d].k must be 0..%d", (int)i, MAX_K);
+        lua_pop(L, 1); /* why stays valid: the sources table holds it */
+        if (src[i - 1].w > 0) {
+            total += (size_t)src[i - 1].k;
+            kmax = (size_t)src[i - 1].k > kmax ? (size_t)src[i - 1].k : kmax;
+        }
+    }
+    build_skip(L, d, t, &q);
+    rec_hit *h = hits_alloc(L, (lua_Integer)kmax);
+    size_t cap = total ? total : 1;
+    rec_rank_blend b;
+    rec_rank_blend_init(&b, lua_newuserdatauv(L, rec_rank_blend_bytes(cap), 0), cap);
+    for (lua_Integer i = 0; i < ns; i++) {
+        if (!(src[i].w > 0) || src[i].k == 0)
+            continue;
+        lua_rawgeti(L, 2, i + 1);
+        size_t got = src_run(L, d, lua_gettop(L), src[i].kind, &q, (size_t)src[i].k, h);
+        lua_pop(L, 1);
+        rec_rank_blend_add(&b, h, got, src[i].w, (uint32_t)i);
+    }
+    if (disc < 1 && t && lua_getfield(L, t, "shown_by") != LUA_TNIL) {
+        char key[REC_ID_MAX];
+        size_t kl = check_id(L, -1, key, "shown_by");
+        uint32_t sn;
+        const rec_shown_entry *se = rec_shown_list(rec_engine_shown(d->e), key, kl, &sn);
+        for (uint32_t i = 0; i < sn; i++)
+            if ((lua_Number)se[i].weight < shown_min)
+                rec_rank_blend_scale(&b, se[i].item, pow(disc, (double)se[i].weight));
+    }
+    size_t m = rec_rank_blend_rank(&b);
+    if (m > (size_t)n)
+        m = (size_t)n;
+    rec_sandbox_charge(L, m);
+    lua_createtable(L, (int)m, 0);
+    for (size_t i = 0; i < m; i++) {
+        lua_createtable(L, 0, 3);
+        push_idx(L, d->e, REC_KIND_ITEM, b.item[i].idx);
+        lua_setfield(L, -2, "id");
+        lua_pushnumber(L, (lua_Number)b.item[i].score);
+        lua_setfield(L, -2, "score");
+        lua_pushstring(L, src[b.item[i].why].why);
+        lua_setfield(L, -2, "why");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
     return 1;
 }
 
@@ -2081,6 +2606,7 @@ static const luaL_Reg db_methods[] = {
     {"shown", db_shown},
     {"mark_shown", db_mark_shown},
     {"click_predict", db_click_predict},
+    {"click_rank", db_click_rank},
     {"click_info", db_click_info},
     {"click_model", db_click_model},
     {"history", db_history},
@@ -2097,6 +2623,7 @@ static const luaL_Reg db_methods[] = {
     {"cooc", db_cooc},
     {"neighbors", db_neighbors},
     {"walk", db_walk},
+    {"blend", db_blend},
     {"counter", db_counter},
     {"counter_add", db_counter_add},
     {"counter_get", db_counter_get},

@@ -58,6 +58,76 @@ void rec_rank_fuse_free(rec_rank_fuse *f) {
     memset(f, 0, sizeof *f);
 }
 
+static unsigned blend_bits(size_t cap) {
+    unsigned bits = 4;
+    while (((size_t)1 << bits) < 2 * cap)
+        bits++;
+    return bits;
+}
+
+size_t rec_rank_blend_bytes(size_t cap) {
+    return cap * sizeof(rec_rank_blend_item) + ((size_t)1 << blend_bits(cap)) * sizeof(uint32_t);
+}
+
+void rec_rank_blend_init(rec_rank_blend *b, void *mem, size_t cap) {
+    b->item = mem;
+    b->slot = (uint32_t *)(b->item + cap);
+    b->bits = blend_bits(cap);
+    b->n = 0;
+    b->cap = (uint32_t)cap;
+    memset(b->slot, 0xff, ((size_t)1 << b->bits) * sizeof(uint32_t));
+}
+
+/* The slot holding idx, or the empty one where it belongs (Fibonacci
+ * hashing, linear probing; never full: 2^bits >= 2 cap). */
+static uint32_t blend_slot(const rec_rank_blend *b, uint32_t idx) {
+    uint32_t mask = (1u << b->bits) - 1;
+    uint32_t p = (idx * 0x9E3779B1u) >> (32 - b->bits);
+    while (b->slot[p] != UINT32_MAX && b->item[b->slot[p]].idx != idx)
+        p = (p + 1) & mask;
+    return p;
+}
+
+void rec_rank_blend_add(rec_rank_blend *b, const rec_hit *h, size_t n, double w, uint32_t src) {
+    for (size_t r = 0; r < n; r++) {
+        uint32_t p = blend_slot(b, h[r].idx);
+        rec_rank_blend_item *it;
+        if (b->slot[p] == UINT32_MAX) {
+            if (b->n == b->cap)
+                continue;
+            b->slot[p] = b->n;
+            it = &b->item[b->n++];
+            *it = (rec_rank_blend_item){.idx = h[r].idx, .why = src, .ord = b->n - 1};
+        } else {
+            it = &b->item[b->slot[p]];
+        }
+        double s = w / ((double)REC_RANK_FUSE_K + (double)r);
+        it->score += s;
+        if (s > it->best) {
+            it->best = s;
+            it->why = src;
+        }
+    }
+}
+
+void rec_rank_blend_scale(rec_rank_blend *b, uint32_t idx, double f) {
+    uint32_t p = blend_slot(b, idx);
+    if (b->slot[p] != UINT32_MAX)
+        b->item[b->slot[p]].score *= f;
+}
+
+static int blend_cmp(const void *pa, const void *pb) {
+    const rec_rank_blend_item *a = pa, *b = pb;
+    if (a->score != b->score)
+        return a->score > b->score ? -1 : 1;
+    return a->ord < b->ord ? -1 : a->ord > b->ord;
+}
+
+size_t rec_rank_blend_rank(rec_rank_blend *b) {
+    qsort(b->item, b->n, sizeof *b->item, blend_cmp);
+    return b->n;
+}
+
 void rec_rank_mmr(const float *const *rows, const double *score, size_t m, uint32_t dim,
                   double lambda, uint32_t *order) {
     double rel[REC_RANK_MMR_MAX], maxsim[REC_RANK_MMR_MAX];

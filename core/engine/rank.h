@@ -45,6 +45,41 @@ void rec_rank_fuse_clear(rec_rank_fuse *f);
 /* Free the buffers (the struct itself is the caller's); f is then {0}. */
 void rec_rank_fuse_free(rec_rank_fuse *f);
 
+/* A blend: rank fusion of lists from named sources in double precision,
+ * remembering for each item the source that gave it the largest single
+ * contribution (why) and the order in which items were first proposed
+ * (ties rank the earlier first). Open-addressed by item index in memory
+ * the caller provides (rec_rank_blend_bytes), so nothing is freed and a
+ * Lua error cannot leak it. */
+typedef struct rec_rank_blend_item {
+    uint32_t idx;
+    uint32_t why;   /* the source of the largest contribution */
+    uint32_t ord;   /* position of first proposal */
+    double score;   /* sum of w / (REC_RANK_FUSE_K + rank) over the lists */
+    double best;    /* the largest single contribution */
+} rec_rank_blend_item;
+
+typedef struct rec_rank_blend {
+    rec_rank_blend_item *item; /* cap, in order of first proposal */
+    uint32_t *slot;            /* 2^bits positions in item, UINT32_MAX = empty */
+    unsigned bits;
+    uint32_t n, cap;
+} rec_rank_blend;
+
+/* Bytes of caller memory a blend of up to cap distinct items needs. */
+size_t rec_rank_blend_bytes(size_t cap);
+/* Set b up over mem (rec_rank_blend_bytes(cap) bytes, aligned for
+ * doubles); cap > 0. */
+void rec_rank_blend_init(rec_rank_blend *b, void *mem, size_t cap);
+/* Add the list h[0..n) (best first) with weight w (> 0) from source src.
+ * Items past the capacity are dropped (size it as the sum of the lists). */
+void rec_rank_blend_add(rec_rank_blend *b, const rec_hit *h, size_t n, double w, uint32_t src);
+/* Multiply item idx's score by f, when the blend holds it. */
+void rec_rank_blend_scale(rec_rank_blend *b, uint32_t idx, double f);
+/* Order the items best first (score descending, then first proposed
+ * first) into b->item[0..n) and return n; the blend takes no more adds. */
+size_t rec_rank_blend_rank(rec_rank_blend *b);
+
 /* Items that maximal marginal relevance orders at most. */
 #define REC_RANK_MMR_MAX 256
 

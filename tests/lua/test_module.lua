@@ -624,4 +624,145 @@ t.test("the click model's methods refuse bad input with a clear error", function
     db:close()
 end)
 
+t.test("db:blend: the sources' lists rank-fused in C, as the same fusion in Lua", function()
+    local db = recd.open(t.tmpdir(), {no_sync = true})
+    for i = 1, 40 do
+        local a = i * 0.37
+        db:item_put("i" .. i, {category = "c" .. (i % 4)}, {content = {math.cos(a), math.sin(a), (i % 5) / 5}})
+    end
+    db:counter("pop", 3600)
+    for i = 1, 40 do db:counter_add("pop", "i" .. i, (i * 7) % 13 + 1, 1000) end
+    db:batch(function()
+        for u = 1, 30 do
+            for j = 0, 5 do
+                db:event{user = "u" .. u, item = "i" .. ((u * 3 + j * 5) % 40 + 1), type = "click", ts = 100 + u * 10 + j}
+            end
+        end
+    end)
+    local me = "u7"
+    local opts = {seen_by = me, exclude = {"i2"}, ts = 1000}
+    -- the same fusion in Lua over the single-source methods
+    local function fuse(acc, order, hits, w, why)
+        for r, h in ipairs(hits) do
+            local c = acc[h.id]
+            if not c then
+                c = {id = h.id, score = 0.0, best = 0.0, ord = #order + 1}
+                acc[h.id] = c
+                order[#order + 1] = c
+            end
+            local s = w / (10 + r - 1)
+            c.score = c.score + s
+            if s > c.best then c.best, c.why = s, why end
+        end
+    end
+    local acc, order = {}, {}
+    fuse(acc, order, db:neighbors("i5", 15, opts), 2.0, "cooc")
+    fuse(acc, order, db:neighbors("i9", 15, opts), 1.0, "cooc")
+    fuse(acc, order, db:topk("content", db:profile(me, "content", 4), 15, opts), 1.0, "content")
+    fuse(acc, order, db:counter_top("pop", 15, opts), 0.3, "popular")
+    table.sort(order, function(a, b)
+        if a.score ~= b.score then return a.score > b.score end
+        return a.ord < b.ord
+    end)
+    local got = db:blend({
+        {"neighbors", item = "i5", w = 2.0, why = "cooc"},
+        {kind = "neighbors", item = "i9", why = "cooc"},
+        {"taste", user = me, space = "content", recent = 4, why = "content"},
+        {"counter", name = "pop", ts = 1000, w = 0.3, why = "popular"},
+        {"counter", name = "no such counter"},   -- adds nothing
+        {"neighbors", item = "unknown item"},      -- adds nothing
+        {"walk", seeds = {user = me}, w = 0},      -- not run
+    }, 8, {k = 15, seen_by = me, exclude = {"i2"}})
+    t.eq(#got, 8)
+    for i = 1, 8 do
+        t.eq(got[i].id, order[i].id, "rank " .. i)
+        t.near(got[i].score, order[i].score, 1e-5, "score " .. i)
+        t.eq(got[i].why, order[i].why, "why " .. i)
+    end
+    -- the history, exclude and seen_by hold for every source
+    local hist = {}
+    for _, h in ipairs(db:history(me, 100)) do hist[h.item] = true end
+    local all = db:blend({{"sample", k = 40}, {"walk", seeds = {"i5", "i9"}, steps = 500},
+                          {"similar", item = "i5"}, {"ease", user = me}}, 40, {seen_by = me, exclude = {"i2"}})
+    t.truthy(#all > 0, "answered")
+    local distinct = {}
+    for _, h in ipairs(all) do
+        t.truthy(not hist[h.id] and h.id ~= "i2", "left out: " .. h.id)
+        t.truthy(not distinct[h.id], "once: " .. h.id)
+        distinct[h.id] = true
+    end
+    -- shown_discount: a showing below shown_min discounts, one at or above
+    -- it leaves the item out
+    local base = db:blend({{"counter", name = "pop", ts = 1000}}, 3, {seen_by = me})
+    db:mark_shown(me, {base[1].id})
+    local w = db:shown(me)[base[1].id]
+    local d = db:blend({{"counter", name = "pop", ts = 1000}}, 40,
+                       {seen_by = me, shown_by = me, shown_min = w + 1, shown_discount = 0.5})
+    local found
+    for _, h in ipairs(d) do if h.id == base[1].id then found = h end end
+    t.near(found.score, base[1].score * 0.5 ^ w, 1e-9, "discounted by 0.5^weight")
+    d = db:blend({{"counter", name = "pop", ts = 1000}}, 40, {seen_by = me, shown_by = me, shown_min = w})
+    for _, h in ipairs(d) do t.truthy(h.id ~= base[1].id, "shown at shown_min: left out") end
+    -- bad input: clear errors
+    t.raises("invalid_params", db.blend, db, {{"nope"}})
+    t.raises("invalid_params", db.blend, db, {"neighbors"})
+    t.raises("invalid_params", db.blend, db, {{"neighbors", item = "i1", w = 0 / 0}})
+    t.raises("out_of_range", db.blend, db, {{"neighbors", item = "i1", k = -1}})
+    t.raises("not_found", db.blend, db, {{"taste", user = me, space = "nope"}})
+    t.raises("dimension_mismatch", db.blend, db, {{"topk", vector = {1, 0, 0, 0}}})
+    t.raises("out_of_range", db.blend, db, {{"walk", seeds = {user = me}, restart = 2}})
+    t.raises("invalid_params", db.blend, db, {{"walk", seeds = "x"}})
+    t.raises("invalid_params", db.blend, db, {}, 5, {shown_discount = 0})
+    t.eq(#db:blend({}, 5), 0, "no sources: nothing")
+    db:close()
+end)
+
+t.test("db:click_rank: expected value, catalogue draws, keep, bad input", function()
+    local db = recd.open(t.tmpdir(), {no_sync = true})
+    for _, id in ipairs{"a", "b", "c", "d", "e", "f", "g"} do db:item_put(id, {category = "x"}) end
+    db:event{user = "u", item = "a", type = "click"}
+    t.raises("not_found", db.click_rank, db, {user = "u"}, {{id = "b"}})
+    t.eq(db:click_model{kind = "lr", features = {"item"}}, true)
+    -- an untrained model predicts 0.5 for all: the order is the list's,
+    -- until what a conversion is worth tells the items apart
+    db:counter("v_sum", 0)
+    db:counter("v_cnt", 0)
+    db:counter_add("v_sum", "d", 30)
+    db:counter_add("v_cnt", "d", 1)
+    db:counter_add("v_sum", "b", 1)
+    db:counter_add("v_cnt", "b", 1)
+    local list = {{id = "b", strategy = "s"}, {id = "c"}, {id = "zzz"}, {id = "d"}, "junk"}
+    local out, learned = db:click_rank({user = "u"}, list)
+    t.eq(learned, 0)
+    t.eq(ids(out), "b,c,d,zzz", "no value: the list's order, unknown ids last")
+    t.eq(out[5], "junk")
+    t.eq(out[1], list[1], "the list's own tables")
+    t.near(out[1].p_click, 0.5, 1e-9)
+    t.near(out[1].score, 0.5 * (1 + 0.5), 1e-9, "p_click x (1 + p_conversion)")
+    out = db:click_rank({user = "u"}, list, {value = {sum = "v_sum", count = "v_cnt", mean = 2, prior = 1}})
+    t.eq(ids(out), "d,c,b,zzz", "the item whose conversions are worth most first")
+    -- rel = (sum + prior mean) / (count + prior) / mean
+    t.near(out[1].score, 0.5 * (1 + 0.5 * (30 + 2) / 2 / 2), 1e-9)
+    t.near(out[3].score, 0.5 * (1 + 0.5 * (1 + 2) / 2 / 2), 1e-9)
+    -- draws from the catalogue: never seen, excluded or listed; keep
+    out = db:click_rank({user = "u", exclude = {"e"}}, {{id = "b"}}, {sample = 100, explore = 1})
+    local got = {}
+    for _, it in ipairs(out) do
+        t.truthy(not got[it.id], "once: " .. it.id)
+        got[it.id] = true
+        t.truthy(it.p_click ~= nil and it.score ~= nil, "scored: " .. it.id)
+    end
+    t.eq(#out, 5, "b plus c, d, f, g")
+    t.truthy(not got.a and not got.e and got.b and got.g, ids(out))
+    t.eq(#db:click_rank({user = "u"}, {{id = "b"}}, {sample = 100, keep = 2}), 2)
+    -- bad input
+    t.raises("invalid_params", db.click_rank, db, {user = "u"}, {}, {explore = -1})
+    t.raises("out_of_range", db.click_rank, db, {user = "u"}, {}, {sample = -1})
+    t.raises("out_of_range", db.click_rank, db, {user = "u"}, {}, {keep = -1})
+    t.raises("invalid_params", db.click_rank, db, {user = "u"}, {}, {value = 5})
+    t.raises("not_found", db.click_rank, db, {user = "u"}, {}, {value = {sum = "nope", count = "v_cnt", mean = 1}})
+    t.raises("invalid_params", db.click_rank, db, {}, {{id = "b"}})
+    db:close()
+end)
+
 t.done()
