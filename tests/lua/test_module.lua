@@ -765,4 +765,28 @@ t.test("db:click_rank: expected value, catalogue draws, keep, bad input", functi
     db:close()
 end)
 
+t.test("db:discount_shown: shown items discounted and re-ranked, the rest kept", function()
+    local db = recd.open(t.tmpdir(), {no_sync = true})
+    for _, id in ipairs{"a", "b", "c"} do db:item_put(id) end
+    local list = {{id = "a", score = 3}, {id = "zzz", score = 2.5}, {id = "b", score = 2}, "junk", {id = "c"}}
+    t.eq(db:discount_shown("u", list), list, "nothing shown: the same table")
+    db:mark_shown("u", {"a"})
+    local out = db:discount_shown("u", list, 0.25)
+    t.truthy(out ~= list, "a new array")
+    t.eq(#out, 5)
+    t.eq(out[1].id, "zzz")
+    t.eq(out[2].id, "b")
+    t.eq(out[3].id, "a")
+    t.near(out[3].score, 3 * 0.25, 1e-9, "score x factor^weight")
+    t.eq(out[3].fatigue, 1.0)
+    t.eq(out[4], "junk", "entries without a score count 0, in list order")
+    t.eq(out[5].id, "c")
+    t.raises("invalid_params", db.discount_shown, db, "u", list, 0)
+    t.raises("invalid_params", db.discount_shown, db, "u", list, 1.5)
+    t.raises("invalid_params", db.discount_shown, db, {}, list)
+    local ok, err = pcall(db.discount_shown, db, "u", "x")
+    t.truthy(not ok and tostring(err):find("table expected", 1, true), tostring(err))
+    db:close()
+end)
+
 t.done()
