@@ -33,13 +33,14 @@
 -- the model's uncertainty favours what it knows little of: new items, new
 -- categories.
 --
--- Cost: one db:sample, one db:click_predict over the pool (C: features,
--- both models), one kv_get and two counter reads per candidate once a
--- conversion carried a value, with TASTE_K one db:profile and db:topk (a
--- scan of the space); O(pool log pool) Lua. Per conversion event with a
--- value: two counter adds and a kv write. Before WARM: one db:click_predict of
--- nothing.
--- Knobs: EXPLORE, CONVERSION_WEIGHT, SAMPLE, TASTE_K, TASTE_SPACE, WARM,
+-- Cost: one db:click_rank over the pool (in C: SAMPLE draws, the
+-- features, both models, the draws and the sort; two counter reads per
+-- candidate once a conversion carried a value) and one kv_get; with
+-- TASTE_K one db:profile and db:topk (a scan of the space). The Lua work
+-- is a table of the strategies' candidates. Per conversion event with a
+-- value: two counter adds and a kv write. Before WARM: one
+-- db:click_predict of nothing.
+-- Knobs: EXPLORE, CONVERSION_WEIGHT, SAMPLE, KEEP, TASTE_K, TASTE_SPACE, WARM,
 -- FILL_SPACE, VALUE_HALF_LIFE, VALUE_PRIOR,
 -- and the model's features.
 local EXPLORE = 0.5
@@ -53,6 +54,8 @@ local V_SUM, V_COUNT, V_MEAN = "click_conv_value", "click_conv_count", "click:co
 local TASTE_K, TASTE_SPACE = 0, "content"
 local FILL_SPACE = "content"
 local WARM = 200
+-- the ranked list handed on (to fatigue) is KEEP x n long
+local KEEP = 3
 
 local M = {}
 
@@ -68,31 +71,38 @@ M.model = {
     },
 }
 
--- A standard normal draw (Box-Muller).
-local function gauss()
-    local u = math.random()
-    if u < 1e-12 then u = 1e-12 end
-    return math.sqrt(-2 * math.log(u)) * math.cos(2 * math.pi * math.random())
-end
-
-local function logit(p)
-    if p < 1e-9 then p = 1e-9 elseif p > 1 - 1e-9 then p = 1 - 1e-9 end
-    return math.log(p / (1 - p))
-end
-
 function M.rerank(req, items)
     if req.user == nil then return items end
     local db = req.rec or rec
+    local n = math.tointeger(req.n) or 10
     -- no model declared, or too little learned yet: the strategies' order,
     -- a short list filled from the catalogue
     local ok, res, learned = pcall(db.click_predict, db, req, {})
     if not ok and not (type(res) == "table" and res.name == "not_found") then error(res, 0) end
-    local pool, have = {}, {}
-    for i, it in ipairs(items) do
-        pool[i] = it
-        have[it.id] = true
-    end
-    local function add(extra)
+    local warm = ok and learned >= WARM
+    local pool = items
+    local want = n - #items
+    if (warm and TASTE_K > 0 and db:space(TASTE_SPACE)) or (not warm and want > 0) then
+        pool = {}
+        local have = {}
+        for i, it in ipairs(items) do
+            pool[i] = it
+            have[it.id] = true
+        end
+        local extra
+        if warm then
+            local q = db:profile(req.user, TASTE_SPACE)
+            extra = q and db:topk(TASTE_SPACE, q, TASTE_K, {seen_by = req.user, exclude = req.exclude}) or {}
+        else
+            -- spread over content: three times the draws needed, the most
+            -- unlike each other kept (MMR without relevance; unchanged
+            -- without a FILL_SPACE)
+            extra = db:sample(3 * want, {seen_by = req.user, exclude = req.exclude})
+            if #extra > want and db:space(FILL_SPACE) then
+                extra = db:mmr(extra, {space = FILL_SPACE, lambda = 0, window = math.min(#extra, 256)})
+            end
+            for i = #extra, want + 1, -1 do extra[i] = nil end
+        end
         for _, it in ipairs(extra) do
             if not have[it.id] then
                 have[it.id] = true
@@ -101,49 +111,15 @@ function M.rerank(req, items)
             end
         end
     end
-    local n = math.tointeger(req.n) or 10
-    if not ok or learned < WARM then
-        local want = n - #pool
-        if want > 0 then
-            -- spread over content: three times the draws needed, the most
-            -- unlike each other kept (MMR without relevance; unchanged
-            -- without a FILL_SPACE)
-            local drawn = db:sample(3 * want, {seen_by = req.user, exclude = req.exclude})
-            if #drawn > want and db:space(FILL_SPACE) then
-                drawn = db:mmr(drawn, {space = FILL_SPACE, lambda = 0, window = math.min(#drawn, 256)})
-            end
-            for i = #drawn, want + 1, -1 do drawn[i] = nil end
-            add(drawn)
-        end
-        return pool
-    end
-    if TASTE_K > 0 and db:space(TASTE_SPACE) then
-        local q = db:profile(req.user, TASTE_SPACE)
-        if q then
-            add(db:topk(TASTE_SPACE, q, TASTE_K, {seen_by = req.user, exclude = req.exclude}))
-        end
-    end
-    if SAMPLE > 0 then
-        add(db:sample(SAMPLE, {seen_by = req.user, exclude = req.exclude}))
-    end
-    db:click_predict(req, pool)
+    if not warm then return pool end
+    -- the draws from the catalogue, the prediction, Thompson sampling and
+    -- the expected value, in C (db:click_rank); the best KEEP x n go on
     local m = db:kv_get(V_MEAN)
-    local mean = type(m) == "table" and m.n > 0 and m.sum / m.n or nil
-    local now = req.now
-    for _, it in ipairs(pool) do
-        local p = it.p_click or 0
-        local z = logit(p) + EXPLORE * (it.click_sd or 0) * gauss()
-        local draw = 1 / (1 + math.exp(-z))
-        local rel = 1
-        if mean and mean > 0 then
-            local sum = db:counter_get(V_SUM, it.id, now)
-            local cnt = db:counter_get(V_COUNT, it.id, now)
-            rel = (sum + VALUE_PRIOR * mean) / (cnt + VALUE_PRIOR) / mean
-        end
-        it.score = draw * (1 + CONVERSION_WEIGHT * (it.p_conversion or 0) * rel)
-    end
-    table.sort(pool, function(a, b) return a.score > b.score end)
-    return pool
+    local mean = type(m) == "table" and m.n > 0 and m.sum / m.n or 0
+    return (db:click_rank(req, pool, {
+        sample = SAMPLE, explore = EXPLORE, conversion_weight = CONVERSION_WEIGHT, keep = KEEP * n,
+        value = {sum = V_SUM, count = V_COUNT, mean = mean, prior = VALUE_PRIOR},
+    }))
 end
 
 function M.on_load()
