@@ -17,6 +17,7 @@ void rec_graph_close(rec_graph *g) {
     for (uint32_t i = 0; i < g->nitems; i++) {
         free(g->aud[i].u);
         free(g->cooc[i].e);
+        free(g->cooc[i].top);
     }
     free(g->users);
     free(g->aud);
@@ -114,6 +115,7 @@ static int cooc_add(rec_graph *g, uint32_t a, uint32_t b, float w) {
     if (!p)
         return REC_ENOMEM;
     *p += w;
+    g->cooc[a].fresh = 0;
     g->edges += (uint64_t)created;
     return 0;
 }
@@ -228,21 +230,47 @@ static int skipped(const uint64_t *skip, size_t words, uint32_t i) {
     return skip && (size_t)(i >> 6) < words && (skip[i >> 6] >> (i & 63) & 1);
 }
 
-size_t rec_graph_neighbors(const rec_graph *g, uint32_t item,
+/* Every neighbour of row c with a weight, not skipped, into tk. */
+static void cooc_scan(const rec_cooc *c, const uint64_t *skip, size_t skip_words, rec_topk *tk) {
+    for (uint32_t s = 0; s < c->cap; s++) {
+        if (!c->e[s].key || c->e[s].w <= 1e-6f)
+            continue;
+        uint32_t j = c->e[s].key - 1;
+        if (!skipped(skip, skip_words, j))
+            rec_topk_push(tk, j, c->e[s].w);
+    }
+}
+
+size_t rec_graph_neighbors(rec_graph *g, uint32_t item,
                            const uint64_t *skip, size_t skip_words, size_t k,
                            rec_hit *out) {
     rec_topk tk;
     rec_topk_init(&tk, out, k);
-    if (item < g->nitems) {
-        const rec_cooc *c = &g->cooc[item];
-        for (uint32_t s = 0; s < c->cap; s++) {
-            if (!c->e[s].key || c->e[s].w <= 1e-6f)
-                continue;
-            uint32_t j = c->e[s].key - 1;
-            if (!skipped(skip, skip_words, j))
-                rec_topk_push(&tk, j, c->e[s].w);
+    if (item >= g->nitems)
+        return 0;
+    rec_cooc *c = &g->cooc[item];
+    if (c->n > REC_GRAPH_TOP_MIN && k <= REC_GRAPH_TOP_CAP) {
+        if (!c->top)
+            c->top = malloc(REC_GRAPH_TOP_CAP * sizeof *c->top);
+        if (c->top && !c->fresh) {
+            rec_topk all;
+            rec_topk_init(&all, c->top, REC_GRAPH_TOP_CAP);
+            cooc_scan(c, NULL, 0, &all);
+            c->ntop = (uint32_t)rec_topk_finish(&all);
+            c->fresh = 1;
+        }
+        if (c->top) {
+            /* the ranked head, filtered: the answer when it yields k, or
+             * when it holds every neighbour with a weight */
+            size_t n = 0;
+            for (uint32_t i = 0; i < c->ntop && n < k; i++)
+                if (!skipped(skip, skip_words, c->top[i].idx))
+                    out[n++] = c->top[i];
+            if (n == k || c->ntop < REC_GRAPH_TOP_CAP)
+                return n;
         }
     }
+    cooc_scan(c, skip, skip_words, &tk);
     return rec_topk_finish(&tk);
 }
 
@@ -397,11 +425,14 @@ void rec_graph_forget_item(rec_graph *g, uint32_t item) {
         uint32_t j = c->e[s].key - 1;
         int created = 0;
         float *p = j < g->nitems ? cooc_slot(&g->cooc[j], item, 0, &created) : NULL;
-        if (p)
+        if (p) {
             *p = 0.0f;
+            g->cooc[j].fresh = 0;
+        }
     }
     g->edges -= c->n;
     free(c->e);
+    free(c->top);
     memset(c, 0, sizeof *c);
     rec_ulist *a = &g->aud[item];
     free(a->u);

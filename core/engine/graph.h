@@ -50,7 +50,19 @@ typedef struct rec_cooc_slot {
 typedef struct rec_cooc {
     rec_cooc_slot *e;
     uint32_t n, cap; /* cap: power of two or 0 */
+    /* The strongest neighbours in rank order, kept for rows of more than
+     * REC_GRAPH_TOP_MIN entries once asked for (malloc'd,
+     * REC_GRAPH_TOP_CAP long): rec_graph_neighbors reads them instead of
+     * the whole row. Valid while `fresh`; any change of the row clears it. */
+    rec_hit *top;
+    uint32_t ntop;
+    uint32_t fresh;
 } rec_cooc;
+
+/* Rows longer than this keep their strongest REC_GRAPH_TOP_CAP neighbours
+ * ranked between changes. */
+#define REC_GRAPH_TOP_MIN 64
+#define REC_GRAPH_TOP_CAP 128
 
 typedef struct rec_graph {
     uint32_t window;   /* co-occurrence window, items */
@@ -91,8 +103,10 @@ const rec_hentry *rec_graph_history(const rec_graph *g, uint32_t user,
 float rec_graph_cooc(const rec_graph *g, uint32_t a, uint32_t b);
 
 /* Strongest co-occurrence neighbours of item, skipping bits set in skip
- * (may be NULL). O(degree log k). Returns hits written. */
-size_t rec_graph_neighbors(const rec_graph *g, uint32_t item,
+ * (may be NULL). O(degree log k), or O(REC_GRAPH_TOP_CAP) for a long row
+ * asked for again before it changed (ranked once, kept in the row; the
+ * answer is the same). Returns hits written. */
+size_t rec_graph_neighbors(rec_graph *g, uint32_t item,
                            const uint64_t *skip, size_t skip_words, size_t k,
                            rec_hit *out);
 

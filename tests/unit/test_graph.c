@@ -578,6 +578,79 @@ static void test_walk_deterministic_and_skip(void **state) {
     rec_graph_close(&g);
 }
 
+/* The answer rec_graph_neighbors must give: every neighbour of item with
+ * a weight above 1e-6, not skipped, by weight then index. */
+static size_t brute_neighbors(const rec_graph *g, uint32_t item, uint32_t bound,
+                              const uint64_t *skip, size_t k, rec_hit *out) {
+    rec_topk tk;
+    rec_topk_init(&tk, out, k);
+    for (uint32_t j = 0; j < bound; j++) {
+        float w = j == item ? 0.0f : rec_graph_cooc(g, item, j);
+        if (w > 1e-6f && !(skip && skip[j >> 6] >> (j & 63) & 1))
+            rec_topk_push(&tk, j, w);
+    }
+    return rec_topk_finish(&tk);
+}
+
+static void expect_neighbors(rec_graph *g, uint32_t item, uint32_t bound,
+                             const uint64_t *skip, size_t words, size_t k) {
+    rec_hit got[300], want[300];
+    size_t n = rec_graph_neighbors(g, item, skip, words, k, got);
+    size_t m = brute_neighbors(g, item, bound, skip, k, want);
+    assert_int_equal(n, m);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(got[i].idx, want[i].idx);
+        assert_true(got[i].score == want[i].score);
+    }
+}
+
+/* A long row keeps its ranked head between changes: the answers equal a
+ * full ranking whatever the skip map (including one that leaves fewer
+ * than k in the head), and follow every change of the row. */
+static void test_neighbors_ranked_head(void **state) {
+    (void)state;
+    enum { HUB = 0, ITEMS = 300 };
+    rec_graph g;
+    rec_graph_init(&g, 4);
+    uint32_t user = 0;
+    for (uint32_t j = 1; j <= ITEMS; j++) {
+        for (uint32_t r = 0; r <= j % 13; r++, user++) {
+            add(&g, user, HUB, 1.0f);
+            add(&g, user, j, 1.0f);
+        }
+    }
+    assert_true(g.cooc[HUB].n > REC_GRAPH_TOP_MIN);
+    uint64_t none[5] = {0}, some[5] = {0}, most[5];
+    for (uint32_t j = 0; j < 320; j += 3)
+        some[j >> 6] |= 1ull << (j & 63);
+    memset(most, 0xff, sizeof most);
+    for (uint32_t j = 1; j <= ITEMS; j += 37)
+        most[j >> 6] &= ~(1ull << (j & 63));
+    size_t ks[] = {1, 10, 30, 128, 200};
+    for (int round = 0; round < 4; round++) {
+        for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
+            expect_neighbors(&g, HUB, ITEMS + 1, NULL, 0, ks[i]);
+            expect_neighbors(&g, HUB, ITEMS + 1, none, 5, ks[i]);
+            expect_neighbors(&g, HUB, ITEMS + 1, some, 5, ks[i]);
+            expect_neighbors(&g, HUB, ITEMS + 1, most, 5, ks[i]);
+        }
+        if (round == 0) { /* new weight for one neighbour: it leads */
+            for (uint32_t r = 0; r < 20; r++, user++) {
+                add(&g, user, HUB, 1.0f);
+                add(&g, user, 250, 1.0f);
+            }
+            rec_hit top[1];
+            assert_int_equal(rec_graph_neighbors(&g, HUB, NULL, 0, 1, top), 1);
+            assert_int_equal(top[0].idx, 250);
+        } else if (round == 1) {
+            rec_graph_forget_user(&g, user - 1);
+        } else if (round == 2) {
+            rec_graph_forget_item(&g, 250);
+        }
+    }
+    rec_graph_close(&g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_history_order),
@@ -585,6 +658,7 @@ int main(void) {
         cmocka_unit_test(test_cooc_symmetric_random),
         cmocka_unit_test(test_negative_feedback),
         cmocka_unit_test(test_neighbors),
+        cmocka_unit_test(test_neighbors_ranked_head),
         cmocka_unit_test(test_forget_user),
         cmocka_unit_test(test_forget_item),
         cmocka_unit_test(test_forget_item_then_users),
