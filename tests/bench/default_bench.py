@@ -103,7 +103,7 @@ class Config:
         if quick:
             self.items, self.users, self.per_user = 5000, 1000, 10
             self.runs = 1
-            self.n_rec, self.n_rec_c50, self.n_event, self.n_chunk = 300, 300, 10000, 2000
+            self.n_rec, self.n_rec_c50, self.n_event, self.n_chunk = 300, 300, 5000, 1000
             self.n_feedback = 50
             self.scale_items = [2000, 5000, 20000]
             self.scale_hist = [(10, 1000), (100, 100), (1000, 10)]   # (per user, users)
