@@ -29,20 +29,25 @@ it. Then, with `recd bench` as the client (plain ids u1.., i1..: --prefix ''):
               with the lists' rec_id until policies/click.lua's WARM
               examples are learned, then one client as in `recommend`
   event       durable event.add (clicks of the fixture's users on its items)
-              at -c 50 -P 32: events/s, p99; once between trainings (the
-              schedule paused) and once with the schedule on as shipped
-              (a training starts each time the log grew by 10%); the click
-              model ranks by then, as on a server that has run a while
+              at -c 50 -P 32: events/s, p99; between trainings (the
+              schedule paused), in rounds alternating with the two Redis
+              servers of the redis part, then once with the schedule on as
+              shipped (a training starts each time the log grew by 10%);
+              the click model ranks by then, as on a server that has run a
+              while
   train       model.train {model = "all"} (ials and EASE) on the idle server,
               then the same training while event.add runs at -c 50 -P 32:
               both durations and the events/s and p99 of the event chunks
               that ran entirely inside the training (they add millions of
               events: this part comes last on the main fixture)
   redis       Debian's redis-server, appendonly yes + appendfsync always,
-              then without persistence, each driven by redis-benchmark with
-              EVAL (LPUSH + INCR, as tests/bench/server_bench.sh) at -c 50
-              -P 32; the ratios of event.add (between trainings, and while
-              training) to both
+              and one without persistence, each driven by redis-benchmark
+              with EVAL (LPUSH + INCR, as tests/bench/server_bench.sh) at
+              -c 50 -P 32, in the event part's rounds (recd, then each
+              Redis, within seconds: the ratios are the medians of the
+              rounds' ratios); the ratios of event.add between trainings
+              and while training (against the same Redis figures, measured
+              minutes before) to both
   scale       rec.recommend one client, p50 and p99, on fresh servers with
               10k, 100k and 1M items (100k users of 10 events) and with 10,
               100 and 1,000 events per user (1M events: 100k, 10k and 1k
@@ -355,10 +360,7 @@ def event_args(cfg, n):
 
 
 def part_event(srv, cfg, res):
-    r = recd_bench(srv, cfg, *event_args(cfg, cfg.n_event))
-    res["event"] = r
-    bench_line("default_event_c50_P32", r["rps"], "events/s")
-    bench_line("default_event_c50_P32_p99", r["p99"], "ms")
+    event_rounds(srv, res["tmp"], cfg, res, res["with_redis"])
     # as shipped: the schedule on, a training each time the log grew by 10%
     with srv.client() as c:
         before = trainings(c)
@@ -502,65 +504,109 @@ def part_click(srv, cfg, res):
 
 # ---- redis --------------------------------------------------------------------
 
+class Redis:
+    """A redis-server on a folder under tmp (the same filesystem as recd's)."""
+
+    def __init__(self, tmp, name, args):
+        self.dir = os.path.join(tmp, "redis-" + name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = None
+        for _ in range(5):
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+                 "--daemonize", "no", "--save", ""] + args,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(100):
+                if subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
+                                  text=True).stdout.strip() == "PONG":
+                    return
+                time.sleep(0.1)
+            self.stop()
+        raise RuntimeError("redis-server did not come up")
+
+    def bench(self, n):
+        """redis-benchmark EVAL (LPUSH + INCR) at -c 50 -P 32: (rps, p99)."""
+        r = subprocess.run(["redis-benchmark", "-p", str(self.port), "--csv", "-c", "50",
+                            "-P", "32", "-n", str(n), "-r", "100000", "EVAL",
+                            REDIS_SCRIPT, "2", "ev", "cnt", REDIS_PAYLOAD],
+                           capture_output=True, text=True, check=True)
+        # "test","rps","avg","min","p50","p95","p99","max": the last row
+        row = r.stdout.strip().splitlines()[-1].strip('"').split('","')
+        return float(row[1]), float(row[6])
+
+    def stop(self):
+        if self.proc is None:
+            return
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"],
+                       capture_output=True)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+def have_redis():
+    return bool(shutil.which("redis-server") and shutil.which("redis-benchmark"))
+
+
+def event_rounds(srv, tmp, cfg, res, with_redis):
+    """event.add on srv and EVAL on both Redis servers, round by round
+    (each round: recd, Redis with appendfsync always, Redis without
+    persistence), so that each ratio compares runs made within seconds of
+    each other on the shared machine: the medians of the runs and of the
+    rounds' ratios. Either side may be absent (srv None, or no Redis)."""
+    redis = {}
+    try:
+        if with_redis:
+            redis["aof"] = Redis(tmp, "aof", ["--appendonly", "yes", "--appendfsync", "always"])
+            redis["nopersist"] = Redis(tmp, "nopersist", ["--appendonly", "no"])
+        rounds = []
+        for _ in range(cfg.runs):
+            rnd = {}
+            if srv is not None:
+                r = recd_bench(srv, cfg, *event_args(cfg, cfg.n_event), runs=1)
+                rnd["recd"] = (r["rps"], r["p99"])
+            for name, rs in redis.items():
+                rnd[name] = rs.bench(cfg.n_event)
+            rounds.append(rnd)
+    finally:
+        for rs in redis.values():
+            rs.stop()
+    med = {k: (median([r[k][0] for r in rounds]), median([r[k][1] for r in rounds]))
+           for k in rounds[0]}
+    if "recd" in med:
+        res["event"] = {"rps": med["recd"][0], "p99": med["recd"][1]}
+        bench_line("default_event_c50_P32", med["recd"][0], "events/s")
+        bench_line("default_event_c50_P32_p99", med["recd"][1], "ms")
+    for name in redis:
+        res["redis_" + name] = {"rps": med[name][0], "p99": med[name][1]}
+        tail = "" if name == "aof" else "_nopersist"
+        bench_line("default_redis_eval_event_c50_P32" + tail, med[name][0], "events/s")
+        bench_line("default_redis_eval_event_c50_P32%s_p99" % tail, med[name][1], "ms")
+        if "recd" in med:
+            ratio = median([r["recd"][0] / r[name][0] for r in rounds])
+            res["ratio_" + name] = ratio
+            bench_line("ratio_default_event_over_redis" + tail, ratio, "ratio")
+
+
 def part_redis(tmp, cfg, res):
-    if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
+    """Redis alone (--only redis without event); with the event part, its
+    rounds run there, interleaved with recd's."""
+    if not have_redis():
         say("  redis-server/redis-benchmark not installed: no comparison")
         return
-    n = cfg.n_event
-    for name, args in (("aof", ["--appendonly", "yes", "--appendfsync", "always"]),
-                       ("nopersist", ["--appendonly", "no"])):
-        d = os.path.join(tmp, "redis-" + name)
-        os.makedirs(d, exist_ok=True)
-        proc = None
-        for _ in range(5):
-            port = free_port()
-            proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                     "--dir", d, "--daemonize", "no", "--save", ""] + args,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(100):
-                if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                                  text=True).stdout.strip() == "PONG":
-                    break
-                time.sleep(0.1)
-            else:
-                proc.kill()
-                proc.wait()
-                proc = None
-                continue
-            break
-        if proc is None:
-            raise RuntimeError("redis-server did not come up")
-        try:
-            rps, p99 = [], []
-            for _ in range(cfg.runs):
-                r = subprocess.run(["redis-benchmark", "-p", str(port), "--csv", "-c", "50",
-                                    "-P", "32", "-n", str(n), "-r", "100000", "EVAL",
-                                    REDIS_SCRIPT, "2", "ev", "cnt", REDIS_PAYLOAD],
-                                   capture_output=True, text=True, check=True)
-                # "test","rps","avg","min","p50","p95","p99","max": the last row
-                row = r.stdout.strip().splitlines()[-1].strip('"').split('","')
-                rps.append(float(row[1]))
-                p99.append(float(row[6]))
-        finally:
-            subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"],
-                           capture_output=True)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        res["redis_" + name] = {"rps": median(rps), "p99": median(p99)}
-        suffix = "" if name == "aof" else "_nopersist"
-        bench_line("default_redis_eval_event_c50_P32" + suffix, median(rps), "events/s")
-        bench_line("default_redis_eval_event_c50_P32%s_p99" % suffix, median(p99), "ms")
-    ev, tr = res.get("event"), res.get("train")
-    for name, r in (("aof", res.get("redis_aof")), ("nopersist", res.get("redis_nopersist"))):
-        tail = "" if name == "aof" else "_nopersist"
-        if ev:
-            bench_line("ratio_default_event_over_redis" + tail, ev["rps"] / r["rps"], "ratio")
-        if tr and tr["rate"] == tr["rate"]:
-            bench_line("ratio_default_event_training_over_redis" + tail, tr["rate"] / r["rps"],
-                       "ratio")
+    if "redis_aof" not in res:
+        event_rounds(None, tmp, cfg, res, True)
+    tr = res.get("train")
+    for name in ("aof", "nopersist"):
+        r = res.get("redis_" + name)
+        if r and tr and tr["rate"] == tr["rate"]:
+            # the training's chunks ran minutes after the Redis rounds
+            bench_line("ratio_default_event_training_over_redis" +
+                       ("" if name == "aof" else "_nopersist"), tr["rate"] / r["rps"], "ratio")
 
 
 # ---- scale --------------------------------------------------------------------
@@ -632,8 +678,8 @@ def table(cfg, res):
         if name in res:
             r = res[name]
             ratio = ""
-            if "event" in res:
-                ratio = "; recd %.2fx" % (res["event"]["rps"] / r["rps"])
+            if "ratio_" + name[6:] in res:
+                ratio = "; recd %.2fx" % res["ratio_" + name[6:]]
                 if "train" in res and res["train"]["rate"] == res["train"]["rate"]:
                     ratio += " (%.2fx training)" % (res["train"]["rate"] / r["rps"])
             row(label + ", -c 50 -P 32", "%.0f/s, p99 %.2f ms%s" % (r["rps"], r["p99"], ratio),
@@ -711,7 +757,7 @@ def main(argv):
     say("== the default configuration: %s serve, scripts/ and policies/ of %s; %s (%s), %s cpus, "
         "load average %.2f%s" % (recd, ROOT, tmp, fs.strip() or "?", os.cpu_count(),
                                  os.getloadavg()[0], ", quick" if quick else ""))
-    res = {}
+    res = {"tmp": tmp, "with_redis": "redis" in parts and have_redis()}
     srv = None
     try:
         if MAIN_PARTS & set(parts):
