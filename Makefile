@@ -6,7 +6,9 @@
 #   make chaos           kill -9 and failed commits under load (tests/chaos)
 #   make test-cluster    a node over a 3-server NATS JetStream cluster
 #                        (tests/cluster; docs/cluster.md)
-#   make bench           benchmarks on the optimised build
+#   make bench           benchmarks on the optimised build, first the default
+#                        configuration as `make run` serves it (10-15 min)
+#   make bench-default   that one alone (BENCH_ARGS='--quick' or '--only PART')
 #   make fuzz            libFuzzer targets, 60 s each (tests/fuzz/run.sh)
 #   make run             serve ./data on 127.0.0.1:7700 (demo data loaded on first
 #                        run); DATA=DIR and LISTEN=HOST:PORT choose others
@@ -22,7 +24,8 @@ BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
 # mdb_dump, which reads data folders for the replay and chaos suites).
 TEST_PKGS  := libcmocka-dev lua5.4 python3 python3-msgpack python3-pytest \
               valgrind clang libclang-rt-14-dev lmdb-utils
-# make bench: Redis for the server comparison, Python for the pipeline bench.
+# make bench: Redis for the server comparisons, Python for the default
+# configuration's and the pipeline's benches.
 BENCH_PKGS := redis-server redis-tools python3 python3-msgpack
 # make fuzz
 FUZZ_PKGS  := clang libclang-rt-14-dev
@@ -93,7 +96,8 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 # One stamp per package list: build/.deps-build, -test, -bench, -fuzz.
 DEPS_STAMP := build/.deps-build
 
-.PHONY: FORCE all deps test test-unit test-lua bench fuzz run clean install uninstall examples
+.PHONY: FORCE all deps test test-unit test-lua bench bench-default fuzz run clean install uninstall \
+        examples
 .DEFAULT_GOAL := all
 
 all: $(DEPS_STAMP) recd $(LUAMOD) examples
@@ -179,18 +183,31 @@ test: $(DEPS_STAMP) build/.deps-test
 
 build-tests: $(LIB) $(LUAMOD) $(BIN) $(UNIT_BIN) $(EXAMPLE_BIN)
 
+# The first figures are the default configuration's: `recd serve` as `make
+# run` starts it (the shipped scripts and policies) on 100k items and 1M
+# events, with Redis side by side (tests/bench/default_bench.py). The
+# server and pipeline benches after it measure lighter configurations (the
+# built-in pipeline; the shipped one on 2,000 users of 10 events).
 bench: $(DEPS_STAMP) build/.deps-bench $(BENCH_BIN) $(BIN)
+	@echo "== the default configuration (make run) at 100k items / 1M events, against Redis"
+	@/usr/bin/python3 tests/bench/default_bench.py $(BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
-	@echo "== server (recd bench against redis-benchmark)"
+	@echo "== server, built-in pipeline (lighter configuration: no scripts or policies), against redis-benchmark"
 	@sh tests/bench/server_bench.sh $(BIN)
 	@echo "== transport (a message in 1 KiB pieces, deletes under a write stream)"
 	@/usr/bin/python3 tests/bench/transport_bench.py $(BIN)
-	@echo "== default pipeline at 100k items"
+	@echo "== shipped pipeline, lighter configuration: 100k items, 2,000 users of 10 events"
 	@/usr/bin/python3 tests/bench/pipeline_bench.py $(BIN)
 	@echo "== recd eval on MovieLens (skipped without the data)"
 	@sh tests/bench/eval_bench.sh $(BIN)
 	@echo "== the server over the protocol against the in-process replay (MovieLens; skipped without it)"
 	@sh tests/bench/replay_agreement.sh $(BIN)
+
+# make bench-default [BENCH_ARGS='--quick' | '--only PART,...']: the default
+# configuration alone (its parts: tests/bench/default_bench.py --help).
+BENCH_ARGS ?=
+bench-default: $(DEPS_STAMP) build/.deps-bench $(BIN)
+	@/usr/bin/python3 tests/bench/default_bench.py $(BIN) $(BENCH_ARGS)
 
 # clang + libFuzzer builds of the msgpack harnesses, into build/fuzz.
 fuzz: $(DEPS_STAMP) build/.deps-fuzz
