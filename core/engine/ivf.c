@@ -241,9 +241,15 @@ static int list_grow(ivf_list *l, uint32_t cap, size_t stride) {
     float *inv = ids ? realloc(l->inv, (size_t)cap * sizeof *inv) : NULL;
     if (inv)
         l->inv = inv;
-    float *vecs = inv ? realloc(l->vecs, (size_t)cap * stride * sizeof *vecs) : NULL;
+    /* Rows on cache-line boundaries, as in the matrix: no load straddles
+     * two lines. */
+    size_t bytes = ((size_t)cap * stride * sizeof(float) + 63) & ~(size_t)63;
+    float *vecs = inv ? aligned_alloc(64, bytes) : NULL;
     if (!vecs)
         return REC_ENOMEM;
+    if (l->n)
+        memcpy(vecs, l->vecs, (size_t)l->n * stride * sizeof(float));
+    free(l->vecs);
     l->vecs = vecs;
     l->cap = cap;
     return 0;
@@ -514,11 +520,19 @@ static int probe_list(rec_ivf *ix, uint32_t c, const float *q,
         ix->bufcap = l->n * 2;
     }
     rec_vec_dot_rows(l->vecs, ix->stride, l->n, q, ix->dim, ix->buf);
+    /* Most rows do not beat the k-th best once the heap is full: test
+     * that here, before the skip bits and the heap. Ties at the threshold
+     * go to the heap, which orders them by index. */
+    float thr = rec_topk_threshold(t);
     for (uint32_t j = 0; j < l->n; j++) {
-        uint32_t r = l->ids[j];
         float s = ix->buf[j] * l->inv[j];
-        if (s == s && !skipped(exclude, words, r)) /* NaN never ranks */
-            rec_topk_push(t, r, s);
+        if (!(s >= thr)) /* NaN never ranks */
+            continue;
+        uint32_t r = l->ids[j];
+        if (skipped(exclude, words, r))
+            continue;
+        rec_topk_push(t, r, s);
+        thr = rec_topk_threshold(t);
     }
     return 0;
 }
