@@ -318,6 +318,13 @@ static int sparse_topk(const rec_space *s, const rec_matrix *m, const float *q,
     return (int)rec_topk_finish(&t);
 }
 
+/* Train indexes on the caller's thread (see rec_space_ann_sync). */
+static int ann_sync;
+
+void rec_space_ann_sync(int on) {
+    ann_sync = on;
+}
+
 static int ann_make(const rec_space *s, rec_matrix *m) {
     if (m->ivf)
         return 0;
@@ -333,7 +340,7 @@ static int ann_topk(const rec_space *s, rec_matrix *m, const float *q,
     int rc = ann_make(s, m);
     rec_ivf_rows v = ivf_view(s, m);
     if (!rc)
-        rc = rec_ivf_maintain(m->ivf, &v, 0);
+        rc = rec_ivf_maintain(m->ivf, &v, ann_sync);
     if (rc)
         return REC_EBUSY; /* no memory for the index: the exact scan */
     return rec_ivf_topk(m->ivf, &v, q, exclude, exclude_words,

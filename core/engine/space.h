@@ -146,6 +146,11 @@ int rec_space_topk_how(const rec_space *s, rec_kind k, const float *q,
  * it (tests, tools, warm-up); later changes keep it in step as usual.
  * 0, REC_ENOMEM, or REC_EINVAL when the matrix holds no rows. */
 int rec_space_ann_build(rec_space *s, rec_kind k);
+/* on: every index trains on the thread that needs it, at once, instead
+ * of in the background, so that what a scan answers does not depend on
+ * how fast a training thread runs (replays that must repeat exactly:
+ * recd eval, recd sim). Process-wide; call before threads use spaces. */
+void rec_space_ann_sync(int on);
 /* The index's state (all zero when there is none). */
 void rec_space_ann_stats(const rec_space *s, rec_kind k, rec_ivf_stats *st);
 

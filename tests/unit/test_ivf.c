@@ -330,6 +330,37 @@ static void test_free_while_training(void **state) {
     rec_space_free(s);
 }
 
+/* Synchronous training (replays): the first large scan trains and
+ * installs the index before it answers, through the index. */
+static void test_sync(void **state) {
+    rec_space_ann_sync(1);
+    rec_space *s = planted(1);
+    rec_hit a[30], e[30];
+    int n = rec_space_topk(s, REC_KIND_ITEM, dirs[8], 1, NULL, 0, 30, a);
+    rec_ivf_stats st;
+    stats(s, &st);
+    assert_int_equal(st.training, 0);
+    assert_int_equal(st.trainings, 1);
+    expect_all_indexed(s);
+    int ne = exact(s, dirs[8], NULL, 0, 30, e);
+    assert_int_equal(n, ne);
+    assert_true(recall(a, n, e, ne) >= 0.95);
+    /* Growth trains again at the next scan, at once. */
+    rec_rng r;
+    rec_rng_seed(&r, 53);
+    float v[DIM];
+    for (uint32_t i = ROWS; i < 2 * ROWS + 1; i++) {
+        planted_row(&r, i % CLUSTERS, 0.05f, v);
+        assert_int_equal(rec_space_set(s, REC_KIND_ITEM, i, v, REC_SET_CLEAN), 0);
+    }
+    (void)rec_space_topk(s, REC_KIND_ITEM, dirs[8], 1, NULL, 0, 30, a);
+    stats(s, &st);
+    assert_int_equal(st.trainings, 2);
+    assert_int_equal(st.trained_on, 2 * ROWS + 1);
+    rec_space_ann_sync(0);
+    rec_space_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_and_recall),
@@ -338,6 +369,7 @@ int main(void) {
         cmocka_unit_test(test_when_exact),
         cmocka_unit_test(test_background_and_retrain),
         cmocka_unit_test(test_free_while_training),
+        cmocka_unit_test(test_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
