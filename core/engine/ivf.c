@@ -14,6 +14,9 @@
 #define NONE UINT32_MAX
 #define KMEANS_ITERS 10
 #define SAMPLE_PER_LIST 64 /* k-means trains on at most this many rows a list */
+#define CHECK_QUERIES 32   /* rows the self-check asks for their neighbours */
+#define CHECK_K 30         /* neighbours it compares */
+#define CHECK_RECALL 0.95  /* recall@CHECK_K it asks of a probe count */
 
 /* A list keeps a copy of its rows side by side, so that a probe reads
  * them in one stream instead of gathering rows spread over the matrix. */
@@ -38,6 +41,8 @@ typedef struct job {
     uint64_t seed;
     float *cent;       /* out: nlist unit centroids of dim floats */
     uint32_t *assign;  /* out: list of rows[i] */
+    uint32_t probe_need; /* out: lists to probe for CHECK_RECALL on the
+                            self-check, 0 when more than an eighth */
     int rc;            /* out: 0 or REC_ENOMEM */
     int discard;       /* the owner could not track changes: drop the
                           result (the owner's field, never the thread's) */
@@ -58,6 +63,7 @@ struct rec_ivf {
     rec_hit *order;     /* nlist, probe order of a query */
     int ready;          /* a training is installed and every present row
                            is in a list */
+    uint32_t probe_need; /* from the installed training (see job) */
     uint32_t indexed, trained_on, trainings, changed;
     uint64_t drift;
     job *job;           /* training under way, or NULL */
@@ -127,6 +133,99 @@ static uint32_t nearest(const float *cent, uint32_t nlist, uint32_t dim,
     return best;
 }
 
+static size_t overlap(const rec_hit *a, size_t na, const rec_hit *b,
+                      size_t nb) {
+    size_t same = 0;
+    for (size_t i = 0; i < na; i++)
+        for (size_t k = 0; k < nb; k++)
+            if (a[i].idx == b[k].idx) {
+                same++;
+                break;
+            }
+    return same;
+}
+
+/* How many lists must a query probe? CHECK_QUERIES random copied rows ask
+ * for their CHECK_K nearest: exactly, over every row, and through 1, 2, 4,
+ * ... lists, best centroid first; probe_need is the first count whose
+ * mean recall reaches CHECK_RECALL, or 0 when that takes more than an
+ * eighth of the lists (or 4, in small indexes): rows without clusters to
+ * find, where probing enough lists costs about what the exact scan does,
+ * so scans stay exact. Rows are unit
+ * (or zero) here, so dot products are cosines. 0 or REC_ENOMEM. */
+static int self_check(job *j, rec_rng *r) {
+    uint32_t n = j->n, d = j->dim, nl = j->nlist;
+    uint32_t nq = n < CHECK_QUERIES ? n : CHECK_QUERIES;
+    size_t k = n < CHECK_K ? n : CHECK_K;
+    uint32_t cap = nl / 8 > 4 ? nl / 8 : (nl < 4 ? nl : 4), steps = 1;
+    while ((2u << (steps - 1)) <= cap)
+        steps++; /* probe counts 1, 2, 4, ..., at most cap */
+    uint32_t *off = calloc((size_t)nl + 1, sizeof *off);
+    uint32_t *members = malloc((size_t)n * sizeof *members);
+    float *sc = malloc((size_t)(n > nl ? n : nl) * sizeof *sc);
+    rec_hit *order = malloc((size_t)nl * sizeof *order);
+    rec_hit *ex = malloc(k * sizeof *ex), *heap = malloc(k * sizeof *heap);
+    rec_hit *tmp = malloc(k * sizeof *tmp);
+    double *hit = calloc(steps, sizeof *hit);
+    int rc = off && members && sc && order && ex && heap && tmp && hit ? 0 : REC_ENOMEM;
+    if (!rc) {
+        for (uint32_t i = 0; i < n; i++)
+            off[j->assign[i] + 1]++;
+        for (uint32_t c = 0; c < nl; c++)
+            off[c + 1] += off[c];
+        for (uint32_t i = 0; i < n; i++) /* off[c]: next free of list c */
+            members[off[j->assign[i]]++] = i;
+        for (uint32_t c = nl; c > 0; c--) /* back to the starts */
+            off[c] = off[c - 1];
+        off[0] = 0;
+    }
+    for (uint32_t qi = 0; !rc && qi < nq && !atomic_load(&j->stop); qi++) {
+        const float *q = j->rows + (size_t)rec_rng_below(r, n) * d;
+        rec_topk t;
+        rec_topk_init(&t, ex, k);
+        rec_vec_dot_rows(j->rows, d, n, q, d, sc);
+        for (uint32_t i = 0; i < n; i++)
+            rec_topk_push(&t, i, sc[i]);
+        size_t nex = rec_topk_finish(&t);
+        rec_topk_init(&t, order, nl);
+        rec_vec_dot_rows(j->cent, d, nl, q, d, sc);
+        for (uint32_t c = 0; c < nl; c++)
+            rec_topk_push(&t, c, sc[c]);
+        rec_topk_finish(&t);
+        rec_topk a;
+        rec_topk_init(&a, heap, k);
+        uint32_t probed = 0;
+        for (uint32_t s = 0; s < steps; s++) {
+            uint32_t upto = 1u << s;
+            for (; probed < upto && probed < nl; probed++) {
+                uint32_t c = order[probed].idx;
+                for (uint32_t m = off[c]; m < off[c + 1]; m++) {
+                    uint32_t i = members[m];
+                    rec_topk_push(&a, i, rec_vec_dot(j->rows + (size_t)i * d, q, d));
+                }
+            }
+            memcpy(tmp, heap, a.n * sizeof *tmp);
+            hit[s] += nex ? (double)overlap(tmp, a.n, ex, nex) / (double)nex : 1.0;
+        }
+    }
+    j->probe_need = 0;
+    for (uint32_t s = 0; !rc && s < steps; s++)
+        if (hit[s] >= CHECK_RECALL * nq) {
+            uint32_t p = 1u << s;
+            j->probe_need = p > nl ? nl : p;
+            break;
+        }
+    free(off);
+    free(members);
+    free(sc);
+    free(order);
+    free(ex);
+    free(heap);
+    free(tmp);
+    free(hit);
+    return rc;
+}
+
 /* Spherical k-means on a sample of the copied rows, then every copied row
  * to its nearest centroid. */
 static void job_run(job *j) {
@@ -182,6 +281,8 @@ static void job_run(job *j) {
     }
     for (uint32_t i = 0; i < n; i++)
         j->assign[i] = nearest(j->cent, nl, d, j->rows + (size_t)i * d, sc);
+    if (!atomic_load(&j->stop))
+        j->rc = self_check(j, &r);
 out:
     free(perm);
     free(sums);
@@ -443,6 +544,7 @@ static int install(rec_ivf *ix, const rec_ivf_rows *m) {
     if (rc)
         ix->ready = 0;
     ix->trained_on = j->n;
+    ix->probe_need = j->probe_need;
     ix->trainings++;
     return rc;
 }
@@ -491,11 +593,16 @@ int rec_ivf_ready(const rec_ivf *ix) {
     return ix->ready;
 }
 
+int rec_ivf_useful(const rec_ivf *ix) {
+    return ix->ready && ix->probe_need > 0;
+}
+
 void rec_ivf_stats_get(const rec_ivf *ix, rec_ivf_stats *st) {
     st->lists = ix->ready ? ix->nlist : 0;
     st->indexed = ix->indexed;
     st->trained_on = ix->trained_on;
     st->trainings = ix->trainings;
+    st->probe_need = ix->ready ? ix->probe_need : 0;
     st->changed = ix->changed;
     st->drift = ix->drift;
     st->training = ix->job != NULL;
@@ -555,6 +662,8 @@ int rec_ivf_topk(rec_ivf *ix, const rec_ivf_rows *m, const float *q,
     uint32_t nl = ix->nlist;
     rec_vec_dot_rows(ix->cent, ix->dim, nl, qn, ix->dim, ix->scores);
     uint32_t want = probe ? probe : REC_IVF_PROBE;
+    if (want < ix->probe_need)
+        want = ix->probe_need;
     if (want > nl)
         want = nl;
     rec_topk ct;

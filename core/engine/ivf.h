@@ -54,6 +54,8 @@ typedef struct rec_ivf_stats {
     uint32_t indexed;    /* rows in some list */
     uint32_t trained_on; /* rows present when the installed training began */
     uint32_t trainings;  /* trainings installed so far */
+    uint32_t probe_need; /* lists its self-check needed (see rec_ivf_topk),
+                            0: none would do, scans stay exact */
     uint32_t changed;    /* rows set or removed since that training began */
     uint64_t drift;      /* in-place changes since then */
     int training;        /* a training is running */
@@ -82,14 +84,23 @@ void rec_ivf_row_remove(rec_ivf *ix, uint32_t idx);
 int rec_ivf_maintain(rec_ivf *ix, const rec_ivf_rows *m, int wait);
 /* Has a training been installed? */
 int rec_ivf_ready(const rec_ivf *ix);
+/* Ready, and its self-check found lists worth probing (see
+ * rec_ivf_topk): when not, callers should scan exactly. */
+int rec_ivf_useful(const rec_ivf *ix);
 void rec_ivf_stats_get(const rec_ivf *ix, rec_ivf_stats *st);
 
 /* Approximate cosine top-k of q over the indexed rows (see above): probe
- * at least `probe` lists (0: the default, REC_IVF_PROBE), more until k
- * hits pass the skip bits (exclude, may be NULL) or every list is
- * probed. Writes up to k hits in rank order; returns their count,
- * REC_EBUSY when the index is not ready, or REC_ENOMEM. O(lists * dim +
- * probed rows * dim). */
+ * at least `probe` lists (0: the default, REC_IVF_PROBE) and at least as
+ * many as the training's self-check needed, more until k hits pass the
+ * skip bits (exclude, may be NULL) or every list is probed. The
+ * self-check: 32 rows ask for their 30 nearest, exactly and through 1, 2,
+ * 4, ... lists; the first count with a mean recall of 0.95 is needed;
+ * when that is more than an eighth of the lists (or 4 in small indexes;
+ * rows without clusters,
+ * uniformly random ones say) the index is not useful (rec_ivf_useful) and
+ * its owner scans exactly. Writes up to k hits in rank order; returns
+ * their count, REC_EBUSY when the index is not ready (the caller scans
+ * exactly), or REC_ENOMEM. O(lists * dim + probed rows * dim). */
 #define REC_IVF_PROBE 12
 #define REC_IVF_DIM_MAX 4096
 int rec_ivf_topk(rec_ivf *ix, const rec_ivf_rows *m, const float *q,

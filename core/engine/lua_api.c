@@ -1070,7 +1070,7 @@ static const char *default_space(ldb *d, rec_kind k, uint32_t idx) {
 }
 
 /* db:space_ann(name [, opts]) -> {min_rows, probe, lists, indexed,
- * trainings, training}: the approximate index of the space's items (see
+ * trainings, training, probe_need}: the approximate index of the space's items (see
  * space.h). opts: min_rows (cosine scans of this many items or more use
  * it), probe (lists probed at least), build = true (train it now, on this
  * thread: O(items * lists * dim), about a second at 100k items)
@@ -1097,7 +1097,7 @@ static int db_space_ann(lua_State *L) {
     }
     rec_ivf_stats st;
     rec_space_ann_stats(s, REC_KIND_ITEM, &st);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushinteger(L, s->ann_min_rows);
     lua_setfield(L, -2, "min_rows");
     lua_pushinteger(L, s->ann_probe);
@@ -1110,6 +1110,8 @@ static int db_space_ann(lua_State *L) {
     lua_setfield(L, -2, "trainings");
     lua_pushboolean(L, st.training);
     lua_setfield(L, -2, "training");
+    lua_pushinteger(L, st.probe_need);
+    lua_setfield(L, -2, "probe_need");
     return 1;
 }
 

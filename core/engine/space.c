@@ -341,8 +341,8 @@ static int ann_topk(const rec_space *s, rec_matrix *m, const float *q,
     rec_ivf_rows v = ivf_view(s, m);
     if (!rc)
         rc = rec_ivf_maintain(m->ivf, &v, ann_sync);
-    if (rc)
-        return REC_EBUSY; /* no memory for the index: the exact scan */
+    if (rc || !rec_ivf_useful(m->ivf))
+        return REC_EBUSY; /* not yet, not worth it, or no memory: exact */
     return rec_ivf_topk(m->ivf, &v, q, exclude, exclude_words,
                         probe ? probe : s->ann_probe, topk, out);
 }

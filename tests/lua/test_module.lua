@@ -654,6 +654,7 @@ t.test("large spaces: the approximate index, its knobs, exact and probe", functi
     t.eq(a.indexed, 480)
     t.eq(a.trainings, 1)
     t.eq(a.training, false)
+    t.truthy(a.probe_need >= 1 and a.probe_need <= 4, "self-check: " .. a.probe_need)
     -- The direction's 60 items, as the exact scan ranks them.
     local approx = db:topk("content", q, 30)
     t.eq(ids(approx), ids(exact), "index answer")

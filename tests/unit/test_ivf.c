@@ -108,6 +108,8 @@ static void test_build_and_recall(void **state) {
     assert_int_equal(st.lists, 63); /* round(sqrt(4000)) */
     assert_int_equal(st.trained_on, ROWS);
     assert_int_equal(st.trainings, 1);
+    /* The self-check finds the clusters within a few lists. */
+    assert_true(st.probe_need >= 1 && st.probe_need <= 63 / 8);
     expect_all_indexed(s);
     static rec_hit a[300], e[300];
     const size_t ks[] = {30, 100, 200};
@@ -257,6 +259,39 @@ static void test_when_exact(void **state) {
     rec_space_free(s); /* waits for the training under way */
 }
 
+/* Uniformly random rows have no clusters: the self-check finds no probe
+ * count worth it, and scans stay exact (the index is kept in step all the
+ * same, for when the rows change). */
+static void test_random_rows_scan_exactly(void **state) {
+    rec_space *s = NULL;
+    assert_int_equal(rec_space_new(&s, "noise", 4, DIM), 0);
+    s->ann_min_rows = 1;
+    rec_rng r;
+    rec_rng_seed(&r, 59);
+    float v[DIM];
+    for (uint32_t i = 0; i < ROWS; i++) {
+        for (int d = 0; d < DIM; d++)
+            v[d] = gauss(&r);
+        assert_int_equal(rec_space_set(s, REC_KIND_ITEM, i, v, REC_SET_CLEAN), 0);
+    }
+    assert_int_equal(rec_space_ann_build(s, REC_KIND_ITEM), 0);
+    rec_ivf_stats st;
+    stats(s, &st);
+    assert_int_equal(st.lists, 63);
+    assert_int_equal(st.probe_need, 0);
+    expect_all_indexed(s);
+    rec_hit a[30], e[30];
+    for (int i = 0; i < 5; i++) {
+        for (int d = 0; d < DIM; d++)
+            v[d] = gauss(&r);
+        int n = rec_space_topk(s, REC_KIND_ITEM, v, 1, NULL, 0, 30, a);
+        int ne = exact(s, v, NULL, 0, 30, e);
+        assert_int_equal(n, ne);
+        assert_memory_equal(a, e, (size_t)n * sizeof *a);
+    }
+    rec_space_free(s);
+}
+
 /* Calls scans until the training under way is installed (a generous bound
  * on the number of calls, not on time). */
 static void wait_installed(rec_space *s, uint32_t trainings) {
@@ -370,6 +405,7 @@ int main(void) {
         cmocka_unit_test(test_background_and_retrain),
         cmocka_unit_test(test_free_while_training),
         cmocka_unit_test(test_sync),
+        cmocka_unit_test(test_random_rows_scan_exactly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
