@@ -291,6 +291,25 @@ static int scratch_reserve(rec_graph *g) {
     return 0;
 }
 
+/* Walkers of rec_graph_walk that advance in lockstep, one stage of a step
+ * at a time: each stage reads what the previous one asked the cache for
+ * and asks for what the next one reads, so the misses of all walkers
+ * overlap instead of queueing one behind the other. */
+enum { WALKERS = 32, WALK_TRIES = 4 };
+
+static uint32_t pick_seed(const uint32_t *seeds, const float *seed_w,
+                          size_t nseeds, double total, rec_rng *rng) {
+    double r = rec_rng_unit(rng) * total;
+    size_t i = 0;
+    for (; i + 1 < nseeds; i++) {
+        double w = seed_w ? (seed_w[i] > 0.0f ? (double)seed_w[i] : 0.0) : 1.0;
+        if (r < w)
+            break;
+        r -= w;
+    }
+    return seeds[i];
+}
+
 size_t rec_graph_walk(rec_graph *g, const uint32_t *seeds,
                       const float *seed_w, size_t nseeds, uint32_t steps,
                       double restart, rec_rng *rng, const uint64_t *skip,
@@ -304,48 +323,101 @@ size_t rec_graph_walk(rec_graph *g, const uint32_t *seeds,
         total += seed_w && seed_w[i] > 0.0f ? (double)seed_w[i] : (seed_w ? 0.0 : 1.0);
     if (!(total > 0.0))
         return 0;
-    uint32_t ntouched = 0;
-    uint32_t cur = UINT32_MAX;
-    for (uint32_t s = 0; s < steps; s++) {
-        if (cur == UINT32_MAX || rec_rng_unit(rng) < restart) {
-            double r = rec_rng_unit(rng) * total;
-            size_t i = 0;
-            for (; i + 1 < nseeds; i++) {
-                double w = seed_w ? (seed_w[i] > 0.0f ? (double)seed_w[i] : 0.0) : 1.0;
-                if (r < w)
-                    break;
-                r -= w;
+    uint32_t cur[WALKERS];           /* item each walker stands on */
+    const uint32_t *pick[WALKERS];   /* audience slot drawn */
+    const rec_hlist *hist[WALKERS];  /* history of the user drawn */
+    const rec_hentry *ent[WALKERS];  /* history entry drawn */
+    uint32_t live[WALKERS];          /* walkers still stepping, this round */
+    uint32_t seen[WALKERS];          /* items reached, counted next round */
+    for (uint32_t i = 0; i < WALKERS; i++)
+        cur[i] = UINT32_MAX;
+    uint32_t ntouched = 0, nseen = 0;
+    /* Each round every walker takes one step (the last round as many as
+     * steps are left). A failed step (no audience, no history, no
+     * positive entry in WALK_TRIES draws) leaves the walker on no item,
+     * so its next step starts from a seed, as a restart does. */
+    for (uint32_t left = steps;;) {
+        /* Count the last round's visits: their lines were asked for a
+         * stage ago. */
+        for (uint32_t j = 0; j < nseen; j++) {
+            uint32_t it = seen[j];
+            if (g->scratch[it] == 0.0f)
+                g->touched[ntouched++] = it;
+            g->scratch[it] += 1.0f;
+        }
+        nseen = 0;
+        if (!left)
+            break;
+        uint32_t n = left < WALKERS ? left : WALKERS, nl = 0;
+        left -= n;
+        for (uint32_t i = 0; i < n; i++) {
+            if (cur[i] == UINT32_MAX || rec_rng_unit(rng) < restart)
+                cur[i] = pick_seed(seeds, seed_w, nseeds, total, rng);
+            if (cur[i] < g->nitems) {
+                rec_prefetch(&g->aud[cur[i]]);
+                live[nl++] = i;
+            } else {
+                cur[i] = UINT32_MAX;
             }
-            cur = seeds[i];
         }
-        if (cur >= g->nitems || !g->aud[cur].n) {
-            cur = UINT32_MAX;
-            continue;
-        }
-        const rec_ulist *a = &g->aud[cur];
-        uint32_t u = a->u[rec_rng_below(rng, a->n)];
-        const rec_hlist *h = u < g->nusers ? &g->users[u] : NULL;
-        if (!h || !h->n) {
-            cur = UINT32_MAX;
-            continue;
-        }
-        /* A few tries to land on a positive interaction of u. */
-        uint32_t next = UINT32_MAX;
-        for (int t = 0; t < 4; t++) {
-            const rec_hentry *e = &h->e[rec_rng_below(rng, h->n)];
-            if (e->weight > 0.0f && e->item < g->nitems) {
-                next = e->item;
-                break;
+        uint32_t m = 0;
+        for (uint32_t j = 0; j < nl; j++) {
+            uint32_t i = live[j];
+            const rec_ulist *a = &g->aud[cur[i]];
+            if (!a->n) {
+                cur[i] = UINT32_MAX;
+                continue;
             }
+            pick[i] = &a->u[rec_rng_below(rng, a->n)];
+            rec_prefetch(pick[i]);
+            live[m++] = i;
         }
-        if (next == UINT32_MAX) {
-            cur = UINT32_MAX;
-            continue;
+        nl = m, m = 0;
+        for (uint32_t j = 0; j < nl; j++) {
+            uint32_t i = live[j], u = *pick[i];
+            if (u >= g->nusers) {
+                cur[i] = UINT32_MAX;
+                continue;
+            }
+            hist[i] = &g->users[u];
+            rec_prefetch(hist[i]);
+            live[m++] = i;
         }
-        if (g->scratch[next] == 0.0f)
-            g->touched[ntouched++] = next;
-        g->scratch[next] += 1.0f;
-        cur = next;
+        nl = m, m = 0;
+        for (uint32_t j = 0; j < nl; j++) {
+            uint32_t i = live[j];
+            if (!hist[i]->n) {
+                cur[i] = UINT32_MAX;
+                continue;
+            }
+            ent[i] = &hist[i]->e[rec_rng_below(rng, hist[i]->n)];
+            rec_prefetch(ent[i]);
+            live[m++] = i;
+        }
+        nl = m;
+        for (int t = 0; t < WALK_TRIES && nl; t++) {
+            m = 0;
+            for (uint32_t j = 0; j < nl; j++) {
+                uint32_t i = live[j];
+                const rec_hentry *e = ent[i];
+                if (e->weight > 0.0f && e->item < g->nitems) {
+                    /* Reached: ask for its count and for the next
+                     * step's audience. */
+                    uint32_t it = e->item;
+                    seen[nseen++] = it;
+                    cur[i] = it;
+                    rec_prefetch(&g->scratch[it]);
+                    rec_prefetch(&g->aud[it]);
+                } else if (t + 1 < WALK_TRIES) {
+                    ent[i] = &hist[i]->e[rec_rng_below(rng, hist[i]->n)];
+                    rec_prefetch(ent[i]);
+                    live[m++] = i;
+                } else {
+                    cur[i] = UINT32_MAX;
+                }
+            }
+            nl = m;
+        }
     }
     for (uint32_t i = 0; i < ntouched; i++) {
         uint32_t it = g->touched[i];

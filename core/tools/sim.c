@@ -32,6 +32,7 @@
 #include "harness.h"
 #include "log.h"
 #include "pipeline.h"
+#include "space.h"
 #include "vec.h"
 
 #define DIM 16        /* content and taste vectors */
@@ -1486,6 +1487,7 @@ int rec_sim_main(int argc, char **argv, const char *default_scripts,
     if (jobs > (uint32_t)narms)
         jobs = (uint32_t)narms;
     (void)rec_vec_isa_name(); /* kernels chosen before the threads start */
+    rec_space_ann_sync(1);      /* answers that do not depend on timing */
     double t0 = mono();
     pool pl = {.x = &x, .arms = arms, .res = res, .n = narms};
     atomic_init(&pl.next, 0);

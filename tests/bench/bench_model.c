@@ -8,8 +8,10 @@
  * (user, positive, negatives) triples drawn uniformly beforehand, so the
  * timed loop is rec_mf_step alone, with rows spread over the whole matrix
  * as in serving. Graph: a stream of 1M events over 10k uniform users and
- * 50k items with Zipf(1) popularity, 90% positive. Walk: 10k steps from
- * a few recent items of a user of the built graph.
+ * 50k items with Zipf(1) popularity, 90% positive. Walk: 10k and 1000
+ * steps from a few recent items of a user of the built graph, then 1000
+ * steps on a graph of 100k items, 100k users and 1M events; each against
+ * the single-chain walk it replaced, side by side.
  *
  * Every figure is the median of several runs, printed once for people and
  * once as `BENCH name=... value=... unit=...` for scripts. All data comes
@@ -227,17 +229,87 @@ static void bench_graph_add(rec_graph *g, const stream *st, uint32_t window,
     report("graph_add", med, "events/s");
 }
 
-static void bench_walk(rec_graph *g, uint32_t users, uint32_t steps,
-                       int walks) {
+/* The walk as it was before the walkers were interleaved: one chain,
+ * each step three dependent cache misses or more. Kept here as the
+ * reference the interleaved rec_graph_walk is timed against. visits and
+ * touched are nitems long, visits all zero. */
+static size_t walk_serial(const rec_graph *g, float *visits, uint32_t *touched,
+                          const uint32_t *seeds, const float *seed_w,
+                          size_t nseeds, uint32_t steps, double restart,
+                          rec_rng *rng, size_t k, rec_hit *out) {
+    rec_topk tk;
+    rec_topk_init(&tk, out, k);
+    double total = 0.0;
+    for (size_t i = 0; i < nseeds; i++)
+        total += seed_w[i] > 0.0f ? (double)seed_w[i] : 0.0;
+    uint32_t ntouched = 0, cur = UINT32_MAX;
+    for (uint32_t s = 0; s < steps; s++) {
+        if (cur == UINT32_MAX || rec_rng_unit(rng) < restart) {
+            double r = rec_rng_unit(rng) * total;
+            size_t i = 0;
+            for (; i + 1 < nseeds; i++) {
+                double w = seed_w[i] > 0.0f ? (double)seed_w[i] : 0.0;
+                if (r < w)
+                    break;
+                r -= w;
+            }
+            cur = seeds[i];
+        }
+        if (cur >= g->nitems || !g->aud[cur].n) {
+            cur = UINT32_MAX;
+            continue;
+        }
+        const rec_ulist *a = &g->aud[cur];
+        uint32_t u = a->u[rec_rng_below(rng, a->n)];
+        const rec_hlist *h = u < g->nusers ? &g->users[u] : NULL;
+        if (!h || !h->n) {
+            cur = UINT32_MAX;
+            continue;
+        }
+        uint32_t next = UINT32_MAX;
+        for (int t = 0; t < 4; t++) {
+            const rec_hentry *e = &h->e[rec_rng_below(rng, h->n)];
+            if (e->weight > 0.0f && e->item < g->nitems) {
+                next = e->item;
+                break;
+            }
+        }
+        if (next == UINT32_MAX) {
+            cur = UINT32_MAX;
+            continue;
+        }
+        if (visits[next] == 0.0f)
+            touched[ntouched++] = next;
+        visits[next] += 1.0f;
+        cur = next;
+    }
+    for (uint32_t i = 0; i < ntouched; i++) {
+        rec_topk_push(&tk, touched[i], visits[touched[i]]);
+        visits[touched[i]] = 0.0f;
+    }
+    return rec_topk_finish(&tk);
+}
+
+/* Walks from the last (up to) 10 positive items of random users: the
+ * interleaved rec_graph_walk and the single-chain reference alternate on
+ * the same seeds, so the ratio is side by side. `tag` names the graph. */
+static void bench_walk(rec_graph *g, const char *tag, uint32_t users,
+                       uint32_t steps, int walks) {
     rec_rng pick, r;
     rec_rng_seed(&pick, 0x3a1c);
     rec_rng_seed(&r, 0x3a1d);
     double *us = xmalloc((size_t)walks * sizeof *us);
+    double *ref = xmalloc((size_t)walks * sizeof *ref);
+    float *visits = calloc(g->nitems, sizeof *visits);
+    uint32_t *touched = xmalloc((size_t)g->nitems * sizeof *touched);
+    if (!visits) {
+        fprintf(stderr, "bench_model: out of memory\n");
+        exit(1);
+    }
     rec_hit out[50];
-    uint64_t hits = 0;
+    uint64_t hits = 0, ref_hits = 0;
     int done = 0;
     while (done < walks) {
-        /* Seeds: the user's last (up to) 10 positive items. */
         uint32_t u = rec_rng_below(&pick, users), n = 0, nseeds = 0;
         uint32_t seeds[10];
         float w[10];
@@ -252,17 +324,32 @@ static void bench_walk(rec_graph *g, uint32_t users, uint32_t steps,
         double t0 = now();
         size_t k = rec_graph_walk(g, seeds, w, nseeds, steps, 0.3, &r, NULL,
                                   0, 50, out);
-        us[done++] = (now() - t0) * 1e6;
+        double t1 = now();
+        size_t kr = walk_serial(g, visits, touched, seeds, w, nseeds, steps,
+                                0.3, &r, 50, out);
+        double t2 = now();
+        us[done] = (t1 - t0) * 1e6;
+        ref[done++] = (t2 - t1) * 1e6;
         hits += k;
+        ref_hits += kr;
     }
-    double med = median(us, walks);
-    printf("graph_walk %u steps, restart 0.3, k=50 (%d walks): median %.1f "
-           "us = %.1f ns/step, %.1f hits per walk\n",
-           steps, walks, med, med * 1e3 / steps, (double)hits / walks);
-    char name[32];
-    snprintf(name, sizeof name, "walk_%uk", steps / 1000);
+    double med = median(us, walks), mref = median(ref, walks);
+    printf("graph_walk %s %u steps, restart 0.3, k=50 (%d walks): median "
+           "%.1f us = %.1f ns/step (single chain %.1f us, %.2fx faster), "
+           "%.1f hits per walk (single chain %.1f)\n",
+           tag, steps, walks, med, med * 1e3 / steps, mref, mref / med,
+           (double)hits / walks, (double)ref_hits / walks);
+    char name[64];
+    snprintf(name, sizeof name, "walk_%s_%uk", tag, steps / 1000);
+    if (steps < 1000)
+        snprintf(name, sizeof name, "walk_%s_%u", tag, steps);
     report(name, med, "us");
+    snprintf(name + strlen(name), sizeof name - strlen(name), "_serial");
+    report(name, mref, "us");
     free(us);
+    free(ref);
+    free(visits);
+    free(touched);
 }
 
 /* counter_top over n items (Zipf-ish counts, 1-day half-life): k = 30
@@ -338,7 +425,15 @@ int main(int argc, char **argv) {
     make_stream(&st, quick ? 100000 : 1000000, users, items, 1.0, 0xc0ffee);
     rec_graph g;
     bench_graph_add(&g, &st, 10, quick ? 3 : 5);
-    bench_walk(&g, users, 10000, quick ? 21 : 201);
+    bench_walk(&g, "50k", users, 10000, quick ? 21 : 201);
+    bench_walk(&g, "50k", users, 1000, quick ? 101 : 1001);
+    rec_graph_close(&g);
+    stream_free(&st);
+    /* The size of the default configuration's benchmark: 100k items,
+     * 100k users, 1M events, 1000 steps as scripts/hybrid.lua walks. */
+    make_stream(&st, quick ? 100000 : 1000000, 100000, 100000, 1.0, 0xc0ffef);
+    bench_graph_add(&g, &st, 10, 1);
+    bench_walk(&g, "100k", 100000, 1000, quick ? 101 : 1001);
     rec_graph_close(&g);
     stream_free(&st);
     bench_counter_top(quick ? 10000 : 100000, quick ? 3 : 7);

@@ -789,4 +789,62 @@ t.test("db:discount_shown: shown items discounted and re-ranked, the rest kept",
     db:close()
 end)
 
+t.test("large spaces: the approximate index, its knobs, exact and probe", function()
+    local db = recd.open(t.tmpdir())
+    -- 8 directions in 8 dims, 60 items around each (small noise).
+    local rnd = 12345
+    local function noise()
+        rnd = (rnd * 1103515245 + 12345) % 2147483648
+        return (rnd / 2147483648 - 0.5) * 0.1
+    end
+    db:batch(function()
+        for i = 1, 480 do
+            local v = {}
+            for d = 1, 8 do v[d] = (d == (i % 8) + 1 and 1 or 0) + noise() end
+            db:item_put("i" .. i, nil, {content = v})
+        end
+        db:event{user = "u", item = "i8", type = "click", ts = 1}
+    end)
+    local a = db:space_ann("content")
+    t.eq(a.min_rows, 32768)
+    t.eq(a.probe, 12)
+    t.eq(a.lists, 0, "no index below min_rows")
+    local q = {1, 0, 0, 0, 0, 0, 0, 0}
+    local exact = db:topk("content", q, 30, {exact = true})
+    t.eq(db:space_ann("content").lists, 0, "an exact scan makes none")
+    a = db:space_ann("content", {min_rows = 100, probe = 3, build = true})
+    t.eq(a.min_rows, 100)
+    t.eq(a.probe, 3)
+    t.eq(a.lists, 22, "round(sqrt(480)) lists")
+    t.eq(a.indexed, 480)
+    t.eq(a.trainings, 1)
+    t.eq(a.training, false)
+    t.truthy(a.probe_need >= 1 and a.probe_need <= 4, "self-check: " .. a.probe_need)
+    -- The direction's 60 items, as the exact scan ranks them.
+    local approx = db:topk("content", q, 30)
+    t.eq(ids(approx), ids(exact), "index answer")
+    for _, h in ipairs(approx) do
+        t.eq(tonumber(h.id:sub(2)) % 8, 0, "item of the direction " .. h.id)
+    end
+    t.eq(ids(db:topk("content", q, 30, {probe = 22})), ids(exact), "every list probed")
+    -- Filters hold through the index, and k hits come back.
+    local hits = db:topk("content", q, 30, {seen_by = "u", exclude = {"i16"}})
+    t.eq(#hits, 30)
+    for _, h in ipairs(hits) do
+        t.truthy(h.id ~= "i8" and h.id ~= "i16", "filtered " .. h.id)
+    end
+    -- A new item goes to its list at once.
+    db:item_put("new", nil, {content = {2, 0, 0, 0, 0, 0, 0, 0}})
+    t.eq(db:topk("content", q, 1)[1].id, "new")
+    t.eq(db:space_ann("content").indexed, 481)
+    db:item_delete("new")
+    t.truthy(db:topk("content", q, 1)[1].id ~= "new", "deleted")
+    t.eq(db:space_ann("content").indexed, 480)
+    t.raises("out_of_range", db.topk, db, "content", q, 3, {probe = -1})
+    t.raises("out_of_range", db.space_ann, db, "content", {probe = 0})
+    t.raises("out_of_range", db.space_ann, db, "content", {min_rows = 0})
+    t.raises("not_found", db.space_ann, db, "nope")
+    db:close()
+end)
+
 t.done()

@@ -441,9 +441,19 @@ t.test("hybrid + ease: the list moves little across an hour, and fully over days
     end
     local before, after = scores(3599), scores(3601)
     t.truthy(diff(before, after) < 0.01, "3599 s and 3601 s: scores move by " .. diff(before, after))
-    -- the same list order on both sides of the hour
+    -- the same list order on both sides of the hour, but for neighbours
+    -- closer than the random walks' noise (each request walks afresh)
     local a, b = h.recommend({user = "me", n = 10, now = last + 3599}), h.recommend({user = "me", n = 10, now = last + 3601})
-    t.eq(ids(a), ids(b))
+    t.eq(#a, #b)
+    local i = 1
+    while i <= #a do
+        if a[i].id ~= b[i].id then
+            t.truthy(a[i + 1] and a[i].id == b[i + 1].id and a[i + 1].id == b[i].id and
+                     math.abs(a[i].score - a[i + 1].score) < 0.01, "order at " .. i .. ": " .. ids(a) .. " vs " .. ids(b))
+            i = i + 1
+        end
+        i = i + 1
+    end
     -- the blend is real: a minute and two days apart, the lists differ
     local early, late = scores(60), scores(2 * 86400)
     t.truthy(diff(early, late) > 0.1, "a minute against two days: " .. diff(early, late))

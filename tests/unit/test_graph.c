@@ -651,6 +651,102 @@ static void test_neighbors_ranked_head(void **state) {
     rec_graph_close(&g);
 }
 
+/* Visit share of item it among hits (0 when absent). */
+static double share(const rec_hit *h, size_t n, uint32_t it, double steps) {
+    for (size_t i = 0; i < n; i++)
+        if (h[i].idx == it)
+            return (double)h[i].score / steps;
+    return 0.0;
+}
+
+/* Fails unless |got - want| is within 5 standard deviations of a share
+ * estimated from `steps` draws (plus the slack the walkers' extra starts
+ * from the seed allow when steps are chained). */
+static void expect_share(double got, double want, double steps,
+                         double slack, const char *what) {
+    double sd = sqrt(want * (1.0 - want) / steps);
+    if (fabs(got - want) > 5.0 * sd + slack)
+        fail_msg("%s: visit share %.4f, want %.4f", what, got, want);
+}
+
+/* With restart 1 every step starts from the seed, so each visit is an
+ * independent draw of the one-step law: a user of the seed's audience
+ * uniformly (repeats kept), then one of that user's entries uniformly.
+ * Seed S = 0 liked by users 0..3; user 0 also liked A, user 1 A and B,
+ * user 2 B, C and D, user 3 nothing else. Negative entries are redrawn
+ * (user 4, in no audience of S, holds only them and is never reached). */
+static void test_walk_one_step_law(void **state) {
+    enum { S = 0, STEPS = 40000 };
+    rec_graph g;
+    rec_graph_init(&g, 5);
+    add(&g, 0, S, 1.0f);
+    add(&g, 0, A, 1.0f);
+    add(&g, 1, S, 1.0f);
+    add(&g, 1, A, 1.0f);
+    add(&g, 1, B, 1.0f);
+    add(&g, 2, S, 1.0f);
+    add(&g, 2, B, 1.0f);
+    add(&g, 2, C, 1.0f);
+    add(&g, 2, D, 1.0f);
+    add(&g, 3, S, 1.0f);
+    add(&g, 4, 7, -1.0f);
+    rec_rng r;
+    rec_rng_seed(&r, 21);
+    uint32_t seed = S;
+    rec_hit out[8];
+    size_t n = rec_graph_walk(&g, &seed, NULL, 1, STEPS, 1.0, &r, NULL, 0, 8,
+                              out);
+    assert_int_equal(n, 5);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)out[i].score;
+    /* No step can fail here: every step counts one visit. */
+    assert_true(sum == STEPS);
+    expect_share(share(out, n, S, STEPS), (0.5 + 1.0 / 3 + 0.25 + 1.0) / 4, STEPS, 0, "S");
+    expect_share(share(out, n, A, STEPS), (0.5 + 1.0 / 3) / 4, STEPS, 0, "A");
+    expect_share(share(out, n, B, STEPS), (1.0 / 3 + 0.25) / 4, STEPS, 0, "B");
+    expect_share(share(out, n, C, STEPS), 0.0625, STEPS, 0, "C");
+    expect_share(share(out, n, D, STEPS), 0.0625, STEPS, 0, "D");
+
+    /* Fewer steps than walkers, and a single step: exactly that many
+     * visits. */
+    for (uint32_t steps = 1; steps <= 70; steps += 23) {
+        n = rec_graph_walk(&g, &seed, NULL, 1, steps, 0.3, &r, NULL, 0, 8, out);
+        sum = 0;
+        for (size_t i = 0; i < n; i++)
+            sum += (double)out[i].score;
+        assert_true(sum == steps);
+    }
+    rec_graph_close(&g);
+}
+
+/* Without restarts the walk is a Markov chain over items and its visits
+ * follow the chain's stationary law. A path S - A - B: user 0 liked S and
+ * A, user 1 liked A and B. From S: S or A, 1/2 each; from A: S 1/4, A 1/2,
+ * B 1/4; from B: A or B. Stationary (1/4, 1/2, 1/4): B, two hops from the
+ * seed, is reached only by walks that keep going. */
+static void test_walk_stationary_law(void **state) {
+    enum { S = 0, STEPS = 200000 };
+    rec_graph g;
+    rec_graph_init(&g, 5);
+    add(&g, 0, S, 1.0f);
+    add(&g, 0, A, 1.0f);
+    add(&g, 1, A, 1.0f);
+    add(&g, 1, B, 1.0f);
+    rec_rng r;
+    rec_rng_seed(&r, 23);
+    uint32_t seed = S;
+    rec_hit out[8];
+    size_t n = rec_graph_walk(&g, &seed, NULL, 1, STEPS, 0.0, &r, NULL, 0, 8,
+                              out);
+    assert_int_equal(n, 3);
+    /* Consecutive visits are correlated: a wider band than i.i.d. draws. */
+    expect_share(share(out, n, S, STEPS), 0.25, STEPS, 0.01, "S");
+    expect_share(share(out, n, A, STEPS), 0.5, STEPS, 0.01, "A");
+    expect_share(share(out, n, B, STEPS), 0.25, STEPS, 0.01, "B");
+    rec_graph_close(&g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_history_order),
@@ -664,6 +760,8 @@ int main(void) {
         cmocka_unit_test(test_forget_item_then_users),
         cmocka_unit_test(test_walk_stays_in_community),
         cmocka_unit_test(test_walk_deterministic_and_skip),
+        cmocka_unit_test(test_walk_one_step_law),
+        cmocka_unit_test(test_walk_stationary_law),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
