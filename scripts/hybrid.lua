@@ -67,9 +67,11 @@
 -- in C and builds one skip map for all of them: COOC_RECENT neighbour
 -- lists, one taste (PROFILE_RECENT vectors) and one scan of the content
 -- space, one scan of "mf" (when W_MF > 0), one or two EASE readings
--- (O(history x modelled items)), one walk (WALK_STEPS), one counter top.
--- Vector scans are O(items x dim); the Lua work is a few small tables and
--- does not grow with the user's history or the pool.
+-- (O(history x modelled items)), one walk (WALK_STEPS, about 60 ns a
+-- step), one counter top. A vector scan is O(items x dim) below 32768
+-- items and through the space's approximate index above (O(lists x dim +
+-- probed rows x dim), docs/operations.md); the Lua work is a few small
+-- tables and does not grow with the user's history or the pool.
 -- Knobs: the W_* weights, COOC_RECENT, PROFILE_RECENT, DECAY, WALK_STEPS,
 -- MF_CONFIDENT, POOL_MIN/POOL_MAX (3n clamped), HISTORY_FIRST,
 -- HISTORY_CAP, EASE_RECENT, EASE_DECAY, SESSION_GAP, SESSION_STEEP,

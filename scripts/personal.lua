@@ -21,7 +21,8 @@
 -- are left out by the engine (exclude_seen, seen_by), not by Lua.
 --
 -- Cost: one db:history of HISTORY_CAP events, up to RECENT db:vector
--- reads, one db:topk and one db:recommend_vec (each O(items x dim)); Lua
+-- reads, one db:topk (O(items x dim), or through the approximate index
+-- above 32768 items) and one db:recommend_vec (O(items x dim)); Lua
 -- work does not grow with the user's history.
 -- Knobs: W_MF, W_CONTENT, MF_CONFIDENT, RECENT, DECAY, RRF_K,
 -- POOL_MIN/POOL_MAX (candidates per source: 3n clamped), HISTORY_CAP.
