@@ -33,8 +33,20 @@ typedef struct model {
     float *VtV;
     float *B;
     uint32_t n, *item, *local, nlocal;
+    /* fold-ins owed (ials): users whose row is stale, in `flags`, and
+     * those of them not yet taken by a fold job, in `queue` */
+    uint8_t *flags;      /* per user: FOLD_STALE | FOLD_QUEUED */
+    uint64_t *marked;    /* per user: the epoch of its last mark */
+    uint32_t ncap;       /* users flags and marked cover */
+    uint32_t *queue;
+    size_t nqueue, qcap;
+    size_t nstale;
+    uint64_t epoch;      /* marks so far */
+    uint32_t gen;        /* installs so far: a fold job of another is void */
     struct model *next;
 } model;
+
+enum { FOLD_STALE = 1, FOLD_QUEUED = 2 };
 
 static void models_free(void *p) {
     for (model *m = p, *next; m; m = next) {
@@ -43,6 +55,9 @@ static void models_free(void *p) {
         free(m->B);
         free(m->item);
         free(m->local);
+        free(m->flags);
+        free(m->marked);
+        free(m->queue);
         free(m);
     }
 }
@@ -165,9 +180,13 @@ static model *model_slot(rec_engine *e, const char *space, int ease) {
 int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j) {
     if (!j->trained)
         return REC_EINVAL;
-    rec_space *s;
-    int rc = rec_engine_space_ensure(e, j->o.space, j->o.factors, &s);
+    /* the fold-ins owed to the model being replaced first: what eager
+     * fold-ins would have left before the install overwrites them */
+    int rc = rec_learn_settle(e, j->o.space, REC_IDX_NONE);
     if (rc)
+        return rc;
+    rec_space *s;
+    if ((rc = rec_engine_space_ensure(e, j->o.space, j->o.factors, &s)))
         return rc;
     uint32_t f = j->o.factors;
     /* Items and users seen by the training that are still here; rows with
@@ -194,6 +213,7 @@ int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j) {
     j->VtV = NULL;
     m->factors = f;
     m->nitems = j->nitems;
+    m->gen++;
     m->reg = j->o.reg;
     m->alpha = j->o.alpha;
     return 0;
@@ -217,24 +237,22 @@ static int cmp_u32(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user) {
-    model *m = find_model(e, space);
-    rec_space *s = rec_engine_space(e, space);
-    if (!m || !s || s->dim != m->factors)
-        return REC_ENOTFOUND;
+/* The user's distinct positive items that the model knows, with their
+ * summed confidences, and their item rows gathered into a compact block
+ * renumbered 0..d-1 (the Gram matrix of the whole model carries the
+ * rest): what a fold-in solves against. *items, *conf and *rows are
+ * allocated (d + 1 entries, d + 1 rows); the caller frees them. Returns d,
+ * or REC_ENOMEM. O(n log n + d f). */
+static long gather(rec_engine *e, const model *m, const rec_space *s, uint32_t user,
+                   uint32_t **items_out, float **conf_out, float **rows_out) {
     uint32_t hn;
     const rec_hentry *h = rec_graph_history(rec_engine_graph(e), user, &hn);
-    if (!hn)
-        return 0;
-    /* Distinct items with summed positive weights, restricted to items
-     * the model knows (V rows are the space's rows). */
-    uint32_t *items = malloc((size_t)hn * sizeof *items);
-    float *conf = malloc((size_t)hn * sizeof *conf);
-    if (!items || !conf) {
-        free(items);
-        free(conf);
-        return REC_ENOMEM;
-    }
+    uint32_t f = m->factors;
+    uint32_t *items = malloc(((size_t)hn + 1) * sizeof *items);
+    float *conf = malloc(((size_t)hn + 1) * sizeof *conf);
+    float *V = NULL;
+    if (!items || !conf)
+        goto nomem;
     size_t n = 0;
     for (uint32_t i = 0; i < hn; i++)
         if (h[i].weight > 0.0f && h[i].item < m->nitems &&
@@ -254,19 +272,39 @@ int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user) {
         if (p)
             conf[p - items] += m->alpha * h[i].weight;
     }
-    /* The item rows live in the space's matrix with its stride: gather the
-     * d rows used into a compact block and renumber them 0..d-1 (the Gram
-     * matrix of the whole model carries the rest). O(d f) extra memory. */
+    if (!(V = malloc(((size_t)d + 1) * f * sizeof *V)))
+        goto nomem;
+    for (size_t i = 0; i < d; i++) {
+        memcpy(V + i * f, rec_space_get(s, REC_KIND_ITEM, items[i]), f * sizeof(float));
+        items[i] = (uint32_t)i;
+    }
+    *items_out = items;
+    *conf_out = conf;
+    *rows_out = V;
+    return (long)d;
+nomem:
+    free(items);
+    free(conf);
+    free(V);
+    return REC_ENOMEM;
+}
+
+/* Re-solve the user now and clear what was owed for them. */
+static int fold_now(rec_engine *e, model *m, rec_space *s, uint32_t user) {
+    if (user < m->ncap && (m->flags[user] & FOLD_STALE)) {
+        m->flags[user] &= (uint8_t)~FOLD_STALE;
+        m->nstale--;
+    }
+    uint32_t *items;
+    float *conf, *V;
+    long d = gather(e, m, s, user, &items, &conf, &V);
+    if (d < 0)
+        return (int)d;
     uint32_t f = m->factors;
-    float *V = malloc(((size_t)d + 1) * f * sizeof *V);
     float *u = malloc((size_t)f * sizeof *u);
     int rc = REC_ENOMEM;
-    if (V && u) {
-        for (size_t i = 0; i < d; i++) {
-            memcpy(V + i * f, rec_space_get(s, REC_KIND_ITEM, items[i]), f * sizeof(float));
-            items[i] = (uint32_t)i;
-        }
-        rc = rec_ials_fold_in(V, m->VtV, (uint32_t)d, f, m->reg, items, conf, d, u);
+    if (u) {
+        rc = rec_ials_fold_in(V, m->VtV, (uint32_t)d, f, m->reg, items, conf, (size_t)d, u);
         if (!rc && d)
             rc = rec_space_set(s, REC_KIND_USER, user, u, REC_SET_LEARNED);
     }
@@ -275,6 +313,282 @@ int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user) {
     free(items);
     free(conf);
     return rc;
+}
+
+/* The installed ials model of space with its space, or REC_ENOTFOUND. */
+static int fold_model(rec_engine *e, const char *space, model **m, rec_space **s) {
+    *m = find_model(e, space);
+    *s = rec_engine_space(e, space);
+    if (!*m || !*s || (*s)->dim != (*m)->factors || !(*m)->VtV)
+        return REC_ENOTFOUND;
+    return 0;
+}
+
+int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user) {
+    model *m;
+    rec_space *s;
+    int rc = fold_model(e, space, &m, &s);
+    return rc ? rc : fold_now(e, m, s, user);
+}
+
+/* Per-user state covering users 0..n-1. */
+static int fold_cover(model *m, uint32_t n) {
+    if (n <= m->ncap)
+        return 0;
+    uint32_t cap = m->ncap ? m->ncap : 1024;
+    while (cap < n)
+        cap = cap > UINT32_MAX / 2 ? n : cap * 2;
+    uint8_t *fl = realloc(m->flags, cap);
+    if (!fl)
+        return REC_ENOMEM;
+    m->flags = fl;
+    uint64_t *mk = realloc(m->marked, (size_t)cap * sizeof *mk);
+    if (!mk)
+        return REC_ENOMEM;
+    m->marked = mk;
+    memset(fl + m->ncap, 0, cap - m->ncap);
+    memset(mk + m->ncap, 0, (size_t)(cap - m->ncap) * sizeof *mk);
+    m->ncap = cap;
+    return 0;
+}
+
+int rec_learn_fold_in_later(rec_engine *e, const char *space, uint32_t user) {
+    model *m;
+    rec_space *s;
+    int rc = fold_model(e, space, &m, &s);
+    if (rc)
+        return rc;
+    if ((rc = fold_cover(m, user + 1)))
+        return rc;
+    uint8_t *fl = &m->flags[user];
+    if (!(*fl & FOLD_QUEUED) && m->nqueue >= REC_LEARN_FOLD_BACKLOG)
+        return fold_now(e, m, s, user); /* the jobs fall behind: pay now */
+    if (!(*fl & FOLD_QUEUED)) {
+        if (m->nqueue == m->qcap) {
+            size_t cap = m->qcap ? m->qcap * 2 : 256;
+            uint32_t *q = realloc(m->queue, cap * sizeof *q);
+            if (!q)
+                return REC_ENOMEM;
+            m->queue = q;
+            m->qcap = cap;
+        }
+        m->queue[m->nqueue++] = user;
+        *fl |= FOLD_QUEUED;
+    }
+    if (!(*fl & FOLD_STALE)) {
+        *fl |= FOLD_STALE;
+        m->nstale++;
+    }
+    m->marked[user] = ++m->epoch;
+    return 0;
+}
+
+/* Fold in what model m owes: user's, or every one (REC_IDX_NONE). */
+static int settle_model(rec_engine *e, model *m, uint32_t user) {
+    if (m->ease || !m->nstale)
+        return 0;
+    rec_space *s = rec_engine_space(e, m->space);
+    if (!s || s->dim != m->factors || !m->VtV) { /* nothing to fold against */
+        memset(m->flags, 0, m->ncap);
+        m->nstale = m->nqueue = 0;
+        return 0;
+    }
+    if (user != REC_IDX_NONE)
+        return user < m->ncap && (m->flags[user] & FOLD_STALE) ? fold_now(e, m, s, user) : 0;
+    int rc = 0;
+    for (uint32_t u = 0; u < m->ncap && m->nstale; u++)
+        if (m->flags[u] & FOLD_STALE) {
+            int r = fold_now(e, m, s, u);
+            rc = rc ? rc : r;
+        }
+    return rc;
+}
+
+int rec_learn_settle(rec_engine *e, const char *space, uint32_t user) {
+    int rc = 0;
+    for (model *m = rec_engine_attached(e); m; m = m->next)
+        if (m->nstale && (!space || strcmp(m->space, space) == 0)) {
+            int r = settle_model(e, m, user);
+            rc = rc ? rc : r;
+        }
+    return rc;
+}
+
+size_t rec_learn_owed(rec_engine *e) {
+    size_t n = 0;
+    for (model *m = rec_engine_attached(e); m; m = m->next)
+        n += m->nstale;
+    return n;
+}
+
+/* ---- fold jobs: owed fold-ins solved off the engine's thread ------------ */
+
+struct rec_learn_fold_job {
+    char space[64];
+    uint32_t f, gen;
+    float reg;
+    uint64_t epoch;   /* the model's marks at the snapshot */
+    float *VtV;       /* a copy: an install may replace the model's */
+    size_t n;         /* users */
+    uint32_t *users;
+    size_t *off;      /* n + 1: user j's rows are off[j]..off[j+1] */
+    uint32_t *idx;    /* local numbers 0..d-1 per user */
+    float *conf, *rows;
+    float *out;       /* n x f */
+    int *rc;
+};
+
+void rec_learn_fold_job_free(rec_learn_fold_job *j) {
+    if (!j)
+        return;
+    free(j->VtV);
+    free(j->users);
+    free(j->off);
+    free(j->idx);
+    free(j->conf);
+    free(j->rows);
+    free(j->out);
+    free(j->rc);
+    free(j);
+}
+
+/* Append src[0..n) to *dst (of *len entries, *cap allocated). */
+static int append(void **dst, size_t *len, size_t *cap, const void *src, size_t n, size_t size) {
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < *len + n)
+            c *= 2;
+        void *p = realloc(*dst, c * size);
+        if (!p)
+            return REC_ENOMEM;
+        *dst = p;
+        *cap = c;
+    }
+    memcpy((char *)*dst + *len * size, src, n * size);
+    *len += n;
+    return 0;
+}
+
+int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job **out) {
+    *out = NULL;
+    model *m = rec_engine_attached(e);
+    rec_space *s = NULL;
+    for (; m; m = m->next)
+        if (!m->ease && m->nqueue) {
+            if (fold_model(e, m->space, &m, &s) == 0)
+                break;
+            settle_model(e, m, REC_IDX_NONE); /* the space is gone: drops the debt */
+        }
+    if (!m)
+        return 0;
+    rec_learn_fold_job *j = calloc(1, sizeof *j);
+    size_t take = m->nqueue < max_users ? m->nqueue : max_users;
+    uint32_t f = m->factors;
+    if (!j || !(j->VtV = malloc((size_t)f * f * sizeof *j->VtV)) ||
+        !(j->users = malloc((take + 1) * sizeof *j->users)) ||
+        !(j->off = malloc((take + 1) * sizeof *j->off)))
+        goto nomem;
+    memcpy(j->VtV, m->VtV, (size_t)f * f * sizeof *j->VtV);
+    snprintf(j->space, sizeof j->space, "%s", m->space);
+    j->f = f;
+    j->gen = m->gen;
+    j->reg = m->reg;
+    j->epoch = m->epoch;
+    size_t nrows = 0, cap_idx = 0, cap_conf = 0, cap_rows = 0, nconf = 0, nfl = 0;
+    j->off[0] = 0;
+    /* the oldest queued first; the rest move up */
+    size_t q = 0;
+    for (; q < m->nqueue && j->n < take; q++) {
+        uint32_t u = m->queue[q];
+        m->flags[u] &= (uint8_t)~FOLD_QUEUED;
+        if (!(m->flags[u] & FOLD_STALE))
+            continue; /* folded in meanwhile by a reader */
+        uint32_t *items;
+        float *conf, *V;
+        long d = gather(e, m, s, u, &items, &conf, &V);
+        int rc = d < 0 ? (int)d : 0;
+        size_t before = nrows;
+        if (!rc)
+            rc = append((void **)&j->idx, &nrows, &cap_idx, items, (size_t)d, sizeof *items);
+        if (!rc)
+            rc = append((void **)&j->conf, &nconf, &cap_conf, conf, (size_t)d, sizeof *conf);
+        if (!rc)
+            rc = append((void **)&j->rows, &nfl, &cap_rows, V, (size_t)d * f, sizeof *V);
+        if (d >= 0) {
+            free(items);
+            free(conf);
+            free(V);
+        }
+        if (rc) {
+            /* back in the queue with what was not taken */
+            m->flags[u] |= FOLD_QUEUED;
+            nrows = nconf = before;
+            nfl = before * f;
+            break;
+        }
+        j->users[j->n++] = u;
+        j->off[j->n] = nrows;
+    }
+    memmove(m->queue, m->queue + q, (m->nqueue - q) * sizeof *m->queue);
+    m->nqueue -= q;
+    if (!j->n) {
+        rec_learn_fold_job_free(j);
+        return 0;
+    }
+    if (!(j->out = malloc(j->n * f * sizeof *j->out)) || !(j->rc = calloc(j->n, sizeof *j->rc))) {
+        /* the users stay stale: a reader or the next checkpoint folds them */
+        rec_learn_fold_job_free(j);
+        return REC_ENOMEM;
+    }
+    *out = j;
+    return 0;
+nomem:
+    rec_learn_fold_job_free(j);
+    return REC_ENOMEM;
+}
+
+void rec_learn_fold_job_run(rec_learn_fold_job *j) {
+    size_t f = j->f;
+    for (size_t k = 0; k < j->n; k++) {
+        size_t a = j->off[k], d = j->off[k + 1] - a;
+        j->rc[k] = rec_ials_fold_in(j->rows + a * f, j->VtV, (uint32_t)d, j->f, j->reg,
+                                    j->idx + a, j->conf + a, d, j->out + k * f);
+    }
+}
+
+size_t rec_learn_fold_job_users(const rec_learn_fold_job *j) { return j->n; }
+
+int rec_learn_fold_job_install(rec_engine *e, rec_learn_fold_job *j) {
+    model *m;
+    rec_space *s;
+    int rc = fold_model(e, j->space, &m, &s);
+    if (rc)
+        return 0; /* the model or its space went away: nothing is owed */
+    int first = 0;
+    for (size_t k = 0; k < j->n; k++) {
+        uint32_t u = j->users[k];
+        if (!(m->flags[u] & FOLD_STALE))
+            continue; /* a reader folded it in meanwhile */
+        size_t kl;
+        if (m->gen != j->gen || m->marked[u] > j->epoch || !rec_engine_key(e, REC_KIND_USER, u, &kl)) {
+            /* another model, or an event since: solved again later */
+            if (!(m->flags[u] & FOLD_QUEUED) && rec_engine_key(e, REC_KIND_USER, u, &kl) &&
+                (rc = rec_learn_fold_in_later(e, j->space, u)))
+                first = first ? first : rc;
+            else if (!rec_engine_key(e, REC_KIND_USER, u, &kl)) {
+                m->flags[u] &= (uint8_t)~FOLD_STALE;
+                m->nstale--;
+            }
+            continue;
+        }
+        m->flags[u] &= (uint8_t)~FOLD_STALE;
+        m->nstale--;
+        rc = j->rc[k];
+        if (!rc && j->off[k + 1] > j->off[k])
+            rc = rec_space_set(s, REC_KIND_USER, u, j->out + k * j->f, REC_SET_LEARNED);
+        first = first ? first : rc;
+    }
+    return first;
 }
 
 /* ---- EASE ---------------------------------------------------------------- */

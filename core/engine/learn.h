@@ -45,9 +45,38 @@ double rec_learn_ials_job_seconds(const rec_learn_ials_job *j);
 uint64_t rec_learn_ials_job_pairs(const rec_learn_ials_job *j);
 
 /* Re-solve `user` in the installed model of space (from their whole
- * history). REC_ENOTFOUND when no model was installed for the space in
+ * history) now. REC_ENOTFOUND when no model was installed for the space in
  * this process. O(n_u f^2 + f^3). */
 int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user);
+
+/* The same fold-in, owed instead of done: the user's row is marked stale
+ * and queued, once however many events mark it. Whoever reads the row
+ * settles it first (rec_learn_settle), so a reader sees what an eager
+ * fold-in after the last event would have left; fold jobs pay the rest
+ * off the engine's thread, a checkpoint and the install of a new training
+ * settle all. With REC_LEARN_FOLD_BACKLOG users queued, a new one is
+ * folded in at once. REC_ENOTFOUND as rec_learn_fold_in. O(1). */
+#define REC_LEARN_FOLD_BACKLOG 8192
+int rec_learn_fold_in_later(rec_engine *e, const char *space, uint32_t user);
+/* Fold in what is owed in space (NULL: every model) for user
+ * (REC_IDX_NONE: every user): before reading a user row, or all rows. The
+ * first error, the rest still settled. O(1) when nothing is owed. */
+int rec_learn_settle(rec_engine *e, const char *space, uint32_t user);
+/* Users whose rows are owed a fold-in. */
+size_t rec_learn_owed(rec_engine *e);
+
+/* A fold job: up to max_users queued users of one model, snapshotted on
+ * the engine's thread (their distinct items, confidences and item rows,
+ * and the model's Gram matrix), solved on any thread, installed back on
+ * the engine's thread where each row is set unless the user was marked
+ * again, folded in by a reader, or the model replaced meanwhile (those
+ * are queued again). *out is NULL when nothing is queued. */
+typedef struct rec_learn_fold_job rec_learn_fold_job;
+int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job **out);
+void rec_learn_fold_job_run(rec_learn_fold_job *j);
+int rec_learn_fold_job_install(rec_engine *e, rec_learn_fold_job *j);
+size_t rec_learn_fold_job_users(const rec_learn_fold_job *j);
+void rec_learn_fold_job_free(rec_learn_fold_job *j); /* NULL is a no-op */
 
 /* ---- EASE (ease.h): item-item weights in closed form ------------------- */
 

@@ -55,6 +55,8 @@ struct rec_train {
     plan follow_plan;
     rec_train_result last;    /* the result of training `ended` */
     rec_train_model m[2];     /* ials, ease; running and pending computed */
+    rec_learn_fold_job *fold; /* owed fold-ins being solved in a worker */
+    int folding;              /* that job is out */
 };
 
 static double mono_clock(void) {
@@ -94,10 +96,54 @@ void rec_train_free(rec_train *t) {
         return;
     rec_learn_ials_job_free(t->training);
     rec_learn_ease_job_free(t->ease_training);
+    rec_learn_fold_job_free(t->fold);
     free(t);
 }
 
 int rec_train_running(const rec_train *t) { return t->busy; }
+
+/* ---- owed fold-ins (rec_learn_fold_in_later) ----------------------------- */
+
+/* Users per fold job: about 8 ms of solving at f = 64. */
+#define FOLD_USERS 512
+
+static void fold_work(void *arg) {
+    rec_train *t = arg;
+    rec_learn_fold_job_run(t->fold);
+}
+
+static void fold_done_cb(void *arg, int status) {
+    rec_train *t = arg;
+    rec_learn_fold_job *j = t->fold;
+    t->fold = NULL;
+    t->folding = 0;
+    /* not solved (status < 0): the users stay owed, and a reader, the
+     * next job or the next checkpoint folds them in */
+    int rc = status < 0 || t->closed ? 0 : rec_learn_fold_job_install(t->e, j);
+    if (rc)
+        REC_WARN("ials fold-in: %s", rec_strerror(rc));
+    rec_learn_fold_job_free(j);
+    if (!t->closed)
+        rec_train_fold(t);
+}
+
+void rec_train_fold(rec_train *t) {
+    if (t->folding || t->closed || !t->o.worker.queue || !rec_learn_owed(t->e))
+        return;
+    int rc = rec_learn_fold_job_new(t->e, FOLD_USERS, &t->fold);
+    if (rc)
+        REC_WARN("ials fold-in: %s", rec_strerror(rc));
+    if (!t->fold)
+        return;
+    if ((rc = t->o.worker.queue(t->o.worker.ud, fold_work, fold_done_cb, t))) {
+        /* no worker: solve here rather than leave the users owed */
+        fold_work(t);
+        t->folding = 1;
+        fold_done_cb(t, 0);
+        return;
+    }
+    t->folding = 1;
+}
 
 void rec_train_close(rec_train *t) { t->closed = t->held = 1; }
 

@@ -4,8 +4,9 @@
  * would). Checks one training at a time, refused options, a worker that
  * cannot be reached, a shutdown or a cancelled job that installs nothing,
  * the schedule of rec_train_tick (timer, share, the end of a burst), and
- * callers that wait for a training. Each test runs on its own mkdtemp
- * folder. */
+ * callers that wait for a training, and the fold-ins events owe: solved
+ * in a job or by a reader, equal to an eager fold-in after the last event.
+ * Each test runs on its own mkdtemp folder. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +24,7 @@
 #include "engine.h"
 #include "err.h"
 #include "idmap.h"
+#include "learn.h"
 #include "script.h"
 #include "train.h"
 
@@ -456,6 +458,129 @@ static void test_wait(void **state) {
     fx_close(&f);
 }
 
+
+/* ---- owed fold-ins ------------------------------------------------------- */
+
+static uint32_t user_idx(fx *f, int u) {
+    char us[16], uk[REC_ID_MAX];
+    snprintf(us, sizeof us, "u%d", u);
+    size_t kl = (size_t)rec_id_str(uk, us, strlen(us));
+    return rec_engine_lookup(f->e, REC_KIND_USER, uk, kl);
+}
+
+/* Install an ials model of 8 factors trained on the fixture's events. */
+static void train_ials(fx *f) {
+    rec_learn_ials_opts o;
+    rec_learn_ials_opts_default(&o);
+    o.factors = 8;
+    o.reg = 1.0f;
+    rec_learn_ials_job *j;
+    assert_int_equal(rec_learn_ials_job_new(f->e, &o, &j), 0);
+    assert_int_equal(rec_learn_ials_job_run(j), 0);
+    assert_int_equal(rec_learn_ials_job_install(f->e, j), 0);
+    rec_learn_ials_job_free(j);
+}
+
+/* A click of user u on item i, owing u's fold-in as policies/ials.lua does. */
+static void click(fx *f, int u, int i) {
+    add_event(f, u, i);
+    assert_int_equal(rec_learn_fold_in_later(f->e, "ials", user_idx(f, u)), 0);
+}
+
+/* The user's ials row (8 floats) into out; 0 when it has none. */
+static int row_of(fx *f, int u, float *out) {
+    const float *v = rec_space_get(rec_engine_space(f->e, "ials"), REC_KIND_USER, user_idx(f, u));
+    if (v)
+        memcpy(out, v, 8 * sizeof *out);
+    return v != NULL;
+}
+
+/* The row an eager fold-in leaves now equals `got`, bit for bit. */
+static void assert_eager(fx *f, int u, const float *got) {
+    assert_int_equal(rec_learn_fold_in(f->e, "ials", user_idx(f, u)), 0);
+    float want[8];
+    assert_true(row_of(f, u, want));
+    assert_memory_equal(got, want, sizeof want);
+}
+
+static void test_fold_owed(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    uint32_t u1 = user_idx(&f, 1);
+    /* no model: nothing is owed */
+    assert_int_equal(rec_learn_fold_in_later(f.e, "ials", u1), REC_ENOTFOUND);
+    train_ials(&f);
+    float before[8], got[8];
+    assert_true(row_of(&f, 1, before));
+    /* two clicks owe one fold-in, not done yet */
+    click(&f, 1, 30);
+    click(&f, 1, 2);
+    assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_true(row_of(&f, 1, got));
+    assert_memory_equal(got, before, sizeof got);
+    /* a job solves it off the thread; installed, it is an eager fold-in */
+    rec_train_fold(f.t);
+    assert_int_equal(f.w.queued, 1);
+    rec_train_fold(f.t); /* one job at a time */
+    assert_int_equal(f.w.queued, 1);
+    fake_finish(&f.w, 1);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 1, got));
+    assert_true(memcmp(got, before, sizeof got) != 0);
+    assert_eager(&f, 1, got);
+
+    /* a reader settles the user first: a newcomer gets their row */
+    click(&f, 9, 1);
+    click(&f, 9, 4);
+    assert_false(row_of(&f, 9, got));
+    assert_int_equal(rec_learn_settle(f.e, "other", REC_IDX_NONE), 0);
+    assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_int_equal(rec_learn_settle(f.e, "ials", user_idx(&f, 9)), 0);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 9, got));
+    assert_eager(&f, 9, got);
+
+    /* an event after the job's snapshot: its result is dropped, the user
+     * stays owed, and what is read equals a fold-in after that event */
+    click(&f, 2, 3);
+    rec_train_fold(f.t);
+    assert_int_equal(f.w.queued, 2);
+    assert_true(row_of(&f, 2, before));
+    click(&f, 2, 31);
+    fake_finish(&f.w, 1); /* installs nothing, queues the next job */
+    assert_int_equal(f.w.queued, 3);
+    assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_true(row_of(&f, 2, got));
+    assert_memory_equal(got, before, sizeof got);
+    fake_finish(&f.w, 1);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 2, got));
+    assert_eager(&f, 2, got);
+
+    /* a cancelled job leaves the users owed; a checkpoint settles them */
+    click(&f, 3, 5);
+    rec_train_fold(f.t);
+    fake_finish(&f.w, 0);
+    assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_int_equal(rec_engine_checkpoint(f.e), 0);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 3, got));
+    assert_eager(&f, 3, got);
+
+    /* a new training settles what the old model owes before replacing it */
+    click(&f, 4, 6);
+    rec_train_fold(f.t); /* out while the model is replaced */
+    train_ials(&f);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 4, before));
+    fake_finish(&f.w, 1); /* solved against the old model: dropped */
+    assert_true(row_of(&f, 4, got));
+    assert_memory_equal(got, before, sizeof got);
+    assert_null(f.w.work);
+    fx_close(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_at_a_time),
@@ -466,6 +591,7 @@ int main(void) {
         cmocka_unit_test(test_share),
         cmocka_unit_test(test_quiet),
         cmocka_unit_test(test_wait),
+        cmocka_unit_test(test_fold_owed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
