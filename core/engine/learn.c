@@ -16,6 +16,7 @@ struct rec_learn_ials_job {
     rec_ials_data data;
     float *U, *V;
     float *VtV;      /* computed by the worker too: O(items f^2) */
+    float *P;        /* V (VtV + reg I)^-1, for short fold-ins: O(items f^2) */
     uint32_t nusers, nitems;
     uint64_t pairs;
     double seconds;
@@ -31,6 +32,7 @@ typedef struct model {
     uint32_t factors, nitems;
     float reg, alpha;
     float *VtV;
+    float *P;            /* rows V_i (VtV + reg I)^-1 (fold_short) */
     float *B;
     uint32_t n, *item, *local, nlocal;
     /* fold-ins owed (ials): users whose row is stale, in `flags`, and
@@ -52,6 +54,7 @@ static void models_free(void *p) {
     for (model *m = p, *next; m; m = next) {
         next = m->next;
         free(m->VtV);
+        free(m->P);
         free(m->B);
         free(m->item);
         free(m->local);
@@ -131,6 +134,36 @@ int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_lear
     return 0;
 }
 
+/* P = V B^-1 with B = VtV + reg I, one row per item: what a fold-in of
+ * few items solves against (fold_short). B is inverted once (f solves of
+ * f^3/6) and each row is f dot products: O(items f^2). */
+static int short_rows(const float *V, const float *VtV, uint32_t nitems, uint32_t factors,
+                      float reg, float **out) {
+    size_t f = factors;
+    float *Binv = malloc(f * f * sizeof *Binv), *A = malloc(f * f * sizeof *A);
+    float *P = malloc(((size_t)nitems + 1) * f * sizeof *P);
+    int rc = Binv && A && P ? 0 : REC_ENOMEM;
+    for (size_t c = 0; !rc && c < f; c++) {
+        memcpy(A, VtV, f * f * sizeof *A);
+        for (size_t k = 0; k < f; k++)
+            A[k * f + k] += reg;
+        float *col = Binv + c * f; /* B is symmetric: column c is row c */
+        memset(col, 0, f * sizeof *col);
+        col[c] = 1.0f;
+        rc = rec_ials_cholesky_solve(A, col, factors);
+    }
+    for (uint32_t i = 0; !rc && i < nitems; i++)
+        rec_vec_dot_rows(Binv, f, f, V + (size_t)i * f, f, P + (size_t)i * f);
+    free(Binv);
+    free(A);
+    if (rc) {
+        free(P);
+        P = NULL;
+    }
+    *out = P;
+    return rc;
+}
+
 int rec_learn_ials_job_run(rec_learn_ials_job *j) {
     double t0 = mono();
     int rc = rec_ials_train(&j->data, j->o.factors, j->o.reg, j->o.iters, j->o.seed,
@@ -142,6 +175,8 @@ int rec_learn_ials_job_run(rec_learn_ials_job *j) {
         else
             rec_ials_gram(j->V, j->nitems, j->o.factors, j->VtV);
     }
+    if (!rc)
+        rc = short_rows(j->V, j->VtV, j->nitems, j->o.factors, j->o.reg, &j->P);
     j->seconds = mono() - t0;
     j->trained = rc == 0;
     return rc;
@@ -211,6 +246,9 @@ int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j) {
     free(m->VtV);
     m->VtV = j->VtV; /* the worker computed it */
     j->VtV = NULL;
+    free(m->P);
+    m->P = j->P;
+    j->P = NULL;
     m->factors = f;
     m->nitems = j->nitems;
     m->gen++;
@@ -226,6 +264,7 @@ void rec_learn_ials_job_free(rec_learn_ials_job *j) {
     free(j->U);
     free(j->V);
     free(j->VtV);
+    free(j->P);
     free(j);
 }
 
@@ -240,17 +279,19 @@ static int cmp_u32(const void *a, const void *b) {
 /* The user's distinct positive items that the model knows, with their
  * summed confidences, and their item rows gathered into a compact block
  * renumbered 0..d-1 (the Gram matrix of the whole model carries the
- * rest): what a fold-in solves against. *items, *conf and *rows are
- * allocated (d + 1 entries, d + 1 rows); the caller frees them. Returns d,
- * or REC_ENOMEM. O(n log n + d f). */
+ * rest): what a fold-in solves against, and with them the items' rows of
+ * P when the model has them (else *prows is NULL). *items, *conf, *rows
+ * and *prows are allocated (d + 1 entries, d + 1 rows); the caller frees
+ * them. Returns d, or REC_ENOMEM. O(n log n + d f). */
 static long gather(rec_engine *e, const model *m, const rec_space *s, uint32_t user,
-                   uint32_t **items_out, float **conf_out, float **rows_out) {
+                   uint32_t **items_out, float **conf_out, float **rows_out,
+                   float **prows_out) {
     uint32_t hn;
     const rec_hentry *h = rec_graph_history(rec_engine_graph(e), user, &hn);
     uint32_t f = m->factors;
     uint32_t *items = malloc(((size_t)hn + 1) * sizeof *items);
     float *conf = malloc(((size_t)hn + 1) * sizeof *conf);
-    float *V = NULL;
+    float *V = NULL, *P = NULL;
     if (!items || !conf)
         goto nomem;
     size_t n = 0;
@@ -272,21 +313,73 @@ static long gather(rec_engine *e, const model *m, const rec_space *s, uint32_t u
         if (p)
             conf[p - items] += m->alpha * h[i].weight;
     }
-    if (!(V = malloc(((size_t)d + 1) * f * sizeof *V)))
+    if (!(V = malloc(((size_t)d + 1) * f * sizeof *V)) ||
+        (m->P && !(P = malloc(((size_t)d + 1) * f * sizeof *P))))
         goto nomem;
     for (size_t i = 0; i < d; i++) {
         memcpy(V + i * f, rec_space_get(s, REC_KIND_ITEM, items[i]), f * sizeof(float));
+        if (P)
+            memcpy(P + i * f, m->P + (size_t)items[i] * f, f * sizeof(float));
         items[i] = (uint32_t)i;
     }
     *items_out = items;
     *conf_out = conf;
     *rows_out = V;
+    *prows_out = P;
     return (long)d;
 nomem:
     free(items);
     free(conf);
     free(V);
+    free(P);
     return REC_ENOMEM;
+}
+
+/* The fold-in of d < f items by the Woodbury identity: with B = VtV +
+ * reg I and P = V B^-1 (rows p_i), the user's system (B + Vu^T C Vu) x =
+ * Vu^T (1 + c) is solved as y = sum (1 + c_i) p_i, x = y - Pu^T z with
+ * (C^-1 + Vu Pu^T) z = Vu y: a d x d system instead of f x f. The same
+ * solution as rec_ials_fold_in up to rounding; O(d^2 f + d^3) instead of
+ * O(d f^2 + f^3). */
+static int fold_short(const float *V, const float *P, const float *conf, size_t d,
+                      uint32_t factors, float *x) {
+    size_t f = factors;
+    float *M = malloc((d * d + d + 1) * sizeof *M);
+    if (!M)
+        return REC_ENOMEM;
+    float *t = M + d * d;
+    memset(x, 0, f * sizeof *x);
+    for (size_t i = 0; i < d; i++)
+        rec_vec_axpy(1.0f + conf[i], P + i * f, x, f);
+    for (size_t i = 0; i < d; i++) {
+        rec_vec_dot_rows(P, f, i + 1, V + i * f, f, M + i * d); /* v_i . p_j, j <= i */
+        for (size_t j = 0; j < i; j++)
+            M[j * d + i] = M[i * d + j];
+        M[i * d + i] += 1.0f / conf[i];
+        t[i] = rec_vec_dot(V + i * f, x, f);
+    }
+    int rc = rec_ials_cholesky_solve(M, t, (uint32_t)d);
+    if (!rc) {
+        for (size_t i = 0; i < d; i++)
+            rec_vec_axpy(-t[i], P + i * f, x, f);
+        if (!rec_vec_all_finite(x, f))
+            rc = REC_ENONFINITE;
+    }
+    free(M);
+    return rc;
+}
+
+/* One fold-in over what gather collected: the short form while it is
+ * cheaper (d < f) and every confidence is positive, else the f x f
+ * solve. */
+static int fold_solve(const float *V, const float *P, const float *VtV, const uint32_t *idx,
+                      const float *conf, size_t d, uint32_t f, float reg, float *x) {
+    int short_ok = P && d > 0 && d < f;
+    for (size_t i = 0; short_ok && i < d; i++)
+        short_ok = conf[i] > 0.0f && isfinite(conf[i]);
+    if (short_ok)
+        return fold_short(V, P, conf, d, f, x);
+    return rec_ials_fold_in(V, VtV, (uint32_t)d, f, reg, idx, conf, d, x);
 }
 
 /* Re-solve the user now and clear what was owed for them. */
@@ -296,19 +389,20 @@ static int fold_now(rec_engine *e, model *m, rec_space *s, uint32_t user) {
         m->nstale--;
     }
     uint32_t *items;
-    float *conf, *V;
-    long d = gather(e, m, s, user, &items, &conf, &V);
+    float *conf, *V, *P;
+    long d = gather(e, m, s, user, &items, &conf, &V, &P);
     if (d < 0)
         return (int)d;
     uint32_t f = m->factors;
     float *u = malloc((size_t)f * sizeof *u);
     int rc = REC_ENOMEM;
     if (u) {
-        rc = rec_ials_fold_in(V, m->VtV, (uint32_t)d, f, m->reg, items, conf, (size_t)d, u);
+        rc = fold_solve(V, P, m->VtV, items, conf, (size_t)d, f, m->reg, u);
         if (!rc && d)
             rc = rec_space_set(s, REC_KIND_USER, user, u, REC_SET_LEARNED);
     }
     free(V);
+    free(P);
     free(u);
     free(items);
     free(conf);
@@ -434,6 +528,7 @@ struct rec_learn_fold_job {
     size_t *off;      /* n + 1: user j's rows are off[j]..off[j+1] */
     uint32_t *idx;    /* local numbers 0..d-1 per user */
     float *conf, *rows;
+    float *prows;     /* the rows of P beside rows, or NULL */
     float *out;       /* n x f */
     int *rc;
 };
@@ -447,6 +542,7 @@ void rec_learn_fold_job_free(rec_learn_fold_job *j) {
     free(j->idx);
     free(j->conf);
     free(j->rows);
+    free(j->prows);
     free(j->out);
     free(j->rc);
     free(j);
@@ -495,6 +591,7 @@ int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job *
     j->reg = m->reg;
     j->epoch = m->epoch;
     size_t nrows = 0, cap_idx = 0, cap_conf = 0, cap_rows = 0, nconf = 0, nfl = 0;
+    size_t cap_prows = 0, npfl = 0;
     j->off[0] = 0;
     /* the oldest queued first; the rest move up */
     size_t q = 0;
@@ -504,8 +601,8 @@ int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job *
         if (!(m->flags[u] & FOLD_STALE))
             continue; /* folded in meanwhile by a reader */
         uint32_t *items;
-        float *conf, *V;
-        long d = gather(e, m, s, u, &items, &conf, &V);
+        float *conf, *V, *P;
+        long d = gather(e, m, s, u, &items, &conf, &V, &P);
         int rc = d < 0 ? (int)d : 0;
         size_t before = nrows;
         if (!rc)
@@ -514,16 +611,19 @@ int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job *
             rc = append((void **)&j->conf, &nconf, &cap_conf, conf, (size_t)d, sizeof *conf);
         if (!rc)
             rc = append((void **)&j->rows, &nfl, &cap_rows, V, (size_t)d * f, sizeof *V);
+        if (!rc && P)
+            rc = append((void **)&j->prows, &npfl, &cap_prows, P, (size_t)d * f, sizeof *P);
         if (d >= 0) {
             free(items);
             free(conf);
             free(V);
+            free(P);
         }
         if (rc) {
             /* back in the queue with what was not taken */
             m->flags[u] |= FOLD_QUEUED;
             nrows = nconf = before;
-            nfl = before * f;
+            nfl = npfl = before * f;
             break;
         }
         j->users[j->n++] = u;
@@ -551,8 +651,8 @@ void rec_learn_fold_job_run(rec_learn_fold_job *j) {
     size_t f = j->f;
     for (size_t k = 0; k < j->n; k++) {
         size_t a = j->off[k], d = j->off[k + 1] - a;
-        j->rc[k] = rec_ials_fold_in(j->rows + a * f, j->VtV, (uint32_t)d, j->f, j->reg,
-                                    j->idx + a, j->conf + a, d, j->out + k * f);
+        j->rc[k] = fold_solve(j->rows + a * f, j->prows ? j->prows + a * f : NULL, j->VtV,
+                              j->idx + a, j->conf + a, d, j->f, j->reg, j->out + k * f);
     }
 }
 

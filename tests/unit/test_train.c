@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <ftw.h>
+#include <math.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,8 @@
 
 #include "engine.h"
 #include "err.h"
+#include "graph.h"
+#include "ials.h"
 #include "idmap.h"
 #include "learn.h"
 #include "script.h"
@@ -581,6 +584,51 @@ static void test_fold_owed(void **state) {
     fx_close(&f);
 }
 
+/* A fold-in of fewer items than factors takes the short (Woodbury) form:
+ * the same vector as the f x f solve of rec_ials_fold_in, up to rounding. */
+static void test_fold_short(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    train_ials(&f);
+    rec_space *s = rec_engine_space(f.e, "ials");
+    uint32_t ni = rec_engine_bound(f.e, REC_KIND_ITEM);
+    float V[64 * 8], G[64], got[8], want[8];
+    assert_true(ni <= 64);
+    memset(V, 0, sizeof V);
+    for (uint32_t i = 0; i < ni; i++)
+        if (rec_space_has(s, REC_KIND_ITEM, i))
+            memcpy(V + i * 8, rec_space_get(s, REC_KIND_ITEM, i), 8 * sizeof(float));
+    rec_ials_gram(V, ni, 8, G);
+    rec_learn_ials_opts o;
+    rec_learn_ials_opts_default(&o);
+    int shorts = 0;
+    for (int u = 0; u < 6; u++) {
+        uint32_t ui = user_idx(&f, u), hn;
+        const rec_hentry *h = rec_graph_history(rec_engine_graph(f.e), ui, &hn);
+        uint32_t items[64];
+        float conf[64];
+        size_t d = 0;
+        for (uint32_t k = 0; k < hn; k++) { /* distinct items in the fixture */
+            items[d] = h[k].item;
+            conf[d++] = o.alpha * h[k].weight;
+        }
+        shorts += d < 8;
+        assert_int_equal(rec_learn_fold_in(f.e, "ials", ui), 0);
+        assert_true(row_of(&f, u, got));
+        assert_int_equal(rec_ials_fold_in(V, G, ni, 8, 1.0f, items, conf, d, want), 0);
+        float err = 0, norm = 0;
+        for (int k = 0; k < 8; k++) {
+            err = fmaxf(err, fabsf(got[k] - want[k]));
+            norm = fmaxf(norm, fabsf(want[k]));
+        }
+        assert_true(norm > 0);
+        assert_true(err <= 1e-4f * norm);
+    }
+    assert_true(shorts >= 4);
+    fx_close(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_at_a_time),
@@ -592,6 +640,7 @@ int main(void) {
         cmocka_unit_test(test_quiet),
         cmocka_unit_test(test_wait),
         cmocka_unit_test(test_fold_owed),
+        cmocka_unit_test(test_fold_short),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
