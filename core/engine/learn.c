@@ -73,6 +73,7 @@ void rec_learn_ials_opts_default(rec_learn_ials_opts *o) {
     o->reg = 30.0f;  /* tuned by recd eval on MovieLens (BENCHMARKS.md) */
     o->alpha = 2.0f;
     o->seed = 42;
+    o->cpu = 1.0;
 }
 
 static double mono(void) {
@@ -85,7 +86,7 @@ int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_lear
     *out = NULL;
     if (rec_space_name_ok(o->space) || o->factors < 1 || o->factors > REC_IALS_MAX_FACTORS ||
         o->iters > 1000 || !(o->reg > 0.0f) || !isfinite(o->reg) || !(o->alpha > 0.0f) ||
-        !isfinite(o->alpha))
+        !isfinite(o->alpha) || !(o->cpu > 0.0 && o->cpu <= 1.0))
         return REC_EINVAL;
     rec_space *s = rec_engine_space(e, o->space);
     if (s && s->dim != o->factors)
@@ -164,10 +165,84 @@ static int short_rows(const float *V, const float *VtV, uint32_t nitems, uint32_
     return rc;
 }
 
+/* ---- a bounded CPU share ----------------------------------------------- */
+
+static double thread_cpu(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct pace {
+    double share, wall0, cpu0;
+} pace;
+
+static void pace_start(pace *p, double share) {
+    p->share = share;
+    p->wall0 = mono();
+    p->cpu0 = thread_cpu();
+}
+
+/* Between slices of work: sleep while this thread's CPU time since the
+ * start is ahead of share x the time since the start. */
+static void pace_step(const pace *p) {
+    if (p->share >= 1.0)
+        return;
+    double ahead = (thread_cpu() - p->cpu0) / p->share - (mono() - p->wall0);
+    if (ahead > 1e-3) {
+        struct timespec ts = {(time_t)ahead, (long)((ahead - floor(ahead)) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Rows per slice of a half-step: a few milliseconds of work. */
+#define PACE_ROWS 1024
+
+/* One half-step of rec_ials_train (X from Y, its Gram matrix in G) in
+ * slices, pacing between them. */
+static int half_step(const float *Y, uint32_t ny, float *G, uint32_t f, float reg,
+                     const uint32_t *ptr, const uint32_t *idx, const float *conf, uint32_t nx,
+                     float *X, float *scratch, const pace *p) {
+    rec_ials_gram(Y, ny, f, G);
+    pace_step(p);
+    for (uint32_t b = 0; b < nx; b += PACE_ROWS) {
+        uint32_t e = nx - b < PACE_ROWS ? nx : b + PACE_ROWS;
+        int rc = rec_ials_solve_rows(Y, G, f, reg, ptr, idx, conf, b, e, X, scratch);
+        if (rc)
+            return rc;
+        pace_step(p);
+    }
+    return 0;
+}
+
+/* rec_ials_train's iterations, sliced and paced: the same factors. */
+static int train_paced(rec_learn_ials_job *j) {
+    const rec_ials_data *d = &j->data;
+    uint32_t f = j->o.factors;
+    int rc = rec_ials_train(d, f, j->o.reg, 0, j->o.seed, j->U, j->V, 1); /* checks, init */
+    if (rc || !j->o.iters)
+        return rc;
+    float *G = malloc(((size_t)f * f + REC_IALS_SCRATCH_FLOATS(f)) * sizeof *G);
+    if (!G)
+        return REC_ENOMEM;
+    pace p;
+    pace_start(&p, j->o.cpu);
+    for (uint32_t it = 0; it < j->o.iters && !rc; it++) {
+        rc = half_step(j->V, d->nitems, G, f, j->o.reg, d->user_ptr, d->user_items,
+                       d->user_conf, d->nusers, j->U, G + (size_t)f * f, &p);
+        if (!rc)
+            rc = half_step(j->U, d->nusers, G, f, j->o.reg, d->item_ptr, d->item_users,
+                           d->item_conf, d->nitems, j->V, G + (size_t)f * f, &p);
+    }
+    free(G);
+    return rc;
+}
+
 int rec_learn_ials_job_run(rec_learn_ials_job *j) {
     double t0 = mono();
-    int rc = rec_ials_train(&j->data, j->o.factors, j->o.reg, j->o.iters, j->o.seed,
-                            j->U, j->V, 1);
+    int rc = j->o.cpu < 1.0 ? train_paced(j)
+                            : rec_ials_train(&j->data, j->o.factors, j->o.reg, j->o.iters,
+                                             j->o.seed, j->U, j->V, 1);
     if (!rc) {
         j->VtV = malloc((size_t)j->o.factors * j->o.factors * sizeof(float));
         if (!j->VtV)

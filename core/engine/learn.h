@@ -24,6 +24,11 @@ typedef struct rec_learn_ials_opts {
     float reg;         /* default 30 */
     float alpha;       /* confidence per unit of event weight; default 2 */
     uint64_t seed;     /* default 42 */
+    double cpu;        /* the share of one core the training may take, in
+                          (0, 1]: it sleeps between slices of work so that
+                          its CPU time stays within cpu x the time since it
+                          began (and takes about 1/cpu times as long);
+                          default 1, unbounded */
 } rec_learn_ials_opts;
 
 void rec_learn_ials_opts_default(rec_learn_ials_opts *o);
@@ -33,7 +38,8 @@ typedef struct rec_learn_ials_job rec_learn_ials_job;
 /* Snapshot the engine's positive interactions. REC_EINVAL for bad options,
  * REC_EDIM when the space exists with another dimension. */
 int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_learn_ials_job **out);
-/* Train (any thread). */
+/* Train (any thread), within the options' CPU share. The same factors
+ * whatever the share. */
 int rec_learn_ials_job_run(rec_learn_ials_job *j);
 /* Install the trained factors (engine thread): rows of users and items
  * still alive are set in the space (written at the next checkpoint) and

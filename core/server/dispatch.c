@@ -1889,7 +1889,7 @@ int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r) {
     if ((rc = rec_dispatch_set_scripts(d, rt, r->scripts_dir ? path : NULL, d->rec_ref)))
         return rc;
     rec_train_opts to = {.every = r->train_every, .share = r->train_share,
-                         .quiet = r->train_quiet, .worker = r->worker,
+                         .quiet = r->train_quiet, .cpu = r->train_cpu, .worker = r->worker,
                          .over = r->trained, .over_ud = r->trained_ud};
     if ((rc = rec_train_new(&d->trainer, d->e, rt, &to)))
         return rc;

@@ -268,7 +268,10 @@ static int plan_of(const rec_train *t, const msgpack_object *opts, plan *p, char
 
 /* Snapshot on the loop thread, train in a worker, install on return. */
 static int launch(rec_train *t, const plan *p, char *err, size_t errlen) {
-    int rc = (p->models & REC_TRAIN_IALS) ? rec_learn_ials_job_new(t->e, &p->io, &t->training)
+    rec_learn_ials_opts io = p->io;
+    if (t->o.cpu > 0.0 && t->o.cpu < 1.0)
+        io.cpu = t->o.cpu;
+    int rc = (p->models & REC_TRAIN_IALS) ? rec_learn_ials_job_new(t->e, &io, &t->training)
                                            : 0;
     if (rc) {
         snprintf(err, errlen, "ials: %s", rc == REC_EDIM

@@ -41,6 +41,8 @@ typedef struct rec_train_opts {
                            began exceed this share of its snapshot; 0 never */
     double quiet;       /* seconds without an event that end a burst; 0:
                            no training at the end of a burst */
+    double cpu;         /* the share of one core an ials training may take
+                           (rec_learn_ials_opts.cpu), (0, 1]; 0: 1 */
     rec_worker worker;
     /* Called on the loop thread after each training is over (installed,
      * failed or dropped), once the training asked to follow it (if any)

@@ -5,7 +5,8 @@
  * cannot be reached, a shutdown or a cancelled job that installs nothing,
  * the schedule of rec_train_tick (timer, share, the end of a burst), and
  * callers that wait for a training, and the fold-ins events owe: solved
- * in a job or by a reader, equal to an eager fold-in after the last event.
+ * in a job or by a reader, equal to an eager fold-in after the last event,
+ * and a training held to a share of a core.
  * Each test runs on its own mkdtemp folder. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -629,6 +630,36 @@ static void test_fold_short(void **state) {
     fx_close(&f);
 }
 
+/* A training held to a share of a core sleeps between slices of rows and
+ * ends with the same factors; a share outside (0, 1] is refused. */
+static void test_paced_training(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    rec_learn_ials_opts o;
+    rec_learn_ials_opts_default(&o);
+    assert_true(o.cpu == 1.0);
+    o.factors = 8;
+    rec_learn_ials_job *j;
+    o.cpu = 0.0;
+    assert_int_equal(rec_learn_ials_job_new(f.e, &o, &j), REC_EINVAL);
+    o.cpu = 1.5;
+    assert_int_equal(rec_learn_ials_job_new(f.e, &o, &j), REC_EINVAL);
+    float rows[2][6][8];
+    double cpu[2] = {1.0, 0.3};
+    for (int r = 0; r < 2; r++) {
+        o.cpu = cpu[r];
+        assert_int_equal(rec_learn_ials_job_new(f.e, &o, &j), 0);
+        assert_int_equal(rec_learn_ials_job_run(j), 0);
+        assert_int_equal(rec_learn_ials_job_install(f.e, j), 0);
+        rec_learn_ials_job_free(j);
+        for (int u = 0; u < 6; u++)
+            assert_true(row_of(&f, u, rows[r][u]));
+    }
+    assert_memory_equal(rows[0], rows[1], sizeof rows[0]);
+    fx_close(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_at_a_time),
@@ -641,6 +672,7 @@ int main(void) {
         cmocka_unit_test(test_wait),
         cmocka_unit_test(test_fold_owed),
         cmocka_unit_test(test_fold_short),
+        cmocka_unit_test(test_paced_training),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
