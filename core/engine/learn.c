@@ -23,6 +23,55 @@ struct rec_learn_ials_job {
     int trained;
 };
 
+/* What fold-ins solve against, for one or more users back to back: per
+ * user, their distinct positive items that the model knows renumbered
+ * 0..d-1 (idx), the summed confidences, the items' rows gathered into a
+ * compact block (the Gram matrix of the whole model carries the rest) and
+ * beside them the items' rows of P when the model has them. Kept and
+ * reused: nothing is allocated once it is large enough. */
+typedef struct fold_buf {
+    uint32_t *idx;
+    float *conf, *rows, *prows;
+    size_t n, cap; /* entries used and allocated (rows: f floats each) */
+    int has_p;
+} fold_buf;
+
+static void fold_buf_free(fold_buf *b) {
+    free(b->idx);
+    free(b->conf);
+    free(b->rows);
+    free(b->prows);
+    memset(b, 0, sizeof *b);
+}
+
+static int fold_buf_reserve(fold_buf *b, size_t n, uint32_t f, int has_p) {
+    if (n <= b->cap && (!has_p || b->prows))
+        return 0;
+    size_t cap = b->cap > n ? b->cap : n > 64 ? n : 64;
+    while (cap < n)
+        cap *= 2;
+    uint32_t *idx = realloc(b->idx, cap * sizeof *idx);
+    if (!idx)
+        return REC_ENOMEM;
+    b->idx = idx;
+    float *conf = realloc(b->conf, cap * sizeof *conf);
+    if (!conf)
+        return REC_ENOMEM;
+    b->conf = conf;
+    float *rows = realloc(b->rows, cap * f * sizeof *rows);
+    if (!rows)
+        return REC_ENOMEM;
+    b->rows = rows;
+    if (has_p || b->prows) {
+        float *prows = realloc(b->prows, cap * f * sizeof *prows);
+        if (!prows)
+            return REC_ENOMEM;
+        b->prows = prows;
+    }
+    b->cap = cap;
+    return 0;
+}
+
 /* An installed model: an ials space kept for fold-ins (VtV), or an EASE
  * model (B over n items; item[] maps its rows to engine indexes and
  * local[] back, UINT32_MAX for items it does not cover). */
@@ -45,6 +94,7 @@ typedef struct model {
     size_t nstale;
     uint64_t epoch;      /* marks so far */
     uint32_t gen;        /* installs so far: a fold job of another is void */
+    fold_buf scratch;    /* for fold-ins on the engine's thread */
     struct model *next;
 } model;
 
@@ -61,6 +111,7 @@ static void models_free(void *p) {
         free(m->flags);
         free(m->marked);
         free(m->queue);
+        fold_buf_free(&m->scratch);
         free(m);
     }
 }
@@ -351,24 +402,18 @@ static int cmp_u32(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* The user's distinct positive items that the model knows, with their
- * summed confidences, and their item rows gathered into a compact block
- * renumbered 0..d-1 (the Gram matrix of the whole model carries the
- * rest): what a fold-in solves against, and with them the items' rows of
- * P when the model has them (else *prows is NULL). *items, *conf, *rows
- * and *prows are allocated (d + 1 entries, d + 1 rows); the caller frees
- * them. Returns d, or REC_ENOMEM. O(n log n + d f). */
+/* Append the user's entries to b (see fold_buf). Returns d, or
+ * REC_ENOMEM (b unchanged). O(n log n + d f). */
 static long gather(rec_engine *e, const model *m, const rec_space *s, uint32_t user,
-                   uint32_t **items_out, float **conf_out, float **rows_out,
-                   float **prows_out) {
+                   fold_buf *b) {
     uint32_t hn;
     const rec_hentry *h = rec_graph_history(rec_engine_graph(e), user, &hn);
     uint32_t f = m->factors;
-    uint32_t *items = malloc(((size_t)hn + 1) * sizeof *items);
-    float *conf = malloc(((size_t)hn + 1) * sizeof *conf);
-    float *V = NULL, *P = NULL;
-    if (!items || !conf)
-        goto nomem;
+    if (fold_buf_reserve(b, b->n + hn, f, m->P != NULL))
+        return REC_ENOMEM;
+    b->has_p = m->P != NULL;
+    uint32_t *items = b->idx + b->n;
+    float *conf = b->conf + b->n;
     size_t n = 0;
     for (uint32_t i = 0; i < hn; i++)
         if (h[i].weight > 0.0f && h[i].item < m->nitems &&
@@ -388,26 +433,15 @@ static long gather(rec_engine *e, const model *m, const rec_space *s, uint32_t u
         if (p)
             conf[p - items] += m->alpha * h[i].weight;
     }
-    if (!(V = malloc(((size_t)d + 1) * f * sizeof *V)) ||
-        (m->P && !(P = malloc(((size_t)d + 1) * f * sizeof *P))))
-        goto nomem;
+    float *V = b->rows + b->n * f, *P = b->has_p ? b->prows + b->n * f : NULL;
     for (size_t i = 0; i < d; i++) {
         memcpy(V + i * f, rec_space_get(s, REC_KIND_ITEM, items[i]), f * sizeof(float));
         if (P)
             memcpy(P + i * f, m->P + (size_t)items[i] * f, f * sizeof(float));
         items[i] = (uint32_t)i;
     }
-    *items_out = items;
-    *conf_out = conf;
-    *rows_out = V;
-    *prows_out = P;
+    b->n += d;
     return (long)d;
-nomem:
-    free(items);
-    free(conf);
-    free(V);
-    free(P);
-    return REC_ENOMEM;
 }
 
 /* The fold-in of d < f items by the Woodbury identity: with B = VtV +
@@ -463,24 +497,17 @@ static int fold_now(rec_engine *e, model *m, rec_space *s, uint32_t user) {
         m->flags[user] &= (uint8_t)~FOLD_STALE;
         m->nstale--;
     }
-    uint32_t *items;
-    float *conf, *V, *P;
-    long d = gather(e, m, s, user, &items, &conf, &V, &P);
+    fold_buf *b = &m->scratch;
+    b->n = 0;
+    long d = gather(e, m, s, user, b);
     if (d < 0)
         return (int)d;
     uint32_t f = m->factors;
-    float *u = malloc((size_t)f * sizeof *u);
-    int rc = REC_ENOMEM;
-    if (u) {
-        rc = fold_solve(V, P, m->VtV, items, conf, (size_t)d, f, m->reg, u);
-        if (!rc && d)
-            rc = rec_space_set(s, REC_KIND_USER, user, u, REC_SET_LEARNED);
-    }
-    free(V);
-    free(P);
-    free(u);
-    free(items);
-    free(conf);
+    float u[REC_IALS_MAX_FACTORS];
+    int rc = fold_solve(b->rows, b->has_p ? b->prows : NULL, m->VtV, b->idx, b->conf,
+                        (size_t)d, f, m->reg, u);
+    if (!rc && d)
+        rc = rec_space_set(s, REC_KIND_USER, user, u, REC_SET_LEARNED);
     return rc;
 }
 
@@ -598,12 +625,10 @@ struct rec_learn_fold_job {
     float reg;
     uint64_t epoch;   /* the model's marks at the snapshot */
     float *VtV;       /* a copy: an install may replace the model's */
-    size_t n;         /* users */
+    size_t n, cap;    /* users, allocated */
     uint32_t *users;
-    size_t *off;      /* n + 1: user j's rows are off[j]..off[j+1] */
-    uint32_t *idx;    /* local numbers 0..d-1 per user */
-    float *conf, *rows;
-    float *prows;     /* the rows of P beside rows, or NULL */
+    size_t *off;      /* n + 1: user j's entries are off[j]..off[j+1] */
+    fold_buf b;
     float *out;       /* n x f */
     int *rc;
 };
@@ -614,34 +639,47 @@ void rec_learn_fold_job_free(rec_learn_fold_job *j) {
     free(j->VtV);
     free(j->users);
     free(j->off);
-    free(j->idx);
-    free(j->conf);
-    free(j->rows);
-    free(j->prows);
+    fold_buf_free(&j->b);
     free(j->out);
     free(j->rc);
     free(j);
 }
 
-/* Append src[0..n) to *dst (of *len entries, *cap allocated). */
-static int append(void **dst, size_t *len, size_t *cap, const void *src, size_t n, size_t size) {
-    if (*len + n > *cap) {
-        size_t c = *cap ? *cap : 256;
-        while (c < *len + n)
-            c *= 2;
-        void *p = realloc(*dst, c * size);
-        if (!p)
-            return REC_ENOMEM;
-        *dst = p;
-        *cap = c;
+/* Room for n users of f factors in j. */
+static int job_reserve(rec_learn_fold_job *j, size_t n, uint32_t f) {
+    if (j->f != f) { /* another model's sizes: start over */
+        free(j->VtV);
+        free(j->out);
+        j->VtV = j->out = NULL;
+        j->cap = 0;
+        fold_buf_free(&j->b);
     }
-    memcpy((char *)*dst + *len * size, src, n * size);
-    *len += n;
+    if (!j->VtV && !(j->VtV = malloc((size_t)f * f * sizeof *j->VtV)))
+        return REC_ENOMEM;
+    j->f = f;
+    if (n <= j->cap)
+        return 0;
+    uint32_t *users = realloc(j->users, n * sizeof *users);
+    if (!users)
+        return REC_ENOMEM;
+    j->users = users;
+    size_t *off = realloc(j->off, (n + 1) * sizeof *off);
+    if (!off)
+        return REC_ENOMEM;
+    j->off = off;
+    float *out = realloc(j->out, n * f * sizeof *out);
+    if (!out)
+        return REC_ENOMEM;
+    j->out = out;
+    int *rc = realloc(j->rc, n * sizeof *rc);
+    if (!rc)
+        return REC_ENOMEM;
+    j->rc = rc;
+    j->cap = n;
     return 0;
 }
 
 int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job **out) {
-    *out = NULL;
     model *m = rec_engine_attached(e);
     rec_space *s = NULL;
     for (; m; m = m->next)
@@ -650,84 +688,50 @@ int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job *
                 break;
             settle_model(e, m, REC_IDX_NONE); /* the space is gone: drops the debt */
         }
-    if (!m)
+    rec_learn_fold_job *j = *out;
+    if (j)
+        j->n = j->b.n = 0;
+    if (!m || !max_users)
         return 0;
-    rec_learn_fold_job *j = calloc(1, sizeof *j);
+    if (!j && !(j = *out = calloc(1, sizeof *j)))
+        return REC_ENOMEM;
     size_t take = m->nqueue < max_users ? m->nqueue : max_users;
     uint32_t f = m->factors;
-    if (!j || !(j->VtV = malloc((size_t)f * f * sizeof *j->VtV)) ||
-        !(j->users = malloc((take + 1) * sizeof *j->users)) ||
-        !(j->off = malloc((take + 1) * sizeof *j->off)))
-        goto nomem;
+    if (job_reserve(j, take, f))
+        return REC_ENOMEM;
     memcpy(j->VtV, m->VtV, (size_t)f * f * sizeof *j->VtV);
     snprintf(j->space, sizeof j->space, "%s", m->space);
-    j->f = f;
     j->gen = m->gen;
     j->reg = m->reg;
     j->epoch = m->epoch;
-    size_t nrows = 0, cap_idx = 0, cap_conf = 0, cap_rows = 0, nconf = 0, nfl = 0;
-    size_t cap_prows = 0, npfl = 0;
     j->off[0] = 0;
     /* the oldest queued first; the rest move up */
     size_t q = 0;
+    int rc = 0;
     for (; q < m->nqueue && j->n < take; q++) {
         uint32_t u = m->queue[q];
-        m->flags[u] &= (uint8_t)~FOLD_QUEUED;
-        if (!(m->flags[u] & FOLD_STALE))
+        if (!(m->flags[u] & FOLD_STALE)) {
+            m->flags[u] &= (uint8_t)~FOLD_QUEUED;
             continue; /* folded in meanwhile by a reader */
-        uint32_t *items;
-        float *conf, *V, *P;
-        long d = gather(e, m, s, u, &items, &conf, &V, &P);
-        int rc = d < 0 ? (int)d : 0;
-        size_t before = nrows;
-        if (!rc)
-            rc = append((void **)&j->idx, &nrows, &cap_idx, items, (size_t)d, sizeof *items);
-        if (!rc)
-            rc = append((void **)&j->conf, &nconf, &cap_conf, conf, (size_t)d, sizeof *conf);
-        if (!rc)
-            rc = append((void **)&j->rows, &nfl, &cap_rows, V, (size_t)d * f, sizeof *V);
-        if (!rc && P)
-            rc = append((void **)&j->prows, &npfl, &cap_prows, P, (size_t)d * f, sizeof *P);
-        if (d >= 0) {
-            free(items);
-            free(conf);
-            free(V);
-            free(P);
         }
-        if (rc) {
-            /* back in the queue with what was not taken */
-            m->flags[u] |= FOLD_QUEUED;
-            nrows = nconf = before;
-            nfl = npfl = before * f;
-            break;
-        }
+        if ((rc = (int)(gather(e, m, s, u, &j->b) < 0 ? REC_ENOMEM : 0)))
+            break; /* u and the rest stay queued */
+        m->flags[u] &= (uint8_t)~FOLD_QUEUED;
         j->users[j->n++] = u;
-        j->off[j->n] = nrows;
+        j->off[j->n] = j->b.n;
     }
     memmove(m->queue, m->queue + q, (m->nqueue - q) * sizeof *m->queue);
     m->nqueue -= q;
-    if (!j->n) {
-        rec_learn_fold_job_free(j);
-        return 0;
-    }
-    if (!(j->out = malloc(j->n * f * sizeof *j->out)) || !(j->rc = calloc(j->n, sizeof *j->rc))) {
-        /* the users stay stale: a reader or the next checkpoint folds them */
-        rec_learn_fold_job_free(j);
-        return REC_ENOMEM;
-    }
-    *out = j;
-    return 0;
-nomem:
-    rec_learn_fold_job_free(j);
-    return REC_ENOMEM;
+    return rc;
 }
 
 void rec_learn_fold_job_run(rec_learn_fold_job *j) {
     size_t f = j->f;
     for (size_t k = 0; k < j->n; k++) {
         size_t a = j->off[k], d = j->off[k + 1] - a;
-        j->rc[k] = fold_solve(j->rows + a * f, j->prows ? j->prows + a * f : NULL, j->VtV,
-                              j->idx + a, j->conf + a, d, j->f, j->reg, j->out + k * f);
+        j->rc[k] = fold_solve(j->b.rows + a * f, j->b.has_p ? j->b.prows + a * f : NULL,
+                              j->VtV, j->b.idx + a, j->b.conf + a, d, j->f, j->reg,
+                              j->out + k * f);
     }
 }
 

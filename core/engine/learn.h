@@ -76,7 +76,9 @@ size_t rec_learn_owed(rec_engine *e);
  * and the model's Gram matrix), solved on any thread, installed back on
  * the engine's thread where each row is set unless the user was marked
  * again, folded in by a reader, or the model replaced meanwhile (those
- * are queued again). *out is NULL when nothing is queued. */
+ * are queued again). *out: a job to fill again (its memory reused), or
+ * NULL for a new one; rec_learn_fold_job_users says how many users it
+ * took (0 when none is queued). On REC_ENOMEM it holds those taken. */
 typedef struct rec_learn_fold_job rec_learn_fold_job;
 int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job **out);
 void rec_learn_fold_job_run(rec_learn_fold_job *j);

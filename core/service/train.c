@@ -55,7 +55,8 @@ struct rec_train {
     plan follow_plan;
     rec_train_result last;    /* the result of training `ended` */
     rec_train_model m[2];     /* ials, ease; running and pending computed */
-    rec_learn_fold_job *fold; /* owed fold-ins being solved in a worker */
+    rec_learn_fold_job *fold; /* owed fold-ins solved in a worker (kept
+                                 between jobs for its memory) */
     int folding;              /* that job is out */
 };
 
@@ -114,15 +115,12 @@ static void fold_work(void *arg) {
 
 static void fold_done_cb(void *arg, int status) {
     rec_train *t = arg;
-    rec_learn_fold_job *j = t->fold;
-    t->fold = NULL;
     t->folding = 0;
     /* not solved (status < 0): the users stay owed, and a reader, the
      * next job or the next checkpoint folds them in */
-    int rc = status < 0 || t->closed ? 0 : rec_learn_fold_job_install(t->e, j);
+    int rc = status < 0 || t->closed ? 0 : rec_learn_fold_job_install(t->e, t->fold);
     if (rc)
         REC_WARN("ials fold-in: %s", rec_strerror(rc));
-    rec_learn_fold_job_free(j);
     if (!t->closed)
         rec_train_fold(t);
 }
@@ -130,10 +128,11 @@ static void fold_done_cb(void *arg, int status) {
 void rec_train_fold(rec_train *t) {
     if (t->folding || t->closed || !t->o.worker.queue || !rec_learn_owed(t->e))
         return;
+    /* the last job's memory is filled again */
     int rc = rec_learn_fold_job_new(t->e, FOLD_USERS, &t->fold);
     if (rc)
         REC_WARN("ials fold-in: %s", rec_strerror(rc));
-    if (!t->fold)
+    if (!t->fold || !rec_learn_fold_job_users(t->fold))
         return;
     if ((rc = t->o.worker.queue(t->o.worker.ud, fold_work, fold_done_cb, t))) {
         /* no worker: solve here rather than leave the users owed */
