@@ -582,6 +582,20 @@ static void test_fold_owed(void **state) {
     assert_true(row_of(&f, 4, got));
     assert_memory_equal(got, before, sizeof got);
     assert_null(f.w.work);
+
+    /* with REC_LEARN_FOLD_BACKLOG users owed, the next is folded in at once */
+    for (int u = 100; u < 100 + REC_LEARN_FOLD_BACKLOG + 1; u++)
+        add_event(&f, u, u % 8);
+    for (int u = 100; u < 100 + REC_LEARN_FOLD_BACKLOG; u++)
+        assert_int_equal(rec_learn_fold_in_later(f.e, "ials", user_idx(&f, u)), 0);
+    assert_int_equal(rec_learn_owed(f.e), REC_LEARN_FOLD_BACKLOG);
+    int last = 100 + REC_LEARN_FOLD_BACKLOG;
+    assert_false(row_of(&f, last, got));
+    assert_int_equal(rec_learn_fold_in_later(f.e, "ials", user_idx(&f, last)), 0);
+    assert_int_equal(rec_learn_owed(f.e), REC_LEARN_FOLD_BACKLOG);
+    assert_true(row_of(&f, last, got));
+    assert_int_equal(rec_learn_settle(f.e, NULL, REC_IDX_NONE), 0);
+    assert_int_equal(rec_learn_owed(f.e), 0);
     fx_close(&f);
 }
 
