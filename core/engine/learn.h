@@ -7,7 +7,10 @@
  * are never blocked by training: only the snapshot (O(events)) and the
  * install (O((users + items) * factors)) run on the engine's thread.
  * Between trainings, rec_learn_fold_in re-solves one user against the
- * installed item factors, so the model still reacts to every click.
+ * installed item factors, so the model still reacts to every click;
+ * rec_learn_fold_in_later owes that fold-in instead, paid once per user by
+ * whoever reads the row first, a fold job off the engine's thread, or a
+ * checkpoint.
  */
 #ifndef REC_LEARN_H
 #define REC_LEARN_H
