@@ -154,12 +154,18 @@ int rec_train_paused(const rec_train *t) { return t->paused; }
 
 static void train_work(void *arg) {
     rec_train *t = arg;
-    /* Lower this worker thread's priority while it trains, so requests
-     * on the loop thread win the CPU when cores are few. */
+    /* An ials training held to a share of a core (o.cpu) runs at the
+     * loop's priority: the share bounds what it takes, and under load it
+     * still gets its share. Unbounded, and for EASE (not sliced), this
+     * worker thread's priority is lowered while it trains, so requests on
+     * the loop thread win the CPU when cores are few. */
     pid_t tid = (pid_t)syscall(SYS_gettid);
     int old = getpriority(PRIO_PROCESS, (id_t)tid);
-    setpriority(PRIO_PROCESS, (id_t)tid, 15);
+    int paced = t->o.cpu > 0.0 && t->o.cpu < 1.0;
+    if (!paced)
+        setpriority(PRIO_PROCESS, (id_t)tid, 15);
     t->train_rc = t->training ? rec_learn_ials_job_run(t->training) : 0;
+    setpriority(PRIO_PROCESS, (id_t)tid, 15);
     t->ease_rc = t->ease_training ? rec_learn_ease_job_run(t->ease_training) : 0;
     setpriority(PRIO_PROCESS, (id_t)tid, old);
 }
