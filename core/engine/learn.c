@@ -16,11 +16,61 @@ struct rec_learn_ials_job {
     rec_ials_data data;
     float *U, *V;
     float *VtV;      /* computed by the worker too: O(items f^2) */
+    float *P;        /* V (VtV + reg I)^-1, for short fold-ins: O(items f^2) */
     uint32_t nusers, nitems;
     uint64_t pairs;
     double seconds;
     int trained;
 };
+
+/* What fold-ins solve against, for one or more users back to back: per
+ * user, their distinct positive items that the model knows renumbered
+ * 0..d-1 (idx), the summed confidences, the items' rows gathered into a
+ * compact block (the Gram matrix of the whole model carries the rest) and
+ * beside them the items' rows of P when the model has them. Kept and
+ * reused: nothing is allocated once it is large enough. */
+typedef struct fold_buf {
+    uint32_t *idx;
+    float *conf, *rows, *prows;
+    size_t n, cap; /* entries used and allocated (rows: f floats each) */
+    int has_p;
+} fold_buf;
+
+static void fold_buf_free(fold_buf *b) {
+    free(b->idx);
+    free(b->conf);
+    free(b->rows);
+    free(b->prows);
+    memset(b, 0, sizeof *b);
+}
+
+static int fold_buf_reserve(fold_buf *b, size_t n, uint32_t f, int has_p) {
+    if (n <= b->cap && (!has_p || b->prows))
+        return 0;
+    size_t cap = b->cap > n ? b->cap : n > 64 ? n : 64;
+    while (cap < n)
+        cap *= 2;
+    uint32_t *idx = realloc(b->idx, cap * sizeof *idx);
+    if (!idx)
+        return REC_ENOMEM;
+    b->idx = idx;
+    float *conf = realloc(b->conf, cap * sizeof *conf);
+    if (!conf)
+        return REC_ENOMEM;
+    b->conf = conf;
+    float *rows = realloc(b->rows, cap * f * sizeof *rows);
+    if (!rows)
+        return REC_ENOMEM;
+    b->rows = rows;
+    if (has_p || b->prows) {
+        float *prows = realloc(b->prows, cap * f * sizeof *prows);
+        if (!prows)
+            return REC_ENOMEM;
+        b->prows = prows;
+    }
+    b->cap = cap;
+    return 0;
+}
 
 /* An installed model: an ials space kept for fold-ins (VtV), or an EASE
  * model (B over n items; item[] maps its rows to engine indexes and
@@ -31,18 +81,37 @@ typedef struct model {
     uint32_t factors, nitems;
     float reg, alpha;
     float *VtV;
+    float *P;            /* rows V_i (VtV + reg I)^-1 (fold_short) */
     float *B;
     uint32_t n, *item, *local, nlocal;
+    /* fold-ins owed (ials): users whose row is stale, in `flags`, and
+     * those of them not yet taken by a fold job, in `queue` */
+    uint8_t *flags;      /* per user: FOLD_STALE | FOLD_QUEUED */
+    uint64_t *marked;    /* per user: the epoch of its last mark */
+    uint32_t ncap;       /* users flags and marked cover */
+    uint32_t *queue;
+    size_t nqueue, qcap;
+    size_t nstale;
+    uint64_t epoch;      /* marks so far */
+    uint32_t gen;        /* installs so far: a fold job of another is void */
+    fold_buf scratch;    /* for fold-ins on the engine's thread */
     struct model *next;
 } model;
+
+enum { FOLD_STALE = 1, FOLD_QUEUED = 2 };
 
 static void models_free(void *p) {
     for (model *m = p, *next; m; m = next) {
         next = m->next;
         free(m->VtV);
+        free(m->P);
         free(m->B);
         free(m->item);
         free(m->local);
+        free(m->flags);
+        free(m->marked);
+        free(m->queue);
+        fold_buf_free(&m->scratch);
         free(m);
     }
 }
@@ -55,6 +124,7 @@ void rec_learn_ials_opts_default(rec_learn_ials_opts *o) {
     o->reg = 30.0f;  /* tuned by recd eval on MovieLens (BENCHMARKS.md) */
     o->alpha = 2.0f;
     o->seed = 42;
+    o->cpu = 1.0;
 }
 
 static double mono(void) {
@@ -67,7 +137,7 @@ int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_lear
     *out = NULL;
     if (rec_space_name_ok(o->space) || o->factors < 1 || o->factors > REC_IALS_MAX_FACTORS ||
         o->iters > 1000 || !(o->reg > 0.0f) || !isfinite(o->reg) || !(o->alpha > 0.0f) ||
-        !isfinite(o->alpha))
+        !isfinite(o->alpha) || !(o->cpu > 0.0 && o->cpu <= 1.0))
         return REC_EINVAL;
     rec_space *s = rec_engine_space(e, o->space);
     if (s && s->dim != o->factors)
@@ -116,10 +186,114 @@ int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_lear
     return 0;
 }
 
+/* P = V B^-1 with B = VtV + reg I, one row per item: what a fold-in of
+ * few items solves against (fold_short). B is inverted once (f solves of
+ * f^3/6) and each row is f dot products: O(items f^2). */
+static int short_rows(const float *V, const float *VtV, uint32_t nitems, uint32_t factors,
+                      float reg, float **out) {
+    size_t f = factors;
+    float *Binv = malloc(f * f * sizeof *Binv), *A = malloc(f * f * sizeof *A);
+    float *P = malloc(((size_t)nitems + 1) * f * sizeof *P);
+    int rc = Binv && A && P ? 0 : REC_ENOMEM;
+    for (size_t c = 0; !rc && c < f; c++) {
+        memcpy(A, VtV, f * f * sizeof *A);
+        for (size_t k = 0; k < f; k++)
+            A[k * f + k] += reg;
+        float *col = Binv + c * f; /* B is symmetric: column c is row c */
+        memset(col, 0, f * sizeof *col);
+        col[c] = 1.0f;
+        rc = rec_ials_cholesky_solve(A, col, factors);
+    }
+    for (uint32_t i = 0; !rc && i < nitems; i++)
+        rec_vec_dot_rows(Binv, f, f, V + (size_t)i * f, f, P + (size_t)i * f);
+    free(Binv);
+    free(A);
+    if (rc) {
+        free(P);
+        P = NULL;
+    }
+    *out = P;
+    return rc;
+}
+
+/* ---- a bounded CPU share ----------------------------------------------- */
+
+static double thread_cpu(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct pace {
+    double share, wall0, cpu0;
+} pace;
+
+static void pace_start(pace *p, double share) {
+    p->share = share;
+    p->wall0 = mono();
+    p->cpu0 = thread_cpu();
+}
+
+/* Between slices of work: sleep while this thread's CPU time since the
+ * start is ahead of share x the time since the start. */
+static void pace_step(const pace *p) {
+    if (p->share >= 1.0)
+        return;
+    double ahead = (thread_cpu() - p->cpu0) / p->share - (mono() - p->wall0);
+    if (ahead > 1e-3) {
+        struct timespec ts = {(time_t)ahead, (long)((ahead - floor(ahead)) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Rows per slice of a half-step: a few milliseconds of work. */
+#define PACE_ROWS 1024
+
+/* One half-step of rec_ials_train (X from Y, its Gram matrix in G) in
+ * slices, pacing between them. */
+static int half_step(const float *Y, uint32_t ny, float *G, uint32_t f, float reg,
+                     const uint32_t *ptr, const uint32_t *idx, const float *conf, uint32_t nx,
+                     float *X, float *scratch, const pace *p) {
+    rec_ials_gram(Y, ny, f, G);
+    pace_step(p);
+    for (uint32_t b = 0; b < nx; b += PACE_ROWS) {
+        uint32_t e = nx - b < PACE_ROWS ? nx : b + PACE_ROWS;
+        int rc = rec_ials_solve_rows(Y, G, f, reg, ptr, idx, conf, b, e, X, scratch);
+        if (rc)
+            return rc;
+        pace_step(p);
+    }
+    return 0;
+}
+
+/* rec_ials_train's iterations, sliced and paced: the same factors. */
+static int train_paced(rec_learn_ials_job *j) {
+    const rec_ials_data *d = &j->data;
+    uint32_t f = j->o.factors;
+    int rc = rec_ials_train(d, f, j->o.reg, 0, j->o.seed, j->U, j->V, 1); /* checks, init */
+    if (rc || !j->o.iters)
+        return rc;
+    float *G = malloc(((size_t)f * f + REC_IALS_SCRATCH_FLOATS(f)) * sizeof *G);
+    if (!G)
+        return REC_ENOMEM;
+    pace p;
+    pace_start(&p, j->o.cpu);
+    for (uint32_t it = 0; it < j->o.iters && !rc; it++) {
+        rc = half_step(j->V, d->nitems, G, f, j->o.reg, d->user_ptr, d->user_items,
+                       d->user_conf, d->nusers, j->U, G + (size_t)f * f, &p);
+        if (!rc)
+            rc = half_step(j->U, d->nusers, G, f, j->o.reg, d->item_ptr, d->item_users,
+                           d->item_conf, d->nitems, j->V, G + (size_t)f * f, &p);
+    }
+    free(G);
+    return rc;
+}
+
 int rec_learn_ials_job_run(rec_learn_ials_job *j) {
     double t0 = mono();
-    int rc = rec_ials_train(&j->data, j->o.factors, j->o.reg, j->o.iters, j->o.seed,
-                            j->U, j->V, 1);
+    int rc = j->o.cpu < 1.0 ? train_paced(j)
+                            : rec_ials_train(&j->data, j->o.factors, j->o.reg, j->o.iters,
+                                             j->o.seed, j->U, j->V, 1);
     if (!rc) {
         j->VtV = malloc((size_t)j->o.factors * j->o.factors * sizeof(float));
         if (!j->VtV)
@@ -127,6 +301,8 @@ int rec_learn_ials_job_run(rec_learn_ials_job *j) {
         else
             rec_ials_gram(j->V, j->nitems, j->o.factors, j->VtV);
     }
+    if (!rc)
+        rc = short_rows(j->V, j->VtV, j->nitems, j->o.factors, j->o.reg, &j->P);
     j->seconds = mono() - t0;
     j->trained = rc == 0;
     return rc;
@@ -165,9 +341,13 @@ static model *model_slot(rec_engine *e, const char *space, int ease) {
 int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j) {
     if (!j->trained)
         return REC_EINVAL;
-    rec_space *s;
-    int rc = rec_engine_space_ensure(e, j->o.space, j->o.factors, &s);
+    /* the fold-ins owed to the model being replaced first: what eager
+     * fold-ins would have left before the install overwrites them */
+    int rc = rec_learn_settle(e, j->o.space, REC_IDX_NONE);
     if (rc)
+        return rc;
+    rec_space *s;
+    if ((rc = rec_engine_space_ensure(e, j->o.space, j->o.factors, &s)))
         return rc;
     uint32_t f = j->o.factors;
     /* Items and users seen by the training that are still here; rows with
@@ -192,8 +372,12 @@ int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j) {
     free(m->VtV);
     m->VtV = j->VtV; /* the worker computed it */
     j->VtV = NULL;
+    free(m->P);
+    m->P = j->P;
+    j->P = NULL;
     m->factors = f;
     m->nitems = j->nitems;
+    m->gen++;
     m->reg = j->o.reg;
     m->alpha = j->o.alpha;
     return 0;
@@ -206,6 +390,7 @@ void rec_learn_ials_job_free(rec_learn_ials_job *j) {
     free(j->U);
     free(j->V);
     free(j->VtV);
+    free(j->P);
     free(j);
 }
 
@@ -217,24 +402,18 @@ static int cmp_u32(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user) {
-    model *m = find_model(e, space);
-    rec_space *s = rec_engine_space(e, space);
-    if (!m || !s || s->dim != m->factors)
-        return REC_ENOTFOUND;
+/* Append the user's entries to b (see fold_buf). Returns d, or
+ * REC_ENOMEM (b unchanged). O(n log n + d f). */
+static long gather(rec_engine *e, const model *m, const rec_space *s, uint32_t user,
+                   fold_buf *b) {
     uint32_t hn;
     const rec_hentry *h = rec_graph_history(rec_engine_graph(e), user, &hn);
-    if (!hn)
-        return 0;
-    /* Distinct items with summed positive weights, restricted to items
-     * the model knows (V rows are the space's rows). */
-    uint32_t *items = malloc((size_t)hn * sizeof *items);
-    float *conf = malloc((size_t)hn * sizeof *conf);
-    if (!items || !conf) {
-        free(items);
-        free(conf);
+    uint32_t f = m->factors;
+    if (fold_buf_reserve(b, b->n + hn, f, m->P != NULL))
         return REC_ENOMEM;
-    }
+    b->has_p = m->P != NULL;
+    uint32_t *items = b->idx + b->n;
+    float *conf = b->conf + b->n;
     size_t n = 0;
     for (uint32_t i = 0; i < hn; i++)
         if (h[i].weight > 0.0f && h[i].item < m->nitems &&
@@ -254,27 +433,341 @@ int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user) {
         if (p)
             conf[p - items] += m->alpha * h[i].weight;
     }
-    /* The item rows live in the space's matrix with its stride: gather the
-     * d rows used into a compact block and renumber them 0..d-1 (the Gram
-     * matrix of the whole model carries the rest). O(d f) extra memory. */
-    uint32_t f = m->factors;
-    float *V = malloc(((size_t)d + 1) * f * sizeof *V);
-    float *u = malloc((size_t)f * sizeof *u);
-    int rc = REC_ENOMEM;
-    if (V && u) {
-        for (size_t i = 0; i < d; i++) {
-            memcpy(V + i * f, rec_space_get(s, REC_KIND_ITEM, items[i]), f * sizeof(float));
-            items[i] = (uint32_t)i;
-        }
-        rc = rec_ials_fold_in(V, m->VtV, (uint32_t)d, f, m->reg, items, conf, d, u);
-        if (!rc && d)
-            rc = rec_space_set(s, REC_KIND_USER, user, u, REC_SET_LEARNED);
+    float *V = b->rows + b->n * f, *P = b->has_p ? b->prows + b->n * f : NULL;
+    for (size_t i = 0; i < d; i++) {
+        memcpy(V + i * f, rec_space_get(s, REC_KIND_ITEM, items[i]), f * sizeof(float));
+        if (P)
+            memcpy(P + i * f, m->P + (size_t)items[i] * f, f * sizeof(float));
+        items[i] = (uint32_t)i;
     }
-    free(V);
-    free(u);
-    free(items);
-    free(conf);
+    b->n += d;
+    return (long)d;
+}
+
+/* The fold-in of d < f items by the Woodbury identity: with B = VtV +
+ * reg I and P = V B^-1 (rows p_i), the user's system (B + Vu^T C Vu) x =
+ * Vu^T (1 + c) is solved as y = sum (1 + c_i) p_i, x = y - Pu^T z with
+ * (C^-1 + Vu Pu^T) z = Vu y: a d x d system instead of f x f. The same
+ * solution as rec_ials_fold_in up to rounding; O(d^2 f + d^3) instead of
+ * O(d f^2 + f^3). */
+static int fold_short(const float *V, const float *P, const float *conf, size_t d,
+                      uint32_t factors, float *x) {
+    size_t f = factors;
+    float *M = malloc((d * d + d + 1) * sizeof *M);
+    if (!M)
+        return REC_ENOMEM;
+    float *t = M + d * d;
+    memset(x, 0, f * sizeof *x);
+    for (size_t i = 0; i < d; i++)
+        rec_vec_axpy(1.0f + conf[i], P + i * f, x, f);
+    for (size_t i = 0; i < d; i++) {
+        rec_vec_dot_rows(P, f, i + 1, V + i * f, f, M + i * d); /* v_i . p_j, j <= i */
+        for (size_t j = 0; j < i; j++)
+            M[j * d + i] = M[i * d + j];
+        M[i * d + i] += 1.0f / conf[i];
+        t[i] = rec_vec_dot(V + i * f, x, f);
+    }
+    int rc = rec_ials_cholesky_solve(M, t, (uint32_t)d);
+    if (!rc) {
+        for (size_t i = 0; i < d; i++)
+            rec_vec_axpy(-t[i], P + i * f, x, f);
+        if (!rec_vec_all_finite(x, f))
+            rc = REC_ENONFINITE;
+    }
+    free(M);
     return rc;
+}
+
+/* One fold-in over what gather collected: the short form while it is
+ * cheaper (d < f) and every confidence is positive, else the f x f
+ * solve. */
+static int fold_solve(const float *V, const float *P, const float *VtV, const uint32_t *idx,
+                      const float *conf, size_t d, uint32_t f, float reg, float *x) {
+    int short_ok = P && d > 0 && d < f;
+    for (size_t i = 0; short_ok && i < d; i++)
+        short_ok = conf[i] > 0.0f && isfinite(conf[i]);
+    if (short_ok)
+        return fold_short(V, P, conf, d, f, x);
+    return rec_ials_fold_in(V, VtV, (uint32_t)d, f, reg, idx, conf, d, x);
+}
+
+/* Re-solve the user now and clear what was owed for them. */
+static int fold_now(rec_engine *e, model *m, rec_space *s, uint32_t user) {
+    if (user < m->ncap && (m->flags[user] & FOLD_STALE)) {
+        m->flags[user] &= (uint8_t)~FOLD_STALE;
+        m->nstale--;
+    }
+    fold_buf *b = &m->scratch;
+    b->n = 0;
+    long d = gather(e, m, s, user, b);
+    if (d < 0)
+        return (int)d;
+    uint32_t f = m->factors;
+    float u[REC_IALS_MAX_FACTORS];
+    int rc = fold_solve(b->rows, b->has_p ? b->prows : NULL, m->VtV, b->idx, b->conf,
+                        (size_t)d, f, m->reg, u);
+    if (!rc && d)
+        rc = rec_space_set(s, REC_KIND_USER, user, u, REC_SET_LEARNED);
+    return rc;
+}
+
+/* The installed ials model of space with its space, or REC_ENOTFOUND. */
+static int fold_model(rec_engine *e, const char *space, model **m, rec_space **s) {
+    *m = find_model(e, space);
+    *s = rec_engine_space(e, space);
+    if (!*m || !*s || (*s)->dim != (*m)->factors || !(*m)->VtV)
+        return REC_ENOTFOUND;
+    return 0;
+}
+
+int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user) {
+    model *m;
+    rec_space *s;
+    int rc = fold_model(e, space, &m, &s);
+    return rc ? rc : fold_now(e, m, s, user);
+}
+
+/* Per-user state covering users 0..n-1. */
+static int fold_cover(model *m, uint32_t n) {
+    if (n <= m->ncap)
+        return 0;
+    uint32_t cap = m->ncap ? m->ncap : 1024;
+    while (cap < n)
+        cap = cap > UINT32_MAX / 2 ? n : cap * 2;
+    uint8_t *fl = realloc(m->flags, cap);
+    if (!fl)
+        return REC_ENOMEM;
+    m->flags = fl;
+    uint64_t *mk = realloc(m->marked, (size_t)cap * sizeof *mk);
+    if (!mk)
+        return REC_ENOMEM;
+    m->marked = mk;
+    memset(fl + m->ncap, 0, cap - m->ncap);
+    memset(mk + m->ncap, 0, (size_t)(cap - m->ncap) * sizeof *mk);
+    m->ncap = cap;
+    return 0;
+}
+
+int rec_learn_fold_in_later(rec_engine *e, const char *space, uint32_t user) {
+    model *m;
+    rec_space *s;
+    int rc = fold_model(e, space, &m, &s);
+    if (rc)
+        return rc;
+    if ((rc = fold_cover(m, user + 1)))
+        return rc;
+    uint8_t *fl = &m->flags[user];
+    if (!(*fl & FOLD_QUEUED) && m->nqueue >= REC_LEARN_FOLD_BACKLOG)
+        return fold_now(e, m, s, user); /* the jobs fall behind: pay now */
+    if (!(*fl & FOLD_QUEUED)) {
+        if (m->nqueue == m->qcap) {
+            size_t cap = m->qcap ? m->qcap * 2 : 256;
+            uint32_t *q = realloc(m->queue, cap * sizeof *q);
+            if (!q)
+                return REC_ENOMEM;
+            m->queue = q;
+            m->qcap = cap;
+        }
+        m->queue[m->nqueue++] = user;
+        *fl |= FOLD_QUEUED;
+    }
+    if (!(*fl & FOLD_STALE)) {
+        *fl |= FOLD_STALE;
+        m->nstale++;
+    }
+    m->marked[user] = ++m->epoch;
+    return 0;
+}
+
+/* Fold in what model m owes: user's, or every one (REC_IDX_NONE). */
+static int settle_model(rec_engine *e, model *m, uint32_t user) {
+    if (m->ease || !m->nstale)
+        return 0;
+    rec_space *s = rec_engine_space(e, m->space);
+    if (!s || s->dim != m->factors || !m->VtV) { /* nothing to fold against */
+        memset(m->flags, 0, m->ncap);
+        m->nstale = m->nqueue = 0;
+        return 0;
+    }
+    if (user != REC_IDX_NONE)
+        return user < m->ncap && (m->flags[user] & FOLD_STALE) ? fold_now(e, m, s, user) : 0;
+    int rc = 0;
+    for (uint32_t u = 0; u < m->ncap && m->nstale; u++)
+        if (m->flags[u] & FOLD_STALE) {
+            int r = fold_now(e, m, s, u);
+            rc = rc ? rc : r;
+        }
+    return rc;
+}
+
+int rec_learn_settle(rec_engine *e, const char *space, uint32_t user) {
+    int rc = 0;
+    for (model *m = rec_engine_attached(e); m; m = m->next)
+        if (m->nstale && (!space || strcmp(m->space, space) == 0)) {
+            int r = settle_model(e, m, user);
+            rc = rc ? rc : r;
+        }
+    return rc;
+}
+
+size_t rec_learn_owed(rec_engine *e) {
+    size_t n = 0;
+    for (model *m = rec_engine_attached(e); m; m = m->next)
+        n += m->nstale;
+    return n;
+}
+
+/* ---- fold jobs: owed fold-ins solved off the engine's thread ------------ */
+
+struct rec_learn_fold_job {
+    char space[64];
+    uint32_t f, gen;
+    float reg;
+    uint64_t epoch;   /* the model's marks at the snapshot */
+    float *VtV;       /* a copy: an install may replace the model's */
+    size_t n, cap;    /* users, allocated */
+    uint32_t *users;
+    size_t *off;      /* n + 1: user j's entries are off[j]..off[j+1] */
+    fold_buf b;
+    float *out;       /* n x f */
+    int *rc;
+};
+
+void rec_learn_fold_job_free(rec_learn_fold_job *j) {
+    if (!j)
+        return;
+    free(j->VtV);
+    free(j->users);
+    free(j->off);
+    fold_buf_free(&j->b);
+    free(j->out);
+    free(j->rc);
+    free(j);
+}
+
+/* Room for n users of f factors in j. */
+static int job_reserve(rec_learn_fold_job *j, size_t n, uint32_t f) {
+    if (j->f != f) { /* another model's sizes: start over */
+        free(j->VtV);
+        free(j->out);
+        j->VtV = j->out = NULL;
+        j->cap = 0;
+        fold_buf_free(&j->b);
+    }
+    if (!j->VtV && !(j->VtV = malloc((size_t)f * f * sizeof *j->VtV)))
+        return REC_ENOMEM;
+    j->f = f;
+    if (n <= j->cap)
+        return 0;
+    uint32_t *users = realloc(j->users, n * sizeof *users);
+    if (!users)
+        return REC_ENOMEM;
+    j->users = users;
+    size_t *off = realloc(j->off, (n + 1) * sizeof *off);
+    if (!off)
+        return REC_ENOMEM;
+    j->off = off;
+    float *out = realloc(j->out, n * f * sizeof *out);
+    if (!out)
+        return REC_ENOMEM;
+    j->out = out;
+    int *rc = realloc(j->rc, n * sizeof *rc);
+    if (!rc)
+        return REC_ENOMEM;
+    j->rc = rc;
+    j->cap = n;
+    return 0;
+}
+
+int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job **out) {
+    model *m = rec_engine_attached(e);
+    rec_space *s = NULL;
+    for (; m; m = m->next)
+        if (!m->ease && m->nqueue) {
+            if (fold_model(e, m->space, &m, &s) == 0)
+                break;
+            settle_model(e, m, REC_IDX_NONE); /* the space is gone: drops the debt */
+        }
+    rec_learn_fold_job *j = *out;
+    if (j)
+        j->n = j->b.n = 0;
+    if (!m || !max_users)
+        return 0;
+    if (!j && !(j = *out = calloc(1, sizeof *j)))
+        return REC_ENOMEM;
+    size_t take = m->nqueue < max_users ? m->nqueue : max_users;
+    uint32_t f = m->factors;
+    if (job_reserve(j, take, f))
+        return REC_ENOMEM;
+    memcpy(j->VtV, m->VtV, (size_t)f * f * sizeof *j->VtV);
+    snprintf(j->space, sizeof j->space, "%s", m->space);
+    j->gen = m->gen;
+    j->reg = m->reg;
+    j->epoch = m->epoch;
+    j->off[0] = 0;
+    /* the oldest queued first; the rest move up */
+    size_t q = 0;
+    int rc = 0;
+    for (; q < m->nqueue && j->n < take; q++) {
+        uint32_t u = m->queue[q];
+        if (!(m->flags[u] & FOLD_STALE)) {
+            m->flags[u] &= (uint8_t)~FOLD_QUEUED;
+            continue; /* folded in meanwhile by a reader */
+        }
+        if ((rc = (int)(gather(e, m, s, u, &j->b) < 0 ? REC_ENOMEM : 0)))
+            break; /* u and the rest stay queued */
+        m->flags[u] &= (uint8_t)~FOLD_QUEUED;
+        j->users[j->n++] = u;
+        j->off[j->n] = j->b.n;
+    }
+    memmove(m->queue, m->queue + q, (m->nqueue - q) * sizeof *m->queue);
+    m->nqueue -= q;
+    return rc;
+}
+
+void rec_learn_fold_job_run(rec_learn_fold_job *j) {
+    size_t f = j->f;
+    for (size_t k = 0; k < j->n; k++) {
+        size_t a = j->off[k], d = j->off[k + 1] - a;
+        j->rc[k] = fold_solve(j->b.rows + a * f, j->b.has_p ? j->b.prows + a * f : NULL,
+                              j->VtV, j->b.idx + a, j->b.conf + a, d, j->f, j->reg,
+                              j->out + k * f);
+    }
+}
+
+size_t rec_learn_fold_job_users(const rec_learn_fold_job *j) { return j->n; }
+
+int rec_learn_fold_job_install(rec_engine *e, rec_learn_fold_job *j) {
+    model *m;
+    rec_space *s;
+    int rc = fold_model(e, j->space, &m, &s);
+    if (rc)
+        return 0; /* the model or its space went away: nothing is owed */
+    int first = 0;
+    for (size_t k = 0; k < j->n; k++) {
+        uint32_t u = j->users[k];
+        if (!(m->flags[u] & FOLD_STALE))
+            continue; /* a reader folded it in meanwhile */
+        size_t kl;
+        if (m->gen != j->gen || m->marked[u] > j->epoch || !rec_engine_key(e, REC_KIND_USER, u, &kl)) {
+            /* another model, or an event since: solved again later */
+            if (!(m->flags[u] & FOLD_QUEUED) && rec_engine_key(e, REC_KIND_USER, u, &kl) &&
+                (rc = rec_learn_fold_in_later(e, j->space, u)))
+                first = first ? first : rc;
+            else if (!rec_engine_key(e, REC_KIND_USER, u, &kl)) {
+                m->flags[u] &= (uint8_t)~FOLD_STALE;
+                m->nstale--;
+            }
+            continue;
+        }
+        m->flags[u] &= (uint8_t)~FOLD_STALE;
+        m->nstale--;
+        rc = j->rc[k];
+        if (!rc && j->off[k + 1] > j->off[k])
+            rc = rec_space_set(s, REC_KIND_USER, u, j->out + k * j->f, REC_SET_LEARNED);
+        first = first ? first : rc;
+    }
+    return first;
 }
 
 /* ---- EASE ---------------------------------------------------------------- */

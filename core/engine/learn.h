@@ -7,7 +7,10 @@
  * are never blocked by training: only the snapshot (O(events)) and the
  * install (O((users + items) * factors)) run on the engine's thread.
  * Between trainings, rec_learn_fold_in re-solves one user against the
- * installed item factors, so the model still reacts to every click.
+ * installed item factors, so the model still reacts to every click;
+ * rec_learn_fold_in_later owes that fold-in instead, paid once per user by
+ * whoever reads the row first, a fold job off the engine's thread, or a
+ * checkpoint.
  */
 #ifndef REC_LEARN_H
 #define REC_LEARN_H
@@ -24,6 +27,11 @@ typedef struct rec_learn_ials_opts {
     float reg;         /* default 30 */
     float alpha;       /* confidence per unit of event weight; default 2 */
     uint64_t seed;     /* default 42 */
+    double cpu;        /* the share of one core the training may take, in
+                          (0, 1]: it sleeps between slices of work so that
+                          its CPU time stays within cpu x the time since it
+                          began (and takes about 1/cpu times as long);
+                          default 1, unbounded */
 } rec_learn_ials_opts;
 
 void rec_learn_ials_opts_default(rec_learn_ials_opts *o);
@@ -33,7 +41,8 @@ typedef struct rec_learn_ials_job rec_learn_ials_job;
 /* Snapshot the engine's positive interactions. REC_EINVAL for bad options,
  * REC_EDIM when the space exists with another dimension. */
 int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_learn_ials_job **out);
-/* Train (any thread). */
+/* Train (any thread), within the options' CPU share. The same factors
+ * whatever the share. */
 int rec_learn_ials_job_run(rec_learn_ials_job *j);
 /* Install the trained factors (engine thread): rows of users and items
  * still alive are set in the space (written at the next checkpoint) and
@@ -45,9 +54,40 @@ double rec_learn_ials_job_seconds(const rec_learn_ials_job *j);
 uint64_t rec_learn_ials_job_pairs(const rec_learn_ials_job *j);
 
 /* Re-solve `user` in the installed model of space (from their whole
- * history). REC_ENOTFOUND when no model was installed for the space in
+ * history) now. REC_ENOTFOUND when no model was installed for the space in
  * this process. O(n_u f^2 + f^3). */
 int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user);
+
+/* The same fold-in, owed instead of done: the user's row is marked stale
+ * and queued, once however many events mark it. Whoever reads the row
+ * settles it first (rec_learn_settle), so a reader sees what an eager
+ * fold-in after the last event would have left; fold jobs pay the rest
+ * off the engine's thread, a checkpoint and the install of a new training
+ * settle all. With REC_LEARN_FOLD_BACKLOG users queued, a new one is
+ * folded in at once. REC_ENOTFOUND as rec_learn_fold_in. O(1). */
+#define REC_LEARN_FOLD_BACKLOG 8192
+int rec_learn_fold_in_later(rec_engine *e, const char *space, uint32_t user);
+/* Fold in what is owed in space (NULL: every model) for user
+ * (REC_IDX_NONE: every user): before reading a user row, or all rows. The
+ * first error, the rest still settled. O(1) when nothing is owed. */
+int rec_learn_settle(rec_engine *e, const char *space, uint32_t user);
+/* Users whose rows are owed a fold-in. */
+size_t rec_learn_owed(rec_engine *e);
+
+/* A fold job: up to max_users queued users of one model, snapshotted on
+ * the engine's thread (their distinct items, confidences and item rows,
+ * and the model's Gram matrix), solved on any thread, installed back on
+ * the engine's thread where each row is set unless the user was marked
+ * again, folded in by a reader, or the model replaced meanwhile (those
+ * are queued again). *out: a job to fill again (its memory reused), or
+ * NULL for a new one; rec_learn_fold_job_users says how many users it
+ * took (0 when none is queued). On REC_ENOMEM it holds those taken. */
+typedef struct rec_learn_fold_job rec_learn_fold_job;
+int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job **out);
+void rec_learn_fold_job_run(rec_learn_fold_job *j);
+int rec_learn_fold_job_install(rec_engine *e, rec_learn_fold_job *j);
+size_t rec_learn_fold_job_users(const rec_learn_fold_job *j);
+void rec_learn_fold_job_free(rec_learn_fold_job *j); /* NULL is a no-op */
 
 /* ---- EASE (ease.h): item-item weights in closed form ------------------- */
 

@@ -100,6 +100,14 @@ static ldb *check_db(lua_State *L) {
     return d;
 }
 
+/* Fold in what is owed for user (REC_IDX_NONE: every user) in space
+ * (NULL: every space) before reading their rows (rec_learn_settle). */
+static void settle(lua_State *L, ldb *d, const char *space, uint32_t user) {
+    int rc = rec_learn_settle(d->e, space, user);
+    if (rc)
+        rec_lua_error(L, rc, "ials fold-in failed: %s", rec_strerror(rc));
+}
+
 static void autocommit(lua_State *L, ldb *d) {
     if (d->batch_depth == 0) {
         int rc = rec_engine_commit(d->e);
@@ -522,6 +530,8 @@ static int get_common(lua_State *L, rec_kind kind) {
         lua_setfield(L, -2, "active");
     }
     lua_newtable(L);
+    if (kind == REC_KIND_USER)
+        settle(L, d, NULL, idx);
     for (size_t i = 0; i < rec_engine_space_count(d->e); i++) {
         rec_space *s = rec_engine_space_at(d->e, i);
         const float *v = rec_space_get(s, kind, idx);
@@ -814,6 +824,8 @@ static int db_vector(lua_State *L) {
     rec_kind k = check_kind(L, 2);
     uint32_t idx = find_idx(L, d, k, 3, 1);
     rec_space *s = check_space(L, d, luaL_checkstring(L, 4));
+    if (k == REC_KIND_USER)
+        settle(L, d, s->name, idx);
     const float *v = rec_space_get(s, k, idx);
     if (!v)
         lua_pushnil(L);
@@ -1133,6 +1145,8 @@ static int db_space_ann(lua_State *L) {
 /* Run a space scan and push results. q->skip must be set. */
 static int scan_push(lua_State *L, ldb *d, rec_space *s, rec_kind kind,
                      const float *qv, qopts *q) {
+    if (kind == REC_KIND_USER)
+        settle(L, d, s->name, REC_IDX_NONE);
     rec_sandbox_charge(L, (uint64_t)s->m[kind].count * s->dim / FLOATS_PER_STEP);
     rec_hit *h = hits_alloc(L, q->k);
     int n = rec_space_topk_how(s, kind, qv, q->cosine, kind == REC_KIND_ITEM ?
@@ -1211,6 +1225,7 @@ static int db_recommend_vec(lua_State *L) {
     if (t)
         lua_pop(L, 1);
     rec_space *s = check_space(L, d, q.space);
+    settle(L, d, s->name, u);
     const float *v = rec_space_get(s, REC_KIND_USER, u);
     if (!v) {
         lua_newtable(L);
@@ -2631,26 +2646,23 @@ static int db_ease(lua_State *L) {
 /* db:ials_fold_in(user [, space="ials"]) -> true, or false when no model
  * was trained in this process for the space: the user's vector re-solved
  * in closed form from their whole history against the current item
- * factors. O(n f^2 + f^3).   [-3, +1, e] */
+ * factors (rec_learn_fold_in_later). The solve is owed, not done: the user
+ * is marked once however many events mark them, whoever reads the row
+ * (db:vector, db:recommend_vec, db:topk over users, item/user gets)
+ * folds them in first, and the server pays the rest in a worker between
+ * batches of requests. O(1) here; O(n f^2 + f^3) once per user later.
+ * [-3, +1, e] */
 static int db_ials_fold_in(lua_State *L) {
     ldb *d = check_db(L);
     uint32_t u = find_idx(L, d, REC_KIND_USER, 2, 1);
     const char *sn = luaL_optstring(L, 3, "ials");
-    rec_space *fs = rec_engine_space(d->e, sn);
-    if (fs) { /* O(n f^2 + f^3) */
-        uint32_t hn;
-        rec_graph_history(rec_engine_graph(d->e), u, &hn);
-        uint64_t f = fs->dim;
-        rec_sandbox_charge(L, ((uint64_t)hn * f * f + f * f * f) / FLOATS_PER_STEP);
-    }
-    int rc = rec_learn_fold_in(d->e, sn, u);
+    int rc = rec_learn_fold_in_later(d->e, sn, u);
     if (rc == REC_ENOTFOUND) {
         lua_pushboolean(L, 0);
         return 1;
     }
     if (rc)
         return rec_lua_error(L, rc, "ials fold-in failed: %s", rec_strerror(rc));
-    autocommit(L, d);
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -27,6 +27,7 @@
 #include "fanout.h"
 #include "fusion.h"
 #include "idmap.h"
+#include "learn.h"
 #include "log.h"
 #include "lua_api.h"
 #include "pipeline.h"
@@ -607,6 +608,10 @@ static int m_item_put(call_ctx *c) { return put_common(c, REC_KIND_ITEM); }
 static int m_user_put(call_ctx *c) { return put_common(c, REC_KIND_USER); }
 
 static int pack_vectors(call_ctx *c, rec_kind kind, uint32_t idx) {
+    /* the user's owed fold-ins first: they may add a row */
+    int rc = kind == REC_KIND_USER ? rec_learn_settle(c->e, NULL, idx) : 0;
+    if (rc)
+        return rc;
     size_t ns = rec_engine_space_count(c->e), have = 0;
     for (size_t i = 0; i < ns; i++)
         have += rec_space_has(rec_engine_space_at(c->e, i), kind, idx);
@@ -951,6 +956,8 @@ static int m_event_add(call_ctx *c) {
         if (rc)
             return rc;
     }
+    if (c->d->trainer) /* the fold-ins the events owe, off this thread */
+        rec_train_fold(c->d->trainer);
     return msgpack_pack_uint32(&c->pk, n) ? REC_ENOMEM : 0;
 }
 
@@ -1882,7 +1889,7 @@ int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r) {
     if ((rc = rec_dispatch_set_scripts(d, rt, r->scripts_dir ? path : NULL, d->rec_ref)))
         return rc;
     rec_train_opts to = {.every = r->train_every, .share = r->train_share,
-                         .quiet = r->train_quiet, .worker = r->worker,
+                         .quiet = r->train_quiet, .cpu = r->train_cpu, .worker = r->worker,
                          .over = r->trained, .over_ud = r->trained_ud};
     if ((rc = rec_train_new(&d->trainer, d->e, rt, &to)))
         return rc;
@@ -1892,8 +1899,10 @@ int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r) {
 }
 
 void rec_dispatch_tick(rec_dispatch *d) {
-    if (d->trainer)
+    if (d->trainer) {
         rec_train_tick(d->trainer);
+        rec_train_fold(d->trainer);
+    }
 }
 
 void rec_dispatch_stopping(rec_dispatch *d) {

@@ -125,6 +125,8 @@ typedef struct rec_dispatch_runtime {
     double train_share;       /* of the events trained on; 0 never */
     double train_quiet;       /* seconds without an event that end a
                                  burst; 0: no training at its end */
+    double train_cpu;         /* the share of one core an ials training may
+                                 take, (0, 1]; 0: 1 */
     rec_worker worker;        /* runs trainings off the loop thread */
     void (*trained)(void *ud); /* a training is over: answers that waited
                                   for it may be ready (rec_dispatch_answer);

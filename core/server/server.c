@@ -1610,7 +1610,8 @@ static int start_scripts(server *s) {
     rec_dispatch_runtime r = {
         .scripts_dir = s->o.scripts_dir, .policies_dir = s->o.policies_dir,
         .train_every = s->o.train_every, .train_share = s->o.train_share,
-        .train_quiet = s->o.train_quiet, .worker = {queue_job, s}, .loop = s->loop,
+        .train_quiet = s->o.train_quiet, .train_cpu = s->o.train_cpu,
+        .worker = {queue_job, s}, .loop = s->loop,
         .trained = answers_ready, .trained_ud = s,
     };
     return rec_dispatch_start(s->d, &r) ? -1 : 0;
@@ -1637,6 +1638,7 @@ void rec_server_opts_default(rec_server_opts *o) {
     o->train_every = 300.0;
     o->train_share = 0.1;
     o->train_quiet = 2.0;
+    o->train_cpu = 0.5;
 }
 
 /* Every slot needs a descriptor: raise the soft limit toward the hard one,

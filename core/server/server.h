@@ -37,6 +37,8 @@ typedef struct rec_server_opts {
     double train_quiet;        /* and once more when a burst of events
                                   that a training began in stops for this
                                   many seconds; 0 never; 2 */
+    double train_cpu;          /* the share of one core a training of ials
+                                  may take, (0, 1]; 0.5 */
     size_t max_message;        /* bytes; default 4 MiB */
     uint32_t max_connections;  /* TCP connections; default 1024 */
     uint32_t max_pending;      /* answers waiting per connection; 1024 */

@@ -40,17 +40,35 @@ void rec_fanout_forget(rec_fanout *f, const char *key, size_t kl) {
     }
 }
 
+/* The loaded policies with on_event (f->pol), looked up again when a
+ * script was loaded or removed since. Those past REC_FANOUT_POLICIES are
+ * left out, with a warning. */
+static void policies_sync(rec_fanout *f) {
+    if (f->of == f->rt && f->gen == rec_script_generation(f->rt))
+        return;
+    f->of = f->rt;
+    f->gen = rec_script_generation(f->rt);
+    f->npol = 0;
+    rec_script_info in;
+    for (size_t i = 0; i < rec_script_count(f->rt); i++) {
+        if (rec_script_info_at(f->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
+            !in.loaded || !rec_script_has(f->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
+            continue;
+        if (f->npol == REC_FANOUT_POLICIES) {
+            REC_WARN("on_event: only the first %d policies get events", REC_FANOUT_POLICIES);
+            break;
+        }
+        f->pol[f->npol++] = in.name;
+    }
+}
+
 /* Do loaded policies handle events? Then they replace the built-in
  * feedback. */
-static int policies_learn(const rec_fanout *f) {
+static int policies_learn(rec_fanout *f) {
     if (!f->rt)
         return 0;
-    rec_script_info in;
-    for (size_t i = 0; i < rec_script_count(f->rt); i++)
-        if (!rec_script_info_at(f->rt, i, &in) && in.kind == REC_SCRIPT_POLICY &&
-            in.loaded && rec_script_has(f->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
-            return 1;
-    return 0;
+    policies_sync(f);
+    return f->npol > 0;
 }
 
 /* An event as policies see it; built by push_event. */
@@ -106,7 +124,7 @@ static int push_event(lua_State *L) {
 
 /* Hand one event to every policy's on_event, in name order. A policy
  * that fails is logged and counted; the event itself is already stored. */
-static void policies_on_event(const rec_fanout *f, uint32_t user, uint32_t item,
+static void policies_on_event(rec_fanout *f, uint32_t user, uint32_t item,
                               const char *type, float w, double ts, uint64_t seq,
                               const char *rec_id, size_t rlen, const void *ctx,
                               size_t clen, int has_value, double value) {
@@ -120,14 +138,11 @@ static void policies_on_event(const rec_fanout *f, uint32_t user, uint32_t item,
         return;
     }
     int ev = lua_gettop(L);
-    rec_script_info in;
-    for (size_t i = 0; i < rec_script_count(f->rt); i++) {
-        if (rec_script_info_at(f->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
-            !in.loaded || !rec_script_has(f->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
-            continue;
+    /* f->pol holds (no script loads from inside a call) */
+    for (size_t i = 0; i < f->npol; i++) {
         lua_pushvalue(L, ev);
         char err[512];
-        if (rec_script_call(f->rt, REC_SCRIPT_POLICY, in.name, "on_event", 1, 0, err,
+        if (rec_script_call(f->rt, REC_SCRIPT_POLICY, f->pol[i], "on_event", 1, 0, err,
                             sizeof err))
             REC_WARN("on_event: %s", err);
     }

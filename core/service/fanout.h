@@ -14,9 +14,18 @@
 #include "script.h"
 
 /* Both borrowed; rt may be NULL (the built-in learner alone). */
+#define REC_FANOUT_POLICIES 64
+
 typedef struct rec_fanout {
     rec_engine *e;
     rec_script_rt *rt;
+    /* the loaded policies with on_event, in name order, as of script
+     * generation `gen` of runtime `of` (looked up again after any load or
+     * removal); zero-initialised */
+    const rec_script_rt *of;
+    uint64_t gen;
+    size_t npol;
+    const char *pol[REC_FANOUT_POLICIES];
 } rec_fanout;
 
 /* What an event teaches, live or replayed: the same function with the same

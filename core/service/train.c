@@ -55,6 +55,9 @@ struct rec_train {
     plan follow_plan;
     rec_train_result last;    /* the result of training `ended` */
     rec_train_model m[2];     /* ials, ease; running and pending computed */
+    rec_learn_fold_job *fold; /* owed fold-ins solved in a worker (kept
+                                 between jobs for its memory) */
+    int folding;              /* that job is out */
 };
 
 static double mono_clock(void) {
@@ -94,10 +97,52 @@ void rec_train_free(rec_train *t) {
         return;
     rec_learn_ials_job_free(t->training);
     rec_learn_ease_job_free(t->ease_training);
+    rec_learn_fold_job_free(t->fold);
     free(t);
 }
 
 int rec_train_running(const rec_train *t) { return t->busy; }
+
+/* ---- owed fold-ins (rec_learn_fold_in_later) ----------------------------- */
+
+/* Users per fold job: about 8 ms of solving at f = 64. */
+#define FOLD_USERS 512
+
+static void fold_work(void *arg) {
+    rec_train *t = arg;
+    rec_learn_fold_job_run(t->fold);
+}
+
+static void fold_done_cb(void *arg, int status) {
+    rec_train *t = arg;
+    t->folding = 0;
+    /* not solved (status < 0): the users stay owed, and a reader, the
+     * next job or the next checkpoint folds them in */
+    int rc = status < 0 || t->closed ? 0 : rec_learn_fold_job_install(t->e, t->fold);
+    if (rc)
+        REC_WARN("ials fold-in: %s", rec_strerror(rc));
+    if (!t->closed)
+        rec_train_fold(t);
+}
+
+void rec_train_fold(rec_train *t) {
+    if (t->folding || t->closed || !t->o.worker.queue || !rec_learn_owed(t->e))
+        return;
+    /* the last job's memory is filled again */
+    int rc = rec_learn_fold_job_new(t->e, FOLD_USERS, &t->fold);
+    if (rc)
+        REC_WARN("ials fold-in: %s", rec_strerror(rc));
+    if (!t->fold || !rec_learn_fold_job_users(t->fold))
+        return;
+    if ((rc = t->o.worker.queue(t->o.worker.ud, fold_work, fold_done_cb, t))) {
+        /* no worker: solve here rather than leave the users owed */
+        fold_work(t);
+        t->folding = 1;
+        fold_done_cb(t, 0);
+        return;
+    }
+    t->folding = 1;
+}
 
 void rec_train_close(rec_train *t) { t->closed = t->held = 1; }
 
@@ -109,12 +154,18 @@ int rec_train_paused(const rec_train *t) { return t->paused; }
 
 static void train_work(void *arg) {
     rec_train *t = arg;
-    /* Lower this worker thread's priority while it trains, so requests
-     * on the loop thread win the CPU when cores are few. */
+    /* An ials training held to a share of a core (o.cpu) runs at the
+     * loop's priority: the share bounds what it takes, and under load it
+     * still gets its share. Unbounded, and for EASE (not sliced), this
+     * worker thread's priority is lowered while it trains, so requests on
+     * the loop thread win the CPU when cores are few. */
     pid_t tid = (pid_t)syscall(SYS_gettid);
     int old = getpriority(PRIO_PROCESS, (id_t)tid);
-    setpriority(PRIO_PROCESS, (id_t)tid, 15);
+    int paced = t->o.cpu > 0.0 && t->o.cpu < 1.0;
+    if (!paced)
+        setpriority(PRIO_PROCESS, (id_t)tid, 15);
     t->train_rc = t->training ? rec_learn_ials_job_run(t->training) : 0;
+    setpriority(PRIO_PROCESS, (id_t)tid, 15);
     t->ease_rc = t->ease_training ? rec_learn_ease_job_run(t->ease_training) : 0;
     setpriority(PRIO_PROCESS, (id_t)tid, old);
 }
@@ -222,7 +273,10 @@ static int plan_of(const rec_train *t, const msgpack_object *opts, plan *p, char
 
 /* Snapshot on the loop thread, train in a worker, install on return. */
 static int launch(rec_train *t, const plan *p, char *err, size_t errlen) {
-    int rc = (p->models & REC_TRAIN_IALS) ? rec_learn_ials_job_new(t->e, &p->io, &t->training)
+    rec_learn_ials_opts io = p->io;
+    if (t->o.cpu > 0.0 && t->o.cpu < 1.0)
+        io.cpu = t->o.cpu;
+    int rc = (p->models & REC_TRAIN_IALS) ? rec_learn_ials_job_new(t->e, &io, &t->training)
                                            : 0;
     if (rc) {
         snprintf(err, errlen, "ials: %s", rc == REC_EDIM

@@ -41,6 +41,8 @@ typedef struct rec_train_opts {
                            began exceed this share of its snapshot; 0 never */
     double quiet;       /* seconds without an event that end a burst; 0:
                            no training at the end of a burst */
+    double cpu;         /* the share of one core an ials training may take
+                           (rec_learn_ials_opts.cpu), (0, 1]; 0: 1 */
     rec_worker worker;
     /* Called on the loop thread after each training is over (installed,
      * failed or dropped), once the training asked to follow it (if any)
@@ -112,6 +114,11 @@ void rec_train_tick(rec_train *t);
  * it. */
 void rec_train_pause(rec_train *t, int paused);
 int rec_train_paused(const rec_train *t);
+/* Start solving the fold-ins owed (rec_learn_fold_in_later) in a worker,
+ * unless a fold job is out already; when it is done it is installed and
+ * the next one starts while any are owed. Called after events are
+ * learned. Without a worker, solves them here. */
+void rec_train_fold(rec_train *t);
 /* Trainings running now (0 or 1). */
 int rec_train_running(const rec_train *t);
 /* The host is stopping: nothing new starts (scheduled, asked for, or

@@ -35,6 +35,8 @@
     "             [--retrain-every SECONDS]   (batch models retrain when the\n"     \
     "             events grow by SHARE, 0.1; once more when they stop for\n"       \
     "             SECONDS, 2; on the timer, 300; 0 for never)\n"                   \
+    "             [--train-cpu SHARE]   (of one core an ials training may\n"      \
+    "             take, 0.01..1; 0.5)\n"                                           \
     "             [--log-level debug|info|warn|error]\n"                              \
     "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"               \
     "             [--init FILE]   (a Lua file run with the engine as `db`)\n"         \
@@ -293,6 +295,14 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
             c->o.train_quiet = t;
         else
             c->o.train_every = t;
+    } else if (!strcmp(name, "train-cpu") || !strcmp(name, "train_cpu")) {
+        char *end;
+        double x = strtod(val, &end);
+        if (*end || end == val || !(x >= 0.01 && x <= 1)) {
+            fprintf(stderr, "recd: --train-cpu must be 0.01..1 (the share of one core)\n");
+            return -1;
+        }
+        c->o.train_cpu = x;
     } else if (!strcmp(name, "log-level") || !strcmp(name, "log_level")) {
         int l = rec_log_parse(val);
         if (l < 0) {
@@ -482,7 +492,7 @@ static const char *const serve_flags[] = {
     "max-message", "max-connections", "max-objects", "max-input-memory",
     "preauth-max-message", "max-unix-connections", "max-per-address", "handshake-timeout",
     "idle-timeout", "map-max", "write-timeout", "checkpoint-interval", "log-level",
-    "retrain-share", "retrain-quiet", "retrain-every", "cluster", "node", "partitions",
+    "retrain-share", "retrain-quiet", "retrain-every", "train-cpu", "cluster", "node", "partitions",
 };
 #define NFLAGS (sizeof serve_flags / sizeof serve_flags[0])
 enum { OPT_CONFIG = 'C', OPT_INSECURE = 'I', OPT_STRICT = 'S', OPT_FLAG = 256 /* + index in serve_flags */ };

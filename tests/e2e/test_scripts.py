@@ -370,3 +370,26 @@ def test_a_policy_failing_at_run_time_is_logged(scripted):
     lines = [l for l in srv.log().splitlines() if "rec.recommend failed" in l]
     assert lines and "broken.lua:2" in lines[0], srv.log()
     assert len(lines) < 20      # not one line per failure
+
+
+def test_policies_loaded_or_removed_between_events_get_them_or_not(scripted):
+    srv, sdir, pdir = scripted
+    write(os.path.join(pdir, "a.lua"),
+          'return { on_event = function(ev) rec:kv_put("a:" .. ev.user, ev.item) end }\n')
+    with srv.connect(unix=True) as c:
+        c.call("script.reload")
+        c.call("event.add", {"user": "pu", "item": "q1", "type": "view"})
+        assert c.call("admin.eval", 'rec:kv_get("a:pu")') == ["q1"]
+        # a second policy loaded: both get the next event
+        write(os.path.join(pdir, "b.lua"),
+              'return { on_event = function(ev) rec:kv_put("b:" .. ev.user, ev.item) end }\n')
+        c.call("script.reload")
+        c.call("event.add", {"user": "pu", "item": "q2", "type": "view"})
+        assert c.call("admin.eval", 'rec:kv_get("a:pu")') == ["q2"]
+        assert c.call("admin.eval", 'rec:kv_get("b:pu")') == ["q2"]
+        # the first removed: only the second gets the next one
+        os.remove(os.path.join(pdir, "a.lua"))
+        c.call("script.reload")
+        c.call("event.add", {"user": "pu", "item": "q3", "type": "view"})
+        assert c.call("admin.eval", 'rec:kv_get("a:pu")') == ["q2"]
+        assert c.call("admin.eval", 'rec:kv_get("b:pu")') == ["q3"]

@@ -192,3 +192,26 @@ def test_rules_turned_off_in_a_config_file(trainer, tmp_path):
         m = models(c)
         assert m["ials"]["trainings"] == 0 and m["ease"]["trainings"] == 0, m
         assert not m["ials"]["pending"] and not m["ials"]["running"]
+
+
+def test_an_owed_fold_in_is_read_at_once_and_recomputed_after_a_crash(trainer):
+    """ials owes a newcomer's fold-in on their events; user.get folds them
+    in first. After kill -9 the replay has no model to fold against (models
+    live in the process) and the next training computes the user."""
+    srv = trainer("--retrain-share", "0", "--retrain-quiet", "0", "--retrain-every", "0")
+    with srv.connect(unix=True) as c:
+        c.call("event.add", *events(400))
+        c.call("model.train", {"wait": True})
+        c.call("event.add", {"user": "nu", "item": "ti3", "type": "click"},
+               {"user": "nu", "item": "ti5", "type": "click"})
+        v1 = c.call("user.get", "nu")["vectors"].get("ials")
+        assert v1 is not None and len(v1) == 64
+    srv.kill()
+    srv.start()
+    with srv.connect(unix=True) as c:
+        c.call("model.train", {"wait": True})
+        v2 = c.call("user.get", "nu")["vectors"].get("ials")
+        assert v2 is not None and len(v2) == 64
+        dot = sum(a * b for a, b in zip(v1, v2))
+        n1, n2 = sum(a * a for a in v1) ** 0.5, sum(b * b for b in v2) ** 0.5
+        assert dot / (n1 * n2) > 0.5, "the trained user is far from the folded-in one"

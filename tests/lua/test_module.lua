@@ -241,6 +241,10 @@ t.test("implicit ALS: training, fold-in, tastes separated", function()
     db:event{user = "newcomer", item = "b3", type = "click", ts = 200}
     db:event{user = "newcomer", item = "b5", type = "click", ts = 201}
     t.eq(db:ials_fold_in("newcomer"), true)
+    -- the fold-in is owed; reading the row pays it (read-your-writes)
+    local v = db:vector("user", "newcomer", "ials")
+    t.truthy(v ~= nil and #v == 4, "the owed fold-in is settled by the read")
+    t.truthy(db:user_get("newcomer").vectors.ials ~= nil)
     local top = db:recommend_vec("newcomer", 3, {space = "ials"})
     for _, h in ipairs(top) do t.eq(h.id:sub(1, 1), "b", "folded-in user gets b items") end
     t.raises("dimension_mismatch", db.ials_train, db, {factors = 16})

@@ -4,8 +4,10 @@
  * would). Checks one training at a time, refused options, a worker that
  * cannot be reached, a shutdown or a cancelled job that installs nothing,
  * the schedule of rec_train_tick (timer, share, the end of a burst), and
- * callers that wait for a training. Each test runs on its own mkdtemp
- * folder. */
+ * callers that wait for a training, and the fold-ins events owe: solved
+ * in a job or by a reader, equal to an eager fold-in after the last event,
+ * and a training held to a share of a core.
+ * Each test runs on its own mkdtemp folder. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +15,7 @@
 #include <cmocka.h>
 
 #include <ftw.h>
+#include <math.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +25,10 @@
 
 #include "engine.h"
 #include "err.h"
+#include "graph.h"
+#include "ials.h"
 #include "idmap.h"
+#include "learn.h"
 #include "script.h"
 #include "train.h"
 
@@ -456,6 +462,218 @@ static void test_wait(void **state) {
     fx_close(&f);
 }
 
+
+/* ---- owed fold-ins ------------------------------------------------------- */
+
+static uint32_t user_idx(fx *f, int u) {
+    char us[16], uk[REC_ID_MAX];
+    snprintf(us, sizeof us, "u%d", u);
+    size_t kl = (size_t)rec_id_str(uk, us, strlen(us));
+    return rec_engine_lookup(f->e, REC_KIND_USER, uk, kl);
+}
+
+/* Install an ials model of 8 factors trained on the fixture's events. */
+static void train_ials(fx *f) {
+    rec_learn_ials_opts o;
+    rec_learn_ials_opts_default(&o);
+    o.factors = 8;
+    o.reg = 1.0f;
+    rec_learn_ials_job *j;
+    assert_int_equal(rec_learn_ials_job_new(f->e, &o, &j), 0);
+    assert_int_equal(rec_learn_ials_job_run(j), 0);
+    assert_int_equal(rec_learn_ials_job_install(f->e, j), 0);
+    rec_learn_ials_job_free(j);
+}
+
+/* A click of user u on item i, owing u's fold-in as policies/ials.lua does. */
+static void click(fx *f, int u, int i) {
+    add_event(f, u, i);
+    assert_int_equal(rec_learn_fold_in_later(f->e, "ials", user_idx(f, u)), 0);
+}
+
+/* The user's ials row (8 floats) into out; 0 when it has none. */
+static int row_of(fx *f, int u, float *out) {
+    const float *v = rec_space_get(rec_engine_space(f->e, "ials"), REC_KIND_USER, user_idx(f, u));
+    if (v)
+        memcpy(out, v, 8 * sizeof *out);
+    return v != NULL;
+}
+
+/* The row an eager fold-in leaves now equals `got`, bit for bit. */
+static void assert_eager(fx *f, int u, const float *got) {
+    assert_int_equal(rec_learn_fold_in(f->e, "ials", user_idx(f, u)), 0);
+    float want[8];
+    assert_true(row_of(f, u, want));
+    assert_memory_equal(got, want, sizeof want);
+}
+
+static void test_fold_owed(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    uint32_t u1 = user_idx(&f, 1);
+    /* no model: nothing is owed */
+    assert_int_equal(rec_learn_fold_in_later(f.e, "ials", u1), REC_ENOTFOUND);
+    train_ials(&f);
+    float before[8], got[8];
+    assert_true(row_of(&f, 1, before));
+    /* two clicks owe one fold-in, not done yet */
+    click(&f, 1, 30);
+    click(&f, 1, 2);
+    assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_true(row_of(&f, 1, got));
+    assert_memory_equal(got, before, sizeof got);
+    /* a job solves it off the thread; installed, it is an eager fold-in */
+    rec_train_fold(f.t);
+    assert_int_equal(f.w.queued, 1);
+    rec_train_fold(f.t); /* one job at a time */
+    assert_int_equal(f.w.queued, 1);
+    fake_finish(&f.w, 1);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 1, got));
+    assert_true(memcmp(got, before, sizeof got) != 0);
+    assert_eager(&f, 1, got);
+
+    /* a reader settles the user first: a newcomer gets their row */
+    click(&f, 9, 1);
+    click(&f, 9, 4);
+    assert_false(row_of(&f, 9, got));
+    assert_int_equal(rec_learn_settle(f.e, "other", REC_IDX_NONE), 0);
+    assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_int_equal(rec_learn_settle(f.e, "ials", user_idx(&f, 9)), 0);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 9, got));
+    assert_eager(&f, 9, got);
+
+    /* an event after the job's snapshot: its result is dropped, the user
+     * stays owed, and what is read equals a fold-in after that event */
+    click(&f, 2, 3);
+    rec_train_fold(f.t);
+    assert_int_equal(f.w.queued, 2);
+    assert_true(row_of(&f, 2, before));
+    click(&f, 2, 31);
+    fake_finish(&f.w, 1); /* installs nothing, queues the next job */
+    assert_int_equal(f.w.queued, 3);
+    assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_true(row_of(&f, 2, got));
+    assert_memory_equal(got, before, sizeof got);
+    fake_finish(&f.w, 1);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 2, got));
+    assert_eager(&f, 2, got);
+
+    /* a cancelled job leaves the users owed; a checkpoint settles them */
+    click(&f, 3, 5);
+    rec_train_fold(f.t);
+    fake_finish(&f.w, 0);
+    assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_int_equal(rec_engine_checkpoint(f.e), 0);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 3, got));
+    assert_eager(&f, 3, got);
+
+    /* a new training settles what the old model owes before replacing it */
+    click(&f, 4, 6);
+    rec_train_fold(f.t); /* out while the model is replaced */
+    train_ials(&f);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 4, before));
+    fake_finish(&f.w, 1); /* solved against the old model: dropped */
+    assert_true(row_of(&f, 4, got));
+    assert_memory_equal(got, before, sizeof got);
+    assert_null(f.w.work);
+
+    /* with REC_LEARN_FOLD_BACKLOG users owed, the next is folded in at once */
+    for (int u = 100; u < 100 + REC_LEARN_FOLD_BACKLOG + 1; u++)
+        add_event(&f, u, u % 8);
+    for (int u = 100; u < 100 + REC_LEARN_FOLD_BACKLOG; u++)
+        assert_int_equal(rec_learn_fold_in_later(f.e, "ials", user_idx(&f, u)), 0);
+    assert_int_equal(rec_learn_owed(f.e), REC_LEARN_FOLD_BACKLOG);
+    int last = 100 + REC_LEARN_FOLD_BACKLOG;
+    assert_false(row_of(&f, last, got));
+    assert_int_equal(rec_learn_fold_in_later(f.e, "ials", user_idx(&f, last)), 0);
+    assert_int_equal(rec_learn_owed(f.e), REC_LEARN_FOLD_BACKLOG);
+    assert_true(row_of(&f, last, got));
+    assert_int_equal(rec_learn_settle(f.e, NULL, REC_IDX_NONE), 0);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    fx_close(&f);
+}
+
+/* A fold-in of fewer items than factors takes the short (Woodbury) form:
+ * the same vector as the f x f solve of rec_ials_fold_in, up to rounding. */
+static void test_fold_short(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    train_ials(&f);
+    rec_space *s = rec_engine_space(f.e, "ials");
+    uint32_t ni = rec_engine_bound(f.e, REC_KIND_ITEM);
+    float V[64 * 8], G[64], got[8], want[8];
+    assert_true(ni <= 64);
+    memset(V, 0, sizeof V);
+    for (uint32_t i = 0; i < ni; i++)
+        if (rec_space_has(s, REC_KIND_ITEM, i))
+            memcpy(V + i * 8, rec_space_get(s, REC_KIND_ITEM, i), 8 * sizeof(float));
+    rec_ials_gram(V, ni, 8, G);
+    rec_learn_ials_opts o;
+    rec_learn_ials_opts_default(&o);
+    int shorts = 0;
+    for (int u = 0; u < 6; u++) {
+        uint32_t ui = user_idx(&f, u), hn;
+        const rec_hentry *h = rec_graph_history(rec_engine_graph(f.e), ui, &hn);
+        uint32_t items[64];
+        float conf[64];
+        size_t d = 0;
+        for (uint32_t k = 0; k < hn; k++) { /* distinct items in the fixture */
+            items[d] = h[k].item;
+            conf[d++] = o.alpha * h[k].weight;
+        }
+        shorts += d < 8;
+        assert_int_equal(rec_learn_fold_in(f.e, "ials", ui), 0);
+        assert_true(row_of(&f, u, got));
+        assert_int_equal(rec_ials_fold_in(V, G, ni, 8, 1.0f, items, conf, d, want), 0);
+        float err = 0, norm = 0;
+        for (int k = 0; k < 8; k++) {
+            err = fmaxf(err, fabsf(got[k] - want[k]));
+            norm = fmaxf(norm, fabsf(want[k]));
+        }
+        assert_true(norm > 0);
+        assert_true(err <= 1e-4f * norm);
+    }
+    assert_true(shorts >= 4);
+    fx_close(&f);
+}
+
+/* A training held to a share of a core sleeps between slices of rows and
+ * ends with the same factors; a share outside (0, 1] is refused. */
+static void test_paced_training(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0, NULL);
+    rec_learn_ials_opts o;
+    rec_learn_ials_opts_default(&o);
+    assert_true(o.cpu == 1.0);
+    o.factors = 8;
+    rec_learn_ials_job *j;
+    o.cpu = 0.0;
+    assert_int_equal(rec_learn_ials_job_new(f.e, &o, &j), REC_EINVAL);
+    o.cpu = 1.5;
+    assert_int_equal(rec_learn_ials_job_new(f.e, &o, &j), REC_EINVAL);
+    float rows[2][6][8];
+    double cpu[2] = {1.0, 0.3};
+    for (int r = 0; r < 2; r++) {
+        o.cpu = cpu[r];
+        assert_int_equal(rec_learn_ials_job_new(f.e, &o, &j), 0);
+        assert_int_equal(rec_learn_ials_job_run(j), 0);
+        assert_int_equal(rec_learn_ials_job_install(f.e, j), 0);
+        rec_learn_ials_job_free(j);
+        for (int u = 0; u < 6; u++)
+            assert_true(row_of(&f, u, rows[r][u]));
+    }
+    assert_memory_equal(rows[0], rows[1], sizeof rows[0]);
+    fx_close(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_at_a_time),
@@ -466,6 +684,9 @@ int main(void) {
         cmocka_unit_test(test_share),
         cmocka_unit_test(test_quiet),
         cmocka_unit_test(test_wait),
+        cmocka_unit_test(test_fold_owed),
+        cmocka_unit_test(test_fold_short),
+        cmocka_unit_test(test_paced_training),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
