@@ -2114,6 +2114,8 @@ static size_t src_run(lua_State *L, ldb *d, int t, int kind, qopts *q, size_t k,
         lua_getfield(L, t, "user");
         uint32_t u = find_idx(L, d, REC_KIND_USER, -1, 0);
         rec_space *s = check_space(L, d, opt_field_str(L, t, "space", "mf"));
+        if (u != REC_IDX_NONE)
+            settle(L, d, s->name, u); /* a fold-in owed is paid first */
         const float *v = u == REC_IDX_NONE ? NULL : rec_space_get(s, REC_KIND_USER, u);
         if (v)
             n = src_scan(L, d, s, v, src_cosine(L, t, 0), q, k, h);

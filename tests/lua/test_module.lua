@@ -247,6 +247,13 @@ t.test("implicit ALS: training, fold-in, tastes separated", function()
     t.truthy(db:user_get("newcomer").vectors.ials ~= nil)
     local top = db:recommend_vec("newcomer", 3, {space = "ials"})
     for _, h in ipairs(top) do t.eq(h.id:sub(1, 1), "b", "folded-in user gets b items") end
+    -- db:blend's "vec" source pays an owed fold-in before it reads the row
+    db:event{user = "newcomer2", item = "b2", type = "click", ts = 202}
+    db:event{user = "newcomer2", item = "b4", type = "click", ts = 203}
+    t.eq(db:ials_fold_in("newcomer2"), true)
+    local blended = db:blend({{"vec", user = "newcomer2", space = "ials"}}, 3, {seen_by = "newcomer2"})
+    t.eq(#blended, 3, "the owed row is there for the blend")
+    t.eq(ids(blended), ids(db:recommend_vec("newcomer2", 3, {space = "ials"})))
     t.raises("dimension_mismatch", db.ials_train, db, {factors = 16})
     t.truthy(db:stats().items == 20)
     t.raises("invalid_params", db.ials_train, db, {space = "other", factors = 0})
@@ -255,7 +262,7 @@ t.test("implicit ALS: training, fold-in, tastes separated", function()
     t.eq(db:ease("u1", 3), nil, "no EASE model yet")
     local e = db:ease_train{lambda = 10, max_items = 20}
     t.eq(e.items, 20)
-    t.eq(e.users, 81)
+    t.eq(e.users, 82)
     local pick = db:ease("newcomer", 3)
     t.eq(#pick, 3)
     for _, h in ipairs(pick) do t.eq(h.id:sub(1, 1), "b", "EASE gives the newcomer b items") end
