@@ -9,6 +9,7 @@
 void rec_graph_init(rec_graph *g, uint32_t window) {
     memset(g, 0, sizeof *g);
     g->window = window ? window : 5;
+    g->top_budget = REC_GRAPH_TOP_ROWS;
 }
 
 void rec_graph_close(rec_graph *g) {
@@ -250,8 +251,10 @@ size_t rec_graph_neighbors(rec_graph *g, uint32_t item,
         return 0;
     rec_cooc *c = &g->cooc[item];
     if (c->n > REC_GRAPH_TOP_MIN && k <= REC_GRAPH_TOP_CAP) {
-        if (!c->top)
+        if (!c->top && g->top_rows < g->top_budget) {
             c->top = malloc(REC_GRAPH_TOP_CAP * sizeof *c->top);
+            g->top_rows += c->top != NULL;
+        }
         if (c->top && !c->fresh) {
             rec_topk all;
             rec_topk_init(&all, c->top, REC_GRAPH_TOP_CAP);
@@ -504,6 +507,7 @@ void rec_graph_forget_item(rec_graph *g, uint32_t item) {
     }
     g->edges -= c->n;
     free(c->e);
+    g->top_rows -= c->top != NULL;
     free(c->top);
     memset(c, 0, sizeof *c);
     rec_ulist *a = &g->aud[item];

@@ -60,9 +60,11 @@ typedef struct rec_cooc {
 } rec_cooc;
 
 /* Rows longer than this keep their strongest REC_GRAPH_TOP_CAP neighbours
- * ranked between changes. */
+ * ranked between changes, REC_GRAPH_TOP_ROWS rows at most (2 KiB each:
+ * 32 MiB), the first asked for; the others are scanned whole. */
 #define REC_GRAPH_TOP_MIN 64
-#define REC_GRAPH_TOP_CAP 128
+#define REC_GRAPH_TOP_CAP 256
+#define REC_GRAPH_TOP_ROWS 16384
 
 typedef struct rec_graph {
     uint32_t window;   /* co-occurrence window, items */
@@ -76,6 +78,8 @@ typedef struct rec_graph {
     float *scratch;    /* walk visit counts, nitems long */
     uint32_t *touched; /* items with scratch != 0 */
     uint32_t scratch_cap;
+    uint32_t top_rows; /* rows with a ranked head (rec_cooc.top) */
+    uint32_t top_budget; /* at most this many (REC_GRAPH_TOP_ROWS) */
 } rec_graph;
 
 void rec_graph_init(rec_graph *g, uint32_t window);

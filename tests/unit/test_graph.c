@@ -648,6 +648,24 @@ static void test_neighbors_ranked_head(void **state) {
             rec_graph_forget_item(&g, 250);
         }
     }
+    assert_int_equal(g.top_rows, 1);
+    rec_graph_close(&g);
+
+    /* Past the budget of ranked heads, rows are scanned whole: the same
+     * answers, no more heads. */
+    rec_graph_init(&g, 4);
+    g.top_budget = 1;
+    user = 0;
+    for (uint32_t hub = 0; hub < 2; hub++)
+        for (uint32_t j = 2; j < 2 + ITEMS; j++, user++) {
+            add(&g, user, hub, 1.0f);
+            add(&g, user, j, (float)(1 + j % 3));
+        }
+    for (uint32_t hub = 0; hub < 2; hub++)
+        for (size_t i = 0; i < sizeof ks / sizeof *ks; i++)
+            expect_neighbors(&g, hub, ITEMS + 2, some, 5, ks[i]);
+    assert_int_equal(g.top_rows, 1);
+    assert_true(g.cooc[0].top != NULL && g.cooc[1].top == NULL);
     rec_graph_close(&g);
 }
 
