@@ -1487,13 +1487,15 @@ static int db_shown(lua_State *L) {
     return 1;
 }
 
-typedef struct discounted {
+/* An entry of a list being re-ranked: its score, and where it was (ties
+ * keep that order). */
+typedef struct ranked {
     double score;
-    lua_Integer at; /* position in the list */
-} discounted;
+    lua_Integer at;
+} ranked;
 
-static int discounted_cmp(const void *pa, const void *pb) {
-    const discounted *a = pa, *b = pb;
+static int ranked_cmp(const void *pa, const void *pb) {
+    const ranked *a = pa, *b = pb;
     if (a->score != b->score)
         return a->score > b->score ? -1 : 1;
     return a->at < b->at ? -1 : a->at > b->at;
@@ -1536,10 +1538,10 @@ static int db_discount_shown(lua_State *L) {
             p = (p + 1) & mask;
         slot[p] = i;
     }
-    discounted *ds = lua_newuserdatauv(L, n * sizeof *ds, 0); /* 5 */
+    ranked *ds = lua_newuserdatauv(L, n * sizeof *ds, 0); /* 5 */
     int moved = 0;
     for (size_t i = 0; i < n; i++) {
-        ds[i] = (discounted){.score = 0, .at = (lua_Integer)i + 1};
+        ds[i] = (ranked){.score = 0, .at = (lua_Integer)i + 1};
         if (lua_rawgeti(L, 3, (lua_Integer)i + 1) != LUA_TTABLE) {
             lua_pop(L, 1);
             continue;
@@ -1570,7 +1572,7 @@ static int db_discount_shown(lua_State *L) {
         lua_settop(L, 3);
         return 1;
     }
-    qsort(ds, n, sizeof *ds, discounted_cmp);
+    qsort(ds, n, sizeof *ds, ranked_cmp);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
         lua_rawgeti(L, 3, ds[i].at);
@@ -1708,18 +1710,6 @@ static double rng_gauss(rec_rng *r) {
     return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * rec_rng_unit(r));
 }
 
-typedef struct ranked {
-    double score;
-    uint32_t cand;  /* index into the candidates */
-} ranked;
-
-static int ranked_cmp(const void *pa, const void *pb) {
-    const ranked *a = pa, *b = pb;
-    if (a->score != b->score)
-        return a->score > b->score ? -1 : 1;
-    return a->cand < b->cand ? -1 : a->cand > b->cand;
-}
-
 /* db:click_rank(req, items [, opts]) -> ranked, learned: the list ranked
  * by expected value under the click model, in C. Each candidate's score
  * becomes
@@ -1833,7 +1823,7 @@ static int db_click_rank(lua_State *L) {
             rel = (vs + vprior * vmean) / (vc + vprior) / vmean;
         }
         double cv = isnan(pv[j]) ? 0.0 : pv[j];
-        rk[j] = (ranked){.score = draw * (1.0 + cw * cv * rel), .cand = (uint32_t)j};
+        rk[j] = (ranked){.score = draw * (1.0 + cw * cv * rel), .at = (lua_Integer)j};
     }
     qsort(rk, mn, sizeof *rk, ranked_cmp);
     /* unknown items (not candidates) follow in list order */
@@ -1844,7 +1834,7 @@ static int db_click_rank(lua_State *L) {
     lua_createtable(L, (int)out, 0); /* 6 */
     size_t w = 0;
     for (size_t r = 0; r < mn && w < out; r++) {
-        size_t j = rk[r].cand;
+        size_t j = (size_t)rk[r].at;
         if (at[j]) {
             lua_rawgeti(L, 3, at[j]);
         } else {

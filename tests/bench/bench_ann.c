@@ -200,16 +200,9 @@ static void run_filtered(rec_space *s, uint32_t items, const char *data) {
 }
 
 int main(int argc, char **argv) {
-    const char *env = getenv("RECD_BENCH_QUICK");
-    int quick = env && *env && strcmp(env, "0") != 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--quick") == 0) {
-            quick = 1;
-        } else {
-            fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
-            return 2;
-        }
-    }
+    int quick = bench_quick_args(argc, argv);
+    if (quick < 0)
+        return 2;
     uint32_t items = quick ? 20000 : 100000;
     printf("bench_ann: isa %s, %u items of %d dims, %s mode\n",
            rec_vec_isa_name(), items, DIM, quick ? "quick" : "full");

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static inline double now(void) {
@@ -27,6 +28,21 @@ static inline double median(double *v, size_t n) {
 
 static inline void report(const char *name, double value, const char *unit) {
     printf("BENCH name=%s value=%.4g unit=%s\n", name, value, unit);
+}
+
+/* The options of a bench that takes only --quick (or RECD_BENCH_QUICK set
+ * and not "0"): 1 quick, 0 full, -1 after printing the usage. */
+static inline int bench_quick_args(int argc, char **argv) {
+    const char *env = getenv("RECD_BENCH_QUICK");
+    int quick = env && *env && strcmp(env, "0") != 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") != 0) {
+            fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+            return -1;
+        }
+        quick = 1;
+    }
+    return quick;
 }
 
 #endif

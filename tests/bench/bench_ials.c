@@ -205,16 +205,9 @@ static void bench_fold_in(const trained *tr, uint32_t calls) {
 }
 
 int main(int argc, char **argv) {
-    const char *env = getenv("RECD_BENCH_QUICK");
-    int quick = env && *env && strcmp(env, "0") != 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--quick") == 0) {
-            quick = 1;
-        } else {
-            fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
-            return 2;
-        }
-    }
+    int quick = bench_quick_args(argc, argv);
+    if (quick < 0)
+        return 2;
     printf("bench_ials: isa %s, %s mode, single thread\n", rec_vec_isa_name(),
            quick ? "quick" : "full");
 
