@@ -839,9 +839,10 @@ static long base_value(fctx *f, const rec_click_cand *c, uint8_t kind, const cha
         const rec_space *sp = rec_engine_space(f->e, arg);
         const float *pv = sp ? like_profile(f, sp) : NULL;
         const float *r = pv ? rec_space_get(sp, REC_KIND_ITEM, c->item) : NULL;
-        float nr = r ? vec_len(r, sp->dim) : 0;
-        if (nr > 0)
-            *x = rec_vec_dot(pv, r, sp->dim) / nr;
+        /* the row's 1 / norm, kept by the space (0 for a zero row) */
+        float inr = r ? sp->m[REC_KIND_ITEM].inv_norms[c->item] : 0;
+        if (inr > 0)
+            *x = rec_vec_dot(pv, r, sp->dim) * inr;
         return 0;
     }
     case REC_CF_CTX:

@@ -2272,9 +2272,7 @@ static int db_blend(lua_State *L) {
             if ((lua_Number)se[i].weight < shown_min)
                 rec_rank_blend_scale(&b, se[i].item, pow(disc, (double)se[i].weight));
     }
-    size_t m = rec_rank_blend_rank(&b);
-    if (m > (size_t)n)
-        m = (size_t)n;
+    size_t m = rec_rank_blend_rank(&b, (size_t)n);
     rec_sandbox_charge(L, m);
     lua_createtable(L, (int)m, 0);
     for (size_t i = 0; i < m; i++) {

@@ -123,9 +123,54 @@ static int blend_cmp(const void *pa, const void *pb) {
     return a->ord < b->ord ? -1 : a->ord > b->ord;
 }
 
-size_t rec_rank_blend_rank(rec_rank_blend *b) {
-    qsort(b->item, b->n, sizeof *b->item, blend_cmp);
-    return b->n;
+static void blend_swap(rec_rank_blend_item *a, rec_rank_blend_item *b) {
+    rec_rank_blend_item t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Reorder it[0..m) so that its first n are the n best, in any order
+ * (Hoare's selection, median-of-three pivots: O(m) expected). */
+static void blend_select(rec_rank_blend_item *it, size_t m, size_t n) {
+    size_t lo = 0, hi = m; /* the n-th best lies in [lo, hi) */
+    while (hi - lo > 16) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (blend_cmp(&it[mid], &it[lo]) < 0)
+            blend_swap(&it[mid], &it[lo]);
+        if (blend_cmp(&it[hi - 1], &it[lo]) < 0)
+            blend_swap(&it[hi - 1], &it[lo]);
+        if (blend_cmp(&it[hi - 1], &it[mid]) < 0)
+            blend_swap(&it[hi - 1], &it[mid]);
+        rec_rank_blend_item pivot = it[mid];
+        size_t i = lo, j = hi - 1;
+        for (;;) {
+            while (blend_cmp(&it[i], &pivot) < 0)
+                i++;
+            while (blend_cmp(&pivot, &it[j]) < 0)
+                j--;
+            if (i >= j)
+                break;
+            blend_swap(&it[i], &it[j]);
+            i++;
+            j--;
+        }
+        /* it[lo..j] rank at or before the pivot, it[j+1..hi) at or after */
+        if (n <= j + 1)
+            hi = j + 1;
+        else
+            lo = j + 1;
+    }
+    qsort(it + lo, hi - lo, sizeof *it, blend_cmp);
+}
+
+size_t rec_rank_blend_rank(rec_rank_blend *b, size_t n) {
+    if (n >= b->n) {
+        qsort(b->item, b->n, sizeof *b->item, blend_cmp);
+        return b->n;
+    }
+    blend_select(b->item, b->n, n);
+    qsort(b->item, n, sizeof *b->item, blend_cmp);
+    return n;
 }
 
 void rec_rank_mmr(const float *const *rows, const double *score, size_t m, uint32_t dim,

@@ -76,9 +76,10 @@ void rec_rank_blend_init(rec_rank_blend *b, void *mem, size_t cap);
 void rec_rank_blend_add(rec_rank_blend *b, const rec_hit *h, size_t n, double w, uint32_t src);
 /* Multiply item idx's score by f, when the blend holds it. */
 void rec_rank_blend_scale(rec_rank_blend *b, uint32_t idx, double f);
-/* Order the items best first (score descending, then first proposed
- * first) into b->item[0..n) and return n; the blend takes no more adds. */
-size_t rec_rank_blend_rank(rec_rank_blend *b);
+/* The n best items (score descending, then first proposed first) into
+ * b->item[0..) in that order; returns how many (n, or fewer when the blend
+ * holds fewer). O(items + n log n). The blend takes no more adds. */
+size_t rec_rank_blend_rank(rec_rank_blend *b, size_t n);
 
 /* Items that maximal marginal relevance orders at most. */
 #define REC_RANK_MMR_MAX 256

@@ -134,6 +134,65 @@ static void test_mmr_no_vector_and_negative_scores(void **state) {
     assert_int_equal(order[2], 1);
 }
 
+/* A blend ranks like a full sort of its items by (score, first proposal),
+ * whatever n; why names the source of the largest part; a scale moves an
+ * item. Many ties (few distinct ranks) exercise the order of proposal. */
+static void test_blend_partial_rank(void **state) {
+    (void)state;
+    enum { LISTS = 6, LEN = 150, CAP = LISTS * LEN };
+    static rec_hit lists[LISTS][LEN];
+    uint32_t x = 12345;
+    for (int l = 0; l < LISTS; l++)
+        for (int r = 0; r < LEN; r++) {
+            x = x * 1103515245u + 12345u;
+            lists[l][r] = (rec_hit){.idx = (x >> 8) % 400, .score = 0};
+        }
+    /* dedupe within a list: a source proposes an item once */
+    for (int l = 0; l < LISTS; l++)
+        for (int r = 0; r < LEN; r++)
+            for (int q = 0; q < r; q++)
+                if (lists[l][q].idx == lists[l][r].idx)
+                    lists[l][r].idx = 400 + (uint32_t)(l * LEN + r);
+    size_t ns[] = {0, 1, 10, 50, 333, CAP};
+    for (size_t t = 0; t < sizeof ns / sizeof *ns; t++) {
+        static unsigned char mem_a[1 << 16], mem_b[1 << 16];
+        assert_true(rec_rank_blend_bytes(CAP) <= sizeof mem_a);
+        rec_rank_blend a, b;
+        rec_rank_blend_init(&a, mem_a, CAP);
+        rec_rank_blend_init(&b, mem_b, CAP);
+        for (int l = 0; l < LISTS; l++) {
+            double w = l == 2 ? 3.0 : 1.0;
+            rec_rank_blend_add(&a, lists[l], LEN, w, (uint32_t)l);
+            rec_rank_blend_add(&b, lists[l], LEN, w, (uint32_t)l);
+        }
+        rec_rank_blend_scale(&a, lists[0][0].idx, 0.25);
+        rec_rank_blend_scale(&b, lists[0][0].idx, 0.25);
+        size_t all = rec_rank_blend_rank(&b, CAP);
+        assert_int_equal(all, b.n);
+        for (size_t i = 1; i < all; i++)
+            assert_true(b.item[i - 1].score > b.item[i].score ||
+                        (b.item[i - 1].score == b.item[i].score &&
+                         b.item[i - 1].ord < b.item[i].ord));
+        size_t got = rec_rank_blend_rank(&a, ns[t]);
+        assert_int_equal(got, ns[t] < all ? ns[t] : all);
+        for (size_t i = 0; i < got; i++) {
+            assert_int_equal(a.item[i].idx, b.item[i].idx);
+            assert_true(a.item[i].score == b.item[i].score);
+            assert_int_equal(a.item[i].why, b.item[i].why);
+        }
+    }
+    /* weights: an item first in list 2 (w 3) alone scores 3 / 10 */
+    static unsigned char mem[4096];
+    rec_rank_blend c;
+    rec_rank_blend_init(&c, mem, 4);
+    rec_hit one[2] = {{.idx = 7}, {.idx = 9}}, two[1] = {{.idx = 9}};
+    rec_rank_blend_add(&c, one, 2, 3.0, 0);
+    rec_rank_blend_add(&c, two, 1, 2.0, 1);
+    assert_int_equal(rec_rank_blend_rank(&c, 1), 1);
+    assert_int_equal(c.item[0].idx, 9); /* 3/11 + 2/10 > 3/10 */
+    assert_int_equal(c.item[0].why, 0); /* 3/11 > 2/10 */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_score),
@@ -142,6 +201,7 @@ int main(void) {
         cmocka_unit_test(test_fuse_clear),
         cmocka_unit_test(test_mmr_diversifies),
         cmocka_unit_test(test_mmr_no_vector_and_negative_scores),
+        cmocka_unit_test(test_blend_partial_rank),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
