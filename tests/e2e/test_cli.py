@@ -109,6 +109,14 @@ def test_serve_flags_in_both_spellings(tmp_path):
         assert r.stderr.startswith("recd: --max-connections must be 1..100000"), (args, r.stderr)
 
 
+def test_train_cpu_share_refused_out_of_range_before_the_folder(tmp_path):
+    for value in ("0", "1.5", "-1", "abc", "nan"):
+        r = recd("serve", "--data", str(tmp_path / "d"), "--train-cpu", value)
+        assert r.returncode == 2, (value, r.stderr)
+        assert "--train-cpu must be 0.01..1" in r.stderr, (value, r.stderr)
+        assert not (tmp_path / "d").exists(), value
+
+
 def test_listen_takes_host_names_and_refuses_a_bad_one_before_the_folder(tmp_path):
     import socket
     import time
