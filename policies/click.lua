@@ -17,7 +17,7 @@
 -- expected value
 --     draw(P(click)) x (1 + CONVERSION_WEIGHT x P(conversion | click) x v / mean)
 -- where v is what a conversion of the item is worth (the mean `value` of
--- its conversion events, shrunk towards the mean of all conversions; on_event
+-- its conversion events, shrunk towards the mean of all conversions; on_events
 -- keeps the sums) and mean is the mean of all: an item whose conversions
 -- carry twice the usual value counts its conversions twice
 -- where draw is Thompson sampling on the click logit: the logit plus
@@ -37,8 +37,9 @@
 -- features, both models, the draws and the sort; two counter reads per
 -- candidate once a conversion carried a value) and one kv_get; with
 -- TASTE_K one db:profile and db:topk (a scan of the space). The Lua work
--- is a table of the strategies' candidates. Per conversion event with a
--- value: two counter adds and a kv write. Before WARM: one
+-- is a table of the strategies' candidates. Per batch of events: a pass
+-- in C for conversions with a value; per such conversion two counter
+-- adds, and one kv write per batch that has any. Before WARM: one
 -- db:click_predict of nothing.
 -- Knobs: EXPLORE, CONVERSION_WEIGHT, SAMPLE, KEEP, TASTE_K, TASTE_SPACE, WARM,
 -- FILL_SPACE, VALUE_HALF_LIFE, VALUE_PRIOR,
@@ -127,17 +128,19 @@ function M.on_load()
     rec:counter(V_COUNT, VALUE_HALF_LIFE)
 end
 
-local CONVERSIONS = {}
-for _, t in ipairs(M.model.conversions) do CONVERSIONS[t] = true end
-
--- A conversion with a value: the item's sums and the mean of all.
-function M.on_event(ev)
-    if not CONVERSIONS[ev.type] or type(ev.value) ~= "number" or not (ev.value > 0) then return end
-    rec:counter_add(V_SUM, ev.item, ev.value, ev.ts)
-    rec:counter_add(V_COUNT, ev.item, 1, ev.ts)
+-- Conversions with a value: the items' sums and the mean of all.
+function M.on_events(batch)
+    local conv = batch:list{types = M.model.conversions, value = true, positive = false}
+    if #conv == 0 then return end
     local m = rec:kv_get(V_MEAN)
     if type(m) ~= "table" then m = {sum = 0, n = 0} end
-    m.sum, m.n = m.sum + ev.value, m.n + 1
+    for _, ev in ipairs(conv) do
+        if type(ev.value) == "number" and ev.value > 0 then
+            rec:counter_add(V_SUM, ev.item, ev.value, ev.ts)
+            rec:counter_add(V_COUNT, ev.item, 1, ev.ts)
+            m.sum, m.n = m.sum + ev.value, m.n + 1
+        end
+    end
     rec:kv_put(V_MEAN, m)
 end
 

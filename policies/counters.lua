@@ -15,7 +15,8 @@
 -- The co-occurrence graph needs no policy: the engine updates it itself
 -- (see cooccur.lua).
 --
--- Cost: four db:counter_add per positive event, committed together.
+-- Cost: four db:counter_add per batch of events (on_events), each a loop
+-- in C over the batch's positive events; committed together.
 -- Knobs: the half-lives below (an existing family keeps the half-life it
 -- was created with).
 local FAMILIES = {
@@ -32,15 +33,12 @@ function M.on_load()
     for _, f in ipairs(FAMILIES) do rec:counter(f[1], f[2]) end
 end
 
-function M.on_event(ev)
-    local w = ev.weight
-    if type(w) ~= "number" or not (w > 0) then return end
-    local ts = ev.ts
+function M.on_events(batch)
     rec:batch(function()
-        rec:counter_add("popularity", ev.item, w, ts)
-        rec:counter_add("trend_short", ev.item, w, ts)
-        rec:counter_add("trend_long", ev.item, w, ts)
-        rec:counter_add("clicks", ev.item, 1, ts)
+        rec:counter_add("popularity", batch)
+        rec:counter_add("trend_short", batch)
+        rec:counter_add("trend_long", batch)
+        rec:counter_add("clicks", batch, {amount = 1})
     end)
 end
 

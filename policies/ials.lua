@@ -17,10 +17,8 @@ local SPACE = "ials"
 
 local M = {}
 
-function M.on_event(ev)
-    if ev.weight > 0 then
-        rec:ials_fold_in(ev.user, SPACE)
-    end
+function M.on_events(batch)
+    rec:ials_fold_in(batch, SPACE)
 end
 
 return M

@@ -12,7 +12,8 @@
 -- and items start from small random vectors. State lives in the engine
 -- only, so a reload loses nothing.
 --
--- Cost: one db:mf_update per positive event, O(NEGATIVES x DIM).
+-- Cost: one db:mf_update per batch of events (on_events): in C, one step
+-- per positive event, O(NEGATIVES x DIM), and a call of step_weight.
 -- Knobs: DIM, LR, REG, NEGATIVES, MAX_WEIGHT (cap on the scaled weight).
 local SPACE = "mf"
 local DIM = 64
@@ -22,13 +23,16 @@ local MAX_WEIGHT = 4.0
 
 local M = {}
 
-function M.on_event(ev)
-    local w = ev.weight
-    if type(w) ~= "number" or not (w > 0) then return end
+-- the step size of an event of weight w > 0
+local function step_weight(w)
     if w > 1 then w = 1 + math.log(w) end
     if w > MAX_WEIGHT then w = MAX_WEIGHT end
-    rec:mf_update(ev.user, ev.item, w,
-                  {space = SPACE, dim = DIM, lr = LR, reg = REG, negatives = NEGATIVES})
+    return w
+end
+
+function M.on_events(batch)
+    rec:mf_update(batch, {space = SPACE, dim = DIM, lr = LR, reg = REG, negatives = NEGATIVES,
+                          weight = step_weight})
 end
 
 return M

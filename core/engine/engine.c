@@ -101,6 +101,8 @@ struct rec_engine {
     int learning;              /* kv writes go to learned_kv */
     rec_rng serve_rng;         /* draws of requests (walks) */
     double last_checkpoint;    /* rec_wall() of the last checkpoint */
+    void (*before_commit)(void *); /* rec_engine_set_before_commit */
+    void *before_ud;
     /* The event-time clock: the wall clock shifted by clock_off, the
      * distance between the newest event's time and the wall clock when it
      * arrived (see rec_engine_now). */
@@ -856,6 +858,8 @@ size_t rec_engine_pending(const rec_engine *e) {
 
 /* One commit, synchronous; a checkpoint when forced or due. */
 static int commit_now(rec_engine *e, int force_checkpoint) {
+    if (e->before_commit)
+        e->before_commit(e->before_ud);
     if (e->inflight)
         return fail(e, REC_EBUSY, "a staged commit is still running");
     if (rec_store_read_only(e->store)) {
@@ -881,6 +885,11 @@ static int commit_now(rec_engine *e, int force_checkpoint) {
 
 int rec_engine_checkpoint(rec_engine *e) { return commit_now(e, 1); }
 
+void rec_engine_set_before_commit(rec_engine *e, void (*fn)(void *ud), void *ud) {
+    e->before_commit = fn;
+    e->before_ud = ud;
+}
+
 int rec_engine_commit(rec_engine *e) { return commit_now(e, 0); }
 
 /* Rebuild memory from the store after a failed commit; pending writes go
@@ -899,6 +908,8 @@ static void rollback(rec_engine *e, int rc) {
 
 int rec_engine_stage(rec_engine *e, rec_batch **out) {
     *out = NULL;
+    if (e->before_commit)
+        e->before_commit(e->before_ud);
     if (e->inflight)
         return fail(e, REC_EBUSY, "a staged commit is still running");
     if (rec_store_read_only(e->store))
@@ -1135,6 +1146,10 @@ void rec_engine_prefetch_keys(const rec_engine *e, rec_kind kind,
     for (size_t i = 0; i < n; i++)
         if (h[i].idx < m->next && m->keys[h[i].idx])
             rec_prefetch(m->keys[h[i].idx]);
+}
+
+int rec_engine_alive(const rec_engine *e, rec_kind kind, uint32_t idx) {
+    return rec_idmap_alive(&e->ids[kind], idx);
 }
 
 const char *rec_engine_key(const rec_engine *e, rec_kind kind, uint32_t idx,

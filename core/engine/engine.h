@@ -85,6 +85,8 @@ uint32_t rec_engine_lookup(const rec_engine *e, rec_kind kind,
  * rec_engine_key is called on each: their pointers, then their bytes. */
 void rec_engine_prefetch_keys(const rec_engine *e, rec_kind kind,
                               const rec_hit *h, size_t n);
+/* Is idx a live id of that kind? */
+int rec_engine_alive(const rec_engine *e, rec_kind kind, uint32_t idx);
 /* Encoded key of an index (borrowed until the id is deleted), or NULL. */
 const char *rec_engine_key(const rec_engine *e, rec_kind kind, uint32_t idx,
                            size_t *klen);
@@ -264,6 +266,12 @@ int rec_engine_checkpoint(rec_engine *e);
 /* The record of a recommendation (user index, then msgpack), committed or
  * not. REC_ENOTFOUND when unknown. */
 int rec_engine_rec_get(rec_engine *e, uint64_t rec_id, rec_buf *out);
+
+/* fn(ud) runs first in every commit and stage (rec_engine_commit,
+ * rec_engine_checkpoint, rec_engine_stage): a learner that holds events
+ * back (the server's batches for the policies) hands them over there, so
+ * no checkpoint claims events its learned state lacks. NULL: none. */
+void rec_engine_set_before_commit(rec_engine *e, void (*fn)(void *ud), void *ud);
 
 /* Make everything pending durable (see the file comment on failure). */
 int rec_engine_commit(rec_engine *e);

@@ -13,6 +13,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@
 #define DB_MT "recd.db"
 #define BITMAP_MT "recd.bitmap"
 #define ERR_MT "recd.error"
+#define EVENTS_MT "recd.events"
 #define MAX_K 100000
 
 /* Work of one engine call is charged to the budget of the script calling
@@ -1239,40 +1241,452 @@ static int db_recommend_vec(lua_State *L) {
     return scan_push(L, d, s, REC_KIND_ITEM, qv, &q);
 }
 
+/* ---- event batches -------------------------------------------------------- */
+
+/* A batch of events handed to a policy's on_events: a view of the
+ * caller's array, valid during that call only (ev is NULL after, and any
+ * use raises). Its uservalue caches the event tables built for it. */
+typedef struct levents {
+    rec_engine *e;
+    const rec_replay_event *ev;
+    size_t n;
+} levents;
+
+/* Which events of a batch a call takes: every one, or those of some
+ * types, with weight > 0, with a value. */
+typedef struct ev_filter {
+    int positive;
+    int valued;
+    int typed;                              /* types[] applies */
+    uint64_t types[(REC_MAX_TYPES + 63) / 64];
+} ev_filter;
+
+static void push_event(lua_State *L, rec_engine *e, const rec_replay_event *ev) {
+    lua_createtable(L, 0, 10);
+    size_t kl;
+    const char *k = rec_engine_key(e, REC_KIND_USER, ev->user, &kl);
+    rec_lua_push_id(L, k, kl);
+    lua_setfield(L, -2, "user");
+    k = rec_engine_key(e, REC_KIND_ITEM, ev->item, &kl);
+    rec_lua_push_id(L, k, kl);
+    lua_setfield(L, -2, "item");
+    const char *tn = rec_engine_type_name(e, ev->type);
+    lua_pushstring(L, tn ? tn : "?");
+    lua_setfield(L, -2, "type");
+    lua_pushnumber(L, ev->weight);
+    lua_setfield(L, -2, "weight");
+    lua_pushnumber(L, ev->ts);
+    lua_setfield(L, -2, "ts");
+    lua_pushinteger(L, (lua_Integer)ev->seq);
+    lua_setfield(L, -2, "seq");
+    if (ev->has_value) {
+        lua_pushnumber(L, ev->value);
+        lua_setfield(L, -2, "value");
+    }
+    if (ev->rlen) {
+        lua_pushlstring(L, ev->rec_id, ev->rlen);
+        lua_setfield(L, -2, "rec_id");
+    }
+    size_t used;
+    if (ev->clen && rec_value_push_lua(L, ev->context, ev->clen, &used) == 0)
+        lua_setfield(L, -2, "context");
+}
+
+static levents *check_events(lua_State *L, int idx) {
+    levents *b = luaL_checkudata(L, idx, EVENTS_MT);
+    if (!b->ev)
+        rec_lua_error(L, REC_EINVAL, "an event batch is valid only during the on_events "
+                      "call that received it");
+    return b;
+}
+
+static int is_events(lua_State *L, int idx) {
+    return luaL_testudata(L, idx, EVENTS_MT) != NULL;
+}
+
+void rec_lua_push_events(lua_State *L, rec_engine *e, const rec_replay_event *ev, size_t n) {
+    levents *b = lua_newuserdatauv(L, sizeof *b, 1);
+    b->e = e;
+    b->ev = ev;
+    b->n = n;
+    luaL_setmetatable(L, EVENTS_MT);
+    lua_createtable(L, n < INT_MAX ? (int)n : 0, 0);
+    lua_setiuservalue(L, -2, 1);
+}
+
+void rec_lua_events_close(lua_State *L, int idx) {
+    levents *b = luaL_checkudata(L, idx, EVENTS_MT);
+    b->ev = NULL;
+    b->n = 0;
+}
+
+void rec_lua_events_get(lua_State *L, int idx, size_t i) {
+    levents *b = luaL_checkudata(L, idx, EVENTS_MT);
+    if (!b->ev || i < 1 || i > b->n) {
+        lua_pushnil(L);
+        return;
+    }
+    lua_getiuservalue(L, idx, 1);
+    if (lua_rawgeti(L, -1, (lua_Integer)i) == LUA_TNIL) {
+        lua_pop(L, 1);
+        push_event(L, b->e, &b->ev[i - 1]);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, (lua_Integer)i);
+    }
+    lua_remove(L, -2);
+}
+
+/* batch[i] -> the i-th event as a table (nil past the end); batch:list
+ * and the other methods by name.   [-2, +1, e] */
+static int ev_index(lua_State *L) {
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        int isnum;
+        lua_Integer i = lua_tointegerx(L, 2, &isnum);
+        check_events(L, 1);
+        if (!isnum || i < 1) {
+            lua_pushnil(L);
+            return 1;
+        }
+        rec_lua_events_get(L, 1, (size_t)i);
+        return 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+}
+
+/* #batch   [-1, +1, e] */
+static int ev_len(lua_State *L) {
+    levents *b = luaL_checkudata(L, 1, EVENTS_MT);
+    lua_pushinteger(L, (lua_Integer)b->n);
+    return 1;
+}
+
+static int ev_tostring(lua_State *L) {
+    levents *b = luaL_checkudata(L, 1, EVENTS_MT);
+    if (b->ev)
+        lua_pushfstring(L, "recd.events (%d)", (int)b->n);
+    else
+        lua_pushliteral(L, "recd.events (closed)");
+    return 1;
+}
+
+/* Read opts.types (an array of type names), opts.positive, opts.value
+ * of the options table at t (0: none) into f. A type not known yet
+ * matches no event of the batch. */
+static void read_filter(lua_State *L, rec_engine *e, int t, int positive, ev_filter *f) {
+    memset(f, 0, sizeof *f);
+    f->positive = positive;
+    if (!t)
+        return;
+    f->positive = opt_field_bool(L, t, "positive", positive);
+    f->valued = opt_field_bool(L, t, "value", 0);
+    if (lua_getfield(L, t, "types") != LUA_TNIL) {
+        if (!lua_istable(L, -1))
+            rec_lua_error(L, REC_EINVAL, "types must be an array of event type names");
+        f->typed = 1;
+        lua_Integer n = luaL_len(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
+                rec_lua_error(L, REC_EINVAL, "types[%d] must be a string", (int)i);
+            size_t tl;
+            const char *tn = lua_tolstring(L, -1, &tl);
+            int id = rec_engine_type_find(e, tn, tl);
+            if (id >= 0)
+                f->types[id >> 6] |= 1ull << (id & 63);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+static int ev_pass(const ev_filter *f, const rec_replay_event *ev) {
+    if (f->positive && !(ev->weight > 0.0f))
+        return 0;
+    if (f->valued && !ev->has_value)
+        return 0;
+    return !f->typed || (f->types[ev->type >> 6] >> (ev->type & 63) & 1);
+}
+
+/* The options table at idx, or 0 when absent. */
+static int opt_table(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx))
+        return 0;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    return idx;
+}
+
+/* batch:list([opts]) -> {event, ...}: the events that pass the filter
+ * (opts.types, opts.positive, opts.value), as tables, in order.
+ * [-2, +1, e] */
+static int ev_list(lua_State *L) {
+    levents *b = check_events(L, 1);
+    ev_filter f;
+    read_filter(L, b->e, opt_table(L, 2), 0, &f);
+    lua_settop(L, 1);
+    lua_newtable(L);
+    lua_Integer k = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if (!ev_pass(&f, &b->ev[i]))
+            continue;
+        rec_lua_events_get(L, 1, i + 1);
+        lua_rawseti(L, 2, ++k);
+    }
+    return 1;
+}
+
+static const luaL_Reg ev_methods[] = {
+    {"list", ev_list},
+    {NULL, NULL},
+};
+
+
+/* field f of the table at t as an id of kind k that must exist */
+static uint32_t event_field_idx(lua_State *L, ldb *d, int t, const char *f, rec_kind k) {
+    lua_getfield(L, t, f);
+    uint32_t idx = find_idx(L, d, k, lua_gettop(L), 1);
+    lua_pop(L, 1);
+    return idx;
+}
+
+/* db:event_batch({event, ...}) -> batch: the batch a policy's on_events
+ * gets, made from event tables (user and item that exist, type known to
+ * the engine; weight defaults to the type's, ts to now, seq to 0; value
+ * and rec_id kept; context is not carried): to feed policies by hand, in
+ * the REPL or a test. It owns its events and stays valid.   [-2, +1, e] */
+static int db_event_batch(lua_State *L) {
+    ldb *d = check_db(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 2);
+    if (n < 0 || n > 1 << 20)
+        return rec_lua_error(L, REC_ETOOLARGE, "at most %d events per batch", 1 << 20);
+    size_t bytes = 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
+            return rec_lua_error(L, REC_EINVAL, "events[%d] must be a table", (int)i);
+        size_t rl = 0;
+        if (lua_getfield(L, -1, "rec_id") == LUA_TSTRING)
+            lua_tolstring(L, -1, &rl);
+        bytes += rl;
+        lua_pop(L, 2);
+    }
+    rec_sandbox_charge(L, (uint64_t)n);
+    size_t head = (sizeof(levents) + 7) & ~(size_t)7;
+    levents *b = lua_newuserdatauv(L, head + (size_t)n * sizeof(rec_replay_event) + bytes, 1);
+    rec_replay_event *ev = (rec_replay_event *)(void *)((char *)b + head);
+    char *text = (char *)(ev + n);
+    b->e = d->e;
+    b->ev = NULL; /* valid once filled */
+    b->n = 0;
+    luaL_setmetatable(L, EVENTS_MT);
+    lua_createtable(L, (int)n, 0);
+    lua_setiuservalue(L, -2, 1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 2, i);
+        int t = lua_gettop(L);
+        rec_replay_event *x = &ev[i - 1];
+        memset(x, 0, sizeof *x);
+        x->user = event_field_idx(L, d, t, "user", REC_KIND_USER);
+        x->item = event_field_idx(L, d, t, "item", REC_KIND_ITEM);
+        lua_getfield(L, t, "type");
+        size_t tl;
+        const char *tn = luaL_optlstring(L, -1, NULL, &tl);
+        int id = tn ? rec_engine_type_find(d->e, tn, tl) : -1;
+        if (id < 0)
+            return rec_lua_error(L, REC_EINVAL, "events[%d]: type must name a known event "
+                                 "type", (int)i);
+        x->type = (uint16_t)id;
+        x->weight = (float)opt_field_num(L, t, "weight", rec_engine_type_weight(d->e, tn, tl));
+        lua_pop(L, 1);
+        x->ts = opt_field_num(L, t, "ts", rec_engine_now(d->e));
+        x->seq = (uint64_t)opt_field_num(L, t, "seq", 0);
+        if (!isfinite(x->ts) || !isfinite(x->weight))
+            return rec_lua_error(L, REC_EINVAL, "events[%d]: weight and ts must be finite",
+                                 (int)i);
+        if (lua_getfield(L, t, "value") != LUA_TNIL) {
+            x->value = luaL_checknumber(L, -1);
+            x->has_value = 1;
+        }
+        lua_pop(L, 1);
+        if (lua_getfield(L, t, "rec_id") == LUA_TSTRING) {
+            const char *r = lua_tolstring(L, -1, &x->rlen);
+            memcpy(text, r, x->rlen);
+            x->rec_id = text;
+            text += x->rlen;
+        }
+        lua_pop(L, 2);
+    }
+    b->ev = ev;
+    b->n = (size_t)n;
+    return 1;
+}
+
+/* db:counter_add(name, batch [, opts]) -> events added: each event of an
+ * on_events batch that passes the filter (opts.types, opts.value; events
+ * with weight > 0 unless opts.positive == false) adds its weight, or
+ * opts.amount, at its item and its own time.   [-4, +1, e] */
+static int counter_add_batch(lua_State *L, ldb *d, rec_counter *c) {
+    levents *b = check_events(L, 3);
+    int t = opt_table(L, 4);
+    ev_filter f;
+    read_filter(L, d->e, t, 1, &f);
+    int fixed = 0;
+    lua_Number amount = 0;
+    if (t && lua_getfield(L, t, "amount") != LUA_TNIL) {
+        amount = luaL_checknumber(L, -1);
+        if (!isfinite(amount))
+            return rec_lua_error(L, REC_EINVAL, "amount must be a finite number");
+        fixed = 1;
+    }
+    if (rec_store_read_only(rec_engine_store(d->e)))
+        return rec_lua_error(L, REC_EREADONLY, "the data folder is open read-only");
+    rec_sandbox_charge(L, b->n);
+    lua_Integer added = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        const rec_replay_event *ev = &b->ev[i];
+        if (!ev_pass(&f, ev) || !rec_engine_alive(d->e, REC_KIND_ITEM, ev->item))
+            continue;
+        int rc = rec_counter_add(c, ev->item, fixed ? amount : (lua_Number)ev->weight, ev->ts);
+        if (rc)
+            return rec_lua_error(L, rc, "event %llu: weight and ts must be finite numbers",
+                                 (unsigned long long)ev->seq);
+        added++;
+    }
+    autocommit(L, d);
+    lua_pushinteger(L, added);
+    return 1;
+}
+
+/* The options of db:mf_update at t (0: none) into o, *space and *dim. */
+static void read_mf_opts(lua_State *L, int t, rec_mf_opts *o, const char **space,
+                         lua_Integer *dim) {
+    rec_mf_opts_default(o);
+    *space = "mf";
+    *dim = 64;
+    if (t) {
+        *space = opt_field_str(L, t, "space", "mf");
+        *dim = (lua_Integer)opt_field_num(L, t, "dim", 64);
+        o->lr = (float)opt_field_num(L, t, "lr", o->lr);
+        o->reg = (float)opt_field_num(L, t, "reg", o->reg);
+        lua_Number ng = opt_field_num(L, t, "negatives", o->negatives);
+        if (!(ng >= 0 && ng <= 64))
+            rec_lua_error(L, REC_ERANGE, "negatives must be 0..64");
+        o->negatives = (uint32_t)ng;
+        if (!(o->lr > 0 && o->lr < 10) || !(o->reg >= 0 && o->reg < 10))
+            rec_lua_error(L, REC_ERANGE, "lr must be in (0, 10), reg in [0, 10)");
+    }
+    if (*dim < 1 || *dim > REC_DIM_MAX)
+        rec_lua_error(L, REC_ERANGE, "dim must be 1..%d", REC_DIM_MAX);
+}
+
+/* The space of db:mf_update, created with dim when missing. */
+static rec_space *mf_space(lua_State *L, ldb *d, const char *name, lua_Integer dim) {
+    rec_space *s = rec_engine_space(d->e, name);
+    int rc = s ? 0 : rec_engine_space_ensure(d->e, name, (uint32_t)dim, &s);
+    if (rc)
+        engine_error(L, d->e, rc);
+    return s;
+}
+
+/* db:mf_update(batch [, opts]) -> steps, loss: one BPR step per event of
+ * an on_events batch with weight > 0 (and of opts.types), in order, each
+ * at the event's weight, or at what opts.weight(weight, type) returns (a
+ * number; nil or <= 0 skips the event). Other opts as for one step.
+ * [-3, +2, e] */
+static int mf_update_batch(lua_State *L, ldb *d) {
+    levents *b = check_events(L, 2);
+    int t = opt_table(L, 3);
+    ev_filter f;
+    read_filter(L, d->e, t, 1, &f);
+    rec_mf_opts o;
+    const char *sn;
+    lua_Integer dim;
+    read_mf_opts(L, t, &o, &sn, &dim);
+    int wfn = 0;
+    if (t && lua_getfield(L, t, "weight") != LUA_TNIL) {
+        luaL_argexpected(L, lua_isfunction(L, -1), 3, "opts.weight as a function");
+        wfn = lua_gettop(L);
+    }
+    rec_space *s = mf_space(L, d, sn, dim);
+    rec_sandbox_charge(L, (uint64_t)b->n * (o.negatives + 2) * s->dim / FLOATS_PER_STEP);
+    lua_Integer steps = 0;
+    double total = 0;
+    for (size_t i = 0; i < b->n && b->ev; i++) {
+        const rec_replay_event *ev = &b->ev[i];
+        if (!ev_pass(&f, ev))
+            continue;
+        float w = ev->weight;
+        if (wfn) { /* script code: it may close the batch (b->ev) or raise */
+            lua_pushvalue(L, wfn);
+            lua_pushnumber(L, ev->weight);
+            const char *tn = rec_engine_type_name(d->e, ev->type);
+            lua_pushstring(L, tn ? tn : "?");
+            lua_call(L, 2, 1);
+            int isnum;
+            lua_Number x = lua_tonumberx(L, -1, &isnum);
+            lua_pop(L, 1);
+            if (!b->ev)
+                break;
+            if (!isnum || !(x > 0))
+                continue;
+            if (!isfinite(x))
+                return rec_lua_error(L, REC_EINVAL, "opts.weight returned a non-finite number");
+            w = (float)x;
+        }
+        if (!rec_engine_alive(d->e, REC_KIND_USER, ev->user) ||
+            !rec_engine_alive(d->e, REC_KIND_ITEM, ev->item))
+            continue;
+        float loss = 0;
+        int rc = rec_engine_mf_update(d->e, s, ev->user, ev->item, w, &o, &loss);
+        if (rc)
+            return engine_error(L, d->e, rc);
+        total += (double)loss;
+        steps++;
+    }
+    autocommit(L, d);
+    lua_pushinteger(L, steps);
+    lua_pushnumber(L, total);
+    return 2;
+}
+
+/* db:ials_fold_in(batch [, space="ials"]) -> true, or false when no model
+ * was trained in this process for the space: the fold-ins owed for the
+ * users of an on_events batch's events with weight > 0.   [-3, +1, e] */
+static int ials_fold_in_batch(lua_State *L, ldb *d) {
+    levents *b = check_events(L, 2);
+    const char *sn = luaL_optstring(L, 3, "ials");
+    rec_sandbox_charge(L, b->n);
+    int rc = 0;
+    for (size_t i = 0; i < b->n && !rc; i++)
+        if (b->ev[i].weight > 0.0f && rec_engine_alive(d->e, REC_KIND_USER, b->ev[i].user))
+            rc = rec_learn_fold_in_later(d->e, sn, b->ev[i].user);
+    if (rc == REC_ENOTFOUND) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (rc)
+        return rec_lua_error(L, rc, "ials fold-in failed: %s", rec_strerror(rc));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* db:mf_update(user, item [, weight=1 [, opts]]) -> loss: one online BPR
  * step; opts: space ("mf"), dim (64, used when the space is created), lr,
  * reg, negatives   [-5, +1, e] */
 static int db_mf_update(lua_State *L) {
     ldb *d = check_db(L);
+    if (is_events(L, 2))
+        return mf_update_batch(L, d);
     uint32_t u = find_idx(L, d, REC_KIND_USER, 2, 1);
     uint32_t i = find_idx(L, d, REC_KIND_ITEM, 3, 1);
     lua_Number w = luaL_optnumber(L, 4, 1.0);
     rec_mf_opts o;
-    rec_mf_opts_default(&o);
-    const char *sn = "mf";
-    lua_Integer dim = 64;
-    if (!lua_isnoneornil(L, 5)) {
-        luaL_checktype(L, 5, LUA_TTABLE);
-        sn = opt_field_str(L, 5, "space", "mf");
-        dim = (lua_Integer)opt_field_num(L, 5, "dim", 64);
-        o.lr = (float)opt_field_num(L, 5, "lr", o.lr);
-        o.reg = (float)opt_field_num(L, 5, "reg", o.reg);
-        lua_Number ng = opt_field_num(L, 5, "negatives", o.negatives);
-        if (!(ng >= 0 && ng <= 64))
-            return rec_lua_error(L, REC_ERANGE, "negatives must be 0..64");
-        o.negatives = (uint32_t)ng;
-        if (!(o.lr > 0 && o.lr < 10) || !(o.reg >= 0 && o.reg < 10))
-            return rec_lua_error(L, REC_ERANGE, "lr must be in (0, 10), reg in [0, 10)");
-    }
-    if (dim < 1 || dim > REC_DIM_MAX)
-        return rec_lua_error(L, REC_ERANGE, "dim must be 1..%d", REC_DIM_MAX);
-    rec_space *s = rec_engine_space(d->e, sn);
-    int rc = 0;
-    if (!s)
-        rc = rec_engine_space_ensure(d->e, sn, (uint32_t)dim, &s);
+    const char *sn;
+    lua_Integer dim;
+    read_mf_opts(L, opt_table(L, 5), &o, &sn, &dim);
+    rec_space *s = mf_space(L, d, sn, dim);
     float loss = 0;
-    if (!rc)
-        rc = rec_engine_mf_update(d->e, s, u, i, (float)w, &o, &loss);
+    int rc = rec_engine_mf_update(d->e, s, u, i, (float)w, &o, &loss);
     if (rc)
         return engine_error(L, d->e, rc);
     autocommit(L, d);
@@ -1436,6 +1850,8 @@ static int db_now(lua_State *L) {
 static int db_counter_add(lua_State *L) {
     ldb *d = check_db(L);
     rec_counter *c = check_counter(L, d, 2);
+    if (is_events(L, 3))
+        return counter_add_batch(L, d, c);
     uint32_t idx = find_idx(L, d, REC_KIND_ITEM, 3, 1);
     lua_Number amount = luaL_optnumber(L, 4, 1.0);
     lua_Number ts = luaL_optnumber(L, 5, 0);
@@ -2644,6 +3060,8 @@ static int db_ease(lua_State *L) {
  * [-3, +1, e] */
 static int db_ials_fold_in(lua_State *L) {
     ldb *d = check_db(L);
+    if (is_events(L, 2))
+        return ials_fold_in_batch(L, d);
     uint32_t u = find_idx(L, d, REC_KIND_USER, 2, 1);
     const char *sn = luaL_optstring(L, 3, "ials");
     int rc = rec_learn_fold_in_later(d->e, sn, u);
@@ -2748,6 +3166,7 @@ static const luaL_Reg db_methods[] = {
     {"user_get", db_user_get},
     {"user_delete", db_user_delete},
     {"event", db_event},
+    {"event_batch", db_event_batch},
     {"now", db_now},
     {"sample", db_sample},
     {"shown", db_shown},
@@ -2832,6 +3251,18 @@ int luaopen_recd(lua_State *L) {
         lua_pushcfunction(L, bm_len);
         lua_setfield(L, -2, "__len");
         lua_pushliteral(L, "recd.bitmap");
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, EVENTS_MT)) {
+        luaL_newlib(L, ev_methods);
+        lua_pushcclosure(L, ev_index, 1);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, ev_len);
+        lua_setfield(L, -2, "__len");
+        lua_pushcfunction(L, ev_tostring);
+        lua_setfield(L, -2, "__tostring");
+        lua_pushliteral(L, "recd.events");
         lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);

@@ -36,6 +36,17 @@ void rec_lua_set_rec(lua_State *L, rec_engine *e, int *ref);
  * key is NULL or malformed. [-0, +1, m] */
 void rec_lua_push_id(lua_State *L, const char *key, size_t klen);
 
+/* Event batches (a policy's on_events): push a batch over the caller's
+ * array ev[0..n), which must stay unchanged until rec_lua_events_close(L,
+ * idx) ends the batch's validity (any later use from Lua raises).
+ * rec_lua_events_get pushes event i (1-based) of the batch at idx as a
+ * table, the same table each time; nil out of range. The tables have
+ * user, item, type, weight, ts, seq, and value, rec_id, context when the
+ * event has them.   [-0, +1, m] */
+void rec_lua_push_events(lua_State *L, rec_engine *e, const rec_replay_event *ev, size_t n);
+void rec_lua_events_close(lua_State *L, int idx);
+void rec_lua_events_get(lua_State *L, int idx, size_t i);
+
 /* Raise an engine error as an error object. Never returns. [-0, +0, v] */
 int rec_lua_error(lua_State *L, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -938,9 +938,9 @@ static int load_source(rec_script_rt *rt, script *s, const char *buf, size_t len
         }
         goto keep;
     }
-    static const char *const fns[2][4] = {
-        {"recommend", NULL, NULL, NULL},
-        {"on_event", "rerank", "on_load", NULL},
+    static const char *const fns[2][5] = {
+        {"recommend", NULL, NULL, NULL, NULL},
+        {"on_event", "on_events", "rerank", "on_load", NULL},
     };
     int any = 0;
     for (int i = 0; fns[s->kind][i]; i++) {
@@ -960,7 +960,7 @@ static int load_source(rec_script_rt *rt, script *s, const char *buf, size_t len
         snprintf(msg, msglen, "%s '%s': %s: %s", kind_name[s->kind], s->name, file,
                  s->kind == REC_SCRIPT_STRATEGY
                      ? "a strategy must define recommend(req)"
-                     : "a policy must define on_event, rerank or on_load");
+                     : "a policy must define on_event, on_events, rerank or on_load");
         goto out;
     }
     if (s->kind == REC_SCRIPT_POLICY) { /* a click model's declaration */

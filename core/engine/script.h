@@ -14,10 +14,11 @@
  *
  * Folders: strategies in `scripts/<name>.lua` (a table with
  * recommend(req)), policies in `policies/<name>.lua` (a table with any of
- * on_event(ev), rerank(req, items), on_load()). A file is compiled and run
- * off to the side in a fresh environment, its contract checked and its
- * on_load run; only then does it replace the loaded version. A file that
- * fails keeps the previous version running and records the error.
+ * on_event(ev), on_events(batch), rerank(req, items), on_load()). A file
+ * is compiled and run off to the side in a fresh environment, its
+ * contract checked and its on_load run; only then does it replace the
+ * loaded version. A file that fails keeps the previous version running
+ * and records the error.
  *
  * Script files are [A-Za-z0-9_-]+.lua (temporary, swap and dot files are
  * ignored); scripts/pipelines.lua is not a strategy: it is skipped until a

@@ -956,8 +956,6 @@ static int m_event_add(call_ctx *c) {
         if (rc)
             return rc;
     }
-    if (c->d->trainer) /* the fold-ins the events owe, off this thread */
-        rec_train_fold(c->d->trainer);
     return msgpack_pack_uint32(&c->pk, n) ? REC_ENOMEM : 0;
 }
 
@@ -1664,6 +1662,7 @@ int rec_dispatch_new(rec_dispatch **out, rec_engine *e,
     }
     d->e = e;
     d->fan.e = e;
+    rec_engine_set_before_commit(e, rec_fanout_flush_cb, &d->fan);
     for (size_t i = 0; i < nmethods; i++)
         d->method_len[i] = strlen(methods[i].name);
     snprintf(d->version, sizeof d->version, "%s", o && o->version ? o->version : "0");
@@ -1680,6 +1679,12 @@ void rec_dispatch_free(rec_dispatch *d) {
         memset(d->token, 0, strlen(d->token));
         free(d->token);
     }
+    if (d->fan.e) { /* the engine may outlive the dispatcher */
+        if (d->rt)
+            rec_fanout_flush(&d->fan);
+        rec_engine_set_before_commit(d->fan.e, NULL, NULL);
+    }
+    rec_fanout_free(&d->fan);
     free(d->stats);
     rec_rank_fuse_free(&d->fuse);
     rec_pipeline_state_free(d->pl);
@@ -1784,6 +1789,10 @@ int rec_dispatch_call(rec_dispatch *d, int method, const msgpack_object *params,
      * runs at the engine's clock, event time; rec.recommend may name its
      * own (`now`, a replay's). */
     int timed = methods[method].fn != m_event_add;
+    /* Every call but event.add sees what the policies learned from the
+     * events before it: the queued ones are handed over first. */
+    if (timed)
+        rec_fanout_flush(&d->fan);
     double clock = rec_clock_get(); /* a replay's, kept */
     if (timed)
         rec_clock_set(rec_engine_now(d->e));
@@ -1896,6 +1905,12 @@ int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r) {
     if (rec_script_watch(rt, r->loop))
         REC_WARN("scripts: cannot watch the folders; use script.reload");
     return 0;
+}
+
+void rec_dispatch_flush(rec_dispatch *d) {
+    rec_fanout_flush(&d->fan);
+    if (d->trainer) /* the fold-ins the events owe, off this thread */
+        rec_train_fold(d->trainer);
 }
 
 void rec_dispatch_tick(rec_dispatch *d) {

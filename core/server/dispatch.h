@@ -139,6 +139,10 @@ typedef struct rec_dispatch_runtime {
  * negative REC_E* code, logged. Once per dispatcher, instead of
  * rec_dispatch_set_scripts. */
 int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r);
+/* Hand the events queued for the policies over (fanout.h) and queue the
+ * fold-ins they owe for a worker: on the loop thread after each round of
+ * requests, before the group commit stages them. */
+void rec_dispatch_flush(rec_dispatch *d);
 /* About once a second on the loop thread, while the server runs (not once
  * it is stopping): starts the scheduled training when due. */
 void rec_dispatch_tick(rec_dispatch *d);

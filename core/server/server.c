@@ -611,6 +611,7 @@ static void on_tick(uv_timer_t *t) {
 static void on_check(uv_check_t *h) {
     server *s = h->data;
     writes_lost(s, REC_ESTORE);
+    rec_dispatch_flush(s->d);
     if (s->committing)
         return;
     rec_batch *b = NULL;

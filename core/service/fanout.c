@@ -4,6 +4,8 @@
 #include "click.h"
 
 #include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "feedback.h"
 #include "log.h"
@@ -23,6 +25,7 @@ static int push_id_arg(lua_State *L) {
 }
 
 void rec_fanout_forget(rec_fanout *f, const char *key, size_t kl) {
+    rec_fanout_flush(f);
     rec_script_info in;
     id_arg a = {key, kl};
     for (size_t i = 0; i < rec_script_count(f->rt); i++) {
@@ -40,9 +43,9 @@ void rec_fanout_forget(rec_fanout *f, const char *key, size_t kl) {
     }
 }
 
-/* The loaded policies with on_event (f->pol), looked up again when a
- * script was loaded or removed since. Those past REC_FANOUT_POLICIES are
- * left out, with a warning. */
+/* The loaded policies with on_event or on_events (f->pol, f->batched),
+ * looked up again when a script was loaded or removed since. Those past
+ * REC_FANOUT_POLICIES are left out, with a warning. */
 static void policies_sync(rec_fanout *f) {
     if (f->of == f->rt && f->gen == rec_script_generation(f->rt))
         return;
@@ -51,13 +54,16 @@ static void policies_sync(rec_fanout *f) {
     f->npol = 0;
     rec_script_info in;
     for (size_t i = 0; i < rec_script_count(f->rt); i++) {
-        if (rec_script_info_at(f->rt, i, &in) || in.kind != REC_SCRIPT_POLICY ||
-            !in.loaded || !rec_script_has(f->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
+        if (rec_script_info_at(f->rt, i, &in) || in.kind != REC_SCRIPT_POLICY || !in.loaded)
+            continue;
+        int batched = rec_script_has(f->rt, REC_SCRIPT_POLICY, in.name, "on_events");
+        if (!batched && !rec_script_has(f->rt, REC_SCRIPT_POLICY, in.name, "on_event"))
             continue;
         if (f->npol == REC_FANOUT_POLICIES) {
             REC_WARN("on_event: only the first %d policies get events", REC_FANOUT_POLICIES);
             break;
         }
+        f->batched[f->npol] = (uint8_t)batched;
         f->pol[f->npol++] = in.name;
     }
 }
@@ -71,82 +77,66 @@ static int policies_learn(rec_fanout *f) {
     return f->npol > 0;
 }
 
-/* An event as policies see it; built by push_event. */
-typedef struct event_arg {
-    const rec_fanout *f;
-    uint32_t user, item;
-    const char *type;
-    float w;
-    double ts;
-    uint64_t seq;
-    const char *rec_id;
-    size_t rlen;
-    const void *ctx;
-    size_t clen;
-    int has_value;
-    double value;
-} event_arg;
+typedef struct batch_arg {
+    rec_engine *e;
+    const rec_replay_event *ev;
+    size_t n, i;
+} batch_arg;
 
-/* Push the event table, protected (rec_script_pcall): the memory cap
- * applies, and a refusal fails this event's hand-over only. [-0, +1, m] */
-static int push_event(lua_State *L) {
-    const event_arg *a = lua_touserdata(L, 1);
-    lua_createtable(L, 0, 10);
-    int ev = lua_gettop(L);
-    size_t kl;
-    const char *k = rec_engine_key(a->f->e, REC_KIND_USER, a->user, &kl);
-    rec_lua_push_id(L, k, kl);
-    lua_setfield(L, ev, "user");
-    k = rec_engine_key(a->f->e, REC_KIND_ITEM, a->item, &kl);
-    rec_lua_push_id(L, k, kl);
-    lua_setfield(L, ev, "item");
-    lua_pushstring(L, a->type);
-    lua_setfield(L, ev, "type");
-    lua_pushnumber(L, a->w);
-    lua_setfield(L, ev, "weight");
-    lua_pushnumber(L, a->ts);
-    lua_setfield(L, ev, "ts");
-    lua_pushinteger(L, (lua_Integer)a->seq);
-    lua_setfield(L, ev, "seq");
-    if (a->has_value) {
-        lua_pushnumber(L, a->value);
-        lua_setfield(L, ev, "value");
-    }
-    if (a->rlen) {
-        lua_pushlstring(L, a->rec_id, a->rlen);
-        lua_setfield(L, ev, "rec_id");
-    }
-    size_t used;
-    if (a->clen && rec_value_push_lua(L, a->ctx, a->clen, &used) == 0)
-        lua_setfield(L, ev, "context");
+/* Push the batch, protected (rec_script_pcall): the memory cap applies,
+ * and a refusal fails this batch's hand-over only. [-0, +1, m] */
+static int push_batch(lua_State *L) {
+    const batch_arg *a = lua_touserdata(L, 1);
+    rec_lua_push_events(L, a->e, a->ev, a->n);
     return 1;
 }
 
-/* Hand one event to every policy's on_event, in name order. A policy
- * that fails is logged and counted; the event itself is already stored. */
-static void policies_on_event(rec_fanout *f, uint32_t user, uint32_t item,
-                              const char *type, float w, double ts, uint64_t seq,
-                              const char *rec_id, size_t rlen, const void *ctx,
-                              size_t clen, int has_value, double value) {
+/* Push event a->i of the batch below (the batch's table of it), protected.
+ * [-1, +1, m] */
+static int push_batch_event(lua_State *L) {
+    const batch_arg *a = lua_touserdata(L, 1);
+    rec_lua_events_get(L, 2, a->i + 1);
+    return 1;
+}
+
+/* Hand the queued events to every policy, in name order: a policy with
+ * on_events gets them as one batch, one with on_event one by one (each
+ * event's table built once and shared). os.time() in a call is the
+ * time of its event, or of the batch's last. A policy that fails is
+ * logged and counted; the events themselves are already stored. */
+static void policies_run(rec_fanout *f, const rec_replay_event *ev, size_t n) {
     lua_State *L = rec_script_lua(f->rt);
-    /* One event table, handed to each policy in turn. */
-    event_arg a = {f, user, item, type, w, ts, seq, rec_id, rlen, ctx, clen,
-                   has_value, value};
-    char perr[512];
-    if (rec_script_pcall(f->rt, push_event, &a, 0, 1, 0, perr, sizeof perr)) {
-        REC_WARN("on_event: %s", perr);
+    batch_arg a = {f->e, ev, n, 0};
+    char err[512];
+    if (rec_script_pcall(f->rt, push_batch, &a, 0, 1, 0, err, sizeof err)) {
+        REC_WARN("on_events: %s", err);
         return;
     }
-    int ev = lua_gettop(L);
+    int b = lua_gettop(L);
     /* f->pol holds (no script loads from inside a call) */
-    for (size_t i = 0; i < f->npol; i++) {
-        lua_pushvalue(L, ev);
-        char err[512];
-        if (rec_script_call(f->rt, REC_SCRIPT_POLICY, f->pol[i], "on_event", 1, 0, err,
-                            sizeof err))
-            REC_WARN("on_event: %s", err);
+    for (size_t p = 0; p < f->npol; p++) {
+        if (f->batched[p]) {
+            rec_clock_set(ev[n - 1].ts);
+            lua_pushvalue(L, b);
+            if (rec_script_call(f->rt, REC_SCRIPT_POLICY, f->pol[p], "on_events", 1, 0, err,
+                                sizeof err))
+                REC_WARN("on_events: %s", err);
+            continue;
+        }
+        for (a.i = 0; a.i < n; a.i++) {
+            rec_clock_set(ev[a.i].ts);
+            lua_pushvalue(L, b);
+            if (rec_script_pcall(f->rt, push_batch_event, &a, 1, 1, 0, err, sizeof err)) {
+                REC_WARN("on_event: %s", err);
+                continue;
+            }
+            if (rec_script_call(f->rt, REC_SCRIPT_POLICY, f->pol[p], "on_event", 1, 0, err,
+                                sizeof err))
+                REC_WARN("on_event: %s", err);
+        }
     }
-    lua_settop(L, ev - 1);
+    rec_lua_events_close(L, b);
+    lua_settop(L, b - 1);
 }
 
 /* What an event teaches, live or replayed: the same function with the same
@@ -165,30 +155,96 @@ static int click_learn(rec_fanout *f, const rec_replay_event *ev) {
     return rc;
 }
 
+/* Queue ev for the policies; its rec_id and context bytes are copied. */
+static int enqueue(rec_fanout *f, const rec_replay_event *ev) {
+    if (f->nq && f->rollbacks != rec_engine_rollbacks(f->e))
+        f->nq = 0; /* a failed commit took them back: replayed from the log */
+    if (!f->nq) {
+        f->rollbacks = rec_engine_rollbacks(f->e);
+        rec_buf_clear(&f->bytes);
+    }
+    if (f->nq == f->capq) {
+        size_t cap = f->capq ? f->capq * 2 : 64;
+        rec_replay_event *q = realloc(f->q, cap * sizeof *q);
+        size_t *off = q ? realloc(f->off, cap * sizeof *off) : NULL;
+        if (q)
+            f->q = q;
+        if (!off)
+            return REC_ENOMEM;
+        f->off = off;
+        f->capq = cap;
+    }
+    f->off[f->nq] = f->bytes.len;
+    if (rec_buf_append(&f->bytes, ev->rec_id, ev->rlen) ||
+        rec_buf_append(&f->bytes, ev->context, ev->clen))
+        return REC_ENOMEM;
+    f->q[f->nq++] = *ev;
+    return 0;
+}
+
+void rec_fanout_flush(rec_fanout *f) {
+    if (!f->nq || f->flushing)
+        return;
+    size_t n = f->nq;
+    f->nq = 0;
+    if (f->rollbacks != rec_engine_rollbacks(f->e))
+        return; /* a failed commit took them back: replayed from the log */
+    f->flushing = 1;
+    for (size_t i = 0; i < n; i++) {
+        rec_replay_event *ev = &f->q[i];
+        ev->rec_id = ev->rlen ? f->bytes.data + f->off[i] : NULL;
+        ev->context = ev->clen ? f->bytes.data + f->off[i] + ev->rlen : NULL;
+    }
+    double clock = rec_clock_get();
+    if (policies_learn(f)) {
+        /* The policies' kv writes are learned state, written at checkpoints. */
+        int was = rec_engine_learning(f->e, 1);
+        policies_run(f, f->q, n);
+        rec_engine_learning(f->e, was);
+    } else { /* the policies went meanwhile: the built-in learner */
+        for (size_t i = 0; i < n; i++)
+            (void)rec_feedback_learn(f->e, f->q[i].user, f->q[i].item, f->q[i].weight,
+                                     f->q[i].ts);
+    }
+    rec_clock_set(clock);
+    f->flushing = 0;
+}
+
+void rec_fanout_flush_cb(void *fanout) { rec_fanout_flush(fanout); }
+
 int rec_fanout_learn(void *fanout, const rec_replay_event *ev) {
     rec_fanout *f = fanout;
     int crc = click_learn(f, ev);
     if (crc)
         return crc;
     if (policies_learn(f)) {
-        const char *tn = rec_engine_type_name(f->e, ev->type);
-        /* The policies' kv writes are learned state, written at checkpoints. */
-        int was = rec_engine_learning(f->e, 1);
-        /* on_event runs at the event's time (os.time() included), live
-         * and replayed alike */
-        double clock = rec_clock_get();
-        rec_clock_set(ev->ts);
-        policies_on_event(f, ev->user, ev->item, tn ? tn : "?", ev->weight, ev->ts, ev->seq,
-                          ev->rec_id, ev->rlen, ev->context, ev->clen, ev->has_value, ev->value);
-        rec_clock_set(clock);
-        rec_engine_learning(f->e, was);
+        int rc = enqueue(f, ev);
+        if (rc) { /* out of memory: what is queued goes now, this one too */
+            rec_fanout_flush(f);
+            if ((rc = enqueue(f, ev)))
+                return rc;
+        }
+        if (f->nq >= REC_FANOUT_BATCH)
+            rec_fanout_flush(f);
         return 0;
     }
     return rec_feedback_learn(f->e, ev->user, ev->item, ev->weight, ev->ts);
 }
 
+void rec_fanout_free(rec_fanout *f) {
+    free(f->q);
+    free(f->off);
+    rec_buf_free(&f->bytes);
+    f->q = NULL;
+    f->off = NULL;
+    f->nq = f->capq = 0;
+}
+
 int rec_fanout_replay(rec_fanout *f, uint64_t *replayed) {
-    return rec_engine_replay(f->e, rec_fanout_learn, f, replayed);
+    rec_fanout_flush(f);
+    int rc = rec_engine_replay(f->e, rec_fanout_learn, f, replayed);
+    rec_fanout_flush(f);
+    return rc;
 }
 
 int rec_fanout_catch_up(rec_fanout *f) {

@@ -176,9 +176,14 @@ static int has_policy(const rec_train *t, const char *name, const char *fn) {
     return t->rt && rec_script_has(t->rt, REC_SCRIPT_POLICY, name, fn);
 }
 
+/* Does the policy learn from events (on_event or on_events)? */
+static int has_events_policy(const rec_train *t, const char *name) {
+    return has_policy(t, name, "on_events") || has_policy(t, name, "on_event");
+}
+
 /* The models of the loaded policies: the ones the schedule trains. */
 static unsigned policy_models(const rec_train *t) {
-    return (has_policy(t, "ials", "on_event") ? REC_TRAIN_IALS : 0) |
+    return (has_events_policy(t, "ials") ? REC_TRAIN_IALS : 0) |
            (has_policy(t, "ease", "on_load") ? REC_TRAIN_EASE : 0);
 }
 
@@ -219,7 +224,7 @@ static int plan_of(const rec_train *t, const msgpack_object *opts, plan *p, char
             return REC_EINVAL;
         }
     } else if (has_policy(t, "ease", "on_load")) {
-        p->models = REC_TRAIN_EASE | (has_policy(t, "ials", "on_event") ? REC_TRAIN_IALS : 0);
+        p->models = REC_TRAIN_EASE | (has_events_policy(t, "ials") ? REC_TRAIN_IALS : 0);
     }
     rec_learn_ials_opts *o = &p->io;
     rec_learn_ials_opts_default(o);

@@ -121,7 +121,8 @@ int rec_harness_open(rec_harness *h, const rec_harness_opts *o) {
         return rc;
     }
     h->sess.trusted = 1;
-    h->has_ials = rec_script_has(h->rt, REC_SCRIPT_POLICY, "ials", "on_event");
+    h->has_ials = rec_script_has(h->rt, REC_SCRIPT_POLICY, "ials", "on_events") ||
+                  rec_script_has(h->rt, REC_SCRIPT_POLICY, "ials", "on_event");
     h->has_ease = rec_script_has(h->rt, REC_SCRIPT_POLICY, "ease", "on_load");
     return 0;
 }

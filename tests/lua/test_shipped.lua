@@ -79,15 +79,24 @@ local function descending(hits)
     return true
 end
 
--- One event, the way the server does it: stored by the engine, then given
--- to each policy's on_event.
-local function event(db, pols, user, item, typ, ts)
-    local seq, w = db:event{user = user, item = item, type = typ, ts = ts}
+-- Hand events to the policies the way the server does: a batch to
+-- on_events, each event to on_event.
+local function learn(db, pols, evs)
+    local b = db:event_batch(evs)
     for _, p in ipairs(pols or {}) do
-        if p.on_event then
-            p.on_event({user = user, item = item, type = typ, weight = w, ts = ts or os.time(), seq = seq})
+        if p.on_events then
+            p.on_events(b)
+        elseif p.on_event then
+            for _, ev in ipairs(evs) do p.on_event(ev) end
         end
     end
+end
+
+-- One event, the way the server does it: stored by the engine, then given
+-- to the policies.
+local function event(db, pols, user, item, typ, ts)
+    local seq, w = db:event{user = user, item = item, type = typ, ts = ts}
+    learn(db, pols, {{user = user, item = item, type = typ, weight = w, ts = ts or os.time(), seq = seq}})
     return w
 end
 
@@ -144,8 +153,8 @@ t.test("every file loads in the sandbox, has its contract, sets no global", func
     end
     for _, name in ipairs(POLICIES) do
         local m = policy(name, db)
-        t.truthy(m.on_load or m.on_event or m.rerank, name .. " has a hook")
-        for _, f in ipairs({"on_load", "on_event", "rerank"}) do
+        t.truthy(m.on_load or m.on_event or m.on_events or m.rerank, name .. " has a hook")
+        for _, f in ipairs({"on_load", "on_event", "on_events", "rerank"}) do
             t.truthy(m[f] == nil or type(m[f]) == "function", name .. "." .. f)
         end
     end
@@ -261,9 +270,11 @@ t.test("personal: after MF training the user's cluster comes first", function()
         for _, u in ipairs({"meA", "meC", "bgA1", "bgA2", "bgA3", "bgA4", "bgA5", "bgA6",
                             "bgB1", "bgB2", "bgB3", "bgB4", "bgB5", "bgB6",
                             "bgC1", "bgC2", "bgC3", "bgC4", "bgC5", "bgC6"}) do
+            local evs = {}
             for _, h in ipairs(db:history(u)) do
-                mf.on_event({user = u, item = h.item, type = h.type, weight = h.weight, ts = h.ts})
+                evs[#evs + 1] = {user = u, item = h.item, type = h.type, weight = h.weight, ts = h.ts}
             end
+            learn(db, {mf}, evs)
         end
     end
     local p = strategy("personal", db)
@@ -644,7 +655,7 @@ t.test("online_mf: positive events move the user's vector, negative ones do not"
     local v2 = db:vector("user", "u", "mf")
     for d = 1, 64 do t.eq(v2[d], v1[d], "negative feedback makes no step") end
     local before = dot(db:vector("user", "u", "mf"), db:vector("item", "i6", "mf") or v2)
-    for _ = 1, 30 do mf.on_event({user = "u", item = "i6", weight = 2, type = "click", ts = os.time()}) end
+    for _ = 1, 30 do learn(db, {mf}, {{user = "u", item = "i6", weight = 2, type = "click", ts = os.time()}}) end
     local after = dot(db:vector("user", "u", "mf"), db:vector("item", "i6", "mf"))
     t.truthy(after > before, "repeated steps raise the item's score")
 end)
@@ -653,6 +664,7 @@ t.test("cooccur: nothing to do per event; the engine keeps the graph", function(
     local db = recd.open(t.tmpdir(), {no_sync = true})
     local c = policy("cooccur", db)
     t.eq(c.on_event, nil, "no per-event work")
+    t.eq(c.on_events, nil)
     t.eq(c.rerank, nil)
     local pols = {c}
     event(db, pols, "u", "a", "click")
@@ -876,10 +888,15 @@ t.test("click: declares its model; keeps the order and fills before it learned; 
                                                    {id = "k5", score = 1}})
     t.eq(ids(out), "k3,k4,k5")
     -- conversions with a value: the item's sums and the mean of all
-    c.on_event({user = "u", item = "k3", type = "purchase", weight = 8, value = 30, ts = 1000})
-    c.on_event({user = "u", item = "k4", type = "purchase", weight = 8, value = 10, ts = 1000})
-    c.on_event({user = "u", item = "k4", type = "click", weight = 2, value = 99, ts = 1000})
-    c.on_event({user = "u", item = "k5", type = "purchase", weight = 8, ts = 1000})
+    -- (one batch, as the server hands them over)
+    local evs = {
+        {user = "u", item = "k3", type = "purchase", value = 30, ts = 1000},
+        {user = "u", item = "k4", type = "purchase", value = 10, ts = 1000},
+        {user = "u", item = "k4", type = "click", value = 99, ts = 1000},
+        {user = "u", item = "k5", type = "purchase", ts = 1000},
+    }
+    for _, ev in ipairs(evs) do ev.seq, ev.weight = db:event(ev) end
+    learn(db, {c}, evs)
     t.near(db:counter_get("click_conv_value", "k3", 1000), 30, 1e-9)
     t.near(db:counter_get("click_conv_count", "k4", 1000), 1, 1e-9)
     t.near(db:counter_get("click_conv_value", "k5", 1000), 0, 1e-9)

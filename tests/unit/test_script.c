@@ -392,7 +392,7 @@ static void test_contracts_refused(void **state) {
         {S, "syntax", "scripts/syntax.lua:2:"},
         {S, "bin", "strategy 'bin': scripts/bin.lua: attempt to load a binary chunk"},
         {S, "gc", "scripts/gc.lua:1: __gc metamethods are not allowed"},
-        {P, "none", "a policy must define on_event, rerank or on_load"},
+        {P, "none", "a policy must define on_event, on_events, rerank or on_load"},
     };
     rec_script_info in;
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
