@@ -74,6 +74,54 @@ t.test("bad input: clear errors, nothing stored", function()
     t.eq(db:stats().events, 0)
 end)
 
+t.test("event batches: made from stored events, the learning primitives loop over them", function()
+    local db = recd.open(t.tmpdir(), {no_sync = true})
+    db:counter("c", 0)
+    local evs = {}
+    for i, e in ipairs{{"u1", "a", "click"}, {"u1", "b", "skip"}, {"u2", "a", "purchase"}} do
+        local seq, w = db:event{user = e[1], item = e[2], type = e[3], ts = 1000 + i}
+        evs[i] = {user = e[1], item = e[2], type = e[3], weight = w, ts = 1000 + i, seq = seq}
+    end
+    evs[3].value = 12.5
+    local b = db:event_batch(evs)
+    t.eq(#b, 3)
+    t.eq(b[2].type, "skip")
+    t.eq(b[2].weight, -1.0)
+    t.eq(b[3].value, 12.5)
+    t.eq(b[4], nil)
+    t.eq(b[1], b[1], "one table per event")
+    t.eq(#b:list{positive = true}, 2)
+    t.eq(#b:list{value = true}, 1)
+    t.eq(#b:list{types = {"no_such_type"}}, 0)
+    -- positive events only, each at its weight and time
+    t.eq(db:counter_add("c", b), 2)
+    t.near(db:counter_get("c", "a", 2000), 10, 1e-9)
+    t.near(db:counter_get("c", "b", 2000), 0, 1e-9)
+    t.eq(db:counter_add("c", b, {positive = false, amount = 1}), 3)
+    t.near(db:counter_get("c", "b", 2000), 1, 1e-9)
+    t.eq(db:counter_add("c", b, {types = {"purchase"}, amount = 2}), 1)
+    t.near(db:counter_get("c", "a", 2000), 14, 1e-9)
+    -- mf: a weight function may skip an event
+    local steps = db:mf_update(b, {dim = 4, weight = function(w, typ)
+        if typ == "purchase" then return nil end
+        return w
+    end})
+    t.eq(steps, 1)
+    t.truthy(db:vector("user", "u1", "mf"), "stepped")
+    t.eq(db:vector("user", "u2", "mf"), nil, "skipped")
+    t.eq(db:ials_fold_in(b), false, "no model trained here")
+    -- bad input
+    t.raises("invalid_params", db.counter_add, db, "c", b, {amount = 0 / 0})
+    t.raises("invalid_params", db.counter_add, db, "c", b, {types = "click"})
+    t.raises("invalid_params", db.mf_update, db, b, {weight = function() return 1 / 0 end})
+    t.raises("not_found", db.event_batch, db, {{user = "nobody", item = "a", type = "click"}})
+    t.raises("not_found", db.event_batch, db, {{user = "u1", item = "zzz", type = "click"}})
+    t.raises("invalid_params", db.event_batch, db, {{user = "u1", item = "a", type = "nope"}})
+    t.raises("invalid_params", db.event_batch, db, {{user = "u1", item = "a", type = "click", ts = 0 / 0}})
+    t.raises("invalid_params", db.event_batch, db, {"not a table"})
+    t.eq(db:stats().events, 3, "a batch stores nothing")
+end)
+
 t.test("vectors: similar by cosine and dot, filters, k beyond catalogue", function()
     local db = recd.open(t.tmpdir())
     db:batch(function()

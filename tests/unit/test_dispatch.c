@@ -415,12 +415,93 @@ static void test_check_events_alone(void **state) {
     fx_close(&f);
 }
 
+/* A policy with on_events gets the events in batches: those queued since
+ * the last hand-over, given before any other call runs, before a commit,
+ * and whenever REC_FANOUT_BATCH are queued; each in log order, the same
+ * events one by one to a policy with on_event. */
+static const char *const batch_policy_src =
+    "local sizes, seqs, last = {}, {}, nil\n"
+    "return {\n"
+    "  on_events = function(b)\n"
+    "    last = b\n"
+    "    sizes[#sizes + 1] = #b\n"
+    "    for i = 1, #b do seqs[#seqs + 1] = b[i].seq end\n"
+    "    if b[1].user ~= 'u2' or b[1].item ~= 'i2' or b[1].type ~= 'click' then error('fields') end\n"
+    "    if #b:list{types = {'view'}} ~= 0 or #b:list{types = {'click'}} ~= #b then error('list') end\n"
+    "  end,\n"
+    "  sizes = function() return table.concat(sizes, ',') end,\n"
+    "  stale = function() local ok, e = pcall(function() return last[1] end) return tostring(e) end,\n"
+    "  ordered = function()\n"
+    "    for i = 2, #seqs do if seqs[i] ~= seqs[i - 1] + 1 then return false end end\n"
+    "    return #seqs\n"
+    "  end,\n"
+    "}\n";
+
+static void event_nocommit(fx *f) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pack_params(&sb, REQ_EVENT, 0);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
+    int method = rec_dispatch_find(f->d, "event.add", 9);
+    f->out.len = 0;
+    assert_int_equal(rec_dispatch_call(f->d, method, &u.data, &f->sess, &f->out, f->err,
+                                       sizeof f->err), 0);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void batch_sizes(fx *f, const char *want) {
+    lua_State *L = rec_script_lua(f->rt);
+    char err[256];
+    assert_int_equal(rec_script_call(f->rt, REC_SCRIPT_POLICY, "b", "sizes", 0, 1, err,
+                                     sizeof err), 0);
+    assert_string_equal(lua_tostring(L, -1), want);
+    lua_pop(L, 1);
+}
+
+static void test_events_reach_policies_in_batches(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0);
+    put(f.path[2], "b.lua", batch_policy_src);
+    char err[256];
+    assert_int_equal(rec_script_reload(f.rt, NULL, err, sizeof err), 0);
+    call_ok(&f, REQ_ITEMS);
+    for (int i = 0; i < 10; i++)
+        event_nocommit(&f);
+    batch_sizes(&f, "");              /* queued */
+    assert_int_equal(events_seen(&f), 0);
+    call_ok(&f, REQ_RECOMMEND);       /* any other call sees them learned */
+    batch_sizes(&f, "10");
+    assert_int_equal(events_seen(&f), 10); /* on_event: one call each */
+    for (int i = 0; i < 300; i++)
+        event_nocommit(&f);
+    batch_sizes(&f, "10,256");        /* a full batch goes at once */
+    assert_int_equal(rec_engine_commit(f.e), 0); /* and the rest before a commit */
+    batch_sizes(&f, "10,256,44");
+    assert_int_equal(events_seen(&f), 310);
+    lua_State *L = rec_script_lua(f.rt);
+    assert_int_equal(rec_script_call(f.rt, REC_SCRIPT_POLICY, "b", "ordered", 0, 1, err,
+                                     sizeof err), 0);
+    assert_int_equal(lua_tointeger(L, -1), 310); /* every event once, in log order */
+    lua_pop(L, 1);
+    assert_int_equal(rec_script_call(f.rt, REC_SCRIPT_POLICY, "b", "stale", 0, 1, err,
+                                     sizeof err), 0);
+    assert_non_null(strstr(lua_tostring(L, -1), "valid only during the on_events call"));
+    lua_pop(L, 1);
+    event_nocommit(&f);
+    fx_close(&f); /* what is queued goes before the dispatcher does */
+}
+
 int main(void) {
     rec_log_set_level(REC_LOG_ERROR); /* the failures are logged as warnings */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alloc_failures_fail_one_call),
         cmocka_unit_test(test_full_vm_fails_calls_not_the_process),
         cmocka_unit_test(test_check_events_alone),
+        cmocka_unit_test(test_events_reach_policies_in_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
