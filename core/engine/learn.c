@@ -72,7 +72,35 @@ static int fold_buf_reserve(fold_buf *b, size_t n, uint32_t f, int has_p) {
     return 0;
 }
 
-/* An installed model: an ials space kept for fold-ins (VtV), or an EASE
+/* A user's positive events on items the model knows, as fold-ins take
+ * them: the item and the event's confidence, in history order. */
+typedef struct fold_pair {
+    uint32_t item, pos;
+    float conf;
+} fold_pair;
+
+/* The item side of an installed ials model, what fold-ins solve against:
+ * the trained item factors V, their Gram matrix VtV and P = V (VtV + reg
+ * I)^-1 (NULL when it could not be made). Immutable once made, and shared
+ * by the model and the fold jobs in flight, so a worker reads it while the
+ * engine's thread goes on (an install swaps in a new one); refs are
+ * counted on the engine's thread only. */
+typedef struct fold_rows {
+    float *V, *P, *VtV;
+    uint32_t nitems, f;
+    int refs;
+} fold_rows;
+
+static void rows_release(fold_rows *r) {
+    if (r && --r->refs == 0) {
+        free(r->V);
+        free(r->P);
+        free(r->VtV);
+        free(r);
+    }
+}
+
+/* An installed model: an ials space kept for fold-ins (rows), or an EASE
  * model (B over n items; item[] maps its rows to engine indexes and
  * local[] back, UINT32_MAX for items it does not cover). */
 typedef struct model {
@@ -80,8 +108,7 @@ typedef struct model {
     int ease;
     uint32_t factors, nitems;
     float reg, alpha;
-    float *VtV;
-    float *P;            /* rows V_i (VtV + reg I)^-1 (fold_short) */
+    fold_rows *rows;     /* ials: NULL until installed */
     float *B;
     uint32_t n, *item, *local, nlocal;
     /* fold-ins owed (ials): users whose row is stale, in `flags`, and
@@ -95,6 +122,8 @@ typedef struct model {
     uint64_t epoch;      /* marks so far */
     uint32_t gen;        /* installs so far: a fold job of another is void */
     fold_buf scratch;    /* for fold-ins on the engine's thread */
+    fold_pair *pairs;    /* the same */
+    size_t npairs_cap;
     struct model *next;
 } model;
 
@@ -103,8 +132,7 @@ enum { FOLD_STALE = 1, FOLD_QUEUED = 2 };
 static void models_free(void *p) {
     for (model *m = p, *next; m; m = next) {
         next = m->next;
-        free(m->VtV);
-        free(m->P);
+        rows_release(m->rows);
         free(m->B);
         free(m->item);
         free(m->local);
@@ -112,6 +140,7 @@ static void models_free(void *p) {
         free(m->marked);
         free(m->queue);
         fold_buf_free(&m->scratch);
+        free(m->pairs);
         free(m);
     }
 }
@@ -367,14 +396,19 @@ int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j) {
             return rc;
     }
     model *m = model_slot(e, j->o.space, 0);
-    if (!m)
+    fold_rows *r = m ? calloc(1, sizeof *r) : NULL;
+    if (!r)
         return REC_ENOMEM;
-    free(m->VtV);
-    m->VtV = j->VtV; /* the worker computed it */
-    j->VtV = NULL;
-    free(m->P);
-    m->P = j->P;
-    j->P = NULL;
+    /* the worker computed VtV and P; the job's factors are the model's */
+    r->V = j->V;
+    r->P = j->P;
+    r->VtV = j->VtV;
+    j->V = j->P = j->VtV = NULL;
+    r->nitems = j->nitems;
+    r->f = f;
+    r->refs = 1;
+    rows_release(m->rows);
+    m->rows = r;
     m->factors = f;
     m->nitems = j->nitems;
     m->gen++;
@@ -397,50 +431,71 @@ void rec_learn_ials_job_free(rec_learn_ials_job *j) {
 double rec_learn_ials_job_seconds(const rec_learn_ials_job *j) { return j->seconds; }
 uint64_t rec_learn_ials_job_pairs(const rec_learn_ials_job *j) { return j->pairs; }
 
-static int cmp_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
+static int pair_cmp(const void *a, const void *b) {
+    const fold_pair *x = a, *y = b;
+    if (x->item != y->item)
+        return x->item < y->item ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
-/* Append the user's entries to b (see fold_buf). Returns d, or
- * REC_ENOMEM (b unchanged). O(n log n + d f). */
-static long gather(rec_engine *e, const model *m, const rec_space *s, uint32_t user,
-                   fold_buf *b) {
+/* Room for n more pairs after the first *len of *p (capacity *cap). */
+static int pairs_reserve(fold_pair **p, size_t *cap, size_t len, size_t n) {
+    if (len + n <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 256;
+    while (c < len + n)
+        c *= 2;
+    fold_pair *q = realloc(*p, c * sizeof *q);
+    if (!q)
+        return REC_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+/* The user's pairs, appended at out[0..]: on the engine's thread, which
+ * owns the history and the space (an item deleted since the training has
+ * no row and is left out). Returns how many. O(history). */
+static size_t collect(rec_engine *e, const model *m, const rec_space *s, uint32_t user,
+                      fold_pair *out, size_t room) {
     uint32_t hn;
     const rec_hentry *h = rec_graph_history(rec_engine_graph(e), user, &hn);
-    uint32_t f = m->factors;
-    if (fold_buf_reserve(b, b->n + hn, f, m->P != NULL))
-        return REC_ENOMEM;
-    b->has_p = m->P != NULL;
-    uint32_t *items = b->idx + b->n;
-    float *conf = b->conf + b->n;
     size_t n = 0;
-    for (uint32_t i = 0; i < hn; i++)
-        if (h[i].weight > 0.0f && h[i].item < m->nitems &&
+    for (uint32_t i = 0; i < hn && n < room; i++)
+        if (h[i].weight > 0.0f && h[i].item < m->rows->nitems &&
             rec_space_has(s, REC_KIND_ITEM, h[i].item))
-            items[n++] = h[i].item;
-    qsort(items, n, sizeof *items, cmp_u32);
+            out[n++] = (fold_pair){h[i].item, i, m->alpha * h[i].weight};
+    return n;
+}
+
+/* What a fold-in solves from a user's n pairs (sorted here): their
+ * distinct items' confidences summed in history order, and those items'
+ * rows of V and P copied into b, renumbered 0..d-1 (see fold_buf). Reads
+ * only r: a worker may run it. Returns d, or REC_ENOMEM (b unchanged). */
+static long prepare(const fold_rows *r, fold_pair *pr, size_t n, fold_buf *b) {
+    uint32_t f = r->f;
+    b->n = 0;
+    if (fold_buf_reserve(b, n, f, r->P != NULL))
+        return REC_ENOMEM;
+    b->has_p = r->P != NULL;
+    qsort(pr, n, sizeof *pr, pair_cmp);
     size_t d = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!d || items[d - 1] != items[i])
-            items[d++] = items[i];
-    for (size_t i = 0; i < d; i++)
-        conf[i] = 0.0f;
-    for (uint32_t i = 0; i < hn; i++) {
-        if (!(h[i].weight > 0.0f))
+    for (size_t i = 0; i < n; i++) {
+        if (d && b->idx[d - 1] == pr[i].item) {
+            b->conf[d - 1] += pr[i].conf;
             continue;
-        uint32_t *p = bsearch(&h[i].item, items, d, sizeof *items, cmp_u32);
-        if (p)
-            conf[p - items] += m->alpha * h[i].weight;
+        }
+        b->idx[d] = pr[i].item;
+        b->conf[d++] = pr[i].conf;
     }
-    float *V = b->rows + b->n * f, *P = b->has_p ? b->prows + b->n * f : NULL;
     for (size_t i = 0; i < d; i++) {
-        memcpy(V + i * f, rec_space_get(s, REC_KIND_ITEM, items[i]), f * sizeof(float));
-        if (P)
-            memcpy(P + i * f, m->P + (size_t)items[i] * f, f * sizeof(float));
-        items[i] = (uint32_t)i;
+        size_t it = b->idx[i];
+        memcpy(b->rows + i * f, r->V + it * f, f * sizeof(float));
+        if (b->has_p)
+            memcpy(b->prows + i * f, r->P + it * f, f * sizeof(float));
+        b->idx[i] = (uint32_t)i;
     }
-    b->n += d;
+    b->n = d;
     return (long)d;
 }
 
@@ -497,15 +552,19 @@ static int fold_now(rec_engine *e, model *m, rec_space *s, uint32_t user) {
         m->flags[user] &= (uint8_t)~FOLD_STALE;
         m->nstale--;
     }
+    uint32_t hn;
+    rec_graph_history(rec_engine_graph(e), user, &hn);
+    if (pairs_reserve(&m->pairs, &m->npairs_cap, 0, hn))
+        return REC_ENOMEM;
+    size_t n = collect(e, m, s, user, m->pairs, hn);
     fold_buf *b = &m->scratch;
-    b->n = 0;
-    long d = gather(e, m, s, user, b);
+    long d = prepare(m->rows, m->pairs, n, b);
     if (d < 0)
         return (int)d;
-    uint32_t f = m->factors;
+    const fold_rows *r = m->rows;
     float u[REC_IALS_MAX_FACTORS];
-    int rc = fold_solve(b->rows, b->has_p ? b->prows : NULL, m->VtV, b->idx, b->conf,
-                        (size_t)d, f, m->reg, u);
+    int rc = fold_solve(b->rows, b->has_p ? b->prows : NULL, r->VtV, b->idx, b->conf,
+                        (size_t)d, r->f, m->reg, u);
     if (!rc && d)
         rc = rec_space_set(s, REC_KIND_USER, user, u, REC_SET_LEARNED);
     return rc;
@@ -515,7 +574,7 @@ static int fold_now(rec_engine *e, model *m, rec_space *s, uint32_t user) {
 static int fold_model(rec_engine *e, const char *space, model **m, rec_space **s) {
     *m = find_model(e, space);
     *s = rec_engine_space(e, space);
-    if (!*m || !*s || (*s)->dim != (*m)->factors || !(*m)->VtV)
+    if (!*m || !*s || (*m)->ease || !(*m)->rows || (*s)->dim != (*m)->factors)
         return REC_ENOTFOUND;
     return 0;
 }
@@ -548,13 +607,10 @@ static int fold_cover(model *m, uint32_t n) {
     return 0;
 }
 
-int rec_learn_fold_in_later(rec_engine *e, const char *space, uint32_t user) {
-    model *m;
-    rec_space *s;
-    int rc = fold_model(e, space, &m, &s);
+/* Owe user's fold-in to model m (see rec_learn_fold_in_later). */
+static int owe(rec_engine *e, model *m, rec_space *s, uint32_t user) {
+    int rc = fold_cover(m, user + 1);
     if (rc)
-        return rc;
-    if ((rc = fold_cover(m, user + 1)))
         return rc;
     uint8_t *fl = &m->flags[user];
     if (!(*fl & FOLD_QUEUED) && m->nqueue >= REC_LEARN_FOLD_BACKLOG)
@@ -579,12 +635,26 @@ int rec_learn_fold_in_later(rec_engine *e, const char *space, uint32_t user) {
     return 0;
 }
 
+int rec_learn_fold_in_later(rec_engine *e, const char *space, uint32_t user) {
+    return rec_learn_fold_in_later_n(e, space, &user, 1);
+}
+
+int rec_learn_fold_in_later_n(rec_engine *e, const char *space, const uint32_t *users,
+                              size_t n) {
+    model *m;
+    rec_space *s;
+    int rc = fold_model(e, space, &m, &s);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = owe(e, m, s, users[i]);
+    return rc;
+}
+
 /* Fold in what model m owes: user's, or every one (REC_IDX_NONE). */
 static int settle_model(rec_engine *e, model *m, uint32_t user) {
     if (m->ease || !m->nstale)
         return 0;
     rec_space *s = rec_engine_space(e, m->space);
-    if (!s || s->dim != m->factors || !m->VtV) { /* nothing to fold against */
+    if (!s || s->dim != m->factors || !m->rows) { /* nothing to fold against */
         memset(m->flags, 0, m->ncap);
         m->nstale = m->nqueue = 0;
         return 0;
@@ -617,6 +687,13 @@ size_t rec_learn_owed(rec_engine *e) {
     return n;
 }
 
+size_t rec_learn_queued(rec_engine *e) {
+    size_t n = 0;
+    for (model *m = rec_engine_attached(e); m; m = m->next)
+        n += m->nqueue;
+    return n;
+}
+
 /* ---- fold jobs: owed fold-ins solved off the engine's thread ------------ */
 
 struct rec_learn_fold_job {
@@ -624,11 +701,13 @@ struct rec_learn_fold_job {
     uint32_t f, gen;
     float reg;
     uint64_t epoch;   /* the model's marks at the snapshot */
-    float *VtV;       /* a copy: an install may replace the model's */
+    fold_rows *rows;  /* a reference: an install may replace the model's */
     size_t n, cap;    /* users, allocated */
     uint32_t *users;
-    size_t *off;      /* n + 1: user j's entries are off[j]..off[j+1] */
-    fold_buf b;
+    size_t *off;      /* n + 1: user j's pairs are off[j]..off[j+1] */
+    fold_pair *pairs;
+    size_t pcap;
+    fold_buf b;       /* one user at a time, on the worker */
     float *out;       /* n x f */
     int *rc;
 };
@@ -636,9 +715,10 @@ struct rec_learn_fold_job {
 void rec_learn_fold_job_free(rec_learn_fold_job *j) {
     if (!j)
         return;
-    free(j->VtV);
+    rows_release(j->rows);
     free(j->users);
     free(j->off);
+    free(j->pairs);
     fold_buf_free(&j->b);
     free(j->out);
     free(j->rc);
@@ -648,14 +728,11 @@ void rec_learn_fold_job_free(rec_learn_fold_job *j) {
 /* Room for n users of f factors in j. */
 static int job_reserve(rec_learn_fold_job *j, size_t n, uint32_t f) {
     if (j->f != f) { /* another model's sizes: start over */
-        free(j->VtV);
         free(j->out);
-        j->VtV = j->out = NULL;
+        j->out = NULL;
         j->cap = 0;
         fold_buf_free(&j->b);
     }
-    if (!j->VtV && !(j->VtV = malloc((size_t)f * f * sizeof *j->VtV)))
-        return REC_ENOMEM;
     j->f = f;
     if (n <= j->cap)
         return 0;
@@ -689,8 +766,11 @@ int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job *
             settle_model(e, m, REC_IDX_NONE); /* the space is gone: drops the debt */
         }
     rec_learn_fold_job *j = *out;
-    if (j)
-        j->n = j->b.n = 0;
+    if (j) {
+        j->n = 0;
+        rows_release(j->rows); /* the last job's */
+        j->rows = NULL;
+    }
     if (!m || !max_users)
         return 0;
     if (!j && !(j = *out = calloc(1, sizeof *j)))
@@ -699,14 +779,15 @@ int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job *
     uint32_t f = m->factors;
     if (job_reserve(j, take, f))
         return REC_ENOMEM;
-    memcpy(j->VtV, m->VtV, (size_t)f * f * sizeof *j->VtV);
     snprintf(j->space, sizeof j->space, "%s", m->space);
+    j->rows = m->rows;
+    j->rows->refs++;
     j->gen = m->gen;
     j->reg = m->reg;
     j->epoch = m->epoch;
     j->off[0] = 0;
     /* the oldest queued first; the rest move up */
-    size_t q = 0;
+    size_t q = 0, np = 0;
     int rc = 0;
     for (; q < m->nqueue && j->n < take; q++) {
         uint32_t u = m->queue[q];
@@ -714,11 +795,14 @@ int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job *
             m->flags[u] &= (uint8_t)~FOLD_QUEUED;
             continue; /* folded in meanwhile by a reader */
         }
-        if ((rc = (int)(gather(e, m, s, u, &j->b) < 0 ? REC_ENOMEM : 0)))
+        uint32_t hn;
+        rec_graph_history(rec_engine_graph(e), u, &hn);
+        if ((rc = pairs_reserve(&j->pairs, &j->pcap, np, hn)))
             break; /* u and the rest stay queued */
+        np += collect(e, m, s, u, j->pairs + np, hn);
         m->flags[u] &= (uint8_t)~FOLD_QUEUED;
         j->users[j->n++] = u;
-        j->off[j->n] = j->b.n;
+        j->off[j->n] = np;
     }
     memmove(m->queue, m->queue + q, (m->nqueue - q) * sizeof *m->queue);
     m->nqueue -= q;
@@ -728,10 +812,12 @@ int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job *
 void rec_learn_fold_job_run(rec_learn_fold_job *j) {
     size_t f = j->f;
     for (size_t k = 0; k < j->n; k++) {
-        size_t a = j->off[k], d = j->off[k + 1] - a;
-        j->rc[k] = fold_solve(j->b.rows + a * f, j->b.has_p ? j->b.prows + a * f : NULL,
-                              j->VtV, j->b.idx + a, j->b.conf + a, d, j->f, j->reg,
-                              j->out + k * f);
+        size_t a = j->off[k];
+        long d = prepare(j->rows, j->pairs + a, j->off[k + 1] - a, &j->b);
+        j->rc[k] = d < 0 ? (int)d
+                         : fold_solve(j->b.rows, j->b.has_p ? j->b.prows : NULL, j->rows->VtV,
+                                      j->b.idx, j->b.conf, (size_t)d, j->f, j->reg,
+                                      j->out + k * f);
     }
 }
 
@@ -763,7 +849,7 @@ int rec_learn_fold_job_install(rec_engine *e, rec_learn_fold_job *j) {
         m->flags[u] &= (uint8_t)~FOLD_STALE;
         m->nstale--;
         rc = j->rc[k];
-        if (!rc && j->off[k + 1] > j->off[k])
+        if (!rc && j->off[k + 1] > j->off[k]) /* a user with items */
             rc = rec_space_set(s, REC_KIND_USER, u, j->out + k * j->f, REC_SET_LEARNED);
         first = first ? first : rc;
     }

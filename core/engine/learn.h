@@ -67,12 +67,18 @@ int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user);
  * folded in at once. REC_ENOTFOUND as rec_learn_fold_in. O(1). */
 #define REC_LEARN_FOLD_BACKLOG 8192
 int rec_learn_fold_in_later(rec_engine *e, const char *space, uint32_t user);
+/* The same for users[0..n) in order, the model looked up once; stops at
+ * the first error. */
+int rec_learn_fold_in_later_n(rec_engine *e, const char *space, const uint32_t *users,
+                              size_t n);
 /* Fold in what is owed in space (NULL: every model) for user
  * (REC_IDX_NONE: every user): before reading a user row, or all rows. The
  * first error, the rest still settled. O(1) when nothing is owed. */
 int rec_learn_settle(rec_engine *e, const char *space, uint32_t user);
 /* Users whose rows are owed a fold-in. */
 size_t rec_learn_owed(rec_engine *e);
+/* Of those, the ones no fold job has taken yet. */
+size_t rec_learn_queued(rec_engine *e);
 
 /* A fold job: up to max_users queued users of one model, snapshotted on
  * the engine's thread (their distinct items, confidences and item rows,

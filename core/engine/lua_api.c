@@ -1656,10 +1656,12 @@ static int ials_fold_in_batch(lua_State *L, ldb *d) {
     levents *b = check_events(L, 2);
     const char *sn = luaL_optstring(L, 3, "ials");
     rec_sandbox_charge(L, b->n);
-    int rc = 0;
-    for (size_t i = 0; i < b->n && !rc; i++)
+    uint32_t *users = lua_newuserdatauv(L, (b->n ? b->n : 1) * sizeof *users, 0);
+    size_t n = 0;
+    for (size_t i = 0; i < b->n; i++)
         if (b->ev[i].weight > 0.0f && rec_engine_alive(d->e, REC_KIND_USER, b->ev[i].user))
-            rc = rec_learn_fold_in_later(d->e, sn, b->ev[i].user);
+            users[n++] = b->ev[i].user;
+    int rc = n ? rec_learn_fold_in_later_n(d->e, sn, users, n) : 0;
     if (rc == REC_ENOTFOUND) {
         lua_pushboolean(L, 0);
         return 1;

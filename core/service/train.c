@@ -55,9 +55,14 @@ struct rec_train {
     plan follow_plan;
     rec_train_result last;    /* the result of training `ended` */
     rec_train_model m[2];     /* ials, ease; running and pending computed */
-    rec_learn_fold_job *fold; /* owed fold-ins solved in a worker (kept
-                                 between jobs for its memory) */
-    int folding;              /* that job is out */
+    /* owed fold-ins solved in workers, up to FOLD_JOBS jobs at once over
+     * disjoint users (each kept between jobs for its memory) */
+    struct fold_slot {
+        rec_train *t;
+        rec_learn_fold_job *job;
+        int out;              /* in a worker */
+    } fold[2];
+    int folding;              /* jobs out */
 };
 
 static double mono_clock(void) {
@@ -97,7 +102,8 @@ void rec_train_free(rec_train *t) {
         return;
     rec_learn_ials_job_free(t->training);
     rec_learn_ease_job_free(t->ease_training);
-    rec_learn_fold_job_free(t->fold);
+    for (size_t i = 0; i < sizeof t->fold / sizeof *t->fold; i++)
+        rec_learn_fold_job_free(t->fold[i].job);
     free(t);
 }
 
@@ -105,20 +111,26 @@ int rec_train_running(const rec_train *t) { return t->busy; }
 
 /* ---- owed fold-ins (rec_learn_fold_in_later) ----------------------------- */
 
-/* Users per fold job: about 8 ms of solving at f = 64. */
+/* Users per fold job: about 8 ms of solving at f = 64. A second job goes
+ * out while more than a job's worth is owed, so that a burst of events
+ * from many people is folded in on two cores before the backlog
+ * (REC_LEARN_FOLD_BACKLOG) makes the loop thread fold them in itself. */
 #define FOLD_USERS 512
+#define FOLD_JOBS 2
 
 static void fold_work(void *arg) {
-    rec_train *t = arg;
-    rec_learn_fold_job_run(t->fold);
+    struct fold_slot *f = arg;
+    rec_learn_fold_job_run(f->job);
 }
 
 static void fold_done_cb(void *arg, int status) {
-    rec_train *t = arg;
-    t->folding = 0;
+    struct fold_slot *f = arg;
+    rec_train *t = f->t;
+    f->out = 0;
+    t->folding--;
     /* not solved (status < 0): the users stay owed, and a reader, the
      * next job or the next checkpoint folds them in */
-    int rc = status < 0 || t->closed ? 0 : rec_learn_fold_job_install(t->e, t->fold);
+    int rc = status < 0 || t->closed ? 0 : rec_learn_fold_job_install(t->e, f->job);
     if (rc)
         REC_WARN("ials fold-in: %s", rec_strerror(rc));
     if (!t->closed)
@@ -126,22 +138,25 @@ static void fold_done_cb(void *arg, int status) {
 }
 
 void rec_train_fold(rec_train *t) {
-    if (t->folding || t->closed || !t->o.worker.queue || !rec_learn_owed(t->e))
-        return;
-    /* the last job's memory is filled again */
-    int rc = rec_learn_fold_job_new(t->e, FOLD_USERS, &t->fold);
-    if (rc)
-        REC_WARN("ials fold-in: %s", rec_strerror(rc));
-    if (!t->fold || !rec_learn_fold_job_users(t->fold))
-        return;
-    if ((rc = t->o.worker.queue(t->o.worker.ud, fold_work, fold_done_cb, t))) {
-        /* no worker: solve here rather than leave the users owed */
-        fold_work(t);
-        t->folding = 1;
-        fold_done_cb(t, 0);
-        return;
+    while (!t->closed && t->o.worker.queue && t->folding < FOLD_JOBS && rec_learn_owed(t->e) &&
+           (!t->folding || rec_learn_queued(t->e) > FOLD_USERS)) {
+        struct fold_slot *f = &t->fold[t->fold[0].out ? 1 : 0];
+        f->t = t;
+        /* the last job's memory is filled again */
+        int rc = rec_learn_fold_job_new(t->e, FOLD_USERS, &f->job);
+        if (rc)
+            REC_WARN("ials fold-in: %s", rec_strerror(rc));
+        if (!f->job || !rec_learn_fold_job_users(f->job))
+            return;
+        f->out = 1;
+        t->folding++;
+        if ((rc = t->o.worker.queue(t->o.worker.ud, fold_work, fold_done_cb, f))) {
+            /* no worker: solve here rather than leave the users owed */
+            fold_work(f);
+            fold_done_cb(f, 0);
+            return;
+        }
     }
-    t->folding = 1;
 }
 
 void rec_train_close(rec_train *t) { t->closed = t->held = 1; }
