@@ -73,7 +73,10 @@
 -- probed rows x dim), docs/operations.md); the Lua work is a few small
 -- tables and does not grow with the user's history or the pool.
 -- Knobs: the W_* weights, COOC_RECENT, PROFILE_RECENT, DECAY, WALK_STEPS,
--- MF_CONFIDENT, POOL_MIN/POOL_MAX (3n clamped), HISTORY_FIRST,
+-- MF_CONFIDENT, POOL_MIN/POOL_MAX (2n clamped: the pipeline asks for
+-- 3 x its n, so each source proposes 6 x the list served; 3n per source
+-- measured the same in recd sim (2.55x random over six seeds) and on
+-- MovieLens (HR@10 0.116, NDCG@10 0.372) for 8% more time), HISTORY_FIRST,
 -- HISTORY_CAP, EASE_RECENT, EASE_DECAY, SESSION_GAP, SESSION_STEEP,
 -- SESSION_MIN_GAP, EASE_MIN_SHARE.
 local CONTENT, MF = "content", "mf"
@@ -152,7 +155,7 @@ function M.recommend(req)
     local n = math.tointeger(req.n) or 10
     if n <= 0 then return {} end
     local now = req.now or os.time()
-    local pool = math.min(math.max(3 * n, POOL_MIN), POOL_MAX)
+    local pool = math.min(math.max(2 * n, POOL_MIN), POOL_MAX)
     local hist = req.user ~= nil and read_history(db, req.user) or {}
 
     -- one skip map for every source, built in C: req.exclude and the
