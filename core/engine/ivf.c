@@ -27,26 +27,39 @@ typedef struct ivf_list {
     uint32_t n, cap;
 } ivf_list;
 
-/* One training: its input is a copy of the rows, its output centroids and
- * a list for each copied row. Owned by the index; the thread reads and
- * writes nothing else. */
+/* One training. Its input, a copy of the present rows with their
+ * 1/|row|, is taken on the owner's thread a step at a time (rows below
+ * `upto` when the training began, `cursor` the next to look at); then a
+ * thread of its own makes the centroids and the lists, so that installing
+ * them swaps pointers and places again only the rows changed meanwhile.
+ * Owned by the index; the thread reads and writes nothing else. */
 typedef struct job {
     pthread_t th;
     int threaded;      /* th was started and must be joined */
     atomic_int done;   /* set by the thread as its last write */
     atomic_int stop;   /* asks the thread to give up */
-    float *rows;       /* n rows of dim floats, copied */
+    float *rows;       /* n rows of dim floats, copied (freed by the
+                          thread once the lists hold them) */
+    float *inv;        /* their 1/|row| */
     uint32_t *ids;     /* their row numbers */
-    uint32_t n, dim, nlist;
+    uint32_t n, cap, dim, nlist;
+    uint32_t cursor, upto;
     uint64_t seed;
     float *cent;       /* out: nlist unit centroids of dim floats */
     uint32_t *assign;  /* out: list of rows[i] */
+    ivf_list *lists;   /* out: nlist lists of the copied rows */
+    uint32_t *where, *pos; /* out: per row number below upto */
+    size_t stride;     /* floats per row in the lists */
     uint32_t probe_need; /* out: lists to probe for CHECK_RECALL on the
                             self-check, 0 when more than an eighth */
     int rc;            /* out: 0 or REC_ENOMEM */
     int discard;       /* the owner could not track changes: drop the
                           result (the owner's field, never the thread's) */
 } job;
+
+/* Rows copied per rec_ivf_maintain while a training's copy is taken: a
+ * few milliseconds of the caller's, however many rows there are. */
+#define COPY_STEP_ROWS 65536
 
 struct rec_ivf {
     uint64_t seed;
@@ -81,6 +94,15 @@ int rec_ivf_new(rec_ivf **out, uint64_t seed) {
     return 0;
 }
 
+static void lists_free(ivf_list *l, uint32_t n) {
+    for (uint32_t i = 0; l && i < n; i++) {
+        free(l[i].ids);
+        free(l[i].vecs);
+        free(l[i].inv);
+    }
+    free(l);
+}
+
 static void job_free(job *j) {
     if (!j)
         return;
@@ -89,19 +111,14 @@ static void job_free(job *j) {
         pthread_join(j->th, NULL);
     }
     free(j->rows);
+    free(j->inv);
     free(j->ids);
     free(j->cent);
     free(j->assign);
+    lists_free(j->lists, j->nlist);
+    free(j->where);
+    free(j->pos);
     free(j);
-}
-
-static void lists_free(ivf_list *l, uint32_t n) {
-    for (uint32_t i = 0; l && i < n; i++) {
-        free(l[i].ids);
-        free(l[i].vecs);
-        free(l[i].inv);
-    }
-    free(l);
 }
 
 void rec_ivf_free(rec_ivf *ix) {
@@ -122,7 +139,8 @@ void rec_ivf_free(rec_ivf *ix) {
 
 /* ---- training (on the job's thread) ---------------------------------- */
 
-/* The centroid nearest to unit-or-zero v by dot: its index. */
+/* The centroid nearest to v's direction (largest dot: the same for v and
+ * v / |v|; 0 for a zero row): its index. */
 static uint32_t nearest(const float *cent, uint32_t nlist, uint32_t dim,
                         const float *v, float *sc) {
     rec_vec_dot_rows(cent, dim, nlist, v, dim, sc);
@@ -151,8 +169,8 @@ static size_t overlap(const rec_hit *a, size_t na, const rec_hit *b,
  * mean recall reaches CHECK_RECALL, or 0 when that takes more than an
  * eighth of the lists (or 4, in small indexes): rows without clusters to
  * find, where probing enough lists costs about what the exact scan does,
- * so scans stay exact. Rows are unit
- * (or zero) here, so dot products are cosines. 0 or REC_ENOMEM. */
+ * so scans stay exact. A row's dot with the query times its 1/|row|
+ * ranks as the cosine does. 0 or REC_ENOMEM. */
 static int self_check(job *j, rec_rng *r) {
     uint32_t n = j->n, d = j->dim, nl = j->nlist;
     uint32_t nq = n < CHECK_QUERIES ? n : CHECK_QUERIES;
@@ -185,7 +203,7 @@ static int self_check(job *j, rec_rng *r) {
         rec_topk_init(&t, ex, k);
         rec_vec_dot_rows(j->rows, d, n, q, d, sc);
         for (uint32_t i = 0; i < n; i++)
-            rec_topk_push(&t, i, sc[i]);
+            rec_topk_push(&t, i, sc[i] * j->inv[i]);
         size_t nex = rec_topk_finish(&t);
         rec_topk_init(&t, order, nl);
         rec_vec_dot_rows(j->cent, d, nl, q, d, sc);
@@ -201,7 +219,7 @@ static int self_check(job *j, rec_rng *r) {
                 uint32_t c = order[probed].idx;
                 for (uint32_t m = off[c]; m < off[c + 1]; m++) {
                     uint32_t i = members[m];
-                    rec_topk_push(&a, i, rec_vec_dot(j->rows + (size_t)i * d, q, d));
+                    rec_topk_push(&a, i, rec_vec_dot(j->rows + (size_t)i * d, q, d) * j->inv[i]);
                 }
             }
             memcpy(tmp, heap, a.n * sizeof *tmp);
@@ -228,26 +246,57 @@ static int self_check(job *j, rec_rng *r) {
 
 /* Spherical k-means on a sample of the copied rows, then every copied row
  * to its nearest centroid. */
+static int list_grow(ivf_list *l, uint32_t cap, size_t stride);
+
+/* The lists of the copied rows by their assignment, and each row's place
+ * (where, pos over row numbers below upto); the copy is freed. */
+static int build_lists(job *j) {
+    uint32_t nl = j->nlist, d = j->dim;
+    uint32_t *cnt = calloc(nl, sizeof *cnt);
+    j->lists = calloc(nl, sizeof *j->lists);
+    j->where = malloc((size_t)(j->upto ? j->upto : 1) * sizeof *j->where);
+    j->pos = malloc((size_t)(j->upto ? j->upto : 1) * sizeof *j->pos);
+    int rc = cnt && j->lists && j->where && j->pos ? 0 : REC_ENOMEM;
+    for (uint32_t i = 0; !rc && i < j->n; i++)
+        cnt[j->assign[i]]++;
+    for (uint32_t c = 0; !rc && c < nl; c++)
+        rc = list_grow(&j->lists[c], cnt[c] + cnt[c] / 8 + 4, j->stride);
+    free(cnt);
+    if (rc)
+        return rc;
+    for (uint32_t r = 0; r < j->upto; r++)
+        j->where[r] = NONE;
+    for (uint32_t i = 0; i < j->n; i++) {
+        uint32_t c = j->assign[i], r = j->ids[i];
+        ivf_list *l = &j->lists[c];
+        memcpy(l->vecs + (size_t)l->n * j->stride, j->rows + (size_t)i * d, d * sizeof(float));
+        l->inv[l->n] = j->inv[i];
+        l->ids[l->n] = r;
+        j->where[r] = c;
+        j->pos[r] = l->n++;
+    }
+    free(j->rows);
+    j->rows = NULL;
+    return 0;
+}
+
+/* Spherical k-means on a sample of the copied rows' directions, every
+ * copied row to its nearest centroid, the self-check, the lists. */
 static void job_run(job *j) {
     uint32_t n = j->n, d = j->dim, nl = j->nlist;
     uint32_t ns = n < nl * SAMPLE_PER_LIST ? n : nl * SAMPLE_PER_LIST;
-    uint32_t *perm = malloc((size_t)n * sizeof *perm);
+    uint32_t *perm = malloc((size_t)(n ? n : 1) * sizeof *perm);
     float *sums = malloc((size_t)nl * d * sizeof *sums);
     uint32_t *cnt = malloc((size_t)nl * sizeof *cnt);
     float *sc = malloc((size_t)nl * sizeof *sc);
     j->cent = malloc((size_t)nl * d * sizeof *j->cent);
-    j->assign = malloc((size_t)n * sizeof *j->assign);
+    j->assign = malloc((size_t)(n ? n : 1) * sizeof *j->assign);
     if (!perm || !sums || !cnt || !sc || !j->cent || !j->assign) {
         j->rc = REC_ENOMEM;
         goto out;
     }
-    for (uint32_t i = 0; i < n; i++) {
-        float *v = j->rows + (size_t)i * d;
-        float n2 = rec_vec_norm2(v, d);
-        if (n2 > 0.0f)
-            rec_vec_scale(1.0f / sqrtf(n2), v, d);
+    for (uint32_t i = 0; i < n; i++)
         perm[i] = i;
-    }
     rec_rng r;
     rec_rng_seed(&r, j->seed);
     for (uint32_t i = 0; i < ns; i++) { /* the sample: perm[0..ns) */
@@ -255,16 +304,19 @@ static void job_run(job *j) {
         perm[i] = perm[k];
         perm[k] = t;
     }
-    for (uint32_t c = 0; c < nl; c++)
-        memcpy(j->cent + (size_t)c * d, j->rows + (size_t)perm[c] * d,
-               d * sizeof(float));
+    for (uint32_t c = 0; c < nl; c++) { /* unit rows of the sample start them */
+        float *ce = j->cent + (size_t)c * d;
+        memcpy(ce, j->rows + (size_t)perm[c] * d, d * sizeof(float));
+        rec_vec_scale(j->inv[perm[c]], ce, d);
+    }
     for (int it = 0; it < KMEANS_ITERS && !atomic_load(&j->stop); it++) {
         memset(sums, 0, (size_t)nl * d * sizeof *sums);
         memset(cnt, 0, (size_t)nl * sizeof *cnt);
         for (uint32_t i = 0; i < ns; i++) {
-            const float *v = j->rows + (size_t)perm[i] * d;
+            uint32_t p = perm[i];
+            const float *v = j->rows + (size_t)p * d;
             uint32_t c = nearest(j->cent, nl, d, v, sc);
-            rec_vec_axpy(1.0f, v, sums + (size_t)c * d, d);
+            rec_vec_axpy(j->inv[p], v, sums + (size_t)c * d, d); /* its direction */
             cnt[c]++;
         }
         for (uint32_t c = 0; c < nl; c++) {
@@ -274,8 +326,9 @@ static void job_run(job *j) {
                 memcpy(ce, sums + (size_t)c * d, d * sizeof(float));
                 rec_vec_scale(1.0f / sqrtf(n2), ce, d);
             } else { /* empty: a random sample row starts it again */
-                memcpy(ce, j->rows + (size_t)perm[rec_rng_below(&r, ns)] * d,
-                       d * sizeof(float));
+                uint32_t p = perm[rec_rng_below(&r, ns)];
+                memcpy(ce, j->rows + (size_t)p * d, d * sizeof(float));
+                rec_vec_scale(j->inv[p], ce, d);
             }
         }
     }
@@ -283,6 +336,8 @@ static void job_run(job *j) {
         j->assign[i] = nearest(j->cent, nl, d, j->rows + (size_t)i * d, sc);
     if (!atomic_load(&j->stop))
         j->rc = self_check(j, &r);
+    if (!j->rc && !atomic_load(&j->stop))
+        j->rc = build_lists(j);
 out:
     free(perm);
     free(sums);
@@ -434,6 +489,11 @@ int rec_ivf_row_set(rec_ivf *ix, const rec_ivf_rows *m, uint32_t idx) {
 
 void rec_ivf_row_touch(rec_ivf *ix, const rec_ivf_rows *m, uint32_t idx) {
     ix->drift++;
+    if (ix->job) { /* the training's copy of it is stale now */
+        uint32_t c = ix->changed;
+        note_change(ix, idx);
+        ix->changed = c;
+    }
     if (idx < ix->cap && ix->where[idx] != NONE)
         list_copy(ix, m, idx);
 }
@@ -445,34 +505,64 @@ void rec_ivf_row_remove(rec_ivf *ix, uint32_t idx) {
 
 /* ---- training: start and install ------------------------------------- */
 
-/* Copy the present rows and start training on them. */
+/* The next step of the job's copy (all of it when `all`): rows changed
+ * meanwhile are noted (note_change) and placed again at the install, so
+ * a row copied before or after its change ends up right. Once copied, the
+ * training starts on its thread, or here when `all` or no thread can be
+ * had. */
+static void job_copy(rec_ivf *ix, const rec_ivf_rows *m, int all) {
+    job *j = ix->job;
+    uint32_t upto = j->upto < m->nrows ? j->upto : m->nrows;
+    uint32_t end = all || upto - j->cursor <= COPY_STEP_ROWS ? upto
+                                                             : j->cursor + COPY_STEP_ROWS;
+    uint32_t d = j->dim;
+    for (uint32_t r = j->cursor; r < end && j->n < j->cap; r++)
+        if (is_present(m, r)) {
+            memcpy(j->rows + (size_t)j->n * d, m->rows + (size_t)r * m->stride,
+                   d * sizeof(float));
+            j->inv[j->n] = m->inv_norms[r];
+            j->ids[j->n++] = r;
+        }
+    j->cursor = end;
+    if (end < upto)
+        return;
+    j->cursor = j->upto; /* copied */
+    uint32_t nl = (uint32_t)lround(sqrt((double)j->n));
+    j->nlist = nl < 1 ? 1 : nl;
+    if (!all && pthread_create(&j->th, NULL, job_main, j) == 0) {
+        j->threaded = 1;
+        return;
+    }
+    job_run(j); /* asked to wait, or no thread to be had */
+    atomic_store(&j->done, 1);
+}
+
+static int copying(const rec_ivf *ix) {
+    return ix->job && ix->job->cursor < ix->job->upto;
+}
+
+/* Start a training on the present rows: their copy begins here. */
 static int job_start(rec_ivf *ix, const rec_ivf_rows *m, int wait) {
     job *j = calloc(1, sizeof *j);
     if (!j)
         return REC_ENOMEM;
     uint32_t n = m->count, d = m->dim;
     j->rows = malloc((size_t)(n ? n : 1) * d * sizeof(float));
+    j->inv = malloc((size_t)(n ? n : 1) * sizeof(float));
     j->ids = malloc((size_t)(n ? n : 1) * sizeof(uint32_t));
     size_t words = ((size_t)m->nrows + 63) / 64;
     uint64_t *chg = calloc(words ? words : 1, 8);
     uint32_t *chg_list = malloc((size_t)(m->nrows ? m->nrows : 1) * sizeof *chg_list);
-    if (!j->rows || !j->ids || !chg || !chg_list) {
+    if (!j->rows || !j->inv || !j->ids || !chg || !chg_list) {
         free(chg);
         free(chg_list);
         job_free(j);
         return REC_ENOMEM;
     }
-    uint32_t k = 0;
-    for (uint32_t r = 0; r < m->nrows && k < n; r++)
-        if (is_present(m, r)) {
-            memcpy(j->rows + (size_t)k * d, m->rows + (size_t)r * m->stride,
-                   d * sizeof(float));
-            j->ids[k++] = r;
-        }
-    j->n = k;
+    j->cap = n;
     j->dim = d;
-    uint32_t nl = (uint32_t)lround(sqrt((double)k));
-    j->nlist = nl < 1 ? 1 : nl;
+    j->upto = m->nrows;
+    j->stride = (d + 15) & ~(size_t)15;
     j->seed = ix->seed + ix->trainings;
     free(ix->chg);
     free(ix->chg_list);
@@ -481,66 +571,55 @@ static int job_start(rec_ivf *ix, const rec_ivf_rows *m, int wait) {
     ix->nchg = 0;
     ix->chg_cap = m->nrows;
     ix->job = j;
-    /* Counted from the copy: what changes later may call for the next. */
+    /* Counted from the start of the copy: what changes later may call for
+     * the next. */
     ix->changed = 0;
     ix->drift = 0;
-    if (!wait && pthread_create(&j->th, NULL, job_main, j) == 0) {
-        j->threaded = 1;
-        return 0;
-    }
-    job_run(j); /* asked to wait, or no thread to be had */
-    atomic_store(&j->done, 1);
+    job_copy(ix, m, wait);
     return 0;
 }
 
-/* Lists from the finished job, then the rows changed since its copy. */
+/* The finished job's lists, then the rows changed since its copy began:
+ * O(lists + changed rows) here, the rest was the job's. */
 static int install(rec_ivf *ix, const rec_ivf_rows *m) {
     job *j = ix->job;
     uint32_t nl = j->nlist;
-    ivf_list *lists = calloc(nl, sizeof *lists);
     float *scores = malloc((size_t)nl * sizeof *scores);
     rec_hit *order = malloc((size_t)nl * sizeof *order);
-    uint32_t *cnt = calloc(nl, sizeof *cnt);
-    int rc = lists && scores && order && cnt ? 0 : REC_ENOMEM;
-    if (!rc)
-        rc = reserve_rows(ix, m->nrows ? m->nrows - 1 : 0);
-    for (uint32_t i = 0; !rc && i < j->n; i++)
-        cnt[j->assign[i]]++;
-    size_t stride = (m->dim + 15) & ~(size_t)15;
-    for (uint32_t c = 0; !rc && c < nl; c++)
-        rc = list_grow(&lists[c], cnt[c] + cnt[c] / 8 + 4, stride);
-    free(cnt);
-    if (rc) {
-        lists_free(lists, nl);
+    if (!scores || !order) {
         free(scores);
         free(order);
-        return rc;
+        return REC_ENOMEM;
     }
     lists_free(ix->lists, ix->nlist);
     free(ix->cent);
     free(ix->scores);
     free(ix->order);
-    ix->lists = lists;
+    free(ix->where);
+    free(ix->pos);
+    ix->lists = j->lists;
     ix->cent = j->cent;
+    ix->where = j->where;
+    ix->pos = j->pos;
+    ix->cap = j->upto;
+    j->lists = NULL;
     j->cent = NULL;
+    j->where = j->pos = NULL;
     ix->scores = scores;
     ix->order = order;
     ix->nlist = nl;
     ix->dim = j->dim;
-    ix->stride = stride;
-    for (uint32_t i = 0; i < ix->cap; i++)
-        ix->where[i] = NONE;
-    ix->indexed = 0;
-    for (uint32_t i = 0; i < j->n; i++) {
-        uint32_t r = j->ids[i];
-        if (r < ix->chg_cap && (ix->chg[r >> 6] >> (r & 63) & 1))
-            continue; /* placed below, as it is now */
-        (void)list_put(ix, m, r, j->assign[i]); /* room reserved above */
-    }
+    ix->stride = j->stride;
+    ix->indexed = j->n;
     ix->ready = 1;
-    for (uint32_t i = 0; i < ix->nchg && !rc; i++)
-        if (is_present(m, ix->chg_list[i]))
-            rc = place(ix, m, ix->chg_list[i]);
+    int rc = 0;
+    for (uint32_t i = 0; i < ix->nchg && !rc; i++) {
+        uint32_t r = ix->chg_list[i];
+        if (is_present(m, r))
+            rc = place(ix, m, r);
+        else
+            list_drop(ix, r);
+    }
     if (rc)
         ix->ready = 0;
     ix->trained_on = j->n;
@@ -561,6 +640,11 @@ static void job_end(rec_ivf *ix) {
 
 int rec_ivf_maintain(rec_ivf *ix, const rec_ivf_rows *m, int wait) {
     int rc = 0;
+    if (copying(ix)) {
+        job_copy(ix, m, wait);
+        if (copying(ix))
+            return 0;
+    }
     if (ix->job && (wait || atomic_load(&ix->job->done))) {
         if (ix->job->threaded) {
             pthread_join(ix->job->th, NULL);
@@ -582,7 +666,7 @@ int rec_ivf_maintain(rec_ivf *ix, const rec_ivf_rows *m, int wait) {
     rc = job_start(ix, m, wait);
     if (!rc && wait) {
         rc = ix->job->rc;
-        if (!rc)
+        if (!rc && !ix->job->discard)
             rc = install(ix, m);
         job_end(ix);
     }
@@ -606,6 +690,7 @@ void rec_ivf_stats_get(const rec_ivf *ix, rec_ivf_stats *st) {
     st->changed = ix->changed;
     st->drift = ix->drift;
     st->training = ix->job != NULL;
+    st->copy_left = copying(ix) ? ix->job->upto - ix->job->cursor : 0;
 }
 
 /* ---- queries --------------------------------------------------------- */

@@ -4,20 +4,22 @@
  * A coarse quantiser of about sqrt(rows) centroids, trained by spherical
  * k-means on the rows' directions, splits the rows into lists, one per
  * centroid. A query scores the centroids, probes the lists of the best
- * `probe` of them, and scores every row of those lists exactly, against
- * the live rows (the index holds row numbers only, never copies of
- * vectors): a hit's score is the exact scan's. Lists are probed further,
+ * `probe` of them, and scores every row of those lists exactly: each list
+ * keeps a copy of its rows, side by side and kept in step with the live
+ * rows, so a hit's score is the exact scan's. Lists are probed further,
  * best centroid first, until the filters (skip bits) leave at least k
  * hits, so a heavily filtered query still gets k answers.
  *
  * Kept up to date online by the owner of the rows: a row set or removed
  * moves to its nearest list (or leaves its list) at once, O(lists * dim);
  * a row changed in place by learning keeps its list (it is scored live;
- * its list may drift) and counts towards retraining. Training runs on a
- * thread of its own over a copy of the rows taken on the caller's thread
- * (one memcpy per row, about 4 ms at 100k rows of 64 floats); the caller
- * installs its result at a later rec_ivf_maintain, which also starts a
- * new training when the rows grew or changed enough since the last one.
+ * its list may drift) and counts towards retraining. A training copies
+ * the rows on the caller's thread, 65,536 rows at each rec_ivf_maintain
+ * (a few milliseconds, however large the matrix), then runs on a thread of
+ * its own, which also builds the new lists; a later rec_ivf_maintain
+ * installs them (pointer swaps, and the rows changed since the copy began
+ * placed again) and starts a new training when the rows grew or changed
+ * enough since the last one.
  * Until the first training is installed the index is not ready and
  * callers scan exactly.
  *
@@ -59,6 +61,7 @@ typedef struct rec_ivf_stats {
     uint32_t changed;    /* rows set or removed since that training began */
     uint64_t drift;      /* in-place changes since then */
     int training;        /* a training is running */
+    uint32_t copy_left;  /* rows its copy has still to look at (0: copied) */
 } rec_ivf_stats;
 
 /* REC_ENOMEM or 0. `seed` makes training reproducible. */

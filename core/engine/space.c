@@ -85,9 +85,10 @@ static int shadow_grow(rec_matrix *m, size_t stride, size_t cap) {
     return rc;
 }
 
-/* Keep the bf16 copy of row idx in step with the row (when kept). */
+/* Keep the bf16 copy of row idx in step with the row (when kept, or
+ * already copied by a build under way). */
 static void shadow_row(const rec_space *s, rec_matrix *m, uint32_t idx) {
-    if (m->rows16_state != 1)
+    if (m->rows16_state != 1 && !(m->rows16_state == 2 && idx < m->rows16_built))
         return;
     size_t off = (size_t)idx * s->stride;
     if (!rec_vec_bf16_row(m->rows + off, s->dim, m->rows16 + off,
@@ -99,16 +100,32 @@ static void shadow_row(const rec_space *s, rec_matrix *m, uint32_t idx) {
  * the copy would cost memory for little. */
 #define SHADOW_MIN_ROWS 16384
 
-/* Make the bf16 copy of every row. 0, or refuse the shadow for good when a
- * row does not fit bf16; no memory leaves it for a later try. */
+/* Rows copied to bf16 per scan while the copy is being made: a few
+ * milliseconds of a request, however large the matrix. */
+#define SHADOW_STEP_ROWS 65536
+
+/* Make the bf16 copy of the rows, SHADOW_STEP_ROWS more at each call
+ * (state 2 while under way, the scans staying in float); kept in step as
+ * rows change (shadow_row), and used once every row is copied (state 1).
+ * A row that does not fit bf16 refuses the shadow for good; no memory
+ * leaves it for a later try. */
 static void shadow_build(const rec_space *s, rec_matrix *m) {
-    if (shadow_grow(m, s->stride, m->cap)) {
-        shadow_drop(m, 0);
-        return;
+    if (m->rows16_state == 0) {
+        if (shadow_grow(m, s->stride, m->cap)) {
+            shadow_drop(m, 0);
+            return;
+        }
+        m->rows16_state = 2;
+        m->rows16_built = 0;
     }
-    m->rows16_state = 1;
-    for (uint32_t r = 0; r < m->nrows && m->rows16_state == 1; r++)
+    uint32_t end = m->nrows - m->rows16_built > SHADOW_STEP_ROWS
+                       ? m->rows16_built + SHADOW_STEP_ROWS : m->nrows;
+    while (m->rows16_built < end && m->rows16_state == 2) {
+        uint32_t r = m->rows16_built++; /* counted first: shadow_row copies it */
         shadow_row(s, m, r);
+    }
+    if (m->rows16_state == 2 && m->rows16_built >= m->nrows)
+        m->rows16_state = 1;
 }
 
 static void matrix_free(rec_matrix *m) {
@@ -421,9 +438,10 @@ int rec_space_topk_how(const rec_space *s, rec_kind k, const float *q,
     };
     /* Large matrices are scanned through their bf16 copy, with the same
      * answer (see rec_vec_topk_bf16). The copy is a cache of the rows,
-     * made here at the first such scan: hence the cast. */
+     * made here a step at each scan from the first: hence the cast. */
     rec_matrix *mm = (rec_matrix *)m;
-    if (m->nrows >= SHADOW_MIN_ROWS && m->rows16_state == 0 && rec_vec_bf16_scan_ok())
+    if (m->nrows >= SHADOW_MIN_ROWS && (m->rows16_state == 0 || m->rows16_state == 2) &&
+        rec_vec_bf16_scan_ok())
         shadow_build(s, mm);
     size_t n = m->rows16_state == 1
                    ? rec_vec_topk_bf16(&sc, m->rows16, m->rows16_meta, q, topk, out)

@@ -28,13 +28,16 @@ typedef struct rec_matrix {
     float *rows;        /* cap rows of `stride` floats, page aligned */
     size_t rows_bytes;  /* length of the rows' mapping */
     uint16_t *rows16;   /* bf16 copy of rows for top-k scans, or NULL:
-                           made at the first scan of a large matrix on a
-                           CPU with AVX512-BF16, then kept in step */
+                           made over the first scans of a large matrix
+                           (a step of rows at each) on a CPU with
+                           AVX512-BF16, then kept in step */
     size_t rows16_bytes;
     float *rows16_meta; /* per row {|row|, |row - bf16 row|} */
     size_t rows16_meta_bytes;
-    int rows16_state;   /* 0 none yet, 1 kept, -1 refused (a row too
-                           large for bf16, or no memory) */
+    int rows16_state;   /* 0 none yet, 2 being made (rows below
+                           rows16_built copied), 1 kept, -1 refused (a
+                           row too large for bf16, or no memory) */
+    uint32_t rows16_built;
     float *inv_norms;   /* 1/|row|, 0 for absent or zero rows */
     uint64_t *present;  /* bit r: row r holds a vector */
     uint64_t *dirty;    /* bit r: row r set or removed since the last flush */

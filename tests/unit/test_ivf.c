@@ -396,6 +396,75 @@ static void test_sync(void **state) {
     rec_space_free(s);
 }
 
+/* A matrix larger than a copy step: the training's copy is taken over
+ * several scans (which answer exactly meanwhile), the lists are built on
+ * the training's thread, and rows set, removed or changed in place while
+ * the copy or the training ran, on either side of the copy's progress,
+ * are where they belong once it is installed. */
+static void test_copy_in_steps(void **state) {
+    (void)state;
+    enum { BIG = 140000 };
+    rec_space_free(planted(1)); /* the cluster directions */
+    rec_space *s = NULL;
+    assert_int_equal(rec_space_new(&s, "big", 4, DIM), 0);
+    s->ann_min_rows = 1;
+    rec_rng r;
+    rec_rng_seed(&r, 61);
+    float v[DIM];
+    for (uint32_t i = 0; i < BIG; i++) {
+        planted_row(&r, i % CLUSTERS, 0.05f, v);
+        assert_int_equal(rec_space_set(s, REC_KIND_ITEM, i, v, REC_SET_CLEAN), 0);
+    }
+    rec_hit a[30], e[30];
+    int n = rec_space_topk(s, REC_KIND_ITEM, dirs[3], 1, NULL, 0, 30, a);
+    int ne = exact(s, dirs[3], NULL, 0, 30, e);
+    assert_int_equal(n, ne); /* not ready: the exact scan's answer */
+    for (int i = 0; i < n; i++)
+        assert_int_equal(a[i].idx, e[i].idx);
+    rec_ivf_stats st;
+    stats(s, &st);
+    assert_int_equal(st.training, 1);
+    assert_int_equal(st.lists, 0);
+    assert_int_equal(st.copy_left, BIG - 65536); /* one step a scan */
+    /* changes behind and ahead of the copy's progress */
+    for (int d = 0; d < DIM; d++)
+        v[d] = 3.0f * dirs[11][d];
+    assert_int_equal(rec_space_set(s, REC_KIND_ITEM, 100, v, REC_SET_DIRTY), 0);
+    for (int d = 0; d < DIM; d++)
+        v[d] = 3.0f * dirs[12][d];
+    assert_int_equal(rec_space_set(s, REC_KIND_ITEM, 130000, v, REC_SET_DIRTY), 0);
+    assert_int_equal(rec_space_set(s, REC_KIND_ITEM, BIG + 5, dirs[14], REC_SET_DIRTY), 0);
+    rec_space_remove(s, REC_KIND_ITEM, 31);
+    rec_space_remove(s, REC_KIND_ITEM, 120031);
+    float *row = rec_space_row(s, REC_KIND_ITEM, 5);
+    assert_non_null(row);
+    for (int d = 0; d < DIM; d++)
+        row[d] = 3.0f * dirs[13][d];
+    rec_space_touch(s, REC_KIND_ITEM, 5);
+    wait_installed(s, 1);
+    expect_all_indexed(s);
+    n = rec_space_topk(s, REC_KIND_ITEM, dirs[11], 1, NULL, 0, 30, a);
+    assert_int_equal(a[0].idx, 100);
+    n = rec_space_topk(s, REC_KIND_ITEM, dirs[12], 1, NULL, 0, 30, a);
+    assert_int_equal(a[0].idx, 130000);
+    n = rec_space_topk(s, REC_KIND_ITEM, dirs[13], 1, NULL, 0, 30, a);
+    assert_int_equal(a[0].idx, 5);
+    n = rec_space_topk(s, REC_KIND_ITEM, dirs[14], 1, NULL, 0, 30, a);
+    assert_int_equal(a[0].idx, BIG + 5);
+    n = rec_space_topk(s, REC_KIND_ITEM, dirs[31 % CLUSTERS], 1, NULL, 0, 30, a);
+    assert_false(has(a, n, 31));
+    assert_false(has(a, n, 120031));
+    /* through the index, the exact scan's scores */
+    n = rec_space_topk(s, REC_KIND_ITEM, dirs[7], 1, NULL, 0, 30, a);
+    ne = exact(s, dirs[7], NULL, 0, 30, e);
+    assert_true(recall(a, n, e, ne) >= 0.95);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < ne; k++)
+            if (a[i].idx == e[k].idx)
+                assert_memory_equal(&a[i].score, &e[k].score, sizeof(float));
+    rec_space_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_and_recall),
@@ -405,6 +474,7 @@ int main(void) {
         cmocka_unit_test(test_background_and_retrain),
         cmocka_unit_test(test_free_while_training),
         cmocka_unit_test(test_sync),
+        cmocka_unit_test(test_copy_in_steps),
         cmocka_unit_test(test_random_rows_scan_exactly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -628,6 +628,49 @@ static void test_topk_bf16_copy_follows(void **state) {
     rec_space_free(s);
 }
 
+/* The copy of a matrix larger than a step is made over several scans,
+ * which answer in float meanwhile; rows set while it is made, on either
+ * side of the rows already copied, are in it when it is done. */
+static void test_topk_bf16_copy_made_in_steps(void **state) {
+    (void)state;
+    const uint32_t n = 140000, d = 4;
+    rec_space *s = new_space("huge", d);
+    seed(78);
+    float v[4], q[4];
+    for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t j = 0; j < d; j++)
+            v[j] = rnd();
+        assert_int_equal(rec_space_set(s, REC_KIND_ITEM, i, v, REC_SET_DIRTY), 0);
+    }
+    for (uint32_t j = 0; j < d; j++)
+        q[j] = rnd();
+    const rec_matrix *m = &s->m[REC_KIND_ITEM];
+    if (!rec_vec_bf16_scan_ok()) {
+        expect_same_topk(s, q, 1, 20);
+        assert_int_equal(m->rows16_state, 0);
+        rec_space_free(s);
+        return;
+    }
+    expect_same_topk(s, q, 1, 20);
+    assert_int_equal(m->rows16_state, 2);
+    assert_int_equal(m->rows16_built, 65536);
+    for (uint32_t j = 0; j < d; j++)
+        v[j] = 5.0f * q[j];
+    assert_int_equal(rec_space_set(s, REC_KIND_ITEM, 100, v, REC_SET_DIRTY), 0);    /* copied */
+    assert_int_equal(rec_space_set(s, REC_KIND_ITEM, 120000, v, REC_SET_DIRTY), 0); /* not yet */
+    expect_same_topk(s, q, 0, 20);
+    assert_int_equal(m->rows16_state, 2);
+    expect_same_topk(s, q, 0, 20);
+    assert_int_equal(m->rows16_state, 1); /* the third step copied the rest */
+    rec_hit top[2];
+    assert_int_equal(rec_space_topk(s, REC_KIND_ITEM, q, 0, NULL, 0, 2, top), 2);
+    assert_int_equal(top[0].idx, 100); /* equal scores: by index */
+    assert_int_equal(top[1].idx, 120000);
+    for (int cosine = 0; cosine < 2; cosine++)
+        expect_same_topk(s, q, cosine, 30);
+    rec_space_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_name_validation),
@@ -638,6 +681,7 @@ int main(void) {
         cmocka_unit_test(test_remove),
         cmocka_unit_test(test_dirty_tracking),
         cmocka_unit_test(test_topk_matches_reference),
+        cmocka_unit_test(test_topk_bf16_copy_made_in_steps),
         cmocka_unit_test(test_topk_edge_cases),
         cmocka_unit_test(test_topk_bf16_copy_follows),
     };
