@@ -39,8 +39,9 @@
 #define SUBJECT_PREFIX "recd.ev."
 #define CATALOG_SUBJECT "recd.cat" /* item.put and item.delete */
 #define OP_HEADER "Recd-Op"        /* a write other than event.add: its method */
-#define MSG_GET_API "$JS.API.STREAM.MSG.GET." REC_CLUSTER_STREAM
-#define BARRIER_RESEND_S 1.0       /* a read barrier's request unanswered: again */
+#define INFO_API "$JS.API.STREAM.INFO." REC_CLUSTER_STREAM
+#define BARRIER_RESEND_S 1.0       /* a read barrier's question unanswered: again */
+#define EPOCHS 64                  /* answers kept, by question */
 #define BARRIER_GIVE_UP_S 15.0     /* ... until this long after the first */
 #define FETCH_BATCH 512
 #define FETCH_WAIT_MS 1000
@@ -67,17 +68,14 @@ typedef struct ticket {
                            messages' calls answered when applied here */
 } ticket;
 
-/* A read barrier: the last stream sequence of up to two subjects (the
- * user's partition, the catalogue), asked of the stream's leader; passed
- * once the node applied up to the highest. */
+/* A read barrier: passed once a question about the stream's last
+ * sequence, sent after the read came, was answered, and the node applied
+ * up to that sequence. */
 typedef struct barrier {
     uint64_t id;        /* 0: free slot */
-    uint64_t target;    /* the highest last sequence answered so far */
-    unsigned nsubj;     /* 1 or 2 */
-    unsigned answered;  /* bit k: subj[k] answered */
-    int waited;         /* the node had not applied the target yet */
-    double first, sent; /* mono seconds: asked first, asked last */
-    char subj[2][32];
+    uint64_t epoch;     /* the first question that may answer it */
+    int waited;         /* the node had not applied the answer yet */
+    double first;       /* mono seconds: when the read came */
 } barrier;
 
 struct rec_cluster {
@@ -150,7 +148,18 @@ struct rec_cluster {
     uint64_t next_barrier;
     uint64_t barriers, barrier_waits, barrier_failures;
     double barrier_s;       /* seconds waited, over every barrier passed */
-    char inbox[96];         /* their answers come to inbox.<id>.<k> */
+    double barrier_give_up; /* seconds: BARRIER_GIVE_UP_S */
+    /* questions (mu): one in flight at a time; reads that come meanwhile
+     * wait for the next, sent when it is answered */
+    uint64_t epoch_sent;    /* the last question sent */
+    uint64_t inflight;      /* the question awaiting its answer, or 0 */
+    int want_next;          /* reads wait for inflight + 1 */
+    double asked_at;        /* mono seconds the question in flight went */
+    uint64_t answered;      /* the last question answered */
+    uint64_t answered_seq;  /* ... its answer */
+    struct { uint64_t epoch, seq; } answers[EPOCHS];
+    uint64_t questions;     /* questions sent */
+    char inbox[96];         /* their answers come to inbox.<epoch> */
     natsSubscription *bsub;
     msgpack_unpacked up;
     msgpack_sbuffer sb;
@@ -625,36 +634,49 @@ static barrier *barrier_new(rec_cluster *c) {
     return b;
 }
 
-/* Ask the stream's leader for the last message of subject k of barrier
- * id: the answer comes to inbox.<id>.<k> (on_barrier_answer). Does not
- * block: the request is buffered for NATS's thread. */
-static void barrier_ask(rec_cluster *c, uint64_t id, unsigned k, const char *subj) {
-    char reply[160], body[96];
-    snprintf(reply, sizeof reply, "%s.%" PRIu64 ".%u", c->inbox, id, k);
-    snprintf(body, sizeof body, "{\"last_by_subj\":\"%s\"}", subj);
-    natsStatus s = natsConnection_PublishRequestString(c->nc, MSG_GET_API, reply, body);
+/* Ask the stream's leader for the stream's state (its last sequence):
+ * the answer comes to inbox.<epoch> (on_barrier_answer). Does not block:
+ * the request is buffered for NATS's thread. */
+static void barrier_ask(rec_cluster *c, uint64_t epoch) {
+    char reply[128];
+    snprintf(reply, sizeof reply, "%s.%" PRIu64, c->inbox, epoch);
+    natsStatus s = natsConnection_PublishRequestString(c->nc, INFO_API, reply, "");
     if (s != NATS_OK)
-        REC_DEBUG("cluster: read barrier request: %s", nats_why(s));
+        REC_DEBUG("cluster: read barrier question: %s", nats_why(s));
 }
 
-/* The stream sequence in a STREAM.MSG.GET answer: 1 with *seq, 0 when the
- * subject has no message (*seq 0), -1 for anything else (asked again). */
+/* A new question (mu held): its epoch, to send once mu is released. */
+static uint64_t question_new(rec_cluster *c, double now) {
+    c->inflight = ++c->epoch_sent;
+    c->asked_at = now;
+    c->want_next = 0;
+    c->questions++;
+    return c->inflight;
+}
+
+/* The stream's last sequence in a STREAM.INFO answer: 0 with *seq, or -1
+ * (an error: asked again). */
 static int parse_last(const char *data, int len, uint64_t *seq) {
-    char buf[512];
-    int n = len < (int)sizeof buf - 1 ? len : (int)sizeof buf - 1;
-    memcpy(buf, data, (size_t)n);
-    buf[n] = 0;
     *seq = 0;
-    if (strstr(buf, "\"error\"")) /* 10037: no message found */
-        return strstr(buf, "10037") ? 0 : -1;
-    const char *p = strstr(buf, "\"seq\":");
-    if (!p)
+    const char *end = data + len, *p = data;
+    static const char key[] = "\"last_seq\":";
+    if (len <= 0 || memmem(data, (size_t)len, "\"error\"", 7))
         return -1;
-    *seq = strtoull(p + 6, NULL, 10);
-    return *seq ? 1 : -1;
+    while ((p = memmem(p, (size_t)(end - p), key, sizeof key - 1))) {
+        p += sizeof key - 1;
+        char num[24];
+        size_t n = 0;
+        while (p < end && n < sizeof num - 1 && *p >= '0' && *p <= '9')
+            num[n++] = *p++;
+        num[n] = 0;
+        *seq = strtoull(num, NULL, 10);
+        return 0; /* the state's: the first in the answer */
+    }
+    return -1;
 }
 
-/* On a NATS thread: an answer to a read barrier's request. */
+/* On a NATS thread: the answer to a question. The reads that came while
+ * it was out wait for the next, sent now. */
 static void on_barrier_answer(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
                               void *ud) {
     rec_cluster *c = ud;
@@ -662,70 +684,67 @@ static void on_barrier_answer(natsConnection *nc, natsSubscription *sub, natsMsg
     (void)sub;
     const char *subj = natsMsg_GetSubject(msg);
     size_t il = strlen(c->inbox);
-    uint64_t id = 0, seq = 0;
-    unsigned k = 0;
+    uint64_t epoch = 0, seq = 0;
     int ok = -1;
     if (subj && strncmp(subj, c->inbox, il) == 0 && subj[il] == '.') {
-        char *end = NULL;
-        id = strtoull(subj + il + 1, &end, 10);
-        k = end && *end == '.' ? (unsigned)strtoul(end + 1, NULL, 10) : 9;
+        epoch = strtoull(subj + il + 1, NULL, 10);
         ok = parse_last(natsMsg_GetData(msg), natsMsg_GetDataLength(msg), &seq);
     }
     natsMsg_Destroy(msg);
+    if (ok < 0 || !epoch)
+        return; /* the question in flight is asked again after a while */
+    uint64_t next = 0;
     pthread_mutex_lock(&c->mu);
-    barrier *b = barrier_find(c, id);
-    if (b && ok >= 0 && k < b->nsubj && !(b->answered & (1u << k))) {
-        b->answered |= 1u << k;
-        if (seq > b->target)
-            b->target = seq;
-        if (seq > c->stream_last)
-            c->stream_last = seq;
-        if (!strcmp(b->subj[k], CATALOG_SUBJECT) && seq > c->cat_last)
-            c->cat_last = seq;
-        if (c->started && !c->stopped)
-            uv_async_send(&c->async);
+    c->answers[epoch % EPOCHS].epoch = epoch;
+    c->answers[epoch % EPOCHS].seq = seq;
+    if (epoch > c->answered) {
+        c->answered = epoch;
+        c->answered_seq = seq;
     }
+    if (seq > c->stream_last)
+        c->stream_last = seq;
+    if (c->inflight && epoch >= c->inflight) {
+        c->inflight = 0;
+        if (c->want_next)
+            next = question_new(c, mono_s());
+    }
+    if (c->started && !c->stopped)
+        uv_async_send(&c->async);
     pthread_mutex_unlock(&c->mu);
+    if (next)
+        barrier_ask(c, next);
 }
 
-int rec_cluster_barrier(rec_cluster *c, const msgpack_object *user, int catalog,
-                        uint64_t *id_out, char *err, size_t errlen) {
-    char subj[2][32];
-    unsigned n = 0;
-    char why[256];
-    if (user && user_subject(c, user, subj[n], sizeof subj[n], why, sizeof why) == 0)
-        n++;
-    if (catalog)
-        snprintf(subj[n++], sizeof subj[0], CATALOG_SUBJECT);
-    if (!n) { /* no user to read (the call fails on its own): no wait */
-        *id_out = 0;
-        return 0;
-    }
+int rec_cluster_barrier(rec_cluster *c, uint64_t *id_out, char *err, size_t errlen) {
     double now = mono_s();
+    uint64_t ask = 0;
     pthread_mutex_lock(&c->mu);
     barrier *b = barrier_new(c);
     uint64_t id = b ? b->id : 0;
     if (b) {
-        b->nsubj = n;
-        b->first = b->sent = now;
-        for (unsigned k = 0; k < n; k++)
-            memcpy(b->subj[k], subj[k], sizeof subj[k]);
+        b->first = now;
+        if (!c->inflight) {
+            ask = question_new(c, now);
+            b->epoch = ask;
+        } else { /* the one out may have been sent before this read came */
+            b->epoch = c->inflight + 1;
+            c->want_next = 1;
+        }
     }
     pthread_mutex_unlock(&c->mu);
     if (!id) {
         snprintf(err, errlen, "out of memory");
         return REC_ENOMEM;
     }
-    for (unsigned k = 0; k < n; k++)
-        barrier_ask(c, id, k, subj[k]);
+    if (ask)
+        barrier_ask(c, ask);
     *id_out = id;
     return 0;
 }
 
 int rec_cluster_barrier_check(rec_cluster *c, uint64_t id, char *err, size_t errlen) {
-    if (!id)
-        return 0;
     double now = mono_s();
+    uint64_t ask = 0;
     pthread_mutex_lock(&c->mu);
     barrier *b = barrier_find(c, id);
     if (!b) {
@@ -733,9 +752,12 @@ int rec_cluster_barrier_check(rec_cluster *c, uint64_t id, char *err, size_t err
         snprintf(err, errlen, "no such read barrier");
         return REC_ENOTFOUND;
     }
-    unsigned all = (1u << b->nsubj) - 1;
-    if (b->answered == all) {
-        if (b->target > c->applied) {
+    if (c->answered >= b->epoch) {
+        /* Its own question's answer, or (that one lost) a later one's. */
+        uint64_t target = c->answers[b->epoch % EPOCHS].epoch == b->epoch
+                              ? c->answers[b->epoch % EPOCHS].seq
+                              : c->answered_seq;
+        if (target > c->applied) {
             b->waited = 1;
             pthread_mutex_unlock(&c->mu);
             return REC_PENDING;
@@ -747,24 +769,22 @@ int rec_cluster_barrier_check(rec_cluster *c, uint64_t id, char *err, size_t err
         pthread_mutex_unlock(&c->mu);
         return 0;
     }
-    if (now - b->first > BARRIER_GIVE_UP_S) {
+    if (now - b->first > c->barrier_give_up) {
         c->barrier_failures++;
         b->id = 0;
         pthread_mutex_unlock(&c->mu);
         snprintf(err, errlen, "read barrier: stream %s did not say within %.0f s how far "
-                 "this user or the catalogue was written", REC_CLUSTER_STREAM,
-                 BARRIER_GIVE_UP_S);
+                 "it was written (has the cluster lost its quorum?)", REC_CLUSTER_STREAM,
+                 c->barrier_give_up);
         return REC_EIO;
     }
-    barrier again = {0};
-    if (now - b->sent > BARRIER_RESEND_S) {
-        b->sent = now;
-        again = *b;
-    }
+    /* The question out went unanswered (a server went away, the stream
+     * has no leader): another, which answers every read waiting. */
+    if (c->inflight ? now - c->asked_at > BARRIER_RESEND_S : c->answered < b->epoch)
+        ask = question_new(c, now);
     pthread_mutex_unlock(&c->mu);
-    for (unsigned k = 0; k < again.nsubj; k++)
-        if (!(again.answered & (1u << k)))
-            barrier_ask(c, again.id, k, again.subj[k]);
+    if (ask)
+        barrier_ask(c, ask);
     return REC_PENDING;
 }
 
@@ -1204,7 +1224,7 @@ int rec_cluster_start(rec_cluster *c, uv_loop_t *loop, rec_engine *e,
         natsInbox_Destroy(ib);
     }
     char wild[128];
-    snprintf(wild, sizeof wild, "%s.*.*", c->inbox);
+    snprintf(wild, sizeof wild, "%s.*", c->inbox);
     if (!c->inbox[0] ||
         natsConnection_Subscribe(&c->bsub, c->nc, wild, on_barrier_answer, c) != NATS_OK) {
         uv_close((uv_handle_t *)&c->async, NULL);
@@ -1258,7 +1278,7 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
     size_t waiting = c->unsettled;
     int bound = c->bound;
     uint64_t cat_last = c->cat_last, nb = c->barriers, bw = c->barrier_waits,
-             bf = c->barrier_failures;
+             bf = c->barrier_failures, nq = c->questions;
     double bs = c->barrier_s;
     char last_error[256];
     snprintf(last_error, sizeof last_error, "%s", c->last_error);
@@ -1291,8 +1311,9 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
              rec_value_pack_str(pk, "lag") ||
              msgpack_pack_uint64(pk, cat_last > c->cat_applied ? cat_last - c->cat_applied : 0) ||
              rec_value_pack_str(pk, "applied") || msgpack_pack_uint64(pk, c->cat_writes) ||
-             rec_value_pack_str(pk, "barriers") || msgpack_pack_map(pk, 4) ||
+             rec_value_pack_str(pk, "barriers") || msgpack_pack_map(pk, 5) ||
              rec_value_pack_str(pk, "passed") || msgpack_pack_uint64(pk, nb) ||
+             rec_value_pack_str(pk, "questions") || msgpack_pack_uint64(pk, nq) ||
              rec_value_pack_str(pk, "waits") || msgpack_pack_uint64(pk, bw) ||
              rec_value_pack_str(pk, "mean_wait_ms") ||
              msgpack_pack_double(pk, nb ? bs * 1e3 / (double)nb : 0.0) ||
@@ -1511,6 +1532,14 @@ int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, si
     msgpack_unpacked_init(&c->up);
     msgpack_sbuffer_init(&c->sb);
     c->lease = o->lease > 0 ? o->lease : 5.0;
+    c->barrier_give_up = BARRIER_GIVE_UP_S;
+#ifdef REC_FAULTS
+    /* Test builds: RECD_FAULT_BARRIER_GIVE_UP=S gives a read barrier up
+     * after S seconds. */
+    const char *gu = getenv("RECD_FAULT_BARRIER_GIVE_UP");
+    if (gu && atof(gu) > 0)
+        c->barrier_give_up = atof(gu);
+#endif
     snprintf(c->servers, sizeof c->servers, "%s", o->servers);
     char host[64] = "";
     gethostname(host, sizeof host - 1);

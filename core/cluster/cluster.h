@@ -13,8 +13,8 @@
  * the subject recd.cat, user.put and user.delete on the user's partition,
  * each message naming its method in the header Recd-Op; one consumer
  * applies events and writes in the stream's total order. A read waits for
- * a read barrier (rec_cluster_barrier): the stream's last sequence of the
- * subjects it reads, applied here.
+ * a read barrier (rec_cluster_barrier): the stream's last sequence, asked
+ * after the read came, applied here.
  *
  * In this step every node owns every partition. Its name is held as a
  * lease in the KV bucket RECD_NODES (renewed every lease/5 seconds), so a
@@ -119,19 +119,19 @@ size_t rec_cluster_outstanding(const rec_cluster *c);
  * is in flight any more). Loop thread; a no-op when none is paused. */
 void rec_cluster_resume(rec_cluster *c);
 
-/* A read barrier: ask the stream for the last sequence of the partition
- * of user (a msgpack user id; NULL, or not a valid id: none) and, with
- * catalog, of the catalogue's subject. *id names it for
- * rec_cluster_barrier_check (0: nothing to wait for). Does not block.
- * 0, or a negative REC_E* code with err. Loop thread. */
-int rec_cluster_barrier(rec_cluster *c, const msgpack_object *user, int catalog,
-                        uint64_t *id, char *err, size_t errlen);
-/* REC_PENDING until the stream answered and the node applied up to the
- * sequences it named; then 0 (the read may run: it sees every write
- * acknowledged before the barrier began). A negative REC_E* code with err
- * when the stream did not answer in time. 0 and errors forget the barrier.
- * Asks again what is unanswered: call it at least once a second. Loop
- * thread. */
+/* A read barrier for a read that came now: passed once a question about
+ * the stream's last sequence, sent after now, was answered by the
+ * stream's leader and the node applied up to that sequence. One question
+ * is out at a time: the reads that come meanwhile wait for the next, sent
+ * when it is answered (so the questions per second stay one a round trip,
+ * whatever the reads). *id names it for rec_cluster_barrier_check. Does
+ * not block. 0, or a negative REC_E* code with err. Loop thread. */
+int rec_cluster_barrier(rec_cluster *c, uint64_t *id, char *err, size_t errlen);
+/* REC_PENDING until the barrier passed; then 0 (the read may run: it sees
+ * every write acknowledged before it came). A negative REC_E* code with
+ * err when the stream did not answer in time. 0 and errors forget the
+ * barrier. Asks again what is unanswered: call it at least once a second.
+ * Loop thread. */
 int rec_cluster_barrier_check(rec_cluster *c, uint64_t id, char *err, size_t errlen);
 /* The read is not wanted any more (its connection closed). */
 void rec_cluster_barrier_forget(rec_cluster *c, uint64_t id);

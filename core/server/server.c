@@ -91,6 +91,10 @@ struct conn {
     uint64_t barrier;   /* BLOCK_READ: the cluster's read barrier */
     int barrier_rc;     /* its outcome for the message it held: 1 passed,
                            a negative REC_E* code failed, 0 none */
+    int covered;        /* a barrier passed since the last bytes came:
+                           every message buffered came before it */
+    uint64_t reads;     /* reads that brought bytes */
+    uint64_t barrier_reads; /* reads when the barrier began */
     uint32_t wait_msgid; /* BLOCK_ANSWER: the request answered later */
     int wait_method;
     double wait_t0;
@@ -714,13 +718,14 @@ static int publish_events(conn *c, const rec_rpc_msg *m, int method, double t0) 
     int again = c->barrier_rc;
     c->barrier_rc = 0;
     int rc = rec_dispatch_check_events(s->d, p, err, sizeof err);
-    if (rc == REC_ENOTFOUND && !again && !notify) {
+    if (rc == REC_ENOTFOUND && !again && !c->covered && !notify) {
         /* Strict, and an item this node does not know: it may have been
          * put through another node, acknowledged but not applied here yet.
          * Checked again once the node caught up with the catalogue. */
         uint64_t id = 0;
-        if (rec_cluster_barrier(s->cluster, NULL, 1, &id, err, sizeof err) == 0 && id) {
+        if (rec_cluster_barrier(s->cluster, &id, err, sizeof err) == 0) {
             c->barrier = id;
+            c->barrier_reads = c->reads;
             set_blocked(c, BLOCK_READ);
             return 1;
         }
@@ -800,17 +805,17 @@ static int publish_write(conn *c, const rec_rpc_msg *m, int method, double t0) {
     return 0;
 }
 
-/* A read in a cluster runs once the node applied what the stream held for
- * its user (and the catalogue) when it came: 1 (the connection waits for
- * the barrier, the message stays buffered), 0 (run it now: the barrier
- * passed), or 2 (answered with an error). */
-static int read_barrier(conn *c, const rec_rpc_msg *m, unsigned flags, int method,
-                        double t0) {
+/* A read in a cluster runs once the node applied what the stream held
+ * when it came: 1 (the connection waits for the barrier, the message
+ * stays buffered, and the connection reads nothing more meanwhile), 0 (run
+ * it now: its barrier passed, or one passed after it came), or 2 (answered
+ * with an error). */
+static int read_barrier(conn *c, const rec_rpc_msg *m, int method, double t0) {
     server *s = c->srv;
     char err[512];
     int was = c->barrier_rc;
     c->barrier_rc = 0;
-    if (was == 1)
+    if (was == 1 || c->covered)
         return 0;
     if (was < 0) {
         snprintf(err, sizeof err, "read barrier: the stream did not say in time how far "
@@ -818,23 +823,14 @@ static int read_barrier(conn *c, const rec_rpc_msg *m, unsigned flags, int metho
         answer_error(c, m->msgid, was, err, method, t0);
         return 2;
     }
-    const msgpack_object *user = NULL;
-    if ((flags & REC_M_READ_USER) && m->params.type == MSGPACK_OBJECT_ARRAY &&
-        m->params.via.array.size > 0) {
-        user = &m->params.via.array.ptr[0];
-        if (user->type == MSGPACK_OBJECT_MAP) /* rec.recommend {user, ...} */
-            user = rec_value_field(user, "user");
-    }
     uint64_t id = 0;
-    int rc = rec_cluster_barrier(s->cluster, user, (flags & REC_M_READ_ITEMS) != 0, &id, err,
-                                 sizeof err);
+    int rc = rec_cluster_barrier(s->cluster, &id, err, sizeof err);
     if (rc) {
         answer_error(c, m->msgid, rc, err, method, t0);
         return 2;
     }
-    if (!id)
-        return 0;
     c->barrier = id;
+    c->barrier_reads = c->reads;
     set_blocked(c, BLOCK_READ);
     return 1;
 }
@@ -857,6 +853,10 @@ static void cluster_progress(void *ud) {
             continue;
         c->barrier = 0;
         c->barrier_rc = rc ? rc : 1;
+        /* What it holds came before the barrier's question, unless it
+         * read meanwhile (blocked, it reads nothing, but for a wake-up of
+         * the input memory's queue). */
+        c->covered = rc == 0 && c->reads == c->barrier_reads;
         set_blocked(c, 0);
         process(c);
     }
@@ -1000,7 +1000,7 @@ static int handle(conn *c, const rec_rpc_msg *m) {
     if (s->cluster && (flags & REC_M_EVENTS))
         return publish_events(c, m, method, t0);
     if (s->cluster && !notify && (flags & (REC_M_READ_USER | REC_M_READ_ITEMS))) {
-        int rb = read_barrier(c, m, flags, method, t0);
+        int rb = read_barrier(c, m, method, t0);
         if (rb)
             return rb == 1 ? 1 : 0;
     }
@@ -1363,6 +1363,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     if (n == 0)
         return;
     c->t_read = mono_us();
+    c->covered = 0; /* what comes now may follow a write acknowledged since */
+    c->reads++;
     if (buf->base != s->scratch) {
         c->rbuf.len += (size_t)n;
         process(c);

@@ -9,6 +9,7 @@ run from tests/cluster/run.py):
   in the user's history read at once through another; an item put
   through one node is there at once through another; an event naming an
   item acknowledged through another node is accepted by a --strict node;
+- reads pipelined on one connection share a barrier;
 - sys.info shows the catalogue's consumer and the read barriers;
 - the catalogue ends identical on every node (every item, its props and
   flag, the item count), and each acknowledged catalogue write is there.
@@ -77,12 +78,31 @@ def check_read_your_writes_across(nodes, rounds=150):
     finally:
         for c in conns:
             c.close()
+    passed = 0
     for n in nodes:
         cl = n.info()["cluster"]
         bar = cl["barriers"]
-        assert bar["passed"] >= rounds, (n.name, bar)
+        passed += bar["passed"]
         assert bar["failures"] == 0 and bar["mean_wait_ms"] > 0, (n.name, bar)
+        assert 0 < bar["questions"] <= bar["passed"], (n.name, bar)
         assert cl["catalog"]["subject"] == "recd.cat", cl["catalog"]
+    # each read above came alone on its connection: a barrier each
+    assert passed >= 4 * rounds, passed
+
+
+def check_pipelined_reads_share_a_barrier(a, b, n=200):
+    """An event acknowledged through a, then n reads pipelined through b:
+    each sees it, and they share a few barriers."""
+    with a.connect() as ca, b.connect() as cb:
+        for k in range(5):
+            ts = 1650000000.0 + k
+            assert ca.call("event.add", {"user": "pipe%d" % k, "item": "pi", "type": "click",
+                                         "ts": ts}) == 1
+            before = b.info()["cluster"]["barriers"]["passed"]
+            res = cb.pipeline([("user.history", ["pipe%d" % k, {"n": 1}])] * n, window=n)
+            assert all(r["history"][0]["ts"] == ts for r in res), (k, res[:3])
+            used = b.info()["cluster"]["barriers"]["passed"] - before
+            assert 1 <= used <= n // 4, (k, used)
 
 
 def check_strict_order(rig, a):
@@ -176,3 +196,81 @@ def check_catalogs_identical(nodes, ledger):
         for t in ledger.del_acked:
             assert "ck%d" % t not in items, (n.name, t)
     return len(first[1])
+
+
+def nats_request(port, subject, body, timeout=10):
+    """One request over the NATS protocol itself (no client library):
+    the JSON answer, or None when no server answered."""
+    import json
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        f = s.makefile("rb")
+        f.readline()                                    # INFO
+        data = json.dumps(body).encode()
+        s.sendall(b'CONNECT {"verbose":false,"headers":true,"no_responders":true}\r\n'
+                  b"SUB _INBOX.recdtest 1\r\n"
+                  b"PUB %s _INBOX.recdtest %d\r\n%s\r\n" % (subject.encode(), len(data), data))
+        while True:
+            line = f.readline()
+            if not line:
+                return None
+            if line.startswith(b"PING"):
+                s.sendall(b"PONG\r\n")
+            elif line.startswith(b"MSG"):
+                n = int(line.split()[-1])
+                return json.loads(f.read(n + 2)[:-2])
+            elif line.startswith(b"HMSG"):                # a status: no responders
+                f.read(int(line.split()[-1]) + 2)
+                return None
+    finally:
+        s.close()
+
+
+def stream_subjects(rig):
+    info = nats_request(rig.client_ports[0], "$JS.API.STREAM.INFO.RECD_EVENTS", {})
+    return info["config"]["subjects"], info["config"]
+
+
+def check_old_stream_takes_catalog(rig, node):
+    """A stream made before the catalogue went through it (events'
+    subjects only) gets the catalogue's subject from the next node that
+    starts, and keeps what it holds."""
+    assert not node.proc or node.proc.poll() is not None, "stop the node first"
+    subjects, cfg = stream_subjects(rig)
+    assert sorted(subjects) == ["recd.cat", "recd.ev.>"], subjects
+    msgs = nats_request(rig.client_ports[0], "$JS.API.STREAM.INFO.RECD_EVENTS", {})
+    held = msgs["state"]["messages"]
+    cfg["subjects"] = ["recd.ev.>"]
+    r = nats_request(rig.client_ports[0], "$JS.API.STREAM.UPDATE.RECD_EVENTS", cfg)
+    assert r and "error" not in r, r
+    assert stream_subjects(rig)[0] == ["recd.ev.>"]
+    node.start()
+    node.wait_caught_up()
+    assert "takes the catalogue on recd.cat" in node.log(10 ** 6), node.log()
+    assert sorted(stream_subjects(rig)[0]) == ["recd.cat", "recd.ev.>"]
+    with node.connect() as c:
+        assert c.call("item.put", {"id": "after-update"}) == 1
+        assert c.call("item.get", "after-update")["id"] == "after-update"
+    after = nats_request(rig.client_ports[0], "$JS.API.STREAM.INFO.RECD_EVENTS", {})
+    assert after["state"]["messages"] == held + 1, (held, after["state"])
+
+
+def check_barrier_gives_up(rig, node):
+    """With two of the three servers gone the stream has no leader: a read
+    waits for its barrier, then is answered io_error (after
+    RECD_FAULT_BARRIER_GIVE_UP seconds in test builds, else 15), and
+    sys.info counts it. Last: the cluster is left without a quorum."""
+    with node.connect(timeout=60) as c:
+        assert c.call("user.history", "nobody")["history"] == []
+        rig.kill_nats(1)
+        rig.kill_nats(2)
+        try:
+            r = c.call("user.history", "nobody")
+            raise AssertionError("a read served without its barrier: %r" % (r,))
+        except RecdError as e:
+            assert e.name == "io_error" and "read barrier" in str(e), e
+        # the connection goes on, and reads that need no barrier answer
+        assert c.call("sys.ping") is not None
+        bar = c.call("sys.info")["cluster"]["barriers"]
+        assert bar["failures"] >= 1, bar

@@ -402,6 +402,7 @@ def check_load_with_kills(rig, nodes):
 def main():
     passed, failed = 0, 0
     rig = natsrig.Rig()
+    os.environ.setdefault("RECD_FAULT_BARRIER_GIVE_UP", "2")
 
     def run(name, fn, *args):
         nonlocal passed, failed
@@ -428,6 +429,8 @@ def main():
         run("catalogue writes through the stream, read through another node",
             replicas.check_catalog_writes, node, others[0])
         run("read-your-writes through any node", replicas.check_read_your_writes_across, nodes)
+        run("reads pipelined on a connection share a barrier",
+            replicas.check_pipelined_reads_share_a_barrier, node, others[0])
         run("a strict node takes an item put through another node",
             replicas.check_strict_order, rig, node)
         seen_a = {}
@@ -453,6 +456,10 @@ def main():
                 "failed commits", check_fresh_node_and_failed_commits, rig, seen_a)
         run("an event refused when applied is answered as refused", check_refused_at_apply,
             node)
+        run("a stream made with the events' subjects only takes the catalogue's",
+            replicas.check_old_stream_takes_catalog, rig, node)
+        run("a read barrier the stream cannot answer gives up with io_error",
+            replicas.check_barrier_gives_up, rig, node)
     finally:
         rig.stop()
     print("RESULT passed=%d failed=%d" % (passed, failed))
