@@ -41,8 +41,8 @@
 #define OP_HEADER "Recd-Op"        /* a write other than event.add: its method */
 #define INFO_API "$JS.API.STREAM.INFO." REC_CLUSTER_STREAM
 #define BARRIER_RESEND_S 1.0       /* a read barrier's question unanswered: again */
+#define BARRIER_GIVE_UP_S 15.0     /* a read still waiting this long: io_error */
 #define EPOCHS 64                  /* answers kept, by question */
-#define BARRIER_GIVE_UP_S 15.0     /* ... until this long after the first */
 #define FETCH_BATCH 512
 #define FETCH_WAIT_MS 1000
 #define PUBLISH_WAIT_MS 4000   /* an acknowledgement not come by then: sent again */
@@ -86,6 +86,7 @@ struct rec_cluster {
     int replicas;
     double lease;
     natsConnection *nc;
+    natsConnection *bnc;    /* the read barriers' questions (sent at once) */
     jsCtx *js;
     kvStore *kv;
     uint64_t lease_rev;     /* the lease's revision we wrote last */
@@ -640,7 +641,7 @@ static barrier *barrier_new(rec_cluster *c) {
 static void barrier_ask(rec_cluster *c, uint64_t epoch) {
     char reply[128];
     snprintf(reply, sizeof reply, "%s.%" PRIu64, c->inbox, epoch);
-    natsStatus s = natsConnection_PublishRequestString(c->nc, INFO_API, reply, "");
+    natsStatus s = natsConnection_PublishRequestString(c->bnc, INFO_API, reply, "");
     if (s != NATS_OK)
         REC_DEBUG("cluster: read barrier question: %s", nats_why(s));
 }
@@ -897,6 +898,24 @@ static void renew_lease(rec_cluster *c) {
     }
 }
 
+/* The catalogue's last sequence in the stream, for sys.info's lag (the
+ * lease's thread, once a renewal). */
+static void refresh_catalog_last(rec_cluster *c) {
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 1000;
+    if (js_GetLastMsg(&m, c->js, REC_CLUSTER_STREAM, CATALOG_SUBJECT, &jo, &jerr) != NATS_OK)
+        return;
+    uint64_t seq = natsMsg_GetSequence(m);
+    natsMsg_Destroy(m);
+    pthread_mutex_lock(&c->mu);
+    if (seq > c->cat_last)
+        c->cat_last = seq;
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* The lease's thread: a renewal every fifth of the lease, on its own so
  * that nothing the consumer waits for delays it. */
 static void *lease_main(void *arg) {
@@ -913,6 +932,7 @@ static void *lease_main(void *arg) {
             break;
         pthread_mutex_unlock(&c->mu);
         renew_lease(c);
+        refresh_catalog_last(c);
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -1226,7 +1246,7 @@ int rec_cluster_start(rec_cluster *c, uv_loop_t *loop, rec_engine *e,
     char wild[128];
     snprintf(wild, sizeof wild, "%s.*", c->inbox);
     if (!c->inbox[0] ||
-        natsConnection_Subscribe(&c->bsub, c->nc, wild, on_barrier_answer, c) != NATS_OK) {
+        natsConnection_Subscribe(&c->bsub, c->bnc, wild, on_barrier_answer, c) != NATS_OK) {
         uv_close((uv_handle_t *)&c->async, NULL);
         return REC_EIO;
     }
@@ -1588,6 +1608,15 @@ int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, si
     natsOptions_SetReconnectWait(no, 250);
     natsOptions_SetReconnectBufSize(no, 64 << 20);
     s = natsConnection_Connect(&c->nc, no);
+    if (s == NATS_OK) {
+        /* The read barriers' questions go on a connection of their own
+         * that sends at once (one question is out at a time): the main
+         * one buffers its publishes for throughput. */
+        snprintf(name, sizeof name, "recd %s reads", c->node);
+        natsOptions_SetName(no, name);
+        natsOptions_SetSendAsap(no, true);
+        s = natsConnection_Connect(&c->bnc, no);
+    }
     natsOptions_Destroy(no);
     if (s != NATS_OK) {
         snprintf(err, errlen, "cannot reach the NATS cluster at %s: %s", o->servers,
@@ -1647,6 +1676,10 @@ void rec_cluster_free(rec_cluster *c) {
     natsSubscription_Destroy(c->bsub);
     kvStore_Destroy(c->kv);
     jsCtx_Destroy(c->js);
+    if (c->bnc) {
+        natsConnection_Close(c->bnc);
+        natsConnection_Destroy(c->bnc);
+    }
     if (c->nc) {
         natsConnection_Close(c->nc);
         natsConnection_Destroy(c->nc);

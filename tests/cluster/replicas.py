@@ -182,8 +182,11 @@ def catalog_of(node):
 
 def check_catalogs_identical(nodes, ledger):
     first = None
+    cats = []
     for n in nodes:
-        n.wait_caught_up()
+        cl = n.wait_caught_up()
+        cats.append(cl["catalog"])
+        assert cl["catalog"]["lag"] == 0, (n.name, cl["catalog"])
         items, count = catalog_of(n)
         assert count == len(items), (n.name, count, len(items))
         if first is None:
@@ -195,6 +198,8 @@ def check_catalogs_identical(nodes, ledger):
             assert items.get("ck%d" % t) == ({"k": t}, True), (n.name, t, items.get("ck%d" % t))
         for t in ledger.del_acked:
             assert "ck%d" % t not in items, (n.name, t)
+    # every node applied the same last item write
+    assert len({c["last_applied"] for c in cats}) == 1 and cats[0]["last_applied"] > 0, cats
     return len(first[1])
 
 

@@ -354,13 +354,17 @@ def check_load_with_kills(rig, nodes):
 
     wait_acked(EVENTS * 3 // 10, "the node's kill")
     victim_node.kill()
-    victim_node.start(timeout=60)      # waits out the dead node's lease
+    at_kills = [ledger.count_acked()]
     wait_acked(EVENTS * 6 // 10, "the nats-server's kill")
-    # The node is connected to the first server of its list.
+    # The first node is connected to the first server of its list.
     connected = node.info()["cluster"]["connected"]
     victim = [i for i in range(rig.n) if rig.url(i) == connected]
     assert victim, connected
     rig.kill_nats(victim[0])
+    at_kills.append(ledger.count_acked())
+    # The killed node comes back (after its lease) with a server missing.
+    victim_node.start(timeout=60)
+    at_kills.append(ledger.count_acked())
     for t in threads:
         t.join(240)
     stop.set()
@@ -387,6 +391,8 @@ def check_load_with_kills(rig, nodes):
     items = replicas.check_catalogs_identical(nodes, cat)
     assert len(cat.put_acked) > 600, "too few catalogue writes acknowledged"
     # Each token's user: an event is where its user's history is.
+    print("  acknowledged at the node's kill, the server's kill, the node's restart: %r"
+          % at_kills)
     print("  %d events acknowledged, %d refused, %d cut off by the kill; %d applied in "
           "%.1f s; %d catalogue puts and %d deletes acknowledged, %d items on each of %d "
           "nodes; node: %r" % (len(ledger.acked), len(ledger.failed), len(ledger.unknown),
