@@ -54,6 +54,17 @@ def check_catalog_writes(a, b):
                 assert e.name == "invalid_params", e
         assert b.info()["cluster"]["published"] == before
         assert ca.call("item.get", "ok1") is None
+        # a call over the servers' max_payload (1 MB): io_error, nothing in
+        big = "x" * 600000
+        try:
+            cb.call("item.put", {"id": "big1", "props": {"s": big}},
+                    {"id": "big2", "props": {"s": big}})
+            raise AssertionError("a message over max_payload was accepted")
+        except RecdError as e:
+            assert e.name == "io_error" and "payload" in str(e).lower(), e
+        assert cb.call("item.put", {"id": "big3", "props": {"s": big}}) == 1
+        assert ca.call("item.get", "big1") is None and cb.call("item.get", "big2") is None
+        assert len(ca.call("item.get", "big3")["props"]["s"]) == len(big)
 
 
 def check_read_your_writes_across(nodes, rounds=150):
