@@ -228,9 +228,10 @@ chaos: $(DEPS_STAMP) build/.deps-test
 	@RECD_BIN=$(CHAOS_BUILD)/recd ASAN_OPTIONS=detect_leaks=1 PYTHONDONTWRITEBYTECODE=1 \
 	    timeout 900 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/chaos
 
-# Three nats-servers (JetStream, R3) on loopback and a node over them
-# (the test build's, as for chaos): publish, consume, kill -9 of the node
-# and of a server, bad starts; under a minute.
+# Three nats-servers (JetStream, R3) on loopback and three nodes over
+# them (the test build's, as for chaos): events and catalogue writes,
+# read-your-writes through any node, kill -9 of a node and of a server,
+# bad starts; about two minutes.
 test-cluster: $(DEPS_STAMP) build/.deps-cluster
 	@$(MAKE) --no-print-directory SANITIZE=$(TEST_SANITIZE) $(CHAOS_BUILD)/recd \
 	    $(CHAOS_BUILD)/lua/recd.so

@@ -37,6 +37,12 @@
 #include "value.h"
 
 #define SUBJECT_PREFIX "recd.ev."
+#define CATALOG_SUBJECT "recd.cat" /* item.put and item.delete */
+#define OP_HEADER "Recd-Op"        /* a write other than event.add: its method */
+#define INFO_API "$JS.API.STREAM.INFO." REC_CLUSTER_STREAM
+#define BARRIER_RESEND_S 1.0       /* a read barrier's question unanswered: again */
+#define BARRIER_GIVE_UP_S 15.0     /* a read still waiting this long: io_error */
+#define EPOCHS 64                  /* answers kept, by question */
 #define FETCH_BATCH 512
 #define FETCH_WAIT_MS 1000
 #define PUBLISH_WAIT_MS 4000   /* an acknowledgement not come by then: sent again */
@@ -58,7 +64,19 @@ typedef struct ticket {
                            or an event refused when applied */
     int forgotten;      /* nobody asks: freed once settled */
     uint64_t max_seq;   /* highest stream sequence of its events */
+    uint64_t result;    /* a catalogue write's answer: the sum of what its
+                           messages' calls answered when applied here */
 } ticket;
+
+/* A read barrier: passed once a question about the stream's last
+ * sequence, sent after the read came, was answered, and the node applied
+ * up to that sequence. */
+typedef struct barrier {
+    uint64_t id;        /* 0: free slot */
+    uint64_t epoch;     /* the first question that may answer it */
+    int waited;         /* the node had not applied the answer yet */
+    double first;       /* mono seconds: when the read came */
+} barrier;
 
 struct rec_cluster {
     char servers[1024];
@@ -68,6 +86,7 @@ struct rec_cluster {
     int replicas;
     double lease;
     natsConnection *nc;
+    natsConnection *bnc;    /* the read barriers' questions (sent at once) */
     jsCtx *js;
     kvStore *kv;
     uint64_t lease_rev;     /* the lease's revision we wrote last */
@@ -97,6 +116,7 @@ struct rec_cluster {
     int have_batch;         /* batch waits for the loop */
     int stop;
     int rebind;             /* the loop asks for a rewind */
+    int rewound;            /* a rewind came while a batch was applied */
     uint64_t bind_from;     /* the sequence to consume from at the next bind */
     uint64_t lag;           /* messages after the last one fetched */
     int bound;
@@ -116,6 +136,32 @@ struct rec_cluster {
     void *ud;
     uint64_t applied;       /* sequence of the last event applied */
     uint64_t applied_events, rejected, duplicates;
+    int batch_pos;          /* the batch's next message (a paused batch) */
+    int paused;             /* the batch waits for rec_cluster_resume */
+    int in_async;           /* on_async runs (no reentry) */
+    /* the catalogue (mu for cat_last) */
+    uint64_t cat_applied;   /* sequence of the last catalogue write applied */
+    uint64_t cat_last;      /* the highest catalogue sequence known */
+    uint64_t cat_writes;    /* catalogue writes applied */
+    /* read barriers (mu) */
+    barrier *bslots;
+    size_t bcap;            /* power of two */
+    uint64_t next_barrier;
+    uint64_t barriers, barrier_waits, barrier_failures;
+    double barrier_s;       /* seconds waited, over every barrier passed */
+    double barrier_give_up; /* seconds: BARRIER_GIVE_UP_S */
+    /* questions (mu): one in flight at a time; reads that come meanwhile
+     * wait for the next, sent when it is answered */
+    uint64_t epoch_sent;    /* the last question sent */
+    uint64_t inflight;      /* the question awaiting its answer, or 0 */
+    int want_next;          /* reads wait for inflight + 1 */
+    double asked_at;        /* mono seconds the question in flight went */
+    uint64_t answered;      /* the last question answered */
+    uint64_t answered_seq;  /* ... its answer */
+    struct { uint64_t epoch, seq; } answers[EPOCHS];
+    uint64_t questions;     /* questions sent */
+    char inbox[96];         /* their answers come to inbox.<epoch> */
+    natsSubscription *bsub;
     msgpack_unpacked up;
     msgpack_sbuffer sb;
 };
@@ -274,6 +320,9 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     c->published++;
     if (pa->Sequence > c->stream_last)
         c->stream_last = pa->Sequence;
+    const char *subj = natsMsg_GetSubject(msg);
+    if (subj && !strcmp(subj, CATALOG_SUBJECT) && pa->Sequence > c->cat_last)
+        c->cat_last = pa->Sequence;
     ticket *t = ticket_find(c, id);
     if (t) {
         t->waiting--;
@@ -360,63 +409,58 @@ static int pack_event(rec_cluster *c, const msgpack_object *o, double now) {
     return rc ? REC_ENOMEM : 0;
 }
 
-int rec_cluster_publish(rec_cluster *c, const msgpack_object *events, uint32_t n,
-                        uint64_t *ticket_out, char *err, size_t errlen) {
-    double now = rec_wall();
+/* Send what c->sb holds to subj as one message of ticket id (0: none),
+ * with the message id mid and, for a write other than event.add, its
+ * method op. 0, or REC_EIO with err. */
+static int send_one(rec_cluster *c, const char *subj, const char *mid, uint64_t id,
+                    const char *op, char *err, size_t errlen) {
+    char tv[24];
+    snprintf(tv, sizeof tv, "%" PRIu64, id);
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, subj, NULL, c->sb.data, (int)c->sb.size);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, "Nats-Msg-Id", mid);
+    if (s == NATS_OK && id)
+        s = natsMsgHeader_Set(m, "Recd-Ticket", tv);
+    if (s == NATS_OK && op)
+        s = natsMsgHeader_Set(m, OP_HEADER, op);
+    if (s == NATS_OK)
+        s = js_PublishMsgAsync(c->js, &m, &c->popts);
+    natsMsg_Destroy(m); /* NULL once the library took it */
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "cannot publish to the cluster: %s", nats_why(s));
+        return REC_EIO;
+    }
+    return 0;
+}
+
+/* A ticket for n messages (none when ticket_out is NULL) and the number of
+ * the first message id: 0, or REC_ENOMEM. */
+static int publish_begin(rec_cluster *c, uint32_t n, uint64_t *ticket_out, uint64_t *id,
+                         uint64_t *first_msg, char *err, size_t errlen) {
     pthread_mutex_lock(&c->mu);
-    uint64_t id = ticket_out ? ticket_new(c, n) : 0;
-    uint64_t first_msg = c->msg_count;
+    *id = ticket_out ? ticket_new(c, n) : 0;
+    *first_msg = c->msg_count;
     c->msg_count += n;
     pthread_mutex_unlock(&c->mu);
-    if (ticket_out && !id) {
+    if (ticket_out && !*id) {
         snprintf(err, errlen, "out of memory");
         return REC_ENOMEM;
     }
-    char tv[24], mid[224], subj[32], key[REC_ID_MAX], why[256];
-    snprintf(tv, sizeof tv, "%" PRIu64, id);
-    uint32_t sent = 0;
-    int rc = 0;
-    for (uint32_t i = 0; i < n && !rc; i++) {
-        const msgpack_object *o = &events[i];
-        rec_field f;
-        rec_value_input(rec_value_field(o, "user"), &f);
-        int kl = rec_input_id(&f, "user", key, why, sizeof why);
-        if (kl < 0) { /* checked before: cannot happen */
-            snprintf(err, errlen, "params[%u]: %s", i, why);
-            rc = kl;
-            break;
-        }
-        uint32_t p = rec_cluster_partition(key, (size_t)kl, c->partitions);
-        snprintf(subj, sizeof subj, SUBJECT_PREFIX "%u", p);
-        snprintf(mid, sizeof mid, "%s:%" PRIu64, c->instance, first_msg + i);
-        if ((rc = pack_event(c, o, now))) {
-            snprintf(err, errlen, "out of memory");
-            break;
-        }
-        natsMsg *m = NULL;
-        natsStatus s = natsMsg_Create(&m, subj, NULL, c->sb.data, (int)c->sb.size);
-        if (s == NATS_OK)
-            s = natsMsgHeader_Set(m, "Nats-Msg-Id", mid);
-        if (s == NATS_OK && id)
-            s = natsMsgHeader_Set(m, "Recd-Ticket", tv);
-        if (s == NATS_OK)
-            s = js_PublishMsgAsync(c->js, &m, &c->popts);
-        natsMsg_Destroy(m); /* NULL once the library took it */
-        if (s != NATS_OK) {
-            snprintf(err, errlen, "cannot publish to the cluster: %s", nats_why(s));
-            rc = REC_EIO;
-            break;
-        }
-        sent++;
-    }
+    return 0;
+}
+
+/* sent of the n messages went: the others are not awaited; on a failure
+ * the ticket is dropped (those sent are still applied, but the call
+ * answers the error). */
+static int publish_end(rec_cluster *c, uint64_t id, uint32_t n, uint32_t sent, int rc,
+                       uint64_t *ticket_out) {
     if (id) {
         pthread_mutex_lock(&c->mu);
         ticket *t = ticket_find(c, id);
         if (t) {
-            t->waiting -= n - sent; /* those never sent are not awaited */
+            t->waiting -= n - sent;
             if (rc) {
-                /* Some may be in the stream already: they are applied,
-                 * but the call answers the error. */
                 t->forgotten = 1;
                 c->unsettled--;
                 ticket_settle_forgotten(c, t);
@@ -429,7 +473,97 @@ int rec_cluster_publish(rec_cluster *c, const msgpack_object *events, uint32_t n
     return rc;
 }
 
-int rec_cluster_ticket(rec_cluster *c, uint64_t id, char *err, size_t errlen) {
+/* The partition subject of a user key given as o (checked before). */
+static int user_subject(rec_cluster *c, const msgpack_object *o, char *subj, size_t sl,
+                        char *err, size_t errlen) {
+    char key[REC_ID_MAX], why[256];
+    rec_field f;
+    rec_value_input(o, &f);
+    int kl = rec_input_id(&f, "user", key, why, sizeof why);
+    if (kl < 0) {
+        snprintf(err, errlen, "%s", why);
+        return kl;
+    }
+    snprintf(subj, sl, SUBJECT_PREFIX "%u",
+             rec_cluster_partition(key, (size_t)kl, c->partitions));
+    return 0;
+}
+
+int rec_cluster_publish(rec_cluster *c, const msgpack_object *events, uint32_t n,
+                        uint64_t *ticket_out, char *err, size_t errlen) {
+    double now = rec_wall();
+    uint64_t id, first_msg;
+    int rc = publish_begin(c, n, ticket_out, &id, &first_msg, err, errlen);
+    if (rc)
+        return rc;
+    char mid[224], subj[32], why[256];
+    uint32_t sent = 0;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        const msgpack_object *o = &events[i];
+        if ((rc = user_subject(c, rec_value_field(o, "user"), subj, sizeof subj, why,
+                               sizeof why))) { /* checked before: cannot happen */
+            snprintf(err, errlen, "params[%u]: %s", i, why);
+            break;
+        }
+        snprintf(mid, sizeof mid, "%s:%" PRIu64, c->instance, first_msg + i);
+        if ((rc = pack_event(c, o, now))) {
+            snprintf(err, errlen, "out of memory");
+            break;
+        }
+        if ((rc = send_one(c, subj, mid, id, NULL, err, errlen)))
+            break;
+        sent++;
+    }
+    return publish_end(c, id, n, sent, rc, ticket_out);
+}
+
+/* item.* go whole to the catalogue's subject; user.* one user a message,
+ * each to its user's partition (with that user's events). */
+static int op_per_user(const char *op) { return strncmp(op, "user.", 5) == 0; }
+static int op_is_delete(const char *op) { return strstr(op, ".delete") != NULL; }
+
+int rec_cluster_publish_op(rec_cluster *c, const char *op, const msgpack_object *params,
+                           uint64_t *ticket_out, char *err, size_t errlen) {
+    int per_user = op_per_user(op);
+    uint32_t n = per_user ? params->via.array.size : 1;
+    uint64_t id, first_msg;
+    int rc = publish_begin(c, n, ticket_out, &id, &first_msg, err, errlen);
+    if (rc)
+        return rc;
+    char mid[224], subj[32], why[256];
+    uint32_t sent = 0;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        msgpack_sbuffer_clear(&c->sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &c->sb, msgpack_sbuffer_write);
+        if (per_user) {
+            const msgpack_object *o = &params->via.array.ptr[i];
+            const msgpack_object *who = o->type == MSGPACK_OBJECT_MAP ? rec_value_field(o, "id")
+                                                                      : o;
+            if ((rc = user_subject(c, who, subj, sizeof subj, why, sizeof why))) {
+                snprintf(err, errlen, "params[%u]: %s", i, why);
+                break;
+            }
+            rc = msgpack_pack_array(&pk, 1) || msgpack_pack_object(&pk, *o);
+        } else {
+            snprintf(subj, sizeof subj, CATALOG_SUBJECT);
+            rc = msgpack_pack_object(&pk, *params);
+        }
+        if (rc) {
+            rc = REC_ENOMEM;
+            snprintf(err, errlen, "out of memory");
+            break;
+        }
+        snprintf(mid, sizeof mid, "%s:%" PRIu64, c->instance, first_msg + i);
+        if ((rc = send_one(c, subj, mid, id, op, err, errlen)))
+            break;
+        sent++;
+    }
+    return publish_end(c, id, n, sent, rc, ticket_out);
+}
+
+int rec_cluster_ticket(rec_cluster *c, uint64_t id, uint64_t *result, char *err,
+                       size_t errlen) {
     pthread_mutex_lock(&c->mu);
     ticket *t = ticket_find(c, id);
     int rc;
@@ -446,6 +580,8 @@ int rec_cluster_ticket(rec_cluster *c, uint64_t id, char *err, size_t errlen) {
         rc = REC_PENDING;
     } else {
         rc = 0;
+        if (result)
+            *result = t->result;
         ticket_free(c, t);
     }
     pthread_mutex_unlock(&c->mu);
@@ -468,6 +604,197 @@ size_t rec_cluster_outstanding(const rec_cluster *c) {
     size_t n = c->unsettled;
     pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
     return n;
+}
+
+/* ---- read barriers ---------------------------------------------------- */
+
+/* Callers hold mu. */
+static barrier *barrier_find(rec_cluster *c, uint64_t id) {
+    if (!id || !c->bcap)
+        return NULL;
+    barrier *b = &c->bslots[id & (c->bcap - 1)];
+    return b->id == id ? b : NULL;
+}
+
+static barrier *barrier_new(rec_cluster *c) {
+    uint64_t id = ++c->next_barrier;
+    while (!c->bcap || c->bslots[id & (c->bcap - 1)].id) {
+        size_t cap = c->bcap ? c->bcap * 2 : 256;
+        barrier *nb = calloc(cap, sizeof *nb);
+        if (!nb)
+            return NULL;
+        for (size_t i = 0; i < c->bcap; i++)
+            if (c->bslots[i].id)
+                nb[c->bslots[i].id & (cap - 1)] = c->bslots[i];
+        free(c->bslots);
+        c->bslots = nb;
+        c->bcap = cap;
+    }
+    barrier *b = &c->bslots[id & (c->bcap - 1)];
+    *b = (barrier){.id = id};
+    return b;
+}
+
+/* Ask the stream's leader for the stream's state (its last sequence):
+ * the answer comes to inbox.<epoch> (on_barrier_answer). Does not block:
+ * the request is buffered for NATS's thread. */
+static void barrier_ask(rec_cluster *c, uint64_t epoch) {
+    char reply[128];
+    snprintf(reply, sizeof reply, "%s.%" PRIu64, c->inbox, epoch);
+    natsStatus s = natsConnection_PublishRequestString(c->bnc, INFO_API, reply, "");
+    if (s != NATS_OK)
+        REC_DEBUG("cluster: read barrier question: %s", nats_why(s));
+}
+
+/* A new question (mu held): its epoch, to send once mu is released. */
+static uint64_t question_new(rec_cluster *c, double now) {
+    c->inflight = ++c->epoch_sent;
+    c->asked_at = now;
+    c->want_next = 0;
+    c->questions++;
+    return c->inflight;
+}
+
+/* The stream's last sequence in a STREAM.INFO answer: 0 with *seq, or -1
+ * (an error: asked again). */
+static int parse_last(const char *data, int len, uint64_t *seq) {
+    *seq = 0;
+    const char *end = data + len, *p = data;
+    static const char key[] = "\"last_seq\":";
+    if (len <= 0 || memmem(data, (size_t)len, "\"error\"", 7))
+        return -1;
+    while ((p = memmem(p, (size_t)(end - p), key, sizeof key - 1))) {
+        p += sizeof key - 1;
+        char num[24];
+        size_t n = 0;
+        while (p < end && n < sizeof num - 1 && *p >= '0' && *p <= '9')
+            num[n++] = *p++;
+        num[n] = 0;
+        *seq = strtoull(num, NULL, 10);
+        return 0; /* the state's: the first in the answer */
+    }
+    return -1;
+}
+
+/* On a NATS thread: the answer to a question. The reads that came while
+ * it was out wait for the next, sent now. */
+static void on_barrier_answer(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                              void *ud) {
+    rec_cluster *c = ud;
+    (void)nc;
+    (void)sub;
+    const char *subj = natsMsg_GetSubject(msg);
+    size_t il = strlen(c->inbox);
+    uint64_t epoch = 0, seq = 0;
+    int ok = -1;
+    if (subj && strncmp(subj, c->inbox, il) == 0 && subj[il] == '.') {
+        epoch = strtoull(subj + il + 1, NULL, 10);
+        ok = parse_last(natsMsg_GetData(msg), natsMsg_GetDataLength(msg), &seq);
+    }
+    natsMsg_Destroy(msg);
+    if (ok < 0 || !epoch)
+        return; /* the question in flight is asked again after a while */
+    uint64_t next = 0;
+    pthread_mutex_lock(&c->mu);
+    c->answers[epoch % EPOCHS].epoch = epoch;
+    c->answers[epoch % EPOCHS].seq = seq;
+    if (epoch > c->answered) {
+        c->answered = epoch;
+        c->answered_seq = seq;
+    }
+    if (seq > c->stream_last)
+        c->stream_last = seq;
+    if (c->inflight && epoch >= c->inflight) {
+        c->inflight = 0;
+        if (c->want_next)
+            next = question_new(c, mono_s());
+    }
+    if (c->started && !c->stopped)
+        uv_async_send(&c->async);
+    pthread_mutex_unlock(&c->mu);
+    if (next)
+        barrier_ask(c, next);
+}
+
+int rec_cluster_barrier(rec_cluster *c, uint64_t *id_out, char *err, size_t errlen) {
+    double now = mono_s();
+    uint64_t ask = 0;
+    pthread_mutex_lock(&c->mu);
+    barrier *b = barrier_new(c);
+    uint64_t id = b ? b->id : 0;
+    if (b) {
+        b->first = now;
+        if (!c->inflight) {
+            ask = question_new(c, now);
+            b->epoch = ask;
+        } else { /* the one out may have been sent before this read came */
+            b->epoch = c->inflight + 1;
+            c->want_next = 1;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!id) {
+        snprintf(err, errlen, "out of memory");
+        return REC_ENOMEM;
+    }
+    if (ask)
+        barrier_ask(c, ask);
+    *id_out = id;
+    return 0;
+}
+
+int rec_cluster_barrier_check(rec_cluster *c, uint64_t id, char *err, size_t errlen) {
+    double now = mono_s();
+    uint64_t ask = 0;
+    pthread_mutex_lock(&c->mu);
+    barrier *b = barrier_find(c, id);
+    if (!b) {
+        pthread_mutex_unlock(&c->mu);
+        snprintf(err, errlen, "no such read barrier");
+        return REC_ENOTFOUND;
+    }
+    if (c->answered >= b->epoch) {
+        /* Its own question's answer, or (that one lost) a later one's. */
+        uint64_t target = c->answers[b->epoch % EPOCHS].epoch == b->epoch
+                              ? c->answers[b->epoch % EPOCHS].seq
+                              : c->answered_seq;
+        if (target > c->applied) {
+            b->waited = 1;
+            pthread_mutex_unlock(&c->mu);
+            return REC_PENDING;
+        }
+        c->barriers++;
+        c->barrier_waits += b->waited;
+        c->barrier_s += now - b->first;
+        b->id = 0;
+        pthread_mutex_unlock(&c->mu);
+        return 0;
+    }
+    if (now - b->first > c->barrier_give_up) {
+        c->barrier_failures++;
+        b->id = 0;
+        pthread_mutex_unlock(&c->mu);
+        snprintf(err, errlen, "read barrier: stream %s did not say within %.0f s how far "
+                 "it was written (has the cluster lost its quorum?)", REC_CLUSTER_STREAM,
+                 c->barrier_give_up);
+        return REC_EIO;
+    }
+    /* The question out went unanswered (a server went away, the stream
+     * has no leader): another, which answers every read waiting. */
+    if (c->inflight ? now - c->asked_at > BARRIER_RESEND_S : c->answered < b->epoch)
+        ask = question_new(c, now);
+    pthread_mutex_unlock(&c->mu);
+    if (ask)
+        barrier_ask(c, ask);
+    return REC_PENDING;
+}
+
+void rec_cluster_barrier_forget(rec_cluster *c, uint64_t id) {
+    pthread_mutex_lock(&c->mu);
+    barrier *b = barrier_find(c, id);
+    if (b)
+        b->id = 0;
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* ---- the stored sequence ----------------------------------------------- */
@@ -571,6 +898,24 @@ static void renew_lease(rec_cluster *c) {
     }
 }
 
+/* The catalogue's last sequence in the stream, for sys.info's lag (the
+ * lease's thread, once a renewal). */
+static void refresh_catalog_last(rec_cluster *c) {
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 1000;
+    if (js_GetLastMsg(&m, c->js, REC_CLUSTER_STREAM, CATALOG_SUBJECT, &jo, &jerr) != NATS_OK)
+        return;
+    uint64_t seq = natsMsg_GetSequence(m);
+    natsMsg_Destroy(m);
+    pthread_mutex_lock(&c->mu);
+    if (seq > c->cat_last)
+        c->cat_last = seq;
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* The lease's thread: a renewal every fifth of the lease, on its own so
  * that nothing the consumer waits for delays it. */
 static void *lease_main(void *arg) {
@@ -587,6 +932,7 @@ static void *lease_main(void *arg) {
             break;
         pthread_mutex_unlock(&c->mu);
         renew_lease(c);
+        refresh_catalog_last(c);
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -697,28 +1043,50 @@ static void *consume_main(void *arg) {
     return NULL;
 }
 
-/* An event of this process's was refused when applied: the call that sent
- * it is answered with the error, not as stored. */
-static void refused(rec_cluster *c, natsMsg *msg, int rc) {
+/* The ticket of a message this process published, or 0. */
+static uint64_t own_ticket(rec_cluster *c, natsMsg *msg) {
     const char *mid = NULL;
     size_t il = strlen(c->instance);
     if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &mid) != NATS_OK || !mid ||
         strncmp(mid, c->instance, il) != 0 || mid[il] != ':')
+        return 0;
+    return msg_ticket(msg);
+}
+
+/* A message of this process's was refused when applied: the call that
+ * sent it is answered with the error, not as stored. */
+static void refused(rec_cluster *c, natsMsg *msg, int rc) {
+    uint64_t id = own_ticket(c, msg);
+    if (!id)
         return;
-    uint64_t id = msg_ticket(msg);
     pthread_mutex_lock(&c->mu);
     ticket *t = ticket_find(c, id);
     if (t && !t->rc) {
         t->rc = rc;
-        set_error(c, "an event of the call was refused when applied: %s", rec_strerror(rc));
+        set_error(c, "a write of the call was refused when applied: %s", rec_strerror(rc));
     }
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Loop thread: apply the batch handed over, then let the host look at its
- * tickets. */
+/* A catalogue write of this process's was applied, answering result. */
+static void credit(rec_cluster *c, natsMsg *msg, uint64_t result) {
+    uint64_t id = own_ticket(c, msg);
+    if (!id)
+        return;
+    pthread_mutex_lock(&c->mu);
+    ticket *t = ticket_find(c, id);
+    if (t)
+        t->result += result;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Loop thread: apply the batch handed over (from where a pause left it),
+ * then let the host look at its tickets and barriers. */
 static void on_async(uv_async_t *h) {
     rec_cluster *c = h->data;
+    if (c->in_async)
+        return;
+    c->in_async = 1;
     pthread_mutex_lock(&c->mu);
     int have = c->have_batch;
     natsMsgList list = c->batch;
@@ -728,9 +1096,11 @@ static void on_async(uv_async_t *h) {
         pthread_mutex_lock(&c->mu);
         int fresh = c->fresh;
         c->fresh = 0;
+        c->rewound = 0;
         pthread_mutex_unlock(&c->mu);
-        int gap = 0;
-        for (int i = 0; i < list.Count && !gap; i++) {
+        int gap = 0, rewound = 0;
+        c->paused = 0;
+        for (int i = c->batch_pos; i < list.Count && !gap; i++) {
             jsMsgMetaData *meta = NULL;
             uint64_t seq = 0;
             if (natsMsg_GetMetaData(&meta, list.Msgs[i]) == NATS_OK) {
@@ -757,21 +1127,60 @@ static void on_async(uv_async_t *h) {
             if (seq > last + 1)
                 REC_WARN("cluster: the stream no longer holds sequences %" PRIu64 "..%" PRIu64
                          "; going on from %" PRIu64, last + 1, seq - 1, seq);
+            const char *op = NULL;
+            if (natsMsgHeader_Get(list.Msgs[i], OP_HEADER, &op) != NATS_OK)
+                op = NULL;
+            /* A delete commits on its own (rec_engine_delete): what is
+             * applied before it commits with it, sequence included. Applied
+             * again after a crash before the next commit, it deletes
+             * nothing more. */
+            if (op && op_is_delete(op) && last > c->applied)
+                (void)store_seq(c->e, last);
             const char *data = natsMsg_GetData(list.Msgs[i]);
             int len = natsMsg_GetDataLength(list.Msgs[i]);
             int rc = REC_EINVAL;
+            uint64_t result = 0;
             if (msgpack_unpack_next(&c->up, data, (size_t)len, NULL) == MSGPACK_UNPACK_SUCCESS &&
-                c->up.data.type == MSGPACK_OBJECT_MAP)
-                rc = c->apply(c->ud, &c->up.data);
+                c->up.data.type == (op ? MSGPACK_OBJECT_ARRAY : MSGPACK_OBJECT_MAP))
+                rc = c->apply(c->ud, op, &c->up.data, &result);
+            if (rc == REC_PENDING) {
+                /* A delete while a commit is in flight: the batch waits
+                 * here for rec_cluster_resume. */
+                c->paused = 1;
+                c->batch_pos = i;
+                break;
+            }
+            pthread_mutex_lock(&c->mu);
+            rewound = c->rewound; /* the apply's own commit failed */
+            pthread_mutex_unlock(&c->mu);
+            if (rewound)
+                break;
             if (rc) {
                 c->rejected++;
-                REC_WARN("cluster: event %" PRIu64 " of %s not applied: %s", seq,
-                         REC_CLUSTER_STREAM, rec_strerror(rc));
+                REC_WARN("cluster: %s %" PRIu64 " of %s not applied: %s",
+                         op ? op : "event", seq, REC_CLUSTER_STREAM, rec_strerror(rc));
                 refused(c, list.Msgs[i], rc);
+            } else if (op) {
+                c->cat_writes++;
+                credit(c, list.Msgs[i], result);
             } else {
                 c->applied_events++;
             }
+            if (op && !op_per_user(op))
+                c->cat_applied = seq;
             last = seq;
+        }
+        if (rewound) {
+            /* rec_cluster_rewind set where consumption starts again; the
+             * batch is dropped. */
+            pthread_mutex_lock(&c->mu);
+            c->batch_pos = 0;
+            c->have_batch = 0;
+            pthread_cond_signal(&c->cv);
+            pthread_mutex_unlock(&c->mu);
+            c->in_async = 0;
+            c->progress(c->ud);
+            return;
         }
         if (last > c->applied) {
             int rc = store_seq(c->e, last);
@@ -781,26 +1190,39 @@ static void on_async(uv_async_t *h) {
         pthread_mutex_lock(&c->mu);
         c->applied = last;
         c->bind_from = last + 1;
-        c->rebind |= gap;
         if (last > c->stream_last)
             c->stream_last = last;
+        if (c->cat_applied > c->cat_last)
+            c->cat_last = c->cat_applied;
         c->lag = lag;
-        c->have_batch = 0;
-        pthread_cond_signal(&c->cv);
+        if (!c->paused) {
+            c->rebind |= gap;
+            c->batch_pos = 0;
+            c->have_batch = 0;
+            pthread_cond_signal(&c->cv);
+        }
         pthread_mutex_unlock(&c->mu);
     }
+    c->in_async = 0;
     c->progress(c->ud);
+}
+
+void rec_cluster_resume(rec_cluster *c) {
+    if (c && c->started && !c->stopped && c->paused)
+        on_async(&c->async);
 }
 
 void rec_cluster_rewind(rec_cluster *c) {
     uint64_t seq = rec_cluster_stored_seq(c->e);
     pthread_mutex_lock(&c->mu);
-    if (seq < c->applied) {
-        REC_WARN("cluster: consuming again from sequence %" PRIu64 " (the state lost %" PRIu64
-                 " applied events)", seq + 1, c->applied - seq);
+    if (seq < c->applied || c->in_async) {
+        if (seq < c->applied)
+            REC_WARN("cluster: consuming again from sequence %" PRIu64 " (the state lost %"
+                     PRIu64 " applied events)", seq + 1, c->applied - seq);
         c->applied = seq;
         c->bind_from = seq + 1;
         c->rebind = 1;
+        c->rewound = 1;
     }
     pthread_mutex_unlock(&c->mu);
 }
@@ -816,6 +1238,18 @@ int rec_cluster_start(rec_cluster *c, uv_loop_t *loop, rec_engine *e,
     if (uv_async_init(loop, &c->async, on_async))
         return REC_EIO;
     c->async.data = c;
+    natsInbox *ib = NULL;
+    if (natsInbox_Create(&ib) == NATS_OK) {
+        snprintf(c->inbox, sizeof c->inbox, "%s", (const char *)ib);
+        natsInbox_Destroy(ib);
+    }
+    char wild[128];
+    snprintf(wild, sizeof wild, "%s.*", c->inbox);
+    if (!c->inbox[0] ||
+        natsConnection_Subscribe(&c->bsub, c->bnc, wild, on_barrier_answer, c) != NATS_OK) {
+        uv_close((uv_handle_t *)&c->async, NULL);
+        return REC_EIO;
+    }
     c->started = 1;
     if (pthread_create(&c->th, NULL, consume_main, c)) {
         c->stopped = 1;
@@ -845,6 +1279,8 @@ void rec_cluster_stop(rec_cluster *c) {
         pthread_join(c->retry_th, NULL);
     if (c->lease_started)
         pthread_join(c->lease_th, NULL);
+    if (c->bsub)
+        natsSubscription_Unsubscribe(c->bsub);
     pthread_mutex_lock(&c->mu);
     c->stopped = 1;
     pthread_mutex_unlock(&c->mu);
@@ -861,11 +1297,14 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
              retries = c->publish_retries, failures = c->publish_failures;
     size_t waiting = c->unsettled;
     int bound = c->bound;
+    uint64_t cat_last = c->cat_last, nb = c->barriers, bw = c->barrier_waits,
+             bf = c->barrier_failures, nq = c->questions;
+    double bs = c->barrier_s;
     char last_error[256];
     snprintf(last_error, sizeof last_error, "%s", c->last_error);
     pthread_mutex_unlock(&c->mu);
     int connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
-    int rc = msgpack_pack_map(pk, 19) ||
+    int rc = msgpack_pack_map(pk, 21) ||
              rec_value_pack_str(pk, "servers") || rec_value_pack_str(pk, c->servers) ||
              rec_value_pack_str(pk, "connected") || rec_value_pack_str(pk, connected ? url : "") ||
              rec_value_pack_str(pk, "node") || rec_value_pack_str(pk, c->node) ||
@@ -884,7 +1323,21 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
              rec_value_pack_str(pk, "publish_retries") || msgpack_pack_uint64(pk, retries) ||
              rec_value_pack_str(pk, "publish_failures") || msgpack_pack_uint64(pk, failures) ||
              rec_value_pack_str(pk, "calls_waiting") || msgpack_pack_uint64(pk, waiting) ||
-             rec_value_pack_str(pk, "last_error") || rec_value_pack_str(pk, last_error);
+             rec_value_pack_str(pk, "last_error") || rec_value_pack_str(pk, last_error) ||
+             rec_value_pack_str(pk, "catalog") || msgpack_pack_map(pk, 5) ||
+             rec_value_pack_str(pk, "subject") || rec_value_pack_str(pk, CATALOG_SUBJECT) ||
+             rec_value_pack_str(pk, "last_applied") || msgpack_pack_uint64(pk, c->cat_applied) ||
+             rec_value_pack_str(pk, "stream_last") || msgpack_pack_uint64(pk, cat_last) ||
+             rec_value_pack_str(pk, "lag") ||
+             msgpack_pack_uint64(pk, cat_last > c->cat_applied ? cat_last - c->cat_applied : 0) ||
+             rec_value_pack_str(pk, "applied") || msgpack_pack_uint64(pk, c->cat_writes) ||
+             rec_value_pack_str(pk, "barriers") || msgpack_pack_map(pk, 5) ||
+             rec_value_pack_str(pk, "passed") || msgpack_pack_uint64(pk, nb) ||
+             rec_value_pack_str(pk, "questions") || msgpack_pack_uint64(pk, nq) ||
+             rec_value_pack_str(pk, "waits") || msgpack_pack_uint64(pk, bw) ||
+             rec_value_pack_str(pk, "mean_wait_ms") ||
+             msgpack_pack_double(pk, nb ? bs * 1e3 / (double)nb : 0.0) ||
+             rec_value_pack_str(pk, "failures") || msgpack_pack_uint64(pk, bf);
     return rc ? REC_ENOMEM : 0;
 }
 
@@ -922,6 +1375,31 @@ static int ensure_stream(rec_cluster *c, uint32_t want, char *err, size_t errlen
             uint32_t have = described_partitions(si->Config->Description);
             c->replicas = (int)si->Config->Replicas;
             c->stream_last = si->State.LastSeq; /* what the node has to catch up to */
+            int has_cat = 0;
+            for (int k = 0; k < si->Config->SubjectsLen; k++)
+                has_cat |= !strcmp(si->Config->Subjects[k], CATALOG_SUBJECT);
+            if (have && !has_cat) {
+                /* A stream made before the catalogue went through it. */
+                const char *subjects[] = {SUBJECT_PREFIX ">", CATALOG_SUBJECT};
+                const char **was = si->Config->Subjects;
+                int wasn = si->Config->SubjectsLen;
+                si->Config->Subjects = subjects;
+                si->Config->SubjectsLen = 2;
+                jsStreamInfo *ui = NULL;
+                s = js_UpdateStream(&ui, c->js, si->Config, NULL, &jerr);
+                jsStreamInfo_Destroy(ui);
+                si->Config->Subjects = was;
+                si->Config->SubjectsLen = wasn;
+                jsStreamInfo_Destroy(si);
+                if (s != NATS_OK) {
+                    snprintf(err, errlen, "adding subject %s to stream %s: %s",
+                             CATALOG_SUBJECT, REC_CLUSTER_STREAM, nats_why(s));
+                    return REC_EIO;
+                }
+                REC_INFO("cluster: stream %s takes the catalogue on %s from now on",
+                         REC_CLUSTER_STREAM, CATALOG_SUBJECT);
+                continue;
+            }
             jsStreamInfo_Destroy(si);
             if (!have) {
                 snprintf(err, errlen, "stream %s exists but was not made by recd (its "
@@ -941,13 +1419,13 @@ static int ensure_stream(rec_cluster *c, uint32_t want, char *err, size_t errlen
             char desc[96];
             c->partitions = want ? want : REC_CLUSTER_PARTITIONS;
             snprintf(desc, sizeof desc, "recd events; partitions=%u", c->partitions);
-            const char *subjects[] = {SUBJECT_PREFIX ">"};
+            const char *subjects[] = {SUBJECT_PREFIX ">", CATALOG_SUBJECT};
             jsStreamConfig sc;
             jsStreamConfig_Init(&sc);
             sc.Name = REC_CLUSTER_STREAM;
             sc.Description = desc;
             sc.Subjects = subjects;
-            sc.SubjectsLen = 1;
+            sc.SubjectsLen = 2;
             sc.Storage = js_FileStorage;
             sc.Replicas = c->replicas;
             sc.Duplicates = (int64_t)120 * 1000000000; /* retries are dropped */
@@ -1074,6 +1552,14 @@ int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, si
     msgpack_unpacked_init(&c->up);
     msgpack_sbuffer_init(&c->sb);
     c->lease = o->lease > 0 ? o->lease : 5.0;
+    c->barrier_give_up = BARRIER_GIVE_UP_S;
+#ifdef REC_FAULTS
+    /* Test builds: RECD_FAULT_BARRIER_GIVE_UP=S gives a read barrier up
+     * after S seconds. */
+    const char *gu = getenv("RECD_FAULT_BARRIER_GIVE_UP");
+    if (gu && atof(gu) > 0)
+        c->barrier_give_up = atof(gu);
+#endif
     snprintf(c->servers, sizeof c->servers, "%s", o->servers);
     char host[64] = "";
     gethostname(host, sizeof host - 1);
@@ -1122,6 +1608,15 @@ int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, si
     natsOptions_SetReconnectWait(no, 250);
     natsOptions_SetReconnectBufSize(no, 64 << 20);
     s = natsConnection_Connect(&c->nc, no);
+    if (s == NATS_OK) {
+        /* The read barriers' questions go on a connection of their own
+         * that sends at once (one question is out at a time): the main
+         * one buffers its publishes for throughput. */
+        snprintf(name, sizeof name, "recd %s reads", c->node);
+        natsOptions_SetName(no, name);
+        natsOptions_SetSendAsap(no, true);
+        s = natsConnection_Connect(&c->bnc, no);
+    }
     natsOptions_Destroy(no);
     if (s != NATS_OK) {
         snprintf(err, errlen, "cannot reach the NATS cluster at %s: %s", o->servers,
@@ -1178,8 +1673,13 @@ void rec_cluster_free(rec_cluster *c) {
         natsMsg_Destroy(r->msg);
         free(r);
     }
+    natsSubscription_Destroy(c->bsub);
     kvStore_Destroy(c->kv);
     jsCtx_Destroy(c->js);
+    if (c->bnc) {
+        natsConnection_Close(c->bnc);
+        natsConnection_Destroy(c->bnc);
+    }
     if (c->nc) {
         natsConnection_Close(c->nc);
         natsConnection_Destroy(c->nc);
@@ -1187,6 +1687,7 @@ void rec_cluster_free(rec_cluster *c) {
     /* NATS's threads (which call on_ack) are over before c goes. */
     nats_CloseAndWait(5000);
     free(c->slots);
+    free(c->bslots);
     msgpack_unpacked_destroy(&c->up);
     msgpack_sbuffer_destroy(&c->sb);
     pthread_cond_destroy(&c->cv);

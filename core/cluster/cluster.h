@@ -9,7 +9,14 @@
  * node's LMDB with the events (rec_cluster_applied_key), so an event
  * delivered again after a crash or a restart is applied once.
  *
- * In this first step a node owns every partition. Its name is held as a
+ * Catalogue writes go through the same stream: item.put and item.delete on
+ * the subject recd.cat, user.put and user.delete on the user's partition,
+ * each message naming its method in the header Recd-Op; one consumer
+ * applies events and writes in the stream's total order. A read waits for
+ * a read barrier (rec_cluster_barrier): the stream's last sequence, asked
+ * after the read came, applied here.
+ *
+ * In this step every node owns every partition. Its name is held as a
  * lease in the KV bucket RECD_NODES (renewed every lease/5 seconds), so a
  * second live node of the same name is refused, while a node restarted
  * after a crash takes its name back once the lease lapsed.
@@ -47,10 +54,16 @@ typedef struct rec_cluster_opts {
     double connect_timeout; /* seconds to reach a server at start-up; 2 */
 } rec_cluster_opts;
 
-/* Apply one event (the msgpack map event.add was given, with its ts) on
- * the loop thread: 0, or a negative REC_E* code (the event is then counted
- * as rejected and skipped: the stream keeps it). Views valid for the call. */
-typedef int (*rec_cluster_apply_fn)(void *ud, const msgpack_object *event);
+/* Apply one message of the stream on the loop thread: with op NULL, one
+ * event (params: the msgpack map event.add was given, with its ts); else
+ * the write op ("item.put", "item.delete", "user.put", "user.delete") with
+ * its params (an array), *result set to what the call answers (a count).
+ * 0; REC_PENDING when it cannot run now (a delete while a commit is in
+ * flight: the host calls rec_cluster_resume once it can); or a negative
+ * REC_E* code (the message is then counted as rejected and skipped: the
+ * stream keeps it). Views valid for the call. */
+typedef int (*rec_cluster_apply_fn)(void *ud, const char *op, const msgpack_object *params,
+                                    uint64_t *result);
 /* Tickets may have moved (acknowledgements came, events were applied):
  * the host asks rec_cluster_ticket about the answers it holds. Loop
  * thread. */
@@ -80,16 +93,48 @@ int rec_cluster_start(rec_cluster *c, struct uv_loop_s *loop, rec_engine *e,
 int rec_cluster_publish(rec_cluster *c, const msgpack_object *events, uint32_t n,
                         uint64_t *ticket, char *err, size_t errlen);
 
-/* How a ticket stands: REC_PENDING; 0 once every event of it is in the
+/* Publish the catalogue write op (item.put, item.delete, user.put,
+ * user.delete) with its params (an array, already checked)
+ * asynchronously, as rec_cluster_publish does events: item writes whole
+ * to the catalogue's subject recd.cat, user writes one user a message to
+ * the user's partition. Loop thread. */
+int rec_cluster_publish_op(rec_cluster *c, const char *op, const msgpack_object *params,
+                           uint64_t *ticket, char *err, size_t errlen);
+
+/* How a ticket stands: REC_PENDING; 0 once every message of it is in the
  * stream and applied here (its answer may go once those writes are
- * committed); or a negative REC_E* code with err (publishing failed). 0 and
+ * committed), with *result (when not NULL) the sum of what a catalogue
+ * write's messages answered when applied; or a negative REC_E* code with
+ * err (publishing failed, or a message was refused when applied). 0 and
  * errors forget the ticket. Loop thread. */
-int rec_cluster_ticket(rec_cluster *c, uint64_t ticket, char *err, size_t errlen);
+int rec_cluster_ticket(rec_cluster *c, uint64_t ticket, uint64_t *result, char *err,
+                       size_t errlen);
 /* The answer is not wanted any more (its connection closed); the events
  * still go to the stream and are applied. */
 void rec_cluster_forget(rec_cluster *c, uint64_t ticket);
 /* Tickets not yet settled (the host does not stop while some are). */
 size_t rec_cluster_outstanding(const rec_cluster *c);
+
+/* A batch paused by an apply that answered REC_PENDING goes on (no commit
+ * is in flight any more). Loop thread; a no-op when none is paused. */
+void rec_cluster_resume(rec_cluster *c);
+
+/* A read barrier for a read that came now: passed once a question about
+ * the stream's last sequence, sent after now, was answered by the
+ * stream's leader and the node applied up to that sequence. One question
+ * is out at a time: the reads that come meanwhile wait for the next, sent
+ * when it is answered (so the questions per second stay one a round trip,
+ * whatever the reads). *id names it for rec_cluster_barrier_check. Does
+ * not block. 0, or a negative REC_E* code with err. Loop thread. */
+int rec_cluster_barrier(rec_cluster *c, uint64_t *id, char *err, size_t errlen);
+/* REC_PENDING until the barrier passed; then 0 (the read may run: it sees
+ * every write acknowledged before it came). A negative REC_E* code with
+ * err when the stream did not answer in time. 0 and errors forget the
+ * barrier. Asks again what is unanswered: call it at least once a second.
+ * Loop thread. */
+int rec_cluster_barrier_check(rec_cluster *c, uint64_t id, char *err, size_t errlen);
+/* The read is not wanted any more (its connection closed). */
+void rec_cluster_barrier_forget(rec_cluster *c, uint64_t id);
 
 /* The stream sequence the engine's state holds is back at what e stores
  * (its commit failed and it reloaded): consume again from there. Loop

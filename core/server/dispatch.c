@@ -582,7 +582,8 @@ static int apply_entity(call_ctx *c, const msgpack_object *o, rec_kind kind) {
     return rc ? engine_fail(c, rc) : 0;
 }
 
-static int put_common(call_ctx *c, rec_kind kind) {
+/* The checks of item.put / user.put, before anything is applied. */
+static int put_check(call_ctx *c, rec_kind kind) {
     uint32_t n = c->params->via.array.size;
     if (n == 0)
         return fail(c, REC_EINVAL, "params must hold at least one %s",
@@ -596,6 +597,14 @@ static int put_common(call_ctx *c, rec_kind kind) {
         if (rc)
             return rc;
     }
+    return 0;
+}
+
+static int put_common(call_ctx *c, rec_kind kind) {
+    uint32_t n = c->params->via.array.size;
+    int rc0 = put_check(c, kind);
+    if (rc0)
+        return rc0;
     for (uint32_t i = 0; i < n; i++) {
         int rc = apply_entity(c, param(c, i), kind);
         if (rc)
@@ -809,7 +818,8 @@ static int m_user_history(call_ctx *c) {
                : 0;
 }
 
-static int delete_common(call_ctx *c, rec_kind kind) {
+/* The checks of item.delete / user.delete, before anything is deleted. */
+static int delete_check(call_ctx *c) {
     uint32_t n = c->params->via.array.size;
     if (n == 0)
         return fail(c, REC_EINVAL, "params must hold at least one id");
@@ -823,6 +833,15 @@ static int delete_common(call_ctx *c, rec_kind kind) {
         if (kl < 0)
             return kl;
     }
+    return 0;
+}
+
+static int delete_common(call_ctx *c, rec_kind kind) {
+    uint32_t n = c->params->via.array.size;
+    char key[REC_ID_MAX];
+    int rc0 = delete_check(c);
+    if (rc0)
+        return rc0;
     uint32_t deleted = 0;
     for (uint32_t i = 0; i < n; i++) {
         int kl = id_key(c, param(c, i), key, "id");
@@ -1629,18 +1648,18 @@ static const method_def methods[NMETHODS] = {
     {"sys.auth", m_auth, REC_M_NOAUTH},
     {"sys.info", m_info, 0},
     {"sys.methods", m_methods, 0},
-    {"item.put", m_item_put, REC_M_WRITE},
-    {"item.get", m_item_get, 0},
-    {"item.delete", m_item_delete, REC_M_WRITE | REC_M_BARRIER},
-    {"user.put", m_user_put, REC_M_WRITE},
-    {"user.get", m_user_get, 0},
-    {"user.delete", m_user_delete, REC_M_WRITE | REC_M_BARRIER},
-    {"item.list", m_item_list, 0},
+    {"item.put", m_item_put, REC_M_WRITE | REC_M_CATALOG},
+    {"item.get", m_item_get, REC_M_READ_ITEMS},
+    {"item.delete", m_item_delete, REC_M_WRITE | REC_M_BARRIER | REC_M_CATALOG},
+    {"user.put", m_user_put, REC_M_WRITE | REC_M_CATALOG},
+    {"user.get", m_user_get, REC_M_READ_USER},
+    {"user.delete", m_user_delete, REC_M_WRITE | REC_M_BARRIER | REC_M_CATALOG},
+    {"item.list", m_item_list, REC_M_READ_ITEMS},
     {"user.list", m_user_list, 0},
-    {"user.history", m_user_history, 0},
+    {"user.history", m_user_history, REC_M_READ_USER},
     {"event.add", m_event_add, REC_M_WRITE | REC_M_EVENTS},
-    {"rec.recommend", m_recommend, 0},
-    {"rec.similar", m_similar, 0},
+    {"rec.recommend", m_recommend, REC_M_READ_USER | REC_M_READ_ITEMS},
+    {"rec.similar", m_similar, REC_M_READ_ITEMS},
     {"script.list", m_script_list, 0},
     {"script.status", m_script_status, 0},
     {"script.reload", m_script_reload, REC_M_ADMIN},
@@ -1835,6 +1854,28 @@ int rec_dispatch_check_events(rec_dispatch *d, const msgpack_object *params, cha
     call_ctx c = {.d = d, .e = d->e, .params = params, .err = errmsg, .errlen = errlen};
     errmsg[0] = 0;
     int rc = check_events(&c);
+    if (rc && !errmsg[0])
+        snprintf(errmsg, errlen, "%s", rec_strerror(rc));
+    return rc;
+}
+
+int rec_dispatch_check_write(rec_dispatch *d, int method, const msgpack_object *params,
+                             char *errmsg, size_t errlen) {
+    call_ctx c = {.d = d, .e = d->e, .params = params, .err = errmsg, .errlen = errlen};
+    errmsg[0] = 0;
+    int rc;
+    if (!params || params->type != MSGPACK_OBJECT_ARRAY) {
+        snprintf(errmsg, errlen, "params must be an array");
+        return REC_EINVAL;
+    }
+    if (methods[method].fn == m_item_put)
+        rc = put_check(&c, REC_KIND_ITEM);
+    else if (methods[method].fn == m_user_put)
+        rc = put_check(&c, REC_KIND_USER);
+    else if (methods[method].fn == m_item_delete || methods[method].fn == m_user_delete)
+        rc = delete_check(&c);
+    else
+        rc = fail(&c, REC_EINVAL, "%s is not a catalogue write", methods[method].name);
     if (rc && !errmsg[0])
         snprintf(errmsg, errlen, "%s", rec_strerror(rc));
     return rc;

@@ -22,6 +22,14 @@ enum {
     REC_M_ADMIN = 8,   /* the Unix socket, or TCP after sys.auth */
     REC_M_EVENTS = 16, /* event.add: in a cluster, its events go to the
                           stream (rec_dispatch_check_events) */
+    REC_M_CATALOG = 32, /* item.put/delete, user.put/delete: in a cluster,
+                           the call goes to the stream
+                           (rec_dispatch_check_write) */
+    REC_M_READ_USER = 64, /* reads a user (params[0], or params[0].user):
+                             in a cluster, after a read barrier on the
+                             user's partition */
+    REC_M_READ_ITEMS = 128, /* reads the catalogue: in a cluster, after a
+                               read barrier on the catalogue's subject */
 };
 
 /* Per-connection state the methods may read or change. */
@@ -162,6 +170,12 @@ void rec_dispatch_session_end(rec_dispatch *d, rec_session *s);
  * (to a cluster's stream) rather than applying them here. */
 int rec_dispatch_check_events(rec_dispatch *d, const msgpack_object *params, char *errmsg,
                               size_t errlen);
+
+/* The checks a catalogue write (REC_M_CATALOG) makes before it applies
+ * anything, alone: 0, or a negative REC_E* code with errmsg. For a server
+ * that sends the call on to a cluster's stream. */
+int rec_dispatch_check_write(rec_dispatch *d, int method, const msgpack_object *params,
+                             char *errmsg, size_t errlen);
 
 /* One more section of sys.info: `name` (borrowed, static) holding what
  * pack(ud, pk) packs, one object. NULL pack: none. */

@@ -49,6 +49,8 @@ typedef struct reply {
     int write;       /* answer to a write: turned into an error if its
                         commit fails */
     uint64_t ticket; /* held for this cluster ticket (gen HELD_GEN); 0 none */
+    int patch;       /* its last 4 bytes take the ticket's result (a
+                        catalogue write in a cluster) */
 } reply;
 
 /* Generations of answers that no commit releases: held for the cluster,
@@ -84,7 +86,15 @@ struct conn {
     int reading;
     int closing;
     int close_after;    /* close once the queued answers are written */
-    int blocked;        /* BLOCK_BARRIER, BLOCK_WRITE or BLOCK_ANSWER, else 0 */
+    int blocked;        /* BLOCK_BARRIER, BLOCK_WRITE, BLOCK_ANSWER or
+                           BLOCK_READ, else 0 */
+    uint64_t barrier;   /* BLOCK_READ: the cluster's read barrier */
+    int barrier_rc;     /* its outcome for the message it held: 1 passed,
+                           a negative REC_E* code failed, 0 none */
+    int covered;        /* a barrier passed since the last bytes came:
+                           every message buffered came before it */
+    uint64_t reads;     /* reads that brought bytes */
+    uint64_t barrier_reads; /* reads when the barrier began */
     uint32_t wait_msgid; /* BLOCK_ANSWER: the request answered later */
     int wait_method;
     double wait_t0;
@@ -106,6 +116,8 @@ enum {
     BLOCK_WRITE = 2,   /* a write, until the barriers waiting have run */
     BLOCK_ANSWER = 3,  /* a request whose answer comes later (model.train
                           {wait = true}): until it is given */
+    BLOCK_READ = 4,    /* a read in a cluster: until its read barrier
+                          passed (cluster_progress) */
 };
 
 typedef struct write_req {
@@ -172,6 +184,7 @@ static double mono_us(void) {
 
 static void conn_close(conn *c);
 static void process(conn *c);
+static void cluster_progress(void *ud);
 static void flush(conn *c);
 static void stop_reading(conn *c);
 static void wait_remove(conn *c);
@@ -498,6 +511,9 @@ static void commit_done(uv_work_t *req, int status) {
     }
     flush_all(s);
     resume_blocked(s);
+    /* A delete of the stream waited for this commit. */
+    if (s->cluster)
+        rec_cluster_resume(s->cluster);
     wake_for_writes(s);
 }
 
@@ -606,6 +622,8 @@ static void on_tick(uv_timer_t *t) {
     }
     if (!s->stopping)
         rec_dispatch_tick(s->d);
+    if (s->cluster) /* read barriers ask again what is unanswered */
+        cluster_progress(s);
 }
 
 static void on_check(uv_check_t *h) {
@@ -697,7 +715,21 @@ static int publish_events(conn *c, const rec_rpc_msg *m, int method, double t0) 
     const msgpack_object *p = &m->params;
     char err[512];
     uint64_t ticket = 0;
+    int again = c->barrier_rc;
+    c->barrier_rc = 0;
     int rc = rec_dispatch_check_events(s->d, p, err, sizeof err);
+    if (rc == REC_ENOTFOUND && !again && !c->covered && !notify) {
+        /* Strict, and an item this node does not know: it may have been
+         * put through another node, acknowledged but not applied here yet.
+         * Checked again once the node caught up with the catalogue. */
+        uint64_t id = 0;
+        if (rec_cluster_barrier(s->cluster, &id, err, sizeof err) == 0) {
+            c->barrier = id;
+            c->barrier_reads = c->reads;
+            set_blocked(c, BLOCK_READ);
+            return 1;
+        }
+    }
     if (!rc)
         rc = rec_cluster_publish(s->cluster, p->via.array.ptr, p->via.array.size,
                                  notify ? NULL : &ticket, err, sizeof err);
@@ -733,27 +765,123 @@ static int publish_events(conn *c, const rec_rpc_msg *m, int method, double t0) 
     return 0;
 }
 
+/* A catalogue write in a cluster (item.put, item.delete, user.put,
+ * user.delete): checked here as alone, published, and answered once the
+ * cluster says it is applied here, with what the call answered when
+ * applied (a count: a uint32 written into the answer then). */
+static int publish_write(conn *c, const rec_rpc_msg *m, int method, double t0) {
+    server *s = c->srv;
+    int notify = m->type == REC_RPC_NOTIFY;
+    char err[512];
+    uint64_t ticket = 0;
+    int rc = rec_dispatch_check_write(s->d, method, &m->params, err, sizeof err);
+    if (!rc)
+        rc = rec_cluster_publish_op(s->cluster, rec_dispatch_name(s->d, method), &m->params,
+                                    notify ? NULL : &ticket, err, sizeof err);
+    if (notify) {
+        if (rc) {
+            rec_dispatch_notification_failed(s->d);
+            REC_WARN("%s: notification %s failed: %s: %s", c->peer,
+                     rec_dispatch_name(s->d, method), rec_err_name(rc), err);
+        }
+        rec_dispatch_record(s->d, method, mono_us() - t0, rc != 0);
+        return 0;
+    }
+    if (rc) {
+        answer_error(c, m->msgid, rc, err, method, t0);
+        return 0;
+    }
+    unsigned char head[REC_RPC_HEAD_MAX];
+    size_t hl = rec_rpc_result_head(head, m->msgid);
+    static const unsigned char count[5] = {0xce, 0, 0, 0, 0}; /* uint32, set later */
+    if (enqueue2(c, head, hl, count, sizeof count, m->msgid, method, HELD_GEN, 0, t0)) {
+        rec_cluster_forget(s->cluster, ticket);
+        REC_ERROR("%s: out of memory; closing", c->peer);
+        conn_close(c);
+        return -1;
+    }
+    c->rq[c->rq_head + c->nreplies - 1].ticket = ticket;
+    c->rq[c->rq_head + c->nreplies - 1].patch = 1;
+    return 0;
+}
+
+/* A read in a cluster runs once the node applied what the stream held
+ * when it came: 1 (the connection waits for the barrier, the message
+ * stays buffered, and the connection reads nothing more meanwhile), 0 (run
+ * it now: its barrier passed, or one passed after it came), or 2 (answered
+ * with an error). */
+static int read_barrier(conn *c, const rec_rpc_msg *m, int method, double t0) {
+    server *s = c->srv;
+    char err[512];
+    int was = c->barrier_rc;
+    c->barrier_rc = 0;
+    if (was == 1 || c->covered)
+        return 0;
+    if (was < 0) {
+        snprintf(err, sizeof err, "read barrier: the stream did not say in time how far "
+                 "it was written");
+        answer_error(c, m->msgid, was, err, method, t0);
+        return 2;
+    }
+    uint64_t id = 0;
+    int rc = rec_cluster_barrier(s->cluster, &id, err, sizeof err);
+    if (rc) {
+        answer_error(c, m->msgid, rc, err, method, t0);
+        return 2;
+    }
+    c->barrier = id;
+    c->barrier_reads = c->reads;
+    set_blocked(c, BLOCK_READ);
+    return 1;
+}
+
 /* The cluster's tickets moved: answers whose events are applied wait for
  * the commit of those writes like any write's; those whose publishing
  * failed become errors. Answers leave in order, so a connection is looked
  * at up to its first answer still pending: O(connections + answers
- * settled). */
+ * settled). Reads waiting for a barrier run once it passed. */
 static void cluster_progress(void *ud) {
     server *s = ud;
     char err[512];
     int moved = 0;
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->closing || c->blocked != BLOCK_READ)
+            continue;
+        int rc = rec_cluster_barrier_check(s->cluster, c->barrier, err, sizeof err);
+        if (rc == REC_PENDING)
+            continue;
+        c->barrier = 0;
+        c->barrier_rc = rc ? rc : 1;
+        /* What it holds came before the barrier's question, unless it
+         * read meanwhile (blocked, it reads nothing, but for a wake-up of
+         * the input memory's queue). */
+        c->covered = rc == 0 && c->reads == c->barrier_reads;
+        set_blocked(c, 0);
+        process(c);
+    }
     for (conn *c = s->conns; c; c = c->next) {
         if (c->closing)
             continue;
-        for (uint32_t i = 0; i < c->nreplies; i++) {
+        size_t off = c->qpos;
+        for (uint32_t i = 0; i < c->nreplies; off += c->rq[c->rq_head + i].len, i++) {
             reply *r = &c->rq[c->rq_head + i];
             if (!r->ticket)
                 continue;
-            int rc = rec_cluster_ticket(s->cluster, r->ticket, err, sizeof err);
+            uint64_t result = 0;
+            int rc = rec_cluster_ticket(s->cluster, r->ticket, &result, err, sizeof err);
             if (rc == REC_PENDING)
                 break;
             r->ticket = 0;
             moved = 1;
+            if (rc == 0 && r->patch) {
+                unsigned char *p = (unsigned char *)c->qbuf.data + off + r->len - 4;
+                uint32_t v = result > UINT32_MAX ? UINT32_MAX : (uint32_t)result;
+                p[0] = (unsigned char)(v >> 24);
+                p[1] = (unsigned char)(v >> 16);
+                p[2] = (unsigned char)(v >> 8);
+                p[3] = (unsigned char)v;
+            }
             if (rc == 0) {
                 r->gen = s->cur_gen;
                 r->write = 1;
@@ -770,18 +898,43 @@ static void cluster_progress(void *ud) {
     }
 }
 
-/* One event of the stream, applied as event.add applies it. */
-static int cluster_apply(void *ud, const msgpack_object *ev) {
+/* One message of the stream, applied as a live call applies it: an event
+ * (op NULL) as event.add, a catalogue write as its method. A delete
+ * commits on its own, so it waits (REC_PENDING) while a group commit is
+ * in flight; commit_done resumes it. */
+static int cluster_apply(void *ud, const char *op, const msgpack_object *ev,
+                         uint64_t *result) {
     server *s = ud;
-    msgpack_object params = {.type = MSGPACK_OBJECT_ARRAY,
-                             .via.array = {.size = 1, .ptr = (msgpack_object *)ev}};
+    msgpack_object one = {.type = MSGPACK_OBJECT_ARRAY,
+                          .via.array = {.size = 1, .ptr = (msgpack_object *)ev}};
+    const msgpack_object *params = &one;
+    int method = s->event_method;
+    unsigned flags = 0;
+    if (op) {
+        method = rec_dispatch_find(s->d, op, strlen(op));
+        flags = method >= 0 ? rec_dispatch_flags(s->d, method) : 0;
+        if (!(flags & REC_M_CATALOG))
+            return REC_EINVAL;
+        if ((flags & REC_M_BARRIER) && s->committing)
+            return REC_PENDING;
+        params = ev;
+    }
     char err[512];
     rec_buf *b = &s->result;
     rec_buf_clear(b);
-    int rc = rec_dispatch_call(s->d, s->event_method, &params, &s->cluster_sess, b, err,
-                               sizeof err);
-    if (rc)
-        REC_WARN("cluster: an event of the stream was refused: %s", err);
+    int rc = rec_dispatch_call(s->d, method, params, &s->cluster_sess, b, err, sizeof err);
+    if (flags & REC_M_BARRIER) /* its own commit failed: the state went back */
+        (void)writes_lost(s, REC_ESTORE);
+    if (rc) {
+        REC_WARN("cluster: %s of the stream was refused: %s", op ? op : "an event", err);
+    } else if (op) {
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        if (msgpack_unpack_next(&up, b->data, b->len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            up.data.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            *result = up.data.via.u64;
+        msgpack_unpacked_destroy(&up);
+    }
     shrink_result(s);
     return rc;
 }
@@ -839,6 +992,18 @@ static int handle(conn *c, const rec_rpc_msg *m) {
         }
         return 0;
     }
+    /* In a cluster, catalogue writes go to the stream (applied in its
+     * order, so a delete needs no barrier here), and reads wait for the
+     * writes acknowledged before them (read_barrier). */
+    if (s->cluster && (flags & REC_M_CATALOG))
+        return publish_write(c, m, method, t0);
+    if (s->cluster && (flags & REC_M_EVENTS))
+        return publish_events(c, m, method, t0);
+    if (s->cluster && !notify && (flags & (REC_M_READ_USER | REC_M_READ_ITEMS))) {
+        int rb = read_barrier(c, m, method, t0);
+        if (rb)
+            return rb == 1 ? 1 : 0;
+    }
     /* Deletes commit on the loop thread: they wait until no write is
      * pending or being committed, so commits stay in order; meanwhile
      * other writes wait behind them (resume_blocked). */
@@ -851,8 +1016,7 @@ static int handle(conn *c, const rec_rpc_msg *m) {
         set_blocked(c, BLOCK_WRITE);
         return 1;
     }
-    if (s->cluster && (flags & REC_M_EVENTS))
-        return publish_events(c, m, method, t0);
+
     /* The result goes to a buffer kept by the server (no allocation per
      * request once it has grown), then once into the queued answer. */
     rec_buf *b = &s->result;
@@ -1199,6 +1363,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     if (n == 0)
         return;
     c->t_read = mono_us();
+    c->covered = 0; /* what comes now may follow a write acknowledged since */
+    c->reads++;
     if (buf->base != s->scratch) {
         c->rbuf.len += (size_t)n;
         process(c);
@@ -1238,6 +1404,8 @@ static void on_closed(uv_handle_t *h) {
     for (uint32_t i = 0; s->cluster && i < c->nreplies; i++)
         if (c->rq[c->rq_head + i].ticket)
             rec_cluster_forget(s->cluster, c->rq[c->rq_head + i].ticket);
+    if (s->cluster && c->barrier)
+        rec_cluster_barrier_forget(s->cluster, c->barrier);
     free(c->rq);
     rec_buf_free(&c->qbuf);
     if (c->prev)

@@ -7,9 +7,16 @@ alone, with the same client (`recd bench`) and the same loads:
 - event.add, one connection, one call at a time (the answer's latency:
   alone, the group commit; in the cluster, publish + the stream's quorum +
   the node's fetch, apply and commit);
-- rec.recommend after the events (the read path: no cluster work).
+- rec.recommend after the events, through a second node that did not take
+  them (8 x 16 for throughput, 1 x 1 for the latency: each call waits for
+  its read barrier, one request to the stream's leader, against a node
+  alone that has none);
+- item.put, one item a call, one call at a time, from a Python client
+  (the answer's latency: alone the group commit; in the cluster publish,
+  the stream's quorum, the apply and the commit).
 
 Each load runs RUNS times (3) on a fresh folder, a fresh stream; medians.
+ONLY=name,name runs only those loads.
 Prints `BENCH name=cluster_... value=... unit=...` lines and the ratio of
 each cluster figure to the alone one. Not part of `make bench` (it starts
 three nats-servers); run with /usr/bin/python3 tests/bench/cluster_bench.py.
@@ -34,10 +41,31 @@ LOADS = [  # name, recd bench arguments
     ("event_c8_P16", ["-t", "event", "-c", "8", "-P", "16", "-n", "20000"]),
     ("event_c1_P1", ["-t", "event", "-c", "1", "-P", "1", "-n", "1000"]),
     ("recommend_c8_P16", ["-t", "recommend", "-c", "8", "-P", "16", "-n", "20000"]),
+    ("recommend_c1_P1", ["-t", "recommend", "-c", "1", "-P", "1", "-n", "2000"]),
+    ("item_put_c1_P1", None),   # Python client: tests/bench/cluster_bench.py put_latency
 ]
+ONLY = [x for x in os.environ.get("ONLY", "").split(",") if x]
+PUTS = 500
+
+
+def put_latency(port):
+    """item.put of one item a call, one call at a time: (calls/s, p50 ms,
+    p99 ms)."""
+    import time
+    from recd_client import Client
+    lat = []
+    with Client("127.0.0.1:%d" % port, timeout=60) as c:
+        for k in range(PUTS):
+            t = time.perf_counter()
+            c.call("item.put", {"id": "put%d" % k, "props": {"k": k}})
+            lat.append(time.perf_counter() - t)
+    lat.sort()
+    return (len(lat) / sum(lat), lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3)
 
 
 def run_bench(port, args):
+    if args is None:
+        return put_latency(port)
     out = subprocess.run([natsrig.RECD_BIN, "bench", "-p", str(port), "--csv", "--force",
                           "--users", "2000", "--items", "2000"] + args,
                          capture_output=True, text=True, timeout=600)
@@ -55,7 +83,7 @@ def alone(args):
                          stdin=subprocess.DEVNULL)
     try:
         natsrig.wait_port(port, p, 10, "recd")
-        if "recommend" in args[1]:
+        if args and "recommend" in args[1]:
             run_bench(port, ["-t", "event", "-c", "8", "-P", "16", "-n", "20000"])
         return run_bench(port, args)
     finally:
@@ -69,9 +97,12 @@ def clustered(args):
     try:
         os.environ.setdefault("RECD_LOG_LEVEL", "warn")
         node = rig.node("bench").start()
-        if "recommend" in args[1]:
+        if args and "recommend" in args[1]:
+            # The events through this node; the reads through another.
+            other = rig.node("reader", first=1).start()
             run_bench(node.port, ["-t", "event", "-c", "8", "-P", "16", "-n", "20000"])
-            node.wait_caught_up()
+            other.wait_caught_up()
+            return run_bench(other.port, args)
         return run_bench(node.port, args)
     finally:
         rig.stop()
@@ -83,6 +114,8 @@ def bench(name, value, unit):
 
 def main():
     for name, args in LOADS:
+        if ONLY and name not in ONLY:
+            continue
         res = {}
         for mode, fn in (("alone", alone), ("cluster", clustered)):
             runs = [fn(args) for _ in range(RUNS)]

@@ -1,11 +1,14 @@
-"""make test-cluster: a recd node over a 3-server NATS JetStream cluster (R3).
+"""make test-cluster: recd nodes over a 3-server NATS JetStream cluster (R3).
 
 On loopback, with its own nats-servers (random ports, temporary stores):
-- clients write events through the node, pipelined, while the node is
-  killed with SIGKILL and restarted, and while one nats-server (the one
-  the node is connected to) is killed with SIGKILL; afterwards every
-  acknowledged event is in the node's history exactly once, and no event
-  (acknowledged, refused or cut off) is there twice;
+- catalogue writes and read-your-writes through several nodes
+  (replicas.py);
+- clients write events (and catalogue writes) through three nodes,
+  pipelined, while one node is killed with SIGKILL and restarted, and
+  while one nats-server is killed with SIGKILL; afterwards every
+  acknowledged event is in its user's history exactly once on every node,
+  no event (acknowledged, refused or cut off) is there twice, and the
+  catalogue is identical on every node;
 - read-your-writes: a user's history read right after the answer to an
   event.add holds that event, and rec.recommend answers for that user;
 - bad starts are refused with a clear message and a non-zero exit, and
@@ -26,6 +29,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import natsrig  # noqa: E402
+import replicas  # noqa: E402
 from recd_client import Client, RecdError  # noqa: E402
 
 EVENTS = int(os.environ.get("RECD_CLUSTER_EVENTS", "20000"))
@@ -320,13 +324,20 @@ def check_module_has_no_cluster():
     assert not bad, bad
 
 
-def check_load_with_kills(rig, node):
-    """The writes, with the node killed and restarted, then a nats-server
-    killed, each once a share of the events is acknowledged."""
+def check_load_with_kills(rig, nodes):
+    """The writes through every node (events, and catalogue writes), with
+    one node killed and restarted, then a nats-server killed, each once a
+    share of the events is acknowledged; every node then holds each
+    acknowledged event once, and the same catalogue."""
+    node, victim_node = nodes[0], nodes[-1]
     ledger = Ledger()
+    cat = replicas.CatalogLedger()
     stop = threading.Event()
-    threads = [threading.Thread(target=client_loop, args=(node, i, ledger, stop), daemon=True)
-               for i in range(CLIENTS)]
+    threads = [threading.Thread(target=client_loop, args=(nodes[i % len(nodes)], i, ledger, stop),
+                                daemon=True) for i in range(CLIENTS)]
+    threads += [threading.Thread(target=replicas.catalog_loop,
+                                 args=(n, k, cat, stop, 300), daemon=True)
+                for k, n in enumerate(nodes)]
     t0 = time.monotonic()
     for t in threads:
         t.start()
@@ -342,34 +353,52 @@ def check_load_with_kills(rig, node):
             time.sleep(0.02)
 
     wait_acked(EVENTS * 3 // 10, "the node's kill")
-    node.kill()
-    node.start(timeout=60)      # waits out the dead node's lease
+    victim_node.kill()
+    at_kills = [ledger.count_acked()]
     wait_acked(EVENTS * 6 // 10, "the nats-server's kill")
-    # The node is connected to the first server of its list.
+    # The first node is connected to the first server of its list.
     connected = node.info()["cluster"]["connected"]
     victim = [i for i in range(rig.n) if rig.url(i) == connected]
     assert victim, connected
     rig.kill_nats(victim[0])
+    at_kills.append(ledger.count_acked())
+    # The killed node comes back (after its lease) with a server missing.
+    victim_node.start(timeout=60)
+    at_kills.append(ledger.count_acked())
     for t in threads:
         t.join(240)
     stop.set()
     assert not any(t.is_alive() for t in threads), "clients still running"
     elapsed = time.monotonic() - t0
     assert not ledger.bad, ledger.bad[:5]
-    cl = node.wait_caught_up()
-    seen = history_tokens(node, ["u%d" % i for i in range(USERS)])
-    twice = [t for t, n in seen.items() if n > 1]
-    assert not twice, "events applied twice: %r" % twice[:10]
-    missing = [t for t in ledger.acked if t not in seen]
-    assert not missing, "acknowledged events missing: %d, e.g. %r" % (len(missing), missing[:10])
-    stray = [t for t in seen if t not in ledger.acked and t not in ledger.failed
-             and t not in ledger.unknown]
-    assert not stray, "events never sent: %r" % stray[:10]
+    first_seen = None
+    for n in nodes:
+        cl = n.wait_caught_up()
+        seen = history_tokens(n, ["u%d" % i for i in range(USERS)])
+        twice = [t for t, k in seen.items() if k > 1]
+        assert not twice, "%s: events applied twice: %r" % (n.name, twice[:10])
+        missing = [t for t in ledger.acked if t not in seen]
+        assert not missing, "%s: acknowledged events missing: %d, e.g. %r" % (
+            n.name, len(missing), missing[:10])
+        stray = [t for t in seen if t not in ledger.acked and t not in ledger.failed
+                 and t not in ledger.unknown]
+        assert not stray, "%s: events never sent: %r" % (n.name, stray[:10])
+        if first_seen is None:
+            first_seen = seen
+        assert seen == first_seen, "%s holds other events than %s" % (n.name, nodes[0].name)
+    seen = first_seen
+    cl = node.info()["cluster"]
+    items = replicas.check_catalogs_identical(nodes, cat)
+    assert len(cat.put_acked) > 600, "too few catalogue writes acknowledged"
     # Each token's user: an event is where its user's history is.
+    print("  acknowledged at the node's kill, the server's kill, the node's restart: %r"
+          % at_kills)
     print("  %d events acknowledged, %d refused, %d cut off by the kill; %d applied in "
-          "%.1f s; node: %r" % (len(ledger.acked), len(ledger.failed), len(ledger.unknown),
-                                len(seen), elapsed, {k: cl[k] for k in ("last_applied", "duplicates",
-                                                                        "publish_retries")}))
+          "%.1f s; %d catalogue puts and %d deletes acknowledged, %d items on each of %d "
+          "nodes; node: %r" % (len(ledger.acked), len(ledger.failed), len(ledger.unknown),
+                               len(seen), elapsed, len(cat.put_acked), len(cat.del_acked), items,
+                               len(nodes), {k: cl[k] for k in ("last_applied", "duplicates",
+                                                               "publish_retries")}))
     assert len(ledger.acked) > EVENTS * 0.9, "too few acknowledged"
     # The killed server comes back on its store and rejoins.
     rig.start_nats(victim[0])
@@ -379,6 +408,7 @@ def check_load_with_kills(rig, node):
 def main():
     passed, failed = 0, 0
     rig = natsrig.Rig()
+    os.environ.setdefault("RECD_FAULT_BARRIER_GIVE_UP", "2")
 
     def run(name, fn, *args):
         nonlocal passed, failed
@@ -400,16 +430,28 @@ def main():
         run("sys.info shows the cluster", check_info, node)
         run("read-your-writes through the node", check_read_your_writes, node)
         run("a call with a bad event publishes nothing", check_bad_call_publishes_nothing, node)
+        others = [rig.node("b", first=1).start(), rig.node("c", first=2).start()]
+        nodes = [node] + others
+        run("catalogue writes through the stream, read through another node",
+            replicas.check_catalog_writes, node, others[0])
+        run("read-your-writes through any node", replicas.check_read_your_writes_across, nodes)
+        run("reads pipelined on a connection share a barrier",
+            replicas.check_pipelined_reads_share_a_barrier, node, others[0])
+        run("a strict node takes an item put through another node",
+            replicas.check_strict_order, rig, node)
         seen_a = {}
         t = time.monotonic()
         try:
-            seen_a = check_load_with_kills(rig, node)
+            seen_a = check_load_with_kills(rig, nodes)
             passed += 1
-            print("ok   %d events, kill -9 of the node and of a nats-server: each acknowledged "
-                  "event once (%.1f s)" % (EVENTS, time.monotonic() - t))
+            print("ok   %d events and catalogue writes through 3 nodes, kill -9 of a node and "
+                  "of a nats-server: each acknowledged event once on every node, the same "
+                  "catalogue (%.1f s)" % (EVENTS, time.monotonic() - t))
         except Exception:
             failed += 1
             print("FAIL the load with kills\n%s" % traceback.format_exc())
+        for n in others:
+            n.stop()
         run("a partition count that disagrees with the stream's", check_partitions_disagree, rig)
         run("a node name in use", check_name_in_use, rig, node)
         run("read-your-writes after the kills", check_read_your_writes, node, 10)
@@ -420,6 +462,10 @@ def main():
                 "failed commits", check_fresh_node_and_failed_commits, rig, seen_a)
         run("an event refused when applied is answered as refused", check_refused_at_apply,
             node)
+        run("a stream made with the events' subjects only takes the catalogue's",
+            replicas.check_old_stream_takes_catalog, rig, node)
+        run("a read barrier the stream cannot answer gives up with io_error",
+            replicas.check_barrier_gives_up, rig, node)
     finally:
         rig.stop()
     print("RESULT passed=%d failed=%d" % (passed, failed))

@@ -415,6 +415,77 @@ static void test_check_events_alone(void **state) {
     fx_close(&f);
 }
 
+/* The checks of a catalogue write alone (for a cluster, which publishes
+ * it rather than apply it): what the method refuses is refused with the
+ * same message, nothing is applied; and the method table's flags. */
+static int check_write(fx *f, const char *method, msgpack_sbuffer *sb, char *err,
+                       size_t errlen) {
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, sb->data, sb->size, NULL), MSGPACK_UNPACK_SUCCESS);
+    int m = rec_dispatch_find(f->d, method, strlen(method));
+    int rc = rec_dispatch_check_write(f->d, m, &u.data, err, errlen);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_clear(sb);
+    return rc;
+}
+
+static void test_check_write_alone(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 0);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    char err[256];
+    /* item.put: a good item, then one without id */
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_map(&pk, 1), pk_str(&pk, "id"), pk_str(&pk, "i1");
+    msgpack_pack_map(&pk, 1), pk_str(&pk, "props"), msgpack_pack_map(&pk, 0);
+    assert_int_equal(check_write(&f, "item.put", &sb, err, sizeof err), REC_EINVAL);
+    assert_non_null(strstr(err, "params[1]"));
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 2), pk_str(&pk, "id"), pk_str(&pk, "i1");
+    pk_str(&pk, "props"), msgpack_pack_int(&pk, 5);
+    assert_int_equal(check_write(&f, "item.put", &sb, err, sizeof err), REC_EINVAL);
+    assert_non_null(strstr(err, "props must be a map"));
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 1), pk_str(&pk, "id"), pk_str(&pk, "u1");
+    assert_int_equal(check_write(&f, "user.put", &sb, err, sizeof err), 0);
+    msgpack_pack_array(&pk, 0);
+    assert_int_equal(check_write(&f, "user.put", &sb, err, sizeof err), REC_EINVAL);
+    /* deletes: ids only */
+    msgpack_pack_array(&pk, 2);
+    pk_str(&pk, "i1"), msgpack_pack_map(&pk, 0);
+    assert_int_equal(check_write(&f, "item.delete", &sb, err, sizeof err), REC_EINVAL);
+    assert_non_null(strstr(err, "params[1]"));
+    msgpack_pack_array(&pk, 1);
+    pk_str(&pk, "nobody");
+    assert_int_equal(check_write(&f, "user.delete", &sb, err, sizeof err), 0);
+    /* not a catalogue write */
+    msgpack_pack_array(&pk, 0);
+    assert_int_equal(check_write(&f, "sys.ping", &sb, err, sizeof err), REC_EINVAL);
+    /* checked, nothing applied */
+    assert_int_equal(rec_engine_count(f.e, REC_KIND_ITEM), 0);
+    assert_int_equal(rec_engine_count(f.e, REC_KIND_USER), 0);
+    static const char *const catalog[] = {"item.put", "item.delete", "user.put", "user.delete"};
+    for (size_t i = 0; i < 4; i++) {
+        unsigned fl = rec_dispatch_flags(f.d, rec_dispatch_find(f.d, catalog[i], strlen(catalog[i])));
+        assert_true((fl & REC_M_CATALOG) && (fl & REC_M_WRITE));
+    }
+    static const char *const reads[] = {"user.get", "user.history", "rec.recommend",
+                                        "item.get", "item.list", "rec.similar"};
+    for (size_t i = 0; i < 6; i++) {
+        unsigned fl = rec_dispatch_flags(f.d, rec_dispatch_find(f.d, reads[i], strlen(reads[i])));
+        assert_true(fl & (REC_M_READ_USER | REC_M_READ_ITEMS));
+        assert_false(fl & (REC_M_WRITE | REC_M_CATALOG));
+    }
+    assert_false(rec_dispatch_flags(f.d, rec_dispatch_find(f.d, "event.add", 9)) & REC_M_CATALOG);
+    msgpack_sbuffer_destroy(&sb);
+    fx_close(&f);
+}
+
 /* A policy with on_events gets the events in batches: those queued since
  * the last hand-over, given before any other call runs, before a commit,
  * and whenever REC_FANOUT_BATCH are queued; each in log order, the same
@@ -501,6 +572,7 @@ int main(void) {
         cmocka_unit_test(test_alloc_failures_fail_one_call),
         cmocka_unit_test(test_full_vm_fails_calls_not_the_process),
         cmocka_unit_test(test_check_events_alone),
+        cmocka_unit_test(test_check_write_alone),
         cmocka_unit_test(test_events_reach_policies_in_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
