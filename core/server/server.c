@@ -706,6 +706,17 @@ static void shrink_result(server *s) {
 
 /* ---- the cluster ------------------------------------------------------- */
 
+/* A notification (no answer) ran: counted, and logged when it failed. */
+static void notified(conn *c, int method, int rc, const char *err, double t0) {
+    server *s = c->srv;
+    if (rc) {
+        rec_dispatch_notification_failed(s->d);
+        REC_WARN("%s: notification %s failed: %s: %s", c->peer,
+                 rec_dispatch_name(s->d, method), rec_err_name(rc), err);
+    }
+    rec_dispatch_record(s->d, method, mono_us() - t0, rc != 0);
+}
+
 /* event.add in a cluster: checked here, published, and answered (the
  * count, as alone) once the cluster says its events are applied here
  * (cluster_progress). A notification publishes and waits for nothing. */
@@ -734,12 +745,7 @@ static int publish_events(conn *c, const rec_rpc_msg *m, int method, double t0) 
         rc = rec_cluster_publish(s->cluster, p->via.array.ptr, p->via.array.size,
                                  notify ? NULL : &ticket, err, sizeof err);
     if (notify) {
-        if (rc) {
-            rec_dispatch_notification_failed(s->d);
-            REC_WARN("%s: notification event.add failed: %s: %s", c->peer, rec_err_name(rc),
-                     err);
-        }
-        rec_dispatch_record(s->d, method, mono_us() - t0, rc != 0);
+        notified(c, method, rc, err, t0);
         return 0;
     }
     if (rc) {
@@ -779,12 +785,7 @@ static int publish_write(conn *c, const rec_rpc_msg *m, int method, double t0) {
         rc = rec_cluster_publish_op(s->cluster, rec_dispatch_name(s->d, method), &m->params,
                                     notify ? NULL : &ticket, err, sizeof err);
     if (notify) {
-        if (rc) {
-            rec_dispatch_notification_failed(s->d);
-            REC_WARN("%s: notification %s failed: %s: %s", c->peer,
-                     rec_dispatch_name(s->d, method), rec_err_name(rc), err);
-        }
-        rec_dispatch_record(s->d, method, mono_us() - t0, rc != 0);
+        notified(c, method, rc, err, t0);
         return 0;
     }
     if (rc) {
@@ -1049,12 +1050,7 @@ static int handle(conn *c, const rec_rpc_msg *m) {
         return 0;
     }
     if (notify) {
-        if (rc) {
-            rec_dispatch_notification_failed(s->d);
-            REC_WARN("%s: notification %s failed: %s: %s", c->peer,
-                     rec_dispatch_name(s->d, method), rec_err_name(rc), err);
-        }
-        rec_dispatch_record(s->d, method, mono_us() - t0, rc != 0);
+        notified(c, method, rc, err, t0);
     } else if (rc) {
         answer_error(c, m->msgid, rc, err, method, t0);
     } else {
