@@ -704,8 +704,6 @@ static void shrink_result(server *s) {
         rec_buf_free(&s->result);
 }
 
-/* ---- the cluster ------------------------------------------------------- */
-
 /* A notification (no answer) ran: counted, and logged when it failed. */
 static void notified(conn *c, int method, int rc, const char *err, double t0) {
     server *s = c->srv;
@@ -716,6 +714,8 @@ static void notified(conn *c, int method, int rc, const char *err, double t0) {
     }
     rec_dispatch_record(s->d, method, mono_us() - t0, rc != 0);
 }
+
+/* ---- the cluster ------------------------------------------------------- */
 
 /* event.add in a cluster: checked here, published, and answered (the
  * count, as alone) once the cluster says its events are applied here
