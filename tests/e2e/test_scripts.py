@@ -393,3 +393,40 @@ def test_policies_loaded_or_removed_between_events_get_them_or_not(scripted):
         c.call("event.add", {"user": "pu", "item": "q3", "type": "view"})
         assert c.call("admin.eval", 'rec:kv_get("a:pu")') == ["q2"]
         assert c.call("admin.eval", 'rec:kv_get("b:pu")') == ["q3"]
+
+
+def test_batched_policy_learns_before_the_next_call(scripted):
+    """Events pipelined in one write reach a policy's on_events in batches
+    (far fewer calls than events), and the call right after them in the
+    same write already sees what the policy learned from every one."""
+    srv, sdir, pdir = scripted
+    write(os.path.join(pdir, "count.lua"),
+          'local calls = 0\n'
+          'return { on_events = function(b)\n'
+          '  calls = calls + 1\n'
+          '  rec:kv_put("n", (rec:kv_get("n") or 0) + #b)\n'
+          '  rec:kv_put("calls", calls)\n'
+          'end }\n')
+    with srv.connect(unix=True) as c:
+        c.call("script.reload")
+        n = 200
+        buf = b"".join(c._pack([0, 1000 + i, "event.add",
+                                [{"user": "u%d" % (i % 7), "item": "i%d" % i, "type": "click"}]])
+                       for i in range(n))
+        buf += c._pack([0, 9000, "admin.eval", ['rec:kv_get("n"), rec:kv_get("calls")']])
+        c.send_raw(buf)
+        replies = {}
+        while len(replies) < n + 1:
+            msgid, err, res = c.recv()
+            assert err is None, err
+            replies[msgid] = res
+        assert all(replies[1000 + i] == 1 for i in range(n))
+        learned, calls = replies[9000]
+        assert learned == n
+        assert 1 <= calls < n
+        # and so does a list asked right after one more event
+        buf = c._pack([0, 9001, "event.add", [{"user": "u1", "item": "i1", "type": "click"}]])
+        buf += c._pack([0, 9002, "admin.eval", ['rec:kv_get("n")']])
+        c.send_raw(buf)
+        got = dict((m, r) for m, _, r in (c.recv(), c.recv()))
+        assert got[9002] == [n + 1]
