@@ -1,6 +1,7 @@
 /* graph.c - interaction graph, co-occurrence and random walks. */
 #include "graph.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,33 +145,109 @@ static uint32_t recent_positive(const rec_hlist *h, uint32_t end,
 
 #define WINDOW_MAX 256
 
-static int cooc_apply(rec_graph *g, const rec_hlist *h, uint32_t end,
-                      uint32_t item, float weight, float sign) {
-    uint32_t nb[WINDOW_MAX];
-    float nw[WINDOW_MAX];
+/* The neighbours of one event and their weights (see cooc_apply). */
+typedef struct nbrs {
+    uint32_t n;
+    uint32_t item[WINDOW_MAX];
+    float w[WINDOW_MAX];
+} nbrs;
+
+static void nbrs_find(const rec_graph *g, const rec_hlist *h, uint32_t end,
+                      uint32_t item, nbrs *nb) {
     uint32_t win = g->window < WINDOW_MAX ? g->window : WINDOW_MAX;
-    uint32_t n = recent_positive(h, end, item, win, nb, nw);
-    /* The tables touched are spread over memory: load their headers, then
-     * the slots probed first, all at once, before updating any. */
-    for (uint32_t j = 0; j < n; j++)
-        rec_prefetch(&g->cooc[nb[j]]);
+    nb->n = recent_positive(h, end, item, win, nb->item, nb->w);
+}
+
+/* Ask the cache for the slots that nbrs_add updates; their tables' headers
+ * are best loaded already. */
+static void nbrs_prefetch(const rec_graph *g, uint32_t item, const nbrs *nb) {
     const rec_cooc *own = &g->cooc[item];
-    for (uint32_t j = 0; j < n; j++) {
-        const rec_cooc *c = &g->cooc[nb[j]];
+    for (uint32_t j = 0; j < nb->n; j++) {
+        const rec_cooc *c = &g->cooc[nb->item[j]];
         if (c->cap)
             rec_prefetch(&c->e[slot_of(item + 1, c->cap - 1)]);
         if (own->cap)
-            rec_prefetch(&own->e[slot_of(nb[j] + 1, own->cap - 1)]);
+            rec_prefetch(&own->e[slot_of(nb->item[j] + 1, own->cap - 1)]);
     }
-    for (uint32_t j = 0; j < n; j++) {
-        float w = sign * (weight < nw[j] ? weight : nw[j]);
-        int rc = cooc_add(g, item, nb[j], w);
+}
+
+static int nbrs_add(rec_graph *g, uint32_t item, float weight, float sign, const nbrs *nb) {
+    for (uint32_t j = 0; j < nb->n; j++) {
+        float w = sign * (weight < nb->w[j] ? weight : nb->w[j]);
+        int rc = cooc_add(g, item, nb->item[j], w);
         if (!rc)
-            rc = cooc_add(g, nb[j], item, w);
+            rc = cooc_add(g, nb->item[j], item, w);
         if (rc)
             return rc;
     }
     return 0;
+}
+
+static int cooc_apply(rec_graph *g, const rec_hlist *h, uint32_t end,
+                      uint32_t item, float weight, float sign) {
+    nbrs nb;
+    nbrs_find(g, h, end, item, &nb);
+    /* The tables touched are spread over memory: load their headers, then
+     * the slots probed first, all at once, before updating any. */
+    for (uint32_t j = 0; j < nb.n; j++)
+        rec_prefetch(&g->cooc[nb.item[j]]);
+    nbrs_prefetch(g, item, &nb);
+    return nbrs_add(g, item, weight, sign, &nb);
+}
+
+/* Events apart between the stages of rec_graph_settle, and the ring of
+ * neighbour lists between the third stage and the last. */
+#define SETTLE_GAP 2
+#define SETTLE_RING 8
+
+int rec_graph_settle(rec_graph *g) {
+    uint32_t n = g->npend;
+    g->npend = 0;
+    static_assert(SETTLE_RING >= 2 * SETTLE_GAP + 1, "the ring holds the events in flight");
+    nbrs ring[SETTLE_RING];
+    /* Event i goes through: its history header and own table's header
+     * asked for (stage 0); its history's tail asked for (stage 1, GAP
+     * later); its neighbours found and their headers asked for (2); their
+     * slots asked for (3); the updates (4). */
+    for (uint32_t t = 0; t < n + 4 * SETTLE_GAP; t++) {
+        if (t < n) {
+            rec_prefetch(&g->users[g->pend_user[t]]);
+            rec_prefetch(&g->cooc[g->pend_item[t]]);
+        }
+        uint32_t i = t - SETTLE_GAP;
+        if (t >= SETTLE_GAP && i < n) {
+            const rec_hlist *h = &g->users[g->pend_user[i]];
+            uint32_t p = g->pend_pos[i];
+            rec_prefetch(&h->e[p]);
+            if (p >= 2)
+                rec_prefetch(&h->e[p - 2]);
+            if (p >= 5)
+                rec_prefetch(&h->e[p - 5]);
+        }
+        i = t - 2 * SETTLE_GAP;
+        if (t >= 2 * SETTLE_GAP && i < n) {
+            nbrs *nb = &ring[i % SETTLE_RING];
+            nbrs_find(g, &g->users[g->pend_user[i]], g->pend_pos[i], g->pend_item[i], nb);
+            for (uint32_t j = 0; j < nb->n; j++)
+                rec_prefetch(&g->cooc[nb->item[j]]);
+        }
+        i = t - 3 * SETTLE_GAP;
+        if (t >= 3 * SETTLE_GAP && i < n)
+            nbrs_prefetch(g, g->pend_item[i], &ring[i % SETTLE_RING]);
+        i = t - 4 * SETTLE_GAP;
+        if (t >= 4 * SETTLE_GAP && i < n) {
+            int rc = nbrs_add(g, g->pend_item[i], g->pend_w[i], 1.0f, &ring[i % SETTLE_RING]);
+            g->pend_rc = g->pend_rc ? g->pend_rc : rc;
+        }
+    }
+    int rc = g->pend_rc;
+    g->pend_rc = 0;
+    return rc;
+}
+
+uint64_t rec_graph_edges(rec_graph *g) {
+    (void)rec_graph_settle(g);
+    return g->edges;
 }
 
 int rec_graph_add(rec_graph *g, uint32_t user, uint32_t item, double ts,
@@ -199,8 +276,13 @@ int rec_graph_add(rec_graph *g, uint32_t user, uint32_t item, double ts,
             a->u = u;
             a->cap = cap;
         }
-        if ((rc = cooc_apply(g, h, h->n, item, weight, 1.0f)))
-            return rc;
+        if (g->npend == REC_GRAPH_PENDING)
+            (void)rec_graph_settle(g); /* a failure stays in pend_rc */
+        uint32_t k = g->npend++;
+        g->pend_user[k] = user;
+        g->pend_pos[k] = h->n;
+        g->pend_item[k] = item;
+        g->pend_w[k] = weight;
         a->u[a->n++] = user;
     }
     h->e[h->n++] = (rec_hentry){.ts = ts, .seq = seq, .item = item,
@@ -219,7 +301,8 @@ const rec_hentry *rec_graph_history(const rec_graph *g, uint32_t user,
     return g->users[user].e;
 }
 
-float rec_graph_cooc(const rec_graph *g, uint32_t a, uint32_t b) {
+float rec_graph_cooc(rec_graph *g, uint32_t a, uint32_t b) {
+    (void)rec_graph_settle(g);
     if (a >= g->nitems)
         return 0.0f;
     int created = 0;
@@ -247,6 +330,7 @@ size_t rec_graph_neighbors(rec_graph *g, uint32_t item,
                            rec_hit *out) {
     rec_topk tk;
     rec_topk_init(&tk, out, k);
+    (void)rec_graph_settle(g);
     if (item >= g->nitems)
         return 0;
     rec_cooc *c = &g->cooc[item];
@@ -440,6 +524,7 @@ static void ulist_drop(rec_ulist *a, uint32_t user) {
 }
 
 void rec_graph_forget_user(rec_graph *g, uint32_t user) {
+    (void)rec_graph_settle(g); /* the positions owed stay valid until now */
     if (user >= g->nusers)
         return;
     rec_hlist *h = &g->users[user];
@@ -468,6 +553,7 @@ static void cooc_replay(rec_graph *g, const rec_hlist *h, float sign) {
 }
 
 void rec_graph_forget_item(rec_graph *g, uint32_t item) {
+    (void)rec_graph_settle(g);
     if (item >= g->nitems)
         return;
     /* Every history holding the item, negative entries included (those

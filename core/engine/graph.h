@@ -66,6 +66,11 @@ typedef struct rec_cooc {
 #define REC_GRAPH_TOP_CAP 256
 #define REC_GRAPH_TOP_ROWS 16384
 
+/* Co-occurrence updates wait in a queue of this many events and are then
+ * applied together, the cache misses of several events overlapping (see
+ * rec_graph_settle). */
+#define REC_GRAPH_PENDING 64
+
 typedef struct rec_graph {
     uint32_t window;   /* co-occurrence window, items */
     rec_hlist *users;  /* indexed by user */
@@ -80,6 +85,13 @@ typedef struct rec_graph {
     uint32_t scratch_cap;
     uint32_t top_rows; /* rows with a ranked head (rec_cooc.top) */
     uint32_t top_budget; /* at most this many (REC_GRAPH_TOP_ROWS) */
+    /* positive events whose co-occurrence is not applied yet, in arrival
+     * order: user, position in that user's history, item, weight */
+    uint32_t pend_user[REC_GRAPH_PENDING], pend_pos[REC_GRAPH_PENDING];
+    uint32_t pend_item[REC_GRAPH_PENDING];
+    float pend_w[REC_GRAPH_PENDING];
+    uint32_t npend;
+    int pend_rc;       /* the first failure of a settle, until asked for */
 } rec_graph;
 
 void rec_graph_init(rec_graph *g, uint32_t window);
@@ -95,16 +107,30 @@ static inline void rec_graph_prefetch(const rec_graph *g, uint32_t user,
 }
 void rec_graph_close(rec_graph *g);
 
-/* Record one interaction. O(window) for positive weights. */
+/* Record one interaction. O(1); a positive weight owes O(window)
+ * co-occurrence updates, applied by the next settle: every function below
+ * that reads or changes co-occurrence settles first, so what it sees is
+ * the same as if each add had applied its own. */
 int rec_graph_add(rec_graph *g, uint32_t user, uint32_t item, double ts,
                   float weight, uint16_t type, uint64_t seq);
+
+/* Apply the co-occurrence updates owed, REC_GRAPH_PENDING events at a
+ * time, in arrival order: each event's tables are asked of the cache a few
+ * events before they are updated, so the misses of several events overlap
+ * (one event alone waits for its history, then its neighbours' tables,
+ * then their slots). Returns the first failure (REC_ENOMEM) since the last
+ * call, which skipped that event's updates, or 0. */
+int rec_graph_settle(rec_graph *g);
+
+/* Directed co-occurrence entries, settled. */
+uint64_t rec_graph_edges(rec_graph *g);
 
 /* History of a user in arrival order (borrowed until the next add/forget
  * of that user), NULL with *n = 0 when none. */
 const rec_hentry *rec_graph_history(const rec_graph *g, uint32_t user,
                                     uint32_t *n);
 
-float rec_graph_cooc(const rec_graph *g, uint32_t a, uint32_t b);
+float rec_graph_cooc(rec_graph *g, uint32_t a, uint32_t b);
 
 /* Strongest co-occurrence neighbours of item, skipping bits set in skip
  * (may be NULL). O(degree log k), or O(REC_GRAPH_TOP_CAP) for a long row

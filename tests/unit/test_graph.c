@@ -26,7 +26,7 @@ static void add(rec_graph *g, uint32_t user, uint32_t item, float w) {
     assert_int_equal(rec_graph_add(g, user, item, ts, w, 1, 0), 0);
 }
 
-static void expect_cooc(const rec_graph *g, uint32_t a, uint32_t b,
+static void expect_cooc(rec_graph *g, uint32_t a, uint32_t b,
                         float want) {
     float ab = rec_graph_cooc(g, a, b), ba = rec_graph_cooc(g, b, a);
     if (ab != want || ba != want)
@@ -35,7 +35,7 @@ static void expect_cooc(const rec_graph *g, uint32_t a, uint32_t b,
 }
 
 /* Every pair of items below n has the same weight in both graphs. */
-static void expect_same_cooc(const rec_graph *g, const rec_graph *ref,
+static void expect_same_cooc(rec_graph *g, rec_graph *ref,
                              uint32_t n) {
     for (uint32_t a = 0; a < n; a++)
         for (uint32_t b = 0; b < n; b++) {
@@ -167,7 +167,7 @@ static void test_cooc_exact(void **state) {
     expect_cooc(&g, A, 0, 0.0f);
     expect_cooc(&g, A, 1000, 0.0f);
     expect_cooc(&g, 1000, 2000, 0.0f);
-    assert_int_equal(g.edges, 12); /* 6 pairs, both directions */
+    assert_int_equal(rec_graph_edges(&g), 12); /* 6 pairs, both directions */
 
     /* A second user adds to the same pairs. */
     add(&g, 1, C, 0.5f);
@@ -177,7 +177,7 @@ static void test_cooc_exact(void **state) {
     expect_cooc(&g, A, B, 2.0f);
     expect_cooc(&g, B, C, 1.5f);
     expect_cooc(&g, B, D, 2.0f);
-    assert_int_equal(g.edges, 12);
+    assert_int_equal(rec_graph_edges(&g), 12);
 
     /* Window 1 sees only the previous positive item; a wide window sees
      * all of them. */
@@ -221,9 +221,58 @@ static void test_cooc_symmetric_random(void **state) {
             assert_true(x >= 0.0f);
             nonzero += x != 0.0f;
         }
-    assert_int_equal(nonzero, g.edges);
+    assert_int_equal(nonzero, rec_graph_edges(&g));
     assert_int_equal(g.events, EVENTS);
     rec_graph_close(&g);
+}
+
+
+/* Co-occurrence owed by rec_graph_add and applied in batches gives what
+ * applying each event at once gives: the same weights, summed in the same
+ * order, and the same edge count, across many batches, one user's events
+ * in one batch, and forgets in between. */
+static void test_cooc_settled_in_batches(void **state) {
+    enum { USERS = 30, ITEMS = 60, EVENTS = 5000 };
+    const float weights[] = {1.0f, 0.5f, 2.0f, -1.0f, 0.25f, 0.75f};
+    rec_graph g, ref;
+    rec_graph_init(&g, 5);
+    rec_graph_init(&ref, 5);
+    rec_rng r;
+    rec_rng_seed(&r, 77);
+    for (int e = 0; e < EVENTS; e++) {
+        uint32_t u = e % 500 < 100 ? 7 : rec_rng_below(&r, USERS); /* runs of one user */
+        uint32_t it = rec_rng_below(&r, ITEMS);
+        float w = weights[rec_rng_below(&r, 6)];
+        add(&g, u, it, w);
+        add(&ref, u, it, w);
+        assert_int_equal(rec_graph_settle(&ref), 0);
+        assert_true(ref.npend == 0);
+        if (e % 1200 == 1199) {
+            rec_graph_forget_user(&g, u);
+            rec_graph_forget_user(&ref, u);
+        } else if (e % 1700 == 1699) {
+            rec_graph_forget_item(&g, it);
+            rec_graph_forget_item(&ref, it);
+        }
+    }
+    assert_true(g.npend > 0); /* some still owed: the reads below settle them */
+    expect_same_cooc(&g, &ref, ITEMS);
+    assert_true(g.npend == 0);
+    assert_int_equal(rec_graph_edges(&g), rec_graph_edges(&ref));
+    rec_hit a[8], b[8];
+    add(&g, 3, 5, 1.0f);
+    add(&ref, 3, 5, 1.0f);
+    for (uint32_t it = 0; it < ITEMS; it++) { /* neighbours settle too */
+        size_t na = rec_graph_neighbors(&g, it, NULL, 0, 8, a);
+        size_t nb = rec_graph_neighbors(&ref, it, NULL, 0, 8, b);
+        assert_int_equal(na, nb);
+        for (size_t i = 0; i < na; i++) {
+            assert_int_equal(a[i].idx, b[i].idx);
+            assert_true(a[i].score == b[i].score);
+        }
+    }
+    rec_graph_close(&g);
+    rec_graph_close(&ref);
 }
 
 static void test_negative_feedback(void **state) {
@@ -234,7 +283,7 @@ static void test_negative_feedback(void **state) {
     add(&g, 0, C, 0.0f);
     add(&g, 0, D, -0.5f);
     add(&g, 1, B, -2.0f);
-    assert_int_equal(g.edges, 0);
+    assert_int_equal(rec_graph_edges(&g), 0);
     expect_cooc(&g, A, B, 0.0f);
     expect_cooc(&g, A, C, 0.0f);
     expect_cooc(&g, B, D, 0.0f);
@@ -249,7 +298,7 @@ static void test_negative_feedback(void **state) {
     add(&g, 0, 7, 1.0f);
     expect_cooc(&g, A, 7, 1.0f);
     expect_cooc(&g, B, 7, 0.0f);
-    assert_int_equal(g.edges, 2);
+    assert_int_equal(rec_graph_edges(&g), 2);
 
     rec_hit out[8];
     assert_int_equal(rec_graph_neighbors(&g, B, NULL, 0, 8, out), 0);
@@ -580,7 +629,7 @@ static void test_walk_deterministic_and_skip(void **state) {
 
 /* The answer rec_graph_neighbors must give: every neighbour of item with
  * a weight above 1e-6, not skipped, by weight then index. */
-static size_t brute_neighbors(const rec_graph *g, uint32_t item, uint32_t bound,
+static size_t brute_neighbors(rec_graph *g, uint32_t item, uint32_t bound,
                               const uint64_t *skip, size_t k, rec_hit *out) {
     rec_topk tk;
     rec_topk_init(&tk, out, k);
@@ -770,6 +819,7 @@ int main(void) {
         cmocka_unit_test(test_history_order),
         cmocka_unit_test(test_cooc_exact),
         cmocka_unit_test(test_cooc_symmetric_random),
+        cmocka_unit_test(test_cooc_settled_in_batches),
         cmocka_unit_test(test_negative_feedback),
         cmocka_unit_test(test_neighbors),
         cmocka_unit_test(test_neighbors_ranked_head),
