@@ -725,9 +725,9 @@ static int flush_rows(rec_engine *e, rec_space *s, int k, uint32_t *list,
         key[2] = (unsigned char)k;
         rec_be32(key + 3, idx);
         const float *row = rec_space_get(s, (rec_kind)k, idx);
-        int rc = row ? rec_batch_put(e->batch, REC_DB_VECTORS, key, 7, row,
-                                     s->dim * sizeof(float))
-                     : rec_batch_del(e->batch, REC_DB_VECTORS, key, 7);
+        int rc = row ? rec_batch_put_unread(e->batch, REC_DB_VECTORS, key, 7, row,
+                                            s->dim * sizeof(float))
+                     : rec_batch_del_unread(e->batch, REC_DB_VECTORS, key, 7);
         if (rc)
             return rc;
     }
@@ -772,11 +772,11 @@ static int flush_spaces(rec_engine *e, int checkpoint) {
             rec_be32(key + 2, idx);
             int rc;
             if (c->val[idx] == 0.0 && c->t_last[idx] == 0.0) {
-                rc = rec_batch_del(e->batch, REC_DB_COUNTERS, key, 6);
+                rc = rec_batch_del_unread(e->batch, REC_DB_COUNTERS, key, 6);
             } else {
                 memcpy(val, &c->val[idx], 8);
                 memcpy(val + 8, &c->t_last[idx], 8);
-                rc = rec_batch_put(e->batch, REC_DB_COUNTERS, key, 6, val, 16);
+                rc = rec_batch_put_unread(e->batch, REC_DB_COUNTERS, key, 6, val, 16);
             }
             if (rc)
                 return rc;

@@ -1072,6 +1072,15 @@ int rec_batch_del(rec_batch *b, rec_dbi db, const void *k, size_t kl) {
     return add_op(b, OP_DEL, db, k, kl, NULL, 0, 1);
 }
 
+int rec_batch_put_unread(rec_batch *b, rec_dbi db, const void *k, size_t kl,
+                         const void *v, size_t vl) {
+    return add_op(b, OP_PUT, db, k, kl, v, vl, 0);
+}
+
+int rec_batch_del_unread(rec_batch *b, rec_dbi db, const void *k, size_t kl) {
+    return add_op(b, OP_DEL, db, k, kl, NULL, 0, 0);
+}
+
 int rec_batch_del_prefix(rec_batch *b, rec_dbi db, const void *prefix,
                          size_t plen) {
     return add_op(b, OP_DEL_PREFIX, db, prefix, plen, NULL, 0, 1);

@@ -135,6 +135,14 @@ int rec_batch_log(rec_batch *b, rec_dbi db, const void *k, size_t kl,
                   const void *v, size_t vl);
 /* Delete one key; a missing key is not an error. */
 int rec_batch_del(rec_batch *b, rec_dbi db, const void *k, size_t kl);
+/* rec_batch_put and rec_batch_del for state that memory holds and nothing
+ * reads back from the batch (vectors, counters): not indexed, so
+ * rec_batch_find does not see them (a checkpoint stages hundreds of
+ * thousands of such rows; the index would double its cost). A key of a db
+ * may not be written both ways in one batch. */
+int rec_batch_put_unread(rec_batch *b, rec_dbi db, const void *k, size_t kl,
+                         const void *v, size_t vl);
+int rec_batch_del_unread(rec_batch *b, rec_dbi db, const void *k, size_t kl);
 /* Delete every key that starts with prefix (plen 0: empty the database). */
 int rec_batch_del_prefix(rec_batch *b, rec_dbi db, const void *prefix,
                          size_t plen);

@@ -497,6 +497,25 @@ static void test_append(void **state) {
     rec_batch_free(b);
     expect_val(s, REC_DB_EVENTS, k, 8, "log", 3);
     assert_int_equal(count_of(s, REC_DB_EVENTS), 1005);
+
+    /* Unread puts and deletes: committed in order, never seen by find. */
+    b = rec_batch_new();
+    assert_non_null(b);
+    assert_int_equal(rec_batch_put_unread(b, REC_DB_VECTORS, "r1", 2, "one", 3), 0);
+    assert_int_equal(rec_batch_put_unread(b, REC_DB_VECTORS, "r2", 2, "two", 3), 0);
+    assert_int_equal(rec_batch_put_unread(b, REC_DB_VECTORS, "r1", 2, "uno", 3), 0);
+    assert_int_equal(rec_batch_find(b, REC_DB_VECTORS, "r1", 2, &pv), REC_BATCH_SILENT);
+    assert_int_equal(rec_store_commit(s, b), 0);
+    rec_batch_clear(b);
+    expect_val(s, REC_DB_VECTORS, "r1", 2, "uno", 3);
+    expect_val(s, REC_DB_VECTORS, "r2", 2, "two", 3);
+    assert_int_equal(rec_batch_del_unread(b, REC_DB_VECTORS, "r2", 2), 0);
+    assert_int_equal(rec_batch_find(b, REC_DB_VECTORS, "r2", 2, &pv), REC_BATCH_SILENT);
+    assert_int_equal(rec_batch_put_unread(b, REC_DB_VECTORS, "", 0, "x", 1), REC_EINVAL);
+    assert_int_equal(rec_batch_count(b), 1);
+    assert_int_equal(rec_store_commit(s, b), 0);
+    rec_batch_free(b);
+    assert_int_equal(count_of(s, REC_DB_VECTORS), 1);
     rec_store_free(s);
 }
 
