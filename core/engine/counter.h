@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "prefetch.h"
+
 #include "vec.h"
 
 /* A family of exponentially decayed counters over dense indexes:
@@ -36,6 +38,17 @@ typedef struct rec_counter {
 } rec_counter;
 
 #define REC_COUNTER_TOP 256
+
+/* Ask the cache for what rec_counter_add(c, idx, ...) reads. */
+static inline void rec_counter_prefetch(const rec_counter *c, uint32_t idx) {
+    if (idx < c->cap) {
+        rec_prefetch(&c->val[idx]);
+        rec_prefetch(&c->t_last[idx]);
+        rec_prefetch(&c->key[idx]);
+        rec_prefetch(&c->dirty[idx >> 6]);
+        rec_prefetch(&c->in_top[idx >> 6]);
+    }
+}
 
 /* REC_EINVAL for a bad name or negative/non-finite half-life. */
 int rec_counter_new(rec_counter **out, const char *name, uint16_t id,

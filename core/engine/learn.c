@@ -438,6 +438,24 @@ static int pair_cmp(const void *a, const void *b) {
     return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
+/* Sort pairs by item then position. collect writes them in history
+ * order, so a stable sort by item gives that order: insertion sort for a
+ * short history (most), qsort past it. */
+static void pairs_sort(fold_pair *pr, size_t n) {
+    if (n > 64) {
+        qsort(pr, n, sizeof *pr, pair_cmp);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        fold_pair x = pr[i];
+        size_t j = i;
+        for (; j > 0 && (pr[j - 1].item > x.item ||
+                         (pr[j - 1].item == x.item && pr[j - 1].pos > x.pos)); j--)
+            pr[j] = pr[j - 1];
+        pr[j] = x;
+    }
+}
+
 /* Room for n more pairs after the first *len of *p (capacity *cap). */
 static int pairs_reserve(fold_pair **p, size_t *cap, size_t len, size_t n) {
     if (len + n <= *cap)
@@ -478,7 +496,7 @@ static long prepare(const fold_rows *r, fold_pair *pr, size_t n, fold_buf *b) {
     if (fold_buf_reserve(b, n, f, r->P != NULL))
         return REC_ENOMEM;
     b->has_p = r->P != NULL;
-    qsort(pr, n, sizeof *pr, pair_cmp);
+    pairs_sort(pr, n);
     size_t d = 0;
     for (size_t i = 0; i < n; i++) {
         if (d && b->idx[d - 1] == pr[i].item) {

@@ -787,6 +787,7 @@ static int db_space(lua_State *L) {
         lua_pushnil(L);
         return 1;
     }
+    settle(L, d, name, REC_IDX_NONE); /* users owed their first fold-in count */
     push_space_info(L, s);
     return 1;
 }
@@ -794,6 +795,7 @@ static int db_space(lua_State *L) {
 /* db:spaces() -> {info, ...}   [-1, +1, m] */
 static int db_spaces(lua_State *L) {
     ldb *d = check_db(L);
+    settle(L, d, NULL, REC_IDX_NONE);
     size_t n = rec_engine_space_count(d->e);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
@@ -1544,6 +1546,8 @@ static int counter_add_batch(lua_State *L, ldb *d, rec_counter *c) {
     lua_Integer added = 0;
     for (size_t i = 0; i < b->n; i++) {
         const rec_replay_event *ev = &b->ev[i];
+        if (i + 4 < b->n) /* a few events ahead, their rows load meanwhile */
+            rec_counter_prefetch(c, ev[4].item);
         if (!ev_pass(&f, ev) || !rec_engine_alive(d->e, REC_KIND_ITEM, ev->item))
             continue;
         int rc = rec_counter_add(c, ev->item, fixed ? amount : (lua_Number)ev->weight, ev->ts);
@@ -1613,6 +1617,10 @@ static int mf_update_batch(lua_State *L, ldb *d) {
     double total = 0;
     for (size_t i = 0; i < b->n && b->ev; i++) {
         const rec_replay_event *ev = &b->ev[i];
+        if (i + 2 < b->n) { /* the rows of a step ahead load while this one runs */
+            rec_space_prefetch(s, REC_KIND_USER, ev[2].user);
+            rec_space_prefetch(s, REC_KIND_ITEM, ev[2].item);
+        }
         if (!ev_pass(&f, ev))
             continue;
         float w = ev->weight;
@@ -2834,7 +2842,7 @@ static int db_stats(lua_State *L) {
     lua_setfield(L, -2, "spaces");
     lua_pushinteger(L, (lua_Integer)rec_engine_counter_count(d->e));
     lua_setfield(L, -2, "counters");
-    lua_pushinteger(L, (lua_Integer)rec_engine_graph(d->e)->edges);
+    lua_pushinteger(L, (lua_Integer)rec_graph_edges(rec_engine_graph(d->e)));
     lua_setfield(L, -2, "edges");
     lua_pushinteger(L, (lua_Integer)st.map_size);
     lua_setfield(L, -2, "map_size");

@@ -288,7 +288,15 @@ t.test("implicit ALS: training, fold-in, tastes separated", function()
     -- a new user clicking group-b items is folded in at once
     db:event{user = "newcomer", item = "b3", type = "click", ts = 200}
     db:event{user = "newcomer", item = "b5", type = "click", ts = 201}
+    local users_before = db:space("ials").users
     t.eq(db:ials_fold_in("newcomer"), true)
+    -- a user whose first fold-in is owed counts in the space's users
+    t.eq(db:space("ials").users, users_before + 1, "db:space folds the owed users in")
+    db:event{user = "newcomer3", item = "a1", type = "click", ts = 201}
+    t.eq(db:ials_fold_in("newcomer3"), true)
+    local listed
+    for _, sp in ipairs(db:spaces()) do if sp.name == "ials" then listed = sp end end
+    t.eq(listed.users, users_before + 2, "db:spaces too")
     -- the fold-in is owed; reading the row pays it (read-your-writes)
     local v = db:vector("user", "newcomer", "ials")
     t.truthy(v ~= nil and #v == 4, "the owed fold-in is settled by the read")
@@ -310,7 +318,7 @@ t.test("implicit ALS: training, fold-in, tastes separated", function()
     t.eq(db:ease("u1", 3), nil, "no EASE model yet")
     local e = db:ease_train{lambda = 10, max_items = 20}
     t.eq(e.items, 20)
-    t.eq(e.users, 82)
+    t.eq(e.users, 83)
     local pick = db:ease("newcomer", 3)
     t.eq(#pick, 3)
     for _, h in ipairs(pick) do t.eq(h.id:sub(1, 1), "b", "EASE gives the newcomer b items") end

@@ -641,6 +641,42 @@ static void test_fold_short(void **state) {
         assert_true(err <= 1e-4f * norm);
     }
     assert_true(shorts >= 4);
+    /* Repeated items sum their confidences: a short history (20 events on
+     * 7 items, the small solve) and a long one (100 events on the 8, the
+     * full one), against the reference solve of the distinct items. */
+    const int runs[2][3] = {{50, 20, 7}, {51, 100, 8}}; /* user, events, items */
+    for (int r = 0; r < 2; r++) {
+        int u = runs[r][0];
+        for (int k = 0; k < runs[r][1]; k++)
+            add_event(&f, u, (k * 3) % runs[r][2]);
+        uint32_t ui = user_idx(&f, u), hn;
+        const rec_hentry *h = rec_graph_history(rec_engine_graph(f.e), ui, &hn);
+        assert_int_equal(hn, runs[r][1]);
+        uint32_t items[64];
+        float conf[64];
+        size_t d = 0;
+        for (uint32_t k = 0; k < hn; k++) {
+            size_t j = 0;
+            while (j < d && items[j] != h[k].item)
+                j++;
+            if (j == d) {
+                items[d] = h[k].item;
+                conf[d++] = 0.0f;
+            }
+            conf[j] += o.alpha * h[k].weight;
+        }
+        assert_int_equal(d, runs[r][2]);
+        assert_int_equal(rec_learn_fold_in(f.e, "ials", ui), 0);
+        assert_true(row_of(&f, u, got));
+        assert_int_equal(rec_ials_fold_in(V, G, ni, 8, 1.0f, items, conf, d, want), 0);
+        float err = 0, norm = 0;
+        for (int k = 0; k < 8; k++) {
+            err = fmaxf(err, fabsf(got[k] - want[k]));
+            norm = fmaxf(norm, fabsf(want[k]));
+        }
+        assert_true(norm > 0);
+        assert_true(err <= 1e-4f * norm);
+    }
     fx_close(&f);
 }
 
