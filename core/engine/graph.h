@@ -106,6 +106,19 @@ static inline void rec_graph_prefetch(const rec_graph *g, uint32_t user,
     }
 }
 void rec_graph_close(rec_graph *g);
+/* Ask the cache for user's history header (stage 0), or for the first
+ * bytes of the history it points to (stage 1, once the header is in). */
+static inline void rec_graph_prefetch_history(const rec_graph *g, uint32_t user, int stage) {
+    if (user >= g->nusers)
+        return;
+    if (stage == 0) {
+        rec_prefetch(&g->users[user]);
+        return;
+    }
+    const rec_hlist *h = &g->users[user];
+    for (uint32_t i = 0; i < h->n && i < 16; i += 64 / sizeof *h->e)
+        rec_prefetch(&h->e[i]);
+}
 
 /* Record one interaction. O(1); a positive weight owes O(window)
  * co-occurrence updates, applied by the next settle: every function below

@@ -807,7 +807,12 @@ int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job *
     /* the oldest queued first; the rest move up */
     size_t q = 0, np = 0;
     int rc = 0;
+    const rec_graph *g = rec_engine_graph(e);
     for (; q < m->nqueue && j->n < take; q++) {
+        if (q + 4 < m->nqueue) /* the histories of users ahead load meanwhile */
+            rec_graph_prefetch_history(g, m->queue[q + 4], 0);
+        if (q + 2 < m->nqueue)
+            rec_graph_prefetch_history(g, m->queue[q + 2], 1);
         uint32_t u = m->queue[q];
         if (!(m->flags[u] & FOLD_STALE)) {
             m->flags[u] &= (uint8_t)~FOLD_QUEUED;
