@@ -1713,7 +1713,7 @@ void rec_cluster_free(rec_cluster *c) {
         natsMsg_Destroy(r->msg);
         free(r);
     }
-    rec_owners_free(c->owners);
+    rec_owners_detach(c->owners);
     natsSubscription_Destroy(c->bsub);
     kvStore_Destroy(c->kv);
     jsCtx_Destroy(c->js);
@@ -1727,6 +1727,7 @@ void rec_cluster_free(rec_cluster *c) {
     }
     /* NATS's threads (which call on_ack) are over before c goes. */
     nats_CloseAndWait(5000);
+    rec_owners_free(c->owners);
     free(c->slots);
     free(c->bslots);
     msgpack_unpacked_destroy(&c->up);

@@ -101,6 +101,7 @@ struct rec_owners {
     /* loop thread */
     uv_async_t async;
     int started, stopped;
+    int detached;          /* rec_owners_detach ran */
     rec_cluster_serve_fn serve;
     rec_cluster_progress_fn progress;
     void *ud;
@@ -585,21 +586,23 @@ int rec_owners_take(rec_owners *w, uint64_t id, rec_buf *out, char *err, size_t 
         fwd_free(w, f);
         pthread_mutex_unlock(&w->mu);
         return rc;
-    case F_FALLBACK:
+    case F_FALLBACK: {
         /* Served here, as any read: after a read barrier. */
+        uint64_t b = 0;
+        rc = rec_cluster_barrier(w->cluster, &b, err, errlen);
         pthread_mutex_lock(&w->mu);
         w->fallbacks++;
+        f->barrier = b;
+        f->state = F_BARRIER;
         pthread_mutex_unlock(&w->mu);
-        rc = rec_cluster_barrier(w->cluster, &f->barrier, err, errlen);
         if (rc)
             goto done;
-        f->state = F_BARRIER;
+    }
         /* fall through */
     case F_BARRIER:
         rc = rec_cluster_barrier_check(w->cluster, f->barrier, err, errlen);
         if (rc == REC_PENDING)
             return rc;
-        f->barrier = 0;
         if (rc == 0)
             rc = serve_here(w, f->payload.data, f->payload.len, out, err, errlen);
         goto done;
@@ -853,12 +856,13 @@ void rec_owners_stop(rec_owners *w) {
     uv_close((uv_handle_t *)&w->async, NULL);
 }
 
-void rec_owners_free(rec_owners *w) {
-    if (!w)
-        return;
-    natsSubscription_Destroy(w->rsub);
-    natsSubscription_Destroy(w->asub);
-    for (served *r = w->in_head, *next; r; r = next) {
+/* The requests forwarded here not answered: their senders serve them. */
+static void drop_served(rec_owners *w) {
+    pthread_mutex_lock(&w->mu);
+    served *in = w->in_head;
+    w->in_head = w->in_tail = NULL;
+    pthread_mutex_unlock(&w->mu);
+    for (served *r = in, *next; r; r = next) {
         next = r->next;
         natsMsg_Destroy(r->msg);
         free(r);
@@ -868,12 +872,32 @@ void rec_owners_free(rec_owners *w) {
         natsMsg_Destroy(r->msg);
         free(r);
     }
+    w->waiting = NULL;
+}
+
+void rec_owners_detach(rec_owners *w) {
+    if (!w || w->detached)
+        return;
+    w->detached = 1;
+    natsSubscription_Destroy(w->rsub);
+    natsSubscription_Destroy(w->asub);
+    w->rsub = w->asub = NULL;
+    kvStore_Destroy(w->parts);
+    w->parts = NULL;
+    jsCtx_Destroy(w->js);
+    w->js = NULL;
+    drop_served(w);
+}
+
+void rec_owners_free(rec_owners *w) {
+    if (!w)
+        return;
+    rec_owners_detach(w);
+    drop_served(w);
     for (size_t i = 0; i < w->cap; i++)
         if (w->slots[i].id)
             fwd_free(w, &w->slots[i]);
     free(w->slots);
-    kvStore_Destroy(w->parts);
-    jsCtx_Destroy(w->js);
     free(w->holder);
     free(w->hrev);
     free(w->want);

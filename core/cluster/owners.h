@@ -82,7 +82,12 @@ int rec_owners_pack_info(rec_owners *w, msgpack_packer *pk);
 /* Stop the thread and the subscriptions; close the loop handle. Loop
  * thread; idempotent. */
 void rec_owners_stop(rec_owners *w);
-/* NULL is a no-op; after rec_owners_stop and the loop's end. */
+/* Drop the NATS objects (subscriptions, the bucket), before the
+ * connection closes; a callback already running may still touch w, which
+ * stays until rec_owners_free. Idempotent. */
+void rec_owners_detach(rec_owners *w);
+/* NULL is a no-op; after rec_owners_stop, the loop's end and the end of
+ * NATS's threads (nats_CloseAndWait); detaches first when not done. */
 void rec_owners_free(rec_owners *w);
 
 #endif
