@@ -29,6 +29,8 @@
 #define CLAIM_AGAIN_S 1.0    /* a claim that lost, tried again after this */
 #define WATCH_MS 100         /* the watch thread's wait for an entry */
 #define KV_WAIT_MS 1000      /* a claim (a KV write) not answered by then: later */
+#define BATCH_BYTES (256u << 10) /* an outbox this full is sent at once */
+#define REPLY_BYTES (512u << 10) /* answers this large go in a message of their own */
 
 typedef struct peer {
     char name[64];
@@ -36,18 +38,39 @@ typedef struct peer {
     int gone;      /* its lease was deleted (a clean stop) */
 } peer;
 
-enum { F_SENT = 1, F_ANSWERED, F_FALLBACK, F_BARRIER };
+enum { F_QUEUED = 1, F_SENT, F_ANSWERED, F_FALLBACK, F_BARRIER };
 
 typedef struct fwd {
     uint64_t id;       /* 0: free slot */
     int state;
-    double deadline;   /* mono seconds: F_SENT falls back after it */
+    double deadline;   /* mono seconds: F_QUEUED, F_SENT fall back after it */
     uint64_t barrier;  /* F_BARRIER: the read barrier of the local run */
     rec_buf payload;   /* [method, params]: sent, and run here on a fallback */
     rec_buf answer;    /* the owner's answer (F_ANSWERED) */
 } fwd;
 
-/* A request another node forwarded here, waiting for its read barrier. */
+/* The forwards to one owner made in this turn of the loop: sent together,
+ * one message, when the turn ends (or when it grows past BATCH_BYTES).
+ * Loop thread. */
+typedef struct outbox {
+    char peer[64];
+    rec_buf body;      /* the items [id, [method, params]], back to back */
+    uint64_t *ids;
+    uint32_t n, cap;
+} outbox;
+
+/* A batch sent, until each of its forwards was answered or its deadline
+ * passed (mu). */
+typedef struct batch {
+    uint64_t id;
+    double deadline;
+    uint64_t *ids;
+    uint32_t n, left;
+    struct batch *next;
+} batch;
+
+/* A message of requests another node forwarded here, waiting for its read
+ * barrier. */
 typedef struct served {
     natsMsg *msg;
     uint64_t barrier;
@@ -95,8 +118,15 @@ struct rec_owners {
     /* requests forwarded here: come in (mu), wait for a barrier (loop) */
     served *in_head, *in_tail;
     served *waiting;
+    batch *batches;        /* sent, not all answered (mu) */
+    uint64_t next_batch;
     char inbox[96];
     natsSubscription *rsub, *asub;
+    /* the outboxes of this turn (loop thread) */
+    outbox *outs;
+    int nouts, queued;
+    uv_check_t check;      /* sends them at the turn's end */
+    uv_idle_t idle;        /* ... without the poll sleeping before */
 
     /* loop thread */
     uv_async_t async;
@@ -105,8 +135,8 @@ struct rec_owners {
     rec_cluster_serve_fn serve;
     rec_cluster_progress_fn progress;
     void *ud;
-    msgpack_unpacked up;
-    rec_buf res, tmp;
+    msgpack_unpacked up, bup;
+    rec_buf res, tmp, item, ans;
 };
 
 static double mono_s(void) {
@@ -444,8 +474,24 @@ static void fwd_free(rec_owners *w, fwd *f) {
     w->unsettled--;
 }
 
-/* On a NATS thread: the owner's answer, or the server's word that nobody
- * listens on the owner's subject. */
+/* mu held: the batch id, unlinked, or NULL. */
+static batch *batch_take(rec_owners *w, uint64_t id) {
+    for (batch **pp = &w->batches, *b; (b = *pp); pp = &b->next)
+        if (b->id == id) {
+            *pp = b->next;
+            return b;
+        }
+    return NULL;
+}
+
+static void batch_free(batch *b) {
+    free(b->ids);
+    free(b);
+}
+
+/* On a NATS thread: answers of a batch (the owner sends them in one
+ * message, or several when large), or the server's word that nobody
+ * listens on the owner's subject: the batch's forwards are served here. */
 static void on_answer(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *ud) {
     rec_owners *w = ud;
     (void)nc;
@@ -454,25 +500,160 @@ static void on_answer(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
     size_t il = strlen(w->inbox);
     uint64_t id = subj && !strncmp(subj, w->inbox, il) && subj[il] == '.'
                       ? strtoull(subj + il + 1, NULL, 10) : 0;
+    int len = natsMsg_GetDataLength(msg);
+    int nobody = natsMsg_IsNoResponders(msg) || len <= 0;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    const msgpack_object *items = NULL;
+    uint32_t n = 0;
+    if (!nobody && msgpack_unpack_next(&up, natsMsg_GetData(msg), (size_t)len, NULL) ==
+                       MSGPACK_UNPACK_SUCCESS &&
+        up.data.type == MSGPACK_OBJECT_ARRAY) {
+        items = up.data.via.array.ptr;
+        n = up.data.via.array.size;
+    }
     pthread_mutex_lock(&w->mu);
-    fwd *f = fwd_find(w, id);
-    if (f && f->state == F_SENT) {
-        int len = natsMsg_GetDataLength(msg);
-        if (natsMsg_IsNoResponders(msg) || len <= 0 ||
-            rec_buf_set(&f->answer, natsMsg_GetData(msg), (size_t)len))
-            f->state = F_FALLBACK;
-        else
+    batch *b = batch_take(w, id);
+    if (b && nobody) {
+        for (uint32_t i = 0; i < b->n; i++) {
+            fwd *f = fwd_find(w, b->ids[i]);
+            if (f && f->state == F_SENT)
+                f->state = F_FALLBACK;
+        }
+        b->left = 0;
+    }
+    for (uint32_t i = 0; b && i < n; i++) {
+        const msgpack_object *it = &items[i];
+        if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 2 ||
+            it->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            it->via.array.ptr[1].type != MSGPACK_OBJECT_BIN)
+            continue;
+        fwd *f = fwd_find(w, it->via.array.ptr[0].via.u64);
+        if (!f || f->state != F_SENT)
+            continue;
+        const msgpack_object_bin *a = &it->via.array.ptr[1].via.bin;
+        /* Short of memory: served here after the deadline. */
+        if (rec_buf_set(&f->answer, a->ptr, a->size) == 0) {
             f->state = F_ANSWERED;
+            if (b->left)
+                b->left--;
+        }
+    }
+    if (b) {
+        if (b->left) { /* more to come */
+            b->next = w->batches;
+            w->batches = b;
+        } else {
+            batch_free(b);
+        }
         if (w->started && !w->stopped)
             uv_async_send(&w->async);
     }
     pthread_mutex_unlock(&w->mu);
+    msgpack_unpacked_destroy(&up);
     natsMsg_Destroy(msg);
+}
+
+/* Send what o holds as one message (loop thread); its forwards fall back
+ * when it cannot go. */
+static void outbox_send(rec_owners *w, outbox *o) {
+    if (!o->n)
+        return;
+    double now = mono_s();
+    batch *b = calloc(1, sizeof *b);
+    uint64_t *ids = b ? malloc(o->n * sizeof *ids) : NULL;
+    rec_buf_clear(&w->tmp);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &w->tmp, buf_write);
+    int bad = !ids || msgpack_pack_array(&pk, o->n) ||
+              rec_buf_append(&w->tmp, o->body.data, o->body.len);
+    pthread_mutex_lock(&w->mu);
+    if (!bad) {
+        memcpy(ids, o->ids, o->n * sizeof *ids);
+        *b = (batch){.id = ++w->next_batch, .deadline = now + FORWARD_WAIT_S, .ids = ids,
+                     .n = o->n, .left = o->n, .next = w->batches};
+        w->batches = b;
+    }
+    for (uint32_t i = 0; i < o->n; i++) {
+        fwd *f = fwd_find(w, o->ids[i]);
+        if (f && f->state == F_QUEUED)
+            f->state = bad ? F_FALLBACK : F_SENT;
+    }
+    uint64_t bid = bad ? 0 : b->id;
+    pthread_mutex_unlock(&w->mu);
+    if (bad) {
+        free(ids);
+        free(b);
+    } else {
+        char subj[sizeof REC_OWNERS_SUBJECT + 64], reply[128];
+        snprintf(subj, sizeof subj, REC_OWNERS_SUBJECT "%s", o->peer);
+        snprintf(reply, sizeof reply, "%s.%" PRIu64, w->inbox, bid);
+        /* Sent at once on this connection, without waiting for anything. */
+        if (natsConnection_PublishRequest(w->nc, subj, reply, w->tmp.data,
+                                          (int)w->tmp.len) != NATS_OK) {
+            pthread_mutex_lock(&w->mu);
+            b = batch_take(w, bid);
+            for (uint32_t i = 0; b && i < b->n; i++) {
+                fwd *f = fwd_find(w, b->ids[i]);
+                if (f && f->state == F_SENT)
+                    f->state = F_FALLBACK;
+            }
+            pthread_mutex_unlock(&w->mu);
+            if (b)
+                batch_free(b);
+        }
+    }
+    if (w->tmp.cap > (1u << 20))
+        rec_buf_free(&w->tmp);
+    rec_buf_clear(&o->body);
+    o->n = 0;
+}
+
+/* The turn of the loop ends: send the outboxes; forget the batches whose
+ * deadline passed long ago (their forwards were served here). */
+static void on_check(uv_check_t *h) {
+    rec_owners *w = h->data;
+    if (!w->queued)
+        return;
+    for (int i = 0; i < w->nouts; i++)
+        outbox_send(w, &w->outs[i]);
+    w->queued = 0;
+    uv_idle_stop(&w->idle);
+    double now = mono_s();
+    pthread_mutex_lock(&w->mu);
+    for (batch **pp = &w->batches, *b; (b = *pp);) {
+        if (now - b->deadline > 2 * FORWARD_WAIT_S) {
+            *pp = b->next;
+            batch_free(b);
+        } else {
+            pp = &b->next;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void on_idle(uv_idle_t *h) { (void)h; }
+
+/* The outbox of the peer named name (loop thread), or NULL. */
+static outbox *outbox_for(rec_owners *w, const char *name) {
+    for (int i = 0; i < w->nouts; i++)
+        if (!strcmp(w->outs[i].peer, name))
+            return &w->outs[i];
+    outbox *no = realloc(w->outs, (size_t)(w->nouts + 1) * sizeof *no);
+    if (!no)
+        return NULL;
+    w->outs = no;
+    outbox *o = &no[w->nouts++];
+    memset(o, 0, sizeof *o);
+    snprintf(o->peer, sizeof o->peer, "%s", name);
+    return o;
 }
 
 int rec_owners_forward(rec_owners *w, const msgpack_object *user, const char *method,
                        const msgpack_object *params, uint64_t *id) {
     *id = 0;
+    if (!w->started || w->stopped)
+        return 0;
     char key[REC_ID_MAX], why[256];
     rec_field fl;
     rec_value_input(user, &fl);
@@ -480,20 +661,20 @@ int rec_owners_forward(rec_owners *w, const msgpack_object *user, const char *me
     if (kl < 0)
         return 0; /* served here: the dispatch says what is wrong */
     uint32_t p = rec_cluster_partition(key, (size_t)kl, w->partitions);
-    char subj[sizeof REC_OWNERS_SUBJECT + 64], reply[128];
+    char to[64];
     pthread_mutex_lock(&w->mu);
     int r = w->ready ? w->route[p] : -1;
     if (r < 0 || r == w->self) {
         pthread_mutex_unlock(&w->mu);
         return 0;
     }
-    snprintf(subj, sizeof subj, REC_OWNERS_SUBJECT "%s", w->peers[r].name);
+    snprintf(to, sizeof to, "%s", w->peers[r].name);
     fwd *f = fwd_new(w);
     if (!f) {
         pthread_mutex_unlock(&w->mu);
         return REC_ENOMEM;
     }
-    f->state = F_SENT;
+    f->state = F_QUEUED;
     f->deadline = mono_s() + FORWARD_WAIT_S;
     uint64_t fid = f->id;
     msgpack_packer pk;
@@ -505,12 +686,36 @@ int rec_owners_forward(rec_owners *w, const msgpack_object *user, const char *me
         pthread_mutex_unlock(&w->mu);
         return REC_ENOMEM;
     }
-    snprintf(reply, sizeof reply, "%s.%" PRIu64, w->inbox, fid);
-    /* Buffered for NATS's thread: does not block. */
-    if (natsConnection_PublishRequest(w->nc, subj, reply, f->payload.data,
-                                      (int)f->payload.len) != NATS_OK)
-        f->state = F_FALLBACK;
     pthread_mutex_unlock(&w->mu);
+    /* f stays: only this thread frees or moves entries. */
+    outbox *o = outbox_for(w, to);
+    if (o && o->n == o->cap) {
+        uint32_t cap = o->cap ? o->cap * 2 : 64;
+        uint64_t *ni = realloc(o->ids, cap * sizeof *ni);
+        if (ni) {
+            o->ids = ni;
+            o->cap = cap;
+        }
+    }
+    if (o)
+        msgpack_packer_init(&pk, &o->body, buf_write);
+    size_t mark = o ? o->body.len : 0;
+    if (!o || o->n == o->cap || msgpack_pack_array(&pk, 2) || msgpack_pack_uint64(&pk, fid) ||
+        rec_buf_append(&o->body, f->payload.data, f->payload.len)) {
+        if (o)
+            o->body.len = mark;
+        pthread_mutex_lock(&w->mu);
+        f->state = F_FALLBACK; /* served here */
+        pthread_mutex_unlock(&w->mu);
+    } else {
+        o->ids[o->n++] = fid;
+        if (o->body.len >= BATCH_BYTES) {
+            outbox_send(w, o);
+        } else if (!w->queued) {
+            w->queued = 1;
+            uv_idle_start(&w->idle, on_idle);
+        }
+    }
     *id = fid;
     return 0;
 }
@@ -570,13 +775,14 @@ int rec_owners_take(rec_owners *w, uint64_t id, rec_buf *out, char *err, size_t 
         snprintf(err, errlen, "no such forward");
         return REC_ENOTFOUND;
     }
-    if (f->state == F_SENT && mono_s() > f->deadline)
+    if ((f->state == F_SENT || f->state == F_QUEUED) && mono_s() > f->deadline)
         f->state = F_FALLBACK;
     int state = f->state;
     pthread_mutex_unlock(&w->mu);
     /* From here only this thread touches f. */
     int rc;
     switch (state) {
+    case F_QUEUED:
     case F_SENT:
         return REC_PENDING;
     case F_ANSWERED:
@@ -659,22 +865,84 @@ static void on_request(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     pthread_mutex_unlock(&w->mu);
 }
 
-/* Send the answer to req: code rc, then the result or the message. */
-static void answer(rec_owners *w, natsMsg *req, int rc, const rec_buf *result,
-                   const char *err) {
-    const char *reply = natsMsg_GetReply(req);
-    if (!reply || !reply[0])
-        return;
-    rec_buf_clear(&w->tmp);
+/* Send the k answers w->tmp holds to reply, as one message. */
+static void send_answers(rec_owners *w, const char *reply, uint32_t k) {
+    rec_buf_clear(&w->ans);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &w->tmp, buf_write);
-    int bad = msgpack_pack_int(&pk, rc) ||
-              (rc == 0 ? rec_buf_append(&w->tmp, result->data, result->len)
-                       : rec_value_pack_str(&pk, err));
-    if (!bad)
-        natsConnection_Publish(w->nc, reply, w->tmp.data, (int)w->tmp.len);
-    if (w->tmp.cap > (1u << 20))
-        rec_buf_free(&w->tmp);
+    msgpack_packer_init(&pk, &w->ans, buf_write);
+    if (!msgpack_pack_array(&pk, k) && !rec_buf_append(&w->ans, w->tmp.data, w->tmp.len))
+        natsConnection_Publish(w->nc, reply, w->ans.data, (int)w->ans.len);
+    rec_buf_clear(&w->tmp);
+}
+
+/* Serve the requests of r, a message another node forwarded (rc: its read
+ * barrier's outcome, 0 passed), through the same dispatch as a local call,
+ * and answer each: items [id, bin(code, then the result or the message)],
+ * in messages of about REPLY_BYTES at most. A request that cannot be read
+ * is not answered: its sender serves it itself after its deadline.
+ * Returns the requests served. */
+static uint32_t serve_batch(rec_owners *w, natsMsg *msg, int brc, const char *berr) {
+    const char *reply = natsMsg_GetReply(msg);
+    if (!reply || !reply[0] ||
+        msgpack_unpack_next(&w->bup, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
+                            NULL) != MSGPACK_UNPACK_SUCCESS ||
+        w->bup.data.type != MSGPACK_OBJECT_ARRAY)
+        return 0;
+    const msgpack_object *items = w->bup.data.via.array.ptr;
+    uint32_t n = w->bup.data.via.array.size, k = 0, done = 0;
+    char err[512];
+    msgpack_packer pk;
+    rec_buf_clear(&w->tmp);
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *it = &items[i], *rq;
+        if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 2 ||
+            it->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            continue;
+        rq = &it->via.array.ptr[1];
+        int rc = brc;
+        rec_buf_clear(&w->res);
+        if (rc) {
+            snprintf(err, sizeof err, "%s", berr);
+        } else if (rq->type != MSGPACK_OBJECT_ARRAY || rq->via.array.size != 2 ||
+                   rq->via.array.ptr[0].type != MSGPACK_OBJECT_STR ||
+                   rq->via.array.ptr[1].type != MSGPACK_OBJECT_ARRAY) {
+            snprintf(err, sizeof err, "a malformed forwarded request");
+            rc = REC_EINVAL;
+        } else {
+            const msgpack_object *m = &rq->via.array.ptr[0];
+            rc = w->serve(w->ud, m->via.str.ptr, m->via.str.size, &rq->via.array.ptr[1],
+                          &w->res, err, sizeof err);
+            if (rc > 0) { /* an answer for later: not of a read */
+                snprintf(err, sizeof err, "the method answers later: not served for "
+                         "another node");
+                rc = REC_EINVAL;
+            }
+        }
+        done++;
+        rec_buf_clear(&w->item);
+        msgpack_packer_init(&pk, &w->item, buf_write);
+        int bad = msgpack_pack_int(&pk, rc) ||
+                  (rc == 0 ? rec_buf_append(&w->item, w->res.data, w->res.len)
+                           : rec_value_pack_str(&pk, err));
+        msgpack_packer_init(&pk, &w->tmp, buf_write);
+        bad = bad || msgpack_pack_array(&pk, 2) ||
+              msgpack_pack_uint64(&pk, it->via.array.ptr[0].via.u64) ||
+              msgpack_pack_bin(&pk, w->item.len) ||
+              rec_buf_append(&w->tmp, w->item.data, w->item.len);
+        if (bad) /* short of memory: the sender serves it itself */
+            continue;
+        if (++k && w->tmp.len >= REPLY_BYTES) {
+            send_answers(w, reply, k);
+            k = 0;
+        }
+    }
+    if (k)
+        send_answers(w, reply, k);
+    rec_buf *bufs[] = {&w->res, &w->tmp, &w->item, &w->ans};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) /* after a large one */
+        if (bufs[i]->cap > (1u << 20))
+            rec_buf_free(bufs[i]);
+    return done;
 }
 
 void rec_owners_poll(rec_owners *w) {
@@ -702,17 +970,11 @@ void rec_owners_poll(rec_owners *w) {
             continue;
         }
         *pp = r->next;
-        rec_buf_clear(&w->res);
-        if (rc == 0)
-            rc = serve_here(w, natsMsg_GetData(r->msg), (size_t)natsMsg_GetDataLength(r->msg),
-                            &w->res, err, sizeof err);
-        answer(w, r->msg, rc, &w->res, err);
-        if (w->res.cap > (1u << 20))
-            rec_buf_free(&w->res);
+        uint32_t done = serve_batch(w, r->msg, rc, err);
         natsMsg_Destroy(r->msg);
         free(r);
         pthread_mutex_lock(&w->mu);
-        w->served_n++;
+        w->served_n += done;
         pthread_mutex_unlock(&w->mu);
     }
 }
@@ -769,6 +1031,7 @@ int rec_owners_open(rec_owners **out, const rec_owners_opts *o, char *err, size_
         return REC_ENOMEM;
     pthread_mutex_init(&w->mu, NULL);
     msgpack_unpacked_init(&w->up);
+    msgpack_unpacked_init(&w->bup);
     w->nc = o->nc;
     w->nodes = o->nodes;
     jsOptions jo;
@@ -814,6 +1077,14 @@ int rec_owners_start(rec_owners *w, uv_loop_t *loop, rec_cluster_serve_fn serve,
     if (uv_async_init(loop, &w->async, on_async))
         return REC_EIO;
     w->async.data = w;
+    uv_check_init(loop, &w->check);
+    w->check.data = w;
+    uv_check_start(&w->check, on_check);
+    uv_idle_init(loop, &w->idle);
+    w->idle.data = w;
+    /* Neither keeps the loop running. */
+    uv_unref((uv_handle_t *)&w->check);
+    uv_unref((uv_handle_t *)&w->idle);
     natsInbox *ib = NULL;
     if (natsInbox_Create(&ib) == NATS_OK) {
         snprintf(w->inbox, sizeof w->inbox, "%s", (const char *)ib);
@@ -854,6 +1125,8 @@ void rec_owners_stop(rec_owners *w) {
     w->stopped = 1;
     pthread_mutex_unlock(&w->mu);
     uv_close((uv_handle_t *)&w->async, NULL);
+    uv_close((uv_handle_t *)&w->check, NULL);
+    uv_close((uv_handle_t *)&w->idle, NULL);
 }
 
 /* The requests forwarded here not answered: their senders serve them. */
@@ -904,8 +1177,20 @@ void rec_owners_free(rec_owners *w) {
     free(w->route);
     free(w->claimed_at);
     msgpack_unpacked_destroy(&w->up);
+    msgpack_unpacked_destroy(&w->bup);
+    for (int i = 0; i < w->nouts; i++) {
+        rec_buf_free(&w->outs[i].body);
+        free(w->outs[i].ids);
+    }
+    free(w->outs);
+    for (batch *b = w->batches, *next; b; b = next) {
+        next = b->next;
+        batch_free(b);
+    }
     rec_buf_free(&w->res);
     rec_buf_free(&w->tmp);
+    rec_buf_free(&w->item);
+    rec_buf_free(&w->ans);
     pthread_mutex_destroy(&w->mu);
     free(w);
 }

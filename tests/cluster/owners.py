@@ -8,6 +8,8 @@ tests/cluster/run.py):
   is forwarded to the owner and answered exactly as through the owner
   (user.history, user.get, rec.recommend without recording), and so is a
   read with bad params (the same error);
+- large pipelines of forwards, split in several messages each way, are
+  answered as through the owner;
 - feedback naming the rec_id of a list served through a non-owner is
   attributed on the owner (stats.get), which recorded the list;
 - kill -9 of a node: the survivors come to own every partition, and
@@ -180,6 +182,31 @@ def check_forwarded_as_owner(nodes):
         assert after[owner.name][1] - before[owner.name][1] == sum(sent.values()), \
             (owner.name, before, after)
         assert all(after[n][2] == before[n][2] for n in after), "fallbacks: %r" % after
+
+
+def check_large_batches(nodes):
+    """Forwards pipelined to one owner go in one message, answered in one;
+    past a size they are split (requests over 256 KB, answers over 512 KB):
+    large pipelines through a non-owner are answered as through the owner,
+    none served in its place."""
+    names = [n.name for n in nodes]
+    owner, via = nodes[0], nodes[1]
+    user = users_owned(owner.name, names, 1, "big")[0]
+    big = "x" * 20000
+    with via.connect() as cv, owner.connect() as co:
+        assert cv.call("user.put", {"id": user, "props": {"s": big}}) == 1
+        before = counters(via)
+        gets = [("user.get", [user, 1])] * 60            # answers: 1.2 MB
+        excl = ["ex%d" % i for i in range(2000)]          # requests: ~20 KB each
+        recs = [("rec.recommend", [{"user": user, "n": 3, "record": False,
+                                    "exclude": excl}])] * 30
+        got = cv.pipeline(gets + recs, window=100)
+        direct = co.pipeline(gets + recs, window=100)
+        assert same(got, direct), "the large pipeline differs through %s" % via.name
+        assert got[0]["props"]["s"] == big
+        after = counters(via)
+    assert after[0] - before[0] == len(gets) + len(recs), (before, after)
+    assert after[2] == before[2], "served in the owner's place: %r" % ((before, after),)
 
 
 def stats_clicks(node):

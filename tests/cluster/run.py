@@ -448,6 +448,8 @@ def main():
             replicas.check_strict_order, rig, node)
         run("a read through a non-owner is answered as through the owner",
             owners.check_forwarded_as_owner, nodes)
+        run("large pipelines of forwarded reads, in several messages each way",
+            owners.check_large_batches, nodes)
         run("feedback on a list served through a non-owner is credited on the owner",
             owners.check_feedback_on_owner, nodes)
         run("kill -9 of a node: the survivors own its partitions, lists come for every "
