@@ -34,6 +34,7 @@
 #include "idmap.h"
 #include "input.h"
 #include "log.h"
+#include "owners.h"
 #include "value.h"
 
 #define SUBJECT_PREFIX "recd.ev."
@@ -92,6 +93,7 @@ struct rec_cluster {
     uint64_t lease_rev;     /* the lease's revision we wrote last */
     double lease_renewed;   /* mono seconds */
     jsPubOptions popts;
+    rec_owners *owners;     /* partition owners and forwarded reads */
 
     pthread_mutex_t mu;
     /* tickets (mu) */
@@ -603,7 +605,34 @@ size_t rec_cluster_outstanding(const rec_cluster *c) {
     pthread_mutex_lock((pthread_mutex_t *)&c->mu);
     size_t n = c->unsettled;
     pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
-    return n;
+    return n + (c->owners ? rec_owners_outstanding(c->owners) : 0);
+}
+
+/* ---- partition owners and forwarded reads (owners.c) -------------------- */
+
+int rec_cluster_forward(rec_cluster *c, const msgpack_object *user, const char *method,
+                        const msgpack_object *params, uint64_t *id) {
+    *id = 0;
+    return c->owners ? rec_owners_forward(c->owners, user, method, params, id) : 0;
+}
+
+int rec_cluster_forward_take(rec_cluster *c, uint64_t id, rec_buf *out, char *err,
+                             size_t errlen) {
+    if (!c->owners) {
+        snprintf(err, errlen, "no such forward");
+        return REC_ENOTFOUND;
+    }
+    return rec_owners_take(c->owners, id, out, err, errlen);
+}
+
+void rec_cluster_forward_forget(rec_cluster *c, uint64_t id) {
+    if (c->owners)
+        rec_owners_forget(c->owners, id);
+}
+
+void rec_cluster_poll(rec_cluster *c) {
+    if (c->owners)
+        rec_owners_poll(c->owners);
 }
 
 /* ---- read barriers ---------------------------------------------------- */
@@ -1228,7 +1257,8 @@ void rec_cluster_rewind(rec_cluster *c) {
 }
 
 int rec_cluster_start(rec_cluster *c, uv_loop_t *loop, rec_engine *e,
-                      rec_cluster_apply_fn apply, rec_cluster_progress_fn progress, void *ud) {
+                      rec_cluster_apply_fn apply, rec_cluster_progress_fn progress,
+                      rec_cluster_serve_fn serve, void *ud) {
     c->e = e;
     c->apply = apply;
     c->progress = progress;
@@ -1260,14 +1290,19 @@ int rec_cluster_start(rec_cluster *c, uv_loop_t *loop, rec_engine *e,
         c->retry_started = 1;
     if (pthread_create(&c->lease_th, NULL, lease_main, c) == 0)
         c->lease_started = 1;
-    REC_INFO("cluster: node %s consumes %s from sequence %" PRIu64 " (partitions 0..%u)",
-             c->node, REC_CLUSTER_STREAM, c->bind_from, c->partitions - 1);
+    if (rec_owners_start(c->owners, loop, serve, progress, ud))
+        REC_ERROR("cluster: cannot serve reads forwarded to node %s; the others serve them "
+                  "themselves", c->node);
+    REC_INFO("cluster: node %s consumes %s from sequence %" PRIu64 " (every partition, "
+             "0..%u); it serves the reads of the partitions it owns", c->node,
+             REC_CLUSTER_STREAM, c->bind_from, c->partitions - 1);
     return 0;
 }
 
 void rec_cluster_stop(rec_cluster *c) {
     if (!c || !c->started || c->stopped)
         return;
+    rec_owners_stop(c->owners);
     pthread_mutex_lock(&c->mu);
     c->stop = 1;
     pthread_cond_broadcast(&c->cv);
@@ -1304,14 +1339,14 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
     snprintf(last_error, sizeof last_error, "%s", c->last_error);
     pthread_mutex_unlock(&c->mu);
     int connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
-    int rc = msgpack_pack_map(pk, 21) ||
+    int rc = msgpack_pack_map(pk, 20 + REC_OWNERS_INFO_KEYS) ||
              rec_value_pack_str(pk, "servers") || rec_value_pack_str(pk, c->servers) ||
              rec_value_pack_str(pk, "connected") || rec_value_pack_str(pk, connected ? url : "") ||
              rec_value_pack_str(pk, "node") || rec_value_pack_str(pk, c->node) ||
              rec_value_pack_str(pk, "stream") || rec_value_pack_str(pk, REC_CLUSTER_STREAM) ||
              rec_value_pack_str(pk, "replicas") || msgpack_pack_int(pk, c->replicas) ||
              rec_value_pack_str(pk, "partitions") || msgpack_pack_uint32(pk, c->partitions) ||
-             rec_value_pack_str(pk, "owned") || msgpack_pack_uint32(pk, c->partitions) ||
+             rec_owners_pack_info(c->owners, pk) ||
              rec_value_pack_str(pk, "consumer_bound") || (bound ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
              rec_value_pack_str(pk, "last_applied") || msgpack_pack_uint64(pk, c->applied) ||
              rec_value_pack_str(pk, "stream_last") || msgpack_pack_uint64(pk, stream_last) ||
@@ -1650,6 +1685,11 @@ int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, si
     if ((rc = ensure_stream(c, o->partitions, err, errlen)) ||
         (rc = ensure_bucket(c, err, errlen)) || (rc = take_name(c, err, errlen)))
         goto fail;
+    rec_owners_opts oo = {.nc = c->bnc, .nodes = c->kv, .node = c->node,
+                          .partitions = c->partitions, .replicas = c->replicas,
+                          .lease = c->lease, .cluster = c};
+    if ((rc = rec_owners_open(&c->owners, &oo, err, errlen)))
+        goto fail;
     REC_INFO("cluster: node %s on %s, stream %s (%u partitions, %d replicas)", c->node,
              o->servers, REC_CLUSTER_STREAM, c->partitions, c->replicas);
     *out = c;
@@ -1673,6 +1713,7 @@ void rec_cluster_free(rec_cluster *c) {
         natsMsg_Destroy(r->msg);
         free(r);
     }
+    rec_owners_detach(c->owners);
     natsSubscription_Destroy(c->bsub);
     kvStore_Destroy(c->kv);
     jsCtx_Destroy(c->js);
@@ -1686,6 +1727,7 @@ void rec_cluster_free(rec_cluster *c) {
     }
     /* NATS's threads (which call on_ack) are over before c goes. */
     nats_CloseAndWait(5000);
+    rec_owners_free(c->owners);
     free(c->slots);
     free(c->bslots);
     msgpack_unpacked_destroy(&c->up);

@@ -16,10 +16,13 @@
  * a read barrier (rec_cluster_barrier): the stream's last sequence, asked
  * after the read came, applied here.
  *
- * In this step every node owns every partition. Its name is held as a
- * lease in the KV bucket RECD_NODES (renewed every lease/5 seconds), so a
- * second live node of the same name is refused, while a node restarted
- * after a crash takes its name back once the lease lapsed.
+ * Every node consumes every partition (a full replica). Its name is held
+ * as a lease in the KV bucket RECD_NODES (renewed every lease/5 seconds),
+ * so a second live node of the same name is refused, while a node
+ * restarted after a crash takes its name back once the lease lapsed. The
+ * live nodes share the partitions as owners (owners.h): a read of one
+ * user is served by the owner of the user's partition, forwarded there
+ * by request-reply from whichever node took it.
  *
  * Threads: rec_cluster_open runs before the loop (blocking, at start-up).
  * Then the loop thread publishes (asynchronously: nothing waits for NATS
@@ -64,6 +67,14 @@ typedef struct rec_cluster_opts {
  * stream keeps it). Views valid for the call. */
 typedef int (*rec_cluster_apply_fn)(void *ud, const char *op, const msgpack_object *params,
                                     uint64_t *result);
+/* Serve a read another node forwarded here (or one this node forwarded
+ * and its owner did not answer), on the loop thread, as a local call runs
+ * it: method (mlen bytes) with params (an array); the result (one msgpack
+ * object) appended to out, or a negative REC_E* code with err. Only the
+ * methods that read one user (REC_M_READ_USER) are served so. */
+typedef int (*rec_cluster_serve_fn)(void *ud, const char *method, size_t mlen,
+                                    const msgpack_object *params, rec_buf *out, char *err,
+                                    size_t errlen);
 /* Tickets may have moved (acknowledgements came, events were applied):
  * the host asks rec_cluster_ticket about the answers it holds. Loop
  * thread. */
@@ -83,7 +94,7 @@ int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, si
 struct uv_loop_s;
 int rec_cluster_start(rec_cluster *c, struct uv_loop_s *loop, rec_engine *e,
                       rec_cluster_apply_fn apply, rec_cluster_progress_fn progress,
-                      void *ud);
+                      rec_cluster_serve_fn serve, void *ud);
 
 /* Publish events[0..n) (msgpack maps, already checked) asynchronously;
  * *ticket (when ticket is not NULL) names the call for rec_cluster_ticket.
@@ -135,6 +146,28 @@ int rec_cluster_barrier(rec_cluster *c, uint64_t *id, char *err, size_t errlen);
 int rec_cluster_barrier_check(rec_cluster *c, uint64_t id, char *err, size_t errlen);
 /* The read is not wanted any more (its connection closed). */
 void rec_cluster_barrier_forget(rec_cluster *c, uint64_t id);
+
+/* Partition owners (owners.h). A read of one user (user: its id, as the
+ * call gives it) whose partition another live node owns is forwarded
+ * there: 0 with *id (rec_cluster_forward_take gives the answer); 0 with
+ * *id 0 when this node serves it (it owns the partition, the owners are
+ * not known yet, or the id is malformed: the local call says so); or a
+ * negative REC_E* code. method and params are copied. Loop thread. */
+int rec_cluster_forward(rec_cluster *c, const msgpack_object *user, const char *method,
+                        const msgpack_object *params, uint64_t *id);
+/* REC_PENDING until the forward's answer is in; then the call's code: 0
+ * with its result (one msgpack object) appended to out, or a negative
+ * REC_E* code with err. An owner that does not answer within a second
+ * (or that nobody listens for) is not waited for: the read is served
+ * here, after a read barrier. 0 and errors forget the forward. Ask at
+ * least once a second. Loop thread. */
+int rec_cluster_forward_take(rec_cluster *c, uint64_t id, rec_buf *out, char *err,
+                             size_t errlen);
+/* The answer is not wanted any more (its connection closed). */
+void rec_cluster_forward_forget(rec_cluster *c, uint64_t id);
+/* Serve the reads forwarded here whose read barrier passed (through the
+ * serve hook). Loop thread: from the progress hook and once a second. */
+void rec_cluster_poll(rec_cluster *c);
 
 /* The stream sequence the engine's state holds is back at what e stores
  * (its commit failed and it reloaded): consume again from there. Loop

@@ -10,7 +10,10 @@
  * In a cluster (cluster.h), an event.add is published to the stream and
  * its answer is held (HELD_GEN) with the cluster's ticket; once the
  * ticket's events are applied here, the answer is tagged cur_gen like any
- * write, and leaves after the commit that holds them.
+ * write, and leaves after the commit that holds them. A read of a user
+ * whose partition another node owns is forwarded there: its place in the
+ * queue is held (HELD_GEN, empty) until the owner's answer comes, then
+ * filled in.
  */
 #include "server.h"
 
@@ -51,6 +54,8 @@ typedef struct reply {
     uint64_t ticket; /* held for this cluster ticket (gen HELD_GEN); 0 none */
     int patch;       /* its last 4 bytes take the ticket's result (a
                         catalogue write in a cluster) */
+    uint64_t fwd;    /* held (empty, gen HELD_GEN) for the answer of this
+                        read forwarded to its partition's owner; 0 none */
 } reply;
 
 /* Generations of answers that no commit releases: held for the cluster,
@@ -95,6 +100,7 @@ struct conn {
                            every message buffered came before it */
     uint64_t reads;     /* reads that brought bytes */
     uint64_t barrier_reads; /* reads when the barrier began */
+    uint32_t forwards;  /* its reads forwarded, not answered yet */
     uint32_t wait_msgid; /* BLOCK_ANSWER: the request answered later */
     int wait_method;
     double wait_t0;
@@ -118,6 +124,9 @@ enum {
                           {wait = true}): until it is given */
     BLOCK_READ = 4,    /* a read in a cluster: until its read barrier
                           passed (cluster_progress) */
+    BLOCK_FORWARD = 5, /* a write in a cluster behind reads forwarded to
+                          their owner: until those are answered, so that
+                          none of them sees it */
 };
 
 typedef struct write_req {
@@ -167,6 +176,7 @@ struct server {
     rec_cluster *cluster;  /* NULL: a node alone */
     int event_method;      /* event.add's index, for the cluster's events */
     rec_session cluster_sess; /* the session the cluster's events run in */
+    rec_session fwd_sess;  /* ... and the reads other nodes forward here */
     conn *conns;
     uint32_t nconns;
     int stopping;
@@ -223,7 +233,7 @@ static int enqueue2(conn *c, const void *head, size_t hl, const void *body,
     }
     c->rq[c->rq_head + c->nreplies++] = (reply){
         .gen = gen, .t0 = t0, .msgid = msgid, .len = (uint32_t)(hl + bl),
-        .method = method, .write = write, .ticket = 0};
+        .method = method, .write = write, .ticket = 0, .fwd = 0};
     c->queued_bytes += hl + bl;
     return 0;
 }
@@ -836,6 +846,76 @@ static int read_barrier(conn *c, const rec_rpc_msg *m, int method, double t0) {
     return 1;
 }
 
+/* A read of one user whose partition another node owns goes there
+ * (rec_cluster_forward): 1 with its place in the queue held, empty, until
+ * the answer comes (cluster_progress); 0 when this node serves it; -1
+ * when the connection closes. */
+static int forward(conn *c, const rec_rpc_msg *m, int method, double t0) {
+    server *s = c->srv;
+    const msgpack_object *p = &m->params;
+    const msgpack_object *p0 =
+        p->type == MSGPACK_OBJECT_ARRAY && p->via.array.size ? &p->via.array.ptr[0] : NULL;
+    const msgpack_object *who =
+        p0 && p0->type == MSGPACK_OBJECT_MAP ? rec_value_field(p0, "user") : p0;
+    uint64_t id = 0;
+    if (!who || rec_cluster_forward(s->cluster, who, rec_dispatch_name(s->d, method), p, &id) ||
+        !id)
+        return 0;
+    static const char none[1];
+    if (enqueue2(c, NULL, 0, none, 0, m->msgid, method, HELD_GEN, 0, t0)) {
+        rec_cluster_forward_forget(s->cluster, id);
+        REC_ERROR("%s: out of memory; closing", c->peer);
+        conn_close(c);
+        return -1;
+    }
+    c->rq[c->rq_head + c->nreplies - 1].fwd = id;
+    c->forwards++;
+    return 1;
+}
+
+/* The held answer r, at byte off of its connection's queue, gets the
+ * forward's answer once it came: 0, or REC_PENDING. */
+static int settle_forward(conn *c, reply *r, size_t off) {
+    server *s = c->srv;
+    char err[512];
+    rec_buf *b = &s->result;
+    rec_buf_clear(b);
+    int rc = rec_cluster_forward_take(s->cluster, r->fwd, b, err, sizeof err);
+    if (rc == REC_PENDING)
+        return rc;
+    r->fwd = 0;
+    c->forwards--;
+    r->gen = 0;
+    rec_buf a = REC_BUF_INIT;
+    int bad;
+    if (rc == 0) {
+        unsigned char head[REC_RPC_HEAD_MAX];
+        size_t hl = rec_rpc_result_head(head, r->msgid);
+        bad = rec_buf_append(&a, head, hl) || rec_buf_append(&a, b->data, b->len);
+    } else {
+        bad = rec_rpc_error(&a, r->msgid, rc, err) != 0;
+        if (r->method >= 0)
+            rec_dispatch_record(s->d, r->method, mono_us() - r->t0, 1);
+        r->method = -1;
+    }
+    /* Spliced in at its place: the answers after it move up. */
+    if (!bad)
+        bad = rec_buf_reserve(&c->qbuf, a.len) != 0;
+    if (bad) {
+        REC_ERROR("%s: out of memory; closing", c->peer);
+        conn_close(c);
+    } else {
+        memmove(c->qbuf.data + off + a.len, c->qbuf.data + off, c->qbuf.len - off);
+        memcpy(c->qbuf.data + off, a.data, a.len);
+        c->qbuf.len += a.len;
+        c->queued_bytes += a.len;
+        r->len = (uint32_t)a.len;
+    }
+    rec_buf_free(&a);
+    shrink_result(s);
+    return 0;
+}
+
 /* The cluster's tickets moved: answers whose events are applied wait for
  * the commit of those writes like any write's; those whose publishing
  * failed become errors. Answers leave in order, so a connection is looked
@@ -845,6 +925,7 @@ static void cluster_progress(void *ud) {
     server *s = ud;
     char err[512];
     int moved = 0;
+    rec_cluster_poll(s->cluster); /* reads forwarded here */
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         if (c->closing || c->blocked != BLOCK_READ)
@@ -865,14 +946,28 @@ static void cluster_progress(void *ud) {
         if (c->closing)
             continue;
         size_t off = c->qpos;
+        int stuck = 0; /* a ticket is pending: the later ones are too */
         for (uint32_t i = 0; i < c->nreplies; off += c->rq[c->rq_head + i].len, i++) {
             reply *r = &c->rq[c->rq_head + i];
-            if (!r->ticket)
+            if (r->fwd) {
+                /* Forwards are answered in any order (the queue keeps the
+                 * connection's): each is looked at. */
+                if (settle_forward(c, r, off) == 0)
+                    moved = 1;
+                if (c->closing)
+                    break;
+                continue;
+            }
+            if (!r->ticket || stuck)
                 continue;
             uint64_t result = 0;
             int rc = rec_cluster_ticket(s->cluster, r->ticket, &result, err, sizeof err);
-            if (rc == REC_PENDING)
-                break;
+            if (rc == REC_PENDING) {
+                if (!c->forwards)
+                    break;
+                stuck = 1;
+                continue;
+            }
             r->ticket = 0;
             moved = 1;
             if (rc == 0 && r->patch) {
@@ -891,6 +986,10 @@ static void cluster_progress(void *ud) {
                 r->gen = FAILED_GEN;
                 fail_answers(s, rc, err, FAILED_GEN);
             }
+        }
+        if (!c->closing && !c->forwards && c->blocked == BLOCK_FORWARD) {
+            set_blocked(c, 0);
+            process(c);
         }
     }
     if (moved) {
@@ -938,6 +1037,19 @@ static int cluster_apply(void *ud, const char *op, const msgpack_object *ev,
     }
     shrink_result(s);
     return rc;
+}
+
+/* A read another node forwarded here (or one this node forwarded and its
+ * owner did not answer): run as a local call runs it. */
+static int cluster_serve(void *ud, const char *name, size_t nl, const msgpack_object *params,
+                         rec_buf *out, char *err, size_t errlen) {
+    server *s = ud;
+    int method = rec_dispatch_find(s->d, name, nl);
+    if (method < 0 || !(rec_dispatch_flags(s->d, method) & REC_M_READ_USER)) {
+        snprintf(err, errlen, "'%.*s' is not a read another node forwards", (int)nl, name);
+        return REC_EINVAL;
+    }
+    return rec_dispatch_call(s->d, method, params, &s->fwd_sess, out, err, errlen);
 }
 
 static int pack_cluster_info(void *ud, msgpack_packer *pk) {
@@ -996,10 +1108,21 @@ static int handle(conn *c, const rec_rpc_msg *m) {
     /* In a cluster, catalogue writes go to the stream (applied in its
      * order, so a delete needs no barrier here), and reads wait for the
      * writes acknowledged before them (read_barrier). */
+    if (s->cluster && c->forwards && (flags & (REC_M_CATALOG | REC_M_EVENTS))) {
+        set_blocked(c, BLOCK_FORWARD);
+        return 1;
+    }
     if (s->cluster && (flags & REC_M_CATALOG))
         return publish_write(c, m, method, t0);
     if (s->cluster && (flags & REC_M_EVENTS))
         return publish_events(c, m, method, t0);
+    /* A read of one user goes to the owner of the user's partition (not
+     * when its barrier here passed: it was to run here). */
+    if (s->cluster && !notify && (flags & REC_M_READ_USER) && !c->barrier_rc) {
+        int fw = forward(c, m, method, t0);
+        if (fw)
+            return fw < 0 ? -1 : 0;
+    }
     if (s->cluster && !notify && (flags & (REC_M_READ_USER | REC_M_READ_ITEMS))) {
         int rb = read_barrier(c, m, method, t0);
         if (rb)
@@ -1400,6 +1523,8 @@ static void on_closed(uv_handle_t *h) {
     for (uint32_t i = 0; s->cluster && i < c->nreplies; i++)
         if (c->rq[c->rq_head + i].ticket)
             rec_cluster_forget(s->cluster, c->rq[c->rq_head + i].ticket);
+        else if (c->rq[c->rq_head + i].fwd)
+            rec_cluster_forward_forget(s->cluster, c->rq[c->rq_head + i].fwd);
     if (s->cluster && c->barrier)
         rec_cluster_barrier_forget(s->cluster, c->barrier);
     free(c->rq);
@@ -1930,8 +2055,10 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     if (s->cluster) {
         s->event_method = rec_dispatch_find(s->d, "event.add", 9);
         s->cluster_sess.trusted = 1;
+        s->fwd_sess.trusted = 1;
         rec_dispatch_set_info(s->d, "cluster", pack_cluster_info, s->cluster);
-        if (rec_cluster_start(s->cluster, s->loop, s->e, cluster_apply, cluster_progress, s)) {
+        if (rec_cluster_start(s->cluster, s->loop, s->e, cluster_apply, cluster_progress,
+                              cluster_serve, s)) {
             REC_ERROR("--cluster: cannot start consuming");
             rec_dispatch_free(s->d);
             rec_engine_free(s->e);

@@ -10,7 +10,12 @@ alone, with the same client (`recd bench`) and the same loads:
 - rec.recommend after the events, through a second node that did not take
   them (8 x 16 for throughput, 1 x 1 for the latency: each call waits for
   its read barrier, one request to the stream's leader, against a node
-  alone that has none);
+  alone that has none; the users of the partitions the first node owns,
+  about half, are forwarded there);
+- rec.recommend forwarded against direct, in the cluster of two nodes:
+  one call at a time from a Python client, for users the first node owns,
+  through that node (direct: the read barrier) and through the other
+  (forwarded: a request-reply to the owner, which runs the read barrier);
 - item.put, one item a call, one call at a time, from a Python client
   (the answer's latency: alone the group commit; in the cluster publish,
   the stream's quorum, the apply and the commit).
@@ -43,6 +48,7 @@ LOADS = [  # name, recd bench arguments
     ("recommend_c8_P16", ["-t", "recommend", "-c", "8", "-P", "16", "-n", "20000"]),
     ("recommend_c1_P1", ["-t", "recommend", "-c", "1", "-P", "1", "-n", "2000"]),
     ("item_put_c1_P1", None),   # Python client: tests/bench/cluster_bench.py put_latency
+    ("recommend_fwd_c1_P1", None),  # Python client, cluster only: forward_latency
 ]
 ONLY = [x for x in os.environ.get("ONLY", "").split(",") if x]
 PUTS = 500
@@ -61,6 +67,44 @@ def put_latency(port):
             lat.append(time.perf_counter() - t)
     lat.sort()
     return (len(lat) / sum(lat), lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3)
+
+
+FORWARDS = 2000
+
+
+def forward_latency():
+    """rec.recommend one call at a time, for users the node "bench" owns,
+    through it and through "reader": (direct p50, p99, forwarded p50, p99)
+    in ms."""
+    import time
+    import owners
+    from recd_client import Client
+    rig = natsrig.Rig().start()
+    try:
+        os.environ.setdefault("RECD_LOG_LEVEL", "warn")
+        node = rig.node("bench").start()
+        other = rig.node("reader", first=1).start()
+        run_bench(node.port, ["-t", "event", "-c", "8", "-P", "16", "-n", "20000"])
+        other.wait_caught_up()
+        owners.wait_owners([node, other])
+        m = owners.owners_map(["bench", "reader"])
+        users = [u for u in ("u%d" % i for i in range(1, 2001))
+                 if m[owners.partition(u)] == "bench"]
+        out = []
+        for n in (node, other):
+            lat = []
+            with Client(n.addr, timeout=60) as c:
+                for k in range(FORWARDS):
+                    u = users[k % len(users)]
+                    t = time.perf_counter()
+                    c.call("rec.recommend", {"user": u, "n": 10})
+                    lat.append(time.perf_counter() - t)
+            lat.sort()
+            out += [lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3]
+        assert other.info()["cluster"]["forwarded"] >= FORWARDS
+        return out
+    finally:
+        rig.stop()
 
 
 def run_bench(port, args):
@@ -115,6 +159,16 @@ def bench(name, value, unit):
 def main():
     for name, args in LOADS:
         if ONLY and name not in ONLY:
+            continue
+        if name == "recommend_fwd_c1_P1":
+            runs = [forward_latency() for _ in range(RUNS)]
+            med = [statistics.median(r[k] for r in runs) for k in range(4)]
+            bench("cluster_recommend_direct_c1_P1_p50", med[0], "ms")
+            bench("cluster_recommend_direct_c1_P1_p99", med[1], "ms")
+            bench("cluster_recommend_forwarded_c1_P1_p50", med[2], "ms")
+            bench("cluster_recommend_forwarded_c1_P1_p99", med[3], "ms")
+            print("  %s: forwarded/direct p50 latency %.2fx (+%.3f ms)" %
+                  (name, med[2] / med[0], med[2] - med[0]), flush=True)
             continue
         res = {}
         for mode, fn in (("alone", alone), ("cluster", clustered)):

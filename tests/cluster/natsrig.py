@@ -113,12 +113,17 @@ class Node:
         self.env = None     # more environment for the process
 
     @property
+    def sock(self):
+        """Its Unix socket (admin.eval reads this node's own state)."""
+        return self.data + ".sock"
+
+    @property
     def addr(self):
         return "127.0.0.1:%d" % self.port
 
     def command(self):
-        return [RECD_BIN, "serve", "--data", self.data, "--listen", self.addr, "--unix", "",
-                "--scripts", "", "--policies", "", "--log-level",
+        return [RECD_BIN, "serve", "--data", self.data, "--listen", self.addr,
+                "--unix", self.sock, "--scripts", "", "--policies", "", "--log-level",
                 os.environ.get("RECD_LOG_LEVEL", "info"),
                 "--cluster", self.rig.urls(self.first), "--node", self.name] + self.extra
 

@@ -101,16 +101,17 @@ def check_read_your_writes_across(nodes, rounds=150):
     assert passed >= 4 * rounds, passed
 
 
-def check_pipelined_reads_share_a_barrier(a, b, n=200):
-    """An event acknowledged through a, then n reads pipelined through b:
-    each sees it, and they share a few barriers."""
+def check_pipelined_reads_share_a_barrier(a, b, users, n=200):
+    """An event acknowledged through a, then n reads pipelined through b
+    (of users b owns: it serves them): each sees it, and they share a few
+    barriers."""
     with a.connect() as ca, b.connect() as cb:
         for k in range(5):
             ts = 1650000000.0 + k
-            assert ca.call("event.add", {"user": "pipe%d" % k, "item": "pi", "type": "click",
+            assert ca.call("event.add", {"user": users[k], "item": "pi", "type": "click",
                                          "ts": ts}) == 1
             before = b.info()["cluster"]["barriers"]["passed"]
-            res = cb.pipeline([("user.history", ["pipe%d" % k, {"n": 1}])] * n, window=n)
+            res = cb.pipeline([("user.history", [users[k], {"n": 1}])] * n, window=n)
             assert all(r["history"][0]["ts"] == ts for r in res), (k, res[:3])
             used = b.info()["cluster"]["barriers"]["passed"] - before
             assert 1 <= used <= n // 4, (k, used)

@@ -29,6 +29,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import natsrig  # noqa: E402
+import owners  # noqa: E402
 import replicas  # noqa: E402
 from recd_client import Client, RecdError  # noqa: E402
 
@@ -115,17 +116,18 @@ def client_loop(node, no, ledger, stop, users=USERS):
 
 
 def history_tokens(node, users):
-    """token -> how many times it is in the histories of users."""
+    """token -> how many times it is in the histories of users, as this
+    node holds them (user.history would be served by each user's owner:
+    admin.eval on the node's Unix socket reads its own state)."""
     seen = {}
-    with node.connect(timeout=60) as c:
-        for u in users:
-            cursor = 0
-            while cursor is not None:
-                r = c.call("user.history", u, {"cursor": cursor, "n": 10000})
-                for h in r["history"]:
-                    t = int(round(h["ts"] - TS0))
-                    seen[t] = seen.get(t, 0) + 1
-                cursor = r["cursor"]
+    code = ("local out = {} for _, u in ipairs({%s}) do "
+            "for _, h in ipairs(rec:history(u, 1000000)) do out[#out + 1] = h.ts end end "
+            "return out" % ",".join('"%s"' % u for u in users))
+    with Client(node.sock, timeout=60) as c:
+        (ts,) = c.call("admin.eval", code)
+    for x in ts:
+        t = int(round(x - TS0))
+        seen[t] = seen.get(t, 0) + 1
     return seen
 
 
@@ -220,7 +222,9 @@ def check_info(node):
               "last_applied", "stream_last", "lag", "applied", "published"):
         assert k in cl, (k, cl)
     assert cl["node"] == node.name and cl["stream"] == "RECD_EVENTS"
-    assert cl["partitions"] == 64 and cl["owned"] == 64 and cl["replicas"] == 3
+    assert cl["partitions"] == 64 and cl["replicas"] == 3
+    # alone, the node owns every partition
+    assert cl["owned"] == list(range(64)) and cl["peers"] == [], cl
     return cl
 
 
@@ -432,13 +436,25 @@ def main():
         run("a call with a bad event publishes nothing", check_bad_call_publishes_nothing, node)
         others = [rig.node("b", first=1).start(), rig.node("c", first=2).start()]
         nodes = [node] + others
+        run("three nodes split the partitions among them", owners.check_partitions_split,
+            nodes)
         run("catalogue writes through the stream, read through another node",
             replicas.check_catalog_writes, node, others[0])
         run("read-your-writes through any node", replicas.check_read_your_writes_across, nodes)
         run("reads pipelined on a connection share a barrier",
-            replicas.check_pipelined_reads_share_a_barrier, node, others[0])
+            replicas.check_pipelined_reads_share_a_barrier, node, others[0],
+            owners.users_owned(others[0].name, [n.name for n in nodes], 5, "pipe"))
         run("a strict node takes an item put through another node",
             replicas.check_strict_order, rig, node)
+        run("a read through a non-owner is answered as through the owner",
+            owners.check_forwarded_as_owner, nodes)
+        run("large pipelines of forwarded reads, in several messages each way",
+            owners.check_large_batches, nodes)
+        run("feedback on a list served through a non-owner is credited on the owner",
+            owners.check_feedback_on_owner, nodes)
+        run("kill -9 of a node: the survivors own its partitions, lists come for every "
+            "user; the node started again takes its share back", owners.check_failover,
+            nodes, others[1])
         seen_a = {}
         t = time.monotonic()
         try:
