@@ -32,6 +32,7 @@
 #include "err.h"
 #include "hash.h"
 #include "idmap.h"
+#include "idslots.h"
 #include "input.h"
 #include "log.h"
 #include "owners.h"
@@ -97,8 +98,7 @@ struct rec_cluster {
 
     pthread_mutex_t mu;
     /* tickets (mu) */
-    ticket *slots;
-    size_t cap;             /* power of two */
+    rec_idslots tickets;
     size_t live;            /* slots in use, forgotten ones included */
     size_t unsettled;       /* not forgotten */
     uint64_t next_ticket;
@@ -146,8 +146,7 @@ struct rec_cluster {
     uint64_t cat_last;      /* the highest catalogue sequence known */
     uint64_t cat_writes;    /* catalogue writes applied */
     /* read barriers (mu) */
-    barrier *bslots;
-    size_t bcap;            /* power of two */
+    rec_idslots bslots;      /* barriers by id */
     uint64_t next_barrier;
     uint64_t barriers, barrier_waits, barrier_failures;
     double barrier_s;       /* seconds waited, over every barrier passed */
@@ -193,24 +192,7 @@ uint32_t rec_cluster_partition(const char *key, size_t klen, uint32_t p) {
 /* ---- tickets (callers hold mu) ------------------------------------------ */
 
 static ticket *ticket_find(rec_cluster *c, uint64_t id) {
-    if (!id || !c->cap)
-        return NULL;
-    ticket *t = &c->slots[id & (c->cap - 1)];
-    return t->id == id ? t : NULL;
-}
-
-static int ticket_grow(rec_cluster *c) {
-    size_t cap = c->cap ? c->cap * 2 : 1024;
-    ticket *ns = calloc(cap, sizeof *ns);
-    if (!ns)
-        return REC_ENOMEM;
-    for (size_t i = 0; i < c->cap; i++)
-        if (c->slots[i].id)
-            ns[c->slots[i].id & (cap - 1)] = c->slots[i];
-    free(c->slots);
-    c->slots = ns;
-    c->cap = cap;
-    return 0;
+    return rec_idslots_find(&c->tickets, id);
 }
 
 /* A new ticket awaiting n acknowledgements, or 0 (no memory). Tickets are
@@ -218,10 +200,10 @@ static int ticket_grow(rec_cluster *c) {
  * spans fewer than the live range: then it doubles. */
 static uint64_t ticket_new(rec_cluster *c, uint32_t n) {
     uint64_t id = ++c->next_ticket;
-    while (!c->cap || c->slots[id & (c->cap - 1)].id)
-        if (ticket_grow(c))
-            return 0;
-    c->slots[id & (c->cap - 1)] = (ticket){.id = id, .waiting = n};
+    ticket *t = rec_idslots_take(&c->tickets, id);
+    if (!t)
+        return 0;
+    t->waiting = n;
     c->live++;
     c->unsettled++;
     return id;
@@ -639,29 +621,11 @@ void rec_cluster_poll(rec_cluster *c) {
 
 /* Callers hold mu. */
 static barrier *barrier_find(rec_cluster *c, uint64_t id) {
-    if (!id || !c->bcap)
-        return NULL;
-    barrier *b = &c->bslots[id & (c->bcap - 1)];
-    return b->id == id ? b : NULL;
+    return rec_idslots_find(&c->bslots, id);
 }
 
 static barrier *barrier_new(rec_cluster *c) {
-    uint64_t id = ++c->next_barrier;
-    while (!c->bcap || c->bslots[id & (c->bcap - 1)].id) {
-        size_t cap = c->bcap ? c->bcap * 2 : 256;
-        barrier *nb = calloc(cap, sizeof *nb);
-        if (!nb)
-            return NULL;
-        for (size_t i = 0; i < c->bcap; i++)
-            if (c->bslots[i].id)
-                nb[c->bslots[i].id & (cap - 1)] = c->bslots[i];
-        free(c->bslots);
-        c->bslots = nb;
-        c->bcap = cap;
-    }
-    barrier *b = &c->bslots[id & (c->bcap - 1)];
-    *b = (barrier){.id = id};
-    return b;
+    return rec_idslots_take(&c->bslots, ++c->next_barrier);
 }
 
 /* Ask the stream's leader for the stream's state (its last sequence):
@@ -1578,6 +1542,10 @@ int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, si
         return REC_EINVAL;
     }
     rec_cluster *c = calloc(1, sizeof *c);
+    if (c) {
+        rec_idslots_init(&c->tickets, sizeof(ticket), 1024);
+        rec_idslots_init(&c->bslots, sizeof(barrier), 256);
+    }
     if (!c)
         return REC_ENOMEM;
     pthread_mutex_init(&c->mu, NULL);
@@ -1728,8 +1696,8 @@ void rec_cluster_free(rec_cluster *c) {
     /* NATS's threads (which call on_ack) are over before c goes. */
     nats_CloseAndWait(5000);
     rec_owners_free(c->owners);
-    free(c->slots);
-    free(c->bslots);
+    rec_idslots_free(&c->tickets);
+    rec_idslots_free(&c->bslots);
     msgpack_unpacked_destroy(&c->up);
     msgpack_sbuffer_destroy(&c->sb);
     pthread_cond_destroy(&c->cv);

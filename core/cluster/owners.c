@@ -20,6 +20,7 @@
 #include "err.h"
 #include "hash.h"
 #include "idmap.h"
+#include "idslots.h"
 #include "input.h"
 #include "log.h"
 #include "value.h"
@@ -110,7 +111,7 @@ struct rec_owners {
     pthread_t th;
     int th_started;
     /* forwards (mu) */
-    fwd *slots;
+    rec_idslots fwds;
     size_t cap;
     uint64_t next_id;
     size_t unsettled;
@@ -438,31 +439,14 @@ static void *watch_main(void *arg) {
 /* ---- forwards (this node asks) ------------------------------------------------ */
 
 static fwd *fwd_find(rec_owners *w, uint64_t id) {
-    if (!id || !w->cap)
-        return NULL;
-    fwd *f = &w->slots[id & (w->cap - 1)];
-    return f->id == id ? f : NULL;
+    return rec_idslots_find(&w->fwds, id);
 }
 
 /* A new entry (mu held), or NULL. */
 static fwd *fwd_new(rec_owners *w) {
-    uint64_t id = ++w->next_id;
-    while (!w->cap || w->slots[id & (w->cap - 1)].id) {
-        size_t cap = w->cap ? w->cap * 2 : 256;
-        fwd *ns = calloc(cap, sizeof *ns);
-        if (!ns)
-            return NULL;
-        for (size_t i = 0; i < w->cap; i++)
-            if (w->slots[i].id)
-                ns[w->slots[i].id & (cap - 1)] = w->slots[i];
-        free(w->slots);
-        w->slots = ns;
-        w->cap = cap;
-    }
-    fwd *f = &w->slots[id & (w->cap - 1)];
-    memset(f, 0, sizeof *f);
-    f->id = id;
-    w->unsettled++;
+    fwd *f = rec_idslots_take(&w->fwds, ++w->next_id);
+    if (f)
+        w->unsettled++;
     return f;
 }
 
@@ -1027,6 +1011,8 @@ int rec_owners_pack_info(rec_owners *w, msgpack_packer *pk) {
 int rec_owners_open(rec_owners **out, const rec_owners_opts *o, char *err, size_t errlen) {
     *out = NULL;
     rec_owners *w = calloc(1, sizeof *w);
+    if (w)
+        rec_idslots_init(&w->fwds, sizeof(fwd), 256);
     if (!w)
         return REC_ENOMEM;
     pthread_mutex_init(&w->mu, NULL);
@@ -1167,10 +1153,12 @@ void rec_owners_free(rec_owners *w) {
         return;
     rec_owners_detach(w);
     drop_served(w);
-    for (size_t i = 0; i < w->cap; i++)
-        if (w->slots[i].id)
-            fwd_free(w, &w->slots[i]);
-    free(w->slots);
+    for (size_t i = 0; i < w->fwds.cap; i++) {
+        fwd *f = rec_idslots_at(&w->fwds, i);
+        if (f->id)
+            fwd_free(w, f);
+    }
+    rec_idslots_free(&w->fwds);
     free(w->holder);
     free(w->hrev);
     free(w->want);
