@@ -57,8 +57,9 @@ typedef struct job {
                           result (the owner's field, never the thread's) */
 } job;
 
-/* Rows copied per rec_ivf_maintain while a training's copy is taken: a
- * few milliseconds of the caller's, however many rows there are. */
+/* Rows copied per rec_ivf_maintain while a training's copy is taken,
+ * unless the view says: a few milliseconds of the caller's, however many
+ * rows there are. */
 #define COPY_STEP_ROWS 65536
 
 struct rec_ivf {
@@ -513,8 +514,8 @@ void rec_ivf_row_remove(rec_ivf *ix, uint32_t idx) {
 static void job_copy(rec_ivf *ix, const rec_ivf_rows *m, int all) {
     job *j = ix->job;
     uint32_t upto = j->upto < m->nrows ? j->upto : m->nrows;
-    uint32_t end = all || upto - j->cursor <= COPY_STEP_ROWS ? upto
-                                                             : j->cursor + COPY_STEP_ROWS;
+    uint32_t step = m->copy_step ? m->copy_step : COPY_STEP_ROWS;
+    uint32_t end = all || upto - j->cursor <= step ? upto : j->cursor + step;
     uint32_t d = j->dim;
     for (uint32_t r = j->cursor; r < end && j->n < j->cap; r++)
         if (is_present(m, r)) {

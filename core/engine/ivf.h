@@ -46,6 +46,8 @@ typedef struct rec_ivf_rows {
     uint32_t count;         /* rows present */
     const float *inv_norms; /* 1/|row|, 0 for absent or zero rows */
     const uint64_t *present;/* bit r: row r holds a vector */
+    uint32_t copy_step;     /* rows copied per maintain while a training's
+                               copy is taken (0: 65536) */
 } rec_ivf_rows;
 
 typedef struct rec_ivf rec_ivf;

@@ -37,6 +37,7 @@ int rec_space_new(rec_space **out, const char *name, uint16_t id,
     s->dim = dim;
     s->stride = (dim + 15) & ~15u;
     s->ann_min_rows = REC_ANN_MIN_ROWS;
+    s->copy_step = REC_COPY_STEP_ROWS;
     s->ann_probe = REC_IVF_PROBE;
     *out = s;
     return 0;
@@ -100,11 +101,7 @@ static void shadow_row(const rec_space *s, rec_matrix *m, uint32_t idx) {
  * the copy would cost memory for little. */
 #define SHADOW_MIN_ROWS 16384
 
-/* Rows copied to bf16 per scan while the copy is being made: a few
- * milliseconds of a request, however large the matrix. */
-#define SHADOW_STEP_ROWS 65536
-
-/* Make the bf16 copy of the rows, SHADOW_STEP_ROWS more at each call
+/* Make the bf16 copy of the rows, s->copy_step more at each call
  * (state 2 while under way, the scans staying in float); kept in step as
  * rows change (shadow_row), and used once every row is copied (state 1).
  * A row that does not fit bf16 refuses the shadow for good; no memory
@@ -118,8 +115,8 @@ static void shadow_build(const rec_space *s, rec_matrix *m) {
         m->rows16_state = 2;
         m->rows16_built = 0;
     }
-    uint32_t end = m->nrows - m->rows16_built > SHADOW_STEP_ROWS
-                       ? m->rows16_built + SHADOW_STEP_ROWS : m->nrows;
+    uint32_t end = m->nrows - m->rows16_built > s->copy_step
+                       ? m->rows16_built + s->copy_step : m->nrows;
     while (m->rows16_built < end && m->rows16_state == 2) {
         uint32_t r = m->rows16_built++; /* counted first: shadow_row copies it */
         shadow_row(s, m, r);
@@ -225,7 +222,8 @@ static void mark_learned(rec_matrix *m, uint32_t idx) {
 static rec_ivf_rows ivf_view(const rec_space *s, const rec_matrix *m) {
     return (rec_ivf_rows){.rows = m->rows, .stride = s->stride, .dim = s->dim,
                           .nrows = m->nrows, .count = m->count,
-                          .inv_norms = m->inv_norms, .present = m->present};
+                          .inv_norms = m->inv_norms, .present = m->present,
+                          .copy_step = s->copy_step};
 }
 
 static void update_norm(rec_space *s, rec_matrix *m, uint32_t idx) {

@@ -64,7 +64,13 @@ typedef struct rec_space {
     uint32_t ann_min_rows; /* cosine scans of this many rows or more use
                               the approximate index (REC_ANN_MIN_ROWS) */
     uint32_t ann_probe;    /* lists it probes at least (REC_IVF_PROBE) */
+    uint32_t copy_step;    /* rows a scan adds to a copy under way: the
+                              index's training copy, the bf16 copy
+                              (REC_COPY_STEP_ROWS; tests take fewer) */
 } rec_space;
+
+/* A few milliseconds of a request, however large the matrix. */
+#define REC_COPY_STEP_ROWS 65536
 
 /* Matrices with fewer rows are always scanned exactly. */
 #define REC_ANN_MIN_ROWS 32768

@@ -403,11 +403,12 @@ static void test_sync(void **state) {
  * are where they belong once it is installed. */
 static void test_copy_in_steps(void **state) {
     (void)state;
-    enum { BIG = 140000 };
+    enum { BIG = 20000, STEP = 8192 };
     rec_space_free(planted(1)); /* the cluster directions */
     rec_space *s = NULL;
     assert_int_equal(rec_space_new(&s, "big", 4, DIM), 0);
     s->ann_min_rows = 1;
+    s->copy_step = STEP; /* the logic of 65,536 rows a step, at a test's size */
     rec_rng r;
     rec_rng_seed(&r, 61);
     float v[DIM];
@@ -425,17 +426,17 @@ static void test_copy_in_steps(void **state) {
     stats(s, &st);
     assert_int_equal(st.training, 1);
     assert_int_equal(st.lists, 0);
-    assert_int_equal(st.copy_left, BIG - 65536); /* one step a scan */
+    assert_int_equal(st.copy_left, BIG - STEP); /* one step a scan */
     /* changes behind and ahead of the copy's progress */
     for (int d = 0; d < DIM; d++)
         v[d] = 3.0f * dirs[11][d];
     assert_int_equal(rec_space_set(s, REC_KIND_ITEM, 100, v, REC_SET_DIRTY), 0);
     for (int d = 0; d < DIM; d++)
         v[d] = 3.0f * dirs[12][d];
-    assert_int_equal(rec_space_set(s, REC_KIND_ITEM, 130000, v, REC_SET_DIRTY), 0);
+    assert_int_equal(rec_space_set(s, REC_KIND_ITEM, 18500, v, REC_SET_DIRTY), 0);
     assert_int_equal(rec_space_set(s, REC_KIND_ITEM, BIG + 5, dirs[14], REC_SET_DIRTY), 0);
     rec_space_remove(s, REC_KIND_ITEM, 31);
-    rec_space_remove(s, REC_KIND_ITEM, 120031);
+    rec_space_remove(s, REC_KIND_ITEM, 17031);
     float *row = rec_space_row(s, REC_KIND_ITEM, 5);
     assert_non_null(row);
     for (int d = 0; d < DIM; d++)
@@ -446,14 +447,14 @@ static void test_copy_in_steps(void **state) {
     n = rec_space_topk(s, REC_KIND_ITEM, dirs[11], 1, NULL, 0, 30, a);
     assert_int_equal(a[0].idx, 100);
     n = rec_space_topk(s, REC_KIND_ITEM, dirs[12], 1, NULL, 0, 30, a);
-    assert_int_equal(a[0].idx, 130000);
+    assert_int_equal(a[0].idx, 18500);
     n = rec_space_topk(s, REC_KIND_ITEM, dirs[13], 1, NULL, 0, 30, a);
     assert_int_equal(a[0].idx, 5);
     n = rec_space_topk(s, REC_KIND_ITEM, dirs[14], 1, NULL, 0, 30, a);
     assert_int_equal(a[0].idx, BIG + 5);
     n = rec_space_topk(s, REC_KIND_ITEM, dirs[31 % CLUSTERS], 1, NULL, 0, 30, a);
     assert_false(has(a, n, 31));
-    assert_false(has(a, n, 120031));
+    assert_false(has(a, n, 17031));
     /* through the index, the exact scan's scores */
     n = rec_space_topk(s, REC_KIND_ITEM, dirs[7], 1, NULL, 0, 30, a);
     ne = exact(s, dirs[7], NULL, 0, 30, e);
