@@ -601,6 +601,17 @@ static void test_fold_owed(void **state) {
 
 /* A fold-in of fewer items than factors takes the short (Woodbury) form:
  * the same vector as the f x f solve of rec_ials_fold_in, up to rounding. */
+/* got equals want (8 floats, not all zero) within 1e-4 of want's largest. */
+static void assert_close(const float *got, const float *want) {
+    float err = 0, norm = 0;
+    for (int k = 0; k < 8; k++) {
+        err = fmaxf(err, fabsf(got[k] - want[k]));
+        norm = fmaxf(norm, fabsf(want[k]));
+    }
+    assert_true(norm > 0);
+    assert_true(err <= 1e-4f * norm);
+}
+
 static void test_fold_short(void **state) {
     (void)state;
     fx f;
@@ -632,13 +643,7 @@ static void test_fold_short(void **state) {
         assert_int_equal(rec_learn_fold_in(f.e, "ials", ui), 0);
         assert_true(row_of(&f, u, got));
         assert_int_equal(rec_ials_fold_in(V, G, ni, 8, 1.0f, items, conf, d, want), 0);
-        float err = 0, norm = 0;
-        for (int k = 0; k < 8; k++) {
-            err = fmaxf(err, fabsf(got[k] - want[k]));
-            norm = fmaxf(norm, fabsf(want[k]));
-        }
-        assert_true(norm > 0);
-        assert_true(err <= 1e-4f * norm);
+        assert_close(got, want);
     }
     assert_true(shorts >= 4);
     /* Repeated items sum their confidences: a short history (20 events on
@@ -669,13 +674,7 @@ static void test_fold_short(void **state) {
         assert_int_equal(rec_learn_fold_in(f.e, "ials", ui), 0);
         assert_true(row_of(&f, u, got));
         assert_int_equal(rec_ials_fold_in(V, G, ni, 8, 1.0f, items, conf, d, want), 0);
-        float err = 0, norm = 0;
-        for (int k = 0; k < 8; k++) {
-            err = fmaxf(err, fabsf(got[k] - want[k]));
-            norm = fmaxf(norm, fabsf(want[k]));
-        }
-        assert_true(norm > 0);
-        assert_true(err <= 1e-4f * norm);
+        assert_close(got, want);
     }
     fx_close(&f);
 }
