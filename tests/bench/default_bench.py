@@ -606,7 +606,8 @@ def event_rounds(srv, tmp, cfg, res, with_redis):
             res["ratio_" + name] = ratio
             bench_line("ratio_default_event_over_redis" + tail, ratio, "ratio")
     if "recd" in sustained:
-        res["event_sustained"] = {"rps": sustained["recd"][0], "p99": sustained["recd"][1]}
+        res["event_sustained"] = {"rps": sustained["recd"][0], "p99": sustained["recd"][1],
+                                  "n": cfg.n_sustained}
         bench_line("default_event_c50_P32_sustained", sustained["recd"][0], "events/s")
         bench_line("default_event_c50_P32_sustained_p99", sustained["recd"][1], "ms")
         say("  (sustained: %d events in one run)" % cfg.n_sustained)
@@ -694,7 +695,7 @@ def table(cfg, res):
     if "event_sustained" in res:
         r = res["event_sustained"]
         ratio = " (%.2fx Redis)" % res["ratio_aof_sustained"] if "ratio_aof_sustained" in res else ""
-        row("  sustained over 1.5M events, events/s", "%.0f%s" % (r["rps"], ratio))
+        row("  sustained over %s events, events/s" % format(r["n"], ","), "%.0f%s" % (r["rps"], ratio))
     if "train" in res:
         t = res["train"]
         row("event.add while ials + EASE train, events/s",
