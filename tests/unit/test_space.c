@@ -582,14 +582,11 @@ static void expect_same_topk(const rec_space *s, const float *q, int cosine,
     }
 }
 
-/* A large matrix is scanned through a bf16 copy made at its first scan;
- * the copy follows every later set, in-place update and removal, and the
- * answers stay the float scan's. */
-static void test_topk_bf16_copy_follows(void **state) {
-    const uint32_t n = 20000, d = 24;
-    rec_space *s = new_space("big", d);
-    seed(77);
-    float v[24], q[24];
+/* Items 0..n-1 of s set to random rows of d, drawn after seeding with
+ * `sd`, then a random query of d into q. */
+static void fill_random(rec_space *s, uint32_t n, uint32_t d, unsigned sd, float *q) {
+    float v[REC_DIM_MAX];
+    seed(sd);
     for (uint32_t i = 0; i < n; i++) {
         for (uint32_t j = 0; j < d; j++)
             v[j] = rnd();
@@ -597,6 +594,16 @@ static void test_topk_bf16_copy_follows(void **state) {
     }
     for (uint32_t j = 0; j < d; j++)
         q[j] = rnd();
+}
+
+/* A large matrix is scanned through a bf16 copy made at its first scan;
+ * the copy follows every later set, in-place update and removal, and the
+ * answers stay the float scan's. */
+static void test_topk_bf16_copy_follows(void **state) {
+    const uint32_t n = 20000, d = 24;
+    rec_space *s = new_space("big", d);
+    float v[24], q[24];
+    fill_random(s, n, d, 77, q);
     for (int cosine = 0; cosine < 2; cosine++)
         expect_same_topk(s, q, cosine, 20);
     const rec_matrix *m = &s->m[REC_KIND_ITEM];
@@ -636,15 +643,8 @@ static void test_topk_bf16_copy_made_in_steps(void **state) {
     const uint32_t n = 20000, d = 4;
     rec_space *s = new_space("huge", d);
     s->copy_step = 8192; /* the logic of 65,536 rows a step, at a test's size */
-    seed(78);
     float v[4], q[4];
-    for (uint32_t i = 0; i < n; i++) {
-        for (uint32_t j = 0; j < d; j++)
-            v[j] = rnd();
-        assert_int_equal(rec_space_set(s, REC_KIND_ITEM, i, v, REC_SET_DIRTY), 0);
-    }
-    for (uint32_t j = 0; j < d; j++)
-        q[j] = rnd();
+    fill_random(s, n, d, 78, q);
     const rec_matrix *m = &s->m[REC_KIND_ITEM];
     if (!rec_vec_bf16_scan_ok()) {
         expect_same_topk(s, q, 1, 20);
