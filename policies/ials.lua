@@ -8,9 +8,10 @@
 -- so a batch-quality model still reacts to every click.
 --
 -- Cost: O(1) per positive event on the loop thread: the fold-in is owed,
--- once per user however many events, and solved by a worker thread (or by
--- whatever reads the user's vector first): O(n^2 f + n^3) for a user with
--- n < f distinct items at f factors (O(n f^2 + f^3) from n = f on).
+-- once per user however many events, and solved by whatever reads the
+-- user's vector first, or by a worker thread while something reads the
+-- space (a space nobody reads pays no solve): O(n^2 f + n^3) for a user
+-- with n < f distinct items at f factors (O(n f^2 + f^3) from n = f on).
 -- Nothing happens until a first training has installed a model.
 -- Knobs: SPACE (the space the server trains: model.train {space = ...}).
 local SPACE = "ials"

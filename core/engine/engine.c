@@ -742,12 +742,9 @@ static int checkpoint_due(const rec_engine *e) {
 /* Stage dirty rows into the batch: rows set or removed always, learned
  * rows and counters (with the checkpoint record) when `checkpoint`. */
 static int flush_spaces(rec_engine *e, int checkpoint) {
-    /* the checkpoint holds the fold-ins owed for the events it covers */
-    if (checkpoint) {
-        int rc = rec_learn_settle(e, NULL, REC_IDX_NONE);
-        if (rc)
-            return rc;
-    }
+    /* rows owed an ials fold-in are stored as they are: a restarted
+     * server has no model to fold against until its first training, which
+     * solves every user again (learn.h) */
     for (size_t i = 0; i < e->nspaces; i++) {
         rec_space *s = e->spaces[i];
         for (int k = 0; k < 2; k++) {

@@ -21,6 +21,7 @@ struct rec_learn_ials_job {
     uint64_t pairs;
     double seconds;
     int trained;
+    uint64_t epoch0; /* the marks of the space's model at the snapshot */
 };
 
 /* What fold-ins solve against, for one or more users back to back: per
@@ -121,6 +122,8 @@ typedef struct model {
     size_t nstale;
     uint64_t epoch;      /* marks so far */
     uint32_t gen;        /* installs so far: a fold job of another is void */
+    double read_at;      /* mono() of the last read (rec_learn_settle); 0 never */
+    int unqueued;        /* users may be owed and not queued (sweep_owed) */
     fold_buf scratch;    /* for fold-ins on the engine's thread */
     fold_pair *pairs;    /* the same */
     size_t npairs_cap;
@@ -155,6 +158,8 @@ void rec_learn_ials_opts_default(rec_learn_ials_opts *o) {
     o->seed = 42;
     o->cpu = 1.0;
 }
+
+static model *find_model(rec_engine *e, const char *space);
 
 static double mono(void) {
     struct timespec ts;
@@ -196,6 +201,8 @@ int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_lear
                 t[k++] = (rec_ials_triple){u, h[i].item, h[i].weight};
     }
     j->o = *o;
+    const model *m = find_model(e, o->space);
+    j->epoch0 = m ? m->epoch : 0;
     int rc = rec_ials_data_build(t, k, nu, ni, o->alpha, &j->data);
     free(t);
     if (rc) {
@@ -344,7 +351,9 @@ static model *find_kind(rec_engine *e, const char *space, int ease) {
     return NULL;
 }
 
-static model *find_model(rec_engine *e, const char *space) { return find_kind(e, space, 0); }
+static model *find_model(rec_engine *e, const char *space) {
+    return find_kind(e, space, 0);
+}
 
 /* The model of that name and kind, created empty when missing. */
 static model *model_slot(rec_engine *e, const char *space, int ease) {
@@ -367,15 +376,30 @@ static model *model_slot(rec_engine *e, const char *space, int ease) {
     return m;
 }
 
+/* The debts a new training leaves in m: a user marked after its snapshot
+ * (epoch0) is owed against the new factors, whatever was paid before;
+ * the training paid the others. O(users). */
+static void rebase_owed(model *m, uint64_t epoch0) {
+    for (uint32_t u = 0; u < m->ncap; u++) {
+        uint8_t *fl = &m->flags[u];
+        if (m->marked[u] > epoch0) {
+            if (!(*fl & FOLD_STALE)) {
+                *fl |= FOLD_STALE;
+                m->nstale++;
+            }
+            m->unqueued |= !(*fl & FOLD_QUEUED);
+        } else if (*fl & FOLD_STALE) {
+            *fl &= (uint8_t)~FOLD_STALE; /* a queued entry is skipped */
+            m->nstale--;
+        }
+    }
+}
+
 int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j) {
     if (!j->trained)
         return REC_EINVAL;
-    /* the fold-ins owed to the model being replaced first: what eager
-     * fold-ins would have left before the install overwrites them */
-    int rc = rec_learn_settle(e, j->o.space, REC_IDX_NONE);
-    if (rc)
-        return rc;
     rec_space *s;
+    int rc;
     if ((rc = rec_engine_space_ensure(e, j->o.space, j->o.factors, &s)))
         return rc;
     uint32_t f = j->o.factors;
@@ -414,6 +438,7 @@ int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j) {
     m->gen++;
     m->reg = j->o.reg;
     m->alpha = j->o.alpha;
+    rebase_owed(m, j->epoch0);
     return 0;
 }
 
@@ -625,32 +650,62 @@ static int fold_cover(model *m, uint32_t n) {
     return 0;
 }
 
-/* Owe user's fold-in to model m (see rec_learn_fold_in_later). */
-static int owe(rec_engine *e, model *m, rec_space *s, uint32_t user) {
+/* Was m read lately (rec_learn_fold_in_later)? */
+static int read_lately(const model *m, double now) {
+    return m->read_at > 0.0 && now - m->read_at < REC_LEARN_FOLD_READ_WINDOW;
+}
+
+/* Queue user, stale and not queued, for a fold job when there is room. */
+static int enqueue(model *m, uint32_t user) {
+    if (m->nqueue >= REC_LEARN_FOLD_BACKLOG) {
+        m->unqueued = 1;
+        return 0;
+    }
+    if (m->nqueue == m->qcap) {
+        size_t cap = m->qcap ? m->qcap * 2 : 256;
+        uint32_t *q = realloc(m->queue, cap * sizeof *q);
+        if (!q)
+            return REC_ENOMEM;
+        m->queue = q;
+        m->qcap = cap;
+    }
+    m->queue[m->nqueue++] = user;
+    m->flags[user] |= FOLD_QUEUED;
+    return 0;
+}
+
+/* Queue the users owed and not queued, in user order, while there is
+ * room (a quiet model read again, or a backlog with room again). */
+static int sweep_owed(model *m) {
+    m->unqueued = 0;
+    for (uint32_t u = 0; u < m->ncap && m->nstale; u++)
+        if ((m->flags[u] & (FOLD_STALE | FOLD_QUEUED)) == FOLD_STALE) {
+            int rc = enqueue(m, u);
+            if (rc || m->unqueued)
+                return rc;
+        }
+    return 0;
+}
+
+/* Owe user's fold-in to model m (see rec_learn_fold_in_later); queued
+ * when background is set (m was read lately). */
+static int owe(model *m, uint32_t user, int background) {
     int rc = fold_cover(m, user + 1);
     if (rc)
         return rc;
     uint8_t *fl = &m->flags[user];
-    if (!(*fl & FOLD_QUEUED) && m->nqueue >= REC_LEARN_FOLD_BACKLOG)
-        return fold_now(e, m, s, user); /* the jobs fall behind: pay now */
-    if (!(*fl & FOLD_QUEUED)) {
-        if (m->nqueue == m->qcap) {
-            size_t cap = m->qcap ? m->qcap * 2 : 256;
-            uint32_t *q = realloc(m->queue, cap * sizeof *q);
-            if (!q)
-                return REC_ENOMEM;
-            m->queue = q;
-            m->qcap = cap;
-        }
-        m->queue[m->nqueue++] = user;
-        *fl |= FOLD_QUEUED;
-    }
     if (!(*fl & FOLD_STALE)) {
         *fl |= FOLD_STALE;
         m->nstale++;
     }
     m->marked[user] = ++m->epoch;
-    return 0;
+    if (*fl & FOLD_QUEUED)
+        return 0;
+    if (!background) {
+        m->unqueued = 1;
+        return 0;
+    }
+    return enqueue(m, user);
 }
 
 int rec_learn_fold_in_later(rec_engine *e, const char *space, uint32_t user) {
@@ -662,8 +717,9 @@ int rec_learn_fold_in_later_n(rec_engine *e, const char *space, const uint32_t *
     model *m;
     rec_space *s;
     int rc = fold_model(e, space, &m, &s);
+    int background = !rc && read_lately(m, mono());
     for (size_t i = 0; i < n && !rc; i++)
-        rc = owe(e, m, s, users[i]);
+        rc = owe(m, users[i], background);
     return rc;
 }
 
@@ -675,6 +731,7 @@ static int settle_model(rec_engine *e, model *m, uint32_t user) {
     if (!s || s->dim != m->factors || !m->rows) { /* nothing to fold against */
         memset(m->flags, 0, m->ncap);
         m->nstale = m->nqueue = 0;
+        m->unqueued = 0;
         return 0;
     }
     if (user != REC_IDX_NONE)
@@ -690,11 +747,40 @@ static int settle_model(rec_engine *e, model *m, uint32_t user) {
 
 int rec_learn_settle(rec_engine *e, const char *space, uint32_t user) {
     int rc = 0;
-    for (model *m = rec_engine_attached(e); m; m = m->next)
-        if (m->nstale && (!space || strcmp(m->space, space) == 0)) {
-            int r = settle_model(e, m, user);
-            rc = rc ? rc : r;
+    double now = 0.0;
+    for (model *m = rec_engine_attached(e); m; m = m->next) {
+        if (m->ease || (space && strcmp(m->space, space) != 0))
+            continue;
+        now = now > 0.0 ? now : mono();
+        int woke = !read_lately(m, now);
+        m->read_at = now;
+        if (!m->nstale)
+            continue;
+        int r = settle_model(e, m, user);
+        if (!r && woke && m->unqueued) /* the rest in the background again */
+            r = sweep_owed(m);
+        rc = rc ? rc : r;
+    }
+    return rc;
+}
+
+int rec_learn_settle_new(rec_engine *e, const char *space) {
+    int rc = 0;
+    for (model *m = rec_engine_attached(e); m; m = m->next) {
+        if (m->ease || !m->nstale || (space && strcmp(m->space, space) != 0))
+            continue;
+        model *fm;
+        rec_space *s;
+        if (fold_model(e, m->space, &fm, &s)) {
+            settle_model(e, m, REC_IDX_NONE); /* nothing to fold against: dropped */
+            continue;
         }
+        for (uint32_t u = 0; u < m->ncap && m->nstale; u++)
+            if ((m->flags[u] & FOLD_STALE) && !rec_space_has(s, REC_KIND_USER, u)) {
+                int r = fold_now(e, m, s, u);
+                rc = rc ? rc : r;
+            }
+    }
     return rc;
 }
 
@@ -777,12 +863,17 @@ static int job_reserve(rec_learn_fold_job *j, size_t n, uint32_t f) {
 int rec_learn_fold_job_new(rec_engine *e, size_t max_users, rec_learn_fold_job **out) {
     model *m = rec_engine_attached(e);
     rec_space *s = NULL;
-    for (; m; m = m->next)
+    double now = mono();
+    for (; m; m = m->next) {
+        if (!m->ease && !m->nqueue && m->unqueued && read_lately(m, now) &&
+            sweep_owed(m))
+            return REC_ENOMEM;
         if (!m->ease && m->nqueue) {
             if (fold_model(e, m->space, &m, &s) == 0)
                 break;
             settle_model(e, m, REC_IDX_NONE); /* the space is gone: drops the debt */
         }
+    }
     rec_learn_fold_job *j = *out;
     if (j) {
         j->n = 0;

@@ -46,7 +46,10 @@ int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_lear
 int rec_learn_ials_job_run(rec_learn_ials_job *j);
 /* Install the trained factors (engine thread): rows of users and items
  * still alive are set in the space (written at the next checkpoint) and
- * the item Gram matrix is kept for fold-ins. */
+ * the item Gram matrix is kept for fold-ins. A user the model being
+ * replaced marked after the job's snapshot is owed a fold-in against the
+ * new one (the training did not see those events); the other debts are
+ * paid by the training itself. */
 int rec_learn_ials_job_install(rec_engine *e, rec_learn_ials_job *j);
 void rec_learn_ials_job_free(rec_learn_ials_job *j); /* NULL is a no-op */
 /* Seconds the training took, interactions it saw. */
@@ -58,23 +61,38 @@ uint64_t rec_learn_ials_job_pairs(const rec_learn_ials_job *j);
  * this process. O(n_u f^2 + f^3). */
 int rec_learn_fold_in(rec_engine *e, const char *space, uint32_t user);
 
-/* The same fold-in, owed instead of done: the user's row is marked stale
- * and queued, once however many events mark it. Whoever reads the row
- * settles it first (rec_learn_settle), so a reader sees what an eager
- * fold-in after the last event would have left; fold jobs pay the rest
- * off the engine's thread, a checkpoint and the install of a new training
- * settle all. With REC_LEARN_FOLD_BACKLOG users queued, a new one is
- * folded in at once. REC_ENOTFOUND as rec_learn_fold_in. O(1). */
+/* The same fold-in, owed instead of done: the user's row is marked stale,
+ * once however many events mark it. Whoever reads the row settles it
+ * first (rec_learn_settle), so a reader sees what an eager fold-in after
+ * the last event would have left, whenever it is paid.
+ *
+ * Fold jobs pay the rest off the engine's thread, but only for a model
+ * that something read in the last REC_LEARN_FOLD_READ_WINDOW seconds (a
+ * rec_learn_settle naming it): a model nobody reads (the ials space of
+ * a pipeline that never scans it) costs a mark per event and no solve.
+ * A read after such a quiet spell queues every user then owed. At most
+ * REC_LEARN_FOLD_BACKLOG users wait in the queue; past that a user is
+ * owed unqueued until the queue has room again or a reader pays. The
+ * engine's thread never solves for a writer. A checkpoint stores rows as
+ * they are (an owed row is re-solved by the next training, which a
+ * restarted server runs at once). REC_ENOTFOUND as rec_learn_fold_in.
+ * O(1). */
 #define REC_LEARN_FOLD_BACKLOG 8192
+#define REC_LEARN_FOLD_READ_WINDOW 60.0
 int rec_learn_fold_in_later(rec_engine *e, const char *space, uint32_t user);
 /* The same for users[0..n) in order, the model looked up once; stops at
  * the first error. */
 int rec_learn_fold_in_later_n(rec_engine *e, const char *space, const uint32_t *users,
                               size_t n);
 /* Fold in what is owed in space (NULL: every model) for user
- * (REC_IDX_NONE: every user): before reading a user row, or all rows. The
- * first error, the rest still settled. O(1) when nothing is owed. */
+ * (REC_IDX_NONE: every user): before reading a user row, or all rows. A
+ * read: it keeps the models it names folded in the background (above).
+ * The first error, the rest still settled. O(1) when nothing is owed. */
 int rec_learn_settle(rec_engine *e, const char *space, uint32_t user);
+/* Fold in, in space (NULL: every model), the users owed whose row does
+ * not exist yet: what a count of a space's users needs. Not a read.
+ * O(users) when something is owed there. */
+int rec_learn_settle_new(rec_engine *e, const char *space);
 /* Users whose rows are owed a fold-in. */
 size_t rec_learn_owed(rec_engine *e);
 /* Of those, the ones no fold job has taken yet. */

@@ -110,6 +110,14 @@ static void settle(lua_State *L, ldb *d, const char *space, uint32_t user) {
         rec_lua_error(L, rc, "ials fold-in failed: %s", rec_strerror(rc));
 }
 
+/* Fold in the users owed in space (NULL: every space) who have no row yet,
+ * before counting its users (rec_learn_settle_new). */
+static void settle_new(lua_State *L, ldb *d, const char *space) {
+    int rc = rec_learn_settle_new(d->e, space);
+    if (rc)
+        rec_lua_error(L, rc, "ials fold-in failed: %s", rec_strerror(rc));
+}
+
 static void autocommit(lua_State *L, ldb *d) {
     if (d->batch_depth == 0) {
         int rc = rec_engine_commit(d->e);
@@ -787,7 +795,7 @@ static int db_space(lua_State *L) {
         lua_pushnil(L);
         return 1;
     }
-    settle(L, d, name, REC_IDX_NONE); /* users owed their first fold-in count */
+    settle_new(L, d, name); /* users owed their first fold-in count */
     push_space_info(L, s);
     return 1;
 }
@@ -795,7 +803,7 @@ static int db_space(lua_State *L) {
 /* db:spaces() -> {info, ...}   [-1, +1, m] */
 static int db_spaces(lua_State *L) {
     ldb *d = check_db(L);
-    settle(L, d, NULL, REC_IDX_NONE);
+    settle_new(L, d, NULL);
     size_t n = rec_engine_space_count(d->e);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {

@@ -517,12 +517,21 @@ static void test_fold_owed(void **state) {
     train_ials(&f);
     float before[8], got[8];
     assert_true(row_of(&f, 1, before));
-    /* two clicks owe one fold-in, not done yet */
+    /* two clicks owe one fold-in, not done yet; nothing read the model,
+     * so no job solves it */
     click(&f, 1, 30);
     click(&f, 1, 2);
     assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_int_equal(rec_learn_queued(f.e), 0);
+    rec_train_fold(f.t);
+    assert_int_equal(f.w.queued, 0);
     assert_true(row_of(&f, 1, got));
     assert_memory_equal(got, before, sizeof got);
+    /* a read of the model (another user's row) queues what it owes */
+    assert_int_equal(rec_learn_settle(f.e, "other", user_idx(&f, 2)), 0);
+    assert_int_equal(rec_learn_queued(f.e), 0);
+    assert_int_equal(rec_learn_settle(f.e, "ials", user_idx(&f, 2)), 0);
+    assert_int_equal(rec_learn_queued(f.e), 1);
     /* a job solves it off the thread; installed, it is an eager fold-in */
     rec_train_fold(f.t);
     assert_int_equal(f.w.queued, 1);
@@ -533,6 +542,13 @@ static void test_fold_owed(void **state) {
     assert_true(row_of(&f, 1, got));
     assert_true(memcmp(got, before, sizeof got) != 0);
     assert_eager(&f, 1, got);
+
+    /* read lately, a click is queued at once */
+    click(&f, 1, 3);
+    assert_int_equal(rec_learn_queued(f.e), 1);
+    rec_train_fold(f.t);
+    fake_finish(&f.w, 1);
+    assert_int_equal(rec_learn_owed(f.e), 0);
 
     /* a reader settles the user first: a newcomer gets their row */
     click(&f, 9, 1);
@@ -545,15 +561,24 @@ static void test_fold_owed(void **state) {
     assert_true(row_of(&f, 9, got));
     assert_eager(&f, 9, got);
 
+    /* counting users folds in the newcomers only */
+    click(&f, 10, 1);
+    click(&f, 1, 5);
+    assert_int_equal(rec_learn_owed(f.e), 2);
+    assert_int_equal(rec_learn_settle_new(f.e, "ials"), 0);
+    assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_true(row_of(&f, 10, got));
+    assert_eager(&f, 10, got);
+    assert_int_equal(rec_learn_settle(f.e, "ials", u1), 0);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+
     /* an event after the job's snapshot: its result is dropped, the user
      * stays owed, and what is read equals a fold-in after that event */
     click(&f, 2, 3);
     rec_train_fold(f.t);
-    assert_int_equal(f.w.queued, 2);
     assert_true(row_of(&f, 2, before));
     click(&f, 2, 31);
     fake_finish(&f.w, 1); /* installs nothing, queues the next job */
-    assert_int_equal(f.w.queued, 3);
     assert_int_equal(rec_learn_owed(f.e), 1);
     assert_true(row_of(&f, 2, got));
     assert_memory_equal(got, before, sizeof got);
@@ -562,40 +587,75 @@ static void test_fold_owed(void **state) {
     assert_true(row_of(&f, 2, got));
     assert_eager(&f, 2, got);
 
-    /* a cancelled job leaves the users owed; a checkpoint settles them */
+    /* a cancelled job leaves the users owed; a checkpoint stores the row
+     * as it is, and a reader settles it */
     click(&f, 3, 5);
+    assert_true(row_of(&f, 3, before));
     rec_train_fold(f.t);
     fake_finish(&f.w, 0);
     assert_int_equal(rec_learn_owed(f.e), 1);
     assert_int_equal(rec_engine_checkpoint(f.e), 0);
+    assert_int_equal(rec_learn_owed(f.e), 1);
+    assert_true(row_of(&f, 3, got));
+    assert_memory_equal(got, before, sizeof got);
+    assert_int_equal(rec_learn_settle(f.e, "ials", user_idx(&f, 3)), 0);
     assert_int_equal(rec_learn_owed(f.e), 0);
     assert_true(row_of(&f, 3, got));
     assert_eager(&f, 3, got);
+    while (f.w.work)
+        fake_finish(&f.w, 1);
 
-    /* a new training settles what the old model owes before replacing it */
+    /* a new training pays what was owed before its snapshot; a user
+     * marked after it is owed against the new factors */
     click(&f, 4, 6);
     rec_train_fold(f.t); /* out while the model is replaced */
-    train_ials(&f);
-    assert_int_equal(rec_learn_owed(f.e), 0);
+    rec_learn_ials_opts o;
+    rec_learn_ials_opts_default(&o);
+    o.factors = 8;
+    o.reg = 1.0f;
+    rec_learn_ials_job *j;
+    assert_int_equal(rec_learn_ials_job_new(f.e, &o, &j), 0);
+    click(&f, 5, 7);
+    assert_int_equal(rec_learn_ials_job_run(j), 0);
+    assert_int_equal(rec_learn_ials_job_install(f.e, j), 0);
+    rec_learn_ials_job_free(j);
+    assert_int_equal(rec_learn_owed(f.e), 1);
     assert_true(row_of(&f, 4, before));
     fake_finish(&f.w, 1); /* solved against the old model: dropped */
     assert_true(row_of(&f, 4, got));
     assert_memory_equal(got, before, sizeof got);
-    assert_null(f.w.work);
+    assert_int_equal(rec_learn_settle(f.e, "ials", user_idx(&f, 5)), 0);
+    assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, 5, got));
+    assert_eager(&f, 5, got);
+    while (f.w.work)
+        fake_finish(&f.w, 1);
 
-    /* with REC_LEARN_FOLD_BACKLOG users owed, the next is folded in at once */
+    /* with REC_LEARN_FOLD_BACKLOG users queued, the next is owed and not
+     * queued (never solved on this thread for a writer) until there is
+     * room again */
     for (int u = 100; u < 100 + REC_LEARN_FOLD_BACKLOG + 1; u++)
         add_event(&f, u, u % 8);
     for (int u = 100; u < 100 + REC_LEARN_FOLD_BACKLOG; u++)
         assert_int_equal(rec_learn_fold_in_later(f.e, "ials", user_idx(&f, u)), 0);
-    assert_int_equal(rec_learn_owed(f.e), REC_LEARN_FOLD_BACKLOG);
+    assert_int_equal(rec_learn_queued(f.e), REC_LEARN_FOLD_BACKLOG);
     int last = 100 + REC_LEARN_FOLD_BACKLOG;
-    assert_false(row_of(&f, last, got));
     assert_int_equal(rec_learn_fold_in_later(f.e, "ials", user_idx(&f, last)), 0);
-    assert_int_equal(rec_learn_owed(f.e), REC_LEARN_FOLD_BACKLOG);
-    assert_true(row_of(&f, last, got));
-    assert_int_equal(rec_learn_settle(f.e, NULL, REC_IDX_NONE), 0);
+    assert_int_equal(rec_learn_owed(f.e), REC_LEARN_FOLD_BACKLOG + 1);
+    assert_int_equal(rec_learn_queued(f.e), REC_LEARN_FOLD_BACKLOG);
+    assert_false(row_of(&f, last, got));
+    /* jobs of 512 drain the queue, then the next takes the one left */
+    rec_learn_fold_job *fj = NULL;
+    for (int k = 0; k < 64 && rec_learn_owed(f.e); k++) {
+        assert_int_equal(rec_learn_fold_job_new(f.e, 512, &fj), 0);
+        assert_true(rec_learn_fold_job_users(fj) > 0);
+        rec_learn_fold_job_run(fj);
+        assert_int_equal(rec_learn_fold_job_install(f.e, fj), 0);
+    }
+    rec_learn_fold_job_free(fj);
     assert_int_equal(rec_learn_owed(f.e), 0);
+    assert_true(row_of(&f, last, got));
+    assert_eager(&f, last, got);
     fx_close(&f);
 }
 
