@@ -249,6 +249,66 @@ int rec_ials_cholesky_solve(float *A, float *b, uint32_t n) {
     return 0;
 }
 
+int rec_ials_reg_inverse(const float *YtY, uint32_t factors, float reg, float *Binv,
+                         float *scratch) {
+    size_t f = factors;
+    for (size_t c = 0; c < f; c++) {
+        memcpy(scratch, YtY, f * f * sizeof *scratch);
+        for (size_t k = 0; k < f; k++)
+            scratch[k * f + k] += reg;
+        float *col = Binv + c * f; /* B is symmetric: column c is row c */
+        memset(col, 0, f * sizeof *col);
+        col[c] = 1.0f;
+        int rc = rec_ials_cholesky_solve(scratch, col, factors);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void rec_ials_short_rows(const float *Binv, const float *Y, uint32_t begin, uint32_t end,
+                         uint32_t factors, float *P) {
+    size_t f = factors;
+    for (size_t r = begin; r < end; r++)
+        rec_vec_dot_rows(Binv, f, f, Y + r * f, f, P + r * f);
+}
+
+/* The row solve below by the Woodbury identity, for n < f interactions of
+ * positive confidence: with B = YtY + reg I and p_i = B^-1 y_i (rows of P),
+ * (B + Yu^T C Yu) x = Yu^T (1 + c) is x = s - Pu^T z, s = sum (1 + c_i)
+ * p_i, where (C^-1 + Yu Pu^T) z = Yu s: an n x n system instead of f x f,
+ * O(n^2 f + n^3) instead of O(n f^2 + f^3). M: n x n + n floats. */
+static int solve_short(const float *Y, const float *P, size_t f, const uint32_t *idx,
+                       const float *conf, size_t n, float *x, float *M) {
+    float *t = M + n * n;
+    memset(x, 0, f * sizeof *x);
+    for (size_t i = 0; i < n; i++)
+        rec_vec_axpy(1.0f + conf[i], P + (size_t)idx[i] * f, x, f);
+    for (size_t i = 0; i < n; i++) {
+        const float *y = Y + (size_t)idx[i] * f;
+        for (size_t j = 0; j <= i; j++) /* the lower triangle is read */
+            M[i * n + j] = rec_vec_dot(y, P + (size_t)idx[j] * f, f);
+        M[i * n + i] += 1.0f / conf[i];
+        t[i] = rec_vec_dot(y, x, f);
+    }
+    int rc = rec_ials_cholesky_solve(M, t, (uint32_t)n);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        rec_vec_axpy(-t[i], P + (size_t)idx[i] * f, x, f);
+    return rec_vec_all_finite(x, f) ? 0 : REC_ENONFINITE;
+}
+
+/* Does row (conf[0..n)) take the short form? */
+static int short_ok(const float *P, size_t f, const float *conf, size_t n) {
+    if (!P || n >= f)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(conf[i] > 0.0f))
+            return 0;
+    return 1;
+}
+
 /* x = argmin for one row: (YtY + sum c y y^T + reg I) x = sum (1 + c) y.
  *
  * With SMALL_N or more interactions they go in chunks of up to CHUNK rows
@@ -256,13 +316,15 @@ int rec_ials_cholesky_solve(float *A, float *b, uint32_t n) {
  * sum c y y^T is one matrix-vector product Zt[l..f) . (c o Zt[l]) and b
  * gains Zt . (1 + c): f + 1 kernel calls per chunk instead of f per
  * interaction. */
-static int solve_one(const float *Y, const float *YtY, size_t f, float reg,
+static int solve_one(const float *Y, const float *YtY, const float *P, size_t f, float reg,
                      const uint32_t *idx, const float *conf, size_t n,
                      float *x, float *scratch) {
     if (n == 0) {
         memset(x, 0, f * sizeof *x);
         return 0;
     }
+    if (short_ok(P, f, conf, n))
+        return solve_short(Y, P, f, idx, conf, n, x, scratch);
     float *A = scratch;            /* f x f */
     float *Zt = A + f * f;         /* f x CHUNK */
     float *b = Zt + f * CHUNK;     /* f */
@@ -314,7 +376,7 @@ static int solve_one(const float *Y, const float *YtY, size_t f, float reg,
     return 0;
 }
 
-int rec_ials_solve_rows(const float *Y, const float *YtY, uint32_t factors,
+int rec_ials_solve_rows(const float *Y, const float *YtY, const float *P, uint32_t factors,
                         float reg, const uint32_t *ptr, const uint32_t *idx,
                         const float *conf, uint32_t begin, uint32_t end,
                         float *X, float *scratch) {
@@ -323,7 +385,7 @@ int rec_ials_solve_rows(const float *Y, const float *YtY, uint32_t factors,
     size_t f = factors;
     for (uint32_t r = begin; r < end; r++) {
         uint32_t s = ptr[r], e = ptr[r + 1];
-        int rc = solve_one(Y, YtY, f, reg, idx + s, conf + s, e - s,
+        int rc = solve_one(Y, YtY, P, f, reg, idx + s, conf + s, e - s,
                            X + (size_t)r * f, scratch);
         if (rc)
             return rc;
@@ -332,6 +394,12 @@ int rec_ials_solve_rows(const float *Y, const float *YtY, uint32_t factors,
 }
 
 static int check_reg(float reg) { return reg > 0.0f && !isinf(reg); }
+
+int rec_ials_half_prepare(const float *Y, uint32_t ny, uint32_t factors, float reg, float *YtY,
+                          float *Binv, float *scratch) {
+    rec_ials_gram(Y, ny, factors, YtY);
+    return rec_ials_reg_inverse(YtY, factors, reg, Binv, scratch);
+}
 
 /* ---- training -------------------------------------------------------- */
 
@@ -359,23 +427,32 @@ int rec_ials_train(const rec_ials_data *d, uint32_t factors, float reg,
     if (iters == 0)
         return 0;
 
-    float *G = malloc((f * f + REC_IALS_SCRATCH_FLOATS(f)) * sizeof *G);
-    if (!G)
+    size_t nmax = d->nusers > d->nitems ? d->nusers : d->nitems;
+    float *G = malloc((2 * f * f + REC_IALS_SCRATCH_FLOATS(f)) * sizeof *G);
+    float *P = malloc((nmax + 1) * f * sizeof *P);
+    if (!G || !P) {
+        free(G);
+        free(P);
         return REC_ENOMEM;
-    float *scratch = G + f * f;
+    }
+    float *Binv = G + f * f, *scratch = Binv + f * f;
     for (uint32_t it = 0; it < iters && !rc; it++) {
-        rec_ials_gram(V, d->nitems, factors, G);
-        rc = rec_ials_solve_rows(V, G, factors, reg, d->user_ptr,
-                                 d->user_items, d->user_conf, 0, d->nusers,
-                                 U, scratch);
-        if (rc)
-            break;
-        rec_ials_gram(U, d->nusers, factors, G);
-        rc = rec_ials_solve_rows(U, G, factors, reg, d->item_ptr,
-                                 d->item_users, d->item_conf, 0, d->nitems,
-                                 V, scratch);
+        rc = rec_ials_half_prepare(V, d->nitems, factors, reg, G, Binv, scratch);
+        if (!rc) {
+            rec_ials_short_rows(Binv, V, 0, d->nitems, factors, P);
+            rc = rec_ials_solve_rows(V, G, P, factors, reg, d->user_ptr, d->user_items,
+                                     d->user_conf, 0, d->nusers, U, scratch);
+        }
+        if (!rc)
+            rc = rec_ials_half_prepare(U, d->nusers, factors, reg, G, Binv, scratch);
+        if (!rc) {
+            rec_ials_short_rows(Binv, U, 0, d->nusers, factors, P);
+            rc = rec_ials_solve_rows(U, G, P, factors, reg, d->item_ptr, d->item_users,
+                                     d->item_conf, 0, d->nitems, V, scratch);
+        }
     }
     free(G);
+    free(P);
     return rc;
 }
 
@@ -401,7 +478,7 @@ int rec_ials_fold_in(const float *V, const float *VtV, uint32_t nitems,
     float *scratch = malloc(REC_IALS_SCRATCH_FLOATS(f) * sizeof *scratch);
     if (!scratch)
         return REC_ENOMEM;
-    int rc = solve_one(V, VtV, f, reg, items, conf, n, u_out, scratch);
+    int rc = solve_one(V, VtV, NULL, f, reg, items, conf, n, u_out, scratch);
     free(scratch);
     return rc;
 }

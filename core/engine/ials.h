@@ -16,7 +16,9 @@
  *
  * solved by Cholesky. Cost per user O(n_u f^2 + f^3) (n_u = the user's
  * interactions, f = factors), so one iteration is O(nnz f^2 + (nusers +
- * nitems) f^3). Memory beyond the caller's matrices: one f x f Gram matrix
+ * nitems) f^3); a row with n_u < f is solved by the Woodbury identity
+ * instead, O(n_u^2 f + n_u^3), against rows of P = Y (YtY + reg I)^-1
+ * computed once per half-step (O(rows f^2)). Memory beyond the caller's matrices: one f x f Gram matrix
  * plus REC_IALS_SCRATCH_FLOATS(f) floats per solving thread (33 KiB at
  * f = 64, 0.3 MiB at f = 256). At f = 64 the f^3 Cholesky (~6 us on one
  * AVX-512 core) dominates rows with few interactions, so an iteration
@@ -116,7 +118,9 @@ int rec_ials_cholesky_solve(float *A, float *b, uint32_t n);
  *   first half-step overwrites every user row). seed is unused when init
  *   is 0. iters may be 0 (then only the initialisation happens).
  * reg must be finite and > 0 (it keeps every system positive definite).
- * Allocates f*f + REC_IALS_SCRATCH_FLOATS(f) floats for the call. On error U and V may hold a
+ * Allocates 2 f*f + REC_IALS_SCRATCH_FLOATS(f) floats and max(nusers,
+ * nitems) x f for the rows of P (rec_ials_solve_rows: the short form of
+ * rows with fewer interactions than factors). On error U and V may hold a
  * partial iteration.
  * Errors: REC_EINVAL (NULL pointers, bad data, reg), REC_ERANGE (factors
  * outside 1..256, or a system lost positive definiteness), REC_ENONFINITE
@@ -125,14 +129,34 @@ int rec_ials_train(const rec_ials_data *d, uint32_t factors, float reg,
                    uint32_t iters, uint64_t seed, float *U, float *V,
                    int init);
 
+/* Binv = (YtY + reg I)^-1 (f x f), by f Cholesky solves; scratch: f x f
+ * floats. O(f^4 / 6). REC_ERANGE when not positive definite. */
+int rec_ials_reg_inverse(const float *YtY, uint32_t factors, float reg, float *Binv,
+                         float *scratch);
+
+/* P = Y Binv for rows [begin, end) of Y (the same rows of P): the rows the
+ * short form of a row solve reads. O((end - begin) f^2). */
+void rec_ials_short_rows(const float *Binv, const float *Y, uint32_t begin, uint32_t end,
+                         uint32_t factors, float *P);
+
+/* What a half-step against Y needs first: YtY = rec_ials_gram(Y) and
+ * Binv = rec_ials_reg_inverse(YtY); scratch: f x f floats. */
+int rec_ials_half_prepare(const float *Y, uint32_t ny, uint32_t factors, float reg, float *YtY,
+                          float *Binv, float *scratch);
+
 /* One half-step over rows [begin, end) of a CSR (ptr/idx/conf, e.g. the
  * user orientation): X[r] = argmin given the fixed other side Y (with
  * YtY = rec_ials_gram(Y)). The building block of rec_ials_train, exposed
  * so a caller can split one half-step over threads: each thread takes a
  * disjoint row range and its own scratch of REC_IALS_SCRATCH_FLOATS(f)
- * floats; Y and YtY are only read. Rows are not validated here (see
- * rec_ials_data_check). Errors: REC_ERANGE, REC_ENONFINITE (as train). */
-int rec_ials_solve_rows(const float *Y, const float *YtY, uint32_t factors,
+ * floats; Y, YtY and P are only read. With P (every row of Y times
+ * (YtY + reg I)^-1, rec_ials_short_rows), a row of fewer interactions
+ * than factors, all of positive confidence, is solved by the Woodbury
+ * identity: the same x up to rounding, in O(n^2 f + n^3) instead of
+ * O(n f^2 + f^3); NULL solves every row f x f. Rows are not validated
+ * here (see rec_ials_data_check). Errors: REC_ERANGE, REC_ENONFINITE (as
+ * train). */
+int rec_ials_solve_rows(const float *Y, const float *YtY, const float *P, uint32_t factors,
                         float reg, const uint32_t *ptr, const uint32_t *idx,
                         const float *conf, uint32_t begin, uint32_t end,
                         float *X, float *scratch);

@@ -223,27 +223,17 @@ int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_lear
 }
 
 /* P = V B^-1 with B = VtV + reg I, one row per item: what a fold-in of
- * few items solves against (fold_short). B is inverted once (f solves of
- * f^3/6) and each row is f dot products: O(items f^2). */
+ * few items solves against (fold_short). O(items f^2). */
 static int short_rows(const float *V, const float *VtV, uint32_t nitems, uint32_t factors,
                       float reg, float **out) {
     size_t f = factors;
-    float *Binv = malloc(f * f * sizeof *Binv), *A = malloc(f * f * sizeof *A);
+    float *Binv = malloc(2 * f * f * sizeof *Binv);
     float *P = malloc(((size_t)nitems + 1) * f * sizeof *P);
-    int rc = Binv && A && P ? 0 : REC_ENOMEM;
-    for (size_t c = 0; !rc && c < f; c++) {
-        memcpy(A, VtV, f * f * sizeof *A);
-        for (size_t k = 0; k < f; k++)
-            A[k * f + k] += reg;
-        float *col = Binv + c * f; /* B is symmetric: column c is row c */
-        memset(col, 0, f * sizeof *col);
-        col[c] = 1.0f;
-        rc = rec_ials_cholesky_solve(A, col, factors);
-    }
-    for (uint32_t i = 0; !rc && i < nitems; i++)
-        rec_vec_dot_rows(Binv, f, f, V + (size_t)i * f, f, P + (size_t)i * f);
+    int rc = Binv && P ? rec_ials_reg_inverse(VtV, factors, reg, Binv, Binv + f * f)
+                       : REC_ENOMEM;
+    if (!rc)
+        rec_ials_short_rows(Binv, V, 0, nitems, factors, P);
     free(Binv);
-    free(A);
     if (rc) {
         free(P);
         P = NULL;
@@ -285,21 +275,24 @@ static void pace_step(const pace *p) {
 /* Rows per slice of a half-step: a few milliseconds of work. */
 #define PACE_ROWS 1024
 
-/* One half-step of rec_ials_train (X from Y, its Gram matrix in G) in
- * slices, pacing between them. */
-static int half_step(const float *Y, uint32_t ny, float *G, uint32_t f, float reg,
+/* One half-step of rec_ials_train (X from Y: its Gram matrix in G, the
+ * inverse after it, the rows of P in P) in slices, pacing between them. */
+static int half_step(const float *Y, uint32_t ny, float *G, float *P, uint32_t f, float reg,
                      const uint32_t *ptr, const uint32_t *idx, const float *conf, uint32_t nx,
                      float *X, float *scratch, const pace *p) {
-    rec_ials_gram(Y, ny, f, G);
+    float *Binv = G + (size_t)f * f;
+    int rc = rec_ials_half_prepare(Y, ny, f, reg, G, Binv, scratch);
     pace_step(p);
-    for (uint32_t b = 0; b < nx; b += PACE_ROWS) {
-        uint32_t e = nx - b < PACE_ROWS ? nx : b + PACE_ROWS;
-        int rc = rec_ials_solve_rows(Y, G, f, reg, ptr, idx, conf, b, e, X, scratch);
-        if (rc)
-            return rc;
+    for (uint32_t b = 0; !rc && b < ny; b += PACE_ROWS) {
+        rec_ials_short_rows(Binv, Y, b, ny - b < PACE_ROWS ? ny : b + PACE_ROWS, f, P);
         pace_step(p);
     }
-    return 0;
+    for (uint32_t b = 0; !rc && b < nx; b += PACE_ROWS) {
+        uint32_t e = nx - b < PACE_ROWS ? nx : b + PACE_ROWS;
+        rc = rec_ials_solve_rows(Y, G, P, f, reg, ptr, idx, conf, b, e, X, scratch);
+        pace_step(p);
+    }
+    return rc;
 }
 
 /* rec_ials_train's iterations, sliced and paced: the same factors. */
@@ -309,19 +302,26 @@ static int train_paced(rec_learn_ials_job *j) {
     int rc = rec_ials_train(d, f, j->o.reg, 0, j->o.seed, j->U, j->V, 1); /* checks, init */
     if (rc || !j->o.iters)
         return rc;
-    float *G = malloc(((size_t)f * f + REC_IALS_SCRATCH_FLOATS(f)) * sizeof *G);
-    if (!G)
+    size_t nmax = d->nusers > d->nitems ? d->nusers : d->nitems;
+    float *G = malloc((2 * (size_t)f * f + REC_IALS_SCRATCH_FLOATS(f)) * sizeof *G);
+    float *P = malloc((nmax + 1) * f * sizeof *P);
+    if (!G || !P) {
+        free(G);
+        free(P);
         return REC_ENOMEM;
+    }
+    float *scratch = G + 2 * (size_t)f * f;
     pace p;
     pace_start(&p, j->o.cpu);
     for (uint32_t it = 0; it < j->o.iters && !rc; it++) {
-        rc = half_step(j->V, d->nitems, G, f, j->o.reg, d->user_ptr, d->user_items,
-                       d->user_conf, d->nusers, j->U, G + (size_t)f * f, &p);
+        rc = half_step(j->V, d->nitems, G, P, f, j->o.reg, d->user_ptr, d->user_items,
+                       d->user_conf, d->nusers, j->U, scratch, &p);
         if (!rc)
-            rc = half_step(j->U, d->nusers, G, f, j->o.reg, d->item_ptr, d->item_users,
-                           d->item_conf, d->nitems, j->V, G + (size_t)f * f, &p);
+            rc = half_step(j->U, d->nusers, G, P, f, j->o.reg, d->item_ptr, d->item_users,
+                           d->item_conf, d->nitems, j->V, scratch, &p);
     }
     free(G);
+    free(P);
     return rc;
 }
 

@@ -425,7 +425,7 @@ static void test_fold_in(void **state) {
     rec_ials_gram(V, C_ITEMS, F, G);
 
     /* Against the final V, fold-in is exactly one more user half-step. */
-    assert_int_equal(rec_ials_solve_rows(V, G, F, reg, d.user_ptr,
+    assert_int_equal(rec_ials_solve_rows(V, G, NULL, F, reg, d.user_ptr,
                                          d.user_items, d.user_conf, 0,
                                          C_USERS, U2, scratch),
                      0);
@@ -597,7 +597,7 @@ static void test_factors_range(void **state) {
                                       1, x),
                      REC_ERANGE);
     assert_int_equal(rec_ials_loss(&d, 0, 0.1f, U, V, &loss), REC_ERANGE);
-    assert_int_equal(rec_ials_solve_rows(V, G, 300, 0.1f, d.user_ptr,
+    assert_int_equal(rec_ials_solve_rows(V, G, NULL, 300, 0.1f, d.user_ptr,
                                          d.user_items, d.user_conf, 0, 1, U,
                                          G),
                      REC_ERANGE);
@@ -709,7 +709,7 @@ typedef struct half_job {
 static void *half_worker(void *arg) {
     half_job *j = arg;
     float *scratch = malloc(REC_IALS_SCRATCH_FLOATS(j->f) * sizeof *scratch);
-    j->rc = scratch ? rec_ials_solve_rows(j->Y, j->G, j->f, 0.1f,
+    j->rc = scratch ? rec_ials_solve_rows(j->Y, j->G, NULL, j->f, 0.1f,
                                           j->d->user_ptr, j->d->user_items,
                                           j->d->user_conf, j->begin, j->end,
                                           j->X, scratch)
@@ -744,7 +744,7 @@ static void test_solve_rows_threads(void **state) {
     }
     /* Same as the single-threaded user half-step of another iteration. */
     float scratch[REC_IALS_SCRATCH_FLOATS(F)];
-    assert_int_equal(rec_ials_solve_rows(V, G, F, 0.1f, d.user_ptr,
+    assert_int_equal(rec_ials_solve_rows(V, G, NULL, F, 0.1f, d.user_ptr,
                                          d.user_items, d.user_conf, 0,
                                          C_USERS, U, scratch),
                      0);
@@ -752,6 +752,68 @@ static void test_solve_rows_threads(void **state) {
     free(U);
     free(U2);
     free(V);
+    rec_ials_data_free(&d);
+}
+
+/* With P, rows of fewer interactions than factors are solved by the
+ * Woodbury identity: the same rows as the f x f solve up to rounding; a
+ * row with a confidence of 0 and rows of f or more take the f x f solve,
+ * bit for bit. */
+static void test_solve_rows_short(void **state) {
+    (void)state;
+    enum { F = 16 }; /* users have C_PER_USER = 8 < F items; items more */
+    const float reg = 0.1f;
+    rec_ials_data d;
+    community_data(&d, 4242);
+    float *U = xcalloc((size_t)C_USERS * F, sizeof *U);
+    float *U2 = xcalloc((size_t)C_USERS * F, sizeof *U2);
+    float *V = xcalloc((size_t)C_ITEMS * F, sizeof *V);
+    float *V2 = xcalloc((size_t)C_ITEMS * F, sizeof *V2);
+    float *P = xcalloc((size_t)C_USERS * F, sizeof *P);
+    float G[F * F], Binv[F * F], scratch[REC_IALS_SCRATCH_FLOATS(F)];
+    assert_int_equal(rec_ials_train(&d, F, reg, 5, 7, U, V, 1), 0);
+
+    assert_int_equal(rec_ials_half_prepare(V, C_ITEMS, F, reg, G, Binv, scratch), 0);
+    rec_ials_short_rows(Binv, V, 0, C_ITEMS, F, P);
+    float *conf = xcalloc(d.user_ptr[C_USERS], sizeof *conf);
+    memcpy(conf, d.user_conf, d.user_ptr[C_USERS] * sizeof *conf);
+    conf[d.user_ptr[3]] = 0.0f; /* user 3: observed, no extra confidence */
+    assert_int_equal(rec_ials_solve_rows(V, G, NULL, F, reg, d.user_ptr, d.user_items, conf, 0,
+                                         C_USERS, U, scratch), 0);
+    assert_int_equal(rec_ials_solve_rows(V, G, P, F, reg, d.user_ptr, d.user_items, conf, 0,
+                                         C_USERS, U2, scratch), 0);
+    double worst = 0.0;
+    int differ = 0;
+    for (uint32_t u = 0; u < C_USERS; u++) {
+        double e = 0.0, nn = 0.0;
+        for (int k = 0; k < F; k++) {
+            double diff = (double)U2[u * F + k] - (double)U[u * F + k];
+            e += diff * diff;
+            nn += (double)U[u * F + k] * (double)U[u * F + k];
+        }
+        worst = fmax(worst, sqrt(e / nn));
+        differ += memcmp(U + u * F, U2 + u * F, F * sizeof *U) != 0;
+    }
+    CHECK(worst < 1e-4, "the short form differs from the f x f solve by %g", worst);
+    assert_true(differ > 0); /* the short form did run */
+    assert_memory_equal(U + 3 * F, U2 + 3 * F, F * sizeof *U);
+
+    /* items have more users than factors: the f x f solve either way */
+    assert_int_equal(rec_ials_half_prepare(U, C_USERS, F, reg, G, Binv, scratch), 0);
+    rec_ials_short_rows(Binv, U, 0, C_USERS, F, P);
+    assert_int_equal(rec_ials_solve_rows(U, G, NULL, F, reg, d.item_ptr, d.item_users,
+                                         d.item_conf, 0, C_ITEMS, V, scratch), 0);
+    assert_int_equal(rec_ials_solve_rows(U, G, P, F, reg, d.item_ptr, d.item_users,
+                                         d.item_conf, 0, C_ITEMS, V2, scratch), 0);
+    for (uint32_t i = 0; i < C_ITEMS; i++)
+        if (d.item_ptr[i + 1] - d.item_ptr[i] >= F)
+            assert_memory_equal(V + i * F, V2 + i * F, F * sizeof *V);
+    free(conf);
+    free(U);
+    free(U2);
+    free(V);
+    free(V2);
+    free(P);
     rec_ials_data_free(&d);
 }
 
@@ -772,6 +834,7 @@ int main(void) {
         cmocka_unit_test(test_empty_rows),
         cmocka_unit_test(test_train_validation),
         cmocka_unit_test(test_solve_rows_threads),
+        cmocka_unit_test(test_solve_rows_short),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
