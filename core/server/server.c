@@ -1928,7 +1928,7 @@ void rec_server_opts_default(rec_server_opts *o) {
     o->train_every = 300.0;
     o->train_share = 0.1;
     o->train_quiet = 2.0;
-    o->train_cpu = 0.5;
+    o->train_cpu = 0.25;
 }
 
 /* Every slot needs a descriptor: raise the soft limit toward the hard one,

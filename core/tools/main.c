@@ -36,7 +36,7 @@
     "             events grow by SHARE, 0.1; once more when they stop for\n"       \
     "             SECONDS, 2; on the timer, 300; 0 for never)\n"                   \
     "             [--train-cpu SHARE]   (of one core an ials training may\n"      \
-    "             take, 0.01..1; 0.5)\n"                                           \
+    "             take, 0.01..1; 0.25)\n"                                          \
     "             [--log-level debug|info|warn|error]\n"                              \
     "             [--scripts DIR] [--policies DIR]   (\"\" for none)\n"               \
     "             [--init FILE]   (a Lua file run with the engine as `db`)\n"         \
