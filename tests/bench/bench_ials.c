@@ -9,6 +9,8 @@
  * reg 0.1, f = 64.
  *   ml100k: 610 users, 9.7k items, 100k events (MovieLens ml-latest-small)
  *   1m:     10k users, 50k items, 1M events
+ *   3m:     100k users, 100k items, 3M events (30 per user: most rows are
+ *           solved in the short form, whose cost grows with them)
  * An iteration is timed after one untimed warm-up iteration; the figure is
  * the median of 3. Fold-in: 50 distinct Zipf items per call against the
  * trained ml100k items, median over 10k calls, each timed alone.
@@ -213,12 +215,15 @@ int main(int argc, char **argv) {
 
     const ials_case ml = {"ml100k", 610, 9700, 100000, 0x1a150001u};
     const ials_case big = {"1m", 10000, 50000, 1000000, 0x1a150002u};
+    const ials_case wide = {"3m", 100000, 100000, 3000000, 0x1a150003u};
     trained tr;
     bench_train(&ml, &tr);
     bench_fold_in(&tr, quick ? 1000 : 10000);
     free(tr.V);
     free(tr.z.cdf);
-    if (!quick)
+    if (!quick) {
         bench_train(&big, NULL);
+        bench_train(&wide, NULL);
+    }
     return 0;
 }
