@@ -17,7 +17,7 @@ On loopback, with its own nats-servers (random ports, temporary stores):
 - sys.info shows the cluster section; the Lua module has no cluster code.
 
 Prints "RESULT passed=N failed=M"; exits non-zero on a failure.
-RECD_CLUSTER_EVENTS sets the number of events (20000).
+RECD_CLUSTER_EVENTS sets the number of events (100000).
 """
 import os
 import random
@@ -33,7 +33,7 @@ import owners  # noqa: E402
 import replicas  # noqa: E402
 from recd_client import Client, RecdError  # noqa: E402
 
-EVENTS = int(os.environ.get("RECD_CLUSTER_EVENTS", "20000"))
+EVENTS = int(os.environ.get("RECD_CLUSTER_EVENTS", "100000"))
 CLIENTS = 4
 WINDOW = 16                     # calls in flight per client
 USERS = 200
