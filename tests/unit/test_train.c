@@ -472,18 +472,26 @@ static uint32_t user_idx(fx *f, int u) {
     return rec_engine_lookup(f->e, REC_KIND_USER, uk, kl);
 }
 
-/* Install an ials model of 8 factors trained on the fixture's events. */
-static void train_ials(fx *f) {
+/* An ials job of 8 factors on the fixture's events, snapshotted now. */
+static rec_learn_ials_job *ials_job(fx *f) {
     rec_learn_ials_opts o;
     rec_learn_ials_opts_default(&o);
     o.factors = 8;
     o.reg = 1.0f;
     rec_learn_ials_job *j;
     assert_int_equal(rec_learn_ials_job_new(f->e, &o, &j), 0);
+    return j;
+}
+
+/* Train and install job j. */
+static void ials_install(fx *f, rec_learn_ials_job *j) {
     assert_int_equal(rec_learn_ials_job_run(j), 0);
     assert_int_equal(rec_learn_ials_job_install(f->e, j), 0);
     rec_learn_ials_job_free(j);
 }
+
+/* Install an ials model trained on the fixture's events. */
+static void train_ials(fx *f) { ials_install(f, ials_job(f)); }
 
 /* A click of user u on item i, owing u's fold-in as policies/ials.lua does. */
 static void click(fx *f, int u, int i) {
@@ -505,6 +513,16 @@ static void assert_eager(fx *f, int u, const float *got) {
     float want[8];
     assert_true(row_of(f, u, want));
     assert_memory_equal(got, want, sizeof want);
+}
+
+/* A reader settles u: nothing is owed after it, and u's row is what an
+ * eager fold-in leaves. */
+static void assert_settled(fx *f, int u) {
+    float got[8];
+    assert_int_equal(rec_learn_settle(f->e, "ials", user_idx(f, u)), 0);
+    assert_int_equal(rec_learn_owed(f->e), 0);
+    assert_true(row_of(f, u, got));
+    assert_eager(f, u, got);
 }
 
 static void test_fold_owed(void **state) {
@@ -556,10 +574,7 @@ static void test_fold_owed(void **state) {
     assert_false(row_of(&f, 9, got));
     assert_int_equal(rec_learn_settle(f.e, "other", REC_IDX_NONE), 0);
     assert_int_equal(rec_learn_owed(f.e), 1);
-    assert_int_equal(rec_learn_settle(f.e, "ials", user_idx(&f, 9)), 0);
-    assert_int_equal(rec_learn_owed(f.e), 0);
-    assert_true(row_of(&f, 9, got));
-    assert_eager(&f, 9, got);
+    assert_settled(&f, 9);
 
     /* counting users folds in the newcomers only */
     click(&f, 10, 1);
@@ -598,10 +613,7 @@ static void test_fold_owed(void **state) {
     assert_int_equal(rec_learn_owed(f.e), 1);
     assert_true(row_of(&f, 3, got));
     assert_memory_equal(got, before, sizeof got);
-    assert_int_equal(rec_learn_settle(f.e, "ials", user_idx(&f, 3)), 0);
-    assert_int_equal(rec_learn_owed(f.e), 0);
-    assert_true(row_of(&f, 3, got));
-    assert_eager(&f, 3, got);
+    assert_settled(&f, 3);
     while (f.w.work)
         fake_finish(&f.w, 1);
 
@@ -609,25 +621,15 @@ static void test_fold_owed(void **state) {
      * marked after it is owed against the new factors */
     click(&f, 4, 6);
     rec_train_fold(f.t); /* out while the model is replaced */
-    rec_learn_ials_opts o;
-    rec_learn_ials_opts_default(&o);
-    o.factors = 8;
-    o.reg = 1.0f;
-    rec_learn_ials_job *j;
-    assert_int_equal(rec_learn_ials_job_new(f.e, &o, &j), 0);
+    rec_learn_ials_job *j = ials_job(&f);
     click(&f, 5, 7);
-    assert_int_equal(rec_learn_ials_job_run(j), 0);
-    assert_int_equal(rec_learn_ials_job_install(f.e, j), 0);
-    rec_learn_ials_job_free(j);
+    ials_install(&f, j);
     assert_int_equal(rec_learn_owed(f.e), 1);
     assert_true(row_of(&f, 4, before));
     fake_finish(&f.w, 1); /* solved against the old model: dropped */
     assert_true(row_of(&f, 4, got));
     assert_memory_equal(got, before, sizeof got);
-    assert_int_equal(rec_learn_settle(f.e, "ials", user_idx(&f, 5)), 0);
-    assert_int_equal(rec_learn_owed(f.e), 0);
-    assert_true(row_of(&f, 5, got));
-    assert_eager(&f, 5, got);
+    assert_settled(&f, 5);
     while (f.w.work)
         fake_finish(&f.w, 1);
 
