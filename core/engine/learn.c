@@ -791,6 +791,14 @@ size_t rec_learn_owed(rec_engine *e) {
     return n;
 }
 
+int rec_learn_folding(rec_engine *e) {
+    double now = mono();
+    for (model *m = rec_engine_attached(e); m; m = m->next)
+        if (!m->ease && read_lately(m, now))
+            return 1;
+    return 0;
+}
+
 size_t rec_learn_queued(rec_engine *e) {
     size_t n = 0;
     for (model *m = rec_engine_attached(e); m; m = m->next)

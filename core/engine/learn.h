@@ -95,6 +95,9 @@ int rec_learn_settle(rec_engine *e, const char *space, uint32_t user);
 int rec_learn_settle_new(rec_engine *e, const char *space);
 /* Users whose rows are owed a fold-in. */
 size_t rec_learn_owed(rec_engine *e);
+/* Does a fold job solve owed users now: was some model read in the last
+ * REC_LEARN_FOLD_READ_WINDOW seconds? */
+int rec_learn_folding(rec_engine *e);
 /* Of those, the ones no fold job has taken yet. */
 size_t rec_learn_queued(rec_engine *e);
 

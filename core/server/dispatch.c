@@ -303,7 +303,7 @@ static long rss_bytes(void) {
 
 /* sys.info's models: per batch model, its last training and what is
  * planned for it. */
-static int pack_models(msgpack_packer *pk, const rec_train *t) {
+static int pack_models(msgpack_packer *pk, const rec_train *t, rec_engine *e) {
     static const struct { const char *name; int id; } models[] = {
         {"ials", REC_TRAIN_IALS}, {"ease", REC_TRAIN_EASE}};
     if (msgpack_pack_map(pk, t ? 2 : 0))
@@ -311,7 +311,8 @@ static int pack_models(msgpack_packer *pk, const rec_train *t) {
     for (size_t i = 0; t && i < 2; i++) {
         rec_train_model m;
         rec_train_model_get(t, models[i].id, &m);
-        if (rec_value_pack_str(pk, models[i].name) || msgpack_pack_map(pk, 6) ||
+        int ials = models[i].id == REC_TRAIN_IALS;
+        if (rec_value_pack_str(pk, models[i].name) || msgpack_pack_map(pk, ials ? 8 : 6) ||
             rec_value_pack_str(pk, "events") || msgpack_pack_uint64(pk, m.events) ||
             rec_value_pack_str(pk, "trained_at") ||
             (m.trainings ? msgpack_pack_double(pk, m.trained_at) : msgpack_pack_nil(pk)) ||
@@ -321,6 +322,12 @@ static int pack_models(msgpack_packer *pk, const rec_train *t) {
             (m.running ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
             rec_value_pack_str(pk, "pending") ||
             (m.pending ? msgpack_pack_true(pk) : msgpack_pack_false(pk)))
+            return -1;
+        /* the fold-ins owed, and whether workers solve them (learn.h) */
+        if (ials && (rec_value_pack_str(pk, "owed") ||
+                     msgpack_pack_uint64(pk, rec_learn_owed(e)) ||
+                     rec_value_pack_str(pk, "folding") ||
+                     (rec_learn_folding(e) ? msgpack_pack_true(pk) : msgpack_pack_false(pk))))
             return -1;
     }
     return 0;
@@ -369,7 +376,7 @@ static int m_info(call_ctx *c) {
              rec_value_pack_str(pk, "items") || msgpack_pack_uint64(pk, d->items_by_events) ||
              rec_value_pack_str(pk, "types") || msgpack_pack_uint64(pk, d->types_by_events) ||
              rec_value_pack_str(pk, "training") || msgpack_pack_int(pk, d->trainer ? rec_train_running(d->trainer) : 0) ||
-             rec_value_pack_str(pk, "models") || pack_models(pk, d->trainer) ||
+             rec_value_pack_str(pk, "models") || pack_models(pk, d->trainer, c->e) ||
              rec_value_pack_str(pk, "uptime_s") || msgpack_pack_double(pk, rec_wall() - d->started) ||
              rec_value_pack_str(pk, "connections") || msgpack_pack_uint32(pk, d->connections) ||
              rec_value_pack_str(pk, "items") || msgpack_pack_uint32(pk, rec_engine_count(c->e, REC_KIND_ITEM)) ||

@@ -230,7 +230,19 @@ def test_ials_trains_in_the_background_and_folds_in(scripted):
                 break
             time.sleep(0.05)
         assert spaces["ials"]["dim"] == 8 and spaces["ials"]["users"] == 60
+        # owed and not solved while nothing reads the space
+        c.call("event.add", {"user": "iu2", "item": "a1", "type": "click"})
+        m = c.call("sys.info")["models"]["ials"]
+        assert m["owed"] == 1 and m["folding"] is False, m
         before = c.call("user.get", "iu1", 0)["vectors"]["ials"]
+        # a read: the workers solve what is owed from now on
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            m = c.call("sys.info")["models"]["ials"]
+            if m["owed"] == 0:
+                break
+            time.sleep(0.05)
+        assert m["owed"] == 0 and m["folding"] is True, m
         # a click is folded in at once by the ials policy
         c.call("event.add", {"user": "iu1", "item": "b3", "type": "purchase"})
         after = c.call("user.get", "iu1", 0)["vectors"]["ials"]
