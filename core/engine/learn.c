@@ -22,6 +22,9 @@ struct rec_learn_ials_job {
     double seconds;
     int trained;
     uint64_t epoch0; /* the marks of the space's model at the snapshot */
+    rec_ials_triple *t; /* the snapshot, until the worker builds data */
+    size_t nt;
+    uint32_t bound_users, bound_items;
 };
 
 /* What fold-ins solve against, for one or more users back to back: per
@@ -203,23 +206,29 @@ int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_lear
     j->o = *o;
     const model *m = find_model(e, o->space);
     j->epoch0 = m ? m->epoch : 0;
-    int rc = rec_ials_data_build(t, k, nu, ni, o->alpha, &j->data);
-    free(t);
-    if (rc) {
-        free(j);
+    /* the rest (both orientations, merged pairs) is the worker's */
+    j->t = t;
+    j->nt = k;
+    j->bound_users = nu;
+    j->bound_items = ni;
+    *out = j;
+    return 0;
+}
+
+/* The job's data from its snapshot, and room for the factors. */
+static int job_data(rec_learn_ials_job *j) {
+    int rc = rec_ials_data_build(j->t, j->nt, j->bound_users, j->bound_items, j->o.alpha,
+                                 &j->data);
+    free(j->t);
+    j->t = NULL;
+    if (rc)
         return rc;
-    }
     j->nusers = j->data.nusers;
     j->nitems = j->data.nitems;
     j->pairs = j->data.user_ptr[j->nusers];
-    j->U = malloc(((size_t)j->nusers + 1) * o->factors * sizeof(float));
-    j->V = malloc(((size_t)j->nitems + 1) * o->factors * sizeof(float));
-    if (!j->U || !j->V) {
-        rec_learn_ials_job_free(j);
-        return REC_ENOMEM;
-    }
-    *out = j;
-    return 0;
+    j->U = malloc(((size_t)j->nusers + 1) * j->o.factors * sizeof(float));
+    j->V = malloc(((size_t)j->nitems + 1) * j->o.factors * sizeof(float));
+    return j->U && j->V ? 0 : REC_ENOMEM;
 }
 
 /* P = V B^-1 with B = VtV + reg I, one row per item: what a fold-in of
@@ -327,7 +336,9 @@ static int train_paced(rec_learn_ials_job *j) {
 
 int rec_learn_ials_job_run(rec_learn_ials_job *j) {
     double t0 = mono();
-    int rc = j->o.cpu < 1.0 ? train_paced(j)
+    int rc = j->t ? job_data(j) : REC_EINVAL;
+    if (!rc)
+        rc = j->o.cpu < 1.0 ? train_paced(j)
                             : rec_ials_train(&j->data, j->o.factors, j->o.reg, j->o.iters,
                                              j->o.seed, j->U, j->V, 1);
     if (!rc) {
@@ -446,6 +457,7 @@ void rec_learn_ials_job_free(rec_learn_ials_job *j) {
     if (!j)
         return;
     rec_ials_data_free(&j->data);
+    free(j->t);
     free(j->U);
     free(j->V);
     free(j->VtV);
@@ -987,6 +999,7 @@ struct rec_learn_ease_job {
     uint32_t *item;   /* local -> engine index */
     uint32_t *local;  /* engine index -> local, UINT32_MAX */
     uint32_t *ptr, *idx;
+    uint32_t *count;  /* users per item, until the worker picks the items */
     float *B;
     double seconds;
     int trained;
@@ -1006,6 +1019,7 @@ void rec_learn_ease_job_free(rec_learn_ease_job *j) {
     free(j->local);
     free(j->ptr);
     free(j->idx);
+    free(j->count);
     free(j->B);
     free(j);
 }
@@ -1018,32 +1032,6 @@ static int cmp_by_count(const void *a, const void *b, void *ctx) {
     return x < y ? -1 : x > y;
 }
 
-/* Each user's distinct positive items that the job models, as local
- * numbers: written into idx with j->ptr filled (idx not NULL), or only
- * counted. mark (ni + 1 entries) is scratch. Returns the count. */
-static size_t user_rows(rec_learn_ease_job *j, rec_graph *g, uint32_t *mark, uint32_t ni,
-                        uint32_t *idx) {
-    memset(mark, 0, ((size_t)ni + 1) * sizeof *mark);
-    size_t k = 0;
-    for (uint32_t u = 0; u < j->nusers; u++) {
-        if (idx)
-            j->ptr[u] = (uint32_t)k;
-        uint32_t hn;
-        const rec_hentry *h = rec_graph_history(g, u, &hn);
-        for (uint32_t i = 0; i < hn; i++)
-            if (h[i].weight > 0.0f && j->local[h[i].item] != UINT32_MAX &&
-                mark[h[i].item] != u + 1) {
-                mark[h[i].item] = u + 1;
-                if (idx)
-                    idx[k] = j->local[h[i].item];
-                k++;
-            }
-    }
-    if (idx)
-        j->ptr[j->nusers] = (uint32_t)k;
-    return k;
-}
-
 int rec_learn_ease_job_new(rec_engine *e, const rec_learn_ease_opts *o, rec_learn_ease_job **out) {
     *out = NULL;
     if (rec_space_name_ok(o->name) || !(o->lambda > 0.0f) || !isfinite(o->lambda) ||
@@ -1052,67 +1040,96 @@ int rec_learn_ease_job_new(rec_engine *e, const rec_learn_ease_opts *o, rec_lear
     rec_graph *g = rec_engine_graph(e);
     uint32_t nu = rec_engine_bound(e, REC_KIND_USER), ni = rec_engine_bound(e, REC_KIND_ITEM);
     rec_learn_ease_job *j = calloc(1, sizeof *j);
-    uint32_t *count = calloc((size_t)ni + 1, sizeof *count);
-    uint32_t *order = malloc(((size_t)ni + 1) * sizeof *order);
-    uint32_t *mark = calloc((size_t)ni + 1, sizeof *mark); /* user + 1 who last counted it */
-    if (!j || !count || !order || !mark)
+    uint32_t *mark = calloc((size_t)ni + 1, sizeof *mark); /* user + 1 who last took it */
+    if (!j || !mark)
         goto nomem;
     j->o = *o;
     j->nlocal = ni;
-    /* users per item: each user's distinct positive items, active only */
+    j->nusers = nu;
+    j->count = calloc((size_t)ni + 1, sizeof *j->count);
+    j->ptr = malloc(((size_t)nu + 1) * sizeof *j->ptr);
+    size_t cap = 1024, k = 0;
+    j->idx = malloc(cap * sizeof *j->idx);
+    if (!j->count || !j->ptr || !j->idx)
+        goto nomem;
+    /* The snapshot: each user's distinct positive items, active only, in
+     * history order, and the users per item. The worker picks the items
+     * it models and keeps only those (rec_learn_ease_job_run). */
     for (uint32_t u = 0; u < nu; u++) {
+        j->ptr[u] = (uint32_t)k;
         uint32_t hn;
         const rec_hentry *h = rec_graph_history(g, u, &hn);
+        if (k + hn > cap) {
+            while (k + hn > cap)
+                cap *= 2;
+            uint32_t *idx = realloc(j->idx, cap * sizeof *idx);
+            if (!idx)
+                goto nomem;
+            j->idx = idx;
+        }
         for (uint32_t i = 0; i < hn; i++)
             if (h[i].weight > 0.0f && mark[h[i].item] != u + 1 &&
                 rec_engine_is_active(e, h[i].item)) {
                 mark[h[i].item] = u + 1;
-                count[h[i].item]++;
+                j->count[h[i].item]++;
+                j->idx[k++] = h[i].item;
             }
     }
+    j->ptr[nu] = (uint32_t)k;
+    free(mark);
+    *out = j;
+    return 0;
+nomem:
+    free(mark);
+    rec_learn_ease_job_free(j);
+    return REC_ENOMEM;
+}
+
+/* The max_items items most users engaged with, and the users' rows over
+ * them renumbered 0..n-1, from the snapshot (in place). */
+static int ease_rows(rec_learn_ease_job *j) {
+    uint32_t ni = j->nlocal;
+    uint32_t *order = malloc(((size_t)ni + 1) * sizeof *order);
+    if (!order)
+        return REC_ENOMEM;
     uint32_t m = 0;
     for (uint32_t i = 0; i < ni; i++)
-        if (count[i])
+        if (j->count[i])
             order[m++] = i;
-    qsort_r(order, m, sizeof *order, cmp_by_count, count);
-    j->n = m < o->max_items ? m : o->max_items;
+    qsort_r(order, m, sizeof *order, cmp_by_count, j->count);
+    j->n = m < j->o.max_items ? m : j->o.max_items;
     j->item = malloc(((size_t)j->n + 1) * sizeof *j->item);
     j->local = malloc(((size_t)ni + 1) * sizeof *j->local);
-    if (!j->item || !j->local)
-        goto nomem;
+    if (!j->item || !j->local) {
+        free(order);
+        return REC_ENOMEM;
+    }
     for (uint32_t i = 0; i < ni; i++)
         j->local[i] = UINT32_MAX;
     for (uint32_t i = 0; i < j->n; i++) {
         j->item[i] = order[i];
         j->local[order[i]] = i;
     }
-    /* the users' rows over the modelled items: counted, then written */
-    j->nusers = nu;
-    size_t nnz = user_rows(j, g, mark, ni, NULL);
-    j->ptr = malloc(((size_t)nu + 1) * sizeof *j->ptr);
-    j->idx = malloc((nnz ? nnz : 1) * sizeof *j->idx);
-    if (!j->ptr || !j->idx)
-        goto nomem;
-    user_rows(j, g, mark, ni, j->idx);
-    for (uint32_t u = 0; u < nu; u++)
-        j->nactive += j->ptr[u + 1] > j->ptr[u];
-    free(count);
     free(order);
-    free(mark);
-    *out = j;
+    size_t k = 0;
+    for (uint32_t u = 0; u < j->nusers; u++) {
+        uint32_t a = j->ptr[u], b = j->ptr[u + 1];
+        j->ptr[u] = (uint32_t)k;
+        for (uint32_t x = a; x < b; x++)
+            if (j->local[j->idx[x]] != UINT32_MAX)
+                j->idx[k++] = j->local[j->idx[x]];
+        j->nactive += k > j->ptr[u];
+    }
+    j->ptr[j->nusers] = (uint32_t)k;
+    free(j->count);
+    j->count = NULL;
     return 0;
-nomem:
-    free(count);
-    free(order);
-    free(mark);
-    rec_learn_ease_job_free(j);
-    return REC_ENOMEM;
 }
 
 int rec_learn_ease_job_run(rec_learn_ease_job *j) {
     double t0 = mono();
-    int rc = 0;
-    if (j->n) {
+    int rc = j->count ? ease_rows(j) : REC_EINVAL;
+    if (!rc && j->n) {
         j->B = malloc((size_t)j->n * j->n * sizeof *j->B);
         rc = j->B ? rec_ease_fit(j->ptr, j->idx, j->nusers, j->n, j->o.lambda, j->B)
                   : REC_ENOMEM;

@@ -38,11 +38,14 @@ void rec_learn_ials_opts_default(rec_learn_ials_opts *o);
 
 typedef struct rec_learn_ials_job rec_learn_ials_job;
 
-/* Snapshot the engine's positive interactions. REC_EINVAL for bad options,
- * REC_EDIM when the space exists with another dimension. */
+/* Snapshot the engine's positive interactions (a copy of each, on the
+ * engine's thread). REC_EINVAL for bad options, REC_EDIM when the space
+ * exists with another dimension. */
 int rec_learn_ials_job_new(rec_engine *e, const rec_learn_ials_opts *o, rec_learn_ials_job **out);
-/* Train (any thread), within the options' CPU share. The same factors
- * whatever the share. */
+/* Build the interactions both ways from the snapshot and train (any
+ * thread), within the options' CPU share: the same factors whatever the
+ * share. The errors of rec_ials_data_build and rec_ials_train; _pairs
+ * counts from here on. */
 int rec_learn_ials_job_run(rec_learn_ials_job *j);
 /* Install the trained factors (engine thread): rows of users and items
  * still alive are set in the space (written at the next checkpoint) and
@@ -128,11 +131,13 @@ void rec_learn_ease_opts_default(rec_learn_ease_opts *o);
 
 typedef struct rec_learn_ease_job rec_learn_ease_job;
 
-/* Snapshot (engine thread): every user's distinct positive items among
- * the max_items active items with the most users. REC_EINVAL for bad
- * options. */
+/* Snapshot (engine thread, one pass over the histories): every user's
+ * distinct positive active items and the users per item. REC_EINVAL for
+ * bad options. */
 int rec_learn_ease_job_new(rec_engine *e, const rec_learn_ease_opts *o, rec_learn_ease_job **out);
-int rec_learn_ease_job_run(rec_learn_ease_job *j);                 /* any thread */
+/* Any thread: keep the max_items items with the most users, then fit.
+ * _items and _users count from here on. */
+int rec_learn_ease_job_run(rec_learn_ease_job *j);
 int rec_learn_ease_job_install(rec_engine *e, rec_learn_ease_job *j); /* engine thread */
 void rec_learn_ease_job_free(rec_learn_ease_job *j);               /* NULL is a no-op */
 double rec_learn_ease_job_seconds(const rec_learn_ease_job *j);
