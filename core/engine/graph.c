@@ -111,13 +111,67 @@ static float *cooc_slot(rec_cooc *c, uint32_t b, int add, int *created) {
     }
 }
 
+/* Weights at or below this are no neighbours (cooc_scan). */
+#define COOC_MIN_W 1e-6f
+
+/* Whether hit (idx, w) ranks before or with x in the head's order: weight
+ * down, then index up (rec_hit_cmp). */
+static int ranks_by(uint32_t idx, float w, const rec_hit *x) {
+    return w > x->score || (w == x->score && idx <= x->idx);
+}
+
+/* Where (idx, w) goes in the ranked head top[0..n): the first entry it
+ * ranks before. */
+static uint32_t top_place(const rec_hit *top, uint32_t n, uint32_t idx, float w) {
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (ranks_by(idx, w, &top[mid]))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* Neighbour b of row c went from weight ow to nw > ow: keep its ranked
+ * head exact without a scan. The head holds the REC_GRAPH_TOP_CAP
+ * strongest neighbours (every one, when it is not full), so b was in it
+ * iff ow ranked within it; it is in it now iff nw does. Cheap when b ranks
+ * after the head, which is most updates of a long row. */
+static void top_raise(rec_cooc *c, uint32_t b, float ow, float nw, int created) {
+    int full = c->ntop == REC_GRAPH_TOP_CAP;
+    if (nw <= COOC_MIN_W || (full && !ranks_by(b, nw, &c->top[c->ntop - 1])))
+        return; /* after the head, before and after */
+    int was_in = !created && ow > COOC_MIN_W &&
+                 (!full || ranks_by(b, ow, &c->top[c->ntop - 1]));
+    uint32_t from;
+    if (was_in) {
+        from = top_place(c->top, c->ntop, b, ow);
+        if (from >= c->ntop || c->top[from].idx != b) { /* cannot be: rescan */
+            c->fresh = 0;
+            return;
+        }
+    } else {
+        from = full ? c->ntop - 1 : c->ntop++; /* the last falls out */
+    }
+    uint32_t to = top_place(c->top, from, b, nw);
+    memmove(c->top + to + 1, c->top + to, (size_t)(from - to) * sizeof *c->top);
+    c->top[to] = (rec_hit){b, nw};
+}
+
 static int cooc_add(rec_graph *g, uint32_t a, uint32_t b, float w) {
     int created = 0;
-    float *p = cooc_slot(&g->cooc[a], b, 1, &created);
+    rec_cooc *c = &g->cooc[a];
+    float *p = cooc_slot(c, b, 1, &created);
     if (!p)
         return REC_ENOMEM;
+    float ow = *p;
     *p += w;
-    g->cooc[a].fresh = 0;
+    if (c->fresh && *p > ow)
+        top_raise(c, b, ow, *p, created);
+    else if (*p != ow)
+        c->fresh = 0;
     g->edges += (uint64_t)created;
     return 0;
 }
@@ -317,7 +371,7 @@ static int skipped(const uint64_t *skip, size_t words, uint32_t i) {
 /* Every neighbour of row c with a weight, not skipped, into tk. */
 static void cooc_scan(const rec_cooc *c, const uint64_t *skip, size_t skip_words, rec_topk *tk) {
     for (uint32_t s = 0; s < c->cap; s++) {
-        if (!c->e[s].key || c->e[s].w <= 1e-6f)
+        if (!c->e[s].key || c->e[s].w <= COOC_MIN_W)
             continue;
         uint32_t j = c->e[s].key - 1;
         if (!skipped(skip, skip_words, j))

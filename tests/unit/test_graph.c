@@ -718,6 +718,52 @@ static void test_neighbors_ranked_head(void **state) {
     rec_graph_close(&g);
 }
 
+/* A ranked head follows raises of its row's weights without a rescan
+ * (the row stays fresh): neighbours entering it, moving up in it, pushing
+ * its last out, and new neighbours, on a row past REC_GRAPH_TOP_CAP and on
+ * one whose head holds every neighbour. */
+static void test_neighbors_head_follows_raises(void **state) {
+    (void)state;
+    enum { HUB = 0, SMALL = 1, ITEMS = 400, NEW = 60 };
+    rec_graph g;
+    rec_graph_init(&g, 4);
+    uint32_t user = 0;
+    for (uint32_t j = 2; j < 2 + ITEMS; j++)
+        for (uint32_t r = 0; r <= j % 7; r++, user++) {
+            add(&g, user, HUB, 1.0f);
+            add(&g, user, j, (float)(1 + j % 3) / 2.0f);
+            if (j < 2 + 100) {
+                add(&g, user, SMALL, 1.0f);
+            }
+        }
+    assert_true(g.cooc[HUB].n > REC_GRAPH_TOP_CAP);
+    assert_true(g.cooc[SMALL].n > REC_GRAPH_TOP_MIN && g.cooc[SMALL].n < REC_GRAPH_TOP_CAP);
+    rec_hit h[REC_GRAPH_TOP_CAP];
+    assert_true(rec_graph_neighbors(&g, HUB, NULL, 0, 10, h) == 10);
+    assert_true(rec_graph_neighbors(&g, SMALL, NULL, 0, 10, h) == 10);
+    rec_rng rng;
+    rec_rng_seed(&rng, 17);
+    const float ws[] = {0.5f, 1.0f, 2.0f};
+    size_t ks[] = {1, 50, REC_GRAPH_TOP_CAP};
+    for (int ev = 0; ev < 3000; ev++, user++) {
+        uint32_t hub = rec_rng_below(&rng, 4) ? HUB : SMALL;
+        uint32_t j = 2 + rec_rng_below(&rng, ITEMS + NEW);
+        add(&g, user, hub, ws[rec_rng_below(&rng, 3)]);
+        add(&g, user, j, ws[rec_rng_below(&rng, 3)]);
+        if (ev % 25)
+            continue;
+        (void)rec_graph_settle(&g);
+        assert_int_equal(g.cooc[HUB].fresh, 1);
+        assert_int_equal(g.cooc[SMALL].fresh, 1);
+        for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
+            expect_neighbors(&g, HUB, 2 + ITEMS + NEW, NULL, 0, ks[i]);
+            expect_neighbors(&g, SMALL, 2 + ITEMS + NEW, NULL, 0, ks[i]);
+        }
+    }
+    assert_int_equal(g.cooc[HUB].ntop, REC_GRAPH_TOP_CAP);
+    rec_graph_close(&g);
+}
+
 /* Visit share of item it among hits (0 when absent). */
 static double share(const rec_hit *h, size_t n, uint32_t it, double steps) {
     for (size_t i = 0; i < n; i++)
@@ -823,6 +869,7 @@ int main(void) {
         cmocka_unit_test(test_negative_feedback),
         cmocka_unit_test(test_neighbors),
         cmocka_unit_test(test_neighbors_ranked_head),
+        cmocka_unit_test(test_neighbors_head_follows_raises),
         cmocka_unit_test(test_forget_user),
         cmocka_unit_test(test_forget_item),
         cmocka_unit_test(test_forget_item_then_users),
