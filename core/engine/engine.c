@@ -150,12 +150,14 @@ double rec_wall(void) {
 
 /* ---- the event-time clock ---------------------------------------------- */
 
-double rec_engine_now(const rec_engine *e) {
+/* The engine's clock when the wall clock reads w. */
+static double now_at(const rec_engine *e, double w) {
     if (clock_override > 0)
         return clock_override;
-    double w = rec_wall();
     return e->clock_set ? w + e->clock_off : w;
 }
+
+double rec_engine_now(const rec_engine *e) { return now_at(e, rec_wall()); }
 
 /* An event of time ts arrived at wall time w: the clock moves forward to
  * it, never more than REC_CLOCK_AHEAD past the wall clock. An older event
@@ -1428,11 +1430,15 @@ int rec_engine_delete(rec_engine *e, rec_kind kind, const char *key,
 }
 
 /* What learning from an event of (user, item) reads next: their rows in
- * each space, the item's counters, their places in the graph. */
+ * each space that online learning writes (not those only a training or a
+ * caller sets: loading them would only crowd the cache), the item's
+ * counters, their places in the graph. */
 static void prefetch_pair(const rec_engine *e, uint32_t user, uint32_t item) {
     rec_prefetch(&e->ids[REC_KIND_USER].keys[user]); /* alive checks */
     rec_prefetch(&e->ids[REC_KIND_ITEM].keys[item]);
     for (size_t i = 0; i < e->nspaces; i++) {
+        if (!e->spaces[i]->online)
+            continue;
         rec_space_prefetch(e->spaces[i], REC_KIND_USER, user);
         rec_space_prefetch(e->spaces[i], REC_KIND_ITEM, item);
     }
@@ -1457,7 +1463,8 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
     if ((rc = rec_event_check(ev, e->errmsg, sizeof e->errmsg)))
         return rc;
     /* An event without a time takes the clock's. */
-    double ts = ev->ts != 0.0 ? ev->ts : rec_engine_now(e);
+    double wall = rec_wall();
+    double ts = ev->ts != 0.0 ? ev->ts : now_at(e, wall);
     uint16_t type;
     uint32_t user, item;
     /* Users and items are spread over memory: both id lookups, then the
@@ -1513,7 +1520,7 @@ int rec_engine_event(rec_engine *e, const rec_event *ev, rec_event_out *out) {
      * replay, it waits behind them. */
     if (e->learned_seq + 1 == s)
         e->learned_seq = s;
-    clock_advance(e, ts, rec_wall());
+    clock_advance(e, ts, wall);
     if (w > 0) /* engaged: what was shown without engagement starts again */
         rec_shown_clear(e->shown, ev->user, ev->ulen, item);
     if (out) {

@@ -274,6 +274,7 @@ float *rec_space_row(rec_space *s, rec_kind k, uint32_t idx) {
 void rec_space_touch(rec_space *s, rec_kind k, uint32_t idx) {
     if (!rec_space_has(s, k, idx))
         return;
+    s->online = 1;
     update_norm(s, &s->m[k], idx);
     shadow_row(s, &s->m[k], idx);
     if (s->m[k].ivf) {

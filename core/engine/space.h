@@ -67,6 +67,9 @@ typedef struct rec_space {
     uint32_t copy_step;    /* rows a scan adds to a copy under way: the
                               index's training copy, the bf16 copy
                               (REC_COPY_STEP_ROWS; tests take fewer) */
+    uint8_t online;        /* 1 once learning wrote a row in place
+                              (rec_space_touch): the rows of an event are
+                              worth loading ahead of its learning */
 } rec_space;
 
 /* A few milliseconds of a request, however large the matrix. */
