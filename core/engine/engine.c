@@ -848,6 +848,10 @@ static void clean_all(rec_engine *e, int checkpoint) {
     }
 }
 
+int rec_engine_checkpoint_due(const rec_engine *e) {
+    return checkpoint_due(e) && learned_pending(e);
+}
+
 size_t rec_engine_pending(const rec_engine *e) {
     size_t n = rec_batch_count(e->batch);
     for (size_t i = 0; i < e->nspaces; i++)

@@ -295,6 +295,9 @@ uint64_t rec_engine_rollbacks(const rec_engine *e);
 
 /* Operations waiting for commit. */
 size_t rec_engine_pending(const rec_engine *e);
+/* 1 when the next stage or commit is a checkpoint: one is due and learned
+ * state waits for it. */
+int rec_engine_checkpoint_due(const rec_engine *e);
 
 uint64_t rec_engine_events(const rec_engine *e); /* events in the log */
 

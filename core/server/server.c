@@ -162,6 +162,10 @@ struct server {
     int has_tcp, has_pipe;
     uv_check_t check;
     uv_timer_t tick;       /* wakes the loop so checkpoints happen when idle */
+    uv_timer_t lazy;       /* wakes the loop when writes no answer waits
+                              for are due (LAZY_COMMIT_MS) */
+    double lazy_since;     /* mono_us() when such writes began to wait;
+                              0: none waits */
     uint32_t jobs;         /* the dispatcher's worker jobs out (queue_job) */
     uv_signal_t sigint, sigterm;
     uv_work_t work;
@@ -485,13 +489,51 @@ static void resume_blocked(server *s) {
 
 static void on_idle(uv_idle_t *h) { (void)h; }
 
+/* Writes that no answer waits for (the records of recommendations and
+ * what a pipeline writes beside them, a cluster's events applied here for
+ * other nodes) are committed with the next write that an answer waits
+ * for, or this long after the first of them came. Committing each at once
+ * would start a commit behind nearly every list served, and the
+ * acknowledgement of a click that follows a list would wait for that
+ * commit first. A crash loses at most this much of them; none of them was
+ * promised durable (their answers do not wait for a commit). */
+#define LAZY_COMMIT_MS 50
+
+static void on_lazy(uv_timer_t *t) { (void)t; } /* the check after it stages */
+
+/* 1 when what is pending may wait: no answer, barrier, shutdown or
+ * checkpoint asks for a commit now. */
+static int lazy_ok(server *s) {
+    return !s->waiters && !s->barriers && !s->stopping && !s->closed &&
+           !rec_engine_checkpoint_due(s->e);
+}
+
+/* Whether the check stages what is pending now; when it may wait, the
+ * timer is armed for the moment it may not. */
+static int stage_due(server *s) {
+    if (!rec_engine_pending(s->e) || !lazy_ok(s)) {
+        s->lazy_since = 0;
+        return 1;
+    }
+    double now = mono_us();
+    if (s->lazy_since == 0) {
+        s->lazy_since = now;
+        if (!uv_is_closing((uv_handle_t *)&s->lazy))
+            uv_timer_start(&s->lazy, on_lazy, LAZY_COMMIT_MS, 0);
+    }
+    if (now - s->lazy_since < LAZY_COMMIT_MS * 1e3)
+        return 0;
+    s->lazy_since = 0;
+    return 1;
+}
+
 /* Writes handled outside the poll phase (in the check callback, or after
  * a commit) are staged by the next check: keep the loop from sleeping in
- * its poll until then. */
+ * its poll until then; writes that may wait arm their timer instead. */
 static void wake_for_writes(server *s) {
     if (s->closed || uv_is_closing((uv_handle_t *)&s->idle))
         return;
-    if (!s->committing && (rec_engine_pending(s->e) || s->waiters))
+    if (!s->committing && (s->waiters || (rec_engine_pending(s->e) && stage_due(s))))
         uv_idle_start(&s->idle, on_idle);
     else
         uv_idle_stop(&s->idle);
@@ -642,6 +684,10 @@ static void on_check(uv_check_t *h) {
     rec_dispatch_flush(s->d);
     if (s->committing)
         return;
+    if (!stage_due(s)) {
+        uv_idle_stop(&s->idle);
+        return;
+    }
     rec_batch *b = NULL;
     int rc = rec_engine_stage(s->e, &b);
     if (rc) {
@@ -1708,6 +1754,7 @@ static void shutdown_now(server *s) {
     rec_cluster_stop(s->cluster);
     uv_close((uv_handle_t *)&s->check, on_handle_closed);
     uv_close((uv_handle_t *)&s->idle, on_handle_closed);
+    uv_close((uv_handle_t *)&s->lazy, on_handle_closed);
     /* The tick stays until every connection is gone: it closes those
      * whose answers are never read. */
     if (!s->conns)
@@ -2077,6 +2124,8 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     s->tick.data = s;
     uv_timer_start(&s->tick, on_tick, 1000, 1000);
     uv_unref((uv_handle_t *)&s->tick);
+    uv_timer_init(s->loop, &s->lazy);
+    s->lazy.data = s;
     uv_signal_init(s->loop, &s->sigint);
     uv_signal_init(s->loop, &s->sigterm);
     s->sigint.data = s->sigterm.data = s;
