@@ -46,3 +46,27 @@ def test_clean_restart_needs_no_replay(make_server):
     assert "replayed" not in srv.log()
     with srv.connect() as c:
         assert c.call("user.get", "cu", 0)["vectors"]["mf"] == before
+
+
+def test_list_record_committed_without_a_write(make_server):
+    """A list's record waits for the next write's commit, but not forever:
+    with no write after it, it is on disk within 50 ms, and a click on the
+    list after a crash is still attributed to its pipeline."""
+    import time
+    srv = make_server()
+    with srv.connect() as c:
+        c.call("event.add", *[{"user": "lw%d" % (i % 5), "item": "li%d" % (i % 17),
+                               "type": "click"} for i in range(60)])
+        rec = c.call("rec.recommend", {"user": "lw-new", "n": 5})
+        assert rec["items"]
+        time.sleep(0.5)
+    srv.kill()
+    srv.start()
+    with srv.connect() as c:
+        def clicks():
+            p = c.call("stats.get")["pipelines"].get(rec["pipeline"])
+            return p["total"]["clicks"] if p else 0
+        before = clicks()
+        c.call("event.add", {"user": "lw-new", "item": rec["items"][0]["id"], "type": "click",
+                             "rec_id": rec["rec_id"]})
+        assert clicks() == before + 1, "the click on a list served before the crash was not credited"
