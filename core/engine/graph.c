@@ -141,10 +141,9 @@ static uint32_t top_place(const rec_hit *top, uint32_t n, uint32_t idx, float w)
  * after the head, which is most updates of a long row. */
 static void top_raise(rec_cooc *c, uint32_t b, float ow, float nw, int created) {
     int full = c->ntop == REC_GRAPH_TOP_CAP;
-    if (nw <= COOC_MIN_W || (full && !ranks_by(b, nw, &c->top[c->ntop - 1])))
+    if (nw <= COOC_MIN_W || (full && !ranks_by(b, nw, &c->floor)))
         return; /* after the head, before and after */
-    int was_in = !created && ow > COOC_MIN_W &&
-                 (!full || ranks_by(b, ow, &c->top[c->ntop - 1]));
+    int was_in = !created && ow > COOC_MIN_W && (!full || ranks_by(b, ow, &c->floor));
     uint32_t from;
     if (was_in) {
         from = top_place(c->top, c->ntop, b, ow);
@@ -158,6 +157,7 @@ static void top_raise(rec_cooc *c, uint32_t b, float ow, float nw, int created) 
     uint32_t to = top_place(c->top, from, b, nw);
     memmove(c->top + to + 1, c->top + to, (size_t)(from - to) * sizeof *c->top);
     c->top[to] = (rec_hit){b, nw};
+    c->floor = c->top[c->ntop - 1];
 }
 
 static int cooc_add(rec_graph *g, uint32_t a, uint32_t b, float w) {
@@ -398,6 +398,8 @@ size_t rec_graph_neighbors(rec_graph *g, uint32_t item,
             rec_topk_init(&all, c->top, REC_GRAPH_TOP_CAP);
             cooc_scan(c, NULL, 0, &all);
             c->ntop = (uint32_t)rec_topk_finish(&all);
+            if (c->ntop)
+                c->floor = c->top[c->ntop - 1];
             c->fresh = 1;
         }
         if (c->top) {

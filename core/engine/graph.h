@@ -57,6 +57,9 @@ typedef struct rec_cooc {
     rec_hit *top;
     uint32_t ntop;
     uint32_t fresh;
+    rec_hit floor; /* top[ntop - 1] when the head is full: a raise that
+                      ranks after it changes nothing, read without a
+                      miss on top */
 } rec_cooc;
 
 /* Rows longer than this keep their strongest REC_GRAPH_TOP_CAP neighbours
