@@ -105,6 +105,9 @@ struct rec_cluster {
     uint64_t msg_count;     /* message ids */
     uint64_t stream_last;   /* the stream's last sequence at start, then the
                                highest acknowledged or fetched */
+    uint64_t stream_first;  /* the stream's first sequence at start: older
+                               ones are gone (its retention) */
+    double retain;          /* the stream's retention in seconds; 0 none */
     uint64_t published, publish_retries, publish_failures;
     char last_error[256];
     /* publishes to try again (mu), oldest first; their thread */
@@ -1229,6 +1232,16 @@ int rec_cluster_start(rec_cluster *c, uv_loop_t *loop, rec_engine *e,
     c->ud = ud;
     c->applied = rec_cluster_stored_seq(e);
     c->bind_from = c->applied + 1;
+    if (c->stream_last > c->applied && c->stream_first > c->applied + 1) {
+        /* The stream's retention dropped events this folder never
+         * applied: consuming on would build a state with a hole. */
+        REC_ERROR("cluster: stream %s begins at sequence %" PRIu64 " (it keeps events %.0f s),"
+                  " but this data folder has applied the stream only up to %" PRIu64 ": the "
+                  "events between are gone. Start the node on a copy of a live node's folder "
+                  "(mdb_copy -c; docs/cluster.md, Snapshots and retention)", REC_CLUSTER_STREAM,
+                  c->stream_first, c->retain, c->applied);
+        return REC_EINVAL;
+    }
     if (uv_async_init(loop, &c->async, on_async))
         return REC_EIO;
     c->async.data = c;
@@ -1364,7 +1377,41 @@ static uint32_t described_partitions(const char *d) {
     return p ? (uint32_t)strtoul(p + 11, NULL, 10) : 0;
 }
 
-static int ensure_stream(rec_cluster *c, uint32_t want, char *err, size_t errlen) {
+/* The stream drops a message whose id it saw within this window: a
+ * publish retried after a lost acknowledgement is stored once. */
+#define DUPLICATES_S 120
+
+/* MaxAge of a stream that keeps events `retain` seconds (0: for ever). */
+static int64_t max_age_ns(double retain) { return retain > 0 ? (int64_t)(retain * 1e9) : 0; }
+
+/* Set the retention of the stream described by si to o's; 0 or REC_EIO. */
+static int set_retention(rec_cluster *c, jsStreamInfo *si, const rec_cluster_opts *o,
+                         char *err, size_t errlen) {
+    int64_t was = si->Config->MaxAge, dup = si->Config->Duplicates;
+    si->Config->MaxAge = max_age_ns(o->retain);
+    /* JetStream's rule: no window of duplicates longer than the age */
+    int64_t window = (int64_t)DUPLICATES_S * 1000000000;
+    si->Config->Duplicates = si->Config->MaxAge && si->Config->MaxAge < window
+                                 ? si->Config->MaxAge : window;
+    jsStreamInfo *ui = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_UpdateStream(&ui, c->js, si->Config, NULL, &jerr);
+    jsStreamInfo_Destroy(ui);
+    si->Config->MaxAge = was;
+    si->Config->Duplicates = dup;
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "setting the retention of stream %s: %s", REC_CLUSTER_STREAM,
+                 nats_why(s));
+        return REC_EIO;
+    }
+    REC_INFO("cluster: stream %s keeps %s from now on", REC_CLUSTER_STREAM,
+             o->retain > 0 ? "events for --retain seconds" : "every event");
+    return 0;
+}
+
+static int ensure_stream(rec_cluster *c, const rec_cluster_opts *o, char *err,
+                         size_t errlen) {
+    uint32_t want = o->partitions;
     double until = mono_s() + OPEN_RETRY_S;
     for (;;) {
         jsStreamInfo *si = NULL;
@@ -1374,6 +1421,15 @@ static int ensure_stream(rec_cluster *c, uint32_t want, char *err, size_t errlen
             uint32_t have = described_partitions(si->Config->Description);
             c->replicas = (int)si->Config->Replicas;
             c->stream_last = si->State.LastSeq; /* what the node has to catch up to */
+            c->stream_first = si->State.FirstSeq;
+            c->retain = (double)si->Config->MaxAge / 1e9;
+            if (have && o->retain_given && si->Config->MaxAge != max_age_ns(o->retain)) {
+                int rc = set_retention(c, si, o, err, errlen);
+                jsStreamInfo_Destroy(si);
+                if (rc)
+                    return rc;
+                continue;
+            }
             int has_cat = 0;
             for (int k = 0; k < si->Config->SubjectsLen; k++)
                 has_cat |= !strcmp(si->Config->Subjects[k], CATALOG_SUBJECT);
@@ -1427,7 +1483,10 @@ static int ensure_stream(rec_cluster *c, uint32_t want, char *err, size_t errlen
             sc.SubjectsLen = 2;
             sc.Storage = js_FileStorage;
             sc.Replicas = c->replicas;
-            sc.Duplicates = (int64_t)120 * 1000000000; /* retries are dropped */
+            sc.Duplicates = (int64_t)DUPLICATES_S * 1000000000; /* retries are dropped */
+            sc.MaxAge = o->retain_given ? max_age_ns(o->retain) : 0;
+            if (sc.MaxAge && sc.MaxAge < sc.Duplicates)
+                sc.Duplicates = sc.MaxAge; /* JetStream's rule */
             s = js_AddStream(&si, c->js, &sc, NULL, &jerr);
             jsStreamInfo_Destroy(si);
             if (s == NATS_OK) {
@@ -1650,7 +1709,7 @@ int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, si
     }
     jsPubOptions_Init(&c->popts);
     c->popts.MaxWait = PUBLISH_WAIT_MS;
-    if ((rc = ensure_stream(c, o->partitions, err, errlen)) ||
+    if ((rc = ensure_stream(c, o, err, errlen)) ||
         (rc = ensure_bucket(c, err, errlen)) || (rc = take_name(c, err, errlen)))
         goto fail;
     rec_owners_opts oo = {.nc = c->bnc, .nodes = c->kv, .node = c->node,

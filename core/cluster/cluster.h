@@ -55,6 +55,9 @@ typedef struct rec_cluster_opts {
     uint32_t partitions;   /* P; 0: the stream's, or 64 for a new stream */
     double lease;          /* seconds a crashed node's name stays taken; 5 */
     double connect_timeout; /* seconds to reach a server at start-up; 2 */
+    int retain_given;      /* 1: set the stream's retention to `retain` */
+    double retain;         /* seconds the stream keeps an event; 0 every
+                              event (the default of a new stream) */
 } rec_cluster_opts;
 
 /* Apply one message of the stream on the loop thread: with op NULL, one

@@ -44,8 +44,9 @@
     "             data folder; docs/movielens.md)\n"                                  \
     "             [--movielens-types graded|click]   (its ratings as events)\n"       \
     "             [--cluster nats://HOST:PORT[,...]] [--node NAME]\n"               \
-    "             [--partitions P]   (events go through a NATS JetStream\n"        \
-    "             cluster; docs/cluster.md)\n"                                      \
+    "             [--partitions P] [--retain SECONDS]   (events go through a\n"    \
+    "             NATS JetStream cluster, whose stream keeps them SECONDS, 0\n"   \
+    "             for ever; docs/cluster.md)\n"                                    \
     "      run the server (defaults: ./data, 127.0.0.1:7700, DIR/recd.sock)\n"
 #define LUA_USAGE                                                                   \
     "  recd lua FILE [ARGS...]\n"                                                    \
@@ -326,6 +327,21 @@ static int set_opt(serve_cfg *c, const char *name, const char *val) {
             return -1;
         }
         c->cluster_opts.partitions = (uint32_t)p;
+    } else if (!strcmp(name, "retain")) {
+        char *end;
+        double t = strtod(val, &end);
+        if (*end || end == val || !(t >= 0 && t <= 3.15e9)) {
+            fprintf(stderr, "recd: --retain must be 0..3150000000 seconds (0: every event)\n");
+            return -1;
+        }
+        if (t > 0 && t < 60) {
+            fprintf(stderr, "recd: --retain must be 0 or at least 60 seconds (a publish is "
+                            "retried for 30 s, and its copies are recognised only while the "
+                            "stream keeps the first)\n");
+            return -1;
+        }
+        c->cluster_opts.retain = t;
+        c->cluster_opts.retain_given = 1;
     } else if (!strcmp(name, "insecure")) {
         c->o.insecure = !strcmp(val, "true") || !strcmp(val, "1");
     } else if (!strcmp(name, "strict")) {
@@ -493,6 +509,7 @@ static const char *const serve_flags[] = {
     "preauth-max-message", "max-unix-connections", "max-per-address", "handshake-timeout",
     "idle-timeout", "map-max", "write-timeout", "checkpoint-interval", "log-level",
     "retrain-share", "retrain-quiet", "retrain-every", "train-cpu", "cluster", "node", "partitions",
+    "retain",
 };
 #define NFLAGS (sizeof serve_flags / sizeof serve_flags[0])
 enum { OPT_CONFIG = 'C', OPT_INSECURE = 'I', OPT_STRICT = 'S', OPT_FLAG = 256 /* + index in serve_flags */ };
@@ -573,8 +590,9 @@ static int cmd_serve(int argc, char **argv) {
         c.o.on_open = on_open;
         c.o.on_open_ud = &c;
     }
-    if ((c.node[0] || c.cluster_opts.partitions) && !c.cluster[0]) {
-        fprintf(stderr, "recd serve: --node and --partitions need --cluster\n");
+    if ((c.node[0] || c.cluster_opts.partitions || c.cluster_opts.retain_given) &&
+        !c.cluster[0]) {
+        fprintf(stderr, "recd serve: --node, --partitions and --retain need --cluster\n");
         return 2;
     }
     if (c.cluster[0]) {

@@ -14,7 +14,10 @@ On loopback, with its own nats-servers (random ports, temporary stores):
 - bad starts are refused with a clear message and a non-zero exit, and
   change nothing: an unreachable cluster, a partition count that
   disagrees with the stream's, a node name already in use;
-- sys.info shows the cluster section; the Lua module has no cluster code.
+- sys.info shows the cluster section; the Lua module has no cluster code;
+- a node starts from a copy of another's folder and consumes only the
+  stream past it; a folder the stream's retention left behind is refused
+  (snapshots.py).
 
 Prints "RESULT passed=N failed=M"; exits non-zero on a failure.
 RECD_CLUSTER_EVENTS sets the number of events (100000).
@@ -31,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import natsrig  # noqa: E402
 import owners  # noqa: E402
 import replicas  # noqa: E402
+import snapshots  # noqa: E402
 from recd_client import Client, RecdError  # noqa: E402
 
 EVENTS = int(os.environ.get("RECD_CLUSTER_EVENTS", "100000"))
@@ -148,7 +152,9 @@ def check_unreachable(rig):
 
 def check_bad_options(rig):
     base = [natsrig.RECD_BIN, "serve", "--data", os.path.join(rig.dir, "never2"), "--unix", ""]
-    for extra, said in [(["--node", "x"], "--node and --partitions need --cluster"),
+    for extra, said in [(["--node", "x"], "--node, --partitions and --retain need --cluster"),
+                        (["--retain", "3600"], "need --cluster"),
+                        (["--cluster", rig.url(0), "--retain", "30"], "at least 60 seconds"),
                         (["--cluster", rig.url(0), "--partitions", "0"], "--partitions must be"),
                         (["--cluster", rig.url(0), "--node", "a.b"], "a name is 1..63")]:
         p = subprocess.run(base + extra, capture_output=True, timeout=60)
@@ -476,6 +482,14 @@ def main():
         if seen_a:
             run("a node on a new folder builds the same state from the stream, through "
                 "failed commits", check_fresh_node_and_failed_commits, rig, seen_a)
+        snap = {}
+        run("a node started on a copy of a serving node's folder applies only the stream "
+            "past the copy", lambda: snap.update(copy=snapshots.check_snapshot_start(rig, node)))
+        if snap:
+            run("a folder the stream's retention left behind is refused; --retain sets it",
+                snapshots.check_retention, rig, node, snap["copy"])
+        else:
+            node.stop()
         run("an event refused when applied is answered as refused", check_refused_at_apply,
             node)
         run("a stream made with the events' subjects only takes the catalogue's",
