@@ -134,16 +134,22 @@ static uint32_t top_place(const rec_hit *top, uint32_t n, uint32_t idx, float w)
     return lo;
 }
 
-/* Neighbour b of row c went from weight ow to nw > ow: keep its ranked
- * head exact without a scan. The head holds the REC_GRAPH_TOP_CAP
+/* Whether a raise of neighbour b to nw leaves the head as it is: b ranks
+ * after a full head (whose floor only rises with raises). */
+static int after_head(const rec_cooc *c, uint32_t b, float nw) {
+    return nw <= COOC_MIN_W ||
+           (c->ntop == REC_GRAPH_TOP_CAP && !ranks_by(b, nw, &c->floor));
+}
+
+/* Neighbour b of row c went from weight ow (0: new) to nw > ow: put the
+ * ranked head right without a scan. The head holds the REC_GRAPH_TOP_CAP
  * strongest neighbours (every one, when it is not full), so b was in it
- * iff ow ranked within it; it is in it now iff nw does. Cheap when b ranks
- * after the head, which is most updates of a long row. */
-static void top_raise(rec_cooc *c, uint32_t b, float ow, float nw, int created) {
-    int full = c->ntop == REC_GRAPH_TOP_CAP;
-    if (nw <= COOC_MIN_W || (full && !ranks_by(b, nw, &c->floor)))
+ * iff ow ranked within it; it is in it now iff nw does. */
+static void top_raise(rec_cooc *c, uint32_t b, float ow, float nw) {
+    if (after_head(c, b, nw))
         return; /* after the head, before and after */
-    int was_in = !created && ow > COOC_MIN_W && (!full || ranks_by(b, ow, &c->floor));
+    int full = c->ntop == REC_GRAPH_TOP_CAP;
+    int was_in = ow > COOC_MIN_W && (!full || ranks_by(b, ow, &c->floor));
     uint32_t from;
     if (was_in) {
         from = top_place(c->top, c->ntop, b, ow);
@@ -160,6 +166,37 @@ static void top_raise(rec_cooc *c, uint32_t b, float ow, float nw, int created) 
     c->floor = c->top[c->ntop - 1];
 }
 
+/* A write raised neighbour b of a row whose head is fresh from ow to nw:
+ * nothing to do when b ranks after the head; else noted for the next read
+ * (once per neighbour: the first weight is the one the head holds), or
+ * the head dropped when the notes are full. No line but the row's own. */
+static void head_note(rec_cooc *c, uint32_t b, float ow, float nw) {
+    if (after_head(c, b, nw))
+        return;
+    for (uint32_t i = 0; i < c->npend; i++)
+        if (c->pend[i].idx == b)
+            return;
+    if (c->npend == REC_GRAPH_TOP_PEND) {
+        c->fresh = 0;
+        return;
+    }
+    c->pend[c->npend++] = (rec_hit){b, ow};
+}
+
+/* The noted raises into the head (which may drop it: fresh 0). */
+static void head_settle(rec_cooc *c) {
+    for (uint32_t i = 0; i < c->npend && c->fresh; i++) {
+        int created = 0;
+        const float *p = cooc_slot(c, c->pend[i].idx, 0, &created);
+        if (!p || !(*p >= c->pend[i].score)) { /* cannot be: rescan */
+            c->fresh = 0;
+            break;
+        }
+        top_raise(c, c->pend[i].idx, c->pend[i].score, *p);
+    }
+    c->npend = 0;
+}
+
 static int cooc_add(rec_graph *g, uint32_t a, uint32_t b, float w) {
     int created = 0;
     rec_cooc *c = &g->cooc[a];
@@ -169,7 +206,7 @@ static int cooc_add(rec_graph *g, uint32_t a, uint32_t b, float w) {
     float ow = *p;
     *p += w;
     if (c->fresh && *p > ow)
-        top_raise(c, b, ow, *p, created);
+        head_note(c, b, created ? 0.0f : ow, *p);
     else if (*p != ow)
         c->fresh = 0;
     g->edges += (uint64_t)created;
@@ -393,7 +430,10 @@ size_t rec_graph_neighbors(rec_graph *g, uint32_t item,
             c->top = malloc(REC_GRAPH_TOP_CAP * sizeof *c->top);
             g->top_rows += c->top != NULL;
         }
+        if (c->top && c->fresh && c->npend)
+            head_settle(c);
         if (c->top && !c->fresh) {
+            c->npend = 0;
             rec_topk all;
             rec_topk_init(&all, c->top, REC_GRAPH_TOP_CAP);
             cooc_scan(c, NULL, 0, &all);

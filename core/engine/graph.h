@@ -40,6 +40,9 @@ typedef struct rec_ulist {
     uint32_t n, cap;
 } rec_ulist;
 
+/* Raises of a ranked head's row kept for the next read (rec_cooc.pend). */
+#define REC_GRAPH_TOP_PEND 3
+
 /* One slot of a neighbour table: key and weight side by side, so a probe
  * costs one cache line. */
 typedef struct rec_cooc_slot {
@@ -60,6 +63,12 @@ typedef struct rec_cooc {
     rec_hit floor; /* top[ntop - 1] when the head is full: a raise that
                       ranks after it changes nothing, read without a
                       miss on top */
+    /* Raises that may move the head, noted by the write (neighbour, and
+     * its weight when the head last saw it) and put in place by the next
+     * read; one more than fits drops the head instead (fresh 0), so a
+     * burst of writes costs them no more than clearing a flag. */
+    uint32_t npend;
+    rec_hit pend[REC_GRAPH_TOP_PEND];
 } rec_cooc;
 
 /* Rows longer than this keep their strongest REC_GRAPH_TOP_CAP neighbours

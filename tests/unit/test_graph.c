@@ -719,9 +719,10 @@ static void test_neighbors_ranked_head(void **state) {
 }
 
 /* A ranked head follows raises of its row's weights without a rescan
- * (the row stays fresh): neighbours entering it, moving up in it, pushing
- * its last out, and new neighbours, on a row past REC_GRAPH_TOP_CAP and on
- * one whose head holds every neighbour. */
+ * (the row stays fresh): the writes note them, the next read puts them in
+ * place: neighbours entering it, moving up in it, pushing its last out,
+ * and new neighbours, on a row past REC_GRAPH_TOP_CAP and on one whose
+ * head holds every neighbour. More notes than fit drop the head. */
 static void test_neighbors_head_follows_raises(void **state) {
     (void)state;
     enum { HUB = 0, SMALL = 1, ITEMS = 400, NEW = 60 };
@@ -750,17 +751,32 @@ static void test_neighbors_head_follows_raises(void **state) {
         uint32_t j = 2 + rec_rng_below(&rng, ITEMS + NEW);
         add(&g, user, hub, ws[rec_rng_below(&rng, 3)]);
         add(&g, user, j, ws[rec_rng_below(&rng, 3)]);
-        if (ev % 25)
-            continue;
+        /* a read after each event: its raise, noted, goes into the head */
         (void)rec_graph_settle(&g);
         assert_int_equal(g.cooc[HUB].fresh, 1);
         assert_int_equal(g.cooc[SMALL].fresh, 1);
+        assert_true(g.cooc[hub].npend <= 1);
+        assert_true(rec_graph_neighbors(&g, hub, NULL, 0, 1, h) == 1);
+        assert_int_equal(g.cooc[hub].npend, 0);
+        if (ev % 25)
+            continue;
         for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
             expect_neighbors(&g, HUB, 2 + ITEMS + NEW, NULL, 0, ks[i]);
             expect_neighbors(&g, SMALL, 2 + ITEMS + NEW, NULL, 0, ks[i]);
         }
     }
     assert_int_equal(g.cooc[HUB].ntop, REC_GRAPH_TOP_CAP);
+    /* More raises into the head than it notes, with no read between: the
+     * head is dropped and ranked again whole, as exact. */
+    for (int ev = 0; ev < 40; ev++, user++) {
+        add(&g, user, HUB, 2.0f);
+        add(&g, user, 2 + (uint32_t)ev % 5, 2.0f);
+    }
+    (void)rec_graph_settle(&g);
+    assert_int_equal(g.cooc[HUB].fresh, 0);
+    for (size_t i = 0; i < sizeof ks / sizeof *ks; i++)
+        expect_neighbors(&g, HUB, 2 + ITEMS + NEW, NULL, 0, ks[i]);
+    assert_int_equal(g.cooc[HUB].fresh, 1);
     rec_graph_close(&g);
 }
 
