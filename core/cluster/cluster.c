@@ -19,6 +19,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +122,7 @@ struct rec_cluster {
     natsMsgList batch;
     int have_batch;         /* batch waits for the loop */
     int stop;
+    atomic_int fenced;      /* another process took the name: stopping */
     int rebind;             /* the loop asks for a rewind */
     int rewound;            /* a rewind came while a batch was applied */
     uint64_t bind_from;     /* the sequence to consume from at the next bind */
@@ -879,10 +882,14 @@ static void renew_lease(rec_cluster *c) {
     if (kvStore_Get(&en, c->kv, c->node) == NATS_OK) {
         if (kvEntry_ValueString(en) && !strcmp(kvEntry_ValueString(en), c->instance)) {
             c->lease_rev = kvEntry_Revision(en);
-        } else if (kvEntry_ValueString(en)) {
-            REC_ERROR("cluster: the name %s was taken by %s: another node runs under it",
-                      c->node, kvEntry_ValueString(en));
-            c->lease_renewed = now; /* said once a period */
+        } else if (kvEntry_ValueString(en) && !atomic_exchange(&c->fenced, 1)) {
+            /* Its lease lapsed (the process was stopped, or cut off from
+             * the cluster) and another process took the name, and with it
+             * the consumer named after it: two of them would split its
+             * deliveries. This one stops. */
+            REC_ERROR("cluster: the name %s was taken by %s while this node could not renew "
+                      "its lease; stopping (exit 1)", c->node, kvEntry_ValueString(en));
+            kill(getpid(), SIGTERM);
         }
         kvEntry_Destroy(en);
     } else if (s != NATS_TIMEOUT) {
@@ -952,6 +959,10 @@ static void *consume_main(void *arg) {
         pthread_mutex_unlock(&c->mu);
         if (stop)
             break;
+        if (atomic_load(&c->fenced)) { /* the consumer is another's now */
+            sleep_s(0.05);
+            continue;
+        }
         if (rebind && sub) {
             natsSubscription_Destroy(sub);
             sub = NULL;
@@ -1726,15 +1737,25 @@ fail:
     return rc;
 }
 
+int rec_cluster_fenced(const rec_cluster *c) {
+    return c && atomic_load(&((rec_cluster *)c)->fenced);
+}
+
 void rec_cluster_free(rec_cluster *c) {
     if (!c)
         return;
     rec_cluster_stop(c);
     if (c->js)
         js_PublishAsyncComplete(c->js, &(jsPubOptions){.MaxWait = 2000});
-    /* The name is free at once for the next start. */
-    if (c->kv && c->lease_rev)
-        kvStore_Delete(c->kv, c->node);
+    /* The name is free at once for the next start; unless another
+     * process holds it now. */
+    if (c->kv && c->lease_rev && !atomic_load(&c->fenced)) {
+        kvEntry *en = NULL;
+        if (kvStore_Get(&en, c->kv, c->node) == NATS_OK && kvEntry_ValueString(en) &&
+            !strcmp(kvEntry_ValueString(en), c->instance))
+            kvStore_Delete(c->kv, c->node);
+        kvEntry_Destroy(en);
+    }
     for (retry *r = c->retry_head, *next; r; r = next) {
         next = r->next;
         natsMsg_Destroy(r->msg);

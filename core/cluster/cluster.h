@@ -183,6 +183,11 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk);
 /* The stream sequence of the last event applied that e stores (0: none). */
 uint64_t rec_cluster_stored_seq(rec_engine *e);
 
+/* 1 once another process took this node's name (its lease lapsed): the
+ * node stopped consuming and asked the process to stop (SIGTERM); its exit
+ * says failure. */
+int rec_cluster_fenced(const rec_cluster *c);
+
 /* Stop the consumer thread, give up the name's lease, close the loop
  * handle (the loop must run after, before rec_cluster_free). Waits for
  * nothing else. Loop thread; idempotent. */

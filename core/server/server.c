@@ -2160,6 +2160,8 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         REC_ERROR("final commit failed: %s", rec_engine_errmsg(s->e));
         code = 1;
     }
+    if (rec_cluster_fenced(s->cluster))
+        code = 1;
     rec_cluster_free(s->cluster);
     rec_dispatch_free(s->d);
     rec_engine_free(s->e);

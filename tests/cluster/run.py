@@ -17,7 +17,9 @@ On loopback, with its own nats-servers (random ports, temporary stores):
 - sys.info shows the cluster section; the Lua module has no cluster code;
 - a node starts from a copy of another's folder and consumes only the
   stream past it; a folder the stream's retention left behind is refused
-  (snapshots.py).
+  (snapshots.py);
+- a node stopped past its lease, whose name another process took, stops
+  with exit 1 when it runs again and leaves the name to the other.
 
 Prints "RESULT passed=N failed=M"; exits non-zero on a failure.
 RECD_CLUSTER_EVENTS sets the number of events (100000).
@@ -494,6 +496,8 @@ def main():
             node)
         run("a stream made with the events' subjects only takes the catalogue's",
             replicas.check_old_stream_takes_catalog, rig, node)
+        run("a node stopped past its lease whose name another took stops with exit 1 and "
+            "leaves the name to it", snapshots.check_name_taken_while_stopped, rig, node)
         run("a read barrier the stream cannot answer gives up with io_error",
             replicas.check_barrier_gives_up, rig, node)
     finally:

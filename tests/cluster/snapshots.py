@@ -17,6 +17,15 @@ def stream_info(rig):
     return info
 
 
+def copy_of(node, name):
+    """A copy of node's folder, taken while it serves (the stream's head
+    may be gone: a new folder would be refused)."""
+    path = node.data + "-" + name
+    os.makedirs(path)
+    subprocess.run(["mdb_copy", "-c", node.data, path], check=True)
+    return path
+
+
 def histories(node, users):
     out = {}
     with node.connect() as c:
@@ -31,9 +40,7 @@ def check_snapshot_start(rig, node):
     same histories as the node it was copied from."""
     node.start()
     node.wait_caught_up()
-    snap = node.data + "-snapshot"
-    os.makedirs(snap)
-    subprocess.run(["mdb_copy", "-c", node.data, snap], check=True)
+    snap = copy_of(node, "snapshot")
     users = ["snap%d" % i for i in range(10)]
     with node.connect() as c:
         for k in range(200):
@@ -88,3 +95,33 @@ def check_retention(rig, node, copy):
     assert copy.stop() == 0, copy.log()
     copy.extra = []
     assert node.stop() == 0, node.log()
+
+
+def check_name_taken_while_stopped(rig, node):
+    """A node stopped (SIGSTOP) for longer than its lease loses its name:
+    another process takes it, on a copy of the first one's folder. When
+    the first runs again it finds its name held by the other, stops
+    consuming (the consumer named after the node is the other's now) and
+    exits 1, leaving the name to the other, which goes on serving."""
+    import base64
+    import signal
+    import time
+    first = rig.node("twin", data=copy_of(node, "twin")).start()
+    first.wait_caught_up(timeout=180)
+    snap = copy_of(first, "copy")
+    first.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(6.5)                     # the 5 s lease lapses
+        second = rig.node("twin", data=snap).start(timeout=60)
+    finally:
+        first.proc.send_signal(signal.SIGCONT)
+    rc = first.proc.wait(60)
+    assert rc == 1, (rc, first.log())
+    assert "was taken by" in first.log(10 ** 6), first.log()
+    second.wait_caught_up()
+    assert second.info()["cluster"]["node"] == "twin"
+    r = nats_request(rig.client_ports[0], "$JS.API.STREAM.MSG.GET.KV_RECD_NODES",
+                     {"last_by_subj": "$KV.RECD_NODES.twin"})
+    holder = base64.b64decode(r["message"]["data"]).decode()
+    assert ":%d:" % second.proc.pid in holder, (holder, second.proc.pid)
+    assert second.stop() == 0, second.log()
