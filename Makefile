@@ -30,8 +30,8 @@ BENCH_PKGS := redis-server redis-tools python3 python3-msgpack
 # make fuzz
 FUZZ_PKGS  := clang libclang-rt-14-dev
 # make test-cluster: the NATS server it starts three of, Python and msgpack
-# for its clients.
-CLUSTER_PKGS := nats-server python3 python3-msgpack
+# for its clients, mdb_copy for the snapshot checks.
+CLUSTER_PKGS := nats-server python3 python3-msgpack lmdb-utils
 
 CC       ?= cc
 OPT      ?= -O2

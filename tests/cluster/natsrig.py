@@ -86,6 +86,7 @@ class Rig:
     def node(self, name, data=None, extra=(), first=0, env=None):
         n = Node(self, name, data or os.path.join(self.dir, "data-" + name), extra, first)
         n.env = env
+        n.index = len(self.nodes)       # two nodes of one name keep logs of their own
         self.nodes.append(n)
         return n
 
@@ -110,6 +111,7 @@ class Node:
         self.proc = None
         self.port = None
         self.starts = 0
+        self.index = 0
         self.env = None     # more environment for the process
 
     @property
@@ -130,7 +132,8 @@ class Node:
     def launch(self):
         self.port = free_port()
         self.starts += 1
-        self.log_path = os.path.join(self.rig.dir, "recd-%s-%d.log" % (self.name, self.starts))
+        self.log_path = os.path.join(self.rig.dir, "recd-%s-%d-%d.log"
+                                     % (self.name, self.index, self.starts))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=ROOT,
