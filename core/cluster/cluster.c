@@ -43,6 +43,7 @@
 #define SUBJECT_PREFIX "recd.ev."
 #define CATALOG_SUBJECT "recd.cat" /* item.put and item.delete */
 #define OP_HEADER "Recd-Op"        /* a write other than event.add: its method */
+#define SLOTS_BUCKET "RECD_SLOTS"   /* slot.<k>: the node name holding rec_id slot k */
 #define INFO_API "$JS.API.STREAM.INFO." REC_CLUSTER_STREAM
 #define BARRIER_RESEND_S 1.0       /* a read barrier's question unanswered: again */
 #define BARRIER_GIVE_UP_S 15.0     /* a read still waiting this long: io_error */
@@ -151,6 +152,8 @@ struct rec_cluster {
     uint64_t cat_applied;   /* sequence of the last catalogue write applied */
     uint64_t cat_last;      /* the highest catalogue sequence known */
     uint64_t cat_writes;    /* catalogue writes applied */
+    uint64_t records;       /* lists shown through other nodes, applied */
+    uint32_t slot;          /* the node's rec_id slot (RECD_SLOTS) */
     /* read barriers (mu) */
     rec_idslots bslots;      /* barriers by id */
     uint64_t next_barrier;
@@ -509,7 +512,9 @@ int rec_cluster_publish(rec_cluster *c, const msgpack_object *events, uint32_t n
 
 /* item.* go whole to the catalogue's subject; user.* one user a message,
  * each to its user's partition (with that user's events). */
-static int op_per_user(const char *op) { return strncmp(op, "user.", 5) == 0; }
+static int op_per_user(const char *op) {
+    return strncmp(op, "user.", 5) == 0 || strcmp(op, REC_CLUSTER_RECORD_OP) == 0;
+}
 static int op_is_delete(const char *op) { return strstr(op, ".delete") != NULL; }
 
 int rec_cluster_publish_op(rec_cluster *c, const char *op, const msgpack_object *params,
@@ -1050,14 +1055,17 @@ static void *consume_main(void *arg) {
     return NULL;
 }
 
-/* The ticket of a message this process published, or 0. */
-static uint64_t own_ticket(rec_cluster *c, natsMsg *msg) {
+/* Whether this process published msg. */
+static int own_msg(rec_cluster *c, natsMsg *msg) {
     const char *mid = NULL;
     size_t il = strlen(c->instance);
-    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &mid) != NATS_OK || !mid ||
-        strncmp(mid, c->instance, il) != 0 || mid[il] != ':')
-        return 0;
-    return msg_ticket(msg);
+    return natsMsgHeader_Get(msg, "Nats-Msg-Id", &mid) == NATS_OK && mid &&
+           strncmp(mid, c->instance, il) == 0 && mid[il] == ':';
+}
+
+/* The ticket of a message this process published, or 0. */
+static uint64_t own_ticket(rec_cluster *c, natsMsg *msg) {
+    return own_msg(c, msg) ? msg_ticket(msg) : 0;
 }
 
 /* A message of this process's was refused when applied: the call that
@@ -1147,8 +1155,12 @@ static void on_async(uv_async_t *h) {
             int len = natsMsg_GetDataLength(list.Msgs[i]);
             int rc = REC_EINVAL;
             uint64_t result = 0;
-            if (msgpack_unpack_next(&c->up, data, (size_t)len, NULL) == MSGPACK_UNPACK_SUCCESS &&
-                c->up.data.type == (op ? MSGPACK_OBJECT_ARRAY : MSGPACK_OBJECT_MAP))
+            /* A list this process showed is recorded already. */
+            int record = op && !strcmp(op, REC_CLUSTER_RECORD_OP);
+            if (record && own_msg(c, list.Msgs[i]))
+                rc = 0, record = 0;
+            else if (msgpack_unpack_next(&c->up, data, (size_t)len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+                     c->up.data.type == (op ? MSGPACK_OBJECT_ARRAY : MSGPACK_OBJECT_MAP))
                 rc = c->apply(c->ud, op, &c->up.data, &result);
             if (rc == REC_PENDING) {
                 /* A delete while a commit is in flight: the batch waits
@@ -1167,6 +1179,10 @@ static void on_async(uv_async_t *h) {
                 REC_WARN("cluster: %s %" PRIu64 " of %s not applied: %s",
                          op ? op : "event", seq, REC_CLUSTER_STREAM, rec_strerror(rc));
                 refused(c, list.Msgs[i], rc);
+            } else if (record) {
+                c->records++;
+            } else if (op && !strcmp(op, REC_CLUSTER_RECORD_OP)) {
+                /* this process's own */
             } else if (op) {
                 c->cat_writes++;
                 credit(c, list.Msgs[i], result);
@@ -1327,7 +1343,7 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
     snprintf(last_error, sizeof last_error, "%s", c->last_error);
     pthread_mutex_unlock(&c->mu);
     int connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
-    int rc = msgpack_pack_map(pk, 20 + REC_OWNERS_INFO_KEYS) ||
+    int rc = msgpack_pack_map(pk, 22 + REC_OWNERS_INFO_KEYS) ||
              rec_value_pack_str(pk, "servers") || rec_value_pack_str(pk, c->servers) ||
              rec_value_pack_str(pk, "connected") || rec_value_pack_str(pk, connected ? url : "") ||
              rec_value_pack_str(pk, "node") || rec_value_pack_str(pk, c->node) ||
@@ -1341,6 +1357,8 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
              rec_value_pack_str(pk, "lag") || msgpack_pack_uint64(pk, lag) ||
              rec_value_pack_str(pk, "applied") || msgpack_pack_uint64(pk, c->applied_events) ||
              rec_value_pack_str(pk, "rejected") || msgpack_pack_uint64(pk, c->rejected) ||
+             rec_value_pack_str(pk, "lists_applied") || msgpack_pack_uint64(pk, c->records) ||
+             rec_value_pack_str(pk, "rec_id_slot") || msgpack_pack_uint32(pk, c->slot) ||
              rec_value_pack_str(pk, "duplicates") || msgpack_pack_uint64(pk, c->duplicates) ||
              rec_value_pack_str(pk, "published") || msgpack_pack_uint64(pk, published) ||
              rec_value_pack_str(pk, "publish_retries") || msgpack_pack_uint64(pk, retries) ||
@@ -1600,6 +1618,79 @@ static int take_name(rec_cluster *c, char *err, size_t errlen) {
     return REC_EBUSY;
 }
 
+/* The node's rec_id slot: RECD_SLOTS maps slot.<k> to the name that took
+ * it, for good (no TTL: a name keeps its slot across restarts and stops,
+ * and two names never share one). The search starts at the name's hash;
+ * a create is conditional, so two nodes starting at once cannot both take
+ * a slot. */
+static int take_slot(rec_cluster *c, char *err, size_t errlen) {
+    kvStore *kv = NULL;
+    natsStatus s = NATS_OK;
+    double until = mono_s() + OPEN_RETRY_S;
+    for (;;) {
+        s = js_KeyValue(&kv, c->js, SLOTS_BUCKET);
+        if (s == NATS_NOT_FOUND) {
+            kvConfig kc;
+            kvConfig_Init(&kc);
+            kc.Bucket = SLOTS_BUCKET;
+            kc.Description = "recd rec_id slots, each held by a node name for good";
+            kc.History = 1;
+            kc.Replicas = c->replicas;
+            s = js_CreateKeyValue(&kv, c->js, &kc);
+        }
+        if (s == NATS_OK)
+            break;
+        if (mono_s() > until || !(s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_ERR)) {
+            snprintf(err, errlen, "KV bucket %s: %s", SLOTS_BUCKET, nats_why(s));
+            return REC_EIO;
+        }
+        sleep_s(0.25);
+    }
+    uint32_t h = (uint32_t)(rec_hash_stable(c->node, strlen(c->node)) % REC_CLUSTER_SLOTS);
+    int rc = 1; /* 1: still looking */
+    for (uint32_t i = 0; i < REC_CLUSTER_SLOTS && rc == 1; i++) {
+        uint32_t k = (h + i) % REC_CLUSTER_SLOTS;
+        char key[32];
+        snprintf(key, sizeof key, "slot.%u", k);
+        for (int attempt = 0; attempt < 2; attempt++) {
+            kvEntry *en = NULL;
+            s = kvStore_Get(&en, kv, key);
+            if (s == NATS_OK) {
+                const char *v = kvEntry_ValueString(en);
+                int mine = v && !strcmp(v, c->node);
+                kvEntry_Destroy(en);
+                if (mine) {
+                    c->slot = k;
+                    rc = 0;
+                }
+                break;
+            }
+            uint64_t rev = 0;
+            if (s == NATS_NOT_FOUND && kvStore_CreateString(&rev, kv, key, c->node) == NATS_OK) {
+                c->slot = k;
+                rc = 0;
+                break;
+            }
+            if (s != NATS_NOT_FOUND) {
+                snprintf(err, errlen, "reading %s in %s: %s", key, SLOTS_BUCKET, nats_why(s));
+                rc = REC_EIO;
+                break;
+            }
+            /* taken meanwhile: read whose it is */
+        }
+    }
+    kvStore_Destroy(kv);
+    if (rc == 1) {
+        snprintf(err, errlen, "every one of the %d rec_id slots in %s is held by another node "
+                 "name (delete the names no longer used with `nats kv del %s slot.K`)",
+                 REC_CLUSTER_SLOTS, SLOTS_BUCKET, SLOTS_BUCKET);
+        rc = REC_EBUSY;
+    }
+    return rc;
+}
+
+uint32_t rec_cluster_slot(const rec_cluster *c) { return c->slot; }
+
 int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, size_t errlen) {
     *out = NULL;
     err[0] = 0;
@@ -1721,7 +1812,8 @@ int rec_cluster_open(rec_cluster **out, const rec_cluster_opts *o, char *err, si
     jsPubOptions_Init(&c->popts);
     c->popts.MaxWait = PUBLISH_WAIT_MS;
     if ((rc = ensure_stream(c, o, err, errlen)) ||
-        (rc = ensure_bucket(c, err, errlen)) || (rc = take_name(c, err, errlen)))
+        (rc = ensure_bucket(c, err, errlen)) || (rc = take_name(c, err, errlen)) ||
+        (rc = take_slot(c, err, errlen)))
         goto fail;
     rec_owners_opts oo = {.nc = c->bnc, .nodes = c->kv, .node = c->node,
                           .partitions = c->partitions, .replicas = c->replicas,

@@ -44,6 +44,11 @@
 #define REC_CLUSTER_BUCKET "RECD_NODES"
 #define REC_CLUSTER_PARTITIONS 64  /* P when none is given */
 #define REC_CLUSTER_MAX_PARTITIONS 65536
+/* A list shown, on its user's partition: applied by the other nodes
+ * (rec_dispatch_apply_record), so that feedback naming it is attributed
+ * wherever it comes. */
+#define REC_CLUSTER_RECORD_OP "rec.record"
+#define REC_CLUSTER_SLOTS 1024     /* rec_id slots: node names, ever */
 
 typedef struct rec_cluster rec_cluster;
 
@@ -195,6 +200,10 @@ void rec_cluster_stop(rec_cluster *c);
 /* NULL is a no-op. After rec_cluster_stop and the loop's end (or without
  * rec_cluster_start). */
 void rec_cluster_free(rec_cluster *c);
+
+/* The node's rec_id slot (0..REC_CLUSTER_SLOTS-1), its own among the
+ * cluster's node names. */
+uint32_t rec_cluster_slot(const rec_cluster *c);
 
 /* The partition of a user key (its encoded bytes), of p. */
 uint32_t rec_cluster_partition(const char *key, size_t klen, uint32_t p);

@@ -59,6 +59,21 @@ typedef struct method_def {
 #define REC_LIST_MAX 10000 /* ids or events in one page of the listing methods */
 #define NMETHODS 24 /* entries of methods[], defined at the end */
 
+/* In a cluster, a click may come to a node before the list it names: the
+ * list is sent on by the node that served it while the client already has
+ * it. Such feedback waits here (the last LATE_MAX, for LATE_S seconds) and
+ * is credited when the list comes. */
+#define LATE_MAX 1024
+#define LATE_S 60.0
+
+typedef struct late_feedback {
+    uint64_t rec_id;   /* 0: a free entry */
+    char hex[17];      /* rec_id as the event named it */
+    char type[REC_TYPE_NAME_MAX + 1];
+    uint32_t item;
+    double ts, at;     /* the event's time; when it came (rec_wall) */
+} late_feedback;
+
 struct rec_dispatch {
     rec_engine *e;
     size_t method_len[NMETHODS]; /* strlen of each method's name */
@@ -84,6 +99,11 @@ struct rec_dispatch {
     int strict;          /* the server's default for event.add's strict */
     uint64_t items_by_events; /* items that an event created (sys.info) */
     uint64_t types_by_events; /* event types that an event created */
+    rec_dispatch_record_fn record_fn; /* lists shown, to the cluster, or NULL */
+    late_feedback late[LATE_MAX]; /* with record_fn: feedback before its list */
+    uint32_t late_next, nlate;
+    void *record_ud;
+    uint32_t rec_slot;        /* the node's slot in its rec_ids (with record_fn) */
     const char *info_name;    /* sys.info's extra section, or NULL */
     int (*info_pack)(void *ud, msgpack_packer *pk);
     void *info_ud;
@@ -922,6 +942,48 @@ static int check_new_types(call_ctx *c, uint32_t n) {
     return 0;
 }
 
+/* Feedback naming a list this node does not hold yet (a cluster's). */
+static void late_keep(rec_dispatch *d, const rec_event *ev, uint32_t item, double ts) {
+    late_feedback *l = &d->late[d->late_next];
+    d->late_next = (d->late_next + 1) % LATE_MAX;
+    if (!l->rec_id)
+        d->nlate++;
+    memcpy(l->hex, ev->rec_id, 16);
+    l->hex[16] = 0;
+    l->rec_id = strtoull(l->hex, NULL, 16);
+    if (!l->rec_id) {
+        d->nlate--;
+        return;
+    }
+    size_t tl = ev->tlen < REC_TYPE_NAME_MAX ? ev->tlen : REC_TYPE_NAME_MAX;
+    memcpy(l->type, ev->type, tl);
+    l->type[tl] = 0;
+    l->item = item;
+    l->ts = ts;
+    l->at = rec_wall();
+}
+
+/* The list rec_id came: the feedback that waited for it is credited, to
+ * stats.get and to the click model (its list now waits for outcomes). */
+static void late_credit(rec_dispatch *d, uint64_t rec_id) {
+    double now = rec_wall();
+    rec_click *cm = rec_engine_click(d->e);
+    for (uint32_t i = 0; i < LATE_MAX && d->nlate; i++) {
+        late_feedback *l = &d->late[i];
+        if (!l->rec_id || (l->rec_id != rec_id && now - l->at < LATE_S))
+            continue;
+        if (l->rec_id == rec_id) {
+            size_t tl = strlen(l->type);
+            (void)rec_stats_attribute(&d->metrics, d->e, l->hex, 16, l->item, l->type, tl,
+                                      l->ts);
+            if (rec_click_active(cm))
+                (void)rec_click_feedback(cm, d->e, l->hex, 16, l->item, l->type, tl, l->ts);
+        }
+        l->rec_id = 0; /* credited, or too old */
+        d->nlate--;
+    }
+}
+
 static int apply_event(call_ctx *c, const msgpack_object *o) {
     rec_buf *ctx = &c->d->scratch;
     rec_buf_clear(ctx);
@@ -941,9 +1003,10 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
         return engine_fail(c, rc);
     c->d->items_by_events += out.new_item;
     c->d->types_by_events += out.new_type;
-    if (ev.rlen)
-        rec_stats_attribute(&c->d->metrics, c->e, ev.rec_id, ev.rlen, out.item,
-                            ev.type, ev.tlen, out.ts);
+    if (ev.rlen && rec_stats_attribute(&c->d->metrics, c->e, ev.rec_id, ev.rlen, out.item,
+                                       ev.type, ev.tlen, out.ts) &&
+        c->d->record_fn)
+        late_keep(c->d, &ev, out.item, out.ts);
     /* The fields a replay reads back from the log. */
     rec_replay_event le = {
         .seq = out.seq, .ts = out.ts, .user = out.user, .item = out.item,
@@ -1045,14 +1108,112 @@ static uint64_t *skip_map(call_ctx *c, const msgpack_object *exclude,
     return skip;
 }
 
+/* Whether map key k is the string s. */
+static int key_is(const msgpack_object *k, const char *s) {
+    size_t n = strlen(s);
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, s, n);
+}
+
+/* In a cluster: milliseconds, the node's slot, then a counter. */
+#define REC_ID_SLOT_SHIFT 12
+#define REC_ID_MS_SHIFT 22
+
 static uint64_t next_rec_id(rec_dispatch *d) {
-    /* Milliseconds in the high bits, a counter below: grows even when two
-     * recommendations share a millisecond, so the records are appended. */
-    uint64_t id = ((uint64_t)(rec_wall() * 1000.0) << 16) | (d->rec_seq++ & 0xffff);
-    if (id <= d->last_rec_id)
-        id = d->last_rec_id + 1;
+    uint64_t ms = (uint64_t)(rec_wall() * 1000.0);
+    uint64_t id;
+    if (d->record_fn) {
+        /* The slot keeps two nodes' ids apart; within the node they grow
+         * (a full millisecond borrows the next), so its records are
+         * appended. */
+        uint64_t last_ms = d->last_rec_id >> REC_ID_MS_SHIFT, n = 0;
+        if (ms <= last_ms) {
+            ms = last_ms;
+            n = (d->last_rec_id & ((1u << REC_ID_SLOT_SHIFT) - 1)) + 1;
+            if (n >> REC_ID_SLOT_SHIFT) {
+                ms++;
+                n = 0;
+            }
+        }
+        id = ms << REC_ID_MS_SHIFT | (uint64_t)d->rec_slot << REC_ID_SLOT_SHIFT | n;
+    } else {
+        /* Milliseconds in the high bits, a counter below: grows even when
+         * two recommendations share a millisecond, so the records are
+         * appended. */
+        id = (ms << 16) | (d->rec_seq++ & 0xffff);
+        if (id <= d->last_rec_id)
+            id = d->last_rec_id + 1;
+    }
     d->last_rec_id = id;
     return id;
+}
+
+/* The record just stored (rec, with item indexes) to the cluster's hook,
+ * as rec_dispatch_apply_record takes it: {id, rec_id, rec} with the items
+ * as ids. A failure is logged: the list stays attributed here alone. */
+static void share_record(call_ctx *c, const char *key, size_t kl, uint64_t rid,
+                         const char *rec, size_t len) {
+    rec_dispatch *d = c->d;
+    if (!d->record_fn || !key)
+        return;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    rec_buf out = REC_BUF_INIT;
+    msgpack_packer pk;
+    rec_rpc_packer(&pk, &out);
+    int rc = msgpack_unpack_next(&up, rec, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+                     up.data.type == MSGPACK_OBJECT_MAP
+                 ? 0 : REC_EINVAL;
+    const msgpack_object *m = &up.data;
+    rc = rc || msgpack_pack_array(&pk, 1) || msgpack_pack_map(&pk, 3) ||
+         rec_value_pack_str(&pk, "id") || pack_key(&pk, key, kl) ||
+         rec_value_pack_str(&pk, "rec_id") || msgpack_pack_uint64(&pk, rid) ||
+         rec_value_pack_str(&pk, "rec") || msgpack_pack_map(&pk, m->via.map.size);
+    for (uint32_t i = 0; !rc && i < m->via.map.size; i++) {
+        const msgpack_object_kv *kv = &m->via.map.ptr[i];
+        rc = msgpack_pack_object(&pk, kv->key);
+        if (rc || !key_is(&kv->key, "items") || kv->val.type != MSGPACK_OBJECT_ARRAY) {
+            rc = rc || msgpack_pack_object(&pk, kv->val);
+            continue;
+        }
+        rc = msgpack_pack_array(&pk, kv->val.via.array.size);
+        for (uint32_t j = 0; !rc && j < kv->val.via.array.size; j++) {
+            size_t il;
+            const char *ik = rec_engine_key(c->e, REC_KIND_ITEM,
+                                            (uint32_t)kv->val.via.array.ptr[j].via.u64, &il);
+            rc = pack_key(&pk, ik, il);
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+    msgpack_unpacked_init(&up);
+    if (!rc)
+        rc = msgpack_unpack_next(&up, out.data, out.len, NULL) == MSGPACK_UNPACK_SUCCESS
+                 ? d->record_fn(d->record_ud, &up.data) : REC_ENOMEM;
+    if (rc)
+        REC_DEBUG("cluster: the list %016llx is attributed on this node alone: %s",
+                 (unsigned long long)rid, rec_strerror(rc));
+    msgpack_unpacked_destroy(&up);
+    rec_buf_free(&out);
+}
+
+/* Count a list as shown to the person of ukey: to its pipeline (NULL: a
+ * strategy asked alone), its variant (NULL: none), and item i to strategy
+ * by[i]; the impressions counter; what the person was shown (for the
+ * strategies' shown_by; a person not remembered for want of memory is
+ * served as one never shown). */
+static void count_shown(rec_dispatch *d, const char *ukey, size_t ulen, const char *pipeline,
+                        const char *arm, const char *const *by, const uint32_t *items,
+                        size_t n, double now) {
+    if (pipeline)
+        rec_stats_add(&d->metrics, "pipeline", pipeline, (double)n, 0, 0, now);
+    if (arm)
+        rec_stats_add(&d->metrics, "variant", arm, (double)n, 0, 0, now);
+    rec_counter *imp = rec_engine_counter(d->e, "impressions");
+    for (size_t i = 0; i < n; i++) {
+        rec_stats_add(&d->metrics, "strategy", by[i], 1, 0, 0, now);
+        if (imp)
+            rec_counter_add(imp, items[i], 1.0, now);
+    }
+    (void)rec_shown_add(rec_engine_shown(d->e), ukey, ulen, items, n, now);
 }
 
 /* Pack {rec_id, pipeline, items = [{id, score}]} and record it. */
@@ -1089,6 +1250,11 @@ static int pack_recs(call_ctx *c, uint32_t user, const char *pipeline,
     if (!rec_store_read_only(rec_engine_store(c->e)) &&
         (rc = rec_engine_rec_put(c->e, rid, user, b->data, b->len)))
         return engine_fail(c, rc);
+    if (user != REC_IDX_NONE) {
+        size_t kl;
+        const char *key = rec_engine_key(c->e, REC_KIND_USER, user, &kl);
+        share_record(c, key, kl, rid, b->data, b->len);
+    }
     if (strcmp(pipeline, "builtin") == 0)
         rec_stats_add(&c->d->metrics, "pipeline", pipeline, (double)n, 0, 0, rec_now());
     return 0;
@@ -1284,26 +1450,16 @@ static int recommend_scripts(call_ctx *c, const msgpack_object *o, const char *k
         rc = rec_engine_rec_put(c->e, rid, user, b->data, b->len);
     if (!rc && logged)
         rc = rec_click_served(cm, rid, rec_now(), (uint32_t)(got < MAX_N ? got : MAX_N));
-    double now = rec_now();
-    if (!so)
-        rec_stats_add(&d->metrics, "pipeline", label, (double)got, 0, 0, now);
-    if (arm)
-        rec_stats_add(&d->metrics, "variant", arm, (double)got, 0, 0, now);
-    rec_counter *imp = rec_engine_counter(c->e, "impressions");
-    for (size_t i = 0; i < got; i++) {
-        int si = hits[i].by < 0 ? 0 : hits[i].by;
-        rec_stats_add(&d->metrics, "strategy", p ? p->strategies[si].name : sname, 1, 0, 0,
-                      now);
-        if (imp)
-            rec_counter_add(imp, hits[i].idx, 1.0, now);
-    }
-    /* what this person was shown, for the strategies (shown_by); a person
-     * not remembered for want of memory is served as one never shown */
+    if (!rc)
+        share_record(c, key, kl, rid, b->data, b->len);
     uint32_t idx[MAX_N];
+    const char *by[MAX_N];
     size_t ns = got < MAX_N ? got : MAX_N;
-    for (size_t i = 0; i < ns; i++)
+    for (size_t i = 0; i < ns; i++) {
         idx[i] = hits[i].idx;
-    (void)rec_shown_add(rec_engine_shown(c->e), key, kl, idx, ns, now);
+        by[i] = p ? p->strategies[hits[i].by < 0 ? 0 : hits[i].by].name : sname;
+    }
+    count_shown(d, key, kl, so ? NULL : label, arm, by, idx, ns, rec_now());
     free(hits);
     return rc ? engine_fail(c, rc) : 0;
 }
@@ -1896,6 +2052,123 @@ void rec_dispatch_set_info(rec_dispatch *d, const char *name,
 }
 
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n) { d->connections = n; }
+
+void rec_dispatch_set_records(rec_dispatch *d, uint32_t slot, rec_dispatch_record_fn fn,
+                              void *ud) {
+    d->rec_slot = slot & ((1u << (REC_ID_MS_SHIFT - REC_ID_SLOT_SHIFT)) - 1);
+    d->record_fn = fn;
+    d->record_ud = ud;
+}
+
+/* A string field of a record into buf (empty when absent); 1 when there. */
+static int record_str(const msgpack_object *rec, const char *name, char *buf, size_t cap) {
+    const msgpack_object *o = rec_value_field(rec, name);
+    buf[0] = 0;
+    if (!o || o->type != MSGPACK_OBJECT_STR)
+        return 0;
+    size_t n = o->via.str.size < cap - 1 ? o->via.str.size : cap - 1;
+    memcpy(buf, o->via.str.ptr, n);
+    buf[n] = 0;
+    return 1;
+}
+
+int rec_dispatch_apply_record(rec_dispatch *d, const msgpack_object *params, char *errmsg,
+                              size_t errlen) {
+    const msgpack_object *o = params->type == MSGPACK_OBJECT_ARRAY &&
+                                      params->via.array.size == 1
+                                  ? &params->via.array.ptr[0] : NULL;
+    const msgpack_object *rid = o ? rec_value_field(o, "rec_id") : NULL;
+    const msgpack_object *rec = o ? rec_value_field(o, "rec") : NULL;
+    char key[REC_ID_MAX];
+    int kl = o ? peek_key(rec_value_field(o, "id"), key) : -1;
+    if (kl <= 0 || !rid || rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !rec ||
+        rec->type != MSGPACK_OBJECT_MAP) {
+        snprintf(errmsg, errlen, "a shown list must be [{id, rec_id, rec}]");
+        return REC_EINVAL;
+    }
+    rec_engine *e = d->e;
+    uint32_t user = rec_engine_lookup(e, REC_KIND_USER, key, (size_t)kl);
+    /* The record as this node stores its own: item indexes, places kept. */
+    uint32_t items[MAX_N];
+    size_t n = 0;
+    rec_buf *b = &d->scratch;
+    rec_buf_clear(b);
+    msgpack_packer rp;
+    rec_rpc_packer(&rp, b);
+    int rc = msgpack_pack_map(&rp, rec->via.map.size);
+    for (uint32_t i = 0; !rc && i < rec->via.map.size; i++) {
+        const msgpack_object_kv *kv = &rec->via.map.ptr[i];
+        rc = msgpack_pack_object(&rp, kv->key);
+        if (rc || !key_is(&kv->key, "items") || kv->val.type != MSGPACK_OBJECT_ARRAY) {
+            rc = rc || msgpack_pack_object(&rp, kv->val);
+            continue;
+        }
+        rc = msgpack_pack_array(&rp, kv->val.via.array.size);
+        for (uint32_t j = 0; !rc && j < kv->val.via.array.size; j++) {
+            char ik[REC_ID_MAX];
+            int il = peek_key(&kv->val.via.array.ptr[j], ik);
+            uint32_t x = il > 0 ? rec_engine_lookup(e, REC_KIND_ITEM, ik, (size_t)il)
+                                : REC_IDX_NONE;
+            rc = msgpack_pack_uint32(&rp, x);
+            if (n < MAX_N)
+                items[n++] = x;
+        }
+    }
+    if (rc) {
+        snprintf(errmsg, errlen, "out of memory");
+        return REC_ENOMEM;
+    }
+    if (!rec_store_read_only(rec_engine_store(e)) &&
+        (rc = rec_engine_rec_put(e, rid->via.u64, user, b->data, b->len))) {
+        snprintf(errmsg, errlen, "%s", rec_engine_errmsg(e));
+        return rc;
+    }
+    char pipeline[REC_PIPELINE_NAME_MAX + 16], arm[REC_PIPELINE_NAME_MAX + 1];
+    record_str(rec, "pipeline", pipeline, sizeof pipeline);
+    int has_arm = record_str(rec, "arm", arm, sizeof arm);
+    int strategy_alone = !strncmp(pipeline, "strategy:", 9);
+    double now = rec_now();
+    const msgpack_object *strats = rec_value_field(rec, "strategies");
+    const msgpack_object *byo = rec_value_field(rec, "by");
+    if (!strats || strats->type != MSGPACK_OBJECT_ARRAY || !strats->via.array.size ||
+        !byo || byo->type != MSGPACK_OBJECT_ARRAY) {
+        /* The built-in pipeline's: counted to its pipeline alone. */
+        if (pipeline[0] && !strategy_alone)
+            rec_stats_add(&d->metrics, "pipeline", pipeline, (double)n, 0, 0, now);
+        if (d->nlate)
+            late_credit(d, rid->via.u64);
+        return 0;
+    }
+    /* Strategy names by place, the unknown items left out of the counts. */
+    char names[REC_PIPELINE_MAX_STRATEGIES][REC_PIPELINE_NAME_MAX + 1];
+    uint32_t ns = strats->via.array.size < REC_PIPELINE_MAX_STRATEGIES
+                      ? strats->via.array.size : REC_PIPELINE_MAX_STRATEGIES;
+    for (uint32_t i = 0; i < ns; i++) {
+        const msgpack_object *so = &strats->via.array.ptr[i];
+        snprintf(names[i], sizeof names[i], "%.*s",
+                 so->type == MSGPACK_OBJECT_STR ? (int)so->via.str.size : 1,
+                 so->type == MSGPACK_OBJECT_STR ? so->via.str.ptr : "?");
+    }
+    const char *by[MAX_N];
+    size_t known = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i] == REC_IDX_NONE)
+            continue;
+        uint64_t si = i < byo->via.array.size &&
+                              byo->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                          ? byo->via.array.ptr[i].via.u64 : 0;
+        by[known] = names[si < ns ? si : 0];
+        items[known++] = items[i];
+    }
+    count_shown(d, key, (size_t)kl, strategy_alone ? NULL : pipeline, has_arm ? arm : NULL, by,
+                items, known, now);
+    rec_click *cm = rec_engine_click(e);
+    if (rec_value_field(rec, "f") && rec_click_active(cm))
+        (void)rec_click_served(cm, rid->via.u64, now, (uint32_t)n);
+    if (d->nlate)
+        late_credit(d, rid->via.u64);
+    return 0;
+}
 
 int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,
                              const char *pipelines_path, int rec_ref) {

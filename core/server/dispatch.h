@@ -182,6 +182,27 @@ int rec_dispatch_check_write(rec_dispatch *d, int method, const msgpack_object *
 void rec_dispatch_set_info(rec_dispatch *d, const char *name,
                            int (*pack)(void *ud, msgpack_packer *pk), void *ud);
 
+/* Lists shown across a cluster (docs/cluster.md): every list recorded
+ * here is also handed to fn(ud, params), params being what
+ * rec_dispatch_apply_record takes on the other nodes (one map in an
+ * array: {id = the user's id, rec_id, rec = the record with item ids}), for
+ * the stream. rec_ids then hold the node's slot (0..1023, unique among the
+ * cluster's nodes) so that no two nodes hand out the same. A list without
+ * a user (rec.similar) stays where it was served. */
+typedef int (*rec_dispatch_record_fn)(void *ud, const msgpack_object *params);
+void rec_dispatch_set_records(rec_dispatch *d, uint32_t slot, rec_dispatch_record_fn fn,
+                              void *ud);
+
+/* A list another node recorded (its params as handed to the record hook
+ * there): stored under its rec_id with this node's indexes, and counted as
+ * shown (stats.get, the impressions counter, what the person was shown,
+ * the click model's wait for outcomes) as it was where it was served, so
+ * that feedback naming it is attributed on every node. Item ids unknown
+ * here keep their places and match no event. 0, or a negative REC_E* code
+ * with errmsg. */
+int rec_dispatch_apply_record(rec_dispatch *d, const msgpack_object *params, char *errmsg,
+                              size_t errlen);
+
 /* Server figures shown by sys.info: open connections. */
 void rec_dispatch_set_connections(rec_dispatch *d, uint32_t n);
 

@@ -1056,6 +1056,13 @@ static int cluster_apply(void *ud, const char *op, const msgpack_object *ev,
     const msgpack_object *params = &one;
     int method = s->event_method;
     unsigned flags = 0;
+    char err[512];
+    if (op && !strcmp(op, REC_CLUSTER_RECORD_OP)) {
+        int rc = rec_dispatch_apply_record(s->d, ev, err, sizeof err);
+        if (rc)
+            REC_WARN("cluster: a list shown through another node was not recorded: %s", err);
+        return rc;
+    }
     if (op) {
         method = rec_dispatch_find(s->d, op, strlen(op));
         flags = method >= 0 ? rec_dispatch_flags(s->d, method) : 0;
@@ -1065,7 +1072,6 @@ static int cluster_apply(void *ud, const char *op, const msgpack_object *ev,
             return REC_PENDING;
         params = ev;
     }
-    char err[512];
     rec_buf *b = &s->result;
     rec_buf_clear(b);
     int rc = rec_dispatch_call(s->d, method, params, &s->cluster_sess, b, err, sizeof err);
@@ -1096,6 +1102,19 @@ static int cluster_serve(void *ud, const char *name, size_t nl, const msgpack_ob
         return REC_EINVAL;
     }
     return rec_dispatch_call(s->d, method, params, &s->fwd_sess, out, err, errlen);
+}
+
+/* A list shown here, to the stream for the other nodes (the hook of
+ * rec_dispatch_set_records): published without waiting; the answer does
+ * not wait for it either. */
+static int publish_record(void *ud, const msgpack_object *params) {
+    server *s = ud;
+    char err[512];
+    int rc = rec_cluster_publish_op(s->cluster, REC_CLUSTER_RECORD_OP, params, NULL, err,
+                                    sizeof err);
+    if (rc)
+        REC_DEBUG("cluster: publishing a shown list: %s", err);
+    return rc;
 }
 
 static int pack_cluster_info(void *ud, msgpack_packer *pk) {
@@ -2104,6 +2123,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         s->cluster_sess.trusted = 1;
         s->fwd_sess.trusted = 1;
         rec_dispatch_set_info(s->d, "cluster", pack_cluster_info, s->cluster);
+        rec_dispatch_set_records(s->d, rec_cluster_slot(s->cluster), publish_record, s);
         if (rec_cluster_start(s->cluster, s->loop, s->e, cluster_apply, cluster_progress,
                               cluster_serve, s)) {
             REC_ERROR("--cluster: cannot start consuming");

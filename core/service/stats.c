@@ -52,24 +52,25 @@ void rec_stats_add(rec_stats *st, const char *kind, const char *name, double imp
 /* Credit an event to the recommendation that showed its item: clicks for
  * type "click", conversions for "purchase" and "add_to_cart", to the
  * pipeline, its experiment arm and the strategy that placed the item. */
-void rec_stats_attribute(rec_stats *st, rec_engine *e, const char *rec_id, size_t rlen,
-                         uint32_t item, const char *type, size_t tlen, double ts) {
+int rec_stats_attribute(rec_stats *st, rec_engine *e, const char *rec_id, size_t rlen,
+                        uint32_t item, const char *type, size_t tlen, double ts) {
     int click = tlen == 5 && memcmp(type, "click", 5) == 0;
     int conv = (tlen == 8 && memcmp(type, "purchase", 8) == 0) ||
                (tlen == 11 && memcmp(type, "add_to_cart", 11) == 0);
     if ((!click && !conv) || rlen != 16)
-        return;
+        return 0;
     char hex[17];
     memcpy(hex, rec_id, 16);
     hex[16] = 0;
     char *end;
     unsigned long long id = strtoull(hex, &end, 16);
     if (*end)
-        return;
+        return 0;
     rec_buf b = REC_BUF_INIT;
-    if (rec_engine_rec_get(e, id, &b) || b.len < 5) {
+    int rc = rec_engine_rec_get(e, id, &b);
+    if (rc || b.len < 5) {
         rec_buf_free(&b);
-        return;
+        return rc == REC_ENOTFOUND;
     }
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
@@ -114,6 +115,7 @@ void rec_stats_attribute(rec_stats *st, rec_engine *e, const char *rec_id, size_
     }
     msgpack_unpacked_destroy(&up);
     rec_buf_free(&b);
+    return 0;
 }
 
 void rec_stats_wilson(double k, double n, double *lo, double *hi) {

@@ -38,8 +38,10 @@ void rec_stats_add(rec_stats *st, const char *kind, const char *name, double imp
                    double clk, double conv, double t);
 /* Credit an event of type (tlen bytes) on item (index) at ts to the
  * recommendation rec_id (rlen bytes: 16 hex digits) recorded in e; other
- * types, ids and items count nothing. */
-void rec_stats_attribute(rec_stats *st, rec_engine *e, const char *rec_id, size_t rlen,
+ * types, ids and items count nothing. Returns 1 when the event is a click
+ * or a conversion naming a list that e does not hold (yet: in a cluster,
+ * the list may still be on its way from the node that served it), else 0. */
+int rec_stats_attribute(rec_stats *st, rec_engine *e, const char *rec_id, size_t rlen,
                          uint32_t item, const char *type, size_t tlen, double ts);
 /* Pack stats.get's answer as of now: {recent_half_life_s, pipelines =
  * {name = m}, variants = {...}, strategies = {...}} where m = {total =

@@ -209,42 +209,76 @@ def check_large_batches(nodes):
     assert after[2] == before[2], "served in the owner's place: %r" % ((before, after),)
 
 
-def stats_clicks(node):
+def stats_totals(node):
+    """(impressions, clicks) over the pipelines of node's stats.get."""
     with node.connect() as c:
         st = c.call("stats.get")
-    return sum(m["total"]["clicks"] for m in st.get("pipelines", {}).values())
+    tot = [m["total"] for m in st.get("pipelines", {}).values()]
+    return sum(t["impressions"] for t in tot), sum(t["clicks"] for t in tot)
+
+
+def wait_totals(nodes, want, timeout=10):
+    """Until every node's stats_totals is want[name]; the last seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {n.name: stats_totals(n) for n in nodes}
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
 
 
 def check_feedback_on_owner(nodes):
-    """A list served through a non-owner is recorded on the owner: a click
-    naming its rec_id, sent through a third node, is credited there."""
+    """A list served through a non-owner is served by the owner, which
+    records it and sends the record on the user's partition: every node
+    holds it. A click naming its rec_id, sent through a third node, is
+    credited on every node (the list's impressions too), so it still is
+    once the owner is gone. The nodes' rec_ids carry slots of their own."""
     names = [n.name for n in nodes]
     owner, via, sender = nodes[1], nodes[0], nodes[2]
     user = users_owned(owner.name, names, 1, "fb")[0]
+    slots = [n.info()["cluster"]["rec_id_slot"] for n in nodes]
+    assert len(set(slots)) == len(slots), slots
     with sender.connect() as cs:
         for j in range(5):
             cs.call("event.add", {"user": "fbo%d" % j, "item": "fbi%d" % j, "type": "click"})
             cs.call("event.add", {"user": user, "item": "fbi%d" % ((j + 1) % 5),
                                   "type": "view"})
-    before = {n.name: stats_clicks(n) for n in nodes}
+    # the lists of the checks before, recorded on every node
+    deadline = time.monotonic() + 10
+    while True:
+        before = {n.name: stats_totals(n) for n in nodes}
+        if len(set(before.values())) == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(set(before.values())) == 1, ("the same totals on every node", before)
+    applied = {n.name: n.info()["cluster"]["lists_applied"] for n in nodes}
     with via.connect() as cv:
         recs = cv.call("rec.recommend", {"user": user, "n": 5})
     assert recs.get("rec_id") and recs["items"], recs
+    rid = int(recs["rec_id"], 16)
+    assert (rid >> 12) & 1023 == slots[1], (recs["rec_id"], slots)   # the owner's slot
+    shown = len(recs["items"])
+    want = {k: (v[0] + shown, v[1]) for k, v in before.items()}
+    got = wait_totals(nodes, want)
+    assert got == want, ("the list counted as shown on every node", before, got)
     item = recs["items"][0]["id"] if isinstance(recs["items"][0], dict) else recs["items"][0]
     with sender.connect() as cs:
         assert cs.call("event.add", {"user": user, "item": item, "type": "click",
                                      "rec_id": recs["rec_id"]}) == 1
     with owner.connect() as co:   # the owner's own read: it applied the click
         assert co.call("user.history", user, {"n": 1})["history"][0]["item"] == item
-    after = {n.name: stats_clicks(n) for n in nodes}
-    assert after[owner.name] == before[owner.name] + 1, (before, after)
-    for n in (via, sender):
-        assert after[n.name] == before[n.name], (n.name, before, after)
+    want = {k: (v[0], v[1] + 1) for k, v in want.items()}
+    got = wait_totals(nodes, want)
+    assert got == want, ("the click credited on every node", before, got)
+    for n in nodes:
+        a = n.info()["cluster"]["lists_applied"]
+        assert a == applied[n.name] + (0 if n is owner else 1), (n.name, applied, a)
 
 
 def check_failover(nodes, victim):
     """kill -9 of victim: the survivors own every partition (the time it
-    took is printed), rec.recommend answers for every user throughout
+    took is printed), a click on a list victim showed before it died is
+    credited on each survivor, rec.recommend answers for every user throughout
     (those of the dead owner's partitions served where they came, counted
     as fallbacks), and the node started again takes its share back."""
     survivors = [n for n in nodes if n is not victim]
@@ -264,6 +298,15 @@ def check_failover(nodes, victim):
                 failures.extend(bad)
                 answered[0] += len(res) - len(bad)
 
+    # a list the victim shows, whose click comes after its death
+    mine = users_owned(victim.name, [n.name for n in nodes], 1, "fo")[0]
+    with victim.connect() as c:
+        shown = c.call("rec.recommend", {"user": mine, "n": 3})
+    assert shown["items"], shown
+    totals = {n.name: stats_totals(n) for n in survivors}
+    for n in survivors:     # the list on every node before the kill
+        want = {n.name: (totals[n.name][0] + len(shown["items"]), totals[n.name][1])}
+        assert wait_totals([n], want) == want, (n.name, totals)
     before = {n.name: counters(n) for n in survivors}
     threads = [threading.Thread(target=reader, args=(n,), daemon=True) for n in survivors]
     for t in threads:
@@ -276,6 +319,13 @@ def check_failover(nodes, victim):
     for t in threads:
         t.join(60)
     assert not failures, failures[:5]
+    with survivors[0].connect() as c:
+        assert c.call("event.add", {"user": mine, "item": shown["items"][0]["id"],
+                                    "type": "click", "rec_id": shown["rec_id"]}) == 1
+    for n in survivors:     # credited on each survivor: the list outlived its node
+        clicks = stats_totals(n)[1]
+        want = {n.name: (stats_totals(n)[0], totals[n.name][1] + 1)}
+        assert wait_totals([n], want) == want, (n.name, totals[n.name], clicks)
     after = {n.name: counters(n) for n in survivors}
     fallbacks = sum(after[n][2] - before[n][2] for n in after)
     assert fallbacks > 0, (before, after)

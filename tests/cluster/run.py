@@ -211,7 +211,9 @@ def check_read_your_writes(node, rounds=40):
 def check_bad_call_publishes_nothing(node):
     """A call with a bad event is refused whole, as on a node alone: its
     good events are not published either."""
-    before = node.info()["cluster"]
+    before = node.wait_caught_up()   # the lists shown before, sent on
+    time.sleep(0.2)
+    before = node.wait_caught_up()
     with node.connect() as c:
         try:
             c.call("event.add", {"user": "bad1", "item": "i1", "type": "click"},
@@ -237,6 +239,7 @@ def check_info(node):
 
 
 def check_clean_restart(node):
+    node.wait_caught_up()   # its own lists shown, in the stream and applied
     before = node.info()
     rc = node.stop()
     assert rc == 0, "exit code %r on SIGTERM:\n%s" % (rc, node.log())
@@ -458,10 +461,12 @@ def main():
             owners.check_forwarded_as_owner, nodes)
         run("large pipelines of forwarded reads, in several messages each way",
             owners.check_large_batches, nodes)
-        run("feedback on a list served through a non-owner is credited on the owner",
+        run("a list served through a non-owner is on every node; feedback on it is "
+            "credited on every node, also when it comes before the list",
             owners.check_feedback_on_owner, nodes)
         run("kill -9 of a node: the survivors own its partitions, lists come for every "
-            "user; the node started again takes its share back", owners.check_failover,
+            "user, a click on a list the dead node showed is credited; the node started "
+            "again takes its share back", owners.check_failover,
             nodes, others[1])
         seen_a = {}
         t = time.monotonic()

@@ -26,6 +26,7 @@
 #include "lua_api.h"
 #include "rpc.h"
 #include "script.h"
+#include "value.h"
 
 /* ---- fixture: an engine, scripts, a dispatcher ----------------------------- */
 
@@ -566,6 +567,147 @@ static void test_events_reach_policies_in_batches(void **state) {
     fx_close(&f); /* what is queued goes before the dispatcher does */
 }
 
+
+/* ---- lists shown across a cluster's nodes ------------------------------------- */
+
+/* The params handed to the record hook, kept packed. */
+static msgpack_sbuffer shared;
+static int shared_lists;
+
+static int keep_record(void *ud, const msgpack_object *params) {
+    (void)ud;
+    msgpack_sbuffer_clear(&shared);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &shared, msgpack_sbuffer_write);
+    shared_lists++;
+    return msgpack_pack_object(&pk, *params);
+}
+
+/* Run method with params given as packed bytes; its result in f->out. */
+static int call_packed(fx *f, const char *m, const char *params, size_t len) {
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, params, len, NULL), MSGPACK_UNPACK_SUCCESS);
+    int method = rec_dispatch_find(f->d, m, strlen(m));
+    assert_true(method >= 0);
+    f->out.len = 0;
+    int rc = rec_dispatch_call(f->d, method, &u.data, &f->sess, &f->out, f->err, sizeof f->err);
+    if (!rc && (rec_dispatch_flags(f->d, method) & REC_M_WRITE))
+        assert_int_equal(rec_engine_commit(f->e), 0);
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+/* A click of user u1 on item naming rec_id. */
+static void click(fx *f, const char *item, const char *rec_id) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 4);
+    pk_str(&pk, "user");
+    pk_str(&pk, "u1");
+    pk_str(&pk, "item");
+    pk_str(&pk, item);
+    pk_str(&pk, "type");
+    pk_str(&pk, "click");
+    pk_str(&pk, "rec_id");
+    pk_str(&pk, rec_id);
+    assert_int_equal(call_packed(f, "event.add", sb.data, sb.size), 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* stats.get's pipeline main: impressions and clicks. */
+static void main_totals(fx *f, double *imp, double *clk) {
+    static const char none[] = {(char)0x90}; /* [] */
+    assert_int_equal(call_packed(f, "stats.get", none, 1), 0);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, f->out.data, f->out.len, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    *imp = *clk = 0;
+    const msgpack_object *pl = rec_value_field(&u.data, "pipelines");
+    const msgpack_object *m = pl ? rec_value_field(pl, "main") : NULL;
+    const msgpack_object *t = m ? rec_value_field(m, "total") : NULL;
+    if (t) {
+        *imp = rec_value_field(t, "impressions")->via.f64;
+        *clk = rec_value_field(t, "clicks")->via.f64;
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
+/* The rec_id and the first item of the answer in f->out. */
+static void answer_list(fx *f, char *rec_id, char *item) {
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, f->out.data, f->out.len, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *r = rec_value_field(&u.data, "rec_id");
+    const msgpack_object *items = rec_value_field(&u.data, "items");
+    assert_non_null(r);
+    assert_non_null(items);
+    assert_true(items->via.array.size >= 2);
+    snprintf(rec_id, 17, "%.*s", (int)r->via.str.size, r->via.str.ptr);
+    for (int k = 0; k < 2; k++) {
+        const msgpack_object *id = rec_value_field(&items->via.array.ptr[k], "id");
+        snprintf(item + 8 * k, 8, "%.*s", (int)id->via.str.size, id->via.str.ptr);
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
+static void test_records_across_nodes(void **state) {
+    (void)state;
+    fx a, b;
+    fx_open(&a, 0);
+    fx_open(&b, 0);
+    msgpack_sbuffer_init(&shared);
+    shared_lists = 0;
+    rec_dispatch_set_records(a.d, 5, keep_record, NULL);
+    rec_dispatch_set_records(b.d, 6, keep_record, NULL);
+    /* b knows the items by other indexes: the record goes by ids */
+    assert_int_equal(call_packed(&b, "item.put", "\x91\x81\xa2id\xa2i9", 8), 0);
+    call_ok(&a, REQ_ITEMS);
+    call_ok(&b, REQ_ITEMS);
+    call_ok(&a, REQ_RECOMMEND);
+    assert_int_equal(shared_lists, 1);
+    char rid[17], items[16];
+    answer_list(&a, rid, items);
+    /* a's rec_ids carry its slot */
+    assert_int_equal((strtoull(rid, NULL, 16) >> 12) & 1023, 5);
+    double imp, clk;
+    /* the click comes to b before the list: it waits */
+    click(&b, items, rid);
+    main_totals(&b, &imp, &clk);
+    assert_true(imp == 0 && clk == 0);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, shared.data, shared.size, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    char err[256];
+    assert_int_equal(rec_dispatch_apply_record(b.d, &u.data, err, sizeof err), 0);
+    msgpack_unpacked_destroy(&u);
+    /* the list counted as shown on b, the waiting click credited */
+    main_totals(&b, &imp, &clk);
+    assert_true(imp == 5 && clk == 1);
+    main_totals(&a, &imp, &clk);
+    assert_true(imp == 5 && clk == 0);
+    /* a click after the list: credited on both */
+    click(&a, items + 8, rid);
+    click(&b, items + 8, rid);
+    main_totals(&a, &imp, &clk);
+    assert_true(clk == 1);
+    main_totals(&b, &imp, &clk);
+    assert_true(clk == 2);
+    /* a malformed record is refused with a message */
+    msgpack_object bad = {.type = MSGPACK_OBJECT_ARRAY};
+    assert_int_equal(rec_dispatch_apply_record(b.d, &bad, err, sizeof err), REC_EINVAL);
+    assert_non_null(strstr(err, "rec_id"));
+    msgpack_sbuffer_destroy(&shared);
+    fx_close(&a);
+    fx_close(&b);
+}
+
 int main(void) {
     rec_log_set_level(REC_LOG_ERROR); /* the failures are logged as warnings */
     const struct CMUnitTest tests[] = {
@@ -574,6 +716,7 @@ int main(void) {
         cmocka_unit_test(test_check_events_alone),
         cmocka_unit_test(test_check_write_alone),
         cmocka_unit_test(test_events_reach_policies_in_batches),
+        cmocka_unit_test(test_records_across_nodes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
