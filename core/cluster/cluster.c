@@ -44,6 +44,8 @@
 #define CATALOG_SUBJECT "recd.cat" /* item.put and item.delete */
 #define OP_HEADER "Recd-Op"        /* a write other than event.add: its method */
 #define SLOTS_BUCKET "RECD_SLOTS"   /* slot.<k>: the node name holding rec_id slot k */
+#define LISTS_SUBJECT "recd.lists"  /* lists shown, core NATS: [origin, [record...]] */
+#define LISTS_QUEUE_MAX 4096        /* messages of lists waiting for the loop thread */
 #define INFO_API "$JS.API.STREAM.INFO." REC_CLUSTER_STREAM
 #define BARRIER_RESEND_S 1.0       /* a read barrier's question unanswered: again */
 #define BARRIER_GIVE_UP_S 15.0     /* a read still waiting this long: io_error */
@@ -153,6 +155,11 @@ struct rec_cluster {
     uint64_t cat_last;      /* the highest catalogue sequence known */
     uint64_t cat_writes;    /* catalogue writes applied */
     uint64_t records;       /* lists shown through other nodes, applied */
+    uint64_t lists_dropped; /* ... not applied: the loop was too far behind */
+    natsSubscription *lsub; /* LISTS_SUBJECT */
+    natsMsg **lq;           /* lists received, for the loop thread (mu) */
+    size_t nlq, lq_cap;
+    rec_cluster_lists_fn lists_fn;
     uint32_t slot;          /* the node's rec_id slot (RECD_SLOTS) */
     /* read barriers (mu) */
     rec_idslots bslots;      /* barriers by id */
@@ -512,9 +519,7 @@ int rec_cluster_publish(rec_cluster *c, const msgpack_object *events, uint32_t n
 
 /* item.* go whole to the catalogue's subject; user.* one user a message,
  * each to its user's partition (with that user's events). */
-static int op_per_user(const char *op) {
-    return strncmp(op, "user.", 5) == 0 || strcmp(op, REC_CLUSTER_RECORD_OP) == 0;
-}
+static int op_per_user(const char *op) { return strncmp(op, "user.", 5) == 0; }
 static int op_is_delete(const char *op) { return strstr(op, ".delete") != NULL; }
 
 int rec_cluster_publish_op(rec_cluster *c, const char *op, const msgpack_object *params,
@@ -1055,17 +1060,14 @@ static void *consume_main(void *arg) {
     return NULL;
 }
 
-/* Whether this process published msg. */
-static int own_msg(rec_cluster *c, natsMsg *msg) {
-    const char *mid = NULL;
-    size_t il = strlen(c->instance);
-    return natsMsgHeader_Get(msg, "Nats-Msg-Id", &mid) == NATS_OK && mid &&
-           strncmp(mid, c->instance, il) == 0 && mid[il] == ':';
-}
-
 /* The ticket of a message this process published, or 0. */
 static uint64_t own_ticket(rec_cluster *c, natsMsg *msg) {
-    return own_msg(c, msg) ? msg_ticket(msg) : 0;
+    const char *mid = NULL;
+    size_t il = strlen(c->instance);
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &mid) != NATS_OK || !mid ||
+        strncmp(mid, c->instance, il) != 0 || mid[il] != ':')
+        return 0;
+    return msg_ticket(msg);
 }
 
 /* A message of this process's was refused when applied: the call that
@@ -1097,8 +1099,34 @@ static void credit(rec_cluster *c, natsMsg *msg, uint64_t result) {
 
 /* Loop thread: apply the batch handed over (from where a pause left it),
  * then let the host look at its tickets and barriers. */
+/* Loop thread: the lists other nodes showed, to the host. */
+static void apply_lists(rec_cluster *c) {
+    pthread_mutex_lock(&c->mu);
+    natsMsg **q = c->lq;
+    size_t n = c->nlq;
+    c->lq = NULL;
+    c->nlq = c->lq_cap = 0;
+    pthread_mutex_unlock(&c->mu);
+    for (size_t i = 0; i < n; i++) {
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        const char *data = natsMsg_GetData(q[i]);
+        int len = natsMsg_GetDataLength(q[i]);
+        if (c->lists_fn && msgpack_unpack_next(&up, data, (size_t)len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            up.data.type == MSGPACK_OBJECT_ARRAY && up.data.via.array.size == 2 &&
+            up.data.via.array.ptr[1].type == MSGPACK_OBJECT_ARRAY) {
+            c->lists_fn(c->ud, &up.data.via.array.ptr[1]);
+            c->records += up.data.via.array.ptr[1].via.array.size;
+        }
+        msgpack_unpacked_destroy(&up);
+        natsMsg_Destroy(q[i]);
+    }
+    free(q);
+}
+
 static void on_async(uv_async_t *h) {
     rec_cluster *c = h->data;
+    apply_lists(c);
     if (c->in_async)
         return;
     c->in_async = 1;
@@ -1155,12 +1183,8 @@ static void on_async(uv_async_t *h) {
             int len = natsMsg_GetDataLength(list.Msgs[i]);
             int rc = REC_EINVAL;
             uint64_t result = 0;
-            /* A list this process showed is recorded already. */
-            int record = op && !strcmp(op, REC_CLUSTER_RECORD_OP);
-            if (record && own_msg(c, list.Msgs[i]))
-                rc = 0, record = 0;
-            else if (msgpack_unpack_next(&c->up, data, (size_t)len, NULL) == MSGPACK_UNPACK_SUCCESS &&
-                     c->up.data.type == (op ? MSGPACK_OBJECT_ARRAY : MSGPACK_OBJECT_MAP))
+            if (msgpack_unpack_next(&c->up, data, (size_t)len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+                c->up.data.type == (op ? MSGPACK_OBJECT_ARRAY : MSGPACK_OBJECT_MAP))
                 rc = c->apply(c->ud, op, &c->up.data, &result);
             if (rc == REC_PENDING) {
                 /* A delete while a commit is in flight: the batch waits
@@ -1179,10 +1203,6 @@ static void on_async(uv_async_t *h) {
                 REC_WARN("cluster: %s %" PRIu64 " of %s not applied: %s",
                          op ? op : "event", seq, REC_CLUSTER_STREAM, rec_strerror(rc));
                 refused(c, list.Msgs[i], rc);
-            } else if (record) {
-                c->records++;
-            } else if (op && !strcmp(op, REC_CLUSTER_RECORD_OP)) {
-                /* this process's own */
             } else if (op) {
                 c->cat_writes++;
                 credit(c, list.Msgs[i], result);
@@ -1250,6 +1270,62 @@ void rec_cluster_rewind(rec_cluster *c) {
     pthread_mutex_unlock(&c->mu);
 }
 
+/* NATS's thread: lists another node showed, queued for the loop thread
+ * (this node's own, which the server echoes back, are dropped). */
+static void on_lists(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+    rec_cluster *c = closure;
+    (void)nc;
+    (void)sub;
+    const char *data = natsMsg_GetData(msg);
+    int len = natsMsg_GetDataLength(msg);
+    size_t il = strlen(c->instance);
+    /* [origin, lists], the origin a str8 (rec_cluster_share_lists) */
+    int own = len > 3 && (size_t)len > il + 3 && (unsigned char)data[1] == 0xd9 &&
+              (unsigned char)data[2] == il && !memcmp(data + 3, c->instance, il);
+    if (own) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (c->nlq >= LISTS_QUEUE_MAX) {
+        c->lists_dropped++;
+        natsMsg_Destroy(msg);
+    } else {
+        if (c->nlq == c->lq_cap) {
+            size_t cap = c->lq_cap ? 2 * c->lq_cap : 16;
+            natsMsg **q = realloc(c->lq, cap * sizeof *q);
+            if (q) {
+                c->lq = q;
+                c->lq_cap = cap;
+            }
+        }
+        if (c->nlq < c->lq_cap) {
+            c->lq[c->nlq++] = msg;
+        } else {
+            c->lists_dropped++;
+            natsMsg_Destroy(msg);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    uv_async_send(&c->async);
+}
+
+void rec_cluster_on_lists(rec_cluster *c, rec_cluster_lists_fn fn) { c->lists_fn = fn; }
+
+int rec_cluster_share_lists(rec_cluster *c, const void *lists, size_t len) {
+    /* [origin, lists]: the origin a str8, as on_lists reads it */
+    size_t il = strlen(c->instance);
+    unsigned char head[3] = {0x92, 0xd9, (unsigned char)il};
+    rec_buf b = REC_BUF_INIT;
+    int rc = rec_buf_append(&b, head, sizeof head) || rec_buf_append(&b, c->instance, il) ||
+                     rec_buf_append(&b, lists, len)
+                 ? REC_ENOMEM : 0;
+    if (!rc && natsConnection_Publish(c->bnc, LISTS_SUBJECT, b.data, (int)b.len) != NATS_OK)
+        rc = REC_EIO;
+    rec_buf_free(&b);
+    return rc;
+}
+
 int rec_cluster_start(rec_cluster *c, uv_loop_t *loop, rec_engine *e,
                       rec_cluster_apply_fn apply, rec_cluster_progress_fn progress,
                       rec_cluster_serve_fn serve, void *ud) {
@@ -1280,7 +1356,8 @@ int rec_cluster_start(rec_cluster *c, uv_loop_t *loop, rec_engine *e,
     char wild[128];
     snprintf(wild, sizeof wild, "%s.*", c->inbox);
     if (!c->inbox[0] ||
-        natsConnection_Subscribe(&c->bsub, c->bnc, wild, on_barrier_answer, c) != NATS_OK) {
+        natsConnection_Subscribe(&c->bsub, c->bnc, wild, on_barrier_answer, c) != NATS_OK ||
+        natsConnection_Subscribe(&c->lsub, c->nc, LISTS_SUBJECT, on_lists, c) != NATS_OK) {
         uv_close((uv_handle_t *)&c->async, NULL);
         return REC_EIO;
     }
@@ -1320,6 +1397,8 @@ void rec_cluster_stop(rec_cluster *c) {
         pthread_join(c->lease_th, NULL);
     if (c->bsub)
         natsSubscription_Unsubscribe(c->bsub);
+    if (c->lsub)
+        natsSubscription_Unsubscribe(c->lsub);
     pthread_mutex_lock(&c->mu);
     c->stopped = 1;
     pthread_mutex_unlock(&c->mu);
@@ -1335,6 +1414,7 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
     uint64_t stream_last = c->stream_last, lag = c->lag, published = c->published,
              retries = c->publish_retries, failures = c->publish_failures;
     size_t waiting = c->unsettled;
+    uint64_t lists_dropped = c->lists_dropped;
     int bound = c->bound;
     uint64_t cat_last = c->cat_last, nb = c->barriers, bw = c->barrier_waits,
              bf = c->barrier_failures, nq = c->questions;
@@ -1343,7 +1423,7 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
     snprintf(last_error, sizeof last_error, "%s", c->last_error);
     pthread_mutex_unlock(&c->mu);
     int connected = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
-    int rc = msgpack_pack_map(pk, 22 + REC_OWNERS_INFO_KEYS) ||
+    int rc = msgpack_pack_map(pk, 23 + REC_OWNERS_INFO_KEYS) ||
              rec_value_pack_str(pk, "servers") || rec_value_pack_str(pk, c->servers) ||
              rec_value_pack_str(pk, "connected") || rec_value_pack_str(pk, connected ? url : "") ||
              rec_value_pack_str(pk, "node") || rec_value_pack_str(pk, c->node) ||
@@ -1358,6 +1438,7 @@ int rec_cluster_pack_info(rec_cluster *c, msgpack_packer *pk) {
              rec_value_pack_str(pk, "applied") || msgpack_pack_uint64(pk, c->applied_events) ||
              rec_value_pack_str(pk, "rejected") || msgpack_pack_uint64(pk, c->rejected) ||
              rec_value_pack_str(pk, "lists_applied") || msgpack_pack_uint64(pk, c->records) ||
+             rec_value_pack_str(pk, "lists_dropped") || msgpack_pack_uint64(pk, lists_dropped) ||
              rec_value_pack_str(pk, "rec_id_slot") || msgpack_pack_uint32(pk, c->slot) ||
              rec_value_pack_str(pk, "duplicates") || msgpack_pack_uint64(pk, c->duplicates) ||
              rec_value_pack_str(pk, "published") || msgpack_pack_uint64(pk, published) ||
@@ -1539,28 +1620,36 @@ static int ensure_stream(rec_cluster *c, const rec_cluster_opts *o, char *err,
     }
 }
 
-static int ensure_bucket(rec_cluster *c, char *err, size_t errlen) {
+/* The KV bucket `name`, made (History 1, ttl_s seconds of TTL, 0 none)
+ * when missing; a forming cluster is waited for. */
+static int open_bucket(rec_cluster *c, kvStore **kv, const char *name, const char *desc,
+                       double ttl_s, char *err, size_t errlen) {
     double until = mono_s() + OPEN_RETRY_S;
     for (;;) {
-        natsStatus s = js_KeyValue(&c->kv, c->js, REC_CLUSTER_BUCKET);
+        natsStatus s = js_KeyValue(kv, c->js, name);
         if (s == NATS_NOT_FOUND) {
             kvConfig kc;
             kvConfig_Init(&kc);
-            kc.Bucket = REC_CLUSTER_BUCKET;
-            kc.Description = "recd node names, each held by a lease";
+            kc.Bucket = name;
+            kc.Description = desc;
             kc.History = 1;
-            kc.TTL = (int64_t)(c->lease * 1e9);
+            kc.TTL = (int64_t)(ttl_s * 1e9);
             kc.Replicas = c->replicas;
-            s = js_CreateKeyValue(&c->kv, c->js, &kc);
+            s = js_CreateKeyValue(kv, c->js, &kc);
         }
         if (s == NATS_OK)
             return 0;
         if (mono_s() > until || !(s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_ERR)) {
-            snprintf(err, errlen, "KV bucket %s: %s", REC_CLUSTER_BUCKET, nats_why(s));
+            snprintf(err, errlen, "KV bucket %s: %s", name, nats_why(s));
             return REC_EIO;
         }
         sleep_s(0.25);
     }
+}
+
+static int ensure_bucket(rec_cluster *c, char *err, size_t errlen) {
+    return open_bucket(c, &c->kv, REC_CLUSTER_BUCKET, "recd node names, each held by a lease",
+                       c->lease, err, errlen);
 }
 
 /* Take the node's name: free, or held by a lease that lapsed (a node that
@@ -1625,29 +1714,13 @@ static int take_name(rec_cluster *c, char *err, size_t errlen) {
  * a slot. */
 static int take_slot(rec_cluster *c, char *err, size_t errlen) {
     kvStore *kv = NULL;
-    natsStatus s = NATS_OK;
-    double until = mono_s() + OPEN_RETRY_S;
-    for (;;) {
-        s = js_KeyValue(&kv, c->js, SLOTS_BUCKET);
-        if (s == NATS_NOT_FOUND) {
-            kvConfig kc;
-            kvConfig_Init(&kc);
-            kc.Bucket = SLOTS_BUCKET;
-            kc.Description = "recd rec_id slots, each held by a node name for good";
-            kc.History = 1;
-            kc.Replicas = c->replicas;
-            s = js_CreateKeyValue(&kv, c->js, &kc);
-        }
-        if (s == NATS_OK)
-            break;
-        if (mono_s() > until || !(s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_ERR)) {
-            snprintf(err, errlen, "KV bucket %s: %s", SLOTS_BUCKET, nats_why(s));
-            return REC_EIO;
-        }
-        sleep_s(0.25);
-    }
+    int rc = open_bucket(c, &kv, SLOTS_BUCKET,
+                         "recd rec_id slots, each held by a node name for good", 0, err, errlen);
+    if (rc)
+        return rc;
+    natsStatus s;
     uint32_t h = (uint32_t)(rec_hash_stable(c->node, strlen(c->node)) % REC_CLUSTER_SLOTS);
-    int rc = 1; /* 1: still looking */
+    rc = 1; /* 1: still looking */
     for (uint32_t i = 0; i < REC_CLUSTER_SLOTS && rc == 1; i++) {
         uint32_t k = (h + i) % REC_CLUSTER_SLOTS;
         char key[32];
@@ -1855,6 +1928,10 @@ void rec_cluster_free(rec_cluster *c) {
     }
     rec_owners_detach(c->owners);
     natsSubscription_Destroy(c->bsub);
+    natsSubscription_Destroy(c->lsub);
+    for (size_t i = 0; i < c->nlq; i++)
+        natsMsg_Destroy(c->lq[i]);
+    free(c->lq);
     kvStore_Destroy(c->kv);
     jsCtx_Destroy(c->js);
     if (c->bnc) {

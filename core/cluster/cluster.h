@@ -44,10 +44,6 @@
 #define REC_CLUSTER_BUCKET "RECD_NODES"
 #define REC_CLUSTER_PARTITIONS 64  /* P when none is given */
 #define REC_CLUSTER_MAX_PARTITIONS 65536
-/* A list shown, on its user's partition: applied by the other nodes
- * (rec_dispatch_apply_record), so that feedback naming it is attributed
- * wherever it comes. */
-#define REC_CLUSTER_RECORD_OP "rec.record"
 #define REC_CLUSTER_SLOTS 1024     /* rec_id slots: node names, ever */
 
 typedef struct rec_cluster rec_cluster;
@@ -204,6 +200,17 @@ void rec_cluster_free(rec_cluster *c);
 /* The node's rec_id slot (0..REC_CLUSTER_SLOTS-1), its own among the
  * cluster's node names. */
 uint32_t rec_cluster_slot(const rec_cluster *c);
+
+/* Lists shown (docs/cluster.md, "Lists shown"): lists (len bytes, one
+ * msgpack array of records: those of a turn of the loop) to every other
+ * node, on core NATS (recd.lists), not the stream: fire and forget, so
+ * that neither the stream nor the read barriers carry them. 0, or a
+ * negative REC_E* code. Loop thread. */
+int rec_cluster_share_lists(rec_cluster *c, const void *lists, size_t len);
+/* fn(ud, lists) applies on the loop thread the array of records another
+ * node shared (ud: rec_cluster_start's). Set before rec_cluster_start. */
+typedef void (*rec_cluster_lists_fn)(void *ud, const msgpack_object *lists);
+void rec_cluster_on_lists(rec_cluster *c, rec_cluster_lists_fn fn);
 
 /* The partition of a user key (its encoded bytes), of p. */
 uint32_t rec_cluster_partition(const char *key, size_t klen, uint32_t p);

@@ -1147,6 +1147,51 @@ static uint64_t next_rec_id(rec_dispatch *d) {
     return id;
 }
 
+/* Pack the record map rec, each item of its `items` through item(ud, pk,
+ * o), the rest as it is. */
+typedef int (*item_packer)(void *ud, msgpack_packer *pk, const msgpack_object *o);
+
+static int pack_record(msgpack_packer *pk, const msgpack_object *rec, item_packer item,
+                       void *ud) {
+    int rc = msgpack_pack_map(pk, rec->via.map.size);
+    for (uint32_t i = 0; !rc && i < rec->via.map.size; i++) {
+        const msgpack_object_kv *kv = &rec->via.map.ptr[i];
+        rc = msgpack_pack_object(pk, kv->key);
+        if (rc || !key_is(&kv->key, "items") || kv->val.type != MSGPACK_OBJECT_ARRAY) {
+            rc = rc || msgpack_pack_object(pk, kv->val);
+            continue;
+        }
+        rc = msgpack_pack_array(pk, kv->val.via.array.size);
+        for (uint32_t j = 0; !rc && j < kv->val.via.array.size; j++)
+            rc = item(ud, pk, &kv->val.via.array.ptr[j]);
+    }
+    return rc;
+}
+
+/* An item index (as this node stores it) as the item's id. */
+static int item_id(void *ud, msgpack_packer *pk, const msgpack_object *o) {
+    size_t kl;
+    const char *key = rec_engine_key(ud, REC_KIND_ITEM, (uint32_t)o->via.u64, &kl);
+    return pack_key(pk, key, kl);
+}
+
+/* An item id as this node's index (REC_IDX_NONE when unknown), kept. */
+typedef struct idx_list {
+    rec_engine *e;
+    uint32_t items[MAX_N];
+    size_t n;
+} idx_list;
+
+static int item_idx(void *ud, msgpack_packer *pk, const msgpack_object *o) {
+    idx_list *l = ud;
+    char key[REC_ID_MAX];
+    int kl = peek_key(o, key);
+    uint32_t x = kl > 0 ? rec_engine_lookup(l->e, REC_KIND_ITEM, key, (size_t)kl) : REC_IDX_NONE;
+    if (l->n < MAX_N)
+        l->items[l->n++] = x;
+    return msgpack_pack_uint32(pk, x);
+}
+
 /* The record just stored (rec, with item indexes) to the cluster's hook,
  * as rec_dispatch_apply_record takes it: {id, rec_id, rec} with the items
  * as ids. A failure is logged: the list stays attributed here alone. */
@@ -1163,26 +1208,10 @@ static void share_record(call_ctx *c, const char *key, size_t kl, uint64_t rid,
     int rc = msgpack_unpack_next(&up, rec, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
                      up.data.type == MSGPACK_OBJECT_MAP
                  ? 0 : REC_EINVAL;
-    const msgpack_object *m = &up.data;
     rc = rc || msgpack_pack_array(&pk, 1) || msgpack_pack_map(&pk, 3) ||
          rec_value_pack_str(&pk, "id") || pack_key(&pk, key, kl) ||
          rec_value_pack_str(&pk, "rec_id") || msgpack_pack_uint64(&pk, rid) ||
-         rec_value_pack_str(&pk, "rec") || msgpack_pack_map(&pk, m->via.map.size);
-    for (uint32_t i = 0; !rc && i < m->via.map.size; i++) {
-        const msgpack_object_kv *kv = &m->via.map.ptr[i];
-        rc = msgpack_pack_object(&pk, kv->key);
-        if (rc || !key_is(&kv->key, "items") || kv->val.type != MSGPACK_OBJECT_ARRAY) {
-            rc = rc || msgpack_pack_object(&pk, kv->val);
-            continue;
-        }
-        rc = msgpack_pack_array(&pk, kv->val.via.array.size);
-        for (uint32_t j = 0; !rc && j < kv->val.via.array.size; j++) {
-            size_t il;
-            const char *ik = rec_engine_key(c->e, REC_KIND_ITEM,
-                                            (uint32_t)kv->val.via.array.ptr[j].via.u64, &il);
-            rc = pack_key(&pk, ik, il);
-        }
-    }
+         rec_value_pack_str(&pk, "rec") || pack_record(&pk, &up.data, item_id, c->e);
     msgpack_unpacked_destroy(&up);
     msgpack_unpacked_init(&up);
     if (!rc)
@@ -2072,54 +2101,16 @@ static int record_str(const msgpack_object *rec, const char *name, char *buf, si
     return 1;
 }
 
-int rec_dispatch_apply_record(rec_dispatch *d, const msgpack_object *params, char *errmsg,
-                              size_t errlen) {
-    const msgpack_object *o = params->type == MSGPACK_OBJECT_ARRAY &&
-                                      params->via.array.size == 1
-                                  ? &params->via.array.ptr[0] : NULL;
-    const msgpack_object *rid = o ? rec_value_field(o, "rec_id") : NULL;
-    const msgpack_object *rec = o ? rec_value_field(o, "rec") : NULL;
-    char key[REC_ID_MAX];
-    int kl = o ? peek_key(rec_value_field(o, "id"), key) : -1;
-    if (kl <= 0 || !rid || rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !rec ||
-        rec->type != MSGPACK_OBJECT_MAP) {
-        snprintf(errmsg, errlen, "a shown list must be [{id, rec_id, rec}]");
-        return REC_EINVAL;
-    }
+/* Store and count a list another node recorded: rec its record (map),
+ * items[0..n) its items as this node's indexes (REC_IDX_NONE unknown), b
+ * the record to store. */
+static int account_record(rec_dispatch *d, const msgpack_object *rec, uint64_t rid,
+                          uint32_t user, const char *key, size_t kl, uint32_t *items, size_t n,
+                          const rec_buf *b, char *errmsg, size_t errlen) {
     rec_engine *e = d->e;
-    uint32_t user = rec_engine_lookup(e, REC_KIND_USER, key, (size_t)kl);
-    /* The record as this node stores its own: item indexes, places kept. */
-    uint32_t items[MAX_N];
-    size_t n = 0;
-    rec_buf *b = &d->scratch;
-    rec_buf_clear(b);
-    msgpack_packer rp;
-    rec_rpc_packer(&rp, b);
-    int rc = msgpack_pack_map(&rp, rec->via.map.size);
-    for (uint32_t i = 0; !rc && i < rec->via.map.size; i++) {
-        const msgpack_object_kv *kv = &rec->via.map.ptr[i];
-        rc = msgpack_pack_object(&rp, kv->key);
-        if (rc || !key_is(&kv->key, "items") || kv->val.type != MSGPACK_OBJECT_ARRAY) {
-            rc = rc || msgpack_pack_object(&rp, kv->val);
-            continue;
-        }
-        rc = msgpack_pack_array(&rp, kv->val.via.array.size);
-        for (uint32_t j = 0; !rc && j < kv->val.via.array.size; j++) {
-            char ik[REC_ID_MAX];
-            int il = peek_key(&kv->val.via.array.ptr[j], ik);
-            uint32_t x = il > 0 ? rec_engine_lookup(e, REC_KIND_ITEM, ik, (size_t)il)
-                                : REC_IDX_NONE;
-            rc = msgpack_pack_uint32(&rp, x);
-            if (n < MAX_N)
-                items[n++] = x;
-        }
-    }
-    if (rc) {
-        snprintf(errmsg, errlen, "out of memory");
-        return REC_ENOMEM;
-    }
+    int rc;
     if (!rec_store_read_only(rec_engine_store(e)) &&
-        (rc = rec_engine_rec_put(e, rid->via.u64, user, b->data, b->len))) {
+        (rc = rec_engine_rec_put(e, rid, user, b->data, b->len))) {
         snprintf(errmsg, errlen, "%s", rec_engine_errmsg(e));
         return rc;
     }
@@ -2135,39 +2126,93 @@ int rec_dispatch_apply_record(rec_dispatch *d, const msgpack_object *params, cha
         /* The built-in pipeline's: counted to its pipeline alone. */
         if (pipeline[0] && !strategy_alone)
             rec_stats_add(&d->metrics, "pipeline", pipeline, (double)n, 0, 0, now);
-        if (d->nlate)
-            late_credit(d, rid->via.u64);
-        return 0;
+    } else {
+        /* Strategy names by place, the unknown items left out of the counts. */
+        char names[REC_PIPELINE_MAX_STRATEGIES][REC_PIPELINE_NAME_MAX + 1];
+        uint32_t ns = strats->via.array.size < REC_PIPELINE_MAX_STRATEGIES
+                          ? strats->via.array.size : REC_PIPELINE_MAX_STRATEGIES;
+        for (uint32_t i = 0; i < ns; i++) {
+            const msgpack_object *so = &strats->via.array.ptr[i];
+            snprintf(names[i], sizeof names[i], "%.*s",
+                     so->type == MSGPACK_OBJECT_STR ? (int)so->via.str.size : 1,
+                     so->type == MSGPACK_OBJECT_STR ? so->via.str.ptr : "?");
+        }
+        const char *by[MAX_N];
+        size_t known = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (items[i] == REC_IDX_NONE)
+                continue;
+            uint64_t si = i < byo->via.array.size &&
+                                  byo->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                              ? byo->via.array.ptr[i].via.u64 : 0;
+            by[known] = names[si < ns ? si : 0];
+            items[known++] = items[i];
+        }
+        count_shown(d, key, kl, strategy_alone ? NULL : pipeline, has_arm ? arm : NULL, by,
+                    items, known, now);
+        rec_click *cm = rec_engine_click(e);
+        if (rec_value_field(rec, "f") && rec_click_active(cm))
+            (void)rec_click_served(cm, rid, now, (uint32_t)n);
     }
-    /* Strategy names by place, the unknown items left out of the counts. */
-    char names[REC_PIPELINE_MAX_STRATEGIES][REC_PIPELINE_NAME_MAX + 1];
-    uint32_t ns = strats->via.array.size < REC_PIPELINE_MAX_STRATEGIES
-                      ? strats->via.array.size : REC_PIPELINE_MAX_STRATEGIES;
-    for (uint32_t i = 0; i < ns; i++) {
-        const msgpack_object *so = &strats->via.array.ptr[i];
-        snprintf(names[i], sizeof names[i], "%.*s",
-                 so->type == MSGPACK_OBJECT_STR ? (int)so->via.str.size : 1,
-                 so->type == MSGPACK_OBJECT_STR ? so->via.str.ptr : "?");
-    }
-    const char *by[MAX_N];
-    size_t known = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (items[i] == REC_IDX_NONE)
-            continue;
-        uint64_t si = i < byo->via.array.size &&
-                              byo->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER
-                          ? byo->via.array.ptr[i].via.u64 : 0;
-        by[known] = names[si < ns ? si : 0];
-        items[known++] = items[i];
-    }
-    count_shown(d, key, (size_t)kl, strategy_alone ? NULL : pipeline, has_arm ? arm : NULL, by,
-                items, known, now);
-    rec_click *cm = rec_engine_click(e);
-    if (rec_value_field(rec, "f") && rec_click_active(cm))
-        (void)rec_click_served(cm, rid->via.u64, now, (uint32_t)n);
     if (d->nlate)
-        late_credit(d, rid->via.u64);
+        late_credit(d, rid);
     return 0;
+}
+
+static int apply_one_record(rec_dispatch *d, const msgpack_object *o, char *errmsg,
+                            size_t errlen) {
+    int map = o->type == MSGPACK_OBJECT_MAP;
+    const msgpack_object *rid = map ? rec_value_field(o, "rec_id") : NULL;
+    const msgpack_object *rec = map ? rec_value_field(o, "rec") : NULL;
+    char key[REC_ID_MAX];
+    int kl = map ? peek_key(rec_value_field(o, "id"), key) : -1;
+    if (kl <= 0 || !rid || rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !rec ||
+        rec->type != MSGPACK_OBJECT_MAP) {
+        snprintf(errmsg, errlen, "a shown list must be {id, rec_id, rec}");
+        return REC_EINVAL;
+    }
+    /* The record as this node stores its own: item indexes, places kept. */
+    idx_list *l = malloc(sizeof *l);
+    if (!l) {
+        snprintf(errmsg, errlen, "out of memory");
+        return REC_ENOMEM;
+    }
+    l->e = d->e;
+    l->n = 0;
+    rec_buf *b = &d->scratch;
+    rec_buf_clear(b);
+    msgpack_packer rp;
+    rec_rpc_packer(&rp, b);
+    int rc;
+    if (pack_record(&rp, rec, item_idx, l)) {
+        snprintf(errmsg, errlen, "out of memory");
+        rc = REC_ENOMEM;
+    } else {
+        uint32_t user = rec_engine_lookup(d->e, REC_KIND_USER, key, (size_t)kl);
+        rc = account_record(d, rec, rid->via.u64, user, key, (size_t)kl, l->items, l->n, b,
+                            errmsg, errlen);
+    }
+    free(l);
+    return rc;
+}
+
+int rec_dispatch_apply_record(rec_dispatch *d, const msgpack_object *params, char *errmsg,
+                              size_t errlen) {
+    if (params->type != MSGPACK_OBJECT_ARRAY || !params->via.array.size) {
+        snprintf(errmsg, errlen, "shown lists must be an array of {id, rec_id, rec}");
+        return REC_EINVAL;
+    }
+    /* A bad one is skipped: the others are still recorded. */
+    int first = 0;
+    for (uint32_t i = 0; i < params->via.array.size; i++) {
+        char why[256];
+        int rc = apply_one_record(d, &params->via.array.ptr[i], why, sizeof why);
+        if (rc && !first) {
+            first = rc;
+            snprintf(errmsg, errlen, "list %u of %u: %s", i, params->via.array.size, why);
+        }
+    }
+    return first;
 }
 
 int rec_dispatch_set_scripts(rec_dispatch *d, rec_script_rt *rt,

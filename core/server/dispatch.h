@@ -193,8 +193,9 @@ typedef int (*rec_dispatch_record_fn)(void *ud, const msgpack_object *params);
 void rec_dispatch_set_records(rec_dispatch *d, uint32_t slot, rec_dispatch_record_fn fn,
                               void *ud);
 
-/* A list another node recorded (its params as handed to the record hook
- * there): stored under its rec_id with this node's indexes, and counted as
+/* Lists another node recorded (params: an array of what the record hook
+ * was handed there, {id, rec_id, rec} each): each stored under its rec_id
+ * with this node's indexes, and counted as
  * shown (stats.get, the impressions counter, what the person was shown,
  * the click model's wait for outcomes) as it was where it was served, so
  * that feedback naming it is attributed on every node. Item ids unknown

@@ -161,6 +161,9 @@ struct server {
     uv_pipe_t pipe;
     int has_tcp, has_pipe;
     uv_check_t check;
+    rec_buf lists;          /* in a cluster: lists shown this turn, packed
+                               records, sent at its end (publish_lists) */
+    uint32_t nlists;
     uv_timer_t tick;       /* wakes the loop so checkpoints happen when idle */
     uv_timer_t lazy;       /* wakes the loop when writes no answer waits
                               for are due (LAZY_COMMIT_MS) */
@@ -511,20 +514,29 @@ static int lazy_ok(server *s) {
 /* Whether the check stages what is pending now; when it may wait, the
  * timer is armed for the moment it may not. */
 static int stage_due(server *s) {
+    int closing = uv_is_closing((uv_handle_t *)&s->lazy);
     if (!rec_engine_pending(s->e) || !lazy_ok(s)) {
         s->lazy_since = 0;
+        if (!closing)
+            uv_timer_stop(&s->lazy);
         return 1;
     }
     double now = mono_us();
-    if (s->lazy_since == 0) {
+    if (s->lazy_since == 0)
         s->lazy_since = now;
-        if (!uv_is_closing((uv_handle_t *)&s->lazy))
-            uv_timer_start(&s->lazy, on_lazy, LAZY_COMMIT_MS, 0);
+    double left_us = LAZY_COMMIT_MS * 1e3 - (now - s->lazy_since);
+    if (left_us <= 0) {
+        s->lazy_since = 0;
+        if (!closing)
+            uv_timer_stop(&s->lazy);
+        return 1;
     }
-    if (now - s->lazy_since < LAZY_COMMIT_MS * 1e3)
-        return 0;
-    s->lazy_since = 0;
-    return 1;
+    /* The timer counts in the loop's time, cached at the start of each
+     * turn: it may fire a little before the wait is over by this clock,
+     * so it is armed again for what is left whenever it is not running. */
+    if (!closing && !uv_is_active((uv_handle_t *)&s->lazy))
+        uv_timer_start(&s->lazy, on_lazy, (uint64_t)(left_us / 1e3) + 1, 0);
+    return 0;
 }
 
 /* Writes handled outside the poll phase (in the check callback, or after
@@ -678,8 +690,12 @@ static void on_tick(uv_timer_t *t) {
         cluster_progress(s);
 }
 
+static void publish_lists(server *s);
+
 static void on_check(uv_check_t *h) {
     server *s = h->data;
+    if (s->cluster)
+        publish_lists(s);
     writes_lost(s, REC_ESTORE);
     rec_dispatch_flush(s->d);
     if (s->committing)
@@ -1056,13 +1072,6 @@ static int cluster_apply(void *ud, const char *op, const msgpack_object *ev,
     const msgpack_object *params = &one;
     int method = s->event_method;
     unsigned flags = 0;
-    char err[512];
-    if (op && !strcmp(op, REC_CLUSTER_RECORD_OP)) {
-        int rc = rec_dispatch_apply_record(s->d, ev, err, sizeof err);
-        if (rc)
-            REC_WARN("cluster: a list shown through another node was not recorded: %s", err);
-        return rc;
-    }
     if (op) {
         method = rec_dispatch_find(s->d, op, strlen(op));
         flags = method >= 0 ? rec_dispatch_flags(s->d, method) : 0;
@@ -1072,6 +1081,7 @@ static int cluster_apply(void *ud, const char *op, const msgpack_object *ev,
             return REC_PENDING;
         params = ev;
     }
+    char err[512];
     rec_buf *b = &s->result;
     rec_buf_clear(b);
     int rc = rec_dispatch_call(s->d, method, params, &s->cluster_sess, b, err, sizeof err);
@@ -1107,14 +1117,49 @@ static int cluster_serve(void *ud, const char *name, size_t nl, const msgpack_ob
 /* A list shown here, to the stream for the other nodes (the hook of
  * rec_dispatch_set_records): published without waiting; the answer does
  * not wait for it either. */
-static int publish_record(void *ud, const msgpack_object *params) {
+/* The lists shown in this turn of the loop, in one message (an array of
+ * records) to the other nodes. */
+static void publish_lists(server *s) {
+    if (!s->nlists)
+        return;
+    unsigned char head[5] = {0xdd};  /* array 32 */
+    rec_be32(head + 1, s->nlists);
+    rec_buf all = REC_BUF_INIT;
+    int rc = rec_buf_append(&all, head, sizeof head) ||
+                     rec_buf_append(&all, s->lists.data, s->lists.len)
+                 ? REC_ENOMEM : 0;
+    if (!rc)
+        rc = rec_cluster_share_lists(s->cluster, all.data, all.len);
+    if (rc)
+        REC_DEBUG("cluster: %u lists shown stay on this node: %s", s->nlists, rec_strerror(rc));
+    rec_buf_free(&all);
+    s->nlists = 0;
+    s->lists.len = 0;
+    if (s->lists.cap > ((size_t)1 << 20))
+        rec_buf_free(&s->lists);
+}
+
+/* Lists another node showed (rec_cluster_on_lists). */
+static void apply_lists(void *ud, const msgpack_object *lists) {
     server *s = ud;
     char err[512];
-    int rc = rec_cluster_publish_op(s->cluster, REC_CLUSTER_RECORD_OP, params, NULL, err,
-                                    sizeof err);
-    if (rc)
-        REC_DEBUG("cluster: publishing a shown list: %s", err);
-    return rc;
+    if (rec_dispatch_apply_record(s->d, lists, err, sizeof err))
+        REC_WARN("cluster: a list shown through another node was not recorded: %s", err);
+}
+
+/* The record hook (rec_dispatch_set_records): params[0] kept for the end
+ * of the turn, or sent at once past 256 KB. */
+static int publish_record(void *ud, const msgpack_object *params) {
+    server *s = ud;
+    msgpack_packer pk;
+    rec_rpc_packer(&pk, &s->lists);
+    if (params->type != MSGPACK_OBJECT_ARRAY || params->via.array.size != 1 ||
+        msgpack_pack_object(&pk, params->via.array.ptr[0]))
+        return REC_ENOMEM;
+    s->nlists++;
+    if (s->lists.len > ((size_t)256 << 10))
+        publish_lists(s);
+    return 0;
 }
 
 static int pack_cluster_info(void *ud, msgpack_packer *pk) {
@@ -1770,6 +1815,8 @@ static void shutdown_now(server *s) {
             c->close_after = 1;
     }
     rec_dispatch_stop(s->d);
+    if (s->cluster)
+        publish_lists(s);
     rec_cluster_stop(s->cluster);
     uv_close((uv_handle_t *)&s->check, on_handle_closed);
     uv_close((uv_handle_t *)&s->idle, on_handle_closed);
@@ -2124,6 +2171,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
         s->fwd_sess.trusted = 1;
         rec_dispatch_set_info(s->d, "cluster", pack_cluster_info, s->cluster);
         rec_dispatch_set_records(s->d, rec_cluster_slot(s->cluster), publish_record, s);
+        rec_cluster_on_lists(s->cluster, apply_lists);
         if (rec_cluster_start(s->cluster, s->loop, s->e, cluster_apply, cluster_progress,
                               cluster_serve, s)) {
             REC_ERROR("--cluster: cannot start consuming");
@@ -2186,6 +2234,7 @@ int rec_server_run(const rec_server_opts *o, const char *version) {
     rec_dispatch_free(s->d);
     rec_engine_free(s->e);
     rec_buf_free(&s->result);
+    rec_buf_free(&s->lists);
     msgpack_unpacked_destroy(&s->up[0]);
     msgpack_unpacked_destroy(&s->up[1]);
     free(s->scratch);

@@ -21,7 +21,8 @@ alone, with the same client (`recd bench`) and the same loads:
   the stream's quorum, the apply and the commit).
 
 Each load runs RUNS times (3) on a fresh folder, a fresh stream; medians.
-ONLY=name,name runs only those loads.
+ONLY=name,name runs only those loads. NODES=N runs N nodes for every load
+(writes through the first, reads through the second).
 Prints `BENCH name=cluster_... value=... unit=...` lines and the ratio of
 each cluster figure to the alone one. Not part of `make bench` (it starts
 three nats-servers); run with /usr/bin/python3 tests/bench/cluster_bench.py.
@@ -51,6 +52,9 @@ LOADS = [  # name, recd bench arguments
     ("recommend_fwd_c1_P1", None),  # Python client, cluster only: forward_latency
 ]
 ONLY = [x for x in os.environ.get("ONLY", "").split(",") if x]
+# NODES=N: N nodes in the cluster for every load (0: one for the writes, a
+# second for the reads, as measured first)
+NODES = int(os.environ.get("NODES", "0"))
 PUTS = 500
 
 
@@ -141,6 +145,18 @@ def clustered(args):
     try:
         os.environ.setdefault("RECD_LOG_LEVEL", "warn")
         node = rig.node("bench").start()
+        if NODES:
+            # NODES nodes for every load: the writes through the first,
+            # the reads through the second, every node applying every event.
+            others = [rig.node("n%d" % k, first=k % 3).start() for k in range(1, NODES)]
+            import owners
+            owners.wait_owners([node] + others)
+            if args and "recommend" in args[1]:
+                run_bench(node.port, ["-t", "event", "-c", "8", "-P", "16", "-n", "20000"])
+                for o in others:
+                    o.wait_caught_up()
+                return run_bench(others[0].port, args)
+            return run_bench(node.port, args)
         if args and "recommend" in args[1]:
             # The events through this node; the reads through another.
             other = rig.node("reader", first=1).start()

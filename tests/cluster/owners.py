@@ -227,6 +227,20 @@ def wait_totals(nodes, want, timeout=10):
         time.sleep(0.05)
 
 
+def settled_totals(nodes):
+    """stats_totals of each node once the lists shown before have come
+    (unchanged for 0.3 s; a node that was not running when a list was
+    shown never gets it, so the nodes may differ)."""
+    last = None
+    for _ in range(100):
+        got = {n.name: stats_totals(n) for n in nodes}
+        if got == last:
+            return got
+        last = got
+        time.sleep(0.3)
+    raise AssertionError("the stats do not settle: %r" % last)
+
+
 def check_feedback_on_owner(nodes):
     """A list served through a non-owner is served by the owner, which
     records it and sends the record on the user's partition: every node
@@ -243,14 +257,7 @@ def check_feedback_on_owner(nodes):
             cs.call("event.add", {"user": "fbo%d" % j, "item": "fbi%d" % j, "type": "click"})
             cs.call("event.add", {"user": user, "item": "fbi%d" % ((j + 1) % 5),
                                   "type": "view"})
-    # the lists of the checks before, recorded on every node
-    deadline = time.monotonic() + 10
-    while True:
-        before = {n.name: stats_totals(n) for n in nodes}
-        if len(set(before.values())) == 1 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert len(set(before.values())) == 1, ("the same totals on every node", before)
+    before = settled_totals(nodes)
     applied = {n.name: n.info()["cluster"]["lists_applied"] for n in nodes}
     with via.connect() as cv:
         recs = cv.call("rec.recommend", {"user": user, "n": 5})
@@ -300,10 +307,10 @@ def check_failover(nodes, victim):
 
     # a list the victim shows, whose click comes after its death
     mine = users_owned(victim.name, [n.name for n in nodes], 1, "fo")[0]
+    totals = settled_totals(survivors)
     with victim.connect() as c:
         shown = c.call("rec.recommend", {"user": mine, "n": 3})
     assert shown["items"], shown
-    totals = {n.name: stats_totals(n) for n in survivors}
     for n in survivors:     # the list on every node before the kill
         want = {n.name: (totals[n.name][0] + len(shown["items"]), totals[n.name][1])}
         assert wait_totals([n], want) == want, (n.name, totals)

@@ -703,6 +703,11 @@ static void test_records_across_nodes(void **state) {
     msgpack_object bad = {.type = MSGPACK_OBJECT_ARRAY};
     assert_int_equal(rec_dispatch_apply_record(b.d, &bad, err, sizeof err), REC_EINVAL);
     assert_non_null(strstr(err, "rec_id"));
+    msgpack_object one = {.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = 7};
+    bad.via.array.size = 1;
+    bad.via.array.ptr = &one;
+    assert_int_equal(rec_dispatch_apply_record(b.d, &bad, err, sizeof err), REC_EINVAL);
+    assert_non_null(strstr(err, "list 0 of 1"));
     msgpack_sbuffer_destroy(&shared);
     fx_close(&a);
     fx_close(&b);
