@@ -1287,7 +1287,9 @@ static void on_lists(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
         return;
     }
     pthread_mutex_lock(&c->mu);
-    if (c->nlq >= LISTS_QUEUE_MAX) {
+    if (!c->started || c->stopped) {
+        natsMsg_Destroy(msg);
+    } else if (c->nlq >= LISTS_QUEUE_MAX) {
         c->lists_dropped++;
         natsMsg_Destroy(msg);
     } else {
@@ -1305,9 +1307,10 @@ static void on_lists(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
             c->lists_dropped++;
             natsMsg_Destroy(msg);
         }
+        /* Under mu: rec_cluster_stop closes the handle under it. */
+        uv_async_send(&c->async);
     }
     pthread_mutex_unlock(&c->mu);
-    uv_async_send(&c->async);
 }
 
 void rec_cluster_on_lists(rec_cluster *c, rec_cluster_lists_fn fn) { c->lists_fn = fn; }
