@@ -379,12 +379,6 @@ static void *retry_main(void *arg) {
     return NULL;
 }
 
-static int key_is(const msgpack_object *k, const char *name) {
-    size_t n = strlen(name);
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-           memcmp(k->via.str.ptr, name, n) == 0;
-}
-
 /* The event as it goes to the stream: its fields, ts when it had none, and
  * strict = false. The publishing node decided (with its --strict) that the
  * event goes in; every node applies what the stream holds, whatever its
@@ -399,7 +393,7 @@ static int pack_event(rec_cluster *c, const msgpack_object *o, double now) {
     int rc = msgpack_pack_map(&pk, n + !has_ts + !has_strict);
     for (uint32_t i = 0; i < n && !rc; i++)
         rc = msgpack_pack_object(&pk, o->via.map.ptr[i].key) ||
-             (key_is(&o->via.map.ptr[i].key, "strict")
+             (rec_value_is_str(&o->via.map.ptr[i].key, "strict")
                   ? msgpack_pack_false(&pk)
                   : msgpack_pack_object(&pk, o->via.map.ptr[i].val));
     if (!has_ts && !rc)

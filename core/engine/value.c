@@ -565,14 +565,17 @@ int rec_value_pack_lua_max(lua_State *L, int idx, rec_buf *out, size_t max, char
     return rc;
 }
 
+int rec_value_is_str(const msgpack_object *o, const char *s) {
+    size_t n = strlen(s);
+    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n &&
+           memcmp(o->via.str.ptr, s, n) == 0;
+}
+
 const msgpack_object *rec_value_field(const msgpack_object *map, const char *name) {
     if (map->type != MSGPACK_OBJECT_MAP)
         return NULL;
-    size_t n = strlen(name);
     for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            memcmp(k->via.str.ptr, name, n) == 0) {
+        if (rec_value_is_str(&map->via.map.ptr[i].key, name)) {
             const msgpack_object *v = &map->via.map.ptr[i].val;
             return v->type == MSGPACK_OBJECT_NIL ? NULL : v;
         }

@@ -139,6 +139,9 @@ int rec_value_pack_lua(lua_State *L, int idx, rec_buf *out, char *err,
 int rec_value_pack_lua_max(lua_State *L, int idx, rec_buf *out, size_t max, char *err,
                         size_t errlen);
 
+/* Whether the msgpack object o is the string s (NUL-terminated). */
+int rec_value_is_str(const msgpack_object *o, const char *s);
+
 /* The field `name` of a decoded msgpack map: NULL when map is not a map,
  * the field is missing, or it is nil. Borrowed from map. O(fields). */
 const msgpack_object *rec_value_field(const msgpack_object *map, const char *name);

@@ -1108,12 +1108,6 @@ static uint64_t *skip_map(call_ctx *c, const msgpack_object *exclude,
     return skip;
 }
 
-/* Whether map key k is the string s. */
-static int key_is(const msgpack_object *k, const char *s) {
-    size_t n = strlen(s);
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, s, n);
-}
-
 /* In a cluster: milliseconds, the node's slot, then a counter. */
 #define REC_ID_SLOT_SHIFT 12
 #define REC_ID_MS_SHIFT 22
@@ -1157,7 +1151,7 @@ static int pack_record(msgpack_packer *pk, const msgpack_object *rec, item_packe
     for (uint32_t i = 0; !rc && i < rec->via.map.size; i++) {
         const msgpack_object_kv *kv = &rec->via.map.ptr[i];
         rc = msgpack_pack_object(pk, kv->key);
-        if (rc || !key_is(&kv->key, "items") || kv->val.type != MSGPACK_OBJECT_ARRAY) {
+        if (rc || !rec_value_is_str(&kv->key, "items") || kv->val.type != MSGPACK_OBJECT_ARRAY) {
             rc = rc || msgpack_pack_object(pk, kv->val);
             continue;
         }
@@ -2095,9 +2089,7 @@ static int record_str(const msgpack_object *rec, const char *name, char *buf, si
     buf[0] = 0;
     if (!o || o->type != MSGPACK_OBJECT_STR)
         return 0;
-    size_t n = o->via.str.size < cap - 1 ? o->via.str.size : cap - 1;
-    memcpy(buf, o->via.str.ptr, n);
-    buf[n] = 0;
+    pack_str_obj(NULL, o, buf, cap);
     return 1;
 }
 

@@ -1114,9 +1114,6 @@ static int cluster_serve(void *ud, const char *name, size_t nl, const msgpack_ob
     return rec_dispatch_call(s->d, method, params, &s->fwd_sess, out, err, errlen);
 }
 
-/* A list shown here, to the stream for the other nodes (the hook of
- * rec_dispatch_set_records): published without waiting; the answer does
- * not wait for it either. */
 /* The lists shown in this turn of the loop, in one message (an array of
  * records) to the other nodes. */
 static void publish_lists(server *s) {

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "script.h"
 #include "space.h"
+#include "value.h"
 
 /* What one training trains, and with which options. */
 typedef struct plan {
@@ -212,12 +213,6 @@ static double opt_number(const msgpack_object *v) {
     return -1.0;
 }
 
-static int key_is(const msgpack_object *k, const char *name) {
-    size_t n = strlen(name);
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-           !memcmp(k->via.str.ptr, name, n);
-}
-
 /* model.train's options as a plan, checked as the jobs will check them
  * (so that a training asked to follow the running one is refused at
  * once). */
@@ -227,13 +222,13 @@ static int plan_of(const rec_train *t, const msgpack_object *opts, plan *p, char
      * models whose policies are loaded, or ials alone */
     const msgpack_object *model = NULL;
     for (uint32_t i = 0; opts && i < opts->via.map.size; i++)
-        if (key_is(&opts->via.map.ptr[i].key, "model"))
+        if (rec_value_is_str(&opts->via.map.ptr[i].key, "model"))
             model = &opts->via.map.ptr[i].val;
     p->models = REC_TRAIN_IALS;
     if (model) {
-        int all = model->type == MSGPACK_OBJECT_STR && key_is(model, "all");
-        p->models = (all || key_is(model, "ials") ? REC_TRAIN_IALS : 0) |
-                    (all || key_is(model, "ease") ? REC_TRAIN_EASE : 0);
+        int all = model->type == MSGPACK_OBJECT_STR && rec_value_is_str(model, "all");
+        p->models = (all || rec_value_is_str(model, "ials") ? REC_TRAIN_IALS : 0) |
+                    (all || rec_value_is_str(model, "ease") ? REC_TRAIN_EASE : 0);
         if (!p->models) {
             snprintf(err, errlen, "model must be \"ials\", \"ease\" or \"all\"");
             return REC_EINVAL;
@@ -248,23 +243,23 @@ static int plan_of(const rec_train *t, const msgpack_object *opts, plan *p, char
     for (uint32_t i = 0; opts && i < opts->via.map.size; i++) {
         const msgpack_object *k = &opts->via.map.ptr[i].key, *v = &opts->via.map.ptr[i].val;
         double x = opt_number(v);
-        if (key_is(k, "space")) { /* not a name: refused below */
+        if (rec_value_is_str(k, "space")) { /* not a name: refused below */
             size_t n = v->type == MSGPACK_OBJECT_STR && v->via.str.size < sizeof o->space
                            ? v->via.str.size : 0;
             if (n)
                 memcpy(o->space, v->via.str.ptr, n);
             o->space[n] = 0;
-        } else if (key_is(k, "factors")) { /* bad values: refused below */
+        } else if (rec_value_is_str(k, "factors")) { /* bad values: refused below */
             o->factors = x >= 1 && x <= REC_IALS_MAX_FACTORS ? (uint32_t)x : 0;
-        } else if (key_is(k, "iters")) {
+        } else if (rec_value_is_str(k, "iters")) {
             o->iters = x >= 0 && x <= 1000 ? (uint32_t)x : UINT32_MAX;
-        } else if (key_is(k, "reg")) {
+        } else if (rec_value_is_str(k, "reg")) {
             o->reg = (float)x;
-        } else if (key_is(k, "alpha")) {
+        } else if (rec_value_is_str(k, "alpha")) {
             o->alpha = (float)x;
-        } else if (key_is(k, "lambda")) {
+        } else if (rec_value_is_str(k, "lambda")) {
             eo->lambda = (float)x;
-        } else if (key_is(k, "max_items")) {
+        } else if (rec_value_is_str(k, "max_items")) {
             eo->max_items = x >= 1 && x <= 20000 ? (uint32_t)x : 0;
         }
     }
