@@ -137,8 +137,8 @@ int rec_input_active(const rec_field *f, rec_kind kind, int *active, char *err,
     return 0;
 }
 
-const char *const rec_event_field_names[REC_EVF_N] = {
-    "user", "item", "type", "value", "ts", "rec_id", "strict",
+const char *const rec_event_field_names[REC_EVF_N + 1] = {
+    "user", "item", "type", "value", "ts", "rec_id", "strict", "context",
 };
 
 int rec_event_type_ok(const char *t, size_t n) {

@@ -86,7 +86,10 @@ enum {
     REC_EVF_STRICT,
     REC_EVF_N
 };
-extern const char *const rec_event_field_names[REC_EVF_N];
+/* Their names, then "context" (REC_EVF_CONTEXT): the event's context,
+ * handed to rec_input_event as msgpack bytes. */
+#define REC_EVF_CONTEXT REC_EVF_N
+extern const char *const rec_event_field_names[REC_EVF_N + 1];
 
 /* An event read from fields, with room for its keys. */
 typedef struct rec_event_input {

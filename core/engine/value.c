@@ -565,22 +565,47 @@ int rec_value_pack_lua_max(lua_State *L, int idx, rec_buf *out, size_t max, char
     return rc;
 }
 
-int rec_value_is_str(const msgpack_object *o, const char *s) {
-    size_t n = strlen(s);
-    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n &&
-           memcmp(o->via.str.ptr, s, n) == 0;
-}
-
-const msgpack_object *rec_value_field(const msgpack_object *map, const char *name) {
+const msgpack_object *rec_value_field_n(const msgpack_object *map, const char *name, size_t n) {
     if (map->type != MSGPACK_OBJECT_MAP)
         return NULL;
     for (uint32_t i = 0; i < map->via.map.size; i++) {
-        if (rec_value_is_str(&map->via.map.ptr[i].key, name)) {
+        if (rec_value_is_strn(&map->via.map.ptr[i].key, name, n)) {
             const msgpack_object *v = &map->via.map.ptr[i].val;
             return v->type == MSGPACK_OBJECT_NIL ? NULL : v;
         }
     }
     return NULL;
+}
+
+#define FIELDS_MAX 32
+
+void rec_value_fields(const msgpack_object *map, const char *const *names, size_t n,
+                      const msgpack_object **out) {
+    size_t len[FIELDS_MAX];
+    uint32_t found = 0; /* a bit per name whose first key was met */
+    for (size_t k = 0; k < n; k++)
+        out[k] = NULL;
+    if (n > FIELDS_MAX) /* past the bits kept: field by field */
+        for (size_t k = FIELDS_MAX; k < n; k++)
+            out[k] = rec_value_field(map, names[k]);
+    n = n < FIELDS_MAX ? n : FIELDS_MAX;
+    for (size_t k = 0; k < n; k++)
+        len[k] = strlen(names[k]);
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *key = &map->via.map.ptr[i].key;
+        if (key->type != MSGPACK_OBJECT_STR)
+            continue;
+        for (size_t k = 0; k < n; k++) {
+            if (found & (1u << k) || !rec_value_is_strn(key, names[k], len[k]))
+                continue;
+            found |= 1u << k;
+            const msgpack_object *v = &map->via.map.ptr[i].val;
+            out[k] = v->type == MSGPACK_OBJECT_NIL ? NULL : v;
+            break;
+        }
+    }
 }
 
 int rec_value_pack_str(msgpack_packer *pk, const char *s) {

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <lua.h>
 #include <msgpack.h>
@@ -139,12 +140,33 @@ int rec_value_pack_lua(lua_State *L, int idx, rec_buf *out, char *err,
 int rec_value_pack_lua_max(lua_State *L, int idx, rec_buf *out, size_t max, char *err,
                         size_t errlen);
 
-/* Whether the msgpack object o is the string s (NUL-terminated). */
-int rec_value_is_str(const msgpack_object *o, const char *s);
+/* Whether the msgpack object o is the string s of n bytes. */
+static inline int rec_value_is_strn(const msgpack_object *o, const char *s, size_t n) {
+    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n &&
+           memcmp(o->via.str.ptr, s, n) == 0;
+}
 
-/* The field `name` of a decoded msgpack map: NULL when map is not a map,
- * the field is missing, or it is nil. Borrowed from map. O(fields). */
-const msgpack_object *rec_value_field(const msgpack_object *map, const char *name);
+/* Whether the msgpack object o is the string s (NUL-terminated; inline, so
+ * that the length of a literal is known when compiling). */
+static inline int rec_value_is_str(const msgpack_object *o, const char *s) {
+    return rec_value_is_strn(o, s, strlen(s));
+}
+
+/* The field `name` (n bytes) of a decoded msgpack map: NULL when map is
+ * not a map, the field is missing, or it is nil. Borrowed from map.
+ * O(fields). */
+const msgpack_object *rec_value_field_n(const msgpack_object *map, const char *name, size_t n);
+
+static inline const msgpack_object *rec_value_field(const msgpack_object *map,
+                                                    const char *name) {
+    return rec_value_field_n(map, name, strlen(name));
+}
+
+/* The fields names[0..n) of map in one pass over it: out[k] as
+ * rec_value_field(map, names[k]) would give it (the first key of that name
+ * wins). For a record read field by field on a hot path. O(fields x n). */
+void rec_value_fields(const msgpack_object *map, const char *const *names, size_t n,
+                      const msgpack_object **out);
 
 /* The msgpack object o (NULL: absent) as an input field (input.h); strings
  * and bins point into o. */

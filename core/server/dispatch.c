@@ -892,23 +892,35 @@ static int m_user_delete(call_ctx *c) { return delete_common(c, REC_KIND_USER); 
 
 /* ---- events ----------------------------------------------------------- */
 
-/* Read event o (its context packed as clen bytes at ctx; ctx NULL when
- * only the size is known) into in, checked as input.c checks every event. */
-static int read_event(call_ctx *c, const msgpack_object *o, const void *ctx, size_t clen,
-                      rec_event_input *in) {
+/* The fields of event o, its context at REC_EVF_CONTEXT, in one pass. */
+static void event_fields(const msgpack_object *o, const msgpack_object *v[REC_EVF_N + 1]) {
+    rec_value_fields(o, rec_event_field_names, REC_EVF_N + 1, v);
+}
+
+/* Read event o, its fields v (its context packed as clen bytes at ctx;
+ * ctx NULL when only the size is known), into in, checked as input.c
+ * checks every event. */
+static int read_event(call_ctx *c, const msgpack_object *const v[REC_EVF_N + 1],
+                      const void *ctx, size_t clen, rec_event_input *in) {
     rec_field f[REC_EVF_N];
     for (int k = 0; k < REC_EVF_N; k++)
-        rec_value_input(rec_value_field(o, rec_event_field_names[k]), &f[k]);
+        rec_value_input(v[k], &f[k]);
     return rec_input_event(c->e, f, c->d->strict, ctx, clen, in, c->err, c->errlen);
+}
+
+static int not_event(call_ctx *c, uint32_t i) {
+    return fail(c, REC_EINVAL, "params[%u] must be a map {user, item, type, ...}", i);
 }
 
 static int check_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     if (!o || o->type != MSGPACK_OBJECT_MAP)
-        return fail(c, REC_EINVAL, "params[%u] must be a map {user, item, type, ...}", i);
-    const msgpack_object *cx = rec_value_field(o, "context");
+        return not_event(c, i);
+    const msgpack_object *v[REC_EVF_N + 1];
+    event_fields(o, v);
+    const msgpack_object *cx = v[REC_EVF_CONTEXT];
     size_t clen = cx ? packed_size(cx) : 0; /* the size apply_event will store */
     rec_event_input in;
-    int rc = read_event(c, o, NULL, clen, &in);
+    int rc = read_event(c, v, NULL, clen, &in);
     return rc ? in_param(c, rc, i) : 0;
 }
 
@@ -924,6 +936,8 @@ static int check_new_types(call_ctx *c, uint32_t n) {
     size_t nfresh = 0;
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *t = rec_value_field(param(c, i), "type");
+        if (!t || t->type != MSGPACK_OBJECT_STR) /* a lone event, read after this */
+            continue;
         if (rec_engine_type_find(c->e, t->via.str.ptr, t->via.str.size) >= 0)
             continue;
         size_t q = 0;
@@ -984,16 +998,22 @@ static void late_credit(rec_dispatch *d, uint64_t rec_id) {
     }
 }
 
-static int apply_event(call_ctx *c, const msgpack_object *o) {
+/* Apply event i, o. A call of one event was not read before (its read
+ * here refuses it before anything is applied); a longer one was. */
+static int apply_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
+    if (!o || o->type != MSGPACK_OBJECT_MAP)
+        return not_event(c, i);
     rec_buf *ctx = &c->d->scratch;
     rec_buf_clear(ctx);
-    const msgpack_object *cx = rec_value_field(o, "context");
+    const msgpack_object *v[REC_EVF_N + 1];
+    event_fields(o, v);
+    const msgpack_object *cx = v[REC_EVF_CONTEXT];
     if (cx && pack_scratch(c, cx))
         return REC_ENOMEM;
     rec_event_input in;
-    int rc = read_event(c, o, cx ? ctx->data : NULL, cx ? ctx->len : 0, &in);
-    if (rc) /* checked before: cannot happen */
-        return rc;
+    int rc = read_event(c, v, cx ? ctx->data : NULL, cx ? ctx->len : 0, &in);
+    if (rc)
+        return in_param(c, rc, i);
     rec_event ev = in.ev;
     rec_event_out out;
     rc = rec_dispatch_catch_up(c->d);
@@ -1018,14 +1038,15 @@ static int apply_event(call_ctx *c, const msgpack_object *o) {
     return rc ? engine_fail(c, rc) : 0;
 }
 
-/* Every event of the call checked, before any is applied. */
+/* Every event of the call checked, before any is applied; one alone is
+ * checked as it is read to be applied (the same checks, made once). */
 static int check_events(call_ctx *c) {
     uint32_t n = c->params->via.array.size;
     if (n == 0)
         return fail(c, REC_EINVAL, "params must hold at least one event");
     if (n > MAX_BATCH)
         return fail(c, REC_ETOOLARGE, "at most %d events per call", MAX_BATCH);
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < n && n > 1; i++) {
         int rc = check_event(c, param(c, i), i);
         if (rc)
             return rc;
@@ -1041,7 +1062,7 @@ static int m_event_add(call_ctx *c) {
     for (uint32_t i = 0; i < n; i++) {
         if (i + 1 < n)
             prefetch_event(c->e, param(c, i + 1));
-        int rc = apply_event(c, param(c, i));
+        int rc = apply_event(c, param(c, i), i);
         if (rc)
             return rc;
     }

@@ -110,6 +110,27 @@ t.test("event batches: made from stored events, the learning primitives loop ove
     t.truthy(db:vector("user", "u1", "mf"), "stepped")
     t.eq(db:vector("user", "u2", "mf"), nil, "skipped")
     t.eq(db:ials_fold_in(b), false, "no model trained here")
+    -- mf: weight = "log" and max_weight step as the same function in Lua does
+    local function learned(weight)
+        local d2 = recd.open(t.tmpdir(), {no_sync = true})
+        local ev2 = {}
+        for i, e in ipairs{{"u1", "a", "click"}, {"u2", "b", "view"}, {"u2", "a", "purchase"}} do
+            local seq, w = d2:event{user = e[1], item = e[2], type = e[3], ts = 1000 + i}
+            ev2[i] = {user = e[1], item = e[2], type = e[3], weight = w, ts = 1000 + i, seq = seq}
+        end
+        t.eq(d2:mf_update(d2:event_batch(ev2), {dim = 4, weight = weight, max_weight = 5}), 3)
+        local v = d2:vector("user", "u2", "mf")
+        d2:close()
+        return v
+    end
+    local in_c = learned("log")
+    local in_lua = learned(function(w) return w > 1 and 1 + math.log(w) or w end)
+    for k = 1, 4 do t.near(in_c[k], in_lua[k], 1e-5, "component " .. k) end
+    local raw, apart = learned(nil), 0 -- a purchase (8) steps at 5, not 3.08
+    for k = 1, 4 do apart = math.max(apart, math.abs(raw[k] - in_c[k])) end
+    t.truthy(apart > 1e-4, "log weights step apart from raw ones")
+    t.raises("invalid_params", db.mf_update, db, b, {weight = "sqrt"})
+    t.raises("out_of_range", db.mf_update, db, b, {weight = "log", max_weight = 0})
     -- bad input
     t.raises("invalid_params", db.counter_add, db, "c", b, {amount = 0 / 0})
     t.raises("invalid_params", db.counter_add, db, "c", b, {types = "click"})
