@@ -13,7 +13,10 @@
 -- only, so a reload loses nothing.
 --
 -- Cost: one db:mf_update per batch of events (on_events): in C, one step
--- per positive event, O(NEGATIVES x DIM).
+-- per positive event, O(NEGATIVES x DIM), made at once only while
+-- something reads the space; otherwise the steps are owed (O(1) per
+-- batch) and the next read pays them, as they would have been made
+-- (docs/operations.md). The shipped hybrid pipeline does not read "mf".
 -- Knobs: DIM, LR, REG, NEGATIVES, MAX_WEIGHT (cap on the scaled weight).
 local SPACE = "mf"
 local DIM = 64

@@ -74,6 +74,30 @@ typedef struct kv_overlay {
     size_t cap, used;
 } kv_overlay;
 
+/* An MF space learned from batches of logged events (engine.h): the
+ * events up to `paid` are stepped, those after it up to `owed_to` owed. */
+typedef struct mf_step {
+    uint64_t seq;
+    uint32_t user, item;
+    float w;            /* the step's weight (rec_mf_plan_weight) */
+} mf_step;
+
+typedef struct mf_owed {
+    char space[REC_SPACE_NAME_MAX + 1];
+    rec_mf_plan plan;   /* the latest batch's: owed steps are made so */
+    uint32_t dim;
+    uint64_t paid, owed_to;
+    double read_at;     /* mono_now() of the last read; 0 none since open */
+    /* The newest owed steps, oldest first (a ring of cap): every step of
+     * an event from ring_from on is there; older ones are read back from
+     * the log (where an event not committed yet waits for its commit). */
+    mf_step *ring;
+    uint32_t cap, head, n;
+    uint64_t ring_from;
+} mf_owed;
+
+#define MF_RING_MAX 65536
+
 struct rec_engine {
     rec_store *store;
     rec_engine_opts opts;
@@ -113,6 +137,8 @@ struct rec_engine {
     rec_shown *shown;          /* what each person was shown (request state) */
     rec_click *click;          /* the click model of the served lists (learned) */
     rec_buf scratch;
+    mf_owed mfo[REC_MF_OWED_MAX]; /* MF spaces learned from batches */
+    size_t nmfo;
     void *attached;            /* state of core/learn, freed with the engine */
     void (*attached_free)(void *);
     char errmsg[256];
@@ -297,6 +323,9 @@ static void state_free(rec_engine *e) {
     e->ntypes = 0;
     rec_graph_close(&e->graph);
     kv_overlay_clear(&e->learned_kv);
+    for (size_t i = 0; i < e->nmfo; i++)
+        free(e->mfo[i].ring);
+    e->nmfo = 0;
 }
 
 static int set_inactive(rec_engine *e, uint32_t idx, int inactive) {
@@ -349,6 +378,63 @@ static int load_items(void *ud, rec_val k, rec_val v) {
     return 0;
 }
 
+/* ---- what MF owes, as stored: "mfowed/<space>" -> version 1, paid,
+ * owed_to, dim, lr, reg, negatives, init_scale, max_norm, log_weight,
+ * max_weight, typed, the types' bits (little-endian words) */
+#define MFO_PREFIX "mfowed/"
+#define MFO_PREFIX_LEN 7
+#define MFO_BYTES (1 + 8 + 8 + 4 + 5 * 4 + 1 + 4 + 1 + (REC_MAX_TYPES / 8))
+
+static size_t mfo_pack(const mf_owed *m, unsigned char *b) {
+    const rec_mf_plan *p = &m->plan;
+    size_t o = 0;
+    b[o++] = 1;
+    memcpy(b + o, &m->paid, 8), o += 8;
+    memcpy(b + o, &m->owed_to, 8), o += 8;
+    memcpy(b + o, &m->dim, 4), o += 4;
+    const float f[4] = {p->mf.lr, p->mf.reg, p->mf.init_scale, p->mf.max_norm};
+    memcpy(b + o, &f[0], 4), o += 4;
+    memcpy(b + o, &f[1], 4), o += 4;
+    memcpy(b + o, &p->mf.negatives, 4), o += 4;
+    memcpy(b + o, &f[2], 4), o += 4;
+    memcpy(b + o, &f[3], 4), o += 4;
+    b[o++] = (unsigned char)(p->log_weight != 0);
+    memcpy(b + o, &p->max_weight, 4), o += 4;
+    b[o++] = (unsigned char)(p->typed != 0);
+    memcpy(b + o, p->types, REC_MAX_TYPES / 8), o += REC_MAX_TYPES / 8;
+    return o;
+}
+
+static int mfo_load(rec_engine *e, const char *name, size_t nl, const unsigned char *b,
+                    size_t n) {
+    if (nl > REC_SPACE_NAME_MAX || n != MFO_BYTES || b[0] != 1)
+        return REC_ECORRUPT;
+    if (e->nmfo == REC_MF_OWED_MAX)
+        return 0; /* written by a build that kept more: stepped at once from here */
+    mf_owed *m = &e->mfo[e->nmfo];
+    memset(m, 0, sizeof *m);
+    memcpy(m->space, name, nl);
+    rec_mf_plan *p = &m->plan;
+    size_t o = 1;
+    memcpy(&m->paid, b + o, 8), o += 8;
+    memcpy(&m->owed_to, b + o, 8), o += 8;
+    memcpy(&m->dim, b + o, 4), o += 4;
+    memcpy(&p->mf.lr, b + o, 4), o += 4;
+    memcpy(&p->mf.reg, b + o, 4), o += 4;
+    memcpy(&p->mf.negatives, b + o, 4), o += 4;
+    memcpy(&p->mf.init_scale, b + o, 4), o += 4;
+    memcpy(&p->mf.max_norm, b + o, 4), o += 4;
+    p->log_weight = b[o++];
+    memcpy(&p->max_weight, b + o, 4), o += 4;
+    p->typed = b[o++];
+    memcpy(p->types, b + o, REC_MAX_TYPES / 8);
+    if (m->paid > m->owed_to || m->dim < 1 || m->dim > REC_DIM_MAX)
+        return REC_ECORRUPT;
+    m->ring_from = m->owed_to + 1; /* the rest is in the log */
+    e->nmfo++;
+    return 0;
+}
+
 static int load_meta(void *ud, rec_val k, rec_val v) {
     rec_engine *e = ud;
     const char *key = k.data;
@@ -368,6 +454,8 @@ static int load_meta(void *ud, rec_val k, rec_val v) {
         memcpy(&e->clock_off, val + 1, 8);
         e->clock_stored = 1;
         return 0;
+    } else if (k.len > MFO_PREFIX_LEN && memcmp(key, MFO_PREFIX, MFO_PREFIX_LEN) == 0) {
+        return mfo_load(e, key + MFO_PREFIX_LEN, k.len - MFO_PREFIX_LEN, val, v.len);
     } else if (k.len == 10 && memcmp(key, "checkpoint", 10) == 0) {
         if (v.len != 8 + sizeof e->rng.s)
             return REC_ECORRUPT;
@@ -580,6 +668,7 @@ static int commit_now(rec_engine *e, int force_checkpoint);
 static int state_load(rec_engine *e) {
     rec_graph_init(&e->graph, e->opts.cooc_window);
     rec_rng_seed(&e->rng, e->opts.seed);
+    e->nmfo = 0;
     for (int k = 0; k < 2; k++)
         rec_idmap_init(&e->ids[k]);
     e->next_seq = 1;
@@ -812,6 +901,13 @@ static int flush_spaces(rec_engine *e, int checkpoint) {
     if (rc)
         return rc;
     e->clock_stored = 1;
+    for (size_t i = 0; i < e->nmfo; i++) {
+        char key[MFO_PREFIX_LEN + REC_SPACE_NAME_MAX + 1];
+        unsigned char val[MFO_BYTES];
+        size_t kl = (size_t)snprintf(key, sizeof key, MFO_PREFIX "%s", e->mfo[i].space);
+        if ((rc = rec_batch_put(e->batch, REC_DB_META, key, kl, val, mfo_pack(&e->mfo[i], val))))
+            return rc;
+    }
     unsigned char cp[8 + sizeof e->rng.s];
     rec_be64(cp, e->learned_seq);
     memcpy(cp + 8, e->rng.s, sizeof e->rng.s);
@@ -1702,6 +1798,242 @@ int rec_engine_mf_update(rec_engine *e, rec_space *s, uint32_t user,
     if (loss)
         *loss = l;
     return 0;
+}
+
+/* ---- online MF steps owed while nobody reads the space (engine.h) ---- */
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+float rec_mf_plan_weight(const rec_mf_plan *p, uint16_t type, float w) {
+    if (!(w > 0.0f) || (p->typed && !(p->types[type >> 6] >> (type & 63) & 1)))
+        return 0.0f;
+    if (p->log_weight && w > 1.0f)
+        w = 1.0f + logf(w);
+    return w < p->max_weight ? w : p->max_weight;
+}
+
+static mf_owed *mfo_find(rec_engine *e, const char *space) {
+    for (size_t i = 0; i < e->nmfo; i++)
+        if (strcmp(e->mfo[i].space, space) == 0)
+            return &e->mfo[i];
+    return NULL;
+}
+
+static int mfo_reading(const mf_owed *m, double now) {
+    return m->read_at > 0.0 && now - m->read_at < REC_MF_READ_WINDOW;
+}
+
+/* Keep step st as the newest owed one; past MF_RING_MAX (or out of
+ * memory) the oldest is left to the log. */
+static void mfo_keep(mf_owed *m, const mf_step *st) {
+    if (m->n == m->cap && m->cap < MF_RING_MAX) {
+        uint32_t cap = m->cap ? m->cap * 2 : 256;
+        mf_step *r = malloc((size_t)cap * sizeof *r);
+        if (r) {
+            for (uint32_t i = 0; i < m->n; i++)
+                r[i] = m->ring[(m->head + i) % m->cap];
+            free(m->ring);
+            m->ring = r;
+            m->cap = cap;
+            m->head = 0;
+        }
+    }
+    if (!m->cap) { /* no memory at all: the log keeps it */
+        m->ring_from = st->seq + 1;
+        return;
+    }
+    if (m->n == m->cap) { /* the oldest goes to the log's keeping */
+        m->ring_from = m->ring[m->head].seq + 1;
+        m->head = (m->head + 1) % m->cap;
+        m->n--;
+    }
+    m->ring[(m->head + m->n) % m->cap] = *st;
+    m->n++;
+}
+
+int rec_engine_mf_owe(rec_engine *e, const char *space, uint32_t dim, const rec_mf_plan *p,
+                      const rec_replay_event *ev, size_t n, int *now) {
+    *now = 1;
+    if (rec_space_name_ok(space) || n == 0 || ev[0].seq == 0 || dim < 1 ||
+        dim > REC_DIM_MAX)
+        return fail(e, REC_EINVAL, "bad space or batch of events to learn");
+    for (size_t i = 1; i < n; i++)
+        if (ev[i].seq <= ev[i - 1].seq)
+            return fail(e, REC_EINVAL, "the events to learn are not in log order");
+    uint64_t first = ev[0].seq, last = ev[n - 1].seq;
+    mf_owed *m = mfo_find(e, space);
+    if (!m) {
+        if (e->nmfo == REC_MF_OWED_MAX)
+            return 0; /* stepped at once */
+        m = &e->mfo[e->nmfo++];
+        memset(m, 0, sizeof *m);
+        snprintf(m->space, sizeof m->space, "%s", space);
+        m->paid = m->owed_to = first - 1;
+        m->ring_from = first;
+    }
+    m->plan = *p;
+    m->dim = dim;
+    if (last <= m->owed_to) /* handed over before (a replay): done */
+        return *now = 0, 0;
+    if (m->paid == m->owed_to && mfo_reading(m, mono_now()))
+        return 0;
+    *now = 0;
+    if (m->paid == m->owed_to && m->n == 0) /* a new debt: all in the ring */
+        m->ring_from = first;
+    for (size_t i = 0; i < n; i++) {
+        if (ev[i].seq <= m->owed_to)
+            continue;
+        mf_step st = {ev[i].seq, ev[i].user, ev[i].item,
+                      rec_mf_plan_weight(p, ev[i].type, ev[i].weight)};
+        if (st.w > 0.0f)
+            mfo_keep(m, &st);
+    }
+    m->owed_to = last;
+    return 0;
+}
+
+void rec_engine_mf_stepped(rec_engine *e, const char *space, uint64_t last) {
+    mf_owed *m = mfo_find(e, space);
+    if (m && last > m->owed_to)
+        m->paid = m->owed_to = last;
+}
+
+typedef struct mfo_pay_ctx {
+    rec_engine *e;
+    mf_owed *m;
+    rec_space *s;
+    uint64_t left;      /* steps this call may still make */
+    double deadline;    /* mono_now(); 0: none */
+    int reached;        /* the scan met the ring's first event (or passed it) */
+    int rc;
+} mfo_pay_ctx;
+
+static int mfo_out_of_time(const mfo_pay_ctx *c) {
+    return !c->left || (c->deadline > 0 && (c->left & 255) == 0 && mono_now() > c->deadline);
+}
+
+static int mfo_step(mfo_pay_ctx *c, uint32_t user, uint32_t item, float w) {
+    rec_engine *e = c->e;
+    if (!(w > 0.0f) || !rec_idmap_alive(&e->ids[REC_KIND_USER], user) ||
+        !rec_idmap_alive(&e->ids[REC_KIND_ITEM], item))
+        return 0;
+    c->left--;
+    return rec_engine_mf_update(e, c->s, user, item, w, &c->m->plan.mf, NULL);
+}
+
+/* One logged event before the ring's first, in order: its step. */
+static int mfo_pay_logged(void *ud, rec_val k, rec_val v) {
+    mfo_pay_ctx *c = ud;
+    mf_owed *m = c->m;
+    if (k.len != 8)
+        return c->rc = REC_ECORRUPT;
+    uint64_t seq = rec_get_be64(k.data);
+    if (seq >= m->ring_from) {
+        c->reached = 1;
+        return 1;
+    }
+    if (mfo_out_of_time(c))
+        return 1;
+    ev_rec r;
+    if (ev_parse(v.data, v.len, &r))
+        return c->rc = fail(c->e, REC_ECORRUPT, "event %llu of the log is corrupt",
+                            (unsigned long long)seq);
+    if ((c->rc = mfo_step(c, r.h.user, r.h.item,
+                          rec_mf_plan_weight(&m->plan, r.h.type, ev_weight(c->e, &r)))))
+        return c->rc;
+    m->paid = seq;
+    return 0;
+}
+
+/* Pay m's owed steps in log order, up to max of them and until deadline
+ * (0: none): those before the ring from the log (an event there not
+ * committed yet stops the payment until it is), then the ring's. */
+static int mfo_pay(rec_engine *e, mf_owed *m, uint64_t max, double deadline) {
+    if (m->paid >= m->owed_to)
+        return 0;
+    rec_space *s = rec_engine_space(e, m->space);
+    int rc = s ? 0 : rec_engine_space_ensure(e, m->space, m->dim, &s);
+    if (rc)
+        return rc;
+    if (s->dim != m->dim) /* the space was made again with another size */
+        return fail(e, REC_EDIM, "space '%s' has dimension %u, its MF steps %u", m->space,
+                    s->dim, m->dim);
+    mfo_pay_ctx c = {e, m, s, max, deadline, 0, 0};
+    while (!c.rc && m->paid + 1 < m->ring_from && !mfo_out_of_time(&c)) {
+        uint64_t before = m->paid;
+        c.reached = 0;
+        rec_rtxn *t;
+        if ((rc = rec_store_read_begin(e->store, &t)))
+            return fail(e, rc, "%s", rec_store_errmsg(e->store));
+        unsigned char from[8];
+        rec_be64(from, m->paid + 1);
+        rc = rec_rtxn_scan_from(t, REC_DB_EVENTS, from, 8, mfo_pay_logged, &c);
+        rec_store_read_end(t);
+        if (rc < 0 && !c.rc)
+            c.rc = rc;
+        if (c.rc || m->paid + 1 >= m->ring_from)
+            break;
+        if (c.reached || (!rec_batch_count(e->batch) && !e->inflight))
+            m->paid = m->ring_from - 1; /* the rest there: deleted since */
+        else if (m->paid == before || !mfo_out_of_time(&c))
+            return 0; /* the rest waits for its commit */
+    }
+    while (!c.rc && m->n && m->paid + 1 >= m->ring_from && !mfo_out_of_time(&c)) {
+        const mf_step *st = &m->ring[m->head];
+        c.rc = mfo_step(&c, st->user, st->item, st->w);
+        m->paid = st->seq;
+        m->head = (m->head + 1) % m->cap;
+        m->n--;
+    }
+    if (!c.rc && !m->n && m->paid + 1 >= m->ring_from) {
+        m->paid = m->owed_to; /* the ring held every step after it */
+        m->ring_from = m->owed_to + 1;
+    }
+    return c.rc;
+}
+
+int rec_engine_mf_settle(rec_engine *e, const char *space) {
+    int rc = 0;
+    double now = 0.0;
+    for (size_t i = 0; i < e->nmfo; i++) {
+        mf_owed *m = &e->mfo[i];
+        if (space && strcmp(m->space, space) != 0)
+            continue;
+        m->read_at = now > 0.0 ? now : (now = mono_now());
+        int rc1 = mfo_pay(e, m, REC_MF_READ_PAY, 0.0);
+        if (rc1 && !rc)
+            rc = rc1;
+    }
+    return rc;
+}
+
+int rec_engine_mf_catch_up(rec_engine *e, double seconds) {
+    if (!e->nmfo)
+        return 0;
+    double now = mono_now(), deadline = now + seconds;
+    int more = 0;
+    for (size_t i = 0; i < e->nmfo; i++) {
+        mf_owed *m = &e->mfo[i];
+        if (m->paid >= m->owed_to || !mfo_reading(m, now))
+            continue;
+        int rc = mfo_pay(e, m, UINT64_MAX, deadline);
+        if (rc)
+            return rc;
+        more |= m->paid < m->owed_to;
+    }
+    return more;
+}
+
+uint64_t rec_engine_mf_owed(const rec_engine *e, const char *space) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < e->nmfo; i++)
+        if (!space || strcmp(e->mfo[i].space, space) == 0)
+            n += e->mfo[i].owed_to - e->mfo[i].paid;
+    return n;
 }
 
 rec_graph *rec_engine_graph(rec_engine *e) { return &e->graph; }

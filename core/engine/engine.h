@@ -172,6 +172,62 @@ int rec_engine_mf_update(rec_engine *e, rec_space *s, uint32_t user,
                          uint32_t item, float weight,
                          const rec_mf_opts *o, float *loss);
 
+/* ---- Online MF steps owed while nobody reads the space ----------------
+ *
+ * A batch of logged events learned by MF (db:mf_update) is stepped at once
+ * only while something reads its space: nothing is owed and the space
+ * was read in the last REC_MF_READ_WINDOW seconds. Otherwise the batch's
+ * steps are owed: the engine keeps the range of events they come from,
+ * not the events (the log holds them), so a space nobody reads costs
+ * O(1) per batch whatever the traffic. A read pays what is owed first, in
+ * log order, as the steps would have been made at once (the generator of
+ * MF draws is only MF's, so the rows come out the same), up to
+ * REC_MF_READ_PAY steps; the rest is paid by the next reads and by
+ * rec_engine_mf_catch_up between requests. Only events in the store are
+ * paid (those of a commit under way wait for it). What is owed is written
+ * at checkpoints with the rows, so a restart or a replay after a crash
+ * owes the same steps. At most REC_MF_OWED_MAX spaces are learned so;
+ * others are stepped at once. */
+#define REC_MF_READ_WINDOW 60.0
+#define REC_MF_READ_PAY 65536
+#define REC_MF_OWED_MAX 8
+
+/* How the step of an event is made: MF's options and the event's weight
+ * mapped: 1 + ln w above 1 when log_weight, then at most max_weight; only
+ * events of weight > 0 and, when typed, of a type set in types. */
+typedef struct rec_mf_plan {
+    rec_mf_opts mf;
+    int log_weight;
+    float max_weight;   /* INFINITY: no cap */
+    int typed;
+    uint64_t types[(REC_MAX_TYPES + 63) / 64];
+} rec_mf_plan;
+
+/* The step weight of an event of type and weight w under p; 0: no step. */
+float rec_mf_plan_weight(const rec_mf_plan *p, uint16_t type, float w);
+
+struct rec_replay_event;
+/* The logged events ev[0..n) (in log order, as the log holds them) are
+ * to be learned in space (created with dim when missing) under p: *now =
+ * 1 when the caller steps them at once and then calls
+ * rec_engine_mf_stepped with the last one's seq, 0 when they are owed.
+ * The newest 65,536 owed steps are kept in memory (24 bytes each), older
+ * ones are read back from the log. REC_EINVAL for a bad name or events
+ * out of order. O(n). */
+int rec_engine_mf_owe(rec_engine *e, const char *space, uint32_t dim, const rec_mf_plan *p,
+                      const struct rec_replay_event *ev, size_t n, int *now);
+void rec_engine_mf_stepped(rec_engine *e, const char *space, uint64_t last);
+/* A read of space (NULL: every space learned so): it pays up to
+ * REC_MF_READ_PAY owed steps of each first. O(1) when nothing is owed. */
+int rec_engine_mf_settle(rec_engine *e, const char *space);
+/* Pay owed steps of the spaces read in the last REC_MF_READ_WINDOW
+ * seconds for up to `seconds`: 1 when some remain to pay so, 0 when none,
+ * or a negative REC_E* (rec_engine_errmsg says why). */
+int rec_engine_mf_catch_up(rec_engine *e, double seconds);
+/* Events whose steps are owed in space (NULL: all), an upper bound (some
+ * may not step). */
+uint64_t rec_engine_mf_owed(const rec_engine *e, const char *space);
+
 /* Counter family by name, or NULL. */
 rec_counter *rec_engine_counter(const rec_engine *e, const char *name);
 /* Family created with half_life (seconds, 0 no decay) when missing; an

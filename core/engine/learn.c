@@ -758,7 +758,7 @@ static int settle_model(rec_engine *e, model *m, uint32_t user) {
 }
 
 int rec_learn_settle(rec_engine *e, const char *space, uint32_t user) {
-    int rc = 0;
+    int rc = rec_engine_mf_settle(e, space); /* MF steps owed there, too */
     double now = 0.0;
     for (model *m = rec_engine_attached(e); m; m = m->next) {
         if (m->ease || (space && strcmp(m->space, space) != 0))

@@ -89,8 +89,9 @@ int rec_learn_fold_in_later_n(rec_engine *e, const char *space, const uint32_t *
                               size_t n);
 /* Fold in what is owed in space (NULL: every model) for user
  * (REC_IDX_NONE: every user): before reading a user row, or all rows. A
- * read: it keeps the models it names folded in the background (above).
- * The first error, the rest still settled. O(1) when nothing is owed. */
+ * read: it keeps the models it names folded in the background (above),
+ * and pays the MF steps owed in the space (rec_engine_mf_settle). The
+ * first error, the rest still settled. O(1) when nothing is owed. */
 int rec_learn_settle(rec_engine *e, const char *space, uint32_t user);
 /* Fold in, in space (NULL: every model), the users owed whose row does
  * not exist yet: what a count of a space's users needs. Not a read.

@@ -763,8 +763,8 @@ static int db_drop_seen(lua_State *L) {
 }
 
 /* [-0, +1, m] {name, dim, items, users} */
-static void push_space_info(lua_State *L, const rec_space *s) {
-    lua_createtable(L, 0, 4);
+static void push_space_info(lua_State *L, const rec_engine *e, const rec_space *s) {
+    lua_createtable(L, 0, 5);
     lua_pushstring(L, s->name);
     lua_setfield(L, -2, "name");
     lua_pushinteger(L, s->dim);
@@ -773,6 +773,8 @@ static void push_space_info(lua_State *L, const rec_space *s) {
     lua_setfield(L, -2, "items");
     lua_pushinteger(L, s->m[REC_KIND_USER].count);
     lua_setfield(L, -2, "users");
+    lua_pushinteger(L, (lua_Integer)rec_engine_mf_owed(e, s->name));
+    lua_setfield(L, -2, "mf_owed");
 }
 
 /* db:space(name [, dim]) -> info | nil; creates the space when dim is
@@ -796,7 +798,7 @@ static int db_space(lua_State *L) {
         return 1;
     }
     settle_new(L, d, name); /* users owed their first fold-in count */
-    push_space_info(L, s);
+    push_space_info(L, d->e, s);
     return 1;
 }
 
@@ -807,7 +809,7 @@ static int db_spaces(lua_State *L) {
     size_t n = rec_engine_space_count(d->e);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
-        push_space_info(L, rec_engine_space_at(d->e, i));
+        push_space_info(L, d->e, rec_engine_space_at(d->e, i));
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
@@ -823,10 +825,14 @@ static rec_kind check_kind(lua_State *L, int idx) {
     return REC_KIND_ITEM;
 }
 
+/* The space `name`, to read: MF steps owed there are paid first. */
 static rec_space *check_space(lua_State *L, ldb *d, const char *name) {
     rec_space *s = rec_engine_space(d->e, name);
     if (!s)
         rec_lua_error(L, REC_ENOTFOUND, "unknown space '%s'", name);
+    int rc = rec_engine_mf_settle(d->e, name);
+    if (rc)
+        engine_error(L, d->e, rc);
     return s;
 }
 
@@ -1260,6 +1266,8 @@ typedef struct levents {
     rec_engine *e;
     const rec_replay_event *ev;
     size_t n;
+    int logged;   /* the events as the log holds them, in its order (not
+                     made by db:event_batch) */
 } levents;
 
 /* Which events of a batch a call takes: every one, or those of some
@@ -1319,6 +1327,7 @@ void rec_lua_push_events(lua_State *L, rec_engine *e, const rec_replay_event *ev
     b->e = e;
     b->ev = ev;
     b->n = n;
+    b->logged = 1;
     luaL_setmetatable(L, EVENTS_MT);
     lua_createtable(L, n < INT_MAX ? (int)n : 0, 0);
     lua_setiuservalue(L, -2, 1);
@@ -1488,6 +1497,7 @@ static int db_event_batch(lua_State *L) {
     b->e = d->e;
     b->ev = NULL; /* valid once filled */
     b->n = 0;
+    b->logged = 0;
     luaL_setmetatable(L, EVENTS_MT);
     lua_createtable(L, (int)n, 0);
     lua_setiuservalue(L, -2, 1);
@@ -1637,9 +1647,36 @@ static int mf_update_batch(lua_State *L, ldb *d) {
     if (!(maxw > 0))
         return rec_lua_error(L, REC_ERANGE, "max_weight must be a positive number");
     rec_space *s = mf_space(L, d, sn, dim);
-    rec_sandbox_charge(L, (uint64_t)b->n * (o.negatives + 2) * s->dim / FLOATS_PER_STEP);
     lua_Integer steps = 0;
     double total = 0;
+    /* Stepped at once only while something reads the space; else owed,
+     * and paid by the next read from the log (engine.h). A Lua weight
+     * function, a value filter or a batch made by db:event_batch cannot
+     * be owed: such a batch is stepped at once, after what was owed. */
+    int lazy = !wfn && !f.valued && b->logged && b->ev && b->n > 0, now = 1;
+    if (lazy) {
+        rec_mf_plan plan = {.mf = o, .log_weight = wlog, .max_weight = (float)maxw,
+                            .typed = f.typed};
+        memcpy(plan.types, f.types, sizeof plan.types);
+        int rc = rec_engine_mf_owe(d->e, sn, s->dim, &plan, b->ev, b->n, &now);
+        if (rc)
+            return engine_error(L, d->e, rc);
+        if (!now) {
+            rec_sandbox_charge(L, b->n);
+            for (size_t i = 0; i < b->n; i++)
+                steps += rec_mf_plan_weight(&plan, b->ev[i].type, b->ev[i].weight) > 0.0f &&
+                         rec_engine_alive(d->e, REC_KIND_USER, b->ev[i].user) &&
+                         rec_engine_alive(d->e, REC_KIND_ITEM, b->ev[i].item);
+            lua_pushinteger(L, steps);
+            lua_pushnumber(L, 0.0);
+            return 2;
+        }
+    } else {
+        int rc = rec_engine_mf_settle(d->e, sn);
+        if (rc)
+            return engine_error(L, d->e, rc);
+    }
+    rec_sandbox_charge(L, (uint64_t)b->n * (o.negatives + 2) * s->dim / FLOATS_PER_STEP);
     for (size_t i = 0; i < b->n && b->ev; i++) {
         const rec_replay_event *ev = &b->ev[i];
         if (i + 2 < b->n) { /* the rows of a step ahead load while this one runs */
@@ -1679,6 +1716,8 @@ static int mf_update_batch(lua_State *L, ldb *d) {
         total += (double)loss;
         steps++;
     }
+    if (lazy)
+        rec_engine_mf_stepped(d->e, sn, b->ev[b->n - 1].seq);
     autocommit(L, d);
     lua_pushinteger(L, steps);
     lua_pushnumber(L, total);

@@ -413,10 +413,12 @@ static int m_info(call_ctx *c) {
     rc = rc || msgpack_pack_array(pk, ns);
     for (size_t i = 0; i < ns && !rc; i++) {
         rec_space *s = rec_engine_space_at(c->e, i);
-        rc = msgpack_pack_map(pk, 4) || rec_value_pack_str(pk, "name") || rec_value_pack_str(pk, s->name) ||
+        rc = msgpack_pack_map(pk, 5) || rec_value_pack_str(pk, "name") || rec_value_pack_str(pk, s->name) ||
              rec_value_pack_str(pk, "dim") || msgpack_pack_uint32(pk, s->dim) ||
              rec_value_pack_str(pk, "items") || msgpack_pack_uint32(pk, s->m[REC_KIND_ITEM].count) ||
-             rec_value_pack_str(pk, "users") || msgpack_pack_uint32(pk, s->m[REC_KIND_USER].count);
+             rec_value_pack_str(pk, "users") || msgpack_pack_uint32(pk, s->m[REC_KIND_USER].count) ||
+             rec_value_pack_str(pk, "mf_owed") ||
+             msgpack_pack_uint64(pk, rec_engine_mf_owed(c->e, s->name));
     }
     rc = rc || rec_value_pack_str(pk, "memory") || msgpack_pack_map(pk, 1) ||
          rec_value_pack_str(pk, "rss_bytes") || msgpack_pack_int64(pk, rss_bytes()) ||
@@ -644,8 +646,10 @@ static int m_item_put(call_ctx *c) { return put_common(c, REC_KIND_ITEM); }
 static int m_user_put(call_ctx *c) { return put_common(c, REC_KIND_USER); }
 
 static int pack_vectors(call_ctx *c, rec_kind kind, uint32_t idx) {
-    /* the user's owed fold-ins first: they may add a row */
-    int rc = kind == REC_KIND_USER ? rec_learn_settle(c->e, NULL, idx) : 0;
+    /* the user's owed fold-ins first (they may add a row), and the MF
+     * steps owed */
+    int rc = kind == REC_KIND_USER ? rec_learn_settle(c->e, NULL, idx)
+                                   : rec_engine_mf_settle(c->e, NULL);
     if (rc)
         return rc;
     size_t ns = rec_engine_space_count(c->e), have = 0;
@@ -1608,6 +1612,8 @@ static int m_similar(call_ctx *c) {
                 s = x;
         }
     }
+    if (s && (rc = rec_engine_mf_settle(c->e, s->name))) /* a read: MF steps owed first */
+        return engine_fail(c, rc);
     size_t words;
     uint64_t *skip = skip_map(c, rec_value_field(o, "exclude"), &words, &rc);
     if (!skip)
@@ -2286,10 +2292,16 @@ int rec_dispatch_start(rec_dispatch *d, const rec_dispatch_runtime *r) {
     return 0;
 }
 
+/* Of a loop turn, what MF steps owed in a space being read may take:
+ * they catch up a turn at a time (engine.h). */
+#define MF_CATCH_UP_S 0.002
+
 void rec_dispatch_flush(rec_dispatch *d) {
     rec_fanout_flush(&d->fan);
     if (d->trainer) /* the fold-ins the events owe, off this thread */
         rec_train_fold(d->trainer);
+    if (rec_engine_mf_catch_up(d->e, MF_CATCH_UP_S) < 0)
+        REC_WARN("online MF: %s", rec_engine_errmsg(d->e));
 }
 
 void rec_dispatch_tick(rec_dispatch *d) {

@@ -442,3 +442,50 @@ def test_batched_policy_learns_before_the_next_call(scripted):
         c.send_raw(buf)
         got = dict((m, r) for m, _, r in (c.recv(), c.recv()))
         assert got[9002] == [n + 1]
+
+
+def test_online_mf_steps_wait_for_a_read(make_server, tmp_path):
+    """With nobody reading the mf space, online MF's steps are owed (the
+    range of logged events), across a restart; the first read pays them
+    in log order, so the vectors are those of steps made at once."""
+    import random
+    import shutil
+    pdir = tmp_path / "policies"
+    pdir.mkdir()
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    shutil.copy(os.path.join(root, "policies", "online_mf.lua"), str(pdir))
+    args = ["--scripts", "", "--policies", str(pdir)]
+    rng = random.Random(5)
+    users, items = ["mu%d" % i for i in range(6)], ["mi%d" % i for i in range(15)]
+
+    def batch():
+        return [{"user": rng.choice(users), "item": rng.choice(items),
+                 "type": rng.choice(["view", "click", "purchase"])} for _ in range(40)]
+    first, second = batch(), batch()
+
+    def owed(c):
+        return {s["name"]: s["mf_owed"] for s in c.call("sys.info")["spaces"]}.get("mf")
+
+    def vectors(c):
+        return ([c.call("user.get", u, 0)["vectors"]["mf"] for u in users] +
+                [c.call("item.get", i)["vectors"].get("mf") for i in items])
+
+    lazy, eager = make_server(args), make_server(args)
+    with lazy.connect() as c:
+        assert c.call("event.add", *first) == 40
+        assert owed(c) == 40, "nobody read mf: every step owed"
+        assert c.call("event.add", *second) == 40
+        assert owed(c) == 80
+    lazy.restart()
+    with lazy.connect() as c:
+        assert owed(c) == 80, "what is owed outlives a restart"
+        paid = vectors(c)
+        assert owed(c) == 0, "a read pays what is owed"
+    with eager.connect() as c:
+        assert c.call("event.add", *first) == 40
+        c.call("user.get", users[0], 0)          # a read: from here on at once
+        assert owed(c) == 0
+        assert c.call("event.add", *second) == 40
+        assert owed(c) == 0, "read lately: stepped at once"
+        at_once = vectors(c)
+    assert paid == at_once

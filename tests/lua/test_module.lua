@@ -129,6 +129,18 @@ t.test("event batches: made from stored events, the learning primitives loop ove
     local raw, apart = learned(nil), 0 -- a purchase (8) steps at 5, not 3.08
     for k = 1, 4 do apart = math.max(apart, math.abs(raw[k] - in_c[k])) end
     t.truthy(apart > 1e-4, "log weights step apart from raw ones")
+    -- mf: a batch made by hand is stepped at once (a server's batches of
+    -- logged events are owed while nobody reads the space: test_scripts.py)
+    local d2 = recd.open(t.tmpdir(), {no_sync = true})
+    local seq, w = d2:event{user = "u1", item = "a", type = "click", ts = 1001}
+    local steps2, loss2 = d2:mf_update(d2:event_batch{{user = "u1", item = "a", type = "click",
+                                                       weight = w, ts = 1001, seq = seq}},
+                                       {weight = "log"})
+    t.eq(steps2, 1)
+    t.eq(d2:space("mf").mf_owed, 0)
+    t.eq(d2:space("mf").users, 1)
+    t.truthy(loss2 >= 0)
+    d2:close()
     t.raises("invalid_params", db.mf_update, db, b, {weight = "sqrt"})
     t.raises("out_of_range", db.mf_update, db, b, {weight = "log", max_weight = 0})
     -- bad input

@@ -146,6 +146,116 @@ static void test_delete_user_leaves_no_trace(void **state) {
     rec_test_rmdir(dir);
 }
 
+/* MF steps owed while nobody reads the space: kept across a restart,
+ * paid by a read from the events in the store, as if made at once. */
+static void mf_events(rec_engine *e, int from, int to) {
+    for (int i = from; i <= to; i++) {
+        char u[16], it[16];
+        snprintf(u, sizeof u, "u%d", i % 3);
+        snprintf(it, sizeof it, "i%d", i % 4);
+        add_event(e, u, it, i % 5 ? "click" : "purchase", 100 + i);
+    }
+}
+
+/* Events from..to as the log holds them, as a server's batch has them. */
+static void mf_batch(rec_engine *e, int from, int to, rec_replay_event *ev) {
+    for (int i = from; i <= to; i++) {
+        char u[16], it[16], uk[REC_ID_MAX], ik[REC_ID_MAX];
+        snprintf(u, sizeof u, "u%d", i % 3);
+        snprintf(it, sizeof it, "i%d", i % 4);
+        const char *type = i % 5 ? "click" : "purchase";
+        rec_replay_event *x = &ev[i - from];
+        memset(x, 0, sizeof *x);
+        x->seq = (uint64_t)i;
+        x->user = rec_engine_lookup(e, REC_KIND_USER, uk, skey(uk, u));
+        x->item = rec_engine_lookup(e, REC_KIND_ITEM, ik, skey(ik, it));
+        x->type = (uint16_t)rec_engine_type_find(e, type, strlen(type));
+        x->weight = i % 5 ? 2.0f : 8.0f;
+    }
+}
+
+static void mf_rows(rec_engine *e, float out[3][8]) {
+    rec_space *s = rec_engine_space(e, "mf");
+    assert_non_null(s);
+    for (int u = 0; u < 3; u++) {
+        char k[REC_ID_MAX], name[16];
+        snprintf(name, sizeof name, "u%d", u);
+        uint32_t idx = rec_engine_lookup(e, REC_KIND_USER, k, skey(k, name));
+        const float *v = rec_space_get(s, REC_KIND_USER, idx);
+        assert_non_null(v);
+        memcpy(out[u], v, sizeof out[u]);
+    }
+}
+
+static void test_mf_owed_across_restart(void **state) {
+    (void)state;
+    rec_mf_plan p;
+    memset(&p, 0, sizeof p);
+    rec_mf_opts_default(&p.mf);
+    p.log_weight = 1;
+    p.max_weight = 4.0f;
+    float owed_rows[3][8], at_once[3][8];
+    int now = -1;
+    /* owed, restarted, then read */
+    rec_replay_event ev[12];
+    /* owed, the first ones restarted (read back from the log), then read */
+    char *dir = rec_test_mkdir("mfowed");
+    rec_engine *e = open_engine(dir);
+    mf_events(e, 1, 6);
+    mf_batch(e, 1, 6, ev);
+    assert_int_equal(rec_engine_mf_owe(e, "mf", 8, &p, ev, 6, &now), 0);
+    assert_int_equal(now, 0);
+    assert_int_equal(rec_engine_mf_owed(e, "mf"), 6);
+    assert_int_equal(rec_engine_checkpoint(e), 0);
+    rec_engine_free(e);
+    e = open_engine(dir);
+    assert_int_equal(rec_engine_mf_owed(e, "mf"), 6);
+    mf_events(e, 7, 10); /* in memory, not committed yet */
+    mf_batch(e, 7, 10, ev);
+    assert_int_equal(rec_engine_mf_owe(e, "mf", 8, &p, ev, 4, &now), 0);
+    assert_int_equal(now, 0);
+    assert_int_equal(rec_engine_mf_owed(e, NULL), 10);
+    assert_null(rec_engine_space(e, "mf") ? rec_space_get(rec_engine_space(e, "mf"),
+                                                         REC_KIND_USER, 0) : NULL);
+    assert_int_equal(rec_engine_mf_settle(e, "mf"), 0);
+    assert_int_equal(rec_engine_mf_owed(e, "mf"), 0);
+    mf_rows(e, owed_rows);
+    /* read lately: the next events are stepped at once */
+    mf_events(e, 11, 12);
+    mf_batch(e, 11, 12, ev);
+    assert_int_equal(rec_engine_mf_owe(e, "mf", 8, &p, ev, 2, &now), 0);
+    assert_int_equal(now, 1);
+    /* out of order: refused */
+    ev[1].seq = ev[0].seq;
+    assert_int_equal(rec_engine_mf_owe(e, "mf", 8, &p, ev, 2, &now), REC_EINVAL);
+    rec_engine_free(e);
+    rec_test_rmdir(dir);
+    /* the same events stepped at once */
+    dir = rec_test_mkdir("mfowed2");
+    e = open_engine(dir);
+    mf_events(e, 1, 10);
+    rec_space *s;
+    assert_int_equal(rec_engine_space_ensure(e, "mf", 8, &s), 0);
+    for (int i = 1; i <= 10; i++) {
+        char u[16], it[16], uk[REC_ID_MAX], ik[REC_ID_MAX];
+        snprintf(u, sizeof u, "u%d", i % 3);
+        snprintf(it, sizeof it, "i%d", i % 4);
+        float w = rec_mf_plan_weight(&p, (uint16_t)rec_engine_type_find(e, i % 5 ? "click" : "purchase",
+                                                                         i % 5 ? 5 : 8),
+                                     i % 5 ? 2.0f : 8.0f);
+        assert_int_equal(rec_engine_mf_update(e, s, rec_engine_lookup(e, REC_KIND_USER, uk, skey(uk, u)),
+                                              rec_engine_lookup(e, REC_KIND_ITEM, ik, skey(ik, it)), w,
+                                              &p.mf, NULL), 0);
+    }
+    mf_rows(e, at_once);
+    assert_memory_equal(owed_rows, at_once, sizeof at_once);
+    /* a bad name is refused */
+    mf_batch(e, 1, 2, ev);
+    assert_int_equal(rec_engine_mf_owe(e, "", 8, &p, ev, 2, &now), REC_EINVAL);
+    rec_engine_free(e);
+    rec_test_rmdir(dir);
+}
+
 static void test_newer_schema_refused(void **state) {
     (void)state;
     char *dir = rec_test_mkdir("engine");
@@ -344,6 +454,7 @@ int main(void) {
         cmocka_unit_test(test_type_find_and_count),
         cmocka_unit_test(test_delete_user_leaves_no_trace),
         cmocka_unit_test(test_newer_schema_refused),
+        cmocka_unit_test(test_mf_owed_across_restart),
         cmocka_unit_test(test_put_validates_before_changing),
         cmocka_unit_test(test_failed_commit_rolls_memory_back),
         cmocka_unit_test(test_integer_and_string_ids),
