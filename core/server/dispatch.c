@@ -1042,15 +1042,17 @@ static int apply_event(call_ctx *c, const msgpack_object *o, uint32_t i) {
     return rc ? engine_fail(c, rc) : 0;
 }
 
-/* Every event of the call checked, before any is applied; one alone is
- * checked as it is read to be applied (the same checks, made once). */
-static int check_events(call_ctx *c) {
+/* Every event of the call checked, before any is applied; with
+ * applied_next, an event alone is left to the apply that follows, which
+ * makes the same checks as it reads it (a cluster's checks before the
+ * stream are not followed by one). */
+static int check_events(call_ctx *c, int applied_next) {
     uint32_t n = c->params->via.array.size;
     if (n == 0)
         return fail(c, REC_EINVAL, "params must hold at least one event");
     if (n > MAX_BATCH)
         return fail(c, REC_ETOOLARGE, "at most %d events per call", MAX_BATCH);
-    for (uint32_t i = 0; i < n && n > 1; i++) {
+    for (uint32_t i = 0; i < n && !(applied_next && n == 1); i++) {
         int rc = check_event(c, param(c, i), i);
         if (rc)
             return rc;
@@ -1060,7 +1062,7 @@ static int check_events(call_ctx *c) {
 
 static int m_event_add(call_ctx *c) {
     uint32_t n = c->params->via.array.size;
-    int trc = check_events(c);
+    int trc = check_events(c, 1);
     if (trc)
         return trc;
     for (uint32_t i = 0; i < n; i++) {
@@ -2066,7 +2068,7 @@ int rec_dispatch_check_events(rec_dispatch *d, const msgpack_object *params, cha
                               size_t errlen) {
     call_ctx c = {.d = d, .e = d->e, .params = params, .err = errmsg, .errlen = errlen};
     errmsg[0] = 0;
-    int rc = check_events(&c);
+    int rc = check_events(&c, 0);
     if (rc && !errmsg[0])
         snprintf(errmsg, errlen, "%s", rec_strerror(rc));
     return rc;

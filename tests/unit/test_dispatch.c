@@ -387,6 +387,11 @@ static void test_check_events_alone(void **state) {
     u.data.via.array.size = 1; /* the good event alone */
     assert_int_equal(rec_dispatch_check_events(f.d, &u.data, err, sizeof err), 0);
     assert_int_equal(rec_engine_events(f.e), 0); /* checked, not applied */
+    /* the bad one alone: checked too (event.add leaves a lone event to
+     * its apply, a cluster's check before the stream may not) */
+    u.data.via.array.ptr[0] = u.data.via.array.ptr[1];
+    assert_int_equal(rec_dispatch_check_events(f.d, &u.data, err, sizeof err), REC_EINVAL);
+    assert_non_null(strstr(err, "params[0].item"));
     int m = rec_dispatch_find(f.d, "event.add", 9);
     assert_true(rec_dispatch_flags(f.d, m) & REC_M_EVENTS);
     assert_false(rec_dispatch_flags(f.d, rec_dispatch_find(f.d, "item.put", 8)) & REC_M_EVENTS);
