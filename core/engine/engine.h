@@ -181,7 +181,9 @@ int rec_engine_mf_update(rec_engine *e, rec_space *s, uint32_t user,
  * not the events (the log holds them), so a space nobody reads costs
  * O(1) per batch whatever the traffic. A read pays what is owed first, in
  * log order, as the steps would have been made at once (the generator of
- * MF draws is only MF's, so the rows come out the same), up to
+ * MF draws is only MF's, so the rows come out the same; with several
+ * MF spaces, whose draws then interleave otherwise, each is equally
+ * trained but not bit for bit the same), up to
  * REC_MF_READ_PAY steps; the rest is paid by the next reads and by
  * rec_engine_mf_catch_up between requests. Only events in the store are
  * paid (those of a commit under way wait for it). What is owed is written
