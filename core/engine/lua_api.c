@@ -1610,15 +1610,6 @@ static rec_space *mf_space(lua_State *L, ldb *d, const char *name, lua_Integer d
     return s;
 }
 
-/* The step weight of an event of weight w > 0 under opts.weight = "log":
- * 1 + ln w above 1 (a purchase of 8 steps 3.1 times as far as a view of
- * 1, not 8), then at most max. */
-static float log_weight(float w, float max) {
-    if (w > 1.0f)
-        w = 1.0f + logf(w);
-    return w < max ? w : max;
-}
-
 /* db:mf_update(batch [, opts]) -> steps, loss: one BPR step per event of
  * an on_events batch with weight > 0 (and of opts.types), in order, each
  * at the event's weight, compressed when opts.weight is "log" (1 + ln w
@@ -1653,11 +1644,11 @@ static int mf_update_batch(lua_State *L, ldb *d) {
      * and paid by the next read from the log (engine.h). A Lua weight
      * function, a value filter or a batch made by db:event_batch cannot
      * be owed: such a batch is stepped at once, after what was owed. */
+    rec_mf_plan plan = {.mf = o, .log_weight = wlog, .max_weight = (float)maxw,
+                        .typed = f.typed};
+    memcpy(plan.types, f.types, sizeof plan.types);
     int lazy = !wfn && !f.valued && b->logged && b->ev && b->n > 0, now = 1;
     if (lazy) {
-        rec_mf_plan plan = {.mf = o, .log_weight = wlog, .max_weight = (float)maxw,
-                            .typed = f.typed};
-        memcpy(plan.types, f.types, sizeof plan.types);
         int rc = rec_engine_mf_owe(d->e, sn, s->dim, &plan, b->ev, b->n, &now);
         if (rc)
             return engine_error(L, d->e, rc);
@@ -1703,9 +1694,10 @@ static int mf_update_batch(lua_State *L, ldb *d) {
                 return rec_lua_error(L, REC_EINVAL, "opts.weight returned a non-finite number");
             w = (float)x;
         }
-        if (!(w > 0.0f))
+        /* "log" (1 + ln w above 1: a purchase of 8 steps 3.1 times as far
+         * as a view of 1, not 8), max_weight; <= 0: no step */
+        if (!((w = rec_mf_plan_weight(&plan, ev->type, w)) > 0.0f))
             continue;
-        w = wlog ? log_weight(w, (float)maxw) : (float)fmin(w, maxw);
         if (!rec_engine_alive(d->e, REC_KIND_USER, ev->user) ||
             !rec_engine_alive(d->e, REC_KIND_ITEM, ev->item))
             continue;
